@@ -1,0 +1,31 @@
+# semcat_kit: the two README commands (and the benchmarks). Each sets itself up on a fresh machine.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# torch/torchvision known to import together (see README); pip takes them from the local mirror here.
+TORCH_PINS := "torch>=2.1,<=2.14.1" "torchvision>=0.16,<=0.29.1"
+
+.PHONY: demo test bench venv clean
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or run make PYTHON=python3)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PINS)
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	HF_HUB_OFFLINE=1 $(PY) scripts/run_notebooks.py --out reports
+
+test: venv
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+bench: venv
+	HF_HUB_OFFLINE=1 $(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) reports

@@ -1,0 +1,348 @@
+"""The category tree: classes, paths, ancestors, depth, LCA distance, conflicts.
+
+A :class:`Taxonomy` is a rooted tree of *nodes* (every prefix of every category path, plus a
+virtual root at depth 0) and a list of *classes*: the nodes that products are labelled with
+(the leaf paths of a catalog, or every node of the Google Product Taxonomy).
+
+Mistake severity follows Bertinetto et al., "Making Better Mistakes" (CVPR 2020): the distance
+between two classes is the height of their lowest common ancestor (LCA), counted in tree levels
+from the classes up to the LCA. With classes of different depths (a class may be an ancestor of
+another in the Google taxonomy) we use the deeper one:
+
+    d(i, j) = max(depth(i), depth(j)) - depth(lca(i, j)),      d(i, i) = 0
+
+where ``depth`` counts path segments ("Apparel" has depth 1, "Apparel > Topwear > Shirts" 3).
+For a tree whose classes are all leaves at one depth this is exactly the paper's LCA height.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+DEFAULT_SEP = " > "
+
+__all__ = ["Taxonomy", "split_path", "DEFAULT_SEP"]
+
+
+def split_path(path: str, sep: str = DEFAULT_SEP, *, where: str = "") -> tuple[str, ...]:
+    """Split a category path into stripped segments; raise on empty or blank segments."""
+    if not isinstance(path, str):
+        raise ValueError(f"category path {path!r}{where} is not a string; give paths like 'A{sep}B{sep}C'")
+    parts = tuple(p.strip() for p in path.split(sep.strip() if sep.strip() else sep))
+    if not path.strip() or any(not p for p in parts):
+        raise ValueError(
+            f"category path {path!r}{where} has an empty segment; every level between "
+            f"{sep.strip()!r} separators must be named (fix or drop that row)"
+        )
+    return parts
+
+
+@dataclass
+class Taxonomy:
+    """A category tree with classes at some of its nodes.
+
+    Build one with :meth:`from_paths` (catalog labels) or :meth:`from_google_taxonomy`.
+
+    Attributes
+    ----------
+    classes : list[str]
+        Full category path of each class, e.g. ``"Apparel > Topwear > Shirts"``; class ``i`` is
+        output ``i`` of every model trained on this taxonomy.
+    names : list[str]
+        Short display name of each class (its last path segment).
+    conflicts : pandas.DataFrame
+        Paths whose last segment also appears under another parent, and how they were resolved
+        (columns ``name, path, count, resolved_to, kept``). Empty when the input was a clean tree.
+    aliases : dict[str, str]
+        Paths that :meth:`index_of` accepts and maps to another class (the minority paths of a
+        conflict resolved by ``on_conflict="majority"``).
+    """
+
+    node_paths: list[tuple[str, ...]]
+    node_parent: np.ndarray
+    class_nodes: np.ndarray
+    sep: str = DEFAULT_SEP
+    aliases: dict[str, str] = field(default_factory=dict)
+    conflicts: pd.DataFrame = field(default_factory=lambda: _empty_conflicts())
+
+    def __post_init__(self) -> None:
+        self.node_parent = np.asarray(self.node_parent, dtype=np.int64)
+        self.class_nodes = np.asarray(self.class_nodes, dtype=np.int64)
+        n = len(self.node_paths)
+        self.node_depth = np.array([len(p) for p in self.node_paths], dtype=np.int64)
+        self.max_depth = int(self.node_depth.max()) if n else 0
+        # anc[n, l] = id of the ancestor of node n at depth l (l = 0 is the root), -1 below depth
+        anc = np.full((n, self.max_depth + 1), -1, dtype=np.int64)
+        for v in np.argsort(self.node_depth, kind="stable"):
+            p = self.node_parent[v]
+            if p >= 0:
+                anc[v] = anc[p]
+            anc[v, self.node_depth[v]] = v
+        self._anc = anc
+        self._class_anc = anc[self.class_nodes]
+        self._class_depth = self.node_depth[self.class_nodes]
+        self.classes = [self.sep.join(self.node_paths[v]) for v in self.class_nodes]
+        self.names = [self.node_paths[v][-1] if self.node_paths[v] else "" for v in self.class_nodes]
+        self._index = {c: i for i, c in enumerate(self.classes)}
+        if len(self._index) != len(self.classes):
+            dup = [c for c, k in Counter(self.classes).items() if k > 1]
+            raise ValueError(f"duplicate classes {dup[:5]}; each category path must be listed once")
+        self._node_index = {p: i for i, p in enumerate(self.node_paths)}
+        children = defaultdict(list)
+        for v, p in enumerate(self.node_parent):
+            if p >= 0:
+                children[int(p)].append(v)
+        self._children = children
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_paths(
+        cls,
+        labels: Iterable[str],
+        sep: str = DEFAULT_SEP,
+        on_conflict: str = "majority",
+    ) -> "Taxonomy":
+        """Build the taxonomy whose classes are the distinct label paths.
+
+        Parameters
+        ----------
+        labels : iterable of str
+            Full category paths, one per product (repeats are counted).
+        sep : str
+            Path separator.
+        on_conflict : {"majority", "error", "keep"}
+            What to do when one leaf name sits under several parents (e.g. ``Belts`` under
+            ``Apparel > Topwear`` 3 times and under ``Accessories > Belts`` 810 times):
+            ``"majority"`` keeps the most frequent path as the class and maps the others to it
+            (reported in :attr:`conflicts`, accepted by :meth:`index_of`); ``"error"`` raises;
+            ``"keep"`` keeps every path as its own class.
+        """
+        if on_conflict not in ("majority", "error", "keep"):
+            raise ValueError(f"on_conflict must be 'majority', 'error' or 'keep', not {on_conflict!r}")
+        counts: Counter = Counter()
+        for row, lab in enumerate(labels):
+            counts[split_path(lab, sep, where=f" (row {row})")] += 1
+        if not counts:
+            raise ValueError("no labels given: a taxonomy needs at least one category path")
+        by_name: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+        for p in counts:
+            by_name[p[-1]].append(p)
+        conflict_rows, aliases, keep_paths = [], {}, []
+        for name, paths in by_name.items():
+            if len(paths) == 1:
+                keep_paths.append(paths[0])
+                continue
+            paths = sorted(paths, key=lambda p: (-counts[p], p))
+            if on_conflict == "error":
+                desc = ", ".join(f"{sep.join(p)!r} ({counts[p]} items)" for p in paths)
+                raise ValueError(
+                    f"category {name!r} sits under several parents: {desc}. Fix the labels, or pass "
+                    "on_conflict='majority' (map to the most frequent) or 'keep' (separate classes)"
+                )
+            winner = paths[0]
+            for p in paths:
+                kept = on_conflict == "keep" or p == winner
+                resolved = sep.join(p) if kept else sep.join(winner)
+                conflict_rows.append(dict(name=name, path=sep.join(p), count=counts[p],
+                                          resolved_to=resolved, kept=kept))
+                if kept:
+                    keep_paths.append(p)
+                else:
+                    aliases[sep.join(p)] = resolved
+        conflicts = pd.DataFrame(conflict_rows, columns=_CONFLICT_COLUMNS)
+        if len(conflicts):
+            conflicts = conflicts.sort_values(["name", "count"], ascending=[True, False], ignore_index=True)
+        tax = cls._from_class_paths(sorted(keep_paths), sep)
+        tax.aliases = aliases
+        tax.conflicts = conflicts
+        return tax
+
+    @classmethod
+    def from_google_taxonomy(cls, path: str | Path) -> "Taxonomy":
+        """Load the Google Product Taxonomy file (``ID - A > B > C`` lines); every node is a class."""
+        from .datasets import load_google_taxonomy
+
+        df = load_google_taxonomy(path)
+        return cls._from_class_paths(list(df["path"].map(lambda s: tuple(s.split(DEFAULT_SEP)))), DEFAULT_SEP)
+
+    @classmethod
+    def _from_class_paths(cls, class_paths: Sequence[tuple[str, ...]], sep: str) -> "Taxonomy":
+        node_index: dict[tuple[str, ...], int] = {(): 0}
+        parents = [-1]
+        for p in class_paths:
+            for d in range(1, len(p) + 1):
+                pre = p[:d]
+                if pre not in node_index:
+                    node_index[pre] = len(parents)
+                    parents.append(node_index[pre[:-1]])
+        node_paths = list(node_index)
+        return cls(node_paths=node_paths, node_parent=np.array(parents),
+                   class_nodes=np.array([node_index[tuple(p)] for p in class_paths]), sep=sep)
+
+    # ------------------------------------------------------------------ lookups
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def __repr__(self) -> str:
+        return (f"Taxonomy({self.n_classes} classes, {len(self.node_paths) - 1} nodes, "
+                f"depth {self.max_depth}, {len(self.aliases)} aliases)")
+
+    def resolve(self, labels: Iterable[str]) -> list[str]:
+        """Map labels to class paths (aliases to their class); unknown labels are returned as they are."""
+        return [self.aliases.get(lab, lab) if isinstance(lab, str) else lab for lab in labels]
+
+    def index_of(self, labels: str | Iterable[str]) -> np.ndarray | int:
+        """Class index of each label (full path or alias); raises naming the unknown labels."""
+        if isinstance(labels, str):
+            return int(self.index_of([labels])[0])
+        labels = list(labels)
+        out = np.empty(len(labels), dtype=np.int64)
+        unknown = []
+        for k, lab in enumerate(labels):
+            lab2 = self.aliases.get(lab, lab) if isinstance(lab, str) else lab
+            i = self._index.get(lab2, -1)
+            if i < 0:
+                unknown.append((k, lab))
+            out[k] = i
+        if unknown:
+            shown = ", ".join(f"row {k}: {lab!r}" for k, lab in unknown[:5])
+            more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+            raise KeyError(f"{len(unknown)} label(s) are not classes of this taxonomy: {shown}{more}. "
+                           "Build the taxonomy from these labels or drop those rows.")
+        return out
+
+    def depth(self, i) -> np.ndarray | int:
+        """Number of path segments of class ``i`` (vectorised)."""
+        d = self._class_depth[np.asarray(i)]
+        return int(d) if np.ndim(d) == 0 else d
+
+    def parent(self, i: int) -> str | None:
+        """Full path of the parent node of class ``i`` (``None`` for a top-level class)."""
+        p = self.node_parent[self.class_nodes[i]]
+        return self.sep.join(self.node_paths[p]) if p > 0 else None
+
+    def ancestors(self, i: int, include_self: bool = False) -> list[str]:
+        """Full paths of the ancestors of class ``i``, top level first (the root is not listed)."""
+        p = self.node_paths[self.class_nodes[i]]
+        stop = len(p) + 1 if include_self else len(p)
+        return [self.sep.join(p[:d]) for d in range(1, stop)]
+
+    def children(self, path_or_index: str | int) -> list[str]:
+        """Full paths of the child nodes of a class index or of any node path ('' is the root)."""
+        if isinstance(path_or_index, (int, np.integer)):
+            v = int(self.class_nodes[path_or_index])
+        else:
+            key = tuple(path_or_index.split(self.sep)) if path_or_index else ()
+            if key not in self._node_index:
+                raise KeyError(f"{path_or_index!r} is not a node of this taxonomy")
+            v = self._node_index[key]
+        return [self.sep.join(self.node_paths[c]) for c in self._children.get(v, [])]
+
+    def level(self, i, level: int):
+        """Name of the ancestor of class ``i`` at depth ``level`` (1 = top level), vectorised.
+
+        Classes shallower than ``level`` give their own name (their deepest level).
+        """
+        if level < 1:
+            raise ValueError("level counts from 1 (the top level)")
+        i_arr = np.asarray(i)
+        lv = np.minimum(level, self._class_depth[i_arr])
+        nodes = self._class_anc[i_arr, lv]
+        if np.ndim(nodes) == 0:
+            return self.node_paths[int(nodes)][-1]
+        return np.array([self.node_paths[n][-1] for n in nodes.ravel()], dtype=object).reshape(nodes.shape)
+
+    def level_index(self, i, level: int) -> np.ndarray:
+        """Node id of the ancestor of class ``i`` at depth ``level`` (the class itself if shallower)."""
+        i_arr = np.asarray(i)
+        return self._class_anc[i_arr, np.minimum(level, self._class_depth[i_arr])]
+
+    def ancestor_matrix(self) -> np.ndarray:
+        """(C, max_depth + 1) node ids of each class's ancestors by depth (-1 below the class)."""
+        return self._class_anc.copy()
+
+    # ------------------------------------------------------------------ distances
+    def lca_depth(self, i, j) -> np.ndarray:
+        """Depth of the lowest common ancestor of classes ``i`` and ``j`` (broadcast arrays)."""
+        i, j = np.broadcast_arrays(np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64))
+        a, b = self._class_anc[i], self._class_anc[j]
+        # ancestors agree on a prefix of levels; count agreeing non-root levels
+        return ((a == b) & (a >= 0))[..., 1:].sum(-1)
+
+    def lca_distance(self, i, j) -> np.ndarray:
+        """Mistake severity between classes: height of their LCA (0 for the same class).
+
+        ``d(i, j) = max(depth(i), depth(j)) - depth(lca(i, j))`` (Bertinetto et al. 2020),
+        vectorised over broadcastable index arrays, O(len * depth) memory: never C x C.
+        """
+        i, j = np.broadcast_arrays(np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64))
+        d = np.maximum(self._class_depth[i], self._class_depth[j]) - self.lca_depth(i, j)
+        return d if d.ndim else int(d)
+
+    def distance_matrix(self, max_classes: int = 20_000) -> np.ndarray:
+        """Dense (C, C) int8 LCA-distance matrix; for small taxonomies (refuses C > ``max_classes``)."""
+        C = self.n_classes
+        if C > max_classes:
+            raise MemoryError(f"a dense {C}x{C} matrix is too large; use lca_distance on index arrays "
+                              f"or raise max_classes")
+        out = np.empty((C, C), dtype=np.int8)
+        cols = np.arange(C)
+        block = max(1, 2_000_000 // max(C, 1))
+        for s in range(0, C, block):
+            rows = np.arange(s, min(C, s + block))
+            out[rows] = self.lca_distance(rows[:, None], cols[None, :])
+        return out
+
+    # ------------------------------------------------------------------ export
+    def to_networkx(self):
+        """The tree as a ``networkx.DiGraph`` (edges parent -> child, nodes named by full path;
+        the root is ``""``; attributes ``depth``, ``name``, ``is_class``, ``class_index``)."""
+        import networkx as nx
+
+        g = nx.DiGraph()
+        cls_of = {int(v): i for i, v in enumerate(self.class_nodes)}
+        for v, p in enumerate(self.node_paths):
+            g.add_node(self.sep.join(p), depth=len(p), name=p[-1] if p else "",
+                       is_class=v in cls_of, class_index=cls_of.get(v, -1))
+        for v, par in enumerate(self.node_parent):
+            if par >= 0:
+                g.add_edge(self.sep.join(self.node_paths[par]), self.sep.join(self.node_paths[v]))
+        return g
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable description (classes, separator, aliases) that :meth:`from_dict` rebuilds."""
+        return {"sep": self.sep, "classes": list(self.classes), "aliases": dict(self.aliases)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Taxonomy":
+        sep = d.get("sep", DEFAULT_SEP)
+        tax = cls._from_class_paths([split_path(c, sep) for c in d["classes"]], sep)
+        tax.aliases = dict(d.get("aliases", {}))
+        return tax
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` as JSON (atomically)."""
+        from ._io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Taxonomy":
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+_CONFLICT_COLUMNS = ["name", "path", "count", "resolved_to", "kept"]
+
+
+def _empty_conflicts() -> pd.DataFrame:
+    return pd.DataFrame(columns=_CONFLICT_COLUMNS)
