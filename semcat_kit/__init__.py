@@ -1,7 +1,8 @@
 """semcat_kit: categorize products into large category hierarchies, and make mistakes less embarrassing."""
 from .taxonomy import Taxonomy
 
-# [datasets]
+from . import datasets
+from .datasets import load_catalog, load_fashion, load_fashion_tutorial, load_google_taxonomy
 # [encoders]
 # [similarity]
 # [metrics]

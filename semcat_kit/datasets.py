@@ -1,0 +1,453 @@
+"""Loading catalogs: a generic CSV/DataFrame + image folder, the Kaggle fashion layout, the bundled
+tutorial catalog, and the Google Product Taxonomy file.
+
+Every catalog loader returns a :class:`pandas.DataFrame` with the columns
+
+``item_id`` (str), ``title`` (str, ``""`` where missing), ``image_path`` (absolute str, or ``None``
+when there is no image file), ``label`` (the full category path ``"A > B > C"``),
+``level_1 .. level_L`` (one column per taxonomy level), then every other column of the source.
+
+Rows that are kept but are not fully usable (an empty title, a missing image file, a malformed
+CSV line that was repaired) are listed in ``df.attrs["report"]``, a :class:`ProblemReport`
+DataFrame with columns ``item_id, column, problem``. Nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .taxonomy import DEFAULT_SEP
+
+__all__ = [
+    "load_catalog",
+    "load_fashion",
+    "load_fashion_tutorial",
+    "load_google_taxonomy",
+    "ProblemReport",
+    "IMAGE_EXTENSIONS",
+    "FASHION_PATH_COLUMNS",
+    "tutorial_dir",
+]
+
+#: File extensions tried (in this order) when images are found by item id.
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+#: The Kaggle "Fashion Product Images" columns that form the category path.
+FASHION_PATH_COLUMNS = ("masterCategory", "subCategory", "articleType")
+REPORT_COLUMNS = ["item_id", "column", "problem"]
+_CORE = ["item_id", "title", "image_path", "label"]
+
+
+class ProblemReport(pd.DataFrame):
+    """A DataFrame ``item_id, column, problem`` of rows that were kept but need attention.
+
+    It is an ordinary DataFrame except that ``==`` between two reports compares the whole tables
+    and returns one bool; pandas compares ``attrs`` that way when it concatenates or merges the
+    catalogs that carry a report (a plain DataFrame there makes ``pd.concat`` raise).
+    """
+
+    @property
+    def _constructor(self):
+        return ProblemReport
+
+    def __eq__(self, other):  # type: ignore[override]
+        if isinstance(other, pd.DataFrame):
+            return bool(pd.DataFrame(self).equals(pd.DataFrame(other)))
+        return super().__eq__(other)
+
+    def __ne__(self, other):  # type: ignore[override]
+        if isinstance(other, pd.DataFrame):
+            return not self.__eq__(other)
+        return super().__ne__(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _make_report(rows: list[dict]) -> ProblemReport:
+    rep = ProblemReport(pd.DataFrame(rows, columns=REPORT_COLUMNS))
+    rep["item_id"] = rep["item_id"].astype(object)
+    return rep
+
+
+# ---------------------------------------------------------------------------------- CSV reading
+def _read_csv(path: Path, *, id_col: str, title_col: str, dtype_all_str: bool = False):
+    """Read a catalog CSV; repair lines with extra fields by joining them into the title.
+
+    Returns ``(DataFrame, repairs)`` where ``repairs`` lists report rows for the repaired lines.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"catalog CSV {str(path)!r} does not exist; check the path")
+    with open(path, encoding="utf-8", newline="") as f:
+        header_line = f.readline()
+    import csv
+
+    header = next(csv.reader([header_line]), [])
+    header = [h.strip() for h in header]
+    if not header or not any(header):
+        raise ValueError(f"catalog CSV {str(path)!r} is empty (no header line); it needs a header row "
+                         "naming the columns")
+    repairs: list[dict] = []
+    bad_lines: list[list[str]] = []
+    ti = header.index(title_col) if title_col in header else None
+    ii = header.index(id_col) if id_col in header else None
+    n = len(header)
+
+    def fix(fields: list[str]):
+        # a line with more fields than the header: the title contained unquoted commas
+        extra = len(fields) - n
+        item = fields[ii] if ii is not None and ii < len(fields) else "?"
+        if ti is None or extra <= 0:
+            bad_lines.append(fields)
+            return None
+        joined = ",".join(fields[ti:ti + extra + 1])
+        repairs.append(dict(item_id=str(item).strip(), column=title_col,
+                            problem=f"malformed CSV line ({len(fields)} fields for {n} columns): "
+                                    f"the {extra + 1} fields from column {title_col!r} were joined "
+                                    f"into the title {joined!r}"))
+        return fields[:ti] + [joined] + fields[ti + extra + 1:]
+
+    kw = dict(dtype=str, keep_default_na=False) if dtype_all_str else dict(dtype={id_col: str})
+    df = pd.read_csv(path, engine="python", on_bad_lines=fix, skipinitialspace=False, **kw)
+    if bad_lines:
+        shown = "; ".join(",".join(b)[:120] for b in bad_lines[:3])
+        raise ValueError(f"{str(path)!r}: {len(bad_lines)} line(s) have more fields than the "
+                         f"{n} header columns and cannot be repaired (no {title_col!r} column to "
+                         f"join them into): {shown}. Quote those fields or fix the file.")
+    if repairs:
+        warnings.warn(f"{path}: repaired {len(repairs)} malformed line(s) by joining extra fields into "
+                      f"{title_col!r} (items {[r['item_id'] for r in repairs[:10]]}); see "
+                      "df.attrs['report']", stacklevel=3)
+    df.columns = [str(c).strip() for c in df.columns]
+    return df, repairs
+
+
+# ---------------------------------------------------------------------------------- images
+def _index_image_dir(images_dir: Path) -> dict[str, str]:
+    """Map file stem -> file name for image files in ``images_dir`` (extension priority order)."""
+    rank = {e: k for k, e in enumerate(IMAGE_EXTENSIONS)}
+    best: dict[str, tuple[int, str]] = {}
+    with os.scandir(images_dir) as it:
+        for entry in it:
+            stem, dot, ext = entry.name.rpartition(".")
+            r = rank.get(ext.lower())
+            if not dot or r is None:
+                continue
+            if stem not in best or r < best[stem][0]:
+                best[stem] = (r, entry.name)
+    return {s: name for s, (_, name) in best.items()}
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or (
+        isinstance(v, str) and not v.strip())
+
+
+# ---------------------------------------------------------------------------------- catalog
+def load_catalog(
+    source,
+    images_dir=None,
+    id: str = "id",
+    title: str = "title",
+    image: str | None = None,
+    path: Sequence[str] | None = None,
+    path_col: str | None = None,
+    sep: str = DEFAULT_SEP,
+) -> pd.DataFrame:
+    """Load a product catalog from a CSV file or a DataFrame.
+
+    Parameters
+    ----------
+    source : str, Path or DataFrame
+        The catalog. A CSV is read with the python engine; a line with extra fields (unquoted
+        commas in the title) is repaired by joining them into the title and reported.
+    images_dir : str or Path, optional
+        Folder of images. With ``image=None`` the image of item ``x`` is
+        ``<images_dir>/x.<jpg|jpeg|png|webp>``.
+    id, title : str
+        Column names of the item id and the product title.
+    image : str, optional
+        Column holding image paths (relative to ``images_dir`` if given, else to the CSV's
+        folder, else to the working directory).
+    path : list of str, optional
+        Columns holding the category levels, top level first (``["masterCategory", ...]``).
+    path_col : str, optional
+        Instead of ``path``: one column holding the full path ``"A > B > C"``.
+    sep : str
+        Separator of the path segments in ``label`` (and in ``path_col``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``item_id, title, image_path, label, level_1..level_L`` and the other source columns;
+        ``attrs["report"]`` lists kept rows with an empty title or a missing image
+        (``item_id, column, problem``).
+
+    Raises
+    ------
+    FileNotFoundError
+        The CSV or the images folder does not exist.
+    ValueError
+        Missing columns (the message lists the existing ones), an empty catalog, duplicate or
+        empty item ids, or an empty category-path segment (the message names the row).
+    """
+    csv_dir = None
+    repairs: list[dict] = []
+    if isinstance(source, pd.DataFrame):
+        df = source.copy()
+        where = "the DataFrame"
+    elif isinstance(source, (str, os.PathLike)):
+        p = Path(source).expanduser()
+        df, repairs = _read_csv(p, id_col=id, title_col=title)
+        csv_dir = p.resolve().parent
+        where = f"{str(p)!r}"
+    else:
+        raise TypeError(f"source must be a CSV path or a pandas DataFrame, not {type(source).__name__}")
+    df.columns = [str(c) for c in df.columns]
+
+    if (path is None) == (path_col is None):
+        raise ValueError("give exactly one of path=[level columns, top first] or path_col='column with "
+                         f"\"A{sep}B\" paths'")
+    if path is not None:
+        if isinstance(path, str):
+            path = [path]
+        path = list(path)
+        if not path:
+            raise ValueError("path must name at least one level column")
+    required = [id, title] + (list(path) if path is not None else [path_col]) + ([image] if image else [])
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"{where} has no column(s) {missing}; its columns are {list(df.columns)}. "
+                         "Pass the right names with id=, title=, image=, path= or path_col=.")
+    if len(df) == 0:
+        raise ValueError(f"{where} has no rows: the catalog is empty")
+
+    # ---- ids
+    ids_raw = df[id]
+    bad = [k for k, v in enumerate(ids_raw) if _missing(v)]
+    if bad:
+        raise ValueError(f"{where}: column {id!r} is empty in {len(bad)} row(s) (rows {bad[:10]}); every "
+                         "item needs an id")
+    item_id = pd.Series([_id_str(v) for v in ids_raw], index=df.index, dtype=object)
+    dup = item_id[item_id.duplicated(keep=False)]
+    if len(dup):
+        names = list(dict.fromkeys(dup))
+        raise ValueError(f"{where}: {len(names)} duplicate item id(s) in column {id!r}: {names[:10]}"
+                         f"{' ...' if len(names) > 10 else ''}; ids must be unique (drop or rename duplicates)")
+
+    # ---- category path
+    if path is not None:
+        seg_cols = [df[c].tolist() for c in path]
+        segments = []
+        for k in range(len(df)):
+            segs = []
+            for c, col in zip(path, seg_cols):
+                v = col[k]
+                if _missing(v):
+                    raise ValueError(f"{where}: row {k} (item {item_id.iloc[k]!r}) has an empty category "
+                                     f"level in column {c!r}; every level must be named (fix or drop the row)")
+                segs.append(str(v).strip())
+            segments.append(segs)
+    else:
+        from .taxonomy import split_path
+
+        segments = []
+        for k, v in enumerate(df[path_col].tolist()):
+            if _missing(v):
+                raise ValueError(f"{where}: row {k} (item {item_id.iloc[k]!r}) has an empty category path "
+                                 f"in column {path_col!r}; fix or drop the row")
+            segments.append(list(split_path(str(v), sep, where=f" in {where} column {path_col!r}, "
+                                                               f"row {k} (item {item_id.iloc[k]!r})")))
+    for k, segs in enumerate(segments):
+        if any(sep.strip() and sep.strip() in s for s in segs):
+            raise ValueError(f"{where}: row {k} (item {item_id.iloc[k]!r}) has a category name containing "
+                             f"the separator {sep.strip()!r}: {segs}; pass another sep=")
+    depth = max(len(s) for s in segments)
+    label = [sep.join(s) for s in segments]
+
+    report: list[dict] = list(repairs)
+    # ---- titles
+    titles = []
+    for iid, v in zip(item_id, df[title].tolist()):
+        if _missing(v):
+            titles.append("")
+            report.append(dict(item_id=iid, column="title", problem="empty title (kept as '')"))
+        else:
+            titles.append(str(v).strip())
+
+    # ---- images
+    image_path: list = [None] * len(df)
+    if images_dir is not None:
+        images_dir = Path(images_dir).expanduser().resolve()
+        if not images_dir.is_dir():
+            raise FileNotFoundError(f"images_dir {str(images_dir)!r} is not a folder; check the path")
+    if image is None and images_dir is not None:
+        index = _index_image_dir(images_dir)
+        for k, iid in enumerate(item_id):
+            name = index.get(iid)
+            if name is None:
+                report.append(dict(item_id=iid, column="image_path",
+                                   problem=f"no image file {iid}.<{'|'.join(IMAGE_EXTENSIONS)}> in {images_dir}"))
+            else:
+                image_path[k] = str(images_dir / name)
+    elif image is not None:
+        base = images_dir or csv_dir or Path.cwd()
+        for k, (iid, v) in enumerate(zip(item_id, df[image].tolist())):
+            if _missing(v):
+                report.append(dict(item_id=iid, column="image_path", problem=f"no image path in column {image!r}"))
+                continue
+            p = Path(str(v).strip()).expanduser()
+            p = p if p.is_absolute() else base / p
+            if p.is_file():
+                image_path[k] = str(p.resolve())
+            else:
+                report.append(dict(item_id=iid, column="image_path", problem=f"image file {str(p)!r} does not exist"))
+
+    # ---- assemble
+    out = pd.DataFrame({"item_id": item_id.to_numpy(), "title": titles, "image_path": image_path,
+                        "label": label}, index=range(len(df)))
+    out["image_path"] = out["image_path"].astype(object)
+    level_cols = [f"level_{d + 1}" for d in range(depth)]
+    for d, c in enumerate(level_cols):
+        out[c] = [s[d] if d < len(s) else None for s in segments]
+    consumed = {id, title} | ({image} if image else set()) | ({path_col} if path_col else set())
+    extra = [c for c in df.columns if c not in consumed]
+    clash = [c for c in extra if c in out.columns]
+    if clash:
+        raise ValueError(f"{where}: column(s) {clash} would be overwritten by the catalog's own columns "
+                         f"{_CORE + level_cols}; rename them first")
+    for c in extra:
+        out[c] = df[c].to_numpy()
+    out.attrs["report"] = _make_report(report)
+    return out
+
+
+def _id_str(v) -> str:
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
+# ---------------------------------------------------------------------------------- fashion
+def load_fashion(dir, styles: str = "styles.csv", images: str = "images") -> pd.DataFrame:
+    """Load the Kaggle "Fashion Product Images" layout (``styles.csv`` + ``images/<id>.jpg``).
+
+    The label is ``masterCategory > subCategory > articleType``, the title ``productDisplayName``;
+    the other columns (gender, baseColour, season, year, usage, and the three level columns) are
+    kept. Malformed lines of the original Kaggle file (unquoted commas in the title) are repaired
+    and listed in ``attrs["report"]`` together with missing titles and images.
+
+    Parameters
+    ----------
+    dir : str or Path
+        Folder holding ``styles.csv`` and ``images/``.
+    styles, images : str
+        File / folder names inside ``dir``.
+    """
+    d = Path(dir).expanduser()
+    if not d.is_dir():
+        raise FileNotFoundError(f"fashion folder {str(d)!r} does not exist; give the folder holding "
+                                f"{styles} and {images}/ (the Kaggle 'Fashion Product Images' download)")
+    csv = d / styles
+    if not csv.is_file():
+        raise FileNotFoundError(f"{str(csv)!r} not found: the fashion folder must contain {styles} "
+                                f"(found {sorted(p.name for p in d.iterdir())[:10]})")
+    img = d / images
+    if not img.is_dir():
+        return _no_images(csv, img)
+    return load_catalog(csv, images_dir=img, id="id", title="productDisplayName",
+                        path=list(FASHION_PATH_COLUMNS))
+
+
+def _no_images(csv: Path, img: Path) -> pd.DataFrame:
+    df = load_catalog(csv, id="id", title="productDisplayName", path=list(FASHION_PATH_COLUMNS))
+    rep = pd.DataFrame(df.attrs["report"])
+    extra = pd.DataFrame({"item_id": df["item_id"], "column": "image_path",
+                          "problem": f"images folder {str(img)!r} does not exist"})
+    df.attrs["report"] = _make_report((pd.concat([rep, extra], ignore_index=True) if len(rep) else extra)
+                                      .to_dict("records"))
+    return df
+
+
+def tutorial_dir() -> Path:
+    """Folder of the bundled tutorial catalog (``styles.csv`` + ``images/``) inside the package."""
+    from importlib.resources import files
+
+    return Path(str(files("semcat_kit") / "data" / "fashion_tutorial"))
+
+
+def load_fashion_tutorial() -> pd.DataFrame:
+    """The bundled tutorial catalog: ~3,000 Myntra products covering all 170 category paths.
+
+    Drawn from the full Kaggle/Myntra catalog by ``scripts/make_tutorial_subset.py`` (seeded; a
+    per-leaf quota proportional to the square root of the leaf size, tiny leaves kept whole).
+    Works offline after ``pip install``. Same columns as :func:`load_fashion`.
+    """
+    d = tutorial_dir()
+    if not (d / "styles.csv").is_file():
+        raise FileNotFoundError(f"the bundled tutorial catalog is missing from {d}; reinstall semcat_kit "
+                                "or run scripts/make_tutorial_subset.py")
+    return load_fashion(d)
+
+
+# ---------------------------------------------------------------------------------- google
+_GOOGLE_LINE = re.compile(r"^\s*(\d+)\s+-\s+(.*?)\s*$")
+
+
+def load_google_taxonomy(path) -> pd.DataFrame:
+    """Read the Google Product Taxonomy file with ids (``taxonomy-with-ids.<locale>.txt``).
+
+    Lines look like ``1604 - Apparel & Accessories > Clothing``; lines starting with ``#`` (the
+    version comment) and blank lines are skipped.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``id`` (int64), ``path`` (``"A > B > C"``), ``depth`` (number of segments), ``name`` (last
+        segment), in file order.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        A malformed line, an empty path segment, or a duplicate id/path; the message names the file
+        and the line number.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"Google taxonomy file {str(p)!r} does not exist; download "
+                                "taxonomy-with-ids.en-US.txt from Google Merchant Center help")
+    ids, paths, depths, names = [], [], [], []
+    seen_id: dict[int, int] = {}
+    seen_path: dict[str, int] = {}
+    with open(p, encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, 1):
+            s = line.strip()
+            if not s or s.startswith("#"):
+                continue
+            m = _GOOGLE_LINE.match(s)
+            if not m or not m.group(2):
+                raise ValueError(f"{p}, line {lineno}: expected 'ID - Level1 > Level2 > ...', got {s[:100]!r}")
+            segs = [x.strip() for x in m.group(2).split(">")]
+            if any(not x for x in segs):
+                raise ValueError(f"{p}, line {lineno}: empty category name in {m.group(2)!r}")
+            gid = int(m.group(1))
+            full = DEFAULT_SEP.join(segs)
+            if gid in seen_id:
+                raise ValueError(f"{p}, line {lineno}: id {gid} already used on line {seen_id[gid]}")
+            if full in seen_path:
+                raise ValueError(f"{p}, line {lineno}: category {full!r} already listed on line {seen_path[full]}")
+            seen_id[gid] = seen_path[full] = lineno
+            ids.append(gid)
+            paths.append(full)
+            depths.append(len(segs))
+            names.append(segs[-1])
+    if not ids:
+        raise ValueError(f"{p} holds no categories (expected lines like '1 - Animals & Pet Supplies')")
+    return pd.DataFrame({"id": np.array(ids, dtype=np.int64), "path": paths,
+                         "depth": np.array(depths, dtype=np.int64), "name": names})
