@@ -1,0 +1,173 @@
+"""The fusion head: a small MLP over frozen text and image embeddings.
+
+Each modality is projected (``LayerNorm`` + ``Linear``) to ``proj_dim``; a missing modality
+(its presence flag is False) is zeroed *after* projection, so it contributes nothing. The
+projections are fused and fed to an MLP (``Linear -> GELU -> Dropout -> Linear``) that outputs
+``n_classes`` logits (or ``out_dim`` values, e.g. the bits of binary taxonomy codes).
+
+Fusion modes
+------------
+``"concat"``  ``h = [t, v, m_t, m_v]`` (projections and the two presence flags).
+``"gated"``   ``g = sigmoid(W [t, v, m_t, m_v] + b)`` per sample and feature,
+              ``h = g * t + (1 - g) * v``, with ``g`` forced to 1 when the image is missing and
+              to 0 when the text is missing.
+``"text"``    ``h = t`` (text only; the image input is ignored).
+``"image"``   ``h = v`` (image only).
+
+Modality dropout (training only): for each sample that has both modalities, with probability
+``modality_dropout`` one of them (chosen at random) is treated as missing, so the head learns to
+predict well for products without an image (or without a title).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["FusionHead", "FUSION_MODES"]
+
+FUSION_MODES = ("concat", "gated", "text", "image")
+_ALIASES = {"text-only": "text", "text_only": "text", "image-only": "image", "image_only": "image"}
+
+
+def _dim(d, name: str) -> int:
+    if d is None:
+        return 0
+    if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+        raise ValueError(f"{name} must be a non-negative int or None, not {d!r}")
+    return int(d)
+
+
+class FusionHead(nn.Module):
+    """Fusion head over text and image embeddings.
+
+    Parameters
+    ----------
+    text_dim, image_dim : int or None
+        Input embedding sizes; ``None`` or 0 when that modality is absent from the data.
+    n_classes : int
+        Number of classes (the output size unless ``out_dim`` is given).
+    fusion : {"concat", "gated", "text", "image"}
+        How the two projections are combined (see the module docstring).
+        ``"text-only"`` / ``"image-only"`` are accepted as aliases.
+    proj_dim : int
+        Size of each modality projection.
+    hidden : int
+        Hidden width of the MLP.
+    dropout : float
+        Dropout before the output layer.
+    modality_dropout : float
+        Training-time probability of dropping one modality of a sample that has both.
+    out_dim : int or None
+        Output size when it differs from ``n_classes`` (e.g. ``B`` bits of taxonomy codes).
+
+    Attributes
+    ----------
+    config : dict
+        The constructor arguments; ``FusionHead(**head.config)`` rebuilds the architecture.
+    """
+
+    def __init__(self, text_dim, image_dim, n_classes: int, fusion: str = "concat", proj_dim: int = 256,
+                 hidden: int = 512, dropout: float = 0.2, modality_dropout: float = 0.1, out_dim=None):
+        super().__init__()
+        text_dim, image_dim = _dim(text_dim, "text_dim"), _dim(image_dim, "image_dim")
+        if not isinstance(fusion, str) or _ALIASES.get(fusion, fusion) not in FUSION_MODES:
+            raise ValueError(f"fusion must be one of {FUSION_MODES} (or 'text-only'/'image-only'), not {fusion!r}")
+        fusion = _ALIASES.get(fusion, fusion)
+        for name, v in (("n_classes", n_classes), ("proj_dim", proj_dim), ("hidden", hidden)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, not {v!r}")
+        if out_dim is not None and (isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1):
+            raise ValueError(f"out_dim must be a positive int or None, not {out_dim!r}")
+        for name, v in (("dropout", dropout), ("modality_dropout", modality_dropout)):
+            if not (0.0 <= float(v) < 1.0):
+                raise ValueError(f"{name} must be in [0, 1), not {v!r}")
+        if text_dim == 0 and image_dim == 0:
+            raise ValueError("FusionHead needs at least one modality: text_dim and image_dim are both None/0")
+        if fusion == "text" and text_dim == 0:
+            raise ValueError("fusion='text' needs text embeddings but text_dim is None/0; use fusion='image' or 'concat'")
+        if fusion == "image" and image_dim == 0:
+            raise ValueError("fusion='image' needs image embeddings but image_dim is None/0; use fusion='text' or 'concat'")
+        self.config = dict(text_dim=text_dim or None, image_dim=image_dim or None, n_classes=int(n_classes),
+                           fusion=fusion, proj_dim=int(proj_dim), hidden=int(hidden), dropout=float(dropout),
+                           modality_dropout=float(modality_dropout),
+                           out_dim=None if out_dim is None else int(out_dim))
+        self.text_dim, self.image_dim, self.fusion = text_dim, image_dim, fusion
+        self.n_classes, self.modality_dropout = int(n_classes), float(modality_dropout)
+        self.out_dim = int(out_dim) if out_dim is not None else int(n_classes)
+        use_text = text_dim > 0 and fusion != "image"
+        use_image = image_dim > 0 and fusion != "text"
+        self.text_proj = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, proj_dim)) if use_text else None
+        self.image_proj = nn.Sequential(nn.LayerNorm(image_dim), nn.Linear(image_dim, proj_dim)) if use_image else None
+        self._both = use_text and use_image
+        if fusion == "gated" and self._both:
+            self.gate = nn.Linear(2 * proj_dim + 2, proj_dim)
+            fused = proj_dim
+        else:
+            self.gate = None
+            # concat: projections + presence flags (flags only matter when both modalities exist)
+            fused = proj_dim * (int(use_text) + int(use_image)) + (2 if self._both else 0)
+        self.mlp = nn.Sequential(nn.Linear(fused, hidden), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, self.out_dim))
+
+    def extra_repr(self) -> str:
+        return f"fusion={self.fusion!r}, text_dim={self.text_dim}, image_dim={self.image_dim}, out={self.out_dim}"
+
+    @staticmethod
+    def _mask(mask, x: torch.Tensor, name: str) -> torch.Tensor:
+        if mask is None:
+            return torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        mask = torch.as_tensor(mask, device=x.device).bool()
+        if mask.shape != (x.shape[0],):
+            raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({x.shape[0]},), one flag per row")
+        return mask
+
+    def _check(self, x, dim: int, name: str):
+        if x is None:
+            raise ValueError(f"this head was built with {name}_dim={dim} and needs the {name} embeddings; got None")
+        if x.ndim != 2 or x.shape[1] != dim:
+            raise ValueError(f"{name} embeddings have shape {tuple(x.shape)}; this head expects (N, {dim}). "
+                             f"Use the same {name} encoder as in training")
+        return x
+
+    def forward(self, text=None, image=None, image_mask=None, text_mask=None) -> torch.Tensor:
+        """Logits ``(N, out_dim)`` for text ``(N, text_dim)`` and image ``(N, image_dim)`` embeddings.
+
+        ``image_mask`` / ``text_mask`` are ``(N,)`` booleans, True where the modality is present
+        (default: all present). Inputs of a modality the head does not use may be None.
+        """
+        t = v = None
+        n = None
+        if self.text_proj is not None:
+            text = self._check(text, self.text_dim, "text")
+            n = text.shape[0]
+        if self.image_proj is not None:
+            image = self._check(image, self.image_dim, "image")
+            if n is not None and image.shape[0] != n:
+                raise ValueError(f"text has {n} rows but image has {image.shape[0]}; give one row per product")
+            n = image.shape[0]
+        if self.text_proj is not None:
+            mt = self._mask(text_mask, text, "text_mask")
+        if self.image_proj is not None:
+            mv = self._mask(image_mask, image, "image_mask")
+        if self._both and self.training and self.modality_dropout > 0:
+            both = mt & mv
+            drop = (torch.rand(n, device=both.device) < self.modality_dropout) & both
+            drop_image = torch.rand(n, device=both.device) < 0.5
+            mv = mv & ~(drop & drop_image)
+            mt = mt & ~(drop & ~drop_image)
+        if self.text_proj is not None:
+            t = self.text_proj(text) * mt.unsqueeze(1).to(text.dtype)
+        if self.image_proj is not None:
+            v = self.image_proj(image) * mv.unsqueeze(1).to(image.dtype)
+        if not self._both:
+            h = t if t is not None else v
+        else:
+            flags = torch.stack([mt, mv], dim=1).to(t.dtype)
+            if self.gate is not None:
+                g = torch.sigmoid(self.gate(torch.cat([t, v, flags], dim=1)))
+                g = torch.where(~mv.unsqueeze(1), torch.ones_like(g), g)
+                g = torch.where(~mt.unsqueeze(1), torch.zeros_like(g), g)
+                h = g * t + (1 - g) * v
+            else:
+                h = torch.cat([t, v, flags], dim=1)
+        return self.mlp(h)

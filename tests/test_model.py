@@ -1,0 +1,151 @@
+"""FusionHead: shapes per fusion mode, missing modalities, modality dropout, config round trip, errors."""
+import pytest
+import torch
+
+from semcat_kit.model import FusionHead
+
+
+def _inputs(n=12, dt=8, di=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, dt, generator=g), torch.randn(n, di, generator=g)
+
+
+@pytest.mark.parametrize("fusion", ["concat", "gated", "text", "image", "text-only", "image-only"])
+def test_output_shape_each_fusion(fusion):
+    torch.manual_seed(0)
+    t, v = _inputs()
+    head = FusionHead(8, 6, n_classes=5, fusion=fusion, proj_dim=4, hidden=16).eval()
+    out = head(t, v)
+    assert out.shape == (12, 5)
+    assert torch.isfinite(out).all()
+
+
+def test_single_modality_data():
+    t, v = _inputs()
+    head = FusionHead(8, None, 5, proj_dim=4, hidden=16).eval()
+    assert head(t, None).shape == (12, 5)
+    head = FusionHead(0, 6, 5, proj_dim=4, hidden=16).eval()
+    assert head(None, v).shape == (12, 5)
+    assert head.config["text_dim"] is None
+
+
+def test_out_dim_for_codes():
+    t, v = _inputs()
+    head = FusionHead(8, 6, n_classes=50, out_dim=9, proj_dim=4, hidden=16)
+    assert head(t, v).shape == (12, 9)
+    assert head.config["out_dim"] == 9
+
+
+@pytest.mark.parametrize("fusion", ["concat", "gated"])
+def test_config_rebuilds_same_function(fusion):
+    torch.manual_seed(1)
+    t, v = _inputs()
+    head = FusionHead(8, 6, 5, fusion=fusion, proj_dim=4, hidden=16, dropout=0.3, modality_dropout=0.2).eval()
+    twin = FusionHead(**head.config)
+    twin.load_state_dict(head.state_dict())
+    twin.eval()
+    mask = torch.tensor([True, False] * 6)
+    assert torch.equal(head(t, v, image_mask=mask), twin(t, v, image_mask=mask))
+    assert twin.config == head.config
+
+
+@pytest.mark.parametrize("fusion", ["concat", "gated"])
+def test_missing_image_is_ignored(fusion):
+    torch.manual_seed(2)
+    t, v = _inputs()
+    head = FusionHead(8, 6, 5, fusion=fusion, proj_dim=4, hidden=16).eval()
+    mask = torch.zeros(12, dtype=torch.bool)
+    a = head(t, v, image_mask=mask)
+    b = head(t, v * 100 + 3, image_mask=mask)
+    assert torch.allclose(a, b)
+    # and the image does matter when present
+    assert not torch.allclose(head(t, v), head(t, v * 100 + 3))
+
+
+@pytest.mark.parametrize("fusion", ["concat", "gated"])
+def test_missing_text_is_ignored(fusion):
+    torch.manual_seed(3)
+    t, v = _inputs()
+    head = FusionHead(8, 6, 5, fusion=fusion, proj_dim=4, hidden=16).eval()
+    mask = torch.zeros(12, dtype=torch.bool)
+    assert torch.allclose(head(t, v, text_mask=mask), head(-t * 7, v, text_mask=mask))
+
+
+def test_presence_flags_change_concat_input():
+    """In concat mode the presence flags reach the MLP: a zero image projection with the flag on
+    differs from a missing image."""
+    torch.manual_seed(4)
+    t, _ = _inputs()
+    head = FusionHead(8, 6, 5, proj_dim=4, hidden=16).eval()
+    with torch.no_grad():
+        head.image_proj[1].weight.zero_()
+        head.image_proj[1].bias.zero_()
+    v = torch.randn(12, 6)
+    on = head(t, v, image_mask=torch.ones(12, dtype=torch.bool))
+    off = head(t, v, image_mask=torch.zeros(12, dtype=torch.bool))
+    assert not torch.allclose(on, off)
+
+
+def test_modality_dropout_drops_exactly_one_modality_in_training():
+    torch.manual_seed(5)
+    t, v = _inputs(n=200)
+    head = FusionHead(8, 6, 5, proj_dim=4, hidden=16, dropout=0.0, modality_dropout=0.9)
+    head.train()
+    out = head(t, v)
+    head.eval()
+    full = head(t, v)
+    no_img = head(t, v, image_mask=torch.zeros(200, dtype=torch.bool))
+    no_txt = head(t, v, text_mask=torch.zeros(200, dtype=torch.bool))
+    is_full = torch.isclose(out, full, atol=1e-6).all(1)
+    is_noimg = torch.isclose(out, no_img, atol=1e-6).all(1)
+    is_notxt = torch.isclose(out, no_txt, atol=1e-6).all(1)
+    assert (is_full | is_noimg | is_notxt).all()
+    assert is_noimg.sum() > 40 and is_notxt.sum() > 40 and is_full.sum() > 5
+    # a sample with only one modality never loses it
+    head.train()
+    only_text = head(t, v, image_mask=torch.zeros(200, dtype=torch.bool))
+    head.eval()
+    assert torch.allclose(only_text, no_img, atol=1e-6)
+
+
+def test_eval_mode_is_deterministic():
+    t, v = _inputs()
+    head = FusionHead(8, 6, 5, proj_dim=4, hidden=16, modality_dropout=0.5).eval()
+    assert torch.equal(head(t, v), head(t, v))
+
+
+def test_gradients_reach_both_projections():
+    t, v = _inputs()
+    head = FusionHead(8, 6, 5, fusion="gated", proj_dim=4, hidden=16, modality_dropout=0.0)
+    head(t, v).sum().backward()
+    assert head.text_proj[1].weight.grad.abs().sum() > 0
+    assert head.image_proj[1].weight.grad.abs().sum() > 0
+    assert head.gate.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(text_dim=None, image_dim=None, n_classes=3), "at least one modality"),
+    (dict(text_dim=0, image_dim=4, n_classes=3, fusion="text"), "fusion='text'"),
+    (dict(text_dim=4, image_dim=None, n_classes=3, fusion="image"), "fusion='image'"),
+    (dict(text_dim=4, image_dim=4, n_classes=3, fusion="sum"), "fusion must be one of"),
+    (dict(text_dim=4, image_dim=4, n_classes=0), "n_classes"),
+    (dict(text_dim=-1, image_dim=4, n_classes=3), "text_dim"),
+    (dict(text_dim=4, image_dim=4, n_classes=3, dropout=1.0), "dropout"),
+    (dict(text_dim=4, image_dim=4, n_classes=3, out_dim=0), "out_dim"),
+])
+def test_bad_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        FusionHead(**kwargs)
+
+
+def test_bad_forward_inputs():
+    t, v = _inputs()
+    head = FusionHead(8, 6, 5, proj_dim=4, hidden=16)
+    with pytest.raises(ValueError, match=r"image embeddings have shape \(12, 5\).*\(N, 6\)"):
+        head(t, v[:, :5])
+    with pytest.raises(ValueError, match="needs the image embeddings"):
+        head(t, None)
+    with pytest.raises(ValueError, match="text has 12 rows but image has 11"):
+        head(t, v[:11])
+    with pytest.raises(ValueError, match="image_mask has shape"):
+        head(t, v, image_mask=torch.ones(3, dtype=torch.bool))
