@@ -5,7 +5,8 @@ from . import datasets
 from .datasets import load_catalog, load_fashion, load_fashion_tutorial, load_google_taxonomy
 # [encoders]
 # [similarity]
-# [metrics]
+from . import metrics
+from .metrics import evaluate
 # [train]
 # [viz]
 # [export]
