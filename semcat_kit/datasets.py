@@ -308,12 +308,13 @@ def load_catalog(
                 report.append(dict(item_id=iid, column="image_path", problem=f"image file {str(p)!r} does not exist"))
 
     # ---- assemble
-    out = pd.DataFrame({"item_id": item_id.to_numpy(), "title": titles, "image_path": image_path,
-                        "label": label}, index=range(len(df)))
-    out["image_path"] = out["image_path"].astype(object)
+    out = pd.DataFrame({"item_id": item_id.to_numpy(), "title": titles,
+                        "image_path": pd.Series(image_path, dtype=object), "label": label},
+                       index=range(len(df)))
     level_cols = [f"level_{d + 1}" for d in range(depth)]
     for d, c in enumerate(level_cols):
-        out[c] = [s[d] if d < len(s) else None for s in segments]
+        vals = [s[d] if d < len(s) else None for s in segments]
+        out[c] = pd.Series(vals, dtype=object) if None in vals else vals
     consumed = {id, title} | ({image} if image else set()) | ({path_col} if path_col else set())
     extra = [c for c in df.columns if c not in consumed]
     clash = [c for c in extra if c in out.columns]

@@ -1,0 +1,383 @@
+"""Tests for semcat_kit.datasets: catalog loaders, the bundled tutorial catalog, the Google taxonomy."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import semcat_kit as sk
+from semcat_kit import datasets as D
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVELS = list(D.FASHION_PATH_COLUMNS)
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("make_tutorial_subset", ROOT / "scripts" / "make_tutorial_subset.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def fashion(fashion_dir):
+    return D.load_fashion(fashion_dir)
+
+
+@pytest.fixture(scope="module")
+def tutorial():
+    return D.load_fashion_tutorial()
+
+
+def _report_ids(df, column):
+    rep = df.attrs["report"]
+    return set(rep.loc[rep["column"] == column, "item_id"])
+
+
+# ------------------------------------------------------------------------------ real fashion catalog
+def test_load_fashion_real_columns_and_labels(fashion, myntra_styles):
+    assert len(fashion) == 44446 == len(myntra_styles)
+    assert list(fashion.columns[:4]) == ["item_id", "title", "image_path", "label"]
+    for c in ["level_1", "level_2", "level_3", "gender", "baseColour", "season", "year", "usage", *LEVELS]:
+        assert c in fashion.columns
+    assert all(isinstance(x, str) for x in fashion["item_id"])
+    assert fashion["item_id"].tolist() == myntra_styles["id"].astype(str).tolist()
+    expected = (myntra_styles["masterCategory"] + " > " + myntra_styles["subCategory"] + " > "
+                + myntra_styles["articleType"])
+    assert fashion["label"].tolist() == expected.tolist()
+    assert fashion["label"].nunique() == 170
+    assert fashion["level_1"].nunique() == 7
+    assert (fashion["level_3"] == myntra_styles["articleType"]).all()
+    row = fashion.set_index("item_id").loc["15970"]
+    assert row["title"] == "Turtle Check Men Navy Blue Shirt"
+    assert row["label"] == "Apparel > Topwear > Shirts"
+
+
+def test_load_fashion_real_report_lists_missing_titles_and_images(fashion, fashion_dir, myntra_styles):
+    no_title = set(myntra_styles.loc[myntra_styles["productDisplayName"].isna(), "id"].astype(str))
+    on_disk = {p.stem for p in (fashion_dir / "images").iterdir()}
+    no_image = set(myntra_styles["id"].astype(str)) - on_disk
+    assert len(no_title) == 7 and len(no_image) == 5
+    assert _report_ids(fashion, "title") == no_title
+    assert _report_ids(fashion, "image_path") == no_image
+    assert len(fashion.attrs["report"]) == 12
+    # kept, not dropped: empty title "" and image_path None
+    idx = fashion.set_index("item_id")
+    assert (idx.loc[sorted(no_title), "title"] == "").all()
+    assert idx.loc[sorted(no_image), "image_path"].isna().all()
+    has = fashion["image_path"].notna()
+    assert has.sum() == 44441
+    sample = fashion.loc[has, "image_path"].iloc[::997]
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in sample)
+
+
+def test_report_survives_concat_and_merge(fashion):
+    parts = [fashion.iloc[:100], fashion.iloc[100:]]
+    both = pd.concat(parts)
+    assert len(both) == len(fashion)
+    assert len(both.attrs["report"]) == 12
+    merged = fashion.head(50).merge(fashion[["item_id"]].head(50).assign(z=1), on="item_id")
+    assert len(merged) == 50
+    rep = fashion.attrs["report"]
+    assert isinstance(rep, pd.DataFrame) and list(rep.columns) == ["item_id", "column", "problem"]
+    assert (rep == rep.copy()) is True
+
+
+def _write_styles(path: Path, styles: pd.DataFrame, broken: dict[int, str] | None = None) -> list[str]:
+    """Write rows as the Kaggle file does: no quoting, so commas in titles break lines."""
+    lines = [",".join(styles.columns)]
+    for k, row in enumerate(styles.astype(str).itertuples(index=False)):
+        vals = list(row)
+        if broken and k in broken:
+            vals[-1] = broken[k]
+        lines.append(",".join(v if v != "nan" else "" for v in vals))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return lines
+
+
+def test_load_fashion_repairs_malformed_kaggle_lines(tmp_path, myntra_styles, fashion_dir):
+    styles = myntra_styles.head(30).copy()
+    broken = {3: "Lucera Women Silver, Gold Earrings", 17: "Puma Men, Black, Shoe"}
+    _write_styles(tmp_path / "styles.csv", styles, broken)
+    (tmp_path / "images").mkdir()
+    for i in styles["id"].head(5):
+        (tmp_path / "images" / f"{i}.jpg").write_bytes((fashion_dir / "images" / f"{i}.jpg").read_bytes())
+    with pytest.warns(UserWarning, match="repaired 2 malformed"):
+        df = D.load_fashion(tmp_path)
+    assert len(df) == 30
+    assert df["title"].iloc[3] == "Lucera Women Silver, Gold Earrings"
+    assert df["title"].iloc[17] == "Puma Men, Black, Shoe"
+    assert df["usage"].iloc[3] == styles["usage"].iloc[3]  # the fields before the title are intact
+    rep = df.attrs["report"]
+    rep_t = rep[rep["column"] == "productDisplayName"]
+    assert set(rep_t["item_id"]) == {str(styles["id"].iloc[3]), str(styles["id"].iloc[17])}
+    assert rep_t["problem"].str.contains("malformed CSV line").all()
+    assert _report_ids(df, "image_path") == set(styles["id"].iloc[5:].astype(str))
+
+
+def test_unrepairable_line_raises_naming_content(tmp_path):
+    (tmp_path / "c.csv").write_text("id,title,cat\n1,a,X\n2,b,Y,extra\n", encoding="utf-8")
+    # title is not the last column, but the extra field is still joined into it: visible in the report
+    with pytest.warns(UserWarning):
+        df = D.load_catalog(tmp_path / "c.csv", path_col="cat")
+    assert df["title"].tolist() == ["a", "b,Y"] and df["label"].tolist() == ["X", "extra"]
+    (tmp_path / "d.csv").write_text("id,name,cat\n1,a,X\n2,b,Y,extra\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"1 line\(s\) have more fields.*2,b,Y,extra"):
+        D.load_catalog(tmp_path / "d.csv", path_col="cat")
+
+
+def test_load_fashion_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        D.load_fashion(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="styles.csv"):
+        D.load_fashion(tmp_path)
+
+
+def test_load_fashion_without_images_folder_reports_every_item(tmp_path, myntra_styles):
+    _write_styles(tmp_path / "styles.csv", myntra_styles.head(8))
+    df = D.load_fashion(tmp_path)
+    assert df["image_path"].isna().all()
+    assert _report_ids(df, "image_path") == set(myntra_styles["id"].head(8).astype(str))
+
+
+# ------------------------------------------------------------------------------ generic load_catalog
+def _small():
+    return pd.DataFrame({
+        "sku": ["a1", "a2", "a3", "a4"],
+        "name": ["Red shirt", None, "  Blue jeans ", "Mug"],
+        "cat": ["Apparel > Topwear > Shirts", "Apparel > Topwear > Shirts", "Apparel > Bottomwear > Jeans",
+                "Home > Mugs"],
+        "price": [10.0, 12.0, 30.0, 5.0],
+    })
+
+
+def test_load_catalog_dataframe_path_col_variable_depth():
+    df = D.load_catalog(_small(), id="sku", title="name", path_col="cat")
+    assert list(df.columns) == ["item_id", "title", "image_path", "label", "level_1", "level_2", "level_3", "price"]
+    assert df["title"].tolist() == ["Red shirt", "", "Blue jeans", "Mug"]
+    assert df["level_3"].tolist()[:3] == ["Shirts", "Shirts", "Jeans"] and df["level_3"].iloc[3] is None
+    assert df["level_2"].iloc[3] == "Mugs"
+    assert df["image_path"].isna().all()
+    assert df["price"].tolist() == [10.0, 12.0, 30.0, 5.0]
+    rep = df.attrs["report"]
+    assert rep.to_dict("records") == [{"item_id": "a2", "column": "title", "problem": "empty title (kept as '')"}]
+
+
+def test_load_catalog_path_columns_and_custom_sep():
+    src = pd.DataFrame({"id": [1, 2], "title": ["x", "y"], "l1": ["A", "B"], "l2": ["a", "b"]})
+    df = D.load_catalog(src, path=["l1", "l2"], sep=" / ")
+    assert df["label"].tolist() == ["A / a", "B / b"]
+    assert df["item_id"].tolist() == ["1", "2"]
+    assert {"l1", "l2"} <= set(df.columns)  # the level columns of the source are kept
+    tax = sk.Taxonomy.from_paths(df["label"], sep=" / ")
+    assert tax.n_classes == 2
+
+
+def test_load_catalog_csv_keeps_id_text_and_unicode(tmp_path):
+    (tmp_path / "c.csv").write_text("id,title,cat\n007,Café crème,Küche > Tassen\n010,\"Mug, large\",Küche > Tassen\n",
+                                    encoding="utf-8")
+    df = D.load_catalog(tmp_path / "c.csv", path_col="cat")
+    assert df["item_id"].tolist() == ["007", "010"]
+    assert df["title"].tolist() == ["Café crème", "Mug, large"]
+    assert df["level_1"].tolist() == ["Küche", "Küche"]
+    assert len(df.attrs["report"]) == 0
+
+
+def test_images_found_by_id_with_extension_priority(tmp_path):
+    img = tmp_path / "imgs"
+    img.mkdir()
+    for name in ["a1.png", "a1.jpg", "a2.webp", "a3.JPEG", "a3.txt", "zz.jpg"]:
+        (img / name).write_bytes(b"x")
+    df = D.load_catalog(_small(), images_dir=img, id="sku", title="name", path_col="cat")
+    assert df["image_path"].tolist()[:3] == [str((img / "a1.jpg").resolve()), str((img / "a2.webp").resolve()),
+                                             str((img / "a3.JPEG").resolve())]
+    assert df["image_path"].iloc[3] is None
+    rep = df.attrs["report"]
+    miss = rep[rep["column"] == "image_path"]
+    assert miss["item_id"].tolist() == ["a4"] and "a4.<jpg|jpeg|png|webp>" in miss["problem"].iloc[0]
+
+
+def test_image_column_relative_to_images_dir_csv_dir_or_absolute(tmp_path):
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "p1.jpg").write_bytes(b"x")
+    (tmp_path / "p2.png").write_bytes(b"x")
+    src = _small().assign(img=["p1.jpg", str(tmp_path / "p2.png"), "nothere.jpg", None])
+    df = D.load_catalog(src, images_dir=tmp_path / "pics", id="sku", title="name", path_col="cat", image="img")
+    assert df["image_path"].tolist()[:2] == [str(tmp_path / "pics" / "p1.jpg"), str(tmp_path / "p2.png")]
+    assert df["image_path"].iloc[2] is None and df["image_path"].iloc[3] is None
+    assert "img" not in df.columns
+    rep = df.attrs["report"].set_index("item_id")
+    assert "nothere.jpg" in rep.loc["a3", "problem"] and "does not exist" in rep.loc["a3", "problem"]
+    assert "no image path" in rep.loc["a4", "problem"]
+    # a CSV without images_dir: paths relative to the CSV's folder
+    src.assign(img=["pics/p1.jpg", "p2.png", "x.jpg", ""]).to_csv(tmp_path / "cat.csv", index=False)
+    df2 = D.load_catalog(tmp_path / "cat.csv", id="sku", title="name", path_col="cat", image="img")
+    assert df2["image_path"].tolist()[:2] == [str(tmp_path / "pics" / "p1.jpg"), str(tmp_path / "p2.png")]
+    assert set(df2.attrs["report"]["item_id"]) == {"a2", "a3", "a4"}  # a2: empty title
+
+
+@pytest.mark.parametrize(
+    "change, kwargs, match",
+    [
+        (lambda d: d.drop(columns="name"), {}, r"no column\(s\) \['name'\]; its columns are \['sku', 'cat', 'price'\]"),
+        (lambda d: d.iloc[:0], {}, "no rows: the catalog is empty"),
+        (lambda d: d.assign(sku=["a1", "a2", "a1", "a2"]), {}, r"2 duplicate item id\(s\).*\['a1', 'a2'\]"),
+        (lambda d: d.assign(sku=["a1", None, "a3", "a4"]), {}, r"empty in 1 row\(s\) \(rows \[1\]\)"),
+        (lambda d: d.assign(cat=["A > B", "A >  > C", "A", "B"]), {}, r"row 1 \(item 'a2'\).*empty segment"),
+        (lambda d: d.assign(cat=["A > B", "A", None, "B"]), {}, r"row 2 \(item 'a3'\) has an empty category path"),
+        (lambda d: d.assign(label=1), {}, r"\['label'\] would be overwritten"),
+        (lambda d: d, {"path": ["cat"]}, "exactly one of path"),
+        (lambda d: d, {"path_col": None}, "exactly one of path"),
+    ],
+)
+def test_load_catalog_bad_input_errors(change, kwargs, match):
+    kw = dict(id="sku", title="name", path_col="cat") | kwargs
+    with pytest.raises(ValueError, match=match):
+        D.load_catalog(change(_small()), **kw)
+
+
+def test_load_catalog_empty_level_value_names_row_and_column():
+    src = pd.DataFrame({"id": ["x", "y"], "title": ["t", "u"], "a": ["A", "B"], "b": ["a", np.nan]})
+    with pytest.raises(ValueError, match=r"row 1 \(item 'y'\) has an empty category level in column 'b'"):
+        D.load_catalog(src, path=["a", "b"])
+    src2 = pd.DataFrame({"id": ["x"], "title": ["t"], "a": ["A > B"], "b": ["c"]})
+    with pytest.raises(ValueError, match="containing the separator"):
+        D.load_catalog(src2, path=["a", "b"])
+
+
+def test_load_catalog_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.csv"):
+        D.load_catalog(tmp_path / "missing.csv", path_col="cat")
+    with pytest.raises(FileNotFoundError, match="images_dir .*nodir"):
+        D.load_catalog(_small(), images_dir=tmp_path / "nodir", id="sku", title="name", path_col="cat")
+    (tmp_path / "empty.csv").write_text("", encoding="utf-8")
+    with pytest.raises(ValueError, match="is empty"):
+        D.load_catalog(tmp_path / "empty.csv", path_col="cat")
+    (tmp_path / "header.csv").write_text("id,title,cat\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="catalog is empty"):
+        D.load_catalog(tmp_path / "header.csv", path_col="cat")
+    with pytest.raises(TypeError, match="CSV path or a pandas DataFrame"):
+        D.load_catalog([1, 2, 3], path_col="cat")
+
+
+# ------------------------------------------------------------------------------ tutorial catalog
+def test_tutorial_is_package_data_and_small():
+    d = D.tutorial_dir()
+    assert d.is_relative_to(Path(sk.__file__).parent)
+    total = sum(p.stat().st_size for p in d.rglob("*") if p.is_file())
+    assert total <= 15e6
+
+
+def test_tutorial_contents_cover_every_leaf(tutorial, fashion):
+    assert 2800 <= len(tutorial) <= 3200
+    assert list(tutorial.columns) == list(fashion.columns)
+    assert set(tutorial["label"]) == set(fashion["label"])  # every leaf path incl. the label-noise ones
+    tax = sk.Taxonomy.from_paths(tutorial["label"])
+    assert tax.n_classes == 143 and len(tax.conflicts) == 52
+    # rows are the original rows of the full catalog
+    full = fashion.set_index("item_id")
+    t = tutorial.set_index("item_id")
+    cols = ["title", "label", "gender", "baseColour", "usage"]
+    pd.testing.assert_frame_equal(t[cols], full.loc[t.index, cols])
+
+
+def test_tutorial_follows_sqrt_quota_and_is_reproducible(tutorial, fashion):
+    mod = _script()
+    sizes = fashion.groupby("label").size().sort_index()
+    quotas = mod.leaf_quotas(sizes, 3000, tiny=4)
+    got = tutorial.groupby("label").size().reindex(sizes.index)
+    assert (got == quotas).all()
+    assert (got[sizes <= 4] == sizes[sizes <= 4]).all()  # tiny leaves kept whole
+    assert (got >= 1).all() and got.sum() == len(tutorial)
+    # proportional to sqrt(size): quota / sqrt(n) is one constant up to rounding for non-tiny, non-capped leaves
+    mid = (sizes > 4) & (quotas < sizes) & (quotas > 1)
+    ratio = quotas[mid] / np.sqrt(sizes[mid])
+    assert (ratio.max() - ratio.min()) * np.sqrt(sizes[mid]).min() <= 1.0 + 1e-9
+    # the same seed on the same source gives exactly the committed subset
+    assert sorted(mod.select_subset(fashion, 3000, seed=0)) == sorted(tutorial["item_id"])
+    assert sorted(mod.select_subset(fashion, 3000, seed=1)) != sorted(tutorial["item_id"])
+
+
+def test_tutorial_images_are_original_bytes_and_report_matches(tutorial, fashion_dir):
+    has = tutorial["image_path"].notna()
+    for p in tutorial.loc[has, "image_path"]:
+        p = Path(p)
+        assert p.read_bytes() == (fashion_dir / "images" / p.name).read_bytes()
+    no_img = set(tutorial.loc[~has, "item_id"])
+    assert _report_ids(tutorial, "image_path") == no_img
+    assert all(not (fashion_dir / "images" / f"{i}.jpg").exists() for i in no_img)
+    manifest = json.loads((D.tutorial_dir() / "MANIFEST.json").read_text())
+    assert manifest["n_items"] == len(tutorial) and manifest["n_leaves"] == 170
+    assert {r["item_id"] for r in manifest["included_problems"]} == set(tutorial.attrs["report"]["item_id"])
+
+
+def test_subset_script_builds_same_output_from_a_source(tmp_path, myntra_styles, fashion_dir):
+    # a small synthetic "download": 3 leaves, one tiny; build twice -> identical files
+    mod = _script()
+    rows = myntra_styles[myntra_styles["articleType"].isin(["Belts", "Ties", "Waistcoat"])]
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    _write_styles(src / "styles.csv", rows)
+    for i in rows["id"]:
+        f = fashion_dir / "images" / f"{i}.jpg"
+        if f.exists():
+            (src / "images" / f.name).write_bytes(f.read_bytes())
+    m1 = mod.build(src, tmp_path / "out1", n_target=60, seed=3)
+    m2 = mod.build(src, tmp_path / "out2", n_target=60, seed=3)
+    assert (tmp_path / "out1" / "styles.csv").read_bytes() == (tmp_path / "out2" / "styles.csv").read_bytes()
+    sub = D.load_fashion(tmp_path / "out1")
+    full = D.load_fashion(src)
+    assert set(sub["label"]) == set(full["label"]) and m1["n_items"] == len(sub) == m2["n_items"]
+    assert abs(len(sub) - 60) <= len(set(full["label"]))
+    with pytest.raises(RuntimeError, match="MB"):
+        mod.build(src, tmp_path / "out3", n_target=60, seed=3, max_mb=0.001)
+    assert not (tmp_path / "out3").exists()
+
+
+# ------------------------------------------------------------------------------ google taxonomy
+def test_load_google_taxonomy_real(google_taxonomy_file):
+    g = D.load_google_taxonomy(google_taxonomy_file)
+    assert list(g.columns) == ["id", "path", "depth", "name"]
+    assert len(g) == 5595 and g["id"].is_unique and g["path"].is_unique
+    assert g["depth"].min() == 1 and g["depth"].max() == 7
+    assert (g["depth"] == 1).sum() == 21
+    assert g.iloc[0].to_dict() == {"id": 1, "path": "Animals & Pet Supplies", "depth": 1,
+                                   "name": "Animals & Pet Supplies"}
+    row = g[g["id"] == 3237].iloc[0]
+    assert row["path"] == "Animals & Pet Supplies > Live Animals" and row["name"] == "Live Animals"
+    # every non-top-level category's parent is listed too
+    assert set(g.loc[g["depth"] > 1, "path"].str.rsplit(" > ", n=1).str[0]) <= set(g["path"])
+
+
+@pytest.mark.parametrize(
+    "body, match",
+    [
+        ("1 - A\n2 - A > B\nnot a line\n", r"line 4: expected 'ID - Level1"),
+        ("1 - A\n2 - A >  > C\n", r"line 3: empty category name"),
+        ("1 - A\n1 - B\n", r"line 3: id 1 already used on line 2"),
+        ("1 - A\n2 - A\n", r"line 3: category 'A' already listed on line 2"),
+        ("1 -\n", r"line 2: expected"),
+        ("", "holds no categories"),
+    ],
+)
+def test_load_google_taxonomy_malformed(tmp_path, body, match):
+    f = tmp_path / "tax.txt"
+    f.write_text("# Google_Product_Taxonomy_Version: test\n" + body, encoding="utf-8")
+    with pytest.raises(ValueError, match=match) as e:
+        D.load_google_taxonomy(f)
+    assert str(f) in str(e.value)
+
+
+def test_load_google_taxonomy_small_and_missing(tmp_path):
+    f = tmp_path / "tax.txt"
+    f.write_text("# v\n\n10 - Café\n11 - Café > Tasse - groß\n", encoding="utf-8")
+    g = D.load_google_taxonomy(f)
+    assert g["path"].tolist() == ["Café", "Café > Tasse - groß"] and g["depth"].tolist() == [1, 2]
+    assert g["id"].dtype == np.int64
+    with pytest.raises(FileNotFoundError, match="nofile.txt"):
+        D.load_google_taxonomy(tmp_path / "nofile.txt")
