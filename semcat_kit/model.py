@@ -155,9 +155,13 @@ class FusionHead(nn.Module):
             drop_image = torch.rand(n, device=both.device) < 0.5
             mv = mv & ~(drop & drop_image)
             mt = mt & ~(drop & ~drop_image)
+        # a missing modality is zeroed after projection; its input row is zeroed first so that
+        # placeholder values there (even NaN) cannot leak through 0 * NaN
         if self.text_proj is not None:
+            text = torch.where(mt.unsqueeze(1), text, torch.zeros((), dtype=text.dtype, device=text.device))
             t = self.text_proj(text) * mt.unsqueeze(1).to(text.dtype)
         if self.image_proj is not None:
+            image = torch.where(mv.unsqueeze(1), image, torch.zeros((), dtype=image.dtype, device=image.device))
             v = self.image_proj(image) * mv.unsqueeze(1).to(image.dtype)
         if not self._both:
             h = t if t is not None else v

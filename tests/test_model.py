@@ -149,3 +149,13 @@ def test_bad_forward_inputs():
         head(t, v[:11])
     with pytest.raises(ValueError, match="image_mask has shape"):
         head(t, v, image_mask=torch.ones(3, dtype=torch.bool))
+
+
+def test_nan_in_missing_rows_does_not_leak():
+    t, v = _inputs()
+    v[3] = float("nan")
+    head = FusionHead(8, 6, 5, proj_dim=4, hidden=16).eval()
+    mask = torch.ones(12, dtype=torch.bool)
+    mask[3] = False
+    out = head(t, v, image_mask=mask)
+    assert torch.isfinite(out).all()
