@@ -4,7 +4,7 @@ from .taxonomy import Taxonomy
 from . import datasets
 from .datasets import load_catalog, load_fashion, load_fashion_tutorial, load_google_taxonomy
 # [encoders]
-# [similarity]
+from . import similarity, soft_labels, losses
 from . import metrics
 from .metrics import evaluate
 # [train]
