@@ -129,6 +129,15 @@ def test_google_lca_distances_match_networkx(google):
     ref = [max(depth[a], depth[b]) - depth[lca[(a, b)]] for a, b in pairs]
     assert d.tolist() == ref
     assert d.tolist() == [_naive_distance(g, a, b) for a, b in zip(i, j)]
+    # broadcast over more pairs than one internal chunk (2-D result, same values)
+    ii, jj = i[:300, None], j[None, :300]
+    big = g.lca_distance(ii, jj)
+    assert big.shape == (300, 300)
+    flat = g.lca_distance(np.repeat(i[:300], 300), np.tile(j[:300], 300))  # 1-D, chunked the same way
+    assert (big.ravel() == flat).all()
+    assert (big[:, 0] == [_naive_distance(g, int(a), int(j[0])) for a in i[:300]]).all()
+    assert big[7, 11] == _naive_distance(g, int(i[7]), int(j[11]))
+    assert (g.lca_distance(i[:5], -1) == [_naive_distance(g, int(a), g.n_classes - 1) for a in i[:5]]).all()
     # sane: between 0 and the max depth, and parent-child pairs are at distance 1
     assert d.min() >= 0 and d.max() <= 7
     child = g.index_of("Animals & Pet Supplies > Live Animals")
