@@ -1,0 +1,651 @@
+"""Data preparation for inspecting a model: tables behind the figures (:mod:`semcat_kit.viz`)
+and the explorers (:mod:`semcat_kit.widgets`).
+
+Everything here is plain numpy / pandas so it can be tested and reused without a browser:
+
+* :func:`label_issues` - confident-learning style hints that a given label is wrong;
+* :func:`mispredictions` - one row per product with its prediction, top-k, severity, issue score;
+* :func:`neighbor_table`, :func:`top_confusions`, :func:`neighborhood_confusion` - a class's
+  semantic neighbours and confusions;
+* :func:`severity_table` - LCA distance of mistakes per configuration;
+* :func:`project_labels` - 2-D maps of label embeddings (and of a head's class weights);
+* :func:`history_frame` - training histories in long form.
+
+Mistake severity is the LCA distance of :meth:`semcat_kit.Taxonomy.lca_distance`
+(0 = right, 1 = a sibling, ...).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .metrics import mistake_distances
+from .taxonomy import Taxonomy
+
+__all__ = [
+    "label_issues",
+    "mispredictions",
+    "neighbor_table",
+    "top_confusions",
+    "neighborhood_confusion",
+    "severity_table",
+    "project_labels",
+    "align_weights",
+    "history_frame",
+    "class_index",
+]
+
+
+# --------------------------------------------------------------------------- input checks
+def _check_taxonomy(taxonomy) -> Taxonomy:
+    if not isinstance(taxonomy, Taxonomy):
+        raise TypeError(f"taxonomy must be a semcat_kit.Taxonomy, not {type(taxonomy).__name__}")
+    return taxonomy
+
+
+def _as_probs(probs, n_classes: int | None = None, name: str = "probs") -> np.ndarray:
+    p = np.asarray(probs, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (items, classes) array of probabilities, got shape {p.shape}")
+    if n_classes is not None and p.shape[1] != n_classes:
+        raise ValueError(f"{name} has {p.shape[1]} columns but the taxonomy has {n_classes} classes; "
+                         "pass probabilities from a model trained on this taxonomy")
+    if not np.isfinite(p).all():
+        bad = int(np.argwhere(~np.isfinite(p))[0, 0])
+        raise ValueError(f"{name} has non-finite values (first in row {bad}); check the model outputs")
+    if (p < 0).any():
+        bad = int(np.argwhere(p < 0)[0, 0])
+        raise ValueError(f"{name} has negative values (first in row {bad}); pass probabilities "
+                         "(softmax of logits), not logits")
+    return p
+
+
+def _as_labels(y, taxonomy: Taxonomy, n: int | None = None, name: str = "y_true") -> np.ndarray:
+    """Class indices from integer indices or label strings (full paths or aliases)."""
+    if y is None:
+        raise ValueError(f"{name} is missing: pass class indices or label paths, one per item")
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D (one label per item), got shape {arr.shape}")
+    if arr.dtype.kind in "OUS":
+        out = np.asarray(taxonomy.index_of([str(v) if v is not None else v for v in arr]), dtype=np.int64)
+    elif arr.dtype.kind in "iu" or (arr.dtype.kind == "f" and len(arr) and np.all(arr == np.round(arr))):
+        out = arr.astype(np.int64)
+        C = taxonomy.n_classes
+        bad = np.flatnonzero((out < 0) | (out >= C))
+        if len(bad):
+            raise ValueError(f"{name} has class indices outside [0, {C}) (first at item {int(bad[0])}: "
+                             f"{int(out[bad[0]])}); indices must refer to taxonomy.classes")
+    elif len(arr) == 0:
+        out = arr.astype(np.int64)
+    else:
+        raise ValueError(f"{name} must hold class indices or label paths, got dtype {arr.dtype}")
+    if n is not None and len(out) != n:
+        raise ValueError(f"{name} has {len(out)} items but the predictions have {n}; they must align")
+    return out
+
+
+def _as_pred(pred_or_probs, taxonomy: Taxonomy, name: str = "pred_or_probs") -> np.ndarray:
+    """Predicted class indices from a (N,) index array or a (N, C) probability matrix."""
+    arr = np.asarray(pred_or_probs)
+    if arr.ndim == 2:
+        return _as_probs(arr, taxonomy.n_classes, name).argmax(1).astype(np.int64)
+    if arr.ndim == 1:
+        return _as_labels(arr, taxonomy, name=name)
+    raise ValueError(f"{name} must be predicted class indices (N,) or probabilities (N, C), got shape {arr.shape}")
+
+
+def _as_neighbors(neighbors, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, sims) from a :class:`semcat_kit.similarity.Neighbors` or an ``(indices, sims)`` pair."""
+    if hasattr(neighbors, "indices") and hasattr(neighbors, "sims"):
+        idx, sims = neighbors.indices, neighbors.sims
+    elif isinstance(neighbors, (tuple, list)) and len(neighbors) == 2:
+        idx, sims = neighbors
+    else:
+        raise TypeError("neighbors must be a semcat_kit.similarity.Neighbors (from label_neighbors) "
+                        f"or an (indices, sims) pair, not {type(neighbors).__name__}")
+    idx = np.asarray(idx)
+    sims = np.asarray(sims, dtype=np.float64)
+    if idx.ndim != 2 or idx.shape != sims.shape:
+        raise ValueError(f"neighbors.indices {idx.shape} and neighbors.sims {sims.shape} must be the same (C, k) shape")
+    if idx.shape[0] != n_classes:
+        raise ValueError(f"neighbors cover {idx.shape[0]} classes but the taxonomy has {n_classes}; "
+                         "compute neighbours from this taxonomy's class embeddings")
+    idx = idx.astype(np.int64)
+    if ((idx < -1) | (idx >= n_classes)).any():
+        raise ValueError(f"neighbors.indices has entries outside [-1, {n_classes}); -1 is the only padding value")
+    return idx, sims
+
+
+def class_index(cls, taxonomy: Taxonomy) -> int:
+    """Index of a class given as an index, a full path / alias, or a unique short name."""
+    C = taxonomy.n_classes
+    if isinstance(cls, (int, np.integer)):
+        if not 0 <= int(cls) < C:
+            raise ValueError(f"class index {cls} is outside [0, {C})")
+        return int(cls)
+    if not isinstance(cls, str):
+        raise TypeError(f"cls must be a class index or a label path, not {type(cls).__name__}")
+    try:
+        return int(taxonomy.index_of(cls))
+    except KeyError:
+        pass
+    hits = [i for i, n in enumerate(taxonomy.names) if n == cls]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise KeyError(f"class name {cls!r} is ambiguous: {[taxonomy.classes[i] for i in hits]}; give the full path")
+    raise KeyError(f"{cls!r} is not a class of this taxonomy; give a full path like {taxonomy.classes[0]!r}")
+
+
+def _short_labels(taxonomy: Taxonomy, idx: Sequence[int]) -> list[str]:
+    """Short display names, made unique by prefixing parents where names repeat."""
+    idx = [int(i) for i in idx]
+    labels = [taxonomy.names[i] for i in idx]
+    for depth in range(2, taxonomy.max_depth + 1):
+        dup = {lab for lab in labels if labels.count(lab) > 1}
+        if not dup:
+            break
+        labels = [taxonomy.sep.join(taxonomy.classes[i].split(taxonomy.sep)[-depth:]) if lab in dup else lab
+                  for lab, i in zip(labels, idx)]
+    return labels
+
+
+def _topk(p: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the k largest entries per row, largest first (ties: lower index)."""
+    from .metrics import topk
+
+    idx = topk(p, k)
+    return idx, np.take_along_axis(p, idx, 1)
+
+
+# --------------------------------------------------------------------------- label issues
+def label_issues(probs, y) -> pd.DataFrame:
+    """Flag items whose given label looks wrong (self-confidence, as in confident learning).
+
+    The threshold of class ``c`` is ``t_c = mean p(c | x)`` over the items labelled ``c``
+    (Northcutt et al., 2021). An item labelled ``g`` is a likely label issue when
+    ``p(g | x) < t_g`` and some other class ``j`` reaches its own threshold ``p(j | x) >= t_j``.
+
+    Parameters
+    ----------
+    probs : array (N, C)
+        Predicted probabilities (ideally out-of-sample, e.g. cross-validated).
+    y : array (N,) of int
+        Given class index of each item.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per item: ``index`` (row position), ``given``, ``suggested`` (the most probable
+        other class at or above its threshold; the most probable other class when none is),
+        ``self_confidence`` (``p(given)``; lower is more suspicious) and ``is_issue``.
+    """
+    p = _as_probs(probs)
+    N, C = p.shape
+    y = np.asarray(y)
+    if y.shape != (N,) or y.dtype.kind not in "iu":
+        raise ValueError(f"y must be an integer array of {N} class indices (one per row of probs), "
+                         f"got shape {y.shape} dtype {y.dtype}")
+    if N and ((y < 0) | (y >= C)).any():
+        raise ValueError(f"y has class indices outside [0, {C})")
+    y = y.astype(np.int64)
+    counts = np.bincount(y, minlength=C)
+    sums = np.zeros(C)
+    np.add.at(sums, y, p[np.arange(N), y])
+    # a class nobody is labelled with has no threshold: it can never be "confidently" suggested
+    t = np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
+    rows = np.arange(N)
+    self_conf = p[rows, y]
+    above = p >= t[None, :]
+    above[rows, y] = False
+    has_other = above.any(1)
+    other = p.copy()
+    other[rows, y] = -np.inf
+    suggested_any = other.argmax(1) if C > 1 else y.copy()
+    suggested_conf = np.where(above, p, -np.inf).argmax(1)
+    suggested = np.where(has_other, suggested_conf, suggested_any)
+    is_issue = (self_conf < t[y]) & has_other
+    return pd.DataFrame({"index": rows, "given": y, "suggested": suggested.astype(np.int64),
+                         "self_confidence": self_conf, "is_issue": is_issue})
+
+
+# --------------------------------------------------------------------------- misprediction table
+def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxonomy | None = None,
+                   top: int = 3, only_mistakes: bool = False) -> pd.DataFrame:
+    """One row per product with its prediction, top-k, mistake severity and label-issue score.
+
+    Parameters
+    ----------
+    catalog_df : pandas.DataFrame
+        Products aligned with ``probs`` (needs ``item_id``; ``title`` and ``image_path`` are
+        used when present).
+    probs : array (N, C)
+        Predicted probabilities.
+    y_true : array (N,) of int or label paths, optional
+        Given labels; defaults to ``catalog_df["label"]``.
+    taxonomy : Taxonomy
+        The taxonomy the model predicts.
+    top : int
+        How many top predictions to list (``top1_label``, ``top1_prob``, ...).
+    only_mistakes : bool
+        Keep only the rows whose top prediction differs from the given label.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``row, item_id, title, image_path, true_index, true_label, pred_index,
+        pred_label, confidence, p_true, is_mistake, lca_distance, top{j}_label, top{j}_prob,
+        label_issue_score, is_label_issue, suggested_label``.
+    """
+    tax = _check_taxonomy(taxonomy)
+    if not isinstance(catalog_df, pd.DataFrame):
+        raise TypeError(f"catalog_df must be a pandas DataFrame, not {type(catalog_df).__name__}")
+    if "item_id" not in catalog_df.columns:
+        raise ValueError("catalog_df needs an 'item_id' column (as returned by sk.datasets.load_catalog)")
+    p = _as_probs(probs, tax.n_classes)
+    N = len(catalog_df)
+    if p.shape[0] != N:
+        raise ValueError(f"probs has {p.shape[0]} rows but catalog_df has {N}; they must be aligned row by row")
+    if y_true is None:
+        if "label" not in catalog_df.columns:
+            raise ValueError("pass y_true or give catalog_df a 'label' column")
+        y_true = catalog_df["label"].to_numpy()
+    y = _as_labels(y_true, tax, N)
+    if int(top) < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    ti, tv = _topk(p, int(top))
+    pred = ti[:, 0] if N else np.zeros(0, dtype=np.int64)
+    classes = np.asarray(tax.classes, dtype=object)
+    issues = label_issues(p, y)
+
+    def col(name, default):
+        return catalog_df[name].to_numpy() if name in catalog_df.columns else np.full(N, default, dtype=object)
+
+    out = {
+        "row": np.arange(N),
+        "item_id": catalog_df["item_id"].astype(str).to_numpy(),
+        "title": pd.Series(col("title", "")).fillna("").astype(str).to_numpy(),
+        "image_path": col("image_path", None),
+        "true_index": y,
+        "true_label": classes[y],
+        "pred_index": pred,
+        "pred_label": classes[pred],
+        "confidence": tv[:, 0] if N else np.zeros(0),
+        "p_true": p[np.arange(N), y],
+        "is_mistake": pred != y,
+        "lca_distance": np.asarray(mistake_distances(pred, y, tax), dtype=np.int64).reshape(N),
+    }
+    for j in range(ti.shape[1]):
+        out[f"top{j + 1}_label"] = classes[ti[:, j]]
+        out[f"top{j + 1}_prob"] = tv[:, j]
+    out["label_issue_score"] = issues["self_confidence"].to_numpy()
+    out["is_label_issue"] = issues["is_issue"].to_numpy()
+    out["suggested_label"] = classes[issues["suggested"].to_numpy()]
+    df = pd.DataFrame(out)
+    if only_mistakes:
+        df = df[df["is_mistake"]].reset_index(drop=True)
+    return df
+
+
+# --------------------------------------------------------------------------- neighbours & confusions
+def neighbor_table(neighbors, taxonomy: Taxonomy, k: int | None = None, cls=None) -> pd.DataFrame:
+    """The k-NN label graph as an edge list.
+
+    Parameters
+    ----------
+    neighbors : Neighbors or (indices, sims)
+        Top-k neighbours per class (padding ``-1``), as from ``sk.similarity.label_neighbors``.
+    taxonomy : Taxonomy
+    k : int, optional
+        Keep the first ``k`` neighbours of each class (all when None).
+    cls : int or str, optional
+        Only the neighbours of this class.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``source, target, rank`` (1 = nearest), ``sim, source_label, target_label,
+        same_parent, lca_distance``.
+    """
+    tax = _check_taxonomy(taxonomy)
+    idx, sims = _as_neighbors(neighbors, tax.n_classes)
+    if k is not None:
+        if int(k) < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        idx, sims = idx[:, : int(k)], sims[:, : int(k)]
+    rows = np.arange(tax.n_classes) if cls is None else np.array([class_index(cls, tax)])
+    src = np.repeat(rows, idx.shape[1])
+    tgt = idx[rows].ravel()
+    sim = sims[rows].ravel()
+    rank = np.tile(np.arange(1, idx.shape[1] + 1), len(rows))
+    keep = (tgt >= 0) & (tgt != src)
+    src, tgt, sim, rank = src[keep], tgt[keep], sim[keep], rank[keep]
+    classes = np.asarray(tax.classes, dtype=object)
+    parent = np.array([tax.node_parent[v] for v in tax.class_nodes], dtype=np.int64)
+    dist = np.asarray(tax.lca_distance(src, tgt), dtype=np.int64).reshape(len(src))
+    return pd.DataFrame({"source": src, "target": tgt, "rank": rank, "sim": sim,
+                         "source_label": classes[src], "target_label": classes[tgt],
+                         "same_parent": parent[src] == parent[tgt], "lca_distance": dist})
+
+
+def top_confusions(pred_or_probs, y_true, taxonomy: Taxonomy, cls, n: int = 10) -> pd.DataFrame:
+    """The classes most often confused with ``cls``, in either direction.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``other, other_label, true_as_other`` (items of ``cls`` predicted as ``other``),
+        ``other_as_true`` (items of ``other`` predicted as ``cls``), ``total``, ``lca_distance``,
+        sorted by ``total`` (then ``true_as_other``), at most ``n`` rows.
+    """
+    tax = _check_taxonomy(taxonomy)
+    pred = _as_pred(pred_or_probs, tax)
+    y = _as_labels(y_true, tax, len(pred))
+    c = class_index(cls, tax)
+    C = tax.n_classes
+    out_c = np.bincount(pred[(y == c) & (pred != c)], minlength=C)
+    in_c = np.bincount(y[(pred == c) & (y != c)], minlength=C)
+    total = out_c + in_c
+    others = np.flatnonzero(total > 0)
+    order = np.lexsort((others, -out_c[others], -total[others]))[: int(n)]
+    others = others[order]
+    return pd.DataFrame({
+        "other": others.astype(np.int64),
+        "other_label": [tax.classes[o] for o in others],
+        "true_as_other": out_c[others].astype(np.int64),
+        "other_as_true": in_c[others].astype(np.int64),
+        "total": total[others].astype(np.int64),
+        "lca_distance": np.asarray(tax.lca_distance(np.full(len(others), c), others), dtype=np.int64).reshape(len(others)),
+    })
+
+
+def neighborhood_confusion(pred_or_probs, y_true, taxonomy: Taxonomy, cls, neighbors=None,
+                           size: int = 10) -> pd.DataFrame:
+    """Row-normalised confusion matrix restricted to a class's neighbourhood.
+
+    The classes are ``cls`` first, then its semantic neighbours and its most frequent
+    confusions, interleaved (nearest neighbour, top confusion, second neighbour, ...), without
+    repeats, up to ``size``. Rows are true classes, columns predicted classes plus a final
+    ``"(other)"`` column with everything predicted outside the neighbourhood, so each row with
+    items sums to 1 (rows of classes without items are NaN).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``(size, size + 1)`` fractions indexed by full class path. ``attrs`` holds ``counts``
+        (the raw counts, same shape), ``classes`` (the class indices), ``roles`` (``"selected"``,
+        ``"neighbour"``, ``"confusion"`` or ``"neighbour+confusion"``) and ``row_totals``.
+    """
+    tax = _check_taxonomy(taxonomy)
+    pred = _as_pred(pred_or_probs, tax)
+    y = _as_labels(y_true, tax, len(pred))
+    c = class_index(cls, tax)
+    if int(size) < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    nb = []
+    if neighbors is not None:
+        nb = neighbor_table(neighbors, tax, cls=c)["target"].tolist()
+    conf = top_confusions(pred, y, tax, c, n=tax.n_classes)["other"].tolist()
+    chosen: list[int] = [c]
+    for pair in _interleave(nb, conf):
+        if len(chosen) >= size:
+            break
+        if pair not in chosen:
+            chosen.append(pair)
+    roles = []
+    for j in chosen:
+        r = "selected" if j == c else "+".join(x for x, s in (("neighbour", nb), ("confusion", conf)) if j in s)
+        roles.append(r)
+    pos = {j: a for a, j in enumerate(chosen)}
+    m = len(chosen)
+    counts = np.zeros((m, m + 1), dtype=np.int64)
+    in_rows = np.isin(y, chosen)
+    for t, p_ in zip(y[in_rows], pred[in_rows]):
+        counts[pos[int(t)], pos.get(int(p_), m)] += 1
+    totals = counts.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(totals[:, None] > 0, counts / np.maximum(totals, 1)[:, None], np.nan)
+    labels = [tax.classes[j] for j in chosen]
+    df = pd.DataFrame(frac, index=labels, columns=labels + ["(other)"])
+    df.index.name, df.columns.name = "true", "predicted"
+    df.attrs.update(counts=counts, classes=np.array(chosen, dtype=np.int64), roles=roles, row_totals=totals)
+    return df
+
+
+def _interleave(a: list, b: list) -> list:
+    out = []
+    for i in range(max(len(a), len(b))):
+        if i < len(a):
+            out.append(int(a[i]))
+        if i < len(b):
+            out.append(int(b[i]))
+    return out
+
+
+# --------------------------------------------------------------------------- severity
+def severity_table(results: Mapping[str, tuple[Any, Any]], taxonomy: Taxonomy) -> pd.DataFrame:
+    """LCA distance of mistakes per configuration.
+
+    Parameters
+    ----------
+    results : dict
+        ``config name -> (probs or predicted indices, y_true)``.
+    taxonomy : Taxonomy
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (config, distance) for distances ``1 .. taxonomy.max_depth``: ``config,
+        distance, count, fraction`` (of that config's mistakes; 0 when it made none),
+        ``n_mistakes, n_items``.
+    """
+    tax = _check_taxonomy(taxonomy)
+    if not isinstance(results, Mapping) or not results:
+        raise ValueError("results must be a non-empty dict: config name -> (probs or pred, y_true)")
+    dists = np.arange(1, tax.max_depth + 1)
+    rows = []
+    for name, pair in results.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"results[{name!r}] must be a (probs or pred, y_true) pair")
+        pred = _as_pred(pair[0], tax, name=f"results[{name!r}][0]")
+        y = _as_labels(pair[1], tax, len(pred), name=f"results[{name!r}][1]")
+        d = np.asarray(mistake_distances(pred, y, tax)).reshape(len(pred))
+        d = d[d > 0]
+        cnt = np.bincount(d, minlength=tax.max_depth + 1)[1:]
+        for dist, n_ in zip(dists, cnt):
+            rows.append(dict(config=str(name), distance=int(dist), count=int(n_),
+                             fraction=float(n_ / len(d)) if len(d) else 0.0,
+                             n_mistakes=int(len(d)), n_items=int(len(pred))))
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- projections
+def _as_matrix(x, name: str, n_rows: int) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor (e.g. a head's final weight)
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] != n_rows:
+        raise ValueError(f"{name} must be a ({n_rows}, d) matrix with one row per taxonomy class, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} has non-finite values (first in row {int(np.argwhere(~np.isfinite(a))[0, 0])})")
+    return a
+
+
+def _unit_cloud(x: np.ndarray) -> np.ndarray:
+    """Centre the rows and scale the whole cloud to unit Frobenius norm."""
+    x = x - x.mean(0, keepdims=True)
+    nrm = np.linalg.norm(x)
+    return x / nrm if nrm > 0 else x
+
+
+def _pca(x: np.ndarray, m: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    m = max(1, min(m, x.shape[0], x.shape[1]))
+    return PCA(n_components=m, svd_solver="full").fit_transform(x)
+
+
+def align_weights(embeddings, class_weights, n_components: int = 50) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Put a head's class weight vectors into the space of the label-name embeddings.
+
+    Both sets are centred and scaled to unit norm, reduced by PCA to a common
+    ``m = min(n_components, d_names, d_weights, C - 1)`` dimensions, and the weights are mapped
+    onto the names by an orthogonal Procrustes rotation with the optimal global scale. A
+    rotation cannot bend the weight cloud, so a class whose weight row lands far from its name
+    is one the model treats differently from what its name suggests.
+
+    Returns
+    -------
+    names : (C, m) array
+        The name embeddings in the common space.
+    weights : (C, m) array
+        The aligned weight vectors.
+    cosine : (C,) array
+        Cosine between each class's aligned weight and its name point (1 = same direction).
+    """
+    from scipy.linalg import orthogonal_procrustes
+
+    E = np.asarray(embeddings, dtype=np.float64)
+    W = np.asarray(class_weights, dtype=np.float64)
+    C = E.shape[0]
+    if W.shape[0] != C:
+        raise ValueError(f"class_weights has {W.shape[0]} rows but there are {C} class embeddings")
+    m = max(1, min(int(n_components), E.shape[1], W.shape[1], C - 1))
+    Ep = _unit_cloud(_pca(_unit_cloud(E), m))
+    Wp = _unit_cloud(_pca(_unit_cloud(W), m))
+    R, s = orthogonal_procrustes(Wp, Ep)  # s = sum of singular values = optimal scale for unit clouds
+    Wa = s * Wp @ R
+    num = (Ep * Wa).sum(1)
+    den = np.linalg.norm(Ep, axis=1) * np.linalg.norm(Wa, axis=1)
+    cos = np.divide(num, den, out=np.zeros(C), where=den > 0)
+    return Ep, Wa, cos
+
+
+def _project_2d(x: np.ndarray, method: str, n_neighbors: int, random_state: int) -> np.ndarray:
+    n = x.shape[0]
+    if method == "pca":
+        if n < 2:
+            raise ValueError("a PCA map needs at least 2 classes")
+        xy = _pca(x, 2)
+        if xy.shape[1] < 2:
+            xy = np.column_stack([xy, np.zeros(n)])
+        return xy
+    import warnings
+
+    import umap
+
+    nn = max(2, min(int(n_neighbors), n - 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # n_jobs/random_state and small-graph notices
+        reducer = umap.UMAP(n_components=2, n_neighbors=nn, random_state=random_state,
+                            init="spectral" if n > 10 else "random", min_dist=0.1)
+        return np.asarray(reducer.fit_transform(x), dtype=np.float64)
+
+
+def project_labels(embeddings, taxonomy: Taxonomy, method: str = "umap", color_level: int = 1,
+                   class_weights=None, n_neighbors: int = 15, random_state: int = 0,
+                   n_components: int = 50) -> pd.DataFrame:
+    """2-D coordinates of the label (class-name) embeddings, optionally with the class weights.
+
+    Parameters
+    ----------
+    embeddings : array (C, d)
+        One embedding per class of ``taxonomy`` (e.g. the text encoder on the class names).
+    taxonomy : Taxonomy
+    method : {"umap", "pca"}
+        UMAP (umap-learn, fixed ``random_state``; ``n_neighbors`` capped at the number of
+        points - 1; needs at least 3 classes) or PCA.
+    color_level : int
+        Taxonomy level that defines the ``group`` column (1 = top level).
+    class_weights : array (C, h), optional
+        Per-class weight vectors of a trained head (e.g. its final layer's weight rows). They
+        are aligned to the names with :func:`align_weights` and projected together with them.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``index, path, name, group, x, y``; with ``class_weights`` also ``wx, wy`` (the
+        weight point) and ``alignment`` (cosine between the aligned weight and the name).
+    """
+    tax = _check_taxonomy(taxonomy)
+    C = tax.n_classes
+    if method not in ("umap", "pca"):
+        raise ValueError(f"method must be 'umap' or 'pca', not {method!r}")
+    if method == "umap" and C < 3:
+        raise ValueError(f"a UMAP map needs at least 3 classes, this taxonomy has {C}; use method='pca'")
+    if not 1 <= int(color_level) <= tax.max_depth:
+        raise ValueError(f"color_level must be between 1 and {tax.max_depth} (the taxonomy depth), got {color_level}")
+    E = _as_matrix(embeddings, "embeddings", C)
+    if class_weights is not None:
+        W = _as_matrix(class_weights, "class_weights", C)
+        Ep, Wa, cos = align_weights(E, W, n_components=n_components)
+        X = np.vstack([Ep, Wa])
+    else:
+        X = _unit_cloud(E)
+        cos = None
+    xy = _project_2d(X, method, n_neighbors, random_state)
+    idx = np.arange(C)
+    df = pd.DataFrame({"index": idx, "path": tax.classes, "name": tax.names,
+                       "group": np.asarray(tax.level(idx, int(color_level))).astype(str),
+                       "x": xy[:C, 0], "y": xy[:C, 1]})
+    if cos is not None:
+        df["wx"], df["wy"], df["alignment"] = xy[C:, 0], xy[C:, 1], cos
+    return df
+
+
+# --------------------------------------------------------------------------- histories
+_LOSS = {"focal", "kl", "total", "loss", "train_loss"}
+_SCHEDULE = {"alpha", "lr"}
+
+
+def _panel(metric: str) -> str:
+    if metric in _LOSS or metric.endswith("_loss"):
+        return "loss"
+    if metric.startswith("val_"):
+        return "validation"
+    if metric in _SCHEDULE:
+        return "schedule"
+    return "other"
+
+
+def history_frame(history) -> pd.DataFrame:
+    """Training histories in long form for plotting.
+
+    Parameters
+    ----------
+    history : DataFrame, TrainRun, or dict name -> DataFrame/TrainRun
+        Per-epoch rows with an ``epoch`` column (``TrainRun.history``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``run, epoch, metric, value, panel`` where ``panel`` is ``"loss"`` (focal, kl, total,
+        ``*_loss``), ``"validation"`` (``val_*``), ``"schedule"`` (alpha, lr) or ``"other"``;
+        non-numeric columns are skipped, missing values dropped.
+    """
+    if isinstance(history, Mapping):
+        items = list(history.items())
+        if not items:
+            raise ValueError("history dict is empty: give name -> TrainRun.history")
+    else:
+        items = [("run", history)]
+    frames = []
+    for name, h in items:
+        h = getattr(h, "history", h)
+        if not isinstance(h, pd.DataFrame):
+            raise TypeError(f"history {name!r} must be a DataFrame (TrainRun.history), not {type(h).__name__}")
+        if "epoch" not in h.columns:
+            raise ValueError(f"history {name!r} has no 'epoch' column; columns are {list(h.columns)}")
+        num = [c for c in h.columns if c != "epoch" and pd.api.types.is_numeric_dtype(h[c])
+               and not pd.api.types.is_bool_dtype(h[c])]
+        if not num:
+            raise ValueError(f"history {name!r} has no numeric metric columns besides 'epoch'")
+        long = h.melt(id_vars="epoch", value_vars=num, var_name="metric", value_name="value").dropna(subset=["value"])
+        long.insert(0, "run", str(name))
+        frames.append(long)
+    out = pd.concat(frames, ignore_index=True)
+    out["panel"] = out["metric"].map(_panel)
+    return out

@@ -1,0 +1,317 @@
+"""Plotly figures for inspecting label spaces, confusions, mistake severity and training.
+
+Each function returns a :class:`plotly.graph_objects.Figure`; the tables behind them come from
+:mod:`semcat_kit.inspect`, so the figures only draw.
+"""
+from __future__ import annotations
+
+import html
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly import colors as pcolors
+from plotly.subplots import make_subplots
+
+from . import inspect as _ins
+from .taxonomy import Taxonomy
+
+__all__ = ["label_map", "similarity_graph", "confusion_heatmap", "severity_histogram",
+           "training_curves", "group_colors"]
+
+AGREE_COLOR = "#2ca02c"     # neighbour shares the parent
+DISAGREE_COLOR = "#d62728"  # neighbour sits under another parent
+LINK_COLOR = "rgba(120,120,120,0.45)"
+
+
+def group_colors(groups: Sequence[str]) -> dict[str, str]:
+    """Stable colour per group name (sorted order, plotly qualitative palettes, cycled)."""
+    palette = list(pcolors.qualitative.Plotly) + list(pcolors.qualitative.Dark24)
+    uniq = sorted({str(g) for g in groups})
+    return {g: palette[i % len(palette)] for i, g in enumerate(uniq)}
+
+
+# --------------------------------------------------------------------------- label map
+def label_map(embeddings, taxonomy: Taxonomy, method: str = "umap", color_level: int = 1,
+              class_weights=None, n_neighbors: int = 15, random_state: int = 0,
+              title: str | None = None, marker_size: int = 8) -> go.Figure:
+    """Interactive 2-D map of the label (class-name) embeddings, coloured by category.
+
+    Parameters
+    ----------
+    embeddings : array (C, d)
+        One embedding per class (e.g. ``text_enc.encode_texts(tax.names)``).
+    taxonomy : Taxonomy
+    method : {"umap", "pca"}
+        Projection (see :func:`semcat_kit.inspect.project_labels`); UMAP needs >= 3 classes.
+    color_level : int
+        Taxonomy level whose names colour the points (1 = top level); one legend entry each.
+    class_weights : array (C, h), optional
+        A trained head's per-class weight rows (e.g. its final ``Linear.weight``). They are
+        aligned to the name embeddings by orthogonal Procrustes after PCA to a common dimension
+        (:func:`semcat_kit.inspect.align_weights`), projected together with the names, drawn as
+        ``x`` markers in the class's colour and joined to their class's name point by a thin
+        line; the hover shows the cosine between the aligned weight and the name (low = the
+        model places the class away from where its name sits).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One scatter trace per group (names), one per group for weights, and one line trace.
+    """
+    df = _ins.project_labels(embeddings, taxonomy, method=method, color_level=color_level,
+                             class_weights=class_weights, n_neighbors=n_neighbors,
+                             random_state=random_state)
+    colors = group_colors(df["group"])
+    fig = go.Figure()
+    has_w = "wx" in df.columns
+    if has_w:
+        xs, ys = [], []
+        for r in df.itertuples():
+            xs += [r.x, r.wx, None]
+            ys += [r.y, r.wy, None]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="weight ↔ name",
+                                 line=dict(color=LINK_COLOR, width=1), hoverinfo="skip"))
+    for g, sub in df.groupby("group", sort=True):
+        fig.add_trace(go.Scatter(
+            x=sub["x"], y=sub["y"], mode="markers", name=g, legendgroup=g,
+            marker=dict(color=colors[g], size=marker_size, symbol="circle", line=dict(width=0.5, color="white")),
+            customdata=np.column_stack([sub["path"], sub["index"]]),
+            hovertemplate="%{customdata[0]}<br>class %{customdata[1]}<extra>name</extra>",
+        ))
+        if has_w:
+            fig.add_trace(go.Scatter(
+                x=sub["wx"], y=sub["wy"], mode="markers", name=f"{g} (weights)", legendgroup=g,
+                showlegend=False, marker=dict(color=colors[g], size=max(4, marker_size - 2), symbol="x"),
+                customdata=np.column_stack([sub["path"], sub["alignment"].round(3)]),
+                hovertemplate="weights of %{customdata[0]}<br>cosine to name: %{customdata[1]}<extra>weights</extra>",
+            ))
+    what = "label embeddings" + (" and class weights" if has_w else "")
+    fig.update_layout(title=title or f"{method.upper()} map of {what} ({taxonomy.n_classes} classes)",
+                      legend_title_text=f"level {color_level}", template="plotly_white",
+                      xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title=""))
+    return fig
+
+
+# --------------------------------------------------------------------------- similarity graph
+_LAYOUTS = ("spring", "kamada_kawai", "circular", "spectral")
+
+
+def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "spring", seed: int = 0,
+                     color_level: int = 1, title: str | None = None) -> go.Figure:
+    """Label similarity graph: k-NN edges coloured by whether the neighbour shares the parent.
+
+    Parameters
+    ----------
+    neighbors : Neighbors or (indices, sims)
+        Top-k label neighbours (``sk.similarity.label_neighbors``).
+    taxonomy : Taxonomy
+    k : int
+        Neighbours per class drawn (mutual pairs become one edge, keeping the higher similarity).
+    layout : {"spring", "kamada_kawai", "circular", "spectral"}
+        networkx layout (``spring`` is weighted by similarity and seeded with ``seed``).
+    color_level : int
+        Taxonomy level colouring the nodes.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        Two edge traces named ``"same parent (n)"`` (green) and ``"different parent (n)"`` (red)
+        with edge counts, matching hover-only midpoint traces ("A ↔ B, sim"), and one node trace
+        per group with the full path in the hover.
+    """
+    import networkx as nx
+
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout must be one of {_LAYOUTS}, not {layout!r}")
+    edges = _ins.neighbor_table(neighbors, taxonomy, k=k)
+    a = np.minimum(edges["source"], edges["target"])
+    b = np.maximum(edges["source"], edges["target"])
+    edges = (edges.assign(a=a, b=b).sort_values("sim", ascending=False)
+             .drop_duplicates(["a", "b"]).reset_index(drop=True))
+    C = taxonomy.n_classes
+    g = nx.Graph()
+    g.add_nodes_from(range(C))
+    g.add_weighted_edges_from(zip(edges["a"], edges["b"], np.clip(edges["sim"], 1e-3, None)))
+    if layout == "spring":
+        pos = nx.spring_layout(g, seed=seed, weight="weight")
+    elif layout == "kamada_kawai":
+        pos = nx.kamada_kawai_layout(g)
+    elif layout == "circular":
+        pos = nx.circular_layout(g)
+    else:
+        pos = nx.spectral_layout(g)
+    xy = np.array([pos[i] for i in range(C)])
+    fig = go.Figure()
+    for same, color, label in ((True, AGREE_COLOR, "same parent"), (False, DISAGREE_COLOR, "different parent")):
+        sub = edges[edges["same_parent"] == same]
+        xs, ys = [], []
+        for s_, t_ in zip(sub["a"], sub["b"]):
+            xs += [xy[s_, 0], xy[t_, 0], None]
+            ys += [xy[s_, 1], xy[t_, 1], None]
+        name = f"{label} ({len(sub)})"
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, legendgroup=label,
+                                 line=dict(color=color, width=1), hoverinfo="skip"))
+        mid = (xy[sub["a"].to_numpy()] + xy[sub["b"].to_numpy()]) / 2 if len(sub) else np.zeros((0, 2))
+        fig.add_trace(go.Scatter(
+            x=mid[:, 0], y=mid[:, 1], mode="markers", name=f"{label} edges", legendgroup=label,
+            showlegend=False, marker=dict(color=color, size=4, opacity=0.4),
+            text=[f"{html.escape(s)}<br>↔ {html.escape(t)}<br>sim {v:.3f}, LCA distance {d}"
+                  for s, t, v, d in zip(sub["source_label"], sub["target_label"], sub["sim"], sub["lca_distance"])],
+            hovertemplate="%{text}<extra>" + label + "</extra>",
+        ))
+    groups = np.asarray(taxonomy.level(np.arange(C), color_level)).astype(str)
+    colors = group_colors(groups)
+    deg = np.array([g.degree(i) for i in range(C)])
+    for grp in sorted(colors):
+        idx = np.flatnonzero(groups == grp)
+        fig.add_trace(go.Scatter(
+            x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=grp, legendgroup=f"node:{grp}",
+            marker=dict(color=colors[grp], size=9, line=dict(width=0.5, color="white")),
+            text=[taxonomy.classes[i] for i in idx], customdata=deg[idx],
+            hovertemplate="%{text}<br>%{customdata} edges<extra></extra>",
+        ))
+    n_same = int(edges["same_parent"].sum())
+    fig.update_layout(
+        title=title or (f"Label similarity graph (k={k}): {n_same} of {len(edges)} edges stay under "
+                        "the same parent"),
+        template="plotly_white", hovermode="closest",
+        xaxis=dict(showticklabels=False, showgrid=False, zeroline=False),
+        yaxis=dict(showticklabels=False, showgrid=False, zeroline=False))
+    return fig
+
+
+# --------------------------------------------------------------------------- confusion heatmap
+def confusion_heatmap(pred_or_probs, y_true, taxonomy: Taxonomy, cls, neighbors=None, size: int = 10,
+                      title: str | None = None) -> go.Figure:
+    """Neighbourhood confusion heatmap for one class.
+
+    Rows are true classes, columns predicted classes: ``cls``, its semantic neighbours and its
+    most frequent confusions (see :func:`semcat_kit.inspect.neighborhood_confusion`), plus an
+    ``(other)`` column; cells are row-normalised counts, annotated with the raw count.
+
+    Parameters
+    ----------
+    pred_or_probs : array (N,) or (N, C)
+    y_true : array (N,) of int or label paths
+    taxonomy : Taxonomy
+    cls : int or str
+        The class to inspect (index, full path, or a unique name).
+    neighbors : Neighbors, optional
+        Label neighbours; without them only confusions are shown.
+    size : int
+        Number of classes on each axis.
+    """
+    m = _ins.neighborhood_confusion(pred_or_probs, y_true, taxonomy, cls, neighbors=neighbors, size=size)
+    counts = m.attrs["counts"]
+    idx = m.attrs["classes"]
+    roles = m.attrs["roles"]
+    marks = {"selected": "★ ", "neighbour": "~ ", "confusion": "", "neighbour+confusion": "~ "}
+    short = _ins._short_labels(taxonomy, idx)
+    ylab = [f"{marks[r]}{s}" for r, s in zip(roles, short)]
+    xlab = ylab + ["(other)"]
+    full_x = list(m.columns)
+    hover = [[f"true: {html.escape(t)} ({roles[i]})<br>predicted: {html.escape(full_x[j])}<br>"
+              f"{counts[i, j]} of {m.attrs['row_totals'][i]} items"
+              for j in range(len(full_x))] for i, t in enumerate(m.index)]
+    fig = go.Figure(go.Heatmap(
+        z=m.to_numpy(), x=xlab, y=ylab, zmin=0, zmax=1, colorscale="Blues",
+        text=counts, texttemplate="%{text}", customdata=np.array(hover, dtype=object),
+        hovertemplate="%{customdata}<br>fraction of row: %{z:.2f}<extra></extra>",
+        colorbar=dict(title="fraction<br>of row"),
+    ))
+    c = taxonomy.classes[int(idx[0])]
+    fig.update_layout(
+        title=title or f"Confusions around {c}<br><sup>★ selected, ~ semantic neighbour; rows: true, "
+                       "columns: predicted; cell text: count</sup>",
+        template="plotly_white", xaxis=dict(title="predicted", tickangle=-35),
+        yaxis=dict(title="true", autorange="reversed"))
+    return fig
+
+
+# --------------------------------------------------------------------------- severity
+def severity_histogram(results: Mapping[str, tuple[Any, Any]], taxonomy: Taxonomy,
+                       title: str | None = None) -> go.Figure:
+    """Grouped bars: fraction of each configuration's mistakes at each LCA distance.
+
+    Parameters
+    ----------
+    results : dict
+        ``config name -> (probs or predicted indices, y_true)``.
+    taxonomy : Taxonomy
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One bar trace per configuration (x = LCA distance 1..depth, y = fraction of mistakes,
+        bar text = count).
+    """
+    t = _ins.severity_table(results, taxonomy)
+    fig = go.Figure()
+    for name, sub in t.groupby("config", sort=False):
+        n_m, n = int(sub["n_mistakes"].iloc[0]), int(sub["n_items"].iloc[0])
+        fig.add_trace(go.Bar(
+            x=sub["distance"], y=sub["fraction"], name=str(name), text=sub["count"], textposition="outside",
+            customdata=np.column_stack([sub["count"], np.full(len(sub), n_m), np.full(len(sub), n)]),
+            hovertemplate=(f"{html.escape(str(name))}<br>LCA distance %{{x}}: %{{customdata[0]}} of "
+                           "%{customdata[1]} mistakes (%{y:.1%})<br>%{customdata[2]} items<extra></extra>"),
+        ))
+    fig.update_layout(
+        barmode="group", template="plotly_white",
+        title=title or "How bad are the mistakes? (LCA distance; 1 = sibling category)",
+        xaxis=dict(title="LCA distance between predicted and true class", dtick=1),
+        yaxis=dict(title="fraction of mistakes", tickformat=".0%", rangemode="tozero"),
+        legend_title_text="configuration")
+    return fig
+
+
+# --------------------------------------------------------------------------- training curves
+_PANEL_TITLES = {"loss": "training loss", "validation": "validation metrics", "schedule": "schedule",
+                 "other": "other"}
+_DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
+
+
+def training_curves(history, title: str | None = None) -> go.Figure:
+    """Loss parts, validation metrics and schedules per epoch, one subplot per kind.
+
+    Parameters
+    ----------
+    history : DataFrame, TrainRun, or dict name -> DataFrame/TrainRun
+        ``TrainRun.history`` (columns ``epoch, focal, kl, total, alpha, lr, val_top1, ...``).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        Subplots in the order loss, validation, schedule, other (only those present); one line
+        per (run, metric). With one run colours tell metrics apart; with several, colours are
+        runs and dash styles metrics.
+    """
+    long = _ins.history_frame(history)
+    panels = [p for p in ("loss", "validation", "schedule", "other") if (long["panel"] == p).any()]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[_PANEL_TITLES[p] for p in panels],
+                        horizontal_spacing=0.07)
+    runs = list(dict.fromkeys(long["run"]))
+    run_col = group_colors(runs) if len(runs) > 1 else {}
+    metric_col = group_colors(long["metric"])
+    for col, panel in enumerate(panels, start=1):
+        sub = long[long["panel"] == panel]
+        metrics = list(dict.fromkeys(sub["metric"]))
+        for run in runs:
+            for mi, metric in enumerate(metrics):
+                s = sub[(sub["run"] == run) & (sub["metric"] == metric)].sort_values("epoch")
+                if s.empty:
+                    continue
+                multi = len(runs) > 1
+                name = f"{run}: {metric}" if multi else metric
+                line = dict(color=run_col[run], dash=_DASHES[mi % len(_DASHES)]) if multi else \
+                    dict(color=metric_col[metric])
+                fig.add_trace(go.Scatter(
+                    x=s["epoch"], y=s["value"], mode="lines+markers", name=name, line=line,
+                    marker=dict(size=4), legendgroup=run if multi else metric,
+                    hovertemplate=f"{html.escape(name)}<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>",
+                ), row=1, col=col)
+        fig.update_xaxes(title_text="epoch", row=1, col=col)
+    fig.update_layout(title=title or "Training curves", template="plotly_white",
+                      height=380, width=max(600, 420 * len(panels)))
+    return fig
