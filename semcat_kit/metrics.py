@@ -519,7 +519,8 @@ def per_sample_report(probs, y, taxonomy, *, k: int = 5, crm: bool = False,
 
 # ---------------------------------------------------------------------------------- CRM
 def _tree_operators(taxonomy):
-    """Sparse ancestor indicator A (C, V) and depth helpers, cached on the taxonomy object."""
+    """Sparse ancestor indicator A (C, V), depth helpers and per-class ancestor columns, cached on
+    the taxonomy object (built once, O(C depth))."""
     cache = getattr(taxonomy, "_crm_ops", None)
     if cache is not None:
         return cache
@@ -532,7 +533,9 @@ def _tree_operators(taxonomy):
     dvals, dpos = np.unique(depth, return_inverse=True)
     H = sp.csr_matrix((np.ones(C), (np.arange(C), dpos)), shape=(C, len(dvals)))
     Mx = np.maximum(dvals[:, None], dvals[None, :]).astype(np.float64)  # max(depth_j, depth_k)
-    ops = (A, A.T.tocsr(), H, Mx, dpos)
+    anc_cols = np.full(anc.shape, -1, dtype=np.int64)             # (C, depth) columns of A per class
+    anc_cols[rows, cols] = colidx
+    ops = (A, A.T.tocsr(), H, Mx, dpos, anc_cols)
     try:
         taxonomy._crm_ops = ops
     except AttributeError:  # pragma: no cover - slotted objects
@@ -547,7 +550,7 @@ def _crm_cost_exact(p: np.ndarray, taxonomy) -> np.ndarray:
     probability mass per depth, the second is ``P A A^T`` with the sparse (C, nodes) ancestor
     indicator A (mass of each subtree, summed over the ancestors of k). O(N C depth), never C x C.
     """
-    A, At, H, Mx, dpos = _tree_operators(taxonomy)
+    A, At, H, Mx, dpos, _ = _tree_operators(taxonomy)
     P = np.asarray(p, dtype=np.float64)
     subtree = (At @ P.T)                                          # (V, N) mass below each node
     shared = (A @ subtree).T                                      # (N, C) sum_j p_j |A(j) ∩ A(k)|
@@ -558,17 +561,29 @@ def _crm_cost_exact(p: np.ndarray, taxonomy) -> np.ndarray:
 
 def _crm_cost_topm(p: np.ndarray, taxonomy, m: int) -> tuple[np.ndarray, np.ndarray]:
     """Candidates (N, m) = top-m classes by probability and their expected distance under the
-    renormalised top-m probabilities: ``cost[n, a] = sum_b q[n, b] d(cand_b, cand_a)``."""
+    renormalised top-m probabilities q: ``cost[n, a] = sum_b q[n, b] d(cand_b, cand_a)``.
+
+    Same decomposition as the exact version, restricted to the candidates: the mass below each
+    (sample, node) pair is summed over the candidates' ancestors with one sort, O(N m depth).
+    """
+    A, At, H, Mx, dpos, anc_cols = _tree_operators(taxonomy)
+    n = p.shape[0]
     cand = topk(p, m)
     q = np.take_along_axis(p, cand, axis=1).astype(np.float64)
     q /= q.sum(axis=1, keepdims=True)
-    cost = np.empty(cand.shape, dtype=np.float64)
-    step = _row_block(m * m, taxonomy.max_depth + 1)
-    for a in range(0, len(cand), step):
-        c = cand[a:a + step]
-        D = taxonomy.lca_distance(c[:, :, None], c[:, None, :]).astype(np.float64)   # (n, m, m)
-        cost[a:a + step] = np.einsum("nb,nba->na", q[a:a + step], D)
-    return cand, cost
+    a = anc_cols[cand]                                            # (n, m, depth) node columns, -1 pad
+    valid = a >= 0
+    keys = (np.arange(n, dtype=np.int64)[:, None, None] * A.shape[1] + a)[valid]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    mass = np.bincount(inv, weights=np.broadcast_to(q[:, :, None], a.shape)[valid], minlength=len(uniq))
+    shared = np.zeros(a.shape)
+    shared[valid] = mass[inv]                                     # mass below each ancestor of a
+    shared = shared.sum(axis=2)                                   # (n, m) sum_b q_b |A(b) ∩ A(a)|
+    dc = dpos[cand]
+    per_depth = np.bincount((np.arange(n)[:, None] * Mx.shape[0] + dc).ravel(), weights=q.ravel(),
+                            minlength=n * Mx.shape[0]).reshape(n, Mx.shape[0])
+    maxterm = np.take_along_axis(per_depth @ Mx, dc, axis=1)      # sum_b q_b max(d_b, d_a)
+    return cand, maxterm - shared
 
 
 def _resolve_top_m(top_m, C: int) -> int | None:
