@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -114,7 +115,7 @@ def build(source: Path, out: Path, n_target: int = 3000, seed: int = 0, tiny: in
         raise RuntimeError(f"subset would be {total / 1e6:.1f} MB > {max_mb} MB; lower --n")
     with atomic_dir(out) as tmp:
         (tmp / "images").mkdir()
-        for iid, p in images.items():
+        for iid, p in tqdm(images.items(), total=len(images), desc="copying images", unit="img"):
             shutil.copyfile(p, tmp / "images" / Path(p).name)
         (tmp / "styles.csv").write_bytes(csv_bytes)
         (tmp / "MANIFEST.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n",

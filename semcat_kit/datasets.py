@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .taxonomy import DEFAULT_SEP
 
@@ -112,7 +113,10 @@ def _read_csv(path: Path, *, id_col: str, title_col: str, dtype_all_str: bool = 
         return fields[:ti] + [joined] + fields[ti + extra + 1:]
 
     kw = dict(dtype=str, keep_default_na=False) if dtype_all_str else dict(dtype={id_col: str})
-    df = pd.read_csv(path, engine="python", on_bad_lines=fix, skipinitialspace=False, **kw)
+    try:  # the fast C parser for well-formed files ...
+        df = pd.read_csv(path, engine="c", on_bad_lines="error", **kw)
+    except pd.errors.ParserError:  # ... the python one, which can repair lines, for the others
+        df = pd.read_csv(path, engine="python", on_bad_lines=fix, **kw)
     if bad_lines:
         shown = "; ".join(",".join(b)[:120] for b in bad_lines[:3])
         raise ValueError(f"{str(path)!r}: {len(bad_lines)} line(s) have more fields than the "
@@ -140,6 +144,13 @@ def _index_image_dir(images_dir: Path) -> dict[str, str]:
             if stem not in best or r < best[stem][0]:
                 best[stem] = (r, entry.name)
     return {s: name for s, (_, name) in best.items()}
+
+
+def _missing_mask(s: pd.Series) -> np.ndarray:
+    """True where a value is NaN/None or a blank string."""
+    na = s.isna().to_numpy(dtype=bool)
+    blank = s.astype(str).str.strip().eq("").to_numpy(dtype=bool)
+    return na | blank
 
 
 def _missing(v) -> bool:
@@ -228,7 +239,7 @@ def load_catalog(
 
     # ---- ids
     ids_raw = df[id]
-    bad = [k for k, v in enumerate(ids_raw) if _missing(v)]
+    bad = np.flatnonzero(_missing_mask(ids_raw)).tolist()
     if bad:
         raise ValueError(f"{where}: column {id!r} is empty in {len(bad)} row(s) (rows {bad[:10]}); every "
                          "item needs an id")
@@ -241,43 +252,45 @@ def load_catalog(
 
     # ---- category path
     if path is not None:
-        seg_cols = [df[c].tolist() for c in path]
-        segments = []
-        for k in range(len(df)):
-            segs = []
-            for c, col in zip(path, seg_cols):
-                v = col[k]
-                if _missing(v):
-                    raise ValueError(f"{where}: row {k} (item {item_id.iloc[k]!r}) has an empty category "
-                                     f"level in column {c!r}; every level must be named (fix or drop the row)")
-                segs.append(str(v).strip())
-            segments.append(segs)
+        levels = []
+        for c in path:
+            col = df[c]
+            bad = np.flatnonzero(_missing_mask(col))
+            if len(bad):
+                k = int(bad[0])
+                raise ValueError(f"{where}: row {k} (item {item_id.iloc[k]!r}) has an empty category level in "
+                                 f"column {c!r} ({len(bad)} such row(s)); every level must be named (fix or "
+                                 "drop the rows)")
+            col = col.astype(str).str.strip()
+            if sep.strip():
+                has_sep = np.flatnonzero(col.str.contains(sep.strip(), regex=False).to_numpy(dtype=bool))
+                if len(has_sep):
+                    k = int(has_sep[0])
+                    raise ValueError(f"{where}: row {k} (item {item_id.iloc[k]!r}) has a category name "
+                                     f"containing the separator {sep.strip()!r} in column {c!r}: "
+                                     f"{col.iloc[k]!r}; pass another sep=")
+            levels.append(col.tolist())
+        segments = list(zip(*levels))
     else:
         from .taxonomy import split_path
 
-        segments = []
-        for k, v in enumerate(df[path_col].tolist()):
-            if _missing(v):
-                raise ValueError(f"{where}: row {k} (item {item_id.iloc[k]!r}) has an empty category path "
-                                 f"in column {path_col!r}; fix or drop the row")
-            segments.append(list(split_path(str(v), sep, where=f" in {where} column {path_col!r}, "
-                                                               f"row {k} (item {item_id.iloc[k]!r})")))
-    for k, segs in enumerate(segments):
-        if any(sep.strip() and sep.strip() in s for s in segs):
-            raise ValueError(f"{where}: row {k} (item {item_id.iloc[k]!r}) has a category name containing "
-                             f"the separator {sep.strip()!r}: {segs}; pass another sep=")
+        bad = np.flatnonzero(_missing_mask(df[path_col]))
+        if len(bad):
+            k = int(bad[0])
+            raise ValueError(f"{where}: row {k} (item {item_id.iloc[k]!r}) has an empty category path "
+                             f"in column {path_col!r} ({len(bad)} such row(s)); fix or drop the rows")
+        segments = [split_path(str(v), sep, where=f" in {where} column {path_col!r}, row {k} "
+                                                  f"(item {item_id.iloc[k]!r})")
+                    for k, v in enumerate(df[path_col].tolist())]
     depth = max(len(s) for s in segments)
     label = [sep.join(s) for s in segments]
 
     report: list[dict] = list(repairs)
     # ---- titles
-    titles = []
-    for iid, v in zip(item_id, df[title].tolist()):
-        if _missing(v):
-            titles.append("")
-            report.append(dict(item_id=iid, column="title", problem="empty title (kept as '')"))
-        else:
-            titles.append(str(v).strip())
+    no_title = _missing_mask(df[title])
+    titles = np.where(no_title, "", df[title].astype(str).str.strip().to_numpy(dtype=object)).tolist()
+    report += [dict(item_id=item_id.iloc[k], column="title", problem="empty title (kept as '')")
+               for k in np.flatnonzero(no_title)]
 
     # ---- images
     image_path: list = [None] * len(df)
@@ -287,16 +300,19 @@ def load_catalog(
             raise FileNotFoundError(f"images_dir {str(images_dir)!r} is not a folder; check the path")
     if image is None and images_dir is not None:
         index = _index_image_dir(images_dir)
+        base = os.path.join(str(images_dir), "")
         for k, iid in enumerate(item_id):
             name = index.get(iid)
             if name is None:
                 report.append(dict(item_id=iid, column="image_path",
                                    problem=f"no image file {iid}.<{'|'.join(IMAGE_EXTENSIONS)}> in {images_dir}"))
             else:
-                image_path[k] = str(images_dir / name)
+                image_path[k] = base + name
     elif image is not None:
         base = images_dir or csv_dir or Path.cwd()
-        for k, (iid, v) in enumerate(zip(item_id, df[image].tolist())):
+        rows = enumerate(zip(item_id, df[image].tolist()))
+        for k, (iid, v) in tqdm(rows, total=len(df), desc="checking image files", unit="img",
+                                disable=len(df) < 20_000):
             if _missing(v):
                 report.append(dict(item_id=iid, column="image_path", problem=f"no image path in column {image!r}"))
                 continue
