@@ -106,7 +106,7 @@ def _read_csv(path: Path, *, id_col: str, title_col: str, dtype_all_str: bool = 
             bad_lines.append(fields)
             return None
         joined = ",".join(fields[ti:ti + extra + 1])
-        repairs.append(dict(item_id=str(item).strip(), column=title_col,
+        repairs.append(dict(item_id=str(item).strip(), column="title",
                             problem=f"malformed CSV line ({len(fields)} fields for {n} columns): "
                                     f"the {extra + 1} fields from column {title_col!r} were joined "
                                     f"into the title {joined!r}"))
@@ -174,8 +174,10 @@ def load_catalog(
     Parameters
     ----------
     source : str, Path or DataFrame
-        The catalog. A CSV is read with the python engine; a line with extra fields (unquoted
-        commas in the title) is repaired by joining them into the title and reported.
+        The catalog. A CSV is read with pandas' C parser; if some lines have more fields than the
+        header (unquoted commas in the title, as in the original Kaggle fashion file), it is re-read
+        with the python engine and each such line is repaired by joining the extra fields into the
+        title, with a warning and a row in the report.
     images_dir : str or Path, optional
         Folder of images. With ``image=None`` the image of item ``x`` is
         ``<images_dir>/x.<jpg|jpeg|png|webp>``.
@@ -195,8 +197,8 @@ def load_catalog(
     -------
     pandas.DataFrame
         ``item_id, title, image_path, label, level_1..level_L`` and the other source columns;
-        ``attrs["report"]`` lists kept rows with an empty title or a missing image
-        (``item_id, column, problem``).
+        ``attrs["report"]`` (a :class:`ProblemReport`, ``item_id, column, problem``) lists the kept
+        rows with an empty title, a missing image file or a repaired CSV line.
 
     Raises
     ------

@@ -114,7 +114,8 @@ def test_load_fashion_repairs_malformed_kaggle_lines(tmp_path, myntra_styles, fa
     assert df["title"].iloc[17] == "Puma Men, Black, Shoe"
     assert df["usage"].iloc[3] == styles["usage"].iloc[3]  # the fields before the title are intact
     rep = df.attrs["report"]
-    rep_t = rep[rep["column"] == "productDisplayName"]
+    rep_t = rep[(rep["column"] == "title") & rep["problem"].str.contains("malformed")]
+    assert len(rep[rep["column"] == "title"]) == 2 + styles["productDisplayName"].isna().sum()
     assert set(rep_t["item_id"]) == {str(styles["id"].iloc[3]), str(styles["id"].iloc[17])}
     assert rep_t["problem"].str.contains("malformed CSV line").all()
     assert _report_ids(df, "image_path") == set(styles["id"].iloc[5:].astype(str))
