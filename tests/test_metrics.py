@@ -364,6 +364,14 @@ def test_myntra_sibling_confusion_is_less_severe(myntra):
     assert rnd["acc_level_2"] < 0.7
     assert sib["hF1"] > rnd["hF1"]
     assert sib["ece"] == pytest.approx(rnd["ece"])             # same confidences and correctness
+    # with the real Neighbors of similarity.py (tree neighbours: siblings come first)
+    nb = sk.similarity.tree_neighbors(tax, k=19)
+    sib_n = sk.evaluate(_synthetic_model(tax, y, correct, sib_pred), y, tax, neighbors=nb)
+    rnd_n = sk.evaluate(_synthetic_model(tax, y, correct, rand_pred), y, tax, neighbors=nb)
+    assert sib_n["nbrs@1"] == sib_n["top1"]                   # S_1(y) = {y}
+    assert sib_n["nbrs@20"] > rnd_n["nbrs@20"]
+    pd.testing.assert_series_equal(sib_n, sk.evaluate(_synthetic_model(tax, y, correct, sib_pred), y, tax,
+                                                      neighbors=nb.indices))
 
 
 def test_myntra_crm_exact_and_lowers_hdist(myntra):
