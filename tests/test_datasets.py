@@ -267,6 +267,12 @@ def test_load_catalog_missing_files(tmp_path):
 
 
 # ------------------------------------------------------------------------------ tutorial catalog
+def test_public_exports():
+    assert sk.datasets is D
+    for name in ["load_catalog", "load_fashion", "load_fashion_tutorial", "load_google_taxonomy"]:
+        assert getattr(sk, name) is getattr(D, name)
+
+
 def test_tutorial_is_package_data_and_small():
     d = D.tutorial_dir()
     assert d.is_relative_to(Path(sk.__file__).parent)
