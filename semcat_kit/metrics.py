@@ -21,7 +21,7 @@ top-1 accuracy -- so reports always show it next to ``top1`` and ``hdist@k``.
 from __future__ import annotations
 
 import warnings
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
