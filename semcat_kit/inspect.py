@@ -268,7 +268,8 @@ def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxon
         "row": np.arange(N),
         "item_id": catalog_df["item_id"].astype(str).to_numpy(),
         "title": pd.Series(col("title", "")).fillna("").astype(str).to_numpy(),
-        "image_path": col("image_path", None),
+        "image_path": np.array([v if isinstance(v, str) and v else None for v in col("image_path", None)],
+                               dtype=object),
         "true_index": y,
         "true_label": classes[y],
         "pred_index": pred,
@@ -285,6 +286,8 @@ def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxon
     out["is_label_issue"] = issues["is_issue"].to_numpy()
     out["suggested_label"] = classes[issues["suggested"].to_numpy()]
     df = pd.DataFrame(out)
+    # keep None (not NaN) for missing images: pandas >= 3 would infer a string dtype
+    df["image_path"] = pd.Series(out["image_path"], dtype=object)
     if only_mistakes:
         df = df[df["is_mistake"]].reset_index(drop=True)
     return df
