@@ -1,0 +1,731 @@
+"""Training the fusion head: config, the loop, checkpoints, early stopping, history.
+
+The objective per batch (``label_repr="onehot"``) is
+
+    L = focal(z, y; gamma, alpha_c) + kl_weight * KL(t_y || softmax(z)),
+
+with ``t_y`` the (sparse) soft target of class ``y`` built by :func:`soft_labels.build` with the
+smoothing amount ``a(epoch)`` of the curriculum (:func:`soft_labels.schedule`). With
+``label_repr="codes"`` the head outputs one logit per taxonomy node and is trained with the BCE of
+the binary taxonomy codes; class probabilities are ``softmax(code_scores(bits, codes))``.
+
+Embeddings are preloaded as tensors and batched by a shuffled index (no per-sample Python, no
+DataLoader). AdamW with a linear warmup then cosine decay of the learning rate (stepped per batch).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import math
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import losses as _losses
+from . import soft_labels as _soft
+from ._io import atomic_path
+from .model import FUSION_MODES, FusionHead
+
+__all__ = ["TrainConfig", "TrainRun", "train", "TrainingDivergedError", "load_checkpoint"]
+
+SMOOTHINGS = _soft.KINDS
+CURRICULA = _soft.SCHEDULES
+FOCAL_ALPHA = _losses.WEIGHT_MODES
+LABEL_REPRS = ("onehot", "codes")
+ES_MODES = ("auto", "min", "max")
+CHECKPOINT_FORMAT = "semcat_kit.train/1"
+_MINIMISE = ("loss", "severity", "hdist", "ece", "nll")
+# fields that may differ between the run that wrote a checkpoint and the run that resumes it
+_RESUME_FREE = ("device", "checkpoint_every")
+
+
+# ------------------------------------------------------------------------------------ config
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of a training run (validated on construction).
+
+    Parameters
+    ----------
+    smoothing : {"onehot", "uniform", "topk", "semantic", "tree"}
+        Soft-label kind of the KL term (see :mod:`semcat_kit.soft_labels`).
+    k : int
+        Neighbours per class used by ``topk`` / ``semantic`` / ``tree`` soft labels.
+    alpha : float in [0, 1]
+        Mass moved off the true class (at epoch 0 under a curriculum).
+    alpha_final : float in [0, 1]
+        Alpha reached at the last epoch by a non-constant curriculum.
+    temperature : float > 0
+        ``semantic``: neighbour weights ``softmax(sim / temperature)``.
+    tree_beta : float >= 0
+        ``tree``: neighbour weights ``softmax(-beta * d_LCA)``.
+    curriculum : {"constant", "linear", "cosine", "step"}
+        Alpha per epoch; soft targets are rebuilt each epoch with ``alpha = schedule(epoch)``.
+    curriculum_steps : int >= 2
+        Number of stages of the ``step`` curriculum.
+    focal_gamma : float >= 0
+        Focal loss exponent (0 = cross-entropy).
+    focal_alpha : {"none", "inverse", "effective"}
+        Per-class weights of the focal term from the training class counts.
+    focal_beta : float in [0, 1)
+        Beta of the ``effective`` class weights.
+    kl_weight : float >= 0
+        Weight of the KL term.
+    label_repr : {"onehot", "codes"}
+        Class outputs, or binary taxonomy codes trained with BCE (requires ``smoothing="onehot"``).
+    fusion, proj_dim, hidden, dropout, modality_dropout
+        :class:`semcat_kit.model.FusionHead` arguments.
+    lr, weight_decay : float
+        AdamW learning rate and weight decay.
+    warmup : float in [0, 1)
+        Fraction of all steps with a linear learning-rate warmup (then cosine decay to 0).
+    epochs, batch_size, seed : int
+    device : str
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    early_stopping : str or None
+        Validation metric to watch (``"val_top1"``, ``"val_loss"``, ``"val_mistake_severity"``,
+        ``"val_hdist@5"``, ...); ``None`` trains all epochs. Ignored without validation data.
+    early_stopping_mode : {"auto", "min", "max"}
+        ``auto`` minimises metrics named like loss/severity/hdist/ece/nll and maximises the others.
+    patience : int >= 1
+        Epochs without improvement before stopping; the best weights are restored.
+    checkpoint_every : int >= 1
+        Write a checkpoint every this many epochs (and at the end) when ``checkpoint_dir`` is set.
+    """
+
+    smoothing: str = "onehot"
+    k: int = 20
+    alpha: float = 0.1
+    alpha_final: float = 0.0
+    temperature: float = 0.1
+    tree_beta: float = 1.0
+    curriculum: str = "constant"
+    curriculum_steps: int = 2
+    focal_gamma: float = 2.0
+    focal_alpha: str = "none"
+    focal_beta: float = 0.999
+    kl_weight: float = 1.0
+    label_repr: str = "onehot"
+    fusion: str = "concat"
+    proj_dim: int = 256
+    hidden: int = 512
+    dropout: float = 0.2
+    modality_dropout: float = 0.1
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup: float = 0.05
+    epochs: int = 30
+    batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"
+    early_stopping: str | None = "val_top1"
+    early_stopping_mode: str = "auto"
+    patience: int = 5
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        def choice(name, allowed):
+            v = getattr(self, name)
+            if v not in allowed:
+                raise ValueError(f"TrainConfig.{name} = {v!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
+
+        def number(name, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
+            v = getattr(self, name)
+            ok_type = isinstance(v, (int, np.integer)) if integer else isinstance(v, (int, float, np.integer, np.floating))
+            if isinstance(v, bool) or not ok_type or (not integer and not math.isfinite(float(v))):
+                kind = "an integer" if integer else "a finite number"
+                raise ValueError(f"TrainConfig.{name} must be {kind}, not {v!r}")
+            bad = ((lo is not None and (v <= lo if lo_open else v < lo))
+                   or (hi is not None and (v >= hi if hi_open else v > hi)))
+            if bad:
+                rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{')' if hi_open or hi is None else ']'}"
+                raise ValueError(f"TrainConfig.{name} = {v!r} is out of range; allowed: {rng}")
+            setattr(self, name, int(v) if integer else float(v))
+
+        choice("smoothing", SMOOTHINGS)
+        choice("curriculum", CURRICULA)
+        choice("focal_alpha", FOCAL_ALPHA)
+        choice("label_repr", LABEL_REPRS)
+        choice("fusion", FUSION_MODES)
+        choice("early_stopping_mode", ES_MODES)
+        for name in ("k", "curriculum_steps", "proj_dim", "hidden", "epochs", "batch_size", "patience",
+                     "checkpoint_every"):
+            number(name, lo=2 if name == "curriculum_steps" else 1, integer=True)
+        number("seed", lo=0, integer=True)
+        for name in ("alpha", "alpha_final"):
+            number(name, 0.0, 1.0)
+        number("temperature", 0.0, lo_open=True)
+        for name in ("tree_beta", "focal_gamma", "kl_weight", "weight_decay"):
+            number(name, 0.0)
+        number("focal_beta", 0.0, 1.0, hi_open=True)
+        for name in ("dropout", "modality_dropout", "warmup"):
+            number(name, 0.0, 1.0, hi_open=True)
+        number("lr", 0.0, lo_open=True)
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            raise ValueError(f"TrainConfig.device = {self.device!r} is not allowed; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if self.early_stopping is not None and (not isinstance(self.early_stopping, str)
+                                                or not self.early_stopping.startswith("val_")):
+            raise ValueError(f"TrainConfig.early_stopping = {self.early_stopping!r}: name a validation metric "
+                             "such as 'val_top1', 'val_loss', 'val_mistake_severity', 'val_hdist@5', or None")
+        if self.label_repr == "codes" and self.smoothing != "onehot":
+            raise ValueError(f"TrainConfig.label_repr='codes' trains with the BCE of taxonomy codes, where soft labels "
+                             f"do not apply; set smoothing='onehot' (got smoothing={self.smoothing!r})")
+
+    # skorch-style explicit round trip
+    def to_dict(self) -> dict:
+        """Plain dict of every field (JSON-serialisable); :meth:`from_dict` rebuilds the config."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error (naming them)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known fields: {sorted(names)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def minimize(self) -> bool:
+        """Whether ``early_stopping`` is minimised."""
+        if self.early_stopping_mode != "auto":
+            return self.early_stopping_mode == "min"
+        return any(s in (self.early_stopping or "") for s in _MINIMISE)
+
+    def __repr__(self) -> str:
+        changed = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                   if getattr(self, f.name) != f.default]
+        return f"TrainConfig({', '.join(changed)})" if changed else "TrainConfig()  # all defaults"
+
+
+# ------------------------------------------------------------------------------------ data
+@dataclass
+class _Data:
+    text: torch.Tensor | None
+    image: torch.Tensor | None
+    text_mask: torch.Tensor
+    image_mask: torch.Tensor
+    item_ids: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.text_mask)
+
+    def batch(self, idx, device):
+        def sel(x):
+            return None if x is None else x[idx].to(device, non_blocking=True)
+        return sel(self.text), sel(self.image), sel(self.image_mask), sel(self.text_mask)
+
+
+def _rows_desc(rows: np.ndarray, ids) -> str:
+    shown = rows[:5]
+    if ids is not None:
+        txt = ", ".join(f"row {r} (item {str(ids[r])!r})" for r in shown)
+    else:
+        txt = ", ".join(f"row {r}" for r in shown)
+    return txt + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+
+
+def _prepare(emb, what: str) -> _Data:
+    """Embeddings (or a bare (N, d) text array) -> float32 tensors with NaN checks."""
+    if isinstance(emb, (np.ndarray, torch.Tensor)):
+        text, image, tmask, imask, ids = emb, None, None, None, None
+    elif hasattr(emb, "text") and hasattr(emb, "image"):
+        text, image = emb.text, emb.image
+        tmask, imask = getattr(emb, "text_mask", None), getattr(emb, "image_mask", None)
+        ids = getattr(emb, "item_ids", None)
+    else:
+        raise TypeError(f"{what} must be an Embeddings table (sk.encode_catalog) or an (N, d) array, "
+                        f"not {type(emb).__name__}")
+    if text is None and image is None:
+        raise ValueError(f"{what} has neither text nor image embeddings")
+    arrays = {}
+    n = None
+    for name, x in (("text", text), ("image", image)):
+        if x is None:
+            continue
+        x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).detach().cpu()
+        if x.ndim != 2:
+            raise ValueError(f"{what}.{name} must be a 2-D (N, d) array; got shape {tuple(x.shape)}")
+        if n is not None and x.shape[0] != n:
+            raise ValueError(f"{what}: text has {n} rows but image has {x.shape[0]}; one row per product")
+        n = x.shape[0]
+        arrays[name] = x.float().contiguous()
+    if ids is not None:
+        ids = np.asarray(ids)
+        if len(ids) != n:
+            raise ValueError(f"{what}: {len(ids)} item_ids but {n} embedding rows")
+    masks = {}
+    for name, m in (("text", tmask), ("image", imask)):
+        if name not in arrays:
+            masks[name] = torch.zeros(n, dtype=torch.bool)
+            continue
+        m = torch.ones(n, dtype=torch.bool) if m is None else torch.as_tensor(np.asarray(m)).bool()
+        if m.shape != (n,):
+            raise ValueError(f"{what}.{name}_mask has shape {tuple(m.shape)}; expected ({n},)")
+        x = arrays[name]
+        finite = torch.isfinite(x).all(1)
+        bad = np.flatnonzero((m & ~finite).numpy())
+        if len(bad):
+            raise ValueError(f"{what}.{name} has NaN or infinite values at {_rows_desc(bad, ids)}; re-encode those "
+                             f"items or mark them missing ({name}_mask=False)")
+        arrays[name] = torch.where(m[:, None], x, torch.zeros((), dtype=x.dtype))   # missing rows -> 0
+        masks[name] = m
+    return _Data(arrays.get("text"), arrays.get("image"), masks["text"], masks["image"], ids)
+
+
+def _labels(labels, taxonomy, n: int, what: str) -> np.ndarray:
+    if isinstance(labels, torch.Tensor):
+        labels = labels.cpu().numpy()
+    arr = np.asarray(labels.to_numpy() if isinstance(labels, (pd.Series, pd.Index)) else labels)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} labels must be 1-D (one per item); got shape {arr.shape}")
+    if len(arr) != n:
+        raise ValueError(f"{what}: {n} embedding rows but {len(arr)} labels; give one label per row")
+    if arr.dtype.kind in "iu":
+        y = arr.astype(np.int64)
+        bad = np.flatnonzero((y < 0) | (y >= taxonomy.n_classes))
+        if len(bad):
+            raise ValueError(f"{what} labels at rows {bad[:5].tolist()} (values {y[bad[:5]].tolist()}) are not class "
+                             f"indices in [0, {taxonomy.n_classes}); use taxonomy.index_of(paths)")
+        return y
+    if arr.dtype.kind in "fcb":
+        raise ValueError(f"{what} labels must be class indices (int) or label strings, not {arr.dtype}")
+    try:
+        return np.asarray(taxonomy.index_of(arr.tolist()), dtype=np.int64)
+    except KeyError as e:
+        raise ValueError(f"{what} labels: {e.args[0]}") from None
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"TrainConfig.device={name!r} but CUDA is not available; use device='auto' or 'cpu'")
+    return dev
+
+
+def _fingerprint(y: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(y, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def _truncate(neighbors, k: int):
+    from .similarity import Neighbors
+
+    if neighbors is None or neighbors.k <= k:
+        return neighbors
+    return Neighbors(neighbors.indices[:, :k].copy(), neighbors.sims[:, :k].copy())
+
+
+# ------------------------------------------------------------------------------------ run
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN/inf; ``.epoch``, ``.batch`` and ``.checkpoint`` (last good one or None)."""
+
+    def __init__(self, msg: str, epoch: int, batch: int, checkpoint):
+        super().__init__(msg)
+        self.epoch, self.batch, self.checkpoint = epoch, batch, checkpoint
+
+
+@dataclass
+class TrainRun:
+    """A trained head with everything needed to use, inspect and export it.
+
+    Attributes
+    ----------
+    model : FusionHead
+        In eval mode, on the training device, with the best weights (early stopping) or the last.
+    config : TrainConfig
+    history : pandas.DataFrame
+        One row per epoch (1-based ``epoch``): ``alpha, lr, loss, focal, kl`` (or ``bce``),
+        ``seconds`` (training time), ``val_seconds`` and ``val_*`` metrics
+        (``val_loss`` = mean NLL of the true class, plus :func:`semcat_kit.evaluate`'s metrics).
+    taxonomy, neighbors
+        As given to :func:`train`.
+    encoder_meta : dict
+        ``emb.meta`` of the training embeddings (which encoders produced them).
+    best_epoch : int
+        Epoch whose weights the model holds.
+    codes : numpy.ndarray or None
+        (C, B) taxonomy codes when ``label_repr="codes"``.
+    """
+
+    model: FusionHead
+    config: TrainConfig
+    history: pd.DataFrame
+    taxonomy: Any
+    neighbors: Any = None
+    encoder_meta: dict = field(default_factory=dict)
+    best_epoch: int = 0
+    codes: np.ndarray | None = None
+    checkpoint_dir: Path | None = None
+
+    def __repr__(self) -> str:
+        last = self.history.iloc[-1].to_dict() if len(self.history) else {}
+        val = {k: round(v, 4) for k, v in last.items() if k.startswith("val_") and k != "val_seconds"
+               and isinstance(v, float) and k in ("val_top1", "val_loss", "val_mistake_severity")}
+        return (f"TrainRun({self.taxonomy.n_classes} classes, {len(self.history)} epochs, best_epoch={self.best_epoch}, "
+                f"fusion={self.config.fusion!r}, smoothing={self.config.smoothing!r}, last={val})")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def predict_logits(self, emb, batch_size: int = 4096) -> np.ndarray:
+        """(N, C) float32 class scores in eval mode: logits, or code scores for ``label_repr="codes"``
+        (so ``softmax`` of them is :meth:`predict_proba`)."""
+        return _predict_scores(self.model, emb, self.codes, batch_size, "emb").numpy()
+
+    @torch.no_grad()
+    def predict_proba(self, emb, batch_size: int = 4096) -> np.ndarray:
+        """(N, C) float32 class probabilities ``softmax(predict_logits(emb))``."""
+        s = _predict_scores(self.model, emb, self.codes, batch_size, "emb")
+        return torch.softmax(s, dim=1).numpy()
+
+
+def _check_dims(data: _Data, model: FusionHead, what: str) -> None:
+    for name, dim, used in (("text", model.text_dim, model.text_proj is not None),
+                            ("image", model.image_dim, model.image_proj is not None)):
+        x = getattr(data, name)
+        if used and x is not None and x.shape[1] != dim:
+            raise ValueError(f"{what}.{name} has dimension {x.shape[1]} but the model expects {dim}; use the same "
+                             f"{name} encoder as in training")
+    if model.image_proj is None and data.text is None:
+        raise ValueError(f"{what} has no text embeddings but the model uses text only (text_dim={model.text_dim})")
+    if model.text_proj is None and data.image is None:
+        raise ValueError(f"{what} has no image embeddings but the model uses images only (image_dim={model.image_dim})")
+
+
+def _fill_missing(data: _Data, text_dim, image_dim) -> _Data:
+    """A table lacking a whole modality the head uses: feed zeros flagged missing."""
+    if image_dim and data.image is None:
+        data = dataclasses.replace(data, image=torch.zeros(len(data), image_dim),
+                                   image_mask=torch.zeros(len(data), dtype=torch.bool))
+    if text_dim and data.text is None:
+        data = dataclasses.replace(data, text=torch.zeros(len(data), text_dim),
+                                   text_mask=torch.zeros(len(data), dtype=torch.bool))
+    return data
+
+
+def _scores(model, data: _Data, codes_t, batch_size: int, device) -> torch.Tensor:
+    out = []
+    was = model.training
+    model.eval()
+    with torch.no_grad(), _autocast(device):
+        for s in range(0, len(data), batch_size):
+            idx = torch.arange(s, min(len(data), s + batch_size))
+            z = model(*data.batch(idx, device)).float()
+            out.append(_soft.code_scores(z, codes_t) if codes_t is not None else z)
+    model.train(was)
+    return torch.cat(out).cpu() if out else torch.zeros(0, model.n_classes)
+
+
+def _predict_scores(model, emb, codes, batch_size, what) -> torch.Tensor:
+    data = _prepare(emb, what)
+    _check_dims(data, model, what)
+    data = _fill_missing(data, model.text_dim if model.text_proj is not None else None,
+                         model.image_dim if model.image_proj is not None else None)
+    device = next(model.parameters()).device
+    codes_t = torch.as_tensor(codes, device=device) if codes is not None else None
+    return _scores(model, data, codes_t, batch_size, device)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def _lr_lambda(total_steps: int, warmup: float):
+    warm = int(round(warmup * total_steps))
+
+    def f(step: int) -> float:
+        if warm > 0 and step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+    return f
+
+
+def _rng_state(gen: torch.Generator, device: torch.device) -> dict:
+    st = {"torch": torch.get_rng_state(), "shuffle": gen.get_state()}
+    if device.type == "cuda":
+        st["cuda"] = torch.cuda.get_rng_state(device)
+    return st
+
+
+def _set_rng_state(st: dict, gen: torch.Generator, device: torch.device) -> None:
+    torch.set_rng_state(st["torch"])
+    gen.set_state(st["shuffle"])
+    if device.type == "cuda" and "cuda" in st:
+        torch.cuda.set_rng_state(st["cuda"], device)
+
+
+def load_checkpoint(path) -> dict:
+    """Read a training checkpoint (a ``.pt`` file, or a checkpoint folder's ``last.pt``)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "last.pt"
+    if not p.exists():
+        raise FileNotFoundError(f"no checkpoint at {p}; give a checkpoint file or a checkpoint_dir holding last.pt")
+    ck = torch.load(p, map_location="cpu", weights_only=True)
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{p} is not a semcat_kit training checkpoint (format {CHECKPOINT_FORMAT})")
+    ck["path"] = str(p)
+    return ck
+
+
+def _state_copy(model) -> dict:
+    return {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+
+
+# ------------------------------------------------------------------------------------ train
+def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None = None, val=None,
+          checkpoint_dir=None, resume=None, progress: bool = True,
+          allow_unseen_val_classes: bool = False) -> TrainRun:
+    """Train a :class:`FusionHead` on embeddings.
+
+    Parameters
+    ----------
+    emb : Embeddings or array (N, d)
+        Training embeddings (a bare array is taken as text embeddings).
+    labels : array-like (N,)
+        Class indices or label paths (mapped with ``taxonomy.index_of``, aliases accepted).
+    taxonomy : Taxonomy
+    neighbors : similarity.Neighbors, optional
+        Needed by ``topk`` / ``semantic`` soft labels (truncated to ``config.k``); also gives the
+        ``val_nbrs@k`` metrics.
+    config : TrainConfig, optional
+        Default ``TrainConfig()``; with ``resume`` and no config, the checkpoint's config.
+    val : (emb, labels), optional
+        Validation data: per-epoch metrics and early stopping.
+    checkpoint_dir : path, optional
+        ``last.pt`` is written there atomically every ``config.checkpoint_every`` epochs (model,
+        optimizer, scheduler, RNG states, epoch, history, config, early-stopping state).
+    resume : path, optional
+        A checkpoint file or folder; training continues from it and ends with the same weights as
+        an uninterrupted run.
+    progress : bool
+        Show a ``tqdm`` bar over epochs.
+    allow_unseen_val_classes : bool
+        Validation classes absent from training are an error unless this is True.
+
+    Returns
+    -------
+    TrainRun
+
+    Raises
+    ------
+    ValueError
+        Bad input, before any epoch: unknown labels, NaN/inf embedding rows, length or dimension
+        mismatches, validation classes unseen in training, missing neighbours.
+    TrainingDivergedError
+        The loss became NaN/inf (the message names the epoch and batch; the last good checkpoint
+        is kept).
+    """
+    from .metrics import evaluate
+
+    ck = load_checkpoint(resume) if resume is not None else None
+    if config is None:
+        config = TrainConfig.from_dict(ck["config"]) if ck is not None else TrainConfig()
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, not {type(config).__name__}")
+    cfg = config
+    C = taxonomy.n_classes
+    data = _prepare(emb, "emb")
+    y = _labels(labels, taxonomy, len(data), "train")
+    if len(data) == 0:
+        raise ValueError("no training rows")
+    vdata = yv = None
+    if val is not None:
+        if not (isinstance(val, (tuple, list)) and len(val) == 2):
+            raise ValueError("val must be a pair (embeddings, labels)")
+        vdata = _prepare(val[0], "val emb")
+        yv = _labels(val[1], taxonomy, len(vdata), "val")
+        if len(yv) == 0:
+            raise ValueError("val has no rows; pass val=None to train without validation")
+        for name in ("text", "image"):
+            a, b = getattr(data, name), getattr(vdata, name)
+            if a is not None and b is not None and a.shape[1] != b.shape[1]:
+                raise ValueError(f"val emb.{name} has dimension {b.shape[1]} but training emb.{name} has "
+                                 f"{a.shape[1]}; encode both with the same encoder")
+        unseen = np.setdiff1d(np.unique(yv), np.unique(y))
+        if len(unseen) and not allow_unseen_val_classes:
+            names = ", ".join(repr(taxonomy.classes[c]) for c in unseen[:10])
+            more = f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
+            raise ValueError(f"{len(unseen)} validation class(es) never appear in training: {names}{more}. Split with "
+                             "sk.split (stratified), drop them, or pass allow_unseen_val_classes=True")
+    if neighbors is not None and neighbors.n_classes != C:
+        raise ValueError(f"neighbors cover {neighbors.n_classes} classes but the taxonomy has {C}")
+    if cfg.smoothing in ("topk", "semantic") and neighbors is None:
+        raise ValueError(f"smoothing={cfg.smoothing!r} needs neighbors=... (sk.similarity.label_neighbors of the "
+                         "class-name embeddings); or use smoothing='tree', 'uniform' or 'onehot'")
+    nb_k = _truncate(neighbors, cfg.k)
+    if vdata is not None and cfg.early_stopping is not None and cfg.early_stopping != "val_loss":
+        m = min(len(yv), 8)   # metric names come from evaluate(); check the name before training
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            names = evaluate(np.full((m, C), 1.0 / C), yv[:m], taxonomy, neighbors=neighbors).index
+        known = ["val_loss"] + [f"val_{k}" for k in names if k != "n"]
+        if cfg.early_stopping not in known:
+            raise ValueError(f"TrainConfig.early_stopping={cfg.early_stopping!r} is not a validation metric of this "
+                             f"run; choose one of {known}")
+    device = _resolve_device(cfg.device)
+    codes = _soft.taxonomy_codes(taxonomy) if cfg.label_repr == "codes" else None
+    text_dim = data.text.shape[1] if data.text is not None else None
+    image_dim = data.image.shape[1] if data.image is not None else None
+    if vdata is not None:   # a val table lacking a modality the head uses: treat it as missing
+        vdata = _fill_missing(vdata, text_dim, image_dim)
+    counts = np.bincount(y, minlength=C)
+    class_w = _losses.class_weights(counts, cfg.focal_alpha, cfg.focal_beta).to(device) \
+        if cfg.focal_alpha != "none" else None
+    alpha_of = _soft.schedule(cfg.curriculum, cfg.alpha, cfg.epochs, final=cfg.alpha_final,
+                              n_steps=cfg.curriculum_steps)
+    fp = _fingerprint(y)
+    if ck is not None:
+        old = ck["config"]
+        diff = [k for k, v in cfg.to_dict().items() if k not in _RESUME_FREE and old.get(k) != v]
+        if diff:
+            shown = ", ".join(f"{k}: checkpoint {old.get(k)!r} vs now {getattr(cfg, k)!r}" for k in diff)
+            raise ValueError(f"cannot resume {ck['path']}: the config differs ({shown}); pass config=None to use "
+                             "the checkpoint's config")
+        if ck["train_fingerprint"] != fp:
+            raise ValueError(f"cannot resume {ck['path']}: the training labels differ from the checkpointed run "
+                             f"({ck['n_train']} rows then, {len(y)} now); resume with the same training data")
+    ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+
+    with torch.random.fork_rng(devices=fork_devices):   # leave the caller's global RNG untouched
+        torch.manual_seed(cfg.seed)
+        model = FusionHead(text_dim, image_dim, C, fusion=cfg.fusion, proj_dim=cfg.proj_dim, hidden=cfg.hidden,
+                           dropout=cfg.dropout, modality_dropout=cfg.modality_dropout,
+                           out_dim=codes.shape[1] if codes is not None else None).to(device)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps_per_epoch * cfg.epochs, cfg.warmup))
+        history: list[dict] = []
+        best = {"epoch": 0, "value": None, "state": None, "bad": 0}
+        start = 0
+        if ck is not None:
+            if ck["model_config"] != model.config:
+                raise ValueError(f"cannot resume {ck['path']}: it holds a head {ck['model_config']} but these "
+                                 f"embeddings need {model.config}")
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            _set_rng_state(ck["rng"], gen, device)
+            history = list(ck["history"])
+            best = dict(ck["best"])
+            start = int(ck["epoch"])
+        codes_t = torch.as_tensor(codes, device=device) if codes is not None else None
+        Xy = torch.as_tensor(y)
+        targets, targets_alpha = None, None
+        last_ck = ck["path"] if ck is not None else None
+        stopped = best["bad"] >= cfg.patience and vdata is not None and cfg.early_stopping is not None
+        bar = tqdm(range(start, cfg.epochs), desc="train", unit="epoch", disable=not progress,
+                   initial=start, total=cfg.epochs)
+        for epoch in (bar if not stopped else []):
+            alpha = float(alpha_of(epoch))
+            if codes is None and cfg.smoothing != "onehot" and alpha != targets_alpha:
+                targets = _soft.build(cfg.smoothing, C, alpha, neighbors=nb_k, taxonomy=taxonomy,
+                                      temperature=cfg.temperature, beta=cfg.tree_beta, k=cfg.k)
+                targets_alpha = alpha
+            elif codes is None and cfg.smoothing == "onehot" and targets is None:
+                targets = _soft.build("onehot", C, 0.0)
+            model.train()
+            t0 = time.perf_counter()
+            perm = torch.randperm(len(y), generator=gen)
+            sums = {"total": 0.0, "focal": 0.0, "kl": 0.0, "bce": 0.0}
+            for b in range(steps_per_epoch):
+                idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                yb = Xy[idx].to(device, non_blocking=True)
+                with _autocast(device):
+                    z = model(*data.batch(idx, device))
+                if codes_t is not None:
+                    bce = _losses.code_bce_loss(z, yb, codes_t)
+                    parts = {"total": bce, "bce": bce}
+                else:
+                    parts = _losses.combined_loss(z, yb, targets, gamma=cfg.focal_gamma, alpha=class_w,
+                                                  kl_weight=cfg.kl_weight)
+                loss = parts["total"]
+                if not torch.isfinite(loss):
+                    where = (f"the last good checkpoint is {last_ck} (end of epoch {start if last_ck else 0}); "
+                             "resume from it" if last_ck else "no checkpoint was written yet")
+                    desc = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
+                    raise TrainingDivergedError(
+                        f"loss became {float(loss.detach())} at epoch {epoch + 1}, batch {b + 1} of {steps_per_epoch} ({desc}); "
+                        f"training stopped. {where} with a lower lr (now {cfg.lr:g}) or check the inputs.",
+                        epoch + 1, b + 1, last_ck)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                for k, v in parts.items():
+                    sums[k] += float(v.detach()) * len(idx)
+            row = {"epoch": epoch + 1, "alpha": alpha if cfg.smoothing != "onehot" and codes is None else 0.0,
+                   "lr": opt.param_groups[0]["lr"], "loss": sums["total"] / len(y)}
+            if codes is None:
+                row.update(focal=sums["focal"] / len(y), kl=sums["kl"] / len(y))
+            else:
+                row.update(bce=sums["bce"] / len(y))
+            row["seconds"] = time.perf_counter() - t0
+            if vdata is not None:
+                t1 = time.perf_counter()
+                s = _scores(model, vdata, codes_t, 4096, device)
+                logp = torch.log_softmax(s, dim=1)
+                row["val_loss"] = float(-logp[torch.arange(len(yv)), torch.as_tensor(yv)].mean())
+                with warnings.catch_warnings():
+                    if epoch > start:     # evaluate's data warnings are shown once, not every epoch
+                        warnings.simplefilter("ignore")
+                    metrics = evaluate(logp.exp().numpy(), yv, taxonomy, neighbors=neighbors)
+                row.update({f"val_{k}": float(v) for k, v in metrics.items() if k != "n"})
+                row["val_seconds"] = time.perf_counter() - t1
+                if cfg.early_stopping is not None:
+                    v = row[cfg.early_stopping]
+                    better = best["value"] is None or (not math.isnan(v) and (
+                        v < best["value"] if cfg.minimize else v > best["value"]))
+                    if better:
+                        best.update(epoch=epoch + 1, value=v, state=_state_copy(model), bad=0)
+                    else:
+                        best["bad"] += 1
+            history.append(row)
+            bar.set_postfix({k: round(row[k], 4) for k in ("loss", "val_top1") if k in row})
+            done = epoch + 1 == cfg.epochs
+            early = vdata is not None and cfg.early_stopping is not None and best["bad"] >= cfg.patience
+            if ckdir is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or done or early):
+                last_ck = _save_checkpoint(ckdir / "last.pt", epoch + 1, model, opt, sched, gen, device, history,
+                                           cfg, best, fp, len(y))
+                start = epoch + 1
+            if early:
+                break
+        bar.close()
+    if vdata is not None and cfg.early_stopping is not None and best["state"] is not None:
+        model.load_state_dict(best["state"])
+        best_epoch = int(best["epoch"])
+    else:
+        best_epoch = len(history)
+    model.eval()
+    return TrainRun(model=model, config=cfg, history=pd.DataFrame(history), taxonomy=taxonomy, neighbors=neighbors,
+                    encoder_meta=dict(getattr(emb, "meta", None) or {}), best_epoch=best_epoch, codes=codes,
+                    checkpoint_dir=ckdir)
+
+
+def _save_checkpoint(path: Path, epoch, model, opt, sched, gen, device, history, cfg, best, fp, n) -> str:
+    state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": _state_copy(model),
+             "model_config": dict(model.config), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "rng": _rng_state(gen, device), "history": copy.deepcopy(history), "config": cfg.to_dict(),
+             "best": dict(best), "train_fingerprint": fp, "n_train": n}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return str(path)
