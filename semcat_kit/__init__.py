@@ -8,7 +8,7 @@ from . import similarity, soft_labels, losses
 from . import metrics
 from .metrics import evaluate
 # [train]
-# [viz]
+from . import viz, widgets, inspect
 # [export]
 
 __version__ = "0.1.0"
