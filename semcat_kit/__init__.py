@@ -7,7 +7,10 @@ from .datasets import load_catalog, load_fashion, load_fashion_tutorial, load_go
 from . import similarity, soft_labels, losses
 from . import metrics
 from .metrics import evaluate
-# [train]
+from .model import FusionHead
+from .train import TrainConfig, TrainRun, train
+from .splits import split
+from .compare import compare
 from . import viz, widgets, inspect
 # [export]
 

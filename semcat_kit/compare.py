@@ -1,0 +1,216 @@
+"""Comparing training configurations over several seeds on one split.
+
+:func:`compare` trains every configuration once per seed, evaluates each run on the test set
+with :func:`semcat_kit.evaluate`, and summarises per configuration as ``mean`` and ``std``
+(sample standard deviation, ddof=1, over seeds). ``"<name> + CRM"`` rows re-decode the *same*
+trained runs with CRM (minimum expected tree distance) instead of argmax, without retraining.
+:func:`default_suite` is the seed design's experiment; :func:`format_table` renders a Markdown
+table of ``mean ± std``.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .train import TrainConfig
+from .train import train as _train
+
+__all__ = ["compare", "default_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]
+
+CRM_SUFFIX = " + CRM"
+_LOWER_IS_BETTER = ("severity", "hdist", "ece", "loss", "seconds")
+
+
+class CompareRuns(dict):
+    """The trained runs of a :func:`compare` call, ``{(config_name, seed): TrainRun}``, plus
+    ``.long`` (one row per (config, seed), CRM rows included).
+
+    Stored in ``df.attrs["runs"]``; shared, not copied, when pandas propagates ``attrs``.
+    """
+
+    long: pd.DataFrame
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __eq__(self, other):
+        return self is other
+
+    __hash__ = None
+
+
+def _lower_is_better(metric: str) -> bool:
+    return any(s in metric for s in _LOWER_IS_BETTER)
+
+
+def _check_pair(pair, name: str):
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+        raise ValueError(f"{name} must be a pair (embeddings, labels)")
+    return pair
+
+
+def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbors=None,
+            seeds: Sequence[int] = (0, 1, 2), crm_for: str | Iterable[str] | None = None,
+            best_by: str = "top1", long: bool = False, ks: Sequence[int] = (1, 5, 20),
+            progress: bool = True, **train_kwargs) -> pd.DataFrame:
+    """Train each configuration over several seeds and tabulate test metrics.
+
+    Parameters
+    ----------
+    configs : dict[str, TrainConfig]
+        Named configurations (their ``seed`` is replaced by each of ``seeds``).
+    train, val, test : (embeddings, labels)
+        One split; ``val`` (optional) drives early stopping, ``test`` is evaluated.
+    taxonomy, neighbors
+        As for :func:`semcat_kit.train`; ``neighbors`` also gives the ``nbrs@k`` metrics.
+    seeds : sequence of int
+        At least 3 distinct seeds.
+    crm_for : str, list of str, "best" or None
+        Configurations that also get a ``"<name> + CRM"`` row: the same runs evaluated with
+        ``crm=True``. ``"best"`` picks the configuration with the best mean ``best_by``.
+    best_by : str
+        Metric that ``crm_for="best"`` ranks by (lower is better for severity/hdist/ece).
+    long : bool
+        Return one row per (config, seed) instead of the summary.
+    ks : sequence of int
+        Passed to :func:`semcat_kit.evaluate`.
+    progress : bool
+        ``tqdm`` bar over runs.
+    **train_kwargs
+        Passed to :func:`semcat_kit.train` (e.g. ``allow_unseen_val_classes=True``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``config``; columns ``n_seeds``, ``crm`` and ``<metric>_mean``, ``<metric>_std``
+        for every metric of :func:`semcat_kit.evaluate` plus ``best_epoch`` and
+        ``train_seconds``. ``df.attrs["runs"]`` is a :class:`CompareRuns` holding the trained runs
+        and the long table (``.long``).
+    """
+    from .metrics import evaluate
+
+    if not isinstance(configs, dict) or not configs:
+        raise ValueError("configs must be a non-empty dict {name: TrainConfig}")
+    for name, cfg in configs.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"configuration names must be non-empty strings, not {name!r}")
+        if not isinstance(cfg, TrainConfig):
+            raise TypeError(f"configs[{name!r}] is a {type(cfg).__name__}, not a TrainConfig")
+        if name.endswith(CRM_SUFFIX):
+            raise ValueError(f"configuration name {name!r} ends with {CRM_SUFFIX!r}, which is reserved for CRM rows")
+    seeds = list(seeds)
+    if len(set(seeds)) < 3 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be at least 3 distinct integers (mean and std over seeds); got {seeds}")
+    tr, te = _check_pair(train, "train"), _check_pair(test, "test")
+    va = _check_pair(val, "val") if val is not None else None
+    need_nb = [n for n, c in configs.items() if c.smoothing in ("topk", "semantic")]
+    if need_nb and neighbors is None:
+        raise ValueError(f"configurations {need_nb} use neighbour soft labels; pass neighbors=...")
+    crm_names: list[str] = []
+    if crm_for is not None:
+        crm_names = [crm_for] if isinstance(crm_for, str) else list(crm_for)
+        unknown = [n for n in crm_names if n != "best" and n not in configs]
+        if unknown:
+            raise ValueError(f"crm_for names {unknown} are not configurations; choose from {list(configs)} or 'best'")
+
+    runs = CompareRuns()
+    rows = []
+    total = len(configs) * len(seeds)
+    with tqdm(total=total, desc="compare", unit="run", disable=not progress) as bar:
+        for name, cfg in configs.items():
+            for seed in seeds:
+                bar.set_postfix_str(f"{name} seed={seed}")
+                t0 = time.perf_counter()
+                run = _train(tr[0], tr[1], taxonomy=taxonomy, neighbors=neighbors, config=cfg.replace(seed=seed),
+                             val=va, progress=False, **train_kwargs)
+                secs = time.perf_counter() - t0
+                runs[(name, seed)] = run
+                probs = run.predict_proba(te[0])
+                scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks)
+                rows.append({"config": name, "seed": seed, "crm": False, **scores.drop("n").to_dict(),
+                             "best_epoch": run.best_epoch, "train_seconds": secs, "_probs": probs})
+                bar.update(1)
+    base = pd.DataFrame(rows)
+    metric_cols = [c for c in base.columns if c not in ("config", "seed", "crm", "_probs")]
+    if "best" in crm_names:
+        if best_by not in metric_cols:
+            raise ValueError(f"best_by={best_by!r} is not a metric; choose one of {metric_cols}")
+        means = base.groupby("config", sort=False)[best_by].mean()
+        best = means.idxmin() if _lower_is_better(best_by) else means.idxmax()
+        crm_names = [best if n == "best" else n for n in crm_names]
+    crm_rows = []
+    for name in dict.fromkeys(crm_names):
+        for rr in base[base["config"] == name].to_dict("records"):
+            scores = evaluate(rr["_probs"], te[1], taxonomy, neighbors=neighbors, ks=ks, crm=True)
+            crm_rows.append({**rr, **scores.drop("n").to_dict(), "config": name + CRM_SUFFIX, "crm": True})
+    long_df = pd.concat([base, pd.DataFrame(crm_rows)], ignore_index=True) if crm_rows else base
+    long_df = long_df.drop(columns="_probs")
+    order = []
+    for name in configs:
+        order.append(name)
+        if name in crm_names:
+            order.append(name + CRM_SUFFIX)
+    long_df["config"] = pd.Categorical(long_df["config"], categories=order, ordered=True)
+    long_df = long_df.sort_values(["config", "seed"], kind="stable").reset_index(drop=True)
+    long_df["config"] = long_df["config"].astype(str)
+    runs.long = long_df
+    if long:
+        long_df.attrs["runs"] = runs
+        return long_df
+    g = long_df.groupby("config", sort=False)
+    summary = g[metric_cols].agg(["mean", "std"])
+    summary.columns = [f"{m}_{s}" for m, s in summary.columns]
+    summary.insert(0, "crm", g["crm"].first())
+    summary.insert(0, "n_seeds", g["seed"].nunique())
+    summary.index.name = "config"
+    summary.attrs["runs"] = runs
+    return summary
+
+
+def default_suite(epochs: int = 30, k: int = 20, alpha: float = 0.1, **common) -> dict[str, TrainConfig]:
+    """The seed design's experiment as named configurations.
+
+    (1) one-hot, (2) uniform label smoothing ``alpha``, (3) uniform over the top-``k`` semantic
+    neighbours, (4) similarity-weighted top-``k``, (5) 4 + linear curriculum (alpha -> 0), plus
+    tree soft labels (``softmax(-beta d_LCA)`` over the ``k`` nearest classes in the tree) and
+    binary taxonomy codes with BCE. Use ``compare(..., crm_for="best")`` for "CRM on top of the
+    best". ``common`` sets any other :class:`TrainConfig` field on every configuration.
+    """
+    base = dict(epochs=epochs, **common)
+    return {
+        "one-hot": TrainConfig(smoothing="onehot", **base),
+        f"uniform LS α={alpha:g}": TrainConfig(smoothing="uniform", alpha=alpha, **base),
+        f"top-{k} uniform": TrainConfig(smoothing="topk", k=k, alpha=alpha, **base),
+        f"top-{k} semantic": TrainConfig(smoothing="semantic", k=k, alpha=alpha, **base),
+        f"top-{k} semantic + curriculum": TrainConfig(smoothing="semantic", k=k, alpha=alpha,
+                                                      curriculum="linear", **base),
+        f"tree top-{k}": TrainConfig(smoothing="tree", k=k, alpha=alpha, **base),
+        "binary codes": TrainConfig(label_repr="codes", smoothing="onehot", **base),
+    }
+
+
+def format_table(df: pd.DataFrame, metrics: Sequence[str] = ("top1", "top5", "macro_f1", "mistake_severity",
+                                                              "hdist@5"), digits: int = 3) -> str:
+    """Markdown table of ``mean ± std`` per configuration (rows) and metric (columns).
+
+    ``df`` is the summary returned by :func:`compare`. Missing metrics raise naming the available ones.
+    """
+    avail = sorted({c[:-5] for c in df.columns if c.endswith("_mean")})
+    missing = [m for m in metrics if f"{m}_mean" not in df.columns]
+    if missing:
+        raise ValueError(f"metrics {missing} are not in this table; available: {avail}")
+    head = "| config | " + " | ".join(metrics) + " |"
+    sep = "|---|" + "---:|" * len(metrics)
+    lines = [head, sep]
+    for name, row in df.iterrows():
+        cells = []
+        for m in metrics:
+            mu, sd = row[f"{m}_mean"], row.get(f"{m}_std", np.nan)
+            cells.append("–" if pd.isna(mu) else (f"{mu:.{digits}f} ± {sd:.{digits}f}" if pd.notna(sd)
+                                                 else f"{mu:.{digits}f}"))
+        lines.append(f"| {str(name).replace('|', '/')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
