@@ -3,7 +3,8 @@ from .taxonomy import Taxonomy
 
 from . import datasets
 from .datasets import load_catalog, load_fashion, load_fashion_tutorial, load_google_taxonomy
-# [encoders]
+from . import encoders
+from .embeddings import Embeddings, encode_catalog
 from . import similarity, soft_labels, losses
 from . import metrics
 from .metrics import evaluate
