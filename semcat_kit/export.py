@@ -1,0 +1,541 @@
+"""Writing a trained head to a self-describing folder, and loading it back.
+
+``export_head(run, dir)`` writes (atomically: a temporary folder swapped in as a whole, so an
+interrupted export never leaves a folder that loads)::
+
+    dir/
+      config.json          format version, architecture (FusionHead.config), input dims, fusion,
+                           label representation, encoders (names, fingerprints, dims),
+                           normalisation, package version, the TrainConfig, sha256 of every file
+      head.safetensors     the head's weights
+      codes.safetensors    (label_repr="codes" only) the (C, B) code matrix behind class scores
+      labels.json          class index -> full category path (and short name)
+      taxonomy.json        Taxonomy.to_dict()
+      head.onnx            (onnx=True) class scores; checked with onnxruntime against torch
+      head.torchscript.pt  (torchscript=True) class scores; checked against torch
+
+The ONNX and TorchScript graphs output class scores directly (for binary codes the code matrix is
+baked in), so ``softmax`` of their output is the class probability.
+
+``load_head(dir, backend="torch"|"onnx"|"torchscript")`` verifies every file's sha256 and the
+consistency of labels, taxonomy and head before returning an :class:`ExportedHead`.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from ._io import atomic_dir
+
+__all__ = ["export_head", "load_head", "ExportedHead", "ExportError", "FORMAT", "FORMAT_VERSION", "BACKENDS"]
+
+FORMAT = "semcat_kit.head"
+FORMAT_VERSION = 1
+BACKENDS = ("torch", "onnx", "torchscript")
+FILES = {"weights": "head.safetensors", "codes": "codes.safetensors", "labels": "labels.json",
+         "taxonomy": "taxonomy.json", "onnx": "head.onnx", "torchscript": "head.torchscript.pt"}
+CONFIG = "config.json"
+_CHECK_ATOL = 1e-4
+
+
+class ExportError(RuntimeError):
+    """An export could not be written or failed its own round-trip check (nothing was written)."""
+
+
+# ----------------------------------------------------------------------------- graph wrappers
+class _Scores(torch.nn.Module):
+    """Head + (optional) code decoding: inputs of the used modalities -> (N, C) class scores."""
+
+    def __init__(self, head, codes):
+        super().__init__()
+        self.head = head
+        self.register_buffer("codes", None if codes is None else torch.as_tensor(codes, dtype=torch.float32))
+
+    def scores(self, text, image, text_mask, image_mask):
+        z = self.head(text, image, image_mask=image_mask, text_mask=text_mask)
+        if self.codes is not None:
+            z = torch.nn.functional.logsigmoid(-z).sum(1, keepdim=True) + z @ self.codes.T
+        return z
+
+
+class _Both(_Scores):
+    def forward(self, text, image, text_mask, image_mask):
+        return self.scores(text, image, text_mask, image_mask)
+
+
+class _TextOnly(_Scores):
+    def forward(self, text, text_mask):
+        return self.scores(text, None, text_mask, None)
+
+
+class _ImageOnly(_Scores):
+    def forward(self, image, image_mask):
+        return self.scores(None, image, None, image_mask)
+
+
+def _inputs_of(arch: dict) -> list[str]:
+    """Graph input names of a head with this architecture (the modalities its forward uses)."""
+    fusion = arch["fusion"]
+    text = bool(arch.get("text_dim")) and fusion != "image"
+    image = bool(arch.get("image_dim")) and fusion != "text"
+    return (["text"] if text else []) + (["image"] if image else []) + \
+        (["text_mask"] if text else []) + (["image_mask"] if image else [])
+
+
+def _wrapper(head, codes, inputs):
+    cls = _Both if "image" in inputs and "text" in inputs else (_TextOnly if "text" in inputs else _ImageOnly)
+    return cls(head, codes).eval()
+
+
+def _probe(arch: dict, inputs: list[str], n: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random L2-normalised inputs with every presence pattern (both, text only, image only, none)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name in ("text", "image"):
+        if name in inputs:
+            x = torch.randn(n, arch[f"{name}_dim"], generator=g)
+            out[name] = x / x.norm(dim=1, keepdim=True)
+    pattern = torch.arange(n) % 4
+    if "text_mask" in inputs:
+        out["text_mask"] = (pattern == 0) | (pattern == 1)
+    if "image_mask" in inputs:
+        out["image_mask"] = (pattern == 0) | (pattern == 2)
+    if "text_mask" in inputs and "image_mask" not in inputs:
+        out["text_mask"] = torch.ones(n, dtype=torch.bool)
+    if "image_mask" in inputs and "text_mask" not in inputs:
+        out["image_mask"] = torch.ones(n, dtype=torch.bool)
+    return {k: out[k] for k in inputs}
+
+
+# ----------------------------------------------------------------------------- helpers
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON-serialisable")
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=_json_default), encoding="utf-8")
+
+
+def _quiet():
+    """Silence the tracer's and the deprecation warnings of torch.onnx / torch.jit during export."""
+    cm = warnings.catch_warnings()
+    cm.__enter__()
+    warnings.simplefilter("ignore")
+    return cm
+
+
+def _export_onnx(wrapper, probe: dict, path: Path) -> None:
+    names = list(probe)
+    cm = _quiet()
+    try:
+        torch.onnx.export(wrapper, tuple(probe.values()), str(path), dynamo=False, input_names=names,
+                          output_names=["scores"], dynamic_axes={k: {0: "n"} for k in names + ["scores"]},
+                          opset_version=17, do_constant_folding=True)
+    finally:
+        cm.__exit__(None, None, None)
+
+
+def _export_torchscript(wrapper, probe: dict, path: Path) -> None:
+    cm = _quiet()
+    try:
+        traced = torch.jit.trace(wrapper, tuple(probe.values()), check_trace=False)
+        traced.save(str(path))
+    finally:
+        cm.__exit__(None, None, None)
+
+
+def _normal_permissions(folder: Path) -> None:
+    """Temporary files are private (0600/0700); give the export the usual umask permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for p in folder.iterdir():
+        os.chmod(p, 0o666 & ~umask)
+
+
+# ----------------------------------------------------------------------------- export
+def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite: bool = False,
+                metadata: dict | None = None) -> Path:
+    """Write a trained head to a self-describing folder.
+
+    Parameters
+    ----------
+    run : TrainRun
+        From :func:`semcat_kit.train` (needs ``model``, ``taxonomy``, ``config``, ``encoder_meta``,
+        ``codes``).
+    dir : str or Path
+        Target folder; written atomically (a temporary folder swapped in once complete).
+    onnx, torchscript : bool
+        Also write ``head.onnx`` / ``head.torchscript.pt``; each is checked against the torch
+        scores on probe inputs (every presence pattern) and the export fails if they differ.
+    overwrite : bool
+        Replace an existing folder (only after the new one is complete).
+    metadata : dict, optional
+        JSON-serialisable extras stored under ``"metadata"`` in ``config.json`` (e.g. test metrics).
+
+    Returns
+    -------
+    pathlib.Path
+        The folder.
+
+    Raises
+    ------
+    FileExistsError
+        ``dir`` exists and ``overwrite`` is False.
+    ExportError
+        A backend's scores disagree with torch (nothing is written).
+    """
+    from safetensors.torch import save_file
+
+    for attr in ("model", "taxonomy"):
+        if not hasattr(run, attr):
+            raise TypeError(f"export_head needs a TrainRun (from sk.train); {type(run).__name__} has no .{attr}")
+    dir = Path(dir)
+    if dir.exists() and not overwrite:
+        raise FileExistsError(f"{dir} exists; pass overwrite=True to replace it (or choose another folder)")
+    head = copy.deepcopy(run.model).cpu().float().eval()
+    arch = dict(head.config)
+    tax = run.taxonomy
+    codes = getattr(run, "codes", None)
+    codes = None if codes is None else np.asarray(codes, dtype=np.float32)
+    C = tax.n_classes
+    out_dim = arch.get("out_dim") or arch["n_classes"]
+    if arch["n_classes"] != C:
+        raise ValueError(f"the head has {arch['n_classes']} classes but run.taxonomy has {C}")
+    if codes is not None and codes.shape != (C, out_dim):
+        raise ValueError(f"run.codes has shape {codes.shape}; expected ({C}, {out_dim}) for this head")
+    if codes is None and out_dim != C:
+        raise ValueError(f"the head outputs {out_dim} values for {C} classes but run.codes is None")
+    inputs = _inputs_of(arch)
+    enc_meta = dict(getattr(run, "encoder_meta", None) or {})
+    cfg = getattr(run, "config", None)
+    cfg_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else (dict(cfg) if cfg else None)
+    wrapper = _wrapper(head, codes, inputs)
+    probe = _probe(arch, inputs)
+    with torch.no_grad():
+        ref = wrapper(*probe.values()).numpy()
+
+    with atomic_dir(dir, overwrite=overwrite) as tmp:
+        files = [FILES["weights"], FILES["labels"], FILES["taxonomy"]]
+        state = {k: v.detach().contiguous() for k, v in head.state_dict().items()}
+        save_file(state, str(tmp / FILES["weights"]), metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+        if codes is not None:
+            save_file({"codes": torch.as_tensor(codes)}, str(tmp / FILES["codes"]))
+            files.append(FILES["codes"])
+        _write_json(tmp / FILES["labels"], [{"index": i, "label": c, "name": n}
+                                             for i, (c, n) in enumerate(zip(tax.classes, tax.names))])
+        tax.save(tmp / FILES["taxonomy"])
+        backends = ["torch"]
+        if onnx:
+            _export_onnx(wrapper, probe, tmp / FILES["onnx"])
+            files.append(FILES["onnx"])
+            backends.append("onnx")
+        if torchscript:
+            _export_torchscript(wrapper, probe, tmp / FILES["torchscript"])
+            files.append(FILES["torchscript"])
+            backends.append("torchscript")
+        config = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "package_version": _package_version(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "architecture": arch,
+            "inputs": inputs,
+            "input_dims": {"text": arch.get("text_dim"), "image": arch.get("image_dim")},
+            "fusion": arch["fusion"],
+            "n_classes": C,
+            "label_representation": ({"kind": "codes", "file": FILES["codes"], "n_bits": int(codes.shape[1])}
+                                     if codes is not None else {"kind": "onehot"}),
+            "output": "class scores; softmax gives class probabilities",
+            "encoders": {"text_encoder": enc_meta.get("text_encoder"), "image_encoder": enc_meta.get("image_encoder")},
+            "normalisation": {"text": "l2", "image": "l2",
+                              "note": "inputs are the encoders' L2-normalised embeddings; a missing modality "
+                                      "is a zero row with its mask False"},
+            "train_config": cfg_dict,
+            "best_epoch": getattr(run, "best_epoch", None),
+            "backends": backends,
+            "metadata": metadata or {},
+            "files": {name: sha256_file(tmp / name) for name in files},
+        }
+        _write_json(tmp / CONFIG, config)
+        for backend in backends[1:]:   # the written graphs must reproduce the torch scores
+            got = load_head(tmp, backend=backend)._run(probe)
+            diff = float(np.abs(got - ref).max()) if ref.size else 0.0
+            if not np.isfinite(diff) or diff > _CHECK_ATOL * max(1.0, float(np.abs(ref).max())):
+                raise ExportError(f"{backend} export check failed: its scores differ from the torch head's by up to "
+                                  f"{diff:.3g} on probe inputs; nothing was written to {dir}")
+        got = load_head(tmp, backend="torch")._run(probe)
+        if float(np.abs(got - ref).max()) > 1e-6:
+            raise ExportError(f"reloading {FILES['weights']} did not reproduce the head; nothing was written to {dir}")
+        _normal_permissions(tmp)
+    return dir
+
+
+# ----------------------------------------------------------------------------- load
+def _fail(dir: Path, msg: str):
+    raise ValueError(f"{dir}: {msg}")
+
+
+def _read_json(dir: Path, name: str):
+    p = dir / name
+    if not p.is_file():
+        _fail(dir, f"{name} is missing; this is not a complete semcat_kit export (re-export with sk.export_head)")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        _fail(dir, f"{name} is corrupted (not valid JSON: {e}); re-export the head")
+
+
+def _read_config(dir: Path) -> dict:
+    if not dir.is_dir():
+        raise FileNotFoundError(f"no exported head at {dir} (expected a folder written by sk.export_head)")
+    cfg = _read_json(dir, CONFIG)
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        _fail(dir, f"{CONFIG} is not a semcat_kit head config (format {cfg.get('format') if isinstance(cfg, dict) else None!r})")
+    if cfg.get("format_version") != FORMAT_VERSION:
+        _fail(dir, f"{CONFIG} has format version {cfg.get('format_version')!r}; this semcat_kit "
+                   f"{_package_version()} reads version {FORMAT_VERSION}. Re-export the head with this version")
+    for key in ("architecture", "inputs", "files", "label_representation", "encoders"):
+        if key not in cfg:
+            _fail(dir, f"{CONFIG} lacks the key {key!r}; re-export the head")
+    return cfg
+
+
+def _verify_files(dir: Path, cfg: dict) -> None:
+    for name, digest in cfg["files"].items():
+        p = dir / name
+        if not p.is_file():
+            _fail(dir, f"{name} is missing (listed in {CONFIG}); copy the whole folder or re-export the head")
+        got = sha256_file(p)
+        if got != digest:
+            _fail(dir, f"{name} is corrupted: sha256 {got[:12]}... does not match {digest[:12]}... recorded in "
+                       f"{CONFIG} (truncated or modified file); copy it again or re-export the head")
+
+
+class ExportedHead:
+    """A head reloaded from an export folder (see :func:`load_head`).
+
+    Attributes
+    ----------
+    config : dict
+        ``config.json``.
+    taxonomy : Taxonomy
+    classes, names : list of str
+        Full category path / short name of each class index.
+    encoder_meta : dict
+        ``{"text_encoder": {"name", "fingerprint", "dim"} | None, "image_encoder": ...}``.
+    codes : numpy.ndarray or None
+        (C, B) binary codes when the head predicts taxonomy codes.
+    backend : str
+    model : FusionHead or None
+        The torch head (``backend="torch"``).
+    """
+
+    def __init__(self, dir: Path, config: dict, taxonomy, labels: list[dict], codes, backend: str, runner,
+                 model=None):
+        self.dir, self.config, self.taxonomy, self.backend = dir, config, taxonomy, backend
+        self.classes = [d["label"] for d in labels]
+        self.names = [d.get("name", d["label"]) for d in labels]
+        self.encoder_meta = dict(config["encoders"])
+        self.codes, self.model = codes, model
+        self.inputs = list(config["inputs"])
+        self._runner = runner
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def uses(self) -> tuple[str, ...]:
+        """Modalities the head reads (``"text"``, ``"image"``)."""
+        return tuple(m for m in ("text", "image") if m in self.inputs)
+
+    def __repr__(self) -> str:
+        enc = {k: (v or {}).get("name") for k, v in self.encoder_meta.items()}
+        return (f"ExportedHead({self.n_classes} classes, backend={self.backend!r}, fusion={self.config['fusion']!r}, "
+                f"uses={self.uses}, encoders={enc})")
+
+    def check_embeddings_meta(self, meta: dict | None) -> None:
+        """Raise ``ValueError`` if embeddings' ``meta`` names a different encoder than the head was trained on."""
+        for key in ("text_encoder", "image_encoder"):
+            m = (meta or {}).get(key)
+            want = self.encoder_meta.get(key)
+            if m is None or want is None or key.split("_")[0] not in self.uses:
+                continue
+            if m.get("fingerprint") != want.get("fingerprint") or (m.get("dim") is not None and m.get("dim") != want.get("dim")):
+                raise ValueError(f"the embeddings come from {key.replace('_', ' ')} {m.get('name')!r} (fingerprint "
+                                 f"{m.get('fingerprint')}, dim {m.get('dim')}) but the head in {self.dir} was trained on "
+                                 f"{want.get('name')!r} (fingerprint {want.get('fingerprint')}, dim {want.get('dim')}); "
+                                 "encode with the head's encoder")
+
+    def _arrays(self, emb, what: str = "emb") -> dict[str, torch.Tensor]:
+        from .train import _check_dims, _fill_missing, _prepare
+
+        self.check_embeddings_meta(getattr(emb, "meta", None))
+        data = _prepare(emb, what)
+        arch = self.config["architecture"]
+        dims = SimpleNamespace(   # what train._check_dims reads from a model
+            text_dim=arch.get("text_dim") or 0, image_dim=arch.get("image_dim") or 0,
+            text_proj=True if "text" in self.inputs else None, image_proj=True if "image" in self.inputs else None)
+        _check_dims(data, dims, what)
+        data = _fill_missing(data, dims.text_dim if "text" in self.inputs else None,
+                             dims.image_dim if "image" in self.inputs else None)
+        full = {"text": data.text, "image": data.image, "text_mask": data.text_mask, "image_mask": data.image_mask}
+        return {k: full[k] for k in self.inputs}
+
+    def _run(self, arrays: dict[str, torch.Tensor], batch_size: int = 4096) -> np.ndarray:
+        n = len(next(iter(arrays.values())))
+        if n == 0:
+            return np.zeros((0, self.n_classes), dtype=np.float32)
+        out = [self._runner({k: v[s:s + batch_size] for k, v in arrays.items()}) for s in range(0, n, batch_size)]
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def predict_logits(self, emb, batch_size: int = 4096) -> np.ndarray:
+        """(N, C) float32 class scores (logits; code scores for a codes head) for an ``Embeddings``."""
+        return self._run(self._arrays(emb), batch_size)
+
+    def predict_proba(self, emb, batch_size: int = 4096) -> np.ndarray:
+        """(N, C) float32 class probabilities, ``softmax(predict_logits(emb))``."""
+        return torch.softmax(torch.from_numpy(self.predict_logits(emb, batch_size)), dim=1).numpy()
+
+
+def load_head(dir, backend: str = "torch", device: str = "cpu") -> ExportedHead:
+    """Load a head written by :func:`export_head`, verifying it first.
+
+    Parameters
+    ----------
+    dir : str or Path
+    backend : {"torch", "onnx", "torchscript"}
+        What computes the scores (``"onnx"`` uses onnxruntime on CPU).
+    device : str
+        Torch device of the ``torch`` / ``torchscript`` backends (``"auto"``: CUDA when present).
+
+    Returns
+    -------
+    ExportedHead
+
+    Raises
+    ------
+    FileNotFoundError
+        No folder at ``dir``.
+    ValueError
+        A missing or corrupted file (sha256 mismatch, truncated safetensors; the message names the
+        file), a format version this package cannot read, labels that do not match the head's
+        output size or the taxonomy, or a backend that was not exported.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .model import FusionHead
+    from .taxonomy import Taxonomy
+    from .train import _resolve_device
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    dir = Path(dir)
+    cfg = _read_config(dir)
+    _verify_files(dir, cfg)
+    arch = cfg["architecture"]
+    labels = _read_json(dir, FILES["labels"])
+    if not isinstance(labels, list) or not all(isinstance(d, dict) and "label" in d for d in labels):
+        _fail(dir, f"{FILES['labels']} must be a list of {{index, label, name}} records; re-export the head")
+    if [d.get("index") for d in labels] != list(range(len(labels))):
+        _fail(dir, f"{FILES['labels']}: indices are not 0..{len(labels) - 1} in order")
+    if len(labels) != arch["n_classes"]:
+        _fail(dir, f"{FILES['labels']} lists {len(labels)} classes but the head outputs {arch['n_classes']} classes; "
+                   "the labels do not belong to this head (re-export it)")
+    tax_dict = _read_json(dir, FILES["taxonomy"])
+    try:
+        tax = Taxonomy.from_dict(tax_dict)
+    except (KeyError, TypeError, ValueError) as e:
+        _fail(dir, f"{FILES['taxonomy']} is not a valid taxonomy ({e}); re-export the head")
+    if list(tax.classes) != [d["label"] for d in labels]:
+        _fail(dir, f"{FILES['labels']} and {FILES['taxonomy']} disagree on the classes; re-export the head")
+    codes = None
+    if cfg["label_representation"].get("kind") == "codes":
+        name = cfg["label_representation"].get("file", FILES["codes"])
+        try:
+            codes = load_file(str(dir / name))["codes"].numpy()
+        except (SafetensorError, OSError, KeyError) as e:
+            _fail(dir, f"{name} is unreadable ({e}); re-export the head")
+        if codes.shape[0] != len(labels):
+            _fail(dir, f"{name} has codes for {codes.shape[0]} classes but {FILES['labels']} lists {len(labels)}")
+    inputs = list(cfg["inputs"])
+    dev = _resolve_device(device)
+    model = None
+    if backend == "torch":
+        try:
+            state = load_file(str(dir / FILES["weights"]))
+        except (SafetensorError, OSError) as e:
+            _fail(dir, f"{FILES['weights']} is unreadable ({e}): truncated or corrupted; re-export the head")
+        model = FusionHead(**arch)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            _fail(dir, f"{FILES['weights']} does not fit the architecture in {CONFIG} ({str(e).splitlines()[0]})")
+        wrapper = _wrapper(model, codes, inputs).to(dev)
+
+        def runner(batch):
+            with torch.no_grad():
+                return wrapper(*(batch[k].to(dev) for k in inputs)).float().cpu().numpy()
+    elif backend == "onnx":
+        import onnxruntime as ort
+
+        if FILES["onnx"] not in cfg["files"]:
+            _fail(dir, f"this export has no {FILES['onnx']} (exported with onnx=False); use backend='torch'")
+        try:
+            sess = ort.InferenceSession(str(dir / FILES["onnx"]), providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            _fail(dir, f"{FILES['onnx']} is unreadable by onnxruntime ({e}); re-export the head")
+
+        def runner(batch):
+            feed = {k: batch[k].numpy() for k in inputs}
+            return sess.run(["scores"], feed)[0]
+    else:
+        if FILES["torchscript"] not in cfg["files"]:
+            _fail(dir, f"this export has no {FILES['torchscript']} (exported with torchscript=False); use backend='torch'")
+        cm = _quiet()
+        try:
+            ts = torch.jit.load(str(dir / FILES["torchscript"]), map_location=dev)
+        except Exception as e:  # noqa: BLE001
+            _fail(dir, f"{FILES['torchscript']} is unreadable ({e}); re-export the head")
+        finally:
+            cm.__exit__(None, None, None)
+        ts.eval()
+
+        def runner(batch):
+            with torch.no_grad():
+                return ts(*(batch[k].to(dev) for k in inputs)).float().cpu().numpy()
+    return ExportedHead(dir, cfg, tax, labels, codes, backend, runner, model)
