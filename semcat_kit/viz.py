@@ -267,38 +267,48 @@ def severity_histogram(results: Mapping[str, tuple[Any, Any]], taxonomy: Taxonom
 
 
 # --------------------------------------------------------------------------- training curves
-_PANEL_TITLES = {"loss": "training loss", "validation": "validation metrics", "schedule": "schedule",
-                 "other": "other"}
+_PANEL_TITLES = {"loss": "loss", "accuracy": "validation: accuracy-type", "severity": "validation: tree distance",
+                 "alpha": "soft-label alpha", "lr": "learning rate", "other": "other"}
 _DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
 
 
-def training_curves(history, title: str | None = None) -> go.Figure:
+def training_curves(history, metrics: Sequence[str] | None = None, title: str | None = None,
+                    max_cols: int = 3) -> go.Figure:
     """Loss parts, validation metrics and schedules per epoch, one subplot per kind.
 
     Parameters
     ----------
     history : DataFrame, TrainRun, or dict name -> DataFrame/TrainRun
-        ``TrainRun.history`` (columns ``epoch, focal, kl, total, alpha, lr, val_top1, ...``).
+        ``TrainRun.history`` (columns ``epoch, alpha, lr, loss, focal, kl, val_loss, val_top1,
+        val_mistake_severity, ...``).
+    metrics : list of str, optional
+        Columns to draw (default: all numeric ones except timings).
+    max_cols : int
+        Subplots per row.
 
     Returns
     -------
     plotly.graph_objects.Figure
-        Subplots in the order loss, validation, schedule, other (only those present); one line
-        per (run, metric). With one run colours tell metrics apart; with several, colours are
-        runs and dash styles metrics.
+        Subplots in the order loss, validation accuracy-type metrics, validation tree distances
+        (mistake severity, hdist@k), alpha, learning rate, other (only those present; see
+        :func:`semcat_kit.inspect.history_frame`); one line per (run, metric). With one run
+        colours tell metrics apart; with several, colours are runs and dash styles metrics.
     """
-    long = _ins.history_frame(history)
-    panels = [p for p in ("loss", "validation", "schedule", "other") if (long["panel"] == p).any()]
-    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[_PANEL_TITLES[p] for p in panels],
-                        horizontal_spacing=0.07)
+    long = _ins.history_frame(history, metrics=metrics)
+    panels = [p for p in _ins.PANELS if (long["panel"] == p).any()]
+    ncol = max(1, min(int(max_cols), len(panels)))
+    nrow = -(-len(panels) // ncol)
+    fig = make_subplots(rows=nrow, cols=ncol, subplot_titles=[_PANEL_TITLES[p] for p in panels],
+                        horizontal_spacing=0.07, vertical_spacing=0.15)
     runs = list(dict.fromkeys(long["run"]))
     run_col = group_colors(runs) if len(runs) > 1 else {}
     metric_col = group_colors(long["metric"])
-    for col, panel in enumerate(panels, start=1):
+    for k, panel in enumerate(panels):
+        row, col = k // ncol + 1, k % ncol + 1
         sub = long[long["panel"] == panel]
-        metrics = list(dict.fromkeys(sub["metric"]))
+        names = list(dict.fromkeys(sub["metric"]))
         for run in runs:
-            for mi, metric in enumerate(metrics):
+            for mi, metric in enumerate(names):
                 s = sub[(sub["run"] == run) & (sub["metric"] == metric)].sort_values("epoch")
                 if s.empty:
                     continue
@@ -310,8 +320,10 @@ def training_curves(history, title: str | None = None) -> go.Figure:
                     x=s["epoch"], y=s["value"], mode="lines+markers", name=name, line=line,
                     marker=dict(size=4), legendgroup=run if multi else metric,
                     hovertemplate=f"{html.escape(name)}<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>",
-                ), row=1, col=col)
-        fig.update_xaxes(title_text="epoch", row=1, col=col)
+                ), row=row, col=col)
+        fig.update_xaxes(title_text="epoch", row=row, col=col)
+        if panel == "lr":
+            fig.update_yaxes(type="log", row=row, col=col)
     fig.update_layout(title=title or "Training curves", template="plotly_white",
-                      height=380, width=max(600, 420 * len(panels)))
+                      height=340 * nrow + 40, width=max(600, 420 * ncol))
     return fig

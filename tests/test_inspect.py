@@ -339,20 +339,25 @@ def test_project_labels_bad_input(case):
 
 # --------------------------------------------------------------------------- histories
 def _history(n=4, shift=0.0):
-    e = np.arange(n)
-    return pd.DataFrame({"epoch": e, "focal": 2.0 - 0.3 * e + shift, "kl": 1.0 - 0.1 * e, "total": 3.0 - 0.4 * e,
-                         "alpha": 0.1, "lr": 1e-3, "val_top1": 0.5 + 0.05 * e, "val_mistake_severity": 2 - 0.1 * e,
-                         "note": ["x"] * n})
+    """Columns as sk.train writes them (TrainRun.history), plus a text column."""
+    e = np.arange(1, n + 1)
+    return pd.DataFrame({"epoch": e, "alpha": np.linspace(0.2, 0.0, n), "lr": 1e-3 / e, "loss": 3.0 - 0.4 * e,
+                         "focal": 2.0 - 0.3 * e + shift, "kl": 1.0 - 0.1 * e, "seconds": 1.5,
+                         "val_loss": 2.5 - 0.2 * e, "val_top1": 0.5 + 0.05 * e, "val_top5": 0.8 + 0.02 * e,
+                         "val_acc_level_1": 0.9, "val_mistake_severity": 2 - 0.1 * e, "val_hdist@5": 2.2 - 0.05 * e,
+                         "val_ece": 0.05, "val_seconds": 0.2, "note": ["x"] * n})
 
 
 def test_history_frame_panels_and_runs():
     h = _history()
     long = si.history_frame(h)
-    assert set(long["metric"]) == {"focal", "kl", "total", "alpha", "lr", "val_top1", "val_mistake_severity"}
+    assert set(long["metric"]) == {"alpha", "lr", "loss", "focal", "kl", "val_loss", "val_top1", "val_top5",
+                                   "val_acc_level_1", "val_mistake_severity", "val_hdist@5", "val_ece"}
     panel = dict(zip(long["metric"], long["panel"]))
-    assert panel["focal"] == panel["kl"] == panel["total"] == "loss"
-    assert panel["val_top1"] == panel["val_mistake_severity"] == "validation"
-    assert panel["alpha"] == panel["lr"] == "schedule"
+    assert panel["focal"] == panel["kl"] == panel["loss"] == panel["val_loss"] == "loss"
+    assert panel["val_top1"] == panel["val_top5"] == panel["val_acc_level_1"] == panel["val_ece"] == "accuracy"
+    assert panel["val_mistake_severity"] == panel["val_hdist@5"] == "severity"
+    assert panel["alpha"] == "alpha" and panel["lr"] == "lr"
     v = long[(long["metric"] == "val_top1")].sort_values("epoch")["value"]
     np.testing.assert_allclose(v, h["val_top1"])
 
@@ -360,8 +365,10 @@ def test_history_frame_panels_and_runs():
         history = _history(3, shift=1.0)
 
     both = si.history_frame({"a": h, "b": Run()})
-    assert both.groupby("run").size().to_dict() == {"a": 28, "b": 21}
-    assert both[(both.run == "b") & (both.metric == "focal")]["value"].iloc[0] == 3.0
+    assert both.groupby("run").size().to_dict() == {"a": 48, "b": 36}
+    assert both[(both.run == "b") & (both.metric == "focal")]["value"].iloc[0] == 2.7
+    only = si.history_frame(h, metrics=["val_top1", "seconds"])
+    assert set(only["metric"]) == {"val_top1", "seconds"} and set(only["panel"]) == {"accuracy", "other"}
 
 
 def test_history_frame_bad_input():
@@ -373,3 +380,5 @@ def test_history_frame_bad_input():
         si.history_frame({"x": [1, 2]})
     with pytest.raises(ValueError, match="numeric"):
         si.history_frame(pd.DataFrame({"epoch": [0], "note": ["a"]}))
+    with pytest.raises(ValueError, match=r"no column\(s\) \['val_f1'\]"):
+        si.history_frame(_history(), metrics=["val_f1"])

@@ -172,34 +172,42 @@ def test_severity_histogram_fractions_per_config(case):
 
 # --------------------------------------------------------------------------- training_curves
 def _history(n=5, shift=0.0):
-    e = np.arange(n)
-    return pd.DataFrame({"epoch": e, "focal": 2.0 - 0.3 * e + shift, "kl": 1.0 - 0.1 * e, "total": 3.0 - 0.4 * e,
-                         "alpha": np.linspace(0.2, 0.0, n), "lr": 1e-3, "val_top1": 0.5 + 0.05 * e,
-                         "val_mistake_severity": 2 - 0.1 * e})
+    """Columns as sk.train writes them (TrainRun.history)."""
+    e = np.arange(1, n + 1)
+    return pd.DataFrame({"epoch": e, "alpha": np.linspace(0.2, 0.0, n), "lr": 1e-3 / e, "loss": 3.0 - 0.4 * e,
+                         "focal": 2.0 - 0.3 * e + shift, "kl": 1.0 - 0.1 * e, "seconds": 1.5,
+                         "val_loss": 2.5 - 0.2 * e, "val_top1": 0.5 + 0.05 * e,
+                         "val_mistake_severity": 2 - 0.1 * e, "val_seconds": 0.2})
 
 
 def test_training_curves_single_run_subplots():
     h = _history()
     fig = viz.training_curves(h)
     titles = [a.text for a in fig.layout.annotations]
-    assert titles == ["training loss", "validation metrics", "schedule"]
+    assert titles == ["loss", "validation: accuracy-type", "validation: tree distance", "soft-label alpha",
+                      "learning rate"]
     by_name = {t.name: t for t in fig.data}
-    assert set(by_name) == {"focal", "kl", "total", "alpha", "lr", "val_top1", "val_mistake_severity"}
+    assert set(by_name) == {"loss", "focal", "kl", "val_loss", "alpha", "lr", "val_top1", "val_mistake_severity"}
     np.testing.assert_allclose(by_name["val_top1"].y, h["val_top1"])
     assert list(by_name["focal"].x) == list(h["epoch"])
-    assert by_name["focal"].xaxis == "x" and by_name["val_top1"].xaxis == "x2" and by_name["lr"].xaxis == "x3"
+    axes = {n: by_name[n].xaxis for n in by_name}
+    assert axes["focal"] == axes["val_loss"] == "x" and axes["val_top1"] == "x2"
+    assert axes["val_mistake_severity"] == "x3" and axes["alpha"] == "x4" and axes["lr"] == "x5"
+    assert fig.layout.yaxis5.type == "log"                                  # learning rate on a log axis
     assert len({t.line.color for t in fig.data}) == len(fig.data)        # colours = metrics
+    assert "focal" in by_name["focal"].hovertemplate
 
 
 def test_training_curves_compare_runs():
-    fig = viz.training_curves({"semantic": _history(), "onehot": _history(4, shift=0.5)})
+    fig = viz.training_curves({"semantic": _history(), "onehot": _history(4, shift=0.5)},
+                              metrics=["focal", "kl", "val_top1"])
     names = [t.name for t in fig.data]
-    assert "semantic: focal" in names and "onehot: val_top1" in names and len(names) == 14
+    assert sorted(names) == sorted(f"{r}: {m}" for r in ("semantic", "onehot") for m in ("focal", "kl", "val_top1"))
     col = {t.name: t.line.color for t in fig.data}
     assert col["semantic: focal"] == col["semantic: kl"] != col["onehot: focal"]      # colours = runs
     dash = {t.name: t.line.dash for t in fig.data}
     assert dash["semantic: focal"] == dash["onehot: focal"] != dash["semantic: kl"]   # dashes = metrics
     onehot = next(t for t in fig.data if t.name == "onehot: focal")
-    np.testing.assert_allclose(onehot.y, 2.5 - 0.3 * np.arange(4))
+    np.testing.assert_allclose(onehot.y, 2.5 - 0.3 * np.arange(1, 5))
     with pytest.raises(ValueError, match="'epoch'"):
         viz.training_curves(pd.DataFrame({"loss": [1.0]}))
