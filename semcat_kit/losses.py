@@ -135,11 +135,11 @@ def soft_kl(logits, y, targets: SoftTargets, reduction: str = "mean") -> torch.T
     ``KL_i = sum_j t(j) log t(j) - sum_j t(j) log p(j)`` with ``t`` the target of class ``y_i``
     and ``p = softmax(logits_i)``. With ``t(j) = w_j [j in S] + f / C``:
 
-    ``sum_j t(j) log p(j) = sum_{j in S} w_j (z_j - lse) + (f / C) (sum_j z_j - C lse)``,
+    ``sum_j t(j) log p(j) = sum_{j in S} w_j log p(j) + (f / C) sum_j log p(j)``,
 
-    so only the ``K`` listed logits are gathered (plus the O(C) ``logsumexp`` and, when
-    ``f > 0``, the O(C) sum of logits); ``sum_j t log t`` is precomputed per class
-    (:meth:`SoftTargets.neg_entropy`).
+    so only the ``K`` listed log-probabilities are gathered (plus the O(C) ``log_softmax`` and,
+    when ``f > 0``, the O(C) sum of log-probabilities); ``sum_j t log t`` is precomputed per class
+    (:meth:`SoftTargets.neg_entropy`); no (B, C) target is ever built.
 
     Parameters
     ----------
@@ -155,11 +155,11 @@ def soft_kl(logits, y, targets: SoftTargets, reduction: str = "mean") -> torch.T
     C = z.shape[1]
     idx_t, w_t, h_t = targets.torch_tables(z.device)
     idx, w = idx_t[y], w_t[y]                       # (B, K)
-    lse = torch.logsumexp(z, dim=1)                 # (B,)
-    cross = (w * (z.gather(1, idx) - lse[:, None])).sum(1)
+    # one fused O(C) log_softmax (its backward is much cheaper than logsumexp's), then K gathers
+    logp = F.log_softmax(z, dim=1)
+    cross = (w * logp.gather(1, idx)).sum(1)
     if targets.floor > 0:
-        sum_logp = (z.sum(1, dtype=torch.float64) - C * lse.double()).float()
-        cross = cross + (targets.floor / C) * sum_logp
+        cross = cross + (targets.floor / C) * logp.sum(1)
     loss = h_t[y].float() - cross
     return _reduce(loss, reduction)
 
