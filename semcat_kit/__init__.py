@@ -13,6 +13,7 @@ from .train import TrainConfig, TrainRun, train
 from .splits import split
 from .compare import compare
 from . import viz, widgets, inspect
-# [export]
+from .export import export_head, load_head
+from .predictor import Predictor
 
 __version__ = "0.1.0"

@@ -1,0 +1,370 @@
+"""The ``semcat`` command: train and export a head, or categorize products with an exported head.
+
+::
+
+    semcat train --catalog tutorial --config config.yaml --out head/ [--cache-dir cache/]
+    semcat predict --model head/ --input products.csv --output preds.csv [--top-k 5] [--crm]
+
+Bad input ends the command with exit status 1 and one line ``semcat: error: ...`` on stderr
+(usage errors: status 2, from argparse).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["main", "build_parser", "read_train_config", "sample_catalog", "CONFIG_TEMPLATE"]
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
+
+CONFIG_TEMPLATE = """\
+# semcat train configuration (every key optional; unknown keys are an error)
+text_encoder: minilm               # sk.encoders.load name, or null for no titles
+image_encoder: efficientnet-lite0  # or null for no images
+sample: null                       # an int: train on a random sample of this many products (quick try)
+seed: 0                            # seed of that sample
+catalog:                           # column mapping of a CSV catalog (not used for "tutorial" / a Kaggle folder)
+  id: id
+  title: title
+  image: null                      # column of image paths; null: <images_dir>/<id>.jpg
+  images_dir: null                 # relative to the CSV's folder
+  path: null                       # category level columns, top first, e.g. [masterCategory, subCategory]
+  path_col: null                   # or one column holding "A > B > C"
+  sep: " > "
+split: {val: 0.1, test: 0.2, seed: 0, min_count: 3}
+neighbors: {k: 20, template: "{path}"}   # class-name neighbours (text encoder) for soft labels and metrics
+train:                             # any sk.TrainConfig field
+  epochs: 30
+  smoothing: semantic
+export: {onnx: true, torchscript: true}
+"""
+
+_CATALOG_KEYS = {"id": "id", "title": "title", "image": None, "images_dir": None, "path": None, "path_col": None,
+                 "sep": " > "}
+_SPLIT_KEYS = {"val": 0.1, "test": 0.2, "seed": 0, "min_count": 3}
+_NEIGHBOR_KEYS = {"k": 20, "template": "{path}"}
+_EXPORT_KEYS = {"onnx": True, "torchscript": True}
+_TOP_KEYS = {"text_encoder": "minilm", "image_encoder": "efficientnet-lite0", "sample": None, "seed": 0,
+             "catalog": None, "split": None, "neighbors": None, "train": None, "export": None}
+
+
+class CliError(Exception):
+    """Bad input found by the command line itself."""
+
+
+# ----------------------------------------------------------------------------- config
+def _section(raw, name: str, defaults: dict, where: str) -> dict:
+    if raw is None:
+        return dict(defaults)
+    if not isinstance(raw, dict):
+        raise CliError(f"{where}: '{name}' must be a mapping of keys, not {type(raw).__name__}")
+    unknown = [k for k in raw if k not in defaults]
+    if unknown:
+        raise CliError(f"{where}: unknown key '{name}.{unknown[0]}'; known keys of '{name}': {', '.join(defaults)}")
+    return {**defaults, **raw}
+
+
+def read_train_config(path) -> dict:
+    """Read and validate a ``semcat train`` YAML config (see :data:`CONFIG_TEMPLATE`).
+
+    Returns
+    -------
+    dict
+        Sections ``text_encoder, image_encoder, sample, seed, catalog, split, neighbors, export``
+        with defaults filled in, and ``train`` as a :class:`semcat_kit.TrainConfig`.
+
+    Raises
+    ------
+    CliError
+        Unreadable YAML, an unknown key (named with its section), or a bad value.
+    """
+    import yaml
+
+    from .train import TrainConfig
+
+    p = Path(path)
+    if not p.is_file():
+        raise CliError(f"config file {str(p)!r} not found")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise CliError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise CliError(f"{p}: the top level must be a mapping of keys (text_encoder, train, ...)")
+    unknown = [k for k in raw if k not in _TOP_KEYS]
+    if unknown:
+        raise CliError(f"{p}: unknown key '{unknown[0]}'; known keys: {', '.join(_TOP_KEYS)}")
+    cfg = {**_TOP_KEYS, **raw}
+    cfg["catalog"] = _section(raw.get("catalog"), "catalog", _CATALOG_KEYS, str(p))
+    cfg["split"] = _section(raw.get("split"), "split", _SPLIT_KEYS, str(p))
+    cfg["neighbors"] = _section(raw.get("neighbors"), "neighbors", _NEIGHBOR_KEYS, str(p))
+    cfg["export"] = _section(raw.get("export"), "export", _EXPORT_KEYS, str(p))
+    train = raw.get("train") or {}
+    if not isinstance(train, dict):
+        raise CliError(f"{p}: 'train' must be a mapping of TrainConfig fields")
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    bad = [k for k in train if k not in names]
+    if bad:
+        raise CliError(f"{p}: unknown key 'train.{bad[0]}'; TrainConfig fields: {', '.join(names)}")
+    try:
+        cfg["train"] = TrainConfig(**train)
+    except (ValueError, TypeError) as e:
+        raise CliError(f"{p}: {e}") from None
+    for key in ("text_encoder", "image_encoder"):
+        if cfg[key] is not None and (not isinstance(cfg[key], str) or not cfg[key]):
+            raise CliError(f"{p}: '{key}' must be an encoder name (e.g. 'minilm') or null")
+    if cfg["text_encoder"] is None and cfg["image_encoder"] is None:
+        raise CliError(f"{p}: text_encoder and image_encoder are both null; give at least one")
+    s = cfg["sample"]
+    if s is not None and (isinstance(s, bool) or not isinstance(s, int) or s < 2):
+        raise CliError(f"{p}: 'sample' must be an integer >= 2 or null, not {s!r}")
+    for key in ("seed",):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 0:
+            raise CliError(f"{p}: '{key}' must be a non-negative integer, not {cfg[key]!r}")
+    for key in ("onnx", "torchscript"):
+        if not isinstance(cfg["export"][key], bool):
+            raise CliError(f"{p}: 'export.{key}' must be true or false, not {cfg['export'][key]!r}")
+    k = cfg["neighbors"]["k"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise CliError(f"{p}: 'neighbors.k' must be a positive integer, not {k!r}")
+    return cfg
+
+
+def sample_catalog(catalog: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """A random sample of ``n`` products (all when ``n >= len``), in catalog order."""
+    if n >= len(catalog):
+        return catalog.reset_index(drop=True)
+    return catalog.sample(n=n, random_state=seed).sort_index().reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- train
+def _load_training_catalog(source: str, mapping: dict, config_path) -> pd.DataFrame:
+    from . import datasets
+
+    if source == "tutorial":
+        return datasets.load_fashion_tutorial()
+    p = Path(source).expanduser()
+    if p.is_dir():
+        if not (p / "styles.csv").is_file():
+            raise CliError(f"--catalog {source}: a folder must have the Kaggle fashion layout (styles.csv + images/); "
+                           "for another layout give the CSV file and a 'catalog:' mapping in the config")
+        return datasets.load_fashion(p)
+    if not p.is_file():
+        raise CliError(f"--catalog {source}: no such file or folder (give a CSV, a Kaggle fashion folder or 'tutorial')")
+    if mapping["path"] is None and mapping["path_col"] is None:
+        raise CliError(f"{config_path}: a CSV catalog needs 'catalog.path' (level columns, top first) or "
+                       "'catalog.path_col' (one column of \"A > B > C\" paths)")
+    images_dir = mapping["images_dir"]
+    if images_dir is not None:
+        images_dir = Path(images_dir).expanduser()
+        if not images_dir.is_absolute():
+            images_dir = p.resolve().parent / images_dir
+    return datasets.load_catalog(p, images_dir=images_dir, id=mapping["id"], title=mapping["title"],
+                                 image=mapping["image"], path=mapping["path"], path_col=mapping["path_col"],
+                                 sep=mapping["sep"])
+
+
+def _cmd_train(args) -> int:
+    import semcat_kit as sk
+
+    from .export import export_head
+
+    cfg = read_train_config(args.config)
+    tcfg = cfg["train"]
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CliError(f"--out {out} exists; pass --overwrite to replace it or choose another folder")
+    catalog = _load_training_catalog(args.catalog, cfg["catalog"], args.config)
+    if cfg["sample"] is not None:
+        catalog = sample_catalog(catalog, cfg["sample"], cfg["seed"])
+    tax = sk.Taxonomy.from_paths(catalog["label"])
+    print(f"catalog: {len(catalog)} products, {tax.n_classes} classes", flush=True)
+    device = tcfg.device
+    text_enc = sk.encoders.load(cfg["text_encoder"], device=device) if cfg["text_encoder"] else None
+    image_enc = sk.encoders.load(cfg["image_encoder"], device=device) if cfg["image_encoder"] else None
+    emb = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
+                            progress=not args.quiet)
+    if len(emb.failures):
+        print(f"unusable inputs: {len(emb.failures)} (e.g. {emb.failures.iloc[0].to_dict()})", file=sys.stderr)
+    y = tax.index_of(catalog["label"].tolist())
+    sp = sk.split(y, val=cfg["split"]["val"], test=cfg["split"]["test"], seed=cfg["split"]["seed"],
+                  min_count=cfg["split"]["min_count"])
+    nk = min(cfg["neighbors"]["k"], max(1, tax.n_classes - 1))
+    if text_enc is not None:
+        names = sk.similarity.class_texts(tax, template=cfg["neighbors"]["template"])
+        neighbors = sk.similarity.label_neighbors(text_enc.encode_texts(names), k=nk)
+    else:
+        neighbors = sk.similarity.tree_neighbors(tax, nk)
+    val = (emb.take(sp.val), y[sp.val]) if len(sp.val) else None
+    print(f"split: {len(sp.train)} train, {len(sp.val)} val, {len(sp.test)} test", flush=True)
+    run = sk.train(emb.take(sp.train), y[sp.train], taxonomy=tax, neighbors=neighbors, config=tcfg, val=val,
+                   progress=not args.quiet)
+    metrics = {}
+    if len(sp.test):
+        probs = run.predict_proba(emb.take(sp.test))
+        metrics = {k: float(v) for k, v in sk.evaluate(probs, y[sp.test], tax, neighbors=neighbors).items()}
+        print(f"test metrics ({len(sp.test)} products):")
+        for k, v in metrics.items():
+            print(f"  {k:>24s}  {v:.4f}")
+    else:
+        print("test metrics: none (the test split is empty)")
+    meta = {"test_metrics": metrics, "catalog": args.catalog, "n_products": len(catalog),
+            "split": {"train": len(sp.train), "val": len(sp.val), "test": len(sp.test), **cfg["split"]},
+            "sample": cfg["sample"], "seed": cfg["seed"]}
+    export_head(run, out, onnx=cfg["export"]["onnx"], torchscript=cfg["export"]["torchscript"],
+                overwrite=args.overwrite, metadata=meta)
+    print(f"exported the head to {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- predict
+def _read_products(args) -> pd.DataFrame:
+    p = Path(args.input).expanduser()
+    if not p.is_file():
+        raise CliError(f"--input {args.input}: no such file")
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise CliError(f"--input {args.input}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    cols = list(df.columns)
+
+    def column(opt: str, given, default):
+        name = given if given is not None else default
+        if name in cols:
+            return name
+        if given is not None:
+            raise CliError(f"--input {args.input} has no column {given!r} (from {opt}); its columns are {cols}")
+        return None
+
+    id_col = column("--id-col", args.id_col, "id")
+    title_col = column("--title-col", args.title_col, "title")
+    image_col = column("--image-col", args.image_col, "image")
+    images = Path(args.images).expanduser() if args.images else None
+    if images is not None and not images.is_dir():
+        raise CliError(f"--images {args.images}: no such folder")
+    if title_col is None and image_col is None and images is None:
+        raise CliError(f"--input {args.input} has neither a title column ('title', or --title-col) nor an image "
+                       f"column ('image', or --image-col) and no --images folder; its columns are {cols}")
+    ids = df[id_col] if id_col is not None else pd.Series([str(i) for i in range(len(df))])
+    if id_col is not None and ids.isna().any():
+        raise CliError(f"--input {args.input}: column {id_col!r} is empty at line(s) "
+                       f"{[int(i) + 2 for i in np.flatnonzero(ids.isna().to_numpy())[:10]]}")
+    out = pd.DataFrame({"item_id": ids.astype(str).str.strip().to_numpy()})
+    if title_col is not None:
+        out["title"] = df[title_col].where(df[title_col].notna(), None).to_numpy(dtype=object)
+    base = images if images is not None else p.resolve().parent
+    if image_col is not None:
+        paths = []
+        for v in df[image_col].tolist():
+            if v is None or (isinstance(v, float) and np.isnan(v)) or not str(v).strip():
+                paths.append(None)
+            else:
+                q = Path(str(v).strip()).expanduser()
+                paths.append(str(q if q.is_absolute() else base / q))
+        out["image_path"] = paths
+    elif images is not None:
+        index = {}
+        for f in images.iterdir():
+            if f.suffix.lower() in IMAGE_EXTS:
+                index.setdefault(f.stem, str(f))
+        out["image_path"] = [index.get(i) for i in out["item_id"]]
+    return out
+
+
+def _cmd_predict(args) -> int:
+    from ._io import atomic_path
+    from .predictor import Predictor
+
+    if args.top_k < 1:
+        raise CliError(f"--top-k must be >= 1, not {args.top_k}")
+    products = _read_products(args)
+    pred = Predictor.load(args.model, device=args.device, backend=args.backend)
+    res = pred.predict(products, top_k=args.top_k, crm=args.crm, cache_dir=args.cache_dir,
+                       progress=not args.quiet)
+    out = Path(args.output)
+    with atomic_path(out, suffix=".csv") as tmp:
+        res.to_csv(tmp, index=False)
+    fails = res.attrs["failures"]
+    print(f"wrote {len(res)} predictions to {out} ({len(fails)} unusable input(s))")
+    for _, r in fails.head(10).iterrows():
+        print(f"  {r['item_id']}: {r['modality']}: {r['reason']}", file=sys.stderr)
+    if len(fails) > 10:
+        print(f"  ... and {len(fails) - 10} more (see the 'failures' column)", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The ``semcat`` argument parser."""
+    ap = argparse.ArgumentParser(
+        prog="semcat", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Categorize products into a category hierarchy from titles and images.",
+        epilog="Run 'semcat train --help' or 'semcat predict --help' for the options of each command.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{train,predict}")
+
+    p = sub.add_parser("predict", help="categorize products with an exported head",
+                       description="Categorize the products of a CSV file with a head exported by 'semcat train' "
+                                   "or sk.export_head; writes one row per product: item_id, pred_1..k (full "
+                                   "category paths), name_1..k, prob_1..k, used, failures.")
+    p.add_argument("--model", required=True, metavar="DIR", help="folder of the exported head")
+    p.add_argument("--input", required=True, metavar="CSV",
+                   help="products to categorize: a CSV with a title column and/or an image column")
+    p.add_argument("--images", metavar="DIR", help="folder that relative image paths are resolved against "
+                   "(default: the CSV's folder); without an image column, the image of product X is DIR/X.jpg "
+                   "(.jpeg, .png, .webp)")
+    p.add_argument("--id-col", metavar="NAME", help="column of product ids (default 'id'; without one the row "
+                   "number is the id)")
+    p.add_argument("--title-col", metavar="NAME", help="column of product titles (default 'title')")
+    p.add_argument("--image-col", metavar="NAME", help="column of image file paths (default 'image')")
+    p.add_argument("--output", required=True, metavar="CSV", help="where to write the predictions (atomically)")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="categories per product (default 5)")
+    p.add_argument("--crm", action="store_true", help="rank by least expected tree distance (CRM) instead of "
+                   "probability; adds exp_dist_1..k")
+    p.add_argument("--cache-dir", metavar="DIR", help="embedding cache folder (re-runs skip encoding)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnx", "torchscript"),
+                   help="what runs the head (default torch)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_predict)
+
+    t = sub.add_parser("train", help="train a head on a catalog and export it",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Encode a catalog, split it (stratified train/val/test), train a head, print "
+                                   "the test metrics and export the head.\n\nconfig.yaml (all keys optional; "
+                                   "unknown keys are an error):\n\n" + CONFIG_TEMPLATE)
+    t.add_argument("--catalog", required=True, metavar="SOURCE",
+                   help="a catalog CSV (columns mapped by the config's 'catalog:' section), a Kaggle fashion "
+                        "folder (styles.csv + images/), or 'tutorial' for the bundled tutorial catalog")
+    t.add_argument("--config", required=True, metavar="YAML", help="training configuration (see above)")
+    t.add_argument("--out", required=True, metavar="DIR", help="folder to export the trained head to")
+    t.add_argument("--cache-dir", metavar="DIR", help="embedding cache folder (re-runs skip encoding)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=_cmd_train)
+    return ap
+
+
+def main(argv=None) -> int:
+    """Run the ``semcat`` command line; returns the exit status (0 ok, 1 bad input, 2 usage)."""
+    from .export import ExportError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (CliError, ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            PermissionError, ExportError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        msg = " ".join(str(msg).split())
+        print(f"semcat: error: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":   # pragma: no cover
+    sys.exit(main())
