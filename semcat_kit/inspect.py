@@ -35,6 +35,7 @@ __all__ = [
     "align_weights",
     "history_frame",
     "class_index",
+    "select_classes",
 ]
 
 
@@ -138,6 +139,22 @@ def class_index(cls, taxonomy: Taxonomy) -> int:
     if len(hits) > 1:
         raise KeyError(f"class name {cls!r} is ambiguous: {[taxonomy.classes[i] for i in hits]}; give the full path")
     raise KeyError(f"{cls!r} is not a class of this taxonomy; give a full path like {taxonomy.classes[0]!r}")
+
+
+def select_classes(classes, taxonomy: Taxonomy) -> np.ndarray:
+    """Class indices from a node path (all classes in that branch) or a list of indices / paths."""
+    tax = _check_taxonomy(taxonomy)
+    if isinstance(classes, str):
+        pre = classes.strip()
+        out = [i for i, c in enumerate(tax.classes) if c == pre or c.startswith(pre + tax.sep)]
+        if not out:
+            raise KeyError(f"no class lies in branch {classes!r}; give a node path like "
+                           f"{tax.sep.join(tax.classes[0].split(tax.sep)[:1])!r}")
+        return np.array(out, dtype=np.int64)
+    out = [class_index(c, tax) for c in classes]
+    if not out:
+        raise ValueError("classes is empty: give a branch path or some class indices / paths")
+    return np.unique(np.array(out, dtype=np.int64))
 
 
 def _short_labels(taxonomy: Taxonomy, idx: Sequence[int]) -> list[str]:

@@ -99,7 +99,8 @@ _LAYOUTS = ("spring", "kamada_kawai", "circular", "spectral")
 
 
 def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "spring", seed: int = 0,
-                     color_level: int = 1, title: str | None = None) -> go.Figure:
+                     color_level: int = 1, classes=None, max_nodes: int | None = 1500,
+                     title: str | None = None) -> go.Figure:
     """Label similarity graph: k-NN edges coloured by whether the neighbour shares the parent.
 
     Parameters
@@ -113,6 +114,13 @@ def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "s
         networkx layout (``spring`` is weighted by similarity and seeded with ``seed``).
     color_level : int
         Taxonomy level colouring the nodes.
+    classes : str or list, optional
+        Draw only the edges of these classes: a node path (every class in that branch, e.g.
+        ``"Apparel > Topwear"``) or a list of class indices / paths. Their neighbours are drawn
+        too, wherever they sit in the tree.
+    max_nodes : int or None
+        Refuse ``spring`` / ``kamada_kawai`` layouts above this many nodes (they take minutes
+        on thousands of classes); use ``classes=`` or ``layout="spectral"``, or pass None.
 
     Returns
     -------
@@ -126,13 +134,22 @@ def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "s
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be one of {_LAYOUTS}, not {layout!r}")
     edges = _ins.neighbor_table(neighbors, taxonomy, k=k)
+    C = taxonomy.n_classes
+    if classes is not None:
+        chosen = _ins.select_classes(classes, taxonomy)
+        edges = edges[np.isin(edges["source"], chosen)]
+        nodes = np.union1d(chosen, edges["target"].to_numpy())
+    else:
+        nodes = np.arange(C)
+    if max_nodes is not None and layout in ("spring", "kamada_kawai") and len(nodes) > max_nodes:
+        raise ValueError(f"{len(nodes)} nodes is too many for the {layout!r} layout (max_nodes={max_nodes}); "
+                         "draw one branch with classes='A > B', use layout='spectral', or pass max_nodes=None")
     a = np.minimum(edges["source"], edges["target"])
     b = np.maximum(edges["source"], edges["target"])
     edges = (edges.assign(a=a, b=b).sort_values("sim", ascending=False)
              .drop_duplicates(["a", "b"]).reset_index(drop=True))
-    C = taxonomy.n_classes
     g = nx.Graph()
-    g.add_nodes_from(range(C))
+    g.add_nodes_from(int(i) for i in nodes)
     g.add_weighted_edges_from(zip(edges["a"], edges["b"], np.clip(edges["sim"], 1e-3, None)))
     if layout == "spring":
         pos = nx.spring_layout(g, seed=seed, weight="weight")
@@ -142,7 +159,9 @@ def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "s
         pos = nx.circular_layout(g)
     else:
         pos = nx.spectral_layout(g)
-    xy = np.array([pos[i] for i in range(C)])
+    xy = np.full((C, 2), np.nan)
+    for i, v in pos.items():
+        xy[i] = v
     fig = go.Figure()
     for same, color, label in ((True, AGREE_COLOR, "same parent"), (False, DISAGREE_COLOR, "different parent")):
         sub = edges[edges["same_parent"] == same]
@@ -161,11 +180,13 @@ def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "s
                   for s, t, v, d in zip(sub["source_label"], sub["target_label"], sub["sim"], sub["lca_distance"])],
             hovertemplate="%{text}<extra>" + label + "</extra>",
         ))
-    groups = np.asarray(taxonomy.level(np.arange(C), color_level)).astype(str)
+    groups = np.asarray(taxonomy.level(nodes, color_level)).astype(str)
     colors = group_colors(groups)
-    deg = np.array([g.degree(i) for i in range(C)])
+    deg = np.zeros(C, dtype=np.int64)
+    for i in nodes:
+        deg[i] = g.degree(int(i))
     for grp in sorted(colors):
-        idx = np.flatnonzero(groups == grp)
+        idx = nodes[groups == grp]
         fig.add_trace(go.Scatter(
             x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=grp, legendgroup=f"node:{grp}",
             marker=dict(color=colors[grp], size=9, line=dict(width=0.5, color="white")),

@@ -319,6 +319,9 @@ def test_project_labels_umap_deterministic_and_with_weights(case):
     np.testing.assert_allclose(a[["x", "y", "wx", "wy"]], b[["x", "y", "wx", "wy"]])
     assert np.isfinite(a[["x", "y", "wx", "wy"]].to_numpy()).all()
     assert a["alignment"].between(-1, 1).all()
+    # a tiny taxonomy works too (n_neighbors capped at n - 1, random init)
+    small = si.project_labels(np.random.default_rng(0).normal(size=(5, 6)), small_taxonomy(), method="umap")
+    assert small[["x", "y"]].notna().all().all() and len(small) == 5
 
 
 def test_project_labels_bad_input(case):

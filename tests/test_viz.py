@@ -63,11 +63,13 @@ def test_label_map_with_class_weights_overlay(case):
     assert lines[0].x[3 * k + 2] is None
 
 
-def test_label_map_umap_and_small_taxonomy_error():
+def test_label_map_small_taxonomy():
+    # (a UMAP fit is exercised in test_inspect; its numba compile is too slow to repeat here)
     tax = small_taxonomy()
     emb = np.random.default_rng(0).normal(size=(tax.n_classes, 6))
-    fig = viz.label_map(emb, tax, method="umap")                         # 5 classes: n_neighbors capped
-    assert sum(len(t.x) for t in fig.data) == 5 and fig.layout.title.text.startswith("UMAP")
+    fig = viz.label_map(emb, tax, method="pca", color_level=2)
+    assert sorted(t.name for t in fig.data) == ["a", "b", "c"]
+    assert fig.layout.title.text.startswith("PCA") and fig.layout.legend.title.text == "level 2"
     two = Taxonomy.from_paths(["A > x", "B > y"])
     with pytest.raises(ValueError, match="at least 3 classes"):
         viz.label_map(np.eye(2), two, method="umap")
@@ -120,6 +122,26 @@ def test_similarity_graph_layouts_are_seeded_and_checked():
     assert len([t for t in c.data if t.mode == "markers"]) >= 2
     with pytest.raises(ValueError, match="layout must be one of"):
         viz.similarity_graph((idx, sims), tax, layout="grid")
+
+
+def test_similarity_graph_one_branch_and_size_guard(case):
+    tax, nb = case.taxonomy, case.neighbors
+    fig = viz.similarity_graph(nb, tax, k=3, classes="Apparel > Topwear")
+    branch = [i for i, c in enumerate(tax.classes) if c.startswith("Apparel > Topwear > ")]
+    t = si.neighbor_table(nb, tax, k=3)
+    t = t[t["source"].isin(branch)]
+    expect_nodes = {tax.classes[i] for i in set(branch) | set(t["target"])}
+    nodes = [p_ for tr in fig.data if tr.mode == "markers" and not tr.name.endswith(" edges") for p_ in tr.text]
+    assert set(nodes) == expect_nodes and len(nodes) == len(expect_nodes)
+    pairs = {(min(s_, d), max(s_, d)): sp for s_, d, sp in zip(t["source"], t["target"], t["same_parent"])}
+    n_same = sum(pairs.values())
+    assert {tr.name for tr in fig.data if tr.mode == "lines"} == {f"same parent ({n_same})",
+                                                                 f"different parent ({len(pairs) - n_same})"}
+    with pytest.raises(ValueError, match="too many for the 'spring' layout"):
+        viz.similarity_graph(nb, tax, k=3, max_nodes=50)
+    assert len(viz.similarity_graph(nb, tax, k=3, max_nodes=50, layout="spectral").data) > 4
+    with pytest.raises(KeyError, match="no class lies in branch"):
+        viz.similarity_graph(nb, tax, classes="Spaceships")
 
 
 # --------------------------------------------------------------------------- confusion_heatmap
