@@ -47,7 +47,9 @@ def _check_taxonomy(taxonomy) -> Taxonomy:
 
 
 def _as_probs(probs, n_classes: int | None = None, name: str = "probs") -> np.ndarray:
-    p = np.asarray(probs, dtype=np.float64)
+    p = np.asarray(probs)
+    if p.dtype.kind != "f":  # keep float32 as is: (N, C) can be large
+        p = p.astype(np.float64)
     if p.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (items, classes) array of probabilities, got shape {p.shape}")
     if n_classes is not None and p.shape[1] != n_classes:
@@ -215,17 +217,23 @@ def label_issues(probs, y) -> pd.DataFrame:
     # a class nobody is labelled with has no threshold: it can never be "confidently" suggested
     t = np.where(counts > 0, sums / np.maximum(counts, 1), np.inf)
     rows = np.arange(N)
-    self_conf = p[rows, y]
-    above = p >= t[None, :]
-    above[rows, y] = False
-    has_other = above.any(1)
-    other = p.copy()
-    other[rows, y] = -np.inf
-    suggested_any = other.argmax(1) if C > 1 else y.copy()
-    suggested_conf = np.where(above, p, -np.inf).argmax(1)
-    suggested = np.where(has_other, suggested_conf, suggested_any)
+    self_conf = p[rows, y].astype(np.float64)
+    suggested = np.empty(N, dtype=np.int64)
+    has_other = np.zeros(N, dtype=bool)
+    step = max(1, 4_000_000 // max(C, 1))  # rows per block: bounded temporaries at large C
+    for a in range(0, N, step):
+        pb, yb = p[a:a + step], y[a:a + step]
+        r = np.arange(len(pb))
+        above = pb >= t[None, :]
+        above[r, yb] = False
+        has_other[a:a + step] = above.any(1)
+        conf_pick = np.where(above, pb, -np.inf).argmax(1)
+        other = pb.astype(np.float64, copy=True)
+        other[r, yb] = -np.inf
+        any_pick = other.argmax(1) if C > 1 else yb
+        suggested[a:a + step] = np.where(has_other[a:a + step], conf_pick, any_pick)
     is_issue = (self_conf < t[y]) & has_other
-    return pd.DataFrame({"index": rows, "given": y, "suggested": suggested.astype(np.int64),
+    return pd.DataFrame({"index": rows, "given": y, "suggested": suggested,
                          "self_confidence": self_conf, "is_issue": is_issue})
 
 

@@ -55,6 +55,28 @@ def test_label_issues_find_planted_noise_on_myntra(case):
     assert ok.sum() > 20 and not df.loc[ok, "is_issue"].any()
 
 
+def test_label_issues_blocks_match_dense_reference():
+    """Row blocks (4M entries each) give exactly the dense definition; float32 stays float32-safe."""
+    rng = np.random.default_rng(0)
+    N, C = 4500, 2000                                       # 3 blocks of 2000 rows
+    p = rng.dirichlet(np.full(C, 0.05), size=N).astype(np.float32)
+    y = rng.integers(C, size=N)
+    y[:50] = p[:50].argmax(1)
+    df = si.label_issues(p, y)
+    t = np.full(C, np.inf)
+    for c in np.unique(y):
+        t[c] = p[y == c, c].astype(np.float64).mean()
+    above = p >= t
+    above[np.arange(N), y] = False
+    other = np.where(above, p, -np.inf)
+    free = p.astype(np.float64)
+    free[np.arange(N), y] = -np.inf
+    sugg = np.where(above.any(1), other.argmax(1), free.argmax(1))
+    assert (df["suggested"].to_numpy() == sugg).all()
+    assert (df["is_issue"].to_numpy() == ((p[np.arange(N), y] < t[y]) & above.any(1))).all()
+    assert df["is_issue"].sum() > 100
+
+
 @pytest.mark.parametrize("probs,y,msg", [
     (np.array([[0.5, 0.5]]), np.array([0, 1]), "one per row"),
     (np.array([[0.5, 0.5]]), np.array([0.0]), "integer"),
