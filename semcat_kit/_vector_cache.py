@@ -134,6 +134,11 @@ class VectorCache:
         return found, out
 
     # ----------------------------------------------------------------------------- write
+    @property
+    def pending(self) -> int:
+        """Number of vectors queued but not yet written."""
+        return len(self._pending_keys)
+
     def put(self, keys: list[bytes], vectors: np.ndarray) -> None:
         """Queue new vectors; they reach disk on ``flush()``."""
         vectors = np.asarray(vectors, dtype=np.float32)

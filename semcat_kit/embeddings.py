@@ -9,6 +9,7 @@ mask of 0 and a row in ``Embeddings.failures``; they never stop the run.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -207,6 +208,16 @@ def _collate(batch):
     return idx, x, bad
 
 
+@contextlib.contextmanager
+def _flush_on_exit(cache: VectorCache | None):
+    """Write whatever was computed to the cache even if the run is interrupted."""
+    try:
+        yield
+    finally:
+        if cache is not None:
+            cache.flush()
+
+
 def _default_workers(encoder: Encoder) -> int:
     if encoder.device.type == "cuda":
         return min(4, max(1, (os.cpu_count() or 2) - 1))
@@ -273,8 +284,8 @@ def _encode_texts(catalog, ids, enc: Encoder, cache, batch_size, progress, failu
         else:
             todo.setdefault(k, (t, []))[1].append(i)
     items = list(todo.items())
-    with tqdm(total=len(items), desc=f"encoding titles ({enc.name})", unit="title",
-              disable=not progress or not items) as bar:
+    with _flush_on_exit(cache), tqdm(total=len(items), desc=f"encoding titles ({enc.name})", unit="title",
+                                     disable=not progress or not items) as bar:
         for s in range(0, len(items), batch_size):
             chunk = items[s:s + batch_size]
             v = enc.encode_texts([t for _, (t, _) in chunk], batch_size=batch_size)
@@ -282,11 +293,9 @@ def _encode_texts(catalog, ids, enc: Encoder, cache, batch_size, progress, failu
                 out[idx], mask[idx] = row, True
             if cache is not None:
                 cache.put([k for k, _ in chunk], v)
-                if len(cache._pending_keys) >= 8192:
+                if cache.pending >= 8192:
                     cache.flush()
             bar.update(len(chunk))
-    if cache is not None:
-        cache.flush()
     return out, mask, len(items)
 
 
@@ -337,7 +346,8 @@ def _encode_images(catalog, ids, enc: Encoder, cache, batch_size, num_workers, p
         dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
                                          collate_fn=_collate, pin_memory=enc.device.type == "cuda",
                                          persistent_workers=False)
-        with tqdm(total=len(items), desc=f"encoding images ({enc.name})", unit="img", disable=not progress) as bar:
+        with _flush_on_exit(cache), tqdm(total=len(items), desc=f"encoding images ({enc.name})", unit="img",
+                                         disable=not progress) as bar:
             for idx, x, bad in dl:
                 for j, reason in bad:
                     k, rows_j = items[j]
@@ -350,11 +360,9 @@ def _encode_images(catalog, ids, enc: Encoder, cache, batch_size, num_workers, p
                         mask[items[j][1]] = True
                     if cache is not None:
                         cache.put([items[j][0] for j in idx], v)
-                        if len(cache._pending_keys) >= 8192:
+                        if cache.pending >= 8192:
                             cache.flush()
                 bar.update(len(idx) + len(bad))
-    if cache is not None:
-        cache.flush()
     return out, mask, len(items)
 
 

@@ -27,7 +27,7 @@ def txt_enc():
 
 @pytest.fixture(scope="module")
 def real_catalog(myntra_styles, fashion_dir):
-    df = myntra_styles.dropna(subset=["productDisplayName"]).iloc[:24]
+    df = myntra_styles.dropna(subset=["productDisplayName"]).iloc[:12]
     return pd.DataFrame({
         "item_id": df["id"].astype(str).to_numpy(),
         "title": df["productDisplayName"].to_numpy(),
@@ -183,17 +183,17 @@ def _shards(cache_dir, modality):
 
 def test_cache_hit_partial_hit_and_encoder_change(tmp_path, real_catalog, txt_enc, img_enc):
     cache = tmp_path / "cache"
-    first = real_catalog.iloc[:18]
+    first = real_catalog.iloc[:8]
     e1 = sk.encode_catalog(first, txt_enc, img_enc, cache_dir=cache, progress=False)
-    assert e1.meta["stats"]["image_encoded"] == 18 and e1.meta["stats"]["text_encoded"] == 18
+    assert e1.meta["stats"]["image_encoded"] == 8 and e1.meta["stats"]["text_encoded"] == 8
     # full hit: nothing encoded, identical vectors
     e2 = sk.encode_catalog(first, txt_enc, img_enc, cache_dir=cache, progress=False)
     assert e2.meta["stats"]["image_encoded"] == 0 and e2.meta["stats"]["text_encoded"] == 0
     np.testing.assert_array_equal(e1.image, e2.image)
     np.testing.assert_array_equal(e1.text, e2.text)
-    # partial hit: 6 new products -> exactly 6 encoded; result equals an uncached run
+    # partial hit: 4 new products -> exactly 4 encoded; result equals an uncached run
     e3 = sk.encode_catalog(real_catalog, txt_enc, img_enc, cache_dir=cache, progress=False)
-    assert e3.meta["stats"]["image_encoded"] == 6 and e3.meta["stats"]["text_encoded"] == 6
+    assert e3.meta["stats"]["image_encoded"] == 4 and e3.meta["stats"]["text_encoded"] == 4
     fresh = sk.encode_catalog(real_catalog, txt_enc, img_enc, cache_dir=None, progress=False)
     np.testing.assert_allclose(e3.image, fresh.image, atol=1e-5)
     np.testing.assert_allclose(e3.text, fresh.text, atol=1e-5)
@@ -222,7 +222,7 @@ def test_cache_is_content_addressed(tmp_path, real_catalog, txt_enc):
 
 @pytest.mark.parametrize("damage", ["truncate", "bitflip", "silent"])
 def test_corrupt_cache_shard_is_detected_and_recomputed(tmp_path, real_catalog, img_enc, damage):
-    cat = real_catalog.iloc[:6]
+    cat = real_catalog.iloc[:4]
     ref = sk.encode_catalog(cat, image_encoder=img_enc, cache_dir=tmp_path, progress=False)
     (shard,) = _shards(tmp_path, "image")
     raw = bytearray(shard.read_bytes())
@@ -239,13 +239,33 @@ def test_corrupt_cache_shard_is_detected_and_recomputed(tmp_path, real_catalog, 
             np.savez(f, keys=keys, vectors=vecs, checksum=cs)
     with pytest.warns(RuntimeWarning, match="corrupt"):
         e = sk.encode_catalog(cat, image_encoder=img_enc, cache_dir=tmp_path, progress=False)
-    assert e.meta["stats"]["image_encoded"] == 6 and e.meta["stats"]["image_cache_corrupt"] == [str(shard)]
+    assert e.meta["stats"]["image_encoded"] == 4 and e.meta["stats"]["image_cache_corrupt"] == [str(shard)]
     np.testing.assert_allclose(e.image, ref.image, atol=1e-5)
     assert shard.with_suffix(".corrupt").exists()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         again = sk.encode_catalog(cat, image_encoder=img_enc, cache_dir=tmp_path, progress=False)
     assert again.meta["stats"]["image_encoded"] == 0
+
+
+def test_interrupted_run_keeps_what_it_computed(tmp_path, real_catalog, txt_enc, monkeypatch):
+    calls = []
+    real = txt_enc.encode_texts
+
+    def flaky(texts, batch_size=64, progress=False):
+        calls.append(len(texts))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the user stops the notebook cell mid-run
+        return real(texts, batch_size=batch_size)
+
+    cat = real_catalog.iloc[:10]
+    monkeypatch.setattr(txt_enc, "encode_texts", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        sk.encode_catalog(cat, text_encoder=txt_enc, cache_dir=tmp_path, batch_size=4, progress=False)
+    monkeypatch.undo()
+    e = sk.encode_catalog(cat, text_encoder=txt_enc, cache_dir=tmp_path, batch_size=4, progress=False)
+    assert e.meta["stats"]["text_encoded"] == 2  # the first two batches of 4 were saved
+    np.testing.assert_allclose(e.text, txt_enc.encode_texts(cat["title"].tolist()), atol=1e-5)
 
 
 def test_vector_cache_compaction_and_key_edge_cases(tmp_path):

@@ -227,6 +227,13 @@ def test_openclip_local_checkpoint_loads_the_real_weights(tiny_clip_ckpts, fashi
     assert not np.allclose(enc2.encode_texts(["a red dress"]), t[:1], atol=1e-3)
 
 
+def test_openclip_checkpoint_of_another_architecture_is_refused(tiny_clip_ckpts, tmp_path):
+    other = dict(TINY_CLIP, embed_dim=16)
+    sk.encoders.register_openclip_config("semcat-tiny-clip-16", other)
+    with pytest.raises(RuntimeError, match="could not load open_clip checkpoint"):
+        sk.encoders.load(f"openclip:semcat-tiny-clip-16@{tiny_clip_ckpts['pt']}")
+
+
 def test_openclip_zero_shot(tiny_clip_ckpts, fashion_dir):
     enc = sk.encoders.load(f"openclip:semcat-tiny-clip@{tiny_clip_ckpts['pt']}")
     classes = ["shirt", "watch", "shoe", "bag"]
@@ -258,6 +265,8 @@ def test_openclip_name_errors(tmp_path):
         sk.encoders.load("openclip:ViT-B-32")
     with pytest.raises(ValueError, match="unknown open_clip architecture"):
         sk.encoders.load("openclip:NoSuchArch/whatever")
+    with pytest.raises(ValueError, match="laion2b_s34b_b79k"):  # lists the known tags, before any download
+        sk.encoders.load("openclip:ViT-B-32/no-such-tag")
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         sk.encoders.load(f"openclip:ViT-B-32@{tmp_path / 'missing.pt'}")
     with pytest.raises(ValueError, match="embed_dim"):

@@ -74,8 +74,20 @@ class OpenClipEncoder(Encoder):
         local = Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors"} or Path(pretrained).is_file()
         if local and not Path(pretrained).is_file():
             raise FileNotFoundError(f"open_clip checkpoint not found: {pretrained}")
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            arch, pretrained=str(pretrained), device=self.device, cache_dir=cache_dir)
+        if not local:
+            tags = open_clip.list_pretrained_tags_by_model(arch)
+            if pretrained not in tags:
+                raise ValueError(f"open_clip has no pretrained tag {pretrained!r} for {arch!r}; known tags: "
+                                 f"{', '.join(tags) or 'none'}. For local weights use 'openclip:{arch}@<file>'")
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                arch, pretrained=str(pretrained), device=self.device, cache_dir=cache_dir)
+        except RuntimeError as e:
+            if local:
+                raise RuntimeError(f"could not load open_clip checkpoint {pretrained} into {arch!r}: {e}") from e
+            raise RuntimeError(f"could not get open_clip weights {arch}/{pretrained}: {e}. Without a network "
+                               f"(HF_HUB_OFFLINE=1?) download once elsewhere or use "
+                               f"'openclip:{arch}@<local checkpoint file>'") from e
         model.eval().requires_grad_(False)
         if self.half:
             model.half()
