@@ -33,6 +33,7 @@ __all__ = [
     "severity_table",
     "project_labels",
     "align_weights",
+    "head_class_weights",
     "history_frame",
     "class_index",
     "select_classes",
@@ -550,6 +551,33 @@ def align_weights(embeddings, class_weights, n_components: int = 50) -> tuple[np
     den = np.linalg.norm(Ep, axis=1) * np.linalg.norm(Wa, axis=1)
     cos = np.divide(num, den, out=np.zeros(C), where=den > 0)
     return Ep, Wa, cos
+
+
+def head_class_weights(model_or_run, n_classes: int | None = None) -> np.ndarray:
+    """The per-class weight rows of a trained head's output layer, as a (C, h) array.
+
+    Takes a :class:`semcat_kit.TrainRun` (or anything with ``.model``) or a torch module and
+    returns the weight of its last ``Linear`` layer with ``C`` outputs, for
+    ``label_map(..., class_weights=...)``.
+    """
+    model = getattr(model_or_run, "model", model_or_run)
+    if n_classes is None:
+        tax = getattr(model_or_run, "taxonomy", None)
+        n_classes = tax.n_classes if tax is not None else getattr(model, "n_classes", None)
+    if n_classes is None:
+        raise ValueError("cannot tell the number of classes: pass n_classes")
+    if not hasattr(model, "modules"):
+        raise TypeError(f"expected a TrainRun or a torch module, not {type(model).__name__}")
+    import torch
+
+    last = None
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear) and m.out_features == n_classes:
+            last = m
+    if last is None:
+        raise ValueError(f"the model has no Linear layer with {n_classes} outputs (a head trained on "
+                         "taxonomy codes has no per-class weights); pass class_weights yourself")
+    return last.weight.detach().cpu().numpy().astype(np.float64)
 
 
 def _project_2d(x: np.ndarray, method: str, n_neighbors: int, random_state: int) -> np.ndarray:

@@ -9,7 +9,6 @@ import html
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 from plotly import colors as pcolors
 from plotly.subplots import make_subplots

@@ -11,7 +11,6 @@ import functools
 import html
 import io
 from pathlib import Path
-from typing import Any
 
 import ipywidgets as W
 import numpy as np

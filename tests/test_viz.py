@@ -220,6 +220,32 @@ def test_training_curves_single_run_subplots():
     assert "focal" in by_name["focal"].hovertemplate
 
 
+@pytest.mark.filterwarnings("ignore:nbrs@20")  # evaluate notes the 8-neighbour table is short for k=20
+def test_figures_on_a_real_training_run(case):
+    """sk.train on tiny synthetic-but-structured embeddings of the real products: its history and
+    head plug into training_curves and label_map (class-weight overlay)."""
+    import semcat_kit as sk
+
+    rng = np.random.default_rng(0)
+    X = (case.class_emb[case.y_real] + 0.3 * rng.normal(size=(len(case.y), 32))).astype(np.float32)
+    run = sk.train(X[:200], case.y[:200], taxonomy=case.taxonomy, neighbors=case.neighbors,
+                   config=sk.TrainConfig(epochs=2, smoothing="semantic", k=8), val=(X[200:], case.y[200:]),
+                   progress=False, allow_unseen_val_classes=True)
+    fig = viz.training_curves(run)
+    by_name = {t.name: t for t in fig.data}
+    assert {"loss", "focal", "kl", "val_top1", "val_mistake_severity", "alpha", "lr"} <= set(by_name)
+    assert not any("seconds" in n for n in by_name)
+    np.testing.assert_allclose(by_name["val_top1"].y, run.history["val_top1"])
+    W = si.head_class_weights(run)
+    assert W.shape[0] == case.taxonomy.n_classes
+    lm = viz.label_map(case.class_emb, case.taxonomy, method="pca", class_weights=W)
+    assert sum(len(t.x) for t in lm.data if t.name.endswith("(weights)")) == case.taxonomy.n_classes
+    with pytest.raises(TypeError, match="torch module"):
+        si.head_class_weights(object(), n_classes=3)
+    with pytest.raises(ValueError, match="no Linear layer with 7 outputs"):
+        si.head_class_weights(run.model, n_classes=7)
+
+
 def test_training_curves_compare_runs():
     fig = viz.training_curves({"semantic": _history(), "onehot": _history(4, shift=0.5)},
                               metrics=["focal", "kl", "val_top1"])
