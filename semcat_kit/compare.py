@@ -132,10 +132,10 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
                 probs = run.predict_proba(te[0])
                 scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks)
                 rows.append({"config": name, "seed": seed, "crm": False, **scores.drop("n").to_dict(),
-                             "best_epoch": run.best_epoch, "train_seconds": secs, "_probs": probs})
+                             "best_epoch": run.best_epoch, "train_seconds": secs})
                 bar.update(1)
     base = pd.DataFrame(rows)
-    metric_cols = [c for c in base.columns if c not in ("config", "seed", "crm", "_probs")]
+    metric_cols = [c for c in base.columns if c not in ("config", "seed", "crm")]
     if "best" in crm_names:
         if best_by not in metric_cols:
             raise ValueError(f"best_by={best_by!r} is not a metric; choose one of {metric_cols}")
@@ -145,10 +145,10 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
     crm_rows = []
     for name in dict.fromkeys(crm_names):
         for rr in base[base["config"] == name].to_dict("records"):
-            scores = evaluate(rr["_probs"], te[1], taxonomy, neighbors=neighbors, ks=ks, crm=True)
+            probs = runs[(name, rr["seed"])].predict_proba(te[0])     # recomputed: probs are not kept
+            scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks, crm=True)
             crm_rows.append({**rr, **scores.drop("n").to_dict(), "config": name + CRM_SUFFIX, "crm": True})
     long_df = pd.concat([base, pd.DataFrame(crm_rows)], ignore_index=True) if crm_rows else base
-    long_df = long_df.drop(columns="_probs")
     order = []
     for name in configs:
         order.append(name)
