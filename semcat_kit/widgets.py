@@ -157,6 +157,10 @@ class MispredictionBrowser:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         self.taxonomy = _ins._check_taxonomy(taxonomy)
         self.table = _ins.mispredictions(catalog_df, probs, y_true, self.taxonomy, top=top)
+        dup = self.table["item_id"][self.table["item_id"].duplicated()].unique()
+        if len(dup):
+            raise ValueError(f"catalog_df has {len(dup)} repeated item_id(s) (e.g. {list(dup[:3])}); flags and "
+                             "exports are keyed by item_id, so make them unique")
         self.page_size, self.top, self.thumb_width = int(page_size), int(top), int(thumb_width)
         self.flagged: list[str] = []
         self.page = 0

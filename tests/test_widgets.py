@@ -180,6 +180,9 @@ def test_browser_bad_input(case):
         widgets.MispredictionBrowser(case.catalog.iloc[:5], case.probs, None, case.taxonomy)
     with pytest.raises(TypeError, match="Taxonomy"):
         widgets.MispredictionBrowser(case.catalog, case.probs, None, "tax")
+    dup = case.catalog.assign(item_id=case.catalog["item_id"].where(case.catalog.index != 4, case.catalog["item_id"][3]))
+    with pytest.raises(ValueError, match=f"repeated item_id.*'{case.catalog['item_id'][3]}'"):
+        widgets.MispredictionBrowser(dup, case.probs, None, case.taxonomy)
 
 
 # --------------------------------------------------------------------------- confusion neighbourhood
