@@ -314,6 +314,8 @@ def _resolve_device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"TrainConfig.device={name!r} but CUDA is not available; use device='auto' or 'cpu'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"TrainConfig.device={name!r} but MPS is not available; use device='auto' or 'cpu'")
     return dev
 
 
@@ -655,7 +657,9 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
             t0 = time.perf_counter()
             perm = torch.randperm(len(y), generator=gen)
             sums = {"total": 0.0, "focal": 0.0, "kl": 0.0, "bce": 0.0}
-            for b in range(steps_per_epoch):
+            batches = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}", unit="batch", leave=False,
+                           disable=not progress or steps_per_epoch < 50)
+            for b in batches:
                 idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
                 yb = Xy[idx].to(device, non_blocking=True)
                 with _autocast(device):
@@ -671,6 +675,8 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
                     where = (f"the last good checkpoint is {last_ck} (end of epoch {start if last_ck else 0}); "
                              "resume from it" if last_ck else "no checkpoint was written yet")
                     desc = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
+                    batches.close()
+                    bar.close()
                     raise TrainingDivergedError(
                         f"loss became {float(loss.detach())} at epoch {epoch + 1}, batch {b + 1} of {steps_per_epoch} ({desc}); "
                         f"training stopped. {where} with a lower lr (now {cfg.lr:g}) or check the inputs.",
@@ -681,6 +687,7 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
                 sched.step()
                 for k, v in parts.items():
                     sums[k] += float(v.detach()) * len(idx)
+            batches.close()
             row = {"epoch": epoch + 1, "alpha": alpha if cfg.smoothing != "onehot" and codes is None else 0.0,
                    "lr": opt.param_groups[0]["lr"], "loss": sums["total"] / len(y)}
             if codes is None:

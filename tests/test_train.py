@@ -2,11 +2,14 @@
 codes, missing modalities, bad input; and a short real run on MiniLM-encoded Myntra titles."""
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import semcat_kit.losses as losses
 from semcat_kit import Taxonomy
@@ -115,6 +118,26 @@ def test_config_round_trip_and_repr():
     assert not TrainConfig(early_stopping="val_top1").minimize
 
 
+@settings(max_examples=40, deadline=None)
+@given(smoothing=st.sampled_from(["onehot", "uniform", "topk", "semantic", "tree"]),
+       curriculum=st.sampled_from(["constant", "linear", "cosine", "step"]),
+       alpha=st.floats(0, 1), lr=st.floats(1e-6, 1.0), k=st.integers(1, 200), epochs=st.integers(1, 500),
+       fusion=st.sampled_from(["concat", "gated", "text", "image"]),
+       early=st.sampled_from([None, "val_top1", "val_hdist@5"]))
+def test_config_dict_round_trip_property(smoothing, curriculum, alpha, lr, k, epochs, fusion, early):
+    cfg = TrainConfig(smoothing=smoothing, curriculum=curriculum, alpha=alpha, lr=lr, k=k, epochs=epochs,
+                      fusion=fusion, early_stopping=early)
+    d = cfg.to_dict()
+    assert TrainConfig.from_dict(json.loads(json.dumps(d))) == cfg
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown when CUDA is absent")
+def test_cuda_requested_without_gpu(toy):
+    tax, (emb, y), _ = toy
+    with pytest.raises(ValueError, match="device='cuda' but CUDA is not available"):
+        train(emb, y, taxonomy=tax, config=TrainConfig(**FAST, device="cuda"), progress=False)
+
+
 # ------------------------------------------------------------------------------- training
 def test_learns_toy_and_history(toy):
     tax, (emb, y), (vemb, yv) = toy
@@ -200,11 +223,25 @@ def test_resume_gives_identical_weights(toy, tmp_path, monkeypatch, early):
     assert resumed.best_epoch == full.best_epoch
     cols = [c for c in full.history.columns if "seconds" not in c]
     assert full.history[cols].equals(resumed.history[cols])
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["last.pt"]   # atomic: no temp files left
     ck = load_checkpoint(tmp_path / "b" / "last.pt")
     assert ck["epoch"] == 5 and ck["config"] == cfg.to_dict() and len(ck["history"]) == 5
     # config=None takes the checkpoint's config
     again = train(emb, y, taxonomy=tax, resume=tmp_path / "a", val=(vemb, yv), progress=False)
     assert again.config == cfg and _same(_weights(again), _weights(full))
+
+
+def test_checkpoint_every(toy, tmp_path, monkeypatch):
+    tax, (emb, y), _ = toy
+    cfg = TrainConfig(**{**FAST, "epochs": 5}, checkpoint_every=2, early_stopping=None)
+    steps = int(np.ceil(len(y) / cfg.batch_size))
+    with monkeypatch.context() as m:
+        _interrupt_at(m, 3 * steps + 1)     # crash at the start of epoch 4: last checkpoint is epoch 2
+        with pytest.raises(_Interrupt):
+            train(emb, y, taxonomy=tax, config=cfg, checkpoint_dir=tmp_path, progress=False)
+    assert load_checkpoint(tmp_path)["epoch"] == 2
+    train(emb, y, taxonomy=tax, config=cfg, checkpoint_dir=tmp_path, progress=False)
+    assert load_checkpoint(tmp_path)["epoch"] == 5      # the last epoch is always written
 
 
 def test_resume_refuses_a_different_config_or_data(toy, tmp_path):
@@ -423,3 +460,10 @@ def test_real_myntra_titles_train_well(myntra_minilm):
     assert scores["top1"] > 0.75 and scores["top5"] > 0.9
     assert run.history["val_top1"].max() > 0.75
     assert run.encoder_meta["text_encoder"]["name"] == "minilm"
+
+
+def test_progress_bar(toy, capsys):
+    tax, (emb, y), _ = toy
+    train(emb, y, taxonomy=tax, config=TrainConfig(**{**FAST, "epochs": 2}), progress=True)
+    err = capsys.readouterr().err
+    assert "train" in err and "2/2" in err
