@@ -9,7 +9,9 @@ table of ``mean ± std``.
 """
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -81,7 +83,8 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
     progress : bool
         ``tqdm`` bar over runs.
     **train_kwargs
-        Passed to :func:`semcat_kit.train` (e.g. ``allow_unseen_val_classes=True``).
+        Passed to :func:`semcat_kit.train` (e.g. ``allow_unseen_val_classes=True``);
+        ``checkpoint_dir`` gets one sub-folder per run (``<dir>/<config>/seed<seed>``).
 
     Returns
     -------
@@ -117,6 +120,10 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
         if unknown:
             raise ValueError(f"crm_for names {unknown} are not configurations; choose from {list(configs)} or 'best'")
 
+    if "resume" in train_kwargs:
+        raise ValueError("compare() cannot resume runs; call sk.train(..., resume=...) for a single run")
+    ck_root = train_kwargs.pop("checkpoint_dir", None)
+
     runs = CompareRuns()
     rows = []
     total = len(configs) * len(seeds)
@@ -125,8 +132,9 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
             for seed in seeds:
                 bar.set_postfix_str(f"{name} seed={seed}")
                 t0 = time.perf_counter()
+                ck = None if ck_root is None else Path(ck_root) / re.sub(r"[^\w.-]+", "_", name) / f"seed{seed}"
                 run = _train(tr[0], tr[1], taxonomy=taxonomy, neighbors=neighbors, config=cfg.replace(seed=seed),
-                             val=va, progress=False, **train_kwargs)
+                             val=va, progress=False, checkpoint_dir=ck, **train_kwargs)
                 secs = time.perf_counter() - t0
                 runs[(name, seed)] = run
                 probs = run.predict_proba(te[0])

@@ -87,14 +87,16 @@ def test_long_table_and_attrs_survive_pandas_ops(result):
     assert len(both) == 2 * len(df)
 
 
-def test_long_option_and_explicit_crm_list():
+def test_long_option_and_explicit_crm_list(tmp_path):
     tax, tr, va, te = _data(1)
-    configs = {"a": TrainConfig(**FAST), "b": TrainConfig(**FAST, smoothing="uniform")}
-    long = compare(configs, train=tr, val=None, test=te, taxonomy=tax, seeds=(3, 4, 5), crm_for=["b"],
-                   long=True, progress=False)
-    assert list(long["config"]) == ["a"] * 3 + ["b"] * 3 + ["b + CRM"] * 3
+    configs = {"a": TrainConfig(**FAST), "b / LS": TrainConfig(**FAST, smoothing="uniform")}
+    long = compare(configs, train=tr, val=None, test=te, taxonomy=tax, seeds=(3, 4, 5), crm_for=["b / LS"],
+                   long=True, progress=False, checkpoint_dir=tmp_path)
+    assert list(long["config"]) == ["a"] * 3 + ["b / LS"] * 3 + ["b / LS + CRM"] * 3
     assert list(long["seed"]) == [3, 4, 5] * 3
-    assert long.attrs["runs"][("b", 4)].config.seed == 4
+    assert long.attrs["runs"][("b / LS", 4)].config.seed == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b_LS"]
+    assert sorted(p.name for p in (tmp_path / "b_LS").iterdir()) == ["seed3", "seed4", "seed5"]
     assert (long["best_epoch"] == FAST["epochs"]).all()     # no validation: all epochs
 
 
@@ -112,6 +114,8 @@ def test_bad_arguments():
         compare({"s": TrainConfig(smoothing="semantic")}, **kw)
     with pytest.raises(ValueError, match="reserved for CRM rows"):
         compare({"x + CRM": TrainConfig(**FAST)}, **kw)
+    with pytest.raises(ValueError, match="cannot resume"):
+        compare(ok, resume="x", **kw)
     with pytest.raises(ValueError, match="test must be a pair"):
         compare(ok, **{**kw, "test": te[0]})
 
