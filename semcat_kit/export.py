@@ -11,11 +11,12 @@ interrupted export never leaves a folder that loads)::
       codes.safetensors    (label_repr="codes" only) the (C, B) code matrix behind class scores
       labels.json          class index -> full category path (and short name)
       taxonomy.json        Taxonomy.to_dict()
-      head.onnx            (onnx=True) class scores; checked with onnxruntime against torch
-      head.torchscript.pt  (torchscript=True) class scores; checked against torch
+      head.onnx            (onnx=True) the head's graph; checked with onnxruntime against torch
+      head.torchscript.pt  (torchscript=True) the traced graph; checked against torch
 
-The ONNX and TorchScript graphs output class scores directly (for binary codes the code matrix is
-baked in), so ``softmax`` of their output is the class probability.
+All three backends compute the head's raw output (class logits, or one logit per taxonomy node for
+``label_repr="codes"``, which :func:`semcat_kit.soft_labels.code_scores` turns into class scores with
+the stored code matrix); ``softmax`` of the class scores is the class probability.
 
 ``load_head(dir, backend="torch"|"onnx"|"torchscript")`` verifies every file's sha256 and the
 consistency of labels, taxonomy and head before returning an :class:`ExportedHead`.
@@ -52,34 +53,27 @@ class ExportError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- graph wrappers
-class _Scores(torch.nn.Module):
-    """Head + (optional) code decoding: inputs of the used modalities -> (N, C) class scores."""
+class _Graph(torch.nn.Module):
+    """The head with positional inputs of the modalities it uses -> its raw output (N, out_dim)."""
 
-    def __init__(self, head, codes):
+    def __init__(self, head):
         super().__init__()
         self.head = head
-        self.register_buffer("codes", None if codes is None else torch.as_tensor(codes, dtype=torch.float32))
-
-    def scores(self, text, image, text_mask, image_mask):
-        z = self.head(text, image, image_mask=image_mask, text_mask=text_mask)
-        if self.codes is not None:
-            z = torch.nn.functional.logsigmoid(-z).sum(1, keepdim=True) + z @ self.codes.T
-        return z
 
 
-class _Both(_Scores):
+class _Both(_Graph):
     def forward(self, text, image, text_mask, image_mask):
-        return self.scores(text, image, text_mask, image_mask)
+        return self.head(text, image, image_mask=image_mask, text_mask=text_mask)
 
 
-class _TextOnly(_Scores):
+class _TextOnly(_Graph):
     def forward(self, text, text_mask):
-        return self.scores(text, None, text_mask, None)
+        return self.head(text, None, text_mask=text_mask)
 
 
-class _ImageOnly(_Scores):
+class _ImageOnly(_Graph):
     def forward(self, image, image_mask):
-        return self.scores(None, image, None, image_mask)
+        return self.head(None, image, image_mask=image_mask)
 
 
 def _inputs_of(arch: dict) -> list[str]:
@@ -91,9 +85,9 @@ def _inputs_of(arch: dict) -> list[str]:
         (["text_mask"] if text else []) + (["image_mask"] if image else [])
 
 
-def _wrapper(head, codes, inputs):
+def _wrapper(head, inputs):
     cls = _Both if "image" in inputs and "text" in inputs else (_TextOnly if "text" in inputs else _ImageOnly)
-    return cls(head, codes).eval()
+    return cls(head).eval()
 
 
 def _probe(arch: dict, inputs: list[str], n: int = 12, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -161,7 +155,7 @@ def _export_onnx(wrapper, probe: dict, path: Path) -> None:
     cm = _quiet()
     try:
         torch.onnx.export(wrapper, tuple(probe.values()), str(path), dynamo=False, input_names=names,
-                          output_names=["scores"], dynamic_axes={k: {0: "n"} for k in names + ["scores"]},
+                          output_names=["output"], dynamic_axes={k: {0: "n"} for k in names + ["output"]},
                           opset_version=17, do_constant_folding=True)
     finally:
         cm.__exit__(None, None, None)
@@ -242,7 +236,7 @@ def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite
     enc_meta = dict(getattr(run, "encoder_meta", None) or {})
     cfg = getattr(run, "config", None)
     cfg_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else (dict(cfg) if cfg else None)
-    wrapper = _wrapper(head, codes, inputs)
+    wrapper = _wrapper(head, inputs)
     probe = _probe(arch, inputs)
     with torch.no_grad():
         ref = wrapper(*probe.values()).numpy()
@@ -278,7 +272,8 @@ def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite
             "n_classes": C,
             "label_representation": ({"kind": "codes", "file": FILES["codes"], "n_bits": int(codes.shape[1])}
                                      if codes is not None else {"kind": "onehot"}),
-            "output": "class scores; softmax gives class probabilities",
+            "output": ("bit logits; class scores = soft_labels.code_scores(bits, codes)" if codes is not None
+                       else "class logits; softmax gives class probabilities"),
             "encoders": {"text_encoder": enc_meta.get("text_encoder"), "image_encoder": enc_meta.get("image_encoder")},
             "normalisation": {"text": "l2", "image": "l2",
                               "note": "inputs are the encoders' L2-normalised embeddings; a missing modality "
@@ -416,15 +411,22 @@ class ExportedHead:
         return {k: full[k] for k in self.inputs}
 
     def _run(self, arrays: dict[str, torch.Tensor], batch_size: int = 4096) -> np.ndarray:
+        """Raw head outputs (N, out_dim): class logits, or bit logits of a codes head."""
         n = len(next(iter(arrays.values())))
         if n == 0:
-            return np.zeros((0, self.n_classes), dtype=np.float32)
+            return np.zeros((0, self.config["architecture"].get("out_dim") or self.n_classes), dtype=np.float32)
         out = [self._runner({k: v[s:s + batch_size] for k, v in arrays.items()}) for s in range(0, n, batch_size)]
         return np.concatenate(out).astype(np.float32, copy=False)
 
     def predict_logits(self, emb, batch_size: int = 4096) -> np.ndarray:
-        """(N, C) float32 class scores (logits; code scores for a codes head) for an ``Embeddings``."""
-        return self._run(self._arrays(emb), batch_size)
+        """(N, C) float32 class scores for an ``Embeddings``: logits, or for a codes head the class
+        code scores ``soft_labels.code_scores(bits, codes)`` (as ``TrainRun.predict_logits``)."""
+        z = self._run(self._arrays(emb), batch_size)
+        if self.codes is None:
+            return z
+        from .soft_labels import code_scores
+
+        return code_scores(torch.from_numpy(z), self.codes).numpy()
 
     def predict_proba(self, emb, batch_size: int = 4096) -> np.ndarray:
         """(N, C) float32 class probabilities, ``softmax(predict_logits(emb))``."""
@@ -505,7 +507,7 @@ def load_head(dir, backend: str = "torch", device: str = "cpu") -> ExportedHead:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
             _fail(dir, f"{FILES['weights']} does not fit the architecture in {CONFIG} ({str(e).splitlines()[0]})")
-        wrapper = _wrapper(model, codes, inputs).to(dev)
+        wrapper = _wrapper(model, inputs).to(dev)
 
         def runner(batch):
             with torch.no_grad():
@@ -522,7 +524,7 @@ def load_head(dir, backend: str = "torch", device: str = "cpu") -> ExportedHead:
 
         def runner(batch):
             feed = {k: batch[k].numpy() for k in inputs}
-            return sess.run(["scores"], feed)[0]
+            return sess.run(["output"], feed)[0]
     else:
         if FILES["torchscript"] not in cfg["files"]:
             _fail(dir, f"this export has no {FILES['torchscript']} (exported with torchscript=False); use backend='torch'")

@@ -208,7 +208,9 @@ class Predictor:
             fails = pd.concat([fails, pd.DataFrame({"item_id": nothing, "modality": "all",
                                                     "reason": "no usable title or image: not predicted"})],
                               ignore_index=True)
-        self.failures = fails
+        pos = pd.Series(np.arange(len(emb)), index=emb.item_ids)
+        fails = fails.iloc[np.argsort(pos.reindex(fails["item_id"].astype(str)).to_numpy(), kind="stable")]
+        self.failures = fails.reset_index(drop=True)
         return emb, probs, usable
 
     def predict_proba(self, products, cache_dir=None, batch_size: int = 64, progress: bool = False) -> np.ndarray:

@@ -17,7 +17,7 @@ from semcat_kit import export as ex
 from semcat_kit.embeddings import Embeddings
 from semcat_kit.export import ExportError, export_head, load_head, sha256_file
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)
 BACKENDS = ("torch", "onnx", "torchscript")
 
 
