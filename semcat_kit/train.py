@@ -222,7 +222,14 @@ class _Data:
     def __len__(self) -> int:
         return len(self.text_mask)
 
+    def to(self, device) -> "_Data":
+        """The whole table on ``device`` (preloaded once, then batches are index gathers there)."""
+        def mv(x):
+            return None if x is None else x.to(device)
+        return _Data(mv(self.text), mv(self.image), mv(self.text_mask), mv(self.image_mask), self.item_ids)
+
     def batch(self, idx, device):
+        idx = idx.to(self.text_mask.device)
         def sel(x):
             return None if x is None else x[idx].to(device, non_blocking=True)
         return sel(self.text), sel(self.image), sel(self.image_mask), sel(self.text_mask)
@@ -639,7 +646,8 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
             best = dict(ck["best"])
             start = int(ck["epoch"])
         codes_t = torch.as_tensor(codes, device=device) if codes is not None else None
-        Xy = torch.as_tensor(y)
+        data = data.to(device)
+        Xy = torch.as_tensor(y, device=device)
         targets, targets_alpha = None, None
         last_ck = ck["path"] if ck is not None else None
         stopped = best["bad"] >= cfg.patience and vdata is not None and cfg.early_stopping is not None
@@ -661,7 +669,7 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
                            disable=not progress or steps_per_epoch < 50)
             for b in batches:
                 idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                yb = Xy[idx].to(device, non_blocking=True)
+                yb = Xy[idx.to(device)]
                 with _autocast(device):
                     z = model(*data.batch(idx, device))
                 if codes_t is not None:
