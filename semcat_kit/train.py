@@ -680,14 +680,19 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
                                                   kl_weight=cfg.kl_weight)
                 loss = parts["total"]
                 if not torch.isfinite(loss):
-                    where = (f"the last good checkpoint is {last_ck} (end of epoch {start if last_ck else 0}); "
-                             "resume from it" if last_ck else "no checkpoint was written yet")
+                    if last_ck:
+                        where = (f"The last good checkpoint is {last_ck} (end of epoch {start}); resume from it "
+                                 f"with a lower lr (now {cfg.lr:g}) or check the inputs.")
+                    else:
+                        where = ("No checkpoint was written yet" if ckdir is not None else
+                                 "No checkpoint_dir was given (pass one to keep checkpoints)") + \
+                                f"; retry with a lower lr (now {cfg.lr:g}) or check the inputs."
                     desc = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
                     batches.close()
                     bar.close()
                     raise TrainingDivergedError(
-                        f"loss became {float(loss.detach())} at epoch {epoch + 1}, batch {b + 1} of {steps_per_epoch} ({desc}); "
-                        f"training stopped. {where} with a lower lr (now {cfg.lr:g}) or check the inputs.",
+                        f"loss became {float(loss.detach())} at epoch {epoch + 1}, batch {b + 1} of {steps_per_epoch} "
+                        f"({desc}); training stopped. {where}",
                         epoch + 1, b + 1, last_ck)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -716,8 +721,9 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
                 row["val_seconds"] = time.perf_counter() - t1
                 if cfg.early_stopping is not None:
                     v = row[cfg.early_stopping]
-                    better = best["value"] is None or (not math.isnan(v) and (
-                        v < best["value"] if cfg.minimize else v > best["value"]))
+                    bv = best["value"]     # NaN (e.g. no mistakes to measure) ranks below any number
+                    better = bv is None or (not math.isnan(v) and (math.isnan(bv) or (
+                        v < bv if cfg.minimize else v > bv)))
                     if better:
                         best.update(epoch=epoch + 1, value=v, state=_state_copy(model), bad=0)
                     else:

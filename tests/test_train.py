@@ -467,3 +467,16 @@ def test_progress_bar(toy, capsys):
     train(emb, y, taxonomy=tax, config=TrainConfig(**{**FAST, "epochs": 2}), progress=True)
     err = capsys.readouterr().err
     assert "train" in err and "2/2" in err
+
+
+def test_nan_loss_without_checkpoint_dir(toy, monkeypatch):
+    tax, (emb, y), _ = toy
+    real = losses.combined_loss
+
+    def nan_first(*a, **k):
+        out = real(*a, **k)
+        out["total"] = out["total"] + float("inf")
+        return out
+    monkeypatch.setattr(losses, "combined_loss", nan_first)
+    with pytest.raises(TrainingDivergedError, match=r"loss became inf at epoch 1, batch 1 .*No checkpoint_dir was given"):
+        train(emb, y, taxonomy=tax, config=TrainConfig(**FAST), progress=False)
