@@ -36,7 +36,7 @@ def _data(seed=0, dt=12):
 @pytest.fixture(scope="module")
 def result():
     tax, tr, va, te = _data()
-    nb = tree_neighbors(tax, 4)
+    nb = tree_neighbors(tax, 11)
     configs = {"one-hot": TrainConfig(**FAST), "tree": TrainConfig(**FAST, smoothing="tree", k=4),
                "codes": TrainConfig(**FAST, label_repr="codes")}
     df = compare(configs, train=tr, val=va, test=te, taxonomy=tax, neighbors=nb, seeds=(0, 1, 2),
