@@ -38,7 +38,8 @@ catalog:                           # column mapping of a CSV catalog (not used f
   path_col: null                   # or one column holding "A > B > C"
   sep: " > "
 split: {val: 0.1, test: 0.2, seed: 0, min_count: 3}
-neighbors: {k: 20, template: "{path}"}   # class-name neighbours (text encoder) for soft labels and metrics
+neighbors: {k: 20, template: "{path}"}   # class-name neighbour table (text encoder; tree without one):
+                                         # soft labels use its first train.k, metrics nbrs@k need k >= 19
 train:                             # any sk.TrainConfig field
   epochs: 30
   smoothing: semantic
@@ -196,7 +197,7 @@ def _cmd_train(args) -> int:
     y = tax.index_of(catalog["label"].tolist())
     sp = sk.split(y, val=cfg["split"]["val"], test=cfg["split"]["test"], seed=cfg["split"]["seed"],
                   min_count=cfg["split"]["min_count"])
-    nk = min(cfg["neighbors"]["k"], max(1, tax.n_classes - 1))
+    nk = min(max(cfg["neighbors"]["k"], tcfg.k), max(1, tax.n_classes - 1))
     if text_enc is not None:
         names = sk.similarity.class_texts(tax, template=cfg["neighbors"]["template"])
         neighbors = sk.similarity.label_neighbors(text_enc.encode_texts(names), k=nk)
@@ -216,7 +217,7 @@ def _cmd_train(args) -> int:
     else:
         print("test metrics: none (the test split is empty)")
     meta = {"test_metrics": metrics, "catalog": args.catalog, "n_products": len(catalog),
-            "split": {"train": len(sp.train), "val": len(sp.val), "test": len(sp.test), **cfg["split"]},
+            "split": {"n_train": len(sp.train), "n_val": len(sp.val), "n_test": len(sp.test), **cfg["split"]},
             "sample": cfg["sample"], "seed": cfg["seed"]}
     export_head(run, out, onnx=cfg["export"]["onnx"], torchscript=cfg["export"]["torchscript"],
                 overwrite=args.overwrite, metadata=meta)

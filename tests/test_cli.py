@@ -1,0 +1,260 @@
+"""The ``semcat`` command line: train end to end on the tutorial catalog (and a CSV catalog),
+predictions equal to Predictor.predict, --help, and one-line errors with a non-zero exit."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import _export_case as ec
+import semcat_kit as sk
+from semcat_kit import cli
+from semcat_kit.datasets import tutorial_dir
+
+torch.set_num_threads(1)
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+SMALL = {"epochs": 2, "proj_dim": 64, "hidden": 128, "batch_size": 64, "lr": 0.003, "device": "cpu",
+         "smoothing": "semantic", "k": 5, "alpha": 0.2}
+
+
+def _write_config(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _yaml(d: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(d, sort_keys=False)
+
+
+def _one_line_error(capsys, *needles) -> str:
+    err = capsys.readouterr().err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("semcat: error: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def cache(request):
+    return str(request.config.cache.mkdir("semcat_export_emb"))
+
+
+@pytest.fixture(scope="module")
+def trained(cache, tmp_path_factory):
+    """``semcat train --catalog tutorial`` with a 2-epoch config on the 240-product sample."""
+    root = tmp_path_factory.mktemp("cli")
+    cfg = _write_config(root / "config.yaml", _yaml({
+        "text_encoder": "minilm", "image_encoder": "efficientnet-lite0", "sample": ec.N_ITEMS, "seed": ec.SEED,
+        "split": {"val": 0.1, "test": 0.2, "seed": 0, "min_count": 3}, "neighbors": {"k": 20},
+        "train": SMALL, "export": {"onnx": True, "torchscript": False}}))
+    out = root / "head"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cli.main(["train", "--catalog", "tutorial", "--config", str(cfg), "--out", str(out),
+                       "--cache-dir", cache, "--quiet"])
+    return rc, buf.getvalue(), out, cfg
+
+
+# ------------------------------------------------------------------------------ train
+def test_train_end_to_end_on_the_tutorial_catalog(trained, cache):
+    rc, stdout, out, _ = trained
+    assert rc == 0, stdout
+    assert f"catalog: {ec.N_ITEMS} products" in stdout and "test metrics (" in stdout
+    head = sk.load_head(out)
+    cfg = head.config
+    assert cfg["train_config"]["epochs"] == 2 and cfg["train_config"]["smoothing"] == "semantic"
+    assert cfg["encoders"]["text_encoder"]["name"] == "minilm"
+    assert sorted(cfg["files"]) == ["head.onnx", "head.safetensors", "labels.json", "taxonomy.json"]
+    metrics = cfg["metadata"]["test_metrics"]
+    # printed metrics = stored metrics
+    for k, v in metrics.items():
+        assert f"{k:>24s}  {v:.4f}" in stdout
+    # and they are what the exported head measures on the same test split
+    df = ec.sample()
+    tax = sk.Taxonomy.from_paths(df["label"])
+    assert head.classes == list(tax.classes)
+    y = tax.index_of(df["label"].tolist())
+    sp = sk.split(y, val=0.1, test=0.2, seed=0, min_count=3)
+    assert cfg["metadata"]["split"]["n_test"] == len(sp.test) > 0 and cfg["metadata"]["split"]["test"] == 0.2
+    emb = ec.embed(df, cache)
+    te = ec.encoders()[0]
+    nbrs = sk.similarity.label_neighbors(te.encode_texts(sk.similarity.class_texts(tax)), k=20)
+    again = sk.evaluate(head.predict_proba(emb.take(sp.test)), y[sp.test], tax, neighbors=nbrs)
+    for k, v in again.items():
+        assert metrics[k] == pytest.approx(float(v), abs=1e-6), k
+    assert 0.0 <= metrics["top1"] <= 1.0 and metrics["n"] == len(sp.test)
+
+
+def test_train_on_a_csv_catalog_text_only(cache, tmp_path, capsys):
+    df = ec.sample()
+    csv = tmp_path / "shop.csv"
+    pd.DataFrame({"sku": df["item_id"], "name": df["title"], "category": df["label"]}).to_csv(csv, index=False)
+    cfg = _write_config(tmp_path / "c.yaml", _yaml({
+        "text_encoder": "minilm", "image_encoder": None,
+        "catalog": {"id": "sku", "title": "name", "path_col": "category"},
+        "train": {**SMALL, "smoothing": "tree"}, "export": {"onnx": False, "torchscript": True}}))
+    rc = cli.main(["train", "--catalog", str(csv), "--config", str(cfg), "--out", str(tmp_path / "h"),
+                   "--cache-dir", cache, "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "test metrics (" in out
+    head = sk.load_head(tmp_path / "h", backend="torchscript")
+    assert head.uses == ("text", "image") or head.uses == ("text",)
+    assert head.config["encoders"]["image_encoder"] is None and head.config["input_dims"]["image"] is None
+    assert "head.torchscript.pt" in head.config["files"] and "head.onnx" not in head.config["files"]
+    # --out exists now: refused without --overwrite
+    rc = cli.main(["train", "--catalog", str(csv), "--config", str(cfg), "--out", str(tmp_path / "h")])
+    assert rc == 1
+    _one_line_error(capsys, "exists", "--overwrite")
+
+
+# ------------------------------------------------------------------------------ predict
+def _products_csv(tmp_path: Path, n: int = 30) -> tuple[Path, pd.DataFrame]:
+    """Tutorial products as a shop would send them: relative image names, one broken image, one
+    product without title, one without image."""
+    df = ec.sample().head(n).reset_index(drop=True)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all" * 8)
+    rows = pd.DataFrame({"sku": df["item_id"], "title": df["title"].astype(object),
+                         "image": [Path(p).name for p in df["image_path"]]})
+    rows.loc[1, "image"] = str(broken)
+    rows.loc[2, "title"] = None
+    rows.loc[3, "image"] = None
+    csv = tmp_path / "products.csv"
+    rows.to_csv(csv, index=False)
+    images = tutorial_dir() / "images"
+    expected = pd.DataFrame({"item_id": rows["sku"], "title": rows["title"],
+                             "image_path": [None if pd.isna(v) else (v if os.path.isabs(v) else str(images / v))
+                                            for v in rows["image"]]})
+    return csv, expected
+
+
+def _read_preds(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"item_id": str}, keep_default_na=False, na_values=[""])
+
+
+@pytest.mark.parametrize("crm", [False, True])
+def test_predict_equals_predictor(trained, cache, tmp_path, capsys, crm):
+    out = trained[2]
+    csv, products = _products_csv(tmp_path)
+    args = ["predict", "--model", str(out), "--input", str(csv), "--images", str(tutorial_dir() / "images"),
+            "--id-col", "sku", "--output", str(tmp_path / "preds.csv"), "--top-k", "3", "--cache-dir", cache, "--quiet"]
+    rc = cli.main(args + (["--crm"] if crm else []))
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert f"wrote {len(products)} predictions" in captured.out and "broken.jpg" in captured.err
+    got = _read_preds(tmp_path / "preds.csv")
+    te, ie = ec.encoders()
+    want = sk.Predictor.load(out, text_encoder=te, image_encoder=ie).predict(products, top_k=3, crm=crm,
+                                                                             cache_dir=cache)
+    assert list(got.columns) == list(want.columns)
+    for c in want.columns:
+        if c.startswith(("prob_", "exp_dist_")):
+            np.testing.assert_allclose(got[c].to_numpy(float), want[c].to_numpy(float), atol=1e-12, err_msg=c)
+        else:
+            assert got[c].fillna("").tolist() == want[c].fillna("").tolist(), c
+    assert got.loc[1, "used"] == "text" and "broken.jpg" in got.loc[1, "failures"]
+    assert got.loc[2, "used"] == "image" and got.loc[3, "used"] == "text"
+    assert got["pred_1"].notna().all()
+
+
+def test_predict_finds_images_by_id(trained, cache, tmp_path, capsys):
+    """Without an image column, --images DIR gives DIR/<id>.jpg."""
+    df = ec.sample().head(5)
+    csv = tmp_path / "p.csv"
+    pd.DataFrame({"id": df["item_id"], "title": df["title"]}).to_csv(csv, index=False)
+    rc = cli.main(["predict", "--model", str(trained[2]), "--input", str(csv), "--images",
+                   str(tutorial_dir() / "images"), "--output", str(tmp_path / "o.csv"), "--cache-dir", cache, "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    got = _read_preds(tmp_path / "o.csv")
+    assert got["used"].tolist() == ["text+image"] * 5 and got["item_id"].tolist() == df["item_id"].tolist()
+
+
+# ------------------------------------------------------------------------------ errors
+def test_config_unknown_keys_are_named(tmp_path, capsys):
+    cfg = _write_config(tmp_path / "c.yaml", _yaml({"train": {"epochz": 2}}))
+    assert cli.main(["train", "--catalog", "tutorial", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 1
+    _one_line_error(capsys, "unknown key 'train.epochz'", "c.yaml")
+    cfg = _write_config(tmp_path / "c2.yaml", _yaml({"text_encoders": "minilm"}))
+    assert cli.main(["train", "--catalog", "tutorial", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 1
+    _one_line_error(capsys, "unknown key 'text_encoders'")
+    cfg = _write_config(tmp_path / "c3.yaml", _yaml({"split": {"tset": 0.2}}))
+    assert cli.main(["train", "--catalog", "tutorial", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 1
+    _one_line_error(capsys, "unknown key 'split.tset'")
+    cfg = _write_config(tmp_path / "c4.yaml", _yaml({"train": {"smoothing": "fuzzy"}}))
+    assert cli.main(["train", "--catalog", "tutorial", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 1
+    _one_line_error(capsys, "smoothing = 'fuzzy' is not allowed")
+    cfg = _write_config(tmp_path / "c5.yaml", "train: [1, 2\n")
+    assert cli.main(["train", "--catalog", "tutorial", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 1
+    _one_line_error(capsys, "not valid YAML")
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_bad_catalog(tmp_path, capsys):
+    cfg = _write_config(tmp_path / "c.yaml", _yaml({"train": {"epochs": 1}}))
+    assert cli.main(["train", "--catalog", str(tmp_path / "nope.csv"), "--config", str(cfg),
+                     "--out", str(tmp_path / "o")]) == 1
+    _one_line_error(capsys, "nope.csv", "no such file")
+    csv = tmp_path / "cat.csv"
+    csv.write_text("id,title,cat\n1,shirt,A > B\n")
+    assert cli.main(["train", "--catalog", str(csv), "--config", str(cfg), "--out", str(tmp_path / "o")]) == 1
+    _one_line_error(capsys, "catalog.path")
+    cfg2 = _write_config(tmp_path / "c2.yaml", _yaml({"catalog": {"path_col": "category"}}))
+    assert cli.main(["train", "--catalog", str(csv), "--config", str(cfg2), "--out", str(tmp_path / "o")]) == 1
+    _one_line_error(capsys, "no column(s) ['category']", "'cat'")
+
+
+def test_predict_bad_input(trained, tmp_path, capsys):
+    out = trained[2]
+    csv = tmp_path / "p.csv"
+    csv.write_text("id,name\n1,shirt\n")
+    base = ["predict", "--model", str(out), "--output", str(tmp_path / "o.csv")]
+    assert cli.main(base + ["--input", str(csv), "--title-col", "title_en"]) == 1
+    _one_line_error(capsys, "no column 'title_en' (from --title-col)", "'name'")
+    assert cli.main(base + ["--input", str(csv)]) == 1
+    _one_line_error(capsys, "neither a title column")
+    assert cli.main(base + ["--input", str(tmp_path / "missing.csv")]) == 1
+    _one_line_error(capsys, "missing.csv: no such file")
+    csv.write_text("id,title\n1,shirt\n")
+    broken = tmp_path / "broken-head"
+    shutil.copytree(out, broken)
+    (broken / "labels.json").unlink()
+    assert cli.main(["predict", "--model", str(broken), "--input", str(csv), "--output", str(tmp_path / "o.csv")]) == 1
+    _one_line_error(capsys, "labels.json is missing")
+    assert not (tmp_path / "o.csv").exists()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["predict", "--input", str(csv), "--output", "x.csv"])
+    assert e.value.code == 2 and "--model" in capsys.readouterr().err
+
+
+def test_console_script_help_and_exit_status(tmp_path, capsys):
+    exe = Path(sys.executable).parent / "semcat"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "semcat_kit.cli"]
+    r = subprocess.run(cmd + ["predict", "--help"], capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for opt in ("--model", "--input", "--images", "--id-col", "--title-col", "--image-col", "--output", "--top-k",
+                "--crm", "--cache-dir", "--device", "--backend"):
+        assert opt in r.stdout, opt
+    with pytest.raises(SystemExit) as e:          # in-process: importing torch twice more is slow
+        cli.main(["train", "--help"])
+    assert e.value.code == 0
+    helptext = capsys.readouterr().out
+    for opt in ("--catalog", "--config", "--out", "--cache-dir", "--overwrite", "text_encoder:", "split:", "train:",
+                "sample:", "catalog:", "export:"):
+        assert opt in helptext, opt
+    r = subprocess.run(cmd + ["predict", "--model", str(tmp_path / "none"), "--input", str(tmp_path / "none.csv"),
+                              "--output", str(tmp_path / "o.csv")], capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("semcat: error: ") and "Traceback" not in r.stderr
