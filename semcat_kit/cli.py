@@ -213,7 +213,7 @@ def _cmd_train(args) -> int:
         metrics = {k: float(v) for k, v in sk.evaluate(probs, y[sp.test], tax, neighbors=neighbors).items()}
         print(f"test metrics ({len(sp.test)} products):")
         for k, v in metrics.items():
-            print(f"  {k:>24s}  {v:.4f}")
+            print(f"  {k:>24s}  {int(v):d}" if k == "n" else f"  {k:>24s}  {v:.4f}")
     else:
         print("test metrics: none (the test split is empty)")
     meta = {"test_metrics": metrics, "catalog": args.catalog, "n_products": len(catalog),

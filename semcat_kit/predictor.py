@@ -165,7 +165,7 @@ class Predictor:
         return cls(head, used.get("text"), used.get("image"))
 
     # ------------------------------------------------------------------ encoding
-    def embed(self, products, cache_dir=None, batch_size: int = 64, progress: bool = False):
+    def embed(self, products, cache_dir=None, batch_size: int = 64, progress: bool = True):
         """Encode products with the head's encoders.
 
         Returns
@@ -213,13 +213,13 @@ class Predictor:
         self.failures = fails.reset_index(drop=True)
         return emb, probs, usable
 
-    def predict_proba(self, products, cache_dir=None, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    def predict_proba(self, products, cache_dir=None, batch_size: int = 64, progress: bool = True) -> np.ndarray:
         """(N, C) float32 class probabilities in input order; NaN rows for products with no usable
         title or image (listed in :attr:`failures`)."""
         return self._probs(products, cache_dir, batch_size, progress)[1]
 
     def predict(self, products, top_k: int = 5, crm: bool = False, cache_dir=None, batch_size: int = 64,
-                progress: bool = False) -> pd.DataFrame:
+                progress: bool = True) -> pd.DataFrame:
         """Top-k categories of each product.
 
         Parameters
@@ -234,6 +234,10 @@ class Predictor:
             of probability; adds ``exp_dist_1..k``.
         cache_dir : path, optional
             Embedding cache (see :func:`semcat_kit.encode_catalog`).
+        batch_size : int
+            Encoder batch size.
+        progress : bool
+            ``tqdm`` progress bars while encoding.
 
         Returns
         -------

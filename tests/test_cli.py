@@ -81,7 +81,7 @@ def test_train_end_to_end_on_the_tutorial_catalog(trained, cache):
     metrics = cfg["metadata"]["test_metrics"]
     # printed metrics = stored metrics
     for k, v in metrics.items():
-        assert f"{k:>24s}  {v:.4f}" in stdout
+        assert (f"{k:>24s}  {int(v)}" if k == "n" else f"{k:>24s}  {v:.4f}") in stdout
     # and they are what the exported head measures on the same test split
     df = ec.sample()
     tax = sk.Taxonomy.from_paths(df["label"])
@@ -207,6 +207,10 @@ def test_train_bad_catalog(tmp_path, capsys):
     assert cli.main(["train", "--catalog", str(tmp_path / "nope.csv"), "--config", str(cfg),
                      "--out", str(tmp_path / "o")]) == 1
     _one_line_error(capsys, "nope.csv", "no such file")
+    (tmp_path / "folder").mkdir()
+    assert cli.main(["train", "--catalog", str(tmp_path / "folder"), "--config", str(cfg),
+                     "--out", str(tmp_path / "o")]) == 1
+    _one_line_error(capsys, "Kaggle fashion layout (styles.csv + images/)")
     csv = tmp_path / "cat.csv"
     csv.write_text("id,title,cat\n1,shirt,A > B\n")
     assert cli.main(["train", "--catalog", str(csv), "--config", str(cfg), "--out", str(tmp_path / "o")]) == 1
