@@ -301,3 +301,21 @@ def test_embeddings_from_another_encoder_are_refused(data, exported):
 def test_export_needs_a_train_run(tmp_path):
     with pytest.raises(TypeError, match="needs a TrainRun"):
         export_head(object(), tmp_path / "h")
+
+
+def test_image_only_head_round_trip(tmp_path):
+    """Small generated case: an image-only head (no text table at all) through every backend."""
+    rng = np.random.default_rng(0)
+    n = 50
+    tax = sk.Taxonomy.from_paths(["A > a", "A > b", "B > c"])
+    emb = Embeddings([str(i) for i in range(n)], None, rng.normal(size=(n, 8)).astype(np.float32),
+                     np.zeros(n, bool), rng.random(n) > 0.2)
+    run = sk.train(emb, np.arange(n) % 3, taxonomy=tax, progress=False,
+                   config=sk.TrainConfig(epochs=1, proj_dim=4, hidden=4, device="cpu", early_stopping=None,
+                                         fusion="image"))
+    d = export_head(run, tmp_path / "h")
+    assert json.loads((d / "config.json").read_text())["inputs"] == ["image", "image_mask"]
+    for backend in BACKENDS:
+        head = load_head(d, backend=backend)
+        assert head.uses == ("image",)
+        np.testing.assert_allclose(head.predict_logits(emb), run.predict_logits(emb), atol=1e-5, err_msg=backend)
