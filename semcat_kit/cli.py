@@ -355,12 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run the ``semcat`` command line; returns the exit status (0 ok, 1 bad input, 2 usage)."""
     from .export import ExportError
+    from .train import TrainingDivergedError
 
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CliError, ValueError, KeyError, TypeError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            PermissionError, ExportError, OSError) as e:
+    except (CliError, ValueError, KeyError, TypeError, OSError, ExportError, TrainingDivergedError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         msg = " ".join(str(msg).split())
         print(f"semcat: error: {msg}", file=sys.stderr)
