@@ -289,7 +289,8 @@ class Schedule:
     """Curriculum for alpha: ``schedule(epoch) -> alpha`` going from ``alpha`` (epoch 0) to
     ``final`` (last epoch ``epochs - 1``); later epochs stay at ``final``.
 
-    With ``t = epoch / (epochs - 1)`` (clipped to [0, 1]):
+    With ``t = epoch / (epochs - 1)`` (clipped to [0, 1]; with ``epochs = 1``, epoch 0 is the
+    start ``t = 0``):
 
     * constant: ``alpha``
     * linear: ``alpha + (final - alpha) t``
@@ -309,7 +310,10 @@ class Schedule:
         a, f = self.alpha, self.final
         if self.kind == "constant":
             return a
-        t = min(1.0, epoch / (self.epochs - 1)) if self.epochs > 1 else 1.0
+        if self.epochs > 1:
+            t = min(1.0, epoch / (self.epochs - 1))
+        else:  # a single epoch is the soft start; any later epoch is past the end
+            t = 0.0 if epoch == 0 else 1.0
         if self.kind == "linear":
             return a + (f - a) * t
         if self.kind == "cosine":

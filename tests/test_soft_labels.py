@@ -206,7 +206,9 @@ def test_schedules():
     assert cos(5) == pytest.approx(0.2) and cos(2) > lin(2)
     step = sl.schedule("step", 0.4, 10, n_steps=2)
     assert [step(e) for e in (0, 4, 5, 9)] == [0.4, 0.4, 0.0, 0.0]
-    assert sl.schedule("linear", 0.3, 1)(0) == pytest.approx(0.0)
+    one = sl.schedule("linear", 0.3, 1)
+    assert one(0) == pytest.approx(0.3) and one(1) == pytest.approx(0.0)
+    assert sl.schedule("step", 0.3, 1)(0) == pytest.approx(0.3)
     with pytest.raises(ValueError, match="unknown schedule 'exp'"):
         sl.schedule("exp", 0.1, 5)
     with pytest.raises(ValueError, match="epochs"):
