@@ -176,14 +176,14 @@ class Predictor:
         from .embeddings import Embeddings, encode_catalog
 
         df = _products_frame(products)
-        for modality, col in (("text", "title"), ("image", "image_path")):
-            if modality in self.head.uses and col not in df.columns:
-                df[col] = None      # the head reads this modality; every product lacks it
-        if not any(c in df.columns and df[c].notna().any() for c in
-                   [c for m, c in (("text", "title"), ("image", "image_path")) if m in self.head.uses]):
-            if len(df):
-                needs = " or ".join({"text": "'title'", "image": "'image_path'"}[m] for m in self.head.uses)
-                raise ValueError(f"none of the products has a {needs}, which this head reads; give {needs} values")
+        cols = {"text": "title", "image": "image_path"}
+        if not any(cols[m] in df.columns for m in self.head.uses):
+            needs = " or ".join(f"'{cols[m]}'" for m in self.head.uses)
+            raise ValueError(f"this head reads {' and '.join(self.head.uses)}, but the products have no {needs} "
+                             f"column (columns: {list(df.columns)})")
+        for modality in self.head.uses:
+            if cols[modality] not in df.columns:
+                df[cols[modality]] = None      # the head reads this modality; every product lacks it
         if len(df) == 0:
             return Embeddings(np.array([], dtype=str), None, None, np.zeros(0, bool), np.zeros(0, bool))
         return encode_catalog(df, text_encoder=self.text_encoder, image_encoder=self.image_encoder,

@@ -170,8 +170,9 @@ def test_bad_products_input(pred):
         pred.predict(pd.DataFrame({"item_id": ["a", "a"], "title": ["x", "y"]}))
     with pytest.raises(TypeError, match=r"products\[1\] is a str"):
         pred.predict([{"title": "x"}, "y"])
-    with pytest.raises(ValueError, match="none of the products has a 'title' or 'image_path'"):
-        pred.predict([{"title": None, "image_path": None}])
+    # a batch where no product has anything usable is reported, not raised
+    res = pred.predict([{"title": None, "image_path": None}, {"title": " ", "image_path": ""}])
+    assert res["pred_1"].isna().all() and res["failures"].str.contains("no usable title or image").all()
     assert len(pred.predict(pd.DataFrame({"item_id": [], "title": []}))) == 0
 
 
@@ -216,3 +217,19 @@ def test_refuses_a_corrupted_folder(case, pred, tmp_path):
     (d / "head.safetensors").write_bytes(raw[:-100])
     with pytest.raises(ValueError, match=r"head\.safetensors is corrupted"):
         Predictor.load(d, text_encoder=pred.text_encoder, image_encoder=pred.image_encoder)
+
+
+def test_text_only_head(case, pred, cache, tmp_path):
+    """A head trained on titles only loads no image encoder and ignores images; products without
+    any title column are refused (a wrong column mapping), not silently unpredicted."""
+    df, emb, _, _ = case
+    y = ec.taxonomy().index_of(df["label"].tolist())
+    run = ec.train_head(emb, y, fusion="text")
+    d = sk.export_head(run, tmp_path / "h", onnx=False, torchscript=False)
+    p = Predictor.load(d, text_encoder=pred.text_encoder)
+    assert p.image_encoder is None and p.head.uses == ("text",)
+    res = p.predict(_products(df, 10), top_k=2, cache_dir=cache)
+    assert (res["used"] == "text").all()
+    np.testing.assert_allclose(res["prob_1"], run.predict_proba(emb.take(np.arange(10))).max(1), atol=1e-6)
+    with pytest.raises(ValueError, match=r"this head reads text, but the products have no 'title' column"):
+        p.predict([{"image_path": df["image_path"].iloc[0]}])
