@@ -11,9 +11,10 @@ from .metrics import evaluate
 from .model import FusionHead
 from .train import TrainConfig, TrainRun, train
 from .splits import split
-from .compare import compare
+from .compare import compare, default_suite, format_table
 from . import viz, widgets, inspect
 from .export import export_head, load_head
 from .predictor import Predictor
+from .workspace import Workspace
 
 __version__ = "0.1.0"
