@@ -1,0 +1,114 @@
+"""Workspace: the notebooks' shared, cached pipeline state."""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import semcat_kit as sk
+from semcat_kit.workspace import SuiteResult, Workspace
+
+
+@pytest.fixture(scope="module")
+def small_csv(tmp_path_factory, myntra_styles):
+    """~260 real Myntra products from 8 classes as a plain CSV catalog (title + path column)."""
+    df = myntra_styles.dropna(subset=["productDisplayName"])
+    keep = ["Tshirts", "Shirts", "Jeans", "Casual Shoes", "Watches", "Handbags", "Kurtas", "Sunglasses"]
+    df = df[df["articleType"].isin(keep)]
+    df = df.groupby("articleType").sample(33, random_state=0)
+    out = pd.DataFrame({"sku": df["id"].astype(str), "name": df["productDisplayName"],
+                        "category": df["masterCategory"] + " > " + df["subCategory"] + " > " + df["articleType"]})
+    path = tmp_path_factory.mktemp("cat") / "products.csv"
+    out.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ws(small_csv, tmp_path_factory):
+    return Workspace(tmp_path_factory.mktemp("work"), catalog=str(small_csv), image_encoder=None, k=4,
+                     catalog_options={"id": "sku", "title": "name", "path_col": "category"})
+
+
+def test_stages_are_built_from_a_csv_catalog(ws):
+    cat = ws.load_catalog()
+    assert len(cat) == 264 and cat["item_id"].is_unique
+    tax = ws.taxonomy()
+    assert tax.n_classes == 8 and "Apparel > Topwear > Tshirts" in tax.classes
+    y = ws.labels()
+    assert np.array_equal(np.bincount(y), np.full(8, 33))
+    emb = ws.embeddings(progress=False)
+    assert len(emb) == 264 and emb.text.shape == (264, 384) and emb.image is None
+    assert list(emb.item_ids) == list(cat["item_id"])
+    nb = ws.neighbors()
+    assert nb.indices.shape == (8, 4) and not (nb.indices == np.arange(8)[:, None]).any()
+    # class texts follow the chosen template and come in class order
+    assert ws.label_texts()[tax.index_of("Apparel > Topwear > Tshirts")] == "Apparel > Topwear > Tshirts"
+
+
+def test_stages_are_memoised(ws):
+    assert ws.embeddings() is ws.embeddings()
+    assert ws.taxonomy() is ws.taxonomy()
+
+
+def test_parts_partition_the_catalog(ws):
+    sp = ws.split()
+    parts = [np.asarray(sp[k]) for k in ("train", "val", "test")]
+    allidx = np.concatenate(parts)
+    assert sorted(allidx.tolist()) == list(range(264))
+    emb_te, y_te = ws.part("test")
+    cat_te = ws.part_catalog("test")
+    assert list(emb_te.item_ids) == list(cat_te["item_id"])
+    assert np.array_equal(ws.taxonomy().index_of(cat_te["label"]), y_te)
+    with pytest.raises(ValueError, match="'train', 'val' or 'test'"):
+        ws.part("holdout")
+
+
+def test_fingerprint_tracks_what_decides_the_data(ws, small_csv, tmp_path):
+    other = Workspace(tmp_path, catalog=str(small_csv), image_encoder=None, k=4, split_seed=1,
+                      catalog_options=ws.catalog_options)
+    assert other.fingerprint() != ws.fingerprint()
+    same = Workspace(tmp_path / "b", catalog=str(small_csv), image_encoder=None, k=4,
+                     catalog_options=ws.catalog_options)
+    assert same.fingerprint() == ws.fingerprint()
+
+
+def test_suite_trains_once_then_reloads(ws, monkeypatch):
+    configs = {"one-hot": sk.TrainConfig(epochs=2, smoothing="onehot"),
+               "semantic": sk.TrainConfig(epochs=2, smoothing="semantic", k=4, alpha=0.2)}
+    res = ws.suite(configs, seeds=[0, 1, 2], crm_for="semantic", progress=False)
+    assert isinstance(res, SuiteResult)
+    assert res.names == ["one-hot", "semantic"] and res.seeds == [0, 1, 2]
+    assert list(res.summary.index) == ["one-hot", "semantic", "semantic + CRM"]
+    assert len(res.long) == 9
+    p = res.test_probs("semantic", seed=1)
+    assert p.shape == (len(res.y_test), 8) and np.allclose(p.sum(1), 1, atol=1e-4)
+    # the stored per-seed top-1 equals evaluate() on the stored probabilities
+    top1 = sk.evaluate(p, res.y_test, ws.taxonomy())["top1"]
+    row = res.long[(res.long["config"] == "semantic") & (res.long["seed"] == 1)]
+    assert row["top1"].item() == pytest.approx(top1)
+    # the exported first-seed head reproduces the stored probabilities
+    emb_te, _ = ws.part("test")
+    np.testing.assert_allclose(res.head("one-hot").predict_proba(emb_te), res.test_probs("one-hot"), atol=1e-5)
+    assert "val_top1" in res.history("one-hot").columns
+    assert res.best("top1") in res.names
+    with pytest.raises(KeyError, match="not a configuration"):
+        res.test_probs("nope")
+
+    # same inputs: loaded from disk, no training
+    def boom(*a, **k):
+        raise AssertionError("suite retrained although a stored result exists")
+    monkeypatch.setattr(sys.modules["semcat_kit.compare"], "compare", boom)
+    again = ws.suite(configs, seeds=[0, 1, 2], crm_for="semantic", progress=False)
+    pd.testing.assert_frame_equal(again.summary, res.summary)
+    # a changed configuration is a different suite
+    with pytest.raises(AssertionError, match="retrained"):
+        ws.suite({**configs, "one-hot": sk.TrainConfig(epochs=3)}, seeds=[0, 1, 2], crm_for="semantic")
+
+
+def test_bad_inputs_are_named(tmp_path):
+    with pytest.raises(ValueError, match="text_encoder or an image_encoder"):
+        Workspace(tmp_path, text_encoder=None, image_encoder=None)
+    with pytest.raises(FileNotFoundError, match="nowhere.csv"):
+        Workspace(tmp_path, catalog=str(tmp_path / "nowhere.csv")).load_catalog()
