@@ -63,6 +63,19 @@ def test_minilm_bad_input_and_unsupported_modality(minilm, fashion_dir):
         minilm.encode_images([fashion_dir / "images" / "15970.jpg"])
 
 
+def test_st_prefix_loads_any_sentence_transformers_folder(minilm):
+    from semcat_kit.encoders._sentence import minilm_path
+
+    st = sk.encoders.load(f"st:{minilm_path()}")
+    assert st.text_dim == 384 and st.name.startswith("st:")
+    texts = ["Nike Men White Sports Shoe", "Lakme Lipstick"]
+    np.testing.assert_allclose(st.encode_texts(texts), minilm.encode_texts(texts), atol=1e-5)
+    with pytest.raises(ValueError, match="st:<model folder"):
+        sk.encoders.load("st:")
+    with pytest.raises(ValueError, match="takes no argument"):
+        sk.encoders.load("minilm:large")
+
+
 def test_fingerprints_are_stable_and_distinct(minilm, effnet):
     again = sk.encoders.load("minilm")
     assert again.fingerprint == minilm.fingerprint
@@ -108,9 +121,9 @@ def test_efficientnet_embeddings(effnet, myntra_styles, fashion_dir):
     x = effnet.encode_images(paths, batch_size=4)
     assert x.dtype == np.float32 and x.shape == (6, 1280)
     np.testing.assert_allclose(_norms(x), 1.0, atol=1e-5)
-    # path, str and PIL inputs give the same vector
-    pil = effnet.encode_images([Image.open(paths[0])])
-    np.testing.assert_allclose(pil[0], x[0], atol=1e-5)
+    # path, str, raw bytes and PIL inputs give the same vector
+    alt = effnet.encode_images([Image.open(paths[0]), str(paths[0]), paths[0].read_bytes()])
+    np.testing.assert_allclose(alt, np.repeat(x[:1], 3, axis=0), atol=1e-5)
     # same-category photos are closer than cross-category ones
     s = x @ x.T
     within = (s[:3, :3].sum() - 3) / 6 + (s[3:, 3:].sum() - 3) / 6
@@ -209,7 +222,9 @@ def tiny_clip_ckpts(tmp_path_factory):
 
 def test_openclip_local_checkpoint_loads_the_real_weights(tiny_clip_ckpts, fashion_dir):
     enc = sk.encoders.load(f"openclip:semcat-tiny-clip@{tiny_clip_ckpts['pt']}")
-    assert enc.text_dim == enc.image_dim == enc.dim == 32 and enc.name == "openclip:semcat-tiny-clip@tiny.pt"
+    assert enc.text_dim == enc.image_dim == enc.dim == 32
+    assert enc.name == f"openclip:semcat-tiny-clip@{tiny_clip_ckpts['pt']}"
+    assert sk.encoders.load(enc.name).fingerprint == enc.fingerprint  # the name loads the same model again
     t = enc.encode_texts(["a red dress", "a steel watch"])
     i = enc.encode_images([fashion_dir / "images" / "15970.jpg"])
     assert t.shape == (2, 32) and i.shape == (1, 32) and t.dtype == i.dtype == np.float32

@@ -98,7 +98,8 @@ class OpenClipEncoder(Encoder):
         self.text_dim = self.image_dim = int(cfg.get("embed_dim") or model.text_projection.shape[-1])
         self.arch, self.pretrained = arch, str(pretrained)
         sep = "@" if local else "/"
-        self.name = f"openclip:{arch}{sep}{Path(pretrained).name if local else pretrained}"
+        # the full name is loadable again with sk.encoders.load(name) (exported heads rely on that)
+        self.name = f"openclip:{arch}{sep}{pretrained}"
         weights_id = {"sha256": file_digest(pretrained)} if local else {"tag": pretrained}
         pp = getattr(model.visual, "preprocess_cfg", {})
         self.fingerprint = f"openclip:{arch}:" + settings_digest(
