@@ -92,6 +92,8 @@ class VectorCache:
             if ok:
                 return keys, vecs
             reason = "checksum or shape mismatch"
+        except FileNotFoundError:
+            return None  # merged away by a concurrent compaction: its vectors live in the new shard
         except Exception as e:  # noqa: BLE001 - any unreadable shard is recomputed, never fatal
             reason = f"{type(e).__name__}: {e}"
         warnings.warn(f"embedding cache shard {path} is corrupt ({reason}); moved aside, its items will be "
@@ -106,7 +108,7 @@ class VectorCache:
     def _load_index(self) -> dict[bytes, tuple[int, int]]:
         if self._index is None:
             self._index = {}
-            for path in sorted(self.root.glob("shard-*.npz")):
+            for path in sorted(self.root.glob("shard-*.npz")):  # a shard is immutable once written
                 got = self._read_shard(path)
                 if got is None:
                     continue
