@@ -39,6 +39,9 @@ def run(out: Path, params: dict, only: list[str] | None = None, html: bool = Tru
     from nbconvert import HTMLExporter
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # figures as plotly JSON (live in Jupyter) plus HTML with plotly.js embedded, so the HTML
+    # reports show them offline
+    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     params = {"work_dir": str(out / "work"), **params}

@@ -58,5 +58,8 @@ def test_notebooks_run_end_to_end(tmp_path):
     # the results table really reached notebook 04, and the exported head predicted in notebook 07
     nb4 = (tmp_path / "reports" / "04_mistake_severity.ipynb").read_text()
     assert "mistake_severity" in nb4 and "top-20 semantic" in nb4 and "+ CRM" in nb4
+    # figures reach the HTML reports (plotly.js embedded, no network needed to view them)
+    html5 = (tmp_path / "reports" / "05_label_embedding_map.html").read_text()
+    assert html5.count("Plotly.newPlot") >= 2
     nb7 = (tmp_path / "reports" / "07_export_and_predict.ipynb").read_text()
     assert "top-1 accuracy of the exported head" in nb7 and "head.onnx" in nb7
