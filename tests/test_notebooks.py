@@ -63,3 +63,20 @@ def test_notebooks_run_end_to_end(tmp_path):
     assert html5.count("Plotly.newPlot") >= 2
     nb7 = (tmp_path / "reports" / "07_export_and_predict.ipynb").read_text()
     assert "top-1 accuracy of the exported head" in nb7 and "head.onnx" in nb7
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_a_later_notebook_runs_alone_on_an_empty_work_dir(tmp_path):
+    """06 needs embeddings, neighbours and a trained suite: it builds them itself when run first."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import run_notebooks
+    finally:
+        sys.path.pop(0)
+    work = tmp_path / "work"
+    run_notebooks.run(tmp_path / "reports", {"epochs": 1, "work_dir": str(work)}, only=["06"], html=False)
+    executed = json.loads((tmp_path / "reports" / "06_inspect_mispredictions.ipynb").read_text())
+    text = json.dumps(executed["cells"])
+    assert "likely label issues out of" in text
+    assert list((work / "suites").glob("*/summary.csv")), "the suite was not trained into the work dir"
