@@ -428,6 +428,22 @@ def _fill_missing(data: _Data, text_dim, image_dim) -> _Data:
     return data
 
 
+def _init_code_bias(model: FusionHead, codes: np.ndarray, y: np.ndarray) -> None:
+    """Start each bit's output bias at the log-odds of its frequency among the training labels.
+
+    Most taxonomy bits are 0 for most products; from a zero bias the BCE first spends many epochs
+    pushing every bit down (the prior initialisation of Lin et al. 2017, "Focal Loss").
+    ``b_j = log(f_j / (1 - f_j))``, ``f_j`` the share of training items whose code has bit ``j``,
+    clipped to ``[1/(2N), 1 - 1/(2N)]``.
+    """
+    n = max(len(y), 1)
+    freq = np.asarray(codes, dtype=np.float64)[np.asarray(y)].mean(0) if len(y) else np.full(codes.shape[1], 0.5)
+    freq = np.clip(freq, 0.5 / n, 1 - 0.5 / n)
+    with torch.no_grad():
+        last = model.mlp[-1]
+        last.bias.copy_(torch.as_tensor(np.log(freq / (1 - freq)), dtype=last.bias.dtype))
+
+
 def _scores(model, data: _Data, codes_t, batch_size: int, device) -> torch.Tensor:
     out = []
     was = model.training
@@ -628,6 +644,8 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
         model = FusionHead(text_dim, image_dim, C, fusion=cfg.fusion, proj_dim=cfg.proj_dim, hidden=cfg.hidden,
                            dropout=cfg.dropout, modality_dropout=cfg.modality_dropout,
                            out_dim=codes.shape[1] if codes is not None else None).to(device)
+        if codes is not None:
+            _init_code_bias(model, codes, y)
         gen = torch.Generator().manual_seed(cfg.seed)
         opt = _adamw(model, cfg)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps_per_epoch * cfg.epochs, cfg.warmup))

@@ -326,6 +326,28 @@ def test_codes_representation(toy):
     assert (p.argmax(1) == yv).mean() > 0.6
 
 
+def test_codes_head_starts_from_the_bit_prior(toy, monkeypatch):
+    """Output biases start at the log-odds of each taxonomy bit among the training labels."""
+    import sys
+
+    from semcat_kit.model import FusionHead
+
+    tr = sys.modules["semcat_kit.train"]   # sk.train is the function; the module is shadowed
+
+    tax, (emb, y), _ = toy
+    codes = taxonomy_codes(tax)
+    head = FusionHead(emb.text.shape[1], emb.image.shape[1], tax.n_classes, out_dim=codes.shape[1])
+    tr._init_code_bias(head, codes, y)
+    freq = np.clip(codes[y].mean(0), 0.5 / len(y), 1 - 0.5 / len(y))
+    np.testing.assert_allclose(torch.sigmoid(head.mlp[-1].bias).detach().numpy(), freq, rtol=1e-5)
+    # and it matters: the first epoch's BCE is lower than from zero biases
+    cfg = TrainConfig(**{**FAST, "epochs": 1}, label_repr="codes", early_stopping=None)
+    with_prior = train(emb, y, taxonomy=tax, config=cfg, progress=False).history["bce"].iloc[0]
+    monkeypatch.setattr(tr, "_init_code_bias", lambda *a: None)
+    without = train(emb, y, taxonomy=tax, config=cfg, progress=False).history["bce"].iloc[0]
+    assert with_prior < 0.7 * without
+
+
 @pytest.mark.parametrize("fusion", ["gated", "text"])
 def test_other_fusions_and_focal_weights(toy, fusion):
     tax, (emb, y), (vemb, yv) = toy
