@@ -553,31 +553,47 @@ def align_weights(embeddings, class_weights, n_components: int = 50) -> tuple[np
     return Ep, Wa, cos
 
 
-def head_class_weights(model_or_run, n_classes: int | None = None) -> np.ndarray:
+def head_class_weights(model_or_run, n_classes: int | None = None, codes=None) -> np.ndarray:
     """The per-class weight rows of a trained head's output layer, as a (C, h) array.
 
-    Takes a :class:`semcat_kit.TrainRun` (or anything with ``.model``) or a torch module and
-    returns the weight of its last ``Linear`` layer with ``C`` outputs, for
-    ``label_map(..., class_weights=...)``.
+    Takes a :class:`semcat_kit.TrainRun`, an exported head (:func:`semcat_kit.load_head`;
+    anything with ``.model``) or a torch module, and returns the weight of its last ``Linear``
+    layer with ``C`` outputs, for ``label_map(..., class_weights=...)``.
+
+    A head trained on binary taxonomy codes (``codes``: (C, B), taken from ``run.codes`` when
+    present) outputs B bit logits ``x = W h + b``; its class scores
+    ``s_c = sum_b log sigmoid(-x_b) + codes[c] . x`` differ between classes only through
+    ``codes[c] . W h``, so its per-class weights are ``codes @ W`` (C, h).
     """
     model = getattr(model_or_run, "model", model_or_run)
+    if codes is None:
+        codes = getattr(model_or_run, "codes", None)
     if n_classes is None:
         tax = getattr(model_or_run, "taxonomy", None)
         n_classes = tax.n_classes if tax is not None else getattr(model, "n_classes", None)
+    if n_classes is None and codes is not None:
+        n_classes = np.asarray(codes).shape[0]
     if n_classes is None:
         raise ValueError("cannot tell the number of classes: pass n_classes")
     if not hasattr(model, "modules"):
         raise TypeError(f"expected a TrainRun or a torch module, not {type(model).__name__}")
     import torch
 
+    if codes is not None:
+        codes = np.asarray(codes, dtype=np.float64)
+        if codes.ndim != 2 or codes.shape[0] != n_classes:
+            raise ValueError(f"codes must be (C={n_classes}, B); got shape {codes.shape}")
+    width = codes.shape[1] if codes is not None else n_classes
     last = None
     for m in model.modules():
-        if isinstance(m, torch.nn.Linear) and m.out_features == n_classes:
+        if isinstance(m, torch.nn.Linear) and m.out_features == width:
             last = m
     if last is None:
-        raise ValueError(f"the model has no Linear layer with {n_classes} outputs (a head trained on "
-                         "taxonomy codes has no per-class weights); pass class_weights yourself")
-    return last.weight.detach().cpu().numpy().astype(np.float64)
+        what = f"{width} outputs (one per taxonomy bit)" if codes is not None else f"{n_classes} outputs"
+        hint = "" if codes is not None else " (for a head trained on taxonomy codes pass codes=run.codes)"
+        raise ValueError(f"the model has no Linear layer with {what}{hint}")
+    w = last.weight.detach().cpu().numpy().astype(np.float64)
+    return codes @ w if codes is not None else w
 
 
 def _project_2d(x: np.ndarray, method: str, n_neighbors: int, random_state: int) -> np.ndarray:

@@ -259,3 +259,31 @@ def test_training_curves_compare_runs():
     np.testing.assert_allclose(onehot.y, 2.5 - 0.3 * np.arange(1, 5))
     with pytest.raises(ValueError, match="'epoch'"):
         viz.training_curves(pd.DataFrame({"loss": [1.0]}))
+
+
+@pytest.mark.filterwarnings("ignore:nbrs@20")
+def test_class_weights_of_a_codes_head_rank_classes_like_the_head(case):
+    """For a binary-codes head, codes @ W are real per-class weights: h @ (codes @ W).T plus the
+    per-class bias codes @ b orders the classes exactly as the head's own class scores."""
+    import torch
+
+    import semcat_kit as sk
+
+    rng = np.random.default_rng(1)
+    X = (case.class_emb[case.y_real] + 0.3 * rng.normal(size=(len(case.y), 32))).astype(np.float32)
+    run = sk.train(X, case.y, taxonomy=case.taxonomy, progress=False,
+                   config=sk.TrainConfig(epochs=2, label_repr="codes", early_stopping=None))
+    W = si.head_class_weights(run)          # codes taken from run.codes
+    assert W.shape == (case.taxonomy.n_classes, run.model.mlp[-1].in_features)
+    # hidden activations feeding the last layer, in eval mode
+    feats = {}
+    hook = run.model.mlp[-1].register_forward_hook(lambda m, i, o: feats.update(h=i[0].detach()))
+    scores = run.predict_logits(X[:50])
+    hook.remove()
+    h = feats["h"].numpy().astype(np.float64)
+    b = run.codes.astype(np.float64) @ run.model.mlp[-1].bias.detach().numpy().astype(np.float64)
+    mine = h @ W.T + b
+    # equal up to a per-row constant (the class-independent sum of log sigmoid(-x))
+    np.testing.assert_allclose(mine - mine[:, :1], scores - scores[:, :1], atol=1e-3)
+    with pytest.raises(ValueError, match="one per taxonomy bit"):
+        si.head_class_weights(run.model, codes=np.ones((case.taxonomy.n_classes, 3)))
