@@ -1,5 +1,5 @@
 # semcat_kit: the two README commands (and the benchmarks). Each sets itself up on a fresh machine.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
@@ -9,7 +9,7 @@ TORCH_PINS := "torch>=2.1,<=2.14.1" "torchvision>=0.16,<=0.29.1"
 .PHONY: demo test bench venv clean
 
 $(VENV)/.installed: pyproject.toml
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or run make PYTHON=python3)"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "need python3.11 (or python3) on PATH, or run make PYTHON=/path/to/python"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PINS)
