@@ -14,6 +14,17 @@ EXPECTED = ["01_taxonomy_and_label_graph", "02_encode_catalog", "03_train_heads"
             "05_label_embedding_map", "06_inspect_mispredictions", "07_export_and_predict"]
 
 
+@pytest.fixture(scope="module")
+def run_notebooks():
+    """scripts/run_notebooks.py, the runner behind `make demo`."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import run_notebooks
+    finally:
+        sys.path.pop(0)
+    return run_notebooks
+
+
 def test_the_seven_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
@@ -37,13 +48,8 @@ def test_committed_without_outputs_and_with_a_parameters_cell(path):
 
 @pytest.mark.notebooks
 @pytest.mark.slow
-def test_notebooks_run_end_to_end(tmp_path):
+def test_notebooks_run_end_to_end(tmp_path, run_notebooks):
     """Execute all seven in order in fresh kernels, sharing one work directory (the real demo path)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import run_notebooks
-    finally:
-        sys.path.pop(0)
     # SEMCAT_TEST_WORK_DIR lets a developer reuse a work dir between local runs; CI starts empty
     work = os.environ.get("SEMCAT_TEST_WORK_DIR") or str(tmp_path / "work")
     records = run_notebooks.run(tmp_path / "reports", {"epochs": 2, "work_dir": work}, html=True)
@@ -67,13 +73,8 @@ def test_notebooks_run_end_to_end(tmp_path):
 
 @pytest.mark.notebooks
 @pytest.mark.slow
-def test_a_later_notebook_runs_alone_on_an_empty_work_dir(tmp_path):
+def test_a_later_notebook_runs_alone_on_an_empty_work_dir(tmp_path, run_notebooks):
     """06 needs embeddings, neighbours and a trained suite: it builds them itself when run first."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import run_notebooks
-    finally:
-        sys.path.pop(0)
     work = tmp_path / "work"
     run_notebooks.run(tmp_path / "reports", {"epochs": 1, "work_dir": str(work)}, only=["06"], html=False)
     executed = json.loads((tmp_path / "reports" / "06_inspect_mispredictions.ipynb").read_text())
