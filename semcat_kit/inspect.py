@@ -187,7 +187,10 @@ def label_issues(probs, y) -> pd.DataFrame:
 
     The threshold of class ``c`` is ``t_c = mean p(c | x)`` over the items labelled ``c``
     (Northcutt et al., 2021). An item labelled ``g`` is a likely label issue when
-    ``p(g | x) < t_g`` and some other class ``j`` reaches its own threshold ``p(j | x) >= t_j``.
+    ``p(g | x) < t_g`` and some other class ``j`` reaches its own threshold ``p(j | x) >= t_j``,
+    and the model's top prediction is not ``g`` (as cleanlab's ``find_label_issues`` does: an item
+    whose given label is still the most probable one is never flagged, however a sharp model sets
+    ``t_g``).
 
     Parameters
     ----------
@@ -221,6 +224,7 @@ def label_issues(probs, y) -> pd.DataFrame:
     self_conf = p[rows, y].astype(np.float64)
     suggested = np.empty(N, dtype=np.int64)
     has_other = np.zeros(N, dtype=bool)
+    top_is_given = np.zeros(N, dtype=bool)
     step = max(1, 4_000_000 // max(C, 1))  # rows per block: bounded temporaries at large C
     for a in range(0, N, step):
         pb, yb = p[a:a + step], y[a:a + step]
@@ -228,12 +232,15 @@ def label_issues(probs, y) -> pd.DataFrame:
         above = pb >= t[None, :]
         above[r, yb] = False
         has_other[a:a + step] = above.any(1)
+        top_is_given[a:a + step] = pb.argmax(1) == yb
         conf_pick = np.where(above, pb, -np.inf).argmax(1)
         other = pb.astype(np.float64, copy=True)
         other[r, yb] = -np.inf
         any_pick = other.argmax(1) if C > 1 else yb
         suggested[a:a + step] = np.where(has_other[a:a + step], conf_pick, any_pick)
-    is_issue = (self_conf < t[y]) & has_other
+    # the given label is the top prediction: not an issue (a sharp model puts t_g near 1, so
+    # p(g) = 0.998 would otherwise be flagged as "very low")
+    is_issue = (self_conf < t[y]) & has_other & ~top_is_given
     return pd.DataFrame({"index": rows, "given": y, "suggested": suggested,
                          "self_confidence": self_conf, "is_issue": is_issue})
 

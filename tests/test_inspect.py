@@ -73,8 +73,24 @@ def test_label_issues_blocks_match_dense_reference():
     free[np.arange(N), y] = -np.inf
     sugg = np.where(above.any(1), other.argmax(1), free.argmax(1))
     assert (df["suggested"].to_numpy() == sugg).all()
-    assert (df["is_issue"].to_numpy() == ((p[np.arange(N), y] < t[y]) & above.any(1))).all()
+    assert (df["is_issue"].to_numpy() == ((p[np.arange(N), y] < t[y]) & above.any(1) & (p.argmax(1) != y))).all()
     assert df["is_issue"].sum() > 100
+
+
+def test_label_issues_never_flags_an_item_whose_given_label_is_the_top_prediction():
+    # a sharp model: class 0's threshold is ~0.9999, so p(0) = 0.998 is below it, and class 1
+    # (poorly fitted, threshold ~0.001) is reached by 0.002. Seen on the real tutorial test split:
+    # "Chhota Bheem ... Watch" labelled Watches, p(Watches) = 0.998, badged "possible label issue".
+    probs = np.array([
+        [0.99999, 0.00001], [0.99999, 0.00001], [0.99999, 0.00001],
+        [0.998, 0.002],                          # labelled 0, predicted 0 at 0.998: not an issue
+        [0.9999999, 0.0000001], [0.998, 0.002],  # labelled 1 (t_1 ~ 0.001); the first is an issue
+    ])
+    y = np.array([0, 0, 0, 0, 1, 1])
+    df = si.label_issues(probs, y)
+    assert not df.loc[3, "is_issue"]
+    assert df.loc[3, "self_confidence"] < probs[y == 0, 0].mean()  # below its threshold all the same
+    assert df["is_issue"].tolist() == [False, False, False, False, True, False]
 
 
 @pytest.mark.parametrize("probs,y,msg", [
