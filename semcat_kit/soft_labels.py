@@ -295,7 +295,8 @@ class Schedule:
     * constant: ``alpha``
     * linear: ``alpha + (final - alpha) t``
     * cosine: ``final + (alpha - final) (1 + cos(pi t)) / 2``
-    * step: ``n_steps`` equal stages, ``alpha + (final - alpha) s / (n_steps - 1)`` in stage ``s``
+    * step: ``n_steps`` equal stages, ``alpha + (final - alpha) s / (n_steps - 1)`` in stage
+      ``s = min(n_steps - 1, floor(epoch n_steps / epochs))``; the last epoch is always the last stage
     """
 
     kind: str
@@ -319,6 +320,8 @@ class Schedule:
         if self.kind == "cosine":
             return f + (a - f) * (1.0 + math.cos(math.pi * t)) / 2.0
         stage = min(self.n_steps - 1, int(epoch * self.n_steps // self.epochs))
+        if self.epochs > 1 and epoch >= self.epochs - 1:   # with fewer epochs than stages, the last one is still final
+            stage = self.n_steps - 1
         return a + (f - a) * stage / (self.n_steps - 1)
 
 

@@ -272,3 +272,13 @@ def test_real_myntra_targets(myntra_styles):
     i = tax.index_of("Footwear > Shoes > Casual Shoes")
     top = np.argsort(-D[i])[1:4]
     assert all(tax.parent(int(j)) == "Footwear > Shoes" for j in top)
+
+
+def test_step_schedule_reaches_final_when_epochs_fewer_than_steps():
+    # the last epoch reaches ``final`` for every (epochs, n_steps), also when epochs < n_steps
+    for epochs in range(2, 9):
+        for n_steps in range(2, 7):
+            f = sl.schedule("step", 0.3, epochs, final=0.05, n_steps=n_steps)
+            vals = [f(e) for e in range(epochs)]
+            assert vals[0] == pytest.approx(0.3) and vals[-1] == pytest.approx(0.05), (epochs, n_steps, vals)
+            assert np.all(np.diff(vals) <= 1e-12)
