@@ -185,7 +185,8 @@ def load_catalog(
         Column names of the item id and the product title.
     image : str, optional
         Column holding image paths (relative to ``images_dir`` if given, else to the CSV's
-        folder, else to the working directory).
+        folder, else to the working directory). Relative Windows-style paths (``sub\\1.jpg``)
+        are accepted on Linux/macOS too.
     path : list of str, optional
         Columns holding the category levels, top level first (``["masterCategory", ...]``).
     path_col : str, optional
@@ -318,8 +319,7 @@ def load_catalog(
             if _missing(v):
                 report.append(dict(item_id=iid, column="image_path", problem=f"no image path in column {image!r}"))
                 continue
-            p = Path(str(v).strip()).expanduser()
-            p = p if p.is_absolute() else base / p
+            p = _resolve_image(str(v).strip(), base)
             if p.is_file():
                 image_path[k] = str(p.resolve())
             else:
@@ -343,6 +343,22 @@ def load_catalog(
         out[c] = df[c].to_numpy()
     out.attrs["report"] = _make_report(report)
     return out
+
+
+def _resolve_image(raw: str, base: Path) -> Path:
+    """An image-column value as a path: absolute as it is, else relative to ``base``.
+
+    A relative Windows-style path (``images\\123.jpg``, from a CSV made on Windows) that does not
+    exist as written is retried with ``/`` separators on systems where ``\\`` is not one.
+    """
+    p = Path(raw).expanduser()
+    p = p if p.is_absolute() else base / p
+    if "\\" in raw and os.sep != "\\" and not p.is_file():
+        q = Path(raw.replace("\\", "/")).expanduser()
+        q = q if q.is_absolute() else base / q
+        if q.is_file():
+            return q
+    return p
 
 
 def _id_str(v) -> str:

@@ -222,6 +222,22 @@ def test_image_column_relative_to_images_dir_csv_dir_or_absolute(tmp_path):
     assert set(df2.attrs["report"]["item_id"]) == {"a2", "a3", "a4"}  # a2: empty title
 
 
+def test_image_column_windows_style_relative_paths_and_uppercase_ext(tmp_path):
+    # a CSV written on Windows: relative image paths with backslashes, upper-case extensions
+    (tmp_path / "pics" / "sub").mkdir(parents=True)
+    (tmp_path / "pics" / "sub" / "p1.JPG").write_bytes(b"x")
+    (tmp_path / "pics" / "p2.jpg").write_bytes(b"x")
+    src = _small().assign(img=["sub\\p1.JPG", "pics\\p2.jpg", "sub\\gone.jpg", "C:\\shots\\p4.jpg"])
+    df = D.load_catalog(src, images_dir=tmp_path / "pics", id="sku", title="name", path_col="cat", image="img")
+    assert df["image_path"].iloc[0] == str(tmp_path / "pics" / "sub" / "p1.JPG")
+    assert df["image_path"].iloc[1:].isna().all()  # pics\\p2.jpg is not under images_dir
+    src.to_csv(tmp_path / "cat.csv", index=False)
+    df2 = D.load_catalog(tmp_path / "cat.csv", id="sku", title="name", path_col="cat", image="img")
+    assert df2["image_path"].iloc[1] == str(tmp_path / "pics" / "p2.jpg")  # relative to the CSV's folder
+    rep = df2.attrs["report"]
+    assert set(rep.loc[rep["column"] == "image_path", "item_id"]) == {"a1", "a3", "a4"}
+
+
 @pytest.mark.parametrize(
     "change, kwargs, match",
     [
