@@ -279,19 +279,28 @@ def _read_products(args) -> pd.DataFrame:
     return out
 
 
+def _umask_permissions(path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _cmd_predict(args) -> int:
     from ._io import atomic_path
     from .predictor import Predictor
 
     if args.top_k < 1:
         raise CliError(f"--top-k must be >= 1, not {args.top_k}")
+    out = Path(args.output).expanduser()
+    if out.is_dir():
+        raise CliError(f"--output {args.output} is a folder; give a file name such as {out / 'predictions.csv'}")
     products = _read_products(args)
     pred = Predictor.load(args.model, device=args.device, backend=args.backend)
     res = pred.predict(products, top_k=args.top_k, crm=args.crm, cache_dir=args.cache_dir,
                        progress=not args.quiet)
-    out = Path(args.output)
     with atomic_path(out, suffix=".csv") as tmp:
         res.to_csv(tmp, index=False)
+        _umask_permissions(tmp)  # the temporary file is private (0600); the output is not
     fails = res.attrs["failures"]
     print(f"wrote {len(res)} predictions to {out} ({len(fails)} unusable input(s))")
     for _, r in fails.head(10).iterrows():

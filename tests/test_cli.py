@@ -180,6 +180,21 @@ def test_predict_finds_images_by_id(trained, cache, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     got = _read_preds(tmp_path / "o.csv")
     assert got["used"].tolist() == ["text+image"] * 5 and got["item_id"].tolist() == df["item_id"].tolist()
+    # the output gets the usual umask permissions, not the private 0600 of its temporary file
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "o.csv").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_predict_output_folder_is_a_one_line_error_before_any_work(tmp_path, capsys):
+    csv = tmp_path / "p.csv"
+    csv.write_text("id,title\n1,shirt\n")
+    (tmp_path / "outdir").mkdir()
+    # --model does not exist: the --output check comes first, before loading or encoding anything
+    assert cli.main(["predict", "--model", str(tmp_path / "nohead"), "--input", str(csv),
+                     "--output", str(tmp_path / "outdir")]) == 1
+    err = _one_line_error(capsys, "--output", "is a folder", "predictions.csv")
+    assert ".tmp" not in err
 
 
 # ------------------------------------------------------------------------------ errors
