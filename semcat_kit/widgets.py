@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import html
 import io
+import os
 from pathlib import Path
 
 import ipywidgets as W
@@ -291,6 +292,9 @@ class MispredictionBrowser:
         cols += ["label_issue_score", "is_label_issue", "suggested_label"]
         with atomic_path(path) as tmp:
             self.flagged_table()[cols].to_csv(tmp, index=False)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # the temporary file is private (0600); the export is not
         return path
 
     def _on_export(self, _=None) -> None:

@@ -157,6 +157,9 @@ def test_browser_flag_across_pages_and_export(tmp_path, browser):
     np.testing.assert_allclose(got["confidence"], ref["confidence"])
     assert {"true_label", "lca_distance", "top3_label", "label_issue_score", "suggested_label"} <= set(got.columns)
     assert os.listdir(out.parent) == ["flagged.csv"]        # atomic: no temp files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask     # not the temp file's private 0600
 
 
 def test_browser_export_errors_show_in_status(tmp_path, browser):
