@@ -162,9 +162,18 @@ def _blockwise_topk(
         S = scores(s, e)
         r = torch.arange(e - s)
         S[r, r + s] = -torch.inf  # self by index
-        v, i = torch.topk(S, k, dim=1, largest=True, sorted=True)
+        # one extra column: topk picks arbitrarily among scores tied with the k-th, so rows whose
+        # (k+1)-th score equals the k-th are redone exactly (rare), keeping the lower column index
+        extra = int(k < C - 1)
+        v, i = torch.topk(S, k + extra, dim=1, largest=True, sorted=True)
+        tied = torch.nonzero(v[:, k - 1] == v[:, k]).flatten().tolist() if extra else []
+        v, i = v[:, :k], i[:, :k]
         v = v.double().numpy()
         i = i.numpy()
+        for r in tied:
+            row = S[r].double().numpy()
+            sel = np.lexsort((np.arange(C), -row))[:k]
+            i[r], v[r] = sel, row[sel]
         # deterministic order: by value descending, ties by lower column index
         o = np.lexsort((i, -v), axis=-1)
         idx[s:e] = np.take_along_axis(i, o, 1)

@@ -251,3 +251,22 @@ def test_real_myntra_blend(myntra_styles, minilm):
     d_name = tax.lca_distance(rows, label_neighbors(emb, 5).indices).mean()
     d_blend = tax.lca_distance(rows, nb.indices).mean()
     assert d_blend < d_name
+
+
+@pytest.mark.parametrize("block", [None, 1, 2])
+def test_ties_at_the_k_boundary_keep_the_lower_index(block):
+    # classes 2, 3 and 5 share one embedding (duplicate names): for the other classes the three tie;
+    # with k = 2 only two fit, and the documented order (ties by lower index) keeps 2 and 3
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 6))
+    x[3] = x[2]
+    x[5] = x[2]
+    x[0] = x[2] + 0.05 * rng.normal(size=6)   # class 0's nearest are the three tied classes
+    x[7] = x[2] + 0.05 * rng.normal(size=6)
+    for k in (1, 2):
+        nb = label_neighbors(x, k=k, block_size=block)
+        for i in (0, 7):
+            np.testing.assert_array_equal(nb.indices[i], [2, 3][:k])
+    # a wider k keeps all three, still in index order
+    nb = label_neighbors(x, k=4, block_size=block)
+    np.testing.assert_array_equal(nb.indices[0, :3], [2, 3, 5])
