@@ -20,6 +20,8 @@ predict well for products without an image (or without a title).
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
@@ -32,7 +34,7 @@ _ALIASES = {"text-only": "text", "text_only": "text", "image-only": "image", "im
 def _dim(d, name: str) -> int:
     if d is None:
         return 0
-    if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+    if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0:   # numpy ints too
         raise ValueError(f"{name} must be a non-negative int or None, not {d!r}")
     return int(d)
 
@@ -74,9 +76,11 @@ class FusionHead(nn.Module):
             raise ValueError(f"fusion must be one of {FUSION_MODES} (or 'text-only'/'image-only'), not {fusion!r}")
         fusion = _ALIASES.get(fusion, fusion)
         for name, v in (("n_classes", n_classes), ("proj_dim", proj_dim), ("hidden", hidden)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
                 raise ValueError(f"{name} must be a positive int, not {v!r}")
-        if out_dim is not None and (isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1):
+        proj_dim, hidden = int(proj_dim), int(hidden)
+        if out_dim is not None and (isinstance(out_dim, bool) or not isinstance(out_dim, numbers.Integral)
+                                    or out_dim < 1):
             raise ValueError(f"out_dim must be a positive int or None, not {out_dim!r}")
         for name, v in (("dropout", dropout), ("modality_dropout", modality_dropout)):
             if not (0.0 <= float(v) < 1.0):

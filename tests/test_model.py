@@ -159,3 +159,18 @@ def test_nan_in_missing_rows_does_not_leak():
     mask[3] = False
     out = head(t, v, image_mask=mask)
     assert torch.isfinite(out).all()
+
+
+def test_numpy_integer_sizes_accepted_and_config_stays_json():
+    import json
+
+    import numpy as np
+
+    t, v = _inputs()
+    head = FusionHead(np.int64(8), np.int32(6), np.int64(5), proj_dim=np.int64(4), hidden=np.int64(16),
+                      out_dim=np.int64(7)).eval()
+    assert head(t, v).shape == (12, 7)
+    cfg = json.loads(json.dumps(head.config))
+    assert cfg["text_dim"] == 8 and cfg["n_classes"] == 5 and type(head.config["image_dim"]) is int
+    with pytest.raises(ValueError, match="n_classes must be a positive int"):
+        FusionHead(8, 6, np.float64(5.0))
