@@ -13,6 +13,8 @@ DataFrame with columns ``item_id, column, problem``. Nothing is dropped silently
 """
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 import warnings
@@ -83,11 +85,13 @@ def _read_csv(path: Path, *, id_col: str, title_col: str, dtype_all_str: bool = 
     """
     if not path.is_file():
         raise FileNotFoundError(f"catalog CSV {str(path)!r} does not exist; check the path")
-    with open(path, encoding="utf-8", newline="") as f:
-        header_line = f.readline()
-    import csv
-
-    header = next(csv.reader([header_line]), [])
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            records = csv.reader(f)
+            header = next(records, [])
+            first = next((r for r in records if r), [])  # the first data record (pandas skips blank lines)
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from e
     header = [h.strip() for h in header]
     if not header or not any(header):
         raise ValueError(f"catalog CSV {str(path)!r} is empty (no header line); it needs a header row "
@@ -113,10 +117,29 @@ def _read_csv(path: Path, *, id_col: str, title_col: str, dtype_all_str: bool = 
         return fields[:ti] + [joined] + fields[ti + extra + 1:]
 
     kw = dict(dtype=str, keep_default_na=False) if dtype_all_str else dict(dtype={id_col: str})
-    try:  # the fast C parser for well-formed files ...
-        df = pd.read_csv(path, engine="c", on_bad_lines="error", **kw)
-    except pd.errors.ParserError:  # ... the python one, which can repair lines, for the others
-        df = pd.read_csv(path, engine="python", on_bad_lines=fix, **kw)
+    try:
+        # a first data line with too many fields makes pandas take the first column(s) as the index
+        # (shifting every column) instead of failing: repair it like any other bad line
+        malformed = len(first) > n
+        if not malformed:
+            try:  # the fast C parser for well-formed files ...
+                df = pd.read_csv(path, engine="c", on_bad_lines="error", **kw)
+            except pd.errors.ParserError:
+                malformed = True
+        if malformed:  # ... for the others, repair the lines with the csv module, then parse as usual
+            buf = io.StringIO()
+            out = csv.writer(buf, lineterminator="\n")
+            with open(path, encoding="utf-8-sig", newline="") as f:
+                for k, fields in enumerate(csv.reader(f)):
+                    if k and len(fields) > n:
+                        fields = fix(fields)
+                        if fields is None:
+                            continue
+                    out.writerow(fields)
+            buf.seek(0)
+            df = pd.read_csv(buf, engine="c", on_bad_lines="error", **kw)
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e) from e
     if bad_lines:
         shown = "; ".join(",".join(b)[:120] for b in bad_lines[:3])
         raise ValueError(f"{str(path)!r}: {len(bad_lines)} line(s) have more fields than the "
@@ -128,6 +151,12 @@ def _read_csv(path: Path, *, id_col: str, title_col: str, dtype_all_str: bool = 
                       "df.attrs['report']", stacklevel=3)
     df.columns = [str(c).strip() for c in df.columns]
     return df, repairs
+
+
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> ValueError:
+    return ValueError(f"catalog CSV {str(path)!r} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at "
+                      f"offset {e.start}); save it as UTF-8, or read it yourself with "
+                      "pandas.read_csv(path, encoding=...) and pass the DataFrame to load_catalog")
 
 
 # ---------------------------------------------------------------------------------- images

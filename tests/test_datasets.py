@@ -132,6 +132,31 @@ def test_unrepairable_line_raises_naming_content(tmp_path):
         D.load_catalog(tmp_path / "d.csv", path_col="cat")
 
 
+def test_malformed_first_data_line_is_repaired_not_shifted_into_the_index(tmp_path):
+    # pandas would take the first column of such a file as the index and shift every column left
+    (tmp_path / "c.csv").write_text("id,title,cat,price\n17,Mug, large,A > B,5\n18,ok,A > C,6\n",
+                                    encoding="utf-8")
+    with pytest.warns(UserWarning, match="repaired 1 malformed"):
+        df = D.load_catalog(tmp_path / "c.csv", path_col="cat")
+    assert df["item_id"].tolist() == ["17", "18"] and df["title"].tolist() == ["Mug, large", "ok"]
+    assert df["label"].tolist() == ["A > B", "A > C"] and df["price"].tolist() == [5, 6]
+    rep = df.attrs["report"]
+    assert rep["item_id"].tolist() == ["17"] and "malformed CSV line" in rep["problem"].iloc[0]
+    # with a UTF-8 byte-order mark (Excel's "CSV UTF-8") the repaired line still names its item
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "c.csv").read_bytes())
+    with pytest.warns(UserWarning, match=r"items \['17'\]"):
+        df2 = D.load_catalog(tmp_path / "bom.csv", path_col="cat")
+    assert df2.equals(df)
+
+
+def test_non_utf8_csv_error_names_file_and_fix(tmp_path):
+    for name, body in [("early.csv", "id,title,cat\n1,Café,A > B\n"),
+                       ("late.csv", "id,title,cat\n" + "1,a,A > B\n" * 3 + "9,Café,A > B\n")]:
+        (tmp_path / name).write_bytes(body.encode("latin-1"))
+        with pytest.raises(ValueError, match=rf"{name}' is not UTF-8 text .*save it as UTF-8"):
+            D.load_catalog(tmp_path / name, path_col="cat")
+
+
 def test_load_fashion_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         D.load_fashion(tmp_path / "nope")
