@@ -287,8 +287,10 @@ def neighbors_at_k(ranked, y, neighbors, k: int) -> np.ndarray:
     nb = neighbors.indices if hasattr(neighbors, "indices") else neighbors
     nb = _neighbor_indices(nb, np.asarray(nb).shape[0])
     C = nb.shape[0]
-    if len(y) and (y.max() >= C):
-        raise ValueError(f"y has class indices >= {C} (the neighbour table has {C} rows)")
+    if len(y) and (y.max() >= C or y.min() < 0):
+        rows = np.flatnonzero((y >= C) | (y < 0))
+        raise ValueError(f"y rows {_fmt_rows(rows)} hold class indices outside [0, {C}) (the neighbour table has "
+                         f"{C} rows); build the neighbours on the same taxonomy as y")
     k = min(_check_k(k), C, r.shape[1])
     if nb.shape[1] < k - 1:
         warnings.warn(f"nbrs@{k}: the neighbour table has only {nb.shape[1]} neighbours per class, fewer than "

@@ -75,7 +75,9 @@ class Neighbors:
             raise ValueError(f"Neighbors row {r} lists the class itself; self must be excluded")
         pad = self.indices < 0
         if (self.sims[pad] != 0).any():
-            raise ValueError("Neighbors padding (index -1) must have similarity 0")
+            r = int(np.argwhere(pad & (self.sims != 0))[0, 0])
+            raise ValueError(f"Neighbors row {r} has a non-zero similarity at padding (index -1); "
+                             "padding must have similarity 0")
 
     @property
     def k(self) -> int:

@@ -159,6 +159,10 @@ def test_per_sample_helpers(tiny):
     assert M.hierarchical_prf(ranked[:, 0], y, tax) == pytest.approx((0.5, 0.5, 0.5))
     with pytest.raises(ValueError, match="outside \\[0, 4\\)"):
         M.mistake_distances([0, 9, 1, 1], y, tax)
+    # a negative class index must not silently wrap around to the last class's neighbours
+    for bad in ([0, -1, 1, 1], [0, 1, 7, 1]):
+        with pytest.raises(ValueError, match=r"y rows \[\d\] hold class indices outside \[0, \d+\)"):
+            M.neighbors_at_k(ranked, np.array(bad), nbrs, 2)
 
 
 def test_hierarchical_prf_with_ancestor_prediction():

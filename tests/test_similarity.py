@@ -121,7 +121,7 @@ def test_neighbors_validation_and_scipy():
         Neighbors(np.zeros((2, 1), int), np.zeros((2, 2)))
     with pytest.raises(ValueError, match="outside"):
         Neighbors(np.array([[5], [0]]), np.array([[0.5], [0.5]]))
-    with pytest.raises(ValueError, match="padding"):
+    with pytest.raises(ValueError, match="row 0 has a non-zero similarity at padding"):
         Neighbors(np.array([[-1], [0]]), np.array([[0.5], [0.5]]))
     nb = Neighbors(np.array([[1, 2], [0, -1], [1, 0]]), np.array([[0.9, 0.2], [0.9, 0], [0.4, 0.2]]))
     m = nb.to_scipy()
