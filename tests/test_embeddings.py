@@ -335,6 +335,34 @@ def test_embeddings_save_load_roundtrip(tmp_path):
     assert back.image is None and len(back.failures) == 0
 
 
+def test_atomic_writes_get_normal_permissions(tmp_path, real_catalog, txt_enc):
+    # the temp file/dir behind an atomic write is 0600/0700; the final one must follow the umask
+    # (an exported head or a shared cache must be readable by the other users a plain write allows)
+    import os
+    import stat
+
+    from semcat_kit._io import atomic_dir
+
+    old = os.umask(0o022)
+    try:
+        p = _toy().save(tmp_path / "emb.npz")
+        sk.encode_catalog(real_catalog.iloc[:2], text_encoder=txt_enc, cache_dir=tmp_path / "c", progress=False)
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "f").write_text("x")
+        os.umask(0o027)
+        q = _toy().save(tmp_path / "emb2.npz")
+    finally:
+        os.umask(old)
+
+    def mode(x):
+        return stat.S_IMODE(x.stat().st_mode)
+
+    assert mode(p) == 0o644 and mode(q) == 0o640
+    (shard,) = _shards(tmp_path / "c", "text")
+    assert mode(shard) == 0o644
+    assert mode(tmp_path / "d") == 0o755
+
+
 def test_embeddings_load_refuses_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         sk.Embeddings.load(tmp_path / "none.npz")
