@@ -271,7 +271,11 @@ def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxon
     pandas.DataFrame
         Columns ``row, item_id, title, image_path, true_index, true_label, pred_index,
         pred_label, confidence, p_true, is_mistake, lca_distance, top{j}_label, top{j}_prob,
-        label_issue_score, is_label_issue, suggested_label``.
+        given_label, label_refiled, label_issue_score, is_label_issue, suggested_label``.
+        ``given_label`` is the catalog's path when the taxonomy re-filed it under another class
+        (``label_refiled``; a minority path of a conflict, see ``taxonomy.aliases``), else
+        ``true_label``. ``is_label_issue`` is :func:`label_issues`' flag or ``label_refiled``;
+        ``suggested_label`` is then its suggestion, or the class the taxonomy filed it under.
     """
     tax = _check_taxonomy(taxonomy)
     if not isinstance(catalog_df, pd.DataFrame):
@@ -315,9 +319,22 @@ def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxon
     for j in range(ti.shape[1]):
         out[f"top{j + 1}_label"] = classes[ti[:, j]]
         out[f"top{j + 1}_prob"] = tv[:, j]
+    # the catalog's own path when the taxonomy re-filed it (a minority path of a conflict, e.g.
+    # "Apparel > Topwear > Belts" read as "Accessories > Belts > Belts"): label noise too, which
+    # the model cannot reveal since the given class was already replaced
+    given = classes[y].copy()
+    if "label" in catalog_df.columns and tax.aliases:
+        raw = catalog_df["label"].to_numpy()
+        for i, v in enumerate(raw):
+            if isinstance(v, str) and tax.aliases.get(v) == given[i]:
+                given[i] = v
+    refiled = given != classes[y]
+    out["given_label"] = given
+    out["label_refiled"] = refiled
     out["label_issue_score"] = issues["self_confidence"].to_numpy()
-    out["is_label_issue"] = issues["is_issue"].to_numpy()
-    out["suggested_label"] = classes[issues["suggested"].to_numpy()]
+    out["is_label_issue"] = issues["is_issue"].to_numpy() | refiled
+    out["suggested_label"] = np.where(refiled & ~issues["is_issue"].to_numpy(), classes[y],
+                                      classes[issues["suggested"].to_numpy()])
     df = pd.DataFrame(out)
     # keep None (not NaN) for missing images: pandas >= 3 would infer a string dtype
     df["image_path"] = pd.Series(out["image_path"], dtype=object)

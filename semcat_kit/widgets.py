@@ -65,13 +65,18 @@ def _card_html(row: pd.Series, top: int) -> str:
         f"<li>{e(str(row[f'top{j}_label']))}: {row[f'top{j}_prob']:.2f}</li>"
         for j in range(1, top + 1) if f"top{j}_label" in row.index)
     badge = ""
+    refiled = bool(row.get("label_refiled", False))
     if row.get("is_label_issue", False):
+        why = (f"catalog path {e(str(row['given_label']))} filed by the taxonomy under the majority path"
+               if refiled and row["suggested_label"] == row["true_label"]
+               else f"p(given)={row['label_issue_score']:.3f}")
         badge = (f"<div><span class='label-issue' style='{BADGE_STYLE}'>⚑ possible label issue "
-                 f"(p(given)={row['label_issue_score']:.3f}); maybe {e(str(row['suggested_label']))}</span></div>")
+                 f"({why}); maybe {e(str(row['suggested_label']))}</span></div>")
+    given = f" <span class='given' style='color:#888'>(catalog: {e(str(row['given_label']))})</span>" if refiled else ""
     title = e(str(row["title"])) if row["title"] else "<i>(no title)</i>"
     return (f"<div style='font-size:12px;line-height:1.25'>"
             f"<b class='title'>{title}</b> <span style='color:#888'>#{e(str(row['item_id']))}</span><br>"
-            f"<span class='true'>true: {e(str(row['true_label']))}</span><br>{status}"
+            f"<span class='true'>true: {e(str(row['true_label']))}</span>{given}<br>{status}"
             f"<ol class='preds' style='margin:2px 0 2px 16px;padding:0'>{preds}</ol>{badge}</div>")
 
 
@@ -289,7 +294,7 @@ class MispredictionBrowser:
             raise ValueError(f"{path} is a folder: give a file name such as {path / 'flagged_items.csv'}")
         cols = ["item_id", "title", "image_path", "true_label", "pred_label", "confidence", "lca_distance"]
         cols += [c for c in self.table.columns if c.startswith("top")]
-        cols += ["label_issue_score", "is_label_issue", "suggested_label"]
+        cols += ["given_label", "label_refiled", "label_issue_score", "is_label_issue", "suggested_label"]
         with atomic_path(path) as tmp:
             self.flagged_table()[cols].to_csv(tmp, index=False)
             umask = os.umask(0)

@@ -138,6 +138,15 @@ def test_mispredictions_defaults_to_catalog_labels_and_resolves_aliases(case):
     belts = case.catalog["label"] == "Apparel > Topwear > Belts"
     assert belts.sum() == 3
     assert set(df.loc[belts.to_numpy(), "true_label"]) == {"Accessories > Belts > Belts"}
+    # ... and are not hidden: the catalog's path is kept and they count as label issues
+    b = df[belts.to_numpy()]
+    assert set(b["given_label"]) == {"Apparel > Topwear > Belts"} and b["label_refiled"].all()
+    assert b["is_label_issue"].all() and set(b["suggested_label"]) == {"Accessories > Belts > Belts"}
+    other = df[~belts.to_numpy() & ~case.catalog["label"].isin(case.taxonomy.aliases).to_numpy()]
+    assert (other["given_label"] == other["true_label"]).all() and not other["label_refiled"].any()
+    # y_true given as indices: the catalog's alias path is still shown (it names the same class)
+    df2 = si.mispredictions(case.catalog, case.probs, case.y, case.taxonomy)
+    assert df2["label_refiled"].tolist() == df["label_refiled"].tolist()
     missing = df[df["item_id"] == MISSING_IMAGE_ID]
     assert len(missing) == 1 and missing["image_path"].iloc[0] is None
 

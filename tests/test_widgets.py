@@ -109,6 +109,15 @@ def test_browser_sorts_and_label_issue_mode(case, browser):
         text = _card_html(card)
         assert "possible label issue" in text
         assert html.escape(row["suggested_label"]) in text
+    # catalog paths the taxonomy re-filed (the real "Belts under Apparel > Topwear") surface too
+    browser.true_filter.value = "Belts"
+    belts = browser.filtered[browser.filtered["given_label"] == "Apparel > Topwear > Belts"]
+    assert len(belts) == 3
+    for card, (_, row) in zip(browser.cards, browser.filtered.iterrows()):
+        if row["label_refiled"]:
+            text = _card_html(card)
+            assert "catalog: Apparel &gt; Topwear &gt; Belts" in text and "possible label issue" in text
+    browser.true_filter.value = ""
     browser.mode.value = "all"
     browser.sort.value = "confidence: most confident first"
     clean = [c for c, (_, r) in zip(browser.cards, browser.filtered.iterrows()) if not r["is_label_issue"]]
