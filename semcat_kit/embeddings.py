@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -170,14 +171,20 @@ class Embeddings:
         with z:
             if "format_version" not in z.files:
                 raise ValueError(f"{path} is not an Embeddings file (no format_version)")
-            v = int(z["format_version"])
-            if v != FORMAT_VERSION:
-                raise ValueError(f"{path} has embeddings format {v}; this semcat_kit reads {FORMAT_VERSION}. "
-                                 "Re-encode the catalog (the cache makes it quick)")
-            fails = pd.DataFrame(json.loads(str(z["failures"])), columns=_FAILURE_COLUMNS)
-            return cls(z["item_ids"], z["text"] if "text" in z.files else None,
-                       z["image"] if "image" in z.files else None, z["text_mask"], z["image_mask"],
-                       fails.astype(str) if len(fails) else _empty_failures(), json.loads(str(z["meta"])))
+            try:
+                v = int(z["format_version"])
+                if v != FORMAT_VERSION:
+                    raise ValueError(f"{path} has embeddings format {v}; this semcat_kit reads {FORMAT_VERSION}. "
+                                     "Re-encode the catalog (the cache makes it quick)")
+                arrays = {k: z[k] for k in ("item_ids", "text_mask", "image_mask", "failures", "meta")}
+                arrays.update({k: z[k] for k in ("text", "image") if k in z.files})
+                fails = pd.DataFrame(json.loads(str(arrays["failures"])), columns=_FAILURE_COLUMNS)
+                meta = json.loads(str(arrays["meta"]))
+            except (zipfile.BadZipFile, KeyError, OSError, EOFError, json.JSONDecodeError) as e:
+                raise ValueError(f"{path} is a damaged embeddings file ({type(e).__name__}: {e}); re-create it "
+                                 "with encode_catalog(...).save (the cache makes it quick)") from e
+            return cls(arrays["item_ids"], arrays.get("text"), arrays.get("image"), arrays["text_mask"],
+                       arrays["image_mask"], fails.astype(str) if len(fails) else _empty_failures(), meta)
 
 
 # ------------------------------------------------------------------------------ encoding

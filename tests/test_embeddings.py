@@ -378,6 +378,18 @@ def test_embeddings_load_refuses_bad_files(tmp_path):
         np.savez(f, **arrays)
     with pytest.raises(ValueError, match="format 99"):
         sk.Embeddings.load(tmp_path / "future.npz")
+    # a bit flipped inside a stored array (zip CRC mismatch) or a missing array: one clear error naming the file
+    raw = bytearray(p.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (tmp_path / "flip.npz").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"flip.npz is a damaged embeddings file"):
+        sk.Embeddings.load(tmp_path / "flip.npz")
+    del arrays["text_mask"]
+    arrays["format_version"] = np.array(1)
+    with open(tmp_path / "partial.npz", "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(ValueError, match=r"partial.npz is a damaged embeddings file.*text_mask"):
+        sk.Embeddings.load(tmp_path / "partial.npz")
 
 
 def test_embeddings_take_and_align():
