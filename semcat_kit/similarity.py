@@ -168,14 +168,17 @@ def _blockwise_topk(
         # (k+1)-th score equals the k-th are redone exactly (rare), keeping the lower column index
         extra = int(k < C - 1)
         v, i = torch.topk(S, k + extra, dim=1, largest=True, sorted=True)
-        tied = torch.nonzero(v[:, k - 1] == v[:, k]).flatten().tolist() if extra else []
-        v, i = v[:, :k], i[:, :k]
+        tied = torch.nonzero(v[:, k - 1] == v[:, k]).flatten() if extra else torch.zeros(0, dtype=torch.long)
+        v, i = v[:, :k].clone(), i[:, :k].clone()
+        if len(tied):   # all scores above the k-th, then the lowest-index columns equal to it
+            St, kth = S[tied], v[tied, k - 1:k]
+            eq = St == kth
+            need = k - (St > kth).sum(1, keepdim=True)
+            sel = (St > kth) | (eq & (eq.cumsum(1) <= need))
+            i[tied] = torch.nonzero(sel)[:, 1].reshape(len(tied), k)
+            v[tied] = torch.gather(St, 1, i[tied])
         v = v.double().numpy()
         i = i.numpy()
-        for r in tied:
-            row = S[r].double().numpy()
-            sel = np.lexsort((np.arange(C), -row))[:k]
-            i[r], v[r] = sel, row[sel]
         # deterministic order: by value descending, ties by lower column index
         o = np.lexsort((i, -v), axis=-1)
         idx[s:e] = np.take_along_axis(i, o, 1)

@@ -270,3 +270,14 @@ def test_ties_at_the_k_boundary_keep_the_lower_index(block):
     # a wider k keeps all three, still in index order
     nb = label_neighbors(x, k=4, block_size=block)
     np.testing.assert_array_equal(nb.indices[0, :3], [2, 3, 5])
+
+
+def test_blend_weight0_with_threshold_equals_tree_neighbors():
+    # every row is full of exact ties in tree similarity: they are cut by lower index, as tree_neighbors does
+    tax = Taxonomy.from_paths([f"T{i % 3} > M{i % 7} > L{i}" for i in range(60)])
+    x = np.random.default_rng(0).normal(size=(60, 5))
+    for block in (None, 7):
+        nb = blend(x, tax, weight=0.0, k=9, threshold=-1.0, block_size=block)
+        tn = tree_neighbors(tax, 9)
+        np.testing.assert_array_equal(nb.indices, tn.indices)
+        np.testing.assert_allclose(nb.sims, tn.sims, atol=1e-6)
