@@ -103,7 +103,12 @@ def _read_csv(path: Path, *, id_col: str, title_col: str, dtype_all_str: bool = 
     n = len(header)
 
     def fix(fields: list[str]):
-        # a line with more fields than the header: the title contained unquoted commas
+        # a line with more fields than the header: trailing empty fields (a trailing comma) are
+        # dropped; otherwise the title contained unquoted commas
+        while len(fields) > n and not fields[-1].strip():
+            fields = fields[:-1]
+        if len(fields) == n:
+            return fields
         extra = len(fields) - n
         item = fields[ii] if ii is not None and ii < len(fields) else "?"
         if ti is None or extra <= 0:

@@ -147,6 +147,13 @@ def test_malformed_first_data_line_is_repaired_not_shifted_into_the_index(tmp_pa
     with pytest.warns(UserWarning, match=r"items \['17'\]"):
         df2 = D.load_catalog(tmp_path / "bom.csv", path_col="cat")
     assert df2.equals(df)
+    # trailing commas (one empty field too many on every data line) are dropped, not joined into the title
+    (tmp_path / "t.csv").write_text("id,title,cat\n1,Mug,A > B,\n2,\"Cup, tall\",A > C,,\n", encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        df3 = D.load_catalog(tmp_path / "t.csv", path_col="cat")
+    assert df3["title"].tolist() == ["Mug", "Cup, tall"] and df3["label"].tolist() == ["A > B", "A > C"]
+    assert len(df3.attrs["report"]) == 0
 
 
 def test_non_utf8_csv_error_names_file_and_fix(tmp_path):
