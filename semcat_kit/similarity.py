@@ -174,7 +174,7 @@ def _blockwise_topk(
             St, kth = S[tied], v[tied, k - 1:k]
             eq = St == kth
             need = k - (St > kth).sum(1, keepdim=True)
-            sel = (St > kth) | (eq & (eq.cumsum(1) <= need))
+            sel = (St > kth) | (eq & (eq.cumsum(1, dtype=torch.int32) <= need))
             i[tied] = torch.nonzero(sel)[:, 1].reshape(len(tied), k)
             v[tied] = torch.gather(St, 1, i[tied])
         v = v.double().numpy()
