@@ -258,6 +258,13 @@ def _read_products(args) -> pd.DataFrame:
         raise CliError(f"--input {args.input}: column {id_col!r} is empty at line(s) "
                        f"{[int(i) + 2 for i in np.flatnonzero(ids.isna().to_numpy())[:10]]}")
     out = pd.DataFrame({"item_id": ids.astype(str).str.strip().to_numpy()})
+    dup = out["item_id"].duplicated(keep=False).to_numpy()
+    if dup.any():
+        first = out["item_id"][dup].iloc[0]
+        lines = [int(i) + 2 for i in np.flatnonzero(out["item_id"].to_numpy() == first)[:10]]
+        raise CliError(f"--input {args.input}: column {id_col!r} repeats id {first!r} (lines {lines}; "
+                       f"{int(out['item_id'][dup].nunique())} repeated id(s) in all); ids must be unique, "
+                       "or pass --id-col with a unique column")
     if title_col is not None:
         out["title"] = df[title_col].where(df[title_col].notna(), None).to_numpy(dtype=object)
     base = images if images is not None else p.resolve().parent
@@ -279,6 +286,19 @@ def _read_products(args) -> pd.DataFrame:
     return out
 
 
+def _check_device(name: str) -> None:
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise CliError(f"--device {name!r} is not a device; use auto, cpu or cuda (cuda:N for one GPU)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CliError(f"--device {name}: CUDA is not available on this machine; use --device auto or cpu")
+
+
 def _umask_permissions(path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
@@ -291,6 +311,7 @@ def _cmd_predict(args) -> int:
 
     if args.top_k < 1:
         raise CliError(f"--top-k must be >= 1, not {args.top_k}")
+    _check_device(args.device)
     out = Path(args.output).expanduser()
     if out.is_dir():
         raise CliError(f"--output {args.output} is a folder; give a file name such as {out / 'predictions.csv'}")

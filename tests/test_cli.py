@@ -186,6 +186,21 @@ def test_predict_finds_images_by_id(trained, cache, tmp_path, capsys):
     assert (tmp_path / "o.csv").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
+def test_predict_bad_device_and_repeated_ids_are_one_line_errors(tmp_path, capsys):
+    csv = tmp_path / "p.csv"
+    csv.write_text("id,title\n1,shirt\n")
+    base = ["predict", "--model", str(tmp_path / "nohead"), "--output", str(tmp_path / "o.csv")]
+    assert cli.main(base + ["--input", str(csv), "--device", "gpu"]) == 1    # was a RuntimeError traceback
+    _one_line_error(capsys, "--device 'gpu' is not a device", "cpu")
+    if not torch.cuda.is_available():
+        assert cli.main(base + ["--input", str(csv), "--device", "cuda"]) == 1
+        _one_line_error(capsys, "--device cuda: CUDA is not available", "--device auto")
+    csv.write_text("sku,title\n7,shirt\n8,jeans\n7,shoes\n")
+    assert cli.main(base + ["--input", str(csv), "--id-col", "sku"]) == 1
+    _one_line_error(capsys, "p.csv", "column 'sku' repeats id '7'", "lines [2, 4]")
+    assert not (tmp_path / "o.csv").exists()
+
+
 def test_predict_output_folder_is_a_one_line_error_before_any_work(tmp_path, capsys):
     csv = tmp_path / "p.csv"
     csv.write_text("id,title\n1,shirt\n")
