@@ -85,7 +85,8 @@ class VectorCache:
     # ------------------------------------------------------------------------------ read
     def _read_shard(self, path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         try:
-            with np.load(path, allow_pickle=False) as z:
+            # our own handle: np.load leaks the one it opens when the zip directory is unreadable
+            with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
                 keys, vecs, cs = z["keys"], z["vectors"], str(z["checksum"])
             ok = (keys.shape == (len(keys), KEY_BYTES) and keys.dtype == np.uint8 and vecs.dtype == np.float32
                   and vecs.shape == (len(keys), self.dim) and _checksum(keys, vecs) == cs)

@@ -164,11 +164,13 @@ class Embeddings:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no embeddings file at {path}")
+        fh = open(path, "rb")  # our own handle: np.load leaks the one it opens when the file is not a zip
         try:
-            z = np.load(path, allow_pickle=False)
+            z = np.load(fh, allow_pickle=False)
         except Exception as e:
+            fh.close()
             raise ValueError(f"{path} is not a readable embeddings .npz ({e}); re-create it with Embeddings.save") from e
-        with z:
+        with fh, z:
             if "format_version" not in z.files:
                 raise ValueError(f"{path} is not an Embeddings file (no format_version)")
             try:

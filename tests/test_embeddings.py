@@ -284,6 +284,17 @@ def test_vector_cache_compaction_and_key_edge_cases(tmp_path):
     assert not VectorCache(tmp_path, "fp-other", "text", dim=4).get(keys)[0].any()
     with pytest.raises(ValueError, match="do not match"):
         c.put(keys[:2], vecs[:3])
+    # a truncated shard is moved aside without leaking its file handle
+    import gc
+
+    for shard in c.root.glob("shard-*.npz"):
+        shard.write_bytes(shard.read_bytes()[:100])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not VectorCache(tmp_path, "fp-test", "text", dim=4).get(keys)[0].any()
+        gc.collect()
+    kinds = [w.category for w in caught]
+    assert RuntimeWarning in kinds and ResourceWarning not in kinds, [str(w.message) for w in caught]
 
 
 def test_dataloader_workers_match_inline(real_catalog, img_enc):
@@ -369,6 +380,16 @@ def test_embeddings_load_refuses_bad_files(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a readable"):
         sk.Embeddings.load(tmp_path / "junk.npz")
+    import gc
+
+    good = _toy().save(tmp_path / "good.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(good[: len(good) // 2])  # zip magic, no central directory
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="cut.npz is not a readable"):
+            sk.Embeddings.load(tmp_path / "cut.npz")
+        gc.collect()
+    assert not [w for w in caught if w.category is ResourceWarning]  # no leaked file handle
     e = _toy()
     p = e.save(tmp_path / "e.npz")
     with np.load(p) as z:
