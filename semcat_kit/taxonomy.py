@@ -201,9 +201,23 @@ class Taxonomy:
         return (f"Taxonomy({self.n_classes} classes, {len(self.node_paths) - 1} nodes, "
                 f"depth {self.max_depth}, {len(self.aliases)} aliases)")
 
+    def _canonical(self, lab):
+        """``lab`` as :meth:`from_paths` stores it (segments stripped, joined by ``sep``), or ``lab``."""
+        if isinstance(lab, str) and lab not in self._index and lab not in self.aliases:
+            try:
+                return self.sep.join(split_path(lab, self.sep))
+            except ValueError:
+                return lab
+        return lab
+
     def resolve(self, labels: Iterable[str]) -> list[str]:
         """Map labels to class paths (aliases to their class); unknown labels are returned as they are."""
-        return [self.aliases.get(lab, lab) if isinstance(lab, str) else lab for lab in labels]
+        out = []
+        for lab in labels:
+            c = self._canonical(lab)
+            out.append(self.aliases.get(c, c) if isinstance(c, str) and (c in self._index or c in self.aliases)
+                       else lab)
+        return out
 
     def index_of(self, labels: str | Iterable[str]) -> np.ndarray | int:
         """Class index of each label (full path or alias); raises naming the unknown labels."""
@@ -215,6 +229,9 @@ class Taxonomy:
         for k, lab in enumerate(labels):
             lab2 = self.aliases.get(lab, lab) if isinstance(lab, str) else lab
             i = self._index.get(lab2, -1)
+            if i < 0:  # spelled with other spacing around the separator ("A>B" for "A > B")?
+                c = self._canonical(lab)
+                i = self._index.get(self.aliases.get(c, c), -1) if isinstance(c, str) else -1
             if i < 0:
                 unknown.append((k, lab))
             out[k] = i

@@ -169,6 +169,15 @@ def test_unicode_names_and_whitespace():
     assert t.names == ["Crème brûlée", "Tassen ☕", "Teller"]
     assert t.index_of("Küche > Tassen ☕") == 1
     assert t.lca_distance(1, 2) == 1 and t.lca_distance(0, 1) == 2
+    # the very labels the taxonomy was built from are accepted back, whatever their spacing
+    raw = ["Küche >  Teller", "Küche>Tassen ☕", " Café > Crème brûlée "]
+    assert t.index_of(raw).tolist() == [2, 1, 0]
+    assert t.resolve(raw + ["Küche > Nope"]) == ["Küche > Teller", "Küche > Tassen ☕", "Café > Crème brûlée",
+                                                 "Küche > Nope"]
+    c = Taxonomy.from_paths(["A > X", "A > X", "B>X"])
+    assert c.index_of(["B > X", "B>X", " B >X"]).tolist() == [0, 0, 0] and c.resolve(["B>X"]) == ["A > X"]
+    with pytest.raises(KeyError, match="'Küche >  Tellerx'"):
+        t.index_of(["Küche >  Tellerx"])
 
 
 def test_conflict_small_and_tie_break():
