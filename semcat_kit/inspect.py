@@ -324,10 +324,10 @@ def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxon
     # the model cannot reveal since the given class was already replaced
     given = classes[y].copy()
     if "label" in catalog_df.columns and tax.aliases:
-        raw = catalog_df["label"].to_numpy()
-        for i, v in enumerate(raw):
-            if isinstance(v, str) and tax.aliases.get(v) == given[i]:
-                given[i] = v
+        raw = catalog_df["label"].reset_index(drop=True)
+        hit = (raw.map(lambda v: tax.aliases.get(v) if isinstance(v, str) else None).to_numpy(dtype=object)
+               == given)
+        given[hit] = raw.to_numpy(dtype=object)[hit]
     refiled = given != classes[y]
     out["given_label"] = given
     out["label_refiled"] = refiled
