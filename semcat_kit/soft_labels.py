@@ -18,7 +18,8 @@ Kinds (``build(kind, ...)``):
 * ``"tree"``: neighbour ``j`` gets ``alpha * softmax_j(-beta * d(c, j))`` over the ``k`` nearest
   classes in the tree (LCA distance ``d``), the sparse form of Bertinetto et al. (2020)'s soft
   labels ``softmax(-beta d)``: theirs put mass on every class; here the mass is restricted to
-  the ``k`` nearest (all others are exponentially small anyway) and self keeps ``1 - alpha``.
+  the nearest classes, taken in whole distance levels of at most ``k`` classes in all (a level
+  that does not fit is left out rather than cut by class index), and self keeps ``1 - alpha``.
 """
 from __future__ import annotations
 
@@ -277,10 +278,32 @@ def build(
     if not b >= 0:
         raise ValueError(f"build(kind='tree'): beta must be >= 0, not {beta!r}")
     kk = int(k) if k is not None else (neighbors.k if neighbors is not None else 20)
-    nb = _cached_tree_neighbors(taxonomy, kk)
+    idx, d = _tree_levels(taxonomy, kk)
+    valid = idx >= 0
+    return _spread(C, a, idx, _masked_softmax(-b * d.astype(np.float64), valid))
+
+
+def _tree_levels(taxonomy: Taxonomy, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``k`` nearest classes in the tree per class, cut at whole distance levels.
+
+    When the ``k``-th nearest class shares its distance with classes beyond ``k`` (a level that
+    does not fit), that whole level is dropped, so no class is preferred over an equally distant
+    one by its index; a row keeps a partial level only when even its nearest level has more than
+    ``k`` classes (then the ``k`` lowest indices). Returns ``(indices, distances)``, ``-1`` / 0 padded.
+    """
+    C = taxonomy.n_classes
+    if k <= 0 or C < 2:
+        return np.full((C, 0), -1, dtype=np.int64), np.zeros((C, 0), dtype=np.int64)
+    nb = _cached_tree_neighbors(taxonomy, k + 1)
     valid = nb.mask
     d = np.where(valid, taxonomy.lca_distance(np.arange(C)[:, None], np.where(valid, nb.indices, 0)), 0)
-    return _spread(C, a, nb.indices, _masked_softmax(-b * d.astype(np.float64), valid))
+    kk = min(k, nb.k)
+    keep = valid[:, :kk].copy()
+    if nb.k > kk:     # an extra column tells whether the last level continues past k
+        bound = d[:, kk - 1]
+        partial = valid[:, kk] & (d[:, kk] == bound) & (d[:, 0] < bound)
+        keep &= ~(partial[:, None] & (d[:, :kk] == bound[:, None]))
+    return np.where(keep, nb.indices[:, :kk], -1), np.where(keep, d[:, :kk], 0)
 
 
 # ---------------------------------------------------------------------------------- schedules

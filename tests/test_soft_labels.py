@@ -90,12 +90,61 @@ def test_alpha_zero_is_exact_onehot(kind, tax):
     assert t.floor == 0.0
 
 
+def tree_levels_reference(tax, k):
+    """Brute force: per class, others sorted by (LCA distance, index), whole distance levels while
+    they fit in k; a nearest level larger than k keeps its k lowest indices."""
+    C = tax.n_classes
+    rows = []
+    for c in range(C):
+        others = sorted((int(tax.lca_distance(c, j)), j) for j in range(C) if j != c)
+        chosen = []
+        for dist in sorted({d for d, _ in others}):
+            level = [j for d, j in others if d == dist]
+            if len(chosen) + len(level) <= k:
+                chosen += level
+            else:
+                if not chosen:
+                    chosen = level[:k]
+                break
+        rows.append(chosen)
+    width = max([len(r) for r in rows] + [0])
+    idx = np.full((C, width), -1, dtype=np.int64)
+    sims = np.zeros((C, width), dtype=np.float32)
+    for c, r in enumerate(rows):
+        idx[c, :len(r)] = r
+        sims[c, :len(r)] = [1 - tax.lca_distance(c, j) / tax.max_depth for j in r]
+    return Neighbors(idx, sims)
+
+
+@settings(max_examples=30, deadline=None)
+@given(k=st.integers(1, 12), seed=st.integers(0, 1000), beta=st.floats(0, 3))
+def test_tree_targets_take_whole_distance_levels(k, seed, beta):
+    rng = np.random.default_rng(seed)
+    paths = sorted({f"T{rng.integers(3)} > S{rng.integers(3)} > L{i}" for i in range(int(rng.integers(2, 14)))})
+    t = Taxonomy.from_paths(paths)
+    D = sl.build("tree", t.n_classes, 0.4, taxonomy=t, beta=beta, k=k).dense()
+    np.testing.assert_allclose(D, dense_reference("tree", t.n_classes, 0.4, tree_levels_reference(t, k), t,
+                                                  beta=beta), atol=1e-6)
+
+
+def test_tree_targets_never_cut_a_level_by_index():
+    # X has 2 siblings (distance 1) and 4 cousins (distance 2): k=4 gives the siblings only,
+    # k=6 siblings and every cousin, k=1 (nearest level larger than k) the lowest-index sibling
+    t = Taxonomy.from_paths(["A > B > X", "A > B > Y", "A > B > Z", "A > E > P", "A > E > Q",
+                             "A > F > R", "A > F > S", "G > H > W"])
+    x = t.index_of("A > B > X")
+    for k, expect in [(4, {"Y", "Z"}), (6, {"Y", "Z", "P", "Q", "R", "S"}), (1, {"Y"}), (2, {"Y", "Z"})]:
+        row = sl.build("tree", t.n_classes, 0.5, taxonomy=t, k=k).dense()[x]
+        got = {t.names[j] for j in np.flatnonzero(row) if j != x}
+        assert got == expect, (k, got)
+
+
 @pytest.mark.parametrize("beta", [0.0, 0.7, 3.0])
 def test_tree_targets(tax, beta):
     C = tax.n_classes
     t = sl.build("tree", C, 0.3, taxonomy=tax, beta=beta, k=3)
     D = t.dense()
-    np.testing.assert_allclose(D, dense_reference("tree", C, 0.3, tree_neighbors(tax, 3), tax, beta=beta),
+    np.testing.assert_allclose(D, dense_reference("tree", C, 0.3, tree_levels_reference(tax, 3), tax, beta=beta),
                                atol=1e-6)
     # siblings C and D (distance 1) get more than cousins (distance 2) when beta > 0
     i, j, f = tax.index_of(["A > B > C", "A > B > D", "A > E > F"])
