@@ -5,8 +5,9 @@ and weights plus a uniform ``floor`` spread over all ``C`` classes, so the targe
 
     t_c(j) = sum_m weights[c, m] * [indices[c, m] == j] + floor / C,      sum_j t_c(j) = 1.
 
-Convention shared by all builders: the class itself gets ``1 - alpha``; the remaining ``alpha``
-goes to its neighbours (padding ignored). A class without neighbours keeps weight 1 on itself.
+Convention shared by the neighbour builders: the class itself gets ``1 - alpha``; the remaining
+``alpha`` goes to its neighbours (padding ignored). A class without neighbours keeps weight 1 on
+itself. Uniform smoothing is the standard one: self gets ``1 - alpha + alpha / C``.
 ``alpha = 0`` gives exact one-hot targets for every kind.
 
 Kinds (``build(kind, ...)``):
