@@ -70,7 +70,7 @@ class VectorCache:
 
     def __init__(self, cache_dir: str | os.PathLike, fingerprint: str, modality: str, dim: int,
                  max_shards: int = 16):
-        self.root = Path(cache_dir) / hashlib.sha256(fingerprint.encode()).hexdigest()[:24] / modality
+        self.root = Path(cache_dir).expanduser() / hashlib.sha256(fingerprint.encode()).hexdigest()[:24] / modality
         self.root.mkdir(parents=True, exist_ok=True)
         info = self.root.parent / "encoder.json"
         if not info.exists():

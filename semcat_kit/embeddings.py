@@ -141,7 +141,7 @@ class Embeddings:
     # --------------------------------------------------------------------------- disk
     def save(self, path: str | os.PathLike) -> Path:
         """Write to one ``.npz`` file atomically (format version included). Returns the path."""
-        path = Path(path)
+        path = Path(path).expanduser()
         arrays = {
             "format_version": np.array(FORMAT_VERSION),
             "item_ids": self.item_ids.astype(str),
@@ -161,7 +161,7 @@ class Embeddings:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Embeddings":
         """Read a file written by ``save``."""
-        path = Path(path)
+        path = Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"no embeddings file at {path}")
         fh = open(path, "rb")  # our own handle: np.load leaks the one it opens when the file is not a zip

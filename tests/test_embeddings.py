@@ -268,6 +268,19 @@ def test_interrupted_run_keeps_what_it_computed(tmp_path, real_catalog, txt_enc,
     np.testing.assert_allclose(e.text, txt_enc.encode_texts(cat["title"].tolist()), atol=1e-5)
 
 
+def test_home_relative_cache_and_embeddings_paths(tmp_path, real_catalog, txt_enc, monkeypatch):
+    # "~/..." means the home folder (as in load_catalog), not a folder literally named "~" in the cwd
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    e = sk.encode_catalog(real_catalog.iloc[:2], text_encoder=txt_enc, cache_dir="~/semcat-cache", progress=False)
+    assert _shards(tmp_path / "home" / "semcat-cache", "text")
+    e.save("~/emb.npz")
+    assert (tmp_path / "home" / "emb.npz").is_file()
+    assert sk.Embeddings.load("~/emb.npz").item_ids.tolist() == e.item_ids.tolist()
+    assert list((tmp_path / "cwd").iterdir()) == []
+
+
 def test_vector_cache_compaction_and_key_edge_cases(tmp_path):
     rng = np.random.default_rng(0)
     c = VectorCache(tmp_path, "fp-test", "text", dim=4, max_shards=3)
