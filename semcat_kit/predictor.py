@@ -159,7 +159,14 @@ class Predictor:
                 if meta is None or not meta.get("name"):
                     raise ValueError(f"the head in {dir} reads {modality} embeddings but its config.json records no "
                                      f"{modality} encoder; pass {_KEYS[modality]}=... to Predictor.load")
-                enc = _encoders.load(meta["name"], device=device)
+                try:
+                    enc = _encoders.load(meta["name"], device=device)
+                except (KeyError, OSError, ValueError, ImportError, RuntimeError) as e:
+                    msg = " ".join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+                    raise ValueError(f"the head in {dir} records {modality} encoder {meta['name']!r}, which cannot "
+                                     f"be loaded here ({type(e).__name__}: {msg}); make it available (install, "
+                                     f"register or copy its checkpoint) or pass {_KEYS[modality]}=... to "
+                                     "Predictor.load") from e
             _check_encoder(enc, modality, meta, arch[f"{modality}_dim"], dir)
             used[modality] = enc
         return cls(head, used.get("text"), used.get("image"))

@@ -211,6 +211,18 @@ def test_refuses_encoder_dimension_and_missing_record(pred, tmp_path):
         Predictor.load(d, text_encoder=pred.text_encoder)
 
 
+def test_recorded_encoder_that_cannot_be_loaded_is_named(case, tmp_path):
+    # e.g. a head trained with "openclip:<arch>@/path/on/another/machine.safetensors"
+    d = shutil.copytree(case[3], tmp_path / "h")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["encoders"]["image_encoder"]["name"] = "nosuch:encoder"
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"the head in .*h records image encoder 'nosuch:encoder', which cannot be "
+                                         r"loaded here \(KeyError: unknown encoder.*pass image_encoder=\.\.\. to "
+                                         r"Predictor\.load"):
+        Predictor.load(d, device="cpu")
+
+
 def test_refuses_a_corrupted_folder(case, pred, tmp_path):
     d = shutil.copytree(case[3], tmp_path / "h")
     raw = (d / "head.safetensors").read_bytes()
