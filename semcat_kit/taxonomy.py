@@ -361,11 +361,11 @@ class Taxonomy:
         """Write :meth:`to_dict` as JSON (atomically)."""
         from ._io import atomic_write_text
 
-        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
+        atomic_write_text(Path(path).expanduser(), json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
 
     @classmethod
     def load(cls, path: str | Path) -> "Taxonomy":
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return cls.from_dict(json.loads(Path(path).expanduser().read_text(encoding="utf-8")))
 
 
 _CONFLICT_COLUMNS = ["name", "path", "count", "resolved_to", "kept"]

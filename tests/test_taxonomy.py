@@ -304,6 +304,16 @@ def test_to_dict_round_trip_and_save_load(tmp_path, myntra_labels):
     assert Taxonomy.from_dict(t.to_dict()).classes == ["A / B", "A / C"]
 
 
+
+def test_save_load_expand_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    _mixed().save("~/tax.json")
+    assert (tmp_path / "home" / "tax.json").is_file() and not list((tmp_path / "cwd").iterdir())
+    assert Taxonomy.load("~/tax.json").classes == _mixed().classes
+
+
 def test_repr():
     assert repr(_mixed()) == "Taxonomy(6 classes, 9 nodes, depth 4, 0 aliases)"
 
