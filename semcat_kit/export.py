@@ -126,6 +126,22 @@ def _package_version() -> str:
     return __version__
 
 
+def _check_metadata(metadata, where: str = "metadata") -> None:
+    """Raise a TypeError naming the first value of ``metadata`` that config.json cannot hold."""
+    if isinstance(metadata, dict):
+        for k, v in metadata.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{where} key {k!r} is not a string; config.json keys must be strings")
+            _check_metadata(v, f"{where}[{k!r}]")
+    elif isinstance(metadata, (list, tuple)):
+        for i, v in enumerate(metadata):
+            _check_metadata(v, f"{where}[{i}]")
+    elif metadata is not None and not isinstance(metadata, (str, bool, int, float, np.integer, np.floating,
+                                                              np.ndarray, Path)):
+        raise TypeError(f"{where} ({type(metadata).__name__}) cannot be stored in config.json; pass numbers, "
+                        "strings, lists or dicts")
+
+
 def _json_default(o):
     if isinstance(o, (np.integer,)):
         return int(o)
@@ -233,6 +249,8 @@ def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite
     if codes is None and out_dim != C:
         raise ValueError(f"the head outputs {out_dim} values for {C} classes but run.codes is None")
     inputs = _inputs_of(arch)
+    if metadata is not None:
+        _check_metadata(metadata)
     enc_meta = dict(getattr(run, "encoder_meta", None) or {})
     cfg = getattr(run, "config", None)
     cfg_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else (dict(cfg) if cfg else None)

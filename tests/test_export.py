@@ -147,6 +147,18 @@ def test_without_onnx_and_torchscript(runs, tmp_path):
         load_head(d, backend="tensorrt")
 
 
+def test_metadata_that_json_cannot_hold_is_named_before_writing(runs, tmp_path, monkeypatch):
+    import semcat_kit.export as ex
+
+    monkeypatch.setattr(ex, "_export_onnx", lambda *a, **k: pytest.fail("exported before checking metadata"))
+    with pytest.raises(TypeError, match=r"metadata\['split'\]\['when'\] \(object\) cannot be stored in config.json"):
+        export_head(runs["concat"], tmp_path / "h", metadata={"n": np.int64(3), "split": {"when": object()}})
+    assert not (tmp_path / "h").exists()
+    d = export_head(runs["concat"], tmp_path / "h", onnx=False, torchscript=False,
+                    metadata={"n": np.int64(3), "f": np.float32(0.5), "ids": np.arange(2)})
+    assert load_head(d).config["metadata"] == {"n": 3, "f": 0.5, "ids": [0, 1]}
+
+
 def test_existing_folder_needs_overwrite(runs, tmp_path):
     d = export_head(runs["text"], tmp_path / "h", onnx=False, torchscript=False)
     with pytest.raises(FileExistsError, match="overwrite=True"):
