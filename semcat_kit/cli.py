@@ -388,6 +388,13 @@ def main(argv=None) -> int:
     from .train import TrainingDivergedError
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):
+        try:   # transformers draws its own "Loading weights" bar when an encoder loads
+            from transformers.utils import logging as _hf_logging
+
+            _hf_logging.disable_progress_bar()
+        except ImportError:   # pragma: no cover
+            pass
     try:
         return int(args.func(args) or 0)
     except (CliError, ValueError, KeyError, TypeError, OSError, ExportError, TrainingDivergedError) as e:

@@ -273,6 +273,20 @@ def test_predict_bad_input(trained, tmp_path, capsys):
     assert e.value.code == 2 and "--model" in capsys.readouterr().err
 
 
+def test_quiet_predict_prints_no_progress_bars(trained, cache, tmp_path):
+    df = ec.sample().head(3)
+    csv = tmp_path / "p.csv"
+    pd.DataFrame({"id": df["item_id"], "title": df["title"]}).to_csv(csv, index=False)
+    exe = Path(sys.executable).parent / "semcat"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "semcat_kit.cli"]
+    r = subprocess.run(cmd + ["predict", "--model", str(trained[2]), "--input", str(csv), "--output",
+                              str(tmp_path / "o.csv"), "--cache-dir", cache, "--quiet"],
+                       capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.strip() == "", r.stderr          # was transformers' "Loading weights" bar
+    assert "wrote 3 predictions" in r.stdout
+
+
 def test_console_script_help_and_exit_status(tmp_path, capsys):
     exe = Path(sys.executable).parent / "semcat"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "semcat_kit.cli"]
