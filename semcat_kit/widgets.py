@@ -255,7 +255,9 @@ class MispredictionBrowser:
             self._flag_buttons[iid] = tb
             cards.append(product_card(row, self.top, self.thumb_width, flag=tb))
         self.cards = cards
-        self.grid.children = tuple(cards)
+        self.grid.children = tuple(cards) if cards else (W.HTML(
+            "<i class='semcat-empty'>no items match these filters: widen the LCA distance or confidence "
+            "range, clear the class boxes, or switch to 'all'</i>"),)
         self._update_label()
         self.prev_button.disabled = self.page == 0
         self.next_button.disabled = self.page >= self.n_pages - 1

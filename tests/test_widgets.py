@@ -90,6 +90,8 @@ def test_browser_filters(case, browser):
     assert (f["confidence"] <= 0.8).all() and (f["lca_distance"] >= 2).all()
     browser.confidence.value = (0.0, 0.01)                  # nothing left: an empty page
     assert len(browser.filtered) == 0 and browser.cards == [] and browser.n_pages == 1
+    shown = browser.grid.children                            # not a blank area: say why and what to do
+    assert len(shown) == 1 and "no items match these filters" in shown[0].value
     assert browser.page_label.value.startswith("page 1 / 1 · 0 items")
 
 
