@@ -185,7 +185,10 @@ def _cmd_train(args) -> int:
     catalog = _load_training_catalog(args.catalog, cfg["catalog"], args.config)
     if cfg["sample"] is not None:
         catalog = sample_catalog(catalog, cfg["sample"], cfg["seed"])
-    tax = sk.Taxonomy.from_paths(catalog["label"])
+    # labels are joined with the catalog's own separator (" > " for Kaggle/tutorial catalogs)
+    csv_source = args.catalog != "tutorial" and Path(args.catalog).expanduser().is_file()
+    sep = (cfg["catalog"].get("sep") or " > ") if csv_source else " > "
+    tax = sk.Taxonomy.from_paths(catalog["label"], sep=sep)
     print(f"catalog: {len(catalog)} products, {tax.n_classes} classes", flush=True)
     device = tcfg.device
     text_enc = sk.encoders.load(cfg["text_encoder"], device=device) if cfg["text_encoder"] else None

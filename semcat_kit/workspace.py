@@ -31,7 +31,7 @@ import pandas as pd
 
 from . import datasets, encoders, similarity
 from .embeddings import Embeddings, encode_catalog
-from .taxonomy import Taxonomy
+from .taxonomy import DEFAULT_SEP, Taxonomy
 
 __all__ = ["Workspace", "SuiteResult"]
 
@@ -102,7 +102,11 @@ class Workspace:
 
     def taxonomy(self) -> Taxonomy:
         """Taxonomy of the catalog's labels (majority policy for conflicting parents; see ``.conflicts``)."""
-        return self._once("taxonomy", lambda: Taxonomy.from_paths(self.load_catalog()["label"]))
+        sep = self.catalog_options.get("sep", DEFAULT_SEP) if self._is_csv() else DEFAULT_SEP
+        return self._once("taxonomy", lambda: Taxonomy.from_paths(self.load_catalog()["label"], sep=sep))
+
+    def _is_csv(self) -> bool:
+        return self.catalog != "tutorial" and Path(self.catalog).expanduser().is_file()
 
     def labels(self) -> np.ndarray:
         """Class index of every catalog row."""

@@ -120,6 +120,22 @@ def test_train_on_a_csv_catalog_text_only(cache, tmp_path, capsys):
     _one_line_error(capsys, "exists", "--overwrite")
 
 
+def test_train_on_a_csv_with_its_own_separator_keeps_the_tree(cache, tmp_path, capsys):
+    df = ec.sample()
+    csv = tmp_path / "shop.csv"
+    pd.DataFrame({"sku": df["item_id"], "name": df["title"],
+                  "category": df["label"].str.replace(" > ", " / ", regex=False)}).to_csv(csv, index=False)
+    cfg = _write_config(tmp_path / "c.yaml", _yaml({
+        "text_encoder": "minilm", "image_encoder": None,
+        "catalog": {"id": "sku", "title": "name", "path_col": "category", "sep": " / "},
+        "train": SMALL, "export": {"onnx": False, "torchscript": False}}))
+    rc = cli.main(["train", "--catalog", str(csv), "--config", str(cfg), "--out", str(tmp_path / "h"),
+                   "--cache-dir", cache, "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    tax = sk.load_head(tmp_path / "h").taxonomy
+    assert tax.max_depth == 3 and all(" / " in c for c in tax.classes)
+
+
 # ------------------------------------------------------------------------------ predict
 def _products_csv(tmp_path: Path, n: int = 30) -> tuple[Path, pd.DataFrame]:
     """Tutorial products as a shop would send them: relative image names, one broken image, one

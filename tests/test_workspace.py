@@ -112,3 +112,17 @@ def test_bad_inputs_are_named(tmp_path):
         Workspace(tmp_path, text_encoder=None, image_encoder=None)
     with pytest.raises(FileNotFoundError, match="nowhere.csv"):
         Workspace(tmp_path, catalog=str(tmp_path / "nowhere.csv")).load_catalog()
+
+
+def test_a_csv_with_its_own_separator_keeps_the_tree(small_csv, tmp_path):
+    """Labels joined with a custom separator still give a 3-level taxonomy (not a flat one)."""
+    df = pd.read_csv(small_csv)
+    df["category"] = df["category"].str.replace(" > ", " / ", regex=False)
+    path = tmp_path / "slash.csv"
+    df.to_csv(path, index=False)
+    ws = Workspace(tmp_path / "w", catalog=str(path), image_encoder=None,
+                   catalog_options={"id": "sku", "title": "name", "path_col": "category", "sep": " / "})
+    tax = ws.taxonomy()
+    assert tax.max_depth == 3 and tax.n_classes == 8
+    i, j = tax.index_of(["Apparel / Topwear / Tshirts", "Apparel / Topwear / Shirts"])
+    assert tax.lca_distance(i, j) == 1
