@@ -11,7 +11,7 @@ keeps it on disk under ``work_dir``:
 ``label_embeddings`` class-text embeddings (``similarity.class_texts`` + the text encoder)
 ``neighbors``        sparse top-k semantic neighbours of every class
 ``split``            stratified train/val/test split (rare classes train-only, reported)
-``suite``            a comparison suite trained over seeds; heads exported under ``heads/``
+``suite``            a comparison suite trained over seeds, kept with its heads in ``suites/``
 ===================  ==========================================================================
 
 A notebook run alone therefore rebuilds exactly what it needs, and a notebook run after another
