@@ -9,10 +9,10 @@ from . import similarity, soft_labels, losses
 from . import metrics
 from .metrics import evaluate
 from .model import FusionHead
-from .train import TrainConfig, TrainRun, train
+from .training import TrainConfig, TrainRun, train
 from .splits import split
-from .compare import compare, default_suite, format_table
-from . import viz, widgets, inspect
+from .comparison import compare, default_suite, format_table
+from . import viz, widgets, inspection
 from .export import export_head, load_head
 from .predictor import Predictor
 from .workspace import Workspace

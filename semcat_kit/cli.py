@@ -87,7 +87,7 @@ def read_train_config(path) -> dict:
     """
     import yaml
 
-    from .train import TrainConfig
+    from .training import TrainConfig
 
     p = Path(path)
     if not p.is_file():
@@ -290,16 +290,12 @@ def _read_products(args) -> pd.DataFrame:
 
 
 def _check_device(name: str) -> None:
-    import torch
+    from .contracts import resolve_device
 
-    if name == "auto":
-        return
     try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise CliError(f"--device {name!r} is not a device; use auto, cpu or cuda (cuda:N for one GPU)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CliError(f"--device {name}: CUDA is not available on this machine; use --device auto or cpu")
+        resolve_device(name, name="--device")
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
 
 def _umask_permissions(path: Path) -> None:
@@ -388,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run the ``semcat`` command line; returns the exit status (0 ok, 1 bad input, 2 usage)."""
     from .export import ExportError
-    from .train import TrainingDivergedError
+    from .training import TrainingDivergedError
 
     args = build_parser().parse_args(argv)
     if getattr(args, "quiet", False):

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .taxonomy import DEFAULT_SEP
+from .taxonomy import DEFAULT_SEP, load_google_taxonomy  # noqa: F401  (re-exported: sk.datasets.load_google_taxonomy)
 
 __all__ = [
     "load_catalog",
@@ -461,62 +461,3 @@ def load_fashion_tutorial() -> pd.DataFrame:
         raise FileNotFoundError(f"the bundled tutorial catalog is missing from {d}; reinstall semcat_kit "
                                 "or run scripts/make_tutorial_subset.py")
     return load_fashion(d)
-
-
-# ---------------------------------------------------------------------------------- google
-_GOOGLE_LINE = re.compile(r"^\s*(\d+)\s+-\s+(.*?)\s*$")
-
-
-def load_google_taxonomy(path) -> pd.DataFrame:
-    """Read the Google Product Taxonomy file with ids (``taxonomy-with-ids.<locale>.txt``).
-
-    Lines look like ``1604 - Apparel & Accessories > Clothing``; lines starting with ``#`` (the
-    version comment) and blank lines are skipped.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``id`` (int64), ``path`` (``"A > B > C"``), ``depth`` (number of segments), ``name`` (last
-        segment), in file order.
-
-    Raises
-    ------
-    FileNotFoundError
-        The file does not exist.
-    ValueError
-        A malformed line, an empty path segment, or a duplicate id/path; the message names the file
-        and the line number.
-    """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise FileNotFoundError(f"Google taxonomy file {str(p)!r} does not exist; download "
-                                "taxonomy-with-ids.en-US.txt from Google Merchant Center help")
-    ids, paths, depths, names = [], [], [], []
-    seen_id: dict[int, int] = {}
-    seen_path: dict[str, int] = {}
-    with open(p, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
-            s = line.strip()
-            if not s or s.startswith("#"):
-                continue
-            m = _GOOGLE_LINE.match(s)
-            if not m or not m.group(2):
-                raise ValueError(f"{p}, line {lineno}: expected 'ID - Level1 > Level2 > ...', got {s[:100]!r}")
-            segs = [x.strip() for x in m.group(2).split(">")]
-            if any(not x for x in segs):
-                raise ValueError(f"{p}, line {lineno}: empty category name in {m.group(2)!r}")
-            gid = int(m.group(1))
-            full = DEFAULT_SEP.join(segs)
-            if gid in seen_id:
-                raise ValueError(f"{p}, line {lineno}: id {gid} already used on line {seen_id[gid]}")
-            if full in seen_path:
-                raise ValueError(f"{p}, line {lineno}: category {full!r} already listed on line {seen_path[full]}")
-            seen_id[gid] = seen_path[full] = lineno
-            ids.append(gid)
-            paths.append(full)
-            depths.append(len(segs))
-            names.append(segs[-1])
-    if not ids:
-        raise ValueError(f"{p} holds no categories (expected lines like '1 - Animals & Pet Supplies')")
-    return pd.DataFrame({"id": np.array(ids, dtype=np.int64), "path": paths,
-                         "depth": np.array(depths, dtype=np.int64), "name": names})

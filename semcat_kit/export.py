@@ -30,12 +30,12 @@ import json
 import os
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from ._io import atomic_dir
+from .contracts import as_embedding_table, resolve_device
 
 __all__ = ["export_head", "load_head", "ExportedHead", "ExportError", "FORMAT", "FORMAT_VERSION", "BACKENDS"]
 
@@ -414,17 +414,10 @@ class ExportedHead:
                                  "encode with the head's encoder")
 
     def _arrays(self, emb, what: str = "emb") -> dict[str, torch.Tensor]:
-        from .train import _check_dims, _fill_missing, _prepare
-
         self.check_embeddings_meta(getattr(emb, "meta", None))
-        data = _prepare(emb, what)
         arch = self.config["architecture"]
-        dims = SimpleNamespace(   # what train._check_dims reads from a model
-            text_dim=arch.get("text_dim") or 0, image_dim=arch.get("image_dim") or 0,
-            text_proj=True if "text" in self.inputs else None, image_proj=True if "image" in self.inputs else None)
-        _check_dims(data, dims, what)
-        data = _fill_missing(data, dims.text_dim if "text" in self.inputs else None,
-                             dims.image_dim if "image" in self.inputs else None)
+        data = as_embedding_table(emb, what).fit_to(arch.get("text_dim") if "text" in self.inputs else None,
+                                                    arch.get("image_dim") if "image" in self.inputs else None, what)
         full = {"text": data.text, "image": data.image, "text_mask": data.text_mask, "image_mask": data.image_mask}
         return {k: full[k] for k in self.inputs}
 
@@ -480,7 +473,6 @@ def load_head(dir, backend: str = "torch", device: str = "cpu") -> ExportedHead:
 
     from .model import FusionHead
     from .taxonomy import Taxonomy
-    from .train import _resolve_device
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -513,7 +505,7 @@ def load_head(dir, backend: str = "torch", device: str = "cpu") -> ExportedHead:
         if codes.shape[0] != len(labels):
             _fail(dir, f"{name} has codes for {codes.shape[0]} classes but {FILES['labels']} lists {len(labels)}")
     inputs = list(cfg["inputs"])
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     model = None
     if backend == "torch":
         try:

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .contracts import as_k
+from .decoding import crm_predict, topk
 from .export import ExportedHead, load_head
 
 __all__ = ["Predictor"]
@@ -255,10 +257,7 @@ class Predictor:
             and ``failures`` (``"; "``-joined reasons, ``""`` when none). Products with nothing
             usable have empty predictions. ``attrs["failures"]`` is the failures table.
         """
-        from .metrics import crm_predict, topk
-
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
-            raise ValueError(f"top_k must be a positive int, not {top_k!r}")
+        top_k = as_k(top_k, "top_k")
         emb, probs, usable = self._probs(products, cache_dir, batch_size, progress)
         n, C = probs.shape
         k = min(int(top_k), C)

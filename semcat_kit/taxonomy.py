@@ -17,6 +17,7 @@ For a tree whose classes are all leaves at one depth this is exactly the paper's
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ import pandas as pd
 
 DEFAULT_SEP = " > "
 
-__all__ = ["Taxonomy", "split_path", "DEFAULT_SEP"]
+__all__ = ["Taxonomy", "split_path", "DEFAULT_SEP", "load_google_taxonomy"]
 
 
 def split_path(path: str, sep: str = DEFAULT_SEP, *, where: str = "") -> tuple[str, ...]:
@@ -170,8 +171,6 @@ class Taxonomy:
     @classmethod
     def from_google_taxonomy(cls, path: str | Path) -> "Taxonomy":
         """Load the Google Product Taxonomy file (``ID - A > B > C`` lines); every node is a class."""
-        from .datasets import load_google_taxonomy
-
         df = load_google_taxonomy(path)
         return cls._from_class_paths(list(df["path"].map(lambda s: tuple(s.split(DEFAULT_SEP)))), DEFAULT_SEP)
 
@@ -374,3 +373,62 @@ _LCA_CHUNK = 1 << 16
 
 def _empty_conflicts() -> pd.DataFrame:
     return pd.DataFrame(columns=_CONFLICT_COLUMNS)
+
+
+# ---------------------------------------------------------------------------------- google
+_GOOGLE_LINE = re.compile(r"^\s*(\d+)\s+-\s+(.*?)\s*$")
+
+
+def load_google_taxonomy(path) -> pd.DataFrame:
+    """Read the Google Product Taxonomy file with ids (``taxonomy-with-ids.<locale>.txt``).
+
+    Lines look like ``1604 - Apparel & Accessories > Clothing``; lines starting with ``#`` (the
+    version comment) and blank lines are skipped.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``id`` (int64), ``path`` (``"A > B > C"``), ``depth`` (number of segments), ``name`` (last
+        segment), in file order.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        A malformed line, an empty path segment, or a duplicate id/path; the message names the file
+        and the line number.
+    """
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"Google taxonomy file {str(p)!r} does not exist; download "
+                                "taxonomy-with-ids.en-US.txt from Google Merchant Center help")
+    ids, paths, depths, names = [], [], [], []
+    seen_id: dict[int, int] = {}
+    seen_path: dict[str, int] = {}
+    with open(p, encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, 1):
+            s = line.strip()
+            if not s or s.startswith("#"):
+                continue
+            m = _GOOGLE_LINE.match(s)
+            if not m or not m.group(2):
+                raise ValueError(f"{p}, line {lineno}: expected 'ID - Level1 > Level2 > ...', got {s[:100]!r}")
+            segs = [x.strip() for x in m.group(2).split(">")]
+            if any(not x for x in segs):
+                raise ValueError(f"{p}, line {lineno}: empty category name in {m.group(2)!r}")
+            gid = int(m.group(1))
+            full = DEFAULT_SEP.join(segs)
+            if gid in seen_id:
+                raise ValueError(f"{p}, line {lineno}: id {gid} already used on line {seen_id[gid]}")
+            if full in seen_path:
+                raise ValueError(f"{p}, line {lineno}: category {full!r} already listed on line {seen_path[full]}")
+            seen_id[gid] = seen_path[full] = lineno
+            ids.append(gid)
+            paths.append(full)
+            depths.append(len(segs))
+            names.append(segs[-1])
+    if not ids:
+        raise ValueError(f"{p} holds no categories (expected lines like '1 - Animals & Pet Supplies')")
+    return pd.DataFrame({"id": np.array(ids, dtype=np.int64), "path": paths,
+                         "depth": np.array(depths, dtype=np.int64), "name": names})

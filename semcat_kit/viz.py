@@ -1,7 +1,7 @@
 """Plotly figures for inspecting label spaces, confusions, mistake severity and training.
 
 Each function returns a :class:`plotly.graph_objects.Figure`; the tables behind them come from
-:mod:`semcat_kit.inspect`, so the figures only draw.
+:mod:`semcat_kit.inspection`, so the figures only draw.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly import colors as pcolors
 from plotly.subplots import make_subplots
 
-from . import inspect as _ins
+from . import inspection as _ins
 from .taxonomy import Taxonomy
 
 __all__ = ["label_map", "similarity_graph", "confusion_heatmap", "severity_histogram",
@@ -43,13 +43,13 @@ def label_map(embeddings, taxonomy: Taxonomy, method: str = "umap", color_level:
         One embedding per class (e.g. ``text_enc.encode_texts(tax.names)``).
     taxonomy : Taxonomy
     method : {"umap", "pca"}
-        Projection (see :func:`semcat_kit.inspect.project_labels`); UMAP needs >= 3 classes.
+        Projection (see :func:`semcat_kit.inspection.project_labels`); UMAP needs >= 3 classes.
     color_level : int
         Taxonomy level whose names colour the points (1 = top level); one legend entry each.
     class_weights : array (C, h), optional
         A trained head's per-class weight rows (e.g. its final ``Linear.weight``). They are
         aligned to the name embeddings by orthogonal Procrustes after PCA to a common dimension
-        (:func:`semcat_kit.inspect.align_weights`), projected together with the names, drawn as
+        (:func:`semcat_kit.inspection.align_weights`), projected together with the names, drawn as
         ``x`` markers in the class's colour and joined to their class's name point by a thin
         line; the hover shows the cosine between the aligned weight and the name (low = the
         model places the class away from where its name sits).
@@ -208,7 +208,7 @@ def confusion_heatmap(pred_or_probs, y_true, taxonomy: Taxonomy, cls, neighbors=
     """Neighbourhood confusion heatmap for one class.
 
     Rows are true classes, columns predicted classes: ``cls``, its semantic neighbours and its
-    most frequent confusions (see :func:`semcat_kit.inspect.neighborhood_confusion`), plus an
+    most frequent confusions (see :func:`semcat_kit.inspection.neighborhood_confusion`), plus an
     ``(other)`` column; cells are row-normalised counts, annotated with the raw count.
 
     Parameters
@@ -311,7 +311,7 @@ def training_curves(history, metrics: Sequence[str] | None = None, title: str | 
     plotly.graph_objects.Figure
         Subplots in the order loss, validation accuracy-type metrics, validation tree distances
         (mistake severity, hdist@k), alpha, learning rate, other (only those present; see
-        :func:`semcat_kit.inspect.history_frame`); one line per (run, metric). With one run
+        :func:`semcat_kit.inspection.history_frame`); one line per (run, metric). With one run
         colours tell metrics apart; with several, colours are runs and dash styles metrics.
     """
     long = _ins.history_frame(history, metrics=metrics)

@@ -1,6 +1,6 @@
 """ipywidgets explorers: browse mispredictions and a class's confusion neighbourhood.
 
-Both are thin: their tables come from :mod:`semcat_kit.inspect`, their figures from
+Both are thin: their tables come from :mod:`semcat_kit.inspection`, their figures from
 :mod:`semcat_kit.viz`. Display one in a notebook by making it the last expression of a cell
 (or ``display(browser.widget)``). Their state (``.filtered``, ``.page``, ``.flagged``,
 ``.selected``, ...) is plain Python, so the logic runs and is tested without a browser.
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import inspect as _ins
+from . import inspection as _ins
 from . import viz
 from ._io import atomic_path
 from .taxonomy import Taxonomy
@@ -82,7 +82,7 @@ def _card_html(row: pd.Series, top: int) -> str:
 
 def product_card(row: pd.Series, top: int = 3, thumb_width: int = 60, flag: W.ToggleButton | None = None) -> W.VBox:
     """One product card: thumbnail (placeholder when missing), title, true path, top predictions,
-    LCA distance and a label-issue badge; ``row`` is a row of :func:`semcat_kit.inspect.mispredictions`."""
+    LCA distance and a label-issue badge; ``row`` is a row of :func:`semcat_kit.inspection.mispredictions`."""
     img = _image_widget(row.get("image_path"), thumb_width)
     info = W.HTML(_card_html(row, top))
     kids = [W.HBox([img, info], layout=W.Layout(align_items="flex-start"))]
@@ -145,7 +145,7 @@ class MispredictionBrowser:
     Attributes
     ----------
     table : DataFrame
-        :func:`semcat_kit.inspect.mispredictions` for all items.
+        :func:`semcat_kit.inspection.mispredictions` for all items.
     filtered : DataFrame
         The rows passing the filters, in display order.
     page : int

@@ -177,7 +177,7 @@ class Workspace:
     # ------------------------------------------------------------------ the comparison suite
     def suite(self, configs: dict | None = None, seeds=(0, 1, 2), epochs: int = 30, crm_for="best",
               retrain: bool = False, progress: bool = True) -> "SuiteResult":
-        """Train a comparison suite (default: :func:`semcat_kit.compare.default_suite`) or reload it.
+        """Train a comparison suite (default: :func:`semcat_kit.comparison.default_suite`) or reload it.
 
         Results are kept under ``work_dir/suites/<key>/`` where ``key`` hashes the data
         (:meth:`fingerprint`), the configurations and the seeds: the summary and per-seed tables
@@ -185,7 +185,7 @@ class Workspace:
         configuration (exported with :func:`semcat_kit.export_head`). A second call with the same
         inputs loads them instead of training.
         """
-        from .compare import compare, default_suite
+        from .comparison import compare, default_suite
         from .export import export_head
         from ._io import atomic_dir
 

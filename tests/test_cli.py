@@ -207,10 +207,10 @@ def test_predict_bad_device_and_repeated_ids_are_one_line_errors(tmp_path, capsy
     csv.write_text("id,title\n1,shirt\n")
     base = ["predict", "--model", str(tmp_path / "nohead"), "--output", str(tmp_path / "o.csv")]
     assert cli.main(base + ["--input", str(csv), "--device", "gpu"]) == 1    # was a RuntimeError traceback
-    _one_line_error(capsys, "--device 'gpu' is not a device", "cpu")
+    _one_line_error(capsys, "--device='gpu' is not a device", "cpu")
     if not torch.cuda.is_available():
         assert cli.main(base + ["--input", str(csv), "--device", "cuda"]) == 1
-        _one_line_error(capsys, "--device cuda: CUDA is not available", "--device auto")
+        _one_line_error(capsys, "--device='cuda' but CUDA is not available", "'auto'")
     csv.write_text("sku,title\n7,shirt\n8,jeans\n7,shoes\n")
     assert cli.main(base + ["--input", str(csv), "--id-col", "sku"]) == 1
     _one_line_error(capsys, "p.csv", "column 'sku' repeats id '7'", "lines [2, 4]")

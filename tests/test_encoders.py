@@ -197,7 +197,7 @@ def test_resolve_device():
     dev, half = sk.encoders.resolve_device("auto")
     assert dev.type == ("cuda" if torch.cuda.is_available() else "cpu") and half == (dev.type == "cuda")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ValueError, match="CUDA is not available"):
             sk.encoders.resolve_device("cuda")
         with pytest.raises(ValueError, match="half"):
             sk.encoders.resolve_device("cpu", half=True)

@@ -83,9 +83,9 @@ def test_reloaded_head_reproduces_logits(data, runs, exported, name, backend):
 
 
 def _bits(run, e):
-    from semcat_kit.train import _fill_missing, _prepare
+    from semcat_kit.contracts import as_embedding_table
 
-    d = _fill_missing(_prepare(e, "emb"), run.model.text_dim, run.model.image_dim)
+    d = as_embedding_table(e, "emb").with_modalities(run.model.text_dim, run.model.image_dim)
     with torch.no_grad():
         return run.model(d.text, d.image, image_mask=d.image_mask, text_mask=d.text_mask).numpy()
 

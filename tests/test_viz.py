@@ -6,9 +6,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from _inspect_case import make_case, small_taxonomy
+from _inspection_case import make_case, small_taxonomy
 from semcat_kit import Taxonomy, viz
-from semcat_kit import inspect as si
+from semcat_kit import inspection as si
 
 
 @pytest.fixture(scope="module")

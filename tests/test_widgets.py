@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from _inspect_case import MISSING_IMAGE_ID, make_case
+from _inspection_case import MISSING_IMAGE_ID, make_case
 from semcat_kit import widgets
-from semcat_kit import inspect as si
+from semcat_kit import inspection as si
 
 
 @pytest.fixture(scope="module")

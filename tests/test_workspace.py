@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import semcat_kit as sk
+from semcat_kit import comparison
 from semcat_kit.workspace import SuiteResult, Workspace
 
 
@@ -99,7 +100,7 @@ def test_suite_trains_once_then_reloads(ws, monkeypatch):
     # same inputs: loaded from disk, no training
     def boom(*a, **k):
         raise AssertionError("suite retrained although a stored result exists")
-    monkeypatch.setattr(sys.modules["semcat_kit.compare"], "compare", boom)
+    monkeypatch.setattr(comparison, "compare", boom)
     again = ws.suite(configs, seeds=[0, 1, 2], crm_for="semantic", progress=False)
     pd.testing.assert_frame_equal(again.summary, res.summary)
     # a changed configuration is a different suite

@@ -10,26 +10,23 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from ..contracts import resolve_device as _resolve
 from ..images import DEFAULT_MAX_PIXELS, ImageError, load_image
 
 __all__ = ["Encoder", "resolve_device", "file_digest", "settings_digest", "l2_normalize"]
 
 
 def resolve_device(device: str | torch.device = "auto", half: bool | None = None) -> tuple[torch.device, bool]:
-    """Turn ``"auto"``/``"cpu"``/``"cuda[:i]"`` into a device and a half-precision flag.
+    """Turn ``"auto"``/``"cpu"``/``"cuda[:i]"``/``"mps"`` into a device and a half-precision flag.
 
     ``"auto"`` picks CUDA with fp16 when a GPU is present, else CPU in fp32. ``half=None`` means
     "fp16 exactly when on CUDA".
     """
-    if isinstance(device, str) and device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={device!r} requested but CUDA is not available; use device='auto' or 'cpu'")
+    dev = _resolve(device, name="device")     # one device rule for the whole library (contracts)
     if half is None:
         half = dev.type == "cuda"
-    if half and dev.type == "cpu":
-        raise ValueError("half precision is only supported on CUDA here; pass half=False on CPU")
+    if half and dev.type != "cuda":
+        raise ValueError(f"half precision is only supported on CUDA here; pass half=False on {dev.type}")
     return dev, bool(half)
 
 

@@ -1,14 +1,14 @@
-"""semcat_kit.inspect: data prep behind the figures and widgets (real Myntra products, synthetic
-model outputs from tests/_inspect_case.py, and tiny hand-computed cases)."""
+"""semcat_kit.inspection: data prep behind the figures and widgets (real Myntra products, synthetic
+model outputs from tests/_inspection_case.py, and tiny hand-computed cases)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from _inspect_case import MISSING_IMAGE_ID, make_case, small_taxonomy
+from _inspection_case import MISSING_IMAGE_ID, make_case, small_taxonomy
 from semcat_kit import Taxonomy
-from semcat_kit import inspect as si
+from semcat_kit import inspection as si
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_label_issues_never_flags_an_item_whose_given_label_is_the_top_predictio
     (np.array([[0.5, 0.5]]), np.array([0.0]), "integer"),
     (np.array([[0.5, 0.5]]), np.array([2]), "outside"),
     (np.array([[1.5, -0.5]]), np.array([0]), "logits"),
-    (np.array([[np.nan, 0.5]]), np.array([0]), "non-finite"),
+    (np.array([[np.nan, 0.5]]), np.array([0]), "NaN or infinite"),
     (np.array([0.5, 0.5]), np.array([0]), "2-D"),
 ])
 def test_label_issues_bad_input(probs, y, msg):

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .train import TrainConfig
-from .train import train as _train
+from .training import TrainConfig
+from .training import train as _train
 
 __all__ = ["compare", "default_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]
 

@@ -18,7 +18,6 @@ import copy
 import dataclasses
 import hashlib
 import math
-import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from tqdm.auto import tqdm
 from . import losses as _losses
 from . import soft_labels as _soft
 from ._io import atomic_path
+from .contracts import EmbeddingTable, as_embedding_table, as_labels, check_device_name, resolve_device
 from .model import FUSION_MODES, FusionHead
 
 __all__ = ["TrainConfig", "TrainRun", "train", "TrainingDivergedError", "load_checkpoint"]
@@ -169,8 +169,7 @@ class TrainConfig:
         for name in ("dropout", "modality_dropout", "warmup"):
             number(name, 0.0, 1.0, hi_open=True)
         number("lr", 0.0, lo_open=True)
-        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
-            raise ValueError(f"TrainConfig.device = {self.device!r} is not allowed; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        check_device_name(self.device, name="TrainConfig.device")
         if self.early_stopping is not None and (not isinstance(self.early_stopping, str)
                                                 or not self.early_stopping.startswith("val_")):
             raise ValueError(f"TrainConfig.early_stopping = {self.early_stopping!r}: name a validation metric "
@@ -211,119 +210,15 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------ data
-@dataclass
-class _Data:
-    text: torch.Tensor | None
-    image: torch.Tensor | None
-    text_mask: torch.Tensor
-    image_mask: torch.Tensor
-    item_ids: np.ndarray | None
-
-    def __len__(self) -> int:
-        return len(self.text_mask)
-
-    def to(self, device) -> "_Data":
-        """The whole table on ``device`` (preloaded once, then batches are index gathers there)."""
-        def mv(x):
-            return None if x is None else x.to(device)
-        return _Data(mv(self.text), mv(self.image), mv(self.text_mask), mv(self.image_mask), self.item_ids)
-
-    def batch(self, idx, device):
-        idx = idx.to(self.text_mask.device)
-        def sel(x):
-            return None if x is None else x[idx].to(device, non_blocking=True)
-        return sel(self.text), sel(self.image), sel(self.image_mask), sel(self.text_mask)
+_Data = EmbeddingTable
 
 
-def _rows_desc(rows: np.ndarray, ids) -> str:
-    shown = rows[:5]
-    if ids is not None:
-        txt = ", ".join(f"row {r} (item {str(ids[r])!r})" for r in shown)
-    else:
-        txt = ", ".join(f"row {r}" for r in shown)
-    return txt + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
-
-
-def _prepare(emb, what: str) -> _Data:
-    """Embeddings (or a bare (N, d) text array) -> float32 tensors with NaN checks."""
-    if isinstance(emb, (np.ndarray, torch.Tensor)):
-        text, image, tmask, imask, ids = emb, None, None, None, None
-    elif hasattr(emb, "text") and hasattr(emb, "image"):
-        text, image = emb.text, emb.image
-        tmask, imask = getattr(emb, "text_mask", None), getattr(emb, "image_mask", None)
-        ids = getattr(emb, "item_ids", None)
-    else:
-        raise TypeError(f"{what} must be an Embeddings table (sk.encode_catalog) or an (N, d) array, "
-                        f"not {type(emb).__name__}")
-    if text is None and image is None:
-        raise ValueError(f"{what} has neither text nor image embeddings")
-    arrays = {}
-    n = None
-    for name, x in (("text", text), ("image", image)):
-        if x is None:
-            continue
-        x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x).detach().cpu()
-        if x.ndim != 2:
-            raise ValueError(f"{what}.{name} must be a 2-D (N, d) array; got shape {tuple(x.shape)}")
-        if n is not None and x.shape[0] != n:
-            raise ValueError(f"{what}: text has {n} rows but image has {x.shape[0]}; one row per product")
-        n = x.shape[0]
-        arrays[name] = x.float().contiguous()
-    if ids is not None:
-        ids = np.asarray(ids)
-        if len(ids) != n:
-            raise ValueError(f"{what}: {len(ids)} item_ids but {n} embedding rows")
-    masks = {}
-    for name, m in (("text", tmask), ("image", imask)):
-        if name not in arrays:
-            masks[name] = torch.zeros(n, dtype=torch.bool)
-            continue
-        m = torch.ones(n, dtype=torch.bool) if m is None else torch.as_tensor(np.asarray(m)).bool()
-        if m.shape != (n,):
-            raise ValueError(f"{what}.{name}_mask has shape {tuple(m.shape)}; expected ({n},)")
-        x = arrays[name]
-        finite = torch.isfinite(x).all(1)
-        bad = np.flatnonzero((m & ~finite).numpy())
-        if len(bad):
-            raise ValueError(f"{what}.{name} has NaN or infinite values at {_rows_desc(bad, ids)}; re-encode those "
-                             f"items or mark them missing ({name}_mask=False)")
-        arrays[name] = torch.where(m[:, None], x, torch.zeros((), dtype=x.dtype))   # missing rows -> 0
-        masks[name] = m
-    return _Data(arrays.get("text"), arrays.get("image"), masks["text"], masks["image"], ids)
+def _prepare(emb, what: str) -> EmbeddingTable:
+    return as_embedding_table(emb, what)
 
 
 def _labels(labels, taxonomy, n: int, what: str) -> np.ndarray:
-    if isinstance(labels, torch.Tensor):
-        labels = labels.cpu().numpy()
-    arr = np.asarray(labels.to_numpy() if isinstance(labels, (pd.Series, pd.Index)) else labels)
-    if arr.ndim != 1:
-        raise ValueError(f"{what} labels must be 1-D (one per item); got shape {arr.shape}")
-    if len(arr) != n:
-        raise ValueError(f"{what}: {n} embedding rows but {len(arr)} labels; give one label per row")
-    if arr.dtype.kind in "iu":
-        y = arr.astype(np.int64)
-        bad = np.flatnonzero((y < 0) | (y >= taxonomy.n_classes))
-        if len(bad):
-            raise ValueError(f"{what} labels at rows {bad[:5].tolist()} (values {y[bad[:5]].tolist()}) are not class "
-                             f"indices in [0, {taxonomy.n_classes}); use taxonomy.index_of(paths)")
-        return y
-    if arr.dtype.kind in "fcb":
-        raise ValueError(f"{what} labels must be class indices (int) or label strings, not {arr.dtype}")
-    try:
-        return np.asarray(taxonomy.index_of(arr.tolist()), dtype=np.int64)
-    except KeyError as e:
-        raise ValueError(f"{what} labels: {e.args[0]}") from None
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"TrainConfig.device={name!r} but CUDA is not available; use device='auto' or 'cpu'")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"TrainConfig.device={name!r} but MPS is not available; use device='auto' or 'cpu'")
-    return dev
+    return as_labels(labels, n, taxonomy, name=f"{what} labels", against=f"{what} embeddings")
 
 
 def _fingerprint(y: np.ndarray) -> str:
@@ -404,30 +299,6 @@ class TrainRun:
         return torch.softmax(s, dim=1).numpy()
 
 
-def _check_dims(data: _Data, model: FusionHead, what: str) -> None:
-    for name, dim, used in (("text", model.text_dim, model.text_proj is not None),
-                            ("image", model.image_dim, model.image_proj is not None)):
-        x = getattr(data, name)
-        if used and x is not None and x.shape[1] != dim:
-            raise ValueError(f"{what}.{name} has dimension {x.shape[1]} but the model expects {dim}; use the same "
-                             f"{name} encoder as in training")
-    if model.image_proj is None and data.text is None:
-        raise ValueError(f"{what} has no text embeddings but the model uses text only (text_dim={model.text_dim})")
-    if model.text_proj is None and data.image is None:
-        raise ValueError(f"{what} has no image embeddings but the model uses images only (image_dim={model.image_dim})")
-
-
-def _fill_missing(data: _Data, text_dim, image_dim) -> _Data:
-    """A table lacking a whole modality the head uses: feed zeros flagged missing."""
-    if image_dim and data.image is None:
-        data = dataclasses.replace(data, image=torch.zeros(len(data), image_dim),
-                                   image_mask=torch.zeros(len(data), dtype=torch.bool))
-    if text_dim and data.text is None:
-        data = dataclasses.replace(data, text=torch.zeros(len(data), text_dim),
-                                   text_mask=torch.zeros(len(data), dtype=torch.bool))
-    return data
-
-
 def _init_code_bias(model: FusionHead, codes: np.ndarray, y: np.ndarray) -> None:
     """Start each bit's output bias at the log-odds of its frequency among the training labels.
 
@@ -458,10 +329,8 @@ def _scores(model, data: _Data, codes_t, batch_size: int, device) -> torch.Tenso
 
 
 def _predict_scores(model, emb, codes, batch_size, what) -> torch.Tensor:
-    data = _prepare(emb, what)
-    _check_dims(data, model, what)
-    data = _fill_missing(data, model.text_dim if model.text_proj is not None else None,
-                         model.image_dim if model.image_proj is not None else None)
+    data = as_embedding_table(emb, what).fit_to(model.text_dim if model.text_proj is not None else None,
+                                                model.image_dim if model.image_proj is not None else None, what)
     device = next(model.parameters()).device
     codes_t = torch.as_tensor(codes, device=device) if codes is not None else None
     return _scores(model, data, codes_t, batch_size, device)
@@ -613,12 +482,12 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
         if cfg.early_stopping not in known:
             raise ValueError(f"TrainConfig.early_stopping={cfg.early_stopping!r} is not a validation metric of this "
                              f"run; choose one of {known}")
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device, name="TrainConfig.device")
     codes = _soft.taxonomy_codes(taxonomy) if cfg.label_repr == "codes" else None
     text_dim = data.text.shape[1] if data.text is not None else None
     image_dim = data.image.shape[1] if data.image is not None else None
     if vdata is not None:   # a val table lacking a modality the head uses: treat it as missing
-        vdata = _fill_missing(vdata, text_dim, image_dim)
+        vdata = vdata.with_modalities(text_dim, image_dim)
     counts = np.bincount(y, minlength=C)
     class_w = _losses.class_weights(counts, cfg.focal_alpha, cfg.focal_beta).to(device) \
         if cfg.focal_alpha != "none" else None

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .contracts import as_k, as_labels, as_neighbors, as_probs
 from .metrics import mistake_distances
 from .taxonomy import Taxonomy
 
@@ -48,47 +49,12 @@ def _check_taxonomy(taxonomy) -> Taxonomy:
 
 
 def _as_probs(probs, n_classes: int | None = None, name: str = "probs") -> np.ndarray:
-    p = np.asarray(probs)
-    if p.dtype.kind != "f":  # keep float32 as is: (N, C) can be large
-        p = p.astype(np.float64)
-    if p.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (items, classes) array of probabilities, got shape {p.shape}")
-    if n_classes is not None and p.shape[1] != n_classes:
-        raise ValueError(f"{name} has {p.shape[1]} columns but the taxonomy has {n_classes} classes; "
-                         "pass probabilities from a model trained on this taxonomy")
-    if not np.isfinite(p).all():
-        bad = int(np.argwhere(~np.isfinite(p))[0, 0])
-        raise ValueError(f"{name} has non-finite values (first in row {bad}); check the model outputs")
-    if (p < 0).any():
-        bad = int(np.argwhere(p < 0)[0, 0])
-        raise ValueError(f"{name} has negative values (first in row {bad}); pass probabilities "
-                         "(softmax of logits), not logits")
-    return p
+    return as_probs(probs, n_classes, name=name)
 
 
 def _as_labels(y, taxonomy: Taxonomy, n: int | None = None, name: str = "y_true") -> np.ndarray:
     """Class indices from integer indices or label strings (full paths or aliases)."""
-    if y is None:
-        raise ValueError(f"{name} is missing: pass class indices or label paths, one per item")
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one label per item), got shape {arr.shape}")
-    if arr.dtype.kind in "OUS":
-        out = np.asarray(taxonomy.index_of([str(v) if v is not None else v for v in arr]), dtype=np.int64)
-    elif arr.dtype.kind in "iu" or (arr.dtype.kind == "f" and len(arr) and np.all(arr == np.round(arr))):
-        out = arr.astype(np.int64)
-        C = taxonomy.n_classes
-        bad = np.flatnonzero((out < 0) | (out >= C))
-        if len(bad):
-            raise ValueError(f"{name} has class indices outside [0, {C}) (first at item {int(bad[0])}: "
-                             f"{int(out[bad[0]])}); indices must refer to taxonomy.classes")
-    elif len(arr) == 0:
-        out = arr.astype(np.int64)
-    else:
-        raise ValueError(f"{name} must hold class indices or label paths, got dtype {arr.dtype}")
-    if n is not None and len(out) != n:
-        raise ValueError(f"{name} has {len(out)} items but the predictions have {n}; they must align")
-    return out
+    return as_labels(y, n, taxonomy, name=name, against="the predictions")
 
 
 def _as_pred(pred_or_probs, taxonomy: Taxonomy, name: str = "pred_or_probs") -> np.ndarray:
@@ -103,24 +69,7 @@ def _as_pred(pred_or_probs, taxonomy: Taxonomy, name: str = "pred_or_probs") -> 
 
 def _as_neighbors(neighbors, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices, sims) from a :class:`semcat_kit.similarity.Neighbors` or an ``(indices, sims)`` pair."""
-    if hasattr(neighbors, "indices") and hasattr(neighbors, "sims"):
-        idx, sims = neighbors.indices, neighbors.sims
-    elif isinstance(neighbors, (tuple, list)) and len(neighbors) == 2:
-        idx, sims = neighbors
-    else:
-        raise TypeError("neighbors must be a semcat_kit.similarity.Neighbors (from label_neighbors) "
-                        f"or an (indices, sims) pair, not {type(neighbors).__name__}")
-    idx = np.asarray(idx)
-    sims = np.asarray(sims, dtype=np.float64)
-    if idx.ndim != 2 or idx.shape != sims.shape:
-        raise ValueError(f"neighbors.indices {idx.shape} and neighbors.sims {sims.shape} must be the same (C, k) shape")
-    if idx.shape[0] != n_classes:
-        raise ValueError(f"neighbors cover {idx.shape[0]} classes but the taxonomy has {n_classes}; "
-                         "compute neighbours from this taxonomy's class embeddings")
-    idx = idx.astype(np.int64)
-    if ((idx < -1) | (idx >= n_classes)).any():
-        raise ValueError(f"neighbors.indices has entries outside [-1, {n_classes}); -1 is the only padding value")
-    return idx, sims
+    return as_neighbors(neighbors, n_classes)
 
 
 def class_index(cls, taxonomy: Taxonomy) -> int:
@@ -291,9 +240,8 @@ def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxon
             raise ValueError("pass y_true or give catalog_df a 'label' column")
         y_true = catalog_df["label"].to_numpy()
     y = _as_labels(y_true, tax, N)
-    if int(top) < 1:
-        raise ValueError(f"top must be >= 1, got {top}")
-    ti, tv = _topk(p, int(top))
+    top = as_k(top, "top")
+    ti, tv = _topk(p, top)
     pred = ti[:, 0] if N else np.zeros(0, dtype=np.int64)
     classes = np.asarray(tax.classes, dtype=object)
     issues = label_issues(p, y)
@@ -366,9 +314,8 @@ def neighbor_table(neighbors, taxonomy: Taxonomy, k: int | None = None, cls=None
     tax = _check_taxonomy(taxonomy)
     idx, sims = _as_neighbors(neighbors, tax.n_classes)
     if k is not None:
-        if int(k) < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        idx, sims = idx[:, : int(k)], sims[:, : int(k)]
+        k = as_k(k)
+        idx, sims = idx[:, :k], sims[:, :k]
     rows = np.arange(tax.n_classes) if cls is None else np.array([class_index(cls, tax)])
     src = np.repeat(rows, idx.shape[1])
     tgt = idx[rows].ravel()
@@ -436,8 +383,7 @@ def neighborhood_confusion(pred_or_probs, y_true, taxonomy: Taxonomy, cls, neigh
     pred = _as_pred(pred_or_probs, tax)
     y = _as_labels(y_true, tax, len(pred))
     c = class_index(cls, tax)
-    if int(size) < 1:
-        raise ValueError(f"size must be >= 1, got {size}")
+    size = as_k(size, "size")
     nb = []
     if neighbors is not None:
         nb = neighbor_table(neighbors, tax, cls=c)["target"].tolist()
