@@ -11,7 +11,9 @@ from .metrics import evaluate
 from .model import FusionHead
 from .training import TrainConfig, TrainRun, train
 from .splits import split
-from .comparison import compare, default_suite, format_table
+from . import baselines
+from .baselines import HiClassBaseline, LogisticBaseline
+from .comparison import baseline_suite, compare, default_suite, format_table
 from . import viz, widgets, inspection
 from .export import export_head, load_head
 from .predictor import Predictor

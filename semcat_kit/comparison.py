@@ -18,17 +18,18 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .baselines import Baseline
 from .training import TrainConfig
 from .training import train as _train
 
-__all__ = ["compare", "default_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]
+__all__ = ["compare", "default_suite", "baseline_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]
 
 CRM_SUFFIX = " + CRM"
 _LOWER_IS_BETTER = ("severity", "hdist", "ece", "loss", "seconds")
 
 
 class CompareRuns(dict):
-    """The trained runs of a :func:`compare` call, ``{(config_name, seed): TrainRun}``, plus
+    """The trained runs of a :func:`compare` call, ``{(config_name, seed): TrainRun or fitted Baseline}``, plus
     ``.long`` (one row per (config, seed), CRM rows included).
 
     Stored in ``df.attrs["runs"]``; shared, not copied, when pandas propagates ``attrs``.
@@ -63,8 +64,12 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
 
     Parameters
     ----------
-    configs : dict[str, TrainConfig]
-        Named configurations (their ``seed`` is replaced by each of ``seeds``).
+    configs : dict[str, TrainConfig or Baseline]
+        Named configurations (their ``seed`` is replaced by each of ``seeds``). A
+        :class:`semcat_kit.baselines.Baseline` (e.g. ``LogisticBaseline()``, ``HiClassBaseline()``)
+        is fitted on the same ``train`` (``val`` for its model selection) and scored on the same
+        ``test``; one whose fit does not depend on the seed is fitted once and its row repeated
+        per seed (std 0). Its ``best_epoch`` is NaN.
     train, val, test : (embeddings, labels)
         One split; ``val`` (optional) drives early stopping, ``test`` is evaluated.
     taxonomy, neighbors
@@ -101,8 +106,9 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
     for name, cfg in configs.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"configuration names must be non-empty strings, not {name!r}")
-        if not isinstance(cfg, TrainConfig):
-            raise TypeError(f"configs[{name!r}] is a {type(cfg).__name__}, not a TrainConfig")
+        if not isinstance(cfg, (TrainConfig, Baseline)):
+            raise TypeError(f"configs[{name!r}] is a {type(cfg).__name__}, not a TrainConfig or a "
+                            "semcat_kit.baselines.Baseline")
         if name.endswith(CRM_SUFFIX):
             raise ValueError(f"configuration name {name!r} ends with {CRM_SUFFIX!r}, which is reserved for CRM rows")
     seeds = list(seeds)
@@ -110,7 +116,7 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
         raise ValueError(f"seeds must be at least 3 distinct integers (mean and std over seeds); got {seeds}")
     tr, te = _check_pair(train, "train"), _check_pair(test, "test")
     va = _check_pair(val, "val") if val is not None else None
-    need_nb = [n for n, c in configs.items() if c.smoothing in ("topk", "semantic")]
+    need_nb = [n for n, c in configs.items() if isinstance(c, TrainConfig) and c.smoothing in ("topk", "semantic")]
     if need_nb and neighbors is None:
         raise ValueError(f"configurations {need_nb} use neighbour soft labels; pass neighbors=...")
     crm_names: list[str] = []
@@ -129,18 +135,25 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
     total = len(configs) * len(seeds)
     with tqdm(total=total, desc="compare", unit="run", disable=not progress) as bar:
         for name, cfg in configs.items():
+            fitted = None     # a seed-independent baseline is fitted once
             for seed in seeds:
                 bar.set_postfix_str(f"{name} seed={seed}")
                 t0 = time.perf_counter()
-                ck = None if ck_root is None else Path(ck_root) / re.sub(r"[^\w.-]+", "_", name) / f"seed{seed}"
-                run = _train(tr[0], tr[1], taxonomy=taxonomy, neighbors=neighbors, config=cfg.replace(seed=seed),
-                             val=va, progress=False, checkpoint_dir=ck, **train_kwargs)
-                secs = time.perf_counter() - t0
+                if isinstance(cfg, Baseline):
+                    if fitted is None or cfg.seeded:
+                        fitted = cfg.clone().fit(tr[0], tr[1], taxonomy=taxonomy, val=va, seed=seed)
+                        fit_secs = time.perf_counter() - t0
+                    run, best_epoch, secs = fitted, float("nan"), fit_secs
+                else:
+                    ck = None if ck_root is None else Path(ck_root) / re.sub(r"[^\w.-]+", "_", name) / f"seed{seed}"
+                    run = _train(tr[0], tr[1], taxonomy=taxonomy, neighbors=neighbors, config=cfg.replace(seed=seed),
+                                 val=va, progress=False, checkpoint_dir=ck, **train_kwargs)
+                    best_epoch, secs = run.best_epoch, time.perf_counter() - t0
                 runs[(name, seed)] = run
                 probs = run.predict_proba(te[0])
                 scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks)
                 rows.append({"config": name, "seed": seed, "crm": False, **scores.drop("n").to_dict(),
-                             "best_epoch": run.best_epoch, "train_seconds": secs})
+                             "best_epoch": best_epoch, "train_seconds": secs})
                 bar.update(1)
     base = pd.DataFrame(rows)
     metric_cols = [c for c in base.columns if c not in ("config", "seed", "crm")]
@@ -199,6 +212,19 @@ def default_suite(epochs: int = 30, k: int = 20, alpha: float = 0.1, **common) -
         f"tree top-{k}": TrainConfig(smoothing="tree", k=k, alpha=alpha, **base),
         "binary codes": TrainConfig(label_repr="codes", smoothing="onehot", **base),
     }
+
+
+def baseline_suite(C="val") -> dict:
+    """What a user would pick instead of a head, as :func:`compare` rows.
+
+    ``"LogisticRegression"`` (:class:`~semcat_kit.baselines.LogisticBaseline`, ``C`` chosen on the
+    validation split by default) and ``"hiclass LCPPN"`` (:class:`~semcat_kit.baselines.HiClassBaseline`,
+    a logistic regression per parent node). Add ``crm_for=["LogisticRegression", ...]`` for the
+    "+ CRM" row.
+    """
+    from .baselines import HiClassBaseline, LogisticBaseline
+
+    return {"LogisticRegression": LogisticBaseline(C=C), "hiclass LCPPN": HiClassBaseline(C=C)}
 
 
 def format_table(df: pd.DataFrame, metrics: Sequence[str] = ("top1", "top5", "macro_f1", "mistake_severity",
