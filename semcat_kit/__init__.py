@@ -15,6 +15,8 @@ from . import baselines
 from .baselines import HiClassBaseline, LogisticBaseline
 from .comparison import baseline_suite, compare, default_suite, format_table
 from . import viz, widgets, inspection
+from . import tuning
+from .tuning import tune
 from .export import export_head, load_head
 from .predictor import Predictor
 from .workspace import Workspace

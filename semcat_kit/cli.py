@@ -4,6 +4,8 @@
 
     semcat train --catalog tutorial --config config.yaml --out head/ [--cache-dir cache/]
     semcat predict --model head/ --input products.csv --output preds.csv [--top-k 5] [--crm]
+    semcat tune --catalog tutorial --config config.yaml --out tuned/ \
+        [--objective "hdist@5; top1 >= baseline - 0.5pt"] [--n-trials 30] [--timeout 600]
 
 Bad input ends the command with exit status 1 and one line ``semcat: error: ...`` on stderr
 (usage errors: status 2, from argparse).
@@ -228,6 +230,73 @@ def _cmd_train(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- tune
+def _prepare_data(args, cfg):
+    """Catalog -> taxonomy, embeddings, labels, split and neighbours, as ``semcat train`` builds them."""
+    import semcat_kit as sk
+
+    tcfg = cfg["train"]
+    catalog = _load_training_catalog(args.catalog, cfg["catalog"], args.config)
+    if cfg["sample"] is not None:
+        catalog = sample_catalog(catalog, cfg["sample"], cfg["seed"])
+    csv_source = args.catalog != "tutorial" and Path(args.catalog).expanduser().is_file()
+    sep = (cfg["catalog"].get("sep") or " > ") if csv_source else " > "
+    tax = sk.Taxonomy.from_paths(catalog["label"], sep=sep)
+    print(f"catalog: {len(catalog)} products, {tax.n_classes} classes", flush=True)
+    text_enc = sk.encoders.load(cfg["text_encoder"], device=tcfg.device) if cfg["text_encoder"] else None
+    image_enc = sk.encoders.load(cfg["image_encoder"], device=tcfg.device) if cfg["image_encoder"] else None
+    emb = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
+                            progress=not args.quiet)
+    if len(emb.failures):
+        print(f"unusable inputs: {len(emb.failures)} (e.g. {emb.failures.iloc[0].to_dict()})", file=sys.stderr)
+    y = tax.index_of(catalog["label"].tolist())
+    sp = sk.split(y, val=cfg["split"]["val"], test=cfg["split"]["test"], seed=cfg["split"]["seed"],
+                  min_count=cfg["split"]["min_count"])
+    nk = min(max(cfg["neighbors"]["k"], tcfg.k), max(1, tax.n_classes - 1))
+    if text_enc is not None:
+        names = sk.similarity.class_texts(tax, template=cfg["neighbors"]["template"])
+        neighbors = sk.similarity.label_neighbors(text_enc.encode_texts(names), k=nk)
+    else:
+        neighbors = sk.similarity.tree_neighbors(tax, nk)
+    return tax, emb, np.asarray(y), sp, neighbors
+
+
+def _cmd_tune(args) -> int:
+    import yaml
+
+    from ._io import atomic_write_text
+    from .tuning import parse_objective, tune
+
+    objective = parse_objective(args.objective)   # a bad objective fails before any encoding
+    if args.n_trials < 1:
+        raise CliError(f"--n-trials must be >= 1, not {args.n_trials}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise CliError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+    cfg = read_train_config(args.config)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise CliError(f"--out {out} exists and is not empty; pass --overwrite or choose another folder")
+    tax, emb, y, sp, neighbors = _prepare_data(args, cfg)
+    if not len(sp.val):
+        raise CliError("the split has no validation items; the tuner scores trials on it (set split.val > 0)")
+    print(f"split: {len(sp.train)} train, {len(sp.val)} val, {len(sp.test)} test; objective: {objective}", flush=True)
+    res = tune((emb.take(sp.train), y[sp.train]), (emb.take(sp.val), y[sp.val]), taxonomy=tax, neighbors=neighbors,
+               objective=objective, n_trials=args.n_trials, timeout=args.timeout, base_config=cfg["train"],
+               seed=cfg["seed"], progress=not args.quiet, allow_unseen_val_classes=True)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "trials.csv", res.trials.to_csv(index=False))
+    best = {"train": res.config.to_dict(), "crm": res.crm, "objective": str(objective),
+            "val_scores": {k: float(v) for k, v in res.scores.items()},
+            "references": {n: {k: float(v) for k, v in s.items()} for n, s in res.references.items()}}
+    atomic_write_text(out / "best.yaml", yaml.safe_dump(best, sort_keys=False, allow_unicode=True))
+    print(f"best of {len(res.trials)} trials ({'feasible' if res.feasible else 'NO trial met the constraints'}): "
+          f"{objective.metric} = {res.scores[objective.metric]:.4f} on val, crm={res.crm}")
+    for name, ref in res.references.items():
+        print(f"  reference {name}: {objective.metric} = {ref[objective.metric]:.4f}")
+    print(f"wrote {out / 'best.yaml'} (its 'train:' section is a semcat train config) and {out / 'trials.csv'}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- predict
 def _read_products(args) -> pd.DataFrame:
     p = Path(args.input).expanduser()
@@ -336,8 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="semcat", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Categorize products into a category hierarchy from titles and images.",
-        epilog="Run 'semcat train --help' or 'semcat predict --help' for the options of each command.")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{train,predict}")
+        epilog="Run 'semcat train --help', 'semcat predict --help' or 'semcat tune --help' for the options of each command.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{train,predict,tune}")
 
     p = sub.add_parser("predict", help="categorize products with an exported head",
                        description="Categorize the products of a CSV file with a head exported by 'semcat train' "
@@ -378,6 +447,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_cmd_train)
+
+    u = sub.add_parser("tune", help="search training settings for a stated objective (Optuna)",
+                       description="Encode and split a catalog as 'semcat train' does, then search soft labels, "
+                                   "loss, head size, step budget and CRM with Optuna, training on the train split "
+                                   "and scoring on the validation split. Writes best.yaml (its 'train:' section "
+                                   "is a 'semcat train' config) and trials.csv.")
+    u.add_argument("--catalog", required=True, metavar="SOURCE", help="as for 'semcat train'")
+    u.add_argument("--config", required=True, metavar="YAML", help="as for 'semcat train'; its 'train:' section "
+                   "holds the settings that are not searched")
+    u.add_argument("--out", required=True, metavar="DIR", help="folder for best.yaml and trials.csv")
+    u.add_argument("--objective", default="hdist@5; top1 >= baseline - 0.5pt",
+                   help="metric to optimise and constraints, e.g. 'hdist@5; top1 >= baseline - 0.5pt, "
+                        "macro_f1 >= baseline - 0.5pt' (baseline: a tuned LogisticRegression on the same "
+                        "embeddings; onehot: the default one-hot head)")
+    u.add_argument("--n-trials", type=int, default=30, metavar="N", help="number of trials (default 30)")
+    u.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop after this long")
+    u.add_argument("--cache-dir", metavar="DIR", help="embedding cache folder (re-runs skip encoding)")
+    u.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
+    u.add_argument("--quiet", action="store_true", help="no progress bars")
+    u.set_defaults(func=_cmd_tune)
     return ap
 
 
