@@ -18,12 +18,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from . import soft_labels as _soft
 from .baselines import Baseline
 from .metrics import lower_is_better
 from .training import TrainConfig
 from .training import train as _train
 
-__all__ = ["compare", "default_suite", "baseline_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]
+__all__ = ["compare", "default_suite", "baseline_suite", "loss_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]
 
 CRM_SUFFIX = " + CRM"
 
@@ -55,7 +56,7 @@ def _check_pair(pair, name: str):
 def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbors=None,
             seeds: Sequence[int] = (0, 1, 2), crm_for: str | Iterable[str] | None = None,
             best_by: str = "top1", long: bool = False, ks: Sequence[int] = (1, 5, 20),
-            progress: bool = True, **train_kwargs) -> pd.DataFrame:
+            by_frequency: bool | tuple = False, progress: bool = True, **train_kwargs) -> pd.DataFrame:
     """Train each configuration over several seeds and tabulate test metrics.
 
     Parameters
@@ -81,6 +82,10 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
         Return one row per (config, seed) instead of the summary.
     ks : sequence of int
         Passed to :func:`semcat_kit.evaluate`.
+    by_frequency : bool or (t1, t2)
+        Also report ``top1[b]``, ``macro_f1[b]``, ``mistake_severity[b]`` and ``n[b]`` per frequency
+        bucket ``b`` in head / torso / tail of the *training* class counts
+        (:func:`semcat_kit.frequency.frequency_buckets`: thirds of the classes, or count thresholds).
     progress : bool
         ``tqdm`` bar over runs.
     **train_kwargs
@@ -112,7 +117,7 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
         raise ValueError(f"seeds must be at least 3 distinct integers (mean and std over seeds); got {seeds}")
     tr, te = _check_pair(train, "train"), _check_pair(test, "test")
     va = _check_pair(val, "val") if val is not None else None
-    need_nb = [n for n, c in configs.items() if isinstance(c, TrainConfig) and c.smoothing in ("topk", "semantic")]
+    need_nb = [n for n, c in configs.items() if isinstance(c, TrainConfig) and _soft.kind_info(c.smoothing).needs_neighbors]
     if need_nb and neighbors is None:
         raise ValueError(f"configurations {need_nb} use neighbour soft labels; pass neighbors=...")
     crm_names: list[str] = []
@@ -125,6 +130,21 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
     if "resume" in train_kwargs:
         raise ValueError("compare() cannot resume runs; call sk.train(..., resume=...) for a single run")
     ck_root = train_kwargs.pop("checkpoint_dir", None)
+    buckets = None
+    if by_frequency is not False and by_frequency is not None:
+        from .contracts import as_labels
+        from .frequency import frequency_buckets
+
+        y_tr = as_labels(tr[1], len(tr[1]), taxonomy, name="train labels")
+        buckets = frequency_buckets(y_tr, taxonomy.n_classes,
+                                    thresholds=None if by_frequency is True else by_frequency)
+
+    def extra(probs, crm):
+        if buckets is None:
+            return {}
+        from .frequency import bucket_metrics
+
+        return bucket_metrics(probs, te[1], taxonomy, buckets, crm=crm).to_dict()
 
     runs = CompareRuns()
     rows = []
@@ -149,7 +169,7 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
                 probs = run.predict_proba(te[0])
                 scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks)
                 rows.append({"config": name, "seed": seed, "crm": False, **scores.drop("n").to_dict(),
-                             "best_epoch": best_epoch, "train_seconds": secs})
+                             **extra(probs, False), "best_epoch": best_epoch, "train_seconds": secs})
                 bar.update(1)
     base = pd.DataFrame(rows)
     metric_cols = [c for c in base.columns if c not in ("config", "seed", "crm")]
@@ -164,7 +184,8 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
         for rr in base[base["config"] == name].to_dict("records"):
             probs = runs[(name, rr["seed"])].predict_proba(te[0])     # recomputed: probs are not kept
             scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks, crm=True)
-            crm_rows.append({**rr, **scores.drop("n").to_dict(), "config": name + CRM_SUFFIX, "crm": True})
+            crm_rows.append({**rr, **scores.drop("n").to_dict(), **extra(probs, True), "config": name + CRM_SUFFIX,
+                             "crm": True})
     long_df = pd.concat([base, pd.DataFrame(crm_rows)], ignore_index=True) if crm_rows else base
     order = []
     for name in configs:
@@ -213,6 +234,26 @@ def default_suite(epochs: int = 30, k: int = 20, alpha: float = 0.1, **common) -
             out[kind.suite_name.format(**cfg.to_dict()) + " + curriculum"] = cfg.replace(curriculum="linear")
     out["binary codes"] = TrainConfig(label_repr="codes", smoothing="onehot", **base)
     return out
+
+
+def loss_suite(smoothing: str = "semantic", k: int = 20, alpha: float = 0.1, gamma: float = 2.0,
+               **common) -> dict[str, TrainConfig]:
+    """The seed's loss ablation as named configurations.
+
+    Focal only (``kl_weight=0``), KL only (``focal_weight=0``: cross-entropy to the ``smoothing``
+    soft labels), focal + KL; and focal + KL with class weights ``focal_alpha`` = ``inverse``
+    (``w_c ∝ 1/n_c``) and ``effective`` (``w_c ∝ (1 - beta) / (1 - beta^n_c)``, Cui et al. 2019).
+    ``common`` sets any other :class:`TrainConfig` field on every configuration (e.g. ``min_steps``).
+    Run with ``compare(..., by_frequency=True)`` for head / torso / tail metrics.
+    """
+    soft = dict(smoothing=smoothing, alpha=alpha, **({"k": k} if smoothing not in ("onehot", "uniform") else {}))
+    return {
+        f"focal γ={gamma:g} only": TrainConfig(focal_gamma=gamma, kl_weight=0.0, **common),
+        f"KL only ({smoothing})": TrainConfig(focal_weight=0.0, kl_weight=1.0, **soft, **common),
+        f"focal + KL ({smoothing})": TrainConfig(focal_gamma=gamma, **soft, **common),
+        f"focal + KL, α inverse": TrainConfig(focal_gamma=gamma, focal_alpha="inverse", **soft, **common),
+        f"focal + KL, α effective": TrainConfig(focal_gamma=gamma, focal_alpha="effective", **soft, **common),
+    }
 
 
 def baseline_suite(C="val") -> dict:
