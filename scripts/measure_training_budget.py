@@ -89,7 +89,7 @@ def _patch_linear_head() -> int:
     return 1
 
 
-def run_catalog(name: str, seeds) -> pd.DataFrame:
+def run_catalog(name: str, seeds, only=None) -> pd.DataFrame:
     emb, y, tax, sp = bd.load(name)
     tr, va, te = bd.pairs(emb, y, sp)
     rows = []
@@ -105,6 +105,8 @@ def run_catalog(name: str, seeds) -> pd.DataFrame:
     spe = math.ceil(len(tr[1]) / 256)
     linear_hidden = 0 if _linear_supported() else _patch_linear_head()
     for cname, cfg in variants(len(tr[1]), linear_hidden).items():
+        if only and not any(o in cname for o in only):
+            continue
         for seed in seeds:
             t0 = time.perf_counter()
             # without early stopping the validation split is not needed (and not evaluated every epoch)
@@ -139,6 +141,7 @@ def main(argv=None) -> int:
     ap.add_argument("--catalogs", nargs="+", default=["tutorial", "toys"], choices=bd.CATALOGS)
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", nargs="+", default=None, help="run only the variants whose name contains one of these")
     ap.add_argument("--out", default=str(bd.ROOT / "docs" / "training_budget.md"))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -147,7 +150,8 @@ def main(argv=None) -> int:
         "# Training budget, validation protocol and head size on small catalogs",
         "",
         "Written by `scripts/measure_training_budget.py` "
-        f"(`--catalogs {' '.join(a.catalogs)} --seeds {' '.join(map(str, a.seeds))}`). One-hot heads (focal γ=2 "
+        f"(`--catalogs {' '.join(a.catalogs)} --seeds {' '.join(map(str, a.seeds))}"
+        f"{'' if not a.only else ' --only ' + ' '.join(repr(o) for o in a.only)}`). One-hot heads (focal γ=2 "
         "unless stated), one factor changed at a time from the defaults; LogisticRegression on the same "
         "embeddings (`[text, image, masks]`, C from {0.1, 1, 10, 100} by validation top-1, refit on train "
         "only). Test split, mean ± std over training seeds (the split is fixed: seed 0). `steps to best` = "
@@ -155,7 +159,7 @@ def main(argv=None) -> int:
         "",
     ]
     for name in a.catalogs:
-        df = run_catalog(name, a.seeds)
+        df = run_catalog(name, a.seeds, a.only)
         z = df.attrs["sizes"]
         parts += [f"## {name}: {z['classes']} classes, train {z['train']} / val {z['val']} / test {z['test']} "
                   f"items, {z['steps_per_epoch']} steps per epoch", "", table(df), ""]

@@ -20,7 +20,8 @@ violation (a warning says so). Trial 0 is always the one-hot head with the base 
 the searched ranges; it is also the ``onehot`` reference), so the result is never worse than one-hot
 on the stated objective (feasibility first, then the metric).
 
-Searched (``search_space`` can fix or narrow any of them): ``smoothing`` kind, ``alpha``, ``k``,
+Searched (``search_space`` can fix or narrow any of them): ``label_repr`` (class outputs or binary
+taxonomy codes, which take no soft labels), ``smoothing`` kind, ``alpha``, ``k``,
 ``temperature``, ``tree_beta``, ``kl_weight``, ``focal_gamma``, ``focal_alpha`` (none / inverse /
 effective), head size (``proj_dim``, ``hidden``), the step budget (``steps``, converted to epochs) and
 CRM decoding (``crm``). Trials train without early stopping (the validation split is the judge).
@@ -46,6 +47,7 @@ _LOWER = ("severity", "hdist", "ece", "loss", "seconds")
 #: The default search space: lists are categorical choices, (lo, hi) floats/ints are ranges
 #: (``log`` for the names in ``_LOG``).
 DEFAULT_SPACE: dict[str, Any] = {
+    "label_repr": ["onehot", "codes"],
     "smoothing": ["onehot", "uniform", "topk", "semantic", "tree"],
     "alpha": (0.02, 0.4),
     "k": (3, 20),
@@ -209,6 +211,8 @@ def _steps_per_epoch(n: int, batch: int) -> int:
 
 def _config_from(params: dict, base: TrainConfig, n_train: int) -> TrainConfig:
     p = {k: v for k, v in params.items() if k not in ("steps", "crm")}
+    if p.get("label_repr", base.label_repr) == "codes":   # BCE of taxonomy codes: soft labels do not apply
+        p["smoothing"] = "onehot"
     steps = params.get("steps")
     if steps is not None:
         p["epochs"] = max(1, math.ceil(int(steps) / _steps_per_epoch(n_train, base.batch_size)))
@@ -334,7 +338,7 @@ def tune(train, val, *, taxonomy, neighbors=None, objective: str | Objective = "
     # trial 0 (and the "onehot" reference): the one-hot head with the base settings, moved into the space
     searched = {k for k, v in space.items() if isinstance(v, tuple) or (isinstance(v, list) and len(v) > 1)}
     first = {k: _clamp(space[k], v) for k, v in {**_default_params(base, n_train), "smoothing": "onehot",
-                                                 "crm": False}.items() if k in searched}
+                                                 "label_repr": "onehot", "crm": False}.items() if k in searched}
     first_cfg = _config_from({**{k: (v[0] if isinstance(v, list) else v) for k, v in space.items()
                                  if k not in searched}, **first}, base, n_train)
     cache: dict = {}
