@@ -158,3 +158,14 @@ def test_loss_suite_in_compare_with_frequency_buckets():
     long = df.attrs["runs"].long
     got = long[(long.config == "KL only (tree)") & (long.seed == 0)].iloc[0]
     assert got["top1[tail]"] == pytest.approx(want["top1[tail]"])
+
+
+def test_for_data_defaults_follow_the_data_size():
+    small = sk.TrainConfig.for_data(2100, n_val=300)
+    assert small.min_steps == 600 and small.early_stopping is None
+    assert small.epochs_for(2100) == 67                       # 9 steps per epoch -> 67 epochs
+    big = sk.TrainConfig.for_data(30_000, n_val=4000, smoothing="tree")
+    assert big.early_stopping == "val_top1" and big.smoothing == "tree" and big.epochs_for(30_000) == 30
+    assert sk.TrainConfig.for_data(100, n_val=5000, early_stopping=None).early_stopping is None
+    with pytest.raises(ValueError, match="n_val must be a non-negative int"):
+        sk.TrainConfig.for_data(100, n_val=-1)
