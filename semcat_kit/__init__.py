@@ -13,7 +13,8 @@ from .training import TrainConfig, TrainRun, train
 from .splits import split
 from . import baselines
 from .baselines import HiClassBaseline, LogisticBaseline
-from .comparison import baseline_suite, compare, default_suite, format_table
+from .comparison import baseline_suite, compare, default_suite, format_table, loss_suite
+from . import frequency
 from . import viz, widgets, inspection
 from . import tuning
 from .tuning import tune
