@@ -58,8 +58,9 @@ def head_defaults() -> dict:
     return dict(epochs=30, early_stopping=None)
 
 
-def run(name: str, seeds, trials: int, timeout: float) -> str:
+def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"), path=None) -> str:
     t_all = time.perf_counter()
+    tune_secs = cmp_secs = abl_secs = 0.0
     emb, y, tax, sp = bd.load(name)
     tr, va, te = bd.pairs(emb, y, sp)
     C = tax.n_classes
@@ -76,6 +77,12 @@ def run(name: str, seeds, trials: int, timeout: float) -> str:
            f"Written by `scripts/run_issue12_experiment.py --catalog {name}`. Test split, mean ± std over seeds "
            "(baselines are deterministic: std 0). `+ CRM` rows re-decode the same runs.", ""]
 
+    def flush(lines):
+        if path is not None:
+            atomic_write_text(path, "\n".join(lines) + "\n")
+
+    if "main" not in parts:
+        return _ablation(out, name, tr, va, te, tax, name_nb, seeds, flush, t_all)
     # ---- the tuner (train -> val)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -138,6 +145,15 @@ def run(name: str, seeds, trials: int, timeout: float) -> str:
                                     "hidden", "steps", "crm", "val_top1", "val_hdist@5", "feasible", "seconds")
                         if c in res.trials.columns]].round(4).pipe(_md), ""]
 
+    flush(out + [f"Time: tuner {tune_secs:.0f} s, comparison {cmp_secs:.0f} s on {platform.machine()} (shared)."])
+    if "ablation" not in parts:
+        return "\n".join(out) + "\n" + f"Time: tuner {tune_secs:.0f} s, comparison {cmp_secs:.0f} s.\n"
+    return _ablation(out, name, tr, va, te, tax, name_nb, seeds, flush, t_all)
+
+
+def _ablation(out, name, tr, va, te, tax, name_nb, seeds, flush, t_all) -> str:
+    C = tax.n_classes
+    kw = dict(train=tr, val=va, test=te, taxonomy=tax, seeds=seeds, progress=False, allow_unseen_val_classes=True)
     # ---- the seed's loss ablation with frequency buckets
     t0 = time.perf_counter()
     abl = sk.compare(loss_suite(smoothing="semantic", k=20, alpha=0.1, epochs=30, early_stopping=None), neighbors=name_nb,
@@ -150,9 +166,9 @@ def run(name: str, seeds, trials: int, timeout: float) -> str:
     out += ["## The seed's loss ablation (semantic soft labels over name neighbours, 30 epochs, no early stopping)", "",
             f"Frequency buckets = thirds of the classes by training count: {desc}.", "",
             format_table(abl, METRICS), "", format_table(abl, BUCKET_METRICS), ""]
-    out.append(f"Time: tuner {tune_secs:.0f} s, comparison {cmp_secs:.0f} s, ablation {abl_secs:.0f} s, total "
-               f"{time.perf_counter() - t_all:.0f} s on {platform.machine()} (shared, torch threads "
-               f"{torch.get_num_threads()}).")
+    out.append(f"Time: ablation {abl_secs:.0f} s, this part in total {time.perf_counter() - t_all:.0f} s on "
+               f"{platform.machine()} (shared, torch threads {torch.get_num_threads()}).")
+    flush(out)
     return "\n".join(out) + "\n"
 
 
@@ -163,11 +179,13 @@ def main(argv=None) -> int:
     ap.add_argument("--tune-trials", type=int, default=8)
     ap.add_argument("--tune-timeout", type=float, default=600)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--parts", nargs="+", default=["main", "ablation"], choices=["main", "ablation"])
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    text = run(a.catalog, a.seeds, a.tune_trials, a.tune_timeout)
-    path = Path(a.out or bd.ROOT / "docs" / f"issue12_{a.catalog}.md")
+    suffix = "" if set(a.parts) == {"main", "ablation"} else "_" + "_".join(a.parts)
+    path = Path(a.out or bd.ROOT / "docs" / f"issue12_{a.catalog}{suffix}.md")
+    text = run(a.catalog, a.seeds, a.tune_trials, a.tune_timeout, parts=a.parts, path=path)
     atomic_write_text(path, text)
     print(f"wrote {path}")
     return 0
