@@ -8,7 +8,8 @@ LogisticRegression (C chosen on the validation split, refit on train) on the sam
 * validation protocol: early stopping on ``val_top1`` with patience 5 (default) or none;
 * capacity: the default head (proj 256, hidden 512), smaller/larger, and a linear head
   (``hidden=0``: LayerNorm + projection per modality, then one linear layer to the classes);
-* loss: focal gamma 2 (default) vs cross-entropy (gamma 0).
+* loss: focal gamma 2 (default) vs cross-entropy (gamma 0);
+* regularisation and step size: no dropout / modality dropout; learning rate 3e-3.
 
 Writes a Markdown table (mean ± std over seeds; steps actually taken; seconds per run) to
 ``docs/training_budget.md``.
@@ -60,6 +61,8 @@ def variants(n_train: int, linear_hidden: int) -> dict[str, sk.TrainConfig]:
         f"≥{STEPS} steps, no ES, CE (γ=0)": long.replace(focal_gamma=0.0),
         f"≥{STEPS} steps, no ES, small head 64/128": long.replace(proj_dim=64, hidden=128),
         f"≥{STEPS} steps, no ES, linear head": lin,
+        f"≥{STEPS} steps, no ES, no dropout (0/0)": long.replace(dropout=0.0, modality_dropout=0.0),
+        f"≥{STEPS} steps, no ES, lr 3e-3": long.replace(lr=3e-3),
     }
 
 
