@@ -58,7 +58,8 @@ def head_defaults() -> dict:
     return dict(epochs=30, early_stopping=None)
 
 
-def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"), path=None) -> str:
+def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"), path=None, tuned=None,
+        lr_C="val", lite=False) -> str:
     t_all = time.perf_counter()
     tune_secs = cmp_secs = abl_secs = 0.0
     emb, y, tax, sp = bd.load(name)
@@ -85,22 +86,28 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
         return _ablation(out, name, tr, va, te, tax, name_nb, seeds, flush, t_all)
     # ---- the tuner (train -> val)
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
+    if tuned is not None:      # a config found by an earlier run of the tuner (its record is in the log)
+        res = None
+    else:
+      with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = sk.tune(tr, va, taxonomy=tax, neighbors=name_nb, objective=OBJECTIVE, n_trials=trials,
                       timeout=timeout, base_config=sk.TrainConfig(**H), progress=False,
                       search_space={"steps": (150, 700)},
                       allow_unseen_val_classes=True)
     tune_secs = time.perf_counter() - t0
-    print(f"{name}: tuned in {tune_secs:.0f}s: {res}", flush=True)
+    tuned_cfg = res.config if res is not None else sk.TrainConfig.from_dict(tuned)
+    print(f"{name}: tuned in {tune_secs:.0f}s: {res if res is not None else tuned_cfg}", flush=True)
 
     # ---- peers and semcat configurations
-    cfgs = {**baseline_suite(),
-            "one-hot, old defaults (30 ep, ES)": sk.TrainConfig(),
+    peers = baseline_suite(C=lr_C) if not lite else {"LogisticRegression": sk.LogisticBaseline(C=lr_C),
+                                                     "hiclass LCPPN": sk.HiClassBaseline(C=10.0)}
+    cfgs = {**peers,
+            **({} if lite else {"one-hot, old defaults (30 ep, ES)": sk.TrainConfig()}),
             "one-hot": sk.TrainConfig(**H),
             "tree α=0.1": sk.TrainConfig(smoothing="tree", k=20, alpha=0.1, **H),
             "binary codes": sk.TrainConfig(label_repr="codes", **H),
-            "tuned": res.config}
+            "tuned": tuned_cfg}
     crm = ["LogisticRegression", "one-hot", "tree α=0.1", "binary codes", "tuned"]
     kw = dict(train=tr, val=va, test=te, taxonomy=tax, seeds=seeds, progress=False, allow_unseen_val_classes=True)
     t0 = time.perf_counter()
@@ -108,9 +115,12 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
     proto_cfgs = {"semantic α=0.1 (names + prototypes)": sk.TrainConfig(smoothing="semantic", k=20, alpha=0.1, **H),
                   "semantic α=0.1 (names + prototypes), α by similarity":
                       sk.TrainConfig(smoothing="semantic", k=20, alpha=0.1, alpha_by="similarity", **H)}
-    proto_df = sk.compare(proto_cfgs, neighbors=proto_nb, crm_for=list(proto_cfgs), **kw)
+    if lite:
+        table = main_df
+    else:
+        proto_df = sk.compare(proto_cfgs, neighbors=proto_nb, crm_for=list(proto_cfgs), **kw)
+        table = pd.concat([main_df, proto_df])
     cmp_secs = time.perf_counter() - t0
-    table = pd.concat([main_df, proto_df])
     out += ["## Peers and semcat configurations", "", format_table(table, METRICS), "",
             f"Mean training seconds per run: " + ", ".join(f"{i}: {v:.1f}" for i, v in
                                                             table["train_seconds_mean"].items() if "CRM" not in i), ""]
@@ -134,7 +144,11 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
             "|---|---:|---:|---:|---:|:---:|"]
     for i, a, b, c, d, m in ok:
         out.append(f"| {i} | {100 * a:+.1f} | {100 * b:+.1f} | {100 * c:+.0f}% | {100 * d:+.0f}% | {'yes' if m else 'no'} |")
-    out += ["", "## The tuner", "",
+    if res is None:
+        out += ["", "## The tuner", "", f"The tuned row is `{tuned_cfg!r}`, found by an earlier `sk.tune` run "
+                "(see docs/issue12.md for its trials).", ""]
+    else:
+      out += ["", "## The tuner", "",
             f"`sk.tune(objective={OBJECTIVE!r}, n_trials={trials}, timeout={timeout:g}, "
             f"search_space={{'steps': (150, 700)}})`, base settings "
             f"`{H}`; {len(res.trials)} trials in {tune_secs:.0f} s, scored on the validation split. "
@@ -180,12 +194,20 @@ def main(argv=None) -> int:
     ap.add_argument("--tune-timeout", type=float, default=600)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--parts", nargs="+", default=["main", "ablation"], choices=["main", "ablation"])
+    ap.add_argument("--tuned", default=None, help="JSON TrainConfig dict: skip the tuner, use this config")
+    ap.add_argument("--lr-C", default="val", help="LogisticRegression C ('val' = chosen on the validation split)")
+    ap.add_argument("--lite", action="store_true", help="fewer rows (no old-defaults row, no prototype rows, "
+                    "hiclass with C=10) for a loaded machine")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     suffix = "" if set(a.parts) == {"main", "ablation"} else "_" + "_".join(a.parts)
     path = Path(a.out or bd.ROOT / "docs" / f"issue12_{a.catalog}{suffix}.md")
-    text = run(a.catalog, a.seeds, a.tune_trials, a.tune_timeout, parts=a.parts, path=path)
+    import json
+
+    text = run(a.catalog, a.seeds, a.tune_trials, a.tune_timeout, parts=a.parts, path=path,
+               tuned=json.loads(a.tuned) if a.tuned else None,
+               lr_C=a.lr_C if a.lr_C == "val" else float(a.lr_C), lite=a.lite)
     atomic_write_text(path, text)
     print(f"wrote {path}")
     return 0
