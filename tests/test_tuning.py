@@ -130,8 +130,9 @@ def test_tuned_config_is_at_least_as_good_as_onehot_on_the_tutorial(tutorial):
     objective = "hdist@5; top1 >= baseline - 0.5pt"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)    # may find no feasible trial on a tiny budget
-        res = tune(tr, va, taxonomy=tax, neighbors=nb, objective=objective, n_trials=4, base_config=base,
-                   search_space={"steps": (150, 400), "proj_dim": [128], "hidden": [256]}, progress=False,
+        res = tune(tr, va, taxonomy=tax, neighbors=nb, objective=objective, n_trials=3, base_config=base,
+                   baselines={"LogisticRegression": sk.LogisticBaseline(C=10.0)},
+                   search_space={"steps": (100, 250), "proj_dim": [128], "hidden": [256]}, progress=False,
                    allow_unseen_val_classes=True)
     assert res.references["baseline"]["top1"] > 0.5           # a real LogisticRegression reference
     # one-hot, trained independently with the same settings, scored on the same objective
