@@ -86,7 +86,7 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
         return _ablation(out, name, tr, va, te, tax, name_nb, seeds, flush, t_all)
     # ---- the tuner (train -> val)
     t0 = time.perf_counter()
-    if tuned is not None:      # a config found by an earlier run of the tuner (its record is in the log)
+    if tuned is not None:      # a config found by an earlier run of the tuner (its record is in the log), or {}
         res = None
     else:
       with warnings.catch_warnings():
@@ -96,7 +96,7 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
                       search_space={"steps": (150, 700)},
                       allow_unseen_val_classes=True)
     tune_secs = time.perf_counter() - t0
-    tuned_cfg = res.config if res is not None else sk.TrainConfig.from_dict(tuned)
+    tuned_cfg = res.config if res is not None else (sk.TrainConfig.from_dict(tuned) if tuned else None)
     print(f"{name}: tuned in {tune_secs:.0f}s: {res if res is not None else tuned_cfg}", flush=True)
 
     # ---- peers and semcat configurations
@@ -107,8 +107,8 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
             "one-hot": sk.TrainConfig(**H),
             "tree α=0.1": sk.TrainConfig(smoothing="tree", k=20, alpha=0.1, **H),
             "binary codes": sk.TrainConfig(label_repr="codes", **H),
-            "tuned": tuned_cfg}
-    crm = ["LogisticRegression", "one-hot", "tree α=0.1", "binary codes", "tuned"]
+            **({"tuned": tuned_cfg} if tuned_cfg is not None else {})}
+    crm = ["LogisticRegression", "one-hot", "tree α=0.1", "binary codes"] + (["tuned"] if tuned_cfg is not None else [])
     kw = dict(train=tr, val=va, test=te, taxonomy=tax, seeds=seeds, progress=False, allow_unseen_val_classes=True)
     t0 = time.perf_counter()
     main_df = sk.compare(cfgs, neighbors=name_nb, crm_for=crm, **kw)
@@ -144,7 +144,9 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
             "|---|---:|---:|---:|---:|:---:|"]
     for i, a, b, c, d, m in ok:
         out.append(f"| {i} | {100 * a:+.1f} | {100 * b:+.1f} | {100 * c:+.0f}% | {100 * d:+.0f}% | {'yes' if m else 'no'} |")
-    if res is None:
+    if res is None and tuned_cfg is None:
+        out += ["", "No tuned row in this run (`--tuned '{}'`).", ""]
+    elif res is None:
         out += ["", "## The tuner", "", f"The tuned row is `{tuned_cfg!r}`, found by an earlier `sk.tune` run "
                 "(see docs/issue12.md for its trials).", ""]
     else:
