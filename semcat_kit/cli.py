@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +177,7 @@ def _cmd_train(args) -> int:
     import semcat_kit as sk
 
     from .export import export_head
+    from .taxonomy import TaxonomyMergeWarning
 
     cfg = read_train_config(args.config)
     tcfg = cfg["train"]
@@ -188,8 +190,12 @@ def _cmd_train(args) -> int:
     # labels are joined with the catalog's own separator (" > " for Kaggle/tutorial catalogs)
     csv_source = args.catalog != "tutorial" and Path(args.catalog).expanduser().is_file()
     sep = (cfg["catalog"].get("sep") or " > ") if csv_source else " > "
-    tax = sk.Taxonomy.from_paths(catalog["label"], sep=sep)
+    with warnings.catch_warnings():   # the merges are printed below, once
+        warnings.simplefilter("ignore", TaxonomyMergeWarning)
+        tax = sk.Taxonomy.from_paths(catalog["label"], sep=sep)
     print(f"catalog: {len(catalog)} products, {tax.n_classes} classes", flush=True)
+    if tax.aliases:
+        print(tax.merge_message(limit=30), flush=True)
     device = tcfg.device
     text_enc = sk.encoders.load(cfg["text_encoder"], device=device) if cfg["text_encoder"] else None
     image_enc = sk.encoders.load(cfg["image_encoder"], device=device) if cfg["image_encoder"] else None
