@@ -236,13 +236,18 @@ def _cmd_train(args) -> int:
 
 # ----------------------------------------------------------------------------- predict
 def _read_products(args) -> pd.DataFrame:
+    from .datasets import read_csv
+
     p = Path(args.input).expanduser()
     if not p.is_file():
         raise CliError(f"--input {args.input}: no such file")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise CliError(f"--input {args.input}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    try:   # the package's one CSV reader: BOM, encoding, long fields, duplicate columns, malformed lines
+        df = read_csv(p, what="--input", id_col=args.id_col or "id", repair_col=args.title_col or "title",
+                      dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, ValueError) as e:
+        raise CliError(str(e).splitlines()[0]) from None
+    for r in df.attrs["report"].itertuples():
+        print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
     cols = list(df.columns)
 
     def column(opt: str, given, default):

@@ -1,0 +1,86 @@
+"""Bad input and faults that must be reported, never silent (issue 14; listed in docs/guarantees.md).
+
+Each test fails on the code before its fix: the comment says what used to happen.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import semcat_kit as sk
+from semcat_kit import cli
+from semcat_kit import datasets as D
+
+
+# ------------------------------------------------------------------------------ one CSV reader
+def _predict_args(path, **kw) -> argparse.Namespace:
+    d = dict(input=str(path), id_col=None, title_col=None, image_col=None, images=None)
+    d.update(kw)
+    return argparse.Namespace(**d)
+
+
+def test_csv_field_over_the_csv_module_limit_in_the_first_record(tmp_path):
+    # before: _csv.Error "field larger than field limit (131072)" from the first-record peek
+    long_title = "x" * (csv.field_size_limit() + 10)
+    p = tmp_path / "c.csv"
+    p.write_text(f"id,title,cat\n1,{long_title},A > B\n2,short,A > C\n", encoding="utf-8")
+    df = D.load_catalog(p, path_col="cat")
+    assert df["title"].str.len().tolist() == [len(long_title), 5]
+    # and in a file that needs the csv-module repair pass (a malformed line further down)
+    p.write_text(f"id,title,cat\n1,{long_title},A > B\n2,a, b,A > C\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="repaired 1 malformed line"):
+        df = D.load_catalog(p, path_col="cat")
+    assert df["title"].tolist() == [long_title, "a, b"]
+    assert csv.field_size_limit() == 131072   # the module-wide limit is restored
+
+
+def test_csv_duplicate_column_names_are_refused(tmp_path):
+    # before: pandas renamed the second 'title' to 'title.1' and it was silently ignored
+    p = tmp_path / "c.csv"
+    p.write_text("id,title,cat,title\n1,a,A > B,b\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"names a column more than once: 'title' \(columns \[2, 4\]\)"):
+        D.load_catalog(p, path_col="cat")
+    p.write_text("id,title ,cat, title\n1,a,A > B,b\n", encoding="utf-8")   # equal once stripped
+    with pytest.raises(ValueError, match="more than once"):
+        D.read_csv(p)
+    with pytest.raises(cli.CliError, match=r"c.csv' names a column more than once"):
+        cli._read_products(_predict_args(p))
+    df = pd.DataFrame([[1, "a", "A > B", "b"]], columns=["id", "title", "cat", "title"])
+    with pytest.raises(ValueError, match=r"names column\(s\) \['title'\] more than once"):
+        D.load_catalog(df, path_col="cat")
+
+
+def test_predict_input_goes_through_the_catalog_reader(tmp_path):
+    # before: a plain pd.read_csv took the first column of a malformed first row as the index,
+    # shifting ids and titles (and `semcat predict` exited 0)
+    p = tmp_path / "p.csv"
+    p.write_text("id,title\n101,Shirt, blue, cotton\n102,Mug\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="repaired 1 malformed line"):
+        df = cli._read_products(_predict_args(p))
+    assert df["item_id"].tolist() == ["101", "102"]
+    assert df["title"].tolist() == ["Shirt, blue, cotton", "Mug"]
+    # a BOM is dropped (the id column is found), not-UTF-8 text names the file
+    p.write_bytes("\ufeffid,title\n7,Tee\n".encode("utf-8"))
+    assert cli._read_products(_predict_args(p))["item_id"].tolist() == ["7"]
+    p.write_bytes(b"id,title\n7,Caf\xe9\n")
+    with pytest.raises(cli.CliError, match=r"--input '.*p.csv' is not UTF-8"):
+        cli._read_products(_predict_args(p))
+    # extra fields with no title column to absorb them: an error naming the line, not a shift
+    p.write_text("id,image\n1,a.jpg,b.jpg\n", encoding="utf-8")
+    with pytest.raises(cli.CliError, match="more fields than the 2 header columns"):
+        cli._read_products(_predict_args(p))
+
+
+def test_every_csv_read_uses_the_one_reader():
+    root = Path(sk.__file__).parent
+    plain = [f"{p.name}:{k + 1}" for p in root.rglob("*.py") for k, line in enumerate(p.read_text().splitlines())
+             if "pd.read_csv(" in line and p.name != "datasets.py"]
+    assert plain == []
