@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .images import ImageError, check_image_file
 from .taxonomy import DEFAULT_SEP, load_google_taxonomy  # noqa: F401  (re-exported: sk.datasets.load_google_taxonomy)
 
 __all__ = [
@@ -239,6 +240,9 @@ def _index_image_dir(images_dir: Path) -> dict[str, str]:
             r = rank.get(ext.lower())
             if not dot or r is None:
                 continue
+            if not entry.is_file():   # FIFO / device / folder: reported by the loader, never read
+                best.setdefault(stem, (len(rank), "\0" + entry.name))
+                continue
             if stem not in best or r < best[stem][0]:
                 best[stem] = (r, entry.name)
     return {s: name for s, (_, name) in best.items()}
@@ -409,7 +413,10 @@ def load_catalog(
         base = os.path.join(str(images_dir), "")
         for k, iid in enumerate(item_id):
             name = index.get(iid)
-            if name is None:
+            if name is not None and name.startswith("\0"):   # a FIFO, device or folder named like an image
+                report.append(dict(item_id=iid, column="image_path",
+                                   problem=f"image file {os.path.join(str(images_dir), name[1:])!r}: not a regular file"))
+            elif name is None:
                 report.append(dict(item_id=iid, column="image_path",
                                    problem=f"no image file {iid}.<{'|'.join(IMAGE_EXTENSIONS)}> in {images_dir}"))
             else:
@@ -423,10 +430,13 @@ def load_catalog(
                 report.append(dict(item_id=iid, column="image_path", problem=f"no image path in column {image!r}"))
                 continue
             p = _resolve_image(str(v).strip(), base)
-            if p.is_file():
+            try:
+                check_image_file(p)   # a regular file of bounded size: never a FIFO, a device or a folder
                 image_path[k] = str(p.resolve())
-            else:
-                report.append(dict(item_id=iid, column="image_path", problem=f"image file {str(p)!r} does not exist"))
+            except ImageError as e:
+                problem = (f"image file {str(p)!r} does not exist" if e.reason == "missing file"
+                           else f"image file {str(p)!r}: {e.reason}")
+                report.append(dict(item_id=iid, column="image_path", problem=problem))
 
     # ---- assemble
     out = pd.DataFrame({"item_id": item_id.to_numpy(), "title": titles,
