@@ -127,7 +127,7 @@ class Predictor:
 
     @classmethod
     def load(cls, dir, device: str = "auto", backend: str = "torch", text_encoder=None,
-             image_encoder=None) -> "Predictor":
+             image_encoder=None, expected_sha256: str | None = None) -> "Predictor":
         """Load an exported head and its encoders.
 
         Parameters
@@ -140,6 +140,9 @@ class Predictor:
         text_encoder, image_encoder : Encoder, optional
             Already-loaded encoders; by default those recorded in the export are loaded by name
             (``sk.encoders.load(name)``). Either way the fingerprint and dimension must match.
+        expected_sha256 : str, optional
+            sha256 of the head's ``config.json`` given by its author; see :func:`load_head` (the
+            ``torchscript`` backend runs code from the folder).
 
         Raises
         ------
@@ -150,7 +153,8 @@ class Predictor:
         from . import encoders as _encoders
 
         dir = Path(dir)
-        head = load_head(dir, backend=backend, device="cpu" if backend == "onnx" else device)
+        head = load_head(dir, backend=backend, device="cpu" if backend == "onnx" else device,
+                         expected_sha256=expected_sha256)
         arch = head.config["architecture"]
         given = {"text": text_encoder, "image": image_encoder}
         used = {}

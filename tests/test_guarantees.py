@@ -156,3 +156,86 @@ def test_predictor_reports_a_fifo_image_instead_of_hanging(tmp_path):
     except TypeError:   # Encoder's constructor differs: the key function is what matters here
         pytest.skip("Encoder cannot be subclassed this simply")
     assert not emb.image_mask[0] and "not a regular file" in emb.failures["reason"].iloc[0]
+
+
+# ------------------------------------------------------------------------------ exported heads
+@pytest.fixture(scope="module")
+def small_head(tmp_path_factory):
+    from semcat_kit.embeddings import Embeddings
+
+    rng = np.random.default_rng(0)
+    n = 40
+    tax = sk.Taxonomy.from_paths(["A > a", "A > b", "B > c"])
+    emb = Embeddings([str(i) for i in range(n)], rng.normal(size=(n, 6)).astype(np.float32), None,
+                     np.ones(n, bool), np.zeros(n, bool))
+    run = sk.train(emb, np.arange(n) % 3, taxonomy=tax, progress=False,
+                   config=sk.TrainConfig(epochs=1, proj_dim=4, hidden=4, device="cpu", early_stopping=None,
+                                         fusion="text"))
+    return sk.export_head(run, tmp_path_factory.mktemp("head") / "h", onnx=False)
+
+
+def _edited(src: Path, dst: Path, edit) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    edit(cfg)
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def test_config_files_cannot_turn_checksums_off(small_head, tmp_path):
+    # before: `files: {}` loaded without verifying a single file
+    d = _edited(small_head, tmp_path / "h", lambda c: c.update(files={}))
+    with pytest.raises(ValueError, match=r"key 'files' lacks the checksum of \['head.safetensors', 'labels.json', "
+                                         r"'taxonomy.json', 'head.torchscript.pt'\]"):
+        sk.load_head(d)
+    d = _edited(small_head, tmp_path / "h2", lambda c: c["files"].update({"../../etc/passwd": "0" * 64}))
+    with pytest.raises(ValueError, match=r"key 'files' lists '../../etc/passwd'"):
+        sk.load_head(d)
+    d = _edited(small_head, tmp_path / "h3", lambda c: c["files"].update({"labels.json": "nope"}))
+    with pytest.raises(ValueError, match=r"key 'files.labels.json' must be a sha256"):
+        sk.load_head(d)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(n_classes="3"), r"key 'n_classes' must be integer, not str"),
+    (lambda c: c.pop("backends"), r"lacks the key 'backends'"),
+    (lambda c: c["architecture"].update(text_dim="6"), r"key architecture.'text_dim' must be integer or null"),
+    (lambda c: c["architecture"].pop("n_classes"), r"lacks the key architecture.'n_classes'"),
+    (lambda c: c.update(inputs=["image", "image_mask"]), r"key 'inputs' \['image', 'image_mask'\] does not match"),
+    (lambda c: c.update(backends=["torch", "pickle"]), r"key 'backends'"),
+    (lambda c: c.update(label_representation={"kind": "magic"}), r"label_representation.kind"),
+    (lambda c: c.update(encoders=[]), r"key 'encoders' must be object, not list"),
+])
+def test_config_json_is_validated_naming_the_key(small_head, tmp_path, edit, message):
+    d = _edited(small_head, tmp_path / "h", edit)
+    with pytest.raises(ValueError, match=message):
+        sk.load_head(d)
+
+
+def test_expected_sha256_pins_the_whole_folder(small_head, tmp_path):
+    import hashlib
+    import shutil
+
+    good = hashlib.sha256((small_head / "config.json").read_bytes()).hexdigest()
+    assert sk.load_head(small_head, backend="torchscript", expected_sha256=good).n_classes == 3
+    assert sk.Predictor.load(small_head, device="cpu", expected_sha256=good.upper(),
+                             text_encoder=_FakeText()).head.n_classes == 3
+    # a tampered folder whose config.json was re-signed by the tamperer: the folder's own checksums
+    # pass, the caller's checksum does not
+    d = tmp_path / "evil"
+    shutil.copytree(small_head, d)
+    (d / "head.torchscript.pt").write_bytes((d / "head.torchscript.pt").read_bytes() + b"\0")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["files"]["head.torchscript.pt"] = hashlib.sha256((d / "head.torchscript.pt").read_bytes()).hexdigest()
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"config.json has sha256 [0-9a-f]{64} but expected_sha256 is"):
+        sk.load_head(d, backend="torchscript", expected_sha256=good)
+    # the default backend reads data only
+    assert sk.load_head.__defaults__[0] == "torch" and "executes code" in sk.load_head.__doc__
+
+
+class _FakeText:
+    """Stands in for the recorded text encoder (fingerprint and dim of the small head)."""
+    name, fingerprint, text_dim = "fake", None, 6
