@@ -239,3 +239,66 @@ def test_expected_sha256_pins_the_whole_folder(small_head, tmp_path):
 class _FakeText:
     """Stands in for the recorded text encoder (fingerprint and dim of the small head)."""
     name, fingerprint, text_dim = "fake", None, 6
+
+
+# ------------------------------------------------------------------------------ unreadable files
+def test_truncated_or_foreign_checkpoint_is_a_value_error_naming_the_file(tmp_path):
+    import pickle
+
+    import torch
+
+    from semcat_kit.training import CHECKPOINT_FORMAT, load_checkpoint
+
+    good = tmp_path / "good.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "epoch": 3, "w": torch.ones(1000)}, good)
+    assert load_checkpoint(good)["epoch"] == 3
+    data = good.read_bytes()
+    cases = {"truncated.pt": data[: len(data) // 2], "empty.pt": b"", "text.pt": b"hello",
+             # a pickle of an arbitrary object: torch's message suggests weights_only=False
+             "pickled.pt": pickle.dumps(argparse.Namespace(x=1))}
+    for name, raw in cases.items():
+        (tmp_path / name).write_bytes(raw)
+        with pytest.raises(ValueError) as e:
+            load_checkpoint(tmp_path / name)
+        msg = str(e.value)
+        assert name in msg and "train again without resume=" in msg and "weights_only" not in msg, msg
+    torch.save({"format": "other"}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt is not a semcat_kit training checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+# ------------------------------------------------------------------------------ silent data changes
+def test_rows_with_no_usable_modality_are_named_in_training():
+    # before: rows whose every mask was False trained on zero vectors without a word
+    from semcat_kit.contracts import EmptyRowsWarning, as_embedding_table
+    from semcat_kit.embeddings import Embeddings
+
+    rng = np.random.default_rng(0)
+    n = 30
+    tmask, imask = np.ones(n, bool), np.ones(n, bool)
+    tmask[[4, 9]] = imask[[4, 9]] = False
+    imask[5] = False      # text only: usable
+    emb = Embeddings([f"p{i}" for i in range(n)], rng.normal(size=(n, 6)).astype(np.float32),
+                     rng.normal(size=(n, 5)).astype(np.float32), tmask, imask)
+    tax = sk.Taxonomy.from_paths(["A > a", "A > b", "B > c"])
+    with pytest.warns(EmptyRowsWarning, match=r"2 of 30 row\(s\) have no usable modality.*row 4 \(item 'p4'\), "
+                                              r"row 9 \(item 'p9'\)"):
+        sk.train(emb, np.arange(n) % 3, taxonomy=tax, progress=False,
+                 config=sk.TrainConfig(epochs=1, proj_dim=4, hidden=4, device="cpu", early_stopping=None))
+    with pytest.raises(ValueError, match="no usable modality"):
+        as_embedding_table(emb, empty="error")
+    with warnings.catch_warnings():   # prediction reports them itself: no warning there
+        warnings.simplefilter("error")
+        as_embedding_table(emb)
+
+
+def test_image_path_none_beside_an_image_column_is_refused():
+    # before: 'image_path' (all None) won and the 'image' column was silently ignored
+    from semcat_kit.predictor import _products_frame
+
+    df = pd.DataFrame({"item_id": ["a", "b"], "title": ["x", "y"], "image_path": [None, "/i/b.jpg"],
+                       "image": ["/i/a.jpg", "/i/b.jpg"]})
+    with pytest.raises(ValueError, match=r"both an 'image_path' and an 'image' column.*items \['a'\]"):
+        _products_frame(df)
+    ok = df.assign(image_path=["/i/a.jpg", "/i/b.jpg"])
+    assert _products_frame(ok)["image_path"].tolist() == ["/i/a.jpg", "/i/b.jpg"]
