@@ -302,3 +302,50 @@ def test_image_path_none_beside_an_image_column_is_refused():
         _products_frame(df)
     ok = df.assign(image_path=["/i/a.jpg", "/i/b.jpg"])
     assert _products_frame(ok)["image_path"].tolist() == ["/i/a.jpg", "/i/b.jpg"]
+
+
+# ------------------------------------------------------------------------------ plotly labels
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):   # legendgroup is an identifier plotly never displays
+        for k, v in obj.items():
+            if k != "legendgroup":
+                yield from _strings(v)
+    elif isinstance(obj, (list, tuple, np.ndarray)):
+        for v in (obj.tolist() if isinstance(obj, np.ndarray) else obj):
+            yield from _strings(v)
+
+
+def test_every_figure_escapes_category_and_run_names():
+    # before: legend names, tick labels, node hover texts and default titles drew raw names, so a
+    # category "<b>Evil</b>" rendered as markup (and "<a href=...>" as a link), "%{x}" was templated
+    from semcat_kit import viz
+    from semcat_kit.similarity import Neighbors
+
+    evil = '<b>Evil</b> & "Co" 100%{x}'
+    tax = sk.Taxonomy.from_paths([f"{evil} | <i>sub</i> | {evil}", f"{evil} | <i>sub</i> | Mugs",
+                                  "Home | Kitchen | Cups", "Home | Kitchen | <a href='x'>Plates</a>"], sep=" | ")
+    C = tax.n_classes
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(C, 8)).astype(np.float32)
+    nb = Neighbors(np.array([[(i + 1) % C, (i + 2) % C] for i in range(C)]), np.full((C, 2), 0.5, np.float32))
+    y = np.arange(40) % C
+    probs = rng.dirichlet(np.ones(C), size=40).astype(np.float32)
+    hist = pd.DataFrame({"epoch": [1, 2], "loss": [1.0, 0.5]})
+    figs = {
+        "label_map": viz.label_map(emb, tax, method="pca"),
+        "similarity_graph": viz.similarity_graph(nb, tax, k=2, layout="circular"),
+        "confusion_heatmap": viz.confusion_heatmap(probs, y, tax, 0, neighbors=nb, size=C),
+        "severity_histogram": viz.severity_histogram({evil: (probs, y)}, tax),
+        "training_curves": viz.training_curves({evil: hist, "plain": hist}),
+    }
+    for name, fig in figs.items():
+        texts = list(_strings(fig.to_plotly_json()))
+        raw = [t for t in texts if "<b>Evil" in t or "<i>sub" in t or "<a href" in t or "100%{x}" in t]
+        assert raw == [], f"{name}: unescaped names {raw[:3]}"
+        assert any("&lt;b&gt;Evil&lt;/b&gt; &amp; \"Co\" 100&#37;{x}" in t for t in texts), name
+    # what plotly displays after decoding the entities is the name as written
+    import html as _html
+
+    assert _html.unescape(viz.plot_text(evil)) == evil
