@@ -30,17 +30,22 @@ import pandas as pd
 DEFAULT_SEP = " > "
 
 __all__ = ["Taxonomy", "split_path", "check_spelling", "DEFAULT_SEP", "load_google_taxonomy",
-           "TaxonomyMergeWarning", "CONFLICT_POLICIES", "MERGE_MAX_COUNT", "MERGE_MAX_SHARE"]
+           "TaxonomyMergeWarning", "CONFLICT_POLICIES", "MERGE_MAX_COUNT", "MERGE_MAX_SHARE",
+           "MERGE_MAX_PARENT_SHARE"]
 
 CONFLICT_POLICIES = ("auto", "majority", "error", "keep")
 #: ``on_conflict="auto"`` merges a minority path of a leaf name only when it has at most this many
 #: items ...
 MERGE_MAX_COUNT = 5
 #: ... and less than this share of the name's items (chosen on the Myntra catalog, see
-#: docs/guarantees.md: it merges the 18 one-to-five-item strays such as ``Accessories > Belts >
-#: Tshirts`` and keeps the 9 consistent alternatives such as ``Personal Care > Eyes > Eyeshadow``,
-#: with the same result on the full catalog and on the tutorial subsample).
+#: docs/guarantees.md: with the parent-share condition below it merges the 16 one-to-five-item
+#: strays such as ``Accessories > Belts > Tshirts`` and keeps the 11 consistent alternatives such as
+#: ``Personal Care > Eyes > Eyeshadow``, with the same result on the full catalog and on the
+#: tutorial subsample).
 MERGE_MAX_SHARE = 0.15
+#: ... and less than this share of its own parent's items (a parent that exists for the path makes
+#: it a category: ``Characters & Brands > Action Man > Toys`` on the Amazon toys catalog).
+MERGE_MAX_PARENT_SHARE = 0.5
 #: separators that a label column may mix up with the one given (checked by :func:`check_spelling`)
 _OTHER_SEPS = (">", "/", "|", "\\", "»", ";")
 
@@ -204,6 +209,7 @@ class Taxonomy:
         on_conflict: str = "auto",
         merge_max_count: int = MERGE_MAX_COUNT,
         merge_max_share: float = MERGE_MAX_SHARE,
+        merge_max_parent_share: float = MERGE_MAX_PARENT_SHARE,
     ) -> "Taxonomy":
         """Build the taxonomy whose classes are the distinct label paths.
 
@@ -218,16 +224,19 @@ class Taxonomy:
             ``Apparel > Topwear`` 3 times and under ``Accessories > Belts`` 810 times).
             ``"auto"`` (default) keeps distinct paths as distinct classes (real taxonomies repeat
             leaf names: ``Men > Shoes``, ``Women > Shoes``) *unless* a minority path looks like
-            label noise: at most ``merge_max_count`` items, less than ``merge_max_share`` of that
-            name's items and fewer than its most frequent path; such a path is mapped to the name's
-            most frequent path.
+            label noise -- a few items misfiled into a parent that holds other categories: at most
+            ``merge_max_count`` items, less than ``merge_max_share`` of that name's items, fewer
+            than its most frequent path, and less than ``merge_max_parent_share`` of its own
+            parent's items (a parent that exists for this path, such as ``Characters & Brands >
+            Action Man > Toys``, makes it a category of its own); such a path is mapped to the
+            name's most frequent path.
             ``"majority"`` maps every minority path to the most frequent one; ``"error"`` raises;
             ``"keep"`` keeps every path as its own class. Every merge is listed in
             :attr:`conflicts` and :attr:`aliases` (accepted by :meth:`index_of`) and announced by a
             :class:`TaxonomyMergeWarning` naming the paths and their item counts.
-        merge_max_count, merge_max_share : int, float
-            The noise rule of ``on_conflict="auto"`` (defaults 5 items and 15%, chosen on the Myntra
-            catalog: see ``docs/guarantees.md``).
+        merge_max_count, merge_max_share, merge_max_parent_share : int, float, float
+            The noise rule of ``on_conflict="auto"`` (defaults 5 items, 15% and 50%, chosen on the
+            Myntra and Amazon catalogs: see ``docs/guarantees.md``).
 
         Raises
         ------
@@ -248,8 +257,10 @@ class Taxonomy:
             raise ValueError("no labels given: a taxonomy needs at least one category path")
         check_spelling(counts, first_row, sep)
         by_name: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+        in_parent: Counter = Counter()
         for p in counts:
             by_name[p[-1]].append(p)
+            in_parent[p[:-1]] += counts[p]
         conflict_rows, aliases, keep_paths = [], {}, []
         for name, paths in by_name.items():
             if len(paths) == 1:
@@ -272,7 +283,8 @@ class Taxonomy:
                     kept = False
                 else:   # auto: merge only a path that looks like label noise
                     kept = not (counts[p] <= merge_max_count and counts[p] < merge_max_share * total
-                                and counts[p] < counts[winner])
+                                and counts[p] < counts[winner]
+                                and counts[p] < merge_max_parent_share * in_parent[p[:-1]])
                 resolved = sep.join(p) if kept else sep.join(winner)
                 conflict_rows.append(dict(name=name, path=sep.join(p), count=counts[p],
                                           resolved_to=resolved, kept=kept))
