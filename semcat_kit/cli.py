@@ -210,8 +210,11 @@ def _cmd_train(args) -> int:
     device = tcfg.device
     text_enc = sk.encoders.load(cfg["text_encoder"], device=device) if cfg["text_encoder"] else None
     image_enc = sk.encoders.load(cfg["image_encoder"], device=device) if cfg["image_encoder"] else None
-    emb = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
-                            progress=not args.quiet)
+    from . import distributed
+
+    with distributed.main_first():     # under torchrun rank 0 fills the cache, the others read it
+        emb = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
+                                progress=not args.quiet and distributed.is_main())
     if len(emb.failures):
         print(f"unusable inputs: {len(emb.failures)} (e.g. {emb.failures.iloc[0].to_dict()})", file=sys.stderr)
     y = tax.index_of(catalog["label"].tolist())
@@ -225,8 +228,14 @@ def _cmd_train(args) -> int:
         neighbors = sk.similarity.tree_neighbors(tax, nk)
     val = (emb.take(sp.val), y[sp.val]) if len(sp.val) else None
     print(f"split: {len(sp.train)} train, {len(sp.val)} val, {len(sp.test)} test", flush=True)
+    from . import distributed
+
+    if distributed.is_distributed():   # torchrun: DDP over the ranks, each on its own device
+        tcfg = tcfg.replace(device=distributed.device_for_rank(tcfg.device))
     run = sk.train(emb.take(sp.train), y[sp.train], taxonomy=tax, neighbors=neighbors, config=tcfg, val=val,
                    progress=not args.quiet)
+    if not distributed.is_main():
+        return 0                       # rank 0 evaluates and exports
     metrics = {}
     if len(sp.test):
         probs = run.predict_proba(emb.take(sp.test))
@@ -416,13 +425,20 @@ def main(argv=None) -> int:
             _hf_logging.disable_progress_bar()
         except ImportError:   # pragma: no cover
             pass
+    from . import distributed
+
+    started = distributed.init_from_env()     # under torchrun (WORLD_SIZE > 1): one process group
     try:
         return int(args.func(args) or 0)
     except (CliError, ValueError, KeyError, TypeError, OSError, ExportError, TrainingDivergedError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         msg = " ".join(str(msg).split())
-        print(f"semcat: error: {msg}", file=sys.stderr)
+        rank = f" (rank {distributed.rank()})" if distributed.is_distributed() else ""
+        print(f"semcat{rank}: error: {msg}", file=sys.stderr)
         return 1
+    finally:
+        if started:
+            distributed.shutdown()
 
 
 if __name__ == "__main__":   # pragma: no cover
