@@ -30,7 +30,8 @@ def _catalog(name: str):
     if name == "tutorial":
         return sk.load_fashion_tutorial(), ("minilm", "efficientnet-lite0"), " > "
     if name == "toys":
-        raw = pd.read_csv(DATA / "amazon-uk-toys" / "products.csv")
+        raw = sk.datasets.read_csv(DATA / "amazon-uk-toys" / "products.csv", id_col="uniq_id",
+                                   repair_col="product_name")
         unlabelled = raw["amazon_category_and_sub_category"].isna()
         if unlabelled.any():
             print(f"toys: {int(unlabelled.sum())} unlabelled rows left out of training/evaluation", file=sys.stderr)

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,7 @@ def _cmd_train(args) -> int:
     import semcat_kit as sk
 
     from .export import export_head
+    from .taxonomy import TaxonomyMergeWarning
 
     cfg = read_train_config(args.config)
     tcfg = cfg["train"]
@@ -201,13 +203,20 @@ def _cmd_train(args) -> int:
     # labels are joined with the catalog's own separator (" > " for Kaggle/tutorial catalogs)
     csv_source = args.catalog != "tutorial" and Path(args.catalog).expanduser().is_file()
     sep = (cfg["catalog"].get("sep") or " > ") if csv_source else " > "
-    tax = sk.Taxonomy.from_paths(catalog["label"], sep=sep)
+    with warnings.catch_warnings():   # the merges are printed below, once
+        warnings.simplefilter("ignore", TaxonomyMergeWarning)
+        tax = sk.Taxonomy.from_paths(catalog["label"], sep=sep)
     print(f"catalog: {len(catalog)} products, {tax.n_classes} classes", flush=True)
+    if tax.aliases:
+        print(tax.merge_message(limit=30), flush=True)
     device = tcfg.device
     text_enc = sk.encoders.load(cfg["text_encoder"], device=device) if cfg["text_encoder"] else None
     image_enc = sk.encoders.load(cfg["image_encoder"], device=device) if cfg["image_encoder"] else None
-    emb = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
-                            progress=not args.quiet)
+    from . import distributed
+
+    with distributed.main_first():     # under torchrun rank 0 fills the cache, the others read it
+        emb = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
+                                progress=not args.quiet and distributed.is_main())
     if len(emb.failures):
         print(f"unusable inputs: {len(emb.failures)} (e.g. {emb.failures.iloc[0].to_dict()})", file=sys.stderr)
     y = tax.index_of(catalog["label"].tolist())
@@ -221,8 +230,14 @@ def _cmd_train(args) -> int:
         neighbors = sk.similarity.tree_neighbors(tax, nk)
     val = (emb.take(sp.val), y[sp.val]) if len(sp.val) else None
     print(f"split: {len(sp.train)} train, {len(sp.val)} val, {len(sp.test)} test", flush=True)
+    from . import distributed
+
+    if distributed.is_distributed():   # torchrun: DDP over the ranks, each on its own device
+        tcfg = tcfg.replace(device=distributed.device_for_rank(tcfg.device))
     run = sk.train(emb.take(sp.train), y[sp.train], taxonomy=tax, neighbors=neighbors, config=tcfg, val=val,
                    progress=not args.quiet)
+    if not distributed.is_main():
+        return 0                       # rank 0 evaluates and exports
     metrics = {}
     if len(sp.test):
         probs = run.predict_proba(emb.take(sp.test))
@@ -310,13 +325,18 @@ def _cmd_tune(args) -> int:
 
 # ----------------------------------------------------------------------------- predict
 def _read_products(args) -> pd.DataFrame:
+    from .datasets import read_csv
+
     p = Path(args.input).expanduser()
     if not p.is_file():
         raise CliError(f"--input {args.input}: no such file")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise CliError(f"--input {args.input}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    try:   # the package's one CSV reader: BOM, encoding, long fields, duplicate columns, malformed lines
+        df = read_csv(p, what="--input", id_col=args.id_col or "id", repair_col=args.title_col or "title",
+                      dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, ValueError) as e:
+        raise CliError(str(e).splitlines()[0]) from None
+    for r in df.attrs["report"].itertuples():
+        print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
     cols = list(df.columns)
 
     def column(opt: str, given, default):
@@ -494,13 +514,20 @@ def main(argv=None) -> int:
             _hf_logging.disable_progress_bar()
         except ImportError:   # pragma: no cover
             pass
+    from . import distributed
+
+    started = distributed.init_from_env()     # under torchrun (WORLD_SIZE > 1): one process group
     try:
         return int(args.func(args) or 0)
     except (CliError, ValueError, KeyError, TypeError, OSError, ExportError, TrainingDivergedError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         msg = " ".join(str(msg).split())
-        print(f"semcat: error: {msg}", file=sys.stderr)
+        rank = f" (rank {distributed.rank()})" if distributed.is_distributed() else ""
+        print(f"semcat{rank}: error: {msg}", file=sys.stderr)
         return 1
+    finally:
+        if started:
+            distributed.shutdown()
 
 
 if __name__ == "__main__":   # pragma: no cover
