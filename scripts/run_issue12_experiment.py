@@ -82,6 +82,24 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
         if path is not None:
             atomic_write_text(path, "\n".join(lines) + "\n")
 
+    if "protos" in parts:      # the class-prototype rows only, beside one-hot and name neighbours
+        H = head_defaults()
+        kw = dict(train=tr, val=va, test=te, taxonomy=tax, seeds=seeds, progress=False, allow_unseen_val_classes=True)
+        t0 = time.perf_counter()
+        a = sk.compare({"one-hot": sk.TrainConfig(**H),
+                        "semantic α=0.1 (names)": sk.TrainConfig(smoothing="semantic", k=20, alpha=0.1, **H)},
+                       neighbors=name_nb, **kw)
+        b = sk.compare({"semantic α=0.1 (names + prototypes)": sk.TrainConfig(smoothing="semantic", k=20, alpha=0.1, **H),
+                        "semantic α=0.1 (names + prototypes), α by similarity":
+                            sk.TrainConfig(smoothing="semantic", k=20, alpha=0.1, alpha_by="similarity", **H)},
+                       neighbors=proto_nb, **kw)
+        out += ["## Class-prototype neighbours", "",
+                f"Neighbours: name cosine (minilm class paths) vs 0.5 name + 0.5 {modality} prototype cosine "
+                "(`similarity.blend_sources`); `α by similarity`: per-class mass `similarity.class_alpha`.", "",
+                format_table(pd.concat([a, b]), METRICS), "",
+                f"Time: {time.perf_counter() - t0:.0f} s."]
+        flush(out)
+        return "\n".join(out) + "\n"
     if "main" not in parts:
         return _ablation(out, name, tr, va, te, tax, name_nb, seeds, flush, t_all)
     # ---- the tuner (train -> val)
@@ -195,7 +213,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tune-trials", type=int, default=8)
     ap.add_argument("--tune-timeout", type=float, default=600)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--parts", nargs="+", default=["main", "ablation"], choices=["main", "ablation"])
+    ap.add_argument("--parts", nargs="+", default=["main", "ablation"], choices=["main", "ablation", "protos"])
     ap.add_argument("--tuned", default=None, help="JSON TrainConfig dict: skip the tuner, use this config")
     ap.add_argument("--lr-C", default="val", help="LogisticRegression C ('val' = chosen on the validation split)")
     ap.add_argument("--lite", action="store_true", help="fewer rows (no old-defaults row, no prototype rows, "
