@@ -1,7 +1,9 @@
-"""The ``semcat`` command: train and export a head, or categorize products with an exported head.
+"""The ``semcat`` command: encode a catalog, train and export a head, or categorize products.
 
 ::
 
+    semcat encode --catalog tutorial --cache-dir cache/ [--out emb/] [--text-encoder minilm]
+    torchrun --nproc-per-node=2 -m semcat_kit encode --catalog tutorial --cache-dir cache/
     semcat train --catalog tutorial --config config.yaml --out head/ [--cache-dir cache/]
     semcat predict --model head/ --input products.csv --output preds.csv [--top-k 5] [--crm]
 
@@ -330,14 +332,141 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- encode
+def _dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the variables torchrun sets; (0, 1, 0) otherwise."""
+    def num(name, default):
+        v = os.environ.get(name, str(default))
+        try:
+            return int(v)
+        except ValueError:
+            raise CliError(f"environment variable {name}={v!r} is not an integer (set by torchrun)") from None
+    rank, world, local = num("RANK", 0), num("WORLD_SIZE", 1), num("LOCAL_RANK", 0)
+    if world < 1 or not 0 <= rank < world:
+        raise CliError(f"RANK={rank} / WORLD_SIZE={world} are inconsistent; launch with torchrun")
+    return rank, world, local
+
+
+def _cmd_encode(args) -> int:
+    """Encode a catalog into the store; under torchrun each rank encodes rows ``rank::world``."""
+    import torch
+
+    import semcat_kit as sk
+
+    from .store import VectorStore
+
+    if args.chunk_size < 1 or args.batch_size < 1:
+        raise CliError("--chunk-size and --batch-size must be >= 1")
+    _check_device(args.device)
+    rank, world, local = _dist_env()
+    cfg = read_train_config(args.config) if args.config else None
+    mapping = cfg["catalog"] if cfg else dict(_CATALOG_KEYS)
+    text_name = args.text_encoder if args.text_encoder is not None else (cfg["text_encoder"] if cfg else "minilm")
+    image_name = args.image_encoder if args.image_encoder is not None else \
+        (cfg["image_encoder"] if cfg else "efficientnet-lite0")
+    text_name = None if text_name in (None, "none", "") else text_name
+    image_name = None if image_name in (None, "none", "") else image_name
+    if text_name is None and image_name is None:
+        raise CliError("--text-encoder and --image-encoder are both none; give at least one")
+    sample = args.sample if args.sample is not None else (cfg["sample"] if cfg else None)
+    seed = cfg["seed"] if cfg else 0
+    device = args.device
+    dist = None
+    if world > 1:  # one code path: the process group only exists when torchrun started several processes
+        import torch.distributed as dist
+
+        cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+        if cuda:
+            torch.cuda.set_device(local)
+            device = f"cuda:{local}"
+        elif device == "auto":
+            device = "cpu"
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    try:
+        catalog = _load_training_catalog(args.catalog, mapping, args.config or "--config")
+        if sample is not None:
+            catalog = sample_catalog(catalog, sample, seed)
+        share = catalog.iloc[rank::world]
+        text_enc = sk.encoders.load(text_name, device=device) if text_name else None
+        image_enc = sk.encoders.load(image_name, device=device) if image_name else None
+        emb = sk.encode_catalog(share, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
+                                batch_size=args.batch_size, num_workers=args.num_workers,
+                                progress=not args.quiet and rank == 0, chunk_size=args.chunk_size,
+                                store_dtype=args.store_dtype, store_writer=f"r{rank}")
+        st = emb.meta["stats"]
+        print(f"rank {rank}/{world}: {len(share)} products, encoded text {st.get('text_encoded', '-')}, "
+              f"image {st.get('image_encoded', '-')} (the rest from the store), {len(emb.failures)} unusable input(s)",
+              flush=True)
+        if dist is not None:
+            dist.barrier()
+        if rank == 0:
+            for m, enc in (("text", text_enc), ("image", image_enc)):
+                if enc is None:
+                    continue
+                store = VectorStore.for_encoder(args.cache_dir, enc.fingerprint, m,
+                                                enc.text_dim if m == "text" else enc.image_dim, dtype=args.store_dtype,
+                                                writer="r0")
+                store.merge()  # rank 0 finalises: adopt/verify every rank's shards, merge full tiers
+                print(f"store {store.root}: {len(store)} {m} vectors in {len(store.shard_files)} shard(s)")
+            if args.out:
+                full = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc,
+                                         cache_dir=args.cache_dir, batch_size=args.batch_size,
+                                         num_workers=args.num_workers, progress=not args.quiet,
+                                         chunk_size=args.chunk_size, out=args.out, store_dtype=args.store_dtype,
+                                         store_writer="r0")
+                print(f"wrote embeddings of {len(full)} products to {args.out} "
+                      f"({len(full.failures)} unusable input(s))")
+                for _, r in full.failures.head(10).iterrows():
+                    print(f"  {r['item_id']}: {r['modality']}: {r['reason']}", file=sys.stderr)
+        if dist is not None:
+            dist.barrier()
+    finally:
+        if dist is not None and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The ``semcat`` argument parser."""
     ap = argparse.ArgumentParser(
         prog="semcat", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Categorize products into a category hierarchy from titles and images.",
-        epilog="Run 'semcat train --help' or 'semcat predict --help' for the options of each command.")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{train,predict}")
+        epilog="Run 'semcat encode --help', 'semcat train --help' or 'semcat predict --help' for the options of "
+               "each command.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{encode,train,predict}")
+
+    e = sub.add_parser("encode", help="encode a catalog into the embedding store (one or many processes)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Encode the titles and images of a catalog into the embedding store under "
+                                   "--cache-dir (see semcat_kit.store), resuming after the last chunk a killed run "
+                                   "wrote.\n\nSeveral processes (each encodes every WORLD_SIZE-th product into "
+                                   "its own shards; rank 0 finalises the store):\n"
+                                   "  torchrun --nproc-per-node=2 -m semcat_kit encode --catalog tutorial "
+                                   "--cache-dir cache/\n  (gloo on CPUs, NCCL with one GPU per process; add "
+                                   "--nnodes/--rdzv-endpoint for several machines sharing the cache folder)")
+    e.add_argument("--catalog", required=True, metavar="SOURCE",
+                   help="a catalog CSV (columns mapped by --config's 'catalog:' section), a Kaggle fashion folder "
+                        "or 'tutorial'")
+    e.add_argument("--cache-dir", required=True, metavar="DIR", help="the embedding store folder (shared by ranks)")
+    e.add_argument("--config", metavar="YAML", help="a 'semcat train' config: its catalog mapping, encoders and "
+                   "sample are used")
+    e.add_argument("--text-encoder", metavar="NAME", help="text encoder (default: the config's, else minilm; "
+                   "'none' for no titles)")
+    e.add_argument("--image-encoder", metavar="NAME", help="image encoder (default: the config's, else "
+                   "efficientnet-lite0; 'none' for no images)")
+    e.add_argument("--sample", type=int, metavar="N", help="encode a random sample of N products (seeded)")
+    e.add_argument("--out", metavar="DIR", help="also write the catalog's embeddings (in catalog order) to this "
+                   "folder; sk.Embeddings.load(DIR) memory-maps it")
+    e.add_argument("--batch-size", type=int, default=64, metavar="B", help="encoder batch size (default 64)")
+    e.add_argument("--chunk-size", type=int, default=8192, metavar="C",
+                   help="items between two store writes (default 8192)")
+    e.add_argument("--num-workers", type=int, metavar="W", help="image loader workers (default: 0 on CPU, 4 on GPU)")
+    e.add_argument("--store-dtype", default="float32", choices=("float32", "float16"),
+                   help="precision of new store shards (default float32)")
+    e.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("predict", help="categorize products with an exported head",
                        description="Categorize the products of a CSV file with a head exported by 'semcat train' "
