@@ -199,17 +199,19 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, catalog, txt_enc, img_enc
 
 
 def test_each_image_is_read_once(tmp_path, catalog, img_enc, monkeypatch):
+    import builtins
+    import io
+
     opened = []
-    real_open = open
+    real_open = io.open
 
     def counting_open(file, *a, **k):
         if str(file).endswith(".jpg"):
             opened.append(str(file))
         return real_open(file, *a, **k)
 
-    import builtins
-
-    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(builtins, "open", counting_open)  # PIL.Image.open(path)
+    monkeypatch.setattr(io, "open", counting_open)        # pathlib
     emb = sk.encode_catalog(catalog.iloc[:6], image_encoder=img_enc, cache_dir=tmp_path, progress=False)
     monkeypatch.undo()
     assert emb.image_mask.all() and sorted(opened) == sorted(catalog["image_path"].iloc[:6])
