@@ -73,7 +73,8 @@ __all__ = ["VectorStore", "content_key", "content_keys", "KEY_BYTES", "STORE_FOR
 KEY_BYTES = 16
 STORE_FORMAT = "semcat-vector-store/1"
 _SHARD_RE = re.compile(r"^shard-[A-Za-z0-9_.-]+\.arrow$")
-_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> blake2b hex, per process
+_VERIFIED: dict[tuple, str] = {}
+_GATHER_ROWS = 4096  # (path, size, mtime_ns, inode) -> blake2b hex, per process
 
 
 def content_key(data: bytes | str) -> bytes:
@@ -98,11 +99,15 @@ def as_keys(keys) -> np.ndarray:
     keys = list(keys)
     if not keys:
         return np.zeros((0, KEY_BYTES), dtype=np.uint8)
-    bad = [i for i, k in enumerate(keys) if not isinstance(k, (bytes, bytearray)) or len(k) != KEY_BYTES]
-    if bad:
-        raise ValueError(f"key {bad[0]} is not {KEY_BYTES} bytes: {keys[bad[0]]!r}")
+    try:
+        flat = b"".join(keys)
+    except TypeError:
+        flat = b""
+    if len(flat) != KEY_BYTES * len(keys):  # only then look for the culprit (no per-key check otherwise)
+        bad = next(i for i, k in enumerate(keys) if not isinstance(k, (bytes, bytearray)) or len(k) != KEY_BYTES)
+        raise ValueError(f"key {bad} is not {KEY_BYTES} bytes: {keys[bad]!r}")
     # uint8 rows, not numpy 'S' strings: those silently drop trailing NUL bytes of a digest
-    return np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES).copy()
+    return np.frombuffer(flat, dtype=np.uint8).reshape(len(keys), KEY_BYTES).copy()
 
 
 def _split(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -185,9 +190,15 @@ class _Shard:
     def gather(self, rows: np.ndarray, out: np.ndarray, where: np.ndarray) -> None:
         """``out[where] = vector[rows]`` across record batches."""
         b = np.searchsorted(self.offsets, rows, "right") - 1
-        for k in np.unique(b):
-            m = b == k
-            out[where[m]] = self.vecs[k][rows[m] - self.offsets[k]]
+        if len(b) > 1 and np.any(b[1:] < b[:-1]):
+            o = np.argsort(b, kind="stable")
+            rows, where, b = rows[o], where[o], b[o]
+        cuts = np.searchsorted(b, np.arange(len(self.vecs) + 1))
+        for k, v in enumerate(self.vecs):
+            s, e = int(cuts[k]), int(cuts[k + 1])
+            r, w = rows[s:e] - self.offsets[k], where[s:e]
+            for c in range(0, e - s, _GATHER_ROWS):  # blocks: a small reused temporary, not (n, d)
+                out[w[c:c + _GATHER_ROWS]] = v[r[c:c + _GATHER_ROWS]]
 
     def close(self) -> None:
         self.vecs = []
@@ -424,15 +435,22 @@ class VectorStore:
         if n == 0:
             return found, out
         qhi, qlo = _split(keys)
+        # queries in key order: searchsorted walks each index forwards and the rows found are
+        # read from the memory map in file order
+        order = np.argsort(qhi, kind="stable")
+        qhi, qlo = qhi[order], qlo[order]
         todo = np.arange(n)
-        for shard in list(self._shards.values()) + self._pending_shards():
+        # largest shards first: most keys are resolved by the first searches
+        shards = sorted(self._shards.values(), key=len, reverse=True) + self._pending_shards()
+        for shard in shards:
             if not todo.size:
                 break
             pos = _search(shard.hi, shard.lo, qhi[todo], qlo[todo])
             hit = pos >= 0
             if hit.any():
-                shard.gather(pos[hit], out, todo[hit])
-                found[todo[hit]] = True
+                where = order[todo[hit]]
+                shard.gather(pos[hit], out, where)
+                found[where] = True
                 todo = todo[~hit]
         return found, out
 
