@@ -226,8 +226,8 @@ def main() -> None:
         del new
         if n > args.old_build_max:
             old = OldVectorCache(root / "old", dim)
-            for a in range(0, n, 65536):
-                b = min(n, a + 65536)
+            for a in range(0, n, 8192):   # same chunks (and vectors) as build()
+                b = min(n, a + 8192)
                 old.put(keys_for(a, b), vecs_for(a, b, dim))
             old.flush()
             print(f"build old cache : not timed (N > --old-build-max); written as one compacted shard")

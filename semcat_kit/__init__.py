@@ -5,6 +5,7 @@ from . import datasets
 from .datasets import load_catalog, load_fashion, load_fashion_tutorial, load_google_taxonomy
 from . import encoders
 from .embeddings import Embeddings, encode_catalog
+from . import store
 from . import similarity, soft_labels, losses
 from . import metrics
 from .metrics import evaluate

@@ -570,6 +570,7 @@ class VectorStore:
         """
         if not self.writable:
             return 0
+        self.refresh()  # see other writers' shards (and drop the ones they merged away) first
         done = 0
         while True:
             small = {n: len(s) for n, s in self._shards.items() if len(s) < self.max_merge_rows}
