@@ -19,18 +19,19 @@ vector    ``fixed_size_list<float32>[dim]`` (or ``float16``)   the L2-normalised
 Rows are sorted by key (bytewise) across the whole file; a file may hold several record batches.
 ``pyarrow.ipc.open_file(path).read_all()``, ``pandas.read_feather(path)``, DuckDB
 (``read_arrow``/via pyarrow) or Spark read it as is. ``manifest.json`` lists every live shard
-with its row count, byte size and BLAKE2b-256 of the file.
+with its row count, byte size and SHA-256 of the file.
 
 Why Arrow IPC and not Parquet: an uncompressed IPC file is memory-mapped with
 ``pa.memory_map`` and its buffers are used in place (zero copy, pages belong to the OS page
 cache, not to the process), while Parquet must be decoded into private memory first.
 ``bench/bench_store.py`` measures both (open + lookup time, private memory, file size).
 
-Why float32 by default: ``bench/bench_store.py`` measures float16 at half the size, about the
-same lookup speed, and >= 0.99 agreement of 10-nearest-neighbour sets on real embeddings, but
-float16 rounds each component by up to ~1e-4, so vectors read back from the cache would no
-longer equal the vectors a fresh run computes (cached and uncached runs would train slightly
-differently). Exact reproducibility wins by default; ``dtype="float16"`` halves the disk and
+Why float32 by default: ``bench/bench_store.py`` (200k x 384) measures float16 at half the size
+(157 vs 310 MB), lookups no faster (2.2 vs 1.8 s: converting to float32 costs what the smaller
+reads save) and, on 2,000 real MiniLM title vectors, 10-nearest-neighbour sets that agree at
+0.9999 (top-1 at 0.9985). But float16 rounds each component by up to ~1.2e-4, so vectors read
+back from the cache would no longer equal the vectors a fresh run computes (cached and uncached
+runs would train slightly differently). Exact reproducibility wins by default; ``dtype="float16"`` halves the disk and
 page-cache footprint for very large image stores where that matters more.
 
 Guarantees
@@ -73,8 +74,8 @@ __all__ = ["VectorStore", "content_key", "content_keys", "KEY_BYTES", "STORE_FOR
 KEY_BYTES = 16
 STORE_FORMAT = "semcat-vector-store/1"
 _SHARD_RE = re.compile(r"^shard-[A-Za-z0-9_.-]+\.arrow$")
-_VERIFIED: dict[tuple, str] = {}
-_GATHER_ROWS = 4096  # (path, size, mtime_ns, inode) -> blake2b hex, per process
+_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256 hex, per process
+_GATHER_ROWS = 4096  # rows per block when copying vectors out of a shard
 
 
 def content_key(data: bytes | str) -> bytes:
@@ -136,7 +137,7 @@ def _search(hi: np.ndarray, lo: np.ndarray, qhi: np.ndarray, qlo: np.ndarray) ->
 
 
 def _file_digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=32)
+    h = hashlib.sha256()  # SHA-NI makes it ~2x faster than BLAKE2b on common x86 CPUs (measured here)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
@@ -356,14 +357,14 @@ class VectorStore:
         try:
             memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
             digest = _VERIFIED.get(memo) or _file_digest(path)
-            if entry is not None and (entry.get("blake2b") != digest or entry.get("bytes") != st.st_size):
+            if entry is not None and (entry.get("sha256") != digest or entry.get("bytes") != st.st_size):
                 raise ValueError("checksum or size mismatch with manifest.json")
             shard = _Shard(path, self.dim, self.dtype)
             if entry is not None and entry.get("rows") != len(shard):
                 shard.close()
                 raise ValueError("row count mismatch with manifest.json")
             _VERIFIED[memo] = digest
-            return shard, {"file": path.name, "rows": len(shard), "bytes": st.st_size, "blake2b": digest}
+            return shard, {"file": path.name, "rows": len(shard), "bytes": st.st_size, "sha256": digest}
         except FileNotFoundError:
             return None, None
         except Exception as e:  # noqa: BLE001 - any unreadable shard is recomputed, never fatal
@@ -405,7 +406,7 @@ class VectorStore:
     def _entry_of(self, name: str) -> dict:
         p = self.root / name
         st = p.stat()
-        return {"file": name, "rows": len(self._shards[name]), "bytes": st.st_size, "blake2b": _file_digest(p)}
+        return {"file": name, "rows": len(self._shards[name]), "bytes": st.st_size, "sha256": _file_digest(p)}
 
     # ---------------------------------------------------------------------------------- read
     def __len__(self) -> int:
@@ -540,7 +541,7 @@ class VectorStore:
                 m = self._read_manifest()
                 entries = [e for e in m["shards"] if isinstance(e, dict) and e.get("file") not in replaces
                            and (self.root / e.get("file", "")).exists()]
-                entries.append({"file": name, "rows": rows, "bytes": size, "blake2b": digest})
+                entries.append({"file": name, "rows": rows, "bytes": size, "sha256": digest})
                 self._write_manifest(entries)
                 for old in replaces:
                     (self.root / old).unlink(missing_ok=True)

@@ -67,7 +67,7 @@ def test_shard_is_a_plain_arrow_file_listed_with_its_checksum(tmp_path):
     m = json.loads((tmp_path / "st" / "manifest.json").read_text())
     (entry,) = m["shards"]
     assert entry["file"] == path.name and entry["rows"] == 50
-    assert entry["blake2b"] == hashlib.blake2b(path.read_bytes(), digest_size=32).hexdigest()
+    assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert m["dim"] == 6 and m["dtype"] == "float32"
 
 
