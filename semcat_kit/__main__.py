@@ -1,7 +1,6 @@
-"""``python -m semcat_kit ...`` and ``torchrun ... -m semcat_kit ...``: the ``semcat`` command."""
+"""``python -m semcat_kit ...`` (and ``torchrun --nproc-per-node=N -m semcat_kit ...``) = ``semcat ...``."""
 import sys
 
 from .cli import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main())

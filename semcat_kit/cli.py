@@ -44,7 +44,7 @@ neighbors: {k: 20, template: "{path}"}   # class-name neighbour table (text enco
                                          # soft labels use its first train.k, metrics nbrs@k need k >= 19
 train:                             # any sk.TrainConfig field
   epochs: 30
-  smoothing: semantic
+  smoothing: semantic              # soft-label kind (list below)
 export: {onnx: true, torchscript: true}
 """
 
@@ -55,6 +55,17 @@ _NEIGHBOR_KEYS = {"k": 20, "template": "{path}"}
 _EXPORT_KEYS = {"onnx": True, "torchscript": True}
 _TOP_KEYS = {"text_encoder": "minilm", "image_encoder": "efficientnet-lite0", "sample": None, "seed": 0,
              "catalog": None, "split": None, "neighbors": None, "train": None, "export": None}
+
+
+def _kinds_help() -> str:
+    """The soft-label kinds of ``train.smoothing`` and the config fields each reads, from the registry."""
+    from .soft_labels import TARGET_KINDS
+
+    lines = ["\ntrain.smoothing kinds (and the train fields each reads besides alpha):"]
+    for name, kind in TARGET_KINDS.items():
+        opts = ", ".join(sorted(set(kind.params.values()))) or "-"
+        lines.append(f"  {name:10s} {kind.doc} [fields: {opts}]")
+    return "\n".join(lines) + "\n"
 
 
 class CliError(Exception):
@@ -195,8 +206,11 @@ def _cmd_train(args) -> int:
     device = tcfg.device
     text_enc = sk.encoders.load(cfg["text_encoder"], device=device) if cfg["text_encoder"] else None
     image_enc = sk.encoders.load(cfg["image_encoder"], device=device) if cfg["image_encoder"] else None
-    emb = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
-                            progress=not args.quiet)
+    from . import distributed
+
+    with distributed.main_first():     # under torchrun rank 0 fills the cache, the others read it
+        emb = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
+                                progress=not args.quiet and distributed.is_main())
     if len(emb.failures):
         print(f"unusable inputs: {len(emb.failures)} (e.g. {emb.failures.iloc[0].to_dict()})", file=sys.stderr)
     y = tax.index_of(catalog["label"].tolist())
@@ -210,8 +224,14 @@ def _cmd_train(args) -> int:
         neighbors = sk.similarity.tree_neighbors(tax, nk)
     val = (emb.take(sp.val), y[sp.val]) if len(sp.val) else None
     print(f"split: {len(sp.train)} train, {len(sp.val)} val, {len(sp.test)} test", flush=True)
+    from . import distributed
+
+    if distributed.is_distributed():   # torchrun: DDP over the ranks, each on its own device
+        tcfg = tcfg.replace(device=distributed.device_for_rank(tcfg.device))
     run = sk.train(emb.take(sp.train), y[sp.train], taxonomy=tax, neighbors=neighbors, config=tcfg, val=val,
                    progress=not args.quiet)
+    if not distributed.is_main():
+        return 0                       # rank 0 evaluates and exports
     metrics = {}
     if len(sp.test):
         probs = run.predict_proba(emb.take(sp.test))
@@ -333,24 +353,8 @@ def _cmd_predict(args) -> int:
 
 
 # ----------------------------------------------------------------------------- encode
-def _dist_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from the variables torchrun sets; (0, 1, 0) otherwise."""
-    def num(name, default):
-        v = os.environ.get(name, str(default))
-        try:
-            return int(v)
-        except ValueError:
-            raise CliError(f"environment variable {name}={v!r} is not an integer (set by torchrun)") from None
-    rank, world, local = num("RANK", 0), num("WORLD_SIZE", 1), num("LOCAL_RANK", 0)
-    if world < 1 or not 0 <= rank < world:
-        raise CliError(f"RANK={rank} / WORLD_SIZE={world} are inconsistent; launch with torchrun")
-    return rank, world, local
-
-
 def _cmd_encode(args) -> int:
     """Encode a catalog into the store; under torchrun each rank encodes rows ``rank::world``."""
-    import torch
-
     import semcat_kit as sk
 
     from .store import VectorStore
@@ -358,7 +362,10 @@ def _cmd_encode(args) -> int:
     if args.chunk_size < 1 or args.batch_size < 1:
         raise CliError("--chunk-size and --batch-size must be >= 1")
     _check_device(args.device)
-    rank, world, local = _dist_env()
+    from . import distributed
+
+    distributed.init_from_env()   # one code path: a process group only when torchrun started several (idempotent)
+    rank, world = distributed.rank(), distributed.world_size()
     cfg = read_train_config(args.config) if args.config else None
     mapping = cfg["catalog"] if cfg else dict(_CATALOG_KEYS)
     text_name = args.text_encoder if args.text_encoder is not None else (cfg["text_encoder"] if cfg else "minilm")
@@ -370,59 +377,42 @@ def _cmd_encode(args) -> int:
         raise CliError("--text-encoder and --image-encoder are both none; give at least one")
     sample = args.sample if args.sample is not None else (cfg["sample"] if cfg else None)
     seed = cfg["seed"] if cfg else 0
-    device = args.device
-    dist = None
-    if world > 1:  # one code path: the process group only exists when torchrun started several processes
-        import torch.distributed as dist
-
-        cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-        if cuda:
-            torch.cuda.set_device(local)
-            device = f"cuda:{local}"
-        elif device == "auto":
-            device = "cpu"
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    try:
-        catalog = _load_training_catalog(args.catalog, mapping, args.config or "--config")
-        if sample is not None:
-            catalog = sample_catalog(catalog, sample, seed)
-        share = catalog.iloc[rank::world]
-        text_enc = sk.encoders.load(text_name, device=device) if text_name else None
-        image_enc = sk.encoders.load(image_name, device=device) if image_name else None
-        emb = sk.encode_catalog(share, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
-                                batch_size=args.batch_size, num_workers=args.num_workers,
-                                progress=not args.quiet and rank == 0, chunk_size=args.chunk_size,
-                                store_dtype=args.store_dtype, store_writer=f"r{rank}")
-        st = emb.meta["stats"]
-        print(f"rank {rank}/{world}: {len(share)} products, encoded text {st.get('text_encoded', '-')}, "
-              f"image {st.get('image_encoded', '-')} (the rest from the store), {len(emb.failures)} unusable input(s)",
-              flush=True)
-        if dist is not None:
-            dist.barrier()
-        if rank == 0:
-            for m, enc in (("text", text_enc), ("image", image_enc)):
-                if enc is None:
-                    continue
-                store = VectorStore.for_encoder(args.cache_dir, enc.fingerprint, m,
-                                                enc.text_dim if m == "text" else enc.image_dim, dtype=args.store_dtype,
-                                                writer="r0")
-                store.merge()  # rank 0 finalises: adopt/verify every rank's shards, merge full tiers
-                print(f"store {store.root}: {len(store)} {m} vectors in {len(store.shard_files)} shard(s)")
-            if args.out:
-                full = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc,
-                                         cache_dir=args.cache_dir, batch_size=args.batch_size,
-                                         num_workers=args.num_workers, progress=not args.quiet,
-                                         chunk_size=args.chunk_size, out=args.out, store_dtype=args.store_dtype,
-                                         store_writer="r0")
-                print(f"wrote embeddings of {len(full)} products to {args.out} "
-                      f"({len(full.failures)} unusable input(s))")
-                for _, r in full.failures.head(10).iterrows():
-                    print(f"  {r['item_id']}: {r['modality']}: {r['reason']}", file=sys.stderr)
-        if dist is not None:
-            dist.barrier()
-    finally:
-        if dist is not None and dist.is_initialized():
-            dist.destroy_process_group()
+    device = distributed.device_for_rank(args.device)
+    catalog = _load_training_catalog(args.catalog, mapping, args.config or "--config")
+    if sample is not None:
+        catalog = sample_catalog(catalog, sample, seed)
+    share = catalog.iloc[rank::world]
+    text_enc = sk.encoders.load(text_name, device=device) if text_name else None
+    image_enc = sk.encoders.load(image_name, device=device) if image_name else None
+    emb = sk.encode_catalog(share, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
+                            batch_size=args.batch_size, num_workers=args.num_workers,
+                            progress=not args.quiet and rank == 0, chunk_size=args.chunk_size,
+                            store_dtype=args.store_dtype, store_writer=f"r{rank}")
+    st = emb.meta["stats"]
+    print(f"rank {rank}/{world}: {len(share)} products, encoded text {st.get('text_encoded', '-')}, "
+          f"image {st.get('image_encoded', '-')} (the rest from the store), {len(emb.failures)} unusable input(s)",
+          flush=True)
+    distributed.barrier()
+    if rank == 0:
+        for m, enc in (("text", text_enc), ("image", image_enc)):
+            if enc is None:
+                continue
+            store = VectorStore.for_encoder(args.cache_dir, enc.fingerprint, m,
+                                            enc.text_dim if m == "text" else enc.image_dim, dtype=args.store_dtype,
+                                            writer="r0")
+            store.merge()  # rank 0 finalises: adopt/verify every rank's shards, merge full tiers
+            print(f"store {store.root}: {len(store)} {m} vectors in {len(store.shard_files)} shard(s)")
+        if args.out:
+            full = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc,
+                                     cache_dir=args.cache_dir, batch_size=args.batch_size,
+                                     num_workers=args.num_workers, progress=not args.quiet,
+                                     chunk_size=args.chunk_size, out=args.out, store_dtype=args.store_dtype,
+                                     store_writer="r0")
+            print(f"wrote embeddings of {len(full)} products to {args.out} "
+                  f"({len(full.failures)} unusable input(s))")
+            for _, r in full.failures.head(10).iterrows():
+                print(f"  {r['item_id']}: {r['modality']}: {r['reason']}", file=sys.stderr)
+    distributed.barrier()
     return 0
 
 
@@ -497,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Encode a catalog, split it (stratified train/val/test), train a head, print "
                                    "the test metrics and export the head.\n\nconfig.yaml (all keys optional; "
-                                   "unknown keys are an error):\n\n" + CONFIG_TEMPLATE)
+                                   "unknown keys are an error):\n\n" + CONFIG_TEMPLATE + _kinds_help())
     t.add_argument("--catalog", required=True, metavar="SOURCE",
                    help="a catalog CSV (columns mapped by the config's 'catalog:' section), a Kaggle fashion "
                         "folder (styles.csv + images/), or 'tutorial' for the bundled tutorial catalog")
@@ -523,13 +513,20 @@ def main(argv=None) -> int:
             _hf_logging.disable_progress_bar()
         except ImportError:   # pragma: no cover
             pass
+    from . import distributed
+
+    started = distributed.init_from_env()     # under torchrun (WORLD_SIZE > 1): one process group
     try:
         return int(args.func(args) or 0)
     except (CliError, ValueError, KeyError, TypeError, OSError, ExportError, TrainingDivergedError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         msg = " ".join(str(msg).split())
-        print(f"semcat: error: {msg}", file=sys.stderr)
+        rank = f" (rank {distributed.rank()})" if distributed.is_distributed() else ""
+        print(f"semcat{rank}: error: {msg}", file=sys.stderr)
         return 1
+    finally:
+        if started:
+            distributed.shutdown()
 
 
 if __name__ == "__main__":   # pragma: no cover

@@ -76,7 +76,8 @@ class Embeddings:
         for name in ("text", "image"):
             m = getattr(self, name)
             if m is not None:
-                m = np.asarray(m, dtype=np.float32)
+                if not (isinstance(m, np.ndarray) and m.dtype == np.float32):
+                    m = np.asarray(m, dtype=np.float32)  # a float32 np.memmap stays one (lazy training)
                 if m.ndim != 2 or m.shape[0] != n:
                     raise ValueError(f"Embeddings.{name} must be (N={n}, d), got {m.shape}")
                 setattr(self, name, m)
