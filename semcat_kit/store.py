@@ -304,8 +304,12 @@ class VectorStore:
 
     @contextlib.contextmanager
     def _locked(self):
-        import fcntl
-
+        """Exclusive lock of the store folder (manifest updates, merges) across processes."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: one writer at a time is the caller's job
+            yield
+            return
         with open(self.root / ".lock", "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
