@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,7 @@ def _cmd_train(args) -> int:
     import semcat_kit as sk
 
     from .export import export_head
+    from .taxonomy import TaxonomyMergeWarning
 
     cfg = read_train_config(args.config)
     tcfg = cfg["train"]
@@ -201,8 +203,12 @@ def _cmd_train(args) -> int:
     # labels are joined with the catalog's own separator (" > " for Kaggle/tutorial catalogs)
     csv_source = args.catalog != "tutorial" and Path(args.catalog).expanduser().is_file()
     sep = (cfg["catalog"].get("sep") or " > ") if csv_source else " > "
-    tax = sk.Taxonomy.from_paths(catalog["label"], sep=sep)
+    with warnings.catch_warnings():   # the merges are printed below, once
+        warnings.simplefilter("ignore", TaxonomyMergeWarning)
+        tax = sk.Taxonomy.from_paths(catalog["label"], sep=sep)
     print(f"catalog: {len(catalog)} products, {tax.n_classes} classes", flush=True)
+    if tax.aliases:
+        print(tax.merge_message(limit=30), flush=True)
     device = tcfg.device
     text_enc = sk.encoders.load(cfg["text_encoder"], device=device) if cfg["text_encoder"] else None
     image_enc = sk.encoders.load(cfg["image_encoder"], device=device) if cfg["image_encoder"] else None
@@ -252,13 +258,18 @@ def _cmd_train(args) -> int:
 
 # ----------------------------------------------------------------------------- predict
 def _read_products(args) -> pd.DataFrame:
+    from .datasets import read_csv
+
     p = Path(args.input).expanduser()
     if not p.is_file():
         raise CliError(f"--input {args.input}: no such file")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise CliError(f"--input {args.input}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    try:   # the package's one CSV reader: BOM, encoding, long fields, duplicate columns, malformed lines
+        df = read_csv(p, what="--input", id_col=args.id_col or "id", repair_col=args.title_col or "title",
+                      dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, ValueError) as e:
+        raise CliError(str(e).splitlines()[0]) from None
+    for r in df.attrs["report"].itertuples():
+        print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
     cols = list(df.columns)
 
     def column(opt: str, given, default):

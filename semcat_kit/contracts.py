@@ -34,7 +34,7 @@ import torch
 __all__ = [
     "SUM_TOL", "UnknownLabelError", "DEVICES", "PRECISIONS", "fmt_rows", "as_probs", "as_labels", "as_neighbors",
     "as_neighbor_indices", "as_k", "row_block", "resolve_device", "resolve_precision", "autocast",
-    "EmbeddingTable", "LazyEmbeddingTable", "as_embedding_table",
+    "EmbeddingTable", "LazyEmbeddingTable", "as_embedding_table", "EmptyRowsWarning", "EMPTY_ROW_POLICIES",
 ]
 
 #: Row-sum tolerance for probabilities (float32 softmax over 50k classes is within ~1e-5).
@@ -424,14 +424,33 @@ def rows_desc(rows: np.ndarray, ids=None) -> str:
     return txt + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
 
 
-def as_embedding_table(emb: Any, what: str = "emb", lazy: bool | None = None):
+class EmptyRowsWarning(UserWarning):
+    """Rows with no usable modality (every mask False) were given where they carry no information."""
+
+
+EMPTY_ROW_POLICIES = ("zero", "warn", "error")
+
+
+def as_embedding_table(emb: Any, what: str = "emb", lazy: bool | None = None, empty: str = "zero"):
     """An ``Embeddings`` (or a bare (N, d) array, taken as text) -> :class:`EmbeddingTable`.
 
     NaN/inf in a row flagged present is an error naming the rows and items; rows flagged missing
-    are zeroed. ``lazy=True`` (default: when an array is memory-mapped or larger than
-    :data:`LAZY_ELEMENTS`) returns a :class:`LazyEmbeddingTable` instead: the same checks, made
-    chunk by chunk, without copying the vectors into memory.
+    are zeroed.
+
+    Parameters
+    ----------
+    lazy : bool, optional
+        Return a :class:`LazyEmbeddingTable` (the same checks, made chunk by chunk, without copying
+        the vectors into memory). Default: when an array is memory-mapped or larger than
+        :data:`LAZY_ELEMENTS`.
+    empty : {"zero", "warn", "error"}
+        Rows whose every modality is masked (no usable title nor image) are all zeros. ``"zero"``
+        accepts them silently (prediction: the caller reports them); ``"warn"`` emits an
+        :class:`EmptyRowsWarning` naming the rows and items (training: they teach only the class
+        prior); ``"error"`` raises ``ValueError`` naming them.
     """
+    if empty not in EMPTY_ROW_POLICIES:
+        raise ValueError(f"empty must be one of {EMPTY_ROW_POLICIES}, not {empty!r}")
     if isinstance(emb, (np.ndarray, torch.Tensor)):
         text, image, tmask, imask, ids = emb, None, None, None, None
     elif hasattr(emb, "text") and hasattr(emb, "image"):
@@ -447,7 +466,7 @@ def as_embedding_table(emb: Any, what: str = "emb", lazy: bool | None = None):
         lazy = any(isinstance(x, np.memmap) or (x is not None and not torch.is_tensor(x) and hasattr(x, "shape")
                                                  and int(np.prod(x.shape)) > LAZY_ELEMENTS) for x in (text, image))
     if lazy:
-        return _lazy_table(text, image, tmask, imask, ids, what)
+        return _check_empty(_lazy_table(text, image, tmask, imask, ids, what), what, empty)
     arrays = {}
     n = None
     for name, x in (("text", text), ("image", image)):
@@ -480,7 +499,25 @@ def as_embedding_table(emb: Any, what: str = "emb", lazy: bool | None = None):
                              f"items or mark them missing ({name}_mask=False)")
         arrays[name] = torch.where(m[:, None], x, torch.zeros((), dtype=x.dtype))   # missing rows -> 0
         masks[name] = m
-    return EmbeddingTable(arrays.get("text"), arrays.get("image"), masks["text"], masks["image"], ids)
+    return _check_empty(EmbeddingTable(arrays.get("text"), arrays.get("image"), masks["text"], masks["image"], ids),
+                        what, empty)
+
+
+def _check_empty(table, what: str, empty: str):
+    n = len(table)
+    if empty != "zero" and n:
+        none = np.flatnonzero((~(table.text_mask | table.image_mask)).numpy())
+        if len(none):
+            msg = (f"{what}: {len(none)} of {n} row(s) have no usable modality (every mask False: no title "
+                   f"embedding and no image embedding): {rows_desc(none, table.item_ids)}; they are all-zero inputs. "
+                   "Drop them (emb.take(np.flatnonzero(emb.text_mask | emb.image_mask))) or fix their title/image "
+                   "(see emb.failures)")
+            if empty == "error":
+                raise ValueError(msg)
+            import warnings
+
+            warnings.warn(msg + "; training on them teaches only the class prior", EmptyRowsWarning, stacklevel=4)
+    return table
 
 
 def _lazy_table(text, image, tmask, imask, ids, what: str, chunk: int = 65536) -> LazyEmbeddingTable:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -31,9 +30,9 @@ import pandas as pd
 import torch
 
 from ._io import atomic_dir, atomic_path
-from .store import VectorStore, _write_probe, as_keys, content_key, content_keys
+from .store import KEY_BYTES, VectorStore, _write_probe, as_keys, content_key, content_keys
 from .encoders import Encoder
-from .images import DEFAULT_MAX_PIXELS, ImageError, load_image
+from .images import DEFAULT_MAX_PIXELS, ImageError, image_digest, load_image, read_image_bytes
 
 __all__ = ["Embeddings", "encode_catalog", "FORMAT_VERSION"]
 
@@ -274,27 +273,27 @@ class Embeddings:
 
 # ------------------------------------------------------------------------------ encoding
 def _read_image_bytes(path) -> tuple[bytes | None, str | None]:
-    """The file's bytes, read once (hashed and decoded from the same bytes), or a failure reason."""
+    """The file's bytes, read once (hashed and decoded from the same bytes), or a failure reason.
+
+    Goes through ``images.read_image_bytes``: a FIFO, a device, a folder or an oversized file is
+    refused before anything is read.
+    """
     if path is None or (isinstance(path, float) and np.isnan(path)) or (isinstance(path, str) and not path.strip()):
         return None, "no image path"
-    p = Path(path)
     try:
-        st = p.stat()
-    except FileNotFoundError:
-        return None, "missing file"
-    except OSError as e:
-        return None, f"unreadable file ({e.strerror or e})"
-    if not stat.S_ISREG(st.st_mode):  # a folder, FIFO or device would hang or fill memory
-        return None, "not a regular file"
+        return read_image_bytes(path), None
+    except ImageError as e:
+        return None, e.reason
+
+
+def _image_key(path) -> tuple[bytes | None, str | None]:
+    """Content key of an image file (streamed hash, same checks), or a failure reason."""
+    if path is None or (isinstance(path, float) and np.isnan(path)) or (isinstance(path, str) and not path.strip()):
+        return None, "no image path"
     try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        return None, "missing file"
-    except OSError as e:
-        return None, f"unreadable file ({e.strerror or e})"
-    if not data:
-        return None, "empty file (0 bytes)"
-    return data, None
+        return image_digest(path, digest_size=KEY_BYTES), None
+    except ImageError as e:
+        return None, e.reason
 
 
 class _ImageBatches(torch.utils.data.Dataset):

@@ -237,7 +237,7 @@ class TrainConfig:
 
 
 def _prepare(emb, what: str) -> EmbeddingTable:
-    return as_embedding_table(emb, what)
+    return as_embedding_table(emb, what, empty="warn")   # rows with no usable modality are named
 
 
 def _labels(labels, taxonomy, n: int, what: str) -> np.ndarray:
@@ -364,15 +364,27 @@ def _lr_lambda(total_steps: int, warmup: float):
 
 
 def load_checkpoint(path) -> dict:
-    """Read a training checkpoint (a ``.pt`` file, or a checkpoint folder's ``last.pt``)."""
+    """Read a training checkpoint (a ``.pt`` file, or a checkpoint folder's ``last.pt``).
+
+    Raises ``FileNotFoundError`` when there is none and ``ValueError`` naming the file when it is
+    truncated, corrupted or not a checkpoint (only tensors and plain data are ever unpickled).
+    """
     p = Path(path).expanduser()
     if p.is_dir():
         p = p / "last.pt"
     if not p.exists():
         raise FileNotFoundError(f"no checkpoint at {p}; give a checkpoint file or a checkpoint_dir holding last.pt")
-    ck = torch.load(p, map_location="cpu", weights_only=True)
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/UnpicklingError/EOFError/... here
+        # never pass on torch's advice to retry with weights_only=False: that would run pickled code
+        why = str(e).splitlines()[0] if str(e) and "weights_only" not in str(e) else "unreadable content"
+        raise ValueError(f"{p} is not a readable semcat_kit training checkpoint ({type(e).__name__}: {why}): "
+                         "it is truncated, corrupted or not a checkpoint. Resume from an intact copy "
+                         "or train again without resume=") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{p} is not a semcat_kit training checkpoint (format {CHECKPOINT_FORMAT})")
+        raise ValueError(f"{p} is not a semcat_kit training checkpoint (format {CHECKPOINT_FORMAT}); "
+                         "give a file written by sk.train(..., checkpoint_dir=...)")
     ck["path"] = str(p)
     return ck
 

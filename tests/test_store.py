@@ -210,8 +210,16 @@ def test_each_image_is_read_once(tmp_path, catalog, img_enc, monkeypatch):
             opened.append(str(file))
         return real_open(file, *a, **k)
 
+    real_os_open = os.open
+
+    def counting_os_open(file, *a, **k):
+        if str(file).endswith(".jpg"):
+            opened.append(str(file))
+        return real_os_open(file, *a, **k)
+
     monkeypatch.setattr(builtins, "open", counting_open)  # PIL.Image.open(path)
     monkeypatch.setattr(io, "open", counting_open)        # pathlib
+    monkeypatch.setattr(os, "open", counting_os_open)     # images.read_image_bytes
     emb = sk.encode_catalog(catalog.iloc[:6], image_encoder=img_enc, cache_dir=tmp_path, progress=False)
     monkeypatch.undo()
     assert emb.image_mask.all() and sorted(opened) == sorted(catalog["image_path"].iloc[:6])
