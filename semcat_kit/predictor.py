@@ -21,7 +21,7 @@ from .contracts import as_k
 from .decoding import crm_predict, topk
 from .export import ExportedHead, load_head
 
-__all__ = ["Predictor", "write_predictions", "DEFAULT_CHUNK_SIZE"]
+__all__ = ["Predictor", "write_predictions", "DuplicateIdError", "DEFAULT_CHUNK_SIZE"]
 
 #: Products scored at a time by :meth:`Predictor.predict` / :meth:`Predictor.predict_iter`
 #: (working memory ~ (chunk_size + 4,096) x C float32).
@@ -478,6 +478,14 @@ def _chunked(products, chunk_size: int | None):
     return frames(), None
 
 
+class DuplicateIdError(ValueError):
+    """An item id of a chunk that an earlier chunk already had (``.ids``: the repeated ids)."""
+
+    def __init__(self, ids, message: str):
+        super().__init__(message)
+        self.ids = ids
+
+
 def _check_unique_across(ids: pd.Series, seen: set) -> None:
     """Refuse an id already seen in an earlier chunk (64-bit hashes of the ids are kept: O(N) small
     integers, not the strings)."""
@@ -485,8 +493,8 @@ def _check_unique_across(ids: pd.Series, seen: set) -> None:
     again = np.fromiter((int(v) in seen for v in h), dtype=bool, count=len(h))
     if again.any():
         dup = ids.to_numpy()[again]
-        raise ValueError(f"{len(dup)} item id(s) of this chunk already appeared in an earlier chunk, e.g. "
-                         f"{dup[:10].tolist()}; ids must be unique over the whole input")
+        raise DuplicateIdError(dup.tolist(), f"{len(dup)} item id(s) of this chunk already appeared in an earlier "
+                               f"chunk, e.g. {dup[:10].tolist()}; ids must be unique over the whole input")
     seen.update(int(v) for v in h)
 
 
