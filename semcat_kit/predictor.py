@@ -214,7 +214,11 @@ class Predictor:
 
     def _encode_frame(self, df: pd.DataFrame, cache_dir, batch_size, progress):
         """Embeddings, usable mask and failures (in row order) of a checked products frame."""
-        emb = self._embed_frame(df, cache_dir, batch_size, progress)
+        return self._usable(self._embed_frame(df, cache_dir, batch_size, progress))
+
+    def _usable(self, emb):
+        """``(emb, usable, failures)``: rows with a modality the head reads, and the failures worth
+        reporting (absent titles/images are not failures; rows with nothing usable are)."""
         fails = emb.failures
         fails = fails[~fails["reason"].isin(_ABSENT)].reset_index(drop=True)
         usable = np.zeros(len(emb), dtype=bool)
@@ -310,25 +314,85 @@ class Predictor:
         if chunk_size is not None:
             chunk_size = as_k(chunk_size, "chunk_size")
         chunks, total = _chunked(products, chunk_size)
-        self.failures = pd.DataFrame(columns=["item_id", "modality", "reason"])
         one = total is not None and (chunk_size is None or total <= chunk_size)
-        bar = tqdm(total=total, unit="item", desc="predict", disable=not progress or one, leave=False)
         seen: set[int] = set()
-        all_fails = []
-        # Rows are scored in blocks of _SCORE_BLOCK at absolute positions 0, B, 2B, ... whatever the
-        # chunks are (the one-shot path scores the same blocks), so the result does not depend on
-        # chunk_size; a chunk is finished (ranked, yielded) once all its rows are scored.
-        pending: list[_Pending] = []
-        queued = 0                                    # rows encoded but not scored yet
-        emitted = False
-        try:
+
+        def encoded():
             for raw, checked in chunks:
                 df = raw if checked else _products_frame(raw)
                 if not checked:
                     _check_unique_across(df["item_id"], seen)
-                if len(df) == 0:
-                    continue
-                emb, usable, fails = self._encode_frame(df, cache_dir, batch_size, progress and one)
+                if len(df):
+                    yield self._encode_frame(df, cache_dir, batch_size, progress and one)
+
+        def empty():
+            return self._encode_frame(_products_frame(pd.DataFrame({"item_id": [], "title": []})), None, 1, False)
+        return self._rank_chunks(encoded(), empty, top_k, crm, total, progress and not one)
+
+    def predict_embeddings_iter(self, embeddings, top_k: int = 5, crm: bool = False, progress: bool = True,
+                                chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> Iterator[pd.DataFrame]:
+        """:meth:`predict_iter` for products already encoded with the head's encoders.
+
+        Parameters
+        ----------
+        embeddings : Embeddings or iterable of Embeddings
+            E.g. rows of an embedding store, chunk by chunk; one ``Embeddings`` is cut into
+            ``chunk_size`` rows. Their ``meta`` must name the head's encoders (or none).
+        top_k, crm, progress, chunk_size
+            As in :meth:`predict_iter`.
+
+        Yields
+        ------
+        pandas.DataFrame
+            The columns of :meth:`predict`, one frame per chunk; ``used`` follows the masks and
+            ``failures`` the embeddings' ``failures`` table.
+        """
+        from .embeddings import Embeddings
+
+        top_k = as_k(top_k, "top_k")
+        if chunk_size is not None:
+            chunk_size = as_k(chunk_size, "chunk_size")
+        total = None
+        if isinstance(embeddings, Embeddings):
+            total = len(embeddings)
+            step = chunk_size or max(total, 1)
+            parts = (embeddings.take(np.arange(a, min(total, a + step))) for a in range(0, total, step))
+        elif hasattr(embeddings, "__iter__"):
+            parts = iter(embeddings)
+        else:
+            raise TypeError(f"embeddings must be an Embeddings or an iterable of Embeddings, not "
+                            f"{type(embeddings).__name__}")
+        seen: set[int] = set()
+
+        def encoded():
+            for i, emb in enumerate(parts):
+                if not isinstance(emb, Embeddings):
+                    raise TypeError(f"chunk {i} of embeddings is a {type(emb).__name__}, not an Embeddings")
+                self.head.check_embeddings_meta(emb.meta)
+                if total is None:
+                    _check_unique_across(pd.Series(emb.item_ids, dtype=object), seen)
+                if len(emb):
+                    yield self._usable(emb)
+
+        def empty():
+            return self._usable(Embeddings(np.array([], dtype=str), None, None, np.zeros(0, bool), np.zeros(0, bool)))
+        one = total is not None and (chunk_size is None or total <= chunk_size)
+        return self._rank_chunks(encoded(), empty, top_k, crm, total, progress and not one)
+
+    def _rank_chunks(self, encoded, empty, top_k: int, crm: bool, total, progress: bool) -> Iterator[pd.DataFrame]:
+        """Score and rank encoded chunks ``(emb, usable, fails)``; yields one frame per chunk.
+
+        Rows are scored in blocks of ``_SCORE_BLOCK`` at absolute positions 0, B, 2B, ... whatever
+        the chunks are (a one-shot call scores the same blocks), so the result does not depend on
+        the chunking; a chunk is ranked and yielded once all its rows are scored."""
+        self.failures = pd.DataFrame(columns=["item_id", "modality", "reason"])
+        bar = tqdm(total=total, unit="item", desc="predict", disable=not progress, leave=False)
+        all_fails = []
+        pending: list[_Pending] = []
+        queued = 0                                    # rows encoded but not scored yet
+        emitted = False
+        try:
+            for emb, usable, fails in encoded:
                 all_fails.append(fails)
                 pending.append(_Pending(emb, usable, fails))
                 queued += len(emb)
@@ -339,8 +403,7 @@ class Predictor:
                     item = pending.pop(0)
                     bar.update(len(item.emb))
                     emitted = True
-                    yield self._predict_frame(item.emb, item.probs(), item.usable, item.fails,
-                                              top_k, crm)
+                    yield self._predict_frame(item.emb, item.probs(), item.usable, item.fails, top_k, crm)
             if queued:
                 self._score_queued(pending, queued)
             for item in pending:
@@ -349,8 +412,7 @@ class Predictor:
                 yield self._predict_frame(item.emb, item.probs(), item.usable, item.fails, top_k, crm)
             pending = []
             if not emitted:
-                empty = _products_frame(pd.DataFrame({"item_id": [], "title": []}))
-                emb, usable, fails = self._encode_frame(empty, cache_dir, batch_size, False)
+                emb, usable, fails = empty()
                 yield self._predict_frame(emb, self._score(emb), usable, fails, top_k, crm)
         finally:
             bar.close()

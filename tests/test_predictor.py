@@ -356,3 +356,20 @@ def test_ids_unique_across_chunks_and_bad_chunk_size(pred):
     empty = pred.predict(iter([]), top_k=2, progress=False)
     assert len(empty) == 0 and list(empty.columns) == ["item_id", "pred_1", "pred_2", "name_1", "name_2", "prob_1",
                                                        "prob_2", "used", "failures"]
+
+
+def test_predict_from_embeddings_in_chunks(pred, case, cache):
+    """Already-encoded products (e.g. an embedding store) give the same rows as encoding them."""
+    df, emb, _, _ = case
+    want = pred.predict(_products(df), top_k=3, cache_dir=cache, chunk_size=None, progress=False)
+    sub = emb.take(np.arange(N))
+    got = pd.concat(list(pred.predict_embeddings_iter(sub, top_k=3, chunk_size=11, progress=False)),
+                    ignore_index=True)
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    parts = (sub.take(np.arange(a, min(N, a + 25))) for a in range(0, N, 25))
+    got = pd.concat(list(pred.predict_embeddings_iter(parts, top_k=3, progress=False)), ignore_index=True)
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    with pytest.raises(ValueError, match="already appeared in an earlier chunk"):
+        list(pred.predict_embeddings_iter(iter([sub.take([0, 1]), sub.take([1])]), progress=False))
+    with pytest.raises(TypeError, match="chunk 0 of embeddings is a ndarray"):
+        list(pred.predict_embeddings_iter([np.zeros(3)], progress=False))
