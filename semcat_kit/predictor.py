@@ -397,23 +397,23 @@ class Predictor:
                 pending.append(_Pending(emb, usable, fails))
                 queued += len(emb)
                 while queued >= _SCORE_BLOCK:
-                    self._score_queued(pending, _SCORE_BLOCK)
+                    self._score_queued(pending, _SCORE_BLOCK, top_k, crm)
                     queued -= _SCORE_BLOCK
                 while pending and pending[0].done:
                     item = pending.pop(0)
                     bar.update(len(item.emb))
                     emitted = True
-                    yield self._predict_frame(item.emb, item.probs(), item.usable, item.fails, top_k, crm)
+                    yield self._predict_frame(item.emb, item.ranked(), item.usable, item.fails, crm)
             if queued:
-                self._score_queued(pending, queued)
+                self._score_queued(pending, queued, top_k, crm)
             for item in pending:
                 bar.update(len(item.emb))
                 emitted = True
-                yield self._predict_frame(item.emb, item.probs(), item.usable, item.fails, top_k, crm)
+                yield self._predict_frame(item.emb, item.ranked(), item.usable, item.fails, crm)
             pending = []
             if not emitted:
                 emb, usable, fails = empty()
-                yield self._predict_frame(emb, self._score(emb), usable, fails, top_k, crm)
+                yield self._predict_frame(emb, self._rank_rows(self._score(emb), usable, top_k, crm), usable, fails, crm)
         finally:
             bar.close()
             if all_fails:
@@ -421,8 +421,9 @@ class Predictor:
                 self.failures = (all_fails[0] if not full else full[0] if len(full) == 1
                                  else pd.concat(full, ignore_index=True))
 
-    def _score_queued(self, pending: list["_Pending"], n: int) -> None:
-        """Score the next ``n`` unscored rows of the pending chunks as one block."""
+    def _score_queued(self, pending: list["_Pending"], n: int, top_k: int, crm: bool) -> None:
+        """Score the next ``n`` unscored rows of the pending chunks as one block and keep only their
+        top-k (the block's (n, C) probabilities are dropped here)."""
         parts, left = [], n
         for item in pending:
             if left == 0:
@@ -435,39 +436,42 @@ class Predictor:
         probs = self._score(embs[0] if len(embs) == 1 else _concat_embeddings(embs))
         off = 0
         for it, a, t in parts:
-            it.parts.append(probs[off:off + t])
+            it.parts.append(self._rank_rows(probs[off:off + t], it.usable[a:a + t], top_k, crm))
             it.n_scored += t
             off += t
 
-    def _predict_frame(self, emb, probs: np.ndarray, usable: np.ndarray, fails: pd.DataFrame, top_k: int,
-                       crm: bool) -> pd.DataFrame:
-        """Result frame of one chunk: top-k (or CRM) of its (n, C) probabilities."""
-        probs[~usable] = np.nan
+    def _rank_rows(self, probs: np.ndarray, usable: np.ndarray, top_k: int, crm: bool):
+        """``(idx, p, cost)`` (n, k) of rows of probabilities: top-k (or CRM) classes, their
+        probabilities (NaN where nothing was usable) and CRM expected distances (or None)."""
         n, C = probs.shape
         k = min(int(top_k), C)
         idx = np.zeros((n, k), dtype=np.int64)
-        cost = None
+        cost = np.full((n, k), np.nan) if crm else None
         ok = np.flatnonzero(usable)
         if len(ok):
+            sub = probs if len(ok) == n else probs[ok]
             if crm:
-                idx_ok, cost_ok = crm_predict(probs[ok], self.taxonomy, top_k=k)
-                cost = np.full((n, k), np.nan)
+                idx_ok, cost_ok = crm_predict(sub, self.taxonomy, top_k=k)
                 cost[ok] = cost_ok
             else:
-                idx_ok = topk(probs[ok], k)
+                idx_ok = topk(sub, k)
             idx[ok] = idx_ok
-        elif crm:
-            cost = np.full((n, k), np.nan)
+        p = np.take_along_axis(probs, idx, axis=1).astype(np.float64) if n else np.zeros((0, k))
+        p[~usable] = np.nan
+        return idx, p, cost
+
+    def _predict_frame(self, emb, ranked, usable: np.ndarray, fails: pd.DataFrame, crm: bool) -> pd.DataFrame:
+        """Result frame of one chunk from its ranked rows ``(idx, p, cost)``."""
+        idx, p, cost = ranked
+        n, k = idx.shape
         classes, names = np.asarray(self.classes, dtype=object), np.asarray(self.names, dtype=object)
         out = {"item_id": emb.item_ids}
-        p = np.take_along_axis(probs, idx, axis=1) if n else np.zeros((0, k))
-        del probs
         for j in range(k):
             out[f"pred_{j + 1}"] = np.where(usable, classes[idx[:, j]], None)
         for j in range(k):
             out[f"name_{j + 1}"] = np.where(usable, names[idx[:, j]], None)
         for j in range(k):
-            out[f"prob_{j + 1}"] = p[:, j].astype(np.float64)
+            out[f"prob_{j + 1}"] = p[:, j]
         if crm:
             for j in range(k):
                 out[f"exp_dist_{j + 1}"] = cost[:, j]
@@ -483,7 +487,7 @@ class Predictor:
 
 
 class _Pending:
-    """An encoded chunk waiting for (part of) its scores."""
+    """An encoded chunk waiting for (part of) its scores; holds the top-k of its scored rows."""
 
     def __init__(self, emb, usable, fails):
         self.emb, self.usable, self.fails, self.parts, self.n_scored = emb, usable, fails, [], 0
@@ -492,8 +496,12 @@ class _Pending:
     def done(self) -> bool:
         return self.n_scored == len(self.emb)
 
-    def probs(self) -> np.ndarray:
-        return self.parts[0] if len(self.parts) == 1 else np.concatenate(self.parts)
+    def ranked(self):
+        """``(idx, p, cost)`` of all its rows."""
+        if len(self.parts) == 1:
+            return self.parts[0]
+        idx, p, cost = zip(*self.parts)
+        return np.concatenate(idx), np.concatenate(p), None if cost[0] is None else np.concatenate(cost)
 
 
 def _concat_embeddings(parts):
