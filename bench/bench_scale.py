@@ -14,6 +14,11 @@ other stages -- store build, one training epoch, validation -- are added the sam
 
 * ``predict_chunked``: ``Predictor.predict_embeddings_iter`` (top-5, chunks of ``--chunk-size``)
   written to Parquet with ``write_predictions`` -- the ``semcat predict`` path minus the encoders.
+* ``evaluate_streaming`` / ``evaluate_in_memory``: validation metrics (top-k, severity, hdist@k,
+  nbrs@k, level accuracy, macro-F1, ECE) of the head's probabilities with
+  :class:`semcat_kit.streaming.StreamingEvaluator` block by block, vs ``metrics.evaluate`` on the
+  dense (N, C) matrix (where it fits); the two Series are checked equal (1e-9). The head forward
+  pass is inside both timings.
 * ``predict_in_memory``: the path before chunking: one (N, 1664) embedding table, one dense
   (N, 5595) probability matrix (``head.predict_proba``), ``topk`` over it, one DataFrame. Run only
   when its estimated size fits ``--max-dense-gb``; its top-5 (ids, classes, probabilities) is
@@ -241,6 +246,64 @@ def predict_in_memory(ctx: Context) -> dict:
     return {"items": len(df), "output": path}
 
 
+def _neighbors(ctx: Context, k: int = 20) -> np.ndarray:
+    """A (C, k) neighbour table: each class's nearest classes in the tree (siblings first), -1 padded."""
+    if getattr(ctx, "_nb", None) is None:
+        tax = ctx.taxonomy
+        C = tax.n_classes
+        rng = np.random.default_rng(1)
+        parent = tax.level_index(np.arange(C), np.maximum(tax.depth(np.arange(C)) - 1, 1))
+        order = np.argsort(parent, kind="stable")
+        groups = np.split(order, np.flatnonzero(np.diff(parent[order])) + 1)
+        nb = np.full((C, k), -1, dtype=np.int64)
+        for g in groups:
+            for c in g:
+                sib = g[g != c][:k]
+                nb[c, :len(sib)] = sib
+                if len(sib) < k // 2:                       # a few far classes after the siblings
+                    nb[c, len(sib):k // 2] = rng.choice(C, size=k // 2 - len(sib), replace=False)
+        ctx._nb = nb
+    return ctx._nb
+
+
+def _probs_blocks(ctx: Context):
+    """``(probs (block, C) float32 tensor, labels)`` of each generated block, scored by the head."""
+    import torch
+
+    pred = _predictor(ctx)
+    for i in range(ctx.catalog.n_blocks):
+        _, y, emb = ctx.catalog.block(i)
+        yield torch.from_numpy(pred.head.predict_proba(emb)), y
+
+
+@stage("evaluate_streaming")
+def evaluate_streaming(ctx: Context) -> dict:
+    """Validation metrics with :class:`StreamingEvaluator`: (block, C) probabilities at a time."""
+    from semcat_kit.streaming import StreamingEvaluator
+
+    ev = StreamingEvaluator(ctx.taxonomy, neighbors=_neighbors(ctx), ks=(1, 5, 20))
+    for p, y in _probs_blocks(ctx):
+        ev.update(p, y)
+    return {"items": ev.n, "metrics": ev.compute()}
+
+
+@stage("evaluate_in_memory")
+def evaluate_in_memory(ctx: Context) -> dict:
+    """The same metrics with :func:`semcat_kit.metrics.evaluate` on the dense (N, C) matrix."""
+    from semcat_kit.metrics import evaluate
+
+    need = ctx.catalog.n * ctx.taxonomy.n_classes * 4 * 2 / 1e9
+    if need > ctx.args.max_dense_gb:
+        return {"skip": f"needs ~{need:.1f} GB > --max-dense-gb {ctx.args.max_dense_gb}"}
+    probs = np.empty((ctx.catalog.n, ctx.taxonomy.n_classes), dtype=np.float32)
+    ys, a = [], 0
+    for p, y in _probs_blocks(ctx):
+        probs[a:a + len(y)] = p.numpy()
+        ys.append(y)
+        a += len(y)
+    return {"items": a, "metrics": evaluate(probs, np.concatenate(ys), ctx.taxonomy, neighbors=_neighbors(ctx))}
+
+
 # ---------------------------------------------------------------------------------- runner
 def run_stage(ctx: Context, name: str, fn) -> dict | None:
     import gc
@@ -276,6 +339,15 @@ def report_ratios(ctx: Context) -> None:
             raise SystemExit("chunked and in-memory predictions differ")
     elif "predict_chunked" in r:
         print("ratio: predict peak_rss in_memory/chunked n/a (in-memory path skipped: too large)")
+    if "evaluate_streaming" in r and "evaluate_in_memory" in r:
+        a, b = r["evaluate_in_memory"], r["evaluate_streaming"]
+        print(f"ratio: evaluate peak_rss in_memory/streaming {a['rss_anon_mb'] / b['rss_anon_mb']:.2f}")
+        print(f"ratio: evaluate throughput streaming/in_memory {a['seconds'] / b['seconds']:.2f}")
+        diff = float(np.nanmax(np.abs(a["metrics"].to_numpy() - b["metrics"].to_numpy())))
+        same = list(a["metrics"].index) == list(b["metrics"].index) and diff <= 1e-9
+        print(f"check: streaming metrics equal evaluate's (max |diff| {diff:.1e}): {same}")
+        if not same:
+            raise SystemExit("streaming and in-memory metrics differ")
 
 
 def main(argv=None):

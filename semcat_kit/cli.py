@@ -4,6 +4,7 @@
 
     semcat train --catalog tutorial --config config.yaml --out head/ [--cache-dir cache/]
     semcat predict --model head/ --input products.csv --output preds.csv [--top-k 5] [--crm]
+                   [--chunk-size 8192]     (input and output: .csv or .parquet, streamed in chunks)
 
 Bad input ends the command with exit status 1 and one line ``semcat: error: ...`` on stderr
 (usage errors: status 2, from argparse).

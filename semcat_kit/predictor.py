@@ -6,6 +6,11 @@ differs from the recorded one. ``predict(products)`` encodes titles and images (
 the embedding cache), runs the head and returns one row per product. Products without a title or
 without an image are predicted from what is present; an unreadable image is reported in the
 ``failures`` column (and ``result.attrs["failures"]``), never an exception.
+
+At scale, ``predict_iter`` (products) and ``predict_embeddings_iter`` (already-encoded rows) yield
+one result frame per chunk, keep only the top-k of each row and hold at most one chunk plus one
+4,096-row scoring block of probabilities; :func:`write_predictions` streams the frames to CSV or
+Parquet and renames the file into place when complete. Results do not depend on the chunk size.
 """
 from __future__ import annotations
 
