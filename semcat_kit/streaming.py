@@ -82,6 +82,10 @@ class StreamingEvaluator:
         Chunks are logits: a softmax over classes (in the chunk's dtype) makes the probabilities.
     device : str or torch.device, optional
         Where the counts live; by default the device of the first tensor chunk (CPU for NumPy).
+    check : bool
+        Validate each tensor chunk (probabilities finite, >= 0, rows summing to 1; labels in
+        range): one host sync per chunk. ``False``: no sync at all until :meth:`compute` (for a
+        training loop whose outputs are known to be softmax probabilities of valid labels).
 
     Attributes
     ----------
@@ -97,14 +101,14 @@ class StreamingEvaluator:
     """
 
     def __init__(self, taxonomy, neighbors=None, ks: Sequence[int] = (1, 5, 20), crm: bool = False,
-                 top_m: int | None = None, from_logits: bool = False, device=None):
+                 top_m: int | None = None, from_logits: bool = False, device=None, check: bool = True):
         self.taxonomy = taxonomy
         C = self.n_classes = taxonomy.n_classes
         self.ks = [as_k(k, "each of ks") for k in ks]
         self.nb = as_neighbor_indices(neighbors, C) if neighbors is not None else None
         if top_m is not None:
             as_k(top_m, "top_m")
-        self.crm, self.top_m, self.from_logits = bool(crm), top_m, bool(from_logits)
+        self.crm, self.top_m, self.from_logits, self.check = bool(crm), top_m, bool(from_logits), bool(check)
         self.kmax = min(max([5, *self.ks]), C)
         self.n_levels = int(taxonomy.max_depth)
         self._device = None if device is None else torch.device(device)
@@ -175,15 +179,21 @@ class StreamingEvaluator:
         t = t.to(self._device)
         if self.from_logits:
             t = torch.softmax(t, dim=1)
-        if len(t):
+        if len(t) and self.check:
             s = t.sum(dim=1, dtype=torch.float64 if self._device.type != "mps" else torch.float32)
             bad = (~torch.isfinite(t).all(dim=1)) | (t < 0).any(dim=1) | ((s - 1).abs() > SUM_TOL)
-            if bool(bad.any()):                         # one host sync per chunk
+            if bool(bad.any()):                         # one host sync per chunk (check=False: none)
                 try:                                     # the same message evaluate gives, rows offset
                     as_probs(t.float().cpu().numpy(), C)
                 except ValueError as e:
                     raise ValueError(f"{where}: {e}") from None
         return t
+
+    def _labels(self, y, n: int, first: int) -> np.ndarray:
+        try:
+            return as_labels(y, n, self.taxonomy)
+        except ValueError as e:
+            raise ValueError(f"y rows {first}..{first + n - 1}: {e}") from None
 
     def update(self, probs, y) -> None:
         """Add a chunk.
@@ -198,15 +208,19 @@ class StreamingEvaluator:
         first = self.n
         p = self._as_tensor(probs, first)
         n = p.shape[0]
-        y_np = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y
-        try:
-            y_np = as_labels(y_np, n, self.taxonomy)
-        except ValueError as e:
-            raise ValueError(f"y rows {first}..{first + n - 1}: {e}") from None
+        dev = self._device
+        C = self.n_classes
+        if (isinstance(y, torch.Tensor) and not y.is_floating_point() and y.dtype != torch.bool and y.ndim == 1
+                and len(y) == n):
+            yt = y.detach().to(dev, torch.int64)           # stays on the device
+            if self.check and n and bool(((yt < 0) | (yt >= C)).any()):
+                self._labels(y.cpu().numpy(), n, first)      # raises, naming the rows
+        else:
+            yt = torch.as_tensor(self._labels(y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else y,
+                                              n, first), device=dev)
         if n == 0:
             return
-        dev, T, S = self._device, self._tables, self._state
-        yt = torch.as_tensor(y_np, device=dev)
+        T, S = self._tables, self._state
         if self.crm:
             p_np = p.float().cpu().numpy() if p.dtype not in (torch.float32, torch.float64) else p.cpu().numpy()
             ranked = torch.as_tensor(crm_predict(p_np, self.taxonomy, top_k=self.kmax, top_m=self.top_m,
@@ -216,7 +230,6 @@ class StreamingEvaluator:
             ranked = topk_torch(p, self.kmax)
             top1 = ranked[:, 0]
         pred = ranked[:, 0]
-        C = self.n_classes
 
         hit = ranked == yt[:, None]                                    # (n, kmax), at most one True per row
         S["hits"] += hit.sum(dim=0)

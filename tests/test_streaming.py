@@ -127,6 +127,12 @@ def test_from_logits_and_float16_tensors(tutorial):
     for a in range(0, 300, 128):
         ev.update(logits[a:a + 128], y[a:a + 128])
     _assert_same(ev.compute(), want)
+    fast = StreamingEvaluator(tutorial, ks=(1, 5), from_logits=True, check=False)      # no host syncs
+    fast.update(logits[:100], y[:100])
+    fast.update(logits[100:], y[100:])
+    _assert_same(fast.compute(), want)
+    with pytest.raises(ValueError, match=r"y rows 300\.\.301: .*outside"):
+        ev.update(torch.zeros((2, tutorial.n_classes)), torch.tensor([0, tutorial.n_classes + 3]))
     ev.reset()
     assert ev.n == 0
     with pytest.raises(ValueError, match="nothing to evaluate"):
