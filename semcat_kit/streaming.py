@@ -28,7 +28,7 @@ import torch
 
 from .contracts import SUM_TOL, as_k, as_labels, as_neighbor_indices, as_probs
 from .decoding import crm_predict
-from .metrics import ECE_BINS
+from .metrics import ECE_BINS, metric_names
 
 __all__ = ["StreamingEvaluator", "topk_torch"]
 
@@ -172,10 +172,14 @@ class StreamingEvaluator:
             self._init(torch.device("cpu") if self._device is None else self._device)
             return torch.from_numpy(np.ascontiguousarray(p)).to(self._device)
         t = probs.detach()
+        if not t.is_floating_point():                   # ints, bools: the array rules (and messages)
+            return self._as_tensor(t.cpu().numpy(), first_row)
         self._init(t.device)
-        if t.ndim != 2 or t.shape[1] != C or not (t.is_floating_point()):
-            raise ValueError(f"{where}: must be a 2-D float (n, {C}) tensor of probabilities (column c = "
-                             f"taxonomy.classes[c]), got shape {tuple(t.shape)}, dtype {t.dtype}")
+        if t.ndim != 2 or t.shape[1] != C:              # the same message as for arrays, without copying
+            try:
+                as_probs(np.broadcast_to(np.float64(1.0 / max(C, 1)), tuple(t.shape)), C, allow_empty=True)
+            except ValueError as e:
+                raise ValueError(f"{where}: {e}") from None
         t = t.to(self._device)
         if self.from_logits:
             t = torch.softmax(t, dim=1)
@@ -318,7 +322,8 @@ class StreamingEvaluator:
         conf = S["ece_conf"][full] / count[full]
         acc = S["ece_correct"][full] / count[full]
         out["ece"] = float((count[full] / N * np.abs(acc - conf)).sum())
-        s = pd.Series(out, dtype=float, name="crm" if self.crm else "argmax")
+        names = metric_names(self.taxonomy, self.ks, neighbors=self.nb is not None)   # evaluate's keys and order
+        s = pd.Series({k: out[k] for k in names}, dtype=float, name="crm" if self.crm else "argmax")
         s.attrs["decoding"] = "crm" if self.crm else "argmax"
         return s
 

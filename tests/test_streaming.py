@@ -169,3 +169,29 @@ def test_refusals_name_the_rows(tutorial):
         StreamingEvaluator(tutorial, neighbors=np.zeros((2, 3), dtype=np.int64))
     with pytest.raises(ValueError, match="each of ks must be a positive integer"):
         StreamingEvaluator(tutorial, ks=(0,))
+
+
+# ------------------------------------------------------------------ one input, one answer (tests/test_contracts.py)
+from test_contracts import BAD_LABELS, BAD_NEIGHBORS, BAD_PROBS, GOOD_P, GOOD_Y, TAX  # noqa: E402
+
+
+@pytest.mark.parametrize("as_tensor", [False, True])
+@pytest.mark.parametrize("case", BAD_PROBS, ids=[c[0] for c in BAD_PROBS])
+def test_contract_bad_probabilities(case, as_tensor):
+    _, p, exc, msg = case
+    with pytest.raises(exc, match=msg):
+        StreamingEvaluator(TAX).update(torch.from_numpy(p) if as_tensor else p, GOOD_Y)
+
+
+@pytest.mark.parametrize("case", BAD_LABELS, ids=[c[0] for c in BAD_LABELS])
+def test_contract_bad_labels(case):
+    _, y, exc, msg = case
+    with pytest.raises(exc, match=msg):
+        StreamingEvaluator(TAX).update(GOOD_P, y)
+
+
+@pytest.mark.parametrize("case", BAD_NEIGHBORS, ids=[c[0] for c in BAD_NEIGHBORS])
+def test_contract_bad_neighbors(case):
+    _, nb, exc, msg = case
+    with pytest.raises(exc, match=msg):
+        StreamingEvaluator(TAX, neighbors=nb[0])
