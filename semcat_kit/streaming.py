@@ -9,8 +9,8 @@ equal up to float summation order, ~1e-12).
 
 Torch tensors are evaluated on their device (CUDA during training): the ranking, the tree
 distances (from the (C, depth) ancestor table), the per-class counts and the calibration bins are
-device tensors; nothing is copied to the host until ``compute()`` (one small validity check per
-chunk aside). NumPy arrays are evaluated on the CPU the same way.
+device tensors; nothing is copied to the host until ``compute()`` (a validity check and the
+ranking's tie check read one small value per chunk). NumPy arrays are evaluated on the CPU the same way.
 
 Every count that can be an integer is one (hits, distances, true positives), so the result does
 not depend on how the input was cut into chunks. The ranking is :func:`semcat_kit.decoding.topk`'s
@@ -38,21 +38,23 @@ def topk_torch(scores: torch.Tensor, k: int) -> torch.Tensor:
     scores of each row, best first, equal scores ordered by lower class index.
 
     ``torch.topk`` leaves the order of ties unspecified; the k winners are re-ordered by
-    (score descending, index ascending), and rows where a tie straddles the k-th place (more than k
-    scores >= the k-th) are ranked by a full stable sort.
+    (score descending, index ascending), and rows where a tie straddles the k-th place (the
+    (k+1)-th score equals the k-th) are ranked by a full stable sort.
     """
     n, C = scores.shape
     k = min(int(k), C)
     if n == 0:
         return torch.empty((0, k), dtype=torch.int64, device=scores.device)
-    vals, idx = torch.topk(scores, k, dim=1, sorted=True)
+    # one more than k: a tie straddles the k-th place iff the (k+1)-th score equals the k-th
+    extra = 1 if k < C else 0
+    vals, idx = torch.topk(scores, k + extra, dim=1, sorted=True)
+    straddle = (vals[:, k - 1] == vals[:, k]) if extra else torch.zeros(n, dtype=torch.bool, device=scores.device)
+    vals, idx = vals[:, :k], idx[:, :k]
     # ties inside the top-k: sort by index, then stably by value (descending)
     o = torch.argsort(idx, dim=1)
     idx, vals = idx.gather(1, o), vals.gather(1, o)
     o = torch.sort(vals, dim=1, descending=True, stable=True).indices
     idx = idx.gather(1, o)
-    kth = vals.min(dim=1, keepdim=True).values
-    straddle = (scores >= kth).sum(dim=1) > k
     rows = straddle.nonzero().squeeze(1)
     if rows.numel():                         # rare: which of the tied scores get in matters
         full = torch.sort(scores[rows], dim=1, descending=True, stable=True).indices[:, :k]
@@ -84,8 +86,9 @@ class StreamingEvaluator:
         Where the counts live; by default the device of the first tensor chunk (CPU for NumPy).
     check : bool
         Validate each tensor chunk (probabilities finite, >= 0, rows summing to 1; labels in
-        range): one host sync per chunk. ``False``: no sync at all until :meth:`compute` (for a
-        training loop whose outputs are known to be softmax probabilities of valid labels).
+        range): one host sync per chunk. ``False``: no validation syncs (for a training loop whose
+        outputs are softmax probabilities of valid labels); the ranking's tie check still reads
+        one small count per chunk.
 
     Attributes
     ----------
@@ -184,8 +187,11 @@ class StreamingEvaluator:
         if self.from_logits:
             t = torch.softmax(t, dim=1)
         if len(t) and self.check:
+            # two row reductions, no (n, C) temporaries: a NaN/inf anywhere makes the sum non-finite
+            # (and the minimum NaN), a negative value makes the minimum negative
             s = t.sum(dim=1, dtype=torch.float64 if self._device.type != "mps" else torch.float32)
-            bad = (~torch.isfinite(t).all(dim=1)) | (t < 0).any(dim=1) | ((s - 1).abs() > SUM_TOL)
+            low = t.amin(dim=1)
+            bad = ~torch.isfinite(s) | ~(low >= 0) | ((s - 1).abs() > SUM_TOL)
             if bool(bad.any()):                         # one host sync per chunk (check=False: none)
                 try:                                     # the same message evaluate gives, rows offset
                     as_probs(t.float().cpu().numpy(), C)
