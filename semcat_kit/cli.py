@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +191,7 @@ def _cmd_train(args) -> int:
     import semcat_kit as sk
 
     from .export import export_head
+    from .taxonomy import TaxonomyMergeWarning
 
     cfg = read_train_config(args.config)
     tcfg = cfg["train"]
@@ -202,13 +204,20 @@ def _cmd_train(args) -> int:
     # labels are joined with the catalog's own separator (" > " for Kaggle/tutorial catalogs)
     csv_source = args.catalog != "tutorial" and Path(args.catalog).expanduser().is_file()
     sep = (cfg["catalog"].get("sep") or " > ") if csv_source else " > "
-    tax = sk.Taxonomy.from_paths(catalog["label"], sep=sep)
+    with warnings.catch_warnings():   # the merges are printed below, once
+        warnings.simplefilter("ignore", TaxonomyMergeWarning)
+        tax = sk.Taxonomy.from_paths(catalog["label"], sep=sep)
     print(f"catalog: {len(catalog)} products, {tax.n_classes} classes", flush=True)
+    if tax.aliases:
+        print(tax.merge_message(limit=30), flush=True)
     device = tcfg.device
     text_enc = sk.encoders.load(cfg["text_encoder"], device=device) if cfg["text_encoder"] else None
     image_enc = sk.encoders.load(cfg["image_encoder"], device=device) if cfg["image_encoder"] else None
-    emb = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
-                            progress=not args.quiet)
+    from . import distributed
+
+    with distributed.main_first():     # under torchrun rank 0 fills the cache, the others read it
+        emb = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
+                                progress=not args.quiet and distributed.is_main())
     if len(emb.failures):
         print(f"unusable inputs: {len(emb.failures)} (e.g. {emb.failures.iloc[0].to_dict()})", file=sys.stderr)
     y = tax.index_of(catalog["label"].tolist())
@@ -222,8 +231,14 @@ def _cmd_train(args) -> int:
         neighbors = sk.similarity.tree_neighbors(tax, nk)
     val = (emb.take(sp.val), y[sp.val]) if len(sp.val) else None
     print(f"split: {len(sp.train)} train, {len(sp.val)} val, {len(sp.test)} test", flush=True)
+    from . import distributed
+
+    if distributed.is_distributed():   # torchrun: DDP over the ranks, each on its own device
+        tcfg = tcfg.replace(device=distributed.device_for_rank(tcfg.device))
     run = sk.train(emb.take(sp.train), y[sp.train], taxonomy=tax, neighbors=neighbors, config=tcfg, val=val,
                    progress=not args.quiet)
+    if not distributed.is_main():
+        return 0                       # rank 0 evaluates and exports
     metrics = {}
     if len(sp.test):
         probs = run.predict_proba(emb.take(sp.test))
@@ -247,12 +262,17 @@ def _read_products(args, df: pd.DataFrame | None = None, first_row: int = 0) -> 
     """Products of ``--input`` (or of ``df``, the rows ``first_row..`` of it read by ``_input_chunks``)."""
     p = Path(args.input).expanduser()
     if df is None:
+        from .datasets import read_csv
+
         if not p.is_file():
             raise CliError(f"--input {args.input}: no such file")
-        try:
-            df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""])
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise CliError(f"--input {args.input}: not a readable CSV ({str(e).splitlines()[0]})") from None
+        try:   # the package's one CSV reader: BOM, encoding, long fields, duplicate columns, malformed lines
+            df = read_csv(p, what="--input", id_col=args.id_col or "id", repair_col=args.title_col or "title",
+                          dtype=str, keep_default_na=False, na_values=[""])
+        except (pd.errors.ParserError, ValueError) as e:
+            raise CliError(str(e).splitlines()[0]) from None
+        for r in df.attrs["report"].itertuples():
+            print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
     cols = list(df.columns)
 
     def column(opt: str, given, default):
@@ -355,15 +375,43 @@ def _input_chunks(args, chunk_size: int):
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
             raise CliError(f"--input {args.input}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
         return
+    from .datasets import read_csv
+
+    kw = dict(dtype=str, keep_default_na=False, na_values=[""])
+    opts = dict(what="--input", id_col=args.id_col or "id", repair_col=args.title_col or "title")
     try:
+        # the package's one CSV reader checks the header (BOM, duplicate names, a malformed first
+        # line); one pass of pandas' C parser then tells whether every line is well formed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")            # a repaired first line: reported below, once
+            head = read_csv(p, nrows=0, **opts, **kw)
+        header = list(head.columns)
+        well_formed = len(head.attrs["report"]) == 0    # a malformed first line was repaired
+        try:
+            if well_formed:
+                for _ in pd.read_csv(p, engine="c", on_bad_lines="error", encoding="utf-8-sig", chunksize=65536,
+                                     dtype=str):
+                    pass
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError):
+            well_formed = False
+        if not well_formed:
+            # lines to repair (or a file to refuse, with read_csv's message): read it whole, as before
+            df = read_csv(p, **opts, **kw)
+            for r in df.attrs["report"].itertuples():
+                print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
+            df.attrs.clear()
+            for a in range(0, max(len(df), 1), chunk_size):
+                yield df.iloc[a:a + chunk_size], a
+            return
         first = 0
-        for df in pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""], chunksize=chunk_size):
+        for df in pd.read_csv(p, engine="c", on_bad_lines="error", encoding="utf-8-sig", chunksize=chunk_size, **kw):
+            df.columns = header
             yield df, first
             first += len(df)
         if first == 0:                                           # a header and no rows
-            yield pd.read_csv(p, dtype=str, nrows=0), 0
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise CliError(f"--input {args.input}: not a readable CSV ({str(e).splitlines()[0]})") from None
+            yield pd.DataFrame({c: pd.Series([], dtype=object) for c in header}), 0
+    except (pd.errors.ParserError, ValueError) as e:
+        raise CliError(str(e).splitlines()[0]) from None
 
 
 def _product_chunks(args, chunk_size: int):
@@ -500,13 +548,20 @@ def main(argv=None) -> int:
             _hf_logging.disable_progress_bar()
         except ImportError:   # pragma: no cover
             pass
+    from . import distributed
+
+    started = distributed.init_from_env()     # under torchrun (WORLD_SIZE > 1): one process group
     try:
         return int(args.func(args) or 0)
     except (CliError, ValueError, KeyError, TypeError, OSError, ExportError, TrainingDivergedError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         msg = " ".join(str(msg).split())
-        print(f"semcat: error: {msg}", file=sys.stderr)
+        rank = f" (rank {distributed.rank()})" if distributed.is_distributed() else ""
+        print(f"semcat{rank}: error: {msg}", file=sys.stderr)
         return 1
+    finally:
+        if started:
+            distributed.shutdown()
 
 
 if __name__ == "__main__":   # pragma: no cover
