@@ -375,41 +375,24 @@ def _input_chunks(args, chunk_size: int):
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
             raise CliError(f"--input {args.input}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
         return
-    from .datasets import read_csv
+    from .datasets import read_csv_chunks
 
-    kw = dict(dtype=str, keep_default_na=False, na_values=[""])
-    opts = dict(what="--input", id_col=args.id_col or "id", repair_col=args.title_col or "title")
-    try:
-        # the package's one CSV reader checks the header (BOM, duplicate names, a malformed first
-        # line); one pass of pandas' C parser then tells whether every line is well formed
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")            # a repaired first line: reported below, once
-            head = read_csv(p, nrows=0, **opts, **kw)
-        header = list(head.columns)
-        well_formed = len(head.attrs["report"]) == 0    # a malformed first line was repaired
-        try:
-            if well_formed:
-                for _ in pd.read_csv(p, engine="c", on_bad_lines="error", encoding="utf-8-sig", chunksize=65536,
-                                     dtype=str):
-                    pass
-        except (pd.errors.ParserError, UnicodeDecodeError, ValueError):
-            well_formed = False
-        if not well_formed:
-            # lines to repair (or a file to refuse, with read_csv's message): read it whole, as before
-            df = read_csv(p, **opts, **kw)
-            for r in df.attrs["report"].itertuples():
-                print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
+    try:   # the package's one CSV reader, in chunks (datasets.read_csv_chunks)
+        chunks = read_csv_chunks(p, chunk_size, what="--input", id_col=args.id_col or "id",
+                                 repair_col=args.title_col or "title", dtype=str, keep_default_na=False,
+                                 na_values=[""])
+        while True:
+            with warnings.catch_warnings():        # only around the read: repairs are printed below, once
+                warnings.simplefilter("ignore")
+                try:
+                    df, first = next(chunks)
+                except StopIteration:
+                    break
+            if first == 0:
+                for r in df.attrs["report"].itertuples():
+                    print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
             df.attrs.clear()
-            for a in range(0, max(len(df), 1), chunk_size):
-                yield df.iloc[a:a + chunk_size], a
-            return
-        first = 0
-        for df in pd.read_csv(p, engine="c", on_bad_lines="error", encoding="utf-8-sig", chunksize=chunk_size, **kw):
-            df.columns = header
             yield df, first
-            first += len(df)
-        if first == 0:                                           # a header and no rows
-            yield pd.DataFrame({c: pd.Series([], dtype=object) for c in header}), 0
     except (pd.errors.ParserError, ValueError) as e:
         raise CliError(str(e).splitlines()[0]) from None
 

@@ -284,7 +284,7 @@ class Predictor:
         products : DataFrame, list of dict, or iterable of DataFrames
             ``title`` and/or ``image_path`` (or ``image``: a file path); ``item_id`` optional
             (the row index is used otherwise). An iterable of DataFrames is read one frame at a
-            time (e.g. ``pd.read_csv(path, chunksize=...)``).
+            time, e.g. ``(df for df, _ in sk.datasets.read_csv_chunks(path, 10_000))``.
         top_k : int
             Number of ranked categories per product (capped at the class count).
         crm : bool
@@ -322,7 +322,7 @@ class Predictor:
 
         Memory is bounded by the chunk, not by the number of products: one (chunk_size + 4,096, C)
         block of probabilities at most, and only the top-k of each row is kept. Feed it
-        ``pd.read_csv(path, chunksize=...)`` or write each frame out with
+        the frames of ``sk.datasets.read_csv_chunks(path, n)`` and write each frame out with
         :func:`write_predictions`. The concatenated frames equal :meth:`predict` with
         ``chunk_size=None`` bit for bit, whatever the chunk size: the head scores rows in blocks of
         4,096 at the same absolute positions in both (a block may span chunks; a chunk is yielded
