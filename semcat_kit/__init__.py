@@ -19,6 +19,7 @@ model            the fusion head
 trainer          the training loop and its callbacks (early stopping, checkpoints, ...)
 training         ``TrainConfig``, ``train()`` (one call over the trainer), ``TrainRun``
 metrics          every metric in a registry (``METRICS``: formula, direction) and ``evaluate``
+streaming        the same metrics from chunks of scores (no dense (N, C) array)
 decoding         top-k and CRM decoding shared by evaluation and prediction
 comparison       multi-seed comparison suites and their tables
 inspection       data prep behind the figures and widgets (label issues, confusions, maps)
@@ -48,7 +49,7 @@ from .training import TrainConfig, TrainRun, train
 from .splits import split
 from .comparison import compare, default_suite, format_table
 from . import viz, widgets, inspection
-from . import contracts, decoding, trainer, distributed
+from . import contracts, decoding, trainer, distributed, store, streaming
 from .export import export_head, load_head
 from .predictor import Predictor
 from .workspace import Workspace
