@@ -12,6 +12,10 @@ stage can stream them without holding N x 1664 floats. Head: a randomly initiali
 Stages (``STAGES``; each is a function ``stage(ctx) -> dict`` registered with ``@stage(name)``, so
 other stages -- store build, one training epoch, validation -- are added the same way):
 
+* ``store_build``: the catalog written block by block into a memory-mapped embeddings folder.
+* ``train_epoch_store`` / ``train_epoch_in_memory``: one epoch of ``sk.train`` (batch 1,024, the
+  default head) on 90% of the products plus streaming validation on the other 10%, from the
+  memory-mapped folder (lazy tables) vs from arrays loaded into memory (where they fit).
 * ``predict_chunked``: ``Predictor.predict_embeddings_iter`` (top-5, chunks of ``--chunk-size``)
   written to Parquet with ``write_predictions`` -- the ``semcat predict`` path minus the encoders.
 * ``evaluate_streaming`` / ``evaluate_in_memory``: validation metrics (top-k, severity, hdist@k,
@@ -304,6 +308,89 @@ def evaluate_in_memory(ctx: Context) -> dict:
     return {"items": a, "metrics": evaluate(probs, np.concatenate(ys), ctx.taxonomy, neighbors=_neighbors(ctx))}
 
 
+# ---------------------------------------------------------------------------------- store + training
+_TRAIN_BATCH = 1024
+
+
+def _store_folder(ctx: Context) -> Path:
+    return ctx.tmp / "store"
+
+
+@stage("store_build")
+def store_build(ctx: Context) -> dict:
+    """The catalog written block by block into a memory-mapped embeddings folder (``Embeddings.save``
+    layout: ``text.npy``, ``image.npy``, ``items.arrow``) plus ``labels.npy``; never all in memory."""
+    from semcat_kit.embeddings import Embeddings
+
+    n, folder = ctx.catalog.n, _store_folder(ctx)
+    folder.mkdir(parents=True, exist_ok=True)
+    text = np.lib.format.open_memmap(folder / "text.npy", mode="w+", dtype=np.float32, shape=(n, TEXT_DIM))
+    image = np.lib.format.open_memmap(folder / "image.npy", mode="w+", dtype=np.float32, shape=(n, IMAGE_DIM))
+    labels = np.lib.format.open_memmap(ctx.tmp / "labels.npy", mode="w+", dtype=np.int64, shape=(n,))
+    ids, tm, im = [], np.zeros(n, bool), np.zeros(n, bool)
+    a = 0
+    for i in range(ctx.catalog.n_blocks):
+        bid, y, emb = ctx.catalog.block(i)
+        b = a + len(y)
+        text[a:b], image[a:b], labels[a:b] = emb.text, emb.image, y
+        tm[a:b], im[a:b] = emb.text_mask, emb.image_mask
+        ids.append(bid)
+        a = b
+    for x in (text, image, labels):
+        x.flush()
+    del text, image, labels
+    Embeddings(np.concatenate(ids), np.load(folder / "text.npy", mmap_mode="r"),
+               np.load(folder / "image.npy", mmap_mode="r"), tm, im)._write_folder_files(folder, arrays_written=True)
+    return {"items": n}
+
+
+def _train_one_epoch(ctx: Context, emb, y, val) -> dict:
+    import semcat_kit as sk
+
+    cfg = sk.TrainConfig(epochs=1, batch_size=_TRAIN_BATCH, device="cpu", early_stopping=None, warmup=0.0)
+    t = time.perf_counter()
+    run = sk.train(emb, y, taxonomy=ctx.taxonomy, config=cfg, val=val, progress=False,
+                   allow_unseen_val_classes=True)
+    h = run.history.iloc[-1]
+    return {"items": len(y), "val_top1": float(h.get("val_top1", float("nan"))),
+            "val_seconds": float(h.get("val_seconds", float("nan"))), "train_seconds": time.perf_counter() - t}
+
+
+def _split(n: int) -> int:
+    return int(n * 0.9)
+
+
+@stage("train_epoch_store")
+def train_epoch_store(ctx: Context) -> dict:
+    """One training epoch + streaming validation from the memory-mapped folder (lazy tables: rows
+    gathered per batch, block-window shuffling; validation never builds a dense (N_val, C) array)."""
+    from semcat_kit.embeddings import Embeddings
+
+    emb = Embeddings.load(_store_folder(ctx))
+    y = np.load(ctx.tmp / "labels.npy", mmap_mode="r")
+    k = _split(len(y))
+    tr = Embeddings(emb.item_ids[:k], emb.text[:k], emb.image[:k], emb.text_mask[:k], emb.image_mask[:k])
+    va = Embeddings(emb.item_ids[k:], emb.text[k:], emb.image[k:], emb.text_mask[k:], emb.image_mask[k:])
+    return _train_one_epoch(ctx, tr, np.asarray(y[:k]), (va, np.asarray(y[k:])))
+
+
+@stage("train_epoch_in_memory")
+def train_epoch_in_memory(ctx: Context) -> dict:
+    """The same epoch from arrays loaded into memory (the path before the store)."""
+    from semcat_kit.embeddings import Embeddings
+
+    need = ctx.catalog.n * (TEXT_DIM + IMAGE_DIM) * 4 * 2 / 1e9
+    if need > ctx.args.max_dense_gb:
+        return {"skip": f"needs ~{need:.1f} GB > --max-dense-gb {ctx.args.max_dense_gb}"}
+    emb = Embeddings.load(_store_folder(ctx))
+    y = np.load(ctx.tmp / "labels.npy")
+    text, image = np.array(emb.text), np.array(emb.image)        # into private memory
+    k = _split(len(y))
+    tr = Embeddings(emb.item_ids[:k], text[:k], image[:k], emb.text_mask[:k], emb.image_mask[:k])
+    va = Embeddings(emb.item_ids[k:], text[k:], image[k:], emb.text_mask[k:], emb.image_mask[k:])
+    return _train_one_epoch(ctx, tr, y[:k], (va, y[k:]))
+
+
 # ---------------------------------------------------------------------------------- runner
 def run_stage(ctx: Context, name: str, fn) -> dict | None:
     import gc
@@ -326,6 +413,15 @@ def run_stage(ctx: Context, name: str, fn) -> dict | None:
 
 def report_ratios(ctx: Context) -> None:
     r = ctx.results
+    if "train_epoch_store" in r:
+        print(f"check: train_epoch_store val_top1 {r['train_epoch_store']['val_top1']:.4f} "
+              f"(validation {r['train_epoch_store']['val_seconds']:.1f} s)")
+    if "train_epoch_store" in r and "train_epoch_in_memory" in r:
+        a, b = r["train_epoch_in_memory"], r["train_epoch_store"]
+        print(f"ratio: train peak_rss in_memory/store {a['rss_anon_mb'] / b['rss_anon_mb']:.2f}")
+        print(f"ratio: train throughput store/in_memory {a['seconds'] / b['seconds']:.2f}")
+    elif "train_epoch_store" in r:
+        print("ratio: train peak_rss in_memory/store n/a (in-memory path skipped: too large)")
     if "predict_chunked" in r and "predict_in_memory" in r:
         a, b = r["predict_in_memory"], r["predict_chunked"]
         print(f"ratio: predict peak_rss in_memory/chunked {a['rss_anon_mb'] / b['rss_anon_mb']:.2f}")
