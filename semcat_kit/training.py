@@ -516,7 +516,7 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
         The loss became NaN/inf (the message names the epoch and batch; the last good checkpoint
         is kept).
     """
-    from .metrics import evaluate, metric_names
+    from .metrics import metric_names
 
     ck = load_checkpoint(resume) if resume is not None else None
     if config is None:
@@ -634,7 +634,10 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
                DivergenceStop(cfg.check_every or (25 if device.type == "cuda" else 1), lr=cfg.lr),
                ProgressBar(progress)]
         if vdata is not None:
-            cbs.append(Validation(vdata, yv, lambda p, t: evaluate(p, t, taxonomy, neighbors=neighbors)))
+            from .streaming import StreamingEvaluator
+
+            cbs.append(Validation(vdata, yv, StreamingEvaluator(taxonomy, neighbors=neighbors, from_logits=True,
+                                                                device=device, check=False)))
             if cfg.early_stopping is not None:
                 cbs.append(EarlyStopping(cfg.early_stopping, cfg.patience, cfg.minimize))
         if ckdir is not None:
