@@ -59,6 +59,7 @@ def built(tmp_path_factory):
     JupyterLab run reuses the encodings and the trained suite), and a lab folder with copies of the
     two notebooks whose parameters point at that work dir."""
     import nbformat
+    from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -74,7 +75,7 @@ def built(tmp_path_factory):
     lab = root / "lab"
     lab.mkdir()
     for name in (NB05, NB06):
-        nb = parameterize_notebook(nbformat.read(NOTEBOOKS / name, as_version=4), params)
+        nb = parameterize_notebook(load_notebook_node(str(NOTEBOOKS / name)), params)
         nbformat.write(nb, lab / name)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     print(f"[browser] reports built in {time.perf_counter() - t0:.0f} s")
@@ -189,10 +190,15 @@ def _run_all(page, base: str, token: str, name: str, timeout_s: int = 600) -> No
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    page.wait_for_function(
-        """() => { const p = Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))
-                    .map(e => e.textContent);
-                   return p.length > 0 && p.every(t => /\\[\\d+\\]/.test(t)); }""", timeout=timeout_s * 1000)
+    try:
+        page.wait_for_function(
+            """() => { const p = Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))
+                        .map(e => e.textContent);
+                       return p.length > 0 && p.every(t => /\\[\\d+\\]/.test(t)); }""", timeout=timeout_s * 1000)
+    except Exception:
+        _shot(page, f"lab-{name[:2]}-did-not-finish")
+        prompts = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").all_inner_texts()
+        raise AssertionError(f"{name}: cells did not all run within {timeout_s} s (prompts {prompts})")
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
     text = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
     assert "Traceback" not in text, f"{name} raised in JupyterLab:\n{text[text.find('Traceback') - 300:][:1500]}"
