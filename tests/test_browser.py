@@ -97,6 +97,10 @@ def lab_server(built):
     news = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     news.parent.mkdir(parents=True)
     news.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # start the notebook's kernel without the "Select Kernel" dialog (it shows on a slow start)
+    docmanager = settings / "@jupyterlab" / "docmanager-extension" / "plugin.jupyterlab-settings"
+    docmanager.parent.mkdir(parents=True)
+    docmanager.write_text(json.dumps({"autoStartDefaultKernel": True}))
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(root / "jcfg"), JUPYTER_RUNTIME_DIR=str(root / "jrt"),
                JUPYTERLAB_SETTINGS_DIR=str(settings), JUPYTERLAB_WORKSPACES_DIR=str(root / "jws"),
                HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
@@ -183,11 +187,25 @@ def _check_figures(figs: list[dict], where: str) -> None:
             assert f["clipped"] == 0 and f["scrollbar"] < 1, f"{what}: legend cut off ({f['clipped']} entries hidden)"
 
 
+def _kernel_dialog(page) -> bool:
+    """Accept the "Select Kernel" dialog (the default kernel) if it shows; True if it did."""
+    select = page.locator(".jp-Dialog").get_by_role("button", name="Select", exact=True)
+    if select.count():
+        select.click()
+        return True
+    return False
+
+
 def _run_all(page, base: str, token: str, name: str, timeout_s: int = 600) -> None:
     """Open a notebook, run all its cells with the Run menu, wait until every cell has run."""
     page.goto(f"{base}/lab/tree/{name}?token={token}")
     page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=120_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    deadline = time.time() + 180
+    while not page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() or _kernel_dialog(page):
+        assert time.time() < deadline, f"{name}: the kernel did not start within 180 s"
+        page.wait_for_timeout(1000)
+    page.wait_for_timeout(1000)
+    _kernel_dialog(page)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     try:
