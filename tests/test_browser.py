@@ -204,10 +204,19 @@ def _run_all(page, base: str, token: str, name: str, timeout_s: int = 600) -> No
     while not page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() or _kernel_dialog(page):
         assert time.time() < deadline, f"{name}: the kernel did not start within 180 s"
         page.wait_for_timeout(1000)
-    page.wait_for_timeout(1000)
-    _kernel_dialog(page)
-    page.get_by_role("menuitem", name="Run", exact=True).click()
-    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    started = "() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))" \
+              ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
+    for attempt in range(4):   # on a loaded machine the first Run All can come before the kernel connects
+        _kernel_dialog(page)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        try:
+            page.wait_for_function(started, timeout=30_000)
+            break
+        except Exception:
+            if attempt == 3:
+                _shot(page, f"lab-{name[:2]}-did-not-start")
+                raise AssertionError(f"{name}: Run All Cells queued nothing (4 tries)")
     try:
         page.wait_for_function(
             """() => { const p = Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))
