@@ -143,12 +143,18 @@ def chromium():
         browser.close()
 
 
+# JupyterLab's own messages, not about the notebooks: its debugger sidebar asks the kernel for its
+# state while the kernel is still starting (a race seen on a loaded machine)
+LAB_NOISE = ("Could not restore the debugger state",)
+
+
 class Console:
     """Errors a page reports: console.error messages, uncaught exceptions, failed requests."""
 
     def __init__(self, page):
         self.errors: list[str] = []
-        page.on("console", lambda m: m.type == "error" and self.errors.append(f"console: {m.text[:400]}"))
+        page.on("console", lambda m: m.type == "error" and not m.text.startswith(LAB_NOISE)
+                and self.errors.append(f"console: {m.text[:400]}"))
         page.on("pageerror", lambda e: self.errors.append(f"uncaught: {str(e)[:400]}"))
         page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url[:200]} {r.failure}"))
 
@@ -187,13 +193,19 @@ def _check_figures(figs: list[dict], where: str) -> None:
             assert f["clipped"] == 0 and f["scrollbar"] < 1, f"{what}: legend cut off ({f['clipped']} entries hidden)"
 
 
+DIALOGS: list[str] = []   # texts of the JupyterLab dialogs accepted, for the failure messages
+
+
 def _kernel_dialog(page) -> bool:
-    """Accept the "Select Kernel" dialog (the default kernel) if it shows; True if it did."""
-    select = page.locator(".jp-Dialog").get_by_role("button", name="Select", exact=True)
-    if select.count():
-        select.click()
-        return True
-    return False
+    """Accept a JupyterLab dialog (e.g. "Select Kernel": the default kernel) if one shows."""
+    dlg = page.locator(".jp-Dialog")
+    if not dlg.count():
+        return False
+    DIALOGS.append(dlg.first.inner_text()[:300])
+    _shot(page, f"lab-dialog-{len(DIALOGS)}")
+    dlg.first.locator(".jp-mod-accept").first.click()
+    page.wait_for_timeout(500)
+    return True
 
 
 def _run_all(page, base: str, token: str, name: str, timeout_s: int = 600) -> None:
@@ -210,13 +222,15 @@ def _run_all(page, base: str, token: str, name: str, timeout_s: int = 600) -> No
         _kernel_dialog(page)
         page.get_by_role("menuitem", name="Run", exact=True).click()
         page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        page.wait_for_timeout(1000)
+        _kernel_dialog(page)
         try:
             page.wait_for_function(started, timeout=30_000)
             break
         except Exception:
             if attempt == 3:
                 _shot(page, f"lab-{name[:2]}-did-not-start")
-                raise AssertionError(f"{name}: Run All Cells queued nothing (4 tries)")
+                raise AssertionError(f"{name}: Run All Cells queued nothing (4 tries; dialogs: {DIALOGS})")
     try:
         page.wait_for_function(
             """() => { const p = Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))
@@ -225,7 +239,8 @@ def _run_all(page, base: str, token: str, name: str, timeout_s: int = 600) -> No
     except Exception:
         _shot(page, f"lab-{name[:2]}-did-not-finish")
         prompts = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").all_inner_texts()
-        raise AssertionError(f"{name}: cells did not all run within {timeout_s} s (prompts {prompts})")
+        raise AssertionError(f"{name}: cells did not all run within {timeout_s} s (prompts {prompts}; "
+                             f"dialogs: {DIALOGS})")
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
     text = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
     assert "Traceback" not in text, f"{name} raised in JupyterLab:\n{text[text.find('Traceback') - 300:][:1500]}"
