@@ -210,13 +210,14 @@ def _kernel_dialog(page) -> bool:
 
 def _run_all(page, base: str, token: str, name: str, timeout_s: int = 600) -> None:
     """Open a notebook, run all its cells with the Run menu, wait until every cell has run."""
-    page.goto(f"{base}/lab/tree/{name}?token={token}")
+    # ?reset: a fresh workspace, so the notebook of the previous test is not reopened beside it
+    page.goto(f"{base}/lab/tree/{name}?reset&token={token}")
     page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=120_000)
     deadline = time.time() + 180
     while not page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() or _kernel_dialog(page):
         assert time.time() < deadline, f"{name}: the kernel did not start within 180 s"
         page.wait_for_timeout(1000)
-    started = "() => Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))" \
+    started = "() => Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt'))" \
               ".some(e => /\\[(\\*|\\d+)\\]/.test(e.textContent))"
     for attempt in range(4):   # on a loaded machine the first Run All can come before the kernel connects
         _kernel_dialog(page)
@@ -233,12 +234,12 @@ def _run_all(page, base: str, token: str, name: str, timeout_s: int = 600) -> No
                 raise AssertionError(f"{name}: Run All Cells queued nothing (4 tries; dialogs: {DIALOGS})")
     try:
         page.wait_for_function(
-            """() => { const p = Array.from(document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt'))
+            """() => { const p = Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt'))
                         .map(e => e.textContent);
                        return p.length > 0 && p.every(t => /\\[\\d+\\]/.test(t)); }""", timeout=timeout_s * 1000)
     except Exception:
         _shot(page, f"lab-{name[:2]}-did-not-finish")
-        prompts = page.locator(".jp-Notebook .jp-CodeCell .jp-InputPrompt").all_inner_texts()
+        prompts = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt").all_inner_texts()
         raise AssertionError(f"{name}: cells did not all run within {timeout_s} s (prompts {prompts}; "
                              f"dialogs: {DIALOGS})")
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
