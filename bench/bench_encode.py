@@ -32,7 +32,8 @@ def catalog(n: int) -> tuple[pd.DataFrame, str]:
             return cat, "tutorial catalog"
     except (AttributeError, FileNotFoundError):
         pass
-    styles = pd.read_csv(MYNTRA / "styles.csv", on_bad_lines="skip").sample(n=n, random_state=0)
+    styles = sk.datasets.read_csv(MYNTRA / "styles.csv", id_col="id", repair_col="productDisplayName")
+    styles = styles.sample(n=n, random_state=0)
     return pd.DataFrame({"item_id": styles["id"].astype(str), "title": styles["productDisplayName"].fillna(""),
                          "image_path": [str(MYNTRA / "images" / f"{i}.jpg") for i in styles["id"]],
                          "label": styles["articleType"]}).reset_index(drop=True), "Myntra sample (seed 0)"
@@ -83,7 +84,7 @@ def main() -> None:
             dt, warm = timed(lambda: sk.encode_catalog(cat, text_enc, image_enc, cache_dir=cache, progress=False))
             warm_t.append(dt)
         assert warm.meta["stats"]["image_encoded"] == 0 and warm.meta["stats"]["text_encoded"] == 0
-        shard_bytes = sum(p.stat().st_size for p in cache.rglob("*.npz"))
+        shard_bytes = sum(p.stat().st_size for p in cache.rglob("shard-*.arrow"))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import datasets, encoders, similarity
+from .datasets import read_csv
 from .embeddings import Embeddings, encode_catalog
 from .taxonomy import DEFAULT_SEP, Taxonomy
 
@@ -248,8 +249,8 @@ class SuiteResult:
         spec = json.loads((folder / "spec.json").read_text())
         with np.load(folder / "test_probs.npz") as z:
             y = z["y_test"]
-        return cls(folder, pd.read_csv(folder / "summary.csv", index_col="config"),
-                   pd.read_csv(folder / "long.csv"), spec["names"], spec["seeds"], y)
+        return cls(folder, read_csv(folder / "summary.csv", what="suite summary", index_col="config"),
+                   read_csv(folder / "long.csv", what="suite table"), spec["names"], spec["seeds"], y)
 
     def _pos(self, name: str) -> int:
         if name not in self.names:
@@ -274,11 +275,12 @@ class SuiteResult:
 
     def history(self, name: str) -> pd.DataFrame:
         """Per-epoch training history of the first seed's run of ``name``."""
-        return pd.read_csv(self.folder / "histories" / f"{self._pos(name):02d}.csv")
+        return read_csv(self.folder / "histories" / f"{self._pos(name):02d}.csv", what="training history")
 
     def best(self, metric: str = "top1") -> str:
         """Name of the (non-CRM) configuration with the best mean ``metric``."""
         col = f"{metric}_mean"
         rows = self.summary.loc[[n for n in self.names if n in self.summary.index]]
-        lower = any(s in metric for s in ("severity", "hdist", "ece"))
-        return str(rows[col].idxmin() if lower else rows[col].idxmax())
+        from .metrics import lower_is_better
+
+        return str(rows[col].idxmin() if lower_is_better(metric) else rows[col].idxmax())
