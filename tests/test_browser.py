@@ -312,6 +312,7 @@ def test_notebook_06_widgets_respond_in_jupyterlab(built, lab_server, chromium, 
         except Exception:
             _shot(page, f"lab-06-failed-{what}")
             raise AssertionError(f"{what} did not change the browser's output")
+        page.wait_for_timeout(1500)   # the grid and the page label sync as separate messages
         return _label(bw)
 
     # --- sorting
