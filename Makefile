@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 # torch/torchvision known to import together (see README); pip takes them from the local mirror here.
 TORCH_PINS := "torch>=2.1,<=2.14.1" "torchvision>=0.16,<=0.29.1"
 
-.PHONY: demo test bench venv clean
+.PHONY: demo lab test bench venv clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need python3.11 (or python3) on PATH, or run make PYTHON=/path/to/python"; exit 1; }
@@ -20,6 +20,14 @@ venv: $(VENV)/.installed
 
 demo: venv
 	HF_HUB_OFFLINE=1 $(PY) scripts/run_notebooks.py --out reports
+
+# JupyterLab on notebooks/ with the project's venv; its kernel is also registered as "semcat_kit"
+# (inside the venv: --sys-prefix) so it can be picked by name. LAB_ARGS passes options, e.g.
+# make lab LAB_ARGS="--no-browser --port 8899"
+LAB_ARGS ?=
+lab: venv
+	$(PY) -m ipykernel install --sys-prefix --name semcat_kit --display-name "Python (semcat_kit)" >/dev/null
+	HF_HUB_OFFLINE=1 $(PY) -m jupyterlab --ServerApp.root_dir=notebooks $(LAB_ARGS)
 
 test: venv
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests

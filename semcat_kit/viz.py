@@ -17,7 +17,7 @@ from . import inspection as _ins
 from .taxonomy import Taxonomy
 
 __all__ = ["label_map", "similarity_graph", "confusion_heatmap", "severity_histogram",
-           "training_curves", "group_colors", "plot_text"]
+           "training_curves", "group_colors", "plot_text", "fit_height"]
 
 AGREE_COLOR = "#2ca02c"     # neighbour shares the parent
 DISAGREE_COLOR = "#d62728"  # neighbour sits under another parent
@@ -41,6 +41,31 @@ def group_colors(groups: Sequence[str]) -> dict[str, str]:
     palette = list(pcolors.qualitative.Plotly) + list(pcolors.qualitative.Dark24)
     uniq = sorted({str(g) for g in groups})
     return {g: palette[i % len(palette)] for i, g in enumerate(uniq)}
+
+
+# --------------------------------------------------------------------------- sizing
+LEGEND_ROW_PX = 20   # height of one legend entry (plotly's default font)
+
+
+def fit_height(fig: go.Figure, rows: int = 0, row_px: int = 0, legend: int = 0, base: int = 160,
+               min_height: int = 450, max_height: int = 1400) -> go.Figure:
+    """Give ``fig`` a height that fits its content, so JupyterLab does not squash it.
+
+    Without a height JupyterLab's plotly renderer uses 360 px (a ~180 px plot area once title and
+    axes are drawn, and a legend cut off behind a scrollbar). The height is::
+
+        clip(max(base + rows * row_px, base + legend * LEGEND_ROW_PX), min_height, max_height)
+
+    where ``rows`` counts the rows of the plot itself (e.g. heatmap rows) and ``legend`` the legend
+    entries. Width stays automatic (the figure fills its cell). Returns ``fig``.
+    """
+    h = max(base + int(rows) * int(row_px), base + int(legend) * LEGEND_ROW_PX)
+    fig.update_layout(height=int(min(max(h, min_height), max_height)))
+    return fig
+
+
+def _n_legend(fig: go.Figure) -> int:
+    return sum(1 for t in fig.data if t.showlegend is not False)
 
 
 # --------------------------------------------------------------------------- label map
@@ -103,7 +128,7 @@ def label_map(embeddings, taxonomy: Taxonomy, method: str = "umap", color_level:
     fig.update_layout(title=title or f"{method.upper()} map of {what} ({taxonomy.n_classes} classes)",
                       legend_title_text=f"level {color_level}", template="plotly_white",
                       xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title=""))
-    return fig
+    return fit_height(fig, legend=_n_legend(fig), min_height=560)
 
 
 # --------------------------------------------------------------------------- similarity graph
@@ -212,7 +237,7 @@ def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "s
         template="plotly_white", hovermode="closest",
         xaxis=dict(showticklabels=False, showgrid=False, zeroline=False),
         yaxis=dict(showticklabels=False, showgrid=False, zeroline=False))
-    return fig
+    return fit_height(fig, legend=_n_legend(fig), min_height=560)
 
 
 # --------------------------------------------------------------------------- confusion heatmap
@@ -260,7 +285,8 @@ def confusion_heatmap(pred_or_probs, y_true, taxonomy: Taxonomy, cls, neighbors=
                        "columns: predicted; cell text: count</sup>",
         template="plotly_white", xaxis=dict(title="predicted", tickangle=-35),
         yaxis=dict(title="true", autorange="reversed"))
-    return fig
+    # rows of ~30 px plus room for the two-line title and the slanted column labels
+    return fit_height(fig, rows=len(ylab), row_px=30, base=230, min_height=420)
 
 
 # --------------------------------------------------------------------------- severity
@@ -296,7 +322,7 @@ def severity_histogram(results: Mapping[str, tuple[Any, Any]], taxonomy: Taxonom
         xaxis=dict(title="LCA distance between predicted and true class", dtick=1),
         yaxis=dict(title="fraction of mistakes", tickformat=".0%", rangemode="tozero"),
         legend_title_text="configuration")
-    return fig
+    return fit_height(fig, legend=_n_legend(fig), min_height=420)
 
 
 # --------------------------------------------------------------------------- training curves
@@ -358,5 +384,5 @@ def training_curves(history, metrics: Sequence[str] | None = None, title: str | 
         if panel == "lr":
             fig.update_yaxes(type="log", row=row, col=col)
     fig.update_layout(title=title or "Training curves", template="plotly_white",
-                      height=340 * nrow + 40, width=max(600, 420 * ncol))
-    return fig
+                      width=max(600, 420 * ncol))
+    return fit_height(fig, rows=nrow, row_px=340, base=40, legend=_n_legend(fig), min_height=380)

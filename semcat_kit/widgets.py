@@ -27,6 +27,9 @@ from .taxonomy import Taxonomy
 __all__ = ["MispredictionBrowser", "ConfusionNeighborhood", "product_card", "figure_output"]
 
 BADGE_STYLE = "background:#fde2e1;color:#a4000f;border-radius:4px;padding:1px 4px;font-size:11px"
+# page-wide CSS shipped inside the explorer (an HTML widget): a range slider's readout ("0.00 – 1.00")
+# is wider than the 64 px ipywidgets allows and spilled over the next control
+STYLE = "<style>.semcat-range .widget-readout{max-width:none;min-width:7.5em;overflow:visible}</style>"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -95,14 +98,35 @@ def product_card(row: pd.Series, top: int = 3, thumb_width: int = 60, flag: W.To
 def figure_output(fig: go.Figure, out: W.Output | None = None) -> W.Output:
     """Show a plotly figure in an ``ipywidgets.Output`` (no ``FigureWidget``: plotly >= 6 needs
     ``anywidget`` for that). The output holds plotly's JSON mimetype, rendered by JupyterLab /
-    VS Code, plus an HTML fallback that loads plotly.js from its CDN in the user's browser."""
+    VS Code, plus an HTML fallback for pages without plotly's renderer (the HTML reports): it
+    carries no plotly.js of its own but draws with the page's ``window.Plotly`` once that is
+    loaded (``scripts/run_notebooks.py`` puts a local copy in every report's head)."""
     out = out if out is not None else W.Output()
     import plotly.io as pio
 
     bundle = dict(pio.renderers["plotly_mimetype"].to_mimebundle(fig.to_dict()))
-    bundle["text/html"] = fig.to_html(include_plotlyjs="cdn", full_html=False)
+    bundle["text/html"] = _fallback_html(fig)
     out.outputs = ({"output_type": "display_data", "data": bundle, "metadata": {}},)
     return out
+
+
+def _fallback_html(fig: go.Figure) -> str:
+    """A div and a script that plots ``fig`` as soon as ``window.Plotly`` exists (polls 20 s, then
+    says why the figure is missing). ``include_plotlyjs="cdn"`` here plotted before the script
+    tag had loaded ("Plotly is not defined") and needed a network."""
+    import uuid
+
+    import plotly.io as pio
+
+    div = f"semcat-fig-{uuid.uuid4().hex}"
+    spec = pio.to_json(fig, validate=False).replace("</", "<\\/")
+    return (f"<div id='{div}' class='semcat-figure' style='width:100%;height:{fig.layout.height or 450}px'></div>"
+            "<script type='text/javascript'>(function(){var id='" + div + "',spec=" + spec + ",t=0;"
+            "function draw(){var el=document.getElementById(id);if(!el){return;}"
+            "if(window.Plotly){window.Plotly.newPlot(el,spec.data,spec.layout,{responsive:true});return;}"
+            "if((t+=100)>20000){el.textContent='plotly.js is not loaded on this page: open the notebook in "
+            "JupyterLab, or build the report with scripts/run_notebooks.py';return;}setTimeout(draw,100);}"
+            "draw();})();</script>")
 
 
 def _match_classes(text: str, options: list[str]) -> list[str]:
@@ -183,6 +207,8 @@ class MispredictionBrowser:
         self.severity = W.IntRangeSlider(value=(0, D), min=0, max=D, step=1, description="LCA dist.")
         self.confidence = W.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.01,
                                              description="confidence", readout_format=".2f")
+        for s_ in (self.severity, self.confidence):
+            s_.add_class("semcat-range")  # readout widened by STYLE (ipywidgets caps it at 64 px)
         self.mode = W.ToggleButtons(options=list(MODES), value="only mistakes")
         self.sort = W.Dropdown(options=list(SORTS), value="confidence: most confident first", description="sort")
         self.prev_button = W.Button(description="◀ prev", layout=W.Layout(width="80px"))
@@ -198,6 +224,7 @@ class MispredictionBrowser:
         self.next_button.on_click(lambda _: self.go(self.page + 1))
         self.export_button.on_click(self._on_export)
         self.widget = W.VBox([
+            W.HTML(STYLE),
             W.HBox([self.true_filter, self.pred_filter]),
             W.HBox([self.severity, self.confidence]),
             W.HBox([self.mode, self.sort]),
@@ -258,7 +285,7 @@ class MispredictionBrowser:
         self.cards = cards
         self.grid.children = tuple(cards) if cards else (W.HTML(
             "<i class='semcat-empty'>no items match these filters: widen the LCA distance or confidence "
-            "range, clear the class boxes, or switch to 'all'</i>"),)
+            "range, clear the class boxes, or switch to 'all'</i>", layout=W.Layout(grid_column="1 / -1")),)
         self._update_label()
         self.prev_button.disabled = self.page == 0
         self.next_button.disabled = self.page >= self.n_pages - 1
@@ -311,7 +338,9 @@ class MispredictionBrowser:
         except (ValueError, OSError) as e:
             self.status.value = f"<span style='color:#d62728'>export failed: {html.escape(str(e))}</span>"
             return
-        self.status.value = f"<span style='color:#2ca02c'>wrote {len(self.flagged)} items to {html.escape(str(p))}</span>"
+        n = len(self.flagged)
+        self.status.value = (f"<span style='color:#2ca02c'>wrote {n} item{'' if n == 1 else 's'} to "
+                             f"{html.escape(str(p))}</span>")
 
 
 # --------------------------------------------------------------------------- confusion neighbourhood
@@ -388,7 +417,7 @@ class ConfusionNeighborhood:
 
     def _on_pick(self, change) -> None:
         text = change["new"]
-        if not text.strip():
+        if getattr(self, "_syncing", False) or not text.strip():
             return
         tax = self.taxonomy
         if text in tax.classes:
@@ -409,6 +438,12 @@ class ConfusionNeighborhood:
         c = _ins.class_index(cls, tax)
         self.selected = c
         self.message.value = ""
+        if self.picker.value != tax.classes[c]:
+            self._syncing = True  # the box names the class shown; not a new pick
+            try:
+                self.picker.value = tax.classes[c]
+            finally:
+                self._syncing = False
         n_items = int((self.y == c).sum())
         n_right = int(((self.y == c) & (self.pred == c)).sum())
         self.header.value = (f"<h4 style='margin:4px 0'>{html.escape(tax.classes[c])}</h4>"

@@ -277,4 +277,7 @@ def test_figure_output_bundle():
     out = widgets.figure_output(fig)
     data = out.outputs[0]["data"]
     assert data["application/vnd.plotly.v1+json"]["data"][0]["y"] == [3]
-    assert "cdn.plot.ly" in data["text/html"]
+    # the HTML fallback brings no plotly.js (no CDN): it waits for the page's window.Plotly
+    fallback = data["text/html"]
+    assert "cdn.plot.ly" not in fallback and "<script src" not in fallback
+    assert "window.Plotly.newPlot" in fallback and '"y":[3]' in fallback.replace(" ", "")
