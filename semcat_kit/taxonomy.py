@@ -28,7 +28,7 @@ import pandas as pd
 
 DEFAULT_SEP = " > "
 
-__all__ = ["Taxonomy", "split_path", "DEFAULT_SEP", "load_google_taxonomy"]
+__all__ = ["Taxonomy", "split_path", "DEFAULT_SEP", "load_google_taxonomy", "read_taxonomy", "suggest_classes"]
 
 
 def split_path(path: str, sep: str = DEFAULT_SEP, *, where: str = "") -> tuple[str, ...]:
@@ -432,3 +432,86 @@ def load_google_taxonomy(path) -> pd.DataFrame:
         raise ValueError(f"{p} holds no categories (expected lines like '1 - Animals & Pet Supplies')")
     return pd.DataFrame({"id": np.array(ids, dtype=np.int64), "path": paths,
                          "depth": np.array(depths, dtype=np.int64), "name": names})
+
+
+# ---------------------------------------------------------------------------------- external taxonomies
+def read_taxonomy(source, sep: str = DEFAULT_SEP) -> "Taxonomy":
+    """An external taxonomy, whatever form it comes in; its classes are the category set.
+
+    Parameters
+    ----------
+    source : Taxonomy, list of str, or path
+        A :class:`Taxonomy` (returned as is); a list of category paths (each one a class, their
+        prefixes become the tree's inner nodes); or a file: the Google Product Taxonomy
+        (``ID - A > B > C`` lines; every node a class), a saved :meth:`Taxonomy.save` JSON file,
+        or a ``.txt`` file with one category path per line (``#`` lines skipped).
+    sep : str
+        Separator of the paths of a list or a ``.txt`` file.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        The file is none of these forms (the message names it and what was expected).
+    """
+    if isinstance(source, Taxonomy):
+        return source
+    if isinstance(source, (list, tuple, pd.Series, np.ndarray)):
+        paths = list(dict.fromkeys(str(p) for p in source))
+        if not paths:
+            raise ValueError("taxonomy= is an empty list; give category paths like 'A > B > C'")
+        return Taxonomy._from_class_paths([split_path(p, sep, where=f" (taxonomy= item {k})")
+                                           for k, p in enumerate(paths)], sep)
+    if not isinstance(source, (str, Path)):
+        raise TypeError(f"taxonomy= must be a Taxonomy, a list of category paths or a file path, "
+                        f"not {type(source).__name__}")
+    p = Path(source).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"taxonomy file {str(p)!r} does not exist; check the path")
+    expected = ("a Google taxonomy file ('ID - A > B > C' lines), a saved Taxonomy (.json) or a .txt file "
+                "with one category path per line")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"taxonomy file {str(p)!r} is not a taxonomy (not UTF-8 text); give {expected}") from None
+    lines = [s.strip() for s in text.splitlines() if s.strip() and not s.strip().startswith("#")]
+    if not lines:
+        raise ValueError(f"taxonomy file {str(p)!r} holds no categories; give {expected}")
+    if p.suffix.lower() == ".json":
+        try:
+            d = json.loads(text)
+            if not isinstance(d, dict) or not isinstance(d.get("classes"), list):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"taxonomy file {str(p)!r} is JSON but not a saved Taxonomy (no 'classes' list); "
+                             f"give {expected}") from None
+        return Taxonomy.from_dict(d)
+    if all(_GOOGLE_LINE.match(s) for s in lines[:50]):
+        return Taxonomy.from_google_taxonomy(p)
+    if p.suffix.lower() != ".txt":
+        raise ValueError(f"taxonomy file {str(p)!r} is not a taxonomy (its first line {lines[0][:80]!r} is not "
+                         f"'ID - A > B'); give {expected}")
+    return read_taxonomy([s for s in lines], sep=sep)
+
+
+def suggest_classes(labels: Sequence[str], taxonomy: "Taxonomy", n: int = 3) -> dict[str, list[str]]:
+    """Closest taxonomy paths for each distinct label that is not a class (``difflib`` ratio).
+
+    Compares the whole path and, separately, the last segment with the class names, so
+    ``"Toys > Puzzles"`` finds ``"Toys & Games > Puzzles"``. Returns ``label -> [paths]``.
+    """
+    import difflib
+
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for c, nm in zip(taxonomy.classes, taxonomy.names):
+        by_name[nm.lower()].append(c)
+    lower = [c.lower() for c in taxonomy.classes]
+    back = dict(zip(lower, taxonomy.classes))
+    out = {}
+    for lab in dict.fromkeys(labels):
+        leaf = str(lab).split(taxonomy.sep.strip())[-1].strip().lower()
+        hits = [c for nm in difflib.get_close_matches(leaf, list(by_name), n=n, cutoff=0.6) for c in by_name[nm]]
+        hits += [back[c] for c in difflib.get_close_matches(str(lab).lower(), lower, n=n, cutoff=0.3)]
+        out[lab] = list(dict.fromkeys(hits))[:n]
+    return out
