@@ -201,6 +201,13 @@ class Pipeline:
         y = self.labels()
         n_lab = int((y >= 0).sum())
         present = np.unique(y[y >= 0])
+        unknown = self.unknown_labels()
+        if len(present) < 2 and len(unknown):
+            r = unknown.iloc[0]
+            raise PipelineError(f"{len(unknown)} of the catalog's {n_lab + len(unknown)} labelled products have a "
+                                f"label that is not a class of the taxonomy (e.g. row {r['row']}: {r['label']!r}, "
+                                f"closest: {r['suggestions'][:2]}), leaving {len(present)} class(es) with products; "
+                                "map the labels to taxonomy paths (see unknown_labels()) or drop taxonomy=")
         if len(present) < 2:
             what = (f"only one class ({tax.classes[int(present[0])]!r})" if len(present) == 1
                     else "no labelled products")
