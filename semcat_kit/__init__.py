@@ -15,6 +15,7 @@ from .comparison import compare, default_suite, format_table
 from . import viz, widgets, inspection
 from .export import export_head, load_head
 from .predictor import Predictor
+from .pipeline import Pipeline, PipelineConfig, PipelineError
 from .workspace import Workspace
 
 __version__ = "0.1.0"
