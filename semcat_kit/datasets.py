@@ -203,6 +203,7 @@ def load_catalog(
     path_col: str | None = None,
     sep: str = DEFAULT_SEP,
     unlabelled: str = "keep",
+    taxonomy=None,
 ) -> pd.DataFrame:
     """Load a product catalog from a CSV file or a DataFrame.
 
@@ -233,6 +234,10 @@ def load_catalog(
         ``"keep"`` keeps them with ``label=None`` (products to categorize; listed in the report,
         kept out of training and evaluation by :class:`~semcat_kit.pipeline.Pipeline`),
         ``"error"`` refuses them.
+    taxonomy : Taxonomy, list of paths or file, optional
+        An external class set (see :func:`semcat_kit.taxonomy.read_taxonomy`). Labels that are not
+        its classes are kept and listed in the report by row, with the closest taxonomy paths
+        suggested; the taxonomy is in ``attrs["taxonomy"]``.
 
     Returns
     -------
@@ -395,6 +400,17 @@ def load_catalog(
                          f"{_CORE + level_cols}; rename them first")
     for c in extra:
         out[c] = df[c].to_numpy()
+    if taxonomy is not None:
+        from .taxonomy import read_taxonomy, suggest_classes
+
+        tax = read_taxonomy(taxonomy, sep=sep)
+        known = set(tax.classes) | set(tax.aliases)
+        rows = [k for k, lab in enumerate(label) if lab is not None and lab not in known]
+        sugg = suggest_classes([label[k] for k in rows], tax) if rows else {}
+        report += [dict(item_id=item_id.iloc[k], column="label",
+                        problem=f"label {label[k]!r} is not a class of the taxonomy; closest: {sugg[label[k]]}")
+                   for k in rows]
+        out.attrs["taxonomy"] = tax
     out.attrs["report"] = _make_report(report)
     return out
 

@@ -306,6 +306,15 @@ def test_load_catalog_keeps_unlabelled_rows_and_reports_them():
     assert cat.attrs["report"]["item_id"].tolist() == ["y"]
 
 
+def test_load_catalog_with_an_external_taxonomy_reports_labels_outside_it():
+    cat = D.load_catalog(_small().assign(cat=["A > B", "A", "A > C", None]), id="sku", title="name", path_col="cat",
+                         taxonomy=["A", "A > B", "A > Cc", "Z"])
+    assert cat.attrs["taxonomy"].classes == ["A", "A > B", "A > Cc", "Z"]
+    rep = cat.attrs["report"]
+    bad = rep[rep["problem"].str.contains("not a class of the taxonomy")]
+    assert bad["item_id"].tolist() == ["a3"] and "A > Cc" in bad["problem"].iloc[0]
+
+
 def test_load_catalog_empty_level_value_names_row_and_column():
     src = pd.DataFrame({"id": ["x", "y"], "title": ["t", "u"], "a": ["A", "B"], "b": ["a", np.nan]})
     with pytest.raises(ValueError, match=r"row 1 \(item 'y'\) has an empty category level in column 'b'"):
