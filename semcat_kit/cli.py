@@ -44,7 +44,7 @@ neighbors: {k: 20, template: "{path}"}   # class-name neighbour table (text enco
                                          # soft labels use its first train.k, metrics nbrs@k need k >= 19
 train:                             # any sk.TrainConfig field
   epochs: 30
-  smoothing: semantic
+  smoothing: semantic              # soft-label kind (list below)
 export: {onnx: true, torchscript: true}
 """
 
@@ -56,6 +56,17 @@ _EXPORT_KEYS = {"onnx": True, "torchscript": True}
 _TOP_KEYS = {"text_encoder": "minilm", "image_encoder": "efficientnet-lite0", "taxonomy": None, "sample": None,
              "seed": 0,
              "catalog": None, "split": None, "neighbors": None, "train": None, "export": None}
+
+
+def _kinds_help() -> str:
+    """The soft-label kinds of ``train.smoothing`` and the config fields each reads, from the registry."""
+    from .soft_labels import TARGET_KINDS
+
+    lines = ["\ntrain.smoothing kinds (and the train fields each reads besides alpha):"]
+    for name, kind in TARGET_KINDS.items():
+        opts = ", ".join(sorted(set(kind.params.values()))) or "-"
+        lines.append(f"  {name:10s} {kind.doc} [fields: {opts}]")
+    return "\n".join(lines) + "\n"
 
 
 class CliError(Exception):
@@ -376,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Encode a catalog, split it (stratified train/val/test), train a head, print "
                                    "the test metrics and export the head.\n\nconfig.yaml (all keys optional; "
-                                   "unknown keys are an error):\n\n" + CONFIG_TEMPLATE)
+                                   "unknown keys are an error):\n\n" + CONFIG_TEMPLATE + _kinds_help())
     t.add_argument("--catalog", required=True, metavar="SOURCE",
                    help="a catalog CSV (columns mapped by the config's 'catalog:' section), a Kaggle fashion "
                         "folder (styles.csv + images/), or 'tutorial' for the bundled tutorial catalog")

@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .metrics import lower_is_better
 from .training import TrainConfig
 from .training import train as _train
 
 __all__ = ["compare", "default_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]
 
 CRM_SUFFIX = " + CRM"
-_LOWER_IS_BETTER = ("severity", "hdist", "ece", "loss", "seconds")
 
 
 class CompareRuns(dict):
@@ -43,10 +43,6 @@ class CompareRuns(dict):
         return self is other
 
     __hash__ = None
-
-
-def _lower_is_better(metric: str) -> bool:
-    return any(s in metric for s in _LOWER_IS_BETTER)
 
 
 def _check_pair(pair, name: str):
@@ -148,7 +144,7 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
         if best_by not in metric_cols:
             raise ValueError(f"best_by={best_by!r} is not a metric; choose one of {metric_cols}")
         means = base.groupby("config", sort=False)[best_by].mean()
-        best = means.idxmin() if _lower_is_better(best_by) else means.idxmax()
+        best = means.idxmin() if lower_is_better(best_by) else means.idxmax()
         crm_names = [best if n == "best" else n for n in crm_names]
     crm_rows = []
     for name in dict.fromkeys(crm_names):
@@ -180,38 +176,49 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
 
 
 def default_suite(epochs: int = 30, k: int = 20, alpha: float = 0.1, **common) -> dict[str, TrainConfig]:
-    """The seed design's experiment as named configurations.
+    """The seed design's experiment as named configurations, one per registered soft-label kind.
 
-    (1) one-hot, (2) uniform label smoothing ``alpha``, (3) uniform over the top-``k`` semantic
-    neighbours, (4) similarity-weighted top-``k``, (5) 4 + linear curriculum (alpha -> 0), plus
-    tree soft labels (``softmax(-beta d_LCA)`` over the ``k`` nearest classes in the tree) and
-    binary taxonomy codes with BCE. Use ``compare(..., crm_for="best")`` for "CRM on top of the
-    best". ``common`` sets any other :class:`TrainConfig` field on every configuration.
+    Every kind of :data:`semcat_kit.soft_labels.TARGET_KINDS` with a ``suite_name`` gives a row
+    (one-hot, uniform label smoothing ``alpha``, uniform over the top-``k`` semantic neighbours,
+    similarity-weighted top-``k``, tree soft labels ``softmax(-beta d_LCA)`` over the ``k`` nearest
+    classes in the tree, similarity-weighted over the neighbours above ``sim_threshold``, and any
+    kind registered later), plus the similarity-weighted top-``k`` with a linear curriculum
+    (alpha -> 0) and binary taxonomy codes with BCE. Use ``compare(..., crm_for="best")`` for "CRM
+    on top of the best". ``common`` sets any other :class:`TrainConfig` field on every configuration.
     """
+    from . import soft_labels as _soft
+
     base = dict(epochs=epochs, **common)
-    return {
-        "one-hot": TrainConfig(smoothing="onehot", **base),
-        f"uniform LS α={alpha:g}": TrainConfig(smoothing="uniform", alpha=alpha, **base),
-        f"top-{k} uniform": TrainConfig(smoothing="topk", k=k, alpha=alpha, **base),
-        f"top-{k} semantic": TrainConfig(smoothing="semantic", k=k, alpha=alpha, **base),
-        f"top-{k} semantic + curriculum": TrainConfig(smoothing="semantic", k=k, alpha=alpha,
-                                                      curriculum="linear", **base),
-        f"tree top-{k}": TrainConfig(smoothing="tree", k=k, alpha=alpha, **base),
-        "binary codes": TrainConfig(label_repr="codes", smoothing="onehot", **base),
-    }
+    out: dict[str, TrainConfig] = {}
+    for name, kind in _soft.TARGET_KINDS.items():
+        if kind.suite_name is None:
+            continue
+        cfg = TrainConfig(smoothing=name, **({} if name == "onehot" else {"alpha": alpha}),
+                          **({"k": k} if name != "uniform" and name != "onehot" else {}), **base)
+        out[kind.suite_name.format(**cfg.to_dict())] = cfg
+        if name == "semantic":
+            out[kind.suite_name.format(**cfg.to_dict()) + " + curriculum"] = cfg.replace(curriculum="linear")
+    out["binary codes"] = TrainConfig(label_repr="codes", smoothing="onehot", **base)
+    return out
 
 
 def format_table(df: pd.DataFrame, metrics: Sequence[str] = ("top1", "top5", "macro_f1", "mistake_severity",
-                                                              "hdist@5"), digits: int = 3) -> str:
+                                                              "hdist@5"), digits: int = 3,
+                 directions: bool = False) -> str:
     """Markdown table of ``mean ± std`` per configuration (rows) and metric (columns).
 
     ``df`` is the summary returned by :func:`compare`. Missing metrics raise naming the available ones.
+    ``directions`` marks each column ↑ (higher is better) or ↓ (lower is better) from the metric registry.
     """
     avail = sorted({c[:-5] for c in df.columns if c.endswith("_mean")})
     missing = [m for m in metrics if f"{m}_mean" not in df.columns]
     if missing:
         raise ValueError(f"metrics {missing} are not in this table; available: {avail}")
-    head = "| config | " + " | ".join(metrics) + " |"
+    def col(m):
+        if not directions:
+            return m
+        return f"{m} {'↓' if lower_is_better(m) else '↑'}"
+    head = "| config | " + " | ".join(col(m) for m in metrics) + " |"
     sep = "|---|" + "---:|" * len(metrics)
     lines = [head, sep]
     for name, row in df.iterrows():

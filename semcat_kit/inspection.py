@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .contracts import as_k, as_labels, as_neighbors, as_probs
-from .metrics import mistake_distances
+from .metrics import metric_info, mistake_distances
 from .taxonomy import Taxonomy
 
 __all__ = [
@@ -164,13 +164,7 @@ def label_issues(probs, y) -> pd.DataFrame:
     """
     p = _as_probs(probs)
     N, C = p.shape
-    y = np.asarray(y)
-    if y.shape != (N,) or y.dtype.kind not in "iu":
-        raise ValueError(f"y must be an integer array of {N} class indices (one per row of probs), "
-                         f"got shape {y.shape} dtype {y.dtype}")
-    if N and ((y < 0) | (y >= C)).any():
-        raise ValueError(f"y has class indices outside [0, {C})")
-    y = y.astype(np.int64)
+    y = as_labels(y, N, name="y", n_classes=C)
     counts = np.bincount(y, minlength=C)
     sums = np.zeros(C)
     np.add.at(sums, y, p[np.arange(N), y])
@@ -775,7 +769,6 @@ def project_labels(embeddings, taxonomy: Taxonomy, method: str = "umap", color_l
 
 # --------------------------------------------------------------------------- histories
 _LOSS = {"focal", "kl", "total", "loss", "bce", "train_loss", "val_loss"}
-_SEVERITY_PREFIX = ("mistake_severity", "hdist@")
 PANELS = ("loss", "accuracy", "severity", "alpha", "lr", "other")
 
 
@@ -784,8 +777,11 @@ def _panel(metric: str) -> str:
         return "loss"
     if metric in ("alpha", "lr"):
         return metric
-    if metric.startswith("val_"):
-        return "severity" if metric[4:].startswith(_SEVERITY_PREFIX) else "accuracy"
+    if metric.startswith("val_"):   # panels by the registry's kind: tree distances apart
+        try:
+            return "severity" if metric_info(metric).kind == "tree distance" else "accuracy"
+        except KeyError:
+            return "accuracy"
     return "other"
 
 

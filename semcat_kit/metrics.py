@@ -20,7 +20,9 @@ top-1 accuracy -- so reports always show it next to ``top1`` and ``hdist@k``.
 """
 from __future__ import annotations
 
+import re
 import warnings
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -32,6 +34,12 @@ from .decoding import CRM_TIE_DECIMALS, crm_predict, crm_rerank, topk  # noqa: F
 __all__ = [
     "evaluate",
     "METRIC_DEFINITIONS",
+    "METRICS",
+    "Metric",
+    "register_metric",
+    "metric_info",
+    "metric_names",
+    "lower_is_better",
     "topk",
     "mistake_distances",
     "hierarchical_distance_at_k",
@@ -50,29 +58,135 @@ __all__ = [
 #: Number of equal-width confidence bins of the expected calibration error.
 ECE_BINS = 15
 
-#: Key -> definition of every metric :func:`evaluate` can return (``{k}``: each k of ``ks``,
-#: ``{l}``: each level 1..L of the taxonomy).
+# ---------------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class Metric:
+    """What one metric is: its key (a pattern with ``{k}`` / ``{l}``), formula, direction and needs.
+
+    ``direction`` is ``"max"`` (higher is better), ``"min"`` (lower is better) or ``"none"`` (a
+    count). ``needs_neighbors``: only computed when semantic neighbours are given. ``kind`` groups
+    metrics for figures (``"accuracy"``, ``"tree distance"``, ``"calibration"``, ``"loss"``,
+    ``"count"``, ``"time"``). ``source``:
+    ``"evaluate"`` for the metrics :func:`evaluate` returns, ``"train"`` for training-loop values
+    (losses, timings) that share the same direction rules in histories, tables and figures.
+    """
+
+    key: str
+    formula: str
+    direction: str = "max"
+    needs_neighbors: bool = False
+    source: str = "evaluate"
+    kind: str = "accuracy"
+
+    @property
+    def pattern(self) -> re.Pattern:
+        rx = re.escape(self.key).replace(r"\{k\}", r"(?P<k>\d+)").replace(r"\{l\}", r"(?P<l>\d+)")
+        return re.compile(rx + "$")
+
+
+#: Every metric, in the order :func:`evaluate` returns them. Add one with :func:`register_metric`.
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(metric: Metric, *, overwrite: bool = False) -> Metric:
+    """Add a metric's definition to :data:`METRICS` (its key must be new unless ``overwrite``)."""
+    if metric.direction not in ("max", "min", "none"):
+        raise ValueError(f"Metric.direction must be 'max', 'min' or 'none', not {metric.direction!r}")
+    if metric.key in METRICS and not overwrite:
+        raise ValueError(f"metric {metric.key!r} is already registered; pass overwrite=True to replace it")
+    METRICS[metric.key] = metric
+    return metric
+
+
+for _m in [
+    Metric("n", "number of samples N", "none", kind="count"),
+    Metric("top{k}", "top-k accuracy for each k in ks (k capped at C): mean[y in the first k ranked classes]"),
+    Metric("macro_f1", "mean over classes present in y_true of F1_c = 2 P_c R_c / (P_c + R_c) (sklearn f1_score, "
+                       "labels = classes present in y_true, zero_division=0)"),
+    Metric("balanced_acc", "mean over classes present in y_true of recall_c = TP_c / support_c "
+                           "(sklearn recall_score(labels=present, average='macro') = balanced_accuracy_score)"),
+    Metric("acc_level_{l}", "mean[anc_l(pred_1) == anc_l(y)]: top-1 right at taxonomy depth l (a class shallower "
+                            "than l stands for itself)"),
+    Metric("mistake_severity", "mean d(pred_1, y) over samples with pred_1 != y (NaN when there is no mistake)",
+           "min", kind="tree distance"),
+    Metric("hdist@{k}", "mean over samples of (1/k) sum_{r<=k} d(pred_r, y): hierarchical distance of the top-k",
+           "min", kind="tree distance"),
+    Metric("nbrs@{k}", "mean over samples of |top-k ∩ ({y} ∪ first k-1 neighbours of y)| / k (only with neighbors)",
+           "max", needs_neighbors=True),
+    Metric("hP", "hierarchical precision sum_n |A(pred_n) ∩ A(y_n)| / sum_n |A(pred_n)|, A = ancestors incl. self, "
+                 "excl. root"),
+    Metric("hR", "hierarchical recall sum_n |A(pred_n) ∩ A(y_n)| / sum_n |A(y_n)|"),
+    Metric("hF1", "2 hP hR / (hP + hR)"),
+    Metric("ece", f"expected calibration error, {ECE_BINS} equal-width bins of top-1 confidence: "
+                  "sum_b (|B_b|/N) |acc(B_b) - conf(B_b)|", "min", kind="calibration"),
+    # training-loop values (histories, compare's timing columns)
+    Metric("loss", "mean training objective per item (focal + kl_weight * KL, or the codes BCE)", "min", source="train", kind="loss"),
+    Metric("focal", "mean focal term per item", "min", source="train", kind="loss"),
+    Metric("kl", "mean KL(soft target || softmax(z)) per item", "min", source="train", kind="loss"),
+    Metric("bce", "mean binary cross-entropy of the taxonomy codes per item", "min", source="train", kind="loss"),
+    Metric("nll", "mean negative log-likelihood of the true class", "min", source="train", kind="loss"),
+    Metric("seconds", "wall-clock seconds", "min", source="train", kind="time"),
+]:
+    register_metric(_m)
+
+#: Key -> formula of every metric :func:`evaluate` can return (``{k}``: each k of ``ks``,
+#: ``{l}``: each level 1..L of the taxonomy) -- a view of :data:`METRICS`.
 METRIC_DEFINITIONS: dict[str, str] = {
-    "n": "number of samples N",
+    "n": METRICS["n"].formula,
     "top1": "top-1 accuracy: mean[pred_1 == y]",
     "top5": "top-5 accuracy: mean[y in top-5 ranked classes]",
-    "top{k}": "top-k accuracy for each k in ks (k capped at C)",
-    "macro_f1": "mean over classes present in y_true of F1_c = 2 P_c R_c / (P_c + R_c) (sklearn f1_score, "
-                "labels = classes present in y_true, zero_division=0)",
-    "balanced_acc": "mean over classes present in y_true of recall_c = TP_c / support_c "
-                    "(sklearn recall_score(labels=present, average='macro') = balanced_accuracy_score)",
-    "acc_level_{l}": "mean[anc_l(pred_1) == anc_l(y)]: top-1 right at taxonomy depth l (a class shallower "
-                     "than l stands for itself)",
-    "mistake_severity": "mean d(pred_1, y) over samples with pred_1 != y (NaN when there is no mistake)",
-    "hdist@{k}": "mean over samples of (1/k) sum_{r<=k} d(pred_r, y): hierarchical distance of the top-k",
-    "nbrs@{k}": "mean over samples of |top-k ∩ ({y} ∪ first k-1 neighbours of y)| / k (only with neighbors)",
-    "hP": "hierarchical precision sum_n |A(pred_n) ∩ A(y_n)| / sum_n |A(pred_n)|, A = ancestors incl. self, "
-          "excl. root",
-    "hR": "hierarchical recall sum_n |A(pred_n) ∩ A(y_n)| / sum_n |A(y_n)|",
-    "hF1": "2 hP hR / (hP + hR)",
-    "ece": f"expected calibration error, {ECE_BINS} equal-width bins of top-1 confidence: "
-           "sum_b (|B_b|/N) |acc(B_b) - conf(B_b)|",
+    **{m.key: m.formula for m in METRICS.values() if m.source == "evaluate" and m.key != "n"},
 }
+
+
+def metric_info(name: str) -> Metric:
+    """The :class:`Metric` of a concrete metric name (``"hdist@5"``, ``"val_top1"``, ``"acc_level_2"``,
+    ``"val_loss"``, a ``compare`` column such as ``"top1_mean"`` or ``"train_seconds"``).
+
+    Raises
+    ------
+    KeyError
+        No registered metric matches; the message lists the registered keys.
+    """
+    base = str(name)
+    for prefix in ("val_", "test_", "train_"):
+        if base.startswith(prefix):
+            base = base[len(prefix):]
+            break
+    for suffix in ("_mean", "_std"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    for m in METRICS.values():
+        if m.pattern.match(base):
+            return m
+    raise KeyError(f"{name!r} is not a registered metric; known: {sorted(METRICS)}")
+
+
+def lower_is_better(name: str) -> bool:
+    """Whether smaller values of metric ``name`` are better (per :data:`METRICS`; unknown names: False)."""
+    try:
+        return metric_info(name).direction == "min"
+    except KeyError:
+        return False
+
+
+def metric_names(taxonomy, ks: Sequence[int] = (1, 5, 20), neighbors: bool = False) -> list[str]:
+    """The concrete keys :func:`evaluate` returns for this taxonomy, ``ks`` and neighbour availability,
+    in order (no computation)."""
+    ks = [as_k(k, "each of ks") for k in ks]
+    out = []
+    for m in METRICS.values():
+        if m.source != "evaluate" or (m.needs_neighbors and not neighbors):
+            continue
+        if "{k}" in m.key:
+            vals = sorted({1, 5, *ks}) if m.key == "top{k}" else ks
+            out += [m.key.replace("{k}", str(k)) for k in vals]
+        elif "{l}" in m.key:
+            out += [m.key.replace("{l}", str(lv)) for lv in range(1, taxonomy.max_depth + 1)]
+        else:
+            out.append(m.key)
+    return out
 
 
 # ---------------------------------------------------------------------------------- validation
@@ -293,7 +407,9 @@ def evaluate(probs, y_true, taxonomy, neighbors=None, ks: Sequence[int] = (1, 5,
             warnings.warn(str(caught[-1].message), stacklevel=2)
     out["hP"], out["hR"], out["hF1"] = hierarchical_prf(pred, y, taxonomy)
     out["ece"] = expected_calibration_error(p, y)
-    s = pd.Series(out, dtype=float, name="crm" if crm else "argmax")
+    names = metric_names(taxonomy, ks, neighbors=nb is not None)
+    assert set(names) == set(out), (sorted(set(names) ^ set(out)))   # the registry describes every output
+    s = pd.Series({k: out[k] for k in names}, dtype=float, name="crm" if crm else "argmax")
     s.attrs["decoding"] = "crm" if crm else "argmax"
     return s
 

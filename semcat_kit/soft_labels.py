@@ -10,12 +10,16 @@ Convention shared by the neighbour builders: the class itself gets ``1 - alpha``
 itself. Uniform smoothing is the standard one: self gets ``1 - alpha + alpha / C``.
 ``alpha = 0`` gives exact one-hot targets for every kind.
 
-Kinds (``build(kind, ...)``):
+Kinds (``build(kind, ...)``; each registered once in :data:`TARGET_KINDS` with its builder, the
+:class:`~semcat_kit.TrainConfig` fields it reads and what it needs -- :func:`register_kind` adds one):
 
 * ``"onehot"``: ``t_c = e_c`` (alpha ignored);
 * ``"uniform"``: label smoothing, ``t_c = (1 - alpha) e_c + alpha / C`` (via ``floor = alpha``);
 * ``"topk"``: ``alpha`` spread equally over the top-k neighbours;
 * ``"semantic"``: neighbour ``j`` gets ``alpha * softmax_j(sim(c, j) / T)`` over the top-k;
+* ``"threshold"``: as ``"semantic"``, restricted to the neighbours with ``sim(c, j) >= threshold``
+  (the threshold-neighbour variant of :func:`semcat_kit.similarity.label_neighbors`); a class with
+  none keeps a one-hot target;
 * ``"tree"``: neighbour ``j`` gets ``alpha * softmax_j(-beta * d(c, j))`` over the ``k`` nearest
   classes in the tree (LCA distance ``d``), the sparse form of Bertinetto et al. (2020)'s soft
   labels ``softmax(-beta d)``: theirs put mass on every class; here the mass is restricted to
@@ -27,6 +31,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -34,10 +39,12 @@ import torch
 from .similarity import Neighbors, tree_neighbors
 from .taxonomy import Taxonomy
 
-__all__ = ["SoftTargets", "build", "KINDS", "schedule", "Schedule", "SCHEDULES",
+__all__ = ["SoftTargets", "build", "KINDS", "TARGET_KINDS", "TargetKind", "register_kind", "kind_info",
+           "config_params", "schedule", "Schedule", "SCHEDULES",
            "taxonomy_codes", "code_scores"]
 
-KINDS = ("onehot", "uniform", "topk", "semantic", "tree")
+#: Names of the registered kinds (kept in step with :data:`TARGET_KINDS` by :func:`register_kind`).
+KINDS: tuple[str, ...] = ()
 SCHEDULES = ("constant", "linear", "cosine", "step")
 
 
@@ -211,6 +218,55 @@ def _cached_tree_neighbors(taxonomy: Taxonomy, k: int) -> Neighbors:
     return nb
 
 
+# ---------------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class TargetKind:
+    """One kind of soft targets: its builder and what it reads.
+
+    ``builder(n_classes, alpha, *, neighbors, taxonomy, **params) -> SoftTargets`` with ``alpha``
+    already checked (``0 < alpha <= 1``; ``alpha == 0`` is one-hot for every kind but ``uniform``).
+    ``params`` maps each builder keyword to the :class:`semcat_kit.TrainConfig` field that sets it
+    (so a kind's options reach the config, the Workspace, the notebooks and ``semcat train`` from
+    here alone). ``needs_neighbors`` / ``needs_taxonomy``: what :func:`build` must be given.
+    """
+
+    name: str
+    builder: Callable[..., "SoftTargets"]
+    params: dict = field(default_factory=dict)
+    needs_neighbors: bool = False
+    needs_taxonomy: bool = False
+    doc: str = ""
+    #: Row name in :func:`semcat_kit.default_suite` (formatted with the config's fields), or None to
+    #: leave the kind out of the default comparison.
+    suite_name: str | None = None
+
+
+#: Every soft-label kind by name, in registration order. Add one with :func:`register_kind`.
+TARGET_KINDS: dict[str, TargetKind] = {}
+
+
+def register_kind(kind: TargetKind, *, overwrite: bool = False) -> TargetKind:
+    """Register a soft-label kind (name must be new unless ``overwrite``); returns it."""
+    if kind.name in TARGET_KINDS and not overwrite:
+        raise ValueError(f"soft-label kind {kind.name!r} is already registered; pass overwrite=True to replace it")
+    TARGET_KINDS[kind.name] = kind
+    global KINDS
+    KINDS = tuple(TARGET_KINDS)
+    return kind
+
+
+def kind_info(name: str) -> TargetKind:
+    """The registered :class:`TargetKind` called ``name`` (``ValueError`` listing the known ones)."""
+    if name not in TARGET_KINDS:
+        raise ValueError(f"unknown soft-label kind {name!r}; choose one of {', '.join(TARGET_KINDS)}")
+    return TARGET_KINDS[name]
+
+
+def config_params(kind: str, config) -> dict:
+    """The builder keywords of ``kind`` read from a :class:`TrainConfig` (its ``params`` mapping)."""
+    return {p: getattr(config, f) for p, f in kind_info(kind).params.items()}
+
+
 def build(
     kind: str,
     n_classes: int,
@@ -220,61 +276,92 @@ def build(
     temperature: float = 1.0,
     beta: float = 1.0,
     k: int | None = None,
+    **params,
 ) -> SoftTargets:
-    """Build the soft targets of every class.
+    """Build the soft targets of every class with the registered builder of ``kind``.
 
     Parameters
     ----------
-    kind : {"onehot", "uniform", "topk", "semantic", "tree"}
-        See the module docstring for each formula.
+    kind : str
+        A key of :data:`TARGET_KINDS` (``"onehot"``, ``"uniform"``, ``"topk"``, ``"semantic"``,
+        ``"threshold"``, ``"tree"``, or one added with :func:`register_kind`); see the module
+        docstring for each formula.
     n_classes : int
         Number of classes ``C``.
     alpha : float in [0, 1]
         Mass moved off the true class (``1 - alpha`` stays on it).
     neighbors : Neighbors, optional
-        Required by ``"topk"`` and ``"semantic"``. For ``"tree"`` its ``k`` sets how many tree
-        neighbours are used (unless ``k`` is given).
+        Required by kinds that need neighbours (``"topk"``, ``"semantic"``, ``"threshold"``). For
+        ``"tree"`` its ``k`` sets how many tree neighbours are used (unless ``k`` is given).
     taxonomy : Taxonomy, optional
         Required by ``"tree"``.
     temperature : float > 0
-        ``"semantic"``: weights ``softmax(sim / temperature)``.
+        ``"semantic"`` / ``"threshold"``: weights ``softmax(sim / temperature)``.
     beta : float >= 0
         ``"tree"``: weights ``softmax(-beta * d)``.
     k : int, optional
         ``"tree"``: number of nearest classes in the tree (default ``neighbors.k`` or 20).
+    **params
+        Further keywords of the kind's builder (e.g. ``threshold`` of ``"threshold"``).
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown soft-label kind {kind!r}; choose one of {', '.join(KINDS)}")
+    info = kind_info(kind)
     if not isinstance(n_classes, (int, np.integer)) or isinstance(n_classes, bool) or n_classes < 1:
         raise ValueError(f"n_classes must be a positive integer, not {n_classes!r}")
     C = int(n_classes)
     a = _check_alpha(alpha)
-    eye_idx = np.arange(C, dtype=np.int64)[:, None]
+    if info.needs_neighbors:
+        neighbors = _check_neighbors(kind, neighbors, C)
+    if info.needs_taxonomy:
+        if taxonomy is None:
+            raise ValueError(f"build(kind={kind!r}) needs taxonomy=... (the tree that gives LCA distances)")
+        if taxonomy.n_classes != C:
+            raise ValueError(f"build(kind={kind!r}): taxonomy has {taxonomy.n_classes} classes but n_classes={C}")
     if kind == "onehot" or (a == 0.0 and kind != "uniform"):
-        if kind in ("topk", "semantic"):
-            _check_neighbors(kind, neighbors, C)
-        if kind == "tree" and taxonomy is None:
-            raise ValueError("build(kind='tree') needs taxonomy=...")
-        return SoftTargets(eye_idx, np.ones((C, 1), np.float32), 0.0)
-    if kind == "uniform":
-        return SoftTargets(eye_idx, np.full((C, 1), 1.0 - a, np.float32), a)
-    if kind == "topk":
-        nb = _check_neighbors(kind, neighbors, C)
-        valid = nb.mask
-        cnt = valid.sum(1, keepdims=True)
-        w = np.divide(valid.astype(np.float64), cnt, out=np.zeros(valid.shape), where=cnt > 0)
-        return _spread(C, a, nb.indices, w)
-    if kind == "semantic":
-        nb = _check_neighbors(kind, neighbors, C)
-        T = float(temperature)
-        if not T > 0:
-            raise ValueError(f"build(kind='semantic'): temperature must be > 0, not {temperature!r}")
-        return _spread(C, a, nb.indices, _masked_softmax(nb.sims.astype(np.float64) / T, nb.mask))
-    # tree
-    if taxonomy is None:
-        raise ValueError("build(kind='tree') needs taxonomy=... (the tree that gives LCA distances)")
-    if taxonomy.n_classes != C:
-        raise ValueError(f"build(kind='tree'): taxonomy has {taxonomy.n_classes} classes but n_classes={C}")
+        return SoftTargets(np.arange(C, dtype=np.int64)[:, None], np.ones((C, 1), np.float32), 0.0)
+    known = {"temperature": temperature, "beta": beta, "k": k}
+    kw = {p: known[p] for p in info.params if p in known}
+    unknown = sorted(set(params) - set(info.params))
+    if unknown:
+        raise ValueError(f"build(kind={kind!r}) does not take {unknown}; its options are {sorted(info.params)}")
+    kw.update(params)
+    return info.builder(C, a, neighbors=neighbors, taxonomy=taxonomy, **kw)
+
+
+def _build_uniform(C, a, **_):
+    return SoftTargets(np.arange(C, dtype=np.int64)[:, None], np.full((C, 1), 1.0 - a, np.float32), a)
+
+
+def _build_topk(C, a, *, neighbors, **_):
+    valid = neighbors.mask
+    cnt = valid.sum(1, keepdims=True)
+    w = np.divide(valid.astype(np.float64), cnt, out=np.zeros(valid.shape), where=cnt > 0)
+    return _spread(C, a, neighbors.indices, w)
+
+
+def _check_temperature(kind, temperature) -> float:
+    T = float(temperature)
+    if not T > 0:
+        raise ValueError(f"build(kind={kind!r}): temperature must be > 0, not {temperature!r}")
+    return T
+
+
+def _build_semantic(C, a, *, neighbors, temperature=1.0, **_):
+    T = _check_temperature("semantic", temperature)
+    return _spread(C, a, neighbors.indices, _masked_softmax(neighbors.sims.astype(np.float64) / T, neighbors.mask))
+
+
+def _build_threshold(C, a, *, neighbors, temperature=1.0, threshold=0.5, **_):
+    """Semantic weights over the neighbours with similarity >= threshold only (at most k)."""
+    T = _check_temperature("threshold", temperature)
+    t = float(threshold)
+    if not -1.0 <= t <= 1.0:
+        raise ValueError(f"build(kind='threshold'): threshold must be a cosine in [-1, 1], not {threshold!r}")
+    keep = neighbors.mask & (neighbors.sims >= t)
+    idx = np.where(keep, neighbors.indices, -1)
+    return _spread(C, a, idx, _masked_softmax(neighbors.sims.astype(np.float64) / T, keep))
+
+
+def _build_tree(C, a, *, neighbors=None, taxonomy, beta=1.0, k=None, **_):
     b = float(beta)
     if not b >= 0:
         raise ValueError(f"build(kind='tree'): beta must be >= 0, not {beta!r}")
@@ -282,6 +369,28 @@ def build(
     idx, d = _tree_levels(taxonomy, kk)
     valid = idx >= 0
     return _spread(C, a, idx, _masked_softmax(-b * d.astype(np.float64), valid))
+
+
+for _kind in [
+    TargetKind("onehot", lambda C, a, **_: SoftTargets(np.arange(C, dtype=np.int64)[:, None],
+                                                      np.ones((C, 1), np.float32), 0.0),
+               doc="t_c = e_c (alpha ignored)", suite_name="one-hot"),
+    TargetKind("uniform", _build_uniform, doc="label smoothing t_c = (1 - alpha) e_c + alpha / C",
+               suite_name="uniform LS α={alpha:g}"),
+    TargetKind("topk", _build_topk, needs_neighbors=True, doc="alpha spread equally over the top-k neighbours",
+               suite_name="top-{k} uniform"),
+    TargetKind("semantic", _build_semantic, {"temperature": "temperature"}, needs_neighbors=True,
+               doc="neighbour j gets alpha * softmax_j(sim(c, j) / T) over the top-k",
+               suite_name="top-{k} semantic"),
+    TargetKind("tree", _build_tree, {"beta": "tree_beta", "k": "k"}, needs_taxonomy=True,
+               doc="neighbour j gets alpha * softmax_j(-beta d(c, j)) over the k nearest classes in the tree",
+               suite_name="tree top-{k}"),
+    TargetKind("threshold", _build_threshold, {"temperature": "temperature", "threshold": "sim_threshold"},
+               needs_neighbors=True,
+               doc="like semantic, over the neighbours with sim(c, j) >= threshold only (classes without any "
+                   "keep a one-hot target)", suite_name="top-{k} semantic, sim ≥ {sim_threshold:g}"),
+]:
+    register_kind(_kind)
 
 
 def _tree_levels(taxonomy: Taxonomy, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,9 @@
-"""Training the fusion head: config, the loop, checkpoints, early stopping, history.
+"""Training the fusion head: :class:`TrainConfig`, :func:`train` (the one-call entry) and :class:`TrainRun`.
 
-The objective per batch (``label_repr="onehot"``) is
+The loop itself, and what happens around it (curriculum, validation, early stopping, checkpoints,
+divergence stop, progress, logging), lives in :mod:`semcat_kit.trainer` as callbacks over one
+history; :func:`train` validates the inputs, builds the head, the optimizer and the callbacks,
+and runs it. The objective per batch (``label_repr="onehot"``) is
 
     L = focal(z, y; gamma, alpha_c) + kl_weight * KL(t_y || softmax(z)),
 
@@ -9,17 +12,15 @@ smoothing amount ``a(epoch)`` of the curriculum (:func:`soft_labels.schedule`). 
 ``label_repr="codes"`` the head outputs one logit per taxonomy node and is trained with the BCE of
 the binary taxonomy codes; class probabilities are ``softmax(code_scores(bits, codes))``.
 
-Embeddings are preloaded as tensors and batched by a shuffled index (no per-sample Python, no
-DataLoader). AdamW with a linear warmup then cosine decay of the learning rate (stepped per batch).
+Embeddings are batched by a shuffled index (no per-sample Python, no DataLoader). AdamW with a
+linear warmup then cosine decay of the learning rate (stepped per batch).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
+import json
 import math
-import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,25 +28,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import losses as _losses
 from . import soft_labels as _soft
-from ._io import atomic_path
-from .contracts import EmbeddingTable, as_embedding_table, as_labels, check_device_name, resolve_device
+from .contracts import (EmbeddingTable, as_embedding_table, as_labels, check_device_name, check_precision_name,
+                        resolve_device, resolve_precision)
 from .model import FUSION_MODES, FusionHead
+from .trainer import (Checkpoint, CheckpointError, CurriculumTargets, DivergenceStop, EarlyStopping,  # noqa: F401
+                      MetricLogger, ProgressBar, Trainer, TrainingDivergedError, Validation, predict_scores)
 
 __all__ = ["TrainConfig", "TrainRun", "train", "TrainingDivergedError", "load_checkpoint"]
 
-SMOOTHINGS = _soft.KINDS
 CURRICULA = _soft.SCHEDULES
 FOCAL_ALPHA = _losses.WEIGHT_MODES
 LABEL_REPRS = ("onehot", "codes")
 ES_MODES = ("auto", "min", "max")
 CHECKPOINT_FORMAT = "semcat_kit.train/1"
-_MINIMISE = ("loss", "severity", "hdist", "ece", "nll")
 # fields that may differ between the run that wrote a checkpoint and the run that resumes it
-_RESUME_FREE = ("device", "checkpoint_every")
+_RESUME_FREE = ("device", "checkpoint_every", "check_every")
 
 
 # ------------------------------------------------------------------------------------ config
@@ -55,8 +55,9 @@ class TrainConfig:
 
     Parameters
     ----------
-    smoothing : {"onehot", "uniform", "topk", "semantic", "tree"}
-        Soft-label kind of the KL term (see :mod:`semcat_kit.soft_labels`).
+    smoothing : str
+        Soft-label kind of the KL term, a key of :data:`semcat_kit.soft_labels.TARGET_KINDS`
+        (``"onehot"``, ``"uniform"``, ``"topk"``, ``"semantic"``, ``"threshold"``, ``"tree"``).
     k : int
         Neighbours per class used by ``topk`` / ``semantic`` / ``tree`` soft labels.
     alpha : float in [0, 1]
@@ -64,7 +65,9 @@ class TrainConfig:
     alpha_final : float in [0, 1]
         Alpha reached at the last epoch by a non-constant curriculum.
     temperature : float > 0
-        ``semantic``: neighbour weights ``softmax(sim / temperature)``.
+        ``semantic`` / ``threshold``: neighbour weights ``softmax(sim / temperature)``.
+    sim_threshold : float in [-1, 1]
+        ``threshold``: only neighbours with cosine similarity ``>= sim_threshold`` get mass.
     tree_beta : float >= 0
         ``tree``: neighbour weights ``softmax(-beta * d_LCA)``.
     curriculum : {"constant", "linear", "cosine", "step"}
@@ -89,12 +92,18 @@ class TrainConfig:
         Fraction of all steps with a linear learning-rate warmup (then cosine decay to 0).
     epochs, batch_size, seed : int
     device : str
-        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Forward-pass compute dtype (autocast): ``auto`` is bf16 on CUDA, fp32 elsewhere.
+    check_every : int >= 0
+        Check the loss for NaN/inf every this many steps (one host sync per check); 0 = auto
+        (every step on CPU, every 25 on CUDA).
     early_stopping : str or None
         Validation metric to watch (``"val_top1"``, ``"val_loss"``, ``"val_mistake_severity"``,
         ``"val_hdist@5"``, ...); ``None`` trains all epochs. Ignored without validation data.
     early_stopping_mode : {"auto", "min", "max"}
-        ``auto`` minimises metrics named like loss/severity/hdist/ece/nll and maximises the others.
+        ``auto`` follows the metric's direction in :data:`semcat_kit.metrics.METRICS` (loss, severity,
+        hdist, ece are minimised; accuracies maximised).
     patience : int >= 1
         Epochs without improvement before stopping; the best weights are restored.
     checkpoint_every : int >= 1
@@ -106,6 +115,7 @@ class TrainConfig:
     alpha: float = 0.1
     alpha_final: float = 0.0
     temperature: float = 0.1
+    sim_threshold: float = 0.5
     tree_beta: float = 1.0
     curriculum: str = "constant"
     curriculum_steps: int = 2
@@ -126,10 +136,12 @@ class TrainConfig:
     batch_size: int = 256
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
     early_stopping: str | None = "val_top1"
     early_stopping_mode: str = "auto"
     patience: int = 5
     checkpoint_every: int = 1
+    check_every: int = 0
 
     def __post_init__(self) -> None:
         def choice(name, allowed):
@@ -150,7 +162,7 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name} = {v!r} is out of range; allowed: {rng}")
             setattr(self, name, int(v) if integer else float(v))
 
-        choice("smoothing", SMOOTHINGS)
+        choice("smoothing", tuple(_soft.TARGET_KINDS))
         choice("curriculum", CURRICULA)
         choice("focal_alpha", FOCAL_ALPHA)
         choice("label_repr", LABEL_REPRS)
@@ -160,6 +172,9 @@ class TrainConfig:
                      "checkpoint_every"):
             number(name, lo=2 if name == "curriculum_steps" else 1, integer=True)
         number("seed", lo=0, integer=True)
+        number("check_every", lo=0, integer=True)
+        number("sim_threshold", -1.0, 1.0)
+        check_precision_name(self.precision, name="TrainConfig.precision")
         for name in ("alpha", "alpha_final"):
             number(name, 0.0, 1.0)
         number("temperature", 0.0, lo_open=True)
@@ -201,7 +216,9 @@ class TrainConfig:
         """Whether ``early_stopping`` is minimised."""
         if self.early_stopping_mode != "auto":
             return self.early_stopping_mode == "min"
-        return any(s in (self.early_stopping or "") for s in _MINIMISE)
+        from .metrics import lower_is_better
+
+        return lower_is_better(self.early_stopping or "")
 
     def __repr__(self) -> str:
         changed = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
@@ -210,7 +227,6 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------ data
-_Data = EmbeddingTable
 
 
 def _prepare(emb, what: str) -> EmbeddingTable:
@@ -234,14 +250,6 @@ def _truncate(neighbors, k: int):
 
 
 # ------------------------------------------------------------------------------------ run
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN/inf; ``.epoch``, ``.batch`` and ``.checkpoint`` (last good one or None)."""
-
-    def __init__(self, msg: str, epoch: int, batch: int, checkpoint):
-        super().__init__(msg)
-        self.epoch, self.batch, self.checkpoint = epoch, batch, checkpoint
-
-
 @dataclass
 class TrainRun:
     """A trained head with everything needed to use, inspect and export it.
@@ -315,17 +323,10 @@ def _init_code_bias(model: FusionHead, codes: np.ndarray, y: np.ndarray) -> None
         last.bias.copy_(torch.as_tensor(np.log(freq / (1 - freq)), dtype=last.bias.dtype))
 
 
-def _scores(model, data: _Data, codes_t, batch_size: int, device) -> torch.Tensor:
-    out = []
-    was = model.training
-    model.eval()
-    with torch.no_grad(), _autocast(device):
-        for s in range(0, len(data), batch_size):
-            idx = torch.arange(s, min(len(data), s + batch_size))
-            z = model(*data.batch(idx, device)).float()
-            out.append(_soft.code_scores(z, codes_t) if codes_t is not None else z)
-    model.train(was)
-    return torch.cat(out).cpu() if out else torch.zeros(0, model.n_classes)
+def _code_scorer(codes_t):
+    if codes_t is None:
+        return None
+    return lambda z: _soft.code_scores(z, codes_t)
 
 
 def _predict_scores(model, emb, codes, batch_size, what) -> torch.Tensor:
@@ -333,11 +334,7 @@ def _predict_scores(model, emb, codes, batch_size, what) -> torch.Tensor:
                                                 model.image_dim if model.image_proj is not None else None, what)
     device = next(model.parameters()).device
     codes_t = torch.as_tensor(codes, device=device) if codes is not None else None
-    return _scores(model, data, codes_t, batch_size, device)
-
-
-def _autocast(device: torch.device):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    return predict_scores(model, data, batch_size, device, torch.float32, _code_scorer(codes_t))
 
 
 def _adamw(model, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -359,23 +356,9 @@ def _lr_lambda(total_steps: int, warmup: float):
     return f
 
 
-def _rng_state(gen: torch.Generator, device: torch.device) -> dict:
-    st = {"torch": torch.get_rng_state(), "shuffle": gen.get_state()}
-    if device.type == "cuda":
-        st["cuda"] = torch.cuda.get_rng_state(device)
-    return st
-
-
-def _set_rng_state(st: dict, gen: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(st["torch"])
-    gen.set_state(st["shuffle"])
-    if device.type == "cuda" and "cuda" in st:
-        torch.cuda.set_rng_state(st["cuda"], device)
-
-
 def load_checkpoint(path) -> dict:
     """Read a training checkpoint (a ``.pt`` file, or a checkpoint folder's ``last.pt``)."""
-    p = Path(path)
+    p = Path(path).expanduser()
     if p.is_dir():
         p = p / "last.pt"
     if not p.exists():
@@ -387,15 +370,33 @@ def load_checkpoint(path) -> dict:
     return ck
 
 
-def _state_copy(model) -> dict:
-    return {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+def _emb_fingerprint(data: EmbeddingTable, meta: dict | None) -> str:
+    """Identity of the training embeddings: shapes, encoders and a strided sample of rows (O(1) in N)."""
+    h = hashlib.sha1()
+    h.update(repr((len(data), data.text_dim, data.image_dim)).encode())
+    h.update(json.dumps({k: (v or {}).get("fingerprint") for k, v in (meta or {}).items()}, sort_keys=True).encode())
+    n = len(data)
+    rows = torch.unique(torch.linspace(0, max(n - 1, 0), steps=min(n, 256)).long()) if n else torch.zeros(0).long()
+    for x, m in ((data.text, data.text_mask), (data.image, data.image_mask)):
+        if x is not None:
+            h.update(np.ascontiguousarray(x[rows].numpy()).tobytes())
+            h.update(np.ascontiguousarray(m[rows].numpy()).tobytes())
+    return h.hexdigest()[:16]
 
 
 # ------------------------------------------------------------------------------------ train
 def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None = None, val=None,
-          checkpoint_dir=None, resume=None, progress: bool = True,
-          allow_unseen_val_classes: bool = False) -> TrainRun:
-    """Train a :class:`FusionHead` on embeddings.
+          checkpoint_dir=None, resume=None, overwrite: bool = False, progress: bool = True,
+          allow_unseen_val_classes: bool = False, callbacks=(), log_csv=None) -> TrainRun:
+    """Train a :class:`FusionHead` on embeddings (one call over :class:`semcat_kit.trainer.Trainer`).
+
+    The objective per batch (``label_repr="onehot"``) is
+
+        L = focal(z, y; gamma, alpha_c) + kl_weight * KL(t_y || softmax(z)),
+
+    with ``t_y`` the sparse soft target of class ``y`` (:func:`semcat_kit.soft_labels.build`, the
+    kind ``config.smoothing`` from the registry) at the curriculum's alpha of the epoch. With
+    ``label_repr="codes"``: the BCE of the binary taxonomy codes.
 
     Parameters
     ----------
@@ -405,22 +406,28 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
         Class indices or label paths (mapped with ``taxonomy.index_of``, aliases accepted).
     taxonomy : Taxonomy
     neighbors : similarity.Neighbors, optional
-        Needed by ``topk`` / ``semantic`` soft labels (truncated to ``config.k``); also gives the
-        ``val_nbrs@k`` metrics.
+        Needed by the soft-label kinds that use neighbours (``topk``, ``semantic``, ``threshold``;
+        truncated to ``config.k``); also gives the ``val_nbrs@k`` metrics.
     config : TrainConfig, optional
         Default ``TrainConfig()``; with ``resume`` and no config, the checkpoint's config.
     val : (emb, labels), optional
         Validation data: per-epoch metrics and early stopping.
     checkpoint_dir : path, optional
-        ``last.pt`` is written there atomically every ``config.checkpoint_every`` epochs (model,
-        optimizer, scheduler, RNG states, epoch, history, config, early-stopping state).
+        ``last.pt`` is written there atomically every ``config.checkpoint_every`` epochs. A folder
+        that already holds a checkpoint is refused unless ``resume`` or ``overwrite`` is given.
     resume : path, optional
         A checkpoint file or folder; training continues from it and ends with the same weights as
-        an uninterrupted run.
+        an uninterrupted run. The config and the training data (labels and embeddings) must match.
+    overwrite : bool
+        Replace an earlier run's checkpoint in ``checkpoint_dir``.
     progress : bool
         Show a ``tqdm`` bar over epochs.
     allow_unseen_val_classes : bool
         Validation classes absent from training are an error unless this is True.
+    callbacks : sequence of Callback
+        Extra :class:`semcat_kit.trainer.Callback` objects run with the built-in ones.
+    log_csv : path, optional
+        Append each epoch's history row to this CSV as training goes (:class:`MetricLogger`).
 
     Returns
     -------
@@ -430,12 +437,15 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
     ------
     ValueError
         Bad input, before any epoch: unknown labels, NaN/inf embedding rows, length or dimension
-        mismatches, validation classes unseen in training, missing neighbours.
+        mismatches, validation classes unseen in training, missing neighbours, a checkpoint folder
+        holding another run.
+    CheckpointError
+        The checkpoint folder is a file, not writable, or a write failed (names the folder).
     TrainingDivergedError
         The loss became NaN/inf (the message names the epoch and batch; the last good checkpoint
         is kept).
     """
-    from .metrics import evaluate
+    from .metrics import evaluate, metric_names
 
     ck = load_checkpoint(resume) if resume is not None else None
     if config is None:
@@ -469,34 +479,31 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
                              "sk.split (stratified), drop them, or pass allow_unseen_val_classes=True")
     if neighbors is not None and neighbors.n_classes != C:
         raise ValueError(f"neighbors cover {neighbors.n_classes} classes but the taxonomy has {C}")
-    if cfg.smoothing in ("topk", "semantic") and neighbors is None:
+    kind = _soft.kind_info(cfg.smoothing)
+    if kind.needs_neighbors and neighbors is None:
         raise ValueError(f"smoothing={cfg.smoothing!r} needs neighbors=... (sk.similarity.label_neighbors of the "
                          "class-name embeddings); or use smoothing='tree', 'uniform' or 'onehot'")
     nb_k = _truncate(neighbors, cfg.k)
     if vdata is not None and cfg.early_stopping is not None and cfg.early_stopping != "val_loss":
-        m = min(len(yv), 8)   # metric names come from evaluate(); check the name before training
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            names = evaluate(np.full((m, C), 1.0 / C), yv[:m], taxonomy, neighbors=neighbors).index
+        names = metric_names(taxonomy, neighbors=neighbors is not None)   # from the registry, nothing computed
         known = ["val_loss"] + [f"val_{k}" for k in names if k != "n"]
         if cfg.early_stopping not in known:
             raise ValueError(f"TrainConfig.early_stopping={cfg.early_stopping!r} is not a validation metric of this "
                              f"run; choose one of {known}")
     device = resolve_device(cfg.device, name="TrainConfig.device")
+    dtype = resolve_precision(cfg.precision, device, name="TrainConfig.precision")
     codes = _soft.taxonomy_codes(taxonomy) if cfg.label_repr == "codes" else None
-    text_dim = data.text.shape[1] if data.text is not None else None
-    image_dim = data.image.shape[1] if data.image is not None else None
+    text_dim, image_dim = data.text_dim, data.image_dim
     if vdata is not None:   # a val table lacking a modality the head uses: treat it as missing
         vdata = vdata.with_modalities(text_dim, image_dim)
     counts = np.bincount(y, minlength=C)
     class_w = _losses.class_weights(counts, cfg.focal_alpha, cfg.focal_beta).to(device) \
         if cfg.focal_alpha != "none" else None
-    alpha_of = _soft.schedule(cfg.curriculum, cfg.alpha, cfg.epochs, final=cfg.alpha_final,
-                              n_steps=cfg.curriculum_steps)
     fp = _fingerprint(y)
+    efp = _emb_fingerprint(data, getattr(emb, "meta", None))
     if ck is not None:
         old = ck["config"]
-        diff = [k for k, v in cfg.to_dict().items() if k not in _RESUME_FREE and old.get(k) != v]
+        diff = [k for k, v in cfg.to_dict().items() if k not in _RESUME_FREE and old.get(k, v) != v]
         if diff:
             shown = ", ".join(f"{k}: checkpoint {old.get(k)!r} vs now {getattr(cfg, k)!r}" for k in diff)
             raise ValueError(f"cannot resume {ck['path']}: the config differs ({shown}); pass config=None to use "
@@ -504,8 +511,13 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
         if ck["train_fingerprint"] != fp:
             raise ValueError(f"cannot resume {ck['path']}: the training labels differ from the checkpointed run "
                              f"({ck['n_train']} rows then, {len(y)} now); resume with the same training data")
-    ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
+        if ck.get("emb_fingerprint") not in (None, efp):
+            raise ValueError(f"cannot resume {ck['path']}: the training embeddings differ from the checkpointed run "
+                             "(same labels, other vectors or encoders); resume with the same embeddings, or train "
+                             "anew with overwrite=True")
+    ckdir = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else None
+    if ckdir is not None and ck is None and not overwrite and (ckdir / "last.pt").exists():
+        _refuse_reuse(ckdir)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
 
     with torch.random.fork_rng(devices=fork_devices):   # leave the caller's global RNG untouched
@@ -515,133 +527,73 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
                            out_dim=codes.shape[1] if codes is not None else None).to(device)
         if codes is not None:
             _init_code_bias(model, codes, y)
+        if ck is not None and ck["model_config"] != model.config:
+            raise ValueError(f"cannot resume {ck['path']}: it holds a head {ck['model_config']} but these "
+                             f"embeddings need {model.config}")
         gen = torch.Generator().manual_seed(cfg.seed)
         opt = _adamw(model, cfg)
+        steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps_per_epoch * cfg.epochs, cfg.warmup))
-        history: list[dict] = []
-        best = {"epoch": 0, "value": None, "state": None, "bad": 0}
-        start = 0
-        if ck is not None:
-            if ck["model_config"] != model.config:
-                raise ValueError(f"cannot resume {ck['path']}: it holds a head {ck['model_config']} but these "
-                                 f"embeddings need {model.config}")
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            _set_rng_state(ck["rng"], gen, device)
-            history = list(ck["history"])
-            best = dict(ck["best"])
-            start = int(ck["epoch"])
         codes_t = torch.as_tensor(codes, device=device) if codes is not None else None
-        data = data.to(device)
-        Xy = torch.as_tensor(y, device=device)
-        targets, targets_alpha = None, None
-        last_ck = ck["path"] if ck is not None else None
-        stopped = best["bad"] >= cfg.patience and vdata is not None and cfg.early_stopping is not None
-        bar = tqdm(range(start, cfg.epochs), desc="train", unit="epoch", disable=not progress,
-                   initial=start, total=cfg.epochs)
-        for epoch in (bar if not stopped else []):
-            alpha = float(alpha_of(epoch))
-            if codes is None and cfg.smoothing != "onehot" and alpha != targets_alpha:
-                targets = _soft.build(cfg.smoothing, C, alpha, neighbors=nb_k, taxonomy=taxonomy,
-                                      temperature=cfg.temperature, beta=cfg.tree_beta, k=cfg.k)
-                targets_alpha = alpha
-            elif codes is None and cfg.smoothing == "onehot" and targets is None:
-                targets = _soft.build("onehot", C, 0.0)
-            model.train()
-            t0 = time.perf_counter()
-            perm = torch.randperm(len(y), generator=gen)
-            sums = {"total": 0.0, "focal": 0.0, "kl": 0.0, "bce": 0.0}
-            batches = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}", unit="batch", leave=False,
-                           disable=not progress or steps_per_epoch < 50)
-            for b in batches:
-                idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                yb = Xy[idx.to(device)]
-                with _autocast(device):
-                    z = model(*data.batch(idx, device))
-                if codes_t is not None:
-                    bce = _losses.code_bce_loss(z, yb, codes_t)
-                    parts = {"total": bce, "bce": bce}
-                else:
-                    parts = _losses.combined_loss(z, yb, targets, gamma=cfg.focal_gamma, alpha=class_w,
-                                                  kl_weight=cfg.kl_weight)
-                loss = parts["total"]
-                if not torch.isfinite(loss):
-                    if last_ck:
-                        where = (f"The last good checkpoint is {last_ck} (end of epoch {start}); resume from it "
-                                 f"with a lower lr (now {cfg.lr:g}) or check the inputs.")
-                    else:
-                        where = ("No checkpoint was written yet" if ckdir is not None else
-                                 "No checkpoint_dir was given (pass one to keep checkpoints)") + \
-                                f"; retry with a lower lr (now {cfg.lr:g}) or check the inputs."
-                    desc = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in parts.items())
-                    batches.close()
-                    bar.close()
-                    raise TrainingDivergedError(
-                        f"loss became {float(loss.detach())} at epoch {epoch + 1}, batch {b + 1} of {steps_per_epoch} "
-                        f"({desc}); training stopped. {where}",
-                        epoch + 1, b + 1, last_ck)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                for k, v in parts.items():
-                    sums[k] += float(v.detach()) * len(idx)
-            batches.close()
-            row = {"epoch": epoch + 1, "alpha": alpha if cfg.smoothing != "onehot" and codes is None else 0.0,
-                   "lr": opt.param_groups[0]["lr"], "loss": sums["total"] / len(y)}
-            if codes is None:
-                row.update(focal=sums["focal"] / len(y), kl=sums["kl"] / len(y))
+
+        if codes_t is not None:
+            def loss_fn(z, yb, trainer):
+                bce = _losses.code_bce_loss(z, yb, codes_t)
+                return {"total": bce, "bce": bce}
+            curriculum = CurriculumTargets(None, None)
+        else:
+            def loss_fn(z, yb, trainer):
+                return _losses.combined_loss(z, yb, trainer.targets, gamma=cfg.focal_gamma, alpha=class_w,
+                                             kl_weight=cfg.kl_weight)
+            params = _soft.config_params(cfg.smoothing, cfg)
+
+            def build(alpha):
+                return _soft.build(cfg.smoothing, C, alpha, neighbors=nb_k, taxonomy=taxonomy, **params)
+            if cfg.smoothing == "onehot":
+                curriculum = CurriculumTargets(lambda a: _soft.build("onehot", C, 0.0), lambda e: 0.0)
             else:
-                row.update(bce=sums["bce"] / len(y))
-            row["seconds"] = time.perf_counter() - t0
-            if vdata is not None:
-                t1 = time.perf_counter()
-                s = _scores(model, vdata, codes_t, 4096, device)
-                logp = torch.log_softmax(s, dim=1)
-                row["val_loss"] = float(-logp[torch.arange(len(yv)), torch.as_tensor(yv)].mean())
-                with warnings.catch_warnings():
-                    if epoch > start:     # evaluate's data warnings are shown once, not every epoch
-                        warnings.simplefilter("ignore")
-                    metrics = evaluate(logp.exp().numpy(), yv, taxonomy, neighbors=neighbors)
-                row.update({f"val_{k}": float(v) for k, v in metrics.items() if k != "n"})
-                row["val_seconds"] = time.perf_counter() - t1
-                if cfg.early_stopping is not None:
-                    v = row[cfg.early_stopping]
-                    bv = best["value"]     # NaN (e.g. no mistakes to measure) ranks below any number
-                    better = bv is None or (not math.isnan(v) and (math.isnan(bv) or (
-                        v < bv if cfg.minimize else v > bv)))
-                    if better:
-                        best.update(epoch=epoch + 1, value=v, state=_state_copy(model), bad=0)
-                    else:
-                        best["bad"] += 1
-            history.append(row)
-            bar.set_postfix({k: round(row[k], 4) for k in ("loss", "val_top1") if k in row})
-            done = epoch + 1 == cfg.epochs
-            early = vdata is not None and cfg.early_stopping is not None and best["bad"] >= cfg.patience
-            if ckdir is not None and ((epoch + 1) % cfg.checkpoint_every == 0 or done or early):
-                last_ck = _save_checkpoint(ckdir / "last.pt", epoch + 1, model, opt, sched, gen, device, history,
-                                           cfg, best, fp, len(y))
-                start = epoch + 1
-            if early:
-                break
-        bar.close()
-    if vdata is not None and cfg.early_stopping is not None and best["state"] is not None:
-        model.load_state_dict(best["state"])
-        best_epoch = int(best["epoch"])
-    else:
-        best_epoch = len(history)
-    model.eval()
-    return TrainRun(model=model, config=cfg, history=pd.DataFrame(history), taxonomy=taxonomy, neighbors=neighbors,
-                    encoder_meta=dict(getattr(emb, "meta", None) or {}), best_epoch=best_epoch, codes=codes,
-                    checkpoint_dir=ckdir)
+                curriculum = CurriculumTargets(build, _soft.schedule(cfg.curriculum, cfg.alpha, cfg.epochs,
+                                                                     final=cfg.alpha_final, n_steps=cfg.curriculum_steps))
+        cbs = [curriculum,
+               DivergenceStop(cfg.check_every or (25 if device.type == "cuda" else 1), lr=cfg.lr),
+               ProgressBar(progress)]
+        if vdata is not None:
+            cbs.append(Validation(vdata, yv, lambda p, t: evaluate(p, t, taxonomy, neighbors=neighbors)))
+            if cfg.early_stopping is not None:
+                cbs.append(EarlyStopping(cfg.early_stopping, cfg.patience, cfg.minimize))
+        if ckdir is not None:
+            cbs.append(Checkpoint(ckdir, cfg.checkpoint_every, fmt=CHECKPOINT_FORMAT,
+                                  extra=lambda: {"config": cfg.to_dict(), "train_fingerprint": fp,
+                                                 "emb_fingerprint": efp, "n_train": len(y)}))
+        if log_csv is not None:
+            cbs.append(MetricLogger(log_csv))
+        cbs.extend(callbacks)
+        trainer = Trainer(model, opt, sched, data.to(device) if device.type == "cuda" else data, y, loss_fn,
+                          epochs=cfg.epochs, batch_size=cfg.batch_size, device=device, dtype=dtype, generator=gen,
+                          callbacks=cbs, score=_code_scorer(codes_t), checkpoint_dir=ckdir)
+        if ck is not None:
+            trainer.restore(ck)
+        trainer.fit()
+    history = pd.DataFrame(trainer.history)
+    if "alpha" in history and (codes is not None or cfg.smoothing == "onehot"):
+        history["alpha"] = 0.0
+    return TrainRun(model=model, config=cfg, history=_order_history(history), taxonomy=taxonomy, neighbors=neighbors,
+                    encoder_meta=dict(getattr(emb, "meta", None) or {}), best_epoch=int(trainer.best_epoch),
+                    codes=codes, checkpoint_dir=ckdir)
 
 
-def _save_checkpoint(path: Path, epoch, model, opt, sched, gen, device, history, cfg, best, fp, n) -> str:
-    state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": _state_copy(model),
-             "model_config": dict(model.config), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "rng": _rng_state(gen, device), "history": copy.deepcopy(history), "config": cfg.to_dict(),
-             "best": dict(best), "train_fingerprint": fp, "n_train": n}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return str(path)
+def _order_history(h: pd.DataFrame) -> pd.DataFrame:
+    """Columns as before the trainer: epoch, alpha, lr, loss, loss parts, seconds, val_*."""
+    first = [c for c in ("epoch", "alpha", "lr", "loss", "focal", "kl", "bce", "seconds") if c in h.columns]
+    return h[first + [c for c in h.columns if c not in first]]
+
+
+def _refuse_reuse(ckdir: Path) -> None:
+    try:
+        old = load_checkpoint(ckdir)
+        what = (f"a run at epoch {old['epoch']} of {old['config'].get('epochs')} (config: "
+                f"{TrainConfig.from_dict(old['config'])!r})")
+    except Exception as e:   # an unreadable file is still somebody's work
+        what = f"a checkpoint that cannot be read ({type(e).__name__})"
+    raise ValueError(f"checkpoint_dir {ckdir} already holds {what}; pass resume={str(ckdir)!r} to continue it, "
+                     "overwrite=True to replace it, or another checkpoint_dir")

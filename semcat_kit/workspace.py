@@ -280,5 +280,6 @@ class SuiteResult:
         """Name of the (non-CRM) configuration with the best mean ``metric``."""
         col = f"{metric}_mean"
         rows = self.summary.loc[[n for n in self.names if n in self.summary.index]]
-        lower = any(s in metric for s in ("severity", "hdist", "ece"))
-        return str(rows[col].idxmin() if lower else rows[col].idxmax())
+        from .metrics import lower_is_better
+
+        return str(rows[col].idxmin() if lower_is_better(metric) else rows[col].idxmax())

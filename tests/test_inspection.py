@@ -94,8 +94,8 @@ def test_label_issues_never_flags_an_item_whose_given_label_is_the_top_predictio
 
 
 @pytest.mark.parametrize("probs,y,msg", [
-    (np.array([[0.5, 0.5]]), np.array([0, 1]), "one per row"),
-    (np.array([[0.5, 0.5]]), np.array([0.0]), "integer"),
+    (np.array([[0.5, 0.5]]), np.array([0, 1]), "2 entries but probs has 1 rows"),
+    (np.array([[0.5, 0.5]]), np.array([0.5]), "non-integer"),
     (np.array([[0.5, 0.5]]), np.array([2]), "outside"),
     (np.array([[1.5, -0.5]]), np.array([0]), "logits"),
     (np.array([[np.nan, 0.5]]), np.array([0]), "NaN or infinite"),

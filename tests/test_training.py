@@ -240,7 +240,7 @@ def test_checkpoint_every(toy, tmp_path, monkeypatch):
         with pytest.raises(_Interrupt):
             train(emb, y, taxonomy=tax, config=cfg, checkpoint_dir=tmp_path, progress=False)
     assert load_checkpoint(tmp_path)["epoch"] == 2
-    train(emb, y, taxonomy=tax, config=cfg, checkpoint_dir=tmp_path, progress=False)
+    train(emb, y, taxonomy=tax, config=cfg, checkpoint_dir=tmp_path, progress=False, overwrite=True)
     assert load_checkpoint(tmp_path)["epoch"] == 5      # the last epoch is always written
 
 

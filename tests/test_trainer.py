@@ -1,0 +1,253 @@
+"""The trainer's seams: callbacks over one loop and one history, checkpoint safety, the registries
+(metrics, soft-label kinds) that evaluate/compare/early stopping/tables/CLI read."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import semcat_kit as sk
+from semcat_kit import comparison, losses, metrics, soft_labels, trainer as T
+from semcat_kit.similarity import Neighbors
+from semcat_kit.training import TrainConfig, load_checkpoint, train
+
+FAST = dict(epochs=4, proj_dim=16, hidden=32, batch_size=32, lr=3e-3, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def toy():
+    paths = [f"Top{i // 4} > Leaf{i}" for i in range(8)]
+    tax = sk.Taxonomy.from_paths(paths)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(8), 24)
+    centers = rng.normal(size=(8, 12))
+    emb = (centers[y] + 0.3 * rng.normal(size=(len(y), 12))).astype(np.float32)
+    nb = sk.similarity.label_neighbors(centers.astype(np.float32), k=3)
+    return tax, emb, y, nb
+
+
+# ------------------------------------------------------------------ callbacks
+class Recorder(T.Callback):
+    def __init__(self, stop_after=None):
+        self.calls, self.stop_after = [], stop_after
+
+    def on_train_begin(self, t):
+        self.calls.append("begin")
+
+    def on_epoch_begin(self, t):
+        self.calls.append(f"epoch{t.epoch + 1}")
+
+    def on_step_end(self, t):
+        self.calls.append("step")
+
+    def on_epoch_end(self, t):
+        self.calls.append(f"end{t.epoch}:{'loss' in t.row}")
+        if self.stop_after == t.epoch:
+            t.stop = True
+
+    def on_train_end(self, t):
+        self.calls.append("finish")
+
+
+def test_custom_callbacks_see_every_hook_and_can_stop(toy, tmp_path):
+    tax, emb, y, _ = toy
+    rec = Recorder(stop_after=2)
+    run = train(emb, y, taxonomy=tax, config=TrainConfig(**FAST, early_stopping=None), callbacks=[rec],
+                log_csv=tmp_path / "log.csv", progress=False)
+    steps = int(np.ceil(len(y) / FAST["batch_size"]))
+    assert rec.calls == (["begin", "epoch1"] + ["step"] * steps + ["end1:True", "epoch2"] + ["step"] * steps
+                         + ["end2:True", "finish"])
+    assert len(run.history) == 2
+    logged = pd.read_csv(tmp_path / "log.csv")       # MetricLogger: one row per epoch, as the history
+    pd.testing.assert_frame_equal(logged[["epoch", "loss"]], run.history[["epoch", "loss"]], check_dtype=False)
+
+
+def test_divergence_checked_every_n_steps_still_names_the_batch(toy, monkeypatch):
+    tax, emb, y, _ = toy
+    real = losses.combined_loss
+    n = {"calls": 0}
+
+    def nan_at_step_3(*a, **k):
+        n["calls"] += 1
+        out = real(*a, **k)
+        if n["calls"] == 3:
+            out["total"] = out["total"] * float("nan")
+        return out
+    monkeypatch.setattr(losses, "combined_loss", nan_at_step_3)
+    with pytest.raises(T.TrainingDivergedError, match=r"loss became nan at epoch 1, batch 3 of 6"):
+        train(emb, y, taxonomy=tax, config=TrainConfig(**FAST, early_stopping=None, check_every=4), progress=False)
+    assert n["calls"] == 4          # checked once after step 4 (one host sync per 4 steps), not per step
+
+
+def test_batch_sampler_ranks_partition_the_global_batch():
+    for chunk in (None, 7):
+        one = T.BatchSampler(50, 8, torch.Generator().manual_seed(3), chunk_size=chunk).epoch()
+        parts = [T.BatchSampler(50, 8, torch.Generator().manual_seed(3), rank=r, world=3, chunk_size=chunk).epoch()
+                 for r in range(3)]
+        for b, full in enumerate(one):
+            got = torch.cat([p[b] for p in parts])
+            assert sorted(got.tolist()) == sorted(full.tolist())
+        assert sorted(torch.cat(one).tolist()) == list(range(50))   # a permutation per epoch
+    chunked = torch.cat(T.BatchSampler(50, 8, torch.Generator().manual_seed(3), chunk_size=10).epoch())
+    # chunked shuffling: each run of 10 consecutive draws stays inside one chunk of the table
+    assert all(len(set((chunked[i:i + 10] // 10).tolist())) == 1 for i in range(0, 50, 10))
+
+
+# ------------------------------------------------------------------ checkpoints (lost-work guards)
+def test_checkpoint_folder_of_another_run_is_refused(toy, tmp_path):
+    tax, emb, y, _ = toy
+    cfg = TrainConfig(**FAST, early_stopping=None)
+    train(emb, y, taxonomy=tax, config=cfg, checkpoint_dir=tmp_path, progress=False)
+    before = (tmp_path / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match=rf"checkpoint_dir {tmp_path} already holds a run at epoch 4 of 4 "
+                                         r"\(config: TrainConfig\(.*lr=0.003.*\)\); pass resume="):
+        train(emb, y, taxonomy=tax, config=cfg.replace(lr=0.01), checkpoint_dir=tmp_path, progress=False)
+    assert (tmp_path / "last.pt").read_bytes() == before            # nothing lost
+    run = train(emb, y, taxonomy=tax, config=cfg.replace(lr=0.01), checkpoint_dir=tmp_path, overwrite=True,
+                progress=False)
+    assert load_checkpoint(tmp_path)["config"]["lr"] == 0.01 and len(run.history) == 4
+
+
+def test_checkpoint_folder_problems_found_before_epoch_1(toy, tmp_path, monkeypatch):
+    tax, emb, y, _ = toy
+    calls = {"n": 0}
+    real = losses.combined_loss
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+    monkeypatch.setattr(losses, "combined_loss", counting)
+    cfg = TrainConfig(**FAST, early_stopping=None)
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(T.CheckpointError, match=rf"checkpoint_dir {afile} is a file, not a folder"):
+        train(emb, y, taxonomy=tax, config=cfg, checkpoint_dir=afile, progress=False)
+    with pytest.raises(T.CheckpointError, match=r"checkpoint_dir /proc/version/ck is not writable"):
+        train(emb, y, taxonomy=tax, config=cfg, checkpoint_dir="/proc/version/ck", progress=False)
+    assert calls["n"] == 0            # refused before any training step
+
+
+def test_checkpoint_write_failure_names_the_folder(toy, tmp_path, monkeypatch):
+    tax, emb, y, _ = toy
+    real_save = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        if str(f).endswith(".pt") or "last.pt" in str(f):
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *a, **k)
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(T.CheckpointError, match=rf"could not write the checkpoint {tmp_path}/last.pt .*"
+                                                r"No space left on device.*free space"):
+        train(emb, y, taxonomy=tax, config=TrainConfig(**FAST, early_stopping=None), checkpoint_dir=tmp_path,
+              progress=False)
+    assert not any(p.name.startswith("last.pt") for p in tmp_path.iterdir())   # no half-written file
+
+
+def test_resume_with_other_embeddings_same_labels_is_refused(toy, tmp_path):
+    tax, emb, y, _ = toy
+    cfg = TrainConfig(**FAST, early_stopping=None)
+    train(emb, y, taxonomy=tax, config=cfg, checkpoint_dir=tmp_path, progress=False)
+    other = emb[::-1].copy()
+    with pytest.raises(ValueError, match="training embeddings differ from the checkpointed run"):
+        train(other, y, taxonomy=tax, config=cfg, resume=tmp_path, progress=False)
+    # the same embeddings resume (nothing left to train: all epochs done)
+    again = train(emb, y, taxonomy=tax, config=cfg, resume=tmp_path, progress=False)
+    assert len(again.history) == 4
+
+
+# ------------------------------------------------------------------ soft-label registry
+def test_threshold_kind_is_semantic_over_neighbours_above_the_threshold():
+    idx = np.array([[1, 2, 3], [0, 2, -1], [3, 1, 0], [2, 0, 1]])
+    sims = np.array([[.9, .6, .2], [.9, .3, 0], [.8, .55, .1], [.7, .2, .1]], dtype=np.float32)
+    nb = Neighbors(idx, sims)
+    t = soft_labels.build("threshold", 4, 0.2, neighbors=nb, temperature=0.5, threshold=0.5)
+    d = t.dense()
+    # class 0: neighbours 1 (.9) and 2 (.6) pass, 3 (.2) does not
+    w = np.exp(np.array([.9, .6]) / 0.5)
+    w /= w.sum()
+    np.testing.assert_allclose(d[0], [0.8, 0.2 * w[0], 0.2 * w[1], 0], atol=1e-6)
+    # class 1: only neighbour 0 passes -> all alpha on it
+    np.testing.assert_allclose(d[1], [0.2, 0.8, 0, 0], atol=1e-6)
+    # threshold below every similarity = semantic
+    np.testing.assert_allclose(soft_labels.build("threshold", 4, 0.2, neighbors=nb, temperature=0.5,
+                                                 threshold=-1).dense(),
+                               soft_labels.build("semantic", 4, 0.2, neighbors=nb, temperature=0.5).dense())
+    # threshold above every similarity = one-hot
+    np.testing.assert_allclose(soft_labels.build("threshold", 4, 0.2, neighbors=nb, threshold=0.95).dense(),
+                               np.eye(4))
+    with pytest.raises(ValueError, match="needs neighbors"):
+        soft_labels.build("threshold", 4, 0.2)
+    with pytest.raises(ValueError, match=r"does not take \['beta2'\]"):
+        soft_labels.build("threshold", 4, 0.2, neighbors=nb, beta2=1)
+
+
+def test_threshold_kind_reaches_config_suite_cli_and_training(toy, capsys):
+    tax, emb, y, nb = toy
+    assert "threshold" in soft_labels.KINDS
+    cfg = TrainConfig(**FAST, smoothing="threshold", sim_threshold=0.0, k=3, early_stopping=None)
+    assert soft_labels.config_params("threshold", cfg) == {"temperature": cfg.temperature, "threshold": 0.0}
+    run = train(emb, y, taxonomy=tax, neighbors=nb, config=cfg, progress=False)
+    assert run.history["kl"].gt(0).all()
+    with pytest.raises(ValueError, match="smoothing='threshold' needs neighbors"):
+        train(emb, y, taxonomy=tax, config=cfg, progress=False)
+    with pytest.raises(ValueError, match=r"TrainConfig.sim_threshold = 2 is out of range"):
+        TrainConfig(sim_threshold=2)
+    suite = comparison.default_suite(epochs=2, k=3)
+    assert suite["top-3 semantic, sim ≥ 0.5"].smoothing == "threshold"
+    from semcat_kit import cli
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "threshold" in out and "sim_threshold" in out
+
+
+def test_a_kind_registered_once_is_everywhere(toy):
+    tax, emb, y, nb = toy
+
+    def first_neighbour_only(C, a, *, neighbors, **_):
+        idx = neighbors.indices[:, :1]
+        return soft_labels._spread(C, a, idx, (idx >= 0).astype(float))
+    kind = soft_labels.TargetKind("nearest1", first_neighbour_only, needs_neighbors=True,
+                                  doc="all alpha on the nearest neighbour", suite_name="nearest neighbour")
+    soft_labels.register_kind(kind)
+    try:
+        cfg = TrainConfig(**FAST, smoothing="nearest1", early_stopping=None)       # config accepts it
+        assert "nearest neighbour" in comparison.default_suite(epochs=1)           # the suite has a row
+        run = train(emb, y, taxonomy=tax, neighbors=nb, config=cfg, progress=False)  # training builds it
+        assert len(run.history) == 4
+        with pytest.raises(ValueError, match="already registered"):
+            soft_labels.register_kind(kind)
+    finally:
+        del soft_labels.TARGET_KINDS["nearest1"]
+        soft_labels.KINDS = tuple(soft_labels.TARGET_KINDS)
+
+
+# ------------------------------------------------------------------ metric registry
+def test_metric_registry_describes_evaluate_and_directions(toy):
+    tax, *_ = toy
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(tax.n_classes), size=20)
+    yy = rng.integers(0, tax.n_classes, 20)
+    C = tax.n_classes
+    nb = Neighbors((np.arange(C)[:, None] + np.arange(1, 4)[None, :]) % C, np.ones((C, 3), np.float32))
+    for with_nb in (False, True):
+        s = sk.evaluate(p, yy, tax, neighbors=nb if with_nb else None)
+        assert list(s.index) == metrics.metric_names(tax, neighbors=with_nb)
+    for name, low in [("top1", False), ("val_hdist@5", True), ("mistake_severity_mean", True), ("val_loss", True),
+                      ("acc_level_2", False), ("train_seconds", True), ("nbrs@5", False), ("ece", True)]:
+        assert metrics.lower_is_better(name) is low, name
+    assert metrics.metric_info("val_nbrs@20").needs_neighbors
+    assert TrainConfig(early_stopping="val_hdist@5").minimize and not TrainConfig().minimize
+    with pytest.raises(KeyError, match="not a registered metric"):
+        metrics.metric_info("accuracy")
+    with pytest.raises(ValueError, match="already registered"):
+        metrics.register_metric(metrics.Metric("top{k}", "dup"))
+    assert set(metrics.METRIC_DEFINITIONS) >= {"top1", "hdist@{k}", "nbrs@{k}", "ece"}
+
+
+def test_format_table_marks_directions_from_the_registry():
+    df = pd.DataFrame({"top1_mean": [0.9], "top1_std": [0.01], "hdist@5_mean": [1.2], "hdist@5_std": [0.1]},
+                      index=["one-hot"])
+    md = comparison.format_table(df, metrics=["top1", "hdist@5"], directions=True)
+    assert md.splitlines()[0] == "| config | top1 ↑ | hdist@5 ↓ |"
