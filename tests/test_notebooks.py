@@ -182,3 +182,24 @@ def test_views_at_the_google_taxonomy_size(tmp_path, run_notebooks, google_catal
     texts = _check_ran(tmp_path / "reports", [EXPECTED[0], EXPECTED[4], EXPECTED[5]])
     assert "of 5,595 classes have products" in texts["01_taxonomy_and_label_graph"]
     assert "nearest to" in texts["01_taxonomy_and_label_graph"]          # the graph shows a neighbourhood
+
+
+@pytest.mark.notebooks
+def test_a_wrong_parameter_stops_at_the_validate_cell_with_one_sentence(tmp_path, run_notebooks):
+    """A column name that is not in the file: the cell right after the parameters fails with one
+    PipelineError sentence naming the column and the columns that exist (no library traceback)."""
+    import papermill as pm
+
+    if not TOYS.is_file():
+        pytest.skip(f"{TOYS} not found")
+    params = {"catalog": str(TOYS), "image_encoder": None, "work_dir": str(tmp_path / "work"),
+              "catalog_options": {"id": "uniq_id", "title": "name", "path_col": "amazon_category_and_sub_category"}}
+    with pytest.raises(pm.PapermillExecutionError):
+        run_notebooks.run(tmp_path / "reports", params, only=["01"], html=False)
+    executed = json.loads((tmp_path / "reports" / "01_taxonomy_and_label_graph.ipynb").read_text())
+    code = [c for c in executed["cells"] if c["cell_type"] == "code"]
+    failed = [c for c in code if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert len(failed) == 1 and "ws.validate()" in "".join(failed[0]["source"])
+    err = [o for o in failed[0]["outputs"] if o["output_type"] == "error"][0]
+    assert err["ename"] == "PipelineError" and "no column(s) ['name']" in err["evalue"]
+    assert "product_name" in err["evalue"] and len(err["traceback"]) == 1
