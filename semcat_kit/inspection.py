@@ -449,7 +449,8 @@ def example_classes(taxonomy: Taxonomy, neighbors, counts=None, cls=None) -> pd.
     ``anchor`` is ``cls`` or else the class with most products (``counts``; the first class
     without counts); ``same branch`` is its most similar neighbour under the same parent (else
     under the same top-level category); ``other branch`` its most similar neighbour under another
-    top-level category (else under another parent). A role without a candidate is left out.
+    top-level category (else under another parent, never an ancestor or descendant of the
+    anchor). A role without a candidate is left out.
 
     Returns
     -------
@@ -472,8 +473,11 @@ def example_classes(taxonomy: Taxonomy, neighbors, counts=None, cls=None) -> pd.
     if len(same):
         rows.append(("same branch", int(same["target"].iloc[0]), float(same["sim"].iloc[0])))
     other = nb[top != my_top]
-    if not len(other):
-        other = nb[~nb["same_parent"].to_numpy()]
+    if not len(other):   # all neighbours in one top-level branch: the nearest in another sub-branch,
+        t = nb["target"].to_numpy()   # never an ancestor or descendant of the anchor
+        lca = np.asarray(tax.lca_depth(np.full(len(t), a), t)).reshape(len(t))
+        lineage = lca >= np.minimum(tax.depth(np.full(len(t), a)), tax.depth(t))
+        other = nb[~nb["same_parent"].to_numpy() & ~lineage]
     if len(other):
         rows.append(("other branch", int(other["target"].iloc[0]), float(other["sim"].iloc[0])))
     idx = np.array([r[1] for r in rows], dtype=np.int64)
