@@ -32,7 +32,8 @@ def catalog(n: int) -> tuple[pd.DataFrame, str]:
             return cat, "tutorial catalog"
     except (AttributeError, FileNotFoundError):
         pass
-    styles = pd.read_csv(MYNTRA / "styles.csv", on_bad_lines="skip").sample(n=n, random_state=0)
+    styles = sk.datasets.read_csv(MYNTRA / "styles.csv", id_col="id", repair_col="productDisplayName")
+    styles = styles.sample(n=n, random_state=0)
     return pd.DataFrame({"item_id": styles["id"].astype(str), "title": styles["productDisplayName"].fillna(""),
                          "image_path": [str(MYNTRA / "images" / f"{i}.jpg") for i in styles["id"]],
                          "label": styles["articleType"]}).reset_index(drop=True), "Myntra sample (seed 0)"

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from semcat_kit._io import atomic_dir  # noqa: E402
-from semcat_kit.datasets import FASHION_PATH_COLUMNS, _read_csv, load_fashion  # noqa: E402
+from semcat_kit.datasets import FASHION_PATH_COLUMNS, load_fashion, read_csv  # noqa: E402
 
 DEFAULT_SOURCE = Path(os.environ.get("SEMCAT_SHARED_DATA", "/work/shared/data")) / "myntra-fashion"
 DEFAULT_OUT = ROOT / "semcat_kit" / "data" / "fashion_tutorial"
@@ -89,7 +89,8 @@ def build(source: Path, out: Path, n_target: int = 3000, seed: int = 0, tiny: in
     catalog = load_fashion(source)
     chosen = select_subset(catalog, n_target, seed, tiny)
     chosen_set = set(chosen)
-    raw, _ = _read_csv(source / "styles.csv", id_col="id", title_col="productDisplayName", dtype_all_str=True)
+    raw = read_csv(source / "styles.csv", id_col="id", repair_col="productDisplayName", dtype=str,
+                   keep_default_na=False)
     raw_ids = raw["id"].str.strip()
     sub = raw[raw_ids.isin(chosen_set)]
     if len(sub) != len(chosen):

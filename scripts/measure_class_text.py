@@ -30,6 +30,7 @@ import pandas as pd
 
 from semcat_kit import Taxonomy
 from semcat_kit._io import atomic_write_text
+from semcat_kit.datasets import read_csv
 from semcat_kit.similarity import DEFAULT_TEMPLATE, class_texts, label_neighbors, tree_neighbors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,9 +47,12 @@ KS = (1, 10)
 
 
 def myntra_taxonomy() -> Taxonomy:
-    df = pd.read_csv(DATA / "myntra-fashion" / "styles.csv", on_bad_lines="skip",
-                     usecols=["masterCategory", "subCategory", "articleType"]).dropna()
-    return Taxonomy.from_paths(df.masterCategory + " > " + df.subCategory + " > " + df.articleType)
+    df = read_csv(DATA / "myntra-fashion" / "styles.csv", id_col="id", repair_col="productDisplayName",
+                  usecols=["id", "productDisplayName", "masterCategory", "subCategory", "articleType"])
+    df = df.dropna(subset=["masterCategory", "subCategory", "articleType"])
+    # measured with every stray path merged (143 classes), as before on_conflict="auto" became the default
+    return Taxonomy.from_paths(df.masterCategory + " > " + df.subCategory + " > " + df.articleType,
+                               on_conflict="majority")
 
 
 def google_taxonomy() -> Taxonomy:

@@ -24,7 +24,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "myntra-fashion
 
 
 def sample_catalog(n: int, min_per_class: int = 30, seed: int = 0) -> pd.DataFrame:
-    styles = pd.read_csv(DATA / "styles.csv", on_bad_lines="skip")
+    styles = sk.datasets.read_csv(DATA / "styles.csv", id_col="id", repair_col="productDisplayName")
     styles = styles[[(DATA / "images" / f"{i}.jpg").exists() for i in styles["id"]]]
     counts = styles["articleType"].value_counts()
     styles = styles[styles["articleType"].isin(counts[counts >= min_per_class].index)]

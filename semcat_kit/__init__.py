@@ -1,4 +1,36 @@
-"""semcat_kit: categorize products into large category hierarchies, and make mistakes less embarrassing."""
+"""semcat_kit: categorize products into large category hierarchies, and make mistakes less embarrassing.
+
+The modules, one concept each, in the direction data flows (each module's docstring states its
+contract: inputs, outputs, formulas, what it refuses and what it reports):
+
+===============  =============================================================================
+contracts        one coercion/validation rule per input kind (probabilities, labels,
+                 neighbours, k, embeddings, device, precision), used by every module below
+datasets         catalogs (CSV/DataFrame + images, Kaggle fashion layout, bundled tutorial)
+taxonomy         the tree, LCA distances, conflict policy, the Google Product Taxonomy reader
+encoders         frozen text/image encoders behind one registry: ``encoders.load(name)``
+embeddings       ``encode_catalog`` with a content-addressed cache; ``Embeddings``
+similarity       label similarity (names, tree, blends) as sparse top-k ``Neighbors``
+soft_labels      soft-target kinds (a registry: ``TARGET_KINDS``), curricula, taxonomy codes
+losses           focal loss, sparse KL to soft targets, codes BCE
+model            the fusion head
+trainer          the training loop and its callbacks (early stopping, checkpoints, ...)
+training         ``TrainConfig``, ``train()`` (one call over the trainer), ``TrainRun``
+metrics          every metric in a registry (``METRICS``: formula, direction) and ``evaluate``
+decoding         top-k and CRM decoding shared by evaluation and prediction
+comparison       multi-seed comparison suites and their tables
+inspection       data prep behind the figures and widgets (label issues, confusions, maps)
+viz, widgets     plotly figures and ipywidgets explorers
+export           self-describing head folders; ``load_head``
+predictor        ``Predictor.load(dir).predict(products)``
+workspace        the notebooks' shared, cached state
+distributed      one process or many under ``torchrun``
+cli              ``semcat train / predict`` (also ``python -m semcat_kit``)
+===============  =============================================================================
+
+Public functions named like their module (``sk.train``, ``sk.compare``) live in modules named
+for the concept (``training``, ``comparison``), so no function hides a module.
+"""
 from .taxonomy import Taxonomy
 
 from . import datasets
@@ -13,6 +45,7 @@ from .training import TrainConfig, TrainRun, train
 from .splits import split
 from .comparison import compare, default_suite, format_table
 from . import viz, widgets, inspection
+from . import contracts, decoding, trainer, distributed
 from .export import export_head, load_head
 from .predictor import Predictor
 from .pipeline import Pipeline, PipelineConfig, PipelineError

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +197,8 @@ def training_pipeline(source: str, cfg: dict, cache_dir=None):
 def _cmd_train(args) -> int:
     from .export import export_head
     from .predictor import Predictor
+    from .taxonomy import TaxonomyMergeWarning
+    from . import distributed
 
     cfg = read_train_config(args.config)
     tcfg = cfg["train"]
@@ -204,9 +207,13 @@ def _cmd_train(args) -> int:
         raise CliError(f"--out {out} exists; pass --overwrite to replace it or choose another folder")
     _check_training_catalog(args.catalog, cfg["catalog"], args.config)
     pipe = training_pipeline(args.catalog, cfg, cache_dir=args.cache_dir)
-    summary = pipe.validate()
+    with warnings.catch_warnings():   # the merges are printed below, once
+        warnings.simplefilter("ignore", TaxonomyMergeWarning)
+        summary = pipe.validate()
     catalog, tax = pipe.load_catalog(), pipe.taxonomy()
     print(f"catalog: {len(catalog)} products, {tax.n_classes} classes", flush=True)
+    if tax.aliases:
+        print(tax.merge_message(limit=30), flush=True)
     unknown = pipe.unknown_labels()
     if summary["unlabelled"] or len(unknown):
         print(f"not used for training: {summary['unlabelled']} unlabelled product(s), {len(unknown)} with a label "
@@ -214,12 +221,17 @@ def _cmd_train(args) -> int:
     for _, r in unknown.drop_duplicates("label").head(10).iterrows():
         print(f"  label {r['label']!r} (row {r['row']}) is not in the taxonomy; closest: {r['suggestions']}",
               file=sys.stderr)
-    emb = pipe.embeddings(progress=not args.quiet)
+    with distributed.main_first():     # under torchrun rank 0 fills the cache, the others read it
+        emb = pipe.embeddings(progress=not args.quiet and distributed.is_main())
     if len(emb.failures):
         print(f"unusable inputs: {len(emb.failures)} (e.g. {emb.failures.iloc[0].to_dict()})", file=sys.stderr)
     sp = pipe.split()
     print(f"split: {len(sp.train)} train, {len(sp.val)} val, {len(sp.test)} test", flush=True)
+    if distributed.is_distributed():   # torchrun: DDP over the ranks, each on its own device
+        tcfg = tcfg.replace(device=distributed.device_for_rank(tcfg.device))
     run = pipe.train(tcfg, progress=not args.quiet)
+    if not distributed.is_main():
+        return 0                       # rank 0 evaluates and exports
     metrics = pipe.evaluate(run, "test")
     if metrics:
         print(f"test metrics ({len(sp.test)} products):")
@@ -249,13 +261,18 @@ def _cmd_train(args) -> int:
 
 # ----------------------------------------------------------------------------- predict
 def _read_products(args) -> pd.DataFrame:
+    from .datasets import read_csv
+
     p = Path(args.input).expanduser()
     if not p.is_file():
         raise CliError(f"--input {args.input}: no such file")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise CliError(f"--input {args.input}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    try:   # the package's one CSV reader: BOM, encoding, long fields, duplicate columns, malformed lines
+        df = read_csv(p, what="--input", id_col=args.id_col or "id", repair_col=args.title_col or "title",
+                      dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, ValueError) as e:
+        raise CliError(str(e).splitlines()[0]) from None
+    for r in df.attrs["report"].itertuples():
+        print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
     cols = list(df.columns)
 
     def column(opt: str, given, default):
@@ -415,13 +432,20 @@ def main(argv=None) -> int:
             _hf_logging.disable_progress_bar()
         except ImportError:   # pragma: no cover
             pass
+    from . import distributed
+
+    started = distributed.init_from_env()     # under torchrun (WORLD_SIZE > 1): one process group
     try:
         return int(args.func(args) or 0)
     except (CliError, ValueError, KeyError, TypeError, OSError, ExportError, TrainingDivergedError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         msg = " ".join(str(msg).split())
-        print(f"semcat: error: {msg}", file=sys.stderr)
+        rank = f" (rank {distributed.rank()})" if distributed.is_distributed() else ""
+        print(f"semcat{rank}: error: {msg}", file=sys.stderr)
         return 1
+    finally:
+        if started:
+            distributed.shutdown()
 
 
 if __name__ == "__main__":   # pragma: no cover

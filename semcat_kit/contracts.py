@@ -34,7 +34,7 @@ import torch
 __all__ = [
     "SUM_TOL", "UnknownLabelError", "DEVICES", "PRECISIONS", "fmt_rows", "as_probs", "as_labels", "as_neighbors",
     "as_neighbor_indices", "as_k", "row_block", "resolve_device", "resolve_precision", "autocast",
-    "EmbeddingTable", "as_embedding_table",
+    "EmbeddingTable", "LazyEmbeddingTable", "as_embedding_table", "EmptyRowsWarning", "EMPTY_ROW_POLICIES",
 ]
 
 #: Row-sum tolerance for probabilities (float32 softmax over 50k classes is within ~1e-5).
@@ -316,15 +316,7 @@ class EmbeddingTable:
         A dimension mismatch, or a single-modality head given only the other modality, is a
         ``ValueError`` naming ``what``; a missing modality the head uses becomes zeros flagged missing.
         """
-        for name, dim in (("text", text_dim), ("image", image_dim)):
-            x = getattr(self, name)
-            if dim and x is not None and x.shape[1] != dim:
-                raise ValueError(f"{what}.{name} has dimension {x.shape[1]} but the model expects {dim}; use the same "
-                                 f"{name} encoder as in training")
-        if not image_dim and self.text is None:
-            raise ValueError(f"{what} has no text embeddings but the model uses text only (text_dim={text_dim})")
-        if not text_dim and self.image is None:
-            raise ValueError(f"{what} has no image embeddings but the model uses images only (image_dim={image_dim})")
+        _check_dims_only(self, text_dim, image_dim, what)
         return self.with_modalities(text_dim, image_dim)
 
     def with_modalities(self, text_dim, image_dim) -> "EmbeddingTable":
@@ -341,6 +333,87 @@ class EmbeddingTable:
         return out
 
 
+class LazyEmbeddingTable:
+    """An embeddings table that stays where it is (memory-mapped files, a store's view).
+
+    Rows are gathered per batch (sorted for locality, cast to float32, missing rows zeroed),
+    pinned and copied without blocking on CUDA; memory is bounded by the batch, not by N.
+    Same interface as :class:`EmbeddingTable` (``len``, ``batch``, ``with_modalities``,
+    ``fit_to``, ``text_dim``/``image_dim``).
+    """
+
+    lazy = True
+
+    def __init__(self, text, image, text_mask: torch.Tensor, image_mask: torch.Tensor, item_ids,
+                 text_dim: int | None = None, image_dim: int | None = None):
+        self.text, self.image = text, image
+        self.text_mask, self.image_mask, self.item_ids = text_mask, image_mask, item_ids
+        self._text_dim = text_dim if text is None else int(text.shape[1])
+        self._image_dim = image_dim if image is None else int(image.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.text_mask)
+
+    @property
+    def text_dim(self):
+        return self._text_dim
+
+    @property
+    def image_dim(self):
+        return self._image_dim
+
+    def to(self, device) -> "LazyEmbeddingTable":
+        return self          # stays on disk; batches move
+
+    def batch(self, idx, device, non_blocking: bool = False):
+        idx = torch.as_tensor(idx).cpu()
+        order = torch.argsort(idx)
+        inv = torch.empty_like(order)
+        inv[order] = torch.arange(len(order))
+        rows = idx[order].numpy()
+        pin = torch.device(device).type == "cuda"
+
+        def sel(x, dim, mask):
+            m = mask[idx]
+            if x is None:
+                if not dim:
+                    return None
+                out = torch.zeros(len(idx), dim)
+            else:
+                out = torch.from_numpy(np.asarray(x[rows], dtype=np.float32))[inv]
+                out = torch.where(m[:, None], out, torch.zeros((), dtype=out.dtype))
+            if pin:
+                out = out.pin_memory()
+            return out.to(device, non_blocking=non_blocking)
+        tm, im = self.text_mask[idx], self.image_mask[idx]
+        return (sel(self.text, self._text_dim, self.text_mask), sel(self.image, self._image_dim, self.image_mask),
+                im.to(device), tm.to(device))
+
+    def with_modalities(self, text_dim, image_dim) -> "LazyEmbeddingTable":
+        return LazyEmbeddingTable(self.text, self.image, self.text_mask, self.image_mask, self.item_ids,
+                                  text_dim=self._text_dim or text_dim, image_dim=self._image_dim or image_dim)
+
+    def fit_to(self, text_dim, image_dim, what: str = "emb") -> "LazyEmbeddingTable":
+        _check_dims_only(self, text_dim, image_dim, what)   # same checks as the in-memory table
+        return self.with_modalities(text_dim, image_dim)
+
+
+def _check_dims_only(table, text_dim, image_dim, what):
+    for name, dim, have in (("text", text_dim, table.text_dim), ("image", image_dim, table.image_dim)):
+        x = getattr(table, name)
+        if dim and x is not None and have != dim:
+            raise ValueError(f"{what}.{name} has dimension {have} but the model expects {dim}; use the same "
+                             f"{name} encoder as in training")
+    if not image_dim and table.text is None:
+        raise ValueError(f"{what} has no text embeddings but the model uses text only (text_dim={text_dim})")
+    if not text_dim and table.image is None:
+        raise ValueError(f"{what} has no image embeddings but the model uses images only (image_dim={image_dim})")
+
+
+#: Tables with more elements than this are read lazily (memory-mapped) by default.
+LAZY_ELEMENTS = 200_000_000
+
+
 def rows_desc(rows: np.ndarray, ids=None) -> str:
     """``row 3 (item 'a1'), row 9 (item 'b2') and 4 more``."""
     shown = rows[:5]
@@ -351,12 +424,33 @@ def rows_desc(rows: np.ndarray, ids=None) -> str:
     return txt + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
 
 
-def as_embedding_table(emb: Any, what: str = "emb") -> EmbeddingTable:
+class EmptyRowsWarning(UserWarning):
+    """Rows with no usable modality (every mask False) were given where they carry no information."""
+
+
+EMPTY_ROW_POLICIES = ("zero", "warn", "error")
+
+
+def as_embedding_table(emb: Any, what: str = "emb", lazy: bool | None = None, empty: str = "zero"):
     """An ``Embeddings`` (or a bare (N, d) array, taken as text) -> :class:`EmbeddingTable`.
 
     NaN/inf in a row flagged present is an error naming the rows and items; rows flagged missing
     are zeroed.
+
+    Parameters
+    ----------
+    lazy : bool, optional
+        Return a :class:`LazyEmbeddingTable` (the same checks, made chunk by chunk, without copying
+        the vectors into memory). Default: when an array is memory-mapped or larger than
+        :data:`LAZY_ELEMENTS`.
+    empty : {"zero", "warn", "error"}
+        Rows whose every modality is masked (no usable title nor image) are all zeros. ``"zero"``
+        accepts them silently (prediction: the caller reports them); ``"warn"`` emits an
+        :class:`EmptyRowsWarning` naming the rows and items (training: they teach only the class
+        prior); ``"error"`` raises ``ValueError`` naming them.
     """
+    if empty not in EMPTY_ROW_POLICIES:
+        raise ValueError(f"empty must be one of {EMPTY_ROW_POLICIES}, not {empty!r}")
     if isinstance(emb, (np.ndarray, torch.Tensor)):
         text, image, tmask, imask, ids = emb, None, None, None, None
     elif hasattr(emb, "text") and hasattr(emb, "image"):
@@ -368,6 +462,11 @@ def as_embedding_table(emb: Any, what: str = "emb") -> EmbeddingTable:
                         f"not {type(emb).__name__}")
     if text is None and image is None:
         raise ValueError(f"{what} has neither text nor image embeddings")
+    if lazy is None:
+        lazy = any(isinstance(x, np.memmap) or (x is not None and not torch.is_tensor(x) and hasattr(x, "shape")
+                                                 and int(np.prod(x.shape)) > LAZY_ELEMENTS) for x in (text, image))
+    if lazy:
+        return _check_empty(_lazy_table(text, image, tmask, imask, ids, what), what, empty)
     arrays = {}
     n = None
     for name, x in (("text", text), ("image", image)):
@@ -400,4 +499,55 @@ def as_embedding_table(emb: Any, what: str = "emb") -> EmbeddingTable:
                              f"items or mark them missing ({name}_mask=False)")
         arrays[name] = torch.where(m[:, None], x, torch.zeros((), dtype=x.dtype))   # missing rows -> 0
         masks[name] = m
-    return EmbeddingTable(arrays.get("text"), arrays.get("image"), masks["text"], masks["image"], ids)
+    return _check_empty(EmbeddingTable(arrays.get("text"), arrays.get("image"), masks["text"], masks["image"], ids),
+                        what, empty)
+
+
+def _check_empty(table, what: str, empty: str):
+    n = len(table)
+    if empty != "zero" and n:
+        none = np.flatnonzero((~(table.text_mask | table.image_mask)).numpy())
+        if len(none):
+            msg = (f"{what}: {len(none)} of {n} row(s) have no usable modality (every mask False: no title "
+                   f"embedding and no image embedding): {rows_desc(none, table.item_ids)}; they are all-zero inputs. "
+                   "Drop them (emb.take(np.flatnonzero(emb.text_mask | emb.image_mask))) or fix their title/image "
+                   "(see emb.failures)")
+            if empty == "error":
+                raise ValueError(msg)
+            import warnings
+
+            warnings.warn(msg + "; training on them teaches only the class prior", EmptyRowsWarning, stacklevel=4)
+    return table
+
+
+def _lazy_table(text, image, tmask, imask, ids, what: str, chunk: int = 65536) -> LazyEmbeddingTable:
+    n = None
+    for name, x in (("text", text), ("image", image)):
+        if x is None:
+            continue
+        if len(x.shape) != 2:
+            raise ValueError(f"{what}.{name} must be a 2-D (N, d) array; got shape {tuple(x.shape)}")
+        if n is not None and x.shape[0] != n:
+            raise ValueError(f"{what}: text has {n} rows but image has {x.shape[0]}; one row per product")
+        n = x.shape[0]
+    if ids is not None:
+        ids = np.asarray(ids)
+        if len(ids) != n:
+            raise ValueError(f"{what}: {len(ids)} item_ids but {n} embedding rows")
+    masks = {}
+    for name, x, m in (("text", text, tmask), ("image", image, imask)):
+        if x is None:
+            masks[name] = torch.zeros(n, dtype=torch.bool)
+            continue
+        m = torch.ones(n, dtype=torch.bool) if m is None else torch.as_tensor(np.asarray(m)).bool()
+        if m.shape != (n,):
+            raise ValueError(f"{what}.{name}_mask has shape {tuple(m.shape)}; expected ({n},)")
+        bad = []
+        for a in range(0, n, chunk):            # one streaming pass: memory bounded by the chunk
+            fin = np.isfinite(np.asarray(x[a:a + chunk])).all(1)
+            bad.extend((a + np.flatnonzero(m[a:a + chunk].numpy() & ~fin)).tolist())
+        if bad:
+            raise ValueError(f"{what}.{name} has NaN or infinite values at {rows_desc(np.array(bad), ids)}; re-encode "
+                             f"those items or mark them missing ({name}_mask=False)")
+        masks[name] = m
+    return LazyEmbeddingTable(text, image, masks["text"], masks["image"], ids)

@@ -13,10 +13,12 @@ DataFrame with columns ``item_id, column, problem``. Nothing is dropped silently
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -25,10 +27,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from .images import ImageError, check_image_file
 from .taxonomy import DEFAULT_SEP, load_google_taxonomy  # noqa: F401  (re-exported: sk.datasets.load_google_taxonomy)
 
 __all__ = [
     "load_catalog",
+    "read_csv",
     "load_fashion",
     "load_fashion_tutorial",
     "load_google_taxonomy",
@@ -78,24 +82,79 @@ def _make_report(rows: list[dict]) -> ProblemReport:
 
 
 # ---------------------------------------------------------------------------------- CSV reading
-def _read_csv(path: Path, *, id_col: str, title_col: str, dtype_all_str: bool = False):
-    """Read a catalog CSV; repair lines with extra fields by joining them into the title.
+#: the csv module's per-field limit while this package reads a CSV (its default, 131072 characters,
+#: makes a long description field a crash)
+_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
 
-    Returns ``(DataFrame, repairs)`` where ``repairs`` lists report rows for the repaired lines.
+
+@contextlib.contextmanager
+def _field_limit():
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, _FIELD_LIMIT))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def read_csv(path, *, what: str = "CSV", id_col: str | None = None, repair_col: str | None = None,
+             **pandas_kw) -> pd.DataFrame:
+    """Read a CSV file the way every CSV of this package is read.
+
+    Guarantees: a UTF-8 byte-order mark is dropped; text that is not UTF-8 is a ``ValueError``
+    naming the file and the offset; no field is too long (the csv module's 128 KiB field limit is
+    lifted); header names are stripped and a name given twice is a ``ValueError`` naming it (pandas
+    would rename the second one ``x.1``); a line with more fields than the header -- including the
+    *first* data line, which pandas would silently turn into an index, shifting every column -- is
+    repaired by joining the extra fields into ``repair_col`` (listed in ``attrs["report"]`` and in
+    a warning) or, without such a column, is a ``ValueError`` naming the lines.
+
+    Parameters
+    ----------
+    path : str or Path
+    what : str
+        How the file is named in messages (``"catalog CSV"``, ``"--input"``).
+    id_col : str, optional
+        Column naming each row in the report.
+    repair_col : str, optional
+        Free-text column that absorbs the extra fields of a malformed line (the title).
+    **pandas_kw
+        Passed to :func:`pandas.read_csv` (``dtype``, ``keep_default_na``, ``index_col`` ...).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``attrs["report"]``: a :class:`ProblemReport` of the repaired lines.
     """
+    path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"catalog CSV {str(path)!r} does not exist; check the path")
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist; check the path")
+    with _field_limit():
+        df, repairs = _read_csv(path, id_col=id_col, title_col=repair_col, what=what, kw=pandas_kw)
+    df.attrs["report"] = _make_report(repairs)
+    return df
+
+
+def _read_csv(path: Path, *, id_col, title_col, what: str, kw: dict):
+    """:func:`read_csv` without the field-limit context; returns ``(DataFrame, repair rows)``."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             records = csv.reader(f)
             header = next(records, [])
             first = next((r for r in records if r), [])  # the first data record (pandas skips blank lines)
     except UnicodeDecodeError as e:
-        raise _not_utf8(path, e) from e
+        raise _not_utf8(path, e, what) from e
+    except csv.Error as e:
+        raise ValueError(f"{what} {str(path)!r} is not readable as CSV ({e}); check the quoting") from e
     header = [h.strip() for h in header]
     if not header or not any(header):
-        raise ValueError(f"catalog CSV {str(path)!r} is empty (no header line); it needs a header row "
+        raise ValueError(f"{what} {str(path)!r} is empty (no header line); it needs a header row "
                          "naming the columns")
+    dups = {h: [k for k, x in enumerate(header) if x == h] for h in header if header.count(h) > 1}
+    if dups:
+        shown = ", ".join(f"{h!r} (columns {[k + 1 for k in ks]})" for h, ks in dups.items())
+        raise ValueError(f"{what} {str(path)!r} names a column more than once: {shown}; rename them so "
+                         "that no column is silently renamed or ignored")
     repairs: list[dict] = []
     bad_lines: list[list[str]] = []
     ti = header.index(title_col) if title_col in header else None
@@ -115,20 +174,22 @@ def _read_csv(path: Path, *, id_col: str, title_col: str, dtype_all_str: bool = 
             bad_lines.append(fields)
             return None
         joined = ",".join(fields[ti:ti + extra + 1])
-        repairs.append(dict(item_id=str(item).strip(), column="title",
+        repairs.append(dict(item_id=str(item).strip(), column=title_col,
                             problem=f"malformed CSV line ({len(fields)} fields for {n} columns): "
                                     f"the {extra + 1} fields from column {title_col!r} were joined "
-                                    f"into the title {joined!r}"))
+                                    f"into {joined!r}"))
         return fields[:ti] + [joined] + fields[ti + extra + 1:]
 
-    kw = dict(dtype=str, keep_default_na=False) if dtype_all_str else dict(dtype={id_col: str})
+    kw = dict(kw)
+    if id_col is not None and "dtype" not in kw:
+        kw["dtype"] = {id_col: str}
     try:
         # a first data line with too many fields makes pandas take the first column(s) as the index
         # (shifting every column) instead of failing: repair it like any other bad line
         malformed = len(first) > n
         if not malformed:
             try:  # the fast C parser for well-formed files ...
-                df = pd.read_csv(path, engine="c", on_bad_lines="error", **kw)
+                df = pd.read_csv(path, engine="c", on_bad_lines="error", encoding="utf-8-sig", **kw)
             except pd.errors.ParserError:
                 malformed = True
         if malformed:  # ... for the others, repair the lines with the csv module, then parse as usual
@@ -144,22 +205,26 @@ def _read_csv(path: Path, *, id_col: str, title_col: str, dtype_all_str: bool = 
             buf.seek(0)
             df = pd.read_csv(buf, engine="c", on_bad_lines="error", **kw)
     except UnicodeDecodeError as e:
-        raise _not_utf8(path, e) from e
+        raise _not_utf8(path, e, what) from e
+    except csv.Error as e:
+        raise ValueError(f"{what} {str(path)!r} is not readable as CSV ({e}); check the quoting") from e
+    except pd.errors.EmptyDataError as e:
+        raise ValueError(f"{what} {str(path)!r} has no columns ({e})") from e
     if bad_lines:
         shown = "; ".join(",".join(b)[:120] for b in bad_lines[:3])
-        raise ValueError(f"{str(path)!r}: {len(bad_lines)} line(s) have more fields than the "
+        raise ValueError(f"{what} {str(path)!r}: {len(bad_lines)} line(s) have more fields than the "
                          f"{n} header columns and cannot be repaired (no {title_col!r} column to "
                          f"join them into): {shown}. Quote those fields or fix the file.")
     if repairs:
         warnings.warn(f"{path}: repaired {len(repairs)} malformed line(s) by joining extra fields into "
                       f"{title_col!r} (items {[r['item_id'] for r in repairs[:10]]}); see "
-                      "df.attrs['report']", stacklevel=3)
+                      "df.attrs['report']", stacklevel=4)
     df.columns = [str(c).strip() for c in df.columns]
     return df, repairs
 
 
-def _not_utf8(path: Path, e: UnicodeDecodeError) -> ValueError:
-    return ValueError(f"catalog CSV {str(path)!r} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at "
+def _not_utf8(path: Path, e: UnicodeDecodeError, what: str = "catalog CSV") -> ValueError:
+    return ValueError(f"{what} {str(path)!r} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at "
                       f"offset {e.start}); save it as UTF-8, or read it yourself with "
                       "pandas.read_csv(path, encoding=...) and pass the DataFrame to load_catalog")
 
@@ -174,6 +239,9 @@ def _index_image_dir(images_dir: Path) -> dict[str, str]:
             stem, dot, ext = entry.name.rpartition(".")
             r = rank.get(ext.lower())
             if not dot or r is None:
+                continue
+            if not entry.is_file():   # FIFO / device / folder: reported by the loader, never read
+                best.setdefault(stem, (len(rank), "\0" + entry.name))
                 continue
             if stem not in best or r < best[stem][0]:
                 best[stem] = (r, entry.name)
@@ -263,12 +331,17 @@ def load_catalog(
         where = "the DataFrame"
     elif isinstance(source, (str, os.PathLike)):
         p = Path(source).expanduser()
-        df, repairs = _read_csv(p, id_col=id, title_col=title)
+        df = read_csv(p, what="catalog CSV", id_col=id, repair_col=title)
+        repairs = [dict(r, column="title") for r in df.attrs.pop("report").to_dict("records")]
         csv_dir = p.resolve().parent
         where = f"{str(p)!r}"
     else:
         raise TypeError(f"source must be a CSV path or a pandas DataFrame, not {type(source).__name__}")
-    df.columns = [str(c) for c in df.columns]
+    df.columns = [str(c).strip() for c in df.columns]
+    dup = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
+    if dup:
+        raise ValueError(f"{where} names column(s) {dup} more than once; rename them so that no column is "
+                         "silently ignored")
 
     if (path is None) == (path_col is None):
         raise ValueError("give exactly one of path=[level columns, top first] or path_col='column with "
@@ -364,7 +437,10 @@ def load_catalog(
         base = os.path.join(str(images_dir), "")
         for k, iid in enumerate(item_id):
             name = index.get(iid)
-            if name is None:
+            if name is not None and name.startswith("\0"):   # a FIFO, device or folder named like an image
+                report.append(dict(item_id=iid, column="image_path",
+                                   problem=f"image file {os.path.join(str(images_dir), name[1:])!r}: not a regular file"))
+            elif name is None:
                 report.append(dict(item_id=iid, column="image_path",
                                    problem=f"no image file {iid}.<{'|'.join(IMAGE_EXTENSIONS)}> in {images_dir}"))
             else:
@@ -378,10 +454,13 @@ def load_catalog(
                 report.append(dict(item_id=iid, column="image_path", problem=f"no image path in column {image!r}"))
                 continue
             p = _resolve_image(str(v).strip(), base)
-            if p.is_file():
+            try:
+                check_image_file(p)   # a regular file of bounded size: never a FIFO, a device or a folder
                 image_path[k] = str(p.resolve())
-            else:
-                report.append(dict(item_id=iid, column="image_path", problem=f"image file {str(p)!r} does not exist"))
+            except ImageError as e:
+                problem = (f"image file {str(p)!r} does not exist" if e.reason == "missing file"
+                           else f"image file {str(p)!r}: {e.reason}")
+                report.append(dict(item_id=iid, column="image_path", problem=problem))
 
     # ---- assemble
     out = pd.DataFrame({"item_id": item_id.to_numpy(), "title": titles,

@@ -22,9 +22,9 @@ import pandas as pd
 import torch
 
 from ._io import atomic_path
-from ._vector_cache import VectorCache, content_key
+from ._vector_cache import KEY_BYTES, VectorCache, content_key
 from .encoders import Encoder
-from .images import DEFAULT_MAX_PIXELS, ImageError, load_image
+from .images import DEFAULT_MAX_PIXELS, ImageError, image_digest, load_image
 
 __all__ = ["Embeddings", "encode_catalog", "FORMAT_VERSION"]
 
@@ -311,18 +311,10 @@ def _encode_texts(catalog, ids, enc: Encoder, cache, batch_size, progress, failu
 def _image_key(path) -> tuple[bytes | None, str | None]:
     if path is None or (isinstance(path, float) and np.isnan(path)) or (isinstance(path, str) and not path.strip()):
         return None, "no image path"
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        return None, "missing file"
-    except IsADirectoryError:
-        return None, "not a regular file"
-    except OSError as e:
-        return None, f"unreadable file ({e.strerror or e})"
-    if not data:
-        return None, "empty file (0 bytes)"
-    return content_key(data), None
+    try:   # checked to be a regular file of bounded size, then hashed in chunks (images.image_digest)
+        return image_digest(path, digest_size=KEY_BYTES), None
+    except ImageError as e:
+        return None, e.reason
 
 
 def _encode_images(catalog, ids, enc: Encoder, cache, batch_size, num_workers, progress, max_pixels, failures):

@@ -18,8 +18,11 @@ All three backends compute the head's raw output (class logits, or one logit per
 ``label_repr="codes"``, which :func:`semcat_kit.soft_labels.code_scores` turns into class scores with
 the stored code matrix); ``softmax`` of the class scores is the class probability.
 
-``load_head(dir, backend="torch"|"onnx"|"torchscript")`` verifies every file's sha256 and the
-consistency of labels, taxonomy and head before returning an :class:`ExportedHead`.
+``load_head(dir, backend="torch"|"onnx"|"torchscript")`` validates ``config.json`` against
+:data:`CONFIG_SCHEMA`, verifies every file's sha256 and the consistency of labels, taxonomy and head
+before returning an :class:`ExportedHead`. The checksums catch corruption, not tampering: the
+``torchscript`` backend runs code stored in the folder, so load a head from elsewhere on it only
+with ``expected_sha256=`` (the sha256 of its ``config.json``, given by its author).
 """
 from __future__ import annotations
 
@@ -37,7 +40,8 @@ import torch
 from ._io import atomic_dir
 from .contracts import as_embedding_table, resolve_device
 
-__all__ = ["export_head", "load_head", "ExportedHead", "ExportError", "FORMAT", "FORMAT_VERSION", "BACKENDS"]
+__all__ = ["export_head", "load_head", "check_config", "ExportedHead", "ExportError", "FORMAT", "FORMAT_VERSION",
+           "BACKENDS", "CONFIG_SCHEMA"]
 
 FORMAT = "semcat_kit.head"
 FORMAT_VERSION = 1
@@ -331,19 +335,115 @@ def _read_json(dir: Path, name: str):
         _fail(dir, f"{name} is corrupted (not valid JSON: {e}); re-export the head")
 
 
-def _read_config(dir: Path) -> dict:
-    if not dir.is_dir():
-        raise FileNotFoundError(f"no exported head at {dir} (expected a folder written by sk.export_head)")
-    cfg = _read_json(dir, CONFIG)
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        _fail(dir, f"{CONFIG} is not a semcat_kit head config (format {cfg.get('format') if isinstance(cfg, dict) else None!r})")
+# config.json schema: key -> (accepted types, required). Nested dicts are checked by _check_config.
+_INT, _STR, _DICT, _LIST, _NONE = (int,), (str,), (dict,), (list,), (type(None),)
+CONFIG_SCHEMA = {
+    "format": (_STR, True), "format_version": (_INT, True), "package_version": (_STR, False),
+    "created": (_STR, False), "architecture": (_DICT, True), "inputs": (_LIST, True),
+    "input_dims": (_DICT, False), "fusion": (_STR, True), "n_classes": (_INT, True),
+    "label_representation": (_DICT, True), "output": (_STR, False), "encoders": (_DICT, True),
+    "normalisation": (_DICT, False), "train_config": (_DICT + _NONE, False), "best_epoch": (_INT + _NONE, False),
+    "backends": (_LIST, True), "metadata": (_DICT, False), "files": (_DICT, True),
+}
+_ARCH_SCHEMA = {"text_dim": (_INT + _NONE, True), "image_dim": (_INT + _NONE, True), "n_classes": (_INT, True),
+                "fusion": (_STR, True), "proj_dim": (_INT, False), "hidden": (_INT, False),
+                "dropout": ((float, int), False), "modality_dropout": ((float, int), False),
+                "out_dim": (_INT + _NONE, False)}
+_HEX64 = set("0123456789abcdef")
+
+
+def _type_names(types) -> str:
+    return " or ".join({"NoneType": "null", "str": "string", "int": "integer", "float": "number",
+                        "dict": "object", "list": "list"}[t.__name__] for t in types)
+
+
+def _check_keys(dir: Path, d: dict, schema: dict, where: str) -> None:
+    for key, (types, required) in schema.items():
+        if key not in d:
+            if required:
+                _fail(dir, f"{CONFIG} lacks the key {where}{key!r}; re-export the head")
+            continue
+        v = d[key]
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            _fail(dir, f"{CONFIG}: key {where}{key!r} must be {_type_names(types)}, not {type(v).__name__} "
+                       f"({str(v)[:60]!r}); re-export the head")
+
+
+def check_config(cfg, dir: Path | str = "config") -> dict:
+    """Validate an export's ``config.json`` (already parsed) against :data:`CONFIG_SCHEMA`.
+
+    Checks types and required keys (top level and ``architecture``), the format and version, that
+    ``inputs`` match the architecture, that ``files`` lists a sha256 (64 hex digits) for exactly
+    the export's own file names, including every required one (weights, labels, taxonomy, the
+    codes of a codes head, the file of every listed backend), so no file escapes verification.
+
+    Raises
+    ------
+    ValueError
+        Naming the key and what is wrong with it.
+    """
+    dir = Path(dir)
+    if not isinstance(cfg, dict):
+        _fail(dir, f"{CONFIG} must hold a JSON object, not {type(cfg).__name__}")
+    if cfg.get("format") != FORMAT:
+        _fail(dir, f"{CONFIG} is not a semcat_kit head config (format {cfg.get('format')!r})")
     if cfg.get("format_version") != FORMAT_VERSION:
         _fail(dir, f"{CONFIG} has format version {cfg.get('format_version')!r}; this semcat_kit "
                    f"{_package_version()} reads version {FORMAT_VERSION}. Re-export the head with this version")
-    for key in ("architecture", "inputs", "files", "label_representation", "encoders"):
-        if key not in cfg:
-            _fail(dir, f"{CONFIG} lacks the key {key!r}; re-export the head")
+    _check_keys(dir, cfg, CONFIG_SCHEMA, "")
+    arch = cfg["architecture"]
+    _check_keys(dir, arch, _ARCH_SCHEMA, "architecture.")
+    if arch["n_classes"] < 1 or arch["n_classes"] != cfg["n_classes"]:
+        _fail(dir, f"{CONFIG}: key 'n_classes' ({cfg['n_classes']}) must equal architecture.n_classes "
+                   f"({arch['n_classes']}) and be >= 1")
+    if arch["fusion"] != cfg["fusion"]:
+        _fail(dir, f"{CONFIG}: key 'fusion' ({cfg['fusion']!r}) differs from architecture.fusion ({arch['fusion']!r})")
+    if cfg["inputs"] != _inputs_of(arch):
+        _fail(dir, f"{CONFIG}: key 'inputs' {cfg['inputs']} does not match the architecture (expected "
+                   f"{_inputs_of(arch)})")
+    rep = cfg["label_representation"]
+    if rep.get("kind") not in ("onehot", "codes"):
+        _fail(dir, f"{CONFIG}: key 'label_representation.kind' must be 'onehot' or 'codes', not {rep.get('kind')!r}")
+    for key in ("text_encoder", "image_encoder"):
+        if key not in cfg["encoders"] or not isinstance(cfg["encoders"][key], (dict, type(None))):
+            _fail(dir, f"{CONFIG}: key 'encoders.{key}' must be an object or null")
+    backends = cfg["backends"]
+    if "torch" not in backends or not set(backends) <= set(BACKENDS):
+        _fail(dir, f"{CONFIG}: key 'backends' {backends} must list 'torch' and only {list(BACKENDS)}")
+    files = cfg["files"]
+    known = set(FILES.values())
+    for name, digest in files.items():
+        if name not in known:
+            _fail(dir, f"{CONFIG}: key 'files' lists {name!r}, which is not a file of a semcat_kit export "
+                       f"({sorted(known)}); re-export the head")
+        if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _HEX64:
+            _fail(dir, f"{CONFIG}: key 'files.{name}' must be a sha256 (64 hex digits), not {str(digest)[:70]!r}")
+    required = [FILES["weights"], FILES["labels"], FILES["taxonomy"]]
+    if rep["kind"] == "codes":
+        if rep.get("file", FILES["codes"]) != FILES["codes"]:
+            _fail(dir, f"{CONFIG}: key 'label_representation.file' must be {FILES['codes']!r}")
+        required.append(FILES["codes"])
+    required += [FILES[b] for b in backends if b != "torch"]
+    missing = [f for f in required if f not in files]
+    if missing:
+        _fail(dir, f"{CONFIG}: key 'files' lacks the checksum of {missing}; every file of the export must be "
+                   "verified (re-export the head)")
     return cfg
+
+
+def _read_config(dir: Path, expected_sha256: str | None = None) -> dict:
+    if not dir.is_dir():
+        raise FileNotFoundError(f"no exported head at {dir} (expected a folder written by sk.export_head)")
+    if expected_sha256 is not None:
+        want = str(expected_sha256).strip().lower()
+        p = dir / CONFIG
+        if not p.is_file():
+            _fail(dir, f"{CONFIG} is missing; this is not a complete semcat_kit export (re-export with sk.export_head)")
+        got = sha256_file(p)
+        if got != want:
+            _fail(dir, f"{CONFIG} has sha256 {got} but expected_sha256 is {want}: this is not the head you were "
+                       "given a checksum for (modified or replaced); do not load it")
+    return check_config(_read_json(dir, CONFIG), dir)
 
 
 def _verify_files(dir: Path, cfg: dict) -> None:
@@ -444,8 +544,18 @@ class ExportedHead:
         return torch.softmax(torch.from_numpy(self.predict_logits(emb, batch_size)), dim=1).numpy()
 
 
-def load_head(dir, backend: str = "torch", device: str = "cpu") -> ExportedHead:
+def load_head(dir, backend: str = "torch", device: str = "cpu",
+              expected_sha256: str | None = None) -> ExportedHead:
     """Load a head written by :func:`export_head`, verifying it first.
+
+    Trust: the checksums in ``config.json`` detect corruption, not tampering -- they live in the
+    same folder as the files. ``backend="torch"`` (the default) reads only data (safetensors
+    weights, JSON). ``backend="torchscript"`` **executes code stored in the folder**
+    (``head.torchscript.pt`` is a program) and ``"onnx"`` runs a graph through onnxruntime: load a
+    head from elsewhere on those backends only if you trust it, or pass ``expected_sha256`` --
+    the sha256 of its ``config.json`` obtained from its author over another channel
+    (``sha256sum config.json``); since ``config.json`` records every file's sha256, that one
+    checksum pins the whole folder.
 
     Parameters
     ----------
@@ -454,6 +564,9 @@ def load_head(dir, backend: str = "torch", device: str = "cpu") -> ExportedHead:
         What computes the scores (``"onnx"`` uses onnxruntime on CPU).
     device : str
         Torch device of the ``torch`` / ``torchscript`` backends (``"auto"``: CUDA when present).
+    expected_sha256 : str, optional
+        Hex sha256 of ``config.json``; the load refuses a folder whose ``config.json`` differs
+        (checked before anything else is read).
 
     Returns
     -------
@@ -465,7 +578,8 @@ def load_head(dir, backend: str = "torch", device: str = "cpu") -> ExportedHead:
         No folder at ``dir``.
     ValueError
         A missing or corrupted file (sha256 mismatch, truncated safetensors; the message names the
-        file), a format version this package cannot read, labels that do not match the head's
+        file), a ``config.json`` that breaks :data:`CONFIG_SCHEMA` (naming the key) or does not match
+        ``expected_sha256``, a format version this package cannot read, labels that do not match the head's
         output size or the taxonomy, or a backend that was not exported.
     """
     from safetensors import SafetensorError
@@ -477,7 +591,7 @@ def load_head(dir, backend: str = "torch", device: str = "cpu") -> ExportedHead:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     dir = Path(dir)
-    cfg = _read_config(dir)
+    cfg = _read_config(dir, expected_sha256)
     _verify_files(dir, cfg)
     arch = cfg["architecture"]
     labels = _read_json(dir, FILES["labels"])

@@ -41,6 +41,10 @@ def _check_encoder(enc, modality: str, meta: dict | None, head_dim: int, where: 
                          f"{meta.get('name') if meta else 'unknown'}); use the recorded encoder")
 
 
+def _blank(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
 def _products_frame(products) -> pd.DataFrame:
     """DataFrame / list of dicts -> ``item_id, title, image_path`` (title / image_path may be absent)."""
     if isinstance(products, pd.DataFrame):
@@ -55,6 +59,16 @@ def _products_frame(products) -> pd.DataFrame:
         raise TypeError(f"products must be a DataFrame or a list of dicts, not {type(products).__name__}")
     cols = [str(c) for c in df.columns]
     img_col = "image_path" if "image_path" in cols else ("image" if "image" in cols else None)
+    if "image_path" in cols and "image" in cols:
+        # two image columns: 'image_path' is used; an 'image' value where 'image_path' is empty would
+        # otherwise be ignored without a word
+        ip, im = df["image_path"].tolist(), df["image"].tolist()
+        lost = [k for k, (a, b) in enumerate(zip(ip, im)) if _blank(a) and not _blank(b)]
+        if lost:
+            ids_ = df["item_id"].astype(str).tolist() if "item_id" in cols else [str(i) for i in df.index]
+            raise ValueError(f"the products have both an 'image_path' and an 'image' column, and {len(lost)} row(s) "
+                             f"have an image only in 'image' (items {[ids_[k] for k in lost[:10]]}); 'image_path' "
+                             "is the one read: fill it from 'image' or drop one of the two columns")
     if "title" not in cols and img_col is None:
         raise ValueError(f"the products have neither a 'title' nor an 'image_path'/'image' column (columns: "
                          f"{cols}); give at least one of them")
@@ -127,7 +141,7 @@ class Predictor:
 
     @classmethod
     def load(cls, dir, device: str = "auto", backend: str = "torch", text_encoder=None,
-             image_encoder=None) -> "Predictor":
+             image_encoder=None, expected_sha256: str | None = None) -> "Predictor":
         """Load an exported head and its encoders.
 
         Parameters
@@ -140,6 +154,9 @@ class Predictor:
         text_encoder, image_encoder : Encoder, optional
             Already-loaded encoders; by default those recorded in the export are loaded by name
             (``sk.encoders.load(name)``). Either way the fingerprint and dimension must match.
+        expected_sha256 : str, optional
+            sha256 of the head's ``config.json`` given by its author; see :func:`load_head` (the
+            ``torchscript`` backend runs code from the folder).
 
         Raises
         ------
@@ -150,7 +167,8 @@ class Predictor:
         from . import encoders as _encoders
 
         dir = Path(dir)
-        head = load_head(dir, backend=backend, device="cpu" if backend == "onnx" else device)
+        head = load_head(dir, backend=backend, device="cpu" if backend == "onnx" else device,
+                         expected_sha256=expected_sha256)
         arch = head.config["architecture"]
         given = {"text": text_encoder, "image": image_encoder}
         used = {}

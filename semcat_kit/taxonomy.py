@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,29 @@ import pandas as pd
 
 DEFAULT_SEP = " > "
 
-__all__ = ["Taxonomy", "split_path", "DEFAULT_SEP", "load_google_taxonomy", "read_taxonomy", "suggest_classes"]
+__all__ = ["Taxonomy", "split_path", "check_spelling", "DEFAULT_SEP", "load_google_taxonomy",
+           "TaxonomyMergeWarning", "CONFLICT_POLICIES", "MERGE_MAX_COUNT", "MERGE_MAX_SHARE",
+           "MERGE_MAX_PARENT_SHARE", "read_taxonomy", "suggest_classes"]
+
+CONFLICT_POLICIES = ("auto", "majority", "error", "keep")
+#: ``on_conflict="auto"`` merges a minority path of a leaf name only when it has at most this many
+#: items ...
+MERGE_MAX_COUNT = 5
+#: ... and less than this share of the name's items (chosen on the Myntra catalog, see
+#: docs/guarantees.md: with the parent-share condition below it merges the 16 one-to-five-item
+#: strays such as ``Accessories > Belts > Tshirts`` and keeps the 11 consistent alternatives such as
+#: ``Personal Care > Eyes > Eyeshadow``, with the same result on the full catalog and on the
+#: tutorial subsample).
+MERGE_MAX_SHARE = 0.15
+#: ... and less than this share of its own parent's items (a parent that exists for the path makes
+#: it a category: ``Characters & Brands > Action Man > Toys`` on the Amazon toys catalog).
+MERGE_MAX_PARENT_SHARE = 0.5
+#: separators that a label column may mix up with the one given (checked by :func:`check_spelling`)
+_OTHER_SEPS = (">", "/", "|", "\\", "»", ";")
+
+
+class TaxonomyMergeWarning(UserWarning):
+    """Category paths were merged into another class (:meth:`Taxonomy.from_paths`)."""
 
 
 def split_path(path: str, sep: str = DEFAULT_SEP, *, where: str = "") -> tuple[str, ...]:
@@ -42,6 +65,78 @@ def split_path(path: str, sep: str = DEFAULT_SEP, *, where: str = "") -> tuple[s
             f"{sep.strip()!r} separators must be named (fix or drop that row)"
         )
     return parts
+
+
+def check_spelling(counts: dict, first_row: dict | None = None, sep: str = DEFAULT_SEP) -> None:
+    """Refuse a label column that spells one category two ways.
+
+    Two cases would otherwise silently become extra classes:
+
+    * letter case: ``"apparel > topwear"`` beside ``"Apparel > Topwear"`` (any level);
+    * another separator: ``"Apparel / Topwear / Shirts"`` (or ``"Apparel > Topwear / Shirts"``)
+      beside ``"Apparel > Topwear > ..."`` -- re-split on the other separator the label becomes a
+      path whose parent is an inner node of the other labels; or every label is one segment that
+      contains the same other separator (the wrong ``sep`` was given).
+
+    Parameters
+    ----------
+    counts : dict
+        Path (tuple of segments) -> number of items.
+    first_row : dict, optional
+        Path -> first row it occurs at (named in the message).
+    sep : str
+
+    Raises
+    ------
+    ValueError
+        Naming the spellings, their item counts and a row of each.
+    """
+    first_row = first_row or {}
+
+    def desc(p):
+        r = first_row.get(p)
+        n = counts[p]
+        return f"{sep.join(p)!r} ({n} item{'s' if n != 1 else ''}{f', first at row {r}' if r is not None else ''})"
+
+    # ---- letter case, at every level
+    spell: dict[tuple[str, ...], dict[tuple[str, ...], tuple[str, ...]]] = defaultdict(dict)
+    for p in counts:
+        for d in range(1, len(p) + 1):
+            spell[tuple(x.casefold() for x in p[:d])].setdefault(p[:d], p)
+    clashes = [v for v in spell.values() if len(v) > 1]
+    if clashes:
+        v = min(clashes, key=lambda v: len(next(iter(v))))   # report the shallowest clash
+        shown = "; ".join(f"{sep.join(pre)!r} (e.g. {desc(ex)})" for pre, ex in list(v.items())[:4])
+        raise ValueError(f"the labels spell one category in different letter case: {shown}"
+                         f"{f' ({len(clashes)} categories in all)' if len(clashes) > 1 else ''}. Normalise the "
+                         "labels (e.g. catalog['label'].str.title()) so each category has one spelling")
+    # ---- another separator
+    own = sep.strip() or sep
+    others = [c for c in _OTHER_SEPS if c not in own]
+    if not others:
+        return
+    inner = {tuple(x.casefold() for x in p[:d]) for p in counts for d in range(1, len(p))}
+    pattern = re.compile("|".join(re.escape(c) for c in [own] + others))
+    bad = []
+    for p in counts:
+        label = sep.join(p)
+        if not any(c in label for c in others):
+            continue
+        segs = [x.strip() for x in pattern.split(label)]
+        if len(segs) > len(p) and all(segs) and tuple(x.casefold() for x in segs[:-1]) in inner:
+            bad.append((p, segs))
+    if bad:
+        shown = "; ".join(f"{desc(p)} looks like {(sep).join(segs)!r}" for p, segs in bad[:4])
+        raise ValueError(f"the labels mix separators: {len(bad)} label(s) use another separator than {sep!r}: "
+                         f"{shown}. Write every path with {sep!r} (e.g. catalog['label'].str.replace(' / ', "
+                         f"{sep!r})) so one category is not split into two classes")
+    if all(len(p) == 1 for p in counts) and len(counts) > 1:
+        for c in others:
+            if all(c in p[0] for p in counts):
+                ex = next(iter(counts))
+                raise ValueError(f"every label is a single segment containing {c!r} (e.g. {desc(ex)}): the "
+                                 f"paths seem to use the separator {c!r}, not {sep!r}; pass sep=' {c} ' (or the "
+                                 "exact separator) so the category tree is not flat")
 
 
 @dataclass
@@ -111,7 +206,10 @@ class Taxonomy:
         cls,
         labels: Iterable[str],
         sep: str = DEFAULT_SEP,
-        on_conflict: str = "majority",
+        on_conflict: str = "auto",
+        merge_max_count: int = MERGE_MAX_COUNT,
+        merge_max_share: float = MERGE_MAX_SHARE,
+        merge_max_parent_share: float = MERGE_MAX_PARENT_SHARE,
     ) -> "Taxonomy":
         """Build the taxonomy whose classes are the distinct label paths.
 
@@ -121,23 +219,48 @@ class Taxonomy:
             Full category paths, one per product (repeats are counted).
         sep : str
             Path separator.
-        on_conflict : {"majority", "error", "keep"}
+        on_conflict : {"auto", "majority", "error", "keep"}
             What to do when one leaf name sits under several parents (e.g. ``Belts`` under
-            ``Apparel > Topwear`` 3 times and under ``Accessories > Belts`` 810 times):
-            ``"majority"`` keeps the most frequent path as the class and maps the others to it
-            (reported in :attr:`conflicts`, accepted by :meth:`index_of`); ``"error"`` raises;
-            ``"keep"`` keeps every path as its own class.
+            ``Apparel > Topwear`` 3 times and under ``Accessories > Belts`` 810 times).
+            ``"auto"`` (default) keeps distinct paths as distinct classes (real taxonomies repeat
+            leaf names: ``Men > Shoes``, ``Women > Shoes``) *unless* a minority path looks like
+            label noise -- a few items misfiled into a parent that holds other categories: at most
+            ``merge_max_count`` items, less than ``merge_max_share`` of that name's items, fewer
+            than its most frequent path, and less than ``merge_max_parent_share`` of its own
+            parent's items (a parent that exists for this path, such as ``Characters & Brands >
+            Action Man > Toys``, makes it a category of its own); such a path is mapped to the
+            name's most frequent path.
+            ``"majority"`` maps every minority path to the most frequent one; ``"error"`` raises;
+            ``"keep"`` keeps every path as its own class. Every merge is listed in
+            :attr:`conflicts` and :attr:`aliases` (accepted by :meth:`index_of`) and announced by a
+            :class:`TaxonomyMergeWarning` naming the paths and their item counts.
+        merge_max_count, merge_max_share, merge_max_parent_share : int, float, float
+            The noise rule of ``on_conflict="auto"`` (defaults 5 items, 15% and 50%, chosen on the
+            Myntra and Amazon catalogs: see ``docs/guarantees.md``).
+
+        Raises
+        ------
+        ValueError
+            An empty label or segment; labels that mix separators (``"A / B"`` beside
+            ``"A > B"``) or spell one category in different letter case (``"a > b"`` beside
+            ``"A > B"``): the message names the labels, their counts and a row of each.
         """
-        if on_conflict not in ("majority", "error", "keep"):
-            raise ValueError(f"on_conflict must be 'majority', 'error' or 'keep', not {on_conflict!r}")
+        if on_conflict not in CONFLICT_POLICIES:
+            raise ValueError(f"on_conflict must be one of {CONFLICT_POLICIES}, not {on_conflict!r}")
         counts: Counter = Counter()
+        first_row: dict[tuple[str, ...], int] = {}
         for row, lab in enumerate(labels):
-            counts[split_path(lab, sep, where=f" (row {row})")] += 1
+            p = split_path(lab, sep, where=f" (row {row})")
+            counts[p] += 1
+            first_row.setdefault(p, row)
         if not counts:
             raise ValueError("no labels given: a taxonomy needs at least one category path")
+        check_spelling(counts, first_row, sep)
         by_name: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+        in_parent: Counter = Counter()
         for p in counts:
             by_name[p[-1]].append(p)
+            in_parent[p[:-1]] += counts[p]
         conflict_rows, aliases, keep_paths = [], {}, []
         for name, paths in by_name.items():
             if len(paths) == 1:
@@ -148,11 +271,20 @@ class Taxonomy:
                 desc = ", ".join(f"{sep.join(p)!r} ({counts[p]} items)" for p in paths)
                 raise ValueError(
                     f"category {name!r} sits under several parents: {desc}. Fix the labels, or pass "
-                    "on_conflict='majority' (map to the most frequent) or 'keep' (separate classes)"
+                    "on_conflict='auto' (merge only noise-like minority paths), 'majority' (map to the "
+                    "most frequent) or 'keep' (separate classes)"
                 )
             winner = paths[0]
+            total = sum(counts[p] for p in paths)
             for p in paths:
-                kept = on_conflict == "keep" or p == winner
+                if p == winner or on_conflict == "keep":
+                    kept = True
+                elif on_conflict == "majority":
+                    kept = False
+                else:   # auto: merge only a path that looks like label noise
+                    kept = not (counts[p] <= merge_max_count and counts[p] < merge_max_share * total
+                                and counts[p] < counts[winner]
+                                and counts[p] < merge_max_parent_share * in_parent[p[:-1]])
                 resolved = sep.join(p) if kept else sep.join(winner)
                 conflict_rows.append(dict(name=name, path=sep.join(p), count=counts[p],
                                           resolved_to=resolved, kept=kept))
@@ -166,7 +298,36 @@ class Taxonomy:
         tax = cls._from_class_paths(sorted(keep_paths), sep)
         tax.aliases = aliases
         tax.conflicts = conflicts
+        if aliases:
+            warnings.warn(tax.merge_message(), TaxonomyMergeWarning, stacklevel=2)
         return tax
+
+    def merges(self) -> pd.DataFrame:
+        """The rows of :attr:`conflicts` whose path was merged into another class
+        (columns ``path, count, resolved_to, resolved_count``)."""
+        c = self.conflicts
+        if c is None or not len(c):
+            return pd.DataFrame(columns=["path", "count", "resolved_to", "resolved_count"])
+        kept_counts = dict(zip(c.loc[c["kept"].astype(bool), "path"], c.loc[c["kept"].astype(bool), "count"]))
+        m = c[~c["kept"].astype(bool)]
+        return pd.DataFrame({"path": m["path"].tolist(), "count": m["count"].astype(int).tolist(),
+                             "resolved_to": m["resolved_to"].tolist(),
+                             "resolved_count": [int(kept_counts.get(r, 0)) for r in m["resolved_to"]]})
+
+    def merge_message(self, limit: int | None = None) -> str:
+        """One line per merged path: ``'B > X' (1 item) merged into 'A > X' (30 items)``."""
+        m = self.merges()
+        if not len(m):
+            return "no category paths were merged"
+        rows = [f"  {r.path!r} ({r.count} item{'s' if r.count != 1 else ''}) merged into {r.resolved_to!r} "
+                f"({r.resolved_count} item{'s' if r.resolved_count != 1 else ''})" for r in m.itertuples()]
+        more = ""
+        if limit is not None and len(rows) > limit:
+            more = f"\n  ... and {len(rows) - limit} more (see taxonomy.conflicts)"
+            rows = rows[:limit]
+        return (f"{len(m)} category path(s) sit under another parent than most items of the same name and were "
+                "merged into that name's most frequent path (see taxonomy.conflicts; pass on_conflict='keep' to "
+                "keep them as classes):\n" + "\n".join(rows) + more)
 
     @classmethod
     def from_google_taxonomy(cls, path: str | Path) -> "Taxonomy":
@@ -351,7 +512,18 @@ class Taxonomy:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Taxonomy":
+        """Rebuild a taxonomy from :meth:`to_dict` (raises ``ValueError`` naming a malformed key)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a taxonomy description is a dict with 'classes', not a {type(d).__name__}")
+        if not isinstance(d.get("classes"), list) or not d["classes"]:
+            raise ValueError("key 'classes' must be a non-empty list of category paths")
         sep = d.get("sep", DEFAULT_SEP)
+        if not isinstance(sep, str) or not sep:
+            raise ValueError(f"key 'sep' must be a non-empty string, not {sep!r}")
+        aliases = d.get("aliases", {})
+        if not isinstance(aliases, dict) or not all(isinstance(k, str) and v in d["classes"]
+                                                    for k, v in aliases.items()):
+            raise ValueError("key 'aliases' must map label paths to listed classes")
         tax = cls._from_class_paths([split_path(c, sep) for c in d["classes"]], sep)
         tax.aliases = dict(d.get("aliases", {}))
         return tax
@@ -364,7 +536,26 @@ class Taxonomy:
 
     @classmethod
     def load(cls, path: str | Path) -> "Taxonomy":
-        return cls.from_dict(json.loads(Path(path).expanduser().read_text(encoding="utf-8")))
+        """Read a file written by :meth:`save`.
+
+        Raises
+        ------
+        FileNotFoundError
+            No file at ``path``.
+        ValueError
+            The file is not a taxonomy written by :meth:`save` (not UTF-8 JSON, truncated, missing
+            ``classes``, wrong types): the message names the file and what to do.
+        """
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise FileNotFoundError(f"no taxonomy file at {str(p)!r} (write one with Taxonomy.save)")
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+            return cls.from_dict(d)
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"{str(p)!r} is not a taxonomy file written by Taxonomy.save "
+                             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e!r}); "
+                             "re-create it with Taxonomy.from_paths(...).save(path)") from None
 
 
 _CONFLICT_COLUMNS = ["name", "path", "count", "resolved_to", "kept"]

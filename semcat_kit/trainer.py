@@ -72,31 +72,34 @@ class BatchSampler:
     """Shuffled global batches of row indices, sliced per rank.
 
     ``chunk_size=None``: a full permutation of the N rows per epoch (in-memory tables). With a
-    ``chunk_size`` (memory-mapped tables): the order of contiguous chunks is shuffled and rows are
-    shuffled within each chunk, so a batch reads from one or two chunks of the file instead of N
-    random places. Every rank draws the same global order (same generator state) and takes rows
-    ``rank::world`` of each global batch, so the union over ranks is exactly the one-process batch.
+    ``chunk_size`` (memory-mapped tables): the table is cut into blocks of ``chunk_size``
+    consecutive rows, the blocks are shuffled, and each window of ``window`` blocks (taken from
+    random places of the table) is permuted as a whole -- so reads are contiguous blocks and a
+    window's rows fit in the page cache, while a batch still mixes rows from ``window`` places
+    (a catalog sorted by class is not learned class by class). Every rank draws the same global
+    order (same generator state) and takes rows ``rank::world`` of each global batch, so the
+    union over ranks is exactly the one-process batch.
     """
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator, *, rank: int = 0, world: int = 1,
-                 chunk_size: int | None = None):
+                 chunk_size: int | None = None, window: int = 64):
         self.n, self.batch_size, self.gen = int(n), int(batch_size), generator
-        self.rank, self.world, self.chunk_size = rank, world, chunk_size
+        self.rank, self.world, self.chunk_size, self.window = rank, world, chunk_size, max(1, int(window))
 
     def __len__(self) -> int:
         return math.ceil(self.n / self.batch_size)
 
     def epoch(self) -> list[torch.Tensor]:
         """This epoch's batches for this rank (draws from the generator once per epoch)."""
-        if self.chunk_size is None or self.chunk_size >= self.n:
+        c = self.chunk_size
+        if c is None or c * self.window >= self.n:
             perm = torch.randperm(self.n, generator=self.gen)
         else:
-            c = self.chunk_size
-            order = torch.randperm(math.ceil(self.n / c), generator=self.gen)
+            blocks = torch.randperm(math.ceil(self.n / c), generator=self.gen)
             parts = []
-            for ch in order.tolist():
-                a, b = ch * c, min(self.n, (ch + 1) * c)
-                parts.append(a + torch.randperm(b - a, generator=self.gen))
+            for w in range(0, len(blocks), self.window):
+                rows = torch.cat([torch.arange(b * c, min(self.n, (b + 1) * c)) for b in blocks[w:w + self.window].tolist()])
+                parts.append(rows[torch.randperm(len(rows), generator=self.gen)])
             perm = torch.cat(parts)
         out = []
         for b in range(len(self)):

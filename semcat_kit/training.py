@@ -45,7 +45,7 @@ LABEL_REPRS = ("onehot", "codes")
 ES_MODES = ("auto", "min", "max")
 CHECKPOINT_FORMAT = "semcat_kit.train/1"
 # fields that may differ between the run that wrote a checkpoint and the run that resumes it
-_RESUME_FREE = ("device", "checkpoint_every", "check_every")
+_RESUME_FREE = ("device", "checkpoint_every", "check_every")   # shuffle_chunk changes the order: not free
 
 
 # ------------------------------------------------------------------------------------ config
@@ -95,6 +95,11 @@ class TrainConfig:
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     precision : {"auto", "fp32", "bf16", "fp16"}
         Forward-pass compute dtype (autocast): ``auto`` is bf16 on CUDA, fp32 elsewhere.
+    shuffle_chunk : int >= 1
+        Memory-mapped (lazy) training tables are shuffled in blocks of this many consecutive rows:
+        blocks in random order, rows permuted within windows of 64 blocks (see
+        :class:`semcat_kit.trainer.BatchSampler`), so reads stay contiguous and local while batches
+        still mix 64 places of the table. In-memory tables use a full permutation.
     check_every : int >= 0
         Check the loss for NaN/inf every this many steps (one host sync per check); 0 = auto
         (every step on CPU, every 25 on CUDA).
@@ -142,6 +147,7 @@ class TrainConfig:
     patience: int = 5
     checkpoint_every: int = 1
     check_every: int = 0
+    shuffle_chunk: int = 1024
 
     def __post_init__(self) -> None:
         def choice(name, allowed):
@@ -173,6 +179,7 @@ class TrainConfig:
             number(name, lo=2 if name == "curriculum_steps" else 1, integer=True)
         number("seed", lo=0, integer=True)
         number("check_every", lo=0, integer=True)
+        number("shuffle_chunk", lo=1, integer=True)
         number("sim_threshold", -1.0, 1.0)
         check_precision_name(self.precision, name="TrainConfig.precision")
         for name in ("alpha", "alpha_final"):
@@ -230,7 +237,7 @@ class TrainConfig:
 
 
 def _prepare(emb, what: str) -> EmbeddingTable:
-    return as_embedding_table(emb, what)
+    return as_embedding_table(emb, what, empty="warn")   # rows with no usable modality are named
 
 
 def _labels(labels, taxonomy, n: int, what: str) -> np.ndarray:
@@ -357,15 +364,27 @@ def _lr_lambda(total_steps: int, warmup: float):
 
 
 def load_checkpoint(path) -> dict:
-    """Read a training checkpoint (a ``.pt`` file, or a checkpoint folder's ``last.pt``)."""
+    """Read a training checkpoint (a ``.pt`` file, or a checkpoint folder's ``last.pt``).
+
+    Raises ``FileNotFoundError`` when there is none and ``ValueError`` naming the file when it is
+    truncated, corrupted or not a checkpoint (only tensors and plain data are ever unpickled).
+    """
     p = Path(path).expanduser()
     if p.is_dir():
         p = p / "last.pt"
     if not p.exists():
         raise FileNotFoundError(f"no checkpoint at {p}; give a checkpoint file or a checkpoint_dir holding last.pt")
-    ck = torch.load(p, map_location="cpu", weights_only=True)
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/UnpicklingError/EOFError/... here
+        # never pass on torch's advice to retry with weights_only=False: that would run pickled code
+        why = str(e).splitlines()[0] if str(e) and "weights_only" not in str(e) else "unreadable content"
+        raise ValueError(f"{p} is not a readable semcat_kit training checkpoint ({type(e).__name__}: {why}): "
+                         "it is truncated, corrupted or not a checkpoint. Resume from an intact copy "
+                         "or train again without resume=") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{p} is not a semcat_kit training checkpoint (format {CHECKPOINT_FORMAT})")
+        raise ValueError(f"{p} is not a semcat_kit training checkpoint (format {CHECKPOINT_FORMAT}); "
+                         "give a file written by sk.train(..., checkpoint_dir=...)")
     ck["path"] = str(p)
     return ck
 
@@ -374,12 +393,14 @@ def _emb_fingerprint(data: EmbeddingTable, meta: dict | None) -> str:
     """Identity of the training embeddings: shapes, encoders and a strided sample of rows (O(1) in N)."""
     h = hashlib.sha1()
     h.update(repr((len(data), data.text_dim, data.image_dim)).encode())
-    h.update(json.dumps({k: (v or {}).get("fingerprint") for k, v in (meta or {}).items()}, sort_keys=True).encode())
+    h.update(json.dumps({k: (v.get("fingerprint") if isinstance(v, dict) else None) for k, v in (meta or {}).items()},
+                        sort_keys=True).encode())
     n = len(data)
     rows = torch.unique(torch.linspace(0, max(n - 1, 0), steps=min(n, 256)).long()) if n else torch.zeros(0).long()
     for x, m in ((data.text, data.text_mask), (data.image, data.image_mask)):
         if x is not None:
-            h.update(np.ascontiguousarray(x[rows].numpy()).tobytes())
+            sample = x[rows] if torch.is_tensor(x) else torch.from_numpy(np.asarray(x[rows.numpy()], dtype=np.float32))
+            h.update(np.ascontiguousarray(sample.float().numpy()).tobytes())
             h.update(np.ascontiguousarray(m[rows].numpy()).tobytes())
     return h.hexdigest()[:16]
 
@@ -568,9 +589,11 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
         if log_csv is not None:
             cbs.append(MetricLogger(log_csv))
         cbs.extend(callbacks)
+        lazy = getattr(data, "lazy", False)
         trainer = Trainer(model, opt, sched, data.to(device) if device.type == "cuda" else data, y, loss_fn,
                           epochs=cfg.epochs, batch_size=cfg.batch_size, device=device, dtype=dtype, generator=gen,
-                          callbacks=cbs, score=_code_scorer(codes_t), checkpoint_dir=ckdir)
+                          callbacks=cbs, score=_code_scorer(codes_t), checkpoint_dir=ckdir,
+                          chunk_size=cfg.shuffle_chunk if lazy else None)
         if ck is not None:
             trainer.restore(ck)
         trainer.fit()

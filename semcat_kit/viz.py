@@ -17,11 +17,23 @@ from . import inspection as _ins
 from .taxonomy import Taxonomy
 
 __all__ = ["label_map", "similarity_graph", "confusion_heatmap", "severity_histogram",
-           "training_curves", "group_colors"]
+           "training_curves", "group_colors", "plot_text"]
 
 AGREE_COLOR = "#2ca02c"     # neighbour shares the parent
 DISAGREE_COLOR = "#d62728"  # neighbour sits under another parent
 LINK_COLOR = "rgba(120,120,120,0.45)"
+
+
+def plot_text(s) -> str:
+    """A category name, path or run name as plotly shows it verbatim.
+
+    Plotly renders a subset of HTML (``<b>``, ``<a href>``, ``<br>`` ...) in hover text, tick
+    labels, legend entries and titles, and substitutes ``%{...}`` in hover templates. Every name
+    drawn by this module goes through this one helper: ``&``, ``<``, ``>`` become entities and
+    ``%`` becomes ``&#37;``; plotly decodes them back, so the name is shown as written and never
+    interpreted. (Not ``&quot;``: plotly does not decode it, so quotes are left as they are.)
+    """
+    return html.escape(str(s), quote=False).replace("%", "&#37;")
 
 
 def group_colors(groups: Sequence[str]) -> dict[str, str]:
@@ -82,11 +94,11 @@ def label_map(embeddings, taxonomy: Taxonomy, method: str = "umap", color_level:
         df = df[mask].copy()
         lvl = min(len(str(branch).strip().split(taxonomy.sep.strip())) + 1, taxonomy.max_depth)
         df["group"] = np.asarray(taxonomy.level(df["index"].to_numpy(), lvl)).astype(str)
-        legend_title = f"{html.escape(str(branch))}: level {lvl}"
+        legend_title = f"{plot_text(branch)}: level {lvl}"
         if len(rest):
             fig.add_trace(Sc(x=rest["x"], y=rest["y"], mode="markers", name="other classes",
                              marker=dict(color="rgba(170,170,170,0.35)", size=max(3, marker_size // 2)),
-                             text=rest["path"], hovertemplate="%{text}<extra></extra>"))
+                             text=[plot_text(p) for p in rest["path"]], hovertemplate="%{text}<extra></extra>"))
     colors = group_colors(df["group"])
     has_w = "wx" in df.columns
     if has_w:
@@ -97,17 +109,18 @@ def label_map(embeddings, taxonomy: Taxonomy, method: str = "umap", color_level:
         fig.add_trace(Sc(x=list(xs), y=list(ys), mode="lines", name="weight ↔ name", connectgaps=False,
                          line=dict(color=LINK_COLOR, width=1), hoverinfo="skip"))
     for g, sub in df.groupby("group", sort=True):
+        paths = [plot_text(p) for p in sub["path"]]
         fig.add_trace(Sc(
-            x=sub["x"], y=sub["y"], mode="markers", name=g, legendgroup=g,
+            x=sub["x"], y=sub["y"], mode="markers", name=plot_text(g), legendgroup=g,
             marker=dict(color=colors[g], size=marker_size, symbol="circle", line=dict(width=0.5, color="white")),
-            customdata=np.column_stack([sub["path"], sub["index"]]),
+            customdata=np.column_stack([paths, sub["index"]]),
             hovertemplate="%{customdata[0]}<br>class %{customdata[1]}<extra>name</extra>",
         ))
         if has_w:
             fig.add_trace(Sc(
-                x=sub["wx"], y=sub["wy"], mode="markers", name=f"{g} (weights)", legendgroup=g,
+                x=sub["wx"], y=sub["wy"], mode="markers", name=f"{plot_text(g)} (weights)", legendgroup=g,
                 showlegend=False, marker=dict(color=colors[g], size=max(4, marker_size - 2), symbol="x"),
-                customdata=np.column_stack([sub["path"], sub["alignment"].round(3)]),
+                customdata=np.column_stack([paths, sub["alignment"].round(3)]),
                 hovertemplate="weights of %{customdata[0]}<br>cosine to name: %{customdata[1]}<extra>weights</extra>",
             ))
     what = "label embeddings" + (" and class weights" if has_w else "")
@@ -216,7 +229,7 @@ def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "s
         fig.add_trace(go.Scatter(
             x=mid[:, 0], y=mid[:, 1], mode="markers", name=f"{label} edges", legendgroup=label,
             showlegend=False, marker=dict(color=color, size=4, opacity=0.4),
-            text=[f"{html.escape(s)}<br>↔ {html.escape(t)}<br>sim {v:.3f}, LCA distance {d}"
+            text=[f"{plot_text(s)}<br>↔ {plot_text(t)}<br>sim {v:.3f}, LCA distance {d}"
                   for s, t, v, d in zip(sub["source_label"], sub["target_label"], sub["sim"], sub["lca_distance"])],
             hovertemplate="%{text}<extra>" + label + "</extra>",
         ))
@@ -228,21 +241,21 @@ def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "s
     for grp in sorted(colors):
         idx = nodes[groups == grp]
         fig.add_trace(go.Scatter(
-            x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=grp, legendgroup=f"node:{grp}",
+            x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=plot_text(grp), legendgroup=f"node:{grp}",
             marker=dict(color=colors[grp], size=9, line=dict(width=0.5, color="white")),
-            text=[taxonomy.classes[i] for i in idx], customdata=deg[idx],
+            text=[plot_text(taxonomy.classes[i]) for i in idx], customdata=deg[idx],
             hovertemplate="%{text}<br>%{customdata} edges<extra></extra>",
         ))
     if around is not None:
         fig.add_trace(go.Scatter(x=[xy[around, 0]], y=[xy[around, 1]], mode="markers", name="center",
                                  marker=dict(symbol="star", size=16, color="black"),
-                                 text=[taxonomy.classes[around]], hovertemplate="%{text}<extra>center</extra>"))
+                                 text=[plot_text(taxonomy.classes[around])], hovertemplate="%{text}<extra>center</extra>"))
     n_same = int(edges["same_parent"].sum())
     fig.update_layout(
         title=title or (f"Label similarity graph (k={k}): {n_same} of {len(edges)} edges stay under "
                         "the same parent" + ("" if around is None else
                                              f"<br><sup>the {len(nodes)} classes nearest to "
-                                             f"{html.escape(taxonomy.classes[around])} (of {C})</sup>")),
+                                             f"{plot_text(taxonomy.classes[around])} (of {C})</sup>")),
         template="plotly_white", hovermode="closest",
         xaxis=dict(showticklabels=False, showgrid=False, zeroline=False),
         yaxis=dict(showticklabels=False, showgrid=False, zeroline=False))
@@ -276,10 +289,10 @@ def confusion_heatmap(pred_or_probs, y_true, taxonomy: Taxonomy, cls, neighbors=
     roles = m.attrs["roles"]
     marks = {"selected": "★ ", "neighbour": "~ ", "confusion": "", "neighbour+confusion": "~ "}
     short = _ins._short_labels(taxonomy, idx)
-    ylab = [f"{marks[r]}{s}" for r, s in zip(roles, short)]
+    ylab = [f"{marks[r]}{plot_text(s)}" for r, s in zip(roles, short)]
     xlab = ylab + ["(other)"]
     full_x = list(m.columns)
-    hover = [[f"true: {html.escape(t)} ({roles[i]})<br>predicted: {html.escape(full_x[j])}<br>"
+    hover = [[f"true: {plot_text(t)} ({roles[i]})<br>predicted: {plot_text(full_x[j])}<br>"
               f"{counts[i, j]} of {m.attrs['row_totals'][i]} items"
               for j in range(len(full_x))] for i, t in enumerate(m.index)]
     fig = go.Figure(go.Heatmap(
@@ -290,7 +303,7 @@ def confusion_heatmap(pred_or_probs, y_true, taxonomy: Taxonomy, cls, neighbors=
     ))
     c = taxonomy.classes[int(idx[0])]
     fig.update_layout(
-        title=title or f"Confusions around {c}<br><sup>★ selected, ~ semantic neighbour; rows: true, "
+        title=title or f"Confusions around {plot_text(c)}<br><sup>★ selected, ~ semantic neighbour; rows: true, "
                        "columns: predicted; cell text: count</sup>",
         template="plotly_white", xaxis=dict(title="predicted", tickangle=-35),
         yaxis=dict(title="true", autorange="reversed"))
@@ -319,9 +332,9 @@ def severity_histogram(results: Mapping[str, tuple[Any, Any]], taxonomy: Taxonom
     for name, sub in t.groupby("config", sort=False):
         n_m, n = int(sub["n_mistakes"].iloc[0]), int(sub["n_items"].iloc[0])
         fig.add_trace(go.Bar(
-            x=sub["distance"], y=sub["fraction"], name=str(name), text=sub["count"], textposition="outside",
+            x=sub["distance"], y=sub["fraction"], name=plot_text(name), text=sub["count"], textposition="outside",
             customdata=np.column_stack([sub["count"], np.full(len(sub), n_m), np.full(len(sub), n)]),
-            hovertemplate=(f"{html.escape(str(name))}<br>LCA distance %{{x}}: %{{customdata[0]}} of "
+            hovertemplate=(f"{plot_text(name)}<br>LCA distance %{{x}}: %{{customdata[0]}} of "
                            "%{customdata[1]} mistakes (%{y:.1%})<br>%{customdata[2]} items<extra></extra>"),
         ))
     fig.update_layout(
@@ -380,13 +393,13 @@ def training_curves(history, metrics: Sequence[str] | None = None, title: str | 
                 if s.empty:
                     continue
                 multi = len(runs) > 1
-                name = f"{run}: {metric}" if multi else metric
+                name = plot_text(f"{run}: {metric}" if multi else metric)
                 line = dict(color=run_col[run], dash=_DASHES[mi % len(_DASHES)]) if multi else \
                     dict(color=metric_col[metric])
                 fig.add_trace(go.Scatter(
                     x=s["epoch"], y=s["value"], mode="lines+markers", name=name, line=line,
                     marker=dict(size=4), legendgroup=run if multi else metric,
-                    hovertemplate=f"{html.escape(name)}<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>",
+                    hovertemplate=f"{name}<br>epoch %{{x}}: %{{y:.4g}}<extra></extra>",
                 ), row=row, col=col)
         fig.update_xaxes(title_text="epoch", row=row, col=col)
         if panel == "lr":

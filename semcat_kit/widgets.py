@@ -21,6 +21,7 @@ import plotly.graph_objects as go
 from . import inspection as _ins
 from . import viz
 from ._io import atomic_path
+from .images import ImageError, read_image_bytes
 from .taxonomy import Taxonomy
 
 __all__ = ["MispredictionBrowser", "ConfusionNeighborhood", "ClassSearch", "product_card", "figure_output"]
@@ -47,10 +48,10 @@ def placeholder_image(width: int = 60, height: int = 80) -> bytes:
 def _image_widget(path, width: int) -> W.Image:
     if isinstance(path, str) and path:
         try:
-            data = Path(path).read_bytes()
+            data = read_image_bytes(path)   # a regular file of bounded size (never a FIFO or a device)
             fmt = Path(path).suffix.lower().lstrip(".") or "jpeg"
             return W.Image(value=data, format="jpeg" if fmt == "jpg" else fmt, width=width)
-        except OSError:
+        except (OSError, ImageError):
             pass
     img = W.Image(value=placeholder_image(), format="png", width=width)
     img.add_class("semcat-missing-image")

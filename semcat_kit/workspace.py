@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from . import similarity
+from .datasets import read_csv
 from .embeddings import Embeddings
 from .pipeline import Pipeline, PipelineConfig
 from .taxonomy import Taxonomy
@@ -248,8 +249,8 @@ class SuiteResult:
         spec = json.loads((folder / "spec.json").read_text())
         with np.load(folder / "test_probs.npz") as z:
             y = z["y_test"]
-        return cls(folder, pd.read_csv(folder / "summary.csv", index_col="config"),
-                   pd.read_csv(folder / "long.csv"), spec["names"], spec["seeds"], y)
+        return cls(folder, read_csv(folder / "summary.csv", what="suite summary", index_col="config"),
+                   read_csv(folder / "long.csv", what="suite table"), spec["names"], spec["seeds"], y)
 
     def _pos(self, name: str) -> int:
         if name not in self.names:
@@ -274,7 +275,7 @@ class SuiteResult:
 
     def history(self, name: str) -> pd.DataFrame:
         """Per-epoch training history of the first seed's run of ``name``."""
-        return pd.read_csv(self.folder / "histories" / f"{self._pos(name):02d}.csv")
+        return read_csv(self.folder / "histories" / f"{self._pos(name):02d}.csv", what="training history")
 
     def best(self, metric: str = "top1") -> str:
         """Name of the (non-CRM) configuration with the best mean ``metric``."""

@@ -76,13 +76,13 @@ def test_similarity_graph_shows_a_neighbourhood(big):
         fig = viz.similarity_graph(nbrs, tax, k=5, center=int(ex.loc["anchor", "class"]))
     nodes = [t for tr in fig.data if tr.mode == "markers" and tr.name != "center" and not tr.name.endswith(" edges")
              for t in tr.text]
-    assert 50 <= len(nodes) <= 400 and tax.classes[int(ex.loc["anchor", "class"])] in nodes
+    assert 50 <= len(nodes) <= 400 and viz.plot_text(tax.classes[int(ex.loc["anchor", "class"])]) in nodes
     assert _n_points(fig) < 400 * 5 * 3 * 2 + 800
     with Timer(30):   # a branch larger than max_nodes: the neighbourhood inside that branch
         fig = viz.similarity_graph(nbrs, tax, k=5, classes="Home & Garden", max_nodes=200)
     drawn = [t for tr in fig.data if tr.mode == "markers" and tr.name != "center" and not tr.name.endswith(" edges")
              for t in tr.text]
-    assert len(drawn) <= 200 and all(t.startswith("Home & Garden") for t in drawn)
+    assert len(drawn) <= 200 and all(t.startswith(viz.plot_text("Home & Garden")) for t in drawn)
 
 
 def test_label_map_hover_branch_filter_webgl(big):

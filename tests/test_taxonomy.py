@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 
 import networkx as nx
 import numpy as np
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from semcat_kit import Taxonomy
 from semcat_kit.datasets import load_google_taxonomy
-from semcat_kit.taxonomy import split_path
+from semcat_kit.taxonomy import TaxonomyMergeWarning, split_path
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,8 @@ def _naive_distance(tax: Taxonomy, i: int, j: int) -> int:
 
 # ------------------------------------------------------------------------------ Myntra (real)
 def test_myntra_majority_policy(myntra_labels):
-    tax = Taxonomy.from_paths(myntra_labels)
+    with pytest.warns(TaxonomyMergeWarning, match="27 category path"):
+        tax = Taxonomy.from_paths(myntra_labels, on_conflict="majority")
     assert tax.n_classes == 143 == len(set(tax.names))
     assert tax.max_depth == 3
     assert all(tax.depth(i) == 3 for i in range(tax.n_classes))
@@ -64,8 +66,105 @@ def test_myntra_majority_policy(myntra_labels):
     assert len(tax.aliases) == 170 - 143 == (~c["kept"].astype(bool)).sum()
 
 
+def test_myntra_auto_policy_merges_only_noise_and_says_so(myntra_labels):
+    """Default: a minority path stays its own class unless it has <= 5 items, < 15% of its name and
+    < 50% of its parent's items."""
+    with pytest.warns(TaxonomyMergeWarning) as rec:
+        tax = Taxonomy.from_paths(myntra_labels)
+    msg = str(rec[0].message)
+    assert msg.startswith("16 category path(s)")
+    # the warning names each merged path with its count and the class it went to, with that count
+    assert "'Apparel > Topwear > Belts' (3 items) merged into 'Accessories > Belts > Belts' (810 items)" in msg
+    assert "'Accessories > Belts > Tshirts' (1 item) merged into 'Apparel > Topwear > Tshirts' (7069 items)" in msg
+    assert tax.n_classes == 154 and len(tax.aliases) == 16
+    # consistent alternatives stay distinct classes ...
+    for p in ("Personal Care > Eyes > Eyeshadow", "Personal Care > Makeup > Eyeshadow",
+              "Accessories > Accessories > Messenger Bag", "Apparel > Apparel Set > Swimwear",
+              "Personal Care > Perfumes > Perfume and Body Mist"):   # its parent holds only it
+        assert p in tax.classes
+    # ... and every merged path satisfies the documented rule, every kept minority breaks it
+    c = tax.conflicts
+    total = c.groupby("name")["count"].transform("sum")
+    winner = c.groupby("name")["count"].transform("max") == c["count"]
+    parent_items = pd.Series(myntra_labels).str.rsplit(" > ", n=1).str[0].value_counts()
+    in_parent = parent_items.loc[c["path"].str.rsplit(" > ", n=1).str[0]].to_numpy()
+    noise = (c["count"] <= 5) & (c["count"] < 0.15 * total) & ~winner & (c["count"] < 0.5 * in_parent)
+    assert (noise == ~c["kept"].astype(bool)).all()
+    m = tax.merges()
+    assert set(m["path"]) == set(tax.aliases) and (m["count"] <= 5).all()
+    assert Taxonomy.from_paths(myntra_labels, merge_max_count=0).n_classes == 170
+
+
+def test_auto_policy_small_cases():
+    # distinct parents with real mass stay distinct (no warning at all)
+    labels = ["Men > Footwear > Shoes"] * 40 + ["Women > Footwear > Shoes"] * 30
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = Taxonomy.from_paths(labels)
+    assert t.n_classes == 2 and not t.aliases and len(t.conflicts) == 2
+    # a stray item (misfiled under B, whose items are Ys) is merged, with a warning naming it
+    with pytest.warns(TaxonomyMergeWarning, match=r"'B > X' \(1 item\) merged into 'A > X' \(40 items\)"):
+        t = Taxonomy.from_paths(["A > X"] * 40 + ["B > Y"] * 10 + ["B > X"])
+    assert t.classes == ["A > X", "B > Y"] and t.index_of("B > X") == 0
+    # a small share but more than merge_max_count items: kept
+    t = Taxonomy.from_paths(["A > X"] * 400 + ["B > X"] * 6)
+    assert t.n_classes == 2
+    # equal-sized paths are never noise of one another
+    t = Taxonomy.from_paths([f"{p} > X" for p in "ABCDEFGHIJ"])
+    assert t.n_classes == 10 and not t.aliases
+    # a parent that exists for the minority path makes it a category (Amazon: Action Man > Toys)
+    t = Taxonomy.from_paths(["Brands > Disney > Toys"] * 300 + ["Brands > Action Man > Toys"] * 4)
+    assert t.n_classes == 2
+    t = Taxonomy.from_paths(["Brands > Disney > Toys"] * 300 + ["Brands > Action Man > Toys"] * 4
+                            + ["Brands > Action Man > Figures"] * 20)
+    assert t.n_classes == 2 and t.aliases == {"Brands > Action Man > Toys": "Brands > Disney > Toys"}
+    with pytest.raises(ValueError, match="on_conflict must be one of"):
+        Taxonomy.from_paths(labels, on_conflict="vote")
+
+
+def test_mixed_separators_are_refused():
+    ok = ["Apparel > Topwear > Shirts"] * 3 + ["Apparel > Topwear > Tshirts"]
+    with pytest.raises(ValueError, match=r"mix separators.*'Apparel / Topwear / Shirts' \(2 items, first at row 4\)"
+                                         r" looks like 'Apparel > Topwear > Shirts'"):
+        Taxonomy.from_paths(ok + ["Apparel / Topwear / Shirts"] * 2)
+    with pytest.raises(ValueError, match="mix separators.*'Apparel > Topwear / Jeans'"):
+        Taxonomy.from_paths(ok + ["Apparel > Topwear / Jeans"])
+    # the other way round: ' / ' given, one row written with ' > '
+    with pytest.raises(ValueError, match="mix separators"):
+        Taxonomy.from_paths(["A / B / C", "A / B / D", "A > B > E"], sep=" / ")
+    # a whole column with another separator: the wrong sep was given
+    with pytest.raises(ValueError, match="pass sep=' / '"):
+        Taxonomy.from_paths(["A / B", "A / C", "D / E"])
+    # a '/' inside a leaf name is not a separator
+    t = Taxonomy.from_paths(["Apparel > Topwear > Kurtas/Kurtis", "Apparel > Topwear > Kurtas", "Home > Mugs / Cups"])
+    assert t.n_classes == 3
+
+
+def test_mixed_case_is_refused():
+    with pytest.raises(ValueError, match=r"different letter case: 'Apparel' \(e\.g\. 'Apparel > Topwear' \(2 items, "
+                                         r"first at row 0\)\); 'apparel' \(e\.g\. 'apparel > topwear' \(1 item, "
+                                         r"first at row 2\)\)"):
+        Taxonomy.from_paths(["Apparel > Topwear", "Apparel > Topwear", "apparel > topwear"])
+    with pytest.raises(ValueError, match="different letter case: 'A > Shoes'"):
+        Taxonomy.from_paths(["A > Shoes", "A > shoes", "A > Bags"])
+
+
+def test_load_malformed_file_names_it(tmp_path):
+    cases = {"trunc.json": '{"sep": " > ", "classes": ["A > B", ', "list.json": "[1, 2]",
+             "noclasses.json": '{"sep": " > "}', "types.json": '{"classes": [1, 2]}',
+             "bin.json": b"\xff\xfe\x00garbage", "alias.json": '{"classes": ["A"], "aliases": {"B": "Z"}}'}
+    for name, text in cases.items():
+        p = tmp_path / name
+        p.write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(ValueError, match=f"{name}' is not a taxonomy file written by Taxonomy.save") as e:
+            Taxonomy.load(p)
+        assert not isinstance(e.value, (TypeError, KeyError))
+    with pytest.raises(FileNotFoundError, match="no taxonomy file"):
+        Taxonomy.load(tmp_path / "nope.json")
+
+
 def test_myntra_index_of_maps_minority_paths(myntra_labels):
-    tax = Taxonomy.from_paths(myntra_labels)
+    tax = Taxonomy.from_paths(myntra_labels, on_conflict="majority")
     y = tax.index_of(myntra_labels)
     assert y.shape == (len(myntra_labels),) and y.min() >= 0
     assert tax.index_of("Apparel > Topwear > Belts") == tax.index_of("Accessories > Belts > Belts")
@@ -96,7 +195,7 @@ def test_myntra_distances(myntra_labels):
     assert tax.lca_distance(i, tax.index_of("Apparel > Bottomwear > Jeans")) == 2
     assert tax.lca_distance(i, tax.index_of("Footwear > Shoes > Casual Shoes")) == 3
     D = tax.distance_matrix()
-    assert D.shape == (143, 143) and D.dtype == np.int8
+    assert D.shape == (154, 154) and D.dtype == np.int8
     assert set(np.unique(D)) == {0, 1, 2, 3}
     assert (np.diag(D) == 0).all() and (D == D.T).all()
 
@@ -174,7 +273,7 @@ def test_unicode_names_and_whitespace():
     assert t.index_of(raw).tolist() == [2, 1, 0]
     assert t.resolve(raw + ["Küche > Nope"]) == ["Küche > Teller", "Küche > Tassen ☕", "Café > Crème brûlée",
                                                  "Küche > Nope"]
-    c = Taxonomy.from_paths(["A > X", "A > X", "B>X"])
+    c = Taxonomy.from_paths(["A > X", "A > X", "B>X"], on_conflict="majority")
     assert c.index_of(["B > X", "B>X", " B >X"]).tolist() == [0, 0, 0] and c.resolve(["B>X"]) == ["A > X"]
     with pytest.raises(KeyError, match="'Küche >  Tellerx'"):
         t.index_of(["Küche >  Tellerx"])
@@ -182,7 +281,7 @@ def test_unicode_names_and_whitespace():
 
 def test_conflict_small_and_tie_break():
     labels = ["A > X"] * 3 + ["B > X"] * 3 + ["C > X"] + ["A > Y"]
-    t = Taxonomy.from_paths(labels)
+    t = Taxonomy.from_paths(labels, on_conflict="majority")
     # a tie in counts is broken by the path (alphabetical), deterministically
     assert "A > X" in t.classes and "B > X" not in t.classes
     assert t.aliases == {"B > X": "A > X", "C > X": "A > X"}

@@ -89,9 +89,10 @@ def test_batch_sampler_ranks_partition_the_global_batch():
             got = torch.cat([p[b] for p in parts])
             assert sorted(got.tolist()) == sorted(full.tolist())
         assert sorted(torch.cat(one).tolist()) == list(range(50))   # a permutation per epoch
-    chunked = torch.cat(T.BatchSampler(50, 8, torch.Generator().manual_seed(3), chunk_size=10).epoch())
-    # chunked shuffling: each run of 10 consecutive draws stays inside one chunk of the table
-    assert all(len(set((chunked[i:i + 10] // 10).tolist())) == 1 for i in range(0, 50, 10))
+    chunked = torch.cat(T.BatchSampler(50, 8, torch.Generator().manual_seed(3), chunk_size=5, window=2).epoch())
+    # blocks of 5 rows, windows of 2 blocks: each run of 10 draws comes from exactly two blocks
+    assert all(len(set((chunked[i:i + 10] // 5).tolist())) == 2 for i in range(0, 50, 10))
+    assert sorted(chunked.tolist()) == list(range(50))
 
 
 # ------------------------------------------------------------------ checkpoints (lost-work guards)
@@ -251,3 +252,43 @@ def test_format_table_marks_directions_from_the_registry():
                       index=["one-hot"])
     md = comparison.format_table(df, metrics=["top1", "hdist@5"], directions=True)
     assert md.splitlines()[0] == "| config | top1 ↑ | hdist@5 ↓ |"
+
+
+# ------------------------------------------------------------------ memory-mapped training tables
+def test_memory_mapped_embeddings_train_like_in_memory(toy, tmp_path):
+    """A memory-mapped (lazy) table gives the same batches' contents: with one chunk covering the
+    whole table the chunked sampler is a plain permutation, so the run equals the in-memory one."""
+    from semcat_kit import contracts
+
+    tax, emb, y, nb = toy
+    mm = np.lib.format.open_memmap(tmp_path / "text.npy", mode="w+", dtype=np.float16, shape=emb.shape)
+    mm[:] = emb
+    mm.flush()
+    mm = np.load(tmp_path / "text.npy", mmap_mode="r")
+    table = contracts.as_embedding_table(mm, "emb")
+    assert isinstance(table, contracts.LazyEmbeddingTable)           # not copied into memory
+    ref = train(mm.astype(np.float32), y, taxonomy=tax, config=TrainConfig(**FAST, early_stopping=None),
+                progress=False)
+    lazy = train(mm, y, taxonomy=tax, config=TrainConfig(**FAST, early_stopping=None, shuffle_chunk=10_000),
+                 progress=False)
+    for k, v in ref.model.state_dict().items():
+        assert torch.allclose(v, lazy.model.state_dict()[k], atol=1e-6), k
+    # blocks of 2 rows (windows of 64 blocks = 128 rows from random places) on a table sorted by
+    # class still learn the toy problem as well as a full permutation
+    long = {**FAST, "epochs": 12}
+    full = train(mm, y, taxonomy=tax, config=TrainConfig(**long, early_stopping=None), progress=False)
+    chunked = train(mm, y, taxonomy=tax, config=TrainConfig(**long, early_stopping=None, shuffle_chunk=2),
+                    progress=False)
+    acc = lambda r: (r.predict_proba(mm).argmax(1) == y).mean()    # noqa: E731
+    assert acc(full) > 0.85 and acc(chunked) >= acc(full) - 0.05, (acc(full), acc(chunked))
+
+
+def test_memory_mapped_nan_rows_are_named(tmp_path):
+    from semcat_kit import contracts
+
+    x = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=(70_000, 4))
+    x[:] = 1.0
+    x[66_000] = np.nan
+    x.flush()
+    with pytest.raises(ValueError, match=r"emb.text has NaN or infinite values at row 66000"):
+        contracts.as_embedding_table(np.load(tmp_path / "x.npy", mmap_mode="r"), "emb")

@@ -31,7 +31,7 @@ def test_label_map_pca_groups_hover_and_colours(case):
     for t in fig.data:
         paths = [c[0] for c in t.customdata]
         assert len(t.x) == tops.count(t.name) == len(paths)
-        assert all(p.startswith(t.name + " > ") for p in paths)         # hover = full path
+        assert all(p.startswith(t.name + " &gt; ") for p in paths)      # hover = full path (escaped)
         assert "%{customdata[0]}" in t.hovertemplate
     assert len({t.marker.color for t in fig.data}) == len(groups)        # a colour per group
     assert sum(len(t.x) for t in fig.data) == tax.n_classes
@@ -104,7 +104,7 @@ def test_similarity_graph_edges_legend_counts_and_hover(case):
     esc = [tax.classes[i].replace(">", "&gt;") for i in (a, b)]          # hover text is HTML-escaped
     assert any(esc[0] in s and esc[1] in s for s in texts)
     nodes = [t for t in fig.data if t.mode == "markers" and not t.name.endswith(" edges")]
-    assert sorted(p for t in nodes for p in t.text) == sorted(tax.classes)
+    assert sorted(p for t in nodes for p in t.text) == sorted(viz.plot_text(c) for c in tax.classes)
     assert len({t.marker.color for t in nodes}) == len(nodes)
     assert f"{n_same} of {len(pairs)}" in fig.layout.title.text
 
@@ -130,7 +130,7 @@ def test_similarity_graph_one_branch_and_size_guard(case):
     branch = [i for i, c in enumerate(tax.classes) if c.startswith("Apparel > Topwear > ")]
     t = si.neighbor_table(nb, tax, k=3)
     t = t[t["source"].isin(branch)]
-    expect_nodes = {tax.classes[i] for i in set(branch) | set(t["target"])}
+    expect_nodes = {viz.plot_text(tax.classes[i]) for i in set(branch) | set(t["target"])}
     nodes = [p_ for tr in fig.data if tr.mode == "markers" and not tr.name.endswith(" edges") for p_ in tr.text]
     assert set(nodes) == expect_nodes and len(nodes) == len(expect_nodes)
     pairs = {(min(s_, d), max(s_, d)): sp for s_, d, sp in zip(t["source"], t["target"], t["same_parent"])}
@@ -162,7 +162,7 @@ def test_confusion_heatmap_matches_neighbourhood_table(case):
     assert "true: Apparel &gt; Topwear &gt; Tshirts" in hover[0, 0]
     total = ref.attrs["row_totals"][0]
     assert f"{ref.attrs['counts'][0, 0]} of {total} items" in hover[0, 0]
-    assert "Confusions around Apparel > Topwear > Tshirts" in fig.layout.title.text
+    assert "Confusions around Apparel &gt; Topwear &gt; Tshirts" in fig.layout.title.text
 
 
 def test_confusion_heatmap_short_labels_stay_unique():
@@ -172,7 +172,7 @@ def test_confusion_heatmap_short_labels_stay_unique():
     pred = np.array([b, a, a])
     fig = viz.confusion_heatmap(pred, y, tax, "A > x > Belts", size=3)
     assert len(set(fig.data[0].y)) == len(fig.data[0].y) == 2
-    assert fig.data[0].y[0] == "★ x > Belts" and fig.data[0].y[1] == "y > Belts"
+    assert fig.data[0].y[0] == "★ x &gt; Belts" and fig.data[0].y[1] == "y &gt; Belts"   # tick labels escaped
 
 
 # --------------------------------------------------------------------------- severity_histogram

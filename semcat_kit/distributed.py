@@ -1,0 +1,87 @@
+"""Many processes on PyTorch's own launcher: ``torchrun --nproc-per-node=N -m semcat_kit ...``.
+
+One code path for one process or many: :func:`init_from_env` starts a process group only when
+``torchrun`` set ``WORLD_SIZE > 1`` (NCCL when every rank has a GPU, gloo on CPUs), and the rest
+of the library asks :func:`rank` / :func:`world_size` (1 process: rank 0 of 1). Several machines:
+``torchrun --nnodes=M --node-rank=i --master-addr=HOST --master-port=PORT --nproc-per-node=N``.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["init_from_env", "is_distributed", "rank", "world_size", "local_rank", "is_main", "barrier",
+           "device_for_rank", "shutdown", "main_first"]
+
+
+def is_distributed() -> bool:
+    """Whether a process group with more than one process is running."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    """Rank 0 (or the only process): the one that prints, writes results and exports."""
+    return rank() == 0
+
+
+def init_from_env(backend: str | None = None, timeout_s: float = 1800.0) -> bool:
+    """Start the process group from torchrun's environment when ``WORLD_SIZE > 1``.
+
+    Returns whether a group is running. ``backend`` default: ``"nccl"`` when CUDA is available,
+    else ``"gloo"``. A no-op (False) for a single process; idempotent.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if dist.is_initialized():
+        return True
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank())
+    dist.init_process_group(backend=backend, timeout=_dt.timedelta(seconds=timeout_s))
+    return True
+
+
+def device_for_rank(device: str) -> str:
+    """``"auto"``/``"cuda"`` become this rank's GPU (``cuda:LOCAL_RANK``) under torchrun."""
+    if is_distributed() and device in ("auto", "cuda") and torch.cuda.is_available():
+        return f"cuda:{local_rank()}"
+    return device
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_first():
+    """Run the block on rank 0 first, then on the others (e.g. fill a cache once, then read it)."""
+    if not is_main():
+        barrier()
+    try:
+        yield
+    finally:
+        if is_main():
+            barrier()
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
