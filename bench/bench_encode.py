@@ -84,7 +84,7 @@ def main() -> None:
             dt, warm = timed(lambda: sk.encode_catalog(cat, text_enc, image_enc, cache_dir=cache, progress=False))
             warm_t.append(dt)
         assert warm.meta["stats"]["image_encoded"] == 0 and warm.meta["stats"]["text_encoded"] == 0
-        shard_bytes = sum(p.stat().st_size for p in cache.rglob("*.npz"))
+        shard_bytes = sum(p.stat().st_size for p in cache.rglob("shard-*.arrow"))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -1,9 +1,14 @@
-"""The ``semcat`` command: train and export a head, or categorize products with an exported head.
+"""The ``semcat`` command: encode a catalog, train and export a head, or categorize products.
 
 ::
 
+    semcat encode --catalog tutorial --cache-dir cache/ [--out emb/] [--text-encoder minilm]
+    torchrun --nproc-per-node=2 -m semcat_kit encode --catalog tutorial --cache-dir cache/
     semcat train --catalog tutorial --config config.yaml --out head/ [--cache-dir cache/] [--predictions p.csv]
     semcat predict --model head/ --input products.csv --output preds.csv [--top-k 5] [--crm]
+                   [--chunk-size 8192]     (input and output: .csv or .parquet, streamed in chunks)
+    semcat tune --catalog tutorial --config config.yaml --out tuned/ \
+        [--objective "hdist@5; top1 >= baseline - 0.5pt"] [--n-trials 30] [--timeout 600]
 
 Bad input ends the command with exit status 1 and one line ``semcat: error: ...`` on stderr
 (usage errors: status 2, from argparse).
@@ -12,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -23,6 +27,9 @@ import pandas as pd
 __all__ = ["main", "build_parser", "read_train_config", "training_pipeline", "sample_catalog", "CONFIG_TEMPLATE"]
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
+#: Default --chunk-size of ``semcat predict`` (= semcat_kit.predictor.DEFAULT_CHUNK_SIZE; not
+#: imported, to keep ``semcat --help`` free of torch).
+DEFAULT_CHUNK_SIZE = 8192
 
 CONFIG_TEMPLATE = """\
 # semcat train configuration (every key optional; unknown keys are an error)
@@ -178,6 +185,15 @@ def _check_training_catalog(source: str, mapping: dict, config_path) -> None:
                        "'catalog.path_col' (one column of \"A > B > C\" paths)")
 
 
+def _load_training_catalog(source: str, mapping: dict, config_path):
+    """The catalog a command reads for ``--catalog`` (read by the same Pipeline as ``semcat train``)."""
+    from .pipeline import Pipeline
+
+    _check_training_catalog(source, mapping, config_path)
+    file_source = source != "tutorial" and Path(source).expanduser().is_file()
+    return Pipeline(catalog=source, catalog_options=dict(mapping) if file_source else {}).load_catalog()
+
+
 def training_pipeline(source: str, cfg: dict, cache_dir=None):
     """The :class:`~semcat_kit.pipeline.Pipeline` that ``semcat train`` runs for a config
     (:func:`read_train_config`) and a ``--catalog`` source."""
@@ -259,20 +275,95 @@ def _cmd_train(args) -> int:
     return 0
 
 
-# ----------------------------------------------------------------------------- predict
-def _read_products(args) -> pd.DataFrame:
-    from .datasets import read_csv
+# ----------------------------------------------------------------------------- tune
+def _prepare_data(args, cfg):
+    """Catalog -> taxonomy, embeddings, labels, split and neighbours, as ``semcat train`` builds them."""
+    import semcat_kit as sk
 
+    tcfg = cfg["train"]
+    catalog = _load_training_catalog(args.catalog, cfg["catalog"], args.config)
+    if cfg["sample"] is not None:
+        catalog = sample_catalog(catalog, cfg["sample"], cfg["seed"])
+    csv_source = args.catalog != "tutorial" and Path(args.catalog).expanduser().is_file()
+    sep = (cfg["catalog"].get("sep") or " > ") if csv_source else " > "
+    from .taxonomy import TaxonomyMergeWarning
+
+    with warnings.catch_warnings():   # the merges are printed below, once (as semcat train does)
+        warnings.simplefilter("ignore", TaxonomyMergeWarning)
+        tax = sk.Taxonomy.from_paths(catalog["label"], sep=sep)
+    print(f"catalog: {len(catalog)} products, {tax.n_classes} classes", flush=True)
+    if tax.aliases:
+        print(tax.merge_message(limit=30), flush=True)
+    text_enc = sk.encoders.load(cfg["text_encoder"], device=tcfg.device) if cfg["text_encoder"] else None
+    image_enc = sk.encoders.load(cfg["image_encoder"], device=tcfg.device) if cfg["image_encoder"] else None
+    emb = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
+                            progress=not args.quiet)
+    if len(emb.failures):
+        print(f"unusable inputs: {len(emb.failures)} (e.g. {emb.failures.iloc[0].to_dict()})", file=sys.stderr)
+    y = tax.index_of(catalog["label"].tolist())
+    sp = sk.split(y, val=cfg["split"]["val"], test=cfg["split"]["test"], seed=cfg["split"]["seed"],
+                  min_count=cfg["split"]["min_count"])
+    nk = min(max(cfg["neighbors"]["k"], tcfg.k), max(1, tax.n_classes - 1))
+    if text_enc is not None:
+        names = sk.similarity.class_texts(tax, template=cfg["neighbors"]["template"])
+        neighbors = sk.similarity.label_neighbors(text_enc.encode_texts(names), k=nk)
+    else:
+        neighbors = sk.similarity.tree_neighbors(tax, nk)
+    return tax, emb, np.asarray(y), sp, neighbors
+
+
+def _cmd_tune(args) -> int:
+    import yaml
+
+    from ._io import atomic_write_text
+    from .tuning import parse_objective, tune
+
+    objective = parse_objective(args.objective)   # a bad objective fails before any encoding
+    if args.n_trials < 1:
+        raise CliError(f"--n-trials must be >= 1, not {args.n_trials}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise CliError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+    cfg = read_train_config(args.config)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise CliError(f"--out {out} exists and is not empty; pass --overwrite or choose another folder")
+    tax, emb, y, sp, neighbors = _prepare_data(args, cfg)
+    if not len(sp.val):
+        raise CliError("the split has no validation items; the tuner scores trials on it (set split.val > 0)")
+    print(f"split: {len(sp.train)} train, {len(sp.val)} val, {len(sp.test)} test; objective: {objective}", flush=True)
+    res = tune((emb.take(sp.train), y[sp.train]), (emb.take(sp.val), y[sp.val]), taxonomy=tax, neighbors=neighbors,
+               objective=objective, n_trials=args.n_trials, timeout=args.timeout, base_config=cfg["train"],
+               seed=cfg["seed"], progress=not args.quiet, allow_unseen_val_classes=True)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "trials.csv", res.trials.to_csv(index=False))
+    best = {"train": res.config.to_dict(), "crm": res.crm, "objective": str(objective),
+            "val_scores": {k: float(v) for k, v in res.scores.items()},
+            "references": {n: {k: float(v) for k, v in s.items()} for n, s in res.references.items()}}
+    atomic_write_text(out / "best.yaml", yaml.safe_dump(best, sort_keys=False, allow_unicode=True))
+    print(f"best of {len(res.trials)} trials ({'feasible' if res.feasible else 'NO trial met the constraints'}): "
+          f"{objective.metric} = {res.scores[objective.metric]:.4f} on val, crm={res.crm}")
+    for name, ref in res.references.items():
+        print(f"  reference {name}: {objective.metric} = {ref[objective.metric]:.4f}")
+    print(f"wrote {out / 'best.yaml'} (its 'train:' section is a semcat train config) and {out / 'trials.csv'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- predict
+def _read_products(args, df: pd.DataFrame | None = None, first_row: int = 0) -> pd.DataFrame:
+    """Products of ``--input`` (or of ``df``, the rows ``first_row..`` of it read by ``_input_chunks``)."""
     p = Path(args.input).expanduser()
-    if not p.is_file():
-        raise CliError(f"--input {args.input}: no such file")
-    try:   # the package's one CSV reader: BOM, encoding, long fields, duplicate columns, malformed lines
-        df = read_csv(p, what="--input", id_col=args.id_col or "id", repair_col=args.title_col or "title",
-                      dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, ValueError) as e:
-        raise CliError(str(e).splitlines()[0]) from None
-    for r in df.attrs["report"].itertuples():
-        print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
+    if df is None:
+        from .datasets import read_csv
+
+        if not p.is_file():
+            raise CliError(f"--input {args.input}: no such file")
+        try:   # the package's one CSV reader: BOM, encoding, long fields, duplicate columns, malformed lines
+            df = read_csv(p, what="--input", id_col=args.id_col or "id", repair_col=args.title_col or "title",
+                          dtype=str, keep_default_na=False, na_values=[""])
+        except (pd.errors.ParserError, ValueError) as e:
+            raise CliError(str(e).splitlines()[0]) from None
+        for r in df.attrs["report"].itertuples():
+            print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
     cols = list(df.columns)
 
     def column(opt: str, given, default):
@@ -292,15 +383,16 @@ def _read_products(args) -> pd.DataFrame:
     if title_col is None and image_col is None and images is None:
         raise CliError(f"--input {args.input} has neither a title column ('title', or --title-col) nor an image "
                        f"column ('image', or --image-col) and no --images folder; its columns are {cols}")
-    ids = df[id_col] if id_col is not None else pd.Series([str(i) for i in range(len(df))])
+    ids = (df[id_col] if id_col is not None
+           else pd.Series([str(i) for i in range(first_row, first_row + len(df))], index=df.index))
     if id_col is not None and ids.isna().any():
         raise CliError(f"--input {args.input}: column {id_col!r} is empty at line(s) "
-                       f"{[int(i) + 2 for i in np.flatnonzero(ids.isna().to_numpy())[:10]]}")
+                       f"{[int(i) + 2 + first_row for i in np.flatnonzero(ids.isna().to_numpy())[:10]]}")
     out = pd.DataFrame({"item_id": ids.astype(str).str.strip().to_numpy()})
     dup = out["item_id"].duplicated(keep=False).to_numpy()
     if dup.any():
         first = out["item_id"][dup].iloc[0]
-        lines = [int(i) + 2 for i in np.flatnonzero(out["item_id"].to_numpy() == first)[:10]]
+        lines = [int(i) + 2 + first_row for i in np.flatnonzero(out["item_id"].to_numpy() == first)[:10]]
         raise CliError(f"--input {args.input}: column {id_col!r} repeats id {first!r} (lines {lines}; "
                        f"{int(out['item_id'][dup].nunique())} repeated id(s) in all); ids must be unique, "
                        "or pass --id-col with a unique column")
@@ -317,12 +409,105 @@ def _read_products(args) -> pd.DataFrame:
                 paths.append(str(q if q.is_absolute() else base / q))
         out["image_path"] = paths
     elif images is not None:
+        index = _image_index(images)
+        out["image_path"] = [index.get(i) for i in out["item_id"]]
+    return out
+
+
+def _image_index(images: Path) -> dict:
+    """``{stem: path}`` of the images in a folder, listed once per command (chunks reuse it)."""
+    key = str(images.resolve())
+    if _IMAGE_INDEX.get("key") != key:
         index = {}
         for f in images.iterdir():
             if f.suffix.lower() in IMAGE_EXTS:
                 index.setdefault(f.stem, str(f))
-        out["image_path"] = [index.get(i) for i in out["item_id"]]
-    return out
+        _IMAGE_INDEX.clear()
+        _IMAGE_INDEX.update(key=key, index=index)
+    return _IMAGE_INDEX["index"]
+
+
+_IMAGE_INDEX: dict = {}
+
+
+def _is_parquet(path) -> bool:
+    from .predictor import PARQUET_SUFFIXES
+
+    return Path(path).suffix.lower() in PARQUET_SUFFIXES
+
+
+def _input_chunks(args, chunk_size: int):
+    """Raw frames of ``--input`` (all columns as strings, None where empty), ``chunk_size`` rows at a
+    time: CSV (``pandas.read_csv(chunksize=...)``) or Parquet (``.parquet``/``.pq``, pyarrow record
+    batches). Yields ``(frame, first_row)``."""
+    p = Path(args.input).expanduser()
+    if not p.is_file():
+        raise CliError(f"--input {args.input}: no such file")
+    if _is_parquet(p):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            f = pq.ParquetFile(p)
+            batches = f.iter_batches(batch_size=chunk_size)
+            first = 0
+            for batch in batches:
+                cols = {}
+                for name, col in zip(batch.schema.names, batch.columns):
+                    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+                        col = col.cast(pa.string())      # ids / titles stored as numbers: read as text
+                    cols[name] = col.to_numpy(zero_copy_only=False).astype(object)
+                df = pd.DataFrame(cols, index=pd.RangeIndex(first, first + batch.num_rows))
+                df = df.where(df.notna() & (df != ""), None)
+                yield df, first
+                first += batch.num_rows
+            if first == 0:
+                yield pd.DataFrame({n: pd.Series([], dtype=object) for n in f.schema_arrow.names}), 0
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
+            raise CliError(f"--input {args.input}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+        return
+    from .datasets import read_csv_chunks
+
+    try:   # the package's one CSV reader, in chunks (datasets.read_csv_chunks)
+        chunks = read_csv_chunks(p, chunk_size, what="--input", id_col=args.id_col or "id",
+                                 repair_col=args.title_col or "title", dtype=str, keep_default_na=False,
+                                 na_values=[""])
+        while True:
+            with warnings.catch_warnings():        # only around the read: repairs are printed below, once
+                warnings.simplefilter("ignore")
+                try:
+                    df, first = next(chunks)
+                except StopIteration:
+                    break
+            if first == 0:
+                for r in df.attrs["report"].itertuples():
+                    print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
+            df.attrs.clear()
+            yield df, first
+    except (pd.errors.ParserError, ValueError) as e:
+        raise CliError(str(e).splitlines()[0]) from None
+
+
+def _product_chunks(args, chunk_size: int):
+    """``_read_products`` of each input chunk (column checks, ids, image paths per chunk)."""
+    for df, first in _input_chunks(args, chunk_size):
+        yield _read_products(args, df, first)
+
+
+def _repeated_id_error(args, dup_id: str) -> CliError:
+    """The error ``_read_products`` gives, for an id repeated in different chunks (the input is read
+    again to name the lines: only on this error path)."""
+    lines, repeated, seen = [], set(), set()
+    for df, first in _input_chunks(args, 65536):
+        for i, v in enumerate(_read_products(args, df, first)["item_id"].tolist()):
+            if v == dup_id and len(lines) < 10:
+                lines.append(first + i + 2)
+            if v in seen:
+                repeated.add(v)
+            seen.add(v)
+    return CliError(f"--input {args.input}: column {args.id_col or 'id'!r} repeats id {dup_id!r} (lines {lines}; "
+                    f"{len(repeated)} repeated id(s) in all); ids must be unique, or pass --id-col with a unique "
+                    "column")
 
 
 def _check_device(name: str) -> None:
@@ -334,35 +519,101 @@ def _check_device(name: str) -> None:
         raise CliError(str(e)) from None
 
 
-def _umask_permissions(path: Path) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def _cmd_predict(args) -> int:
-    from ._io import atomic_path
-    from .predictor import Predictor
+    from .predictor import DuplicateIdError, Predictor, write_predictions
 
     if args.top_k < 1:
         raise CliError(f"--top-k must be >= 1, not {args.top_k}")
+    if args.chunk_size < 1:
+        raise CliError(f"--chunk-size must be >= 1, not {args.chunk_size}")
     _check_device(args.device)
     out = Path(args.output).expanduser()
     if out.is_dir():
         raise CliError(f"--output {args.output} is a folder; give a file name such as {out / 'predictions.csv'}")
-    products = _read_products(args)
+    _IMAGE_INDEX.clear()
+    chunks = _product_chunks(args, args.chunk_size)
+    first = next(chunks)            # bad input (file, columns, ids of the first chunk) fails before loading
     pred = Predictor.load(args.model, device=args.device, backend=args.backend)
-    res = pred.predict(products, top_k=args.top_k, crm=args.crm, cache_dir=args.cache_dir,
-                       progress=not args.quiet)
-    with atomic_path(out, suffix=".csv") as tmp:
-        res.to_csv(tmp, index=False)
-        _umask_permissions(tmp)  # the temporary file is private (0600); the output is not
-    fails = res.attrs["failures"]
-    print(f"wrote {len(res)} predictions to {out} ({len(fails)} unusable input(s))")
+
+    def products():
+        yield first
+        yield from chunks
+    frames = pred.predict_iter(products(), top_k=args.top_k, crm=args.crm, cache_dir=args.cache_dir,
+                               progress=not args.quiet, chunk_size=args.chunk_size)
+    try:
+        n = write_predictions(frames, out)
+    except DuplicateIdError as e:
+        raise _repeated_id_error(args, e.ids[0]) from None
+    fails = pred.failures
+    print(f"wrote {n} predictions to {out} ({len(fails)} unusable input(s))")
     for _, r in fails.head(10).iterrows():
         print(f"  {r['item_id']}: {r['modality']}: {r['reason']}", file=sys.stderr)
     if len(fails) > 10:
         print(f"  ... and {len(fails) - 10} more (see the 'failures' column)", file=sys.stderr)
+    return 0
+
+
+# ----------------------------------------------------------------------------- encode
+def _cmd_encode(args) -> int:
+    """Encode a catalog into the store; under torchrun each rank encodes rows ``rank::world``."""
+    import semcat_kit as sk
+
+    from .store import VectorStore
+
+    if args.chunk_size < 1 or args.batch_size < 1:
+        raise CliError("--chunk-size and --batch-size must be >= 1")
+    _check_device(args.device)
+    from . import distributed
+
+    distributed.init_from_env()   # one code path: a process group only when torchrun started several (idempotent)
+    rank, world = distributed.rank(), distributed.world_size()
+    cfg = read_train_config(args.config) if args.config else None
+    mapping = cfg["catalog"] if cfg else dict(_CATALOG_KEYS)
+    text_name = args.text_encoder if args.text_encoder is not None else (cfg["text_encoder"] if cfg else "minilm")
+    image_name = args.image_encoder if args.image_encoder is not None else \
+        (cfg["image_encoder"] if cfg else "efficientnet-lite0")
+    text_name = None if text_name in (None, "none", "") else text_name
+    image_name = None if image_name in (None, "none", "") else image_name
+    if text_name is None and image_name is None:
+        raise CliError("--text-encoder and --image-encoder are both none; give at least one")
+    sample = args.sample if args.sample is not None else (cfg["sample"] if cfg else None)
+    seed = cfg["seed"] if cfg else 0
+    device = distributed.device_for_rank(args.device)
+    catalog = _load_training_catalog(args.catalog, mapping, args.config or "--config")
+    if sample is not None:
+        catalog = sample_catalog(catalog, sample, seed)
+    share = catalog.iloc[rank::world]
+    text_enc = sk.encoders.load(text_name, device=device) if text_name else None
+    image_enc = sk.encoders.load(image_name, device=device) if image_name else None
+    emb = sk.encode_catalog(share, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
+                            batch_size=args.batch_size, num_workers=args.num_workers,
+                            progress=not args.quiet and rank == 0, chunk_size=args.chunk_size,
+                            store_dtype=args.store_dtype, store_writer=f"r{rank}")
+    st = emb.meta["stats"]
+    print(f"rank {rank}/{world}: {len(share)} products, encoded text {st.get('text_encoded', '-')}, "
+          f"image {st.get('image_encoded', '-')} (the rest from the store), {len(emb.failures)} unusable input(s)",
+          flush=True)
+    distributed.barrier()
+    if rank == 0:
+        for m, enc in (("text", text_enc), ("image", image_enc)):
+            if enc is None:
+                continue
+            store = VectorStore.for_encoder(args.cache_dir, enc.fingerprint, m,
+                                            enc.text_dim if m == "text" else enc.image_dim, dtype=args.store_dtype,
+                                            writer="r0")
+            store.merge()  # rank 0 finalises: adopt/verify every rank's shards, merge full tiers
+            print(f"store {store.root}: {len(store)} {m} vectors in {len(store.shard_files)} shard(s)")
+        if args.out:
+            full = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc,
+                                     cache_dir=args.cache_dir, batch_size=args.batch_size,
+                                     num_workers=args.num_workers, progress=not args.quiet,
+                                     chunk_size=args.chunk_size, out=args.out, store_dtype=args.store_dtype,
+                                     store_writer="r0")
+            print(f"wrote embeddings of {len(full)} products to {args.out} "
+                  f"({len(full.failures)} unusable input(s))")
+            for _, r in full.failures.head(10).iterrows():
+                print(f"  {r['item_id']}: {r['modality']}: {r['reason']}", file=sys.stderr)
+    distributed.barrier()
     return 0
 
 
@@ -372,16 +623,50 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="semcat", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Categorize products into a category hierarchy from titles and images.",
-        epilog="Run 'semcat train --help' or 'semcat predict --help' for the options of each command.")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="{train,predict}")
+        epilog="Run 'semcat encode --help', 'semcat train --help', 'semcat predict --help' or "
+               "'semcat tune --help' for the options of each command.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{encode,train,predict,tune}")
+
+    e = sub.add_parser("encode", help="encode a catalog into the embedding store (one or many processes)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Encode the titles and images of a catalog into the embedding store under "
+                                   "--cache-dir (see semcat_kit.store), resuming after the last chunk a killed run "
+                                   "wrote.\n\nSeveral processes (each encodes every WORLD_SIZE-th product into "
+                                   "its own shards; rank 0 finalises the store):\n"
+                                   "  torchrun --nproc-per-node=2 -m semcat_kit encode --catalog tutorial "
+                                   "--cache-dir cache/\n  (gloo on CPUs, NCCL with one GPU per process; add "
+                                   "--nnodes/--rdzv-endpoint for several machines sharing the cache folder)")
+    e.add_argument("--catalog", required=True, metavar="SOURCE",
+                   help="a catalog CSV (columns mapped by --config's 'catalog:' section), a Kaggle fashion folder "
+                        "or 'tutorial'")
+    e.add_argument("--cache-dir", required=True, metavar="DIR", help="the embedding store folder (shared by ranks)")
+    e.add_argument("--config", metavar="YAML", help="a 'semcat train' config: its catalog mapping, encoders and "
+                   "sample are used")
+    e.add_argument("--text-encoder", metavar="NAME", help="text encoder (default: the config's, else minilm; "
+                   "'none' for no titles)")
+    e.add_argument("--image-encoder", metavar="NAME", help="image encoder (default: the config's, else "
+                   "efficientnet-lite0; 'none' for no images)")
+    e.add_argument("--sample", type=int, metavar="N", help="encode a random sample of N products (seeded)")
+    e.add_argument("--out", metavar="DIR", help="also write the catalog's embeddings (in catalog order) to this "
+                   "folder; sk.Embeddings.load(DIR) memory-maps it")
+    e.add_argument("--batch-size", type=int, default=64, metavar="B", help="encoder batch size (default 64)")
+    e.add_argument("--chunk-size", type=int, default=8192, metavar="C",
+                   help="items between two store writes (default 8192)")
+    e.add_argument("--num-workers", type=int, metavar="W", help="image loader workers (default: 0 on CPU, 4 on GPU)")
+    e.add_argument("--store-dtype", default="float32", choices=("float32", "float16"),
+                   help="precision of new store shards (default float32)")
+    e.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=_cmd_encode)
 
     p = sub.add_parser("predict", help="categorize products with an exported head",
                        description="Categorize the products of a CSV file with a head exported by 'semcat train' "
                                    "or sk.export_head; writes one row per product: item_id, pred_1..k (full "
                                    "category paths), name_1..k, prob_1..k, used, failures.")
     p.add_argument("--model", required=True, metavar="DIR", help="folder of the exported head")
-    p.add_argument("--input", required=True, metavar="CSV",
-                   help="products to categorize: a CSV with a title column and/or an image column")
+    p.add_argument("--input", required=True, metavar="FILE",
+                   help="products to categorize: a CSV (or .parquet) file with a title column and/or an image "
+                        "column; read --chunk-size rows at a time")
     p.add_argument("--images", metavar="DIR", help="folder that relative image paths are resolved against "
                    "(default: the CSV's folder); without an image column, the image of product X is DIR/X.jpg "
                    "(.jpeg, .png, .webp)")
@@ -389,7 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "number is the id)")
     p.add_argument("--title-col", metavar="NAME", help="column of product titles (default 'title')")
     p.add_argument("--image-col", metavar="NAME", help="column of image file paths (default 'image')")
-    p.add_argument("--output", required=True, metavar="CSV", help="where to write the predictions (atomically)")
+    p.add_argument("--output", required=True, metavar="FILE", help="where to write the predictions, chunk by "
+                   "chunk, renamed into place when complete: Parquet when it ends in .parquet/.pq, else CSV")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="categories per product (default 5)")
     p.add_argument("--crm", action="store_true", help="rank by least expected tree distance (CRM) instead of "
                    "probability; adds exp_dist_1..k")
@@ -397,6 +683,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnx", "torchscript"),
                    help="what runs the head (default torch)")
+    p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="N",
+                   help=f"products read, encoded and scored at a time; memory grows with it, not with the "
+                        f"input size (default {DEFAULT_CHUNK_SIZE}); the output does not depend on it")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_predict)
 
@@ -416,6 +705,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "without a usable label (default: <out>/unlabelled_predictions.csv; only when there are some)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_cmd_train)
+
+    u = sub.add_parser("tune", help="search training settings for a stated objective (Optuna)",
+                       description="Encode and split a catalog as 'semcat train' does, then search soft labels, "
+                                   "loss, head size, step budget and CRM with Optuna, training on the train split "
+                                   "and scoring on the validation split. Writes best.yaml (its 'train:' section "
+                                   "is a 'semcat train' config) and trials.csv.")
+    u.add_argument("--catalog", required=True, metavar="SOURCE", help="as for 'semcat train'")
+    u.add_argument("--config", required=True, metavar="YAML", help="as for 'semcat train'; its 'train:' section "
+                   "holds the settings that are not searched")
+    u.add_argument("--out", required=True, metavar="DIR", help="folder for best.yaml and trials.csv")
+    u.add_argument("--objective", default="hdist@5; top1 >= baseline - 0.5pt",
+                   help="metric to optimise and constraints, e.g. 'hdist@5; top1 >= baseline - 0.5pt, "
+                        "macro_f1 >= baseline - 0.5pt' (baseline: a tuned LogisticRegression on the same "
+                        "embeddings; onehot: the default one-hot head)")
+    u.add_argument("--n-trials", type=int, default=30, metavar="N", help="number of trials (default 30)")
+    u.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop after this long")
+    u.add_argument("--cache-dir", metavar="DIR", help="embedding cache folder (re-runs skip encoding)")
+    u.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
+    u.add_argument("--quiet", action="store_true", help="no progress bars")
+    u.set_defaults(func=_cmd_tune)
     return ap
 
 

@@ -18,17 +18,19 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from . import soft_labels as _soft
+from .baselines import Baseline
 from .metrics import lower_is_better
 from .training import TrainConfig
 from .training import train as _train
 
-__all__ = ["compare", "default_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]
+__all__ = ["compare", "default_suite", "baseline_suite", "loss_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]
 
 CRM_SUFFIX = " + CRM"
 
 
 class CompareRuns(dict):
-    """The trained runs of a :func:`compare` call, ``{(config_name, seed): TrainRun}``, plus
+    """The trained runs of a :func:`compare` call, ``{(config_name, seed): TrainRun or fitted Baseline}``, plus
     ``.long`` (one row per (config, seed), CRM rows included).
 
     Stored in ``df.attrs["runs"]``; shared, not copied, when pandas propagates ``attrs``.
@@ -54,13 +56,17 @@ def _check_pair(pair, name: str):
 def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbors=None,
             seeds: Sequence[int] = (0, 1, 2), crm_for: str | Iterable[str] | None = None,
             best_by: str = "top1", long: bool = False, ks: Sequence[int] = (1, 5, 20),
-            progress: bool = True, **train_kwargs) -> pd.DataFrame:
+            by_frequency: bool | tuple = False, progress: bool = True, **train_kwargs) -> pd.DataFrame:
     """Train each configuration over several seeds and tabulate test metrics.
 
     Parameters
     ----------
-    configs : dict[str, TrainConfig]
-        Named configurations (their ``seed`` is replaced by each of ``seeds``).
+    configs : dict[str, TrainConfig or Baseline]
+        Named configurations (their ``seed`` is replaced by each of ``seeds``). A
+        :class:`semcat_kit.baselines.Baseline` (e.g. ``LogisticBaseline()``, ``HiClassBaseline()``)
+        is fitted on the same ``train`` (``val`` for its model selection) and scored on the same
+        ``test``; one whose fit does not depend on the seed is fitted once and its row repeated
+        per seed (std 0). Its ``best_epoch`` is NaN.
     train, val, test : (embeddings, labels)
         One split; ``val`` (optional) drives early stopping, ``test`` is evaluated.
     taxonomy, neighbors
@@ -76,6 +82,10 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
         Return one row per (config, seed) instead of the summary.
     ks : sequence of int
         Passed to :func:`semcat_kit.evaluate`.
+    by_frequency : bool or (t1, t2)
+        Also report ``top1[b]``, ``macro_f1[b]``, ``mistake_severity[b]`` and ``n[b]`` per frequency
+        bucket ``b`` in head / torso / tail of the *training* class counts
+        (:func:`semcat_kit.frequency.frequency_buckets`: thirds of the classes, or count thresholds).
     progress : bool
         ``tqdm`` bar over runs.
     **train_kwargs
@@ -97,8 +107,9 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
     for name, cfg in configs.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"configuration names must be non-empty strings, not {name!r}")
-        if not isinstance(cfg, TrainConfig):
-            raise TypeError(f"configs[{name!r}] is a {type(cfg).__name__}, not a TrainConfig")
+        if not isinstance(cfg, (TrainConfig, Baseline)):
+            raise TypeError(f"configs[{name!r}] is a {type(cfg).__name__}, not a TrainConfig or a "
+                            "semcat_kit.baselines.Baseline")
         if name.endswith(CRM_SUFFIX):
             raise ValueError(f"configuration name {name!r} ends with {CRM_SUFFIX!r}, which is reserved for CRM rows")
     seeds = list(seeds)
@@ -106,7 +117,7 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
         raise ValueError(f"seeds must be at least 3 distinct integers (mean and std over seeds); got {seeds}")
     tr, te = _check_pair(train, "train"), _check_pair(test, "test")
     va = _check_pair(val, "val") if val is not None else None
-    need_nb = [n for n, c in configs.items() if c.smoothing in ("topk", "semantic")]
+    need_nb = [n for n, c in configs.items() if isinstance(c, TrainConfig) and _soft.kind_info(c.smoothing).needs_neighbors]
     if need_nb and neighbors is None:
         raise ValueError(f"configurations {need_nb} use neighbour soft labels; pass neighbors=...")
     crm_names: list[str] = []
@@ -119,24 +130,46 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
     if "resume" in train_kwargs:
         raise ValueError("compare() cannot resume runs; call sk.train(..., resume=...) for a single run")
     ck_root = train_kwargs.pop("checkpoint_dir", None)
+    buckets = None
+    if by_frequency is not False and by_frequency is not None:
+        from .contracts import as_labels
+        from .frequency import frequency_buckets
+
+        y_tr = as_labels(tr[1], len(tr[1]), taxonomy, name="train labels")
+        buckets = frequency_buckets(y_tr, taxonomy.n_classes,
+                                    thresholds=None if by_frequency is True else by_frequency)
+
+    def extra(probs, crm):
+        if buckets is None:
+            return {}
+        from .frequency import bucket_metrics
+
+        return bucket_metrics(probs, te[1], taxonomy, buckets, crm=crm).to_dict()
 
     runs = CompareRuns()
     rows = []
     total = len(configs) * len(seeds)
     with tqdm(total=total, desc="compare", unit="run", disable=not progress) as bar:
         for name, cfg in configs.items():
+            fitted = None     # a seed-independent baseline is fitted once
             for seed in seeds:
                 bar.set_postfix_str(f"{name} seed={seed}")
                 t0 = time.perf_counter()
-                ck = None if ck_root is None else Path(ck_root) / re.sub(r"[^\w.-]+", "_", name) / f"seed{seed}"
-                run = _train(tr[0], tr[1], taxonomy=taxonomy, neighbors=neighbors, config=cfg.replace(seed=seed),
-                             val=va, progress=False, checkpoint_dir=ck, **train_kwargs)
-                secs = time.perf_counter() - t0
+                if isinstance(cfg, Baseline):
+                    if fitted is None or cfg.seeded:
+                        fitted = cfg.clone().fit(tr[0], tr[1], taxonomy=taxonomy, val=va, seed=seed)
+                        fit_secs = time.perf_counter() - t0
+                    run, best_epoch, secs = fitted, float("nan"), fit_secs
+                else:
+                    ck = None if ck_root is None else Path(ck_root) / re.sub(r"[^\w.-]+", "_", name) / f"seed{seed}"
+                    run = _train(tr[0], tr[1], taxonomy=taxonomy, neighbors=neighbors, config=cfg.replace(seed=seed),
+                                 val=va, progress=False, checkpoint_dir=ck, **train_kwargs)
+                    best_epoch, secs = run.best_epoch, time.perf_counter() - t0
                 runs[(name, seed)] = run
                 probs = run.predict_proba(te[0])
                 scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks)
                 rows.append({"config": name, "seed": seed, "crm": False, **scores.drop("n").to_dict(),
-                             "best_epoch": run.best_epoch, "train_seconds": secs})
+                             **extra(probs, False), "best_epoch": best_epoch, "train_seconds": secs})
                 bar.update(1)
     base = pd.DataFrame(rows)
     metric_cols = [c for c in base.columns if c not in ("config", "seed", "crm")]
@@ -151,7 +184,8 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
         for rr in base[base["config"] == name].to_dict("records"):
             probs = runs[(name, rr["seed"])].predict_proba(te[0])     # recomputed: probs are not kept
             scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks, crm=True)
-            crm_rows.append({**rr, **scores.drop("n").to_dict(), "config": name + CRM_SUFFIX, "crm": True})
+            crm_rows.append({**rr, **scores.drop("n").to_dict(), **extra(probs, True), "config": name + CRM_SUFFIX,
+                             "crm": True})
     long_df = pd.concat([base, pd.DataFrame(crm_rows)], ignore_index=True) if crm_rows else base
     order = []
     for name in configs:
@@ -200,6 +234,39 @@ def default_suite(epochs: int = 30, k: int = 20, alpha: float = 0.1, **common) -
             out[kind.suite_name.format(**cfg.to_dict()) + " + curriculum"] = cfg.replace(curriculum="linear")
     out["binary codes"] = TrainConfig(label_repr="codes", smoothing="onehot", **base)
     return out
+
+
+def loss_suite(smoothing: str = "semantic", k: int = 20, alpha: float = 0.1, gamma: float = 2.0,
+               **common) -> dict[str, TrainConfig]:
+    """The seed's loss ablation as named configurations.
+
+    Focal only (``kl_weight=0``), KL only (``focal_weight=0``: cross-entropy to the ``smoothing``
+    soft labels), focal + KL; and focal + KL with class weights ``focal_alpha`` = ``inverse``
+    (``w_c ∝ 1/n_c``) and ``effective`` (``w_c ∝ (1 - beta) / (1 - beta^n_c)``, Cui et al. 2019).
+    ``common`` sets any other :class:`TrainConfig` field on every configuration (e.g. ``min_steps``).
+    Run with ``compare(..., by_frequency=True)`` for head / torso / tail metrics.
+    """
+    soft = dict(smoothing=smoothing, alpha=alpha, **({"k": k} if smoothing not in ("onehot", "uniform") else {}))
+    return {
+        f"focal γ={gamma:g} only": TrainConfig(focal_gamma=gamma, kl_weight=0.0, **common),
+        f"KL only ({smoothing})": TrainConfig(focal_weight=0.0, kl_weight=1.0, **soft, **common),
+        f"focal + KL ({smoothing})": TrainConfig(focal_gamma=gamma, **soft, **common),
+        f"focal + KL, α inverse": TrainConfig(focal_gamma=gamma, focal_alpha="inverse", **soft, **common),
+        f"focal + KL, α effective": TrainConfig(focal_gamma=gamma, focal_alpha="effective", **soft, **common),
+    }
+
+
+def baseline_suite(C="val") -> dict:
+    """What a user would pick instead of a head, as :func:`compare` rows.
+
+    ``"LogisticRegression"`` (:class:`~semcat_kit.baselines.LogisticBaseline`, ``C`` chosen on the
+    validation split by default) and ``"hiclass LCPPN"`` (:class:`~semcat_kit.baselines.HiClassBaseline`,
+    a logistic regression per parent node). Add ``crm_for=["LogisticRegression", ...]`` for the
+    "+ CRM" row.
+    """
+    from .baselines import HiClassBaseline, LogisticBaseline
+
+    return {"LogisticRegression": LogisticBaseline(C=C), "hiclass LCPPN": HiClassBaseline(C=C)}
 
 
 def format_table(df: pd.DataFrame, metrics: Sequence[str] = ("top1", "top5", "macro_f1", "mistake_severity",

@@ -33,6 +33,7 @@ from .taxonomy import DEFAULT_SEP, load_google_taxonomy  # noqa: F401  (re-expor
 __all__ = [
     "load_catalog",
     "read_csv",
+    "read_csv_chunks",
     "load_fashion",
     "load_fashion_tutorial",
     "load_google_taxonomy",
@@ -133,6 +134,48 @@ def read_csv(path, *, what: str = "CSV", id_col: str | None = None, repair_col: 
         df, repairs = _read_csv(path, id_col=id_col, title_col=repair_col, what=what, kw=pandas_kw)
     df.attrs["report"] = _make_report(repairs)
     return df
+
+
+def read_csv_chunks(path, chunksize: int, *, what: str = "CSV", id_col: str | None = None,
+                    repair_col: str | None = None, **pandas_kw):
+    """:func:`read_csv`, ``chunksize`` rows at a time: yields ``(DataFrame, first_row)``.
+
+    Same guarantees: the header is checked by :func:`read_csv` (BOM, encoding, duplicate names, a
+    malformed first line), then one pass of pandas' C parser checks every line; a well-formed file
+    is then streamed (memory: one chunk), a file with lines to repair is read whole by
+    :func:`read_csv` (repairs warned and in each chunk's ``attrs["report"]``) and cut into chunks,
+    and a file that cannot be read raises its ``ValueError`` before any chunk is yielded. A header
+    without rows yields one empty frame.
+    """
+    path = Path(path).expanduser()
+    opts = dict(what=what, id_col=id_col, repair_col=repair_col)
+    head = read_csv(path, nrows=0, **opts, **pandas_kw)
+    header = list(head.columns)
+    well_formed = len(head.attrs["report"]) == 0           # else a malformed first line was repaired
+    if well_formed:
+        try:
+            for _ in pd.read_csv(path, engine="c", on_bad_lines="error", encoding="utf-8-sig", chunksize=65536,
+                                 dtype=str):
+                pass
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError):
+            well_formed = False
+    if not well_formed:
+        df = read_csv(path, **opts, **pandas_kw)
+        for a in range(0, max(len(df), 1), chunksize):
+            yield df.iloc[a:a + chunksize], a
+        return
+    first = 0
+    try:
+        for df in pd.read_csv(path, engine="c", on_bad_lines="error", encoding="utf-8-sig", chunksize=chunksize,
+                              **pandas_kw):
+            df.columns = header
+            df.attrs["report"] = _make_report([])
+            yield df, first
+            first += len(df)
+    except UnicodeDecodeError as e:            # the file changed since the check
+        raise _not_utf8(path, e, what) from e
+    if first == 0:
+        yield head, 0
 
 
 def _read_csv(path: Path, *, id_col, title_col, what: str, kw: dict):

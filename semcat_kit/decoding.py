@@ -102,6 +102,16 @@ def _tree_operators(taxonomy):
     return ops
 
 
+def _rowwise_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for a small inner dimension (the taxonomy's depths), summed in a fixed order so each
+    row's result does not depend on how many rows are passed (a BLAS product may round differently
+    for another row count): chunked CRM equals one-shot CRM bit for bit."""
+    out = np.zeros((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    for d in range(a.shape[1]):
+        out += a[:, d:d + 1] * b[d][None, :]
+    return out
+
+
 def _crm_cost_exact(p: np.ndarray, taxonomy) -> np.ndarray:
     """Expected tree distance ``cost[n, k] = sum_j p[n, j] d(j, k)`` for every class, exactly.
 
@@ -114,7 +124,7 @@ def _crm_cost_exact(p: np.ndarray, taxonomy) -> np.ndarray:
     subtree = (At @ P.T)                                          # (V, N) mass below each node
     shared = (A @ subtree).T                                      # (N, C) sum_j p_j |A(j) ∩ A(k)|
     per_depth = (H.T @ P.T).T                                     # (N, n_depths)
-    maxterm = (per_depth @ Mx)[:, dpos]                           # (N, C) sum_j p_j max(d_j, d_k)
+    maxterm = _rowwise_matmul(per_depth, Mx)[:, dpos]             # (N, C) sum_j p_j max(d_j, d_k)
     return maxterm - shared
 
 
@@ -141,7 +151,7 @@ def _crm_cost_topm(p: np.ndarray, taxonomy, m: int) -> tuple[np.ndarray, np.ndar
     dc = dpos[cand]
     per_depth = np.bincount((np.arange(n)[:, None] * Mx.shape[0] + dc).ravel(), weights=q.ravel(),
                             minlength=n * Mx.shape[0]).reshape(n, Mx.shape[0])
-    maxterm = np.take_along_axis(per_depth @ Mx, dc, axis=1)      # sum_b q_b max(d_b, d_a)
+    maxterm = np.take_along_axis(_rowwise_matmul(per_depth, Mx), dc, axis=1)   # sum_b q_b max(d_b, d_a)
     return cand, maxterm - shared
 
 

@@ -1,17 +1,25 @@
-"""Encoding a catalog into an ``Embeddings`` table, with an on-disk cache.
+"""Encoding a catalog into an ``Embeddings`` table, streaming into an on-disk embedding store.
 
 ``encode_catalog(catalog, text_encoder=..., image_encoder=..., cache_dir=...)`` embeds titles and
-images in batches (images decoded in DataLoader workers), reusing cached vectors keyed by
-(encoder fingerprint, hash of the title text / image bytes): re-running encodes nothing, adding
-100 products encodes those 100, and a different encoder never sees another encoder's vectors.
-Unusable items (empty title; missing, 0-byte, corrupt or oversized image) get a zero vector, a
-mask of 0 and a row in ``Embeddings.failures``; they never stop the run.
+images chunk by chunk, reusing vectors of the store (:mod:`semcat_kit.store`) keyed by (encoder
+fingerprint, hash of the title text / image bytes): re-running encodes nothing, adding 100
+products encodes those 100, a killed run resumes after the last chunk written, and a different
+encoder never sees another encoder's vectors. Images are read once, in the DataLoader workers:
+the bytes are hashed, looked up, and decoded only when missing. Unusable items (empty title;
+missing, 0-byte, corrupt or oversized image) get a zero vector, a mask of 0 and a row in
+``Embeddings.failures``; they never stop the run.
+
+``Embeddings`` holds arrays in memory for small sets (``save("x.npz")``) or memory-mapped
+``.npy`` files in a folder for large ones (``save("folder")``, ``encode_catalog(out="folder")``):
+then ``take`` copies only the rows it selects (a slice is a view) and the vectors stay in the
+OS page cache instead of private memory.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +29,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._io import atomic_path
-from ._vector_cache import KEY_BYTES, VectorCache, content_key
+from ._io import atomic_dir, atomic_path
+from .store import KEY_BYTES, VectorStore, _write_probe, as_keys, content_key, content_keys
 from .encoders import Encoder
-from .images import DEFAULT_MAX_PIXELS, ImageError, image_digest, load_image
+from .images import DEFAULT_MAX_PIXELS, ImageError, image_digest, load_image, read_image_bytes
 
 __all__ = ["Embeddings", "encode_catalog", "FORMAT_VERSION"]
 
@@ -67,7 +75,8 @@ class Embeddings:
         for name in ("text", "image"):
             m = getattr(self, name)
             if m is not None:
-                m = np.asarray(m, dtype=np.float32)
+                if not (isinstance(m, np.ndarray) and m.dtype == np.float32):
+                    m = np.asarray(m, dtype=np.float32)  # a float32 np.memmap stays one (lazy training)
                 if m.ndim != 2 or m.shape[0] != n:
                     raise ValueError(f"Embeddings.{name} must be (N={n}, d), got {m.shape}")
                 setattr(self, name, m)
@@ -95,9 +104,13 @@ class Embeddings:
 
     # ---------------------------------------------------------------------- selection
     def take(self, idx) -> "Embeddings":
-        """Rows by integer positions, a boolean mask or a slice (failures follow the rows kept)."""
+        """Rows by integer positions, a boolean mask or a slice (failures follow the rows kept).
+
+        Only the selected rows are copied; a slice shares memory with this table (with a
+        memory-mapped table, nothing is read until used).
+        """
         if isinstance(idx, slice):
-            idx = np.arange(len(self))[idx]
+            return self._subset(idx, self.item_ids[idx])
         idx = np.asarray(idx)
         if idx.dtype == bool:
             if idx.shape != (len(self),):
@@ -110,11 +123,15 @@ class Embeddings:
                             "to select by item id use align()")
         if idx.size and (idx.max() >= len(self) or idx.min() < -len(self)):
             raise IndexError(f"take(): positions out of range for {len(self)} items")
-        ids = self.item_ids[idx]
-        fails = self.failures[self.failures["item_id"].astype(str).isin(set(ids.tolist()))].reset_index(drop=True)
+        return self._subset(idx, self.item_ids[idx])
+
+    def _subset(self, idx, ids) -> "Embeddings":
+        fails = self.failures
+        if len(fails):
+            fails = fails[fails["item_id"].astype(str).isin(set(ids.tolist()))].reset_index(drop=True)
         return Embeddings(ids, None if self.text is None else self.text[idx],
                           None if self.image is None else self.image[idx], self.text_mask[idx],
-                          self.image_mask[idx], fails, json.loads(json.dumps(self.meta)))
+                          self.image_mask[idx], fails.copy(), json.loads(json.dumps(self.meta)))
 
     def align(self, catalog_or_ids) -> "Embeddings":
         """Reorder (and subset) to a catalog's ``item_id`` column or a sequence of ids.
@@ -140,8 +157,19 @@ class Embeddings:
 
     # --------------------------------------------------------------------------- disk
     def save(self, path: str | os.PathLike) -> Path:
-        """Write to one ``.npz`` file atomically (format version included). Returns the path."""
+        """Write atomically. Returns the path.
+
+        ``*.npz``: one file (format version included), for small sets. Any other path: a folder
+        readable without semcat_kit: ``text.npy`` / ``image.npy`` (float32 ``(N, d)``, memory-mapped
+        by :meth:`load`), ``items.arrow`` (Arrow IPC / Feather: ``item_id, text_mask,
+        image_mask``), ``failures.arrow`` (``item_id, modality, reason``) and ``embeddings.json``
+        (format version, sizes, encoder meta).
+        """
         path = Path(path).expanduser()
+        if path.suffix != ".npz":
+            with atomic_dir(path) as tmp:
+                self._write_folder_files(tmp)
+            return path
         arrays = {
             "format_version": np.array(FORMAT_VERSION),
             "item_ids": self.item_ids.astype(str),
@@ -158,10 +186,64 @@ class Embeddings:
                 np.savez(f, **arrays)
         return path
 
+    def _write_folder_files(self, folder: Path, arrays_written: bool = False) -> None:
+        import pyarrow as pa
+        import pyarrow.feather as feather
+
+        dims = {}
+        for name in ("text", "image"):
+            a = getattr(self, name)
+            dims[name] = None if a is None else int(a.shape[1])
+            if a is not None and not arrays_written:
+                np.save(folder / f"{name}.npy", a)
+        feather.write_feather(pa.table({"item_id": pa.array(self.item_ids.tolist(), pa.string()),
+                                        "text_mask": self.text_mask, "image_mask": self.image_mask}),
+                              str(folder / "items.arrow"), compression="uncompressed")
+        fails = self.failures[_FAILURE_COLUMNS].astype(str).reset_index(drop=True)
+        feather.write_feather(pa.Table.from_pandas(fails, preserve_index=False), str(folder / "failures.arrow"),
+                              compression="uncompressed")
+        info = {"format": "semcat-embeddings", "format_version": FORMAT_VERSION, "n": len(self),
+                "text_dim": dims["text"], "image_dim": dims["image"], "meta": self.meta}
+        (folder / "embeddings.json").write_text(json.dumps(info, indent=1, default=str), encoding="utf-8")
+
+    @classmethod
+    def _load_folder(cls, path: Path) -> "Embeddings":
+        import pyarrow.feather as feather
+
+        try:
+            info = json.loads((path / "embeddings.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(f"{path} is a folder but not an Embeddings folder (no embeddings.json)") from None
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}/embeddings.json is unreadable ({e}); re-create it with Embeddings.save") from e
+        if info.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{path} has embeddings format {info.get('format_version')}; this semcat_kit reads "
+                             f"{FORMAT_VERSION}. Re-encode the catalog (the cache makes it quick)")
+        try:
+            items = feather.read_table(str(path / "items.arrow"), memory_map=True)
+            fails = feather.read_table(str(path / "failures.arrow")).to_pandas()
+            arrays = {}
+            for name in ("text", "image"):
+                if info.get(f"{name}_dim") is not None:
+                    a = np.load(path / f"{name}.npy", mmap_mode="r")
+                    if a.shape != (info["n"], info[f"{name}_dim"]) or a.dtype != np.float32:
+                        raise ValueError(f"{name}.npy is {a.dtype} {a.shape}, expected float32 "
+                                         f"({info['n']}, {info[f'{name}_dim']})")
+                    arrays[name] = a
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{path} is a damaged embeddings folder ({type(e).__name__}: {e}); re-create it "
+                             "with encode_catalog(..., out=...) (the cache makes it quick)") from e
+        fails = fails.astype(str) if len(fails) else _empty_failures()
+        return cls(items.column("item_id").to_numpy(zero_copy_only=False), arrays.get("text"), arrays.get("image"),
+                   items.column("text_mask").to_numpy(zero_copy_only=False),
+                   items.column("image_mask").to_numpy(zero_copy_only=False), fails, info.get("meta") or {})
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Embeddings":
-        """Read a file written by ``save``."""
+        """Read a file or folder written by ``save`` (a folder's vectors are memory-mapped, read-only)."""
         path = Path(path).expanduser()
+        if path.is_dir():
+            return cls._load_folder(path)
         if not path.is_file():
             raise FileNotFoundError(f"no embeddings file at {path}")
         fh = open(path, "rb")  # our own handle: np.load leaks the one it opens when the file is not a zip
@@ -190,41 +272,86 @@ class Embeddings:
 
 
 # ------------------------------------------------------------------------------ encoding
-class _ImageDataset(torch.utils.data.Dataset):
-    """Decodes and preprocesses images (runs in DataLoader workers)."""
+def _read_image_bytes(path) -> tuple[bytes | None, str | None]:
+    """The file's bytes, read once (hashed and decoded from the same bytes), or a failure reason.
 
-    def __init__(self, sources: list, transform, max_pixels):
-        self.sources, self.transform, self.max_pixels = sources, transform, max_pixels
+    Goes through ``images.read_image_bytes``: a FIFO, a device, a folder or an oversized file is
+    refused before anything is read.
+    """
+    if path is None or (isinstance(path, float) and np.isnan(path)) or (isinstance(path, str) and not path.strip()):
+        return None, "no image path"
+    try:
+        return read_image_bytes(path), None
+    except ImageError as e:
+        return None, e.reason
+
+
+def _image_key(path) -> tuple[bytes | None, str | None]:
+    """Content key of an image file (streamed hash, same checks), or a failure reason."""
+    if path is None or (isinstance(path, float) and np.isnan(path)) or (isinstance(path, str) and not path.strip()):
+        return None, "no image path"
+    try:
+        return image_digest(path, digest_size=KEY_BYTES), None
+    except ImageError as e:
+        return None, e.reason
+
+
+class _ImageBatches(torch.utils.data.Dataset):
+    """Batch ``b`` of the catalog's images, prepared in a DataLoader worker.
+
+    Each file is read once; its bytes are hashed (the cache key), looked up in the store
+    (vectorised, per batch) and decoded only when missing, once per distinct content.
+    """
+
+    def __init__(self, paths: list, batch_size: int, transform, max_pixels, store: VectorStore | None, dim: int):
+        self.paths, self.bs, self.transform, self.max_pixels = paths, batch_size, transform, max_pixels
+        self.store, self.dim = store, dim
 
     def __len__(self):
-        return len(self.sources)
+        return (len(self.paths) + self.bs - 1) // self.bs
 
-    def __getitem__(self, i):
-        try:
-            img = load_image(self.sources[i], max_pixels=self.max_pixels)
-            return i, self.transform(img), None
-        except ImageError as e:
-            return i, None, e.reason
-        except Exception as e:  # noqa: BLE001 - a failing transform must not end a long run
-            return i, None, f"preprocessing failed ({type(e).__name__}: {e})"
+    def __getitem__(self, b):
+        rows, datas, fails = [], [], []
+        for i in range(b * self.bs, min(len(self.paths), (b + 1) * self.bs)):
+            data, err = _read_image_bytes(self.paths[i])
+            if err is None:
+                rows.append(i)
+                datas.append(data)
+            else:
+                fails.append((i, err))
+        keys = as_keys([content_key(d) for d in datas])
+        ukeys, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True) if len(keys) else \
+            (keys, np.zeros(0, np.int64), np.zeros(0, np.int64))
+        if self.store is not None:
+            found, vecs = self.store.get(ukeys)
+        else:
+            found, vecs = np.zeros(len(ukeys), bool), np.zeros((len(ukeys), self.dim), np.float32)
+        xs, x_u, bad_u = [], [], []
+        for u in np.flatnonzero(~found):
+            try:
+                xs.append(self.transform(load_image(datas[first[u]], max_pixels=self.max_pixels)))
+                x_u.append(int(u))
+            except ImageError as e:
+                bad_u.append((int(u), e.reason))
+            except Exception as e:  # noqa: BLE001 - a failing transform must not end a long run
+                bad_u.append((int(u), f"preprocessing failed ({type(e).__name__}: {e})"))
+        return {"rows": np.asarray(rows, dtype=np.int64), "inv": np.asarray(inv, dtype=np.int64).reshape(-1),
+                "ukeys": ukeys, "found": found, "hits": vecs[found], "x": torch.stack(xs) if xs else None,
+                "x_u": np.asarray(x_u, dtype=np.int64), "bad_u": bad_u, "fails": fails}
 
 
-def _collate(batch):
-    ok = [(i, x) for i, x, err in batch if err is None]
-    bad = [(i, err) for i, x, err in batch if err is not None]
-    idx = [i for i, _ in ok]
-    x = torch.stack([x for _, x in ok]) if ok else None
-    return idx, x, bad
+def _identity(batch):
+    return batch
 
 
 @contextlib.contextmanager
-def _flush_on_exit(cache: VectorCache | None):
-    """Write whatever was computed to the cache even if the run is interrupted."""
+def _flush_on_exit(store: VectorStore | None):
+    """Write whatever was computed to the store even if the run is interrupted."""
     try:
         yield
     finally:
-        if cache is not None:
-            cache.flush()
+        if store is not None:
+            store.flush()
 
 
 def _default_workers(encoder: Encoder) -> int:
@@ -266,111 +393,120 @@ def _check_catalog(catalog: pd.DataFrame, text_encoder, image_encoder) -> np.nda
     return ids
 
 
-def _encode_texts(catalog, ids, enc: Encoder, cache, batch_size, progress, failures):
+def _encode_texts(titles: list, ids, enc: Encoder, store, out, mask, batch_size, chunk_size, progress, failures):
+    """Titles chunk by chunk: hash, look up (vectorised), encode the misses once per distinct text, store."""
     from tqdm.auto import tqdm
 
-    n = len(ids)
-    out = np.zeros((n, enc.text_dim), dtype=np.float32)
-    mask = np.zeros(n, dtype=bool)
-    rows, keys = [], []
-    for i, t in enumerate(catalog["title"].tolist()):
-        if t is None or (isinstance(t, float) and np.isnan(t)):
-            failures.append((ids[i], "text", "missing title"))
-            continue
-        if not isinstance(t, str):
-            t = str(t)
-        if not t.strip():
-            failures.append((ids[i], "text", "empty title"))
-            continue
-        rows.append((i, t))
-        keys.append(content_key(t))
-    found, vecs = (cache.get(keys) if cache is not None
-                   else (np.zeros(len(keys), bool), np.zeros((len(keys), enc.text_dim), np.float32)))
-    todo: dict[bytes, tuple[str, list[int]]] = {}
-    for j, ((i, t), k) in enumerate(zip(rows, keys)):
-        if found[j]:
-            out[i], mask[i] = vecs[j], True
-        else:
-            todo.setdefault(k, (t, []))[1].append(i)
-    items = list(todo.items())
-    with _flush_on_exit(cache), tqdm(total=len(items), desc=f"encoding titles ({enc.name})", unit="title",
-                                     disable=not progress or not items) as bar:
-        for s in range(0, len(items), batch_size):
-            chunk = items[s:s + batch_size]
-            v = enc.encode_texts([t for _, (t, _) in chunk], batch_size=batch_size)
-            for (k, (_, idx)), row in zip(chunk, v):
-                out[idx], mask[idx] = row, True
-            if cache is not None:
-                cache.put([k for k, _ in chunk], v)
-                if cache.pending >= 8192:
-                    cache.flush()
-            bar.update(len(chunk))
-    return out, mask, len(items)
+    n, computed = len(titles), 0
+    with _flush_on_exit(store), tqdm(total=n, desc=f"encoding titles ({enc.name})", unit="title",
+                                     disable=not progress or n == 0) as bar:
+        for c0 in range(0, n, chunk_size):
+            rows, texts = [], []
+            for i in range(c0, min(n, c0 + chunk_size)):
+                t = titles[i]
+                if t is None or (isinstance(t, float) and np.isnan(t)):
+                    failures.append((ids[i], "text", "missing title"))
+                    continue
+                if not isinstance(t, str):
+                    t = str(t)
+                if not t.strip():
+                    failures.append((ids[i], "text", "empty title"))
+                    continue
+                rows.append(i)
+                texts.append(t)
+            if rows:
+                rows = np.asarray(rows, dtype=np.int64)
+                keys = content_keys(texts)
+                ukeys, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+                inv = inv.reshape(-1)
+                if store is not None:
+                    found, uvec = store.get(ukeys)
+                else:
+                    found, uvec = np.zeros(len(ukeys), bool), np.zeros((len(ukeys), enc.text_dim), np.float32)
+                miss = np.flatnonzero(~found)
+                try:
+                    for s in range(0, len(miss), batch_size):
+                        u = miss[s:s + batch_size]
+                        v = enc.encode_texts([texts[first[j]] for j in u], batch_size=batch_size)
+                        uvec[u] = v
+                        found[u] = True
+                        computed += len(u)
+                        if store is not None:
+                            store.put(ukeys[u], v)
+                finally:  # an interrupted chunk still delivers (and stores) what it finished
+                    ok = found[inv]
+                    out[rows[ok]] = uvec[inv[ok]]
+                    mask[rows[ok]] = True
+            if store is not None:
+                store.flush()
+            bar.update(min(n, c0 + chunk_size) - c0)
+    return computed
 
 
-def _image_key(path) -> tuple[bytes | None, str | None]:
-    if path is None or (isinstance(path, float) and np.isnan(path)) or (isinstance(path, str) and not path.strip()):
-        return None, "no image path"
-    try:   # checked to be a regular file of bounded size, then hashed in chunks (images.image_digest)
-        return image_digest(path, digest_size=KEY_BYTES), None
-    except ImageError as e:
-        return None, e.reason
-
-
-def _encode_images(catalog, ids, enc: Encoder, cache, batch_size, num_workers, progress, max_pixels, failures):
+def _encode_images(paths: list, ids, enc: Encoder, store, out, mask, batch_size, chunk_size, num_workers, progress,
+                   max_pixels, failures):
+    """Images batch by batch; reading, hashing, lookup and decoding happen in the DataLoader workers."""
     from tqdm.auto import tqdm
 
-    n = len(ids)
-    out = np.zeros((n, enc.image_dim), dtype=np.float32)
-    mask = np.zeros(n, dtype=bool)
-    rows, keys = [], []
-    paths = catalog["image_path"].tolist()
-    for i, p in enumerate(tqdm(paths, desc="hashing images", unit="img", disable=not progress or n < 5000)):
-        k, err = _image_key(p)
-        if err is not None:
-            failures.append((ids[i], "image", err if p is None or err == "no image path" else f"{err}: {p}"))
-            continue
-        rows.append(i)
-        keys.append(k)
-    found, vecs = (cache.get(keys) if cache is not None
-                   else (np.zeros(len(keys), bool), np.zeros((len(keys), enc.image_dim), np.float32)))
-    todo: dict[bytes, list[int]] = {}
-    for j, (i, k) in enumerate(zip(rows, keys)):
-        if found[j]:
-            out[i], mask[i] = vecs[j], True
-        else:
-            todo.setdefault(k, []).append(i)
-    items = list(todo.items())
-    if items:
-        ds = _ImageDataset([str(paths[idx[0]]) for _, idx in items], enc.image_transform, max_pixels)
-        workers = _default_workers(enc) if num_workers is None else int(num_workers)
-        dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                         collate_fn=_collate, pin_memory=enc.device.type == "cuda",
-                                         persistent_workers=False)
-        with _flush_on_exit(cache), tqdm(total=len(items), desc=f"encoding images ({enc.name})", unit="img",
-                                         disable=not progress) as bar:
-            for idx, x, bad in dl:
-                for j, reason in bad:
-                    k, rows_j = items[j]
-                    for i in rows_j:
-                        failures.append((ids[i], "image", f"{reason}: {paths[i]}"))
-                if idx:
-                    v = enc.embed_image_batch(x)
-                    for j, row in zip(idx, v):
-                        out[items[j][1]] = row
-                        mask[items[j][1]] = True
-                    if cache is not None:
-                        cache.put([items[j][0] for j in idx], v)
-                        if cache.pending >= 8192:
-                            cache.flush()
-                bar.update(len(idx) + len(bad))
-    return out, mask, len(items)
+    n, computed = len(paths), 0
+    if n == 0:
+        return 0
+    ds = _ImageBatches(paths, batch_size, enc.image_transform, max_pixels, store, enc.image_dim)
+    workers = _default_workers(enc) if num_workers is None else int(num_workers)
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_identity,
+                                     pin_memory=enc.device.type == "cuda", persistent_workers=False)
+    with _flush_on_exit(store), tqdm(total=n, desc=f"encoding images ({enc.name})", unit="img",
+                                     disable=not progress) as bar:
+        for b in dl:
+            for i, reason in b["fails"]:
+                failures.append((ids[i], "image", reason if reason == "no image path" else f"{reason}: {paths[i]}"))
+            rows, inv, ukeys = b["rows"], b["inv"], b["ukeys"]
+            ok_u = np.asarray(b["found"], dtype=bool).copy()
+            uvec = np.zeros((len(ukeys), enc.image_dim), dtype=np.float32)
+            uvec[ok_u] = b["hits"]
+            if b["x"] is not None:
+                x_u = b["x_u"]
+                if store is not None:  # content seen earlier in this run (another batch) is not embedded twice
+                    f2, v2 = store.get(ukeys[x_u])
+                else:
+                    f2, v2 = np.zeros(len(x_u), bool), None
+                if f2.any():
+                    uvec[x_u[f2]] = v2[f2]
+                need = ~f2
+                if need.any():
+                    v = enc.embed_image_batch(b["x"][torch.from_numpy(need)] if not need.all() else b["x"])
+                    uvec[x_u[need]] = v
+                    computed += int(need.sum())
+                    if store is not None:
+                        store.put(ukeys[x_u[need]], v)
+                ok_u[x_u] = True
+            for u, reason in b["bad_u"]:
+                for i in rows[inv == u]:
+                    failures.append((ids[i], "image", f"{reason}: {paths[i]}"))
+            ok = ok_u[inv]
+            out[rows[ok]] = uvec[inv[ok]]
+            mask[rows[ok]] = True
+            if store is not None and store.pending >= chunk_size:
+                store.flush()
+            bar.update(len(rows) + len(b["fails"]))
+    return computed
+
+
+def _probe_cache(cache_dir: Path) -> str | None:
+    """None when ``cache_dir`` can be written, else why not (checked before any encoding)."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _write_probe(cache_dir)
+        return None
+    except OSError as e:
+        return f"{type(e).__name__}: {e.strerror or e}"
 
 
 def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, image_encoder: Encoder | None = None,
                    cache_dir: str | os.PathLike | None = None, batch_size: int = 64, num_workers: int | None = None,
-                   progress: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Embeddings:
-    """Embed a catalog's titles and images, reusing an on-disk cache.
+                   progress: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS, out: str | os.PathLike | None = None,
+                   chunk_size: int = 8192, store_dtype: str = "float32", store_writer: str | None = None) -> Embeddings:
+    """Embed a catalog's titles and images, reusing (and filling) an on-disk embedding store.
 
     Parameters
     ----------
@@ -379,43 +515,96 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
     text_encoder, image_encoder : Encoder, optional
         E.g. ``sk.encoders.load("minilm")``, ``sk.encoders.load("efficientnet-lite0")``.
     cache_dir : path, optional
-        Cache folder (created if needed); None disables caching.
+        Store folder (see :mod:`semcat_kit.store`; created if needed); None disables caching.
+        A folder that cannot be written is reported once, before encoding, and the run goes on
+        uncached; a write that fails later (disk full) is reported and loses nothing returned.
     batch_size : int
     num_workers : int, optional
-        DataLoader workers decoding images; None = 0 on CPU, up to 4 with CUDA.
+        DataLoader workers reading, hashing and decoding images; None = 0 on CPU, up to 4 with CUDA.
     progress : bool
         ``tqdm`` progress bars.
     max_pixels : int or None
         Decompression-bomb guard, see ``semcat_kit.images.load_image``.
+    out : path, optional
+        Write the result to this folder (``.npy`` memory maps, see :meth:`Embeddings.save`) while
+        encoding, and return a memory-mapped view of it: private memory is bounded by the chunk,
+        not by the catalog size. Without it the result is held in memory.
+    chunk_size : int
+        Items between two writes to the store: a killed run loses at most one chunk and a re-run
+        resumes after the last chunk written.
+    store_dtype : {"float32", "float16"}
+        Precision of newly written store shards (see :mod:`semcat_kit.store`).
+    store_writer : str, optional
+        Tag in the store's shard file names (``semcat encode`` uses the rank).
 
     Returns
     -------
     Embeddings
         Rows in catalog order; ``failures`` lists every unusable title/image with a reason;
-        ``meta["stats"]`` counts items encoded vs taken from the cache.
+        ``meta["stats"]`` counts items encoded vs taken from the cache and names cache problems.
     """
     ids = _check_catalog(catalog, text_encoder, image_encoder)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     catalog = catalog.reset_index(drop=True)
     failures: list[tuple[str, str, str]] = []
     n = len(ids)
-    text = image = None
-    text_mask = np.zeros(n, dtype=bool)
-    image_mask = np.zeros(n, dtype=bool)
-    stats = {}
-    if text_encoder is not None:
-        cache = VectorCache(cache_dir, text_encoder.fingerprint, "text", text_encoder.text_dim) if cache_dir else None
-        text, text_mask, computed = _encode_texts(catalog, ids, text_encoder, cache, batch_size, progress, failures)
-        stats["text_encoded"] = computed
-        stats["text_cache_corrupt"] = list(cache.corrupt) if cache is not None else []
-    if image_encoder is not None:
-        cache = VectorCache(cache_dir, image_encoder.fingerprint, "image", image_encoder.image_dim) if cache_dir else None
-        image, image_mask, computed = _encode_images(catalog, ids, image_encoder, cache, batch_size, num_workers,
-                                                     progress, max_pixels, failures)
-        stats["image_encoded"] = computed
-        stats["image_cache_corrupt"] = list(cache.corrupt) if cache is not None else []
-    fails = pd.DataFrame(failures, columns=_FAILURE_COLUMNS) if failures else _empty_failures()
-    meta = {"text_encoder": _meta(text_encoder, "text"), "image_encoder": _meta(image_encoder, "image"),
-            "stats": stats}
-    return Embeddings(ids, text, image, text_mask, image_mask, fails, meta)
+    stats: dict = {}
+    stores: dict[str, VectorStore | None] = {"text": None, "image": None}
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir).expanduser()
+        problem = _probe_cache(cache_dir)
+        stats["cache_write_error"] = problem
+        if problem is not None:
+            warnings.warn(f"embedding cache folder {cache_dir} cannot be written ({problem}); vectors will be "
+                          "computed and returned but not cached. Fix its permissions or give another cache_dir",
+                          RuntimeWarning, stacklevel=2)
+        for m, enc in (("text", text_encoder), ("image", image_encoder)):
+            if enc is not None:  # opened (and checked) before any encoding starts
+                dim = enc.text_dim if m == "text" else enc.image_dim
+                stores[m] = VectorStore.for_encoder(cache_dir, enc.fingerprint, m, dim, dtype=store_dtype,
+                                                    writer=store_writer, warn=problem is None)
+
+    def run(target: Path | None) -> Embeddings:
+        def alloc(name, dim):
+            if target is None:
+                return np.zeros((n, dim), dtype=np.float32)
+            return np.lib.format.open_memmap(target / f"{name}.npy", mode="w+", dtype=np.float32, shape=(n, dim))
+
+        text = image = None
+        text_mask = np.zeros(n, dtype=bool)
+        image_mask = np.zeros(n, dtype=bool)
+        if text_encoder is not None:
+            text, st = alloc("text", text_encoder.text_dim), stores["text"]
+            stats["text_encoded"] = _encode_texts(catalog["title"].tolist(), ids, text_encoder, st, text, text_mask,
+                                                  batch_size, chunk_size, progress, failures)
+            stats["text_cache_corrupt"] = list(st.corrupt) if st is not None else []
+        if image_encoder is not None:
+            image, st = alloc("image", image_encoder.image_dim), stores["image"]
+            stats["image_encoded"] = _encode_images(catalog["image_path"].tolist(), ids, image_encoder, st, image,
+                                                    image_mask, batch_size, chunk_size, num_workers, progress,
+                                                    max_pixels, failures)
+            stats["image_cache_corrupt"] = list(st.corrupt) if st is not None else []
+        errors = [s.write_error for s in stores.values() if s is not None and s.write_error]
+        if cache_dir is not None:
+            stats["cache_write_error"] = stats["cache_write_error"] or (errors[0] if errors else None)
+            stats["cached"] = stats["cache_write_error"] is None
+        fails = pd.DataFrame(failures, columns=_FAILURE_COLUMNS) if failures else _empty_failures()
+        meta = {"text_encoder": _meta(text_encoder, "text"), "image_encoder": _meta(image_encoder, "image"),
+                "stats": stats}
+        emb = Embeddings(ids, text, image, text_mask, image_mask, fails, meta)
+        if target is not None:
+            for a in (text, image):
+                if a is not None:
+                    a.flush()
+            emb._write_folder_files(target, arrays_written=True)
+        return emb
+
+    if out is None:
+        return run(None)
+    out = Path(out).expanduser()
+    with atomic_dir(out) as tmp:
+        run(tmp)
+    return Embeddings.load(out)

@@ -54,7 +54,8 @@ class FusionHead(nn.Module):
     proj_dim : int
         Size of each modality projection.
     hidden : int
-        Hidden width of the MLP.
+        Hidden width of the MLP; ``0`` for a linear head (dropout, then one linear layer from the
+        fused projections to the outputs).
     dropout : float
         Dropout before the output layer.
     modality_dropout : float
@@ -76,8 +77,9 @@ class FusionHead(nn.Module):
             raise ValueError(f"fusion must be one of {FUSION_MODES} (or 'text-only'/'image-only'), not {fusion!r}")
         fusion = _ALIASES.get(fusion, fusion)
         for name, v in (("n_classes", n_classes), ("proj_dim", proj_dim), ("hidden", hidden)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise ValueError(f"{name} must be a positive int, not {v!r}")
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < (0 if name == "hidden" else 1):
+                raise ValueError(f"{name} must be a {'non-negative' if name == 'hidden' else 'positive'} int, "
+                                 f"not {v!r}")
         proj_dim, hidden = int(proj_dim), int(hidden)
         if out_dim is not None and (isinstance(out_dim, bool) or not isinstance(out_dim, numbers.Integral)
                                     or out_dim < 1):
@@ -110,8 +112,11 @@ class FusionHead(nn.Module):
             self.gate = None
             # concat: projections + presence flags (flags only matter when both modalities exist)
             fused = proj_dim * (int(use_text) + int(use_image)) + (2 if self._both else 0)
-        self.mlp = nn.Sequential(nn.Linear(fused, hidden), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(hidden, self.out_dim))
+        if hidden == 0:   # a linear head: one layer from the fused projections to the outputs
+            self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(fused, self.out_dim))
+        else:
+            self.mlp = nn.Sequential(nn.Linear(fused, hidden), nn.GELU(), nn.Dropout(dropout),
+                                     nn.Linear(hidden, self.out_dim))
 
     def extra_repr(self) -> str:
         return f"fusion={self.fusion!r}, text_dim={self.text_dim}, image_dim={self.image_dim}, out={self.out_dim}"

@@ -6,20 +6,35 @@ differs from the recorded one. ``predict(products)`` encodes titles and images (
 the embedding cache), runs the head and returns one row per product. Products without a title or
 without an image are predicted from what is present; an unreadable image is reported in the
 ``failures`` column (and ``result.attrs["failures"]``), never an exception.
+
+At scale, ``predict_iter`` (products) and ``predict_embeddings_iter`` (already-encoded rows) yield
+one result frame per chunk, keep only the top-k of each row and hold at most one chunk plus one
+4,096-row scoring block of probabilities; :func:`write_predictions` streams the frames to CSV or
+Parquet and renames the file into place when complete. Results do not depend on the chunk size.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .contracts import as_k
 from .decoding import crm_predict, topk
 from .export import ExportedHead, load_head
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "write_predictions", "DuplicateIdError", "DEFAULT_CHUNK_SIZE"]
+
+#: Products scored at a time by :meth:`Predictor.predict` / :meth:`Predictor.predict_iter`
+#: (working memory ~ (chunk_size + 4,096) x C float32).
+DEFAULT_CHUNK_SIZE = 8192
+#: Rows the head scores at once, at absolute row positions 0, B, 2B, ... in every path, so that
+#: chunked and one-shot predictions are equal bit for bit (a matrix product's rounding can depend on
+#: its row count).
+_SCORE_BLOCK = 4096
 
 _KEYS = {"text": "text_encoder", "image": "image_encoder"}
 # reasons encode_catalog gives when a product simply has no title / no image: absence, not failure
@@ -200,9 +215,12 @@ class Predictor:
         Embeddings
             Rows in input order (``item_id`` = the ``item_id`` column or the row index).
         """
+        return self._embed_frame(_products_frame(products), cache_dir, batch_size, progress)
+
+    def _embed_frame(self, df: pd.DataFrame, cache_dir, batch_size: int, progress: bool):
+        """:meth:`embed` of a frame already checked by ``_products_frame``."""
         from .embeddings import Embeddings, encode_catalog
 
-        df = _products_frame(products)
         cols = {"text": "title", "image": "image_path"}
         if not any(cols[m] in df.columns for m in self.head.uses):
             needs = " or ".join(f"'{cols[m]}'" for m in self.head.uses)
@@ -216,8 +234,14 @@ class Predictor:
         return encode_catalog(df, text_encoder=self.text_encoder, image_encoder=self.image_encoder,
                               cache_dir=cache_dir, batch_size=batch_size, progress=progress)
 
-    def _probs(self, products, cache_dir, batch_size, progress):
-        emb = self.embed(products, cache_dir=cache_dir, batch_size=batch_size, progress=progress)
+
+    def _encode_frame(self, df: pd.DataFrame, cache_dir, batch_size, progress):
+        """Embeddings, usable mask and failures (in row order) of a checked products frame."""
+        return self._usable(self._embed_frame(df, cache_dir, batch_size, progress))
+
+    def _usable(self, emb):
+        """``(emb, usable, failures)``: rows with a modality the head reads, and the failures worth
+        reporting (absent titles/images are not failures; rows with nothing usable are)."""
         fails = emb.failures
         fails = fails[~fails["reason"].isin(_ABSENT)].reset_index(drop=True)
         usable = np.zeros(len(emb), dtype=bool)
@@ -225,11 +249,6 @@ class Predictor:
             usable |= emb.text_mask
         if "image" in self.head.uses:
             usable |= emb.image_mask
-        if len(emb):
-            probs = self.head.predict_proba(emb)
-        else:
-            probs = np.zeros((0, self.head.n_classes), dtype=np.float32)
-        probs[~usable] = np.nan
         nothing = emb.item_ids[~usable]
         if len(nothing):
             fails = pd.concat([fails, pd.DataFrame({"item_id": nothing, "modality": "all",
@@ -237,34 +256,50 @@ class Predictor:
                               ignore_index=True)
         pos = pd.Series(np.arange(len(emb)), index=emb.item_ids)
         fails = fails.iloc[np.argsort(pos.reindex(fails["item_id"].astype(str)).to_numpy(), kind="stable")]
-        self.failures = fails.reset_index(drop=True)
-        return emb, probs, usable
+        return emb, usable, fails.reset_index(drop=True)
+
+    def _score(self, emb) -> np.ndarray:
+        if len(emb) == 0:
+            return np.zeros((0, self.head.n_classes), dtype=np.float32)
+        return self.head.predict_proba(emb, batch_size=_SCORE_BLOCK)
 
     def predict_proba(self, products, cache_dir=None, batch_size: int = 64, progress: bool = True) -> np.ndarray:
         """(N, C) float32 class probabilities in input order; NaN rows for products with no usable
-        title or image (listed in :attr:`failures`)."""
-        return self._probs(products, cache_dir, batch_size, progress)[1]
+        title or image (listed in :attr:`failures`).
+
+        This is a dense (N, C) array: for many products use :meth:`predict_iter` (top-k per row,
+        memory bounded by the chunk)."""
+        emb, usable, fails = self._encode_frame(_products_frame(products), cache_dir, batch_size, progress)
+        probs = self._score(emb)
+        probs[~usable] = np.nan
+        self.failures = fails
+        return probs
 
     def predict(self, products, top_k: int = 5, crm: bool = False, cache_dir=None, batch_size: int = 64,
-                progress: bool = True) -> pd.DataFrame:
+                progress: bool = True, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> pd.DataFrame:
         """Top-k categories of each product.
 
         Parameters
         ----------
-        products : DataFrame or list of dict
+        products : DataFrame, list of dict, or iterable of DataFrames
             ``title`` and/or ``image_path`` (or ``image``: a file path); ``item_id`` optional
-            (the row index is used otherwise).
+            (the row index is used otherwise). An iterable of DataFrames is read one frame at a
+            time, e.g. ``(df for df, _ in sk.datasets.read_csv_chunks(path, 10_000))``.
         top_k : int
             Number of ranked categories per product (capped at the class count).
         crm : bool
-            Rank by least expected tree distance (:func:`semcat_kit.metrics.crm_predict`) instead
+            Rank by least expected tree distance (:func:`semcat_kit.decoding.crm_predict`) instead
             of probability; adds ``exp_dist_1..k``.
         cache_dir : path, optional
             Embedding cache (see :func:`semcat_kit.encode_catalog`).
         batch_size : int
             Encoder batch size.
         progress : bool
-            ``tqdm`` progress bars while encoding.
+            ``tqdm`` progress bars.
+        chunk_size : int or None
+            Products encoded and scored at a time: working memory is O(chunk_size x C), never
+            O(N x C); only the top-k of each row is kept. None: all at once. The result does not
+            depend on it (see :meth:`predict_iter`).
 
         Returns
         -------
@@ -275,45 +310,361 @@ class Predictor:
             and ``failures`` (``"; "``-joined reasons, ``""`` when none). Products with nothing
             usable have empty predictions. ``attrs["failures"]`` is the failures table.
         """
+        parts = list(self.predict_iter(products, top_k=top_k, crm=crm, cache_dir=cache_dir, batch_size=batch_size,
+                                       progress=progress, chunk_size=chunk_size))
+        df = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+        df.attrs["failures"] = self.failures.copy()
+        return df
+
+    def predict_iter(self, products, top_k: int = 5, crm: bool = False, cache_dir=None, batch_size: int = 64,
+                     progress: bool = True, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> Iterator[pd.DataFrame]:
+        """:meth:`predict`, one chunk of products at a time: yields one result DataFrame per chunk.
+
+        Memory is bounded by the chunk, not by the number of products: one (chunk_size + 4,096, C)
+        block of probabilities at most, and only the top-k of each row is kept. Feed it
+        the frames of ``sk.datasets.read_csv_chunks(path, n)`` and write each frame out with
+        :func:`write_predictions`. The concatenated frames equal :meth:`predict` with
+        ``chunk_size=None`` bit for bit, whatever the chunk size: the head scores rows in blocks of
+        4,096 at the same absolute positions in both (a block may span chunks; a chunk is yielded
+        once all its rows are scored).
+
+        Ids must be unique over the whole input (checked across chunks). Each frame's ``failures``
+        column names its rows' failures; :attr:`failures` holds the whole table once the iteration
+        ends. The frames carry no ``attrs`` (so ``pd.concat`` of them just works).
+        Empty input yields one empty frame with the result columns.
+        """
         top_k = as_k(top_k, "top_k")
-        emb, probs, usable = self._probs(products, cache_dir, batch_size, progress)
+        if chunk_size is not None:
+            chunk_size = as_k(chunk_size, "chunk_size")
+        chunks, total = _chunked(products, chunk_size)
+        one = total is not None and (chunk_size is None or total <= chunk_size)
+        seen: set[int] = set()
+
+        def encoded():
+            for raw, checked in chunks:
+                df = raw if checked else _products_frame(raw)
+                if not checked:
+                    _check_unique_across(df["item_id"], seen)
+                if len(df):
+                    yield self._encode_frame(df, cache_dir, batch_size, progress and one)
+
+        def empty():
+            return self._encode_frame(_products_frame(pd.DataFrame({"item_id": [], "title": []})), None, 1, False)
+        return self._rank_chunks(encoded(), empty, top_k, crm, total, progress and not one)
+
+    def predict_embeddings_iter(self, embeddings, top_k: int = 5, crm: bool = False, progress: bool = True,
+                                chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> Iterator[pd.DataFrame]:
+        """:meth:`predict_iter` for products already encoded with the head's encoders.
+
+        Parameters
+        ----------
+        embeddings : Embeddings or iterable of Embeddings
+            E.g. rows of an embedding store, chunk by chunk; one ``Embeddings`` is cut into
+            ``chunk_size`` rows. Their ``meta`` must name the head's encoders (or none).
+        top_k, crm, progress, chunk_size
+            As in :meth:`predict_iter`.
+
+        Yields
+        ------
+        pandas.DataFrame
+            The columns of :meth:`predict`, one frame per chunk; ``used`` follows the masks and
+            ``failures`` the embeddings' ``failures`` table.
+        """
+        from .embeddings import Embeddings
+
+        top_k = as_k(top_k, "top_k")
+        if chunk_size is not None:
+            chunk_size = as_k(chunk_size, "chunk_size")
+        total = None
+        if isinstance(embeddings, Embeddings):
+            total = len(embeddings)
+            step = chunk_size or max(total, 1)
+            parts = (embeddings.take(np.arange(a, min(total, a + step))) for a in range(0, total, step))
+        elif hasattr(embeddings, "__iter__"):
+            parts = iter(embeddings)
+        else:
+            raise TypeError(f"embeddings must be an Embeddings or an iterable of Embeddings, not "
+                            f"{type(embeddings).__name__}")
+        seen: set[int] = set()
+
+        def encoded():
+            for i, emb in enumerate(parts):
+                if not isinstance(emb, Embeddings):
+                    raise TypeError(f"chunk {i} of embeddings is a {type(emb).__name__}, not an Embeddings")
+                self.head.check_embeddings_meta(emb.meta)
+                if total is None:
+                    _check_unique_across(pd.Series(emb.item_ids, dtype=object), seen)
+                if len(emb):
+                    yield self._usable(emb)
+
+        def empty():
+            return self._usable(Embeddings(np.array([], dtype=str), None, None, np.zeros(0, bool), np.zeros(0, bool)))
+        one = total is not None and (chunk_size is None or total <= chunk_size)
+        return self._rank_chunks(encoded(), empty, top_k, crm, total, progress and not one)
+
+    def _rank_chunks(self, encoded, empty, top_k: int, crm: bool, total, progress: bool) -> Iterator[pd.DataFrame]:
+        """Score and rank encoded chunks ``(emb, usable, fails)``; yields one frame per chunk.
+
+        Rows are scored in blocks of ``_SCORE_BLOCK`` at absolute positions 0, B, 2B, ... whatever
+        the chunks are (a one-shot call scores the same blocks), so the result does not depend on
+        the chunking; a chunk is ranked and yielded once all its rows are scored."""
+        self.failures = pd.DataFrame(columns=["item_id", "modality", "reason"])
+        bar = tqdm(total=total, unit="item", desc="predict", disable=not progress, leave=False)
+        all_fails = []
+        pending: list[_Pending] = []
+        queued = 0                                    # rows encoded but not scored yet
+        emitted = False
+        try:
+            for emb, usable, fails in encoded:
+                all_fails.append(fails)
+                pending.append(_Pending(emb, usable, fails))
+                queued += len(emb)
+                while queued >= _SCORE_BLOCK:
+                    self._score_queued(pending, _SCORE_BLOCK, top_k, crm)
+                    queued -= _SCORE_BLOCK
+                while pending and pending[0].done:
+                    item = pending.pop(0)
+                    bar.update(len(item.emb))
+                    emitted = True
+                    yield self._predict_frame(item.emb, item.ranked(), item.usable, item.fails, crm)
+            if queued:
+                self._score_queued(pending, queued, top_k, crm)
+            for item in pending:
+                bar.update(len(item.emb))
+                emitted = True
+                yield self._predict_frame(item.emb, item.ranked(), item.usable, item.fails, crm)
+            pending = []
+            if not emitted:
+                emb, usable, fails = empty()
+                yield self._predict_frame(emb, self._rank_rows(self._score(emb), usable, top_k, crm), usable, fails, crm)
+        finally:
+            bar.close()
+            if all_fails:
+                full = [f for f in all_fails if len(f)]
+                self.failures = (all_fails[0] if not full else full[0] if len(full) == 1
+                                 else pd.concat(full, ignore_index=True))
+
+    def _score_queued(self, pending: list["_Pending"], n: int, top_k: int, crm: bool) -> None:
+        """Score the next ``n`` unscored rows of the pending chunks as one block and keep only their
+        top-k (the block's (n, C) probabilities are dropped here)."""
+        parts, left = [], n
+        for item in pending:
+            if left == 0:
+                break
+            take = min(left, len(item.emb) - item.n_scored)
+            if take > 0:
+                parts.append((item, item.n_scored, take))
+                left -= take
+        embs = [it.emb if (a == 0 and t == len(it.emb)) else it.emb.take(np.arange(a, a + t)) for it, a, t in parts]
+        probs = self._score(embs[0] if len(embs) == 1 else _concat_embeddings(embs))
+        off = 0
+        for it, a, t in parts:
+            it.parts.append(self._rank_rows(probs[off:off + t], it.usable[a:a + t], top_k, crm))
+            it.n_scored += t
+            off += t
+
+    def _rank_rows(self, probs: np.ndarray, usable: np.ndarray, top_k: int, crm: bool):
+        """``(idx, p, cost)`` (n, k) of rows of probabilities: top-k (or CRM) classes, their
+        probabilities (NaN where nothing was usable) and CRM expected distances (or None)."""
         n, C = probs.shape
         k = min(int(top_k), C)
         idx = np.zeros((n, k), dtype=np.int64)
-        cost = None
+        cost = np.full((n, k), np.nan) if crm else None
         ok = np.flatnonzero(usable)
         if len(ok):
+            sub = probs if len(ok) == n else probs[ok]
             if crm:
-                idx_ok, cost_ok = crm_predict(probs[ok], self.taxonomy, top_k=k)
-                cost = np.full((n, k), np.nan)
+                idx_ok, cost_ok = crm_predict(sub, self.taxonomy, top_k=k)
                 cost[ok] = cost_ok
             else:
-                idx_ok = topk(probs[ok], k)
+                idx_ok = topk(sub, k)
             idx[ok] = idx_ok
-        elif crm:
-            cost = np.full((n, k), np.nan)
+        p = np.take_along_axis(probs, idx, axis=1).astype(np.float64) if n else np.zeros((0, k))
+        p[~usable] = np.nan
+        return idx, p, cost
+
+    def _predict_frame(self, emb, ranked, usable: np.ndarray, fails: pd.DataFrame, crm: bool) -> pd.DataFrame:
+        """Result frame of one chunk from its ranked rows ``(idx, p, cost)``."""
+        idx, p, cost = ranked
+        n, k = idx.shape
         classes, names = np.asarray(self.classes, dtype=object), np.asarray(self.names, dtype=object)
         out = {"item_id": emb.item_ids}
-        p = np.take_along_axis(probs, idx, axis=1) if n else np.zeros((0, k))
         for j in range(k):
             out[f"pred_{j + 1}"] = np.where(usable, classes[idx[:, j]], None)
         for j in range(k):
             out[f"name_{j + 1}"] = np.where(usable, names[idx[:, j]], None)
         for j in range(k):
-            out[f"prob_{j + 1}"] = p[:, j].astype(np.float64)
+            out[f"prob_{j + 1}"] = p[:, j]
         if crm:
             for j in range(k):
                 out[f"exp_dist_{j + 1}"] = cost[:, j]
-        used = []
-        for i in range(n):
-            parts = [m for m, mask in (("text", emb.text_mask), ("image", emb.image_mask))
-                     if m in self.head.uses and mask[i]]
-            used.append("+".join(parts))
-        out["used"] = used
-        reasons = self.failures.groupby("item_id", sort=False).apply(
+        used_text = emb.text_mask if "text" in self.head.uses else np.zeros(n, dtype=bool)
+        used_image = emb.image_mask if "image" in self.head.uses else np.zeros(n, dtype=bool)
+        out["used"] = np.select([used_text & used_image, used_text, used_image], ["text+image", "text", "image"],
+                                "").astype(object)
+        reasons = fails.groupby("item_id", sort=False).apply(
             lambda g: "; ".join(f"{m}: {r}" for m, r in zip(g["modality"], g["reason"])),
-            include_groups=False) if len(self.failures) else pd.Series(dtype=str)
+            include_groups=False) if len(fails) else pd.Series(dtype=str)
         out["failures"] = [reasons.get(i, "") for i in emb.item_ids]
-        df = pd.DataFrame(out)
-        df.attrs["failures"] = self.failures.copy()
-        return df
+        return pd.DataFrame(out)
+
+
+class _Pending:
+    """An encoded chunk waiting for (part of) its scores; holds the top-k of its scored rows."""
+
+    def __init__(self, emb, usable, fails):
+        self.emb, self.usable, self.fails, self.parts, self.n_scored = emb, usable, fails, [], 0
+
+    @property
+    def done(self) -> bool:
+        return self.n_scored == len(self.emb)
+
+    def ranked(self):
+        """``(idx, p, cost)`` of all its rows."""
+        if len(self.parts) == 1:
+            return self.parts[0]
+        idx, p, cost = zip(*self.parts)
+        return np.concatenate(idx), np.concatenate(p), None if cost[0] is None else np.concatenate(cost)
+
+
+def _concat_embeddings(parts):
+    """Row-wise concatenation of Embeddings of the same encoders (meta of the first)."""
+    from .embeddings import Embeddings
+
+    def cat(name):
+        arrs = [getattr(e, name) for e in parts]
+        return None if arrs[0] is None else np.concatenate(arrs)
+    return Embeddings(np.concatenate([e.item_ids for e in parts]), cat("text"), cat("image"), cat("text_mask"),
+                      cat("image_mask"), meta=parts[0].meta)
+
+
+# ---------------------------------------------------------------------------------- chunks
+def _chunked(products, chunk_size: int | None):
+    """``(iterator of (frame, checked), total or None)``: a DataFrame / list of dicts is checked
+    once as a whole (ids unique over all rows) and sliced; an iterable of frames is checked frame by
+    frame (ids checked across frames by the caller)."""
+    if isinstance(products, (pd.DataFrame, list, tuple)):
+        df = _products_frame(products)
+        n = len(df)
+        step = n if chunk_size is None else chunk_size
+
+        def slices():
+            if n == 0:
+                yield df, True
+            for a in range(0, n, max(step, 1)):
+                yield df.iloc[a:a + step].reset_index(drop=True), True
+        return slices(), n
+    if isinstance(products, (str, bytes, dict)) or not hasattr(products, "__iter__"):
+        raise TypeError(f"products must be a DataFrame, a list of dicts or an iterable of DataFrames, not "
+                        f"{type(products).__name__}")
+
+    def frames():
+        for i, part in enumerate(products):
+            if not isinstance(part, pd.DataFrame):
+                raise TypeError(f"chunk {i} of products is a {type(part).__name__}; an iterable of products must "
+                                "yield DataFrames")
+            if chunk_size is None or len(part) <= chunk_size:
+                yield part, False
+            else:
+                for a in range(0, len(part), chunk_size):
+                    yield part.iloc[a:a + chunk_size], False
+    return frames(), None
+
+
+class DuplicateIdError(ValueError):
+    """An item id of a chunk that an earlier chunk already had (``.ids``: the repeated ids)."""
+
+    def __init__(self, ids, message: str):
+        super().__init__(message)
+        self.ids = ids
+
+
+def _check_unique_across(ids: pd.Series, seen: set) -> None:
+    """Refuse an id already seen in an earlier chunk (64-bit hashes of the ids are kept: O(N) small
+    integers, not the strings)."""
+    h = pd.util.hash_array(ids.to_numpy(dtype=object))
+    again = np.fromiter((int(v) in seen for v in h), dtype=bool, count=len(h))
+    if again.any():
+        dup = ids.to_numpy()[again]
+        raise DuplicateIdError(dup.tolist(), f"{len(dup)} item id(s) of this chunk already appeared in an earlier "
+                               f"chunk, e.g. {dup[:10].tolist()}; ids must be unique over the whole input")
+    seen.update(int(v) for v in h)
+
+
+# ---------------------------------------------------------------------------------- writing
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def _is_parquet(path) -> bool:
+    return Path(path).suffix.lower() in PARQUET_SUFFIXES
+
+
+def _parquet_schema(columns):
+    import pyarrow as pa
+
+    def kind(c: str):
+        if c.startswith(("prob_", "exp_dist_")):
+            return pa.float64()
+        return pa.string()
+    return pa.schema([(c, kind(c)) for c in columns])
+
+
+def write_predictions(frames: Iterable[pd.DataFrame], path, *, fmt: str | None = None) -> int:
+    """Write prediction frames (e.g. :meth:`Predictor.predict_iter`) to one file as they come.
+
+    The file is written to a temporary file beside ``path`` and renamed over it only when every
+    frame is written (an error or an interrupt leaves ``path`` untouched). Memory holds one frame.
+
+    Parameters
+    ----------
+    frames : iterable of DataFrame
+        Same columns in each frame (the first frame's columns define the file).
+    path : str or Path
+        Output file; Parquet (pyarrow, one row group per frame) when it ends in ``.parquet`` /
+        ``.pq`` or ``fmt="parquet"``, CSV otherwise (``pandas.DataFrame.to_csv``, ``index=False``;
+        the same bytes as writing the concatenated frame at once).
+    fmt : {"csv", "parquet"}, optional
+
+    Returns
+    -------
+    int
+        Rows written.
+    """
+    from ._io import _umask, atomic_path
+
+    if fmt is None:
+        fmt = "parquet" if _is_parquet(path) else "csv"
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"fmt must be 'csv' or 'parquet', not {fmt!r}")
+    path = Path(path).expanduser()
+    n, n_frames, columns = 0, 0, None
+    with atomic_path(path, suffix=".parquet" if fmt == "parquet" else ".csv") as tmp:
+        writer = None
+        try:
+            if fmt == "csv":
+                writer = open(tmp, "w", encoding="utf-8", newline="")
+            for df in frames:
+                if columns is None:
+                    columns = list(df.columns)
+                    if fmt == "parquet":
+                        import pyarrow.parquet as pq
+
+                        writer = pq.ParquetWriter(tmp, _parquet_schema(columns))
+                elif list(df.columns) != columns:
+                    raise ValueError(f"prediction frame {n_frames} has columns {list(df.columns)}, the first had "
+                                     f"{columns}; every frame must have the same columns")
+                if fmt == "csv":
+                    df.to_csv(writer, index=False, header=n_frames == 0)
+                else:
+                    import pyarrow as pa
+
+                    writer.write_table(pa.Table.from_pandas(df, schema=writer.schema, preserve_index=False))
+                n += len(df)
+                n_frames += 1
+            if columns is None:
+                raise ValueError(f"nothing to write to {path}: no prediction frames were given")
+        finally:
+            if writer is not None:
+                writer.close()
+        os.chmod(tmp, 0o666 & ~_umask())     # the temporary file is private (0600); the output is not
+    return n

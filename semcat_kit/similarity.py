@@ -5,7 +5,13 @@ Three similarities between classes ``i`` and ``j``:
 * **name**: cosine of class-text embeddings, ``s(i, j) = <e_i, e_j> / (|e_i| |e_j|)``;
 * **tree**: ``s_tree(i, j) = 1 - d(i, j) / D`` with ``d`` the LCA distance of
   :meth:`semcat_kit.Taxonomy.lca_distance` and ``D`` the taxonomy depth (the largest possible ``d``);
-* **blend**: ``s = w * s_name + (1 - w) * s_tree``.
+* **blend**: ``s = w * s_name + (1 - w) * s_tree``;
+* **prototype**: cosine of class prototypes, the normalised mean embedding of each class's training
+  items (text, image, or both fused), :func:`prototype_embeddings` -- what the products look like,
+  not only what the categories are called; :func:`blend_sources` mixes any of these with weights.
+
+:func:`class_alpha` turns a neighbour table into a per-class smoothing mass that grows with how
+similar a class's neighbours are.
 
 Neighbour tables are computed block by block (a ``block x C`` slab of scores and a ``topk`` per
 slab), so memory stays ``O(C k + block C)`` and never holds a ``C x C`` matrix. Self is excluded
@@ -28,6 +34,10 @@ __all__ = [
     "label_neighbors",
     "tree_neighbors",
     "blend",
+    "blend_sources",
+    "prototype_embeddings",
+    "class_alpha",
+    "PROTOTYPE_MODALITIES",
     "class_texts",
     "tree_similarity",
     "DEFAULT_TEMPLATE",
@@ -38,6 +48,9 @@ __all__ = [
 DEFAULT_TEMPLATE = "{path}"
 #: Placeholders a class-text template may use.
 TEMPLATE_FIELDS = ("name", "parent", "path", "top")
+
+#: What a class prototype is built from.
+PROTOTYPE_MODALITIES = ("text", "image", "fused")
 
 # scores per block: ~2**25 float32 (128 MB) at most
 _BLOCK_ELEMS = 1 << 25
@@ -335,6 +348,204 @@ def blend(
 
     idx, val = _blockwise_topk(score, C, k, block_size, progress, "blend neighbours")
     return _apply_threshold(idx, val, threshold)
+
+
+# ---------------------------------------------------------------------------------- prototypes
+def _class_means(x: np.ndarray, ok: np.ndarray, y: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class means of the rows of ``x`` flagged ``ok``, normalised; (C, d) and (C,) counts."""
+    d = x.shape[1]
+    sums = np.zeros((C, d), dtype=np.float64)
+    yy, xx = y[ok], np.asarray(x, dtype=np.float64)[ok]
+    np.add.at(sums, yy, xx)
+    counts = np.bincount(yy, minlength=C)
+    norm = np.linalg.norm(sums, axis=1)
+    has = (counts > 0) & (norm > 0)
+    out = np.zeros((C, d), dtype=np.float64)
+    out[has] = sums[has] / norm[has, None]
+    return out, np.where(has, counts, 0)
+
+
+def prototype_embeddings(emb, y, n_classes: int, modality: str = "fused", name_embeddings=None,
+                         return_counts: bool = False):
+    """Class prototypes: the normalised mean embedding of each class's items.
+
+    ``p_c = m_c / |m_c|`` with ``m_c`` the mean of the (present) ``modality`` embeddings of the items
+    of class ``c``. ``"fused"`` concatenates the text and the image prototype, each normalised, and
+    normalises the result, ``p_c = [t_c, v_c] / |[t_c, v_c]|``: a class seen only in one modality
+    keeps that part and zeros for the other. Feed the result to :func:`label_neighbors`
+    (``s(i, j) = <p_i, p_j>``) or :func:`blend_sources`.
+
+    Parameters
+    ----------
+    emb : Embeddings or array (N, d)
+        Training embeddings (a bare array is taken as text).
+    y : array (N,) of int
+        Class index of every row (``taxonomy.index_of(labels)``).
+    n_classes : int
+    modality : {"text", "image", "fused"}
+    name_embeddings : array (C, d_text), optional
+        Class-name embeddings from the *same text encoder* (``encode_texts(class_texts(tax))``):
+        classes without items (or without text items) get their name embedding as text part.
+        For ``"image"`` they are used only if they have the image dimension (a CLIP-style shared
+        space).
+    return_counts : bool
+        Also return the (C,) number of items behind each class's prototype (0 = fallback).
+
+    Returns
+    -------
+    numpy.ndarray (C, d) float32, rows of unit norm (and the counts with ``return_counts``).
+
+    Raises
+    ------
+    ValueError
+        A class has no item and no fallback (the message names the classes and says what to pass),
+        or inputs of the wrong shape.
+    """
+    from .contracts import as_embedding_table
+
+    if modality not in PROTOTYPE_MODALITIES:
+        raise ValueError(f"modality must be one of {PROTOTYPE_MODALITIES}, not {modality!r}")
+    C = int(n_classes)
+    t = as_embedding_table(emb, "emb")
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(t):
+        raise ValueError(f"y must be one class index per embedding row ({len(t)}); got shape {y.shape}")
+    if len(y) and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= C):
+        raise ValueError(f"y must hold class indices in [0, {C}) (use taxonomy.index_of(labels))")
+    names = None
+    if name_embeddings is not None:
+        names = np.asarray(name_embeddings, dtype=np.float64)
+        if names.ndim != 2 or names.shape[0] != C:
+            raise ValueError(f"name_embeddings must be (n_classes={C}, d); got shape {names.shape}")
+        nn_ = np.linalg.norm(names, axis=1, keepdims=True)
+        if (nn_ == 0).any() or not np.isfinite(names).all():
+            raise ValueError("name_embeddings has zero or non-finite rows; re-encode those class texts")
+        names = names / nn_
+
+    def part(name: str):
+        x = getattr(t, name)
+        if x is None:
+            return None, np.zeros(C, np.int64)
+        P, cnt = _class_means(x.numpy(), getattr(t, f"{name}_mask").numpy(), y, C)
+        if names is not None and names.shape[1] == P.shape[1]:
+            miss = cnt == 0
+            P[miss] = names[miss]
+        return P, cnt
+
+    if modality in ("text", "image"):
+        P, cnt = part(modality)
+        if P is None:
+            raise ValueError(f"emb has no {modality} embeddings; use modality="
+                             f"{'image' if modality == 'text' else 'text'!r} or 'fused'")
+        filled = cnt > 0
+        if names is not None and names.shape[1] == P.shape[1]:
+            filled = np.ones(C, bool)
+        counts = cnt
+    else:
+        Pt, ct = part("text")
+        Pi, ci = part("image")
+        pieces = [p for p in (Pt, Pi) if p is not None]
+        P = np.concatenate(pieces, axis=1)
+        counts = ct + ci
+        filled = np.linalg.norm(P, axis=1) > 0
+        P[filled] /= np.linalg.norm(P[filled], axis=1, keepdims=True)
+    if not filled.all():
+        bad = np.flatnonzero(~filled)
+        raise ValueError(f"{len(bad)} class(es) have no training item with {modality} embeddings (class indices "
+                         f"{bad[:10].tolist()}{' ...' if len(bad) > 10 else ''}) and no fallback; pass "
+                         "name_embeddings= (the class-text embeddings of the same text encoder)")
+    P = P.astype(np.float32)
+    return (P, counts) if return_counts else P
+
+
+def blend_sources(sources, k: int = 20, taxonomy: Taxonomy | None = None, threshold: float | None = None,
+                  block_size: int | None = None, progress: bool | None = None) -> Neighbors:
+    """Top-k neighbours under a weighted sum of similarity sources.
+
+    ``s(i, j) = sum_m w_m s_m(i, j) / sum_m w_m``, with ``s_m`` the cosine of a (C, d) embedding
+    table (class names, class prototypes, ...) or, for the source ``"tree"``, the tree similarity
+    ``1 - d(i, j) / D``. Computed block by block (no C x C matrix).
+
+    Parameters
+    ----------
+    sources : dict {name: (weight, source)} or list of (weight, source)
+        ``source`` is an array (C, d) or the string ``"tree"`` (needs ``taxonomy``); weights >= 0,
+        not all 0.
+    k, threshold, block_size, progress
+        As for :func:`label_neighbors`.
+    """
+    items = list(sources.items()) if isinstance(sources, dict) else [(f"source {i}", s) for i, s in enumerate(sources)]
+    if not items:
+        raise ValueError("sources is empty; give at least one (weight, source)")
+    parts, total, C = [], 0.0, None
+    for name, pair in items:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ValueError(f"{name}: each source must be a pair (weight, embeddings or 'tree'), not {pair!r}")
+        w, src = pair
+        if isinstance(w, bool) or not isinstance(w, (int, float, np.integer, np.floating)) or not w >= 0:
+            raise ValueError(f"{name}: weight must be a number >= 0, not {w!r}")
+        if isinstance(src, str):
+            if src != "tree":
+                raise ValueError(f"{name}: the only named source is 'tree', not {src!r}")
+            if taxonomy is None:
+                raise ValueError(f"{name}: the 'tree' source needs taxonomy=...")
+            sc = _TreeScorer(taxonomy)
+            n, fn = sc.C, sc.similarity
+        else:
+            x = _as_embeddings(src, f"{name} embeddings")
+            n, fn = x.shape[0], (lambda s, e, x=x: x[s:e] @ x.T)
+        if C is not None and n != C:
+            raise ValueError(f"{name} covers {n} classes but an earlier source covers {C}; give every source in "
+                             "class order")
+        C = n
+        if w > 0:
+            parts.append((float(w), fn))
+            total += float(w)
+    if total == 0:
+        raise ValueError("all source weights are 0")
+    k = _check_k(k, C)
+    if k == 0:
+        return _empty(C)
+
+    def score(s, e):
+        acc = None
+        for w, fn in parts:
+            v = (w / total) * fn(s, e)
+            acc = v if acc is None else acc + v
+        return acc
+
+    idx, val = _blockwise_topk(score, C, k, block_size, progress, "blended neighbours")
+    return _apply_threshold(idx, val, threshold)
+
+
+def class_alpha(neighbors: Neighbors, alpha: float, max_alpha: float = 0.5, top: int | None = None) -> np.ndarray:
+    """Per-class smoothing mass that grows with neighbour similarity, at the same mean as ``alpha``.
+
+    ``a_c = min(max_alpha, alpha * s_c / mean_c' s_c')`` with ``s_c`` the mean of ``max(sim, 0)`` over
+    the first ``top`` (default all ``k``) real neighbours of ``c``: a class whose neighbours are
+    close (strong semantic overlap) is smoothed more, an isolated one less, and one without
+    neighbours not at all. When every ``s_c`` is 0, every class with neighbours gets ``alpha``.
+
+    Returns
+    -------
+    numpy.ndarray (C,) float64 in ``[0, max_alpha]``.
+    """
+    a = float(alpha)
+    if not 0.0 <= a <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], not {alpha!r}")
+    if not 0.0 <= float(max_alpha) <= 1.0:
+        raise ValueError(f"max_alpha must be in [0, 1], not {max_alpha!r}")
+    if not isinstance(neighbors, Neighbors):
+        raise TypeError(f"neighbors must be a similarity.Neighbors table, not {type(neighbors).__name__}")
+    m = neighbors.k if top is None else _check_k(top, neighbors.k + 1)
+    sims = np.clip(neighbors.sims[:, :m].astype(np.float64), 0.0, None)
+    valid = neighbors.mask[:, :m]
+    n = valid.sum(1)
+    s = np.where(n > 0, (sims * valid).sum(1) / np.maximum(n, 1), 0.0)
+    mean = s.mean() if len(s) else 0.0
+    if mean <= 0:
+        return np.where(n > 0, min(a, float(max_alpha)), 0.0)
+    return np.minimum(float(max_alpha), a * s / mean)
 
 
 # ---------------------------------------------------------------------------------- class texts

@@ -276,6 +276,7 @@ def build(
     temperature: float = 1.0,
     beta: float = 1.0,
     k: int | None = None,
+    alpha_by: str = "constant",
     **params,
 ) -> SoftTargets:
     """Build the soft targets of every class with the registered builder of ``kind``.
@@ -301,6 +302,12 @@ def build(
         ``"tree"``: weights ``softmax(-beta * d)``.
     k : int, optional
         ``"tree"``: number of nearest classes in the tree (default ``neighbors.k`` or 20).
+    alpha_by : {"constant", "similarity"}
+        ``"similarity"``: the mass moved off class ``c`` is ``alpha_c`` of
+        :func:`semcat_kit.similarity.class_alpha` (``min(0.5, alpha * s_c / mean(s))``, ``s_c`` the mean
+        similarity of ``c``'s neighbours: the given ``neighbors``, or the tree neighbours for
+        ``"tree"``), so classes with strong semantic overlap are smoothed more; the neighbours'
+        weights are scaled by ``alpha_c / alpha``. Kinds with neighbours only.
     **params
         Further keywords of the kind's builder (e.g. ``threshold`` of ``"threshold"``).
     """
@@ -324,7 +331,33 @@ def build(
     if unknown:
         raise ValueError(f"build(kind={kind!r}) does not take {unknown}; its options are {sorted(info.params)}")
     kw.update(params)
-    return info.builder(C, a, neighbors=neighbors, taxonomy=taxonomy, **kw)
+    out = info.builder(C, a, neighbors=neighbors, taxonomy=taxonomy, **kw)
+    if alpha_by == "constant":
+        return out
+    if alpha_by != "similarity":
+        raise ValueError(f"alpha_by must be 'constant' or 'similarity', not {alpha_by!r}")
+    if not (info.needs_neighbors or kind == "tree"):
+        raise ValueError(f"build(kind={kind!r}, alpha_by='similarity'): this kind has no neighbours to measure "
+                         "similarity with; use a neighbour kind or 'tree'")
+    return _scale_by_similarity(out, a, neighbors if info.needs_neighbors
+                                else _cached_tree_neighbors(taxonomy, int(k) if k is not None else
+                                                            (neighbors.k if neighbors is not None else 20)))
+
+
+def _scale_by_similarity(t: SoftTargets, alpha: float, neighbors: Neighbors) -> SoftTargets:
+    """Rows rescaled to per-class masses ``class_alpha(neighbors, alpha)`` (column 0 is the class itself)."""
+    from .similarity import class_alpha
+
+    if t.floor != 0 or t.indices.shape[1] < 2 or alpha == 0:
+        return t
+    assert (t.indices[:, 0] == np.arange(t.indices.shape[0])).all()
+    a_c = class_alpha(neighbors, alpha)
+    w = t.weights.astype(np.float64).copy()
+    moved = w[:, 1:].sum(1)
+    has = moved > 0
+    w[has, 1:] *= (a_c[has] / moved[has])[:, None]
+    w[:, 0] = 1.0 - w[:, 1:].sum(1)
+    return SoftTargets(t.indices, w.astype(np.float32), 0.0)
 
 
 def _build_uniform(C, a, **_):

@@ -203,30 +203,50 @@ class DivergenceStop(Callback):
 
 
 class Validation(Callback):
-    """Validation loss (mean NLL of the true class) and metrics into the history row.
+    """Validation loss (mean NLL of the true class) and metrics into the history row, streamed.
 
-    ``evaluate(probs, y) -> mapping`` computes the metrics (``semcat_kit.evaluate``); data
-    warnings are shown on the first validated epoch only. Only rank 0 validates.
+    Scores are computed batch by batch on the device and fed to ``evaluator`` (a
+    :class:`semcat_kit.streaming.StreamingEvaluator` built with ``from_logits=True``, equal to
+    ``semcat_kit.evaluate`` on the whole matrix), so no dense (N_val, C) array is ever built and
+    there is one host sync per validation, not per batch. Data warnings are shown on the first
+    validated epoch only. Only rank 0 validates.
     """
 
     order = 10
 
-    def __init__(self, data, y: np.ndarray, evaluate: Callable, batch_size: int = 4096):
-        self.data, self.y, self.evaluate, self.batch_size = data, np.asarray(y), evaluate, batch_size
+    def __init__(self, data, y: np.ndarray, evaluator, batch_size: int = 4096):
+        self.data, self.y, self.evaluator, self.batch_size = data, np.asarray(y), evaluator, batch_size
         self._first = True
 
     def on_epoch_end(self, trainer):
         if trainer.rank != 0:
             return
         t1 = time.perf_counter()
-        s = trainer.scores(self.data, self.batch_size)
-        logp = torch.log_softmax(s, dim=1)
-        trainer.row["val_loss"] = float(-logp[torch.arange(len(self.y)), torch.as_tensor(self.y)].mean())
+        ev = self.evaluator
+        ev.reset()
+        yt = torch.as_tensor(self.y, dtype=torch.int64, device=trainer.device)
+        nll = torch.zeros((), dtype=torch.float64, device=trainer.device)
+        model = trainer.module
+        was = model.training
+        model.eval()
         with warnings.catch_warnings():
             if not self._first:     # evaluate's data warnings are shown once, not every epoch
                 warnings.simplefilter("ignore")
-            metrics = self.evaluate(logp.exp().numpy(), self.y)
+            with torch.no_grad(), autocast(trainer.device, trainer.dtype):
+                for s in range(0, len(self.data), self.batch_size):
+                    idx = torch.arange(s, min(len(self.data), s + self.batch_size))
+                    z = model(*self.data.batch(idx, trainer.device)).float()
+                    if trainer.score is not None:
+                        z = trainer.score(z)
+                    z = z.float()
+                    yb = yt[s:s + len(idx)]
+                    logp = torch.log_softmax(z, dim=1)
+                    nll -= logp.gather(1, yb[:, None]).sum().double()
+                    ev.update(z, yb)
+            metrics = ev.compute()
+        model.train(was)
         self._first = False
+        trainer.row["val_loss"] = float(nll) / max(len(self.y), 1)
         trainer.row.update({f"val_{k}": float(v) for k, v in metrics.items() if k != "n"})
         trainer.row["val_seconds"] = time.perf_counter() - t1
 

@@ -328,3 +328,90 @@ def test_console_script_help_and_exit_status(tmp_path, capsys):
                               "--output", str(tmp_path / "o.csv")], capture_output=True, text=True, env=ENV, timeout=120)
     assert r.returncode == 1
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("semcat: error: ") and "Traceback" not in r.stderr
+
+
+# ------------------------------------------------------------------------------ chunked predict
+def test_predict_in_chunks_csv_and_parquet_equal_one_shot(trained, cache, tmp_path, capsys):
+    """--chunk-size that does not divide N gives the same bytes as one chunk; Parquet in and out
+    (one row group per chunk) hold the same predictions."""
+    csv, products = _products_csv(tmp_path)
+    images = str(tutorial_dir() / "images")
+    base = ["predict", "--model", str(trained[2]), "--images", images, "--id-col", "sku", "--top-k", "3",
+            "--cache-dir", cache, "--quiet"]
+    assert cli.main(base + ["--input", str(csv), "--output", str(tmp_path / "one.csv")]) == 0
+    assert cli.main(base + ["--input", str(csv), "--output", str(tmp_path / "chunked.csv"), "--chunk-size", "7"]) == 0
+    out = capsys.readouterr()
+    assert "wrote 30 predictions" in out.out and "broken.jpg" in out.err
+    assert (tmp_path / "chunked.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    # Parquet input (ids as integers, missing values as nulls) and Parquet output
+    raw = pd.read_csv(csv, dtype=str, keep_default_na=False, na_values=[""])
+    raw["sku"] = raw["sku"].astype(int)
+    raw.to_parquet(tmp_path / "products.parquet", index=False)
+    assert cli.main(base + ["--input", str(tmp_path / "products.parquet"), "--output", str(tmp_path / "p.parquet"),
+                            "--chunk-size", "8"]) == 0
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(tmp_path / "p.parquet").metadata.num_row_groups == 4
+    got = pd.read_parquet(tmp_path / "p.parquet")
+    want = _read_preds(tmp_path / "one.csv")
+    assert list(got.columns) == list(want.columns)
+    for c in want.columns:
+        if c.startswith("prob_"):
+            np.testing.assert_array_equal(got[c].to_numpy(float), want[c].to_numpy(float), err_msg=c)
+        else:
+            assert got[c].fillna("").tolist() == want[c].fillna("").tolist(), c
+
+
+def test_predict_chunks_keep_ids_unique_and_row_numbers(trained, cache, tmp_path, capsys):
+    csv = tmp_path / "p.csv"
+    csv.write_text("sku,title\n7,shirt\n8,jeans\n9,dress\n7,shoes\n")
+    base = ["predict", "--model", str(trained[2]), "--output", str(tmp_path / "o.csv"), "--cache-dir", cache,
+            "--quiet", "--chunk-size", "2"]
+    assert cli.main(base + ["--input", str(csv), "--id-col", "sku"]) == 1       # 7 repeats in the second chunk
+    _one_line_error(capsys, "p.csv", "column 'sku' repeats id '7'", "lines [2, 5]")
+    assert not (tmp_path / "o.csv").exists() and list(tmp_path.iterdir()) == [csv]
+    # without an id column the row number is the id, counted over the whole file, not per chunk
+    csv.write_text("title\nshirt\njeans\ndress\nshoes\nsocks\n")
+    assert cli.main(base + ["--input", str(csv)]) == 0
+    assert _read_preds(tmp_path / "o.csv")["item_id"].tolist() == ["0", "1", "2", "3", "4"]
+    assert cli.main(base[:-1] + ["0", "--input", str(csv)]) == 1
+    _one_line_error(capsys, "--chunk-size must be >= 1")
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 not really parquet")
+    assert cli.main(base + ["--input", str(tmp_path / "bad.parquet")]) == 1
+    _one_line_error(capsys, "bad.parquet: not a readable Parquet file")
+
+
+CSV_CASES = [
+    ("well formed", "id,title\n1,Shirt\n2,Mug\n3,Tee\n"),
+    ("malformed first line", "id,title\n101,Shirt, blue, cotton\n102,Mug\n103,Tee\n"),
+    ("malformed later line", "id,title\n101,Shirt\n102,Mug\n103,Tee, white\n"),
+    ("bom", "\ufeffid,title\n7,Tee\n8,Cap\n"),
+    ("header only", "id,title\n"),
+    ("not utf-8", b"id,title\n7,Tee\n8,Caf\xe9\n"),
+    ("duplicate columns", "id,title,title\n1,a,b\n"),
+    ("unrepairable", "id,image\n1,a.jpg\n2,a.jpg,b.jpg\n"),
+]
+
+
+@pytest.mark.parametrize("case", CSV_CASES, ids=[c[0] for c in CSV_CASES])
+def test_chunked_input_reads_like_the_one_csv_reader(tmp_path, case):
+    """semcat predict reads its input in chunks with the guarantees of datasets.read_csv: the chunks
+    concatenated equal _read_products (the whole file), errors are the same one line."""
+    import argparse
+    import warnings
+
+    p = tmp_path / "p.csv"
+    data = case[1]
+    p.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+    args = argparse.Namespace(input=str(p), id_col=None, title_col=None, image_col=None, images=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            want = cli._read_products(args)
+        except cli.CliError as e:
+            with pytest.raises(cli.CliError) as got:
+                list(cli._product_chunks(args, 1))
+            assert str(got.value) == str(e)
+            return
+        got = pd.concat(list(cli._product_chunks(args, 2)), ignore_index=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)

@@ -122,11 +122,12 @@ def test_bad_arguments():
 
 def test_default_suite():
     suite = default_suite(epochs=7, k=15, batch_size=128)
-    assert len(suite) == 7 and all(c.epochs == 7 and c.batch_size == 128 for c in suite.values())
+    assert len(suite) == 8 and all(c.epochs == 7 and c.batch_size == 128 for c in suite.values())
     kinds = [(c.smoothing, c.curriculum, c.label_repr) for c in suite.values()]
     assert kinds == [("onehot", "constant", "onehot"), ("uniform", "constant", "onehot"),
                      ("topk", "constant", "onehot"), ("semantic", "constant", "onehot"),
                      ("semantic", "linear", "onehot"), ("tree", "constant", "onehot"),
+                     ("threshold", "constant", "onehot"),       # registered kinds each give a row
                      ("onehot", "constant", "codes")]
     assert all(c.k == 15 for c in list(suite.values())[2:6]) and suite["uniform LS α=0.1"].alpha == 0.1
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import semcat_kit as sk
-from semcat_kit._vector_cache import VectorCache, content_key
+from semcat_kit.store import VectorStore, content_key
 from semcat_kit.images import ImageError, load_image
 
 
@@ -178,7 +178,7 @@ def test_empty_and_missing_titles_are_masked_and_reported(txt_enc):
 
 # ------------------------------------------------------------------------------------ cache
 def _shards(cache_dir, modality):
-    return sorted(cache_dir.glob(f"*/{modality}/shard-*.npz"))
+    return sorted(cache_dir.glob(f"*/{modality}/shard-*.arrow"))
 
 
 def test_cache_hit_partial_hit_and_encoder_change(tmp_path, real_catalog, txt_enc, img_enc):
@@ -231,12 +231,18 @@ def test_corrupt_cache_shard_is_detected_and_recomputed(tmp_path, real_catalog, 
     elif damage == "bitflip":
         raw[len(raw) // 2] ^= 0xFF
         shard.write_bytes(bytes(raw))
-    else:  # a well-formed npz whose vectors no longer match its checksum (passes zip CRCs)
-        with np.load(shard) as z:
-            keys, vecs, cs = z["keys"], z["vectors"].copy(), z["checksum"]
+    else:  # a well-formed Arrow file whose vectors no longer match the manifest's checksum
+        import pyarrow as pa
+
+        with pa.memory_map(str(shard)) as mm:
+            t = pa.ipc.open_file(mm).read_all()
+        vecs = np.stack(t.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
         vecs[0] *= -1
-        with open(shard, "wb") as f:
-            np.savez(f, keys=keys, vectors=vecs, checksum=cs)
+        t2 = pa.table({"key": t.column("key"),
+                       "vector": pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1)), vecs.shape[1])},
+                      schema=t.schema)
+        with pa.OSFile(str(shard), "wb") as sink, pa.ipc.new_file(sink, t.schema) as w:
+            w.write_table(t2)
     with pytest.warns(RuntimeWarning, match="corrupt"):
         e = sk.encode_catalog(cat, image_encoder=img_enc, cache_dir=tmp_path, progress=False)
     assert e.meta["stats"]["image_encoded"] == 4 and e.meta["stats"]["image_cache_corrupt"] == [str(shard)]
@@ -281,30 +287,33 @@ def test_home_relative_cache_and_embeddings_paths(tmp_path, real_catalog, txt_en
     assert list((tmp_path / "cwd").iterdir()) == []
 
 
-def test_vector_cache_compaction_and_key_edge_cases(tmp_path):
+def test_vector_store_merging_and_key_edge_cases(tmp_path):
     rng = np.random.default_rng(0)
-    c = VectorCache(tmp_path, "fp-test", "text", dim=4, max_shards=3)
+    c = VectorStore.for_encoder(tmp_path, "fp-test", "text", dim=4, merge_factor=3, base_rows=1)
     keys = [content_key(f"t{i}") for i in range(10)]
     keys.append(b"\x01" * 15 + b"\x00")  # a digest ending in NUL must round-trip
     vecs = rng.normal(size=(len(keys), 4)).astype(np.float32)
     for k, v in zip(keys, vecs):
         c.put([k], v[None])
         c.flush()
-    assert len(list(c.root.glob("shard-*.npz"))) <= 3
-    found, got = VectorCache(tmp_path, "fp-test", "text", dim=4).get(keys + [content_key("absent")])
+    assert len(list(c.root.glob("shard-*.arrow"))) <= 4  # tiers of 3: merged, never one shard per flush
+    found, got = VectorStore.for_encoder(tmp_path, "fp-test", "text", dim=4).get(keys + [content_key("absent")])
     assert found.tolist() == [True] * len(keys) + [False]
     np.testing.assert_array_equal(got[:-1], vecs)
-    assert not VectorCache(tmp_path, "fp-other", "text", dim=4).get(keys)[0].any()
+    assert not VectorStore.for_encoder(tmp_path, "fp-other", "text", dim=4).get(keys)[0].any()
     with pytest.raises(ValueError, match="do not match"):
         c.put(keys[:2], vecs[:3])
     # a truncated shard is moved aside without leaking its file handle
     import gc
 
-    for shard in c.root.glob("shard-*.npz"):
+    c = None
+    gc.collect()
+    root = next(tmp_path.glob("*/text"))
+    for shard in root.glob("shard-*.arrow"):
         shard.write_bytes(shard.read_bytes()[:100])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        assert not VectorCache(tmp_path, "fp-test", "text", dim=4).get(keys)[0].any()
+        assert not VectorStore.for_encoder(tmp_path, "fp-test", "text", dim=4).get(keys)[0].any()
         gc.collect()
     kinds = [w.category for w in caught]
     assert RuntimeWarning in kinds and ResourceWarning not in kinds, [str(w.message) for w in caught]

@@ -113,7 +113,7 @@ def test_fifo_and_device_images_are_refused_without_reading(tmp_path):
     with pytest.raises(I.ImageError, match="file too large"):
         I.check_image_file(good, max_bytes=10)
     # the streamed digest equals the whole-file digest (cache keys unchanged)
-    from semcat_kit._vector_cache import content_key
+    from semcat_kit.store import content_key
 
     assert _image_key(str(good)) == (content_key(good.read_bytes()), None)
     assert I.read_image_bytes(good) == good.read_bytes()

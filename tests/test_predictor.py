@@ -245,3 +245,131 @@ def test_text_only_head(case, pred, cache, tmp_path):
     np.testing.assert_allclose(res["prob_1"], run.predict_proba(emb.take(np.arange(10))).max(1), atol=1e-6)
     with pytest.raises(ValueError, match=r"this head reads text, but the products have no 'title' column"):
         p.predict([{"image_path": df["image_path"].iloc[0]}])
+
+
+# ------------------------------------------------------------------------------ chunked prediction
+def _mixed_products(df, tmp_path, n=N):
+    """Products with a broken image, a missing title, one with nothing usable, spread over chunks."""
+    p = _products(df, n).astype(object)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 10)
+    p.loc[6, "image_path"] = str(bad)        # last row of the first chunk of 7
+    p.loc[7, "title"] = None                 # first row of the second chunk
+    p.loc[20, "title"] = None
+    p.loc[20, "image_path"] = None           # nothing usable
+    p.loc[n - 1, "image_path"] = str(tmp_path / "missing.jpg")
+    return p
+
+
+@pytest.mark.parametrize("crm,block", [(False, 4096), (True, 4096), (False, 16), (True, 16)])
+def test_chunked_prediction_equals_one_shot(pred, case, cache, tmp_path, monkeypatch, crm, block):
+    """Bit-for-bit equal whatever the chunk size; block 16 makes the head's scoring blocks span chunks."""
+    monkeypatch.setattr("semcat_kit.predictor._SCORE_BLOCK", block)
+    p = _mixed_products(case[0], tmp_path)
+    whole = pred.predict(p, top_k=4, crm=crm, cache_dir=cache, chunk_size=None, progress=False)
+    whole_fails = pred.failures.copy()
+    assert len(whole_fails) == 3
+    for size in (7, 13):                                             # neither divides N = 60
+        got = pred.predict(p, top_k=4, crm=crm, cache_dir=cache, chunk_size=size, progress=False)
+        pd.testing.assert_frame_equal(got, whole, check_exact=True)
+        pd.testing.assert_frame_equal(got.attrs["failures"], whole.attrs["failures"])
+        pd.testing.assert_frame_equal(pred.failures, whole_fails)
+    parts = list(pred.predict_iter(p, top_k=4, crm=crm, cache_dir=cache, chunk_size=13, progress=False))
+    assert [len(x) for x in parts] == [13, 13, 13, 13, 8]
+    assert [int((x["failures"] != "").sum()) for x in parts] == [1, 1, 0, 0, 1]
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), whole, check_exact=True)
+    # an iterable of frames (e.g. pd.read_csv(..., chunksize=...)) gives the same rows
+    frames = (p.iloc[a:a + 11] for a in range(0, len(p), 11))
+    got = pred.predict(frames, top_k=4, crm=crm, cache_dir=cache, chunk_size=5, progress=False)
+    pd.testing.assert_frame_equal(got, whole, check_exact=True)
+
+
+def test_chunked_prediction_never_scores_more_than_a_chunk(pred, case, cache, monkeypatch):
+    """Memory is bounded by the chunk: the head scores blocks of _SCORE_BLOCK rows (at the same
+    positions as the one-shot path), never the whole input."""
+    monkeypatch.setattr("semcat_kit.predictor._SCORE_BLOCK", 16)
+    rows = []
+    orig = pred.head.predict_proba
+
+    def spy(emb, *a, **kw):
+        rows.append(len(emb))
+        return orig(emb, *a, **kw)
+    monkeypatch.setattr(pred.head, "predict_proba", spy)
+    held = []
+    for part in pred.predict_iter(_products(case[0]), top_k=3, cache_dir=cache, chunk_size=7, progress=False):
+        held.append((len(rows), len(part)))
+    assert rows == [16, 16, 16, 12]
+    # the first chunk of 7 is yielded after the first block of 16 is scored, not after all 60 rows
+    assert held[0] == (1, 7) and held[-1] == (4, 4)
+
+
+def test_write_predictions_streams_csv_and_parquet(pred, case, cache, tmp_path):
+    import pyarrow.parquet as pq
+
+    from semcat_kit.predictor import write_predictions
+
+    p = _mixed_products(case[0], tmp_path)
+    whole = pred.predict(p, top_k=3, cache_dir=cache, chunk_size=None, progress=False)
+    one = tmp_path / "one.csv"
+    whole.to_csv(one, index=False)
+    n = write_predictions(pred.predict_iter(p, top_k=3, cache_dir=cache, chunk_size=9, progress=False),
+                          tmp_path / "chunked.csv")
+    assert n == N and (tmp_path / "chunked.csv").read_bytes() == one.read_bytes()
+    pd.testing.assert_frame_equal(pred.failures, whole.attrs["failures"])
+    n = write_predictions(pred.predict_iter(p, top_k=3, cache_dir=cache, chunk_size=9, progress=False),
+                          tmp_path / "chunked.parquet")
+    f = pq.ParquetFile(tmp_path / "chunked.parquet")
+    assert n == N and f.metadata.num_row_groups == 7                  # one row group per chunk (6 x 9 + 6)
+    assert str(f.schema_arrow.field("prob_1").type) == "double" and str(f.schema_arrow.field("pred_1").type) == "string"
+    back = pd.read_parquet(tmp_path / "chunked.parquet")
+    pd.testing.assert_frame_equal(back, whole, check_exact=True, check_dtype=False)
+    assert pd.isna(back.loc[20, "pred_1"]) and np.isnan(back.loc[20, "prob_1"])
+    assert f.read().column("pred_1").null_count == 1                  # a real null, not the string 'None'
+    with pytest.raises(ValueError, match="nothing to write"):
+        write_predictions(iter([]), tmp_path / "none.parquet")
+    assert not (tmp_path / "none.parquet").exists()
+
+
+def test_write_predictions_is_atomic(pred, case, cache, tmp_path):
+    from semcat_kit.predictor import write_predictions
+
+    out = tmp_path / "preds.csv"
+    out.write_text("earlier run\n")
+
+    def frames():
+        yield from pred.predict_iter(_products(case[0], 10), top_k=2, cache_dir=cache, chunk_size=4, progress=False)
+        raise KeyboardInterrupt                                      # interrupted after three chunks
+    with pytest.raises(KeyboardInterrupt):
+        write_predictions(frames(), out)
+    assert out.read_text() == "earlier run\n" and sorted(x.name for x in tmp_path.iterdir()) == ["preds.csv"]
+
+
+def test_ids_unique_across_chunks_and_bad_chunk_size(pred):
+    frames = [pd.DataFrame({"item_id": ["a", "b"], "title": ["red shirt", "blue jeans"]}),
+              pd.DataFrame({"item_id": ["c", "a"], "title": ["green dress", "black shoes"]})]
+    with pytest.raises(ValueError, match=r"already appeared in an earlier chunk, e\.g\. \['a'\]"):
+        pred.predict(iter(frames), top_k=2, progress=False)
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer, got 0"):
+        pred.predict(frames[0], chunk_size=0)
+    with pytest.raises(TypeError, match="chunk 1 of products is a str"):
+        pred.predict(iter([frames[0], "x"]), progress=False)
+    empty = pred.predict(iter([]), top_k=2, progress=False)
+    assert len(empty) == 0 and list(empty.columns) == ["item_id", "pred_1", "pred_2", "name_1", "name_2", "prob_1",
+                                                       "prob_2", "used", "failures"]
+
+
+def test_predict_from_embeddings_in_chunks(pred, case, cache):
+    """Already-encoded products (e.g. an embedding store) give the same rows as encoding them."""
+    df, emb, _, _ = case
+    want = pred.predict(_products(df), top_k=3, cache_dir=cache, chunk_size=None, progress=False)
+    sub = emb.take(np.arange(N))
+    got = pd.concat(list(pred.predict_embeddings_iter(sub, top_k=3, chunk_size=11, progress=False)),
+                    ignore_index=True)
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    parts = (sub.take(np.arange(a, min(N, a + 25))) for a in range(0, N, 25))
+    got = pd.concat(list(pred.predict_embeddings_iter(parts, top_k=3, progress=False)), ignore_index=True)
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
+    with pytest.raises(ValueError, match="already appeared in an earlier chunk"):
+        list(pred.predict_embeddings_iter(iter([sub.take([0, 1]), sub.take([1])]), progress=False))
+    with pytest.raises(TypeError, match="chunk 0 of embeddings is a ndarray"):
+        list(pred.predict_embeddings_iter([np.zeros(3)], progress=False))

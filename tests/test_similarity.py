@@ -281,3 +281,118 @@ def test_blend_weight0_with_threshold_equals_tree_neighbors():
         tn = tree_neighbors(tax, 9)
         np.testing.assert_array_equal(nb.indices, tn.indices)
         np.testing.assert_allclose(nb.sims, tn.sims, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------- prototypes, blends, class alpha
+def _proto_data(seed=0):
+    from semcat_kit.embeddings import Embeddings
+
+    rng = np.random.default_rng(seed)
+    C, n = 5, 40
+    y = np.concatenate([np.arange(4), rng.integers(0, 4, n - 4)])          # class 4 has no item
+    text = rng.normal(size=(n, 6)).astype(np.float32)
+    image = rng.normal(size=(n, 3)).astype(np.float32)
+    tm, im = np.ones(n, bool), np.ones(n, bool)
+    im[y == 3] = False                                                       # class 3: no image at all
+    tm[0] = False
+    return C, y, Embeddings([f"i{j}" for j in range(n)], text, image, tm, im)
+
+
+def test_prototypes_are_normalised_class_means_with_name_fallback():
+    C, y, emb = _proto_data()
+    names = np.random.default_rng(1).normal(size=(C, 6))
+    P, cnt = sim.prototype_embeddings(emb, y, C, modality="text", name_embeddings=names, return_counts=True)
+    for c in range(4):
+        rows = (y == c) & emb.text_mask
+        m = emb.text[rows].astype(np.float64).mean(0)
+        np.testing.assert_allclose(P[c], m / np.linalg.norm(m), atol=1e-6)
+        assert cnt[c] == rows.sum()
+    np.testing.assert_allclose(P[4], names[4] / np.linalg.norm(names[4]), atol=1e-6)   # no item: its name
+    assert cnt[4] == 0
+    with pytest.raises(ValueError, match=r"1 class\(es\) have no training item .*\[4\].*name_embeddings"):
+        sim.prototype_embeddings(emb, y, C, modality="text")
+
+
+def test_fused_prototypes_concatenate_normalised_parts():
+    C, y, emb = _proto_data()
+    names = np.random.default_rng(1).normal(size=(C, 6))
+    F = sim.prototype_embeddings(emb, y, C, modality="fused", name_embeddings=names)
+    T = sim.prototype_embeddings(emb, y, C, modality="text", name_embeddings=names)
+    assert F.shape == (C, 9)
+    np.testing.assert_allclose(np.linalg.norm(F, axis=1), 1.0, atol=1e-6)
+    m = emb.image[(y == 1) & emb.image_mask].astype(np.float64).mean(0)
+    want = np.concatenate([T[1], m / np.linalg.norm(m)]) / np.sqrt(2)
+    np.testing.assert_allclose(F[1], want, atol=1e-6)
+    np.testing.assert_allclose(F[3], np.concatenate([T[3], np.zeros(3)]), atol=1e-6)   # text only
+    with pytest.raises(ValueError, match="no training item with image"):
+        sim.prototype_embeddings(emb, y, C, modality="image", name_embeddings=names)    # names are text-sized
+    nb = label_neighbors(F, k=2)
+    assert_sorted_and_selfless(nb)
+    with pytest.raises(ValueError, match="modality must be one of"):
+        sim.prototype_embeddings(emb, y, C, modality="both")
+    with pytest.raises(ValueError, match="class indices in"):
+        sim.prototype_embeddings(emb, y + 10, C, modality="text", name_embeddings=names)
+
+
+@pytest.mark.parametrize("w", [(1.0, 0.0, 0.0), (0.5, 0.3, 0.2), (0.0, 0.0, 2.0)])
+def test_blend_sources_equals_dense(w):
+    tax = Taxonomy.from_paths(PATHS)
+    C = tax.n_classes
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(C, 4)), rng.normal(size=(C, 7))
+    D = np.asarray(tax.lca_distance(np.arange(C)[:, None], np.arange(C)[None, :]), np.float64)
+    S = (w[0] * cosine(a) + w[1] * cosine(b) + w[2] * (1 - D / tax.max_depth)) / sum(w)
+    nb = sim.blend_sources({"names": (w[0], a), "protos": (w[1], b), "tree": (w[2], "tree")}, k=4,
+                           taxonomy=tax, block_size=3)
+    idx, val = dense_topk(S, 4)
+    np.testing.assert_allclose(nb.sims, val, atol=1e-5)
+    # ties may order differently only where scores are equal
+    np.testing.assert_allclose(np.take_along_axis(S, nb.indices, 1), val, atol=1e-5)
+
+
+def test_blend_sources_errors():
+    tax = Taxonomy.from_paths(PATHS)
+    C = tax.n_classes
+    with pytest.raises(ValueError, match="needs taxonomy"):
+        sim.blend_sources([(1.0, "tree")])
+    with pytest.raises(ValueError, match="covers 3 classes"):
+        sim.blend_sources([(1.0, np.ones((C, 2)) + np.eye(C, 2)), (1.0, np.eye(3))])
+    with pytest.raises(ValueError, match="all source weights are 0"):
+        sim.blend_sources([(0.0, "tree")], taxonomy=tax)
+    with pytest.raises(ValueError, match="weight must be a number"):
+        sim.blend_sources([(-1, "tree")], taxonomy=tax)
+
+
+def test_class_alpha_grows_with_neighbour_similarity():
+    nb = Neighbors(np.array([[1, 2], [0, -1], [0, 1], [-1, -1]]),
+                   np.array([[0.9, 0.7], [0.2, 0.0], [-0.5, 0.4], [0.0, 0.0]], np.float32))
+    a = sim.class_alpha(nb, 0.1, max_alpha=1.0)
+    s = np.array([0.8, 0.2, 0.2, 0.0])                 # mean of max(sim, 0) over real neighbours
+    np.testing.assert_allclose(a, 0.1 * s / s.mean())
+    assert a[0] > a[1] and a[3] == 0 and a.mean() == pytest.approx(0.1)
+    assert sim.class_alpha(nb, 0.1, max_alpha=0.15).max() == pytest.approx(0.15)
+    flat = Neighbors(np.array([[1], [0]]), np.zeros((2, 1), np.float32))
+    np.testing.assert_allclose(sim.class_alpha(flat, 0.2), [0.2, 0.2])
+    with pytest.raises(ValueError, match="alpha must be in"):
+        sim.class_alpha(nb, 1.5)
+
+
+def test_prototype_neighbours_on_the_tutorial_agree_with_the_tree_better_than_chance():
+    """Real data: prototypes of the tutorial's minilm title embeddings put siblings near each other."""
+    import os
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import semcat_kit as sk
+
+    cat = sk.load_fashion_tutorial()
+    tax = Taxonomy.from_paths(cat["label"])
+    enc = sk.encoders.load("minilm", device="cpu")
+    emb = sk.encode_catalog(cat.iloc[::6], text_encoder=enc, progress=False)
+    y = tax.index_of(cat["label"].iloc[::6])
+    names = enc.encode_texts(class_texts(tax))
+    P = sim.prototype_embeddings(emb, y, tax.n_classes, modality="text", name_embeddings=names)
+    nb = label_neighbors(P, k=5)
+    d_proto = tax.lca_distance(np.arange(tax.n_classes)[:, None], nb.indices).mean()
+    rng = np.random.default_rng(0)
+    rand = (np.arange(tax.n_classes)[:, None] + rng.integers(1, tax.n_classes, (tax.n_classes, 5))) % tax.n_classes
+    d_rand = tax.lca_distance(np.arange(tax.n_classes)[:, None], rand).mean()
+    assert d_proto < 0.8 * d_rand

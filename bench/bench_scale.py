@@ -1,0 +1,488 @@
+"""Scale benchmark: a synthetic catalog shaped like a real one, through the stages that must stay
+within bounded memory at millions of products.
+
+Data: N products with a 384-d text and a 1280-d image embedding (float32, L2-normalised; what
+minilm and efficientnet-lite0 give), over the 5,595 classes of the Google Product Taxonomy with a
+long-tailed (Zipf, s=1.1) class distribution; 2% of products have no image, 1% no title. The
+vectors are class means plus noise, generated block by block from (seed, block index), so any
+stage can stream them without holding N x 1664 floats. Head: a randomly initialised
+``FusionHead(384, 1280, 5595)`` (default widths), exported and reloaded with ``export_head`` /
+``load_head`` as a user's head would be.
+
+Stages (``STAGES``; each is a function ``stage(ctx) -> dict`` registered with ``@stage(name)``, so
+other stages -- store build, one training epoch, validation -- are added the same way):
+
+* ``store_build``: the catalog written block by block into a memory-mapped embeddings folder.
+* ``train_epoch_store`` / ``train_epoch_in_memory``: one epoch of ``sk.train`` (batch 1,024, the
+  default head) on 90% of the products plus streaming validation on the other 10%, from the
+  memory-mapped folder (lazy tables) vs from arrays loaded into memory (where they fit).
+* ``predict_chunked``: ``Predictor.predict_embeddings_iter`` (top-5, chunks of ``--chunk-size``)
+  written to Parquet with ``write_predictions`` -- the ``semcat predict`` path minus the encoders.
+* ``evaluate_streaming`` / ``evaluate_in_memory``: validation metrics (top-k, severity, hdist@k,
+  nbrs@k, level accuracy, macro-F1, ECE) of the head's probabilities with
+  :class:`semcat_kit.streaming.StreamingEvaluator` block by block, vs ``metrics.evaluate`` on the
+  dense (N, C) matrix (where it fits); the two Series are checked equal (1e-9). The head forward
+  pass is inside both timings.
+* ``predict_in_memory``: the path before chunking: one (N, 1664) embedding table, one dense
+  (N, 5595) probability matrix (``head.predict_proba``), ``topk`` over it, one DataFrame. Run only
+  when its estimated size fits ``--max-dense-gb``; its top-5 (ids, classes, probabilities) is
+  checked equal to the chunked output.
+
+Memory is sampled every 10 ms in a background thread from /proc/self/status: ``RssAnon`` (private,
+anonymous memory: what cannot be dropped) is the ``peak_rss_mb`` figure; ``RssFile`` (file-backed
+pages, e.g. a memory-mapped store, which the OS can drop) is reported apart as ``peak_rss_file_mb``.
+
+Output lines (grep-able)::
+
+    peak_rss_mb: <stage> <MB>          peak RssAnon during the stage
+    peak_rss_file_mb: <stage> <MB>     peak RssFile during the stage
+    throughput: <stage> <items/s> items/s (<seconds> s)
+    ratio: <what> <value>
+
+Usage: ``python bench/bench_scale.py --n 100000`` (default N is small so ``bench/run_all.py``
+finishes quickly).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+DATA = Path(os.environ.get("SEMCAT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+TAX_FILE = DATA / "google-product-taxonomy" / "taxonomy-with-ids.en-US.txt"
+TEXT_DIM, IMAGE_DIM = 384, 1280
+GEN_BLOCK = 8192          # rows generated at a time (deterministic per block)
+ZIPF_S = 1.1
+
+
+# ---------------------------------------------------------------------------------- memory
+def _status_kb(fields=("RssAnon", "RssFile")) -> dict:
+    out = {}
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            key = line.split(":", 1)[0]
+            if key in fields:
+                out[key] = int(line.split()[1])
+    return out
+
+
+class MemorySampler:
+    """Peak RssAnon / RssFile (MB) of this process, sampled in a background thread."""
+
+    def __init__(self, interval: float = 0.01):
+        self.interval = interval
+        self.peak = {"RssAnon": 0, "RssFile": 0}
+        self._stop = threading.Event()
+        self._thread = None
+
+    def __enter__(self):
+        self.peak = _status_kb()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            now = _status_kb()
+            for k, v in now.items():
+                self.peak[k] = max(self.peak[k], v)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        now = _status_kb()
+        for k, v in now.items():
+            self.peak[k] = max(self.peak[k], v)
+
+    @property
+    def anon_mb(self) -> float:
+        return self.peak["RssAnon"] / 1024
+
+    @property
+    def file_mb(self) -> float:
+        return self.peak["RssFile"] / 1024
+
+
+# ---------------------------------------------------------------------------------- data
+class SyntheticCatalog:
+    """N products shaped like a real catalog, generated block by block (never all at once).
+
+    ``block(i)`` is deterministic in (seed, i): ``labels`` Zipf-distributed over the classes (a
+    random permutation of ranks, so the head classes are spread over the tree), text/image vectors
+    ``normalise(mean[label] + noise)``, a few products without image or title.
+    """
+
+    def __init__(self, n: int, taxonomy, seed: int = 0):
+        self.n, self.taxonomy, self.seed = int(n), taxonomy, seed
+        C = taxonomy.n_classes
+        rng = np.random.default_rng(seed)
+        w = 1.0 / np.arange(1, C + 1) ** ZIPF_S
+        self.class_p = w / w.sum()
+        self.perm = rng.permutation(C)
+        self.text_means = rng.standard_normal((C, TEXT_DIM), dtype=np.float32)
+        self.image_means = rng.standard_normal((C, IMAGE_DIM), dtype=np.float32)
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.n // GEN_BLOCK)
+
+    def block(self, i: int):
+        """``(item_ids, labels, Embeddings)`` of rows ``i*GEN_BLOCK ..``."""
+        from semcat_kit.embeddings import Embeddings
+
+        a, b = i * GEN_BLOCK, min(self.n, (i + 1) * GEN_BLOCK)
+        m = b - a
+        rng = np.random.default_rng([self.seed, i])
+        y = self.perm[rng.choice(len(self.class_p), size=m, p=self.class_p)]
+        text = self.text_means[y] + 1.5 * rng.standard_normal((m, TEXT_DIM), dtype=np.float32)
+        image = self.image_means[y] + 2.0 * rng.standard_normal((m, IMAGE_DIM), dtype=np.float32)
+        text /= np.linalg.norm(text, axis=1, keepdims=True)
+        image /= np.linalg.norm(image, axis=1, keepdims=True)
+        image_mask = rng.random(m) >= 0.02
+        text_mask = (rng.random(m) >= 0.01) | ~image_mask         # every product has something
+        text[~text_mask] = 0
+        image[~image_mask] = 0
+        ids = np.char.add("p", np.arange(a, b).astype(str))
+        return ids, y, Embeddings(ids, text, image, text_mask, image_mask)
+
+    def embeddings(self):
+        """Embeddings of each block, in order."""
+        for i in range(self.n_blocks):
+            yield self.block(i)[2]
+
+
+# ---------------------------------------------------------------------------------- stages
+@dataclass
+class Context:
+    args: argparse.Namespace
+    taxonomy: object
+    catalog: SyntheticCatalog
+    tmp: Path
+    predictor: object = None
+    results: dict = field(default_factory=dict)     # stage -> {"seconds", "items", "rss_anon_mb", ...}
+
+
+STAGES: list[tuple[str, object]] = []
+
+
+def stage(name: str):
+    """Register ``fn(ctx) -> dict`` (``items`` processed, optional ``skip`` reason) as a stage."""
+    def deco(fn):
+        STAGES.append((name, fn))
+        return fn
+    return deco
+
+
+def _predictor(ctx: Context):
+    if ctx.predictor is None:
+        import torch
+
+        from semcat_kit import Predictor, export_head
+        from semcat_kit.export import load_head
+        from semcat_kit.model import FusionHead
+
+        torch.manual_seed(0)
+        model = FusionHead(TEXT_DIM, IMAGE_DIM, ctx.taxonomy.n_classes).eval()
+        run = SimpleNamespace(model=model, taxonomy=ctx.taxonomy, encoder_meta={}, config=None)
+        d = export_head(run, ctx.tmp / "head", onnx=False, torchscript=False)
+        ctx.predictor = Predictor(load_head(d, device="cpu"))
+    return ctx.predictor
+
+
+@stage("predict_chunked")
+def predict_chunked(ctx: Context) -> dict:
+    from semcat_kit.predictor import write_predictions
+
+    pred = _predictor(ctx)
+    out = ctx.tmp / "pred_chunked.parquet"
+    frames = pred.predict_embeddings_iter(ctx.catalog.embeddings(), top_k=5, chunk_size=ctx.args.chunk_size,
+                                          progress=False)
+    n = write_predictions(frames, out)
+    return {"items": n, "output": out}
+
+
+def dense_gb(n: int, C: int) -> float:
+    """Estimated memory of the in-memory path: embeddings + logits + probabilities, float32."""
+    return n * (TEXT_DIM + IMAGE_DIM + 2 * C) * 4 / 1e9
+
+
+@stage("predict_in_memory")
+def predict_in_memory(ctx: Context) -> dict:
+    """The path before chunking: all embeddings, ``head.predict_proba`` -> one dense (N, C) matrix,
+    ``topk`` over it, one DataFrame written at once."""
+    import pandas as pd
+
+    from semcat_kit.decoding import topk
+    from semcat_kit.embeddings import Embeddings
+
+    need = dense_gb(ctx.catalog.n, ctx.taxonomy.n_classes)
+    if need > ctx.args.max_dense_gb:
+        return {"skip": f"needs ~{need:.1f} GB > --max-dense-gb {ctx.args.max_dense_gb}"}
+    pred = _predictor(ctx)
+    parts = list(ctx.catalog.embeddings())
+    emb = Embeddings(np.concatenate([e.item_ids for e in parts]), np.concatenate([e.text for e in parts]),
+                     np.concatenate([e.image for e in parts]), np.concatenate([e.text_mask for e in parts]),
+                     np.concatenate([e.image_mask for e in parts]))
+    del parts
+    probs = pred.head.predict_proba(emb)                       # dense (N, C) float32
+    idx = topk(probs, 5)
+    p = np.take_along_axis(probs, idx, axis=1).astype(np.float64)
+    del probs
+    classes, names = np.asarray(pred.classes, dtype=object), np.asarray(pred.names, dtype=object)
+    out = {"item_id": emb.item_ids}
+    out.update({f"pred_{j + 1}": classes[idx[:, j]] for j in range(5)})
+    out.update({f"name_{j + 1}": names[idx[:, j]] for j in range(5)})
+    out.update({f"prob_{j + 1}": p[:, j] for j in range(5)})
+    df = pd.DataFrame(out)
+    path = ctx.tmp / "pred_in_memory.parquet"
+    df.to_parquet(path, index=False)
+    return {"items": len(df), "output": path}
+
+
+def _neighbors(ctx: Context, k: int = 20) -> np.ndarray:
+    """A (C, k) neighbour table: each class's nearest classes in the tree (siblings first), -1 padded."""
+    if getattr(ctx, "_nb", None) is None:
+        tax = ctx.taxonomy
+        C = tax.n_classes
+        rng = np.random.default_rng(1)
+        parent = tax.level_index(np.arange(C), np.maximum(tax.depth(np.arange(C)) - 1, 1))
+        order = np.argsort(parent, kind="stable")
+        groups = np.split(order, np.flatnonzero(np.diff(parent[order])) + 1)
+        nb = np.full((C, k), -1, dtype=np.int64)
+        for g in groups:
+            for c in g:
+                sib = g[g != c][:k]
+                nb[c, :len(sib)] = sib
+                if len(sib) < k // 2:                       # a few far classes after the siblings
+                    nb[c, len(sib):k // 2] = rng.choice(C, size=k // 2 - len(sib), replace=False)
+        ctx._nb = nb
+    return ctx._nb
+
+
+def _probs_blocks(ctx: Context):
+    """``(probs (block, C) float32 tensor, labels)`` of each generated block, scored by the head."""
+    import torch
+
+    pred = _predictor(ctx)
+    for i in range(ctx.catalog.n_blocks):
+        _, y, emb = ctx.catalog.block(i)
+        yield torch.from_numpy(pred.head.predict_proba(emb)), y
+
+
+@stage("evaluate_streaming")
+def evaluate_streaming(ctx: Context) -> dict:
+    """Validation metrics with :class:`StreamingEvaluator`: (block, C) probabilities at a time."""
+    from semcat_kit.streaming import StreamingEvaluator
+
+    ev = StreamingEvaluator(ctx.taxonomy, neighbors=_neighbors(ctx), ks=(1, 5, 20))
+    for p, y in _probs_blocks(ctx):
+        ev.update(p, y)
+    return {"items": ev.n, "metrics": ev.compute()}
+
+
+@stage("evaluate_in_memory")
+def evaluate_in_memory(ctx: Context) -> dict:
+    """The same metrics with :func:`semcat_kit.metrics.evaluate` on the dense (N, C) matrix."""
+    from semcat_kit.metrics import evaluate
+
+    need = ctx.catalog.n * ctx.taxonomy.n_classes * 4 * 2 / 1e9
+    if need > ctx.args.max_dense_gb:
+        return {"skip": f"needs ~{need:.1f} GB > --max-dense-gb {ctx.args.max_dense_gb}"}
+    probs = np.empty((ctx.catalog.n, ctx.taxonomy.n_classes), dtype=np.float32)
+    ys, a = [], 0
+    for p, y in _probs_blocks(ctx):
+        probs[a:a + len(y)] = p.numpy()
+        ys.append(y)
+        a += len(y)
+    return {"items": a, "metrics": evaluate(probs, np.concatenate(ys), ctx.taxonomy, neighbors=_neighbors(ctx))}
+
+
+# ---------------------------------------------------------------------------------- store + training
+_TRAIN_BATCH = 1024
+
+
+def _store_folder(ctx: Context) -> Path:
+    return ctx.tmp / "store"
+
+
+@stage("store_build")
+def store_build(ctx: Context) -> dict:
+    """The catalog written block by block into a memory-mapped embeddings folder (``Embeddings.save``
+    layout: ``text.npy``, ``image.npy``, ``items.arrow``) plus ``labels.npy``; never all in memory."""
+    from semcat_kit.embeddings import Embeddings
+
+    n, folder = ctx.catalog.n, _store_folder(ctx)
+    folder.mkdir(parents=True, exist_ok=True)
+    text = np.lib.format.open_memmap(folder / "text.npy", mode="w+", dtype=np.float32, shape=(n, TEXT_DIM))
+    image = np.lib.format.open_memmap(folder / "image.npy", mode="w+", dtype=np.float32, shape=(n, IMAGE_DIM))
+    labels = np.lib.format.open_memmap(ctx.tmp / "labels.npy", mode="w+", dtype=np.int64, shape=(n,))
+    ids, tm, im = [], np.zeros(n, bool), np.zeros(n, bool)
+    a = 0
+    for i in range(ctx.catalog.n_blocks):
+        bid, y, emb = ctx.catalog.block(i)
+        b = a + len(y)
+        text[a:b], image[a:b], labels[a:b] = emb.text, emb.image, y
+        tm[a:b], im[a:b] = emb.text_mask, emb.image_mask
+        ids.append(bid)
+        a = b
+    for x in (text, image, labels):
+        x.flush()
+    del text, image, labels
+    Embeddings(np.concatenate(ids), np.load(folder / "text.npy", mmap_mode="r"),
+               np.load(folder / "image.npy", mmap_mode="r"), tm, im)._write_folder_files(folder, arrays_written=True)
+    return {"items": n}
+
+
+def _train_one_epoch(ctx: Context, emb, y, val) -> dict:
+    import semcat_kit as sk
+
+    cfg = sk.TrainConfig(epochs=1, batch_size=_TRAIN_BATCH, device="cpu", early_stopping=None, warmup=0.0)
+    t = time.perf_counter()
+    run = sk.train(emb, y, taxonomy=ctx.taxonomy, config=cfg, val=val, progress=False,
+                   allow_unseen_val_classes=True)
+    h = run.history.iloc[-1]
+    return {"items": len(y), "val_top1": float(h.get("val_top1", float("nan"))),
+            "val_seconds": float(h.get("val_seconds", float("nan"))), "train_seconds": time.perf_counter() - t}
+
+
+def _split(n: int) -> int:
+    return int(n * 0.9)
+
+
+@stage("train_epoch_store")
+def train_epoch_store(ctx: Context) -> dict:
+    """One training epoch + streaming validation from the memory-mapped folder (lazy tables: rows
+    gathered per batch, block-window shuffling; validation never builds a dense (N_val, C) array)."""
+    from semcat_kit.embeddings import Embeddings
+
+    emb = Embeddings.load(_store_folder(ctx))
+    y = np.load(ctx.tmp / "labels.npy", mmap_mode="r")
+    k = _split(len(y))
+    tr = Embeddings(emb.item_ids[:k], emb.text[:k], emb.image[:k], emb.text_mask[:k], emb.image_mask[:k])
+    va = Embeddings(emb.item_ids[k:], emb.text[k:], emb.image[k:], emb.text_mask[k:], emb.image_mask[k:])
+    return _train_one_epoch(ctx, tr, np.asarray(y[:k]), (va, np.asarray(y[k:])))
+
+
+@stage("train_epoch_in_memory")
+def train_epoch_in_memory(ctx: Context) -> dict:
+    """The same epoch from arrays loaded into memory (the path before the store)."""
+    from semcat_kit.embeddings import Embeddings
+
+    need = ctx.catalog.n * (TEXT_DIM + IMAGE_DIM) * 4 * 2 / 1e9
+    if need > ctx.args.max_dense_gb:
+        return {"skip": f"needs ~{need:.1f} GB > --max-dense-gb {ctx.args.max_dense_gb}"}
+    emb = Embeddings.load(_store_folder(ctx))
+    y = np.load(ctx.tmp / "labels.npy")
+    text, image = np.array(emb.text), np.array(emb.image)        # into private memory
+    k = _split(len(y))
+    tr = Embeddings(emb.item_ids[:k], text[:k], image[:k], emb.text_mask[:k], emb.image_mask[:k])
+    va = Embeddings(emb.item_ids[k:], text[k:], image[k:], emb.text_mask[k:], emb.image_mask[k:])
+    return _train_one_epoch(ctx, tr, y[:k], (va, y[k:]))
+
+
+# ---------------------------------------------------------------------------------- runner
+def run_stage(ctx: Context, name: str, fn) -> dict | None:
+    import gc
+
+    gc.collect()
+    t = time.perf_counter()
+    with MemorySampler() as mem:
+        res = fn(ctx)
+    secs = time.perf_counter() - t
+    if res.get("skip"):
+        print(f"skipped: {name} ({res['skip']})", flush=True)
+        return None
+    res.update(seconds=secs, rss_anon_mb=mem.anon_mb, rss_file_mb=mem.file_mb)
+    ctx.results[name] = res
+    print(f"peak_rss_mb: {name} {mem.anon_mb:.0f}", flush=True)
+    print(f"peak_rss_file_mb: {name} {mem.file_mb:.0f}", flush=True)
+    print(f"throughput: {name} {res['items'] / secs:.0f} items/s ({secs:.1f} s)", flush=True)
+    return res
+
+
+def report_ratios(ctx: Context) -> None:
+    r = ctx.results
+    if "train_epoch_store" in r:
+        print(f"check: train_epoch_store val_top1 {r['train_epoch_store']['val_top1']:.4f} "
+              f"(validation {r['train_epoch_store']['val_seconds']:.1f} s)")
+    if "train_epoch_store" in r and "train_epoch_in_memory" in r:
+        a, b = r["train_epoch_in_memory"], r["train_epoch_store"]
+        print(f"ratio: train peak_rss in_memory/store {a['rss_anon_mb'] / b['rss_anon_mb']:.2f}")
+        print(f"ratio: train throughput store/in_memory {a['seconds'] / b['seconds']:.2f}")
+    elif "train_epoch_store" in r:
+        print("ratio: train peak_rss in_memory/store n/a (in-memory path skipped: too large)")
+    if "predict_chunked" in r and "predict_in_memory" in r:
+        a, b = r["predict_in_memory"], r["predict_chunked"]
+        print(f"ratio: predict peak_rss in_memory/chunked {a['rss_anon_mb'] / b['rss_anon_mb']:.2f}")
+        print(f"ratio: predict throughput chunked/in_memory {a['seconds'] / b['seconds']:.2f}")
+        import pandas as pd
+
+        x, y = pd.read_parquet(a["output"]), pd.read_parquet(b["output"])
+        same = all(x[c].astype(str).equals(y[c].astype(str)) for c in x.columns)   # same ids, classes, probs
+        print(f"check: chunked output equals in-memory output: {same}")
+        if not same:
+            raise SystemExit("chunked and in-memory predictions differ")
+    elif "predict_chunked" in r:
+        print("ratio: predict peak_rss in_memory/chunked n/a (in-memory path skipped: too large)")
+    if "evaluate_streaming" in r and "evaluate_in_memory" in r:
+        a, b = r["evaluate_in_memory"], r["evaluate_streaming"]
+        print(f"ratio: evaluate peak_rss in_memory/streaming {a['rss_anon_mb'] / b['rss_anon_mb']:.2f}")
+        print(f"ratio: evaluate throughput streaming/in_memory {a['seconds'] / b['seconds']:.2f}")
+        diff = float(np.nanmax(np.abs(a["metrics"].to_numpy() - b["metrics"].to_numpy())))
+        same = list(a["metrics"].index) == list(b["metrics"].index) and diff <= 1e-9
+        print(f"check: streaming metrics equal evaluate's (max |diff| {diff:.1e}): {same}")
+        if not same:
+            raise SystemExit("streaming and in-memory metrics differ")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=20_000, help="products (default 20,000)")
+    ap.add_argument("--chunk-size", type=int, default=8192, help="rows per chunk of the chunked stages")
+    ap.add_argument("--max-dense-gb", type=float, default=4.0,
+                    help="run the in-memory path only when its estimated size is below this (default 4)")
+    ap.add_argument("--stages", default=None, help="comma-separated subset of: " + ", ".join(n for n, _ in STAGES))
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if not TAX_FILE.exists():
+        sys.exit(f"Google taxonomy not found at {TAX_FILE} (set SEMCAT_SHARED_DATA)")
+    import torch
+
+    from semcat_kit import Taxonomy
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tax = Taxonomy.from_google_taxonomy(TAX_FILE)
+    wanted = None if args.stages is None else set(args.stages.split(","))
+    unknown = (wanted or set()) - {n for n, _ in STAGES}
+    if unknown:
+        sys.exit(f"unknown stage(s) {sorted(unknown)}; stages: {[n for n, _ in STAGES]}")
+    with tempfile.TemporaryDirectory(prefix="bench_scale.") as tmp:
+        cat = SyntheticCatalog(args.n, tax, seed=args.seed)
+        ctx = Context(args, tax, cat, Path(tmp))
+        print(f"bench_scale: N={args.n:,} products, C={tax.n_classes:,} classes (depth {tax.max_depth}), "
+              f"text {TEXT_DIM}-d + image {IMAGE_DIM}-d float32, Zipf s={ZIPF_S}, chunk {args.chunk_size}, "
+              f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}", flush=True)
+        _predictor(ctx)                                     # export + reload the head once, outside the stages
+        base = _status_kb()
+        print(f"baseline_rss_mb: {base['RssAnon'] / 1024:.0f} (anon) {base['RssFile'] / 1024:.0f} (file)", flush=True)
+        for name, fn in STAGES:
+            if wanted is None or name in wanted:
+                run_stage(ctx, name, fn)
+        report_ratios(ctx)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Why do trained heads lose to LogisticRegression on small catalogs? Measure it.
+
+On each catalog (scripts/_bench_data.py: one stratified split, seed 0) and 3 training seeds, train
+one-hot heads that differ in one factor at a time from the current defaults, next to a
+LogisticRegression (C chosen on the validation split, refit on train) on the same embeddings:
+
+* budget: 30 epochs (the default) vs at least STEPS=600 optimizer steps (``epochs = ceil(600 / steps_per_epoch)``);
+* validation protocol: early stopping on ``val_top1`` with patience 5 (default) or none;
+* capacity: the default head (proj 256, hidden 512), smaller/larger, and a linear head
+  (``hidden=0``: LayerNorm + projection per modality, then one linear layer to the classes);
+* loss: focal gamma 2 (default) vs cross-entropy (gamma 0);
+* regularisation and step size: no dropout / modality dropout; learning rate 3e-3.
+
+Writes a Markdown table (mean ± std over seeds; steps actually taken; seconds per run) to
+``docs/training_budget.md``.
+
+Usage: PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/measure_training_budget.py [--catalogs tutorial toys]
+       [--seeds 0 1 2] [--out docs/training_budget.md]
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+import pandas as pd
+import torch
+
+import _bench_data as bd
+import semcat_kit as sk
+from semcat_kit._io import atomic_write_text
+from semcat_kit.baselines import LogisticBaseline
+
+METRICS = ("top1", "macro_f1", "mistake_severity", "hdist@5")
+STEPS = 600
+
+
+def _epochs_for(steps: int, n_train: int, batch: int) -> int:
+    return max(1, math.ceil(steps / math.ceil(n_train / batch)))
+
+
+def variants(n_train: int, linear_hidden: int) -> dict[str, sk.TrainConfig]:
+    """One factor at a time from the current defaults."""
+    b = 256
+    e = _epochs_for(STEPS, n_train, b)
+    base = sk.TrainConfig()
+    long = base.replace(epochs=e, early_stopping=None)
+    lin = long.replace(hidden=linear_hidden)
+    return {
+        "default: 30 epochs, ES val_top1 p5": base,
+        "30 epochs, no ES": base.replace(early_stopping=None),
+        f"≥{STEPS} steps, no ES": long,
+        f"≥{STEPS} steps, no ES, CE (γ=0)": long.replace(focal_gamma=0.0),
+        f"≥{STEPS} steps, no ES, small head 64/128": long.replace(proj_dim=64, hidden=128),
+        f"≥{STEPS} steps, no ES, linear head": lin,
+        f"≥{STEPS} steps, no ES, no dropout (0/0)": long.replace(dropout=0.0, modality_dropout=0.0),
+        f"≥{STEPS} steps, no ES, lr 3e-3": long.replace(lr=3e-3),
+    }
+
+
+def _linear_supported() -> bool:
+    try:
+        sk.TrainConfig(hidden=0)
+        return True
+    except ValueError:
+        return False
+
+
+def _patch_linear_head() -> int:
+    """Until ``TrainConfig(hidden=0)`` exists: a script-local FusionHead whose MLP is one linear layer
+    when ``hidden == 1`` (a width nobody trains with). Returns the ``hidden`` value meaning "linear"."""
+    import torch.nn as nn
+
+    import semcat_kit.training as tr
+
+    class _Head(tr.FusionHead):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            if self.config["hidden"] == 1:
+                self.mlp = nn.Sequential(nn.Dropout(self.config["dropout"]),
+                                         nn.Linear(self.mlp[0].in_features, self.out_dim))
+
+    tr.FusionHead = _Head
+    return 1
+
+
+def run_catalog(name: str, seeds, only=None) -> pd.DataFrame:
+    emb, y, tax, sp = bd.load(name)
+    tr, va, te = bd.pairs(emb, y, sp)
+    rows = []
+    t0 = time.perf_counter()
+    lr = LogisticBaseline().fit(*tr, taxonomy=tax, val=va)
+    secs = time.perf_counter() - t0
+    s = sk.evaluate(lr.predict_proba(te[0]), te[1], tax)
+    print(f"{name} | LogisticRegression C={lr.C_:g} {lr.selection_}: top1 {s['top1']:.3f} f1 {s['macro_f1']:.3f} "
+          f"({secs:.1f}s)", flush=True)
+    for seed in seeds:   # deterministic: one fit, repeated per seed
+        rows.append({"catalog": name, "config": f"LogisticRegression (C={lr.C_:g} on val)", "seed": seed,
+                     **{m: s[m] for m in METRICS}, "steps": np.nan, "seconds": secs})
+    spe = math.ceil(len(tr[1]) / 256)
+    linear_hidden = 0 if _linear_supported() else _patch_linear_head()
+    for cname, cfg in variants(len(tr[1]), linear_hidden).items():
+        if only and not any(o in cname for o in only):
+            continue
+        for seed in seeds:
+            t0 = time.perf_counter()
+            # without early stopping the validation split is not needed (and not evaluated every epoch)
+            run = sk.train(*tr, taxonomy=tax, config=cfg.replace(seed=seed), progress=False,
+                           val=va if cfg.early_stopping else None, allow_unseen_val_classes=True)
+            secs = time.perf_counter() - t0
+            s = sk.evaluate(run.predict_proba(te[0]), te[1], tax)
+            rows.append({"catalog": name, "config": cname, "seed": seed, **{m: s[m] for m in METRICS},
+                         "steps": run.best_epoch * spe, "seconds": secs})
+            print(f"{name} | {cname} | seed {seed}: top1 {s['top1']:.3f} f1 {s['macro_f1']:.3f} "
+                  f"best_epoch {run.best_epoch} ({secs:.1f}s)", flush=True)
+    df = pd.DataFrame(rows)
+    df.attrs["sizes"] = dict(train=len(tr[1]), val=len(va[1]), test=len(te[1]), classes=tax.n_classes,
+                             steps_per_epoch=spe)
+    return df
+
+
+def table(df: pd.DataFrame) -> str:
+    g = df.groupby("config", sort=False)
+    mu, sd = g[list(METRICS) + ["steps", "seconds"]].mean(), g[list(METRICS)].std(ddof=1)
+    lines = ["| config | " + " | ".join(METRICS) + " | steps to best | s/run |",
+             "|---|" + "---:|" * (len(METRICS) + 2)]
+    for c in mu.index:
+        cells = [f"{mu.loc[c, m]:.3f} ± {sd.loc[c, m]:.3f}" for m in METRICS]
+        st = "–" if pd.isna(mu.loc[c, "steps"]) else f"{mu.loc[c, 'steps']:.0f}"
+        lines.append(f"| {c} | " + " | ".join(cells) + f" | {st} | {mu.loc[c, 'seconds']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--catalogs", nargs="+", default=["tutorial", "toys"], choices=bd.CATALOGS)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", nargs="+", default=None, help="run only the variants whose name contains one of these")
+    ap.add_argument("--out", default=str(bd.ROOT / "docs" / "training_budget.md"))
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    t_all = time.perf_counter()
+    parts = [
+        "# Training budget, validation protocol and head size on small catalogs",
+        "",
+        "Written by `scripts/measure_training_budget.py` "
+        f"(`--catalogs {' '.join(a.catalogs)} --seeds {' '.join(map(str, a.seeds))}"
+        f"{'' if not a.only else ' --only ' + ' '.join(repr(o) for o in a.only)}`). One-hot heads (focal γ=2 "
+        "unless stated), one factor changed at a time from the defaults; LogisticRegression on the same "
+        "embeddings (`[text, image, masks]`, C from {0.1, 1, 10, 100} by validation top-1, refit on train "
+        "only). Test split, mean ± std over training seeds (the split is fixed: seed 0). `steps to best` = "
+        "optimizer steps until the weights kept (the best epoch under early stopping, else the last).",
+        "",
+    ]
+    for name in a.catalogs:
+        df = run_catalog(name, a.seeds, a.only)
+        z = df.attrs["sizes"]
+        parts += [f"## {name}: {z['classes']} classes, train {z['train']} / val {z['val']} / test {z['test']} "
+                  f"items, {z['steps_per_epoch']} steps per epoch", "", table(df), ""]
+    parts.append(f"Total {time.perf_counter() - t_all:.0f} s on {platform.processor() or platform.machine()}, "
+                 f"torch threads {a.threads}, torch {torch.__version__}.")
+    atomic_write_text(Path(a.out), "\n".join(parts) + "\n")
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

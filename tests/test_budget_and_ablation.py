@@ -1,0 +1,171 @@
+"""Issue 12 training options: step budget (min_steps), linear head (hidden=0), focal/KL weights,
+per-class smoothing mass (alpha_by="similarity"); frequency buckets and the loss ablation suite."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import semcat_kit as sk
+from semcat_kit import soft_labels as soft
+from semcat_kit.comparison import compare, loss_suite
+from semcat_kit.embeddings import Embeddings
+from semcat_kit.frequency import bucket_metrics, frequency_buckets
+from semcat_kit.model import FusionHead
+from semcat_kit.similarity import class_alpha, tree_neighbors
+
+torch.set_num_threads(1)
+
+
+def _data(n=112, seed=0, noise=0.5, counts=None):
+    tax = sk.Taxonomy.from_paths([f"T{i % 2} > M{i % 4} > L{i}" for i in range(12)])
+    rng = np.random.default_rng(seed)
+    C = tax.n_classes
+    cent = np.random.default_rng(0).normal(size=(C, 10))
+    if counts is not None:
+        y = np.repeat(np.arange(C), counts)
+    else:
+        y = np.concatenate([np.arange(C), rng.integers(0, C, n - C)])
+    x = (cent[y] + noise * rng.normal(size=(len(y), 10))).astype(np.float32)
+    return tax, Embeddings([f"{seed}-{i}" for i in range(len(y))], x, None, np.ones(len(y), bool),
+                           np.zeros(len(y), bool)), y
+
+
+# ------------------------------------------------------------------------------ step budget
+def test_min_steps_raises_the_epochs_of_small_catalogs_only():
+    cfg = sk.TrainConfig(epochs=2, min_steps=20, batch_size=32)
+    assert cfg.epochs_for(112) == 5            # 4 steps per epoch -> 5 epochs reach 20 steps
+    assert cfg.epochs_for(10_000) == 2         # 313 steps per epoch: epochs already exceed min_steps
+    assert sk.TrainConfig(epochs=3).epochs_for(10) == 3
+    tax, emb, y = _data()
+    run = sk.train(emb, y, taxonomy=tax, config=cfg.replace(early_stopping=None), progress=False)
+    assert len(run.history) == 5 and run.best_epoch == 5
+    assert run.history["lr"].iloc[-1] < 0.01 * cfg.lr             # decayed to ~0 at the end of the budget
+    # the cosine schedule spans the whole budget: half way through it is still well above 0
+    assert run.history["lr"].iloc[1] > 0.5 * cfg.lr
+    with pytest.raises(ValueError, match="min_steps"):
+        sk.TrainConfig(min_steps=-1)
+
+
+# ------------------------------------------------------------------------------ linear head
+def test_linear_head_has_one_layer_and_round_trips(tmp_path):
+    tax, emb, y = _data()
+    run = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(epochs=3, hidden=0, batch_size=32,
+                                                               early_stopping=None), progress=False)
+    lin = [m for m in run.model.mlp if isinstance(m, torch.nn.Linear)]
+    assert len(lin) == 1 and lin[0].in_features == run.config.proj_dim and lin[0].out_features == tax.n_classes
+    again = FusionHead(**run.model.config)
+    again.load_state_dict(run.model.state_dict())
+    sk.export_head(run, tmp_path / "h", onnx=False, torchscript=False)
+    head = sk.load_head(tmp_path / "h")
+    np.testing.assert_allclose(head.predict_proba(emb), run.predict_proba(emb), atol=1e-5)
+    with pytest.raises(ValueError, match="hidden must be a non-negative int"):
+        FusionHead(10, None, 3, hidden=-1)
+
+
+# ------------------------------------------------------------------------------ focal / KL weights
+def test_kl_only_and_focal_only_losses():
+    tax, emb, y = _data()
+    base = dict(epochs=2, batch_size=32, early_stopping=None, smoothing="tree", alpha=0.2, k=4)
+    kl_only = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(focal_weight=0.0, **base), progress=False)
+    h = kl_only.history
+    np.testing.assert_allclose(h["loss"], h["kl"], rtol=1e-5)
+    assert (h["focal"] > 0).all()             # still logged, not trained on
+    focal_only = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(kl_weight=0.0, **base), progress=False)
+    np.testing.assert_allclose(focal_only.history["loss"], focal_only.history["focal"], rtol=1e-5)
+    with pytest.raises(ValueError, match="both 0: nothing to train"):
+        sk.TrainConfig(focal_weight=0.0, kl_weight=0.0)
+
+
+# ------------------------------------------------------------------------------ per-class smoothing mass
+def test_alpha_by_similarity_gives_each_class_its_own_mass():
+    tax = sk.Taxonomy.from_paths([f"T{i % 2} > M{i % 4} > L{i}" for i in range(12)] + ["Z"])
+    C = tax.n_classes
+    rng = np.random.default_rng(0)
+    nb = sk.similarity.label_neighbors(rng.normal(size=(C, 6)), k=4)
+    const = soft.build("semantic", C, 0.2, neighbors=nb, temperature=0.5)
+    t = soft.build("semantic", C, 0.2, neighbors=nb, temperature=0.5, alpha_by="similarity")
+    a_c = class_alpha(nb, 0.2)
+    w = t.weights.astype(np.float64)
+    np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(1.0 - w[:, 0], a_c, atol=1e-6)              # mass moved off each class
+    # neighbours keep their relative weights
+    r = const.weights[:, 1:] / const.weights[:, 1:].sum(1, keepdims=True)
+    np.testing.assert_allclose(w[:, 1:] / w[:, 1:].sum(1, keepdims=True), r, atol=1e-5)
+    assert np.ptp(1.0 - w[:, 0]) > 0.01                                     # not the same mass everywhere
+    # tree kind: similarity of the tree neighbours
+    tt = soft.build("tree", C, 0.2, taxonomy=tax, k=4, alpha_by="similarity")
+    np.testing.assert_allclose(1.0 - tt.weights[:, 0], class_alpha(tree_neighbors(tax, 4), 0.2), atol=1e-6)
+    with pytest.raises(ValueError, match="no neighbours"):
+        soft.build("uniform", C, 0.2, alpha_by="similarity")
+    with pytest.raises(ValueError, match="alpha_by must be"):
+        soft.build("semantic", C, 0.2, neighbors=nb, alpha_by="more")
+    with pytest.raises(ValueError, match="alpha_by='similarity'"):
+        sk.TrainConfig(alpha_by="similarity")                             # one-hot has no neighbours
+    cfg = sk.TrainConfig(smoothing="tree", k=4, alpha=0.2, alpha_by="similarity", epochs=1, batch_size=32,
+                         early_stopping=None)
+    tax2, emb, y = _data()
+    sk.train(emb, y, taxonomy=tax2, config=cfg, progress=False)
+
+
+# ------------------------------------------------------------------------------ frequency buckets
+def test_frequency_buckets_thirds_and_thresholds():
+    counts = np.array([50, 40, 30, 30, 10, 9, 8, 5, 2, 1, 1, 0])
+    y = np.repeat(np.arange(12), counts)
+    b = frequency_buckets(y, 12)
+    assert list(b[:4]) == ["head"] * 4 and list(b[4:8]) == ["torso"] * 4 and list(b[8:]) == ["tail"] * 4
+    # equal counts straddling a cut share the bucket of the first of them
+    b2 = frequency_buckets(np.repeat(np.arange(6), [5, 3, 3, 3, 1, 1]), 6)
+    assert list(b2) == ["head", "head", "head", "head", "tail", "tail"]
+    b3 = frequency_buckets(y, 12, thresholds=(5, 30))
+    assert list(b3) == ["head"] * 4 + ["torso"] * 4 + ["tail"] * 4
+    with pytest.raises(ValueError, match="class indices"):
+        frequency_buckets(np.array([0, 13]), 12)
+
+
+def test_bucket_metrics_by_hand():
+    tax = sk.Taxonomy.from_paths(["A > a1", "A > a2", "B > b1", "B > b2"])
+    buckets = np.array(["head", "head", "tail", "torso"], dtype=object)
+    y = np.array([0, 0, 1, 2, 2, 3])
+    pred = np.array([0, 1, 1, 2, 0, 2])
+    p = np.eye(4)[pred] * 0.9 + 0.025
+    m = bucket_metrics(p, y, tax, buckets)
+    assert m["n[head]"] == 3 and m["top1[head]"] == pytest.approx(2 / 3)
+    from sklearn.metrics import f1_score
+    assert m["macro_f1[head]"] == pytest.approx(f1_score(y, pred, labels=[0, 1], average="macro"))
+    assert m["top1[tail]"] == pytest.approx(0.5) and m["mistake_severity[tail]"] == pytest.approx(
+        tax.lca_distance(0, 2))
+    assert m["top1[torso]"] == 0.0 and m["mistake_severity[torso]"] == pytest.approx(tax.lca_distance(2, 3))
+
+
+def test_loss_suite_in_compare_with_frequency_buckets():
+    tax, tr_e, tr_y = _data(n=150, seed=1)
+    _, te_e, te_y = _data(n=80, seed=2, noise=0.9)
+    suite = loss_suite(smoothing="tree", k=4, epochs=3, batch_size=32, proj_dim=16, hidden=32,
+                       early_stopping=None)
+    assert list(suite) == ["focal γ=2 only", "KL only (tree)", "focal + KL (tree)", "focal + KL, α inverse",
+                           "focal + KL, α effective"]
+    assert suite["focal γ=2 only"].kl_weight == 0 and suite["KL only (tree)"].focal_weight == 0
+    assert suite["focal + KL, α effective"].focal_alpha == "effective"
+    df = compare(suite, train=(tr_e, tr_y), test=(te_e, te_y), taxonomy=tax, seeds=(0, 1, 2), progress=False,
+                 by_frequency=True)
+    for b in ("head", "torso", "tail"):
+        assert f"top1[{b}]_mean" in df.columns and f"macro_f1[{b}]_mean" in df.columns
+    run = df.attrs["runs"][("KL only (tree)", 0)]
+    buckets = frequency_buckets(tr_y, tax.n_classes)
+    want = bucket_metrics(run.predict_proba(te_e), te_y, tax, buckets)
+    long = df.attrs["runs"].long
+    got = long[(long.config == "KL only (tree)") & (long.seed == 0)].iloc[0]
+    assert got["top1[tail]"] == pytest.approx(want["top1[tail]"])
+
+
+def test_for_data_defaults_follow_the_data_size():
+    small = sk.TrainConfig.for_data(2100, n_val=300)
+    assert small.min_steps == 600 and small.early_stopping is None
+    assert small.epochs_for(2100) == 67                       # 9 steps per epoch -> 67 epochs
+    big = sk.TrainConfig.for_data(30_000, n_val=4000, smoothing="tree")
+    assert big.early_stopping == "val_top1" and big.smoothing == "tree" and big.epochs_for(30_000) == 30
+    assert sk.TrainConfig.for_data(100, n_val=5000, early_stopping=None).early_stopping is None
+    with pytest.raises(ValueError, match="n_val must be a non-negative int"):
+        sk.TrainConfig.for_data(100, n_val=-1)

@@ -1,0 +1,370 @@
+"""The embedding store (semcat_kit.store), streaming/resumable encode_catalog, cache write failures,
+the memory-mapped Embeddings folder, and `semcat encode` on one process and under torchrun."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+import semcat_kit as sk
+from semcat_kit.store import VectorStore, content_key
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def txt_enc():
+    return sk.encoders.load("minilm")
+
+
+@pytest.fixture(scope="module")
+def img_enc():
+    return sk.encoders.load("efficientnet-lite0@64")
+
+
+@pytest.fixture(scope="module")
+def catalog(myntra_styles, fashion_dir):
+    df = myntra_styles.dropna(subset=["productDisplayName"]).iloc[:12]
+    return pd.DataFrame({"item_id": df["id"].astype(str).to_numpy(), "title": df["productDisplayName"].to_numpy(),
+                         "image_path": [str(fashion_dir / "images" / f"{i}.jpg") for i in df["id"]]})
+
+
+def _rand(n, dim, seed=0):
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
+    return keys, rng.normal(size=(n, dim)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- the store itself
+def test_shard_is_a_plain_arrow_file_listed_with_its_checksum(tmp_path):
+    keys, vecs = _rand(50, 6)
+    s = VectorStore(tmp_path / "st", 6)
+    s.put(keys, vecs)
+    (path,) = [s.flush()]
+    # read with plain pyarrow (memory-mapped) and pandas: documented columns, sorted keys
+    with pa.memory_map(str(path)) as mm:
+        t = pa.ipc.open_file(mm).read_all()
+    assert t.schema.field("key").type == pa.binary(16)
+    assert t.schema.field("vector").type == pa.list_(pa.float32(), 6)
+    got = {bytes(k): np.asarray(v, dtype=np.float32) for k, v in zip(t.column("key").to_pylist(),
+                                                                      t.column("vector").to_pylist())}
+    assert len(got) == 50
+    for k, v in zip(keys, vecs):
+        np.testing.assert_array_equal(got[k.tobytes()], v)
+    assert t.column("key").to_pylist() == sorted(t.column("key").to_pylist())
+    assert len(pd.read_feather(path)) == 50
+    m = json.loads((tmp_path / "st" / "manifest.json").read_text())
+    (entry,) = m["shards"]
+    assert entry["file"] == path.name and entry["rows"] == 50
+    assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert m["dim"] == 6 and m["dtype"] == "float32"
+
+
+def test_vectorised_lookup_matches_a_dict_including_prefix_collisions(tmp_path):
+    keys, vecs = _rand(3000, 5, seed=1)
+    # keys sharing their first 8 bytes exercise the rare path of the 64-bit-prefix index
+    keys[1:4, :8] = keys[0, :8]
+    s = VectorStore(tmp_path / "st", 5, merge_factor=4, base_rows=200)
+    for a in range(0, 3000, 250):
+        s.put(keys[a:a + 250], vecs[a:a + 250])
+        s.flush()
+    ref = {k.tobytes(): v for k, v in zip(keys, vecs)}
+    absent, _ = _rand(500, 5, seed=2)
+    absent[0, :8] = keys[0, :8]  # same prefix, different key: absent
+    q = np.concatenate([keys, absent])[np.random.default_rng(3).permutation(3500)]
+    for store in (s, VectorStore(tmp_path / "st", 5)):   # in the writing process and freshly opened
+        found, got = store.get(q)
+        want = np.array([k.tobytes() in ref for k in q])
+        assert found.tolist() == want.tolist() and want.sum() == 3000
+        np.testing.assert_array_equal(got[found], np.stack([ref[k.tobytes()] for k in q[found]]))
+        assert np.all(got[~found] == 0)
+
+
+def test_merging_is_bounded_and_never_rewrites_large_shards(tmp_path):
+    s = VectorStore(tmp_path / "st", 3, merge_factor=3, base_rows=10, max_merge_rows=90)
+    keys, vecs = _rand(1200, 3, seed=4)
+    s.put(keys[:100], vecs[:100])
+    big = s.flush()                       # 100 rows >= max_merge_rows: frozen
+    ino = big.stat().st_ino
+    counts = []
+    for a in range(100, 1200, 10):
+        s.put(keys[a:a + 10], vecs[a:a + 10])
+        s.flush()
+        counts.append(len(s.shard_files))
+    assert big.exists() and big.stat().st_ino == ino          # never rewritten
+    # at most (merge_factor - 1) shards per tier below max_merge_rows, plus the frozen ones
+    frozen = sum(1 for p in s.shard_files if len(s._shards[p.name]) >= 90)
+    assert max(counts) <= frozen + 2 * 2 + 1, counts
+    assert len(s) == 1200 and s.get(keys)[0].all()
+    listed = {e["file"] for e in json.loads(s.manifest_path.read_text())["shards"]}
+    assert listed == {p.name for p in s.shard_files} == {p.name for p in (tmp_path / "st").glob("shard-*.arrow")}
+
+
+def test_float16_store_is_half_the_size_and_close(tmp_path):
+    keys, vecs = _rand(400, 64, seed=5)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    sizes = {}
+    for dt in ("float32", "float16"):
+        s = VectorStore(tmp_path / dt, 64, dtype=dt)
+        s.put(keys, vecs)
+        sizes[dt] = s.flush().stat().st_size
+        found, got = VectorStore(tmp_path / dt, 64, dtype=dt).get(keys)
+        assert found.all() and got.dtype == np.float32
+        tol = 0 if dt == "float32" else 5e-4
+        np.testing.assert_allclose(got, vecs, atol=tol, rtol=0)
+    assert sizes["float16"] < 0.6 * sizes["float32"]
+    with pytest.warns(RuntimeWarning, match="corrupt"):   # a store of the other precision is not misread
+        assert not VectorStore(tmp_path / "float16", 64, dtype="float32").get(keys)[0].any()
+
+
+def test_lost_manifest_and_unlisted_shards_are_recovered(tmp_path):
+    keys, vecs = _rand(40, 4, seed=6)
+    s = VectorStore(tmp_path / "st", 4, auto_merge=False)
+    for a in (0, 20):
+        s.put(keys[a:a + 20], vecs[a:a + 20])
+        s.flush()
+    s.manifest_path.unlink()   # e.g. a crash between a shard's rename and its manifest entry
+    t = VectorStore(tmp_path / "st", 4)
+    assert t.get(keys)[0].all()
+    assert len(json.loads(t.manifest_path.read_text())["shards"]) == 2
+
+
+def _writer(root, seed, n_flush):
+    s = VectorStore(root, 4, writer=f"w{seed}", merge_factor=3, base_rows=5)
+    keys, vecs = _rand(n_flush * 5, 4, seed=seed)
+    for a in range(0, len(keys), 5):
+        s.put(keys[a:a + 5], vecs[a:a + 5])
+        s.flush()
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path / "st"), seed, 12)) for seed in (10, 11)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    s = VectorStore(tmp_path / "st", 4)
+    for seed in (10, 11):
+        keys, vecs = _rand(60, 4, seed=seed)
+        found, got = s.get(keys)
+        assert found.all()
+        np.testing.assert_array_equal(got, vecs)
+    listed = {e["file"] for e in json.loads(s.manifest_path.read_text())["shards"]}
+    assert listed == {p.name for p in (tmp_path / "st").glob("shard-*.arrow")}
+
+
+# ----------------------------------------------------------------- streaming, resumable encode
+def test_killed_run_resumes_where_it_stopped(tmp_path, catalog, txt_enc, img_enc, monkeypatch):
+    cat = catalog.iloc[:10]
+    ref = sk.encode_catalog(cat, txt_enc, img_enc, progress=False)
+    calls = {"t": 0, "i": 0}
+    real_t, real_i = txt_enc.encode_texts, img_enc.embed_image_batch
+
+    def dying_texts(texts, batch_size=64, progress=False):
+        calls["t"] += 1
+        if calls["t"] == 3:
+            raise RuntimeError("killed")   # after 2 chunks of 4 titles
+        return real_t(texts, batch_size=batch_size)
+
+    def dying_images(x):
+        calls["i"] += 1
+        if calls["i"] == 4:
+            raise RuntimeError("killed")   # after 3 batches of 2 images (chunk_size=2: each one written)
+        return real_i(x)
+
+    monkeypatch.setattr(txt_enc, "encode_texts", dying_texts)
+    with pytest.raises(RuntimeError, match="killed"):
+        sk.encode_catalog(cat, text_encoder=txt_enc, cache_dir=tmp_path, batch_size=4, chunk_size=4, progress=False)
+    monkeypatch.setattr(img_enc, "embed_image_batch", dying_images)
+    with pytest.raises(RuntimeError, match="killed"):
+        sk.encode_catalog(cat, image_encoder=img_enc, cache_dir=tmp_path, batch_size=2, chunk_size=2, progress=False)
+    monkeypatch.undo()
+    again = sk.encode_catalog(cat, txt_enc, img_enc, cache_dir=tmp_path, batch_size=4, chunk_size=4, progress=False)
+    assert again.meta["stats"]["text_encoded"] == 2 and again.meta["stats"]["image_encoded"] == 4
+    np.testing.assert_allclose(again.text, ref.text, atol=1e-5)
+    np.testing.assert_allclose(again.image, ref.image, atol=1e-5)
+
+
+def test_each_image_is_read_once(tmp_path, catalog, img_enc, monkeypatch):
+    import builtins
+    import io
+
+    opened = []
+    real_open = io.open
+
+    def counting_open(file, *a, **k):
+        if str(file).endswith(".jpg"):
+            opened.append(str(file))
+        return real_open(file, *a, **k)
+
+    real_os_open = os.open
+
+    def counting_os_open(file, *a, **k):
+        if str(file).endswith(".jpg"):
+            opened.append(str(file))
+        return real_os_open(file, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", counting_open)  # PIL.Image.open(path)
+    monkeypatch.setattr(io, "open", counting_open)        # pathlib
+    monkeypatch.setattr(os, "open", counting_os_open)     # images.read_image_bytes
+    emb = sk.encode_catalog(catalog.iloc[:6], image_encoder=img_enc, cache_dir=tmp_path, progress=False)
+    monkeypatch.undo()
+    assert emb.image_mask.all() and sorted(opened) == sorted(catalog["image_path"].iloc[:6])
+
+
+def test_out_folder_is_memory_mapped_and_equal_to_in_memory(tmp_path, catalog, txt_enc, img_enc):
+    cat = pd.concat([catalog.iloc[:6], pd.DataFrame({"item_id": ["nope"], "title": [""],
+                                                      "image_path": [str(tmp_path / "missing.jpg")]})])
+    mem = sk.encode_catalog(cat, txt_enc, img_enc, progress=False)
+    emb = sk.encode_catalog(cat, txt_enc, img_enc, cache_dir=tmp_path / "c", out=tmp_path / "emb",
+                            chunk_size=3, progress=False)
+    assert isinstance(emb.text.base, np.memmap) or isinstance(emb.text, np.memmap)
+    assert not emb.text.flags.writeable
+    np.testing.assert_allclose(emb.text, mem.text, atol=1e-5)
+    np.testing.assert_allclose(emb.image, mem.image, atol=1e-5)
+    assert emb.text_mask.tolist() == mem.text_mask.tolist() and emb.image_mask.tolist() == mem.image_mask.tolist()
+    pd.testing.assert_frame_equal(emb.failures, mem.failures)
+    assert emb.meta["text_encoder"] == mem.meta["text_encoder"]
+    # take: a slice is a view of the map, positions copy only the rows taken
+    s = emb.take(slice(1, 4))
+    assert np.shares_memory(s.text, emb.text) and s.item_ids.tolist() == cat["item_id"].iloc[1:4].tolist()
+    t = emb.take([5, 0])
+    assert not np.shares_memory(t.image, emb.image) and t.image.shape == (2, img_enc.image_dim)
+    assert emb.take(emb.text_mask).failures.empty
+    # readable without semcat_kit
+    import pyarrow.feather as feather
+
+    assert np.load(tmp_path / "emb" / "text.npy").shape == (7, txt_enc.text_dim)
+    assert feather.read_table(str(tmp_path / "emb" / "items.arrow")).column("item_id").to_pylist() == \
+        cat["item_id"].tolist()
+    # save/load round trip of a folder, and of a memory-mapped table into an .npz
+    back = sk.Embeddings.load(t.save(tmp_path / "t"))
+    np.testing.assert_array_equal(back.image, t.image)
+    back = sk.Embeddings.load(emb.save(tmp_path / "e.npz"))
+    np.testing.assert_array_equal(back.text, emb.text)
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(ValueError, match="not an Embeddings folder"):
+        sk.Embeddings.load(tmp_path / "junk")
+
+
+# ----------------------------------------------------------------------- cache write failures
+def test_unwritable_cache_is_reported_once_before_encoding(tmp_path, catalog, txt_enc, img_enc, monkeypatch):
+    import semcat_kit.embeddings as E
+    import semcat_kit.store as S
+
+    def refuse(folder):
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+
+    monkeypatch.setattr(E, "_write_probe", refuse)
+    monkeypatch.setattr(S, "_write_probe", refuse)
+    calls = []
+    real = txt_enc.encode_texts
+    monkeypatch.setattr(txt_enc, "encode_texts", lambda t, **k: calls.append(len(t)) or real(t, **k))
+    cache = tmp_path / "ro-cache"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        emb = sk.encode_catalog(catalog.iloc[:5], txt_enc, img_enc, cache_dir=cache, progress=False)
+    msgs = [str(w.message) for w in caught if w.category is RuntimeWarning]
+    assert len(msgs) == 1 and str(cache) in msgs[0] and "not cached" in msgs[0], msgs
+    assert emb.text_mask.all() and emb.image_mask.all() and calls
+    assert emb.meta["stats"]["cached"] is False and "Permission denied" in emb.meta["stats"]["cache_write_error"]
+    fresh = sk.encode_catalog(catalog.iloc[:5], txt_enc, img_enc, progress=False)
+    np.testing.assert_allclose(emb.text, fresh.text, atol=1e-5)
+    np.testing.assert_allclose(emb.image, fresh.image, atol=1e-5)
+    assert not list(cache.rglob("shard-*"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; simulated in the test above")
+def test_read_only_cache_folder_really(tmp_path, catalog, txt_enc):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    try:
+        with pytest.warns(RuntimeWarning, match="cannot be written"):
+            emb = sk.encode_catalog(catalog.iloc[:3], text_encoder=txt_enc, cache_dir=cache, progress=False)
+        assert emb.text_mask.all() and emb.meta["stats"]["cached"] is False
+    finally:
+        cache.chmod(0o755)
+
+
+def test_disk_full_mid_run_keeps_every_vector(tmp_path, catalog, txt_enc, monkeypatch):
+    real = VectorStore._write_shard
+    n = {"writes": 0}
+
+    def full_disk(self, *a, **k):
+        n["writes"] += 1
+        if n["writes"] >= 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(VectorStore, "_write_shard", full_disk)
+    cat = catalog.iloc[:10]
+    with pytest.warns(RuntimeWarning, match="No space left") as rec:
+        emb = sk.encode_catalog(cat, text_encoder=txt_enc, cache_dir=tmp_path, chunk_size=3, progress=False)
+    assert sum("No space left" in str(w.message) for w in rec) == 1          # said once, not per chunk
+    assert emb.text_mask.all() and emb.meta["stats"]["text_encoded"] == 10
+    assert "ENOSPC" in emb.meta["stats"]["cache_write_error"] and emb.meta["stats"]["cached"] is False
+    np.testing.assert_allclose(emb.text, txt_enc.encode_texts(cat["title"].tolist()), atol=1e-5)
+    monkeypatch.undo()
+    again = sk.encode_catalog(cat, text_encoder=txt_enc, cache_dir=tmp_path, chunk_size=3, progress=False)
+    assert again.meta["stats"]["text_encoded"] == 7   # the chunk written before the disk filled up is kept
+
+
+# ---------------------------------------------------------------------- semcat encode / torchrun
+def _run(args, cwd, env_extra=None, timeout=900):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_encode_the_same_vectors_as_one(tmp_path):
+    common = ["encode", "--catalog", "tutorial", "--sample", "200", "--image-encoder", "efficientnet-lite0@64",
+              "--quiet", "--chunk-size", "64"]
+    one = _run([sys.executable, "-m", "semcat_kit", *common, "--cache-dir", str(tmp_path / "c1"),
+                "--out", str(tmp_path / "e1")], tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                "-m", "semcat_kit", *common, "--cache-dir", str(tmp_path / "c2"), "--out", str(tmp_path / "e2")],
+               tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "rank 0/2: 100 products" in two.stdout and "rank 1/2: 100 products" in two.stdout
+    assert "encoded text 100, image 100" in two.stdout
+    a, b = sk.Embeddings.load(tmp_path / "e1"), sk.Embeddings.load(tmp_path / "e2")
+    assert a.item_ids.tolist() == b.item_ids.tolist() and len(a) == 200
+    assert a.text_mask.tolist() == b.text_mask.tolist() and a.image_mask.tolist() == b.image_mask.tolist()
+    # same model, same CPU kernels; only the batch composition differs (titles padded to another
+    # length, other batch sizes), which moves float32 results by ~1e-7: 1e-5 is the cache tests' bound
+    np.testing.assert_allclose(b.text, a.text, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(b.image, a.image, atol=1e-5, rtol=0)
+    # both ranks wrote their own shards into the shared store, rank 0 listed them all in the manifest
+    for mod in ("text", "image"):
+        (root,) = (tmp_path / "c2").glob(f"*/{mod}")
+        files = {p.name for p in root.glob("shard-*.arrow")}
+        assert {f.split("-")[1] for f in files} >= {"r0", "r1"}, files
+        assert {e["file"] for e in json.loads((root / "manifest.json").read_text())["shards"]} == files
+
+
+def test_encode_command_bad_input(tmp_path):
+    from semcat_kit.cli import main
+
+    assert main(["encode", "--catalog", str(tmp_path / "none.csv"), "--cache-dir", str(tmp_path)]) == 1
+    assert main(["encode", "--catalog", "tutorial", "--cache-dir", str(tmp_path), "--text-encoder", "none",
+                 "--image-encoder", "none"]) == 1
+    with pytest.raises(SystemExit) as e:
+        main(["encode", "--catalog", "tutorial"])
+    assert e.value.code == 2
+    r = _run([sys.executable, "-m", "semcat_kit", "--help"], tmp_path, timeout=120)
+    assert r.returncode == 0 and "encode" in r.stdout
