@@ -270,7 +270,6 @@ def _cmd_train(args) -> int:
                                                               progress=not args.quiet)
         with atomic_path(dest, suffix=".csv") as tmp:
             res.to_csv(tmp, index=False)
-            _umask_permissions(tmp)
         print(f"wrote predictions for the {len(unl)} products without a usable label to {dest}")
     return 0
 
