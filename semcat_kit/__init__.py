@@ -60,6 +60,7 @@ from .tuning import tune
 from . import contracts, decoding, trainer, distributed, store, streaming
 from .export import export_head, load_head
 from .predictor import Predictor
+from .pipeline import Pipeline, PipelineConfig, PipelineError
 from .workspace import Workspace
 
 __version__ = "0.1.0"

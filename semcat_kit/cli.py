@@ -4,7 +4,7 @@
 
     semcat encode --catalog tutorial --cache-dir cache/ [--out emb/] [--text-encoder minilm]
     torchrun --nproc-per-node=2 -m semcat_kit encode --catalog tutorial --cache-dir cache/
-    semcat train --catalog tutorial --config config.yaml --out head/ [--cache-dir cache/]
+    semcat train --catalog tutorial --config config.yaml --out head/ [--cache-dir cache/] [--predictions p.csv]
     semcat predict --model head/ --input products.csv --output preds.csv [--top-k 5] [--crm]
                    [--chunk-size 8192]     (input and output: .csv or .parquet, streamed in chunks)
     semcat tune --catalog tutorial --config config.yaml --out tuned/ \
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["main", "build_parser", "read_train_config", "sample_catalog", "CONFIG_TEMPLATE"]
+__all__ = ["main", "build_parser", "read_train_config", "training_pipeline", "sample_catalog", "CONFIG_TEMPLATE"]
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 #: Default --chunk-size of ``semcat predict`` (= semcat_kit.predictor.DEFAULT_CHUNK_SIZE; not
@@ -35,6 +35,8 @@ CONFIG_TEMPLATE = """\
 # semcat train configuration (every key optional; unknown keys are an error)
 text_encoder: minilm               # sk.encoders.load name, or null for no titles
 image_encoder: efficientnet-lite0  # or null for no images
+taxonomy: null                     # the class set: a Google taxonomy file, a saved Taxonomy (.json), a .txt
+                                   # of paths, or a list of paths; null: the catalog's own labels
 sample: null                       # an int: train on a random sample of this many products (quick try)
 seed: 0                            # seed of that sample
 catalog:                           # column mapping of a CSV catalog (not used for "tutorial" / a Kaggle folder)
@@ -59,7 +61,8 @@ _CATALOG_KEYS = {"id": "id", "title": "title", "image": None, "images_dir": None
 _SPLIT_KEYS = {"val": 0.1, "test": 0.2, "seed": 0, "min_count": 3}
 _NEIGHBOR_KEYS = {"k": 20, "template": "{path}"}
 _EXPORT_KEYS = {"onnx": True, "torchscript": True}
-_TOP_KEYS = {"text_encoder": "minilm", "image_encoder": "efficientnet-lite0", "sample": None, "seed": 0,
+_TOP_KEYS = {"text_encoder": "minilm", "image_encoder": "efficientnet-lite0", "taxonomy": None, "sample": None,
+             "seed": 0,
              "catalog": None, "split": None, "neighbors": None, "train": None, "export": None}
 
 
@@ -165,88 +168,88 @@ def sample_catalog(catalog: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame
 
 
 # ----------------------------------------------------------------------------- train
-def _load_training_catalog(source: str, mapping: dict, config_path) -> pd.DataFrame:
-    from . import datasets
-
+def _check_training_catalog(source: str, mapping: dict, config_path) -> None:
+    """The ``--catalog`` checks that speak of the command's own options (the rest is the pipeline's)."""
     if source == "tutorial":
-        return datasets.load_fashion_tutorial()
+        return
     p = Path(source).expanduser()
     if p.is_dir():
         if not (p / "styles.csv").is_file():
             raise CliError(f"--catalog {source}: a folder must have the Kaggle fashion layout (styles.csv + images/); "
                            "for another layout give the CSV file and a 'catalog:' mapping in the config")
-        return datasets.load_fashion(p)
+        return
     if not p.is_file():
         raise CliError(f"--catalog {source}: no such file or folder (give a CSV, a Kaggle fashion folder or 'tutorial')")
     if mapping["path"] is None and mapping["path_col"] is None:
         raise CliError(f"{config_path}: a CSV catalog needs 'catalog.path' (level columns, top first) or "
                        "'catalog.path_col' (one column of \"A > B > C\" paths)")
-    images_dir = mapping["images_dir"]
-    if images_dir is not None:
-        images_dir = Path(images_dir).expanduser()
-        if not images_dir.is_absolute():
-            images_dir = p.resolve().parent / images_dir
-    return datasets.load_catalog(p, images_dir=images_dir, id=mapping["id"], title=mapping["title"],
-                                 image=mapping["image"], path=mapping["path"], path_col=mapping["path_col"],
-                                 sep=mapping["sep"])
+
+
+def _load_training_catalog(source: str, mapping: dict, config_path):
+    """The catalog a command reads for ``--catalog`` (read by the same Pipeline as ``semcat train``)."""
+    from .pipeline import Pipeline
+
+    _check_training_catalog(source, mapping, config_path)
+    file_source = source != "tutorial" and Path(source).expanduser().is_file()
+    return Pipeline(catalog=source, catalog_options=dict(mapping) if file_source else {}).load_catalog()
+
+
+def training_pipeline(source: str, cfg: dict, cache_dir=None):
+    """The :class:`~semcat_kit.pipeline.Pipeline` that ``semcat train`` runs for a config
+    (:func:`read_train_config`) and a ``--catalog`` source."""
+    from .pipeline import Pipeline, PipelineConfig
+
+    file_source = source != "tutorial" and Path(source).expanduser().is_file()
+    tcfg = cfg["train"]
+    return Pipeline(PipelineConfig(
+        catalog=source, catalog_options=dict(cfg["catalog"]) if file_source else {}, taxonomy=cfg["taxonomy"],
+        text_encoder=cfg["text_encoder"], image_encoder=cfg["image_encoder"],
+        class_template=cfg["neighbors"]["template"], k=max(cfg["neighbors"]["k"], tcfg.k),
+        val=cfg["split"]["val"], test=cfg["split"]["test"], split_seed=cfg["split"]["seed"],
+        min_count=cfg["split"]["min_count"], sample=cfg["sample"], sample_seed=cfg["seed"], device=tcfg.device),
+        cache_dir=cache_dir)
 
 
 def _cmd_train(args) -> int:
-    import semcat_kit as sk
-
     from .export import export_head
+    from .predictor import Predictor
     from .taxonomy import TaxonomyMergeWarning
+    from . import distributed
 
     cfg = read_train_config(args.config)
     tcfg = cfg["train"]
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise CliError(f"--out {out} exists; pass --overwrite to replace it or choose another folder")
-    catalog = _load_training_catalog(args.catalog, cfg["catalog"], args.config)
-    if cfg["sample"] is not None:
-        catalog = sample_catalog(catalog, cfg["sample"], cfg["seed"])
-    # labels are joined with the catalog's own separator (" > " for Kaggle/tutorial catalogs)
-    csv_source = args.catalog != "tutorial" and Path(args.catalog).expanduser().is_file()
-    sep = (cfg["catalog"].get("sep") or " > ") if csv_source else " > "
+    _check_training_catalog(args.catalog, cfg["catalog"], args.config)
+    pipe = training_pipeline(args.catalog, cfg, cache_dir=args.cache_dir)
     with warnings.catch_warnings():   # the merges are printed below, once
         warnings.simplefilter("ignore", TaxonomyMergeWarning)
-        tax = sk.Taxonomy.from_paths(catalog["label"], sep=sep)
+        summary = pipe.validate()
+    catalog, tax = pipe.load_catalog(), pipe.taxonomy()
     print(f"catalog: {len(catalog)} products, {tax.n_classes} classes", flush=True)
     if tax.aliases:
         print(tax.merge_message(limit=30), flush=True)
-    device = tcfg.device
-    text_enc = sk.encoders.load(cfg["text_encoder"], device=device) if cfg["text_encoder"] else None
-    image_enc = sk.encoders.load(cfg["image_encoder"], device=device) if cfg["image_encoder"] else None
-    from . import distributed
-
+    unknown = pipe.unknown_labels()
+    if summary["unlabelled"] or len(unknown):
+        print(f"not used for training: {summary['unlabelled']} unlabelled product(s), {len(unknown)} with a label "
+              "that is not a taxonomy class (both get predictions)", flush=True)
+    for _, r in unknown.drop_duplicates("label").head(10).iterrows():
+        print(f"  label {r['label']!r} (row {r['row']}) is not in the taxonomy; closest: {r['suggestions']}",
+              file=sys.stderr)
     with distributed.main_first():     # under torchrun rank 0 fills the cache, the others read it
-        emb = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
-                                progress=not args.quiet and distributed.is_main())
+        emb = pipe.embeddings(progress=not args.quiet and distributed.is_main())
     if len(emb.failures):
         print(f"unusable inputs: {len(emb.failures)} (e.g. {emb.failures.iloc[0].to_dict()})", file=sys.stderr)
-    y = tax.index_of(catalog["label"].tolist())
-    sp = sk.split(y, val=cfg["split"]["val"], test=cfg["split"]["test"], seed=cfg["split"]["seed"],
-                  min_count=cfg["split"]["min_count"])
-    nk = min(max(cfg["neighbors"]["k"], tcfg.k), max(1, tax.n_classes - 1))
-    if text_enc is not None:
-        names = sk.similarity.class_texts(tax, template=cfg["neighbors"]["template"])
-        neighbors = sk.similarity.label_neighbors(text_enc.encode_texts(names), k=nk)
-    else:
-        neighbors = sk.similarity.tree_neighbors(tax, nk)
-    val = (emb.take(sp.val), y[sp.val]) if len(sp.val) else None
+    sp = pipe.split()
     print(f"split: {len(sp.train)} train, {len(sp.val)} val, {len(sp.test)} test", flush=True)
-    from . import distributed
-
     if distributed.is_distributed():   # torchrun: DDP over the ranks, each on its own device
         tcfg = tcfg.replace(device=distributed.device_for_rank(tcfg.device))
-    run = sk.train(emb.take(sp.train), y[sp.train], taxonomy=tax, neighbors=neighbors, config=tcfg, val=val,
-                   progress=not args.quiet)
+    run = pipe.train(tcfg, progress=not args.quiet)
     if not distributed.is_main():
         return 0                       # rank 0 evaluates and exports
-    metrics = {}
-    if len(sp.test):
-        probs = run.predict_proba(emb.take(sp.test))
-        metrics = {k: float(v) for k, v in sk.evaluate(probs, y[sp.test], tax, neighbors=neighbors).items()}
+    metrics = pipe.evaluate(run, "test")
+    if metrics:
         print(f"test metrics ({len(sp.test)} products):")
         for k, v in metrics.items():
             print(f"  {k:>24s}  {int(v):d}" if k == "n" else f"  {k:>24s}  {v:.4f}")
@@ -258,6 +261,16 @@ def _cmd_train(args) -> int:
     export_head(run, out, onnx=cfg["export"]["onnx"], torchscript=cfg["export"]["torchscript"],
                 overwrite=args.overwrite, metadata=meta)
     print(f"exported the head to {out}")
+    unl = pipe.unlabelled_catalog()
+    if len(unl):
+        from ._io import atomic_path
+
+        dest = Path(args.predictions) if args.predictions else out / "unlabelled_predictions.csv"
+        res = Predictor.load(out, device=tcfg.device).predict(unl, top_k=5, cache_dir=args.cache_dir,
+                                                              progress=not args.quiet)
+        with atomic_path(dest, suffix=".csv") as tmp:
+            res.to_csv(tmp, index=False)
+        print(f"wrote predictions for the {len(unl)} products without a usable label to {dest}")
     return 0
 
 
@@ -687,6 +700,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, metavar="DIR", help="folder to export the trained head to")
     t.add_argument("--cache-dir", metavar="DIR", help="embedding cache folder (re-runs skip encoding)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    t.add_argument("--predictions", metavar="CSV", help="where to write the predictions for the catalog's products "
+                   "without a usable label (default: <out>/unlabelled_predictions.csv; only when there are some)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=_cmd_train)
 

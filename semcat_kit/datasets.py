@@ -313,6 +313,8 @@ def load_catalog(
     path: Sequence[str] | None = None,
     path_col: str | None = None,
     sep: str = DEFAULT_SEP,
+    unlabelled: str = "keep",
+    taxonomy=None,
 ) -> pd.DataFrame:
     """Load a product catalog from a CSV file or a DataFrame.
 
@@ -338,13 +340,22 @@ def load_catalog(
         Instead of ``path``: one column holding the full path ``"A > B > C"``.
     sep : str
         Separator of the path segments in ``label`` (and in ``path_col``).
+    unlabelled : {"keep", "error"}
+        Rows with no category at all (an empty ``path_col``, or every ``path`` level empty):
+        ``"keep"`` keeps them with ``label=None`` (products to categorize; listed in the report,
+        kept out of training and evaluation by :class:`~semcat_kit.pipeline.Pipeline`),
+        ``"error"`` refuses them.
+    taxonomy : Taxonomy, list of paths or file, optional
+        An external class set (see :func:`semcat_kit.taxonomy.read_taxonomy`). Labels that are not
+        its classes are kept and listed in the report by row, with the closest taxonomy paths
+        suggested; the taxonomy is in ``attrs["taxonomy"]``.
 
     Returns
     -------
     pandas.DataFrame
         ``item_id, title, image_path, label, level_1..level_L`` and the other source columns;
         ``attrs["report"]`` (a :class:`ProblemReport`, ``item_id, column, problem``) lists the kept
-        rows with an empty title, a missing image file or a repaired CSV line.
+        rows with an empty title, a missing image file, no category, or a repaired CSV line.
 
     Raises
     ------
@@ -354,6 +365,8 @@ def load_catalog(
         Missing columns (the message lists the existing ones), an empty catalog, duplicate or
         empty item ids, or an empty category-path segment (the message names the row).
     """
+    if unlabelled not in ("keep", "error"):
+        raise ValueError(f"unlabelled must be 'keep' or 'error', not {unlabelled!r}")
     csv_dir = None
     repairs: list[dict] = []
     if isinstance(source, pd.DataFrame):
@@ -404,11 +417,14 @@ def load_catalog(
                          f"{' ...' if len(names) > 10 else ''}; ids must be unique (drop or rename duplicates)")
 
     # ---- category path
+    none = np.zeros(len(df), dtype=bool)   # rows with no category at all (unlabelled)
     if path is not None:
+        if unlabelled == "keep":
+            none = np.logical_and.reduce([_missing_mask(df[c]) for c in path])
         levels = []
         for c in path:
             col = df[c]
-            bad = np.flatnonzero(_missing_mask(col))
+            bad = np.flatnonzero(_missing_mask(col) & ~none)
             if len(bad):
                 k = int(bad[0])
                 raise ValueError(f"{where}: row {k} (item {item_id.iloc[k]!r}) has an empty category level in "
@@ -423,22 +439,30 @@ def load_catalog(
                                      f"containing the separator {sep.strip()!r} in column {c!r}: "
                                      f"{col.iloc[k]!r}; pass another sep=")
             levels.append(col.tolist())
-        segments = list(zip(*levels))
+        segments = [() if none[k] else s for k, s in enumerate(zip(*levels))]
     else:
         from .taxonomy import split_path
 
-        bad = np.flatnonzero(_missing_mask(df[path_col]))
+        empty = _missing_mask(df[path_col])
+        if unlabelled == "keep":
+            none = empty
+        bad = np.flatnonzero(empty & ~none)
         if len(bad):
             k = int(bad[0])
             raise ValueError(f"{where}: row {k} (item {item_id.iloc[k]!r}) has an empty category path "
                              f"in column {path_col!r} ({len(bad)} such row(s)); fix or drop the rows")
-        segments = [split_path(str(v), sep, where=f" in {where} column {path_col!r}, row {k} "
-                                                  f"(item {item_id.iloc[k]!r})")
+        segments = [() if none[k] else split_path(str(v), sep, where=f" in {where} column {path_col!r}, "
+                                                                  f"row {k} (item {item_id.iloc[k]!r})")
                     for k, v in enumerate(df[path_col].tolist())]
-    depth = max(len(s) for s in segments)
-    label = [sep.join(s) for s in segments]
+    depth = max(1, max(len(s) for s in segments))
+    label = [sep.join(s) if s else None for s in segments]
 
     report: list[dict] = list(repairs)
+    where_cat = repr(path_col) if path_col is not None else f"{list(path)}"
+    report += [dict(item_id=item_id.iloc[k], column="label",
+                    problem=f"no category in {where_cat}: unlabelled (kept out of training and evaluation; "
+                            "it gets a prediction)")
+               for k in np.flatnonzero(none)]
     # ---- titles
     no_title = _missing_mask(df[title])
     titles = np.where(no_title, "", df[title].astype(str).str.strip().to_numpy(dtype=object)).tolist()
@@ -483,7 +507,8 @@ def load_catalog(
 
     # ---- assemble
     out = pd.DataFrame({"item_id": item_id.to_numpy(), "title": titles,
-                        "image_path": pd.Series(image_path, dtype=object), "label": label},
+                        "image_path": pd.Series(image_path, dtype=object),
+                        "label": pd.Series(label, dtype=object)},
                        index=range(len(df)))
     level_cols = [f"level_{d + 1}" for d in range(depth)]
     for d, c in enumerate(level_cols):
@@ -497,6 +522,17 @@ def load_catalog(
                          f"{_CORE + level_cols}; rename them first")
     for c in extra:
         out[c] = df[c].to_numpy()
+    if taxonomy is not None:
+        from .taxonomy import read_taxonomy, suggest_classes
+
+        tax = read_taxonomy(taxonomy, sep=sep)
+        known = set(tax.classes) | set(tax.aliases)
+        rows = [k for k, lab in enumerate(label) if lab is not None and lab not in known]
+        sugg = suggest_classes([label[k] for k in rows], tax) if rows else {}
+        report += [dict(item_id=item_id.iloc[k], column="label",
+                        problem=f"label {label[k]!r} is not a class of the taxonomy; closest: {sugg[label[k]]}")
+                   for k in rows]
+        out.attrs["taxonomy"] = tax
     out.attrs["report"] = _make_report(report)
     return out
 

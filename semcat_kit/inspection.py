@@ -8,6 +8,9 @@ Everything here is plain numpy / pandas so it can be tested and reused without a
 * :func:`neighbor_table`, :func:`top_confusions`, :func:`neighborhood_confusion` - a class's
   semantic neighbours and confusions;
 * :func:`severity_table` - LCA distance of mistakes per configuration;
+* :func:`example_classes`, :func:`confused_pairs`, :func:`graph_neighborhood`,
+  :func:`search_classes` - what to show when there are thousands of classes: examples chosen
+  from the data, the top confused pairs, a class's neighbourhood, classes found by typing;
 * :func:`project_labels` - 2-D maps of label embeddings (and of a head's class weights);
 * :func:`history_frame` - training histories in long form.
 
@@ -38,6 +41,10 @@ __all__ = [
     "history_frame",
     "class_index",
     "select_classes",
+    "example_classes",
+    "confused_pairs",
+    "graph_neighborhood",
+    "search_classes",
 ]
 
 
@@ -406,6 +413,138 @@ def neighborhood_confusion(pred_or_probs, y_true, taxonomy: Taxonomy, cls, neigh
     df.index.name, df.columns.name = "true", "predicted"
     df.attrs.update(counts=counts, classes=np.array(chosen, dtype=np.int64), roles=roles, row_totals=totals)
     return df
+
+
+def confused_pairs(pred_or_probs, y_true, taxonomy: Taxonomy, n: int = 20) -> pd.DataFrame:
+    """The ``n`` most frequent (true, predicted) confusions over all classes.
+
+    Counting is one ``np.unique`` over the mistakes, so it needs memory for the mistakes only,
+    never a C x C matrix (fine at tens of thousands of classes).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``true, pred, true_label, pred_label, count, share_of_true`` (count / items of the true
+        class), ``lca_distance``; sorted by ``count`` (then class indices), at most ``n`` rows.
+    """
+    tax = _check_taxonomy(taxonomy)
+    pred = _as_pred(pred_or_probs, tax)
+    y = _as_labels(y_true, tax, len(pred))
+    wrong = pred != y
+    C = tax.n_classes
+    key, cnt = np.unique(y[wrong].astype(np.int64) * C + pred[wrong], return_counts=True)
+    order = np.lexsort((key, -cnt))[: as_k(n, "n")]
+    key, cnt = key[order], cnt[order]
+    t, p_ = key // C, key % C
+    support = np.bincount(y, minlength=C)
+    classes = np.asarray(tax.classes, dtype=object)
+    return pd.DataFrame({"true": t, "pred": p_, "true_label": classes[t], "pred_label": classes[p_],
+                         "count": cnt.astype(np.int64), "share_of_true": cnt / np.maximum(support[t], 1),
+                         "lca_distance": np.asarray(tax.lca_distance(t, p_), dtype=np.int64).reshape(len(t))})
+
+
+def example_classes(taxonomy: Taxonomy, neighbors, counts=None, cls=None) -> pd.DataFrame:
+    """Classes to show as examples, chosen from the data (no class names written in code).
+
+    ``anchor`` is ``cls`` or else the class with most products (``counts``; the first class
+    without counts); ``same branch`` is its most similar neighbour under the same parent (else
+    under the same top-level category); ``other branch`` its most similar neighbour under another
+    top-level category (else under another parent, never an ancestor or descendant of the
+    anchor). A role without a candidate is left out.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``role``: ``class, path, products, sim, lca_distance``.
+    """
+    tax = _check_taxonomy(taxonomy)
+    if counts is not None:
+        counts = np.asarray(counts.reindex(tax.classes).fillna(0) if isinstance(counts, pd.Series) else counts)
+        if counts.shape != (tax.n_classes,):
+            raise ValueError(f"counts must have one entry per class ({tax.n_classes}), got shape {counts.shape}")
+    a = class_index(cls, tax) if cls is not None else int(np.argmax(counts)) if counts is not None else 0
+    nb = neighbor_table(neighbors, tax, cls=a).sort_values(["sim", "rank"], ascending=[False, True], kind="stable")
+    top = np.asarray(tax.level(nb["target"].to_numpy(), 1)).astype(str)
+    my_top = str(tax.level(np.array([a]), 1)[0])
+    rows = [("anchor", a, np.nan)]
+    same = nb[nb["same_parent"].to_numpy()]
+    if not len(same):
+        same = nb[top == my_top]
+    if len(same):
+        rows.append(("same branch", int(same["target"].iloc[0]), float(same["sim"].iloc[0])))
+    other = nb[top != my_top]
+    if not len(other):   # all neighbours in one top-level branch: the nearest in another sub-branch,
+        t = nb["target"].to_numpy()   # never an ancestor or descendant of the anchor
+        lca = np.asarray(tax.lca_depth(np.full(len(t), a), t)).reshape(len(t))
+        lineage = lca >= np.minimum(tax.depth(np.full(len(t), a)), tax.depth(t))
+        other = nb[~nb["same_parent"].to_numpy() & ~lineage]
+    if len(other):
+        rows.append(("other branch", int(other["target"].iloc[0]), float(other["sim"].iloc[0])))
+    idx = np.array([r[1] for r in rows], dtype=np.int64)
+    return pd.DataFrame({"class": idx, "path": [tax.classes[i] for i in idx],
+                         "products": counts[idx].astype(np.int64) if counts is not None else np.nan,
+                         "sim": [r[2] for r in rows],
+                         "lca_distance": np.asarray(tax.lca_distance(np.full(len(idx), a), idx)).reshape(len(idx))},
+                        index=pd.Index([r[0] for r in rows], name="role"))
+
+
+def graph_neighborhood(neighbors, taxonomy: Taxonomy, center, k: int = 5, max_nodes: int = 300,
+                       hops: int | None = None) -> np.ndarray:
+    """Classes within a few k-NN hops of ``center`` (breadth first, at most ``max_nodes``).
+
+    Edges are followed both ways (a class's neighbours and the classes that list it). ``hops``
+    limits the depth (default: as deep as ``max_nodes`` allows). Returns class indices, the
+    center first, then by hop distance.
+    """
+    tax = _check_taxonomy(taxonomy)
+    idx, _ = _as_neighbors(neighbors, tax.n_classes)
+    idx = idx[:, : as_k(k)]
+    c = class_index(center, tax)
+    src = np.repeat(np.arange(tax.n_classes), idx.shape[1])
+    tgt = idx.ravel()
+    ok = tgt >= 0
+    import scipy.sparse as sp
+
+    A = sp.csr_matrix((np.ones(int(ok.sum()), dtype=np.int8), (src[ok], tgt[ok])), shape=(tax.n_classes,) * 2)
+    A = (A + A.T).tocsr()
+    seen = {c: 0}
+    order = [c]
+    frontier = [c]
+    depth = 0
+    while frontier and len(order) < max_nodes and (hops is None or depth < hops):
+        depth += 1
+        nxt = []
+        for v in frontier:
+            for u in A.indices[A.indptr[v]:A.indptr[v + 1]]:
+                u = int(u)
+                if u not in seen and len(order) < max_nodes:
+                    seen[u] = depth
+                    order.append(u)
+                    nxt.append(u)
+        frontier = nxt
+    return np.array(order, dtype=np.int64)
+
+
+def search_classes(text: str, taxonomy: Taxonomy, limit: int = 20) -> list[str]:
+    """Class paths matching typed text: exact path, then paths whose name starts with it, then
+    paths containing it (case-insensitive; every word must appear). At most ``limit`` paths."""
+    tax = _check_taxonomy(taxonomy)
+    t = " ".join(str(text).lower().split())
+    if not t:
+        return list(tax.classes[:limit])
+    words = t.split(" ")
+    exact, start, contain = [], [], []
+    for c, nm in zip(tax.classes, tax.names):
+        lc = c.lower()
+        if lc == t:
+            exact.append(c)
+        elif nm.lower().startswith(t):
+            start.append(c)
+        elif all(w in lc for w in words):
+            contain.append(c)
+        if len(exact) + len(start) >= limit:
+            break
+    return (exact + start + contain)[:limit]
 
 
 def _interleave(a: list, b: list) -> list:

@@ -31,7 +31,7 @@ DEFAULT_SEP = " > "
 
 __all__ = ["Taxonomy", "split_path", "check_spelling", "DEFAULT_SEP", "load_google_taxonomy",
            "TaxonomyMergeWarning", "CONFLICT_POLICIES", "MERGE_MAX_COUNT", "MERGE_MAX_SHARE",
-           "MERGE_MAX_PARENT_SHARE"]
+           "MERGE_MAX_PARENT_SHARE", "read_taxonomy", "suggest_classes"]
 
 CONFLICT_POLICIES = ("auto", "majority", "error", "keep")
 #: ``on_conflict="auto"`` merges a minority path of a leaf name only when it has at most this many
@@ -623,3 +623,92 @@ def load_google_taxonomy(path) -> pd.DataFrame:
         raise ValueError(f"{p} holds no categories (expected lines like '1 - Animals & Pet Supplies')")
     return pd.DataFrame({"id": np.array(ids, dtype=np.int64), "path": paths,
                          "depth": np.array(depths, dtype=np.int64), "name": names})
+
+
+# ---------------------------------------------------------------------------------- external taxonomies
+def read_taxonomy(source, sep: str = DEFAULT_SEP) -> "Taxonomy":
+    """An external taxonomy, whatever form it comes in; its classes are the category set.
+
+    Parameters
+    ----------
+    source : Taxonomy, list of str, or path
+        A :class:`Taxonomy` (returned as is); a list of category paths (each one a class, their
+        prefixes become the tree's inner nodes); or a file: the Google Product Taxonomy
+        (``ID - A > B > C`` lines; every node a class), a saved :meth:`Taxonomy.save` JSON file,
+        or a ``.txt`` file with one category path per line (``#`` lines skipped).
+    sep : str
+        Separator of the paths of a list or a ``.txt`` file.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        The file is none of these forms (the message names it and what was expected).
+    """
+    if isinstance(source, Taxonomy):
+        return source
+    if isinstance(source, (list, tuple, pd.Series, np.ndarray)):
+        paths = list(dict.fromkeys(str(p) for p in source))
+        if not paths:
+            raise ValueError("taxonomy= is an empty list; give category paths like 'A > B > C'")
+        return Taxonomy._from_class_paths([split_path(p, sep, where=f" (taxonomy= item {k})")
+                                           for k, p in enumerate(paths)], sep)
+    if not isinstance(source, (str, Path)):
+        raise TypeError(f"taxonomy= must be a Taxonomy, a list of category paths or a file path, "
+                        f"not {type(source).__name__}")
+    p = Path(source).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"taxonomy file {str(p)!r} does not exist; check the path")
+    expected = ("a Google taxonomy file ('ID - A > B > C' lines), a saved Taxonomy (.json) or a .txt file "
+                "with one category path per line")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"taxonomy file {str(p)!r} is not a taxonomy (not UTF-8 text); give {expected}") from None
+    lines = [s.strip() for s in text.splitlines() if s.strip() and not s.strip().startswith("#")]
+    if not lines:
+        raise ValueError(f"taxonomy file {str(p)!r} holds no categories; give {expected}")
+    if p.suffix.lower() == ".json":
+        try:
+            d = json.loads(text)
+            if not isinstance(d, dict) or not isinstance(d.get("classes"), list):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"taxonomy file {str(p)!r} is JSON but not a saved Taxonomy (no 'classes' list); "
+                             f"give {expected}") from None
+        return Taxonomy.from_dict(d)
+    if all(_GOOGLE_LINE.match(s) for s in lines[:50]):
+        return Taxonomy.from_google_taxonomy(p)
+    if p.suffix.lower() != ".txt":
+        raise ValueError(f"taxonomy file {str(p)!r} is not a taxonomy (its first line {lines[0][:80]!r} is not "
+                         f"'ID - A > B'); give {expected}")
+    return read_taxonomy([s for s in lines], sep=sep)
+
+
+def suggest_classes(labels: Sequence[str], taxonomy: "Taxonomy", n: int = 3) -> dict[str, list[str]]:
+    """Closest taxonomy paths for each distinct label (that is not a class, typically).
+
+    Similarity: cosine of TF-IDF character 3-5-gram vectors of the lower-cased texts, averaged over
+    the whole path and the last segment, so ``"Toys > Puzzles"`` finds ``"Toys & Games > Puzzles"``.
+    Vectorised (one sparse product per 512 labels), so thousands of classes take well under a
+    second. Returns ``label -> [paths, best first]``.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    uniq = list(dict.fromkeys(str(x) for x in labels))
+    if not uniq:
+        return {}
+    sep = taxonomy.sep.strip() or taxonomy.sep
+    leaf = [u.split(sep)[-1].strip() for u in uniq]
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), lowercase=True, sublinear_tf=True)
+    vec.fit(list(taxonomy.classes) + uniq)
+    cp, cn = vec.transform(taxonomy.classes), vec.transform(taxonomy.names)
+    out = {}
+    for s in range(0, len(uniq), 512):
+        lp, ln = vec.transform(uniq[s:s + 512]), vec.transform(leaf[s:s + 512])
+        sim = ((lp @ cp.T) + (ln @ cn.T)).toarray() / 2
+        top = np.argsort(-sim, axis=1, kind="stable")[:, :n]
+        for r, u in enumerate(uniq[s:s + 512]):
+            out[u] = [taxonomy.classes[int(j)] for j in top[r] if sim[r, j] > 0]
+    return out

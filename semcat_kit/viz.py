@@ -71,8 +71,13 @@ def _n_legend(fig: go.Figure) -> int:
 # --------------------------------------------------------------------------- label map
 def label_map(embeddings, taxonomy: Taxonomy, method: str = "umap", color_level: int = 1,
               class_weights=None, n_neighbors: int = 15, random_state: int = 0,
-              title: str | None = None, marker_size: int = 8) -> go.Figure:
+              title: str | None = None, marker_size: int = 8, branch: str | None = None,
+              webgl_above: int = 1000) -> go.Figure:
     """Interactive 2-D map of the label (class-name) embeddings, coloured by category.
+
+    Readable at thousands of classes: every point has its full path in the hover, plotly zooms
+    and pans, a click on a legend entry hides that group, ``branch=`` keeps one branch in
+    colour, and above ``webgl_above`` points the traces are WebGL (``Scattergl``).
 
     Parameters
     ----------
@@ -90,6 +95,11 @@ def label_map(embeddings, taxonomy: Taxonomy, method: str = "umap", color_level:
         ``x`` markers in the class's colour and joined to their class's name point by a thin
         line; the hover shows the cosine between the aligned weight and the name (low = the
         model places the class away from where its name sits).
+    branch : str, optional
+        A node path (e.g. a top-level category): its classes are coloured by the level below
+        it, every other class is one small grey trace ``"other classes"`` (still hoverable).
+    webgl_above : int
+        Use WebGL traces when the taxonomy has more classes than this.
 
     Returns
     -------
@@ -99,26 +109,40 @@ def label_map(embeddings, taxonomy: Taxonomy, method: str = "umap", color_level:
     df = _ins.project_labels(embeddings, taxonomy, method=method, color_level=color_level,
                              class_weights=class_weights, n_neighbors=n_neighbors,
                              random_state=random_state)
-    colors = group_colors(df["group"])
+    Sc = go.Scattergl if taxonomy.n_classes > int(webgl_above) else go.Scatter
     fig = go.Figure()
+    legend_title = f"level {color_level}"
+    if branch is not None:
+        inside = _ins.select_classes(branch, taxonomy)
+        mask = np.isin(df["index"].to_numpy(), inside)
+        rest = df[~mask]
+        df = df[mask].copy()
+        lvl = min(len(str(branch).strip().split(taxonomy.sep.strip())) + 1, taxonomy.max_depth)
+        df["group"] = np.asarray(taxonomy.level(df["index"].to_numpy(), lvl)).astype(str)
+        legend_title = f"{plot_text(branch)}: level {lvl}"
+        if len(rest):
+            fig.add_trace(Sc(x=rest["x"], y=rest["y"], mode="markers", name="other classes",
+                             marker=dict(color="rgba(170,170,170,0.35)", size=max(3, marker_size // 2)),
+                             text=[plot_text(p) for p in rest["path"]], hovertemplate="%{text}<extra></extra>"))
+    colors = group_colors(df["group"])
     has_w = "wx" in df.columns
     if has_w:
-        xs, ys = [], []
-        for r in df.itertuples():
-            xs += [r.x, r.wx, None]
-            ys += [r.y, r.wy, None]
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name="weight ↔ name",
-                                 line=dict(color=LINK_COLOR, width=1), hoverinfo="skip"))
+        n = len(df)
+        xs, ys = np.full(3 * n, None, dtype=object), np.full(3 * n, None, dtype=object)
+        xs[0::3], xs[1::3] = df["x"].to_numpy(), df["wx"].to_numpy()
+        ys[0::3], ys[1::3] = df["y"].to_numpy(), df["wy"].to_numpy()
+        fig.add_trace(Sc(x=list(xs), y=list(ys), mode="lines", name="weight ↔ name", connectgaps=False,
+                         line=dict(color=LINK_COLOR, width=1), hoverinfo="skip"))
     for g, sub in df.groupby("group", sort=True):
         paths = [plot_text(p) for p in sub["path"]]
-        fig.add_trace(go.Scatter(
+        fig.add_trace(Sc(
             x=sub["x"], y=sub["y"], mode="markers", name=plot_text(g), legendgroup=g,
             marker=dict(color=colors[g], size=marker_size, symbol="circle", line=dict(width=0.5, color="white")),
             customdata=np.column_stack([paths, sub["index"]]),
             hovertemplate="%{customdata[0]}<br>class %{customdata[1]}<extra>name</extra>",
         ))
         if has_w:
-            fig.add_trace(go.Scatter(
+            fig.add_trace(Sc(
                 x=sub["wx"], y=sub["wy"], mode="markers", name=f"{plot_text(g)} (weights)", legendgroup=g,
                 showlegend=False, marker=dict(color=colors[g], size=max(4, marker_size - 2), symbol="x"),
                 customdata=np.column_stack([paths, sub["alignment"].round(3)]),
@@ -126,7 +150,7 @@ def label_map(embeddings, taxonomy: Taxonomy, method: str = "umap", color_level:
             ))
     what = "label embeddings" + (" and class weights" if has_w else "")
     fig.update_layout(title=title or f"{method.upper()} map of {what} ({taxonomy.n_classes} classes)",
-                      legend_title_text=f"level {color_level}", template="plotly_white",
+                      legend_title_text=legend_title, template="plotly_white",
                       xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title=""))
     return fit_height(fig, legend=_n_legend(fig), min_height=560)
 
@@ -136,7 +160,7 @@ _LAYOUTS = ("spring", "kamada_kawai", "circular", "spectral")
 
 
 def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "spring", seed: int = 0,
-                     color_level: int = 1, classes=None, max_nodes: int | None = 1500,
+                     color_level: int = 1, classes=None, max_nodes: int | None = 400, center=None,
                      title: str | None = None) -> go.Figure:
     """Label similarity graph: k-NN edges coloured by whether the neighbour shares the parent.
 
@@ -156,8 +180,14 @@ def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "s
         ``"Apparel > Topwear"``) or a list of class indices / paths. Their neighbours are drawn
         too, wherever they sit in the tree.
     max_nodes : int or None
-        Refuse ``spring`` / ``kamada_kawai`` layouts above this many nodes (they take minutes
-        on thousands of classes); use ``classes=`` or ``layout="spectral"``, or pass None.
+        At most this many nodes are drawn (a spring layout of thousands of classes takes
+        minutes and draws a hairball). When the graph (or the ``classes`` branch) is larger, the
+        figure shows the neighbourhood of ``center`` instead: the classes within the fewest k-NN
+        hops of it (:func:`semcat_kit.inspection.graph_neighborhood`), and says so in its title.
+        ``None`` draws everything.
+    center : int or str, optional
+        The class whose neighbourhood is drawn when there are too many nodes (default: the first
+        class of ``classes``, else the class listed as a neighbour by the most classes).
 
     Returns
     -------
@@ -178,9 +208,20 @@ def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "s
         nodes = np.union1d(chosen, edges["target"].to_numpy())
     else:
         nodes = np.arange(C)
-    if max_nodes is not None and layout in ("spring", "kamada_kawai") and len(nodes) > max_nodes:
-        raise ValueError(f"{len(nodes)} nodes is too many for the {layout!r} layout (max_nodes={max_nodes}); "
-                         "draw one branch with classes='A > B', use layout='spectral', or pass max_nodes=None")
+    around = None
+    if max_nodes is not None and len(nodes) > int(max_nodes):
+        if center is None:
+            if classes is not None:
+                center = int(chosen[0])
+            else:
+                tgt = edges["target"].to_numpy()
+                center = int(np.bincount(tgt, minlength=C).argmax()) if len(tgt) else 0
+        around = _ins.class_index(center, taxonomy)
+        keep = _ins.graph_neighborhood(neighbors, taxonomy, around, k=k, max_nodes=int(max_nodes))
+        if classes is not None:
+            keep = keep[np.isin(keep, nodes)]
+        nodes = np.sort(keep)
+        edges = edges[np.isin(edges["source"], nodes) & np.isin(edges["target"], nodes)]
     a = np.minimum(edges["source"], edges["target"])
     b = np.maximum(edges["source"], edges["target"])
     edges = (edges.assign(a=a, b=b).sort_values("sim", ascending=False)
@@ -230,10 +271,16 @@ def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "s
             text=[plot_text(taxonomy.classes[i]) for i in idx], customdata=deg[idx],
             hovertemplate="%{text}<br>%{customdata} edges<extra></extra>",
         ))
+    if around is not None:
+        fig.add_trace(go.Scatter(x=[xy[around, 0]], y=[xy[around, 1]], mode="markers", name="center",
+                                 marker=dict(symbol="star", size=16, color="black"),
+                                 text=[plot_text(taxonomy.classes[around])], hovertemplate="%{text}<extra>center</extra>"))
     n_same = int(edges["same_parent"].sum())
     fig.update_layout(
         title=title or (f"Label similarity graph (k={k}): {n_same} of {len(edges)} edges stay under "
-                        "the same parent"),
+                        "the same parent" + ("" if around is None else
+                                             f"<br><sup>the {len(nodes)} classes nearest to "
+                                             f"{plot_text(taxonomy.classes[around])} (of {C})</sup>")),
         template="plotly_white", hovermode="closest",
         xaxis=dict(showticklabels=False, showgrid=False, zeroline=False),
         yaxis=dict(showticklabels=False, showgrid=False, zeroline=False))

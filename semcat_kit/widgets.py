@@ -24,7 +24,7 @@ from ._io import atomic_path
 from .images import ImageError, read_image_bytes
 from .taxonomy import Taxonomy
 
-__all__ = ["MispredictionBrowser", "ConfusionNeighborhood", "product_card", "figure_output"]
+__all__ = ["MispredictionBrowser", "ConfusionNeighborhood", "ClassSearch", "product_card", "figure_output"]
 
 BADGE_STYLE = "background:#fde2e1;color:#a4000f;border-radius:4px;padding:1px 4px;font-size:11px"
 # page-wide CSS shipped inside the explorer (an HTML widget): a range slider's readout ("0.00 – 1.00")
@@ -134,6 +134,55 @@ def _match_classes(text: str, options: list[str]) -> list[str]:
     return [o for o in options if t in o.lower()] if t else list(options)
 
 
+class ClassSearch:
+    """Find a class by typing: a ``Text`` box and a short ``Select`` of the matching paths.
+
+    Scales to any number of classes: the page holds at most ``limit`` paths at a time, not the
+    whole class list (a ``Combobox`` with 5,000 options is a 5,000-entry datalist). Choosing a
+    match writes its full path into the text box. ``text`` is the box (read or set its
+    ``value``), ``matches`` the select, ``widget`` both.
+    """
+
+    def __init__(self, classes, description: str = "class", placeholder: str = "type to search…",
+                 limit: int = 20, width: str = "420px"):
+        self.classes = list(classes)
+        self.limit = int(limit)
+        self.text = W.Text(placeholder=placeholder, description=description, layout=W.Layout(width=width))
+        self.matches = W.Select(options=[], rows=6, layout=W.Layout(width=width, display="none"))
+        self.text.observe(self._on_text, names="value")
+        self.matches.observe(self._on_choose, names="value")
+        self.widget = W.VBox([self.text, self.matches])
+
+    def search(self, text: str) -> list[str]:
+        """At most ``limit`` classes containing ``text`` (case-insensitive), name matches first."""
+        t = " ".join(str(text).lower().split())
+        if not t:
+            return []
+        words = t.split(" ")
+        first, rest = [], []
+        for c in self.classes:
+            lc = c.lower()
+            if all(w in lc for w in words):
+                (first if lc.rsplit(">", 1)[-1].strip().startswith(t) else rest).append(c)
+                if len(first) >= self.limit:
+                    break
+        return (first + rest)[: self.limit]
+
+    def _on_text(self, change) -> None:
+        hits = self.search(change["new"])
+        if change["new"] in self.classes:
+            hits = []          # a full path was chosen: nothing left to pick
+        self.matches.unobserve(self._on_choose, names="value")
+        self.matches.options = hits
+        self.matches.value = None
+        self.matches.observe(self._on_choose, names="value")
+        self.matches.layout.display = None if hits else "none"
+
+    def _on_choose(self, change) -> None:
+        if change["new"]:
+            self.text.value = change["new"]
+
+
 # --------------------------------------------------------------------------- browser
 SORTS = {
     "confidence: most confident first": ("confidence", False),
@@ -200,10 +249,10 @@ class MispredictionBrowser:
         classes_true = sorted(self.table["true_label"].unique())
         classes_pred = sorted(self.table["pred_label"].unique())
         D = int(self.taxonomy.max_depth)
-        self.true_filter = W.Combobox(placeholder="true class contains…", options=classes_true,
-                                      description="true", ensure_option=False)
-        self.pred_filter = W.Combobox(placeholder="predicted class contains…", options=classes_pred,
-                                      description="predicted", ensure_option=False)
+        # type a substring (filters at once) or pick a full path from the short list of matches
+        self.true_search = ClassSearch(classes_true, "true", "true class contains…", width="360px")
+        self.pred_search = ClassSearch(classes_pred, "predicted", "predicted class contains…", width="360px")
+        self.true_filter, self.pred_filter = self.true_search.text, self.pred_search.text
         self.severity = W.IntRangeSlider(value=(0, D), min=0, max=D, step=1, description="LCA dist.")
         self.confidence = W.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.01,
                                              description="confidence", readout_format=".2f")
@@ -225,7 +274,7 @@ class MispredictionBrowser:
         self.export_button.on_click(self._on_export)
         self.widget = W.VBox([
             W.HTML(STYLE),
-            W.HBox([self.true_filter, self.pred_filter]),
+            W.HBox([self.true_search.widget, self.pred_search.widget]),
             W.HBox([self.severity, self.confidence]),
             W.HBox([self.mode, self.sort]),
             W.HBox([self.prev_button, self.page_label, self.next_button]),
@@ -365,6 +414,10 @@ class ConfusionNeighborhood:
     cls : int or str, optional
         Initial class (default: the class with the most confusions).
 
+    The picker is a :class:`ClassSearch` (type, then choose among at most 20 matches), and the
+    top confused pairs over all classes are listed above it (``pairs_table``), so the widget
+    stays usable with thousands of classes.
+
     Attributes
     ----------
     selected : int
@@ -392,9 +445,15 @@ class ConfusionNeighborhood:
             self.table = _ins.mispredictions(catalog_df, self.probs, self.y, tax)
         else:
             self.table = None
-        self.picker = W.Combobox(placeholder="type to search a class…", options=list(tax.classes),
-                                 description="class", ensure_option=False, layout=W.Layout(width="480px"))
+        self.search = ClassSearch(tax.classes, "class", "type to search a class…", width="480px")
+        self.picker = self.search.text
         self.message = W.HTML()
+        self.n_pairs = 10
+        self.pairs_table = _ins.confused_pairs(self.pred, self.y, tax, n=self.n_pairs)
+        self.pairs_html = W.HTML(self._html_table(
+            self.pairs_table.assign(share_of_true=self.pairs_table["share_of_true"].round(3))
+            [["true_label", "pred_label", "count", "share_of_true", "lca_distance"]]
+            .rename(columns={"true_label": "true", "pred_label": "predicted as"}), "pairs"))
         self.header = W.HTML()
         self.neighbors_html = W.HTML()
         self.confusions_html = W.HTML()
@@ -402,7 +461,8 @@ class ConfusionNeighborhood:
         self.examples_box = W.VBox()
         self.picker.observe(self._on_pick, names="value")
         self.widget = W.VBox([
-            W.HBox([self.picker, self.message]), self.header,
+            W.HTML(f"<b>top {self.n_pairs} confused pairs</b> (of all {tax.n_classes} classes)"), self.pairs_html,
+            W.HBox([self.search.widget, self.message]), self.header,
             W.HBox([W.VBox([W.HTML("<b>semantic neighbours</b>"), self.neighbors_html]),
                     W.VBox([W.HTML("<b>most frequent confusions</b>"), self.confusions_html])]),
             self.heatmap, W.HTML("<b>example mispredictions</b>"), self.examples_box,

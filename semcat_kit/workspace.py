@@ -1,16 +1,18 @@
 """A work directory shared by the tutorial notebooks: each stage computed once, reused after.
 
-The notebooks (and anyone scripting the same flow) describe *what* to use — a catalog, a text and
-an image encoder, a split seed — and the :class:`Workspace` builds each stage on first use and
-keeps it on disk under ``work_dir``:
+The notebooks (and anyone scripting the same flow) describe *what* to use — a catalog, a taxonomy,
+a text and an image encoder, a split seed — and the :class:`Workspace` builds each stage on first
+use and keeps it on disk under ``work_dir``. The stages themselves are those of one
+:class:`~semcat_kit.pipeline.Pipeline` (the same object ``semcat train`` uses), reachable as
+``ws.pipeline``:
 
 ===================  ==========================================================================
-``catalog``          the product DataFrame (bundled tutorial, a Kaggle fashion folder, or a CSV)
-``taxonomy``         :class:`~semcat_kit.Taxonomy` built from the catalog labels (conflicts kept)
+``catalog``          the product DataFrame (tutorial, a Kaggle fashion folder, a CSV/Parquet file)
+``taxonomy``         the class set: an external taxonomy, or the catalog labels (conflicts kept)
 ``embeddings``       :func:`~semcat_kit.encode_catalog` output, cached by content under ``cache/``
 ``label_embeddings`` class-text embeddings (``similarity.class_texts`` + the text encoder)
-``neighbors``        sparse top-k semantic neighbours of every class
-``split``            stratified train/val/test split (rare classes train-only, reported)
+``neighbors``        sparse top-k semantic neighbours of every class (tree neighbours without text)
+``split``            stratified train/val/test split of the labelled rows (rare classes train-only)
 ``suite``            a comparison suite trained over seeds, kept with its heads in ``suites/``
 ===================  ==========================================================================
 
@@ -19,157 +21,155 @@ reuses its work (the encoder cache makes re-encoding a lookup).
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import datasets, encoders, similarity
+from . import similarity
 from .datasets import read_csv
-from .embeddings import Embeddings, encode_catalog
-from .taxonomy import DEFAULT_SEP, Taxonomy
+from .embeddings import Embeddings
+from .pipeline import Pipeline, PipelineConfig
+from .taxonomy import Taxonomy
 
 __all__ = ["Workspace", "SuiteResult"]
 
 
-@dataclass
 class Workspace:
-    """The tutorial pipeline's state on disk.
+    """The notebooks' pipeline state on disk.
 
     Parameters
     ----------
     work_dir : path
         Folder for caches, splits, trained heads and result tables (created if missing).
-    catalog : str
+    catalog : str, Path or DataFrame
         ``"tutorial"`` (the bundled catalog), a folder in the Kaggle "Fashion Product Images" layout
-        (``styles.csv`` + ``images/``), or a CSV file read with :func:`~semcat_kit.load_catalog`
-        using ``catalog_options`` (e.g. ``{"title": "name", "path_col": "category"}``).
+        (``styles.csv`` + ``images/``), or a CSV / Parquet file (or DataFrame) read with
+        :func:`~semcat_kit.load_catalog` using ``catalog_options``
+        (e.g. ``{"title": "name", "path_col": "category"}``).
+    taxonomy : None, path, list of str or Taxonomy
+        An external class set (Google taxonomy file, list of paths, saved Taxonomy); default: the
+        catalog's own label paths.
     text_encoder, image_encoder : str or None
         Registry names for :func:`semcat_kit.encoders.load`; ``None`` skips that modality.
     class_template : str
         How a class is written for the text encoder (see ``similarity.class_texts``).
     k : int
         Number of semantic neighbours per class.
-    split_seed, val, test : int, float, float
+    split_seed, val, test, min_count : int, float, float, int
         The stratified split (see ``semcat_kit.split``).
     device : str
         ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    catalog_options : dict
+        Column mapping of a file catalog (``id, title, image, images_dir, path, path_col, sep``).
+
+    Every other :class:`~semcat_kit.pipeline.PipelineConfig` field is accepted too; the
+    configuration is ``ws.config`` and its fields read as attributes (``ws.k``, ``ws.catalog``).
     """
 
-    work_dir: str | Path
-    catalog: str = "tutorial"
-    text_encoder: str | None = "minilm"
-    image_encoder: str | None = "efficientnet-lite0"
-    class_template: str = similarity.DEFAULT_TEMPLATE
-    k: int = 20
-    split_seed: int = 0
-    val: float = 0.1
-    test: float = 0.2
-    device: str = "auto"
-    catalog_options: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.work_dir = Path(self.work_dir).expanduser().resolve()
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        if self.text_encoder is None and self.image_encoder is None:
+    def __init__(self, work_dir, catalog="tutorial", text_encoder: str | None = "minilm",
+                 image_encoder: str | None = "efficientnet-lite0",
+                 class_template: str = similarity.DEFAULT_TEMPLATE, k: int = 20, split_seed: int = 0,
+                 val: float = 0.1, test: float = 0.2, device: str = "auto", catalog_options: dict | None = None,
+                 taxonomy=None, **more):
+        self.work_dir = Path(work_dir).expanduser().resolve()
+        if text_encoder is None and image_encoder is None:
             raise ValueError("a Workspace needs a text_encoder or an image_encoder (both are None)")
-        self._memo: dict[str, Any] = {}
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        cfg = PipelineConfig(catalog=catalog, catalog_options=dict(catalog_options or {}), taxonomy=taxonomy,
+                             text_encoder=text_encoder, image_encoder=image_encoder,
+                             class_template=class_template, k=k, split_seed=split_seed, val=val, test=test,
+                             device=device, **more)
+        self.pipeline = Pipeline(cfg, cache_dir=self.work_dir / "cache")
 
-    def _once(self, key: str, make):
-        if key not in self._memo:
-            self._memo[key] = make()
-        return self._memo[key]
+    @property
+    def config(self) -> PipelineConfig:
+        """The pipeline configuration."""
+        return self.pipeline.config
 
-    # ------------------------------------------------------------------ stages
+    def __getattr__(self, name):
+        # configuration fields read as attributes (ws.k, ws.catalog_options, ...)
+        if name != "pipeline" and name in {f.name for f in fields(PipelineConfig)}:
+            return getattr(self.pipeline.config, name)
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.work_dir)!r}, {self.pipeline!r})"
+
+    # ------------------------------------------------------------------ stages (the pipeline's)
+    def validate(self) -> pd.Series:
+        """Check every parameter up front (see :meth:`Pipeline.validate`); one-sentence errors."""
+        return self.pipeline.validate()
+
     def load_catalog(self) -> pd.DataFrame:
-        """The product catalog (memoised)."""
-        return self._once("catalog", self._read_catalog)
-
-    def _read_catalog(self) -> pd.DataFrame:
-        src = self.catalog
-        if src == "tutorial":
-            return datasets.load_fashion_tutorial()
-        p = Path(src).expanduser()
-        if p.is_dir():
-            return datasets.load_fashion(p)
-        if p.is_file():
-            return datasets.load_catalog(p, **self.catalog_options)
-        raise FileNotFoundError(f"catalog {src!r} is neither 'tutorial', a Kaggle fashion folder, nor a CSV file")
+        """The product catalog (memoised); unlabelled rows have ``label`` None."""
+        return self.pipeline.load_catalog()
 
     def taxonomy(self) -> Taxonomy:
-        """Taxonomy of the catalog's labels (majority policy for conflicting parents; see ``.conflicts``)."""
-        sep = self.catalog_options.get("sep", DEFAULT_SEP) if self._is_csv() else DEFAULT_SEP
-        return self._once("taxonomy", lambda: Taxonomy.from_paths(self.load_catalog()["label"], sep=sep))
-
-    def _is_csv(self) -> bool:
-        return self.catalog != "tutorial" and Path(self.catalog).expanduser().is_file()
+        """The class set (the external taxonomy, or the catalog's labels; see ``.conflicts``)."""
+        return self.pipeline.taxonomy()
 
     def labels(self) -> np.ndarray:
-        """Class index of every catalog row."""
-        return self._once("labels", lambda: self.taxonomy().index_of(self.load_catalog()["label"]))
+        """Class index of every catalog row (``-1``: unlabelled, or a label not in the taxonomy)."""
+        return self.pipeline.labels()
+
+    def unknown_labels(self) -> pd.DataFrame:
+        """Rows whose label is not a taxonomy class, with the closest paths suggested."""
+        return self.pipeline.unknown_labels()
+
+    def unlabelled_catalog(self) -> pd.DataFrame:
+        """Catalog rows without a usable class: the products to categorize."""
+        return self.pipeline.unlabelled_catalog()
+
+    def class_counts(self) -> pd.Series:
+        """Labelled products per class (0 for classes without products)."""
+        return self.pipeline.class_counts()
 
     def encoder(self, modality: str):
         """The loaded text (``"text"``) or image (``"image"``) encoder (memoised)."""
-        name = self.text_encoder if modality == "text" else self.image_encoder
-        if name is None:
-            return None
-        return self._once(f"enc:{modality}", lambda: encoders.load(name, device=self.device))
+        return self.pipeline.encoder(modality)
 
     def embeddings(self, progress: bool = True) -> Embeddings:
         """Embeddings of the whole catalog, aligned with it (cached by content under ``cache/``)."""
-        def make():
-            emb = encode_catalog(self.load_catalog(), text_encoder=self.encoder("text"),
-                                 image_encoder=self.encoder("image"), cache_dir=self.work_dir / "cache",
-                                 progress=progress)
-            return emb
-        return self._once("embeddings", make)
+        return self.pipeline.embeddings(progress=progress)
 
     def label_texts(self) -> list[str]:
-        return similarity.class_texts(self.taxonomy(), template=self.class_template)
+        return self.pipeline.label_texts()
 
     def label_embeddings(self) -> np.ndarray:
         """(C, d) embeddings of the class texts, from the text encoder (or the image encoder's text tower)."""
-        enc = self.encoder("text")
-        if enc is None:
-            enc = self.encoder("image")
-        if enc is None or not getattr(enc, "text_dim", None):
-            raise ValueError("label embeddings need an encoder that reads text; set text_encoder")
-        return self._once("label_emb", lambda: enc.encode_texts(self.label_texts()))
+        return self.pipeline.label_embeddings()
 
     def neighbors(self) -> similarity.Neighbors:
         """Top-``k`` semantic neighbours of every class (self excluded)."""
-        return self._once("neighbors", lambda: similarity.label_neighbors(self.label_embeddings(), k=self.k))
+        return self.pipeline.neighbors()
 
     def split(self):
         """The stratified split (``train``, ``val``, ``test`` index arrays and a ``report``)."""
-        from .splits import split
-
-        return self._once("split", lambda: split(self.labels(), val=self.val, test=self.test, seed=self.split_seed))
+        return self.pipeline.split()
 
     def part(self, name: str) -> tuple[Embeddings, np.ndarray]:
         """``(embeddings, class indices)`` of one split part: ``"train"``, ``"val"`` or ``"test"``."""
-        sp = self.split()
-        if name not in ("train", "val", "test"):
-            raise ValueError(f"part must be 'train', 'val' or 'test', not {name!r}")
-        idx = np.asarray(sp[name])
-        return self.embeddings().take(idx), self.labels()[idx]
+        return self.pipeline.part(name)
 
     def part_catalog(self, name: str) -> pd.DataFrame:
         """The catalog rows of one split part, in the same order as :meth:`part`."""
-        return self.load_catalog().iloc[np.asarray(self.split()[name])].reset_index(drop=True)
+        return self.pipeline.part_catalog(name)
 
     # ------------------------------------------------------------------ identity
     def fingerprint(self) -> str:
         """Hash of everything that decides the data a model is trained on (for result caching)."""
         emb = self.embeddings(progress=False)
+        c = self.config
+        tax = self.taxonomy()
         key = {
-            "catalog": self.catalog, "options": self.catalog_options, "template": self.class_template,
-            "k": self.k, "split": [self.split_seed, self.val, self.test],
+            "catalog": c.to_dict()["catalog"], "options": c.catalog_options, "template": c.class_template,
+            "k": c.k, "split": [c.split_seed, c.val, c.test]
+            + ([c.min_count] if c.min_count != 3 else []) + ([c.sample, c.sample_seed] if c.sample else []),
+            "taxonomy": None if c.taxonomy is None else hashlib.sha256("\n".join(tax.classes).encode()).hexdigest(),
             "ids": hashlib.sha256("\n".join(map(str, emb.item_ids)).encode()).hexdigest(),
             "enc": {m: (v or {}).get("fingerprint") for m, v in emb.meta.items() if m.endswith("_encoder")},
         }

@@ -278,7 +278,9 @@ def test_image_column_windows_style_relative_paths_and_uppercase_ext(tmp_path):
         (lambda d: d.assign(sku=["a1", "a2", "a1", "a2"]), {}, r"2 duplicate item id\(s\).*\['a1', 'a2'\]"),
         (lambda d: d.assign(sku=["a1", None, "a3", "a4"]), {}, r"empty in 1 row\(s\) \(rows \[1\]\)"),
         (lambda d: d.assign(cat=["A > B", "A >  > C", "A", "B"]), {}, r"row 1 \(item 'a2'\).*empty segment"),
-        (lambda d: d.assign(cat=["A > B", "A", None, "B"]), {}, r"row 2 \(item 'a3'\) has an empty category path"),
+        (lambda d: d.assign(cat=["A > B", "A", None, "B"]), {"unlabelled": "error"},
+         r"row 2 \(item 'a3'\) has an empty category path"),
+        (lambda d: d, {"unlabelled": "drop"}, "unlabelled must be 'keep' or 'error'"),
         (lambda d: d.assign(label=1), {}, r"\['label'\] would be overwritten"),
         (lambda d: d, {"path": ["cat"]}, "exactly one of path"),
         (lambda d: d, {"path_col": None}, "exactly one of path"),
@@ -288,6 +290,29 @@ def test_load_catalog_bad_input_errors(change, kwargs, match):
     kw = dict(id="sku", title="name", path_col="cat") | kwargs
     with pytest.raises(ValueError, match=match):
         D.load_catalog(change(_small()), **kw)
+
+
+def test_load_catalog_keeps_unlabelled_rows_and_reports_them():
+    """Rows with no category are products to categorize: kept with label None and reported by row."""
+    cat = D.load_catalog(_small().assign(cat=["A > B", "A", None, " "]), id="sku", title="name", path_col="cat")
+    assert cat["label"].tolist() == ["A > B", "A", None, None]
+    rep = cat.attrs["report"]
+    unl = rep[rep["column"] == "label"]
+    assert unl["item_id"].tolist() == ["a3", "a4"] and unl["problem"].str.contains("unlabelled").all()
+    # level columns: a row with every level empty is unlabelled, a partly empty one is still an error
+    src = pd.DataFrame({"id": ["x", "y", "z"], "title": ["t", "u", "v"], "a": ["A", None, "B"], "b": ["a", None, "b"]})
+    cat = D.load_catalog(src, path=["a", "b"])
+    assert cat["label"].tolist() == ["A > a", None, "B > b"]
+    assert cat.attrs["report"]["item_id"].tolist() == ["y"]
+
+
+def test_load_catalog_with_an_external_taxonomy_reports_labels_outside_it():
+    cat = D.load_catalog(_small().assign(cat=["A > B", "A", "A > C", None]), id="sku", title="name", path_col="cat",
+                         taxonomy=["A", "A > B", "A > Cc", "Z"])
+    assert cat.attrs["taxonomy"].classes == ["A", "A > B", "A > Cc", "Z"]
+    rep = cat.attrs["report"]
+    bad = rep[rep["problem"].str.contains("not a class of the taxonomy")]
+    assert bad["item_id"].tolist() == ["a3"] and "A > Cc" in bad["problem"].iloc[0]
 
 
 def test_load_catalog_empty_level_value_names_row_and_column():

@@ -432,3 +432,36 @@ def test_history_frame_bad_input():
         si.history_frame(pd.DataFrame({"epoch": [0], "note": ["a"]}))
     with pytest.raises(ValueError, match=r"no column\(s\) \['val_f1'\]"):
         si.history_frame(_history(), metrics=["val_f1"])
+
+
+def test_example_classes_are_chosen_from_the_data():
+    """anchor = most products; same branch = nearest sibling; other branch = nearest class in another
+    top-level category, else in another sub-branch but never an ancestor of the anchor."""
+    import semcat_kit as sk
+    from semcat_kit import inspection as si
+
+    tax = sk.Taxonomy.from_paths(["A > a1", "A > a2", "A", "A > b > x", "B > c"])
+    emb = np.array([[1, 0, 0], [0.9, 0.1, 0], [0.95, 0, 0.05], [0.8, 0.3, 0], [0, 0, 1.0]], dtype=np.float32)
+    ex = si.example_classes(tax, sk.similarity.label_neighbors(emb, k=3), counts=np.array([1, 5, 1, 1, 1]))
+    assert ex["path"].tolist() == ["A > a1", "A > a2", "A > b > x"]
+    assert ex["lca_distance"].tolist() == [0, 1, 2] and ex.loc["anchor", "products"] == 5
+    ex = si.example_classes(tax, sk.similarity.label_neighbors(emb, k=4), cls="A > a1")
+    assert ex.loc["other branch", "path"] == "B > c"
+
+
+def test_confused_pairs_graph_neighborhood_and_search():
+    import semcat_kit as sk
+    from semcat_kit import inspection as si
+
+    tax = sk.Taxonomy.from_paths(["A > a", "A > b", "B > c", "B > d"])
+    y = np.array([0, 0, 0, 1, 1, 2, 3])
+    pred = np.array([1, 1, 0, 0, 1, 3, 3])
+    pairs = si.confused_pairs(pred, y, tax, n=5)
+    assert pairs[["true_label", "pred_label", "count"]].values.tolist() == [
+        ["A > a", "A > b", 2], ["A > b", "A > a", 1], ["B > c", "B > d", 1]]
+    assert pairs["share_of_true"].iloc[0] == pytest.approx(2 / 3)
+    idx = np.array([[1, -1], [0, -1], [3, -1], [2, -1]])
+    nb = (idx, np.where(idx >= 0, 0.9, 0.0))
+    assert si.graph_neighborhood(nb, tax, 0, k=1).tolist() == [0, 1]          # only its component
+    assert si.graph_neighborhood(nb, tax, "B > c", k=1, max_nodes=1).tolist() == [2]
+    assert si.search_classes("b", tax)[:2] == ["A > b", "B > c"] and si.search_classes("zz", tax) == []

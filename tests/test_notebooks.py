@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA
+
 ROOT = Path(__file__).resolve().parents[1]
+TOYS = SHARED_DATA / "amazon-uk-toys" / "products.csv"
+FAST = {"epochs": 1, "seeds": [0, 1, 2]}   # the second and third catalogs: one epoch per run (compare needs 3 seeds)
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 EXPECTED = ["01_taxonomy_and_label_graph", "02_encode_catalog", "03_train_heads", "04_mistake_severity",
             "05_label_embedding_map", "06_inspect_mispredictions", "07_export_and_predict"]
@@ -38,12 +43,43 @@ def test_committed_without_outputs_and_with_a_parameters_cell(path):
     tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
     src = "".join(tagged[0]["source"])
-    for name in ("catalog", "text_encoder", "image_encoder", "epochs", "device", "work_dir"):
+    for name in ("catalog", "catalog_options", "taxonomy", "text_encoder", "image_encoder", "epochs", "device",
+                 "work_dir"):
         assert f"{name} =" in src, f"{path.name}: parameter {name!r} missing"
     # notebooks are thin: they call the library, they define no functions or classes of their own
     for c in code:
         body = "".join(c["source"])
         assert "\ndef " not in "\n" + body and "\nclass " not in "\n" + body, f"{path.name} defines logic"
+    # the cell after the parameters validates them, so a bad one stops there
+    after = code[code.index(tagged[0]) + 1]
+    assert "ws.validate()" in "".join(after["source"]), f"{path.name}: validate right after the parameters"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_tutorial_names_in_code(path):
+    """Examples are chosen from the data: no class, product or brand of the tutorial catalog in code."""
+    import semcat_kit as sk
+
+    tut = sk.load_fashion_tutorial()
+    names = set(tut["label"]) | {n for c in ("level_1", "level_2", "level_3") for n in tut[c].dropna()}
+    names |= {"Nike", "Myntra"}
+    nb = json.loads(path.read_text())
+    for c in nb["cells"]:
+        if c["cell_type"] != "code" or "parameters" in c.get("metadata", {}).get("tags", []):
+            continue
+        body = "".join(c["source"])
+        quoted = {q for q in re.findall(r"[\"']([^\"']+)[\"']", body)}
+        assert not quoted & names, f"{path.name} names tutorial classes in code: {sorted(quoted & names)}"
+
+
+def own_catalog_params() -> dict:
+    """The parameters of README's "Your own catalog" section, as a new user would paste them."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("<!-- own-catalog-params:start -->", 1)[1].split("<!-- own-catalog-params:end -->", 1)[0]
+    code = block.split("```python", 1)[1].split("```", 1)[0]
+    params: dict = {}
+    exec(code, {}, params)
+    return params
 
 
 @pytest.mark.notebooks
@@ -81,3 +117,89 @@ def test_a_later_notebook_runs_alone_on_an_empty_work_dir(tmp_path, run_notebook
     text = json.dumps(executed["cells"])
     assert "likely label issues out of" in text
     assert list((work / "suites").glob("*/summary.csv")), "the suite was not trained into the work dir"
+
+
+def _check_ran(reports: Path, names=EXPECTED) -> dict[str, str]:
+    texts = {}
+    for name in names:
+        executed = json.loads((reports / f"{name}.ipynb").read_text())
+        code = [c for c in executed["cells"] if c["cell_type"] == "code"]
+        assert all(c.get("execution_count") for c in code), f"{name}: a cell did not run"
+        errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, f"{name}: {errors[0]['ename']}: {errors[0]['evalue']}"
+        texts[name] = json.dumps(executed["cells"])
+    return texts
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_notebooks_run_on_the_readme_own_catalog_text_only_with_unlabelled_rows(tmp_path, run_notebooks):
+    """README's "Your own catalog" parameters, verbatim (paths relative to notebooks/): the Amazon
+    toys catalog, text only, other columns, depth 2-5, 690 products without a category."""
+    if not TOYS.is_file():
+        pytest.skip(f"{TOYS} not found")
+    params = own_catalog_params()
+    assert (ROOT / "notebooks" / params["catalog"]).resolve() == TOYS.resolve() or "SEMCAT_SHARED_DATA" in os.environ
+    params["catalog"] = str(TOYS)                        # the same file (SEMCAT_SHARED_DATA may move it)
+    params.update(FAST, work_dir=str(tmp_path / "work"))
+    run_notebooks.run(tmp_path / "reports", params, html=False)
+    texts = _check_ran(tmp_path / "reports")
+    assert "690 without a category" in texts["01_taxonomy_and_label_graph"]
+    assert "690 products without a usable category" in texts["07_export_and_predict"]
+    assert "image: not used" in texts["02_encode_catalog"]          # text only
+
+
+@pytest.fixture(scope="module")
+def google_catalog(tmp_path_factory, google_taxonomy_file):
+    """Real toys titles labelled with their closest Google taxonomy class (generated labels), a sample
+    of 1,500 products and 100 without a category: a 5,595-class problem for the views."""
+    import pandas as pd
+
+    import semcat_kit as sk
+
+    if not TOYS.is_file():
+        pytest.skip(f"{TOYS} not found")
+    df = pd.read_csv(TOYS, dtype=str)
+    col = "amazon_category_and_sub_category"
+    tax = sk.taxonomy.read_taxonomy(google_taxonomy_file)
+    lab = df[df[col].notna()].sample(1500, random_state=0)
+    best = {k: v[0] for k, v in sk.taxonomy.suggest_classes(lab[col].tolist(), tax, n=1).items()}
+    lab = lab.assign(google_path=lab[col].map(best))
+    unl = df[df[col].isna()].head(100).assign(google_path=None)
+    path = tmp_path_factory.mktemp("google") / "toys_google.csv"
+    pd.concat([lab, unl])[["uniq_id", "product_name", "google_path"]].to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.notebooks
+@pytest.mark.slow
+def test_views_at_the_google_taxonomy_size(tmp_path, run_notebooks, google_catalog, google_taxonomy_file):
+    """Notebooks 01, 05 and 06 with the 5,595-class Google taxonomy as the class set."""
+    params = {"catalog": str(google_catalog), "taxonomy": str(google_taxonomy_file), "image_encoder": None,
+              "catalog_options": {"id": "uniq_id", "title": "product_name", "path_col": "google_path"},
+              "work_dir": str(tmp_path / "work"), **FAST}
+    run_notebooks.run(tmp_path / "reports", params, only=["01", "05", "06"], html=False)
+    texts = _check_ran(tmp_path / "reports", [EXPECTED[0], EXPECTED[4], EXPECTED[5]])
+    assert "of 5,595 classes have products" in texts["01_taxonomy_and_label_graph"]
+    assert "nearest to" in texts["01_taxonomy_and_label_graph"]          # the graph shows a neighbourhood
+
+
+@pytest.mark.notebooks
+def test_a_wrong_parameter_stops_at_the_validate_cell_with_one_sentence(tmp_path, run_notebooks):
+    """A column name that is not in the file: the cell right after the parameters fails with one
+    PipelineError sentence naming the column and the columns that exist (no library traceback)."""
+    import papermill as pm
+
+    if not TOYS.is_file():
+        pytest.skip(f"{TOYS} not found")
+    params = {"catalog": str(TOYS), "image_encoder": None, "work_dir": str(tmp_path / "work"),
+              "catalog_options": {"id": "uniq_id", "title": "name", "path_col": "amazon_category_and_sub_category"}}
+    with pytest.raises(pm.PapermillExecutionError):
+        run_notebooks.run(tmp_path / "reports", params, only=["01"], html=False)
+    executed = json.loads((tmp_path / "reports" / "01_taxonomy_and_label_graph.ipynb").read_text())
+    code = [c for c in executed["cells"] if c["cell_type"] == "code"]
+    failed = [c for c in code if any(o.get("output_type") == "error" for o in c.get("outputs", []))]
+    assert len(failed) == 1 and "ws.validate()" in "".join(failed[0]["source"])
+    err = [o for o in failed[0]["outputs"] if o["output_type"] == "error"][0]
+    assert err["ename"] == "PipelineError" and "no column(s) ['name']" in err["evalue"]
+    assert "product_name" in err["evalue"] and len(err["traceback"]) == 1

@@ -137,8 +137,11 @@ def test_similarity_graph_one_branch_and_size_guard(case):
     n_same = sum(pairs.values())
     assert {tr.name for tr in fig.data if tr.mode == "lines"} == {f"same parent ({n_same})",
                                                                  f"different parent ({len(pairs) - n_same})"}
-    with pytest.raises(ValueError, match="too many for the 'spring' layout"):
-        viz.similarity_graph(nb, tax, k=3, max_nodes=50)
+    # more nodes than max_nodes: the neighbourhood of a center class, not a refusal
+    small = viz.similarity_graph(nb, tax, k=3, max_nodes=50, center="Apparel > Topwear > Tshirts")
+    drawn = [p_ for tr in small.data if tr.mode == "markers" and tr.name not in ("center",)
+             and not tr.name.endswith(" edges") for p_ in tr.text]
+    assert len(drawn) == 50 and viz.plot_text("Apparel > Topwear > Tshirts") in drawn and "nearest to" in small.layout.title.text
     assert len(viz.similarity_graph(nb, tax, k=3, max_nodes=50, layout="spectral").data) > 4
     with pytest.raises(KeyError, match="no class lies in branch"):
         viz.similarity_graph(nb, tax, classes="Spaceships")

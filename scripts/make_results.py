@@ -1,0 +1,140 @@
+"""Write the README's results tables from a run, never by hand: ``make results``.
+
+Trains the built-in comparison suite (``sk.default_suite``) on a catalog through the same
+:class:`~semcat_kit.Workspace` the notebooks use, and writes one section per catalog into
+``docs/results.md`` (the table, the catalog's size, the settings and the measured time). The
+section named ``tutorial`` is also copied into README.md between the ``results:start`` /
+``results:end`` markers, so the README shows exactly what the command wrote::
+
+    python scripts/make_results.py                                   # the bundled tutorial (make results)
+    python scripts/make_results.py --name myntra-full --catalog ../shared/data/myntra-fashion
+    python scripts/make_results.py --name toys --catalog products.csv --image-encoder none \\
+        --catalog-options '{"id": "uniq_id", "title": "product_name", "path_col": "amazon_category_and_sub_category"}'
+
+``tests/test_results.py`` fails when the committed tables and this script disagree in shape
+(columns, rows) or when the README's copy differs from docs/results.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results.md"
+README = ROOT / "README.md"
+#: The columns of every results table, in order (after ``config``).
+METRICS = ["top1", "top5", "macro_f1", "mistake_severity", "hdist@5", "hdist@20", "nbrs@5"]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+HEADER = ("# Results\n\nWritten by `scripts/make_results.py` (`make results`); do not edit by hand. "
+          "Each section: the built-in comparison suite (`sk.default_suite`) trained through the notebooks' "
+          "Workspace, mean ± std over seeds on the test split; the `+ CRM` row re-decodes the best "
+          "configuration's runs.\n")
+
+
+def expected_rows(k: int = 20) -> list[str]:
+    """Row names a results table has: the suite's configurations, then one ``+ CRM`` row."""
+    import semcat_kit as sk
+
+    return list(sk.default_suite(k=k)) + ["+ CRM"]
+
+
+def table_shape(md: str) -> tuple[list[str], list[str]]:
+    """``(columns, row names)`` of the first markdown table in ``md``."""
+    lines = [l for l in md.splitlines() if l.startswith("|")]
+    cols = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [l.strip("|").split("|")[0].strip() for l in lines[2:]]
+    return cols, rows
+
+
+def sections(text: str) -> dict[str, str]:
+    """``name -> body`` of the ``## name`` sections of docs/results.md."""
+    parts = re.split(r"^## (.+)$", text, flags=re.M)
+    return {parts[i].strip(): parts[i + 1].strip() for i in range(1, len(parts), 2)}
+
+
+def measure(name: str, catalog: str, catalog_options: dict, text_encoder, image_encoder, epochs: int,
+            seeds: list[int], work_dir: Path, device: str = "auto") -> str:
+    """Train the suite and return the markdown body of one results section."""
+    import semcat_kit as sk
+
+    t0 = time.perf_counter()
+    ws = sk.Workspace(work_dir, catalog=catalog, catalog_options=catalog_options, text_encoder=text_encoder,
+                      image_encoder=image_encoder, device=device)
+    s = ws.validate()
+    ws.embeddings()
+    t_enc = time.perf_counter() - t0
+    stats = ws.embeddings().meta.get("stats", {})
+    n_enc = sum(v for k, v in stats.items() if k.endswith("_encoded") and isinstance(v, int))
+    res = ws.suite(sk.default_suite(epochs=epochs, k=ws.k, device=device), seeds=seeds, retrain=True)
+    total = time.perf_counter() - t0
+    sp = ws.split()
+    table = sk.format_table(res.summary, metrics=METRICS)
+    table = "\n".join(re.sub(r"^\| .+ \+ CRM \|", "| + CRM |", l) if " + CRM |" in l else l
+                      for l in table.splitlines())
+    crm = [n for n in res.summary.index if str(n).endswith("+ CRM")]
+    encoders = " + ".join(e for e in (text_encoder, image_encoder) if e)
+    return (f"Catalog `{catalog}`: {s['products']:,} products ({s['unlabelled']:,} without a category), "
+            f"{s['classes_with_products']:,} classes with products; split {len(sp.train):,} train / "
+            f"{len(sp.val):,} val / {len(sp.test):,} test. Encoders: {encoders}. {epochs} epochs (early "
+            f"stopping on validation top-1), seeds {seeds}. `+ CRM` = {crm[0][:-6] if crm else '-'} re-decoded.\n\n"
+            f"{table}\n\nMeasured time: {_fmt(total)} in all ({_fmt(t_enc)} reading and encoding the catalog, "
+            f"{n_enc:,} inputs encoded, the rest read from the cache), "
+            f"on this machine ({_cpu()}).")
+
+
+def _fmt(sec: float) -> str:
+    m, s = divmod(int(round(sec)), 60)
+    return f"{m} min {s} s" if m else f"{s} s"
+
+
+def _cpu() -> str:
+    import os
+
+    import torch
+
+    return f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}" + (
+        ", CUDA" if torch.cuda.is_available() else "")
+
+
+def write(name: str, body: str, results: Path = RESULTS, readme: Path = README) -> None:
+    """Put section ``name`` into docs/results.md (others kept) and refresh the README copy."""
+    from semcat_kit._io import atomic_write_text
+
+    old = sections(results.read_text(encoding="utf-8")) if results.is_file() else {}
+    old[name] = body
+    text = HEADER + "".join(f"\n## {n}\n\n{b}\n" for n, b in old.items())
+    atomic_write_text(results, text)
+    if "tutorial" in old and readme.is_file():
+        r = readme.read_text(encoding="utf-8")
+        if START in r and END in r:
+            pre, rest = r.split(START, 1)
+            _, post = rest.split(END, 1)
+            atomic_write_text(readme, f"{pre}{START}\n{old['tutorial']}\n{END}{post}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--name", default="tutorial", help="section name in docs/results.md (default tutorial)")
+    ap.add_argument("--catalog", default="tutorial")
+    ap.add_argument("--catalog-options", default="{}", help="JSON column mapping for a file catalog")
+    ap.add_argument("--text-encoder", default="minilm")
+    ap.add_argument("--image-encoder", default="efficientnet-lite0", help="'none' for text only")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--work-dir", default=str(ROOT / "work"))
+    ap.add_argument("--device", default="auto")
+    a = ap.parse_args(argv)
+    none = lambda v: None if str(v).lower() in ("none", "null", "") else v  # noqa: E731
+    body = measure(a.name, a.catalog, json.loads(a.catalog_options), none(a.text_encoder), none(a.image_encoder),
+                   a.epochs, a.seeds, Path(a.work_dir), a.device)
+    write(a.name, body)
+    print(f"## {a.name}\n\n{body}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Pipeline: one orchestration for the notebooks' Workspace and `semcat train`; any catalog, an
+external taxonomy, text-only, unlabelled rows; bad input stops at validate() with one sentence."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import semcat_kit as sk
+from semcat_kit import cli
+from semcat_kit.pipeline import Pipeline, PipelineError
+
+from conftest import SHARED_DATA
+
+TOYS = SHARED_DATA / "amazon-uk-toys" / "products.csv"
+TOYS_OPTIONS = {"id": "uniq_id", "title": "product_name", "path_col": "amazon_category_and_sub_category"}
+
+
+@pytest.fixture(scope="module")
+def toys_csv(tmp_path_factory):
+    """600 real Amazon-toys rows (the 10 largest classes + 60 unlabelled), columns as in the file."""
+    if not TOYS.is_file():
+        pytest.skip(f"{TOYS} not found")
+    df = pd.read_csv(TOYS, dtype=str)
+    col = TOYS_OPTIONS["path_col"]
+    top = df[col].value_counts().index[:10]
+    lab = df[df[col].isin(top)].groupby(col).head(54)
+    unl = df[df[col].isna()].head(60)
+    path = tmp_path_factory.mktemp("toys") / "toys.csv"
+    pd.concat([lab, unl]).sample(frac=1, random_state=0).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipe(toys_csv, tmp_path_factory):
+    return Pipeline(catalog=str(toys_csv), catalog_options=TOYS_OPTIONS, image_encoder=None, k=5,
+                    cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def test_text_only_catalog_with_unlabelled_rows(pipe):
+    s = pipe.validate()
+    assert s["products"] == 600 and s["unlabelled"] == 60 and s["labelled"] == 540 and s["classes"] == 10
+    y = pipe.labels()
+    unl = pipe.unlabelled_rows()
+    assert len(unl) == 60 and (y[unl] == -1).all() and pipe.load_catalog()["label"].iloc[unl].isna().all()
+    rep = pipe.load_catalog().attrs["report"]
+    assert set(rep.loc[rep["column"] == "label", "item_id"]) == set(pipe.unlabelled_catalog()["item_id"])
+    sp = pipe.split()
+    used = np.concatenate([sp.train, sp.val, sp.test])
+    assert sorted(used.tolist()) == pipe.labelled_rows().tolist()      # unlabelled rows are in no part
+    emb, yt = pipe.part("test")
+    assert len(emb) == len(sp.test) and (yt >= 0).all() and emb.image is None
+    assert len(pipe.embeddings(progress=False)) == 600                 # but they are encoded (to predict)
+    assert pipe.neighbors().indices.shape == (10, 5)
+    assert "catalog" in pipe.built and "split" in pipe.built
+
+
+def test_external_taxonomy_classes_without_products_and_unknown_labels(pipe, toys_csv, tmp_path):
+    classes = sorted(pipe.taxonomy().classes)
+    extra = ["Hobbies > Kites", "Hobbies > Kites > Stunt Kites"]
+    dropped = classes[0]                        # a catalog label the taxonomy lacks
+    paths = classes[1:] + extra
+    p = Pipeline(catalog=str(toys_csv), catalog_options=TOYS_OPTIONS, image_encoder=None, k=5,
+                 taxonomy=paths, cache_dir=pipe.cache_dir)
+    p.validate()
+    tax = p.taxonomy()
+    assert tax.classes == sorted(tax.classes) or set(tax.classes) == set(paths)
+    assert tax.n_classes == len(paths)
+    counts = p.class_counts()
+    assert counts[extra].tolist() == [0, 0]                               # classes with no products exist
+    nb = p.neighbors()
+    assert nb.indices.shape == (len(paths), 5)                            # ... and have neighbours
+    unk = p.unknown_labels()
+    assert set(unk["label"]) == {dropped} and len(unk) == 54
+    assert unk["suggestions"].map(len).gt(0).all()
+    assert (p.labels()[unk["row"]] == -1).all() and set(unk["row"]) <= set(p.unlabelled_rows())
+    # the same taxonomy saved to a file, and as a .txt of paths
+    tax.save(tmp_path / "tax.json")
+    (tmp_path / "tax.txt").write_text("# my paths\n" + "\n".join(paths) + "\n")
+    for src in (tmp_path / "tax.json", tmp_path / "tax.txt", tax):
+        assert sk.taxonomy.read_taxonomy(src).classes == tax.classes
+
+
+def test_google_taxonomy_suggests_closest_paths(google_taxonomy_file):
+    tax = sk.taxonomy.read_taxonomy(google_taxonomy_file)
+    assert tax.n_classes == 5595
+    s = sk.taxonomy.suggest_classes(["Toys > Puzzles", "Hobbies > Model Trains & Railway Sets > Rail Vehicles > Trains"],
+                                    tax)
+    assert "Toys & Games > Puzzles" in s["Toys > Puzzles"]
+    assert any("Train" in c for c in s["Hobbies > Model Trains & Railway Sets > Rail Vehicles > Trains"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"catalog_options": {**TOYS_OPTIONS, "title": "name"}}, r"no column\(s\) \['name'\]; its columns are"),
+    ({"catalog_options": {**TOYS_OPTIONS, "titel": "x"}}, "unknown key 'titel'"),
+    ({"catalog_options": {"id": "uniq_id", "title": "product_name"}}, "needs 'path_col'"),
+    ({"text_encoder": "minilmm"}, "'minilmm' is not a known encoder"),
+    ({"k": 0}, "k must be a positive integer"),
+    ({"val": 0.5, "test": 0.5}, "leaves nothing to train on"),
+])
+def test_bad_parameters_are_one_sentence_at_validate(toys_csv, kwargs, match):
+    kw = {"catalog": str(toys_csv), "catalog_options": TOYS_OPTIONS, "image_encoder": None, **kwargs}
+    with pytest.raises(PipelineError, match=match) as e:
+        Pipeline(**kw).validate()
+    assert "\n" not in str(e.value)
+    assert e.value._render_traceback_() == [f"PipelineError: {e.value}"]   # Jupyter shows no traceback
+
+
+def test_one_class_catalog_and_non_taxonomy_files(toys_csv, tmp_path):
+    one = tmp_path / "one.csv"
+    pd.DataFrame({"id": ["a", "b", "c"], "title": ["x", "y", "z"], "cat": ["A > B"] * 2 + [None]}).to_csv(one, index=False)
+    with pytest.raises(PipelineError, match=r"only one class \('A > B'\).*at least two classes"):
+        Pipeline(catalog=str(one), catalog_options={"path_col": "cat"}, image_encoder=None).validate()
+    for bad, match in ((toys_csv, "is not a taxonomy"), (tmp_path / "nope.txt", "does not exist")):
+        with pytest.raises(PipelineError, match=match):
+            Pipeline(catalog=str(toys_csv), catalog_options=TOYS_OPTIONS, image_encoder=None,
+                     taxonomy=str(bad)).validate()
+    (tmp_path / "t.json").write_text('{"a": 1}')
+    with pytest.raises(PipelineError, match="not a saved Taxonomy"):
+        Pipeline(catalog=str(toys_csv), catalog_options=TOYS_OPTIONS, image_encoder=None,
+                 taxonomy=str(tmp_path / "t.json")).validate()
+    with pytest.raises(PipelineError, match="both None"):
+        Pipeline(text_encoder=None, image_encoder=None)
+
+
+def test_parquet_and_dataframe_catalogs_read_like_the_csv(pipe, toys_csv, tmp_path):
+    df = pd.read_csv(toys_csv, dtype=str)
+    df.to_parquet(tmp_path / "toys.parquet")
+    ref = pipe.load_catalog()
+    for src in (tmp_path / "toys.parquet", df):
+        cat = Pipeline(catalog=src, catalog_options=TOYS_OPTIONS, image_encoder=None).load_catalog()
+        assert cat["item_id"].tolist() == ref["item_id"].tolist()
+        assert cat["label"].isna().tolist() == ref["label"].isna().tolist()
+
+
+def test_workspace_and_semcat_train_share_the_pipeline(pipe, toys_csv, tmp_path, capsys):
+    """Same catalog and settings: the Workspace and `semcat train` see the same taxonomy, split and
+    neighbours, and `semcat train` writes predictions for the unlabelled products."""
+    import yaml
+
+    ws = sk.Workspace(tmp_path / "w", catalog=str(toys_csv), catalog_options=TOYS_OPTIONS, image_encoder=None, k=5)
+    cfg = {"text_encoder": "minilm", "image_encoder": None, "catalog": TOYS_OPTIONS, "neighbors": {"k": 5},
+           "train": {"epochs": 2, "k": 5, "device": "cpu", "smoothing": "semantic"},
+           "export": {"onnx": False, "torchscript": False}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    tp = cli.training_pipeline(str(toys_csv), cli.read_train_config(tmp_path / "c.yaml"))
+    assert tp.taxonomy().classes == ws.taxonomy().classes
+    for part in ("train", "val", "test"):
+        assert np.array_equal(tp.split()[part], ws.split()[part])
+    assert np.array_equal(tp.neighbors().indices, ws.neighbors().indices)
+    rc = cli.main(["train", "--catalog", str(toys_csv), "--config", str(tmp_path / "c.yaml"),
+                   "--out", str(tmp_path / "head"), "--cache-dir", str(pipe.cache_dir), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "60 unlabelled product(s)" in out
+    preds = pd.read_csv(tmp_path / "head" / "unlabelled_predictions.csv", dtype={"item_id": str})
+    assert sorted(preds["item_id"]) == sorted(ws.unlabelled_catalog()["item_id"])
+    assert preds["pred_1"].isin(ws.taxonomy().classes).all()

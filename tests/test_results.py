@@ -1,0 +1,45 @@
+"""The README's results come from a command: docs/results.md is written by scripts/make_results.py,
+and its tables have the shape that script makes (columns, rows); the README shows the same table."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import make_results as mr  # noqa: E402
+
+sys.path.pop(0)
+
+
+def test_every_committed_table_has_the_shape_the_script_makes():
+    text = mr.RESULTS.read_text(encoding="utf-8")
+    secs = mr.sections(text)
+    assert "tutorial" in secs, "docs/results.md has no 'tutorial' section: run `make results`"
+    for name, body in secs.items():
+        cols, rows = mr.table_shape(body)
+        assert cols == ["config"] + mr.METRICS, f"{name}: columns {cols} != what make_results writes"
+        assert rows == mr.expected_rows(), f"{name}: rows {rows} != the suite's configurations + CRM"
+        assert "Measured time:" in body
+
+
+def test_readme_shows_the_committed_tutorial_table():
+    readme = mr.README.read_text(encoding="utf-8")
+    assert mr.START in readme and mr.END in readme
+    shown = readme.split(mr.START, 1)[1].split(mr.END, 1)[0].strip()
+    assert shown == mr.sections(mr.RESULTS.read_text(encoding="utf-8"))["tutorial"].strip()
+
+
+def test_write_replaces_one_section_and_refreshes_the_readme(tmp_path):
+    res, readme = tmp_path / "results.md", tmp_path / "README.md"
+    readme.write_text(f"intro\n{mr.START}\nold\n{mr.END}\noutro\n")
+    table = "| config | " + " | ".join(mr.METRICS) + " |\n|---|" + "---:|" * len(mr.METRICS)
+    mr.write("other", f"A.\n\n{table}", res, readme)
+    mr.write("tutorial", f"T.\n\n{table}", res, readme)
+    mr.write("other", f"B.\n\n{table}", res, readme)
+    secs = mr.sections(res.read_text())
+    assert list(secs) == ["other", "tutorial"] and secs["other"].startswith("B.")
+    assert readme.read_text() == f"intro\n{mr.START}\nT.\n\n{table}\n{mr.END}\noutro\n"
+    assert mr.table_shape(secs["tutorial"]) == (["config"] + mr.METRICS, [])
