@@ -199,14 +199,10 @@ class LogisticBaseline(Baseline):
 
     def __init__(self, C="val", Cs: Sequence[float] = DEFAULT_CS, max_iter: int = 500):
         super().__init__()
-        _check_C(C, Cs)
-        self.C, self.Cs, self.max_iter = C, tuple(float(c) for c in Cs), int(max_iter)
-        self._reset()
+        _init_logreg_params(self, C, Cs, max_iter)
 
     def _reset(self):
-        self.C_ = None
-        self.selection_ = {}
-        self.model_ = None
+        _reset_fit(self)
 
     def __repr__(self) -> str:
         return f"LogisticBaseline(C={self.C!r}" + (f", Cs={self.Cs}" if self.C == "val" else "") + ")"
@@ -239,6 +235,19 @@ class LogisticBaseline(Baseline):
         return out
 
 
+def _reset_fit(model) -> None:
+    model.C_ = None
+    model.selection_ = {}
+    model.model_ = None
+
+
+def _init_logreg_params(model, C, Cs, max_iter) -> None:
+    """The explicit (skorch-style) parameters shared by the logistic-regression baselines."""
+    _check_C(C, Cs)
+    model.C, model.Cs, model.max_iter = C, tuple(float(c) for c in Cs), int(max_iter)
+    _reset_fit(model)
+
+
 class HiClassBaseline(Baseline):
     """``hiclass.LocalClassifierPerParentNode`` with a logistic regression at every inner node.
 
@@ -253,14 +262,10 @@ class HiClassBaseline(Baseline):
 
     def __init__(self, C=10.0, Cs: Sequence[float] = DEFAULT_CS, max_iter: int = 500):
         super().__init__()
-        _check_C(C, Cs)
-        self.C, self.Cs, self.max_iter = C, tuple(float(c) for c in Cs), int(max_iter)
-        self._reset()
+        _init_logreg_params(self, C, Cs, max_iter)
 
     def _reset(self):
-        self.C_ = None
-        self.selection_ = {}
-        self.model_ = None
+        _reset_fit(self)
 
     def __repr__(self) -> str:
         return f"HiClassBaseline(C={self.C!r})"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,3 +38,14 @@ def myntra_styles(fashion_dir):
     import pandas as pd
 
     return pd.read_csv(fashion_dir / "styles.csv", on_bad_lines="skip")
+
+
+@pytest.fixture(scope="module")
+def run_notebooks():
+    """scripts/run_notebooks.py, the runner behind `make demo`."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import run_notebooks
+    finally:
+        sys.path.pop(0)
+    return run_notebooks

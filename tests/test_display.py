@@ -23,14 +23,6 @@ def case(myntra_styles, fashion_dir):
     return make_case(myntra_styles, fashion_dir)
 
 
-@pytest.fixture(scope="module")
-def run_notebooks():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import run_notebooks
-    finally:
-        sys.path.pop(0)
-    return run_notebooks
 
 
 # --------------------------------------------------------------------------- sizing

@@ -19,15 +19,6 @@ EXPECTED = ["01_taxonomy_and_label_graph", "02_encode_catalog", "03_train_heads"
             "05_label_embedding_map", "06_inspect_mispredictions", "07_export_and_predict"]
 
 
-@pytest.fixture(scope="module")
-def run_notebooks():
-    """scripts/run_notebooks.py, the runner behind `make demo`."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import run_notebooks
-    finally:
-        sys.path.pop(0)
-    return run_notebooks
 
 
 def test_the_seven_notebooks_exist():
