@@ -655,9 +655,7 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
         if ck is not None:
             trainer.restore(ck)
         trainer.fit()
-    history = pd.DataFrame(trainer.history)
-    if "alpha" in history and (codes is not None or cfg.smoothing == "onehot"):
-        history["alpha"] = 0.0
+    history = pd.DataFrame(trainer.history)      # alpha is 0 for one-hot / codes (CurriculumTargets)
     return TrainRun(model=model, config=cfg, history=_order_history(history), taxonomy=taxonomy, neighbors=neighbors,
                     encoder_meta=dict(getattr(emb, "meta", None) or {}), best_epoch=int(trainer.best_epoch),
                     codes=codes, checkpoint_dir=ckdir)
