@@ -32,14 +32,20 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEADER = ("# Results\n\nWritten by `scripts/make_results.py` (`make results`); do not edit by hand. "
           "Each section: the built-in comparison suite (`sk.default_suite`) trained through the notebooks' "
           "Workspace, mean ± std over seeds on the test split; the `+ CRM` row re-decodes the best "
-          "configuration's runs.\n")
+          "configuration's runs. The last rows are the peers a user would pick instead (`sk.baseline_suite`: "
+          "LogisticRegression with C chosen on the validation split, the same + CRM, hiclass's logistic "
+          "regression per parent node), fitted on the same embeddings and split.\n")
+
+
+#: The peers of every table (``sk.baseline_suite``): fitted on the same embeddings and split.
+BASELINE_ROWS = ["LogisticRegression", "LogisticRegression + CRM", "hiclass LCPPN"]
 
 
 def expected_rows(k: int = 20) -> list[str]:
-    """Row names a results table has: the suite's configurations, then one ``+ CRM`` row."""
+    """Row names a results table has: the suite's configurations, one ``+ CRM`` row, then the peers."""
     import semcat_kit as sk
 
-    return list(sk.default_suite(k=k)) + ["+ CRM"]
+    return list(sk.default_suite(k=k)) + ["+ CRM"] + BASELINE_ROWS
 
 
 def table_shape(md: str) -> tuple[list[str], list[str]]:
@@ -57,8 +63,13 @@ def sections(text: str) -> dict[str, str]:
 
 
 def measure(name: str, catalog: str, catalog_options: dict, text_encoder, image_encoder, epochs: int,
-            seeds: list[int], work_dir: Path, device: str = "auto") -> str:
-    """Train the suite and return the markdown body of one results section."""
+            seeds: list[int], work_dir: Path, device: str = "auto", reuse: bool = False,
+            notebook_timings: Path | None = None) -> str:
+    """Train the suite and the peers and return the markdown body of one results section.
+
+    ``reuse``: take the suite and peers already trained in ``work_dir`` with the same data, settings
+    and seeds (e.g. by ``scripts/run_notebooks.py``, whose ``timings.json`` is then quoted).
+    """
     import semcat_kit as sk
 
     t0 = time.perf_counter()
@@ -69,21 +80,42 @@ def measure(name: str, catalog: str, catalog_options: dict, text_encoder, image_
     t_enc = time.perf_counter() - t0
     stats = ws.embeddings().meta.get("stats", {})
     n_enc = sum(v for k, v in stats.items() if k.endswith("_encoded") and isinstance(v, int))
-    res = ws.suite(sk.default_suite(epochs=epochs, k=ws.k, device=device), seeds=seeds, retrain=True)
+    stored = lambda: {p for sub in ("suites", "baselines") for p in (work_dir / sub).glob("*")}  # noqa: E731
+    before = stored()
+    res = ws.suite(sk.default_suite(epochs=epochs, k=ws.k, device=device), seeds=seeds, retrain=not reuse)
+    t_suite = time.perf_counter() - t0 - t_enc
+    base = ws.baselines(seeds=seeds, retrain=not reuse)
     total = time.perf_counter() - t0
     sp = ws.split()
-    table = sk.format_table(res.summary, metrics=METRICS)
+    import pandas as pd
+
+    table = sk.format_table(pd.concat([res.summary, base]), metrics=METRICS)
     table = "\n".join(re.sub(r"^\| .+ \+ CRM \|", "| + CRM |", l) if " + CRM |" in l else l
                       for l in table.splitlines())
     crm = [n for n in res.summary.index if str(n).endswith("+ CRM")]
+    if reuse and stored() - before:
+        reuse = False     # nothing (or not everything) was stored: trained now, timed as such
+    if reuse:
+        timing = (f"Measured time: reused the suite and baselines trained in `{work_dir}` "
+                  + (f"by the notebook run ({_notebook_times(notebook_timings)})" if notebook_timings else
+                     "by an earlier run") + f"; this command took {_fmt(total)} on this machine ({_cpu()}).")
+    else:
+        timing = (f"Measured time: {_fmt(total)} in all ({_fmt(t_enc)} reading and encoding the catalog, "
+                  f"{n_enc:,} inputs encoded, the rest read from the cache; {_fmt(t_suite)} training the suite; "
+                  f"{_fmt(total - t_enc - t_suite)} fitting the peers), on this machine ({_cpu()}).")
     encoders = " + ".join(e for e in (text_encoder, image_encoder) if e)
     return (f"Catalog `{catalog}`: {s['products']:,} products ({s['unlabelled']:,} without a category), "
             f"{s['classes_with_products']:,} classes with products; split {len(sp.train):,} train / "
             f"{len(sp.val):,} val / {len(sp.test):,} test. Encoders: {encoders}. {epochs} epochs (early "
             f"stopping on validation top-1), seeds {seeds}. `+ CRM` = {crm[0][:-6] if crm else '-'} re-decoded.\n\n"
-            f"{table}\n\nMeasured time: {_fmt(total)} in all ({_fmt(t_enc)} reading and encoding the catalog, "
-            f"{n_enc:,} inputs encoded, the rest read from the cache), "
-            f"on this machine ({_cpu()}).")
+            f"{table}\n\n{timing}")
+
+
+def _notebook_times(path: Path) -> str:
+    recs = json.loads(Path(path).read_text())
+    total = sum(r["seconds"] for r in recs)
+    return (f"all {len(recs)} notebooks in {_fmt(total)}: "
+            + ", ".join(f"{r['notebook'][:2]} {_fmt(r['seconds'])}" for r in recs))
 
 
 def _fmt(sec: float) -> str:
@@ -127,10 +159,20 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--work-dir", default=str(ROOT / "work"))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the suite and peers already trained in --work-dir (same data, settings, seeds)")
+    ap.add_argument("--notebook-run", help="folder of a scripts/run_notebooks.py run whose work dir to reuse and "
+                    "whose timings.json to quote (implies --reuse and --work-dir <folder>/work)")
     a = ap.parse_args(argv)
+    timings = None
+    if a.notebook_run:
+        a.reuse, a.work_dir = True, str(Path(a.notebook_run) / "work")
+        timings = Path(a.notebook_run) / "timings.json"
+        if not timings.is_file():
+            raise SystemExit(f"{timings} is missing: is {a.notebook_run} a finished run_notebooks.py --out folder?")
     none = lambda v: None if str(v).lower() in ("none", "null", "") else v  # noqa: E731
     body = measure(a.name, a.catalog, json.loads(a.catalog_options), none(a.text_encoder), none(a.image_encoder),
-                   a.epochs, a.seeds, Path(a.work_dir), a.device)
+                   a.epochs, a.seeds, Path(a.work_dir), a.device, reuse=a.reuse, notebook_timings=timings)
     write(a.name, body)
     print(f"## {a.name}\n\n{body}")
     return 0
