@@ -43,3 +43,23 @@ def test_write_replaces_one_section_and_refreshes_the_readme(tmp_path):
     assert list(secs) == ["other", "tutorial"] and secs["other"].startswith("B.")
     assert readme.read_text() == f"intro\n{mr.START}\nT.\n\n{table}\n{mr.END}\noutro\n"
     assert mr.table_shape(secs["tutorial"]) == (["config"] + mr.METRICS, [])
+
+
+def test_reading_is_computed_from_the_table():
+    import pandas as pd
+
+    df = pd.DataFrame({"top1_mean": [0.90, 0.91, 0.92], "top1_std": [0.01, 0.004, 0.0],
+                       "macro_f1_mean": [0.80, 0.83, 0.81], "hdist@5_mean": [1.40, 1.05, 1.30],
+                       "mistake_severity_mean": [1.60, 1.44, 1.50]},
+                      index=["one-hot", "binary codes", "LogisticRegression"])
+    text = mr.reading(df)
+    assert "best head top1 0.910 (`binary codes`) vs LogisticRegression 0.920 (-1.0 pt)" in text
+    assert "best head macro_f1 0.830 (`binary codes`) vs LogisticRegression 0.810 (+2.0 pt)" in text
+    assert "lowest hdist@5 1.050 (`binary codes`), -25% vs one-hot" in text
+    assert "lowest mistake_severity 1.440 (`binary codes`), -10% vs one-hot" in text
+    assert "up to 0.010" in text      # the peers' std (0: fitted once) is not the heads' noise
+
+
+def test_committed_sections_carry_their_reading():
+    for name, body in mr.sections(mr.RESULTS.read_text(encoding="utf-8")).items():
+        assert "Reading (computed from the table):" in body, f"{name}: re-run make_results.py"
