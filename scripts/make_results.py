@@ -151,10 +151,13 @@ def reading(df) -> str:
 
 
 def _notebook_times(path: Path) -> str:
-    recs = json.loads(Path(path).read_text())
+    rec = json.loads(Path(path).read_text())
+    recs = rec["notebooks"]
     total = sum(r["seconds"] for r in recs)
-    return (f"all {len(recs)} notebooks in {_fmt(total)}: "
-            + ", ".join(f"{r['notebook'][:2]} {_fmt(r['seconds'])}" for r in recs))
+    params = ", ".join(f"{k}={v}" for k, v in rec.get("params", {}).items())
+    each = ", ".join(f"{r['notebook'][:2]} {_fmt(r['seconds'])}" for r in recs)
+    return (f"`scripts/run_notebooks.py` with {params or 'the default parameters'}: all {len(recs)} notebooks in "
+            f"{_fmt(total)} ({each}); load average at the end {rec['load_avg'][0]:.1f} on {rec['cpu_count']} cores")
 
 
 def _fmt(sec: float) -> str:
@@ -209,6 +212,14 @@ def main(argv=None) -> int:
         timings = Path(a.notebook_run) / "timings.json"
         if not timings.is_file():
             raise SystemExit(f"{timings} is missing: is {a.notebook_run} a finished run_notebooks.py --out folder?")
+        run_params = json.loads(timings.read_text()).get("params", {})   # the run's -p values win
+        for key, attr in (("catalog", "catalog"), ("text_encoder", "text_encoder"),
+                          ("image_encoder", "image_encoder"), ("epochs", "epochs"), ("seeds", "seeds"),
+                          ("device", "device")):
+            if key in run_params:
+                setattr(a, attr, "none" if run_params[key] is None else run_params[key])
+        if "catalog_options" in run_params:
+            a.catalog_options = json.dumps(run_params["catalog_options"])
     none = lambda v: None if str(v).lower() in ("none", "null", "") else v  # noqa: E731
     body = measure(a.name, a.catalog, json.loads(a.catalog_options), none(a.text_encoder), none(a.image_encoder),
                    a.epochs, a.seeds, Path(a.work_dir), a.device, reuse=a.reuse, notebook_timings=timings)
