@@ -4,7 +4,8 @@ Trains the built-in comparison suite (``sk.default_suite``) on a catalog through
 :class:`~semcat_kit.Workspace` the notebooks use, and writes one section per catalog into
 ``docs/results.md`` (the table, the catalog's size, the settings and the measured time). The
 section named ``tutorial`` is also copied into README.md between the ``results:start`` /
-``results:end`` markers, so the README shows exactly what the command wrote::
+``results:end`` markers (any other section ``name`` between ``results:<name>:start`` / ``:end``
+markers, where the README has them), so the README shows exactly what the command wrote::
 
     python scripts/make_results.py                                   # the bundled tutorial (make results)
     python scripts/make_results.py --name myntra-full --catalog ../shared/data/myntra-fashion
@@ -182,12 +183,20 @@ def write(name: str, body: str, results: Path = RESULTS, readme: Path = README) 
     old[name] = body
     text = HEADER + "".join(f"\n## {n}\n\n{b}\n" for n, b in old.items())
     atomic_write_text(results, text)
-    if "tutorial" in old and readme.is_file():
+    if readme.is_file():
         r = readme.read_text(encoding="utf-8")
-        if START in r and END in r:
-            pre, rest = r.split(START, 1)
-            _, post = rest.split(END, 1)
-            atomic_write_text(readme, f"{pre}{START}\n{old['tutorial']}\n{END}{post}")
+        for n, body in old.items():
+            start, end = markers(n)
+            if start in r and end in r:
+                pre, rest = r.split(start, 1)
+                _, post = rest.split(end, 1)
+                r = f"{pre}{start}\n{body}\n{end}{post}"
+        atomic_write_text(readme, r)
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The README markers between which section ``name`` is copied (the tutorial's are the plain ones)."""
+    return (START, END) if name == "tutorial" else (f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->")
 
 
 def main(argv=None) -> int:

@@ -25,11 +25,15 @@ def test_every_committed_table_has_the_shape_the_script_makes():
         assert "Measured time:" in body
 
 
-def test_readme_shows_the_committed_tutorial_table():
+def test_readme_shows_the_committed_tables():
     readme = mr.README.read_text(encoding="utf-8")
     assert mr.START in readme and mr.END in readme
-    shown = readme.split(mr.START, 1)[1].split(mr.END, 1)[0].strip()
-    assert shown == mr.sections(mr.RESULTS.read_text(encoding="utf-8"))["tutorial"].strip()
+    secs = mr.sections(mr.RESULTS.read_text(encoding="utf-8"))
+    for name, body in secs.items():
+        start, end = mr.markers(name)
+        if name == "tutorial" or start in readme:
+            shown = readme.split(start, 1)[1].split(end, 1)[0].strip()
+            assert shown == body.strip(), f"README's copy of {name!r} differs from docs/results.md"
 
 
 def test_write_replaces_one_section_and_refreshes_the_readme(tmp_path):
@@ -42,6 +46,12 @@ def test_write_replaces_one_section_and_refreshes_the_readme(tmp_path):
     secs = mr.sections(res.read_text())
     assert list(secs) == ["other", "tutorial"] and secs["other"].startswith("B.")
     assert readme.read_text() == f"intro\n{mr.START}\nT.\n\n{table}\n{mr.END}\noutro\n"
+    # a section with markers of its own in the README is copied there too
+    s2, e2 = mr.markers("other")
+    readme.write_text(f"intro\n{mr.START}\nold\n{mr.END}\nmid\n{s2}\nstale\n{e2}\n")
+    mr.write("other", f"C.\n\n{table}", res, readme)
+    assert readme.read_text() == (f"intro\n{mr.START}\nT.\n\n{table}\n{mr.END}\nmid\n"
+                                  f"{s2}\nC.\n\n{table}\n{e2}\n")
     assert mr.table_shape(secs["tutorial"]) == (["config"] + mr.METRICS, [])
 
 
