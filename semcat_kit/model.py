@@ -52,7 +52,8 @@ class FusionHead(nn.Module):
         How the two projections are combined (see the module docstring).
         ``"text-only"`` / ``"image-only"`` are accepted as aliases.
     proj_dim : int
-        Size of each modality projection.
+        Size of each modality projection; ``0``: no projection (each embedding is only
+        layer-normalised and enters the fusion at its own width).
     hidden : int
         Hidden width of the MLP; ``0`` for a linear head (dropout, then one linear layer from the
         fused projections to the outputs).
@@ -77,8 +78,8 @@ class FusionHead(nn.Module):
             raise ValueError(f"fusion must be one of {FUSION_MODES} (or 'text-only'/'image-only'), not {fusion!r}")
         fusion = _ALIASES.get(fusion, fusion)
         for name, v in (("n_classes", n_classes), ("proj_dim", proj_dim), ("hidden", hidden)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < (0 if name == "hidden" else 1):
-                raise ValueError(f"{name} must be a {'non-negative' if name == 'hidden' else 'positive'} int, "
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < (1 if name == "n_classes" else 0):
+                raise ValueError(f"{name} must be a {'positive' if name == 'n_classes' else 'non-negative'} int, "
                                  f"not {v!r}")
         proj_dim, hidden = int(proj_dim), int(hidden)
         if out_dim is not None and (isinstance(out_dim, bool) or not isinstance(out_dim, numbers.Integral)
@@ -102,16 +103,26 @@ class FusionHead(nn.Module):
         self.out_dim = int(out_dim) if out_dim is not None else int(n_classes)
         use_text = text_dim > 0 and fusion != "image"
         use_image = image_dim > 0 and fusion != "text"
-        self.text_proj = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, proj_dim)) if use_text else None
-        self.image_proj = nn.Sequential(nn.LayerNorm(image_dim), nn.Linear(image_dim, proj_dim)) if use_image else None
+        if proj_dim == 0 and fusion == "gated" and use_text and use_image and text_dim != image_dim:
+            raise ValueError(f"fusion='gated' mixes the two projections and needs proj_dim > 0 when text_dim "
+                             f"({text_dim}) != image_dim ({image_dim}); set proj_dim or use fusion='concat'")
+
+        def proj(d):   # proj_dim=0: no projection, the layer-normalised embedding itself
+            return nn.Sequential(nn.LayerNorm(d), nn.Linear(d, proj_dim)) if proj_dim else nn.Sequential(nn.LayerNorm(d))
+
+        self.text_proj = proj(text_dim) if use_text else None
+        self.image_proj = proj(image_dim) if use_image else None
+        width = {"text": text_dim if use_text else 0, "image": image_dim if use_image else 0}
+        if proj_dim:
+            width = {k: proj_dim if v else 0 for k, v in width.items()}
         self._both = use_text and use_image
         if fusion == "gated" and self._both:
-            self.gate = nn.Linear(2 * proj_dim + 2, proj_dim)
-            fused = proj_dim
+            self.gate = nn.Linear(width["text"] + width["image"] + 2, width["text"])
+            fused = width["text"]
         else:
             self.gate = None
             # concat: projections + presence flags (flags only matter when both modalities exist)
-            fused = proj_dim * (int(use_text) + int(use_image)) + (2 if self._both else 0)
+            fused = width["text"] + width["image"] + (2 if self._both else 0)
         if hidden == 0:   # a linear head: one layer from the fused projections to the outputs
             self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(fused, self.out_dim))
         else:
