@@ -1,6 +1,7 @@
 """The fusion head: a small MLP over frozen text and image embeddings.
 
-Each modality is projected (``LayerNorm`` + ``Linear``) to ``proj_dim``; a missing modality
+Each modality is projected (``LayerNorm`` + ``Linear``) to ``proj_dim`` (``input_norm=False``: no
+``LayerNorm``; ``proj_dim=0``: no ``Linear``); a missing modality
 (its presence flag is False) is zeroed *after* projection, so it contributes nothing. The
 projections are fused and fed to an MLP (``Linear -> GELU -> Dropout -> Linear``) that outputs
 ``n_classes`` logits (or ``out_dim`` values, e.g. the bits of binary taxonomy codes).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -63,6 +65,10 @@ class FusionHead(nn.Module):
         Training-time probability of dropping one modality of a sample that has both.
     out_dim : int or None
         Output size when it differs from ``n_classes`` (e.g. ``B`` bits of taxonomy codes).
+    input_norm : bool
+        ``LayerNorm`` each modality's embedding before its projection (True), or feed the embedding
+        as it comes (False; the encoders' L2-normalised vectors keep their geometry, which is what a
+        linear model on the raw features, e.g. logistic regression, sees).
 
     Attributes
     ----------
@@ -71,7 +77,8 @@ class FusionHead(nn.Module):
     """
 
     def __init__(self, text_dim, image_dim, n_classes: int, fusion: str = "concat", proj_dim: int = 256,
-                 hidden: int = 512, dropout: float = 0.2, modality_dropout: float = 0.1, out_dim=None):
+                 hidden: int = 512, dropout: float = 0.2, modality_dropout: float = 0.1, out_dim=None,
+                 input_norm: bool = True):
         super().__init__()
         text_dim, image_dim = _dim(text_dim, "text_dim"), _dim(image_dim, "image_dim")
         if not isinstance(fusion, str) or _ALIASES.get(fusion, fusion) not in FUSION_MODES:
@@ -97,7 +104,7 @@ class FusionHead(nn.Module):
         self.config = dict(text_dim=text_dim or None, image_dim=image_dim or None, n_classes=int(n_classes),
                            fusion=fusion, proj_dim=int(proj_dim), hidden=int(hidden), dropout=float(dropout),
                            modality_dropout=float(modality_dropout),
-                           out_dim=None if out_dim is None else int(out_dim))
+                           out_dim=None if out_dim is None else int(out_dim), input_norm=input_norm)
         self.text_dim, self.image_dim, self.fusion = text_dim, image_dim, fusion
         self.n_classes, self.modality_dropout = int(n_classes), float(modality_dropout)
         self.out_dim = int(out_dim) if out_dim is not None else int(n_classes)
@@ -107,8 +114,13 @@ class FusionHead(nn.Module):
             raise ValueError(f"fusion='gated' mixes the two projections and needs proj_dim > 0 when text_dim "
                              f"({text_dim}) != image_dim ({image_dim}); set proj_dim or use fusion='concat'")
 
-        def proj(d):   # proj_dim=0: no projection, the layer-normalised embedding itself
-            return nn.Sequential(nn.LayerNorm(d), nn.Linear(d, proj_dim)) if proj_dim else nn.Sequential(nn.LayerNorm(d))
+        if not isinstance(input_norm, (bool, np.bool_)):
+            raise ValueError(f"input_norm must be True or False, not {input_norm!r}")
+        input_norm = bool(input_norm)
+
+        def proj(d):   # [norm or identity, Linear] (parameter names stay text_proj.1.* with or without the norm)
+            first = nn.LayerNorm(d) if input_norm else nn.Identity()
+            return nn.Sequential(first, nn.Linear(d, proj_dim)) if proj_dim else nn.Sequential(first)
 
         self.text_proj = proj(text_dim) if use_text else None
         self.image_proj = proj(image_dim) if use_image else None

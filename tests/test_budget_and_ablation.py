@@ -208,3 +208,20 @@ def test_head_without_projection_fuses_the_full_embeddings(tmp_path):
                                                                early_stopping=None), progress=False)
     sk.export_head(run, tmp_path / "h", onnx=False, torchscript=False)
     np.testing.assert_allclose(sk.load_head(tmp_path / "h").predict_proba(emb), run.predict_proba(emb), atol=1e-5)
+
+
+def test_head_without_input_norm_sees_the_embeddings_as_they_come(tmp_path):
+    head = FusionHead(8, 6, 5, proj_dim=0, hidden=0, input_norm=False, dropout=0.0).eval()
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in head.modules())
+    x, v = torch.randn(3, 8), torch.randn(3, 6)
+    lin = head.mlp[1]
+    want = torch.cat([x, v, torch.ones(3, 2)], 1) @ lin.weight.T + lin.bias   # exactly a linear model
+    torch.testing.assert_close(head(x, v), want)
+    with pytest.raises(ValueError, match="input_norm must be True or False"):
+        sk.TrainConfig(input_norm="no")
+    tax, emb, y = _data()
+    run = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(epochs=2, input_norm=False, batch_size=32,
+                                                               early_stopping=None), progress=False)
+    assert run.model.config["input_norm"] is False
+    sk.export_head(run, tmp_path / "h", onnx=False, torchscript=False)
+    np.testing.assert_allclose(sk.load_head(tmp_path / "h").predict_proba(emb), run.predict_proba(emb), atol=1e-5)
