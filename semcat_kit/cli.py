@@ -245,6 +245,8 @@ def _cmd_train(args) -> int:
     print(f"split: {len(sp.train)} train, {len(sp.val)} val, {len(sp.test)} test", flush=True)
     if distributed.is_distributed():   # torchrun: DDP over the ranks, each on its own device
         tcfg = tcfg.replace(device=distributed.device_for_rank(tcfg.device))
+    tcfg = pipe.train_config(tcfg)     # data-aware defaults for the fields the YAML does not set
+    print(f"training config: {tcfg!r}", flush=True)
     run = pipe.train(tcfg, progress=not args.quiet)
     if not distributed.is_main():
         return 0                       # rank 0 evaluates and exports

@@ -348,7 +348,7 @@ CONFIG_SCHEMA = {
 _ARCH_SCHEMA = {"text_dim": (_INT + _NONE, True), "image_dim": (_INT + _NONE, True), "n_classes": (_INT, True),
                 "fusion": (_STR, True), "proj_dim": (_INT, False), "hidden": (_INT, False),
                 "dropout": ((float, int), False), "modality_dropout": ((float, int), False),
-                "out_dim": (_INT + _NONE, False)}
+                "out_dim": (_INT + _NONE, False), "input_norm": ((bool,), False)}
 _HEX64 = set("0123456789abcdef")
 
 

@@ -176,7 +176,7 @@ class Workspace:
         return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ the comparison suite
-    def suite(self, configs: dict | None = None, seeds=(0, 1, 2), epochs: int = 30, crm_for="best",
+    def suite(self, configs: dict | None = None, seeds=(0, 1, 2), epochs: int | None = None, crm_for="best",
               retrain: bool = False, progress: bool = True) -> "SuiteResult":
         """Train a comparison suite (default: :func:`semcat_kit.comparison.default_suite`) or reload it.
 
@@ -185,6 +185,10 @@ class Workspace:
         (CSV), the test-set probabilities of every run (npz) and the first seed's head of every
         configuration (exported with :func:`semcat_kit.export_head`). A second call with the same
         inputs loads them instead of training.
+
+        Every configuration gets the data-aware defaults of this split for the fields it does not
+        set itself (:meth:`semcat_kit.Pipeline.train_config`); the configurations trained are in
+        ``spec.json`` and each head's export. ``epochs=None``: the data-aware budget.
         """
         from .comparison import compare, default_suite
         from .export import export_head
@@ -192,6 +196,8 @@ class Workspace:
 
         if configs is None:
             configs = default_suite(epochs=epochs, k=self.k, device=self.device)
+        # the data-aware defaults for this split, for every field a configuration does not set itself
+        configs = {n: self.pipeline.train_config(c) for n, c in configs.items()}
         seeds = [int(s) for s in seeds]
         spec = {"data": self.fingerprint(), "seeds": seeds, "crm_for": crm_for,
                 "configs": {n: c.to_dict() for n, c in configs.items()}}

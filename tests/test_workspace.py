@@ -108,6 +108,26 @@ def test_suite_trains_once_then_reloads(ws, monkeypatch):
         ws.suite({**configs, "one-hot": sk.TrainConfig(epochs=3)}, seeds=[0, 1, 2], crm_for="semantic")
 
 
+def test_suite_applies_the_data_aware_defaults_unless_a_config_sets_them(ws, monkeypatch):
+    seen = {}
+
+    def capture(configs, **kw):
+        seen.update(configs)
+        raise RuntimeError("captured")
+    monkeypatch.setattr(comparison, "compare", capture)
+    mine = dict(lr=0.05, early_stopping="val_loss", epochs=3)
+    with pytest.raises(RuntimeError, match="captured"):
+        ws.suite({"auto": sk.TrainConfig(), "mine": sk.TrainConfig(**mine)}, seeds=[0], retrain=True, progress=False)
+    sp = ws.split()
+    want = sk.TrainConfig.data_defaults(len(sp.train), len(sp.val))
+    assert all(getattr(seen["auto"], k) == v for k, v in want.items()) and seen["auto"].data_defaults_applied
+    assert all(getattr(seen["mine"], k) == v for k, v in mine.items()) and seen["mine"].min_steps == 0
+    # the default suite leaves the budget to the data (no explicit epochs)
+    with pytest.raises(RuntimeError, match="captured"):
+        ws.suite(seeds=[0], retrain=True, progress=False)
+    assert seen["one-hot"].min_steps == want["min_steps"] and "epochs" not in seen["one-hot"].explicit_fields
+
+
 def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(ValueError, match="text_encoder or an image_encoder"):
         Workspace(tmp_path, text_encoder=None, image_encoder=None)
