@@ -206,7 +206,8 @@ def main(argv=None) -> int:
     ap.add_argument("--catalog-options", default="{}", help="JSON column mapping for a file catalog")
     ap.add_argument("--text-encoder", default="minilm")
     ap.add_argument("--image-encoder", default="efficientnet-lite0", help="'none' for text only")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="fix every head's budget (default: the data-aware budget, as the notebooks)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--work-dir", default=str(ROOT / "work"))
     ap.add_argument("--device", default="auto")
