@@ -301,7 +301,7 @@ def main() -> None:
         idx = old._index
         _ = [idx.get(k) for k in q_list]
         t_idx_old = time.perf_counter() - t
-        del _
+        del _, idx, old       # keep only its (n, d) result for the pass: bounds this bench's memory
 
         # (c) a training-like pass over the looked-up rows: shuffled batches of --batch rows, each
         #     read as a float32 (batch, d) array. old: fancy-indexing its in-memory result;
@@ -348,7 +348,7 @@ def main() -> None:
                "lookup_new_s": l_new.seconds, "lookup_new_list_s": l_new_list.seconds, "lookup_old_s": l_old.seconds, "gather_new_s": g_new.seconds,
                "index_old_s": t_idx_old, "pass_new_s": p_new.seconds, "pass_old_s": p_old.seconds,
                "batches": len(batches), "lookup_new_rss_mb": l_new.peak, "lookup_old_rss_mb": l_old.peak}
-        del old, q_list, q_arr, view
+        del q_list, q_arr, view
 
         # --------------------------------------------------------------- Arrow IPC vs Parquet
         import pyarrow as pa

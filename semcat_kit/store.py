@@ -441,6 +441,7 @@ class VectorStore:
         self.keep_unwritten = bool(keep_unwritten)
         self._unwritten_keys: list[np.ndarray] = []
         self._unwritten_vecs: list[np.ndarray] = []
+        self._comb = None
         self._worker = False
         self.writable = self._probe()
         self.refresh()
@@ -468,6 +469,7 @@ class VectorStore:
         self.auto_merge, self.fingerprint, self.writer = False, None, "w"
         self._pending_keys, self._pending_vecs, self._shards = [], [], {}
         self.keep_unwritten, self._unwritten_keys, self._unwritten_vecs = False, [], []
+        self._comb = None
         for name in state["files"]:
             with contextlib.suppress(Exception):
                 self._shards[name] = _Shard(self.root / name, self.dim, self.dtype)
@@ -631,15 +633,30 @@ class VectorStore:
         n = len(keys)
         src = np.full(n, -1, dtype=np.int16)
         row = np.zeros(n, dtype=np.int64)
-        shards = sorted(self._shards.values(), key=len, reverse=True) + self._pending_shards()
+        on_disk = sorted(self._shards.values(), key=len, reverse=True)
+        shards = on_disk + self._pending_shards()
         if len(shards) > np.iinfo(np.int16).max:
             raise RuntimeError(f"{len(shards)} shards in {self.root}; run compact() first")
         todo = None if valid is None else np.flatnonzero(np.asarray(valid, dtype=bool))
-        if n and shards and (todo is None or todo.size):
+        nq = n if todo is None else len(todo)
+        if nq and len(on_disk) > 1 and 4 * nq >= sum(len(x) for x in on_disk):
+            # a large lookup over several shards: one search in an index over all of them (built
+            # once per set of shards, ~26 bytes a key) instead of one search per shard
+            idx, csrc, crow = self._combined(on_disk)
+            qhi, qlo = _split(keys if todo is None else keys[todo])
+            pos = idx.search(qhi, qlo)
+            hit = pos >= 0
+            at = np.flatnonzero(hit) if todo is None else todo[hit]
+            src[at], row[at] = csrc[pos[hit]], crow[pos[hit]]
+            todo = np.flatnonzero(~hit) if todo is None else todo[~hit]
+            searched = len(on_disk)           # the queued vectors (pending) are searched below
+        else:
+            searched = 0
+        if (todo is None or todo.size) and len(shards) > searched:
             qhi, qlo = _split(keys if todo is None else keys[todo])
             # largest shards first: most keys are resolved by the first searches
-            for s_i, shard in enumerate(shards):
-                pos = shard.index.search(qhi, qlo)
+            for s_i in range(searched, len(shards)):
+                pos = shards[s_i].index.search(qhi, qlo)
                 hit = pos >= 0
                 if todo is None:        # first search over every key: no index arrays
                     src[hit], row = s_i, np.maximum(pos, 0)
@@ -653,6 +670,24 @@ class VectorStore:
                     break
         row = row.astype(np.int32) if len(row) and row.max() < np.iinfo(np.int32).max else row
         return StoreRows([sh.rows_source() for sh in shards], src, row, self.dim)
+
+    def _combined(self, shards: list) -> tuple["_KeyIndex", np.ndarray, np.ndarray]:
+        """Index over several shards' keys -> (position in ``shards``, row); cached per shard set."""
+        ident = tuple(str(x.path) for x in shards)
+        if self._comb is not None and self._comb[0] == ident:
+            return self._comb[1]
+        hi = np.concatenate([x.hi for x in shards])
+        lo = np.concatenate([x.lo for x in shards])
+        src = np.concatenate([np.full(len(x), i, dtype=np.int16) for i, x in enumerate(shards)])
+        row = np.concatenate([np.arange(len(x), dtype=np.int32) for x in shards])
+        o = np.argsort(hi, kind="stable")              # sorted runs: a merge, not a full sort
+        hs = hi[o]
+        if len(hs) > 1 and np.any(hs[1:] == hs[:-1]):  # shared 64-bit prefixes: order them by lo too
+            o = np.lexsort((lo, hi))
+            hs = hi[o]
+        comb = (_KeyIndex(hs, lo[o]), src[o], row[o])
+        self._comb = (ident, comb)
+        return comb
 
     def contains(self, keys) -> np.ndarray:
         """bool (n,): which keys are stored (no vector is read)."""
