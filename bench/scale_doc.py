@@ -34,14 +34,16 @@ GPU = {"image_per_s_per_box": 3200, "title_per_s_per_gpu": 10_000, "train_per_s_
 IMAGE_ENCODE_PER_S = 126
 
 
-def load(path: Path = JSON_PATH) -> dict:
+def load(path: Path | None = None) -> dict:
+    path = JSON_PATH if path is None else path
     if not path.exists():
         return {"bench_scale": {}, "bench_store": None}
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def record(section: str, value, key: str | None = None, path: Path = JSON_PATH, doc: Path = DOC_PATH) -> None:
+def record(section: str, value, key: str | None = None, path: Path | None = None, doc: Path | None = None) -> None:
     """Store ``value`` under ``section`` (``[key]``) of the JSON and re-render the page."""
+    path = JSON_PATH if path is None else path
     data = load(path)
     if key is None:
         data[section] = value
@@ -164,7 +166,8 @@ def splice(doc_text: str, body: str) -> str:
     return doc_text[:a + len(BEGIN)] + "\n" + body + doc_text[b:]
 
 
-def write_doc(data: dict | None = None, doc: Path = DOC_PATH) -> None:
+def write_doc(data: dict | None = None, doc: Path | None = None) -> None:
+    doc = DOC_PATH if doc is None else doc
     data = load() if data is None else data
     doc.write_text(splice(doc.read_text(encoding="utf-8"), render(data)), encoding="utf-8")
 
