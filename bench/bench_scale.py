@@ -12,17 +12,25 @@ stage can stream them without holding N x 1664 floats. Head: a randomly initiali
 Stages (``STAGES``; each is a function ``stage(ctx) -> dict`` registered with ``@stage(name)``, so
 other stages -- store build, one training epoch, validation -- are added the same way):
 
-* ``store_build``: the catalog written block by block into a memory-mapped embeddings folder.
+* ``encode_text_store``: ``encode_catalog(view=True)`` over N synthetic titles (1% missing) with a
+  tiny stand-in text encoder, into a fresh store: the streaming encode's own memory (chunk-bounded;
+  the input DataFrame is reported apart as ``catalog_mb``).
+* ``store_build``: the catalog's 384-d and 1280-d vectors written block by block into the
+  embedding store (``VectorStore``, memory-mapped Arrow shards, tiered merges).
 * ``train_epoch_store`` / ``train_epoch_in_memory``: one epoch of ``sk.train`` (batch 1,024, the
-  default head) on 90% of the products plus streaming validation on the other 10%, from the
-  memory-mapped folder (lazy tables) vs from arrays loaded into memory (where they fit).
+  default head) on 90% of the products plus streaming validation on the other 10%, from
+  ``Embeddings`` whose vectors are ``StoreRows`` views on the store (positions only; rows read per
+  batch) vs from arrays in memory (where they fit). ``--train-steps K`` times only the first K
+  batches of the epoch (the full table, sampler and validation are still built and run) and
+  extrapolates the epoch, printed as EXTRAPOLATED.
 * ``predict_chunked``: ``Predictor.predict_embeddings_iter`` (top-5, chunks of ``--chunk-size``)
-  written to Parquet with ``write_predictions`` -- the ``semcat predict`` path minus the encoders.
+  over the store view, written to Parquet with ``write_predictions`` -- the ``semcat predict``
+  path minus the encoders.
 * ``evaluate_streaming`` / ``evaluate_in_memory``: validation metrics (top-k, severity, hdist@k,
-  nbrs@k, level accuracy, macro-F1, ECE) of the head's probabilities with
-  :class:`semcat_kit.streaming.StreamingEvaluator` block by block, vs ``metrics.evaluate`` on the
-  dense (N, C) matrix (where it fits); the two Series are checked equal (1e-9). The head forward
-  pass is inside both timings.
+  nbrs@k, level accuracy, macro-F1, ECE) of the head's probabilities on the validation split (the
+  last ~10%) with :class:`semcat_kit.streaming.StreamingEvaluator` block by block, vs
+  ``metrics.evaluate`` on the dense (N_val, C) matrix (where it fits); the two Series are checked
+  equal (1e-9). The head forward pass is inside both timings.
 * ``predict_in_memory``: the path before chunking: one (N, 1664) embedding table, one dense
   (N, 5595) probability matrix (``head.predict_proba``), ``topk`` over it, one DataFrame. Run only
   when its estimated size fits ``--max-dense-gb``; its top-5 (ids, classes, probabilities) is
@@ -40,7 +48,8 @@ Output lines (grep-able)::
     ratio: <what> <value>
 
 Usage: ``python bench/bench_scale.py --n 100000`` (default N is small so ``bench/run_all.py``
-finishes quickly).
+finishes quickly); ``--write-doc`` records the figures in ``docs/scale_measured.json`` and
+re-renders ``docs/scale.md`` (see ``bench/scale_doc.py``).
 """
 from __future__ import annotations
 
