@@ -78,9 +78,9 @@ class Embeddings:
             raise ValueError(f"item_ids must be 1-D, got shape {self.item_ids.shape}")
         for name in ("text", "image"):
             m = getattr(self, name)
-            if m is not None and not isinstance(m, StoreRows):   # a store view stays one (nothing read)
-                if not (isinstance(m, np.ndarray) and m.dtype == np.float32):
-                    m = np.asarray(m, dtype=np.float32)  # a float32 np.memmap stays one (lazy training)
+            if m is not None:
+                if not (isinstance(m, StoreRows) or (isinstance(m, np.ndarray) and m.dtype == np.float32)):
+                    m = np.asarray(m, dtype=np.float32)  # a float32 np.memmap / store view stays one (lazy)
                 if m.ndim != 2 or m.shape[0] != n:
                     raise ValueError(f"Embeddings.{name} must be (N={n}, d), got {m.shape}")
                 setattr(self, name, m)

@@ -106,7 +106,8 @@ def as_keys(keys) -> np.ndarray:
         return np.zeros((0, KEY_BYTES), dtype=np.uint8)
     try:   # lengths first ('S16' would pad a short key / cut a long one), then one C-level copy
         lens = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
-        arr = np.array(keys, dtype=f"S{KEY_BYTES}") if (lens == KEY_BYTES).all() else None
+        ok = (lens == KEY_BYTES).all() and set(map(type, keys)) == {bytes}   # 'S16' would encode a str
+        arr = np.array(keys, dtype=f"S{KEY_BYTES}") if ok else None
     except (TypeError, ValueError):
         arr = None
     if arr is not None and arr.shape == (len(keys),):
