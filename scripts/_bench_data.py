@@ -4,8 +4,9 @@
 * ``toys``: the Amazon UK toys catalog (text only, minilm), unlabelled rows dropped (reported);
 * ``myntra``: the full Myntra catalog (minilm + efficientnet-lite0; long to encode on a CPU).
 
-Embeddings are encoded once through the content-addressed cache under ``work/cache`` and saved as
-``work/emb/<name>.npz``. The split is ``sk.split(labels, val=0.1, test=0.2, seed=0)``.
+Embeddings are encoded once through the content-addressed cache under ``work/cache`` (or the folder
+in ``$SEMCAT_BENCH_CACHE``, e.g. the store a notebook run already filled) and saved as
+``work/emb/<name>.npz``; the encode stats (items encoded vs read from the cache) are printed. The split is ``sk.split(labels, val=0.1, test=0.2, seed=0)``.
 """
 from __future__ import annotations
 
@@ -52,9 +53,11 @@ def load(name: str, split_seed: int = 0):
     if path.exists():
         emb = sk.Embeddings.load(path).align(cat)
     else:
+        cache = Path(os.environ.get("SEMCAT_BENCH_CACHE", WORK / "cache"))
         emb = sk.encode_catalog(cat, text_encoder=sk.encoders.load(text),
                                 image_encoder=sk.encoders.load(image) if image else None,
-                                cache_dir=WORK / "cache")
+                                cache_dir=cache)
+        print(f"{name}: encoded via {cache}: {emb.meta.get('stats')}", file=sys.stderr, flush=True)
         emb.save(path)
     # every stray path merged into its majority parent (143 tutorial classes), as the documented results used
     tax = sk.Taxonomy.from_paths(cat["label"], sep=sep, on_conflict="majority")

@@ -51,11 +51,15 @@ def _md(df: pd.DataFrame) -> str:
     return "\n".join(rows)
 
 
-def head_defaults() -> dict:
-    """The head settings of every semcat row: no early stopping on the small validation split
-    (docs/training_budget_*.md: it costs ~0.5 pt top-1 and ~1 pt macro-F1 on the tutorial); 30 epochs
-    (a longer budget, 600 steps, bought only +0.3 pt there and is 2x slower on this shared CPU)."""
-    return dict(epochs=30, early_stopping=None)
+def head_defaults(n_train: int, n_val: int) -> dict:
+    """The head settings of every semcat row: ``TrainConfig.data_defaults`` for this split (what
+    Workspace and `semcat train` apply: a step budget, no early stopping on a small validation split,
+    cross-entropy for the hard-label term; docs/training_*.md). A config's own fields win."""
+    return sk.TrainConfig.data_defaults(n_train, n_val)
+
+
+def _dd(cfg: "sk.TrainConfig", tr, va) -> "sk.TrainConfig":
+    return cfg.with_data_defaults(len(tr[1]), len(va[1]))
 
 
 def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"), path=None, tuned=None,
@@ -71,19 +75,19 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
     modality = "fused" if emb.image is not None else "text"
     protos = sk.similarity.prototype_embeddings(tr[0], tr[1], C, modality=modality, name_embeddings=names)
     proto_nb = sk.similarity.blend_sources({"names": (0.5, names), "prototypes": (0.5, protos)}, k=20)
-    H = head_defaults()
+    H = head_defaults(len(tr[1]), len(va[1]))
     out = [f"# Issue 12 experiment: {name}", "",
            f"{C} classes; train {len(tr[1])} / val {len(va[1])} / test {len(te[1])} items (split seed 0); "
            f"training seeds {list(seeds)}; embeddings: minilm{' + efficientnet-lite0' if emb.image is not None else ''}. "
            f"Written by `scripts/run_issue12_experiment.py --catalog {name}`. Test split, mean ± std over seeds "
-           "(baselines are deterministic: std 0). `+ CRM` rows re-decode the same runs.", ""]
+           "(baselines are deterministic: std 0). `+ CRM` rows re-decode the same runs. Heads: the data-aware "
+           f"defaults `{H}` (`TrainConfig.data_defaults`, as Workspace / `semcat train` apply them).", ""]
 
     def flush(lines):
         if path is not None:
             atomic_write_text(path, "\n".join(lines) + "\n")
 
     if "protos" in parts:      # the class-prototype rows only, beside one-hot and name neighbours
-        H = head_defaults()
         kw = dict(train=tr, val=va, test=te, taxonomy=tax, seeds=seeds, progress=False, allow_unseen_val_classes=True)
         t0 = time.perf_counter()
         a = sk.compare({"one-hot": sk.TrainConfig(**H),
@@ -124,9 +128,12 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
             **({} if lite else {"one-hot, old defaults (30 ep, ES)": sk.TrainConfig()}),
             "one-hot": sk.TrainConfig(**H),
             "tree α=0.1": sk.TrainConfig(smoothing="tree", k=20, alpha=0.1, **H),
+            "tree α=0.3": sk.TrainConfig(smoothing="tree", k=20, alpha=0.3, **H),
+            "semantic α=0.1": sk.TrainConfig(smoothing="semantic", k=20, alpha=0.1, **H),
             "binary codes": sk.TrainConfig(label_repr="codes", **H),
             **({"tuned": tuned_cfg} if tuned_cfg is not None else {})}
-    crm = ["LogisticRegression", "one-hot", "tree α=0.1", "binary codes"] + (["tuned"] if tuned_cfg is not None else [])
+    crm = (["LogisticRegression", "one-hot", "tree α=0.1", "tree α=0.3", "semantic α=0.1", "binary codes"]
+           + (["tuned"] if tuned_cfg is not None else []))
     kw = dict(train=tr, val=va, test=te, taxonomy=tax, seeds=seeds, progress=False, allow_unseen_val_classes=True)
     t0 = time.perf_counter()
     main_df = sk.compare(cfgs, neighbors=name_nb, crm_for=crm, **kw)
@@ -190,14 +197,17 @@ def _ablation(out, name, tr, va, te, tax, name_nb, seeds, flush, t_all) -> str:
     kw = dict(train=tr, val=va, test=te, taxonomy=tax, seeds=seeds, progress=False, allow_unseen_val_classes=True)
     # ---- the seed's loss ablation with frequency buckets
     t0 = time.perf_counter()
-    abl = sk.compare(loss_suite(smoothing="semantic", k=20, alpha=0.1, epochs=30, early_stopping=None), neighbors=name_nb,
-                     by_frequency=True, **kw)
+    suite = {n: _dd(c, tr, va) for n, c in loss_suite(smoothing="semantic", k=20, alpha=0.1).items()}
+    abl = sk.compare(suite, neighbors=name_nb, by_frequency=True, **kw)
     abl_secs = time.perf_counter() - t0
     b = sk.frequency.frequency_buckets(tr[1], C)
     counts = np.bincount(tr[1], minlength=C)
     desc = ", ".join(f"{k}: {int((b == k).sum())} classes ({int(counts[b == k].min())}–{int(counts[b == k].max())} "
                      f"training items)" for k in ("head", "torso", "tail"))
-    out += ["## The seed's loss ablation (semantic soft labels over name neighbours, 30 epochs, no early stopping)", "",
+    some = next(iter(suite.values()))
+    out += ["## The seed's loss ablation (semantic soft labels over name neighbours)", "",
+            f"Training: the data-aware defaults ({', '.join(f'{k}={v!r}' for k, v in some.data_defaults_applied.items())}"
+            "; each row's own loss settings win).", "",
             f"Frequency buckets = thirds of the classes by training count: {desc}.", "",
             format_table(abl, METRICS), "", format_table(abl, BUCKET_METRICS), ""]
     out.append(f"Time: ablation {abl_secs:.0f} s, this part in total {time.perf_counter() - t_all:.0f} s on "

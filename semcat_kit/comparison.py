@@ -209,7 +209,7 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
     return summary
 
 
-def default_suite(epochs: int = 30, k: int = 20, alpha: float = 0.1, **common) -> dict[str, TrainConfig]:
+def default_suite(epochs: int | None = None, k: int = 20, alpha: float = 0.1, **common) -> dict[str, TrainConfig]:
     """The seed design's experiment as named configurations, one per registered soft-label kind.
 
     Every kind of :data:`semcat_kit.soft_labels.TARGET_KINDS` with a ``suite_name`` gives a row
@@ -219,10 +219,12 @@ def default_suite(epochs: int = 30, k: int = 20, alpha: float = 0.1, **common) -
     kind registered later), plus the similarity-weighted top-``k`` with a linear curriculum
     (alpha -> 0) and binary taxonomy codes with BCE. Use ``compare(..., crm_for="best")`` for "CRM
     on top of the best". ``common`` sets any other :class:`TrainConfig` field on every configuration.
+    ``epochs=None`` leaves the budget to the data-aware defaults (``TrainConfig.with_data_defaults``,
+    applied by ``Workspace.suite``; ``TrainConfig``'s 30 epochs elsewhere); a number fixes it.
     """
     from . import soft_labels as _soft
 
-    base = dict(epochs=epochs, **common)
+    base = dict(**({} if epochs is None else {"epochs": epochs}), **common)
     out: dict[str, TrainConfig] = {}
     for name, kind in _soft.TARGET_KINDS.items():
         if kind.suite_name is None:
@@ -256,17 +258,18 @@ def loss_suite(smoothing: str = "semantic", k: int = 20, alpha: float = 0.1, gam
     }
 
 
-def baseline_suite(C="val") -> dict:
+def baseline_suite(C="val", hiclass_C=10.0) -> dict:
     """What a user would pick instead of a head, as :func:`compare` rows.
 
     ``"LogisticRegression"`` (:class:`~semcat_kit.baselines.LogisticBaseline`, ``C`` chosen on the
     validation split by default) and ``"hiclass LCPPN"`` (:class:`~semcat_kit.baselines.HiClassBaseline`,
-    a logistic regression per parent node). Add ``crm_for=["LogisticRegression", ...]`` for the
-    "+ CRM" row.
+    a logistic regression per parent node, each with ``hiclass_C``; ``"val"`` searches it too, at
+    about ``len(DEFAULT_CS)`` times the cost, which on a 30k-product catalog is an hour on 2 CPU cores).
+    Add ``crm_for=["LogisticRegression", ...]`` for the "+ CRM" row.
     """
     from .baselines import HiClassBaseline, LogisticBaseline
 
-    return {"LogisticRegression": LogisticBaseline(C=C), "hiclass LCPPN": HiClassBaseline(C=C)}
+    return {"LogisticRegression": LogisticBaseline(C=C), "hiclass LCPPN": HiClassBaseline(C=hiclass_C)}
 
 
 def format_table(df: pd.DataFrame, metrics: Sequence[str] = ("top1", "top5", "macro_f1", "mistake_severity",

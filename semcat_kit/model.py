@@ -1,6 +1,7 @@
 """The fusion head: a small MLP over frozen text and image embeddings.
 
-Each modality is projected (``LayerNorm`` + ``Linear``) to ``proj_dim``; a missing modality
+Each modality is projected (``LayerNorm`` + ``Linear``) to ``proj_dim`` (``input_norm=False``: no
+``LayerNorm``; ``proj_dim=0``: no ``Linear``); a missing modality
 (its presence flag is False) is zeroed *after* projection, so it contributes nothing. The
 projections are fused and fed to an MLP (``Linear -> GELU -> Dropout -> Linear``) that outputs
 ``n_classes`` logits (or ``out_dim`` values, e.g. the bits of binary taxonomy codes).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,7 +54,8 @@ class FusionHead(nn.Module):
         How the two projections are combined (see the module docstring).
         ``"text-only"`` / ``"image-only"`` are accepted as aliases.
     proj_dim : int
-        Size of each modality projection.
+        Size of each modality projection; ``0``: no projection (each embedding is only
+        layer-normalised and enters the fusion at its own width).
     hidden : int
         Hidden width of the MLP; ``0`` for a linear head (dropout, then one linear layer from the
         fused projections to the outputs).
@@ -62,6 +65,10 @@ class FusionHead(nn.Module):
         Training-time probability of dropping one modality of a sample that has both.
     out_dim : int or None
         Output size when it differs from ``n_classes`` (e.g. ``B`` bits of taxonomy codes).
+    input_norm : bool
+        ``LayerNorm`` each modality's embedding before its projection (True), or feed the embedding
+        as it comes (False; the encoders' L2-normalised vectors keep their geometry, which is what a
+        linear model on the raw features, e.g. logistic regression, sees).
 
     Attributes
     ----------
@@ -70,15 +77,16 @@ class FusionHead(nn.Module):
     """
 
     def __init__(self, text_dim, image_dim, n_classes: int, fusion: str = "concat", proj_dim: int = 256,
-                 hidden: int = 512, dropout: float = 0.2, modality_dropout: float = 0.1, out_dim=None):
+                 hidden: int = 512, dropout: float = 0.2, modality_dropout: float = 0.1, out_dim=None,
+                 input_norm: bool = True):
         super().__init__()
         text_dim, image_dim = _dim(text_dim, "text_dim"), _dim(image_dim, "image_dim")
         if not isinstance(fusion, str) or _ALIASES.get(fusion, fusion) not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {FUSION_MODES} (or 'text-only'/'image-only'), not {fusion!r}")
         fusion = _ALIASES.get(fusion, fusion)
         for name, v in (("n_classes", n_classes), ("proj_dim", proj_dim), ("hidden", hidden)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < (0 if name == "hidden" else 1):
-                raise ValueError(f"{name} must be a {'non-negative' if name == 'hidden' else 'positive'} int, "
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < (1 if name == "n_classes" else 0):
+                raise ValueError(f"{name} must be a {'positive' if name == 'n_classes' else 'non-negative'} int, "
                                  f"not {v!r}")
         proj_dim, hidden = int(proj_dim), int(hidden)
         if out_dim is not None and (isinstance(out_dim, bool) or not isinstance(out_dim, numbers.Integral)
@@ -96,22 +104,37 @@ class FusionHead(nn.Module):
         self.config = dict(text_dim=text_dim or None, image_dim=image_dim or None, n_classes=int(n_classes),
                            fusion=fusion, proj_dim=int(proj_dim), hidden=int(hidden), dropout=float(dropout),
                            modality_dropout=float(modality_dropout),
-                           out_dim=None if out_dim is None else int(out_dim))
+                           out_dim=None if out_dim is None else int(out_dim), input_norm=input_norm)
         self.text_dim, self.image_dim, self.fusion = text_dim, image_dim, fusion
         self.n_classes, self.modality_dropout = int(n_classes), float(modality_dropout)
         self.out_dim = int(out_dim) if out_dim is not None else int(n_classes)
         use_text = text_dim > 0 and fusion != "image"
         use_image = image_dim > 0 and fusion != "text"
-        self.text_proj = nn.Sequential(nn.LayerNorm(text_dim), nn.Linear(text_dim, proj_dim)) if use_text else None
-        self.image_proj = nn.Sequential(nn.LayerNorm(image_dim), nn.Linear(image_dim, proj_dim)) if use_image else None
+        if proj_dim == 0 and fusion == "gated" and use_text and use_image and text_dim != image_dim:
+            raise ValueError(f"fusion='gated' mixes the two projections and needs proj_dim > 0 when text_dim "
+                             f"({text_dim}) != image_dim ({image_dim}); set proj_dim or use fusion='concat'")
+
+        if not isinstance(input_norm, (bool, np.bool_)):
+            raise ValueError(f"input_norm must be True or False, not {input_norm!r}")
+        input_norm = bool(input_norm)
+
+        def proj(d):   # [norm or identity, Linear] (parameter names stay text_proj.1.* with or without the norm)
+            first = nn.LayerNorm(d) if input_norm else nn.Identity()
+            return nn.Sequential(first, nn.Linear(d, proj_dim)) if proj_dim else nn.Sequential(first)
+
+        self.text_proj = proj(text_dim) if use_text else None
+        self.image_proj = proj(image_dim) if use_image else None
+        width = {"text": text_dim if use_text else 0, "image": image_dim if use_image else 0}
+        if proj_dim:
+            width = {k: proj_dim if v else 0 for k, v in width.items()}
         self._both = use_text and use_image
         if fusion == "gated" and self._both:
-            self.gate = nn.Linear(2 * proj_dim + 2, proj_dim)
-            fused = proj_dim
+            self.gate = nn.Linear(width["text"] + width["image"] + 2, width["text"])
+            fused = width["text"]
         else:
             self.gate = None
             # concat: projections + presence flags (flags only matter when both modalities exist)
-            fused = proj_dim * (int(use_text) + int(use_image)) + (2 if self._both else 0)
+            fused = width["text"] + width["image"] + (2 if self._both else 0)
         if hidden == 0:   # a linear head: one layer from the fused projections to the outputs
             self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(fused, self.out_dim))
         else:

@@ -409,10 +409,28 @@ class Pipeline:
         return self.load_catalog().iloc[np.asarray(self.split()[name])].reset_index(drop=True)
 
     # ------------------------------------------------------------------ training
-    def train(self, config, val: bool = True, progress: bool = True):
-        """Train one head on the train part (early stopping on val when ``val`` and it is non-empty)."""
+    def train_config(self, config=None, val: bool = True):
+        """``config`` (default ``TrainConfig()``) with the data-aware defaults of this catalog's split.
+
+        :meth:`semcat_kit.TrainConfig.with_data_defaults` for the sizes of the train and val parts:
+        every field the user did not set explicitly gets the measured default for data of this size
+        (step budget, early stopping, ...); an explicit value always wins. What was filled in is in
+        the result's ``data_defaults_applied`` and its repr.
+        """
+        from .training import TrainConfig
+
+        config = TrainConfig() if config is None else config
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, not {type(config).__name__}")
+        sp = self.split()
+        return config.with_data_defaults(len(sp.train), len(sp.val) if val else 0)
+
+    def train(self, config=None, val: bool = True, progress: bool = True):
+        """Train one head on the train part with :meth:`train_config` (the data-aware defaults for
+        every field not set explicitly; early stopping on val when ``val`` and it is non-empty)."""
         from .training import train
 
+        config = self.train_config(config, val=val)
         (tr, ytr) = self.part("train")
         va = self.part("val") if val and len(self.split().val) else None
         return train(tr, ytr, taxonomy=self.taxonomy(), neighbors=self.neighbors(), config=config, val=va,

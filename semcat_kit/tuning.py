@@ -216,6 +216,7 @@ def _config_from(params: dict, base: TrainConfig, n_train: int) -> TrainConfig:
     steps = params.get("steps")
     if steps is not None:
         p["epochs"] = max(1, math.ceil(int(steps) / _steps_per_epoch(n_train, base.batch_size)))
+        p["min_steps"] = 0        # the trial's budget is its steps, not a data-aware minimum on top
     return base.replace(early_stopping=None, **p)
 
 
@@ -388,7 +389,7 @@ def tune(train, val, *, taxonomy, neighbors=None, objective: str | Objective = "
 
 def _default_params(base: TrainConfig, n_train: int) -> dict:
     d = {k: getattr(base, k) for k in DEFAULT_SPACE if hasattr(base, k)}
-    d["steps"] = base.epochs * _steps_per_epoch(n_train, base.batch_size)
+    d["steps"] = base.epochs_for(n_train) * _steps_per_epoch(n_train, base.batch_size)
     return d
 
 

@@ -169,3 +169,59 @@ def test_for_data_defaults_follow_the_data_size():
     assert sk.TrainConfig.for_data(100, n_val=5000, early_stopping=None).early_stopping is None
     with pytest.raises(ValueError, match="n_val must be a non-negative int"):
         sk.TrainConfig.for_data(100, n_val=-1)
+
+
+def test_data_defaults_fill_only_the_fields_the_user_did_not_set():
+    want = sk.TrainConfig.data_defaults(2100, 300)
+    auto = sk.TrainConfig(smoothing="tree").with_data_defaults(2100, 300)
+    for k, v in want.items():
+        assert getattr(auto, k) == v, k
+    assert auto.smoothing == "tree" and auto.data_defaults_applied
+    assert set(auto.data_defaults_applied) <= set(want) and "data-aware defaults" in repr(auto)
+    # an explicit value always wins, even when it equals the plain default
+    mine = {k: getattr(sk.TrainConfig(), k) for k in want}
+    kept = sk.TrainConfig(**mine).with_data_defaults(2100, 300)
+    assert all(getattr(kept, k) == v for k, v in mine.items()) and kept.data_defaults_applied == {}
+    # an explicit epoch count is the whole budget (tests and quick runs stay quick)
+    assert sk.TrainConfig(epochs=2).with_data_defaults(2100, 300).epochs_for(2100) == 2
+    # replace() keeps what was explicit and adds the changed fields; seeds of compare() keep the defaults
+    again = auto.replace(seed=3)
+    assert again.seed == 3 and again.explicit_fields == {"smoothing", "seed"}
+    assert all(getattr(again, k) == v for k, v in want.items())
+    # bare TrainConfig() is untouched: the plain defaults, no data-aware budget
+    assert sk.TrainConfig().min_steps == 0 and sk.TrainConfig().explicit_fields == frozenset()
+    # from_dict (a stored config) is explicit in every field: reloading never changes it
+    stored = sk.TrainConfig.from_dict(sk.TrainConfig().to_dict())
+    assert stored.with_data_defaults(2100, 300) == sk.TrainConfig()
+
+
+def test_head_without_projection_fuses_the_full_embeddings(tmp_path):
+    head = FusionHead(8, 6, 5, proj_dim=0, hidden=0)
+    lin = [m for m in head.mlp if isinstance(m, torch.nn.Linear)]
+    assert lin[0].in_features == 8 + 6 + 2 and not any(isinstance(m, torch.nn.Linear) for m in head.text_proj)
+    out = head.eval()(torch.randn(4, 8), torch.randn(4, 6), image_mask=torch.tensor([1, 0, 1, 1]).bool())
+    assert out.shape == (4, 5) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="gated.*proj_dim > 0"):
+        FusionHead(8, 6, 5, fusion="gated", proj_dim=0)
+    tax, emb, y = _data()
+    run = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(epochs=2, proj_dim=0, hidden=0, batch_size=32,
+                                                               early_stopping=None), progress=False)
+    sk.export_head(run, tmp_path / "h", onnx=False, torchscript=False)
+    np.testing.assert_allclose(sk.load_head(tmp_path / "h").predict_proba(emb), run.predict_proba(emb), atol=1e-5)
+
+
+def test_head_without_input_norm_sees_the_embeddings_as_they_come(tmp_path):
+    head = FusionHead(8, 6, 5, proj_dim=0, hidden=0, input_norm=False, dropout=0.0).eval()
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in head.modules())
+    x, v = torch.randn(3, 8), torch.randn(3, 6)
+    lin = head.mlp[1]
+    want = torch.cat([x, v, torch.ones(3, 2)], 1) @ lin.weight.T + lin.bias   # exactly a linear model
+    torch.testing.assert_close(head(x, v), want)
+    with pytest.raises(ValueError, match="input_norm must be True or False"):
+        sk.TrainConfig(input_norm="no")
+    tax, emb, y = _data()
+    run = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(epochs=2, input_norm=False, batch_size=32,
+                                                               early_stopping=None), progress=False)
+    assert run.model.config["input_norm"] is False
+    sk.export_head(run, tmp_path / "h", onnx=False, torchscript=False)
+    np.testing.assert_allclose(sk.load_head(tmp_path / "h").predict_proba(emb), run.predict_proba(emb), atol=1e-5)

@@ -76,6 +76,9 @@ def test_train_end_to_end_on_the_tutorial_catalog(trained, cache):
     head = sk.load_head(out)
     cfg = head.config
     assert cfg["train_config"]["epochs"] == 2 and cfg["train_config"]["smoothing"] == "semantic"
+    # the data-aware defaults fill what the YAML does not set, and are printed; explicit values win
+    assert "training config: TrainConfig(" in stdout and "data-aware defaults: " in stdout
+    assert cfg["train_config"]["lr"] == SMALL["lr"] and cfg["train_config"]["min_steps"] == 0
     assert cfg["encoders"]["text_encoder"]["name"] == "minilm"
     assert sorted(cfg["files"]) == ["head.onnx", "head.safetensors", "labels.json", "taxonomy.json"]
     metrics = cfg["metadata"]["test_metrics"]
@@ -293,6 +296,22 @@ def test_predict_bad_input(trained, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["predict", "--input", str(csv), "--output", "x.csv"])
     assert e.value.code == 2 and "--model" in capsys.readouterr().err
+
+
+def test_predict_checks_the_authors_sha256(trained, cache, tmp_path, capsys):
+    """--expected-sha256: a head whose config.json is not the author's is refused before any prediction."""
+    from semcat_kit.export import sha256_file
+
+    out = trained[2]
+    csv = tmp_path / "p.csv"
+    csv.write_text("id,title\n1,blue denim jeans\n")
+    args = ["predict", "--model", str(out), "--input", str(csv), "--output", str(tmp_path / "o.csv"),
+            "--cache-dir", cache, "--quiet"]
+    assert cli.main(args + ["--expected-sha256", "0" * 64]) == 1
+    _one_line_error(capsys, "expected_sha256", "not the head")
+    assert not (tmp_path / "o.csv").exists()
+    assert cli.main(args + ["--expected-sha256", sha256_file(out / "config.json").upper()]) == 0
+    assert _read_preds(tmp_path / "o.csv")["pred_1"].notna().all()
 
 
 def test_quiet_predict_prints_no_progress_bars(trained, cache, tmp_path):

@@ -108,6 +108,26 @@ def test_suite_trains_once_then_reloads(ws, monkeypatch):
         ws.suite({**configs, "one-hot": sk.TrainConfig(epochs=3)}, seeds=[0, 1, 2], crm_for="semantic")
 
 
+def test_suite_applies_the_data_aware_defaults_unless_a_config_sets_them(ws, monkeypatch):
+    seen = {}
+
+    def capture(configs, **kw):
+        seen.update(configs)
+        raise RuntimeError("captured")
+    monkeypatch.setattr(comparison, "compare", capture)
+    mine = dict(lr=0.05, early_stopping="val_loss", epochs=3)
+    with pytest.raises(RuntimeError, match="captured"):
+        ws.suite({"auto": sk.TrainConfig(), "mine": sk.TrainConfig(**mine)}, seeds=[0], retrain=True, progress=False)
+    sp = ws.split()
+    want = sk.TrainConfig.data_defaults(len(sp.train), len(sp.val))
+    assert all(getattr(seen["auto"], k) == v for k, v in want.items()) and seen["auto"].data_defaults_applied
+    assert all(getattr(seen["mine"], k) == v for k, v in mine.items()) and seen["mine"].min_steps == 0
+    # the default suite leaves the budget to the data (no explicit epochs)
+    with pytest.raises(RuntimeError, match="captured"):
+        ws.suite(seeds=[0], retrain=True, progress=False)
+    assert seen["one-hot"].min_steps == want["min_steps"] and "epochs" not in seen["one-hot"].explicit_fields
+
+
 def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(ValueError, match="text_encoder or an image_encoder"):
         Workspace(tmp_path, text_encoder=None, image_encoder=None)
@@ -127,3 +147,28 @@ def test_a_csv_with_its_own_separator_keeps_the_tree(small_csv, tmp_path):
     assert tax.max_depth == 3 and tax.n_classes == 8
     i, j = tax.index_of(["Apparel / Topwear / Tshirts", "Apparel / Topwear / Shirts"])
     assert tax.lca_distance(i, j) == 1
+
+
+def test_peers_are_scored_on_the_suites_split_and_stored(ws, monkeypatch):
+    """ws.baselines: the peers of notebook 03 / make_results, on the same test split as the suite."""
+    from semcat_kit.baselines import LogisticBaseline
+
+    peers = {"LogisticRegression": LogisticBaseline(C=1.0)}
+    df = ws.baselines(peers, seeds=[0, 1, 2], crm_for=["LogisticRegression", "not a peer"], progress=False)
+    assert list(df.index) == ["LogisticRegression", "LogisticRegression + CRM"]
+    # the same numbers as a LogisticRegression fitted on the train part and scored on the test part
+    (tr, ytr), (te, yte) = ws.part("train"), ws.part("test")
+    lr = LogisticBaseline(C=1.0).fit(tr, ytr, taxonomy=ws.taxonomy())
+    want = sk.evaluate(lr.predict_proba(te), yte, ws.taxonomy(), neighbors=ws.neighbors())
+    assert df.loc["LogisticRegression", "top1_mean"] == pytest.approx(want["top1"])
+    assert df.loc["LogisticRegression", "hdist@5_mean"] == pytest.approx(want["hdist@5"])
+
+    def boom(*a, **k):
+        raise AssertionError("peers refitted although a stored result exists")
+    monkeypatch.setattr(comparison, "compare", boom)
+    again = ws.baselines(peers, seeds=[0, 1, 2], crm_for=["LogisticRegression"], progress=False)
+    pd.testing.assert_frame_equal(again, df)
+    with pytest.raises(ValueError, match="unknown peers \\['LR'\\].*LogisticRegression"):
+        ws.baselines(["LR"])
+    with pytest.raises(ValueError, match="no peers"):
+        ws.baselines([])
