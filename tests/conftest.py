@@ -60,10 +60,11 @@ class NotebookRun:
     """The tutorial notebooks executed with the test parameters (a short training) into one reports
     folder and one work dir, each notebook at most once per session.
 
-    ``ensure(["05", "06"])`` runs those of the named notebooks not run yet, in notebook order, with
-    HTML reports, and returns the reports folder. tests/test_notebooks.py runs all seven (in order,
-    fresh kernels); tests/test_browser.py, collected after it (see ``pytest_collection_modifyitems``),
-    then reuses their executed notebooks, reports and work dir instead of training again.
+    ``ensure()`` (or ``ensure(["05", "06"])``) runs those of the named notebooks not run yet, in
+    notebook order, with HTML reports, and returns the reports folder; ``records`` names those run.
+    tests/test_notebooks.py runs all seven (in order, fresh kernels); tests/test_browser.py, collected
+    after it (see ``pytest_collection_modifyitems``), reuses the executed 05 and 06, their reports and
+    the work dir when they are in ``records`` instead of running the notebooks again.
     """
 
     PARAMS = {"epochs": 2}
