@@ -267,7 +267,7 @@ def _run_all(page, base: str, token: str, name: str, timeout_s: int = 600) -> No
         _shot(page, f"lab-{name[:2]}-did-not-finish-{attempt}")
         if how == "timeout" or attempt == 1:
             raise AssertionError(f"{name}: cells did not all run ({how}; prompts {prompts}; dialogs: {DIALOGS})")
-        # stuck (seen once in 8 runs: the kernel was started twice at once, only the first cell ran):
+        # stuck (seen once in six runs: the kernel was started twice at once, only the first cell ran):
         # run all again, on the kernel the page has now
         print(f"[browser] {name}: Run All stuck (prompts {prompts}); running all cells again")
         _kernel_dialog(page)
