@@ -526,6 +526,10 @@ def _offline_page(chromium):
 def test_report_works_offline(built, chromium, name):
     html = built["reports"] / name.replace(".ipynb", ".html")
     assert (built["reports"] / "_static" / "plotly.min.js").is_file()
+    if name == NB06 and not (built["reports"] / "_static" / "html-manager" / "embed.js").is_file() \
+            and shutil.which("npm") is None:
+        pytest.skip("no npm on this machine: the reports load the widget manager from a CDN, so the widgets of an "
+                    "offline report cannot be checked here (apt-get install npm; .ci/run does)")
     assert name == NB05 or (built["reports"] / "_static" / "html-manager" / "embed.js").is_file(), \
         "the reports were built without a local widget manager (npm missing or `npm pack` failed: " \
         "see scripts/run_notebooks.py); .ci/run installs npm"
