@@ -136,6 +136,9 @@ def test_notebooks_run_on_the_readme_own_catalog_text_only_with_unlabelled_rows(
     texts = _check_ran(tmp_path / "reports")
     assert "690 without a category" in texts["01_taxonomy_and_label_graph"]
     assert "690 products without a usable category" in texts["07_export_and_predict"]
+    import pandas as pd   # ... and every one of them categorized, in the file notebook 7 writes
+    preds = pd.read_csv(tmp_path / "work" / "unlabelled_predictions.csv")
+    assert len(preds) == 690 and preds["pred_1"].notna().all() and preds["item_id"].is_unique
     assert "image: not used" in texts["02_encode_catalog"]          # text only
 
 
