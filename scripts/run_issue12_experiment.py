@@ -130,14 +130,17 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
             "tree α=0.1": sk.TrainConfig(smoothing="tree", k=20, alpha=0.1, **H),
             "tree α=0.3": sk.TrainConfig(smoothing="tree", k=20, alpha=0.3, **H),
             "tree α=0.5": sk.TrainConfig(smoothing="tree", k=20, alpha=0.5, **H),
+            "tree α=0.3, focal α inverse": sk.TrainConfig(smoothing="tree", k=20, alpha=0.3, focal_alpha="inverse", **H),
             "semantic α=0.1": sk.TrainConfig(smoothing="semantic", k=20, alpha=0.1, **H),
             "binary codes": sk.TrainConfig(label_repr="codes", **H),
             **({"tuned": tuned_cfg} if tuned_cfg is not None else {})}
     if only:                   # a subset of the semcat rows (one-hot and the peers always run)
         cfgs = {k: v for k, v in cfgs.items() if k in peers or k == "one-hot" or k in only or k == "tuned"}
     else:
-        cfgs.pop("tree α=0.5")   # measured separately (--only)
-    crm = [c for c in ["LogisticRegression", "one-hot", "tree α=0.1", "tree α=0.3", "tree α=0.5", "semantic α=0.1",
+        for extra in ("tree α=0.5", "tree α=0.3, focal α inverse"):   # measured separately (--only)
+            cfgs.pop(extra)
+    crm = [c for c in ["LogisticRegression", "one-hot", "tree α=0.1", "tree α=0.3", "tree α=0.5",
+                       "tree α=0.3, focal α inverse", "semantic α=0.1",
                        "binary codes", "tuned"] if c in cfgs]
     kw = dict(train=tr, val=va, test=te, taxonomy=tax, seeds=seeds, progress=False, allow_unseen_val_classes=True)
     t0 = time.perf_counter()
