@@ -6,8 +6,14 @@ In one run, on the same synthetic keys (BLAKE2b of item ids) and vectors (unit G
     file every 16 flushes);
   * open: new = read manifest, verify checksums, memory-map; old = load every shard into RAM and
     build a per-key Python dict;
-  * lookup of all N keys (shuffled) + 1% absent keys: new = vectorised searchsorted + gather from
-    the memory map; old = per-key dict loop. Also the index-only part (found + position);
+  * lookup of all N keys (shuffled) + 1% absent keys, measured three ways:
+    (a) lookup as each path's consumer gets it: new = ``locate`` (vectorised searchsorted ->
+        a ``StoreRows`` view of positions, what ``Embeddings`` and training use); old = its
+        ``get`` (per-key dict loop copying each vector into an (n, d) array). Also the old
+        dict loop alone (no copy);
+    (b) the full materialisation: new = ``locate`` + gather of all n x d floats from the map;
+    (c) a training-like pass: shuffled batches of ``--batch`` rows read as float32 arrays
+        (old: fancy index of its in-memory result; new: the view gathers from the map);
   * storage format: Arrow IPC (memory-mapped, what the store uses) vs Parquet (decoded into
     private memory) on the same rows;
   * float16 vs float32 shards: size, lookup time, and agreement of 10-nearest-neighbour sets on
@@ -16,6 +22,7 @@ Peak private memory per stage comes from RssAnon (/proc/self/status) sampled eve
 (memory-mapped store pages are page cache, reported apart as RssFile).
 
 Usage: python bench/bench_store.py [--n 1000000] [--dim 384] [--old-build-max 250000] [--no-knn]
+       [--batch 1024] [--json out.json]
 """
 from __future__ import annotations
 
@@ -212,6 +219,10 @@ def main() -> None:
                          "lookups) instead of timing its build loop, which rewrites everything every 16 flushes")
     ap.add_argument("--no-knn", action="store_true", help="skip the float16 kNN check (needs MiniLM)")
     ap.add_argument("--fmt-n", type=int, default=200_000, help="rows for the Arrow-vs-Parquet comparison")
+    ap.add_argument("--batch", type=int, default=1024, help="rows per batch of the training-like pass (c)")
+    ap.add_argument("--json", default=None, help="also write the measured figures to this JSON file")
+    ap.add_argument("--write-doc", action="store_true",
+                    help="record the figures in docs/scale_measured.json and re-render docs/scale.md")
     args = ap.parse_args()
     n, dim = args.n, args.dim
     root = Path(tempfile.mkdtemp(prefix="bench_store_"))
@@ -244,34 +255,41 @@ def main() -> None:
         rng = np.random.default_rng(0)
         perm = rng.permutation(n)
         absent = [content_key(f"absent-{i}") for i in range(max(1, n // 100))]
+        from semcat_kit.store import as_keys
+
+        # the same query keys in each path's input form, created in query order (as a caller
+        # would): old = a list of 16-byte strings (its API), new = an (n, 16) uint8 array (what
+        # content_keys / Embeddings hold)
         all_keys = keys_for(0, n)
-        q_list = [all_keys[i] for i in perm] + absent
+        q_arr = np.concatenate([as_keys([all_keys[i] for i in perm]), as_keys(absent)])
         del all_keys
+        flat = q_arr.tobytes()
+        q_list = [flat[i:i + 16] for i in range(0, len(flat), 16)]
+        del flat
         rss0 = mem("RssAnon")
 
         # ------------------------------------------------------- open + lookup, new store first
         import semcat_kit.store as store_mod
-        from semcat_kit.store import _search, _split, as_keys
 
         store_mod._VERIFIED.clear()  # verify every shard's checksum from disk, as a new process would
         with Peak() as o_new:
             new = VectorStore(root / "new", dim)
+        # (a) lookup, as each path's consumer receives it: new = positions (a StoreRows view on the
+        #     memory-mapped shards, what Embeddings / training use); old = its get(), the per-key
+        #     dict loop copying every vector into an (n, d) array (the only thing it could return)
         with Peak() as l_new:
-            found_n, vec_n = new.get(q_list)
+            view = new.locate(q_arr)
+        found_n = view.found
+        with Peak() as l_new_list:        # the same from the list of bytes (+ list -> array)
+            view_l = new.locate(q_list)
+        assert np.array_equal(view_l.found, found_n)
+        del view_l
+        # (b) full materialisation of the view: every vector copied into private memory
+        with Peak() as g_new:
+            vec_n = np.asarray(view)
         digest_n = hashlib.sha256(vec_n.tobytes()).hexdigest()
         del vec_n
-        t = time.perf_counter()   # the index part of get(): keys -> sorted 64-bit prefixes -> searchsorted
-        qk = as_keys(q_list)
-        qhi, qlo = _split(qk)
-        order = np.argsort(qhi, kind="stable")
-        qhi, qlo = qhi[order], qlo[order]
-        todo = np.arange(len(qk))
-        for sh in sorted(new._shards.values(), key=len, reverse=True):
-            pos = _search(sh.hi, sh.lo, qhi[todo], qlo[todo])
-            todo = todo[pos < 0]
-        t_idx_new = time.perf_counter() - t
         print(f"RssFile after new lookups {mem('RssFile'):.0f} MB (memory-mapped shards: page cache the OS can drop)")
-        del new, qk, qhi, qlo, order, todo
         with Peak() as o_old:
             old = OldVectorCache(root / "old", dim)
             old._load_index()
@@ -279,24 +297,58 @@ def main() -> None:
             found_o, vec_o = old.get(q_list)
         assert np.array_equal(found_n, found_o) and found_n.sum() == n
         assert hashlib.sha256(vec_o.tobytes()).hexdigest() == digest_n, "old and new paths returned other vectors"
-        del vec_o
         t = time.perf_counter()
         idx = old._index
         _ = [idx.get(k) for k in q_list]
         t_idx_old = time.perf_counter() - t
+        del _, idx, old       # keep only its (n, d) result for the pass: bounds this bench's memory
+
+        # (c) a training-like pass over the looked-up rows: shuffled batches of --batch rows, each
+        #     read as a float32 (batch, d) array. old: fancy-indexing its in-memory result;
+        #     new: the view gathers the batch's rows from the memory map
+        nq = len(q_list)
+        batches = np.array_split(np.random.default_rng(1).permutation(nq), max(1, nq // args.batch))
+        chk_o = chk_n = 0.0
+        with Peak() as p_old:
+            for bi in batches:
+                chk_o += float(vec_o[np.sort(bi)][:, 0].sum())
+        with Peak() as p_new:
+            for bi in batches:
+                chk_n += float(view[np.sort(bi)][:, 0].sum())
+        assert abs(chk_o - chk_n) < 1e-6 * max(1.0, abs(chk_o)), (chk_o, chk_n)
+        del vec_o
         print(f"open            : new {o_new.seconds:6.2f} s (sha256 verify + mmap; peak_rss_mb: open_new {o_new.peak:.0f}) | "
               f"old {o_old.seconds:6.2f} s (load + dict; peak_rss_mb: open_old {o_old.peak:.0f})  [before: {rss0:.0f}]")
         print(f"ratio: {o_old.seconds / o_new.seconds:.2f}x  open time, old / new")
-        print(f"lookup {len(q_list):,} keys: new {l_new.seconds:6.2f} s ({len(q_list) / l_new.seconds / 1e6:.2f} M keys/s, "
-              f"peak_rss_mb: lookup_new {l_new.peak:.0f}) | old {l_old.seconds:6.2f} s "
-              f"({len(q_list) / l_old.seconds / 1e6:.2f} M keys/s, peak_rss_mb: lookup_old {l_old.peak:.0f})")
-        print(f"ratio: {l_old.seconds / l_new.seconds:.2f}x  lookup of {len(q_list):,} keys incl. vectors, old per-key "
-              "loop / new vectorised (goal >= 10x)")
-        print(f"ratio: {(o_old.seconds + l_old.seconds) / (o_new.seconds + l_new.seconds):.2f}x  open + lookup (what "
-              "every encode_catalog call does), old / new")
-        print(f"index only      : new {t_idx_new:6.2f} s | old {t_idx_old:6.2f} s (dict.get loop)")
-        print(f"ratio: {t_idx_old / t_idx_new:.2f}x  key index only (found + position), old / new")
-        del old, q_list
+        print(f"(a) lookup {nq:,} keys -> what the consumer gets: new locate {l_new.seconds:6.3f} s "
+              f"({nq / l_new.seconds / 1e6:.2f} M keys/s, positions view, peak_rss_mb: lookup_new {l_new.peak:.0f}) | "
+              f"old get {l_old.seconds:6.2f} s ({nq / l_old.seconds / 1e6:.2f} M keys/s, dict loop + (n, d) copy, "
+              f"peak_rss_mb: lookup_old {l_old.peak:.0f})")
+        print(f"ratio: {l_old.seconds / l_new.seconds:.2f}x  (a) lookup of {nq:,} keys, old per-key get / new "
+              "vectorised locate (goal >= 10x)")
+        print(f"ratio: {l_old.seconds / l_new_list.seconds:.2f}x  (a) same, new locate given the list of bytes "
+              f"({l_new_list.seconds:.3f} s incl. list -> array)")
+        print(f"ratio: {t_idx_old / l_new.seconds:.2f}x  (a') key index only, old dict.get loop ({t_idx_old:.3f} s, "
+              "no vector copy) / new locate")
+        print(f"(b) materialise all {nq:,} x {dim} vectors: new gather {g_new.seconds:6.2f} s "
+              f"(peak_rss_mb: gather_new {g_new.peak:.0f}); locate + gather {l_new.seconds + g_new.seconds:6.2f} s")
+        print(f"ratio: {l_old.seconds / (l_new.seconds + g_new.seconds):.2f}x  (b) lookup incl. a full (n, d) copy, "
+              "old get / new locate + gather")
+        print(f"ratio: {(o_old.seconds + l_old.seconds) / (o_new.seconds + l_new.seconds + g_new.seconds):.2f}x  "
+              "(b') open + lookup + full copy, old / new")
+        print(f"(c) training-like pass, {len(batches)} shuffled batches of ~{args.batch}: old in-memory fancy index "
+              f"{p_old.seconds:6.2f} s ({p_old.seconds / len(batches) * 1e3:.2f} ms/batch) | new view gather "
+              f"{p_new.seconds:6.2f} s ({p_new.seconds / len(batches) * 1e3:.2f} ms/batch, peak_rss_mb: pass_new "
+              f"{p_new.peak:.0f})")
+        print(f"ratio: {p_old.seconds / p_new.seconds:.2f}x  (c) per-batch access, old in-memory rows / new view "
+              "(below 1: reading from the memory map costs more per batch)")
+        print(f"ratio: {(l_old.seconds + p_old.seconds) / (l_new.seconds + p_new.seconds):.2f}x  (c') lookup + one "
+              "pass, old / new")
+        res = {"n": n, "dim": dim, "open_new_s": o_new.seconds, "open_old_s": o_old.seconds,
+               "lookup_new_s": l_new.seconds, "lookup_new_list_s": l_new_list.seconds, "lookup_old_s": l_old.seconds, "gather_new_s": g_new.seconds,
+               "index_old_s": t_idx_old, "pass_new_s": p_new.seconds, "pass_old_s": p_old.seconds,
+               "batches": len(batches), "lookup_new_rss_mb": l_new.peak, "lookup_old_rss_mb": l_old.peak}
+        del q_list, q_arr, view
 
         # --------------------------------------------------------------- Arrow IPC vs Parquet
         import pyarrow as pa
@@ -335,21 +387,45 @@ def main() -> None:
         build(s32, m16, dim)
         build(s16, m16, dim)
         q = keys_for(0, m16)
-        t = time.perf_counter()
-        _, a32 = s32.get(q)
-        t32 = time.perf_counter() - t
-        t = time.perf_counter()
-        _, a16 = s16.get(q)
-        t16 = time.perf_counter() - t
+        bq = np.array_split(np.random.default_rng(2).permutation(m16), max(1, m16 // args.batch))
+
+        def timed(st):
+            t0 = time.perf_counter()
+            v = st.locate(q)
+            t1 = time.perf_counter()
+            full = np.asarray(v)
+            t2 = time.perf_counter()
+            for bi in bq:
+                v[np.sort(bi)]
+            t3 = time.perf_counter()
+            return full, t1 - t0, t2 - t1, t3 - t2
+
+        a32, loc32, gat32, pass32 = timed(s32)
+        a16, loc16, gat16, pass16 = timed(s16)
         err = float(np.abs(a32 - a16).max())
-        print(f"float16 vs float32 ({m16:,} rows): size {dir_mb(root / 'f16'):.0f} vs {dir_mb(root / 'f32'):.0f} MB, "
-              f"lookup {t16:.2f} vs {t32:.2f} s, max |error| {err:.1e}")
-        print(f"ratio: {dir_mb(root / 'f32') / dir_mb(root / 'f16'):.2f}x  store size, float32 / float16")
+        size16, size32 = dir_mb(root / "f16"), dir_mb(root / "f32")
+        print(f"float16 vs float32 ({m16:,} rows): size {size16:.0f} vs {size32:.0f} MB, locate {loc16:.3f} vs "
+              f"{loc32:.3f} s, full gather {gat16:.2f} vs {gat32:.2f} s, pass of {len(bq)} batches {pass16:.2f} vs "
+              f"{pass32:.2f} s, max |error| {err:.1e}")
+        print(f"ratio: {size32 / size16:.2f}x  store size, float32 / float16")
+        print(f"ratio: {pass32 / pass16:.2f}x  per-batch access (warm page cache), float32 / float16")
+        res.update(f16_rows=m16, f16_mb=size16, f32_mb=size32, f16_pass_s=pass16, f32_pass_s=pass32,
+                   f16_gather_s=gat16, f32_gather_s=gat32, f16_max_err=err)
         if not args.no_knn:
             r = knn_agreement(dim)
             if r is not None:
                 print(f"float16 kNN on {r[2]} real MiniLM title vectors: 10-NN overlap {r[0]:.4f}, "
                       f"top-1 agreement {r[1]:.4f} (vs float32)")
+                res.update(f16_knn_overlap=r[0], f16_top1_agreement=r[1], f16_knn_n=r[2])
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1), encoding="utf-8")
+        if args.write_doc:
+            sys.path.insert(0, str(ROOT / "bench"))
+            import scale_doc
+
+            res["load"] = round(os.getloadavg()[0], 1)
+            scale_doc.record("bench_store", res)
+            print(f"wrote {scale_doc.JSON_PATH} and {scale_doc.DOC_PATH}")
         print("peak_rss_mb: process " + json.dumps({"VmHWM": mem("VmHWM"), "RssAnon_now": mem("RssAnon")}))
     finally:
         shutil.rmtree(root, ignore_errors=True)

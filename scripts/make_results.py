@@ -4,7 +4,8 @@ Trains the built-in comparison suite (``sk.default_suite``) on a catalog through
 :class:`~semcat_kit.Workspace` the notebooks use, and writes one section per catalog into
 ``docs/results.md`` (the table, the catalog's size, the settings and the measured time). The
 section named ``tutorial`` is also copied into README.md between the ``results:start`` /
-``results:end`` markers, so the README shows exactly what the command wrote::
+``results:end`` markers (any other section ``name`` between ``results:<name>:start`` / ``:end``
+markers, where the README has them), so the README shows exactly what the command wrote::
 
     python scripts/make_results.py                                   # the bundled tutorial (make results)
     python scripts/make_results.py --name myntra-full --catalog ../shared/data/myntra-fashion
@@ -32,14 +33,20 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 HEADER = ("# Results\n\nWritten by `scripts/make_results.py` (`make results`); do not edit by hand. "
           "Each section: the built-in comparison suite (`sk.default_suite`) trained through the notebooks' "
           "Workspace, mean ± std over seeds on the test split; the `+ CRM` row re-decodes the best "
-          "configuration's runs.\n")
+          "configuration's runs. The last rows are the peers a user would pick instead (`sk.baseline_suite`: "
+          "LogisticRegression with C chosen on the validation split, the same + CRM, hiclass's logistic "
+          "regression per parent node), fitted on the same embeddings and split.\n")
+
+
+#: The peers of every table (``sk.baseline_suite``): fitted on the same embeddings and split.
+BASELINE_ROWS = ["LogisticRegression", "LogisticRegression + CRM", "hiclass LCPPN"]
 
 
 def expected_rows(k: int = 20) -> list[str]:
-    """Row names a results table has: the suite's configurations, then one ``+ CRM`` row."""
+    """Row names a results table has: the suite's configurations, one ``+ CRM`` row, then the peers."""
     import semcat_kit as sk
 
-    return list(sk.default_suite(k=k)) + ["+ CRM"]
+    return list(sk.default_suite(k=k)) + ["+ CRM"] + BASELINE_ROWS
 
 
 def table_shape(md: str) -> tuple[list[str], list[str]]:
@@ -57,8 +64,13 @@ def sections(text: str) -> dict[str, str]:
 
 
 def measure(name: str, catalog: str, catalog_options: dict, text_encoder, image_encoder, epochs: int,
-            seeds: list[int], work_dir: Path, device: str = "auto") -> str:
-    """Train the suite and return the markdown body of one results section."""
+            seeds: list[int], work_dir: Path, device: str = "auto", reuse: bool = False,
+            notebook_timings: Path | None = None) -> str:
+    """Train the suite and the peers and return the markdown body of one results section.
+
+    ``reuse``: take the suite and peers already trained in ``work_dir`` with the same data, settings
+    and seeds (e.g. by ``scripts/run_notebooks.py``, whose ``timings.json`` is then quoted).
+    """
     import semcat_kit as sk
 
     t0 = time.perf_counter()
@@ -69,21 +81,84 @@ def measure(name: str, catalog: str, catalog_options: dict, text_encoder, image_
     t_enc = time.perf_counter() - t0
     stats = ws.embeddings().meta.get("stats", {})
     n_enc = sum(v for k, v in stats.items() if k.endswith("_encoded") and isinstance(v, int))
-    res = ws.suite(sk.default_suite(epochs=epochs, k=ws.k, device=device), seeds=seeds, retrain=True)
+    stored = lambda: {p for sub in ("suites", "baselines") for p in (work_dir / sub).glob("*")}  # noqa: E731
+    before = stored()
+    res = ws.suite(sk.default_suite(epochs=epochs, k=ws.k, device=device), seeds=seeds, retrain=not reuse)
+    t_suite = time.perf_counter() - t0 - t_enc
+    base = ws.baselines(seeds=seeds, retrain=not reuse)
     total = time.perf_counter() - t0
     sp = ws.split()
-    table = sk.format_table(res.summary, metrics=METRICS)
-    table = "\n".join(re.sub(r"^\| .+ \+ CRM \|", "| + CRM |", l) if " + CRM |" in l else l
-                      for l in table.splitlines())
+    import pandas as pd
+
     crm = [n for n in res.summary.index if str(n).endswith("+ CRM")]
+    both = pd.concat([res.summary.rename(index={n: "+ CRM" for n in crm}), base])
+    table = sk.format_table(both, metrics=METRICS)
+    cfg0 = json.loads((res.folder / "spec.json").read_text())["configs"][res.names[0]]
+    if reuse and stored() - before:
+        reuse = False     # nothing (or not everything) was stored: trained now, timed as such
+    if reuse:
+        timing = (f"Measured time: reused the suite and baselines trained in `{work_dir}` "
+                  + (f"by the notebook run ({_notebook_times(notebook_timings)})" if notebook_timings else
+                     "by an earlier run") + f"; this command took {_fmt(total)} on this machine ({_cpu()}).")
+    else:
+        timing = (f"Measured time: {_fmt(total)} in all ({_fmt(t_enc)} reading and encoding the catalog, "
+                  f"{n_enc:,} inputs encoded, the rest read from the cache; {_fmt(t_suite)} training the suite; "
+                  f"{_fmt(total - t_enc - t_suite)} fitting the peers), on this machine ({_cpu()}).")
     encoders = " + ".join(e for e in (text_encoder, image_encoder) if e)
     return (f"Catalog `{catalog}`: {s['products']:,} products ({s['unlabelled']:,} without a category), "
             f"{s['classes_with_products']:,} classes with products; split {len(sp.train):,} train / "
-            f"{len(sp.val):,} val / {len(sp.test):,} test. Encoders: {encoders}. {epochs} epochs (early "
-            f"stopping on validation top-1), seeds {seeds}. `+ CRM` = {crm[0][:-6] if crm else '-'} re-decoded.\n\n"
-            f"{table}\n\nMeasured time: {_fmt(total)} in all ({_fmt(t_enc)} reading and encoding the catalog, "
-            f"{n_enc:,} inputs encoded, the rest read from the cache), "
-            f"on this machine ({_cpu()}).")
+            f"{len(sp.val):,} val / {len(sp.test):,} test. Encoders: {encoders}. {_budget(cfg0, len(sp.train))}, "
+            f"seeds {seeds}. `+ CRM` = {crm[0][:-6] if crm else '-'} re-decoded.\n\n"
+            f"{table}\n\n{reading(both)}\n\n{timing}")
+
+
+def _budget(cfg: dict, n_train: int) -> str:
+    """How long each head trained, from its stored configuration."""
+    import semcat_kit as sk
+
+    epochs = sk.TrainConfig.from_dict(cfg).epochs_for(n_train)
+    stop = (f"early stopping on {cfg['early_stopping']} (patience {cfg['patience']})" if cfg.get("early_stopping")
+            else "no early stopping")
+    return f"{epochs} epochs of batch {cfg['batch_size']}" + (
+        f" (at least {cfg['min_steps']} steps)" if cfg.get("min_steps") else "") + f", {stop}"
+
+
+def reading(df) -> str:
+    """What the table says, computed from it: the best head against the peers and against one-hot.
+
+    Sentences, not judgements: top-1 / macro-F1 of the best head beside LogisticRegression, and the
+    lowest hdist@5 and mistake severity relative to the one-hot head, with the seed noise to read
+    them against.
+    """
+    peers = set(BASELINE_ROWS)
+    heads = df.loc[[n for n in df.index if n not in peers]]
+    out = []
+    if "LogisticRegression" in df.index:
+        lr = df.loc["LogisticRegression"]
+        for m in ("top1", "macro_f1"):
+            best = heads[f"{m}_mean"].idxmax()
+            d = 100 * (heads.loc[best, f"{m}_mean"] - lr[f"{m}_mean"])
+            out.append(f"best head {m} {heads.loc[best, f'{m}_mean']:.3f} (`{best}`) vs LogisticRegression "
+                       f"{lr[f'{m}_mean']:.3f} ({d:+.1f} pt)")
+    if "one-hot" in df.index:
+        oh = df.loc["one-hot"]
+        for m in ("hdist@5", "mistake_severity"):
+            best = df[f"{m}_mean"].idxmin()
+            rel = 100 * (df.loc[best, f"{m}_mean"] / oh[f"{m}_mean"] - 1)
+            out.append(f"lowest {m} {df.loc[best, f'{m}_mean']:.3f} (`{best}`), {rel:+.0f}% vs one-hot")
+    noise = heads["top1_std"].max()
+    out.append(f"top-1 varies by up to {noise:.3f} (std) between seeds: smaller differences are noise")
+    return "Reading (computed from the table): " + "; ".join(out) + "."
+
+
+def _notebook_times(path: Path) -> str:
+    rec = json.loads(Path(path).read_text())
+    recs = rec["notebooks"]
+    total = sum(r["seconds"] for r in recs)
+    params = ", ".join(f"{k}={v}" for k, v in rec.get("params", {}).items())
+    each = ", ".join(f"{r['notebook'][:2]} {_fmt(r['seconds'])}" for r in recs)
+    return (f"`scripts/run_notebooks.py` with {params or 'the default parameters'}: all {len(recs)} notebooks in "
+            f"{_fmt(total)} ({each}); load average at the end {rec['load_avg'][0]:.1f} on {rec['cpu_count']} cores")
 
 
 def _fmt(sec: float) -> str:
@@ -108,12 +183,20 @@ def write(name: str, body: str, results: Path = RESULTS, readme: Path = README) 
     old[name] = body
     text = HEADER + "".join(f"\n## {n}\n\n{b}\n" for n, b in old.items())
     atomic_write_text(results, text)
-    if "tutorial" in old and readme.is_file():
+    if readme.is_file():
         r = readme.read_text(encoding="utf-8")
-        if START in r and END in r:
-            pre, rest = r.split(START, 1)
-            _, post = rest.split(END, 1)
-            atomic_write_text(readme, f"{pre}{START}\n{old['tutorial']}\n{END}{post}")
+        for n, body in old.items():
+            start, end = markers(n)
+            if start in r and end in r:
+                pre, rest = r.split(start, 1)
+                _, post = rest.split(end, 1)
+                r = f"{pre}{start}\n{body}\n{end}{post}"
+        atomic_write_text(readme, r)
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The README markers between which section ``name`` is copied (the tutorial's are the plain ones)."""
+    return (START, END) if name == "tutorial" else (f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->")
 
 
 def main(argv=None) -> int:
@@ -123,14 +206,33 @@ def main(argv=None) -> int:
     ap.add_argument("--catalog-options", default="{}", help="JSON column mapping for a file catalog")
     ap.add_argument("--text-encoder", default="minilm")
     ap.add_argument("--image-encoder", default="efficientnet-lite0", help="'none' for text only")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="fix every head's budget (default: the data-aware budget, as the notebooks)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--work-dir", default=str(ROOT / "work"))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--reuse", action="store_true",
+                    help="reuse the suite and peers already trained in --work-dir (same data, settings, seeds)")
+    ap.add_argument("--notebook-run", help="folder of a scripts/run_notebooks.py run whose work dir to reuse and "
+                    "whose timings.json to quote (implies --reuse and --work-dir <folder>/work)")
     a = ap.parse_args(argv)
+    timings = None
+    if a.notebook_run:
+        a.reuse, a.work_dir = True, str(Path(a.notebook_run) / "work")
+        timings = Path(a.notebook_run) / "timings.json"
+        if not timings.is_file():
+            raise SystemExit(f"{timings} is missing: is {a.notebook_run} a finished run_notebooks.py --out folder?")
+        run_params = json.loads(timings.read_text()).get("params", {})   # the run's -p values win
+        for key, attr in (("catalog", "catalog"), ("text_encoder", "text_encoder"),
+                          ("image_encoder", "image_encoder"), ("epochs", "epochs"), ("seeds", "seeds"),
+                          ("device", "device")):
+            if key in run_params:
+                setattr(a, attr, "none" if run_params[key] is None else run_params[key])
+        if "catalog_options" in run_params:
+            a.catalog_options = json.dumps(run_params["catalog_options"])
     none = lambda v: None if str(v).lower() in ("none", "null", "") else v  # noqa: E731
     body = measure(a.name, a.catalog, json.loads(a.catalog_options), none(a.text_encoder), none(a.image_encoder),
-                   a.epochs, a.seeds, Path(a.work_dir), a.device)
+                   a.epochs, a.seeds, Path(a.work_dir), a.device, reuse=a.reuse, notebook_timings=timings)
     write(a.name, body)
     print(f"## {a.name}\n\n{body}")
     return 0

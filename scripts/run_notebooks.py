@@ -194,9 +194,12 @@ def run(out: Path, params: dict, only: list[str] | None = None, html: bool = Tru
         dt = time.perf_counter() - t0
         records.append({"notebook": nb.name, "seconds": round(dt, 1)})
         print(f"[run_notebooks] {nb.name} done in {dt:.1f} s", flush=True)
+        # after every notebook, so a long run that is stopped keeps the times of what it finished
+        atomic_write_text(out / "timings.json", json.dumps(
+            {"params": {k: v for k, v in params.items() if k != "work_dir"}, "load_avg": os.getloadavg(),
+             "cpu_count": os.cpu_count(), "notebooks": records}, indent=1, default=str))
     total = sum(r["seconds"] for r in records)
     print(f"[run_notebooks] all {len(records)} notebooks in {total:.1f} s -> {out}", flush=True)
-    (out / "timings.json").write_text(json.dumps(records, indent=1))
     return records
 
 

@@ -210,11 +210,17 @@ class LogisticBaseline(Baseline):
     def _fit(self, X, y, Xv, yv, seed):
         C = self.C
         if C == "val" and Xv is not None:
+            # each grid fit is what a user's plain LogisticRegression(C) gives (cold start: a
+            # warm-started path stops at other points of these ill-conditioned problems); the chosen
+            # fit is kept (it is fitted on the training split only) instead of being refitted
+            fitted = {}
             for c in self.Cs:
-                m = _fit_quiet(_logreg(c, seed, self.max_iter), X, y)
+                m = fitted[c] = _fit_quiet(_logreg(c, seed, self.max_iter), X, y)
                 self.selection_[c] = float((m.predict(Xv) == yv).mean())
             best = max(self.selection_.values())
-            C = min(c for c, v in self.selection_.items() if v == best)
+            self.C_ = float(min(c for c, v in self.selection_.items() if v == best))
+            self.model_ = fitted[self.C_]
+            return
         elif C == "val":
             from sklearn.linear_model import LogisticRegressionCV
 

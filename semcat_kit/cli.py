@@ -534,7 +534,8 @@ def _cmd_predict(args) -> int:
     _IMAGE_INDEX.clear()
     chunks = _product_chunks(args, args.chunk_size)
     first = next(chunks)            # bad input (file, columns, ids of the first chunk) fails before loading
-    pred = Predictor.load(args.model, device=args.device, backend=args.backend)
+    pred = Predictor.load(args.model, device=args.device, backend=args.backend,
+                          expected_sha256=args.expected_sha256)
 
     def products():
         yield first
@@ -684,6 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnx", "torchscript"),
                    help="what runs the head (default torch)")
+    p.add_argument("--expected-sha256", metavar="HEX", help="sha256 of the head's config.json given by its author "
+                   "(`sha256sum DIR/config.json`); the head is refused unless it matches, and every file it "
+                   "lists is then checked against the checksums recorded there (recommended with "
+                   "--backend torchscript, which runs code from the folder)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="N",
                    help=f"products read, encoded and scored at a time; memory grows with it, not with the "
                         f"input size (default {DEFAULT_CHUNK_SIZE}); the output does not depend on it")

@@ -463,8 +463,9 @@ def as_embedding_table(emb: Any, what: str = "emb", lazy: bool | None = None, em
     if text is None and image is None:
         raise ValueError(f"{what} has neither text nor image embeddings")
     if lazy is None:
-        lazy = any(isinstance(x, np.memmap) or (x is not None and not torch.is_tensor(x) and hasattr(x, "shape")
-                                                 and int(np.prod(x.shape)) > LAZY_ELEMENTS) for x in (text, image))
+        lazy = any(isinstance(x, np.memmap) or getattr(x, "lazy", False)    # a store view (StoreRows)
+                   or (x is not None and not torch.is_tensor(x) and hasattr(x, "shape")
+                       and int(np.prod(x.shape)) > LAZY_ELEMENTS) for x in (text, image))
     if lazy:
         return _check_empty(_lazy_table(text, image, tmask, imask, ids, what), what, empty)
     arrays = {}

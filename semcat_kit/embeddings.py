@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from ._io import atomic_dir, atomic_path
-from .store import KEY_BYTES, VectorStore, _write_probe, as_keys, content_key, content_keys
+from .store import KEY_BYTES, StoreRows, VectorStore, _write_probe, as_keys, content_key, content_keys
 from .encoders import Encoder
 from .images import DEFAULT_MAX_PIXELS, ImageError, image_digest, load_image, read_image_bytes
 
@@ -52,6 +52,10 @@ class Embeddings:
     ----------
     item_ids : numpy.ndarray of str, (N,)
     text : float32 (N, dt) or None
+        An array, a memory-mapped ``.npy`` (``Embeddings.load(folder)``) or a
+        :class:`~semcat_kit.store.StoreRows` view on the embedding store (``encode_catalog`` at
+        scale): then nothing is read until rows are used (``take`` gives another view,
+        ``np.asarray(emb.text)`` materialises).
     image : float32 (N, di) or None
     text_mask, image_mask : bool (N,)
         False where the modality is unusable (its row is zeros) or no encoder was given.
@@ -75,8 +79,8 @@ class Embeddings:
         for name in ("text", "image"):
             m = getattr(self, name)
             if m is not None:
-                if not (isinstance(m, np.ndarray) and m.dtype == np.float32):
-                    m = np.asarray(m, dtype=np.float32)  # a float32 np.memmap stays one (lazy training)
+                if not (isinstance(m, StoreRows) or (isinstance(m, np.ndarray) and m.dtype == np.float32)):
+                    m = np.asarray(m, dtype=np.float32)  # a float32 np.memmap / store view stays one (lazy)
                 if m.ndim != 2 or m.shape[0] != n:
                     raise ValueError(f"Embeddings.{name} must be (N={n}, d), got {m.shape}")
                 setattr(self, name, m)
@@ -107,7 +111,8 @@ class Embeddings:
         """Rows by integer positions, a boolean mask or a slice (failures follow the rows kept).
 
         Only the selected rows are copied; a slice shares memory with this table (with a
-        memory-mapped table, nothing is read until used).
+        memory-mapped table, nothing is read until used); on a store view (``StoreRows``) the
+        result is another view: positions only, no vector is read.
         """
         if isinstance(idx, slice):
             return self._subset(idx, self.item_ids[idx])
@@ -129,8 +134,12 @@ class Embeddings:
         fails = self.failures
         if len(fails):
             fails = fails[fails["item_id"].astype(str).isin(set(ids.tolist()))].reset_index(drop=True)
-        return Embeddings(ids, None if self.text is None else self.text[idx],
-                          None if self.image is None else self.image[idx], self.text_mask[idx],
+        def sel(x):
+            if x is None:
+                return None
+            return x.take(idx) if isinstance(x, StoreRows) else x[idx]   # a view stays a view
+
+        return Embeddings(ids, sel(self.text), sel(self.image), self.text_mask[idx],
                           self.image_mask[idx], fails.copy(), json.loads(json.dumps(self.meta)))
 
     def align(self, catalog_or_ids) -> "Embeddings":
@@ -178,9 +187,9 @@ class Embeddings:
             "meta": np.array(json.dumps(self.meta)),
         }
         if self.text is not None:
-            arrays["text"] = self.text
+            arrays["text"] = np.asarray(self.text)       # a store view is materialised here (small sets)
         if self.image is not None:
-            arrays["image"] = self.image
+            arrays["image"] = np.asarray(self.image)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
@@ -195,7 +204,14 @@ class Embeddings:
             a = getattr(self, name)
             dims[name] = None if a is None else int(a.shape[1])
             if a is not None and not arrays_written:
-                np.save(folder / f"{name}.npy", a)
+                if isinstance(a, StoreRows):   # block by block: private memory bounded by a block
+                    mm = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=np.float32, shape=a.shape)
+                    for s, rows in a.blocks():
+                        mm[s:s + len(rows)] = rows
+                    mm.flush()
+                    del mm
+                else:
+                    np.save(folder / f"{name}.npy", a)
         feather.write_feather(pa.table({"item_id": pa.array(self.item_ids.tolist(), pa.string()),
                                         "text_mask": self.text_mask, "image_mask": self.image_mask}),
                               str(folder / "items.arrow"), compression="uncompressed")
@@ -393,8 +409,13 @@ def _check_catalog(catalog: pd.DataFrame, text_encoder, image_encoder) -> np.nda
     return ids
 
 
-def _encode_texts(titles: list, ids, enc: Encoder, store, out, mask, batch_size, chunk_size, progress, failures):
-    """Titles chunk by chunk: hash, look up (vectorised), encode the misses once per distinct text, store."""
+def _encode_texts(titles: list, ids, enc: Encoder, store, out, mask, batch_size, chunk_size, progress, failures,
+                  row_keys=None):
+    """Titles chunk by chunk: hash, look up (vectorised), encode the misses once per distinct text, store.
+
+    ``out`` None (a view on the store is returned): hits are only located, never read, and each
+    row's key goes to ``row_keys``.
+    """
     from tqdm.auto import tqdm
 
     n, computed = len(titles), 0
@@ -419,7 +440,9 @@ def _encode_texts(titles: list, ids, enc: Encoder, store, out, mask, batch_size,
                 keys = content_keys(texts)
                 ukeys, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
                 inv = inv.reshape(-1)
-                if store is not None:
+                if store is not None and out is None:
+                    found, uvec = store.contains(ukeys), None
+                elif store is not None:
                     found, uvec = store.get(ukeys)
                 else:
                     found, uvec = np.zeros(len(ukeys), bool), np.zeros((len(ukeys), enc.text_dim), np.float32)
@@ -428,14 +451,18 @@ def _encode_texts(titles: list, ids, enc: Encoder, store, out, mask, batch_size,
                     for s in range(0, len(miss), batch_size):
                         u = miss[s:s + batch_size]
                         v = enc.encode_texts([texts[first[j]] for j in u], batch_size=batch_size)
-                        uvec[u] = v
+                        if uvec is not None:
+                            uvec[u] = v
                         found[u] = True
                         computed += len(u)
                         if store is not None:
                             store.put(ukeys[u], v)
                 finally:  # an interrupted chunk still delivers (and stores) what it finished
                     ok = found[inv]
-                    out[rows[ok]] = uvec[inv[ok]]
+                    if out is not None:
+                        out[rows[ok]] = uvec[inv[ok]]
+                    if row_keys is not None:
+                        row_keys[rows[ok]] = ukeys[inv[ok]]
                     mask[rows[ok]] = True
             if store is not None:
                 store.flush()
@@ -444,7 +471,7 @@ def _encode_texts(titles: list, ids, enc: Encoder, store, out, mask, batch_size,
 
 
 def _encode_images(paths: list, ids, enc: Encoder, store, out, mask, batch_size, chunk_size, num_workers, progress,
-                   max_pixels, failures):
+                   max_pixels, failures, row_keys=None):
     """Images batch by batch; reading, hashing, lookup and decoding happen in the DataLoader workers."""
     from tqdm.auto import tqdm
 
@@ -484,12 +511,25 @@ def _encode_images(paths: list, ids, enc: Encoder, store, out, mask, batch_size,
                 for i in rows[inv == u]:
                     failures.append((ids[i], "image", f"{reason}: {paths[i]}"))
             ok = ok_u[inv]
-            out[rows[ok]] = uvec[inv[ok]]
+            if out is not None:
+                out[rows[ok]] = uvec[inv[ok]]
+            if row_keys is not None:
+                row_keys[rows[ok]] = ukeys[inv[ok]]
             mask[rows[ok]] = True
             if store is not None and store.pending >= chunk_size:
                 store.flush()
             bar.update(len(rows) + len(b["fails"]))
     return computed
+
+
+def _view(store: VectorStore, keys: np.ndarray, mask: np.ndarray, ids, modality: str, failures: list):
+    """The rows' vectors as a view on the store; a row whose vector went missing is reported, not zeroed silently."""
+    v = store.locate(keys, valid=mask)
+    lost = np.flatnonzero(mask & ~v.found)
+    for i in lost:   # another process removed a shard between the write and now: rare, reported
+        failures.append((ids[i], modality, f"vector missing from the store {store.root}; encode again"))
+    mask[lost] = False
+    return v
 
 
 def _probe_cache(cache_dir: Path) -> str | None:
@@ -505,7 +545,8 @@ def _probe_cache(cache_dir: Path) -> str | None:
 def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, image_encoder: Encoder | None = None,
                    cache_dir: str | os.PathLike | None = None, batch_size: int = 64, num_workers: int | None = None,
                    progress: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS, out: str | os.PathLike | None = None,
-                   chunk_size: int = 8192, store_dtype: str = "float32", store_writer: str | None = None) -> Embeddings:
+                   chunk_size: int = 8192, store_dtype: str = "float32", store_writer: str | None = None,
+                   view: bool | None = None) -> Embeddings:
     """Embed a catalog's titles and images, reusing (and filling) an on-disk embedding store.
 
     Parameters
@@ -536,6 +577,13 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
         Precision of newly written store shards (see :mod:`semcat_kit.store`).
     store_writer : str, optional
         Tag in the store's shard file names (``semcat encode`` uses the rank).
+    view : bool, optional
+        Return ``text`` / ``image`` as :class:`~semcat_kit.store.StoreRows` views on the store
+        (positions only: no ``(N, d)`` array is built; training, prediction and ``take`` read rows
+        when they need them; ``np.asarray(emb.text)`` materialises). Needs ``cache_dir``; not with
+        ``out``. Default: when ``cache_dir`` is given, ``out`` is not, and the vectors would take
+        more than :data:`semcat_kit.contracts.LAZY_ELEMENTS` floats (800 MB) in memory. Vectors the
+        store cannot write (disk full) are kept in memory and still found by the view.
 
     Returns
     -------
@@ -552,6 +600,18 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
     failures: list[tuple[str, str, str]] = []
     n = len(ids)
     stats: dict = {}
+    if view and cache_dir is None:
+        raise ValueError("encode_catalog(view=True) needs a cache_dir: the view reads its vectors from the store")
+    if view and out is not None:
+        raise ValueError("encode_catalog: give either out= (a folder of .npy files) or view=True (a view on the "
+                         "store), not both")
+    if view is None:
+        from .contracts import LAZY_ELEMENTS
+
+        dims = (text_encoder.text_dim if text_encoder is not None else 0) + \
+            (image_encoder.image_dim if image_encoder is not None else 0)
+        view = cache_dir is not None and out is None and n * dims > LAZY_ELEMENTS
+    view = bool(view)
     stores: dict[str, VectorStore | None] = {"text": None, "image": None}
     if cache_dir is not None:
         cache_dir = Path(cache_dir).expanduser()
@@ -565,10 +625,12 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
             if enc is not None:  # opened (and checked) before any encoding starts
                 dim = enc.text_dim if m == "text" else enc.image_dim
                 stores[m] = VectorStore.for_encoder(cache_dir, enc.fingerprint, m, dim, dtype=store_dtype,
-                                                    writer=store_writer, warn=problem is None)
+                                                    writer=store_writer, warn=problem is None, keep_unwritten=view)
 
     def run(target: Path | None) -> Embeddings:
         def alloc(name, dim):
+            if view:
+                return None
             if target is None:
                 return np.zeros((n, dim), dtype=np.float32)
             return np.lib.format.open_memmap(target / f"{name}.npy", mode="w+", dtype=np.float32, shape=(n, dim))
@@ -578,20 +640,27 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
         image_mask = np.zeros(n, dtype=bool)
         if text_encoder is not None:
             text, st = alloc("text", text_encoder.text_dim), stores["text"]
+            keys = np.zeros((n, KEY_BYTES), dtype=np.uint8) if view else None
             stats["text_encoded"] = _encode_texts(catalog["title"].tolist(), ids, text_encoder, st, text, text_mask,
-                                                  batch_size, chunk_size, progress, failures)
+                                                  batch_size, chunk_size, progress, failures, row_keys=keys)
             stats["text_cache_corrupt"] = list(st.corrupt) if st is not None else []
+            if view:
+                text = _view(st, keys, text_mask, ids, "text", failures)
         if image_encoder is not None:
             image, st = alloc("image", image_encoder.image_dim), stores["image"]
+            keys = np.zeros((n, KEY_BYTES), dtype=np.uint8) if view else None
             stats["image_encoded"] = _encode_images(catalog["image_path"].tolist(), ids, image_encoder, st, image,
                                                     image_mask, batch_size, chunk_size, num_workers, progress,
-                                                    max_pixels, failures)
+                                                    max_pixels, failures, row_keys=keys)
             stats["image_cache_corrupt"] = list(st.corrupt) if st is not None else []
+            if view:
+                image = _view(st, keys, image_mask, ids, "image", failures)
         errors = [s.write_error for s in stores.values() if s is not None and s.write_error]
         if cache_dir is not None:
             stats["cache_write_error"] = stats["cache_write_error"] or (errors[0] if errors else None)
             stats["cached"] = stats["cache_write_error"] is None
         fails = pd.DataFrame(failures, columns=_FAILURE_COLUMNS) if failures else _empty_failures()
+        stats["view"] = view
         meta = {"text_encoder": _meta(text_encoder, "text"), "image_encoder": _meta(image_encoder, "image"),
                 "stats": stats}
         emb = Embeddings(ids, text, image, text_mask, image_mask, fails, meta)

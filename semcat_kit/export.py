@@ -518,15 +518,19 @@ class ExportedHead:
         arch = self.config["architecture"]
         data = as_embedding_table(emb, what).fit_to(arch.get("text_dim") if "text" in self.inputs else None,
                                                     arch.get("image_dim") if "image" in self.inputs else None, what)
+        if getattr(data, "lazy", False):      # memory-mapped / store view: rows read block by block
+            return _LazyInputs(data, self.inputs)
         full = {"text": data.text, "image": data.image, "text_mask": data.text_mask, "image_mask": data.image_mask}
         return {k: full[k] for k in self.inputs}
 
-    def _run(self, arrays: dict[str, torch.Tensor], batch_size: int = 4096) -> np.ndarray:
+    def _run(self, arrays, batch_size: int = 4096) -> np.ndarray:
         """Raw head outputs (N, out_dim): class logits, or bit logits of a codes head."""
-        n = len(next(iter(arrays.values())))
+        lazy = isinstance(arrays, _LazyInputs)
+        n = len(arrays) if lazy else len(next(iter(arrays.values())))
         if n == 0:
             return np.zeros((0, self.config["architecture"].get("out_dim") or self.n_classes), dtype=np.float32)
-        out = [self._runner({k: v[s:s + batch_size] for k, v in arrays.items()}) for s in range(0, n, batch_size)]
+        out = [self._runner(arrays.block(s, min(n, s + batch_size)) if lazy else
+                            {k: v[s:s + batch_size] for k, v in arrays.items()}) for s in range(0, n, batch_size)]
         return np.concatenate(out).astype(np.float32, copy=False)
 
     def predict_logits(self, emb, batch_size: int = 4096) -> np.ndarray:
@@ -665,3 +669,18 @@ def load_head(dir, backend: str = "torch", device: str = "cpu",
             with torch.no_grad():
                 return ts(*(batch[k].to(dev) for k in inputs)).float().cpu().numpy()
     return ExportedHead(dir, cfg, tax, labels, codes, backend, runner, model)
+
+
+class _LazyInputs:
+    """The head's inputs from a lazy (memory-mapped / store view) table, read ``block`` by block."""
+
+    def __init__(self, data, inputs):
+        self.data, self.inputs = data, inputs
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def block(self, start: int, stop: int) -> dict[str, torch.Tensor]:
+        text, image, image_mask, text_mask = self.data.batch(torch.arange(start, stop), "cpu")
+        full = {"text": text, "image": image, "text_mask": text_mask, "image_mask": image_mask}
+        return {k: full[k] for k in self.inputs}

@@ -26,18 +26,25 @@ Why Arrow IPC and not Parquet: an uncompressed IPC file is memory-mapped with
 cache, not to the process), while Parquet must be decoded into private memory first.
 ``bench/bench_store.py`` measures both (open + lookup time, private memory, file size).
 
-Why float32 by default: ``bench/bench_store.py`` (200k x 384) measures float16 at half the size
-(157 vs 310 MB), lookups no faster (2.2 vs 1.8 s: converting to float32 costs what the smaller
-reads save) and, on 2,000 real MiniLM title vectors, 10-nearest-neighbour sets that agree at
-0.9999 (top-1 at 0.9985). But float16 rounds each component by up to ~1.2e-4, so vectors read
-back from the cache would no longer equal the vectors a fresh run computes (cached and uncached
-runs would train slightly differently). Exact reproducibility wins by default; ``dtype="float16"`` halves the disk and
-page-cache footprint for very large image stores where that matters more.
+Why float32 by default: ``bench/bench_store.py --n 1000000`` (200k x 384 part) measures
+float16 at half the size (157 vs 310 MB) but per-batch reads of a training pass at half the
+speed (0.71 vs 0.36 s for 195 batches of 1,024 rows, warm page cache: converting float16 to
+float32 costs more than the smaller reads save) and, on 2,000 real MiniLM title vectors,
+10-nearest-neighbour sets that agree at 0.9999 (top-1 at 0.9985). float16 also rounds each
+component by up to ~1.2e-4, so vectors read back would no longer equal those a fresh run
+computes (cached and uncached runs would train slightly differently). Exact reproducibility and
+faster batches win by default; ``dtype="float16"`` halves the disk and page-cache footprint for
+image stores too large for the page cache, where reads are disk-bound and half the bytes count.
 
 Guarantees
 ----------
-* Lookups are vectorised: per shard one ``numpy.searchsorted`` over the sorted 64-bit key
-  prefixes held in memory (16 bytes per key), then a gather from the memory-mapped vectors.
+* Lookups are vectorised: per shard the sorted keys are held in memory (16 bytes per key) with
+  a bucket table on their top bits (4-8 bytes per key); a query's bucket is found by a shift and
+  its rows compared in a few vectorised passes (no per-key Python, no sort of the queries). A
+  large lookup over several shards uses one index over all of them (built once per set of
+  shards). ``locate`` returns positions only (a :class:`StoreRows` view); vectors are gathered
+  from the memory map when rows are read. ``bench/bench_store.py`` measures it against the old
+  per-key dict path.
 * Writes are append-only: every flush writes one new shard (temporary file, fsync, rename) and
   then records it in the manifest under a file lock, so several processes (``torchrun`` ranks)
   can write to one store. Merging is bounded: shards below ``max_merge_rows`` are grouped into
@@ -69,7 +76,7 @@ import pyarrow as pa
 
 from ._io import atomic_write_text
 
-__all__ = ["VectorStore", "content_key", "content_keys", "KEY_BYTES", "STORE_FORMAT"]
+__all__ = ["VectorStore", "StoreRows", "content_key", "content_keys", "KEY_BYTES", "STORE_FORMAT"]
 
 KEY_BYTES = 16
 STORE_FORMAT = "semcat-vector-store/1"
@@ -100,11 +107,20 @@ def as_keys(keys) -> np.ndarray:
     keys = list(keys)
     if not keys:
         return np.zeros((0, KEY_BYTES), dtype=np.uint8)
+    try:   # lengths first ('S16' would pad a short key / cut a long one), then one C-level copy
+        lens = np.fromiter(map(len, keys), dtype=np.int64, count=len(keys))
+        ok = (lens == KEY_BYTES).all() and set(map(type, keys)) == {bytes}   # 'S16' would encode a str
+        arr = np.array(keys, dtype=f"S{KEY_BYTES}") if ok else None
+    except (TypeError, ValueError):
+        arr = None
+    if arr is not None and arr.shape == (len(keys),):
+        # 'S16' keeps all 16 bytes in its buffer (trailing NULs are only hidden when read as bytes)
+        return arr.view(np.uint8).reshape(len(keys), KEY_BYTES)
     try:
         flat = b"".join(keys)
     except TypeError:
         flat = b""
-    if len(flat) != KEY_BYTES * len(keys):  # only then look for the culprit (no per-key check otherwise)
+    if len(flat) != KEY_BYTES * len(keys) or any(len(k) != KEY_BYTES for k in keys):
         bad = next(i for i, k in enumerate(keys) if not isinstance(k, (bytes, bytearray)) or len(k) != KEY_BYTES)
         raise ValueError(f"key {bad} is not {KEY_BYTES} bytes: {keys[bad]!r}")
     # uint8 rows, not numpy 'S' strings: those silently drop trailing NUL bytes of a digest
@@ -117,23 +133,61 @@ def _split(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return be[:, 0].astype(np.uint64), be[:, 1].astype(np.uint64)
 
 
+class _KeyIndex:
+    """Sorted 128-bit keys (as ``hi``/``lo`` uint64 halves) with a bucket table on the top bits.
+
+    A lookup needs no sort of the queries and no per-key Python: the top ``bits`` of a key pick
+    its bucket (keys are uniform hashes; ~1 key per bucket), and the rows of the buckets are
+    compared with the queries in a few vectorised passes (pass ``j`` checks the ``j``-th row of
+    each still unresolved query's bucket; the set shrinks geometrically). Memory: 16 bytes per
+    key plus 4 bytes per bucket.
+    """
+
+    __slots__ = ("hi", "lo", "shift", "start")
+
+    def __init__(self, hi: np.ndarray, lo: np.ndarray):
+        self.hi, self.lo = hi, lo
+        n = len(hi)
+        bits = int(min(31, max(1, np.ceil(np.log2(max(n, 2))))))
+        self.shift = np.uint64(64 - bits)
+        edges = np.arange(1 << bits, dtype=np.uint64) << self.shift
+        start = np.empty((1 << bits) + 1, dtype=np.int64)
+        start[:-1] = np.searchsorted(hi, edges, "left")
+        start[-1] = n
+        self.start = start.astype(np.int32) if n < np.iinfo(np.int32).max else start
+
+    def search(self, qhi: np.ndarray, qlo: np.ndarray) -> np.ndarray:
+        """Row of each query key, -1 where absent (vectorised; queries in any order)."""
+        n = len(self.hi)
+        if not n or not len(qhi):
+            return np.full(len(qhi), -1, dtype=np.int64)
+        b = (qhi >> self.shift).astype(np.intp)
+        cand = self.start[b].astype(np.intp)
+        end = self.start[b + 1]
+        np.minimum(cand, n - 1, out=cand)
+        h, l_ = self.hi[cand], self.lo[cand]
+        eqh = h == qhi
+        hit = eqh & (l_ == qlo)
+        pos = np.where(hit, cand, -1)
+        # rows are sorted: the query may be further on only while the row's key is smaller and
+        # the bucket goes on (empty buckets have end == cand)
+        more = np.flatnonzero(((h < qhi) | (eqh & (l_ < qlo))) & (cand + 1 < end))
+        cand = cand[more] + 1
+        end = end[more]
+        while more.size:
+            qh, ql = qhi[more], qlo[more]
+            h, l_ = self.hi[cand], self.lo[cand]
+            eqh = h == qh
+            hit = eqh & (l_ == ql)
+            pos[more[hit]] = cand[hit]
+            go = ((h < qh) | (eqh & (l_ < ql))) & (cand + 1 < end)
+            more, cand, end = more[go], cand[go] + 1, end[go]
+        return pos
+
+
 def _search(hi: np.ndarray, lo: np.ndarray, qhi: np.ndarray, qlo: np.ndarray) -> np.ndarray:
     """Row of each query key in a (hi, lo)-sorted key array, -1 where absent (vectorised)."""
-    left = np.searchsorted(hi, qhi, "left")
-    right = np.searchsorted(hi, qhi, "right")
-    cnt = right - left
-    pos = np.full(len(qhi), -1, dtype=np.int64)
-    one = np.flatnonzero(cnt == 1)
-    if one.size:
-        r = left[one]
-        ok = lo[r] == qlo[one]
-        pos[one[ok]] = r[ok]
-    for i in np.flatnonzero(cnt > 1):  # two stored keys share a 64-bit prefix: ~never below 1e9 keys
-        s, e = int(left[i]), int(right[i])
-        j = s + int(np.searchsorted(lo[s:e], qlo[i]))
-        if j < e and lo[j] == qlo[i]:
-            pos[i] = j
-    return pos
+    return _KeyIndex(hi, lo).search(qhi, qlo)
 
 
 def _file_digest(path: Path) -> str:
@@ -175,6 +229,7 @@ class _Shard:
         self.hi = np.concatenate(his) if his else np.zeros(0, np.uint64)
         self.lo = np.concatenate(los) if los else np.zeros(0, np.uint64)
         self.offsets = np.asarray(offs, dtype=np.int64)
+        self.index = _KeyIndex(self.hi, self.lo)
         if len(self.hi) > 1:
             bad = (self.hi[1:] < self.hi[:-1]) | ((self.hi[1:] == self.hi[:-1]) & (self.lo[1:] < self.lo[:-1]))
             if bad.any():
@@ -190,16 +245,11 @@ class _Shard:
 
     def gather(self, rows: np.ndarray, out: np.ndarray, where: np.ndarray) -> None:
         """``out[where] = vector[rows]`` across record batches."""
-        b = np.searchsorted(self.offsets, rows, "right") - 1
-        if len(b) > 1 and np.any(b[1:] < b[:-1]):
-            o = np.argsort(b, kind="stable")
-            rows, where, b = rows[o], where[o], b[o]
-        cuts = np.searchsorted(b, np.arange(len(self.vecs) + 1))
-        for k, v in enumerate(self.vecs):
-            s, e = int(cuts[k]), int(cuts[k + 1])
-            r, w = rows[s:e] - self.offsets[k], where[s:e]
-            for c in range(0, e - s, _GATHER_ROWS):  # blocks: a small reused temporary, not (n, d)
-                out[w[c:c + _GATHER_ROWS]] = v[r[c:c + _GATHER_ROWS]]
+        _gather(self.vecs, self.offsets, rows, out, where)
+
+    def rows_source(self) -> "_Rows":
+        """The vectors of this shard for a view (stays valid when the shard is merged away)."""
+        return _Rows(list(self.vecs), self.offsets)
 
     def close(self) -> None:
         self.vecs = []
@@ -207,6 +257,145 @@ class _Shard:
             self._mm.close()
         except Exception:  # noqa: BLE001 - closing a map that other views still use is harmless
             pass
+
+
+def _gather(vecs: list, offsets: np.ndarray, rows: np.ndarray, out: np.ndarray, where: np.ndarray) -> None:
+    """``out[where] = vector[rows]`` over record batches ``vecs`` starting at ``offsets``.
+
+    Rows are read in file order (sorted) in blocks of ``_GATHER_ROWS``: a small reused
+    temporary, never an (n, d) one besides ``out``.
+    """
+    if len(rows) > 1 and np.any(rows[1:] < rows[:-1]):
+        o = np.argsort(rows, kind="stable")
+        rows, where = rows[o], where[o]
+    if len(vecs) == 1:
+        v = vecs[0]
+        for c in range(0, len(rows), _GATHER_ROWS):
+            out[where[c:c + _GATHER_ROWS]] = v[rows[c:c + _GATHER_ROWS]]
+        return
+    cuts = np.searchsorted(rows, offsets)          # rows sorted -> record batches are contiguous runs
+    for k, v in enumerate(vecs):
+        s, e = int(cuts[k]), int(cuts[k + 1])
+        r, w = rows[s:e] - offsets[k], where[s:e]
+        for c in range(0, e - s, _GATHER_ROWS):
+            out[w[c:c + _GATHER_ROWS]] = v[r[c:c + _GATHER_ROWS]]
+
+
+class _Rows:
+    """Vectors of one source (a shard's record batches or queued arrays) that a view reads from."""
+
+    __slots__ = ("vecs", "offsets")
+
+    def __init__(self, vecs: list, offsets: np.ndarray):
+        self.vecs, self.offsets = vecs, offsets
+
+    def gather(self, rows, out, where) -> None:
+        _gather(self.vecs, self.offsets, rows, out, where)
+
+
+class StoreRows:
+    """A read-only ``(n, dim)`` float32 view of store vectors: positions only, rows read when used.
+
+    Returned by :meth:`VectorStore.locate`. It holds, per row, which source (shard) and which row
+    of it holds the vector (6 bytes a row) -- no vector is copied until rows are read:
+    ``view[idx]`` (integer positions, a boolean mask, a slice or one int) gathers just those rows
+    from the memory-mapped shards into a new float32 array (zeros where the key was absent);
+    ``view.take(idx)`` is another view (nothing read); ``np.asarray(view)`` materialises all
+    ``n x dim`` floats (the explicit, expensive case). Shards merged or removed later stay readable
+    through the view (their memory maps live as long as it does).
+
+    Attributes
+    ----------
+    found : bool (n,)
+        Whether the store holds the key of each row.
+    """
+
+    lazy = True
+    ndim = 2
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, sources: list, src: np.ndarray, row: np.ndarray, dim: int):
+        self._sources, self._src, self._row, self.dim = sources, src, row, int(dim)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self._src), self.dim)
+
+    @property
+    def size(self) -> int:
+        return len(self._src) * self.dim
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of a full materialisation (what ``np.asarray`` would allocate)."""
+        return self.size * 4
+
+    def __len__(self) -> int:
+        return len(self._src)
+
+    @property
+    def found(self) -> np.ndarray:
+        return self._src >= 0
+
+    def __repr__(self) -> str:
+        return f"StoreRows(n={len(self)}, dim={self.dim}, found={int(self.found.sum())}, sources={len(self._sources)})"
+
+    def _norm(self, idx):
+        if isinstance(idx, slice):
+            return idx
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            if idx.shape != (len(self),):
+                raise IndexError(f"boolean mask of shape {idx.shape} does not match {len(self)} rows")
+            return np.flatnonzero(idx)
+        if idx.size == 0:
+            return idx.astype(np.int64).reshape(-1)
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise IndexError(f"StoreRows is indexed by integer positions, a boolean mask or a slice, not {idx.dtype}")
+        return idx
+
+    def take(self, idx) -> "StoreRows":
+        """Another view on the selected rows (positions only; no vector is read)."""
+        i = self._norm(idx)
+        return StoreRows(self._sources, self._src[i], self._row[i], self.dim)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, tuple):
+            if len(idx) == 2 and isinstance(idx[1], slice) and idx[1] == slice(None):
+                return self[idx[0]]
+            raise IndexError("StoreRows supports row selection only (view[rows] or view[rows, :])")
+        if isinstance(idx, (int, np.integer)):
+            return self[np.asarray([idx])][0]
+        i = self._norm(idx)
+        return self._read(self._src[i], self._row[i])
+
+    def _read(self, src: np.ndarray, row: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(src), self.dim), dtype=np.float32)
+        if not len(src):
+            return out
+        for s, source in enumerate(self._sources):
+            where = np.flatnonzero(src == s)
+            if where.size:
+                source.gather(row[where].astype(np.int64), out, where)
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self._read(self._src, self._row)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def to_numpy(self) -> np.ndarray:
+        """All rows as one in-memory ``(n, dim)`` float32 array (``n x dim x 4`` bytes)."""
+        return np.asarray(self)
+
+    def blocks(self, size: int = 65536):
+        """``(start, rows)`` blocks of at most ``size`` rows in order (bounded memory)."""
+        for a in range(0, len(self), size):
+            yield a, self._read(self._src[a:a + size], self._row[a:a + size])
+
+    def __reduce__(self):
+        # pickled (DataLoader workers, another process): the vectors travel with it; a view is
+        # meant to stay in the process that opened the store
+        return (np.asarray, (self.to_numpy(),))
 
 
 class VectorStore:
@@ -230,11 +419,15 @@ class VectorStore:
         Merge after each flush when a tier is full.
     writer : str
         Tag in the names of shards this object writes (e.g. ``"r0"`` for rank 0).
+    keep_unwritten : bool
+        Keep vectors that could not be written (read-only folder, disk full) in memory, still
+        found by :meth:`locate` / :meth:`get` (``encode_catalog`` returning a view needs them);
+        by default they are dropped (the caller holds them).
     """
 
     def __init__(self, root, dim: int, dtype: str = "float32", merge_factor: int = 8, base_rows: int = 8192,
                  max_merge_rows: int = 1 << 20, auto_merge: bool = True, writer: str | None = None,
-                 fingerprint: str | None = None, warn: bool = True):
+                 fingerprint: str | None = None, warn: bool = True, keep_unwritten: bool = False):
         if dtype not in ("float32", "float16"):
             raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
         if int(dim) < 1:
@@ -251,6 +444,10 @@ class VectorStore:
         self._shards: dict[str, _Shard] = {}
         self._pending_keys: list[np.ndarray] = []
         self._pending_vecs: list[np.ndarray] = []
+        self.keep_unwritten = bool(keep_unwritten)
+        self._unwritten_keys: list[np.ndarray] = []
+        self._unwritten_vecs: list[np.ndarray] = []
+        self._comb = None
         self._worker = False
         self.writable = self._probe()
         self.refresh()
@@ -277,6 +474,8 @@ class VectorStore:
         self.corrupt, self.write_error, self.writable, self._worker, self._warn = [], None, False, True, False
         self.auto_merge, self.fingerprint, self.writer = False, None, "w"
         self._pending_keys, self._pending_vecs, self._shards = [], [], {}
+        self.keep_unwritten, self._unwritten_keys, self._unwritten_vecs = False, [], []
+        self._comb = None
         for name in state["files"]:
             with contextlib.suppress(Exception):
                 self._shards[name] = _Shard(self.root / name, self.dim, self.dtype)
@@ -421,8 +620,87 @@ class VectorStore:
     def shard_files(self) -> list[Path]:
         return [self.root / n for n in sorted(self._shards)]
 
+    def locate(self, keys, valid=None) -> StoreRows:
+        """Where each key's vector is (vectorised), as a :class:`StoreRows` view: no vector is read.
+
+        Parameters
+        ----------
+        keys : (n, 16) uint8 array or list of 16-byte strings
+        valid : bool (n,), optional
+            Rows to look up; the others are absent (``found`` False, zeros when read).
+
+        Returns
+        -------
+        StoreRows
+            ``(n, dim)`` view; ``.found`` tells which keys are stored, ``view[idx]`` reads rows,
+            ``np.asarray(view)`` materialises all of them.
+        """
+        keys = as_keys(keys)
+        n = len(keys)
+        src = np.full(n, -1, dtype=np.int16)
+        row = np.zeros(n, dtype=np.int64)
+        on_disk = sorted(self._shards.values(), key=len, reverse=True)
+        shards = on_disk + self._pending_shards()
+        if len(shards) > np.iinfo(np.int16).max:
+            raise RuntimeError(f"{len(shards)} shards in {self.root}; run compact() first")
+        todo = None if valid is None else np.flatnonzero(np.asarray(valid, dtype=bool))
+        nq = n if todo is None else len(todo)
+        if nq and len(on_disk) > 1 and 4 * nq >= sum(len(x) for x in on_disk):
+            # a large lookup over several shards: one search in an index over all of them (built
+            # once per set of shards, ~26 bytes a key) instead of one search per shard
+            idx, csrc, crow = self._combined(on_disk)
+            qhi, qlo = _split(keys if todo is None else keys[todo])
+            pos = idx.search(qhi, qlo)
+            hit = pos >= 0
+            at = np.flatnonzero(hit) if todo is None else todo[hit]
+            src[at], row[at] = csrc[pos[hit]], crow[pos[hit]]
+            todo = np.flatnonzero(~hit) if todo is None else todo[~hit]
+            searched = len(on_disk)           # the queued vectors (pending) are searched below
+        else:
+            searched = 0
+        if (todo is None or todo.size) and len(shards) > searched:
+            qhi, qlo = _split(keys if todo is None else keys[todo])
+            # largest shards first: most keys are resolved by the first searches
+            for s_i in range(searched, len(shards)):
+                pos = shards[s_i].index.search(qhi, qlo)
+                hit = pos >= 0
+                if todo is None:        # first search over every key: no index arrays
+                    src[hit], row = s_i, np.maximum(pos, 0)
+                    todo = np.flatnonzero(~hit)
+                    qhi, qlo = qhi[todo], qlo[todo]
+                elif hit.any():
+                    src[todo[hit]], row[todo[hit]] = s_i, pos[hit]
+                    miss = ~hit
+                    qhi, qlo, todo = qhi[miss], qlo[miss], todo[miss]
+                if not todo.size:
+                    break
+        row = row.astype(np.int32) if len(row) and row.max() < np.iinfo(np.int32).max else row
+        return StoreRows([sh.rows_source() for sh in shards], src, row, self.dim)
+
+    def _combined(self, shards: list) -> tuple["_KeyIndex", np.ndarray, np.ndarray]:
+        """Index over several shards' keys -> (position in ``shards``, row); cached per shard set."""
+        ident = tuple(str(x.path) for x in shards)
+        if self._comb is not None and self._comb[0] == ident:
+            return self._comb[1]
+        hi = np.concatenate([x.hi for x in shards])
+        lo = np.concatenate([x.lo for x in shards])
+        src = np.concatenate([np.full(len(x), i, dtype=np.int16) for i, x in enumerate(shards)])
+        row = np.concatenate([np.arange(len(x), dtype=np.int32) for x in shards])
+        o = np.argsort(hi, kind="stable")              # sorted runs: a merge, not a full sort
+        hs = hi[o]
+        if len(hs) > 1 and np.any(hs[1:] == hs[:-1]):  # shared 64-bit prefixes: order them by lo too
+            o = np.lexsort((lo, hi))
+            hs = hi[o]
+        comb = (_KeyIndex(hs, lo[o]), src[o], row[o])
+        self._comb = (ident, comb)
+        return comb
+
+    def contains(self, keys) -> np.ndarray:
+        """bool (n,): which keys are stored (no vector is read)."""
+        return self.locate(keys).found
+
     def get(self, keys) -> tuple[np.ndarray, np.ndarray]:
-        """Look up keys (vectorised).
+        """Look up keys and read their vectors (vectorised; :meth:`locate` then a gather).
 
         Parameters
         ----------
@@ -433,37 +711,19 @@ class VectorStore:
         found : bool (n,)
         vectors : float32 (n, dim), zeros where not found
         """
-        keys = as_keys(keys)
-        n = len(keys)
-        found = np.zeros(n, dtype=bool)
-        out = np.zeros((n, self.dim), dtype=np.float32)
-        if n == 0:
-            return found, out
-        qhi, qlo = _split(keys)
-        # queries in key order: searchsorted walks each index forwards and the rows found are
-        # read from the memory map in file order
-        order = np.argsort(qhi, kind="stable")
-        qhi, qlo = qhi[order], qlo[order]
-        todo = np.arange(n)
-        # largest shards first: most keys are resolved by the first searches
-        shards = sorted(self._shards.values(), key=len, reverse=True) + self._pending_shards()
-        for shard in shards:
-            if not todo.size:
-                break
-            pos = _search(shard.hi, shard.lo, qhi[todo], qlo[todo])
-            hit = pos >= 0
-            if hit.any():
-                where = order[todo[hit]]
-                shard.gather(pos[hit], out, where)
-                found[where] = True
-                todo = todo[~hit]
-        return found, out
+        view = self.locate(keys)
+        return view.found, np.asarray(view)
 
     def _pending_shards(self) -> list:
-        if not self._pending_keys:
-            return []
-        keys, vecs = self._merged_pending(copy=False)
-        return [_Mem(keys, vecs)]
+        out = []
+        if self._pending_keys:
+            out.append(_Mem(*self._merged(self._pending_keys, self._pending_vecs)))
+        if self._unwritten_keys:
+            if len(self._unwritten_keys) > 1:   # merged once, then reused
+                self._unwritten_keys[:] = [np.concatenate(self._unwritten_keys)]
+                self._unwritten_vecs[:] = [np.concatenate(self._unwritten_vecs)]
+            out.append(_Mem(*self._merged(self._unwritten_keys, self._unwritten_vecs)))
+        return out
 
     # --------------------------------------------------------------------------------- write
     @property
@@ -477,14 +737,23 @@ class VectorStore:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.shape != (len(keys), self.dim):
             raise ValueError(f"store put: vectors {vectors.shape} do not match {len(keys)} keys x dim {self.dim}")
-        if not self.writable or not len(keys):
+        if not len(keys):
+            return
+        if not self.writable:
+            if self.keep_unwritten:
+                self._unwritten_keys.append(keys.copy())
+                self._unwritten_vecs.append(vectors.astype(self.dtype, copy=True))
             return
         self._pending_keys.append(keys.copy())
         self._pending_vecs.append(vectors.astype(self.dtype, copy=True))
 
-    def _merged_pending(self, copy=True):
-        keys = np.concatenate(self._pending_keys)
-        vecs = np.concatenate(self._pending_vecs)
+    def _merged_pending(self):
+        return self._merged(self._pending_keys, self._pending_vecs)
+
+    @staticmethod
+    def _merged(key_parts, vec_parts):
+        keys = np.concatenate(key_parts)
+        vecs = np.concatenate(vec_parts)
         hi, lo = _split(keys)
         order = np.lexsort((lo, hi))
         hi, lo = hi[order], lo[order]
@@ -502,6 +771,7 @@ class VectorStore:
         if not self._pending_keys:
             return None
         if not self.writable:
+            self._keep(self._pending_keys, self._pending_vecs)
             self._pending_keys, self._pending_vecs = [], []
             return None
         keys, vecs = self._merged_pending()
@@ -510,10 +780,16 @@ class VectorStore:
             path = self._write_shard([(keys, vecs)], len(keys))
         except OSError as e:
             self._fail_write("writing a shard failed", e)
+            self._keep([keys], [vecs])
             return None
         if self.auto_merge:
             self.merge()
         return path
+
+    def _keep(self, keys: list, vecs: list) -> None:
+        if self.keep_unwritten and keys:
+            self._unwritten_keys.extend(keys)
+            self._unwritten_vecs.extend(vecs)
 
     def _write_shard(self, parts: Sequence[tuple[np.ndarray, np.ndarray]], rows: int,
                      replaces: Sequence[str] = ()) -> Path:
@@ -644,9 +920,16 @@ class _Mem:
     def __init__(self, keys, vecs):
         self.hi, self.lo = _split(keys)
         self.vecs = vecs
+        self.index = _KeyIndex(self.hi, self.lo)
+
+    def __len__(self) -> int:
+        return len(self.hi)
 
     def gather(self, rows, out, where):
         out[where] = self.vecs[rows]
+
+    def rows_source(self) -> _Rows:
+        return _Rows([self.vecs], np.asarray([0, len(self.vecs)], dtype=np.int64))
 
 
 def _batch(keys: np.ndarray, vecs: np.ndarray, schema: pa.Schema, dtype: str) -> pa.RecordBatch:

@@ -332,9 +332,11 @@ class MispredictionBrowser:
             self._flag_buttons[iid] = tb
             cards.append(product_card(row, self.top, self.thumb_width, flag=tb))
         self.cards = cards
+        # the message spans the grid's row: grid_area, not grid_column (the widget manager also
+        # applies the null grid_area, and removing that shorthand drops any grid-column with it)
         self.grid.children = tuple(cards) if cards else (W.HTML(
             "<i class='semcat-empty'>no items match these filters: widen the LCA distance or confidence "
-            "range, clear the class boxes, or switch to 'all'</i>", layout=W.Layout(grid_column="1 / -1")),)
+            "range, clear the class boxes, or switch to 'all'</i>", layout=W.Layout(grid_area="1 / 1 / 2 / -1")),)
         self._update_label()
         self.prev_button.disabled = self.page == 0
         self.next_button.disabled = self.page >= self.n_pages - 1

@@ -224,6 +224,46 @@ class Workspace:
             (tmp / "spec.json").write_text(json.dumps({**spec, "names": list(configs)}, indent=1, default=str))
         return SuiteResult.load(folder)
 
+    def baselines(self, configs: dict | None = None, seeds=(0, 1, 2), crm_for=("LogisticRegression",),
+                  retrain: bool = False, progress: bool = True) -> pd.DataFrame:
+        """What a user would pick instead of a head, scored on the same split as :meth:`suite`.
+
+        ``configs`` defaults to :func:`semcat_kit.comparison.baseline_suite` (a ``LogisticRegression``
+        whose ``C`` is chosen on the validation split, and hiclass's classifier per parent node); a
+        list picks some of those by name, a dict gives your own ``Baseline`` objects. ``crm_for``
+        names the rows that also get a ``"+ CRM"`` row (names not among ``configs`` are ignored). Returns the :func:`compare`
+        summary (same columns as ``suite(...).summary``), kept under ``work_dir/baselines/<key>/``
+        (``key`` hashes the data, the baselines and the seeds) and reloaded on the next call.
+        """
+        from .comparison import baseline_suite, compare
+        from ._io import atomic_dir
+
+        if configs is None or isinstance(configs, (list, tuple)):
+            known = baseline_suite()
+            names = list(known) if configs is None else list(configs)
+            bad = [n for n in names if n not in known]
+            if bad:
+                raise ValueError(f"unknown peers {bad}: choose from {list(known)} (or pass a dict of Baselines)")
+            configs = {n: known[n] for n in names}
+        if not configs:
+            raise ValueError("no peers to fit: pass their names, e.g. ['LogisticRegression']")
+        seeds = [int(s) for s in seeds]
+        crm = [crm_for] if isinstance(crm_for, str) else list(crm_for or [])
+        crm = [n for n in crm if n in configs]
+        spec = {"data": self.fingerprint(), "seeds": seeds, "crm_for": crm,
+                "configs": {n: repr(c) for n, c in configs.items()}}
+        key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        folder = self.work_dir / "baselines" / key
+        if (folder / "summary.csv").is_file() and not retrain:
+            return read_csv(folder / "summary.csv", what="baselines summary", index_col="config")
+        (tr, ytr), (va, yva), (te, yte) = self.part("train"), self.part("val"), self.part("test")
+        summary = compare(configs, train=(tr, ytr), val=(va, yva), test=(te, yte), taxonomy=self.taxonomy(),
+                          neighbors=self.neighbors(), seeds=seeds, crm_for=crm or None, progress=progress)
+        with atomic_dir(folder) as tmp:
+            summary.to_csv(tmp / "summary.csv")
+            (tmp / "spec.json").write_text(json.dumps(spec, indent=1, default=str))
+        return read_csv(folder / "summary.csv", what="baselines summary", index_col="config")
+
 
 @dataclass
 class SuiteResult:

@@ -298,6 +298,22 @@ def test_predict_bad_input(trained, tmp_path, capsys):
     assert e.value.code == 2 and "--model" in capsys.readouterr().err
 
 
+def test_predict_checks_the_authors_sha256(trained, cache, tmp_path, capsys):
+    """--expected-sha256: a head whose config.json is not the author's is refused before any prediction."""
+    from semcat_kit.export import sha256_file
+
+    out = trained[2]
+    csv = tmp_path / "p.csv"
+    csv.write_text("id,title\n1,blue denim jeans\n")
+    args = ["predict", "--model", str(out), "--input", str(csv), "--output", str(tmp_path / "o.csv"),
+            "--cache-dir", cache, "--quiet"]
+    assert cli.main(args + ["--expected-sha256", "0" * 64]) == 1
+    _one_line_error(capsys, "expected_sha256", "not the head")
+    assert not (tmp_path / "o.csv").exists()
+    assert cli.main(args + ["--expected-sha256", sha256_file(out / "config.json").upper()]) == 0
+    assert _read_preds(tmp_path / "o.csv")["pred_1"].notna().all()
+
+
 def test_quiet_predict_prints_no_progress_bars(trained, cache, tmp_path):
     df = ec.sample().head(3)
     csv = tmp_path / "p.csv"

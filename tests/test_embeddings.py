@@ -459,3 +459,46 @@ def test_embeddings_validation():
         sk.Embeddings(np.array(["a", "b"]), np.zeros((3, 2)), None, np.ones(2, bool), np.zeros(2, bool))
     with pytest.raises(ValueError, match="image is None"):
         sk.Embeddings(np.array(["a"]), None, None, np.zeros(1, bool), np.ones(1, bool))
+
+
+def test_encode_catalog_view_on_the_store(tmp_path, real_catalog, txt_enc, img_enc):
+    """view=True: text/image are StoreRows views (no (N, d) array); same vectors as the dense path;
+    take() stays a view; save/load, training tables and re-runs work from it."""
+    from semcat_kit.contracts import as_embedding_table
+    from semcat_kit.store import StoreRows
+
+    cat = real_catalog.copy()
+    cat.loc[2, "title"] = ""                                     # a failure stays masked and reported
+    dense = sk.encode_catalog(cat, txt_enc, img_enc, cache_dir=tmp_path / "c", progress=False)
+    assert not isinstance(dense.text, StoreRows)                 # small sets: in memory by default
+    v = sk.encode_catalog(cat, txt_enc, img_enc, cache_dir=tmp_path / "c", progress=False, view=True)
+    assert isinstance(v.text, StoreRows) and isinstance(v.image, StoreRows) and v.meta["stats"]["view"]
+    assert v.meta["stats"]["text_encoded"] == 0 and v.meta["stats"]["image_encoded"] == 0
+    np.testing.assert_array_equal(np.asarray(v.text), dense.text)
+    np.testing.assert_array_equal(np.asarray(v.image), dense.image)
+    np.testing.assert_array_equal(v.text_mask, dense.text_mask)
+    assert not v.text_mask[2] and (v.failures["item_id"] == cat.loc[2, "item_id"]).any()
+    sub = v.take([5, 1, 0])
+    assert isinstance(sub.text, StoreRows)
+    np.testing.assert_array_equal(np.asarray(sub.image), dense.image[[5, 1, 0]])
+    assert isinstance(v.take(slice(0, 3)).text, StoreRows)
+    # training / prediction tables read it lazily, batch by batch
+    t = as_embedding_table(v)
+    assert getattr(t, "lazy", False)
+    xt, xi, im, tm = t.batch(np.array([3, 0, 7]), "cpu")
+    np.testing.assert_array_equal(xt.numpy(), dense.text[[3, 0, 7]])
+    np.testing.assert_array_equal(xi.numpy(), dense.image[[3, 0, 7]])
+    # save materialises block by block; the folder loads back memory-mapped
+    out = v.save(tmp_path / "emb")
+    back = sk.Embeddings.load(out)
+    np.testing.assert_array_equal(back.image, dense.image)
+    v.save(tmp_path / "e.npz")
+    np.testing.assert_array_equal(sk.Embeddings.load(tmp_path / "e.npz").text, dense.text)
+    # a fresh store (no cache yet) gives the same view
+    fresh = sk.encode_catalog(cat, text_encoder=txt_enc, cache_dir=tmp_path / "c2", progress=False, view=True)
+    assert fresh.meta["stats"]["text_encoded"] == int(dense.text_mask.sum())
+    np.testing.assert_allclose(np.asarray(fresh.text), dense.text, atol=1e-6)
+    with pytest.raises(ValueError, match="cache_dir"):
+        sk.encode_catalog(cat, text_encoder=txt_enc, view=True)
+    with pytest.raises(ValueError, match="not both"):
+        sk.encode_catalog(cat, text_encoder=txt_enc, cache_dir=tmp_path / "c", out=tmp_path / "o", view=True)

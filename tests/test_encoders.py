@@ -46,6 +46,17 @@ def test_minilm_shapes_norms_and_semantics(minilm):
     assert sim[0, 1] > sim[0, 2] + 0.2  # paraphrase much closer than an unrelated product
 
 
+def test_loading_minilm_draws_no_weights_bar_and_restores_the_setting(capfd):
+    """transformers' "Loading weights" bar is a widget in a notebook (JupyterLab could miss it on a
+    busy start: tests/test_browser.py saw "widget model not found"); the encoder loads without it."""
+    from transformers.utils import logging as tlog
+
+    was = tlog.is_progress_bar_enabled()
+    sk.encoders.load("minilm")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert tlog.is_progress_bar_enabled() == was
+
+
 def test_minilm_batching_does_not_change_vectors(minilm):
     texts = [f"Puma Men Black Running Shoe size {i}" for i in range(7)]
     a = minilm.encode_texts(texts, batch_size=2)

@@ -331,3 +331,31 @@ def test_image_only_head_round_trip(tmp_path):
         head = load_head(d, backend=backend)
         assert head.uses == ("image",)
         np.testing.assert_allclose(head.predict_logits(emb), run.predict_logits(emb), atol=1e-5, err_msg=backend)
+
+
+def test_lazy_embeddings_predict_like_in_memory(data, exported, tmp_path):
+    """Memory-mapped folders and StoreRows views on the embedding store (encode_catalog at scale)
+    are read block by block by the head (no (N, d) copy) and give the in-memory logits."""
+    from semcat_kit.store import StoreRows, VectorStore, content_keys
+
+    _, emb, _ = data
+    e = emb.take(np.arange(len(emb)))
+    e.image_mask[::2] = False
+    e.image[::2] = 0
+    keys = content_keys(e.item_ids.tolist())
+    views = {}
+    for name in ("text", "image"):
+        st = VectorStore(tmp_path / name, getattr(e, name).shape[1])
+        m = getattr(e, f"{name}_mask")
+        st.put(keys[m], getattr(e, name)[m])
+        st.flush()
+        views[name] = st.locate(keys, valid=m)
+    v = Embeddings(e.item_ids, views["text"], views["image"], e.text_mask, e.image_mask, meta=e.meta)
+    assert isinstance(v.text, StoreRows) and isinstance(v.image, StoreRows)
+    mm = Embeddings.load(e.save(tmp_path / "folder"))
+    assert isinstance(mm.text, np.memmap)
+    for backend in ("torch", "onnx"):
+        head = load_head(exported["concat"], backend=backend)
+        ref = head.predict_logits(e, batch_size=7)
+        np.testing.assert_allclose(head.predict_logits(v, batch_size=7), ref, atol=1e-6)
+        np.testing.assert_allclose(head.predict_logits(mm, batch_size=7), ref, atol=1e-6)

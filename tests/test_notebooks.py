@@ -75,26 +75,25 @@ def own_catalog_params() -> dict:
 
 @pytest.mark.notebooks
 @pytest.mark.slow
-def test_notebooks_run_end_to_end(tmp_path, run_notebooks):
-    """Execute all seven in order in fresh kernels, sharing one work directory (the real demo path)."""
-    # SEMCAT_TEST_WORK_DIR lets a developer reuse a work dir between local runs; CI starts empty
-    work = os.environ.get("SEMCAT_TEST_WORK_DIR") or str(tmp_path / "work")
-    records = run_notebooks.run(tmp_path / "reports", {"epochs": 2, "work_dir": work}, html=True)
-    assert [r["notebook"] for r in records] == [f"{n}.ipynb" for n in EXPECTED]
+def test_notebooks_run_end_to_end(notebook_run):
+    """Execute all seven in order in fresh kernels, sharing one work directory (the real demo path).
+    The run is the session's shared one (conftest.NotebookRun): tests/test_browser.py reuses it."""
+    reports = notebook_run.ensure()
+    assert list(notebook_run.records) == [f"{n}.ipynb" for n in EXPECTED]
     for name in EXPECTED:
-        executed = json.loads((tmp_path / "reports" / f"{name}.ipynb").read_text())
+        executed = json.loads((reports / f"{name}.ipynb").read_text())
         code = [c for c in executed["cells"] if c["cell_type"] == "code"]
         assert all(c.get("execution_count") for c in code), f"{name}: a cell did not run"
         errors = [o for c in code for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, f"{name}: {errors[0]['ename']}: {errors[0]['evalue']}"
-        assert (tmp_path / "reports" / f"{name}.html").stat().st_size > 10_000
+        assert (reports / f"{name}.html").stat().st_size > 10_000
     # the results table really reached notebook 04, and the exported head predicted in notebook 07
-    nb4 = (tmp_path / "reports" / "04_mistake_severity.ipynb").read_text()
+    nb4 = (reports / "04_mistake_severity.ipynb").read_text()
     assert "mistake_severity" in nb4 and "top-20 semantic" in nb4 and "+ CRM" in nb4
     # figures reach the HTML reports (plotly.js embedded, no network needed to view them)
-    html5 = (tmp_path / "reports" / "05_label_embedding_map.html").read_text()
+    html5 = (reports / "05_label_embedding_map.html").read_text()
     assert html5.count("Plotly.newPlot") >= 2
-    nb7 = (tmp_path / "reports" / "07_export_and_predict.ipynb").read_text()
+    nb7 = (reports / "07_export_and_predict.ipynb").read_text()
     assert "top-1 accuracy of the exported head" in nb7 and "head.onnx" in nb7
 
 

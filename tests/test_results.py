@@ -25,11 +25,15 @@ def test_every_committed_table_has_the_shape_the_script_makes():
         assert "Measured time:" in body
 
 
-def test_readme_shows_the_committed_tutorial_table():
+def test_readme_shows_the_committed_tables():
     readme = mr.README.read_text(encoding="utf-8")
     assert mr.START in readme and mr.END in readme
-    shown = readme.split(mr.START, 1)[1].split(mr.END, 1)[0].strip()
-    assert shown == mr.sections(mr.RESULTS.read_text(encoding="utf-8"))["tutorial"].strip()
+    secs = mr.sections(mr.RESULTS.read_text(encoding="utf-8"))
+    for name, body in secs.items():
+        start, end = mr.markers(name)
+        if name == "tutorial" or start in readme:
+            shown = readme.split(start, 1)[1].split(end, 1)[0].strip()
+            assert shown == body.strip(), f"README's copy of {name!r} differs from docs/results.md"
 
 
 def test_write_replaces_one_section_and_refreshes_the_readme(tmp_path):
@@ -42,4 +46,30 @@ def test_write_replaces_one_section_and_refreshes_the_readme(tmp_path):
     secs = mr.sections(res.read_text())
     assert list(secs) == ["other", "tutorial"] and secs["other"].startswith("B.")
     assert readme.read_text() == f"intro\n{mr.START}\nT.\n\n{table}\n{mr.END}\noutro\n"
+    # a section with markers of its own in the README is copied there too
+    s2, e2 = mr.markers("other")
+    readme.write_text(f"intro\n{mr.START}\nold\n{mr.END}\nmid\n{s2}\nstale\n{e2}\n")
+    mr.write("other", f"C.\n\n{table}", res, readme)
+    assert readme.read_text() == (f"intro\n{mr.START}\nT.\n\n{table}\n{mr.END}\nmid\n"
+                                  f"{s2}\nC.\n\n{table}\n{e2}\n")
     assert mr.table_shape(secs["tutorial"]) == (["config"] + mr.METRICS, [])
+
+
+def test_reading_is_computed_from_the_table():
+    import pandas as pd
+
+    df = pd.DataFrame({"top1_mean": [0.90, 0.91, 0.92], "top1_std": [0.01, 0.004, 0.0],
+                       "macro_f1_mean": [0.80, 0.83, 0.81], "hdist@5_mean": [1.40, 1.05, 1.30],
+                       "mistake_severity_mean": [1.60, 1.44, 1.50]},
+                      index=["one-hot", "binary codes", "LogisticRegression"])
+    text = mr.reading(df)
+    assert "best head top1 0.910 (`binary codes`) vs LogisticRegression 0.920 (-1.0 pt)" in text
+    assert "best head macro_f1 0.830 (`binary codes`) vs LogisticRegression 0.810 (+2.0 pt)" in text
+    assert "lowest hdist@5 1.050 (`binary codes`), -25% vs one-hot" in text
+    assert "lowest mistake_severity 1.440 (`binary codes`), -10% vs one-hot" in text
+    assert "up to 0.010" in text      # the peers' std (0: fitted once) is not the heads' noise
+
+
+def test_committed_sections_carry_their_reading():
+    for name, body in mr.sections(mr.RESULTS.read_text(encoding="utf-8")).items():
+        assert "Reading (computed from the table):" in body, f"{name}: re-run make_results.py"

@@ -368,3 +368,92 @@ def test_encode_command_bad_input(tmp_path):
     assert e.value.code == 2
     r = _run([sys.executable, "-m", "semcat_kit", "--help"], tmp_path, timeout=120)
     assert r.returncode == 0 and "encode" in r.stdout
+
+
+# ------------------------------------------------------------------- locate -> StoreRows view
+def test_key_index_matches_a_dict_including_shared_prefixes():
+    from semcat_kit.store import _KeyIndex
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 300, 5000):
+        hi = rng.integers(0, 2**63, n, dtype=np.uint64) * np.uint64(2)
+        hi[: n // 3] = hi[0]                 # many keys sharing one 64-bit prefix (worst case)
+        lo = rng.integers(0, 2**63, n, dtype=np.uint64)
+        o = np.lexsort((lo, hi))
+        hi, lo = hi[o], lo[o]
+        keep = np.ones(n, bool)
+        keep[1:] = (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])
+        hi, lo = hi[keep], lo[keep]
+        truth = {(int(a), int(b)): i for i, (a, b) in enumerate(zip(hi, lo))}
+        ix = _KeyIndex(hi, lo)
+        q = rng.integers(0, len(hi), 2000)
+        for qh, ql in ((hi[q], lo[q]), (hi[q], lo[q] ^ np.uint64(1)),                     # present / absent
+                       (rng.integers(0, 2**63, 500, dtype=np.uint64), rng.integers(0, 2**63, 500, dtype=np.uint64))):
+            want = np.array([truth.get((int(a), int(b)), -1) for a, b in zip(qh, ql)])
+            np.testing.assert_array_equal(ix.search(qh, ql), want)
+
+
+def test_locate_returns_a_view_that_reads_rows_only_when_asked(tmp_path):
+    from semcat_kit.store import StoreRows
+
+    st = VectorStore(tmp_path / "s", 4, merge_factor=2, base_rows=3)
+    keys = [content_key(f"k{i}") for i in range(10)]
+    vecs = np.arange(40, dtype=np.float32).reshape(10, 4)
+    for a in (0, 3, 6):                               # several shards, then a merge
+        st.put(keys[a:a + 3], vecs[a:a + 3])
+        st.flush()
+    st.put(keys[9:], vecs[9:])                        # still queued (not written): found too
+    q = [keys[5], content_key("absent"), keys[0], keys[9], keys[5]]
+    v = st.locate(q)
+    assert isinstance(v, StoreRows) and v.shape == (5, 4) and v.dtype == np.float32 and len(v) == 5
+    np.testing.assert_array_equal(v.found, [True, False, True, True, True])
+    want = np.stack([vecs[5], np.zeros(4), vecs[0], vecs[9], vecs[5]]).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(v), want)
+    np.testing.assert_array_equal(v[np.array([3, 0])], want[[3, 0]])      # any order
+    np.testing.assert_array_equal(v[1:4], want[1:4])
+    np.testing.assert_array_equal(v[np.array([True, False, True, False, False])], want[[0, 2]])
+    np.testing.assert_array_equal(v[2], want[2])
+    np.testing.assert_array_equal(v[[0, 2], :], want[[0, 2]])
+    t = v.take([4, 2])                                # another view: positions only
+    assert isinstance(t, StoreRows) and t.shape == (2, 4)
+    np.testing.assert_array_equal(np.asarray(t), want[[4, 2]])
+    np.testing.assert_array_equal(np.concatenate([b for _, b in v.blocks(2)]), want)
+    with pytest.raises(IndexError):
+        v[np.array([0.5])]
+    with pytest.raises(IndexError):
+        v[:, 1]
+    # found / get agree with locate; valid= skips rows
+    f, g = st.get(q)
+    np.testing.assert_array_equal(f, v.found)
+    np.testing.assert_array_equal(g, want)
+    assert st.locate(q, valid=[True, True, False, True, True]).found.tolist() == [True, False, False, True, True]
+    np.testing.assert_array_equal(st.contains(q), v.found)
+    assert len(st.shard_files) > 1 and st._comb is not None      # a large lookup used the combined index
+    for i in (0, 2, 3):                                            # one key: one search per shard
+        np.testing.assert_array_equal(st.locate([q[i]])[0], want[i])
+    # the view stays readable after its shards are merged away (and their files removed)
+    before = set(p.name for p in st.shard_files)
+    st.flush()
+    st.compact()
+    assert not before & set(p.name for p in st.shard_files)
+    np.testing.assert_array_equal(np.asarray(v), want)
+    assert len(st.locate([])) == 0
+
+
+def test_keep_unwritten_vectors_stay_findable_when_the_disk_refuses(tmp_path, monkeypatch):
+    st = VectorStore(tmp_path / "s", 3, keep_unwritten=True)
+    keys = [content_key(f"k{i}") for i in range(4)]
+    vecs = np.eye(4, 3, dtype=np.float32)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(st, "_write_shard", full)
+    st.put(keys[:2], vecs[:2])
+    with pytest.warns(RuntimeWarning, match="cannot be written"):
+        st.flush()
+    st.put(keys[2:], vecs[2:])                       # not writable any more: kept in memory
+    st.flush()
+    v = st.locate(keys)
+    assert v.found.all()
+    np.testing.assert_array_equal(np.asarray(v), vecs)

@@ -292,3 +292,31 @@ def test_memory_mapped_nan_rows_are_named(tmp_path):
     x.flush()
     with pytest.raises(ValueError, match=r"emb.text has NaN or infinite values at row 66000"):
         contracts.as_embedding_table(np.load(tmp_path / "x.npy", mmap_mode="r"), "emb")
+
+
+def test_store_view_embeddings_train_and_predict_like_in_memory(toy, tmp_path):
+    """An Embeddings whose vectors are a StoreRows view on the embedding store (encode_catalog at
+    scale) trains to the same head as the in-memory arrays and predicts the same probabilities,
+    without materialising the table (the lazy path reads rows batch by batch)."""
+    from semcat_kit import contracts
+    from semcat_kit.store import StoreRows, VectorStore, content_keys
+
+    tax, emb, y, nb = toy
+    emb = np.asarray(emb, dtype=np.float32)
+    st = VectorStore(tmp_path / "store", emb.shape[1], base_rows=16, merge_factor=4)
+    keys = content_keys([f"item-{i}" for i in range(len(emb))])
+    order = np.random.default_rng(0).permutation(len(emb))            # written in another order
+    for a in range(0, len(emb), 37):
+        st.put(keys[order[a:a + 37]], emb[order[a:a + 37]])
+        st.flush()
+    view = st.locate(keys)
+    assert isinstance(view, StoreRows) and view.found.all() and len(st.shard_files) > 1
+    e = sk.Embeddings(np.arange(len(emb)).astype(str), view, None, np.ones(len(emb), bool), np.zeros(len(emb), bool))
+    assert isinstance(e.text, StoreRows)
+    assert isinstance(contracts.as_embedding_table(e, "emb"), contracts.LazyEmbeddingTable)
+    cfg = TrainConfig(**FAST, early_stopping=None, shuffle_chunk=10_000)
+    ref = train(emb, y, taxonomy=tax, config=cfg, progress=False)
+    got = train(e, y, taxonomy=tax, config=cfg, progress=False)
+    for k, v in ref.model.state_dict().items():
+        assert torch.allclose(v, got.model.state_dict()[k], atol=1e-6), k
+    np.testing.assert_allclose(got.predict_proba(e.take(np.arange(10))), ref.predict_proba(emb[:10]), atol=1e-6)

