@@ -210,8 +210,8 @@ def _ablation(out, name, tr, va, te, tax, name_nb, seeds, flush, t_all) -> str:
     abl_secs = time.perf_counter() - t0
     b = sk.frequency.frequency_buckets(tr[1], C)
     counts = np.bincount(tr[1], minlength=C)
-    desc = ", ".join(f"{k}: {int((b == k).sum())} classes ({int(counts[b == k].min())}–{int(counts[b == k].max())} "
-                     f"training items)" for k in ("head", "torso", "tail"))
+    desc = ", ".join(f"{k}: {int((b == k).sum())} classes" + (f" ({int(counts[b == k].min())}–{int(counts[b == k].max())} "
+                     "training items)" if (b == k).any() else "") for k in ("head", "torso", "tail"))
     some = next(iter(suite.values()))
     out += ["## The seed's loss ablation (semantic soft labels over name neighbours)", "",
             f"Training: the data-aware defaults ({', '.join(f'{k}={v!r}' for k, v in some.data_defaults_applied.items())}"
