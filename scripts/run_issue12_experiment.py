@@ -63,7 +63,7 @@ def _dd(cfg: "sk.TrainConfig", tr, va) -> "sk.TrainConfig":
 
 
 def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"), path=None, tuned=None,
-        lr_C="val", lite=False) -> str:
+        lr_C="val", lite=False, only=None) -> str:
     t_all = time.perf_counter()
     tune_secs = cmp_secs = abl_secs = 0.0
     emb, y, tax, sp = bd.load(name)
@@ -79,7 +79,7 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
     out = [f"# Issue 12 experiment: {name}", "",
            f"{C} classes; train {len(tr[1])} / val {len(va[1])} / test {len(te[1])} items (split seed 0); "
            f"training seeds {list(seeds)}; embeddings: minilm{' + efficientnet-lite0' if emb.image is not None else ''}. "
-           f"Written by `scripts/run_issue12_experiment.py --catalog {name}`. Test split, mean ± std over seeds "
+           f"Written by `scripts/run_issue12_experiment.py --catalog {name}`{' --only ' + ' '.join(repr(o) for o in only) if only else ''}. Test split, mean ± std over seeds "
            "(baselines are deterministic: std 0). `+ CRM` rows re-decode the same runs. Heads: the data-aware "
            f"defaults `{H}` (`TrainConfig.data_defaults`, as Workspace / `semcat train` apply them).", ""]
 
@@ -129,11 +129,19 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
             "one-hot": sk.TrainConfig(**H),
             "tree α=0.1": sk.TrainConfig(smoothing="tree", k=20, alpha=0.1, **H),
             "tree α=0.3": sk.TrainConfig(smoothing="tree", k=20, alpha=0.3, **H),
+            "tree α=0.5": sk.TrainConfig(smoothing="tree", k=20, alpha=0.5, **H),
+            "tree α=0.3, focal α inverse": sk.TrainConfig(smoothing="tree", k=20, alpha=0.3, focal_alpha="inverse", **H),
             "semantic α=0.1": sk.TrainConfig(smoothing="semantic", k=20, alpha=0.1, **H),
             "binary codes": sk.TrainConfig(label_repr="codes", **H),
             **({"tuned": tuned_cfg} if tuned_cfg is not None else {})}
-    crm = (["LogisticRegression", "one-hot", "tree α=0.1", "tree α=0.3", "semantic α=0.1", "binary codes"]
-           + (["tuned"] if tuned_cfg is not None else []))
+    if only:                   # a subset of the semcat rows (one-hot and the peers always run)
+        cfgs = {k: v for k, v in cfgs.items() if k in peers or k == "one-hot" or k in only or k == "tuned"}
+    else:
+        for extra in ("tree α=0.5", "tree α=0.3, focal α inverse"):   # measured separately (--only)
+            cfgs.pop(extra)
+    crm = [c for c in ["LogisticRegression", "one-hot", "tree α=0.1", "tree α=0.3", "tree α=0.5",
+                       "tree α=0.3, focal α inverse", "semantic α=0.1",
+                       "binary codes", "tuned"] if c in cfgs]
     kw = dict(train=tr, val=va, test=te, taxonomy=tax, seeds=seeds, progress=False, allow_unseen_val_classes=True)
     t0 = time.perf_counter()
     main_df = sk.compare(cfgs, neighbors=name_nb, crm_for=crm, **kw)
@@ -202,8 +210,8 @@ def _ablation(out, name, tr, va, te, tax, name_nb, seeds, flush, t_all) -> str:
     abl_secs = time.perf_counter() - t0
     b = sk.frequency.frequency_buckets(tr[1], C)
     counts = np.bincount(tr[1], minlength=C)
-    desc = ", ".join(f"{k}: {int((b == k).sum())} classes ({int(counts[b == k].min())}–{int(counts[b == k].max())} "
-                     f"training items)" for k in ("head", "torso", "tail"))
+    desc = ", ".join(f"{k}: {int((b == k).sum())} classes" + (f" ({int(counts[b == k].min())}–{int(counts[b == k].max())} "
+                     "training items)" if (b == k).any() else "") for k in ("head", "torso", "tail"))
     some = next(iter(suite.values()))
     out += ["## The seed's loss ablation (semantic soft labels over name neighbours)", "",
             f"Training: the data-aware defaults ({', '.join(f'{k}={v!r}' for k, v in some.data_defaults_applied.items())}"
@@ -228,6 +236,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-C", default="val", help="LogisticRegression C ('val' = chosen on the validation split)")
     ap.add_argument("--lite", action="store_true", help="fewer rows (no old-defaults row, no prototype rows, "
                     "hiclass with C=10) for a loaded machine")
+    ap.add_argument("--only", nargs="+", default=None, help="main part: only these semcat rows (plus one-hot and "
+                    "the peers), e.g. 'tree α=0.5'")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -237,7 +247,7 @@ def main(argv=None) -> int:
 
     text = run(a.catalog, a.seeds, a.tune_trials, a.tune_timeout, parts=a.parts, path=path,
                tuned=json.loads(a.tuned) if a.tuned else None,
-               lr_C=a.lr_C if a.lr_C == "val" else float(a.lr_C), lite=a.lite)
+               lr_C=a.lr_C if a.lr_C == "val" else float(a.lr_C), lite=a.lite, only=a.only)
     atomic_write_text(path, text)
     print(f"wrote {path}")
     return 0
