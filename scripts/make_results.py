@@ -38,15 +38,22 @@ HEADER = ("# Results\n\nWritten by `scripts/make_results.py` (`make results`); d
           "regression per parent node), fitted on the same embeddings and split.\n")
 
 
-#: The peers of every table (``sk.baseline_suite``): fitted on the same embeddings and split.
-BASELINE_ROWS = ["LogisticRegression", "LogisticRegression + CRM", "hiclass LCPPN"]
+#: Peers that also get a ``+ CRM`` row (``Workspace.baselines``' default).
+PEER_CRM = ("LogisticRegression",)
+
+
+def peer_rows() -> list[str]:
+    """The peers' rows of every table: ``sk.baseline_suite()``, each ``PEER_CRM`` one followed by its CRM row."""
+    import semcat_kit as sk
+
+    return [r for n in sk.baseline_suite() for r in ([n, f"{n} + CRM"] if n in PEER_CRM else [n])]
 
 
 def expected_rows(k: int = 20) -> list[str]:
     """Row names a results table has: the suite's configurations, one ``+ CRM`` row, then the peers."""
     import semcat_kit as sk
 
-    return list(sk.default_suite(k=k)) + ["+ CRM"] + BASELINE_ROWS
+    return list(sk.default_suite(k=k)) + ["+ CRM"] + peer_rows()
 
 
 def table_shape(md: str) -> tuple[list[str], list[str]]:
@@ -85,7 +92,7 @@ def measure(name: str, catalog: str, catalog_options: dict, text_encoder, image_
     before = stored()
     res = ws.suite(sk.default_suite(epochs=epochs, k=ws.k, device=device), seeds=seeds, retrain=not reuse)
     t_suite = time.perf_counter() - t0 - t_enc
-    base = ws.baselines(seeds=seeds, retrain=not reuse)
+    base = ws.baselines(seeds=seeds, crm_for=PEER_CRM, retrain=not reuse)
     total = time.perf_counter() - t0
     sp = ws.split()
     import pandas as pd
@@ -130,7 +137,7 @@ def reading(df) -> str:
     lowest hdist@5 and mistake severity relative to the one-hot head, with the seed noise to read
     them against.
     """
-    peers = set(BASELINE_ROWS)
+    peers = set(peer_rows())
     heads = df.loc[[n for n in df.index if n not in peers]]
     out = []
     if "LogisticRegression" in df.index:

@@ -201,8 +201,7 @@ class Workspace:
         seeds = [int(s) for s in seeds]
         spec = {"data": self.fingerprint(), "seeds": seeds, "crm_for": crm_for,
                 "configs": {n: c.to_dict() for n, c in configs.items()}}
-        key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        folder = self.work_dir / "suites" / key
+        folder = self._result_folder("suites", spec)
         if folder.is_dir() and not retrain:
             return SuiteResult.load(folder)
         (tr, ytr), (va, yva), (te, yte) = self.part("train"), self.part("val"), self.part("test")
@@ -224,6 +223,11 @@ class Workspace:
             (tmp / "spec.json").write_text(json.dumps({**spec, "names": list(configs)}, indent=1, default=str))
         return SuiteResult.load(folder)
 
+    def _result_folder(self, kind: str, spec: dict) -> Path:
+        """``work_dir/<kind>/<key>``: where a trained result of ``spec`` (data, configs, seeds) is kept."""
+        key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return self.work_dir / kind / key
+
     def baselines(self, configs: dict | None = None, seeds=(0, 1, 2), crm_for=("LogisticRegression",),
                   retrain: bool = False, progress: bool = True) -> pd.DataFrame:
         """What a user would pick instead of a head, scored on the same split as :meth:`suite`.
@@ -231,8 +235,8 @@ class Workspace:
         ``configs`` defaults to :func:`semcat_kit.comparison.baseline_suite` (a ``LogisticRegression``
         whose ``C`` is chosen on the validation split, and hiclass's classifier per parent node); a
         list picks some of those by name, a dict gives your own ``Baseline`` objects. ``crm_for``
-        names the rows that also get a ``"+ CRM"`` row (names not among ``configs`` are ignored). Returns the :func:`compare`
-        summary (same columns as ``suite(...).summary``), kept under ``work_dir/baselines/<key>/``
+        names the rows that also get a ``"+ CRM"`` row (names not among ``configs`` are ignored).
+        Returns the :func:`compare` summary (same columns as ``suite(...).summary``), kept under ``work_dir/baselines/<key>/``
         (``key`` hashes the data, the baselines and the seeds) and reloaded on the next call.
         """
         from .comparison import baseline_suite, compare
@@ -252,8 +256,7 @@ class Workspace:
         crm = [n for n in crm if n in configs]
         spec = {"data": self.fingerprint(), "seeds": seeds, "crm_for": crm,
                 "configs": {n: repr(c) for n, c in configs.items()}}
-        key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        folder = self.work_dir / "baselines" / key
+        folder = self._result_folder("baselines", spec)
         if (folder / "summary.csv").is_file() and not retrain:
             return read_csv(folder / "summary.csv", what="baselines summary", index_col="config")
         (tr, ytr), (va, yva), (te, yte) = self.part("train"), self.part("val"), self.part("test")
