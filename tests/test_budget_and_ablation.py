@@ -11,7 +11,7 @@ import semcat_kit as sk
 from semcat_kit import soft_labels as soft
 from semcat_kit.comparison import compare, loss_suite
 from semcat_kit.embeddings import Embeddings
-from semcat_kit.frequency import bucket_metrics, frequency_buckets
+from semcat_kit.frequency import bucket_metrics, frequency_buckets, frequency_cutoffs
 from semcat_kit.model import FusionHead
 from semcat_kit.similarity import class_alpha, tree_neighbors
 
@@ -115,13 +115,46 @@ def test_frequency_buckets_thirds_and_thresholds():
     y = np.repeat(np.arange(12), counts)
     b = frequency_buckets(y, 12)
     assert list(b[:4]) == ["head"] * 4 and list(b[4:8]) == ["torso"] * 4 and list(b[8:]) == ["tail"] * 4
-    # equal counts straddling a cut share the bucket of the first of them
-    b2 = frequency_buckets(np.repeat(np.arange(6), [5, 3, 3, 3, 1, 1]), 6)
-    assert list(b2) == ["head", "head", "head", "head", "tail", "tail"]
+    # equal counts are never split; the cut-offs give the sizes closest to thirds (1 / 3 / 2, not 4 / 0 / 2)
+    y2 = np.repeat(np.arange(6), [5, 3, 3, 3, 1, 1])
+    assert frequency_cutoffs(y2, 6) == (3, 5)
+    assert list(frequency_buckets(y2, 6)) == ["head", "torso", "torso", "torso", "tail", "tail"]
     b3 = frequency_buckets(y, 12, thresholds=(5, 30))
     assert list(b3) == ["head"] * 4 + ["torso"] * 4 + ["tail"] * 4
     with pytest.raises(ValueError, match="class indices"):
         frequency_buckets(np.array([0, 13]), 12)
+
+
+def test_frequency_buckets_heavy_ties_keep_every_bucket():
+    # a long tail of singletons (as on the toys catalog: 90 of 235 classes have 1 training item) used to
+    # swallow the tail bucket into the torso; every bucket must now be non-empty and near a third
+    rng = np.random.default_rng(0)
+    counts = np.concatenate([rng.integers(12, 600, 70), rng.integers(2, 12, 75), np.ones(90, int)])
+    rng.shuffle(counts)
+    y = np.repeat(np.arange(len(counts)), counts)
+    b = frequency_buckets(y, len(counts))
+    sizes = {k: int((b == k).sum()) for k in ("head", "torso", "tail")}
+    assert sizes["tail"] == 90 and all(v > 0 for v in sizes.values()) and sum(sizes.values()) == 235
+    # ties are never split: every count value sits in exactly one bucket, and buckets are ordered by count
+    for v in np.unique(counts):
+        assert len(set(b[counts == v])) == 1
+    assert counts[b == "head"].min() > counts[b == "torso"].max() >= counts[b == "torso"].min() > counts[b == "tail"].max()
+    t1, t2 = frequency_cutoffs(y, len(counts))
+    assert list(b) == list(frequency_buckets(y, len(counts), thresholds=(t1, t2)))
+    # no better split exists: brute force over all pairs of cuts between distinct counts
+    vals = np.unique(counts)[::-1]
+    best = min(sum((s - 235 / 3) ** 2 for s in ((counts >= a).sum(), ((counts < a) & (counts >= c)).sum(),
+                                               (counts < c).sum()))
+               for ia, a in enumerate(vals) for c in vals[ia + 1:])
+    got = sum((v - 235 / 3) ** 2 for v in sizes.values())
+    assert got == pytest.approx(best)
+    # degenerate counts: one value -> all head; two values -> head and tail
+    assert set(frequency_buckets(np.repeat(np.arange(5), 4), 5)) == {"head"}
+    b2 = frequency_buckets(np.repeat(np.arange(6), [7, 7, 7, 2, 2, 2]), 6)
+    assert list(b2) == ["head"] * 3 + ["tail"] * 3
+    # an unseen class (count 0) is a count like any other: it lands in the tail
+    b0 = frequency_buckets(np.repeat(np.arange(7), [9, 9, 4, 4, 1, 1, 0]), 7)
+    assert list(b0) == ["head", "head", "torso", "torso", "tail", "tail", "tail"]
 
 
 def test_bucket_metrics_by_hand():
