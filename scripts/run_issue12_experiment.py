@@ -209,6 +209,7 @@ def _ablation(out, name, tr, va, te, tax, name_nb, seeds, flush, t_all) -> str:
     abl = sk.compare(suite, neighbors=name_nb, by_frequency=True, **kw)
     abl_secs = time.perf_counter() - t0
     b = sk.frequency.frequency_buckets(tr[1], C)
+    t1, t2 = sk.frequency.frequency_cutoffs(tr[1], C)
     counts = np.bincount(tr[1], minlength=C)
     desc = ", ".join(f"{k}: {int((b == k).sum())} classes" + (f" ({int(counts[b == k].min())}–{int(counts[b == k].max())} "
                      "training items)" if (b == k).any() else "") for k in ("head", "torso", "tail"))
@@ -216,7 +217,8 @@ def _ablation(out, name, tr, va, te, tax, name_nb, seeds, flush, t_all) -> str:
     out += ["## The seed's loss ablation (semantic soft labels over name neighbours)", "",
             f"Training: the data-aware defaults ({', '.join(f'{k}={v!r}' for k, v in some.data_defaults_applied.items())}"
             "; each row's own loss settings win).", "",
-            f"Frequency buckets = thirds of the classes by training count: {desc}.", "",
+            "Frequency buckets = thirds of the classes by training count, equal counts never split "
+            f"(`frequency.frequency_cutoffs`: head n_c ≥ {t2}, torso {t1} ≤ n_c < {t2}, tail n_c < {t1}): {desc}.", "",
             format_table(abl, METRICS), "", format_table(abl, BUCKET_METRICS), ""]
     out.append(f"Time: ablation {abl_secs:.0f} s, this part in total {time.perf_counter() - t_all:.0f} s on "
                f"{platform.machine()} (shared, torch threads {torch.get_num_threads()}).")
