@@ -55,6 +55,8 @@ def frequency_cutoffs(train_labels, n_classes: int) -> tuple[int, int]:
     vals, sizes = np.unique(counts, return_counts=True)
     vals, sizes = vals[::-1], sizes[::-1]                 # distinct counts, descending
     D = len(vals)
+    if D == 0:
+        return 0, 0                                       # no classes
     if D == 1:
         return int(vals[0]), int(vals[0])                 # all head (t1 = t2 = the only count)
     if D == 2:
