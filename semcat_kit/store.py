@@ -83,6 +83,7 @@ STORE_FORMAT = "semcat-vector-store/1"
 _SHARD_RE = re.compile(r"^shard-[A-Za-z0-9_.-]+\.arrow$")
 _VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256 hex, per process
 _GATHER_ROWS = 4096  # rows per block when copying vectors out of a shard
+_LOCATE_BLOCK = 1 << 18  # query keys per block in VectorStore.locate (bounds its temporaries)
 
 
 def content_key(data: bytes | str) -> bytes:
@@ -637,45 +638,58 @@ class VectorStore:
         """
         keys = as_keys(keys)
         n = len(keys)
+        valid = None if valid is None else np.asarray(valid, dtype=bool)
+        if valid is not None and valid.shape != (n,):
+            raise ValueError(f"locate: valid has shape {valid.shape}, expected ({n},)")
         src = np.full(n, -1, dtype=np.int16)
-        row = np.zeros(n, dtype=np.int64)
         on_disk = sorted(self._shards.values(), key=len, reverse=True)
         shards = on_disk + self._pending_shards()
         if len(shards) > np.iinfo(np.int16).max:
             raise RuntimeError(f"{len(shards)} shards in {self.root}; run compact() first")
-        todo = None if valid is None else np.flatnonzero(np.asarray(valid, dtype=bool))
-        nq = n if todo is None else len(todo)
-        if nq and len(on_disk) > 1 and 4 * nq >= sum(len(x) for x in on_disk):
-            # a large lookup over several shards: one search in an index over all of them (built
-            # once per set of shards, ~26 bytes a key) instead of one search per shard
-            idx, csrc, crow = self._combined(on_disk)
-            qhi, qlo = _split(keys if todo is None else keys[todo])
+        total = sum(len(x) for x in on_disk)
+        row = np.zeros(n, dtype=np.int32 if max([len(x) for x in shards] + [0]) < np.iinfo(np.int32).max
+                       else np.int64)
+        nq = n if valid is None else int(np.count_nonzero(valid))
+        comb = self._combined(on_disk) if nq and len(on_disk) > 1 and 4 * nq >= total else None
+        # queries in blocks: the temporaries (key halves, candidate rows) are bounded by the block, not by n
+        for a in range(0, n, _LOCATE_BLOCK):
+            b = min(n, a + _LOCATE_BLOCK)
+            todo = None if valid is None else a + np.flatnonzero(valid[a:b])
+            s_, r_ = self._locate_block(keys[a:b] if todo is None else keys[todo], shards, comb, len(on_disk))
+            if todo is None:
+                src[a:b], row[a:b] = s_, r_
+            else:
+                src[todo], row[todo] = s_, r_
+        return StoreRows([sh.rows_source() for sh in shards], src, row, self.dim)
+
+    @staticmethod
+    def _locate_block(keys: np.ndarray, shards: list, comb, n_disk: int) -> tuple[np.ndarray, np.ndarray]:
+        """(source, row) of each key of one block (source -1 where absent)."""
+        m = len(keys)
+        src = np.full(m, -1, dtype=np.int16)
+        row = np.zeros(m, dtype=np.int64)
+        qhi, qlo = _split(keys)
+        todo = np.arange(m)
+        searched = 0
+        if comb is not None and m:
+            idx, csrc, crow = comb
             pos = idx.search(qhi, qlo)
             hit = pos >= 0
-            at = np.flatnonzero(hit) if todo is None else todo[hit]
-            src[at], row[at] = csrc[pos[hit]], crow[pos[hit]]
-            todo = np.flatnonzero(~hit) if todo is None else todo[~hit]
-            searched = len(on_disk)           # the queued vectors (pending) are searched below
-        else:
-            searched = 0
-        if (todo is None or todo.size) and len(shards) > searched:
-            qhi, qlo = _split(keys if todo is None else keys[todo])
-            # largest shards first: most keys are resolved by the first searches
-            for s_i in range(searched, len(shards)):
-                pos = shards[s_i].index.search(qhi, qlo)
-                hit = pos >= 0
-                if todo is None:        # first search over every key: no index arrays
-                    src[hit], row = s_i, np.maximum(pos, 0)
-                    todo = np.flatnonzero(~hit)
-                    qhi, qlo = qhi[todo], qlo[todo]
-                elif hit.any():
-                    src[todo[hit]], row[todo[hit]] = s_i, pos[hit]
-                    miss = ~hit
-                    qhi, qlo, todo = qhi[miss], qlo[miss], todo[miss]
-                if not todo.size:
-                    break
-        row = row.astype(np.int32) if len(row) and row.max() < np.iinfo(np.int32).max else row
-        return StoreRows([sh.rows_source() for sh in shards], src, row, self.dim)
+            src[hit], row[hit] = csrc[pos[hit]], crow[pos[hit]]
+            miss = ~hit
+            todo, qhi, qlo = todo[miss], qhi[miss], qlo[miss]
+            searched = n_disk                  # the queued vectors (pending) are searched below
+        # largest shards first: most keys are resolved by the first searches
+        for s_i in range(searched, len(shards)):
+            if not todo.size:
+                break
+            pos = shards[s_i].index.search(qhi, qlo)
+            hit = pos >= 0
+            if hit.any():
+                src[todo[hit]], row[todo[hit]] = s_i, pos[hit]
+                miss = ~hit
+                qhi, qlo, todo = qhi[miss], qlo[miss], todo[miss]
+        return src, row
 
     def _combined(self, shards: list) -> tuple["_KeyIndex", np.ndarray, np.ndarray]:
         """Index over several shards' keys -> (position in ``shards``, row); cached per shard set."""
@@ -683,15 +697,21 @@ class VectorStore:
         if self._comb is not None and self._comb[0] == ident:
             return self._comb[1]
         hi = np.concatenate([x.hi for x in shards])
-        lo = np.concatenate([x.lo for x in shards])
-        src = np.concatenate([np.full(len(x), i, dtype=np.int16) for i, x in enumerate(shards)])
-        row = np.concatenate([np.arange(len(x), dtype=np.int32) for x in shards])
         o = np.argsort(hi, kind="stable")              # sorted runs: a merge, not a full sort
         hs = hi[o]
+        del hi
+        lo = np.concatenate([x.lo for x in shards])
         if len(hs) > 1 and np.any(hs[1:] == hs[:-1]):  # shared 64-bit prefixes: order them by lo too
-            o = np.lexsort((lo, hi))
-            hs = hi[o]
-        comb = (_KeyIndex(hs, lo[o]), src[o], row[o])
+            o = np.lexsort((lo, np.concatenate([x.hi for x in shards])))
+            hs = np.concatenate([x.hi for x in shards])[o]
+        lo = lo[o]
+        # (shard, row) of each sorted key from its position in the concatenation: no per-key arrays
+        # of the concatenation besides the order itself
+        starts = np.cumsum([0] + [len(x) for x in shards])
+        src = (np.searchsorted(starts, o, side="right") - 1).astype(np.int16)
+        row = (o - starts[src]).astype(np.int32)
+        del o
+        comb = (_KeyIndex(hs, lo), src, row)
         self._comb = (ident, comb)
         return comb
 
