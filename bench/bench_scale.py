@@ -188,7 +188,7 @@ STAGES: list[tuple[str, object]] = []
 #: (the in-memory comparisons last: with ``--write-doc`` every finished stage is recorded at once, so a
 #: long in-memory run cut short still leaves the streaming figures of this size)
 ORDER = ["encode_text_store", "store_build", "train_epoch_store", "evaluate_streaming", "predict_chunked",
-         "train_epoch_in_memory", "evaluate_in_memory", "predict_in_memory"]
+         "evaluate_in_memory", "train_epoch_in_memory", "predict_in_memory"]
 
 
 def stage(name: str):
