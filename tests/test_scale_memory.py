@@ -153,3 +153,28 @@ def test_images_from_a_parquet_catalog_match_the_dataframe(tmp_path, myntra_styl
     np.testing.assert_allclose(got.image, want.image, atol=1e-6)
     np.testing.assert_array_equal(got.image_mask, want.image_mask)
     assert not got.image_mask[2] and got.failures["reason"].str.contains("absent.jpg").any()
+
+
+# ------------------------------------------------------------------ allocator retention
+def test_training_and_streaming_evaluation_release_freed_memory_every_few_steps(monkeypatch):
+    """A long epoch must not creep up through the allocator keeping freed step temporaries: the
+    trainer trims every TRIM_EVERY steps, the streaming evaluator after every chunk."""
+    import sys
+
+    from semcat_kit import _memory, streaming, trainer
+    from semcat_kit.training import TrainConfig, train
+
+    if sys.platform.startswith("linux"):
+        assert _memory.release_freed_memory() is True           # glibc: malloc_trim found and called
+    calls = {"train": 0, "eval": 0}
+    monkeypatch.setattr(trainer, "release_freed_memory", lambda: calls.__setitem__("train", calls["train"] + 1))
+    monkeypatch.setattr(streaming, "release_freed_memory", lambda: calls.__setitem__("eval", calls["eval"] + 1))
+    paths = [f"Top{i // 4} > Leaf{i}" for i in range(8)]
+    tax = sk.Taxonomy.from_paths(paths)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(8), 40)
+    x = (rng.normal(size=(8, 6))[y] + 0.3 * rng.normal(size=(len(y), 6))).astype(np.float32)
+    train(x, y, taxonomy=tax, config=TrainConfig(epochs=1, batch_size=8, device="cpu", early_stopping=None),
+          val=(x[:40], y[:40]), progress=False)
+    assert calls["train"] == (len(y) // 8) // _memory.TRIM_EVERY      # 40 steps -> 2 trims
+    assert calls["eval"] >= 1                                         # validation chunk(s)
