@@ -140,7 +140,7 @@ def render(data: dict) -> str:
                      f"torch threads {run.get('threads', '?')}" + (f"; ratios vs the in-memory path: {extra}" if extra
                                                                   else "; in-memory path not run at this size") + "."
                      + (f" Stages {', '.join(run['rerun']['stages'])} re-measured in a later run (load average "
-                        f"{run['rerun']['load']}) with the same code as the others' paths." if run.get("rerun") else ""))
+                        f"{run['rerun']['load']}); the other stages come from the full run." if run.get("rerun") else ""))
     st = data.get("bench_store")
     if st:
         n = st["n"]
