@@ -13,8 +13,8 @@ Stages (``STAGES``; each is a function ``stage(ctx) -> dict`` registered with ``
 other stages -- store build, one training epoch, validation -- are added the same way):
 
 * ``encode_text_store``: ``encode_catalog(view=True)`` over N synthetic titles (1% missing) with a
-  tiny stand-in text encoder, into a fresh store: the streaming encode's own memory (chunk-bounded;
-  the input DataFrame is reported apart as ``catalog_mb``).
+  tiny stand-in text encoder, into a fresh store, reading the catalog from a Parquet file (written
+  block by block before the stages) in record batches: the streaming encode's own memory.
 * ``store_build``: the catalog's 384-d and 1280-d vectors written block by block into the
   embedding store (``VectorStore``, memory-mapped Arrow shards, tiered merges).
 * ``train_epoch_store`` / ``train_epoch_in_memory``: one epoch of ``sk.train`` (batch 1,024, the
@@ -179,13 +179,16 @@ class Context:
     catalog: SyntheticCatalog
     tmp: Path
     predictor: object = None
+    catalog_file: Path | None = None
     results: dict = field(default_factory=dict)     # stage -> {"seconds", "items", "rss_anon_mb", ...}
 
 
 STAGES: list[tuple[str, object]] = []
 #: the order stages run in (the store is built before the stages that read it)
-ORDER = ["encode_text_store", "store_build", "train_epoch_store", "train_epoch_in_memory", "evaluate_streaming",
-         "evaluate_in_memory", "predict_chunked", "predict_in_memory"]
+#: (the in-memory comparisons last: with ``--write-doc`` every finished stage is recorded at once, so a
+#: long in-memory run cut short still leaves the streaming figures of this size)
+ORDER = ["encode_text_store", "store_build", "train_epoch_store", "evaluate_streaming", "predict_chunked",
+         "evaluate_in_memory", "train_epoch_in_memory", "predict_in_memory"]
 
 
 def stage(name: str):
@@ -219,7 +222,7 @@ def predict_chunked(ctx: Context) -> dict:
     pred = _predictor(ctx)
     out = ctx.tmp / "pred_chunked.parquet"
     # from the store view when the store was built (what `semcat predict` reads at scale), else the generator
-    src = _store_view(ctx) if (ctx.tmp / "items.npz").exists() else ctx.catalog.embeddings()
+    src = _store_view(ctx) if _store_built(ctx) else ctx.catalog.embeddings()
     frames = pred.predict_embeddings_iter(src, top_k=5, chunk_size=ctx.args.chunk_size, progress=False)
     n = write_predictions(frames, out)
     return {"items": n, "output": out}
@@ -350,18 +353,23 @@ def _stores(ctx: Context):
 def _item_keys(ids) -> np.ndarray:
     from semcat_kit.store import content_keys
 
-    return content_keys([str(i) for i in ids])      # the bench's content key: the item id
+    return content_keys([str(i) for i in ids])      # the bench's content key: the item id (one block at a time)
 
 
 @stage("store_build")
 def store_build(ctx: Context) -> dict:
     """The catalog's vectors written block by block into the embedding store (``VectorStore``:
     memory-mapped Arrow shards, one per modality, tiered merges -- what ``encode_catalog`` writes),
-    plus ``items.npz`` (ids, masks) and ``labels.npy``; never all in memory."""
+    plus per-item files (``ids.npy``, ``keys.npy``, ``masks.npy``, ``labels.npy``) written block by
+    block into memory-mapped ``.npy`` files; never all in memory."""
     n = ctx.catalog.n
     ts, is_ = _stores(ctx)
-    labels = np.lib.format.open_memmap(ctx.tmp / "labels.npy", mode="w+", dtype=np.int64, shape=(n,))
-    ids, tm, im = [], np.zeros(n, bool), np.zeros(n, bool)
+    d = ctx.tmp
+    width = len(f"p{max(n - 1, 0)}")
+    labels = np.lib.format.open_memmap(d / "labels.npy", mode="w+", dtype=np.int64, shape=(n,))
+    ids = np.lib.format.open_memmap(d / "ids.npy", mode="w+", dtype=f"<U{width}", shape=(n,))
+    keys_all = np.lib.format.open_memmap(d / "keys.npy", mode="w+", dtype=np.uint8, shape=(n, 16))
+    masks = np.lib.format.open_memmap(d / "masks.npy", mode="w+", dtype=bool, shape=(n, 2))
     a = 0
     for i in range(ctx.catalog.n_blocks):
         bid, y, emb = ctx.catalog.block(i)
@@ -370,28 +378,39 @@ def store_build(ctx: Context) -> dict:
         ts.put(keys[emb.text_mask], emb.text[emb.text_mask])
         is_.put(keys[emb.image_mask], emb.image[emb.image_mask])
         ts.flush(), is_.flush()
-        labels[a:b], tm[a:b], im[a:b] = y, emb.text_mask, emb.image_mask
-        ids.append(bid)
+        labels[a:b], ids[a:b], keys_all[a:b] = y, bid, keys
+        masks[a:b, 0], masks[a:b, 1] = emb.text_mask, emb.image_mask
         a = b
-    labels.flush()
-    del labels
-    np.savez(ctx.tmp / "items.npz", item_ids=np.concatenate(ids), text_mask=tm, image_mask=im)
+    for m in (labels, ids, keys_all, masks):
+        m.flush()
+    del labels, ids, keys_all, masks
     shards = len(ts.shard_files) + len(is_.shard_files)
     size = sum(f.stat().st_size for f in _store_dir(ctx).rglob("*.arrow"))
     return {"items": n, "shards": shards, "store_gb": size / 1e9}
 
 
+def _store_built(ctx: Context) -> bool:
+    return (ctx.tmp / "keys.npy").exists()
+
+
 def _store_view(ctx: Context):
-    """The whole catalog as an ``Embeddings`` whose vectors are ``StoreRows`` views on the store."""
+    """The whole catalog as an ``Embeddings`` whose vectors are ``StoreRows`` views on the store.
+
+    Private per item: the ids (``<U`` array, 4 bytes a character), the two masks, and per modality
+    where each vector is (2 + 4 bytes); the keys are read from their memory-mapped file."""
     from semcat_kit.embeddings import Embeddings
 
-    z = np.load(ctx.tmp / "items.npz")
+    d = ctx.tmp
+    ids = np.load(d / "ids.npy")
+    masks = np.load(d / "masks.npy")
+    keys = np.load(d / "keys.npy", mmap_mode="r")
+    tm, im = masks[:, 0].copy(), masks[:, 1].copy()
+    del masks
     ts, is_ = _stores(ctx)
-    keys = _item_keys(z["item_ids"])
-    text = ts.locate(keys, valid=z["text_mask"])
-    image = is_.locate(keys, valid=z["image_mask"])
-    assert (text.found == z["text_mask"]).all() and (image.found == z["image_mask"]).all()
-    return Embeddings(z["item_ids"], text, image, z["text_mask"], z["image_mask"])
+    text = ts.locate(keys, valid=tm)
+    image = is_.locate(keys, valid=im)
+    assert (text.found == tm).all() and (image.found == im).all()
+    return Embeddings(ids, text, image, tm, im)
 
 
 def _step_limit(steps: int):
@@ -498,35 +517,62 @@ class _TinyTextEncoder:
         return Tiny()
 
 
+def _titles_block(a: int, b: int):
+    """Ids and titles of rows ``a..b`` of the synthetic catalog (every 100th title missing)."""
+    ids = np.char.add("p", np.arange(a, b).astype(str))
+    titles = np.char.add("synthetic product title number ", np.arange(a, b).astype(str)).astype(object)
+    titles[(np.arange(a, b) % 100) == 0] = None
+    return ids, titles
+
+
+def write_catalog_file(n: int, path: Path, block: int = 65536) -> Path:
+    """The synthetic catalog (``item_id``, ``title``) as a Parquet file, written block by block."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("item_id", pa.string()), ("title", pa.string())])
+    with pq.ParquetWriter(str(path), schema) as w:
+        for a in range(0, n, block):
+            ids, titles = _titles_block(a, min(n, a + block))
+            w.write_table(pa.table({"item_id": pa.array(ids.tolist(), pa.string()),
+                                    "title": pa.array(titles.tolist(), pa.string())}, schema=schema))
+    return path
+
+
 @stage("encode_text_store")
 def encode_text_store(ctx: Context) -> dict:
     """``encode_catalog`` over N synthetic titles (1% missing) with a tiny text encoder into a fresh
-    store, returning a view on it (``view=True``): private memory is the input catalog plus one
-    chunk plus 16 bytes a row for the keys, not N x 384 floats. The input catalog is built inside
-    the stage (its size is reported as ``catalog_mb``)."""
-    import pandas as pd
-
+    store, returning a view on it (``view=True``). The catalog is a Parquet file (written before
+    the stage, block by block) that ``encode_catalog`` reads in record batches: private memory is
+    one chunk plus, per item, the id (``<U`` array), the key, the mask and the view's position --
+    not the catalog, not N x 384 floats."""
     from semcat_kit.embeddings import encode_catalog
 
     n = ctx.catalog.n
-    before = _status_kb()["RssAnon"] / 1024
-    ids = np.char.add("p", np.arange(n).astype(str))
-    titles = pd.Series(np.char.add("synthetic product title number ", np.arange(n).astype(str)), dtype=object)
-    titles[np.arange(0, n, 100)] = None
-    cat = pd.DataFrame({"item_id": ids, "title": titles})
-    del ids, titles
-    catalog_mb = _status_kb()["RssAnon"] / 1024 - before
-    emb = encode_catalog(cat, text_encoder=_TinyTextEncoder(), cache_dir=ctx.tmp / "encode_cache", progress=False,
-                         view=True, batch_size=1024)
+    emb = encode_catalog(ctx.catalog_file, text_encoder=_TinyTextEncoder(), cache_dir=ctx.tmp / "encode_cache",
+                         progress=False, view=True, batch_size=1024)
     assert emb.meta["stats"]["view"] and emb.meta["stats"]["text_encoded"] == n - len(range(0, n, 100))
     assert len(emb.failures) == len(range(0, n, 100))
-    return {"items": n, "catalog_mb": catalog_mb}
+    return {"items": n, "catalog_file_mb": ctx.catalog_file.stat().st_size / 2**20}
 
 # ---------------------------------------------------------------------------------- runner
+def _trim() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``) so a stage's RssAnon is not
+    inflated by what an earlier stage freed but the allocator kept; a no-op elsewhere."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_stage(ctx: Context, name: str, fn) -> dict | None:
     import gc
 
     gc.collect()
+    _trim()
+    start = _status_kb()["RssAnon"] / 1024
     t = time.perf_counter()
     with MemorySampler() as mem:
         res = fn(ctx)
@@ -534,9 +580,11 @@ def run_stage(ctx: Context, name: str, fn) -> dict | None:
     if res.get("skip"):
         print(f"skipped: {name} ({res['skip']})", flush=True)
         return None
-    res.update(seconds=secs, rss_anon_mb=mem.anon_mb, rss_file_mb=mem.file_mb)
+    res.update(seconds=secs, rss_anon_mb=mem.anon_mb, rss_file_mb=mem.file_mb, rss_anon_start_mb=start)
     ctx.results[name] = res
     print(f"peak_rss_mb: {name} {mem.anon_mb:.0f}", flush=True)
+    print(f"start_rss_mb: {name} {start:.0f} (RssAnon when the stage began: what earlier stages and imports hold)",
+          flush=True)
     print(f"peak_rss_file_mb: {name} {mem.file_mb:.0f}", flush=True)
     if res.get("extrapolated_from_steps"):
         print(f"throughput: {name} {res['items_per_s']:.0f} items/s (timed on the first {res['extrapolated_from_steps']} "
@@ -547,10 +595,27 @@ def run_stage(ctx: Context, name: str, fn) -> dict | None:
               f"{secs:.1f} s incl. validation of {res['val_items']:,} rows in {res['val_seconds']:.1f} s)", flush=True)
     else:
         print(f"throughput: {name} {res['items'] / secs:.0f} items/s ({secs:.1f} s)", flush=True)
-    if "catalog_mb" in res:
-        print(f"note: {name} input catalog (DataFrame of N ids + titles) {res['catalog_mb']:.0f} MB of that peak",
+    if "catalog_file_mb" in res:
+        print(f"note: {name} reads the catalog from a {res['catalog_file_mb']:.0f} MB Parquet file in record batches",
               flush=True)
     return res
+
+
+def ratios_from_stages(stages: dict) -> dict:
+    """The peak-memory and throughput ratios of the recorded stage figures (in-memory vs streaming)."""
+    out = {}
+
+    def rate(x):
+        return x.get("items_per_s", x["items"] / x["seconds"])
+
+    for what, mem, stream in (("train", "train_epoch_in_memory", "train_epoch_store"),
+                              ("evaluate", "evaluate_in_memory", "evaluate_streaming")):
+        if mem in stages and stream in stages:
+            a, b = stages[mem], stages[stream]
+            key = "store" if what == "train" else "streaming"
+            out[f"{what} peak_rss in_memory/{key}"] = round(a["rss_anon_mb"] / b["rss_anon_mb"], 3)
+            out[f"{what} throughput {key}/in_memory"] = round(rate(b) / rate(a), 3)
+    return out
 
 
 def report_ratios(ctx: Context) -> dict:
@@ -642,25 +707,49 @@ def main(argv=None):
         base = _status_kb()
         print(f"baseline_rss_mb: {base['RssAnon'] / 1024:.0f} (anon) {base['RssFile'] / 1024:.0f} (file)", flush=True)
         t_all = time.perf_counter()
-        for name, fn in sorted(STAGES, key=lambda x: ORDER.index(x[0])):
-            if wanted is None or name in wanted:
-                run_stage(ctx, name, fn)
-        ratios = report_ratios(ctx)
-        print(f"total: {time.perf_counter() - t_all:.0f} s; load average now {os.getloadavg()[0]:.1f}", flush=True)
-        if args.write_doc:
+        if wanted is None or "encode_text_store" in wanted:
+            t = time.perf_counter()
+            ctx.catalog_file = write_catalog_file(args.n, ctx.tmp / "catalog.parquet")
+            print(f"catalog file: {ctx.catalog_file.stat().st_size / 2**20:.0f} MB Parquet written in "
+                  f"{time.perf_counter() - t:.1f} s (before the stages, block by block)", flush=True)
+        def record(ratios):
             sys.path.insert(0, str(ROOT / "bench"))
             import scale_doc
 
             keep = ("items", "seconds", "rss_anon_mb", "rss_file_mb", "items_per_s", "extrapolated_from_steps",
-                    "total_steps", "epoch_seconds", "val_seconds", "val_items", "val_top1", "catalog_mb", "shards",
-                    "store_gb")
+                    "total_steps", "epoch_seconds", "val_seconds", "val_items", "val_top1", "catalog_file_mb", "shards",
+                    "store_gb", "rss_anon_start_mb")
             stages = {k: {f: (round(v[f], 4) if isinstance(v[f], float) else v[f]) for f in keep if f in v}
                       for k, v in ctx.results.items()}
-            scale_doc.record("bench_scale", {"stages": stages, "ratios": ratios, "load": round(load0, 1),
-                                             "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-                                             "store_dtype": args.store_dtype}, key=str(args.n))
-            print(f"wrote {scale_doc.JSON_PATH} and {scale_doc.DOC_PATH}")
+            entry = {"stages": stages, "ratios": ratios, "load": round(load0, 1), "cpus": os.cpu_count(),
+                     "threads": torch.get_num_threads(), "store_dtype": args.store_dtype}
+            old = scale_doc.load().get("bench_scale", {}).get(str(args.n))
+            if wanted is not None and old:
+                # a subset of stages re-measured: they replace their old figures, the others stay (the
+                # entry says which stages came from this run, and its load)
+                merged = dict(old)
+                merged["stages"] = {**old["stages"], **stages}
+                merged["ratios"] = {**old.get("ratios", {}), **ratios_from_stages(merged["stages"])}
+                merged["rerun"] = {"stages": sorted(set(old.get("rerun", {}).get("stages", [])) | set(stages)),
+                                   "load": round(load0, 1)}
+                entry = merged
+            scale_doc.record("bench_scale", entry, key=str(args.n))
+            return scale_doc
 
+        for name, fn in sorted(STAGES, key=lambda x: ORDER.index(x[0])):
+            if wanted is None or name in wanted:
+                run_stage(ctx, name, fn)
+                if args.write_doc:      # every finished stage at once (a run cut short keeps what it measured)
+                    import contextlib
+                    import io
+
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        record(report_ratios(ctx))
+        ratios = report_ratios(ctx)
+        print(f"total: {time.perf_counter() - t_all:.0f} s; load average now {os.getloadavg()[0]:.1f}", flush=True)
+        if args.write_doc:
+            scale_doc = record(ratios)
+            print(f"wrote {scale_doc.JSON_PATH} and {scale_doc.DOC_PATH}")
 
 if __name__ == "__main__":
     main()

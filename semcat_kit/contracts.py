@@ -35,6 +35,7 @@ __all__ = [
     "SUM_TOL", "UnknownLabelError", "DEVICES", "PRECISIONS", "fmt_rows", "as_probs", "as_labels", "as_neighbors",
     "as_neighbor_indices", "as_k", "row_block", "resolve_device", "resolve_precision", "autocast",
     "EmbeddingTable", "LazyEmbeddingTable", "as_embedding_table", "EmptyRowsWarning", "EMPTY_ROW_POLICIES",
+    "compact_ids", "id_hashes", "duplicated_ids", "SeenIds",
 ]
 
 #: Row-sum tolerance for probabilities (float32 softmax over 50k classes is within ~1e-5).
@@ -552,3 +553,106 @@ def _lazy_table(text, image, tmask, imask, ids, what: str, chunk: int = 65536) -
                              f"those items or mark them missing ({name}_mask=False)")
         masks[name] = m
     return LazyEmbeddingTable(text, image, masks["text"], masks["image"], ids)
+
+
+# ------------------------------------------------------------------------------------ item ids
+_FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
+
+
+def compact_ids(ids) -> np.ndarray:
+    """Item ids as one fixed-width numpy unicode array (``<U{longest}``): no Python object per id.
+
+    An array already of a unicode dtype is returned as is (no copy); anything else is converted
+    once (``str`` of each value).
+    """
+    if isinstance(ids, np.ndarray) and ids.dtype.kind == "U":
+        return ids
+    if hasattr(ids, "to_numpy") and not isinstance(ids, np.ndarray):   # pandas / pyarrow
+        try:
+            ids = ids.to_numpy(zero_copy_only=False)
+        except TypeError:
+            ids = ids.to_numpy()
+    a = np.asarray(ids)
+    return a if a.dtype.kind == "U" else a.astype(str)
+
+
+def id_hashes(ids) -> np.ndarray:
+    """64-bit hash of each id (uint64, vectorised over the characters of a ``<U`` array).
+
+    FNV-1a over the UTF-32 code points (the array's NUL padding is skipped, so the hash does not
+    depend on the array's width), then the splitmix64 finaliser; equal ids give equal
+    hashes, different ids collide with probability ~2^-64 per pair.
+    """
+    a = compact_ids(ids)
+    n, width = len(a), a.dtype.itemsize // 4
+    h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
+    if n and width:
+        cp = np.ascontiguousarray(a).view(np.uint32).reshape(n, width)
+        with np.errstate(over="ignore"):
+            for j in range(width):          # NUL padding (shorter ids, another width) is skipped
+                c = cp[:, j].astype(np.uint64)
+                h = np.where(c != 0, (h ^ c) * _FNV_PRIME, h)
+            h ^= h >> np.uint64(30)
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(27)
+            h *= np.uint64(0x94D049BB133111EB)
+            h ^= h >> np.uint64(31)
+    return h
+
+
+def duplicated_ids(ids) -> np.ndarray:
+    """The ids that occur more than once (each once, in order of first occurrence), exactly.
+
+    Vectorised: the 64-bit hashes are sorted (8 + 8 bytes an id, no Python object per id); only
+    the few ids whose hash is shared are compared as strings, so a hash collision is never
+    reported as a duplicate.
+    """
+    a = compact_ids(ids)
+    if len(a) < 2:
+        return a[:0]
+    h = id_hashes(a)
+    order = np.argsort(h, kind="stable")
+    hs = h[order]
+    same = hs[1:] == hs[:-1]
+    if not same.any():
+        return a[:0]
+    cand = np.zeros(len(a), dtype=bool)
+    cand[order[1:][same]] = True
+    cand[order[:-1][same]] = True
+    pos = np.flatnonzero(cand)                       # few: exact check in pandas
+    s = pd.Series(a[pos])
+    dup = s[s.duplicated()]
+    first = sorted(dict.fromkeys(dup.tolist()), key=lambda x: pos[int(np.flatnonzero(a[pos] == x)[0])])
+    return np.asarray(first, dtype=a.dtype)
+
+
+class SeenIds:
+    """Ids seen so far in a stream of chunks, as sorted 64-bit hashes (8 bytes an id, no Python set).
+
+    ``add(ids)`` returns the ids of the chunk that an earlier chunk already had (by hash).
+    Hashes are kept in tiers of sorted arrays (a tier is merged with the next when it grows as
+    large), so checking N ids in chunks costs O(N log N), never a full re-sort per chunk.
+    """
+
+    def __init__(self):
+        self._tiers: list[np.ndarray] = []
+
+    def __len__(self) -> int:
+        return int(sum(len(t) for t in self._tiers))
+
+    def add(self, ids) -> np.ndarray:
+        a = compact_ids(ids)
+        hu = id_hashes(a)
+        again = np.zeros(len(a), dtype=bool)
+        for t in self._tiers:
+            i = np.searchsorted(t, hu)
+            again |= t[np.minimum(i, len(t) - 1)] == hu
+        if again.any():
+            return a[again]
+        if not len(a):
+            return a[:0]
+        self._tiers.append(np.sort(hu))
+        while len(self._tiers) > 1 and len(self._tiers[-2]) <= len(self._tiers[-1]):
+            b = self._tiers.pop()
+            self._tiers[-1] = np.sort(np.concatenate([self._tiers[-1], b]), kind="stable")
+        return a[:0]

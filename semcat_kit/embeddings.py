@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from ._io import atomic_dir, atomic_path
+from .contracts import compact_ids, duplicated_ids
 from .store import KEY_BYTES, StoreRows, VectorStore, _write_probe, as_keys, content_key, content_keys
 from .encoders import Encoder
 from .images import DEFAULT_MAX_PIXELS, ImageError, image_digest, load_image, read_image_bytes
@@ -72,7 +73,7 @@ class Embeddings:
     meta: dict = field(default_factory=lambda: {"text_encoder": None, "image_encoder": None})
 
     def __post_init__(self):
-        self.item_ids = np.asarray(self.item_ids).astype(str)
+        self.item_ids = compact_ids(self.item_ids)       # '<U' array: no Python str per id, no copy
         n = len(self.item_ids)
         if self.item_ids.ndim != 1:
             raise ValueError(f"item_ids must be 1-D, got shape {self.item_ids.shape}")
@@ -383,9 +384,136 @@ def _meta(enc: Encoder | None, modality: str) -> dict | None:
             "dim": int(enc.text_dim if modality == "text" else enc.image_dim)}
 
 
-def _check_catalog(catalog: pd.DataFrame, text_encoder, image_encoder) -> np.ndarray:
-    if not isinstance(catalog, pd.DataFrame):
-        raise TypeError(f"encode_catalog expects a DataFrame (item_id, title, image_path), got {type(catalog).__name__}")
+_CSV_SUFFIXES, _PARQUET_SUFFIXES, _ARROW_SUFFIXES = (".csv", ".tsv"), (".parquet", ".pq"), (".arrow", ".feather", ".ipc")
+
+
+class _FileCatalog:
+    """A catalog file read column by column in record batches (pyarrow): never held whole.
+
+    Parquet (``.parquet``/``.pq``), Arrow IPC / Feather (``.arrow``/``.feather``/``.ipc``) or CSV
+    (``.csv``, ``.tsv`` tab-separated; every column read as text, so ``00123`` stays ``00123``).
+    """
+
+    def __init__(self, path):
+        self.path = Path(path).expanduser()
+        suf = self.path.suffix.lower()
+        if not self.path.is_file():
+            raise FileNotFoundError(f"catalog file {self.path} does not exist")
+        if suf not in _CSV_SUFFIXES + _PARQUET_SUFFIXES + _ARROW_SUFFIXES:
+            raise ValueError(f"catalog file {self.path}: unknown format {suf!r}; give a .parquet, .arrow/.feather "
+                             "or .csv/.tsv file, or a DataFrame")
+        self.kind = "csv" if suf in _CSV_SUFFIXES else "parquet" if suf in _PARQUET_SUFFIXES else "arrow"
+        self.columns = list(self._schema().names)
+
+    def _schema(self):
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+
+        if self.kind == "parquet":
+            return pq.ParquetFile(self.path).schema_arrow
+        if self.kind == "arrow":
+            with pa.memory_map(str(self.path), "r") as mm:
+                return pa.ipc.open_file(mm).schema
+        return pcsv.open_csv(self.path, parse_options=self._parse()).schema
+
+    def _parse(self):
+        import pyarrow.csv as pcsv
+
+        return pcsv.ParseOptions(delimiter="\t" if self.path.suffix.lower() == ".tsv" else ",")
+
+    def _batches(self, column: str):
+        import pyarrow as pa
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+
+        if self.kind == "parquet":
+            for b in pq.ParquetFile(self.path).iter_batches(batch_size=65536, columns=[column]):
+                yield b.column(0)
+        elif self.kind == "arrow":
+            with pa.memory_map(str(self.path), "r") as mm:
+                r = pa.ipc.open_file(mm)
+                i = r.schema.get_field_index(column)
+                for k in range(r.num_record_batches):
+                    yield r.get_batch(k).column(i)
+        else:
+            conv = pcsv.ConvertOptions(include_columns=[column], column_types={column: pa.string()},
+                                       strings_can_be_null=True)
+            for b in pcsv.open_csv(self.path, parse_options=self._parse(), convert_options=conv):
+                yield b.column(0)
+
+    def chunks(self, column: str, size: int):
+        """``pyarrow`` arrays of ``size`` rows (the last may be shorter) of one column, in order."""
+        import pyarrow as pa
+
+        held, rows = [], 0
+        for arr in self._batches(column):
+            held.append(arr)
+            rows += len(arr)
+            while rows >= size:
+                cat = pa.concat_arrays(held) if len(held) > 1 else held[0]
+                yield cat.slice(0, size)
+                rest = cat.slice(size)
+                held, rows = ([rest] if len(rest) else []), len(rest)
+        if rows:
+            yield pa.concat_arrays(held) if len(held) > 1 else held[0]
+
+    def column(self, column: str):
+        """The whole column as one compact ``pyarrow`` string array (offsets + bytes; no Python objects)."""
+        import pyarrow as pa
+
+        parts = [a.cast(pa.string()) for a in self._batches(column)]
+        return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+
+
+class _ArrowColumn:
+    """Random access to a compact ``pyarrow`` string column (image paths): ``col[i]`` -> str or None."""
+
+    def __init__(self, arr):
+        self.arr = arr
+
+    def __len__(self) -> int:
+        return len(self.arr)
+
+    def __getitem__(self, i):
+        return self.arr[int(i)].as_py()
+
+
+def _column_chunks(catalog, column: str, size: int):
+    """Lists of ``size`` values of a catalog column (DataFrame or :class:`_FileCatalog`), in order."""
+    if isinstance(catalog, _FileCatalog):
+        for arr in catalog.chunks(column, size):
+            yield arr.to_pylist()
+    else:
+        col = catalog[column]
+        for a in range(0, len(col), size):
+            yield col.iloc[a:a + size].tolist()
+
+
+def _catalog_ids(catalog, chunk_size: int) -> np.ndarray:
+    """The ``item_id`` column as one compact ``<U`` array (read in chunks from a file)."""
+    if not isinstance(catalog, _FileCatalog):
+        col = catalog["item_id"]
+        if col.isna().any():
+            rows = np.flatnonzero(col.isna().to_numpy())[:10].tolist()
+            raise ValueError(f"catalog has missing item_id at rows {rows}; every item needs an id")
+        return compact_ids(col.astype(str).to_numpy())
+    import pyarrow as pa
+
+    parts, a = [], 0
+    for arr in catalog.chunks("item_id", max(chunk_size, 65536)):
+        if arr.null_count:
+            rows = (a + np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[:10]).tolist()
+            raise ValueError(f"catalog {catalog.path} has missing item_id at rows {rows}; every item needs an id")
+        parts.append(compact_ids(arr.cast(pa.string())))
+        a += len(arr)
+    return np.concatenate(parts) if parts else np.array([], dtype=str)
+
+
+def _check_catalog(catalog, text_encoder, image_encoder, chunk_size: int = 65536) -> np.ndarray:
+    if not isinstance(catalog, (pd.DataFrame, _FileCatalog)):
+        raise TypeError(f"encode_catalog expects a DataFrame (item_id, title, image_path) or the path of a Parquet/"
+                        f"Arrow/CSV file, got {type(catalog).__name__}")
     if text_encoder is None and image_encoder is None:
         raise ValueError("encode_catalog needs text_encoder and/or image_encoder, e.g. "
                          "sk.encoders.load('minilm') and sk.encoders.load('efficientnet-lite0')")
@@ -393,23 +521,21 @@ def _check_catalog(catalog: pd.DataFrame, text_encoder, image_encoder) -> np.nda
         (["image_path"] if image_encoder is not None else [])
     missing = [c for c in need if c not in catalog.columns]
     if missing:
-        raise KeyError(f"catalog lacks column(s) {missing}; build it with sk.datasets.load_catalog or rename "
+        where = f" {catalog.path}" if isinstance(catalog, _FileCatalog) else ""
+        raise KeyError(f"catalog{where} lacks column(s) {missing}; build it with sk.datasets.load_catalog or rename "
                        "your columns to item_id / title / image_path")
     if text_encoder is not None and "text" not in text_encoder.modalities:
         raise ValueError(f"text_encoder {text_encoder.name!r} cannot encode text")
     if image_encoder is not None and "image" not in image_encoder.modalities:
         raise ValueError(f"image_encoder {image_encoder.name!r} cannot encode images")
-    if catalog["item_id"].isna().any():
-        rows = catalog.index[catalog["item_id"].isna()].tolist()[:10]
-        raise ValueError(f"catalog has missing item_id at rows {rows}; every item needs an id")
-    ids = catalog["item_id"].astype(str).to_numpy()
-    dup = pd.Series(ids)[pd.Series(ids).duplicated()].unique()
+    ids = _catalog_ids(catalog, chunk_size)
+    dup = duplicated_ids(ids)          # vectorised (64-bit hashes, exact check of shared hashes)
     if len(dup):
         raise ValueError(f"catalog has {len(dup)} duplicated item_id(s), e.g. {dup[:10].tolist()}; ids must be unique")
     return ids
 
 
-def _encode_texts(titles: list, ids, enc: Encoder, store, out, mask, batch_size, chunk_size, progress, failures,
+def _encode_texts(titles, ids, enc: Encoder, store, out, mask, batch_size, chunk_size, progress, failures,
                   row_keys=None):
     """Titles chunk by chunk: hash, look up (vectorised), encode the misses once per distinct text, store.
 
@@ -418,13 +544,15 @@ def _encode_texts(titles: list, ids, enc: Encoder, store, out, mask, batch_size,
     """
     from tqdm.auto import tqdm
 
-    n, computed = len(titles), 0
+    n, computed = len(ids), 0
+    chunks = _column_chunks(titles, "title", chunk_size) if not isinstance(titles, list) else \
+        (titles[a:a + chunk_size] for a in range(0, len(titles), chunk_size))
     with _flush_on_exit(store), tqdm(total=n, desc=f"encoding titles ({enc.name})", unit="title",
                                      disable=not progress or n == 0) as bar:
-        for c0 in range(0, n, chunk_size):
+        for c0, chunk in zip(range(0, n, chunk_size), chunks):
             rows, texts = [], []
             for i in range(c0, min(n, c0 + chunk_size)):
-                t = titles[i]
+                t = chunk[i - c0]
                 if t is None or (isinstance(t, float) and np.isnan(t)):
                     failures.append((ids[i], "text", "missing title"))
                     continue
@@ -551,8 +679,11 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
 
     Parameters
     ----------
-    catalog : DataFrame
-        Columns ``item_id`` and ``title`` (for text) / ``image_path`` (for images).
+    catalog : DataFrame or path
+        Columns ``item_id`` and ``title`` (for text) / ``image_path`` (for images). A path to a
+        Parquet (``.parquet``), Arrow/Feather (``.arrow``, ``.feather``) or CSV (``.csv``, ``.tsv``)
+        file is read in record batches, one column at a time: the titles are never all in memory,
+        the ids are kept as one compact ``<U`` array, the image paths as one pyarrow string array.
     text_encoder, image_encoder : Encoder, optional
         E.g. ``sk.encoders.load("minilm")``, ``sk.encoders.load("efficientnet-lite0")``.
     cache_dir : path, optional
@@ -591,12 +722,15 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
         Rows in catalog order; ``failures`` lists every unusable title/image with a reason;
         ``meta["stats"]`` counts items encoded vs taken from the cache and names cache problems.
     """
-    ids = _check_catalog(catalog, text_encoder, image_encoder)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    catalog = catalog.reset_index(drop=True)
+    if isinstance(catalog, (str, os.PathLike)):
+        catalog = _FileCatalog(catalog)           # read in record batches, column by column
+    ids = _check_catalog(catalog, text_encoder, image_encoder)
+    if isinstance(catalog, pd.DataFrame):
+        catalog = catalog.reset_index(drop=True)
     failures: list[tuple[str, str, str]] = []
     n = len(ids)
     stats: dict = {}
@@ -641,7 +775,7 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
         if text_encoder is not None:
             text, st = alloc("text", text_encoder.text_dim), stores["text"]
             keys = np.zeros((n, KEY_BYTES), dtype=np.uint8) if view else None
-            stats["text_encoded"] = _encode_texts(catalog["title"].tolist(), ids, text_encoder, st, text, text_mask,
+            stats["text_encoded"] = _encode_texts(catalog, ids, text_encoder, st, text, text_mask,
                                                   batch_size, chunk_size, progress, failures, row_keys=keys)
             stats["text_cache_corrupt"] = list(st.corrupt) if st is not None else []
             if view:
@@ -649,7 +783,9 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
         if image_encoder is not None:
             image, st = alloc("image", image_encoder.image_dim), stores["image"]
             keys = np.zeros((n, KEY_BYTES), dtype=np.uint8) if view else None
-            stats["image_encoded"] = _encode_images(catalog["image_path"].tolist(), ids, image_encoder, st, image,
+            paths = _ArrowColumn(catalog.column("image_path")) if isinstance(catalog, _FileCatalog) else \
+                catalog["image_path"].tolist()
+            stats["image_encoded"] = _encode_images(paths, ids, image_encoder, st, image,
                                                     image_mask, batch_size, chunk_size, num_workers, progress,
                                                     max_pixels, failures, row_keys=keys)
             stats["image_cache_corrupt"] = list(st.corrupt) if st is not None else []

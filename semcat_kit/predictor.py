@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .contracts import as_k
+from .contracts import SeenIds, as_k, compact_ids
 from .decoding import crm_predict, topk
 from .export import ExportedHead, load_head
 
@@ -338,7 +338,7 @@ class Predictor:
             chunk_size = as_k(chunk_size, "chunk_size")
         chunks, total = _chunked(products, chunk_size)
         one = total is not None and (chunk_size is None or total <= chunk_size)
-        seen: set[int] = set()
+        seen = SeenIds()
 
         def encoded():
             for raw, checked in chunks:
@@ -385,7 +385,7 @@ class Predictor:
         else:
             raise TypeError(f"embeddings must be an Embeddings or an iterable of Embeddings, not "
                             f"{type(embeddings).__name__}")
-        seen: set[int] = set()
+        seen = SeenIds()
 
         def encoded():
             for i, emb in enumerate(parts):
@@ -393,7 +393,7 @@ class Predictor:
                     raise TypeError(f"chunk {i} of embeddings is a {type(emb).__name__}, not an Embeddings")
                 self.head.check_embeddings_meta(emb.meta)
                 if total is None:
-                    _check_unique_across(pd.Series(emb.item_ids, dtype=object), seen)
+                    _check_unique_across(emb.item_ids, seen)
                 if len(emb):
                     yield self._usable(emb)
 
@@ -579,16 +579,13 @@ class DuplicateIdError(ValueError):
         self.ids = ids
 
 
-def _check_unique_across(ids: pd.Series, seen: set) -> None:
-    """Refuse an id already seen in an earlier chunk (64-bit hashes of the ids are kept: O(N) small
-    integers, not the strings)."""
-    h = pd.util.hash_array(ids.to_numpy(dtype=object))
-    again = np.fromiter((int(v) in seen for v in h), dtype=bool, count=len(h))
-    if again.any():
-        dup = ids.to_numpy()[again]
+def _check_unique_across(ids, seen: SeenIds) -> None:
+    """Refuse an id already seen in an earlier chunk (``SeenIds``: sorted 64-bit hashes of the ids,
+    8 bytes an id, vectorised; no Python object per id)."""
+    dup = seen.add(compact_ids(ids))
+    if len(dup):
         raise DuplicateIdError(dup.tolist(), f"{len(dup)} item id(s) of this chunk already appeared in an earlier "
                                f"chunk, e.g. {dup[:10].tolist()}; ids must be unique over the whole input")
-    seen.update(int(v) for v in h)
 
 
 # ---------------------------------------------------------------------------------- writing

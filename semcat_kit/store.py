@@ -83,6 +83,7 @@ STORE_FORMAT = "semcat-vector-store/1"
 _SHARD_RE = re.compile(r"^shard-[A-Za-z0-9_.-]+\.arrow$")
 _VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256 hex, per process
 _GATHER_ROWS = 4096  # rows per block when copying vectors out of a shard
+_LOCATE_BLOCK = 1 << 18  # query keys per block in VectorStore.locate (bounds its temporaries)
 
 
 def content_key(data: bytes | str) -> bytes:
@@ -203,7 +204,8 @@ def _arrow_type(dtype: str) -> pa.DataType:
 
 
 class _Shard:
-    """One memory-mapped shard: sorted key halves in memory, vectors as views into the map."""
+    """One memory-mapped shard: vectors and keys as views into the map; sorted key halves in memory
+    once it is searched."""
 
     def __init__(self, path: Path, dim: int, dtype: str):
         self.path = path
@@ -212,7 +214,8 @@ class _Shard:
         want = pa.schema([("key", pa.binary(KEY_BYTES)), ("vector", pa.list_(_arrow_type(dtype), dim))])
         if not reader.schema.remove_metadata().equals(want):
             raise ValueError(f"schema {reader.schema.remove_metadata()} is not {want}")
-        his, los, self.vecs, offs = [], [], [], [0]
+        self.vecs, self._kbufs, offs = [], [], [0]
+        prev = None
         for b in range(reader.num_record_batches):
             batch = reader.get_batch(b)
             kcol, vcol = batch.column(0), batch.column(1)
@@ -224,19 +227,51 @@ class _Shard:
             np_dt = np.dtype(dtype)
             v = np.frombuffer(child.buffers()[1], dtype=np_dt, count=n * dim,
                               offset=(child.offset + vcol.offset * dim) * np_dt.itemsize).reshape(n, dim)
-            hi, lo = _split(kbuf.reshape(n, KEY_BYTES))
-            his.append(hi), los.append(lo), self.vecs.append(v), offs.append(offs[-1] + n)
-        self.hi = np.concatenate(his) if his else np.zeros(0, np.uint64)
-        self.lo = np.concatenate(los) if los else np.zeros(0, np.uint64)
+            kb = kbuf.reshape(n, KEY_BYTES)
+            # sorted check batch by batch (bounded memory; the key index itself is built on first use)
+            hi, lo = _split(kb)
+            if prev is not None and n:
+                hi, lo = np.concatenate([prev[0], hi]), np.concatenate([prev[1], lo])
+            if len(hi) > 1:
+                bad = (hi[1:] < hi[:-1]) | ((hi[1:] == hi[:-1]) & (lo[1:] < lo[:-1]))
+                if bad.any():
+                    raise ValueError("keys are not sorted")
+            if n:
+                prev = (hi[-1:], lo[-1:])
+            self._kbufs.append(kb)
+            self.vecs.append(v)
+            offs.append(offs[-1] + n)
         self.offsets = np.asarray(offs, dtype=np.int64)
-        self.index = _KeyIndex(self.hi, self.lo)
-        if len(self.hi) > 1:
-            bad = (self.hi[1:] < self.hi[:-1]) | ((self.hi[1:] == self.hi[:-1]) & (self.lo[1:] < self.lo[:-1]))
-            if bad.any():
-                raise ValueError("keys are not sorted")
+        self._hi = self._lo = self._index = None
+
+    def _build(self) -> None:
+        his, los = zip(*(_split(k) for k in self._kbufs)) if self._kbufs else ((), ())
+        self._hi = np.concatenate(his) if his else np.zeros(0, np.uint64)
+        self._lo = np.concatenate(los) if los else np.zeros(0, np.uint64)
+        self._index = _KeyIndex(self._hi, self._lo)
+
+    # The sorted key halves and their bucket table (16 + ~4 bytes a key) are built when the shard is
+    # first searched: a store that only writes (encode, store build) never holds them for its shards.
+    @property
+    def hi(self) -> np.ndarray:
+        if self._hi is None:
+            self._build()
+        return self._hi
+
+    @property
+    def lo(self) -> np.ndarray:
+        if self._lo is None:
+            self._build()
+        return self._lo
+
+    @property
+    def index(self) -> "_KeyIndex":
+        if self._index is None:
+            self._build()
+        return self._index
 
     def __len__(self) -> int:
-        return len(self.hi)
+        return int(self.offsets[-1])
 
     def keys(self) -> np.ndarray:
         out = np.empty((len(self), 2), dtype=">u8")
@@ -252,7 +287,8 @@ class _Shard:
         return _Rows(list(self.vecs), self.offsets)
 
     def close(self) -> None:
-        self.vecs = []
+        self.vecs, self._kbufs = [], []
+        self._hi = self._lo = self._index = None
         try:
             self._mm.close()
         except Exception:  # noqa: BLE001 - closing a map that other views still use is harmless
@@ -637,45 +673,62 @@ class VectorStore:
         """
         keys = as_keys(keys)
         n = len(keys)
+        valid = None if valid is None else np.asarray(valid, dtype=bool)
+        if valid is not None and valid.shape != (n,):
+            raise ValueError(f"locate: valid has shape {valid.shape}, expected ({n},)")
         src = np.full(n, -1, dtype=np.int16)
-        row = np.zeros(n, dtype=np.int64)
         on_disk = sorted(self._shards.values(), key=len, reverse=True)
         shards = on_disk + self._pending_shards()
         if len(shards) > np.iinfo(np.int16).max:
             raise RuntimeError(f"{len(shards)} shards in {self.root}; run compact() first")
-        todo = None if valid is None else np.flatnonzero(np.asarray(valid, dtype=bool))
-        nq = n if todo is None else len(todo)
-        if nq and len(on_disk) > 1 and 4 * nq >= sum(len(x) for x in on_disk):
-            # a large lookup over several shards: one search in an index over all of them (built
-            # once per set of shards, ~26 bytes a key) instead of one search per shard
-            idx, csrc, crow = self._combined(on_disk)
-            qhi, qlo = _split(keys if todo is None else keys[todo])
+        total = sum(len(x) for x in on_disk)
+        row = np.zeros(n, dtype=np.int32 if max([len(x) for x in shards] + [0]) < np.iinfo(np.int32).max
+                       else np.int64)
+        nq = n if valid is None else int(np.count_nonzero(valid))
+        # one index over all shards (built once, ~22 bytes a stored key) only pays when the keys are
+        # spread over several similar shards; when one shard holds most of them (the usual tiered
+        # store) searching the shards largest first is as fast and holds nothing more
+        spread = len(on_disk) > 1 and len(on_disk[0]) < total / 2
+        comb = self._combined(on_disk) if nq and spread and 4 * nq >= total else None
+        # queries in blocks: the temporaries (key halves, candidate rows) are bounded by the block, not by n
+        for a in range(0, n, _LOCATE_BLOCK):
+            b = min(n, a + _LOCATE_BLOCK)
+            todo = None if valid is None else a + np.flatnonzero(valid[a:b])
+            s_, r_ = self._locate_block(keys[a:b] if todo is None else keys[todo], shards, comb, len(on_disk))
+            if todo is None:
+                src[a:b], row[a:b] = s_, r_
+            else:
+                src[todo], row[todo] = s_, r_
+        return StoreRows([sh.rows_source() for sh in shards], src, row, self.dim)
+
+    @staticmethod
+    def _locate_block(keys: np.ndarray, shards: list, comb, n_disk: int) -> tuple[np.ndarray, np.ndarray]:
+        """(source, row) of each key of one block (source -1 where absent)."""
+        m = len(keys)
+        src = np.full(m, -1, dtype=np.int16)
+        row = np.zeros(m, dtype=np.int64)
+        qhi, qlo = _split(keys)
+        todo = np.arange(m)
+        searched = 0
+        if comb is not None and m:
+            idx, csrc, crow = comb
             pos = idx.search(qhi, qlo)
             hit = pos >= 0
-            at = np.flatnonzero(hit) if todo is None else todo[hit]
-            src[at], row[at] = csrc[pos[hit]], crow[pos[hit]]
-            todo = np.flatnonzero(~hit) if todo is None else todo[~hit]
-            searched = len(on_disk)           # the queued vectors (pending) are searched below
-        else:
-            searched = 0
-        if (todo is None or todo.size) and len(shards) > searched:
-            qhi, qlo = _split(keys if todo is None else keys[todo])
-            # largest shards first: most keys are resolved by the first searches
-            for s_i in range(searched, len(shards)):
-                pos = shards[s_i].index.search(qhi, qlo)
-                hit = pos >= 0
-                if todo is None:        # first search over every key: no index arrays
-                    src[hit], row = s_i, np.maximum(pos, 0)
-                    todo = np.flatnonzero(~hit)
-                    qhi, qlo = qhi[todo], qlo[todo]
-                elif hit.any():
-                    src[todo[hit]], row[todo[hit]] = s_i, pos[hit]
-                    miss = ~hit
-                    qhi, qlo, todo = qhi[miss], qlo[miss], todo[miss]
-                if not todo.size:
-                    break
-        row = row.astype(np.int32) if len(row) and row.max() < np.iinfo(np.int32).max else row
-        return StoreRows([sh.rows_source() for sh in shards], src, row, self.dim)
+            src[hit], row[hit] = csrc[pos[hit]], crow[pos[hit]]
+            miss = ~hit
+            todo, qhi, qlo = todo[miss], qhi[miss], qlo[miss]
+            searched = n_disk                  # the queued vectors (pending) are searched below
+        # largest shards first: most keys are resolved by the first searches
+        for s_i in range(searched, len(shards)):
+            if not todo.size:
+                break
+            pos = shards[s_i].index.search(qhi, qlo)
+            hit = pos >= 0
+            if hit.any():
+                src[todo[hit]], row[todo[hit]] = s_i, pos[hit]
+                miss = ~hit
+                qhi, qlo, todo = qhi[miss], qlo[miss], todo[miss]
+        return src, row
 
     def _combined(self, shards: list) -> tuple["_KeyIndex", np.ndarray, np.ndarray]:
         """Index over several shards' keys -> (position in ``shards``, row); cached per shard set."""
@@ -683,15 +736,21 @@ class VectorStore:
         if self._comb is not None and self._comb[0] == ident:
             return self._comb[1]
         hi = np.concatenate([x.hi for x in shards])
-        lo = np.concatenate([x.lo for x in shards])
-        src = np.concatenate([np.full(len(x), i, dtype=np.int16) for i, x in enumerate(shards)])
-        row = np.concatenate([np.arange(len(x), dtype=np.int32) for x in shards])
         o = np.argsort(hi, kind="stable")              # sorted runs: a merge, not a full sort
         hs = hi[o]
+        del hi
+        lo = np.concatenate([x.lo for x in shards])
         if len(hs) > 1 and np.any(hs[1:] == hs[:-1]):  # shared 64-bit prefixes: order them by lo too
-            o = np.lexsort((lo, hi))
-            hs = hi[o]
-        comb = (_KeyIndex(hs, lo[o]), src[o], row[o])
+            o = np.lexsort((lo, np.concatenate([x.hi for x in shards])))
+            hs = np.concatenate([x.hi for x in shards])[o]
+        lo = lo[o]
+        # (shard, row) of each sorted key from its position in the concatenation: no per-key arrays
+        # of the concatenation besides the order itself
+        starts = np.cumsum([0] + [len(x) for x in shards])
+        src = (np.searchsorted(starts, o, side="right") - 1).astype(np.int16)
+        row = (o - starts[src]).astype(np.int32)
+        del o
+        comb = (_KeyIndex(hs, lo), src, row)
         self._comb = (ident, comb)
         return comb
 
@@ -791,7 +850,7 @@ class VectorStore:
             self._unwritten_keys.extend(keys)
             self._unwritten_vecs.extend(vecs)
 
-    def _write_shard(self, parts: Sequence[tuple[np.ndarray, np.ndarray]], rows: int,
+    def _write_shard(self, parts: Sequence[tuple[np.ndarray, np.ndarray]], rows: int | None,
                      replaces: Sequence[str] = ()) -> Path:
         """Write sorted (keys, vectors) parts as one shard; record it (and drop ``replaces``) in the manifest."""
         name = f"shard-{self.writer}-{uuid.uuid4().hex[:16]}.arrow"
@@ -805,9 +864,12 @@ class VectorStore:
         try:
             with pa.OSFile(str(tmp), "wb") as sink:
                 with pa.ipc.new_file(sink, schema) as w:
+                    written = 0
                     for keys, vecs in parts:
                         if len(keys):
                             w.write_batch(_batch(keys, vecs, schema, self.dtype))
+                            written += len(keys)
+            rows = written if rows is None else rows
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             from ._io import _umask
@@ -876,32 +938,50 @@ class VectorStore:
         return self.merge(force=True)
 
     def _merge(self, names: list[str]) -> None:
+        """Merge sorted shards into one, streamed: a k-way merge in blocks of at most ``base_rows``
+        rows (memory: the merged shards' key halves, 16 bytes a row, plus one block)."""
         shards = [self._shards[n] for n in names]
-        hi = np.concatenate([s.hi for s in shards])
-        lo = np.concatenate([s.lo for s in shards])
-        src = np.concatenate([np.full(len(s), i, dtype=np.int32) for i, s in enumerate(shards)])
-        row = np.concatenate([np.arange(len(s), dtype=np.int64) for s in shards])
-        order = np.lexsort((lo, hi))
-        first = np.ones(len(order), dtype=bool)
-        h, l_ = hi[order], lo[order]
-        first[1:] = (h[1:] != h[:-1]) | (l_[1:] != l_[:-1])
-        order = order[first]
-        del h, l_
+        his, los = [s.hi for s in shards], [s.lo for s in shards]
+        step = max(self.base_rows, 1)
 
         def parts():
-            step = max(self.base_rows, 1)
-            for s in range(0, len(order), step):
-                o = order[s:s + step]
+            cur = [0] * len(shards)
+            while True:
+                live = [i for i in range(len(shards)) if cur[i] < len(shards[i])]
+                if not live:
+                    return
+                # the block ends at the smallest of each shard's (step / shards)-th next key: every key
+                # up to it (from all shards) goes in this block -- at most ``step`` rows -- so equal
+                # keys of two shards meet in one block
+                per = max(1, step // len(live))
+                bh, bl = min((his[i][min(len(shards[i]), cur[i] + per) - 1],
+                              los[i][min(len(shards[i]), cur[i] + per) - 1]) for i in live)
+                hs, ls, src, row = [], [], [], []
+                for i in live:
+                    a, h = cur[i], his[i]
+                    top = a + int(np.searchsorted(h[a:], bh, side="right"))
+                    eq = a + int(np.searchsorted(h[a:top], bh, side="left"))
+                    e = eq + int(np.searchsorted(los[i][eq:top], bl, side="right"))
+                    if e > a:
+                        hs.append(h[a:e]), ls.append(los[i][a:e])
+                        src.append(np.full(e - a, i, dtype=np.int32)), row.append(np.arange(a, e, dtype=np.int64))
+                    cur[i] = e
+                hi, lo, src, row = np.concatenate(hs), np.concatenate(ls), np.concatenate(src), np.concatenate(row)
+                o = np.lexsort((lo, hi))                 # stable: a key in two shards keeps the first shard's
+                h, l_ = hi[o], lo[o]
+                first = np.ones(len(o), dtype=bool)
+                first[1:] = (h[1:] != h[:-1]) | (l_[1:] != l_[:-1])
+                o = o[first]
                 k = np.empty((len(o), 2), dtype=">u8")
                 k[:, 0], k[:, 1] = hi[o], lo[o]
                 v = np.empty((len(o), self.dim), dtype=self.dtype)
-                for i, sh in enumerate(shards):
+                for i in range(len(shards)):
                     m = src[o] == i
                     if m.any():
-                        sh.gather(row[o][m], v, np.flatnonzero(m))
+                        shards[i].gather(row[o][m], v, np.flatnonzero(m))
                 yield k.view(np.uint8).reshape(len(o), KEY_BYTES), v
 
-        self._write_shard(_Lazy(parts), len(order), replaces=names)
+        self._write_shard(_Lazy(parts), None, replaces=names)
 
 
 class _Lazy:

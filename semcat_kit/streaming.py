@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ._memory import release_freed_memory
 from .contracts import SUM_TOL, as_k, as_labels, as_neighbor_indices, as_probs
 from .decoding import crm_predict
 from .metrics import ECE_BINS, metric_names
@@ -281,6 +282,7 @@ class StreamingEvaluator:
         S["ece_conf"] += torch.zeros(ECE_BINS, dtype=f64, device=dev).index_add_(0, b, conf)
         S["ece_correct"] += torch.bincount(b[top1 == yt], minlength=ECE_BINS)
         self.n += n
+        release_freed_memory()      # a (block, C) chunk's temporaries: keep the process flat over many chunks
 
     # ------------------------------------------------------------------ result
     def compute(self) -> pd.Series:

@@ -40,6 +40,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ._io import atomic_path
+from ._memory import TRIM_EVERY, release_freed_memory
 from .contracts import autocast
 
 __all__ = ["Trainer", "Callback", "CurriculumTargets", "DivergenceStop", "Validation", "EarlyStopping",
@@ -579,6 +580,8 @@ class Trainer:
                 for k, v in det.items():
                     sums[k] = sums.get(k, 0) + v * n
                 self._emit("on_step_end")
+                if (b + 1) % TRIM_EVERY == 0:      # freed step temporaries back to the OS: flat over an epoch
+                    release_freed_memory()
         finally:
             inner.close()
         keys = sorted(sums)

@@ -428,7 +428,8 @@ def test_locate_returns_a_view_that_reads_rows_only_when_asked(tmp_path):
     np.testing.assert_array_equal(g, want)
     assert st.locate(q, valid=[True, True, False, True, True]).found.tolist() == [True, False, False, True, True]
     np.testing.assert_array_equal(st.contains(q), v.found)
-    assert len(st.shard_files) > 1 and st._comb is not None      # a large lookup used the combined index
+    # one shard holds most keys (6 of 9): the shards are searched largest first, no combined index
+    assert len(st.shard_files) > 1 and st._comb is None
     for i in (0, 2, 3):                                            # one key: one search per shard
         np.testing.assert_array_equal(st.locate([q[i]])[0], want[i])
     # the view stays readable after its shards are merged away (and their files removed)
@@ -457,3 +458,50 @@ def test_keep_unwritten_vectors_stay_findable_when_the_disk_refuses(tmp_path, mo
     v = st.locate(keys)
     assert v.found.all()
     np.testing.assert_array_equal(np.asarray(v), vecs)
+
+
+def test_locate_uses_one_combined_index_only_over_spread_shards_and_shards_index_lazily(tmp_path):
+    """Keys spread over similar shards: a large lookup builds one index over all of them (same
+    answers as shard by shard); a store that only writes never builds its shards' key index."""
+    st = VectorStore(tmp_path / "s", 4, auto_merge=False)
+    keys = [content_key(f"k{i}") for i in range(40)]
+    vecs = np.arange(160, dtype=np.float32).reshape(40, 4)
+    for a in range(0, 40, 10):                     # 4 shards of 10 rows
+        st.put(keys[a:a + 10], vecs[a:a + 10])
+        st.flush()
+    assert len(st.shard_files) == 4
+    assert all(s._index is None for s in st._shards.values())   # written, never searched: no key index held
+    q = keys[::-1] + [content_key("absent")]
+    v = st.locate(q)
+    assert st._comb is not None
+    want = np.concatenate([vecs[::-1], np.zeros((1, 4), np.float32)])
+    np.testing.assert_array_equal(np.asarray(v), want)
+    np.testing.assert_array_equal(v.found, [True] * 40 + [False])
+    np.testing.assert_array_equal(np.asarray(st.locate(q[:3])), want[:3])     # small lookup: shard by shard
+    # a reopened store checks the sort order when it opens a shard, without keeping the keys
+    again = VectorStore(tmp_path / "s", 4, auto_merge=False)
+    assert len(again) == 40 and all(s._index is None for s in again._shards.values())
+    np.testing.assert_array_equal(np.asarray(again.locate(q)), want)
+
+
+def test_merge_streams_a_k_way_merge_in_blocks_dropping_keys_shared_by_shards(tmp_path):
+    """Merging is streamed in blocks of ~base_rows per shard: with blocks much smaller than the
+    shards, and keys shared between shards, the merged shard holds every key once, sorted, with
+    its vector."""
+    rng = np.random.default_rng(0)
+    st = VectorStore(tmp_path / "s", 3, base_rows=4, merge_factor=50, auto_merge=False)
+    names = [f"k{i}" for i in range(120)]
+    vec = {n: rng.standard_normal(3).astype(np.float32) for n in names}
+    parts = [names[0:50], names[40:90] + names[:5], names[85:120] + names[10:30:3]]   # overlapping
+    for p in parts:
+        st.put([content_key(n) for n in p], np.stack([vec[n] for n in p]))
+        st.flush()
+    assert len(st.shard_files) == 3
+    assert st.compact() == 1 and len(st.shard_files) == 1
+    assert len(st) == 120                                   # shared keys once
+    again = VectorStore(tmp_path / "s", 3)                  # reopening checks the checksum and the sort order
+    f, v = again.get([content_key(n) for n in names])
+    assert f.all()
+    np.testing.assert_array_equal(v, np.stack([vec[n] for n in names]))
+    m = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert [e["rows"] for e in m["shards"]] == [120]

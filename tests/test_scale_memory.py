@@ -1,0 +1,180 @@
+"""No per-item Python objects on the streaming paths: compact ids, vectorised duplicate checks,
+catalogs read from files in record batches (issue 13, "flat in N")."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.feather as feather
+import pytest
+
+import semcat_kit as sk
+from semcat_kit import contracts
+from semcat_kit.contracts import SeenIds, compact_ids, duplicated_ids, id_hashes
+from semcat_kit.encoders import Encoder
+
+
+class _Tiny(Encoder):
+    """A deterministic 32-d text encoder (hash of the title): fast, no model."""
+    name, text_dim, fingerprint = "tiny-test-text", 32, "tiny-test-text:1"
+
+    def _embed_texts(self, texts):
+        from semcat_kit.store import content_keys
+
+        k = content_keys(texts).astype(np.float32) - 127.5
+        v = np.concatenate([k, k[:, ::-1]], axis=1)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def tiny():
+    return _Tiny()
+
+
+# ---------------------------------------------------------------------------------- ids
+def test_compact_ids_is_one_unicode_array_without_copy():
+    a = np.array(["a1", "b22", "c"])
+    assert compact_ids(a) is a                                   # already compact: no copy
+    emb = sk.Embeddings(a, np.zeros((3, 2), np.float32), None, np.ones(3, bool), np.zeros(3, bool))
+    assert emb.item_ids is a and emb.item_ids.dtype.kind == "U"   # Embeddings keeps it as is
+    got = compact_ids(pd.Series(["x", 7, "00123"], dtype=object))
+    assert got.dtype.kind == "U" and got.tolist() == ["x", "7", "00123"]
+    assert compact_ids(pa.array(["p", "q"])).tolist() == ["p", "q"]
+
+
+def test_id_hashes_do_not_depend_on_the_array_width():
+    a = np.array(["p5", "abc"])
+    wide = np.array(["p5", "abc", "a much longer identifier"])
+    np.testing.assert_array_equal(id_hashes(a), id_hashes(wide)[:2])
+    assert len(set(id_hashes(np.char.add("p", np.arange(100_000).astype(str))).tolist())) == 100_000
+
+
+def test_duplicated_ids_names_the_duplicates_exactly_even_on_a_hash_collision(monkeypatch):
+    ids = np.char.add("p", np.arange(50_000).astype(str))
+    assert len(duplicated_ids(ids)) == 0
+    ids[7], ids[40_000], ids[123], ids[49_999] = "p3", "p3", "zz", "zz"
+    assert duplicated_ids(ids).tolist() == ["p3", "zz"]
+    # every hash equal (worst case): still exact, nothing reported for distinct ids
+    monkeypatch.setattr(contracts, "id_hashes", lambda a: np.zeros(len(compact_ids(a)), np.uint64))
+    assert len(duplicated_ids(np.array(["a", "b", "c"]))) == 0
+    assert duplicated_ids(np.array(["a", "b", "a"])).tolist() == ["a"]
+
+
+def test_seen_ids_refuses_an_id_of_an_earlier_chunk_in_tiers():
+    seen = SeenIds()
+    ids = np.char.add("p", np.arange(20_000).astype(str))
+    for a in range(0, len(ids), 1000):
+        assert len(seen.add(ids[a:a + 1000])) == 0
+    assert len(seen) == 20_000 and len(seen._tiers) < 10          # merged in tiers, not one array a chunk
+    assert seen.add(np.array(["new", "p17", "p19999"])).tolist() == ["p17", "p19999"]
+
+
+def test_predict_embeddings_iter_refuses_an_id_repeated_across_chunks():
+    from semcat_kit.predictor import DuplicateIdError, _check_unique_across
+
+    seen = SeenIds()
+    _check_unique_across(pd.Series(["a", "b"]), seen)
+    with pytest.raises(DuplicateIdError, match="'b'") as e:
+        _check_unique_across(np.array(["c", "b"]), seen)
+    assert e.value.ids == ["b"]
+
+
+# ------------------------------------------------------------------------- file catalogs
+def _catalog(n=300):
+    ids = [f"{i:05d}" for i in range(n)]                  # leading zeros: must stay text
+    titles = [None if i % 50 == 0 else ("  " if i % 77 == 0 else f"product {i % 120}") for i in range(n)]
+    return pd.DataFrame({"item_id": ids, "title": titles})
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "feather"])
+def test_encode_catalog_reads_a_file_in_record_batches_same_as_the_dataframe(tmp_path, tiny, fmt, monkeypatch):
+    df = _catalog()
+    path = tmp_path / f"cat.{fmt}"
+    if fmt == "parquet":
+        df.to_parquet(path, index=False, row_group_size=64)
+    elif fmt == "csv":
+        df.to_csv(path, index=False)
+    else:
+        feather.write_feather(pa.Table.from_pandas(df, preserve_index=False), str(path), chunksize=70)
+    from semcat_kit import embeddings as E
+
+    seen_sizes = []
+    real = E._FileCatalog.chunks
+
+    def spy(self, column, size):
+        for arr in real(self, column, size):
+            seen_sizes.append((column, len(arr)))
+            yield arr
+    monkeypatch.setattr(E._FileCatalog, "chunks", spy)
+    want = sk.encode_catalog(df, text_encoder=tiny, progress=False, chunk_size=64)
+    got = sk.encode_catalog(str(path), text_encoder=tiny, progress=False, chunk_size=64)
+    assert got.item_ids.dtype.kind == "U" and got.item_ids.tolist() == df["item_id"].tolist()
+    np.testing.assert_array_equal(got.text, want.text)
+    np.testing.assert_array_equal(got.text_mask, want.text_mask)
+    pd.testing.assert_frame_equal(got.failures, want.failures)
+    titles = [s for c, s in seen_sizes if c == "title"]
+    assert titles and max(titles) == 64 and sum(titles) == len(df)    # the titles came in chunks of 64
+    # a view on the store, from the file (what the scale benchmark runs)
+    v = sk.encode_catalog(path, text_encoder=tiny, progress=False, chunk_size=64, cache_dir=tmp_path / "c", view=True)
+    np.testing.assert_array_equal(np.asarray(v.text), want.text)
+
+
+def test_file_catalog_errors_name_the_file_rows_and_ids(tmp_path, tiny):
+    df = _catalog(10)
+    bad = df.copy()
+    bad.loc[3, "item_id"] = None
+    bad.to_parquet(tmp_path / "missing.parquet", index=False)
+    with pytest.raises(ValueError, match=r"missing\.parquet has missing item_id at rows \[3\]"):
+        sk.encode_catalog(tmp_path / "missing.parquet", text_encoder=tiny, progress=False)
+    dup = df.copy()
+    dup.loc[8, "item_id"] = "00002"
+    dup.to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(ValueError, match=r"1 duplicated item_id\(s\), e.g. \['00002'\]"):
+        sk.encode_catalog(tmp_path / "dup.csv", text_encoder=tiny, progress=False)
+    df.drop(columns="title").to_parquet(tmp_path / "notitle.parquet", index=False)
+    with pytest.raises(KeyError, match="notitle.parquet lacks column"):
+        sk.encode_catalog(tmp_path / "notitle.parquet", text_encoder=tiny, progress=False)
+    (tmp_path / "cat.xlsx").write_bytes(b"x")
+    with pytest.raises(ValueError, match="unknown format '.xlsx'"):
+        sk.encode_catalog(tmp_path / "cat.xlsx", text_encoder=tiny, progress=False)
+    with pytest.raises(FileNotFoundError, match="nope.parquet"):
+        sk.encode_catalog(tmp_path / "nope.parquet", text_encoder=tiny, progress=False)
+
+
+def test_images_from_a_parquet_catalog_match_the_dataframe(tmp_path, myntra_styles, fashion_dir):
+    enc = sk.encoders.load("efficientnet-lite0@64")
+    df = myntra_styles.iloc[:6]
+    cat = pd.DataFrame({"item_id": df["id"].astype(str).to_numpy(),
+                        "image_path": [str(fashion_dir / "images" / f"{i}.jpg") for i in df["id"]]})
+    cat.loc[2, "image_path"] = str(tmp_path / "absent.jpg")
+    cat.to_parquet(tmp_path / "c.parquet", index=False)
+    want = sk.encode_catalog(cat, image_encoder=enc, progress=False, batch_size=4)
+    got = sk.encode_catalog(tmp_path / "c.parquet", image_encoder=enc, progress=False, batch_size=4)
+    np.testing.assert_allclose(got.image, want.image, atol=1e-6)
+    np.testing.assert_array_equal(got.image_mask, want.image_mask)
+    assert not got.image_mask[2] and got.failures["reason"].str.contains("absent.jpg").any()
+
+
+# ------------------------------------------------------------------ allocator retention
+def test_training_and_streaming_evaluation_release_freed_memory_every_few_steps(monkeypatch):
+    """A long epoch must not creep up through the allocator keeping freed step temporaries: the
+    trainer trims every TRIM_EVERY steps, the streaming evaluator after every chunk."""
+    import sys
+
+    from semcat_kit import _memory, streaming, trainer
+    from semcat_kit.training import TrainConfig, train
+
+    if sys.platform.startswith("linux"):
+        assert _memory.release_freed_memory() is True           # glibc: malloc_trim found and called
+    calls = {"train": 0, "eval": 0}
+    monkeypatch.setattr(trainer, "release_freed_memory", lambda: calls.__setitem__("train", calls["train"] + 1))
+    monkeypatch.setattr(streaming, "release_freed_memory", lambda: calls.__setitem__("eval", calls["eval"] + 1))
+    paths = [f"Top{i // 4} > Leaf{i}" for i in range(8)]
+    tax = sk.Taxonomy.from_paths(paths)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(8), 40)
+    x = (rng.normal(size=(8, 6))[y] + 0.3 * rng.normal(size=(len(y), 6))).astype(np.float32)
+    train(x, y, taxonomy=tax, config=TrainConfig(epochs=1, batch_size=8, device="cpu", early_stopping=None),
+          val=(x[:40], y[:40]), progress=False)
+    assert calls["train"] == (len(y) // 8) // _memory.TRIM_EVERY      # 40 steps -> 2 trims
+    assert calls["eval"] >= 1                                         # validation chunk(s)
