@@ -556,7 +556,6 @@ def _lazy_table(text, image, tmask, imask, ids, what: str, chunk: int = 65536) -
 
 
 # ------------------------------------------------------------------------------------ item ids
-_FNV_OFFSET, _FNV_PRIME = np.uint64(0xCBF29CE484222325), np.uint64(0x100000001B3)
 
 
 def compact_ids(ids) -> np.ndarray:
@@ -576,34 +575,23 @@ def compact_ids(ids) -> np.ndarray:
     return a if a.dtype.kind == "U" else a.astype(str)
 
 
-def id_hashes(ids) -> np.ndarray:
-    """64-bit hash of each id (uint64, vectorised over the characters of a ``<U`` array).
+def id_hashes(ids, chunk: int = 65536) -> np.ndarray:
+    """64-bit hash of each id (uint64): ``pandas.util.hash_array`` (SipHash of the string), in chunks.
 
-    FNV-1a over the UTF-32 code points (the array's NUL padding is skipped, so the hash does not
-    depend on the array's width), then the splitmix64 finaliser; equal ids give equal
-    hashes, different ids collide with probability ~2^-64 per pair.
+    Equal ids give equal hashes whatever the width of the ``<U`` array holding them; different ids
+    collide with probability ~2^-64 per pair. Only ``chunk`` ids at a time become Python strings.
     """
     a = compact_ids(ids)
-    n, width = len(a), a.dtype.itemsize // 4
-    h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
-    if n and width:
-        cp = np.ascontiguousarray(a).view(np.uint32).reshape(n, width)
-        with np.errstate(over="ignore"):
-            for j in range(width):          # NUL padding (shorter ids, another width) is skipped
-                c = cp[:, j].astype(np.uint64)
-                h = np.where(c != 0, (h ^ c) * _FNV_PRIME, h)
-            h ^= h >> np.uint64(30)
-            h *= np.uint64(0xBF58476D1CE4E5B9)
-            h ^= h >> np.uint64(27)
-            h *= np.uint64(0x94D049BB133111EB)
-            h ^= h >> np.uint64(31)
+    h = np.empty(len(a), dtype=np.uint64)
+    for s in range(0, len(a), chunk):
+        h[s:s + chunk] = pd.util.hash_array(a[s:s + chunk].astype(object), categorize=False)
     return h
 
 
 def duplicated_ids(ids) -> np.ndarray:
     """The ids that occur more than once (each once, in order of first occurrence), exactly.
 
-    Vectorised: the 64-bit hashes are sorted (8 + 8 bytes an id, no Python object per id); only
+    Vectorised: the 64-bit hashes are sorted (8 + 8 bytes an id; Python strings only a chunk at a time); only
     the few ids whose hash is shared are compared as strings, so a hash collision is never
     reported as a duplicate.
     """
@@ -620,10 +608,8 @@ def duplicated_ids(ids) -> np.ndarray:
     cand[order[1:][same]] = True
     cand[order[:-1][same]] = True
     pos = np.flatnonzero(cand)                       # few: exact check in pandas
-    s = pd.Series(a[pos])
-    dup = s[s.duplicated()]
-    first = sorted(dict.fromkeys(dup.tolist()), key=lambda x: pos[int(np.flatnonzero(a[pos] == x)[0])])
-    return np.asarray(first, dtype=a.dtype)
+    s = pd.Series(a[pos])                            # pos ascending: rows in catalog order
+    return s[s.duplicated(keep=False)].drop_duplicates().to_numpy(dtype=a.dtype)
 
 
 class SeenIds:
