@@ -403,7 +403,21 @@ class _FileCatalog:
             raise ValueError(f"catalog file {self.path}: unknown format {suf!r}; give a .parquet, .arrow/.feather "
                              "or .csv/.tsv file, or a DataFrame")
         self.kind = "csv" if suf in _CSV_SUFFIXES else "parquet" if suf in _PARQUET_SUFFIXES else "arrow"
-        self.columns = list(self._schema().names)
+        with self._readable():
+            self.columns = list(self._schema().names)
+
+    @contextlib.contextmanager
+    def _readable(self, column: str | None = None):
+        """pyarrow's read errors as a ``ValueError`` naming the file (and column) and what to do."""
+        import pyarrow as pa
+
+        try:
+            yield
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
+            what = f" (column {column!r})" if column else ""
+            raise ValueError(f"catalog file {self.path}{what} is not a readable {self.kind} file: "
+                             f"{str(e).splitlines()[0]}. Fix the file, or load it with sk.load_catalog (which "
+                             "repairs malformed CSV lines) and pass the DataFrame") from None
 
     def _schema(self):
         import pyarrow as pa
@@ -423,6 +437,10 @@ class _FileCatalog:
         return pcsv.ParseOptions(delimiter="\t" if self.path.suffix.lower() == ".tsv" else ",")
 
     def _batches(self, column: str):
+        with self._readable(column):
+            yield from self._read_batches(column)
+
+    def _read_batches(self, column: str):
         import pyarrow as pa
         import pyarrow.csv as pcsv
         import pyarrow.parquet as pq

@@ -139,6 +139,13 @@ def test_file_catalog_errors_name_the_file_rows_and_ids(tmp_path, tiny):
         sk.encode_catalog(tmp_path / "cat.xlsx", text_encoder=tiny, progress=False)
     with pytest.raises(FileNotFoundError, match="nope.parquet"):
         sk.encode_catalog(tmp_path / "nope.parquet", text_encoder=tiny, progress=False)
+    # a malformed CSV line and a file that is not Parquet: pyarrow's error, with the file and what to do
+    (tmp_path / "ragged.csv").write_text("item_id,title\n1,a\n2,b,extra\n")
+    with pytest.raises(ValueError, match=r"ragged\.csv.* is not a readable csv file.*sk\.load_catalog"):
+        sk.encode_catalog(tmp_path / "ragged.csv", text_encoder=tiny, progress=False)
+    (tmp_path / "text.parquet").write_text("not parquet")
+    with pytest.raises(ValueError, match=r"text\.parquet is not a readable parquet file"):
+        sk.encode_catalog(tmp_path / "text.parquet", text_encoder=tiny, progress=False)
 
 
 def test_images_from_a_parquet_catalog_match_the_dataframe(tmp_path, myntra_styles, fashion_dir):
