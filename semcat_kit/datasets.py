@@ -34,6 +34,9 @@ __all__ = [
     "load_catalog",
     "read_csv",
     "read_csv_chunks",
+    "CatalogFile",
+    "iter_catalog_chunks",
+    "load_catalog_chunks",
     "load_fashion",
     "load_fashion_tutorial",
     "load_google_taxonomy",
@@ -137,52 +140,68 @@ def read_csv(path, *, what: str = "CSV", id_col: str | None = None, repair_col: 
 
 
 def read_csv_chunks(path, chunksize: int, *, what: str = "CSV", id_col: str | None = None,
-                    repair_col: str | None = None, **pandas_kw):
+                    repair_col: str | None = None, usecols: Sequence[str] | None = None, **pandas_kw):
     """:func:`read_csv`, ``chunksize`` rows at a time: yields ``(DataFrame, first_row)``.
 
-    Same guarantees: the header is checked by :func:`read_csv` (BOM, encoding, duplicate names, a
-    malformed first line), then one pass of pandas' C parser checks every line; a well-formed file
-    is then streamed (memory: one chunk), a file with lines to repair is read whole by
-    :func:`read_csv` (repairs warned and in each chunk's ``attrs["report"]``) and cut into chunks,
-    and a file that cannot be read raises its ``ValueError`` before any chunk is yielded. A header
-    without rows yields one empty frame.
+    Same guarantees, memory bounded by one chunk: the header is checked first (BOM, encoding,
+    duplicate names), then one pass checks every line (pandas' C parser; for a file with lines to
+    repair, the csv module, which also finds the lines that cannot be repaired): a file that cannot
+    be read raises its ``ValueError`` before any chunk is yielded. A well-formed file is then
+    streamed by pandas; a file with malformed lines is streamed through the csv module, each line
+    repaired as :func:`read_csv` does (one warning for the file; each chunk's ``attrs["report"]``
+    lists the lines repaired in that chunk). Row indexes continue across chunks. A header without
+    rows yields one empty frame. ``usecols``: read only these columns (header names).
     """
     path = Path(path).expanduser()
-    opts = dict(what=what, id_col=id_col, repair_col=repair_col)
-    head = read_csv(path, nrows=0, **opts, **pandas_kw)
-    header = list(head.columns)
-    well_formed = len(head.attrs["report"]) == 0           # else a malformed first line was repaired
-    if well_formed:
-        try:
-            for _ in pd.read_csv(path, engine="c", on_bad_lines="error", encoding="utf-8-sig", chunksize=65536,
-                                 dtype=str):
-                pass
-        except (pd.errors.ParserError, UnicodeDecodeError, ValueError):
-            well_formed = False
-    if not well_formed:
-        df = read_csv(path, **opts, **pandas_kw)
-        for a in range(0, max(len(df), 1), chunksize):
-            yield df.iloc[a:a + chunksize], a
-        return
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist; check the path")
+    kw = dict(pandas_kw)
+    delim = _delimiter(kw)
+    with _field_limit():
+        names, repair = _csv_check(path, what=what, id_col=id_col, title_col=repair_col, delim=delim)
+    pos = None
+    if usecols is not None:
+        missing = [c for c in usecols if c not in names]
+        if missing:
+            raise ValueError(f"{what} {str(path)!r} has no column(s) {missing}; its columns are {names}")
+        pos = sorted(names.index(c) for c in usecols)
+        kw["usecols"] = pos
+    cols = names if pos is None else [names[i] for i in pos]
     first = 0
-    try:
-        for df in pd.read_csv(path, engine="c", on_bad_lines="error", encoding="utf-8-sig", chunksize=chunksize,
-                              **pandas_kw):
-            df.columns = header
-            df.attrs["report"] = _make_report([])
-            yield df, first
-            first += len(df)
-    except UnicodeDecodeError as e:            # the file changed since the check
-        raise _not_utf8(path, e, what) from e
+    with _field_limit():
+        if not repair:
+            try:
+                reader = pd.read_csv(path, engine="c", on_bad_lines="error", encoding="utf-8-sig",
+                                     chunksize=chunksize, **kw)
+                for df in reader:
+                    df.columns = cols
+                    df.attrs["report"] = _make_report([])
+                    yield df, first
+                    first += len(df)
+            except UnicodeDecodeError as e:            # the file changed since the check
+                raise _not_utf8(path, e, what) from e
+        else:
+            yield from _repaired_chunks(path, chunksize, names=names, cols=cols, what=what, id_col=id_col,
+                                        title_col=repair_col, delim=delim, kw=kw)
+            return
     if first == 0:
-        yield head, 0
+        yield pd.DataFrame({c: pd.Series([], dtype=object) for c in cols}), 0
 
 
-def _read_csv(path: Path, *, id_col, title_col, what: str, kw: dict):
-    """:func:`read_csv` without the field-limit context; returns ``(DataFrame, repair rows)``."""
+def _delimiter(kw: dict) -> str:
+    d = kw.get("sep", kw.get("delimiter"))
+    if d is None:
+        kw["sep"] = d = ","
+    if not isinstance(d, str) or len(d) != 1:
+        raise ValueError(f"read_csv_chunks reads one-character separators, not {d!r}")
+    return d
+
+
+def _csv_head(path: Path, what: str, delim: str = ","):
+    """Header names (stripped) and the first data record, with the file-level checks of read_csv."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            records = csv.reader(f)
+            records = csv.reader(f, delimiter=delim)
             header = next(records, [])
             first = next((r for r in records if r), [])  # the first data record (pandas skips blank lines)
     except UnicodeDecodeError as e:
@@ -198,31 +217,141 @@ def _read_csv(path: Path, *, id_col, title_col, what: str, kw: dict):
         shown = ", ".join(f"{h!r} (columns {[k + 1 for k in ks]})" for h, ks in dups.items())
         raise ValueError(f"{what} {str(path)!r} names a column more than once: {shown}; rename them so "
                          "that no column is silently renamed or ignored")
-    repairs: list[dict] = []
-    bad_lines: list[list[str]] = []
-    ti = header.index(title_col) if title_col in header else None
-    ii = header.index(id_col) if id_col in header else None
-    n = len(header)
+    return header, first
 
-    def fix(fields: list[str]):
-        # a line with more fields than the header: trailing empty fields (a trailing comma) are
-        # dropped; otherwise the title contained unquoted commas
+
+class _LineFixer:
+    """Repairs a CSV record with more fields than the header (see :func:`read_csv`): trailing empty
+    fields (a trailing comma) are dropped; otherwise the title held unquoted separators and the extra
+    fields are joined back into it. ``keep=False`` counts repairs (and keeps 10 ids) instead of
+    listing them all."""
+
+    def __init__(self, header, id_col, title_col, delim: str = ",", keep: bool = True):
+        self.n, self.delim, self.keep, self.title_col = len(header), delim, keep, title_col
+        self.ti = header.index(title_col) if title_col in header else None
+        self.ii = header.index(id_col) if id_col in header else None
+        self.repairs: list[dict] = []
+        self.count, self.ids, self.count_bad = 0, [], 0
+        self.bad_lines: list[list[str]] = []
+
+    def __call__(self, fields: list[str]):
+        n = self.n
         while len(fields) > n and not fields[-1].strip():
             fields = fields[:-1]
         if len(fields) == n:
             return fields
         extra = len(fields) - n
-        item = fields[ii] if ii is not None and ii < len(fields) else "?"
-        if ti is None or extra <= 0:
-            bad_lines.append(fields)
+        item = fields[self.ii] if self.ii is not None and self.ii < len(fields) else "?"
+        if self.ti is None or extra <= 0:
+            if len(self.bad_lines) < 3:
+                self.bad_lines.append(fields)
+            self.count_bad += 1
             return None
-        joined = ",".join(fields[ti:ti + extra + 1])
-        repairs.append(dict(item_id=str(item).strip(), column=title_col,
-                            problem=f"malformed CSV line ({len(fields)} fields for {n} columns): "
-                                    f"the {extra + 1} fields from column {title_col!r} were joined "
-                                    f"into {joined!r}"))
+        ti = self.ti
+        joined = self.delim.join(fields[ti:ti + extra + 1])
+        self.count += 1
+        if len(self.ids) < 10:
+            self.ids.append(str(item).strip())
+        if self.keep:
+            self.repairs.append(dict(item_id=str(item).strip(), column=self.title_col,
+                                     problem=f"malformed CSV line ({len(fields)} fields for {n} columns): "
+                                             f"the {extra + 1} fields from column {self.title_col!r} were joined "
+                                             f"into {joined!r}"))
         return fields[:ti] + [joined] + fields[ti + extra + 1:]
 
+    def raise_bad(self, path: Path, what: str) -> None:
+        if self.bad_lines:
+            shown = "; ".join(",".join(b)[:120] for b in self.bad_lines[:3])
+            raise ValueError(f"{what} {str(path)!r}: {self.count_bad} line(s) have more fields than the "
+                             f"{self.n} header columns and cannot be repaired (no {self.title_col!r} column to "
+                             f"join them into): {shown}. Quote those fields or fix the file.")
+
+    def warn(self, path: Path, stacklevel: int) -> None:
+        if self.count:
+            warnings.warn(f"{path}: repaired {self.count} malformed line(s) by joining extra fields into "
+                          f"{self.title_col!r} (items {self.ids}); see df.attrs['report']", stacklevel=stacklevel)
+
+
+def _csv_check(path: Path, *, what: str, id_col, title_col, delim: str):
+    """One pass over a CSV: ``(column names, needs repair)``; raises what :func:`read_csv` raises
+    (and warns once about the lines it will repair) before anything is read into memory."""
+    header, first = _csv_head(path, what, delim)
+    names = [h if h else f"Unnamed: {k}" for k, h in enumerate(header)]   # pandas' names for blank headers
+    repair = len(first) > len(header)       # pandas would turn such a first line into an index
+    if not repair:
+        try:
+            for _ in pd.read_csv(path, engine="c", on_bad_lines="error", encoding="utf-8-sig", chunksize=65536,
+                                 dtype=str, sep=delim):
+                pass
+        except (pd.errors.ParserError, UnicodeDecodeError, ValueError):
+            repair = True
+    if repair:   # the csv module: find every line to repair, or the first that cannot be
+        fixer = _LineFixer(header, id_col, title_col, delim, keep=False)
+        try:
+            with open(path, encoding="utf-8-sig", newline="") as f:
+                for k, fields in enumerate(csv.reader(f, delimiter=delim)):
+                    if k and len(fields) > fixer.n:
+                        fixer(fields)
+        except UnicodeDecodeError as e:
+            raise _not_utf8(path, e, what) from e
+        except csv.Error as e:
+            raise ValueError(f"{what} {str(path)!r} is not readable as CSV ({e}); check the quoting") from e
+        fixer.raise_bad(path, what)
+        fixer.warn(path, stacklevel=4)
+    return names, repair
+
+
+def _repaired_chunks(path: Path, chunksize: int, *, names, cols, what, id_col, title_col, delim, kw):
+    """A CSV with malformed lines, ``chunksize`` records at a time: each line repaired by the csv
+    module, each chunk parsed by pandas (so values come out as from a well-formed file)."""
+    header, _ = _csv_head(path, what, delim)
+    fixer = _LineFixer(header, id_col, title_col, delim)
+    first, held = 0, []
+
+    def parse(rows):
+        buf = io.StringIO()
+        out = csv.writer(buf, delimiter=delim, lineterminator="\n")
+        out.writerow(names)
+        out.writerows(rows)
+        buf.seek(0)
+        df = pd.read_csv(buf, engine="c", on_bad_lines="error", **kw)
+        df.columns = cols
+        df.index = pd.RangeIndex(first, first + len(df))
+        df.attrs["report"] = _make_report(fixer.repairs)
+        fixer.repairs = []
+        return df
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            records = csv.reader(f, delimiter=delim)
+            next(records, None)
+            for fields in records:
+                if not fields:                        # a blank line (pandas skips them too)
+                    continue
+                if len(fields) > fixer.n:
+                    fields = fixer(fields)
+                    if fields is None:                # the file changed since the check
+                        fixer.raise_bad(path, what)
+                held.append(fields)
+                if len(held) == chunksize:
+                    df = parse(held)
+                    held = []
+                    yield df, first
+                    first += len(df)
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e, what) from e
+    except csv.Error as e:
+        raise ValueError(f"{what} {str(path)!r} is not readable as CSV ({e}); check the quoting") from e
+    if held or first == 0:
+        yield parse(held), first
+
+
+def _read_csv(path: Path, *, id_col, title_col, what: str, kw: dict):
+    """:func:`read_csv` without the field-limit context; returns ``(DataFrame, repair rows)``."""
+    delim = _delimiter(kw)
+    header, first = _csv_head(path, what, delim)
+    fixer = _LineFixer(header, id_col, title_col, delim)
+    n = fixer.n
     kw = dict(kw)
     if id_col is not None and "dtype" not in kw:
         kw["dtype"] = {id_col: str}
@@ -237,11 +366,11 @@ def _read_csv(path: Path, *, id_col, title_col, what: str, kw: dict):
                 malformed = True
         if malformed:  # ... for the others, repair the lines with the csv module, then parse as usual
             buf = io.StringIO()
-            out = csv.writer(buf, lineterminator="\n")
+            out = csv.writer(buf, delimiter=delim, lineterminator="\n")
             with open(path, encoding="utf-8-sig", newline="") as f:
-                for k, fields in enumerate(csv.reader(f)):
+                for k, fields in enumerate(csv.reader(f, delimiter=delim)):
                     if k and len(fields) > n:
-                        fields = fix(fields)
+                        fields = fixer(fields)
                         if fields is None:
                             continue
                     out.writerow(fields)
@@ -253,23 +382,243 @@ def _read_csv(path: Path, *, id_col, title_col, what: str, kw: dict):
         raise ValueError(f"{what} {str(path)!r} is not readable as CSV ({e}); check the quoting") from e
     except pd.errors.EmptyDataError as e:
         raise ValueError(f"{what} {str(path)!r} has no columns ({e})") from e
-    if bad_lines:
-        shown = "; ".join(",".join(b)[:120] for b in bad_lines[:3])
-        raise ValueError(f"{what} {str(path)!r}: {len(bad_lines)} line(s) have more fields than the "
-                         f"{n} header columns and cannot be repaired (no {title_col!r} column to "
-                         f"join them into): {shown}. Quote those fields or fix the file.")
-    if repairs:
-        warnings.warn(f"{path}: repaired {len(repairs)} malformed line(s) by joining extra fields into "
-                      f"{title_col!r} (items {[r['item_id'] for r in repairs[:10]]}); see "
-                      "df.attrs['report']", stacklevel=4)
+    fixer.raise_bad(path, what)
+    fixer.warn(path, stacklevel=5)
     df.columns = [str(c).strip() for c in df.columns]
-    return df, repairs
+    return df, fixer.repairs
 
 
 def _not_utf8(path: Path, e: UnicodeDecodeError, what: str = "catalog CSV") -> ValueError:
     return ValueError(f"{what} {str(path)!r} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} at "
                       f"offset {e.start}); save it as UTF-8, or read it yourself with "
                       "pandas.read_csv(path, encoding=...) and pass the DataFrame to load_catalog")
+
+
+# ---------------------------------------------------------------------------------- catalog files in chunks
+#: File name endings of the catalog files :class:`CatalogFile` reads.
+CSV_SUFFIXES, PARQUET_SUFFIXES, ARROW_SUFFIXES = (".csv", ".tsv"), (".parquet", ".pq"), (".arrow", ".feather", ".ipc")
+
+
+class CatalogFile:
+    """A catalog file read in chunks of rows, every column as text: the package's one chunked reader.
+
+    CSV (``.csv``; ``.tsv`` tab-separated) goes through :func:`read_csv_chunks` (BOM, encoding,
+    duplicate header names, malformed lines repaired into ``repair_col`` and reported, memory
+    bounded by a chunk); Parquet (``.parquet``/``.pq``) and Arrow IPC / Feather
+    (``.arrow``/``.feather``/``.ipc``) are read in record batches with pyarrow, re-cut into chunks
+    of exactly ``chunk_size`` rows (the last may be shorter). Every value is a ``str`` or None
+    (missing): ids like ``00123`` stay ``00123``, numbers become their text.
+
+    Parameters
+    ----------
+    path : str or Path
+    what : str
+        How the file is named in messages (``"catalog file"``, ``"--input"``).
+    id_col, repair_col : str, optional
+        CSV only: the column naming a repaired line in the report, and the free-text column that
+        absorbs the extra fields of a malformed line (the title).
+    csv_options : dict, optional
+        CSV only: :func:`pandas.read_csv` options; default ``dtype=str`` with pandas' missing-value
+        strings (``""``, ``NA``, ``null`` ...). ``.tsv`` adds ``sep="\t"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        An unknown file type, or a file that cannot be read (naming the file, the column when one
+        is concerned, and what to do).
+
+    Examples
+    --------
+    >>> for df, first_row in CatalogFile("products.parquet").chunks(65536, ["item_id", "title"]):  # doctest: +SKIP
+    ...     ...
+    """
+
+    def __init__(self, path, *, what: str = "catalog file", id_col: str | None = None,
+                 repair_col: str | None = None, csv_options: dict | None = None):
+        self.path = Path(path).expanduser()
+        self.what = what
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{what} {str(self.path)!r} does not exist; check the path")
+        suf = self.path.suffix.lower()
+        if suf not in CSV_SUFFIXES + PARQUET_SUFFIXES + ARROW_SUFFIXES:
+            raise ValueError(f"{what} {str(self.path)!r}: unknown format {suf!r}; give a .parquet, .arrow/.feather "
+                             "or .csv/.tsv file (or load it yourself and pass a DataFrame)")
+        self.kind = "CSV" if suf in CSV_SUFFIXES else "Parquet" if suf in PARQUET_SUFFIXES else "Arrow"
+        self.id_col, self.repair_col = id_col, repair_col
+        self.csv_options = dict(dtype=str) if csv_options is None else dict(csv_options)
+        if suf == ".tsv":
+            self.csv_options.setdefault("sep", "\t")
+        if self.kind == "CSV":
+            with _field_limit():
+                header, _ = _csv_head(self.path, what, _delimiter(dict(self.csv_options)))
+            self.columns = [h if h else f"Unnamed: {k}" for k, h in enumerate(header)]
+        else:
+            with self._readable():
+                self.columns = list(self._schema().names)
+
+    def __repr__(self) -> str:
+        return f"CatalogFile({str(self.path)!r}, {self.kind}, columns={self.columns})"
+
+    # ------------------------------------------------------------------ pyarrow side
+    @contextlib.contextmanager
+    def _readable(self, columns=None):
+        """pyarrow's read errors as a ``ValueError`` naming the file (and columns) and what to do."""
+        import pyarrow as pa
+
+        try:
+            yield
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError) as e:
+            col = f" (column(s) {list(columns)})" if columns else ""
+            raise ValueError(f"{self.what} {str(self.path)!r}{col}: not a readable {self.kind} file "
+                             f"({str(e).splitlines()[0]}); fix or re-export the file, or read it yourself "
+                             "and pass a DataFrame") from None
+
+    def _schema(self):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.kind == "Parquet":
+            return pq.ParquetFile(self.path).schema_arrow
+        with pa.memory_map(str(self.path), "r") as mm:
+            return pa.ipc.open_file(mm).schema
+
+    def _batches(self, columns):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.kind == "Parquet":
+            yield from pq.ParquetFile(self.path).iter_batches(batch_size=65536, columns=columns)
+        else:
+            with pa.memory_map(str(self.path), "r") as mm:
+                r = pa.ipc.open_file(mm)
+                for k in range(r.num_record_batches):
+                    b = r.get_batch(k)
+                    yield b.select(columns)
+
+    def _as_text(self, table):
+        import pyarrow as pa
+
+        cols = []
+        for name, col in zip(table.column_names, table.columns):
+            if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+                try:
+                    col = col.cast(pa.string())      # ids / titles stored as numbers: read as text
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+                    raise ValueError(f"{self.what} {str(self.path)!r}: column {name!r} of type {col.type} cannot "
+                                     f"be read as text ({str(e).splitlines()[0]}); store it as strings") from None
+            cols.append(col)
+        return pa.table(cols, names=table.column_names)
+
+    def _arrow_chunks(self, chunk_size: int, columns):
+        import pyarrow as pa
+
+        held, rows = [], 0
+        with self._readable(columns):
+            for b in self._batches(columns):
+                if not b.num_rows:
+                    continue
+                held.append(pa.Table.from_batches([b]))
+                rows += b.num_rows
+                while rows >= chunk_size:
+                    t = pa.concat_tables(held) if len(held) > 1 else held[0]
+                    yield self._as_text(t.slice(0, chunk_size))
+                    rest = t.slice(chunk_size)
+                    held, rows = ([rest] if rest.num_rows else []), rest.num_rows
+            if rows:
+                yield self._as_text(pa.concat_tables(held) if len(held) > 1 else held[0])
+
+    # ------------------------------------------------------------------ public
+    def _columns(self, columns):
+        if columns is None:
+            return list(self.columns)
+        columns = [columns] if isinstance(columns, str) else list(columns)
+        missing = [c for c in columns if c not in self.columns]
+        if missing:
+            raise ValueError(f"{self.what} {str(self.path)!r} has no column(s) {missing}; its columns are "
+                             f"{self.columns}")
+        return columns
+
+    def chunks(self, chunk_size: int, columns=None, *, arrow: bool = False):
+        """Yield ``(chunk, first_row)``: the rows ``first_row .. first_row + len(chunk)`` in order.
+
+        Parameters
+        ----------
+        chunk_size : int
+            Rows per chunk (memory grows with it, not with the file).
+        columns : str or list of str, optional
+            Read only these columns (in this order); default all.
+        arrow : bool
+            Yield ``pyarrow.Table`` chunks of string columns instead of DataFrames (object columns of
+            ``str`` / None, index ``first_row..``). A CSV chunk's ``attrs["report"]`` (DataFrame only)
+            lists the lines repaired in it.
+        """
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, not {chunk_size!r}")
+        cols = self._columns(columns)
+        first = 0
+        if self.kind == "CSV":
+            for df, first in read_csv_chunks(self.path, int(chunk_size), what=self.what, id_col=self.id_col,
+                                             repair_col=self.repair_col, usecols=cols, **self.csv_options):
+                df = df[cols]
+                report = df.attrs.get("report")
+                df = df.astype(object).where(df.notna(), None)
+                if arrow:
+                    import pyarrow as pa
+
+                    yield pa.table({c: pa.array(df[c].tolist(), pa.string()) for c in cols}), first
+                else:
+                    df.attrs["report"] = report if report is not None else _make_report([])
+                    yield df, first
+            return
+        seen = False
+        for t in self._arrow_chunks(int(chunk_size), cols):
+            seen = True
+            if arrow:
+                yield t, first
+            else:
+                df = pd.DataFrame({c: t.column(c).to_numpy(zero_copy_only=False).astype(object) for c in cols},
+                                  index=pd.RangeIndex(first, first + t.num_rows))
+                df = df.where(df.notna(), None)
+                df.attrs["report"] = _make_report([])
+                yield df, first
+            first += t.num_rows
+        if not seen:
+            if arrow:
+                import pyarrow as pa
+
+                yield pa.table({c: pa.array([], pa.string()) for c in cols}), 0
+            else:
+                df = pd.DataFrame({c: pd.Series([], dtype=object) for c in cols})
+                df.attrs["report"] = _make_report([])
+                yield df, 0
+
+    def num_rows(self) -> int:
+        """Rows of the file (Parquet: from its metadata; CSV: one pass, as :meth:`chunks` counts them)."""
+        if self.kind == "Parquet":
+            import pyarrow.parquet as pq
+
+            with self._readable():
+                return int(pq.ParquetFile(self.path).metadata.num_rows)
+        if self.kind == "Arrow":
+            import pyarrow as pa
+
+            with self._readable(), pa.memory_map(str(self.path), "r") as mm:
+                r = pa.ipc.open_file(mm)
+                return int(sum(r.get_batch(k).num_rows for k in range(r.num_record_batches)))
+        n = 0
+        with warnings.catch_warnings():      # repairs are warned when the rows are read
+            warnings.simplefilter("ignore")
+            for df, first in self.chunks(65536, self.columns[:1]):
+                n = first + len(df)
+        return n
+
+
+def iter_catalog_chunks(path, chunk_size: int, columns=None, **options):
+    """``CatalogFile(path, **options).chunks(chunk_size, columns)``: ``(DataFrame, first_row)`` of a
+    CSV/TSV, Parquet or Arrow file, every column as text (see :class:`CatalogFile`)."""
+    return CatalogFile(path, **options).chunks(chunk_size, columns)
 
 
 # ---------------------------------------------------------------------------------- images
@@ -374,12 +723,29 @@ def load_catalog(
         where = "the DataFrame"
     elif isinstance(source, (str, os.PathLike)):
         p = Path(source).expanduser()
-        df = read_csv(p, what="catalog CSV", id_col=id, repair_col=title)
-        repairs = [dict(r, column="title") for r in df.attrs.pop("report").to_dict("records")]
+        if p.suffix.lower() in PARQUET_SUFFIXES + ARROW_SUFFIXES:
+            if not p.is_file():
+                raise FileNotFoundError(f"catalog file {str(p)!r} does not exist; check the path")
+            cf = CatalogFile(p)          # checks the file is readable (ValueError naming it)
+            with cf._readable():
+                df = pd.read_parquet(p) if cf.kind == "Parquet" else pd.read_feather(p)
+        else:
+            df = read_csv(p, what="catalog CSV", id_col=id, repair_col=title)
+            repairs = [dict(r, column="title") for r in df.attrs.pop("report").to_dict("records")]
         csv_dir = p.resolve().parent
         where = f"{str(p)!r}"
     else:
-        raise TypeError(f"source must be a CSV path or a pandas DataFrame, not {type(source).__name__}")
+        raise TypeError(f"source must be a CSV path or a pandas DataFrame (or a Parquet/Arrow file path), not "
+                        f"{type(source).__name__}")
+    return _map_catalog(df, where=where, csv_dir=csv_dir, repairs=repairs, images_dir=images_dir, id=id,
+                        title=title, image=image, path=path, path_col=path_col, sep=sep, unlabelled=unlabelled,
+                        taxonomy=taxonomy)
+
+
+def _map_catalog(df: pd.DataFrame, *, where: str, csv_dir, repairs: list, images_dir, id, title, image, path,
+                 path_col, sep, unlabelled, taxonomy, row0: int = 0, image_index: dict | None = None) -> pd.DataFrame:
+    """:func:`load_catalog` of a frame already read (all of a catalog, or the chunk starting at row
+    ``row0``: row numbers in messages count from the file's first row)."""
     df.columns = [str(c).strip() for c in df.columns]
     dup = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
     if dup:
@@ -407,7 +773,7 @@ def load_catalog(
     ids_raw = df[id]
     bad = np.flatnonzero(_missing_mask(ids_raw)).tolist()
     if bad:
-        raise ValueError(f"{where}: column {id!r} is empty in {len(bad)} row(s) (rows {bad[:10]}); every "
+        raise ValueError(f"{where}: column {id!r} is empty in {len(bad)} row(s) (rows {[row0 + b for b in bad[:10]]}); every "
                          "item needs an id")
     item_id = pd.Series([_id_str(v) for v in ids_raw], index=df.index, dtype=object)
     dup = item_id[item_id.duplicated(keep=False)]
@@ -427,7 +793,7 @@ def load_catalog(
             bad = np.flatnonzero(_missing_mask(col) & ~none)
             if len(bad):
                 k = int(bad[0])
-                raise ValueError(f"{where}: row {k} (item {item_id.iloc[k]!r}) has an empty category level in "
+                raise ValueError(f"{where}: row {row0 + k} (item {item_id.iloc[k]!r}) has an empty category level in "
                                  f"column {c!r} ({len(bad)} such row(s)); every level must be named (fix or "
                                  "drop the rows)")
             col = col.astype(str).str.strip()
@@ -435,7 +801,7 @@ def load_catalog(
                 has_sep = np.flatnonzero(col.str.contains(sep.strip(), regex=False).to_numpy(dtype=bool))
                 if len(has_sep):
                     k = int(has_sep[0])
-                    raise ValueError(f"{where}: row {k} (item {item_id.iloc[k]!r}) has a category name "
+                    raise ValueError(f"{where}: row {row0 + k} (item {item_id.iloc[k]!r}) has a category name "
                                      f"containing the separator {sep.strip()!r} in column {c!r}: "
                                      f"{col.iloc[k]!r}; pass another sep=")
             levels.append(col.tolist())
@@ -449,10 +815,10 @@ def load_catalog(
         bad = np.flatnonzero(empty & ~none)
         if len(bad):
             k = int(bad[0])
-            raise ValueError(f"{where}: row {k} (item {item_id.iloc[k]!r}) has an empty category path "
+            raise ValueError(f"{where}: row {row0 + k} (item {item_id.iloc[k]!r}) has an empty category path "
                              f"in column {path_col!r} ({len(bad)} such row(s)); fix or drop the rows")
         segments = [() if none[k] else split_path(str(v), sep, where=f" in {where} column {path_col!r}, "
-                                                                  f"row {k} (item {item_id.iloc[k]!r})")
+                                                                  f"row {row0 + k} (item {item_id.iloc[k]!r})")
                     for k, v in enumerate(df[path_col].tolist())]
     depth = max(1, max(len(s) for s in segments))
     label = [sep.join(s) if s else None for s in segments]
@@ -476,7 +842,7 @@ def load_catalog(
         if not images_dir.is_dir():
             raise FileNotFoundError(f"images_dir {str(images_dir)!r} is not a folder; check the path")
     if image is None and images_dir is not None:
-        index = _index_image_dir(images_dir)
+        index = _index_image_dir(images_dir) if image_index is None else image_index
         base = os.path.join(str(images_dir), "")
         for k, iid in enumerate(item_id):
             name = index.get(iid)
@@ -535,6 +901,66 @@ def load_catalog(
         out.attrs["taxonomy"] = tax
     out.attrs["report"] = _make_report(report)
     return out
+
+
+def load_catalog_chunks(
+    source,
+    chunk_size: int = 65536,
+    images_dir=None,
+    id: str = "id",
+    title: str = "title",
+    image: str | None = None,
+    path: Sequence[str] | None = None,
+    path_col: str | None = None,
+    sep: str = DEFAULT_SEP,
+    unlabelled: str = "keep",
+    taxonomy=None,
+):
+    """:func:`load_catalog` of a catalog file, ``chunk_size`` rows at a time: memory bounded by a chunk.
+
+    The file (CSV/TSV, Parquet or Arrow, see :class:`CatalogFile`; every column read as text) is read
+    chunk by chunk and each chunk gets exactly what :func:`load_catalog` does to a catalog (the same
+    code): the column mapping, the id / category checks, stripped titles, image paths resolved
+    against ``images_dir`` or the file's folder (and checked), the report. Across chunks, an id seen
+    in an earlier chunk is the same ``ValueError`` as a duplicate within one (ids are remembered as
+    8-byte hashes, :class:`semcat_kit.contracts.SeenIds`); row numbers in messages count from the
+    file's first data row.
+
+    Yields
+    ------
+    (DataFrame, int)
+        A catalog frame (index ``first_row..``; ``level_*`` columns as deep as that chunk's paths;
+        ``attrs["report"]`` lists that chunk's problems, repaired CSV lines included) and its first row.
+    """
+    from .contracts import SeenIds
+    from .taxonomy import read_taxonomy
+
+    if unlabelled not in ("keep", "error"):
+        raise ValueError(f"unlabelled must be 'keep' or 'error', not {unlabelled!r}")
+    cf = CatalogFile(source, what="catalog CSV" if Path(source).suffix.lower() in CSV_SUFFIXES else "catalog file",
+                     id_col=id, repair_col=title)
+    where = f"{str(cf.path)!r}"
+    if images_dir is not None:
+        images_dir = Path(images_dir).expanduser().resolve()
+        if not images_dir.is_dir():
+            raise FileNotFoundError(f"images_dir {str(images_dir)!r} is not a folder; check the path")
+    index = _index_image_dir(images_dir) if image is None and images_dir is not None else None
+    if taxonomy is not None:
+        taxonomy = read_taxonomy(taxonomy, sep=sep)
+    seen = SeenIds()
+    csv_dir = cf.path.resolve().parent
+    for df, first in cf.chunks(chunk_size):
+        repairs = [dict(r, column="title") for r in df.attrs.pop("report").to_dict("records")]
+        out = _map_catalog(df, where=where, csv_dir=csv_dir, repairs=repairs, images_dir=images_dir, id=id,
+                           title=title, image=image, path=path, path_col=path_col, sep=sep, unlabelled=unlabelled,
+                           taxonomy=taxonomy, row0=first, image_index=index)
+        again = seen.add(out["item_id"].to_numpy())
+        if len(again):
+            names = list(dict.fromkeys(again.tolist()))
+            raise ValueError(f"{where}: {len(names)} duplicate item id(s) in column {id!r}: {names[:10]}"
+                             f"{' ...' if len(names) > 10 else ''}; ids must be unique (drop or rename duplicates)")
+        out.index = pd.RangeIndex(first, first + len(out))
+        yield out, first
 
 
 def _resolve_image(raw: str, base: Path) -> Path:
