@@ -431,48 +431,22 @@ def _image_index(images: Path) -> dict:
 _IMAGE_INDEX: dict = {}
 
 
-def _is_parquet(path) -> bool:
-    from .predictor import PARQUET_SUFFIXES
-
-    return Path(path).suffix.lower() in PARQUET_SUFFIXES
-
-
 def _input_chunks(args, chunk_size: int):
     """Raw frames of ``--input`` (all columns as strings, None where empty), ``chunk_size`` rows at a
-    time: CSV (``pandas.read_csv(chunksize=...)``) or Parquet (``.parquet``/``.pq``, pyarrow record
-    batches). Yields ``(frame, first_row)``."""
+    time, read by the package's one chunked reader (:class:`semcat_kit.datasets.CatalogFile`): CSV
+    (malformed lines repaired and printed) or Parquet (``.parquet``/``.pq``); ``.tsv`` and
+    ``.arrow``/``.feather`` too. Yields ``(frame, first_row)``."""
+    from .datasets import ARROW_SUFFIXES, CSV_SUFFIXES, PARQUET_SUFFIXES, CatalogFile
+
     p = Path(args.input).expanduser()
     if not p.is_file():
         raise CliError(f"--input {args.input}: no such file")
-    if _is_parquet(p):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        try:
-            f = pq.ParquetFile(p)
-            batches = f.iter_batches(batch_size=chunk_size)
-            first = 0
-            for batch in batches:
-                cols = {}
-                for name, col in zip(batch.schema.names, batch.columns):
-                    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-                        col = col.cast(pa.string())      # ids / titles stored as numbers: read as text
-                    cols[name] = col.to_numpy(zero_copy_only=False).astype(object)
-                df = pd.DataFrame(cols, index=pd.RangeIndex(first, first + batch.num_rows))
-                df = df.where(df.notna() & (df != ""), None)
-                yield df, first
-                first += batch.num_rows
-            if first == 0:
-                yield pd.DataFrame({n: pd.Series([], dtype=object) for n in f.schema_arrow.names}), 0
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
-            raise CliError(f"--input {args.input}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
-        return
-    from .datasets import read_csv_chunks
-
-    try:   # the package's one CSV reader, in chunks (datasets.read_csv_chunks)
-        chunks = read_csv_chunks(p, chunk_size, what="--input", id_col=args.id_col or "id",
-                                 repair_col=args.title_col or "title", dtype=str, keep_default_na=False,
-                                 na_values=[""])
+    known = p.suffix.lower() in CSV_SUFFIXES + PARQUET_SUFFIXES + ARROW_SUFFIXES
+    try:
+        f = CatalogFile(p, what="--input", id_col=args.id_col or "id", repair_col=args.title_col or "title",
+                        csv_options=dict(dtype=str, keep_default_na=False, na_values=[""]),
+                        format=None if known else "csv")
+        chunks = f.chunks(chunk_size)
         while True:
             with warnings.catch_warnings():        # only around the read: repairs are printed below, once
                 warnings.simplefilter("ignore")
@@ -480,11 +454,10 @@ def _input_chunks(args, chunk_size: int):
                     df, first = next(chunks)
                 except StopIteration:
                     break
-            if first == 0:
-                for r in df.attrs["report"].itertuples():
-                    print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
+            for r in df.attrs["report"].itertuples():
+                print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
             df.attrs.clear()
-            yield df, first
+            yield df.where(df.notna() & (df != ""), None), first
     except (pd.errors.ParserError, ValueError) as e:
         raise CliError(str(e).splitlines()[0]) from None
 

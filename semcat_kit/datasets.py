@@ -159,6 +159,14 @@ def read_csv_chunks(path, chunksize: int, *, what: str = "CSV", id_col: str | No
     delim = _delimiter(kw)
     with _field_limit():
         names, repair = _csv_check(path, what=what, id_col=id_col, title_col=repair_col, delim=delim)
+    yield from _csv_stream(path, chunksize, names, repair, what=what, id_col=id_col, repair_col=repair_col,
+                           usecols=usecols, kw=kw)
+
+
+def _csv_stream(path: Path, chunksize: int, names: list, repair: bool, *, what, id_col, repair_col, usecols, kw):
+    """:func:`read_csv_chunks` after its check pass (``names, repair`` from :func:`_csv_check`)."""
+    kw = dict(kw)
+    delim = _delimiter(kw)
     pos = None
     if usecols is not None:
         missing = [c for c in usecols if c not in names]
@@ -420,6 +428,8 @@ class CatalogFile:
     csv_options : dict, optional
         CSV only: :func:`pandas.read_csv` options; default ``dtype=str`` with pandas' missing-value
         strings (``""``, ``NA``, ``null`` ...). ``.tsv`` adds ``sep="\t"``.
+    format : {"csv", "parquet", "arrow"}, optional
+        The file type when its name does not tell (default: from the suffix).
 
     Raises
     ------
@@ -436,17 +446,24 @@ class CatalogFile:
     """
 
     def __init__(self, path, *, what: str = "catalog file", id_col: str | None = None,
-                 repair_col: str | None = None, csv_options: dict | None = None):
+                 repair_col: str | None = None, csv_options: dict | None = None, format: str | None = None):
         self.path = Path(path).expanduser()
         self.what = what
         if not self.path.is_file():
             raise FileNotFoundError(f"{what} {str(self.path)!r} does not exist; check the path")
         suf = self.path.suffix.lower()
-        if suf not in CSV_SUFFIXES + PARQUET_SUFFIXES + ARROW_SUFFIXES:
+        if format is not None:
+            kinds = {"csv": "CSV", "parquet": "Parquet", "arrow": "Arrow"}
+            if format not in kinds:
+                raise ValueError(f"format must be one of {list(kinds)} or None, not {format!r}")
+            self.kind = kinds[format]
+        elif suf not in CSV_SUFFIXES + PARQUET_SUFFIXES + ARROW_SUFFIXES:
             raise ValueError(f"{what} {str(self.path)!r}: unknown format {suf!r}; give a .parquet, .arrow/.feather "
                              "or .csv/.tsv file (or load it yourself and pass a DataFrame)")
-        self.kind = "CSV" if suf in CSV_SUFFIXES else "Parquet" if suf in PARQUET_SUFFIXES else "Arrow"
+        else:
+            self.kind = "CSV" if suf in CSV_SUFFIXES else "Parquet" if suf in PARQUET_SUFFIXES else "Arrow"
         self.id_col, self.repair_col = id_col, repair_col
+        self._csv_plan = None
         self.csv_options = dict(dtype=str) if csv_options is None else dict(csv_options)
         if suf == ".tsv":
             self.csv_options.setdefault("sep", "\t")
@@ -471,7 +488,7 @@ class CatalogFile:
             yield
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError) as e:
             col = f" (column(s) {list(columns)})" if columns else ""
-            raise ValueError(f"{self.what} {str(self.path)!r}{col}: not a readable {self.kind} file "
+            raise ValueError(f"{self.what} {self.path}{col}: not a readable {self.kind} file "
                              f"({str(e).splitlines()[0]}); fix or re-export the file, or read it yourself "
                              "and pass a DataFrame") from None
 
@@ -559,8 +576,14 @@ class CatalogFile:
         cols = self._columns(columns)
         first = 0
         if self.kind == "CSV":
-            for df, first in read_csv_chunks(self.path, int(chunk_size), what=self.what, id_col=self.id_col,
-                                             repair_col=self.repair_col, usecols=cols, **self.csv_options):
+            if self._csv_plan is None:       # one check pass per file, however many column passes follow
+                with _field_limit():
+                    self._csv_plan = _csv_check(self.path, what=self.what, id_col=self.id_col,
+                                                title_col=self.repair_col,
+                                                delim=_delimiter(dict(self.csv_options)))
+            for df, first in _csv_stream(self.path, int(chunk_size), *self._csv_plan, what=self.what,
+                                         id_col=self.id_col, repair_col=self.repair_col, usecols=cols,
+                                         kw=self.csv_options):
                 df = df[cols]
                 report = df.attrs.get("report")
                 df = df.astype(object).where(df.notna(), None)

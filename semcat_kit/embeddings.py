@@ -384,103 +384,29 @@ def _meta(enc: Encoder | None, modality: str) -> dict | None:
             "dim": int(enc.text_dim if modality == "text" else enc.image_dim)}
 
 
-_CSV_SUFFIXES, _PARQUET_SUFFIXES, _ARROW_SUFFIXES = (".csv", ".tsv"), (".parquet", ".pq"), (".arrow", ".feather", ".ipc")
-
-
 class _FileCatalog:
-    """A catalog file read column by column in record batches (pyarrow): never held whole.
-
-    Parquet (``.parquet``/``.pq``), Arrow IPC / Feather (``.arrow``/``.feather``/``.ipc``) or CSV
-    (``.csv``, ``.tsv`` tab-separated; every column read as text, so ``00123`` stays ``00123``).
-    """
+    """A catalog file (``item_id``, ``title``, ``image_path``) read column by column in chunks: never
+    held whole. Read by the package's one chunked reader, :class:`semcat_kit.datasets.CatalogFile`
+    (CSV/TSV with malformed lines repaired and reported, Parquet, Arrow/Feather; every column as
+    text, so ``00123`` stays ``00123``)."""
 
     def __init__(self, path):
-        self.path = Path(path).expanduser()
-        suf = self.path.suffix.lower()
-        if not self.path.is_file():
-            raise FileNotFoundError(f"catalog file {self.path} does not exist")
-        if suf not in _CSV_SUFFIXES + _PARQUET_SUFFIXES + _ARROW_SUFFIXES:
-            raise ValueError(f"catalog file {self.path}: unknown format {suf!r}; give a .parquet, .arrow/.feather "
-                             "or .csv/.tsv file, or a DataFrame")
-        self.kind = "csv" if suf in _CSV_SUFFIXES else "parquet" if suf in _PARQUET_SUFFIXES else "arrow"
-        with self._readable():
-            self.columns = list(self._schema().names)
+        from .datasets import CatalogFile
 
-    @contextlib.contextmanager
-    def _readable(self, column: str | None = None):
-        """pyarrow's read errors as a ``ValueError`` naming the file (and column) and what to do."""
-        import pyarrow as pa
-
-        try:
-            yield
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError) as e:
-            what = f" (column {column!r})" if column else ""
-            raise ValueError(f"catalog file {self.path}{what} is not a readable {self.kind} file: "
-                             f"{str(e).splitlines()[0]}. Fix the file, or load it with sk.load_catalog (which "
-                             "repairs malformed CSV lines) and pass the DataFrame") from None
-
-    def _schema(self):
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-        import pyarrow.parquet as pq
-
-        if self.kind == "parquet":
-            return pq.ParquetFile(self.path).schema_arrow
-        if self.kind == "arrow":
-            with pa.memory_map(str(self.path), "r") as mm:
-                return pa.ipc.open_file(mm).schema
-        return pcsv.open_csv(self.path, parse_options=self._parse()).schema
-
-    def _parse(self):
-        import pyarrow.csv as pcsv
-
-        return pcsv.ParseOptions(delimiter="\t" if self.path.suffix.lower() == ".tsv" else ",")
-
-    def _batches(self, column: str):
-        with self._readable(column):
-            yield from self._read_batches(column)
-
-    def _read_batches(self, column: str):
-        import pyarrow as pa
-        import pyarrow.csv as pcsv
-        import pyarrow.parquet as pq
-
-        if self.kind == "parquet":
-            for b in pq.ParquetFile(self.path).iter_batches(batch_size=65536, columns=[column]):
-                yield b.column(0)
-        elif self.kind == "arrow":
-            with pa.memory_map(str(self.path), "r") as mm:
-                r = pa.ipc.open_file(mm)
-                i = r.schema.get_field_index(column)
-                for k in range(r.num_record_batches):
-                    yield r.get_batch(k).column(i)
-        else:
-            conv = pcsv.ConvertOptions(include_columns=[column], column_types={column: pa.string()},
-                                       strings_can_be_null=True)
-            for b in pcsv.open_csv(self.path, parse_options=self._parse(), convert_options=conv):
-                yield b.column(0)
+        self.file = CatalogFile(path, what="catalog file", id_col="item_id", repair_col="title")
+        self.path, self.kind, self.columns = self.file.path, self.file.kind, self.file.columns
 
     def chunks(self, column: str, size: int):
-        """``pyarrow`` arrays of ``size`` rows (the last may be shorter) of one column, in order."""
-        import pyarrow as pa
-
-        held, rows = [], 0
-        for arr in self._batches(column):
-            held.append(arr)
-            rows += len(arr)
-            while rows >= size:
-                cat = pa.concat_arrays(held) if len(held) > 1 else held[0]
-                yield cat.slice(0, size)
-                rest = cat.slice(size)
-                held, rows = ([rest] if len(rest) else []), len(rest)
-        if rows:
-            yield pa.concat_arrays(held) if len(held) > 1 else held[0]
+        """``pyarrow`` string arrays of ``size`` rows (the last may be shorter) of one column, in order."""
+        for t, _ in self.file.chunks(size, [column], arrow=True):
+            if t.num_rows:
+                yield t.column(0).combine_chunks()
 
     def column(self, column: str):
         """The whole column as one compact ``pyarrow`` string array (offsets + bytes; no Python objects)."""
         import pyarrow as pa
 
-        parts = [a.cast(pa.string()) for a in self._batches(column)]
+        parts = list(self.chunks(column, 65536))
         return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
 
 

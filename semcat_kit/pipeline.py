@@ -242,10 +242,8 @@ class Pipeline:
                 if opts.get("path") is None and opts.get("path_col") is None:
                     raise PipelineError(f"catalog {str(src)!r} is a file: catalog_options needs 'path_col' (one column "
                                         "of 'A > B > C' paths) or 'path' (level columns, top first)")
-                if p.suffix.lower() in (".parquet", ".pq"):
-                    cat = datasets.load_catalog(pd.read_parquet(p), **_catalog_kwargs(opts, p.resolve().parent))
-                else:
-                    cat = datasets.load_catalog(p, **_catalog_kwargs(opts, p.resolve().parent))
+                # CSV, Parquet or Arrow: image paths relative to the file's folder (as semcat encode reads it)
+                cat = datasets.load_catalog(p, **_catalog_kwargs(opts, p.resolve().parent))
             else:
                 raise FileNotFoundError(f"catalog {str(src)!r} is neither 'tutorial', a Kaggle fashion folder, "
                                         "nor a CSV/Parquet file (no such file or folder)")

@@ -139,12 +139,14 @@ def test_file_catalog_errors_name_the_file_rows_and_ids(tmp_path, tiny):
         sk.encode_catalog(tmp_path / "cat.xlsx", text_encoder=tiny, progress=False)
     with pytest.raises(FileNotFoundError, match="nope.parquet"):
         sk.encode_catalog(tmp_path / "nope.parquet", text_encoder=tiny, progress=False)
-    # a malformed CSV line and a file that is not Parquet: pyarrow's error, with the file and what to do
+    # a malformed CSV line is repaired (the package's one CSV reader) and warned; a file that is not
+    # Parquet: errors naming the file and what to do
     (tmp_path / "ragged.csv").write_text("item_id,title\n1,a\n2,b,extra\n")
-    with pytest.raises(ValueError, match=r"ragged\.csv.* is not a readable csv file.*sk\.load_catalog"):
-        sk.encode_catalog(tmp_path / "ragged.csv", text_encoder=tiny, progress=False)
+    with pytest.warns(UserWarning, match=r"ragged\.csv: repaired 1 malformed line.*\['2'\]"):
+        got = sk.encode_catalog(tmp_path / "ragged.csv", text_encoder=tiny, progress=False)
+    np.testing.assert_array_equal(got.text, tiny.encode_texts(["a", "b,extra"]))
     (tmp_path / "text.parquet").write_text("not parquet")
-    with pytest.raises(ValueError, match=r"text\.parquet is not a readable parquet file"):
+    with pytest.raises(ValueError, match=r"text\.parquet: not a readable Parquet file.*re-export"):
         sk.encode_catalog(tmp_path / "text.parquet", text_encoder=tiny, progress=False)
 
 
