@@ -16,6 +16,7 @@ Bad input ends the command with exit status 1 and one line ``semcat: error: ...`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import warnings
@@ -529,10 +530,81 @@ def _cmd_predict(args) -> int:
 
 
 # ----------------------------------------------------------------------------- encode
+def sample_positions(n_rows: int, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted row positions of the products :func:`sample_catalog` keeps (``catalog.sample(n=n,
+    random_state=seed)``, pandas' own draw: ``RandomState(seed).choice(n_rows, n, replace=False)``),
+    computed from the row count alone so a file can be sampled while it is streamed."""
+    if n >= n_rows:
+        return np.arange(n_rows, dtype=np.int64)
+    return np.sort(np.random.RandomState(seed).choice(n_rows, size=n, replace=False)).astype(np.int64)
+
+
+_ENCODE_COLUMNS = ["item_id", "title", "image_path"]
+
+
+def _stream_catalog_file(args, path: Path, mapping: dict, sample, seed: int, rank: int, world: int, out_rows=None):
+    """This rank's share of a catalog file, chunk by chunk, mapped as ``semcat train`` maps it.
+
+    Each chunk gets the Pipeline's column mapping (:func:`semcat_kit.datasets.load_catalog_chunks`:
+    ids, titles, image paths relative to the file, the checks and the report); the selected rows
+    (all, or the ``--sample`` positions of :func:`sample_positions`) are numbered ``j = 0, 1, ...`` and
+    this rank keeps ``j % world == rank`` -- the rows ``sample_catalog(catalog).iloc[rank::world]``
+    gave when the whole catalog was loaded. ``out_rows``: a Parquet file that receives every selected
+    row (rank 0 with ``--out``). Returns ``(frames, total)``.
+    """
+    from .datasets import CatalogFile, load_catalog_chunks
+    from .pipeline import _catalog_kwargs
+
+    kw = _catalog_kwargs(dict(mapping), path.resolve().parent)
+    positions, n_sel = None, None
+    if sample is not None:
+        n_rows = CatalogFile(path, id_col=kw.get("id", "id"), repair_col=kw.get("title", "title")).num_rows()
+        positions = sample_positions(n_rows, sample, seed)
+        n_sel = len(positions)
+    elif path.suffix.lower() not in (".csv", ".tsv"):
+        n_sel = CatalogFile(path).num_rows()           # from the metadata: no pass over the rows
+    total = None if n_sel is None else n_sel // world + (rank < n_sel % world)
+
+    def frames():
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([(c, pa.string()) for c in _ENCODE_COLUMNS])
+        writer = pq.ParquetWriter(str(out_rows), schema) if out_rows is not None else None
+        try:
+            for cat, first in load_catalog_chunks(path, chunk_size=args.chunk_size, **kw):
+                if rank == 0:
+                    rep = cat.attrs["report"]
+                    for r in rep[rep["problem"].str.startswith("malformed CSV line")].itertuples():
+                        print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
+                g = np.arange(first, first + len(cat), dtype=np.int64)
+                if positions is None:
+                    j, keep = g, np.ones(len(cat), dtype=bool)
+                else:
+                    j = np.searchsorted(positions, g)
+                    keep = (j < len(positions)) & (positions[np.minimum(j, len(positions) - 1)] == g)
+                sel = cat.loc[keep, _ENCODE_COLUMNS]
+                sel.attrs = {}
+                if writer is not None and len(sel):
+                    writer.write_table(pa.Table.from_pandas(sel.astype(object), schema=schema, preserve_index=False))
+                yield sel[j[keep] % world == rank]
+        finally:
+            if writer is not None:
+                writer.close()
+    return frames(), total
+
+
 def _cmd_encode(args) -> int:
-    """Encode a catalog into the store; under torchrun each rank encodes rows ``rank::world``."""
+    """Encode a catalog into the store; under torchrun each rank encodes rows ``rank::world``.
+
+    A catalog file is streamed (memory bounded by ``--chunk-size`` rows, see
+    :func:`_stream_catalog_file`); ``tutorial`` and a Kaggle fashion folder (small) are loaded whole.
+    """
+    import tempfile
+
     import semcat_kit as sk
 
+    from .embeddings import encode_into_store
     from .store import VectorStore
 
     if args.chunk_size < 1 or args.batch_size < 1:
@@ -552,43 +624,68 @@ def _cmd_encode(args) -> int:
     if text_name is None and image_name is None:
         raise CliError("--text-encoder and --image-encoder are both none; give at least one")
     sample = args.sample if args.sample is not None else (cfg["sample"] if cfg else None)
+    if sample is not None and sample < 1:
+        raise CliError(f"--sample must be >= 1, not {sample}")
     seed = cfg["seed"] if cfg else 0
     device = distributed.device_for_rank(args.device)
-    catalog = _load_training_catalog(args.catalog, mapping, args.config or "--config")
-    if sample is not None:
-        catalog = sample_catalog(catalog, sample, seed)
-    share = catalog.iloc[rank::world]
+    _check_training_catalog(args.catalog, mapping, args.config or "--config")
+    file_source = args.catalog != "tutorial" and Path(args.catalog).expanduser().is_file()
     text_enc = sk.encoders.load(text_name, device=device) if text_name else None
     image_enc = sk.encoders.load(image_name, device=device) if image_name else None
-    emb = sk.encode_catalog(share, text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir,
-                            batch_size=args.batch_size, num_workers=args.num_workers,
-                            progress=not args.quiet and rank == 0, chunk_size=args.chunk_size,
-                            store_dtype=args.store_dtype, store_writer=f"r{rank}")
-    st = emb.meta["stats"]
-    print(f"rank {rank}/{world}: {len(share)} products, encoded text {st.get('text_encoded', '-')}, "
-          f"image {st.get('image_encoded', '-')} (the rest from the store), {len(emb.failures)} unusable input(s)",
-          flush=True)
-    distributed.barrier()
-    if rank == 0:
-        for m, enc in (("text", text_enc), ("image", image_enc)):
-            if enc is None:
-                continue
-            store = VectorStore.for_encoder(args.cache_dir, enc.fingerprint, m,
-                                            enc.text_dim if m == "text" else enc.image_dim, dtype=args.store_dtype,
-                                            writer="r0")
-            store.merge()  # rank 0 finalises: adopt/verify every rank's shards, merge full tiers
-            print(f"store {store.root}: {len(store)} {m} vectors in {len(store.shard_files)} shard(s)")
-        if args.out:
-            full = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc,
-                                     cache_dir=args.cache_dir, batch_size=args.batch_size,
-                                     num_workers=args.num_workers, progress=not args.quiet,
-                                     chunk_size=args.chunk_size, out=args.out, store_dtype=args.store_dtype,
-                                     store_writer="r0")
-            print(f"wrote embeddings of {len(full)} products to {args.out} "
-                  f"({len(full.failures)} unusable input(s))")
-            for _, r in full.failures.head(10).iterrows():
+    opts = dict(text_encoder=text_enc, image_encoder=image_enc, cache_dir=args.cache_dir, batch_size=args.batch_size,
+                num_workers=args.num_workers, chunk_size=args.chunk_size, store_dtype=args.store_dtype)
+    with contextlib.ExitStack() as stack:
+        out_rows = None
+        if file_source:
+            if args.out and rank == 0:      # the selected rows' item_id/title/image_path, for --out below
+                base = Path(args.cache_dir).expanduser()
+                try:                        # beside the store (the system temp folder may be small)
+                    base.mkdir(parents=True, exist_ok=True)
+                except OSError:
+                    base = None
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=".semcat-encode-", dir=base))
+                out_rows = Path(tmp) / "catalog.parquet"
+            frames, total = _stream_catalog_file(args, Path(args.catalog).expanduser(), mapping, sample, seed,
+                                                 rank, world, out_rows)
+            fill = encode_into_store(frames, total=total, progress=not args.quiet and rank == 0,
+                                     store_writer=f"r{rank}", **opts)
+            catalog = out_rows
+        else:                               # tutorial / Kaggle folder: small, loaded whole
+            catalog = _load_training_catalog(args.catalog, mapping, args.config or "--config")
+            if sample is not None:
+                catalog = sample_catalog(catalog, sample, seed)
+            fill = encode_into_store(catalog.iloc[rank::world], progress=not args.quiet and rank == 0,
+                                     store_writer=f"r{rank}", **opts)
+        st = fill.stats
+        print(f"rank {rank}/{world}: {fill.n} products, encoded text {st.get('text_encoded', '-')}, "
+              f"image {st.get('image_encoded', '-')} (the rest from the store), {len(fill.failures)} unusable "
+              "input(s)", flush=True)
+        if not args.out:                    # (with --out they are listed below, in catalog order)
+            for _, r in fill.failures.head(10).iterrows():
                 print(f"  {r['item_id']}: {r['modality']}: {r['reason']}", file=sys.stderr)
-    distributed.barrier()
+        if st.get("cache_write_error"):
+            print(f"rank {rank}: the store could not be written ({st['cache_write_error']})", file=sys.stderr)
+        distributed.barrier()
+        if rank == 0:
+            for m, enc in (("text", text_enc), ("image", image_enc)):
+                if enc is None:
+                    continue
+                store = VectorStore.for_encoder(args.cache_dir, enc.fingerprint, m,
+                                                enc.text_dim if m == "text" else enc.image_dim,
+                                                dtype=args.store_dtype, writer="r0")
+                store.merge()  # rank 0 finalises: adopt/verify every rank's shards, merge full tiers
+                print(f"store {store.root}: {len(store)} {m} vectors in {len(store.shard_files)} shard(s)")
+            if args.out:   # from the store (nothing left to encode); a file catalog is read back column by column
+                full = sk.encode_catalog(catalog, text_encoder=text_enc, image_encoder=image_enc,
+                                         cache_dir=args.cache_dir, batch_size=args.batch_size,
+                                         num_workers=args.num_workers, progress=not args.quiet,
+                                         chunk_size=args.chunk_size, out=args.out, store_dtype=args.store_dtype,
+                                         store_writer="r0")
+                print(f"wrote embeddings of {len(full)} products to {args.out} "
+                      f"({len(full.failures)} unusable input(s))")
+                for _, r in full.failures.head(10).iterrows():
+                    print(f"  {r['item_id']}: {r['modality']}: {r['reason']}", file=sys.stderr)
+        distributed.barrier()
     return 0
 
 

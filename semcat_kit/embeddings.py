@@ -35,7 +35,7 @@ from .store import KEY_BYTES, StoreRows, VectorStore, _write_probe, as_keys, con
 from .encoders import Encoder
 from .images import DEFAULT_MAX_PIXELS, ImageError, image_digest, load_image, read_image_bytes
 
-__all__ = ["Embeddings", "encode_catalog", "FORMAT_VERSION"]
+__all__ = ["Embeddings", "encode_catalog", "encode_into_store", "StoreFill", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _FAILURE_COLUMNS = ["item_id", "modality", "reason"]
@@ -614,6 +614,151 @@ def _probe_cache(cache_dir: Path) -> str | None:
         return f"{type(e).__name__}: {e.strerror or e}"
 
 
+def _open_stores(cache_dir, text_encoder, image_encoder, stats: dict, store_dtype, store_writer, keep_unwritten,
+                 stacklevel: int = 3) -> dict:
+    """The encoders' stores under ``cache_dir``, opened (and checked) before any encoding starts;
+    a folder that cannot be written is warned about once and named in ``stats``."""
+    stores: dict[str, VectorStore | None] = {"text": None, "image": None}
+    if cache_dir is None:
+        return stores
+    cache_dir = Path(cache_dir).expanduser()
+    problem = _probe_cache(cache_dir)
+    stats["cache_write_error"] = problem
+    if problem is not None:
+        warnings.warn(f"embedding cache folder {cache_dir} cannot be written ({problem}); vectors will be "
+                      "computed and returned but not cached. Fix its permissions or give another cache_dir",
+                      RuntimeWarning, stacklevel=stacklevel)
+    for m, enc in (("text", text_encoder), ("image", image_encoder)):
+        if enc is not None:
+            dim = enc.text_dim if m == "text" else enc.image_dim
+            stores[m] = VectorStore.for_encoder(cache_dir, enc.fingerprint, m, dim, dtype=store_dtype,
+                                                writer=store_writer, warn=problem is None,
+                                                keep_unwritten=keep_unwritten)
+    return stores
+
+
+def _close_stats(stores: dict, stats: dict, cache_dir) -> None:
+    errors = [s.write_error for s in stores.values() if s is not None and s.write_error]
+    if cache_dir is not None:
+        stats["cache_write_error"] = stats["cache_write_error"] or (errors[0] if errors else None)
+        stats["cached"] = stats["cache_write_error"] is None
+
+
+@dataclass
+class StoreFill:
+    """What :func:`encode_into_store` did.
+
+    Attributes
+    ----------
+    n : int
+        Products read.
+    stats : dict
+        As ``Embeddings.meta["stats"]``: ``text_encoded`` / ``image_encoded`` (computed; the rest came
+        from the store), ``*_cache_corrupt``, ``cache_write_error``, ``cached``.
+    failures : DataFrame ``item_id, modality, reason``
+        Every unusable title / image, as in ``Embeddings.failures``.
+    """
+
+    n: int
+    stats: dict
+    failures: pd.DataFrame
+
+
+def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encoder: Encoder | None = None, *,
+                      cache_dir: str | os.PathLike, batch_size: int = 64, num_workers: int | None = None,
+                      progress: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS, chunk_size: int = 8192,
+                      store_dtype: str = "float32", store_writer: str | None = None,
+                      total: int | None = None) -> StoreFill:
+    """Fill the embedding store with a catalog's vectors, chunk by chunk, and return no vectors.
+
+    What ``encode_catalog(..., cache_dir=...)`` writes to the store, without the ``(N, d)`` result:
+    private memory is bounded by one chunk plus 8 bytes an id (the duplicate check across chunks,
+    :class:`semcat_kit.contracts.SeenIds`) and the failures. ``semcat encode`` runs it on each
+    rank's share. A killed run resumes: vectors are keyed by content, written after every chunk.
+
+    Parameters
+    ----------
+    catalog : DataFrame, path, or iterable of DataFrames
+        Columns ``item_id`` and ``title`` / ``image_path`` (as :func:`encode_catalog`). A path to a
+        Parquet / Arrow / CSV file is read ``chunk_size`` rows at a time
+        (:class:`semcat_kit.datasets.CatalogFile`); an iterable (a generator of chunks) is consumed
+        once, frame by frame.
+    text_encoder, image_encoder, batch_size, num_workers, max_pixels, store_dtype, store_writer
+        As :func:`encode_catalog`.
+    cache_dir : path
+        The store folder (required).
+    progress : bool
+        One ``tqdm`` bar over the products.
+    chunk_size : int
+        Rows per chunk read from a DataFrame or a file, and items between two store writes.
+    total : int, optional
+        Number of products, for the progress bar of an iterable.
+
+    Returns
+    -------
+    StoreFill
+        ``n``, ``stats`` and ``failures``.
+    """
+    from tqdm.auto import tqdm
+
+    from .contracts import SeenIds
+
+    if cache_dir is None:
+        raise ValueError("encode_into_store needs a cache_dir: the store it fills")
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
+    if text_encoder is None and image_encoder is None:
+        raise ValueError("encode_into_store needs text_encoder and/or image_encoder, e.g. "
+                         "sk.encoders.load('minilm') and sk.encoders.load('efficientnet-lite0')")
+    need = ["item_id"] + (["title"] if text_encoder is not None else []) + \
+        (["image_path"] if image_encoder is not None else [])
+    if isinstance(catalog, pd.DataFrame):
+        total = len(catalog) if total is None else total
+        frames = (catalog.iloc[a:a + chunk_size] for a in range(0, len(catalog), chunk_size))
+    elif isinstance(catalog, (str, os.PathLike)):
+        f = _FileCatalog(catalog).file
+        missing = [c for c in need if c not in f.columns]
+        if missing:
+            raise KeyError(f"catalog {f.path} lacks column(s) {missing}; build it with sk.datasets.load_catalog or "
+                           "rename your columns to item_id / title / image_path")
+        frames = (df for df, _ in f.chunks(chunk_size, need))
+    else:
+        frames = iter(catalog)
+    stats: dict = {}
+    stores = _open_stores(cache_dir, text_encoder, image_encoder, stats, store_dtype, store_writer, False)
+    failures: list[tuple[str, str, str]] = []
+    seen = SeenIds()
+    n, computed = 0, {"text": 0, "image": 0}
+    with tqdm(total=total, desc="encoding into the store", unit="item", disable=not progress) as bar:
+        for df in frames:
+            df = df.reset_index(drop=True)
+            if not len(df):
+                continue
+            ids = _check_catalog(df, text_encoder, image_encoder)   # columns, missing / repeated ids in the chunk
+            again = seen.add(ids)
+            if len(again):
+                raise ValueError(f"catalog has duplicated item_id(s), e.g. {list(dict.fromkeys(again.tolist()))[:10]} "
+                                 f"(seen in an earlier chunk); ids must be unique")
+            if text_encoder is not None:
+                mask = np.zeros(len(df), dtype=bool)
+                computed["text"] += _encode_texts(df, ids, text_encoder, stores["text"], None, mask, batch_size,
+                                                  chunk_size, False, failures)
+            if image_encoder is not None:
+                mask = np.zeros(len(df), dtype=bool)
+                computed["image"] += _encode_images(df["image_path"].tolist(), ids, image_encoder, stores["image"],
+                                                    None, mask, batch_size, chunk_size, num_workers, False,
+                                                    max_pixels, failures)
+            n += len(df)
+            bar.update(len(df))
+    for m, enc in (("text", text_encoder), ("image", image_encoder)):
+        if enc is not None:
+            stats[f"{m}_encoded"] = computed[m]
+            stats[f"{m}_cache_corrupt"] = list(stores[m].corrupt) if stores[m] is not None else []
+    _close_stats(stores, stats, cache_dir)
+    fails = pd.DataFrame(failures, columns=_FAILURE_COLUMNS) if failures else _empty_failures()
+    return StoreFill(n, stats, fails)
+
+
 def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, image_encoder: Encoder | None = None,
                    cache_dir: str | os.PathLike | None = None, batch_size: int = 64, num_workers: int | None = None,
                    progress: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS, out: str | os.PathLike | None = None,
@@ -690,20 +835,7 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
             (image_encoder.image_dim if image_encoder is not None else 0)
         view = cache_dir is not None and out is None and n * dims > LAZY_ELEMENTS
     view = bool(view)
-    stores: dict[str, VectorStore | None] = {"text": None, "image": None}
-    if cache_dir is not None:
-        cache_dir = Path(cache_dir).expanduser()
-        problem = _probe_cache(cache_dir)
-        stats["cache_write_error"] = problem
-        if problem is not None:
-            warnings.warn(f"embedding cache folder {cache_dir} cannot be written ({problem}); vectors will be "
-                          "computed and returned but not cached. Fix its permissions or give another cache_dir",
-                          RuntimeWarning, stacklevel=2)
-        for m, enc in (("text", text_encoder), ("image", image_encoder)):
-            if enc is not None:  # opened (and checked) before any encoding starts
-                dim = enc.text_dim if m == "text" else enc.image_dim
-                stores[m] = VectorStore.for_encoder(cache_dir, enc.fingerprint, m, dim, dtype=store_dtype,
-                                                    writer=store_writer, warn=problem is None, keep_unwritten=view)
+    stores = _open_stores(cache_dir, text_encoder, image_encoder, stats, store_dtype, store_writer, view)
 
     def run(target: Path | None) -> Embeddings:
         def alloc(name, dim):
@@ -735,10 +867,7 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
             stats["image_cache_corrupt"] = list(st.corrupt) if st is not None else []
             if view:
                 image = _view(st, keys, image_mask, ids, "image", failures)
-        errors = [s.write_error for s in stores.values() if s is not None and s.write_error]
-        if cache_dir is not None:
-            stats["cache_write_error"] = stats["cache_write_error"] or (errors[0] if errors else None)
-            stats["cached"] = stats["cache_write_error"] is None
+        _close_stats(stores, stats, cache_dir)
         fails = pd.DataFrame(failures, columns=_FAILURE_COLUMNS) if failures else _empty_failures()
         stats["view"] = view
         meta = {"text_encoder": _meta(text_encoder, "text"), "image_encoder": _meta(image_encoder, "image"),
