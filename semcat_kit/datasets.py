@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ._memory import release_freed_memory
 from .images import ImageError, check_image_file
 from .taxonomy import DEFAULT_SEP, load_google_taxonomy  # noqa: F401  (re-exported: sk.datasets.load_google_taxonomy)
 
@@ -287,12 +288,13 @@ def _csv_check(path: Path, *, what: str, id_col, title_col, delim: str):
     names = [h if h else f"Unnamed: {k}" for k, h in enumerate(header)]   # pandas' names for blank headers
     repair = len(first) > len(header)       # pandas would turn such a first line into an index
     if not repair:
-        try:
-            for _ in pd.read_csv(path, engine="c", on_bad_lines="error", encoding="utf-8-sig", chunksize=65536,
+        try:   # chunks of 8192 rows: the pass holds one (65536 rows of every column was ~100 MB)
+            for _ in pd.read_csv(path, engine="c", on_bad_lines="error", encoding="utf-8-sig", chunksize=8192,
                                  dtype=str, sep=delim):
                 pass
         except (pd.errors.ParserError, UnicodeDecodeError, ValueError):
             repair = True
+        release_freed_memory()
     if repair:   # the csv module: find every line to repair, or the first that cannot be
         fixer = _LineFixer(header, id_col, title_col, delim, keep=False)
         try:
@@ -519,9 +521,9 @@ class CatalogFile:
 
         cols = []
         for name, col in zip(table.column_names, table.columns):
-            if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
-                try:
-                    col = col.cast(pa.string())      # ids / titles stored as numbers: read as text
+            if not pa.types.is_string(col.type):
+                try:   # ids / titles stored as numbers: read as text (large_string: one type for every file)
+                    col = col.cast(pa.string())
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
                     raise ValueError(f"{self.what} {str(self.path)!r}: column {name!r} of type {col.type} cannot "
                                      f"be read as text ({str(e).splitlines()[0]}); store it as strings") from None
@@ -584,9 +586,8 @@ class CatalogFile:
             for df, first in _csv_stream(self.path, int(chunk_size), *self._csv_plan, what=self.what,
                                          id_col=self.id_col, repair_col=self.repair_col, usecols=cols,
                                          kw=self.csv_options):
-                df = df[cols]
                 report = df.attrs.get("report")
-                df = df.astype(object).where(df.notna(), None)
+                df = _text_frame({c: df[c].to_numpy(dtype=object) for c in cols}, df.index)
                 if arrow:
                     import pyarrow as pa
 
@@ -601,9 +602,8 @@ class CatalogFile:
             if arrow:
                 yield t, first
             else:
-                df = pd.DataFrame({c: t.column(c).to_numpy(zero_copy_only=False).astype(object) for c in cols},
-                                  index=pd.RangeIndex(first, first + t.num_rows))
-                df = df.where(df.notna(), None)
+                df = _text_frame({c: t.column(c).to_numpy(zero_copy_only=False) for c in cols},
+                                 pd.RangeIndex(first, first + t.num_rows))
                 df.attrs["report"] = _make_report([])
                 yield df, first
             first += t.num_rows
@@ -636,6 +636,16 @@ class CatalogFile:
             for df, first in self.chunks(65536, self.columns[:1]):
                 n = first + len(df)
         return n
+
+
+def _text_frame(columns: dict, index) -> pd.DataFrame:
+    """Object columns of ``str`` with None (never NaN) where a value is missing."""
+    out = {}
+    for c, a in columns.items():
+        a = np.array(a, dtype=object)      # a copy
+        a[pd.isna(a)] = None
+        out[c] = a
+    return pd.DataFrame(out, index=index, dtype=object)   # (pandas 3 would infer str, with NaN)
 
 
 def iter_catalog_chunks(path, chunk_size: int, columns=None, **options):

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from ._io import atomic_dir, atomic_path
+from ._memory import release_freed_memory
 from .contracts import compact_ids, duplicated_ids
 from .store import KEY_BYTES, StoreRows, VectorStore, _write_probe, as_keys, content_key, content_keys
 from .encoders import Encoder
@@ -750,6 +751,8 @@ def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encode
                                                     max_pixels, failures)
             n += len(df)
             bar.update(len(df))
+            del df
+            release_freed_memory()       # the chunk's strings: back to the OS, not kept by malloc (see _memory)
     for m, enc in (("text", text_encoder), ("image", image_encoder)):
         if enc is not None:
             stats[f"{m}_encoded"] = computed[m]
