@@ -437,7 +437,7 @@ def _input_chunks(args, chunk_size: int):
     time, read by the package's one chunked reader (:class:`semcat_kit.datasets.CatalogFile`): CSV
     (malformed lines repaired and printed) or Parquet (``.parquet``/``.pq``); ``.tsv`` and
     ``.arrow``/``.feather`` too. Yields ``(frame, first_row)``."""
-    from .datasets import ARROW_SUFFIXES, CSV_SUFFIXES, PARQUET_SUFFIXES, CatalogFile
+    from .datasets import ARROW_SUFFIXES, CSV_SUFFIXES, PARQUET_SUFFIXES, CatalogFile, _text_frame
 
     p = Path(args.input).expanduser()
     if not p.is_file():
@@ -458,7 +458,8 @@ def _input_chunks(args, chunk_size: int):
             for r in df.attrs["report"].itertuples():
                 print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
             df.attrs.clear()
-            yield df.where(df.notna() & (df != ""), None), first
+            yield _text_frame({c: df[c].to_numpy(dtype=object) for c in df.columns}, df.index,
+                              empty_is_missing=True), first
     except (pd.errors.ParserError, ValueError) as e:
         raise CliError(str(e).splitlines()[0]) from None
 
@@ -556,13 +557,15 @@ def _stream_catalog_file(args, path: Path, mapping: dict, sample, seed: int, ran
     from .pipeline import _catalog_kwargs
 
     kw = _catalog_kwargs(dict(mapping), path.resolve().parent)
+    # one reader for the count and the chunks (a CSV is checked once)
+    cf = CatalogFile(path, what="catalog CSV" if path.suffix.lower() == ".csv" else "catalog file",
+                     id_col=kw.get("id", "id"), repair_col=kw.get("title", "title"))
     positions, n_sel = None, None
     if sample is not None:
-        n_rows = CatalogFile(path, id_col=kw.get("id", "id"), repair_col=kw.get("title", "title")).num_rows()
-        positions = sample_positions(n_rows, sample, seed)
+        positions = sample_positions(cf.num_rows(), sample, seed)
         n_sel = len(positions)
-    elif path.suffix.lower() not in (".csv", ".tsv"):
-        n_sel = CatalogFile(path).num_rows()           # from the metadata: no pass over the rows
+    elif cf.kind != "CSV":
+        n_sel = cf.num_rows()           # from the metadata: no pass over the rows
     total = None if n_sel is None else n_sel // world + (rank < n_sel % world)
 
     def frames():
@@ -572,7 +575,7 @@ def _stream_catalog_file(args, path: Path, mapping: dict, sample, seed: int, ran
         schema = pa.schema([(c, pa.string()) for c in _ENCODE_COLUMNS])
         writer = pq.ParquetWriter(str(out_rows), schema) if out_rows is not None else None
         try:
-            for cat, first in load_catalog_chunks(path, chunk_size=args.chunk_size, **kw):
+            for cat, first in load_catalog_chunks(cf, chunk_size=args.chunk_size, **kw):
                 if rank == 0:
                     rep = cat.attrs["report"]
                     for r in rep[rep["problem"].str.startswith("malformed CSV line")].itertuples():

@@ -7,6 +7,10 @@ Every catalog loader returns a :class:`pandas.DataFrame` with the columns
 when there is no image file), ``label`` (the full category path ``"A > B > C"``),
 ``level_1 .. level_L`` (one column per taxonomy level), then every other column of the source.
 
+Catalog files too large to hold are read in chunks: :class:`CatalogFile` (CSV/TSV, Parquet, Arrow;
+every column as text) is the package's one chunked reader, and :func:`load_catalog_chunks` applies
+:func:`load_catalog`'s mapping to each chunk.
+
 Rows that are kept but are not fully usable (an empty title, a missing image file, a malformed
 CSV line that was repaired) are listed in ``df.attrs["report"]``, a :class:`ProblemReport`
 DataFrame with columns ``item_id, column, problem``. Nothing is dropped silently.
@@ -631,19 +635,21 @@ class CatalogFile:
                 r = pa.ipc.open_file(mm)
                 return int(sum(r.get_batch(k).num_rows for k in range(r.num_record_batches)))
         n = 0
-        with warnings.catch_warnings():      # repairs are warned when the rows are read
-            warnings.simplefilter("ignore")
-            for df, first in self.chunks(65536, self.columns[:1]):
-                n = first + len(df)
+        for df, first in self.chunks(65536, self.columns[:1]):   # the check pass (and its warning) once
+            n = first + len(df)
         return n
 
 
-def _text_frame(columns: dict, index) -> pd.DataFrame:
-    """Object columns of ``str`` with None (never NaN) where a value is missing."""
+def _text_frame(columns: dict, index, empty_is_missing: bool = False) -> pd.DataFrame:
+    """Object columns of ``str`` with None (never NaN) where a value is missing (or ``""``, with
+    ``empty_is_missing``)."""
     out = {}
     for c, a in columns.items():
         a = np.array(a, dtype=object)      # a copy
-        a[pd.isna(a)] = None
+        miss = pd.isna(a)
+        if empty_is_missing:
+            miss |= a == ""
+        a[miss] = None
         out[c] = a
     return pd.DataFrame(out, index=index, dtype=object)   # (pandas 3 would infer str, with NaN)
 
@@ -706,15 +712,17 @@ def load_catalog(
         The catalog. A CSV is read with pandas' C parser; if some lines have more fields than the
         header (unquoted commas in the title, as in the original Kaggle fashion file), it is re-read
         with the python engine and each such line is repaired by joining the extra fields into the
-        title, with a warning and a row in the report.
+        title, with a warning and a row in the report. A Parquet (``.parquet``/``.pq``) or Arrow
+        (``.arrow``/``.feather``) file is read with pandas. For a catalog too large to hold, see
+        :func:`load_catalog_chunks` (the same mapping, chunk by chunk).
     images_dir : str or Path, optional
         Folder of images. With ``image=None`` the image of item ``x`` is
         ``<images_dir>/x.<jpg|jpeg|png|webp>``.
     id, title : str
         Column names of the item id and the product title.
     image : str, optional
-        Column holding image paths (relative to ``images_dir`` if given, else to the CSV's
-        folder, else to the working directory). Relative Windows-style paths (``sub\\1.jpg``)
+        Column holding image paths (relative to ``images_dir`` if given, else to the catalog
+        file's folder, else to the working directory). Relative Windows-style paths (``sub\\1.jpg``)
         are accepted on Linux/macOS too.
     path : list of str, optional
         Columns holding the category levels, top level first (``["masterCategory", ...]``).
@@ -951,7 +959,8 @@ def load_catalog_chunks(
 ):
     """:func:`load_catalog` of a catalog file, ``chunk_size`` rows at a time: memory bounded by a chunk.
 
-    The file (CSV/TSV, Parquet or Arrow, see :class:`CatalogFile`; every column read as text) is read
+    The file (CSV/TSV, Parquet or Arrow, or a :class:`CatalogFile` of one, whose CSV check pass is then
+    not repeated; every column read as text) is read
     chunk by chunk and each chunk gets exactly what :func:`load_catalog` does to a catalog (the same
     code): the column mapping, the id / category checks, stripped titles, image paths resolved
     against ``images_dir`` or the file's folder (and checked), the report. Across chunks, an id seen
@@ -970,8 +979,9 @@ def load_catalog_chunks(
 
     if unlabelled not in ("keep", "error"):
         raise ValueError(f"unlabelled must be 'keep' or 'error', not {unlabelled!r}")
-    cf = CatalogFile(source, what="catalog CSV" if Path(source).suffix.lower() in CSV_SUFFIXES else "catalog file",
-                     id_col=id, repair_col=title)
+    cf = source if isinstance(source, CatalogFile) else \
+        CatalogFile(source, what="catalog CSV" if Path(source).suffix.lower() in CSV_SUFFIXES else "catalog file",
+                    id_col=id, repair_col=title)
     where = f"{str(cf.path)!r}"
     if images_dir is not None:
         images_dir = Path(images_dir).expanduser().resolve()
