@@ -550,8 +550,9 @@ def _stream_catalog_file(args, path: Path, mapping: dict, sample, seed: int, ran
     ids, titles, image paths relative to the file, the checks and the report); the selected rows
     (all, or the ``--sample`` positions of :func:`sample_positions`) are numbered ``j = 0, 1, ...`` and
     this rank keeps ``j % world == rank`` -- the rows ``sample_catalog(catalog).iloc[rank::world]``
-    gave when the whole catalog was loaded. ``out_rows``: a Parquet file that receives every selected
-    row (rank 0 with ``--out``). Returns ``(frames, total)``.
+    gave when the whole catalog was loaded. Every rank checks every row's id and category (the same
+    errors everywhere) but looks at the image files of its own rows only. ``out_rows``: a Parquet file
+    that receives every selected row (rank 0 with ``--out``). Returns ``(frames, total)``.
     """
     from .datasets import CatalogFile, load_catalog_chunks
     from .pipeline import _catalog_kwargs
@@ -568,6 +569,18 @@ def _stream_catalog_file(args, path: Path, mapping: dict, sample, seed: int, ran
         n_sel = cf.num_rows()           # from the metadata: no pass over the rows
     total = None if n_sel is None else n_sel // world + (rank < n_sel % world)
 
+    def select(first: int, n: int):
+        """``(selected, j)``: which rows of the chunk are in the (sampled) catalog, and their number j."""
+        g = np.arange(first, first + n, dtype=np.int64)
+        if positions is None:
+            return np.ones(n, dtype=bool), g
+        j = np.searchsorted(positions, g)
+        return (j < len(positions)) & (positions[np.minimum(j, len(positions) - 1)] == g), j
+
+    def keep(first: int, n: int):          # rank 0 with --out keeps every selected row (for the file)
+        sel, j = select(first, n)
+        return sel if out_rows is not None else sel & (j % world == rank)
+
     def frames():
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -575,22 +588,19 @@ def _stream_catalog_file(args, path: Path, mapping: dict, sample, seed: int, ran
         schema = pa.schema([(c, pa.string()) for c in _ENCODE_COLUMNS])
         writer = pq.ParquetWriter(str(out_rows), schema) if out_rows is not None else None
         try:
-            for cat, first in load_catalog_chunks(cf, chunk_size=args.chunk_size, **kw):
-                if rank == 0:
-                    rep = cat.attrs["report"]
-                    for r in rep[rep["problem"].str.startswith("malformed CSV line")].itertuples():
-                        print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
-                g = np.arange(first, first + len(cat), dtype=np.int64)
-                if positions is None:
-                    j, keep = g, np.ones(len(cat), dtype=bool)
-                else:
-                    j = np.searchsorted(positions, g)
-                    keep = (j < len(positions)) & (positions[np.minimum(j, len(positions) - 1)] == g)
-                sel = cat.loc[keep, _ENCODE_COLUMNS]
+            for cat, first in load_catalog_chunks(cf, chunk_size=args.chunk_size, keep=keep, **kw):
+                rep = cat.attrs["report"]            # each rank lists the repaired lines of its rows
+                for r in rep[rep["problem"].str.startswith("malformed CSV line")].itertuples():
+                    print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
+                sel = cat[_ENCODE_COLUMNS]         # kept rows, indexed by their position in the file
                 sel.attrs = {}
                 if writer is not None and len(sel):
                     writer.write_table(pa.Table.from_pandas(sel.astype(object), schema=schema, preserve_index=False))
-                yield sel[j[keep] % world == rank]
+                if writer is not None:             # this rank's share of the selected rows
+                    g = sel.index.to_numpy(dtype=np.int64)
+                    j = g if positions is None else np.searchsorted(positions, g)
+                    sel = sel[j % world == rank]
+                yield sel
         finally:
             if writer is not None:
                 writer.close()

@@ -784,9 +784,11 @@ def load_catalog(
 
 
 def _map_catalog(df: pd.DataFrame, *, where: str, csv_dir, repairs: list, images_dir, id, title, image, path,
-                 path_col, sep, unlabelled, taxonomy, row0: int = 0, image_index: dict | None = None) -> pd.DataFrame:
+                 path_col, sep, unlabelled, taxonomy, row0: int = 0, image_index: dict | None = None,
+                 image_rows: np.ndarray | None = None) -> pd.DataFrame:
     """:func:`load_catalog` of a frame already read (all of a catalog, or the chunk starting at row
-    ``row0``: row numbers in messages count from the file's first row)."""
+    ``row0``: row numbers in messages count from the file's first row). ``image_rows``: a mask of
+    the rows whose image files are checked (the others: ``image_path`` None, not reported)."""
     df.columns = [str(c).strip() for c in df.columns]
     dup = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
     if dup:
@@ -900,6 +902,8 @@ def _map_catalog(df: pd.DataFrame, *, where: str, csv_dir, repairs: list, images
         rows = enumerate(zip(item_id, df[image].tolist()))
         for k, (iid, v) in tqdm(rows, total=len(df), desc="checking image files", unit="img",
                                 disable=len(df) < 20_000):
+            if image_rows is not None and not image_rows[k]:
+                continue                                  # a row the caller drops: its file is not looked at
             if _missing(v):
                 report.append(dict(item_id=iid, column="image_path", problem=f"no image path in column {image!r}"))
                 continue
@@ -956,6 +960,7 @@ def load_catalog_chunks(
     sep: str = DEFAULT_SEP,
     unlabelled: str = "keep",
     taxonomy=None,
+    keep=None,
 ):
     """:func:`load_catalog` of a catalog file, ``chunk_size`` rows at a time: memory bounded by a chunk.
 
@@ -968,11 +973,16 @@ def load_catalog_chunks(
     8-byte hashes, :class:`semcat_kit.contracts.SeenIds`); row numbers in messages count from the
     file's first data row.
 
+    ``keep``: optional ``keep(first_row, n_rows) -> bool mask`` of the chunk's rows to yield (a share
+    of the catalog: ``semcat encode`` under torchrun). Every row is still checked (ids, categories:
+    the same errors in every process) but only kept rows have their image files looked at.
+
     Yields
     ------
     (DataFrame, int)
-        A catalog frame (index ``first_row..``; ``level_*`` columns as deep as that chunk's paths;
-        ``attrs["report"]`` lists that chunk's problems, repaired CSV lines included) and its first row.
+        A catalog frame (index: the rows' positions in the file; ``level_*`` columns as deep as that
+        chunk's paths; ``attrs["report"]`` lists that chunk's problems, repaired CSV lines included)
+        and the chunk's first row.
     """
     from .contracts import SeenIds
     from .taxonomy import read_taxonomy
@@ -994,15 +1004,22 @@ def load_catalog_chunks(
     csv_dir = cf.path.resolve().parent
     for df, first in cf.chunks(chunk_size):
         repairs = [dict(r, column="title") for r in df.attrs.pop("report").to_dict("records")]
+        rows = None if keep is None else np.asarray(keep(first, len(df)), dtype=bool)
         out = _map_catalog(df, where=where, csv_dir=csv_dir, repairs=repairs, images_dir=images_dir, id=id,
                            title=title, image=image, path=path, path_col=path_col, sep=sep, unlabelled=unlabelled,
-                           taxonomy=taxonomy, row0=first, image_index=index)
+                           taxonomy=taxonomy, row0=first, image_index=index, image_rows=rows)
         again = seen.add(out["item_id"].to_numpy())
         if len(again):
             names = list(dict.fromkeys(again.tolist()))
             raise ValueError(f"{where}: {len(names)} duplicate item id(s) in column {id!r}: {names[:10]}"
                              f"{' ...' if len(names) > 10 else ''}; ids must be unique (drop or rename duplicates)")
         out.index = pd.RangeIndex(first, first + len(out))
+        if rows is not None:
+            report = out.attrs.get("report")
+            out = out[rows]
+            if report is not None and len(report):
+                out.attrs["report"] = _make_report(report[report["item_id"].isin(set(out["item_id"]))]
+                                                   .to_dict("records"))
         yield out, first
 
 

@@ -247,20 +247,31 @@ def test_semcat_encode_a_parquet_catalog_keeps_text_ids_and_reports_failures(tmp
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
-def test_streamed_sample_selects_the_same_products_as_the_in_memory_sample(tmp_path, world):
+def test_streamed_sample_selects_the_same_products_as_the_in_memory_sample(tmp_path, world, monkeypatch):
     p = _catalog_csv(tmp_path, n=61)
     mapping = {**cli._CATALOG_KEYS, "id": "sku", "title": "name", "path_col": "category", "image": "picture"}
     args = type("A", (), {"chunk_size": 8})()
+    checked = []
+    real = D.check_image_file
+    monkeypatch.setattr(D, "check_image_file", lambda f: (checked.append(Path(f).name), real(f))[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         whole = cli.sample_catalog(cli._load_training_catalog(str(p), mapping, "c.yaml"), 25, 7)
         for rank in range(world):
+            checked.clear()
             frames, total = cli._stream_catalog_file(args, p, mapping, 25, 7, rank, world)
             got = pd.concat(list(frames))
             want = whole.iloc[rank::world]
             assert len(got) == total == len(want)
             for col in ("item_id", "title", "image_path"):
                 assert got[col].tolist() == want[col].tolist(), (rank, col)
+            # only this rank's image files were looked at (the rows with an image path)
+            own = [f"{int(i)}.jpg" for i in want["item_id"] if int(i) % 5]
+            assert sorted(checked) == sorted(own), rank
+        frames, _ = cli._stream_catalog_file(args, p, mapping, 25, 7, 0, world, out_rows=tmp_path / "rows.parquet")
+        got = pd.concat(list(frames))
+    assert got["item_id"].tolist() == whole["item_id"].iloc[0::world].tolist()    # rank 0's share, and ...
+    assert pd.read_parquet(tmp_path / "rows.parquet")["item_id"].tolist() == whole["item_id"].tolist()  # ... all
     assert cli.sample_positions(10, 12, 0).tolist() == list(range(10))    # --sample >= N: every product
 
 
