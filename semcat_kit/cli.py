@@ -543,7 +543,8 @@ def sample_positions(n_rows: int, n: int, seed: int = 0) -> np.ndarray:
 _ENCODE_COLUMNS = ["item_id", "title", "image_path"]
 
 
-def _stream_catalog_file(args, path: Path, mapping: dict, sample, seed: int, rank: int, world: int, out_rows=None):
+def _stream_catalog_file(args, path: Path, mapping: dict, sample, seed: int, rank: int, world: int, out_rows=None,
+                         image_used: bool = False):
     """This rank's share of a catalog file, chunk by chunk, mapped as ``semcat train`` maps it.
 
     Each chunk gets the Pipeline's column mapping (:func:`semcat_kit.datasets.load_catalog_chunks`:
@@ -587,11 +588,17 @@ def _stream_catalog_file(args, path: Path, mapping: dict, sample, seed: int, ran
 
         schema = pa.schema([(c, pa.string()) for c in _ENCODE_COLUMNS])
         writer = pq.ParquetWriter(str(out_rows), schema) if out_rows is not None else None
+        images = 0
         try:
             for cat, first in load_catalog_chunks(cf, chunk_size=args.chunk_size, keep=keep, **kw):
-                rep = cat.attrs["report"]            # each rank lists the repaired lines of its rows
+                rep = cat.attrs["report"]            # each rank lists the repaired lines of its rows ...
                 for r in rep[rep["problem"].str.startswith("malformed CSV line")].itertuples():
                     print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
+                if image_used:                       # ... and why an image path is unusable (10 of them)
+                    for r in rep[rep["column"] == "image_path"].itertuples():
+                        images += 1
+                        if images <= 10:
+                            print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
                 sel = cat[_ENCODE_COLUMNS]         # kept rows, indexed by their position in the file
                 sel.attrs = {}
                 if writer is not None and len(sel):
@@ -601,6 +608,8 @@ def _stream_catalog_file(args, path: Path, mapping: dict, sample, seed: int, ran
                     j = g if positions is None else np.searchsorted(positions, g)
                     sel = sel[j % world == rank]
                 yield sel
+            if images > 10:
+                print(f"  ... and {images - 10} more unusable image path(s)", file=sys.stderr)
         finally:
             if writer is not None:
                 writer.close()
@@ -659,7 +668,7 @@ def _cmd_encode(args) -> int:
                 tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix=".semcat-encode-", dir=base))
                 out_rows = Path(tmp) / "catalog.parquet"
             frames, total = _stream_catalog_file(args, Path(args.catalog).expanduser(), mapping, sample, seed,
-                                                 rank, world, out_rows)
+                                                 rank, world, out_rows, image_used=image_enc is not None)
             fill = encode_into_store(frames, total=total, progress=not args.quiet and rank == 0,
                                      store_writer=f"r{rank}", **opts)
             catalog = out_rows

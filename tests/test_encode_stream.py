@@ -399,3 +399,31 @@ def test_torchrun_two_ranks_stream_a_csv_catalog_like_one_process(tmp_path):
     assert a.item_ids.tolist() == b.item_ids.tolist() == want["item_id"].tolist()
     assert ", special edition" in " ".join(want["title"])
     np.testing.assert_allclose(np.asarray(b.text), np.asarray(a.text), atol=1e-5, rtol=0)  # batches differ: ~1e-7
+
+
+def test_semcat_encode_streams_real_images_relative_to_the_csv(tmp_path, myntra_styles, fashion_dir, capsys):
+    """Real Myntra photos named by a CSV's image column (relative to the CSV's folder), one missing:
+    streamed in chunks of 5, the same vectors as encode_catalog on load_catalog's DataFrame."""
+    df = myntra_styles.iloc[:12]
+    (tmp_path / "images").symlink_to(fashion_dir / "images")
+    cat = pd.DataFrame({"id": df["id"].astype(str), "title": df["productDisplayName"],
+                        "path": df["masterCategory"] + " > " + df["subCategory"],
+                        "picture": [f"images/{i}.jpg" for i in df["id"]]})
+    cat.loc[4, "picture"] = "images/absent.jpg"
+    cat.to_csv(tmp_path / "cat.csv", index=False)
+    import yaml
+
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"text_encoder": None, "image_encoder": "efficientnet-lite0@64",
+                                                     "catalog": {"image": "picture", "path_col": "path"}}))
+    out = _encode(["--catalog", str(tmp_path / "cat.csv"), "--config", str(tmp_path / "c.yaml"), "--cache-dir",
+                   str(tmp_path / "cache"), "--chunk-size", "5", "--batch-size", "4", "--device", "cpu",
+                   "--out", str(tmp_path / "emb")], capsys)
+    assert "12 products, encoded text -, image 11" in out.out and "absent.jpg" in out.err
+    enc = sk.encoders.load("efficientnet-lite0@64", device="cpu")
+    want = sk.encode_catalog(sk.load_catalog(tmp_path / "cat.csv", image="picture", path_col="path"),
+                             image_encoder=enc, progress=False, batch_size=4)
+    emb = sk.Embeddings.load(tmp_path / "emb")
+    assert emb.item_ids.tolist() == cat["id"].tolist()
+    np.testing.assert_array_equal(emb.image_mask, want.image_mask)
+    assert not emb.image_mask[4] and emb.image_mask.sum() == 11
+    np.testing.assert_allclose(np.asarray(emb.image), want.image, atol=1e-5, rtol=0)
