@@ -407,8 +407,8 @@ def _store_view(ctx: Context):
     tm, im = masks[:, 0].copy(), masks[:, 1].copy()
     del masks
     ts, is_ = _stores(ctx)
-    text = ts.locate(keys, valid=tm)
-    image = is_.locate(keys, valid=im)
+    text = ts.locate(keys, valid=tm, keep_index=False)
+    image = is_.locate(keys, valid=im, keep_index=False)
     assert (text.found == tm).all() and (image.found == im).all()
     return Embeddings(ids, text, image, tm, im)
 

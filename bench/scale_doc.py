@@ -153,6 +153,13 @@ def render(data: dict) -> str:
                   f"the view vs {st['pass_old_s'] / st['batches'] * 1e3:.2f} ms/batch from the old in-memory result. "
                   f"float16 shards: {st['f32_mb'] / st['f16_mb']:.2f}x smaller, per-batch reads "
                   f"{st['f32_pass_s'] / st['f16_pass_s']:.2f}x the speed of float32."]
+    hp = data.get("bench_heap")
+    if hp:
+        lines += ["", f"glibc's mmap threshold (`python bench/bench_heap.py --write-doc`, {hp['rounds']} alternating "
+                  f"rounds of {hp['steps']} training steps in one process, load average {hp['load']:.1f}): private "
+                  f"memory left after a round {hp['rss_fixed_mb']:,.0f} MB with the threshold fixed at 1 MiB "
+                  f"(`bound_heap`) vs {hp['rss_heap_mb']:,.0f} MB from the heaps (32 MiB); median step time "
+                  f"{hp['ms_fixed']:,.0f} vs {hp['ms_heap']:,.0f} ms (ratio {hp['ms_fixed'] / hp['ms_heap']:.2f})."]
     lines += ["", "Goals of issue 13, checked against these numbers:", ""]
     if "1000000" in runs:
         peaks = {k: v["rss_anon_mb"] for k, v in runs["1000000"]["stages"].items() if k in SCALE_STAGES}

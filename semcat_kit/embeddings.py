@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from ._io import atomic_dir, atomic_path
-from ._memory import release_freed_memory
+from ._memory import bound_heap, release_freed_memory
 from .contracts import compact_ids, duplicated_ids
 from .store import KEY_BYTES, StoreRows, VectorStore, _write_probe, as_keys, content_key, content_keys
 from .encoders import Encoder
@@ -597,7 +597,7 @@ def _encode_images(paths: list, ids, enc: Encoder, store, out, mask, batch_size,
 
 def _view(store: VectorStore, keys: np.ndarray, mask: np.ndarray, ids, modality: str, failures: list):
     """The rows' vectors as a view on the store; a row whose vector went missing is reported, not zeroed silently."""
-    v = store.locate(keys, valid=mask)
+    v = store.locate(keys, valid=mask, keep_index=False)   # one-off: index peak is one shard's
     lost = np.flatnonzero(mask & ~v.found)
     for i in lost:   # another process removed a shard between the write and now: rare, reported
         failures.append((ids[i], modality, f"vector missing from the store {store.root}; encode again"))
@@ -706,6 +706,7 @@ def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encode
 
     if cache_dir is None:
         raise ValueError("encode_into_store needs a cache_dir: the store it fills")
+    bound_heap()          # chunk temporaries mapped on their own: memory stays flat (see _memory)
     if batch_size < 1 or chunk_size < 1:
         raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
     if text_encoder is None and image_encoder is None:
@@ -818,6 +819,7 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    bound_heap()          # chunk temporaries mapped on their own: memory stays flat (see _memory)
     if isinstance(catalog, (str, os.PathLike)):
         catalog = _FileCatalog(catalog)           # read in record batches, column by column
     ids = _check_catalog(catalog, text_encoder, image_encoder)

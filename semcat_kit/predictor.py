@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ._memory import bound_heap
 from .contracts import SeenIds, as_k, compact_ids
 from .decoding import crm_predict, topk
 from .export import ExportedHead, load_head
@@ -333,6 +334,7 @@ class Predictor:
         ends. The frames carry no ``attrs`` (so ``pd.concat`` of them just works).
         Empty input yields one empty frame with the result columns.
         """
+        bound_heap()      # chunk temporaries mapped on their own: memory stays flat (see _memory)
         top_k = as_k(top_k, "top_k")
         if chunk_size is not None:
             chunk_size = as_k(chunk_size, "chunk_size")
@@ -370,6 +372,7 @@ class Predictor:
             The columns of :meth:`predict`, one frame per chunk; ``used`` follows the masks and
             ``failures`` the embeddings' ``failures`` table.
         """
+        bound_heap()      # chunk temporaries mapped on their own: memory stays flat (see _memory)
         from .embeddings import Embeddings
 
         top_k = as_k(top_k, "top_k")

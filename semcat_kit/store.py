@@ -84,6 +84,7 @@ _SHARD_RE = re.compile(r"^shard-[A-Za-z0-9_.-]+\.arrow$")
 _VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256 hex, per process
 _GATHER_ROWS = 4096  # rows per block when copying vectors out of a shard
 _LOCATE_BLOCK = 1 << 18  # query keys per block in VectorStore.locate (bounds its temporaries)
+_EDGE_BLOCK = 1 << 20  # bucket edges per block when a key index is built
 
 
 def content_key(data: bytes | str) -> bytes:
@@ -151,11 +152,14 @@ class _KeyIndex:
         n = len(hi)
         bits = int(min(31, max(1, np.ceil(np.log2(max(n, 2))))))
         self.shift = np.uint64(64 - bits)
-        edges = np.arange(1 << bits, dtype=np.uint64) << self.shift
-        start = np.empty((1 << bits) + 1, dtype=np.int64)
-        start[:-1] = np.searchsorted(hi, edges, "left")
+        nb = 1 << bits
+        start = np.empty(nb + 1, dtype=np.int32 if n < np.iinfo(np.int32).max else np.int64)
+        # the bucket edges in blocks: no (2^bits,) uint64 / int64 temporaries (16 bytes a key)
+        for a in range(0, nb, _EDGE_BLOCK):
+            edges = np.arange(a, min(nb, a + _EDGE_BLOCK), dtype=np.uint64) << self.shift
+            start[a:a + len(edges)] = np.searchsorted(hi, edges, "left")
         start[-1] = n
-        self.start = start.astype(np.int32) if n < np.iinfo(np.int32).max else start
+        self.start = start
 
     def search(self, qhi: np.ndarray, qlo: np.ndarray) -> np.ndarray:
         """Row of each query key, -1 where absent (vectorised; queries in any order)."""
@@ -245,10 +249,24 @@ class _Shard:
         self._hi = self._lo = self._index = None
 
     def _build(self) -> None:
-        his, los = zip(*(_split(k) for k in self._kbufs)) if self._kbufs else ((), ())
-        self._hi = np.concatenate(his) if his else np.zeros(0, np.uint64)
-        self._lo = np.concatenate(los) if los else np.zeros(0, np.uint64)
+        # filled batch by batch into the final arrays: no per-batch copies concatenated (which held
+        # twice the key halves at once)
+        n = len(self)
+        self._hi, self._lo = np.empty(n, np.uint64), np.empty(n, np.uint64)
+        for k, kb in enumerate(self._kbufs):
+            a, b = int(self.offsets[k]), int(self.offsets[k + 1])
+            be = kb.view(">u8")
+            self._hi[a:b], self._lo[a:b] = be[:, 0], be[:, 1]
         self._index = _KeyIndex(self._hi, self._lo)
+
+    @property
+    def indexed(self) -> bool:
+        """Whether the key index is built (held in memory)."""
+        return self._index is not None
+
+    def drop_index(self) -> None:
+        """Free the key index (rebuilt on the next search)."""
+        self._hi = self._lo = self._index = None
 
     # The sorted key halves and their bucket table (16 + ~4 bytes a key) are built when the shard is
     # first searched: a store that only writes (encode, store build) never holds them for its shards.
@@ -656,7 +674,7 @@ class VectorStore:
     def shard_files(self) -> list[Path]:
         return [self.root / n for n in sorted(self._shards)]
 
-    def locate(self, keys, valid=None) -> StoreRows:
+    def locate(self, keys, valid=None, keep_index: bool = True) -> StoreRows:
         """Where each key's vector is (vectorised), as a :class:`StoreRows` view: no vector is read.
 
         Parameters
@@ -664,6 +682,11 @@ class VectorStore:
         keys : (n, 16) uint8 array or list of 16-byte strings
         valid : bool (n,), optional
             Rows to look up; the others are absent (``found`` False, zeros when read).
+        keep_index : bool
+            Keep the key index of each shard searched (~20 bytes a stored key) for later lookups
+            (the default: encoding looks up every chunk). ``False`` for a one-off lookup (building
+            a view of a whole catalog): shards are searched one after the other and each index built
+            for this call is freed before the next is built, so the peak is one shard's index.
 
         Returns
         -------
@@ -690,45 +713,43 @@ class VectorStore:
         # store) searching the shards largest first is as fast and holds nothing more
         spread = len(on_disk) > 1 and len(on_disk[0]) < total / 2
         comb = self._combined(on_disk) if nq and spread and 4 * nq >= total else None
-        # queries in blocks: the temporaries (key halves, candidate rows) are bounded by the block, not by n
-        for a in range(0, n, _LOCATE_BLOCK):
-            b = min(n, a + _LOCATE_BLOCK)
-            todo = None if valid is None else a + np.flatnonzero(valid[a:b])
-            s_, r_ = self._locate_block(keys[a:b] if todo is None else keys[todo], shards, comb, len(on_disk))
-            if todo is None:
-                src[a:b], row[a:b] = s_, r_
-            else:
-                src[todo], row[todo] = s_, r_
+        # shard by shard (largest first: most keys are resolved by the first), queries in blocks:
+        # the temporaries (key halves, candidate rows) are bounded by the block, not by n
+        left = nq
+        first = 0
+        if comb is not None:
+            idx, csrc, crow = comb
+            for a, todo in self._todo_blocks(valid, src, n):
+                pos = idx.search(*_split(keys[todo]))
+                hit = pos >= 0
+                src[todo[hit]], row[todo[hit]] = csrc[pos[hit]], crow[pos[hit]]
+                left -= int(hit.sum())
+            first = len(on_disk)              # the queued vectors (pending) are searched below
+        for s_i in range(first, len(shards)):
+            if not left:
+                break
+            sh = shards[s_i]
+            built_here = not getattr(sh, "indexed", True)
+            for a, todo in self._todo_blocks(valid, src, n):
+                pos = sh.index.search(*_split(keys[todo]))
+                hit = pos >= 0
+                src[todo[hit]], row[todo[hit]] = s_i, pos[hit]
+                left -= int(hit.sum())
+            if built_here and not keep_index:
+                sh.drop_index()
         return StoreRows([sh.rows_source() for sh in shards], src, row, self.dim)
 
     @staticmethod
-    def _locate_block(keys: np.ndarray, shards: list, comb, n_disk: int) -> tuple[np.ndarray, np.ndarray]:
-        """(source, row) of each key of one block (source -1 where absent)."""
-        m = len(keys)
-        src = np.full(m, -1, dtype=np.int16)
-        row = np.zeros(m, dtype=np.int64)
-        qhi, qlo = _split(keys)
-        todo = np.arange(m)
-        searched = 0
-        if comb is not None and m:
-            idx, csrc, crow = comb
-            pos = idx.search(qhi, qlo)
-            hit = pos >= 0
-            src[hit], row[hit] = csrc[pos[hit]], crow[pos[hit]]
-            miss = ~hit
-            todo, qhi, qlo = todo[miss], qhi[miss], qlo[miss]
-            searched = n_disk                  # the queued vectors (pending) are searched below
-        # largest shards first: most keys are resolved by the first searches
-        for s_i in range(searched, len(shards)):
-            if not todo.size:
-                break
-            pos = shards[s_i].index.search(qhi, qlo)
-            hit = pos >= 0
-            if hit.any():
-                src[todo[hit]], row[todo[hit]] = s_i, pos[hit]
-                miss = ~hit
-                qhi, qlo, todo = qhi[miss], qlo[miss], todo[miss]
-        return src, row
+    def _todo_blocks(valid, src: np.ndarray, n: int):
+        """``(start, rows)`` of the rows still to look up (valid, not found yet), block by block."""
+        for a in range(0, n, _LOCATE_BLOCK):
+            b = min(n, a + _LOCATE_BLOCK)
+            need = src[a:b] < 0
+            if valid is not None:
+                need &= valid[a:b]
+            todo = a + np.flatnonzero(need)
+            if todo.size:
+                yield a, todo
 
     def _combined(self, shards: list) -> tuple["_KeyIndex", np.ndarray, np.ndarray]:
         """Index over several shards' keys -> (position in ``shards``, row); cached per shard set."""

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._memory import release_freed_memory
+from ._memory import bound_heap, release_freed_memory
 from .contracts import SUM_TOL, as_k, as_labels, as_neighbor_indices, as_probs
 from .decoding import crm_predict
 from .metrics import ECE_BINS, metric_names
@@ -216,6 +216,7 @@ class StreamingEvaluator:
         y : array or tensor (n,)
             True class indices (or label paths for arrays).
         """
+        bound_heap()      # once per process (see semcat_kit._memory)
         first = self.n
         p = self._as_tensor(probs, first)
         n = p.shape[0]

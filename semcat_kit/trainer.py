@@ -40,7 +40,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from ._io import atomic_path
-from ._memory import TRIM_EVERY, release_freed_memory
+from ._memory import TRIM_EVERY, bound_heap, release_freed_memory
 from .contracts import autocast
 
 __all__ = ["Trainer", "Callback", "CurriculumTargets", "DivergenceStop", "Validation", "EarlyStopping",
@@ -93,13 +93,16 @@ class BatchSampler:
     def epoch(self) -> list[torch.Tensor]:
         """This epoch's batches for this rank (draws from the generator once per epoch)."""
         c = self.chunk_size
+        # int32 row numbers (the same permutation as int64; half the memory of an epoch's order)
+        dt = torch.int32 if self.n < 2**31 else torch.int64
         if c is None or c * self.window >= self.n:
-            perm = torch.randperm(self.n, generator=self.gen)
+            perm = torch.randperm(self.n, generator=self.gen, dtype=dt)
         else:
             blocks = torch.randperm(math.ceil(self.n / c), generator=self.gen)
             parts = []
             for w in range(0, len(blocks), self.window):
-                rows = torch.cat([torch.arange(b * c, min(self.n, (b + 1) * c)) for b in blocks[w:w + self.window].tolist()])
+                rows = torch.cat([torch.arange(b * c, min(self.n, (b + 1) * c), dtype=dt)
+                                  for b in blocks[w:w + self.window].tolist()])
                 parts.append(rows[torch.randperm(len(rows), generator=self.gen)])
             perm = torch.cat(parts)
         out = []
@@ -456,7 +459,9 @@ class Trainer:
             self.model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer, self.scheduler = optimizer, scheduler
         self.data, self.loss = data, loss
-        self.y = torch.as_tensor(np.asarray(y), dtype=torch.int64)
+        y = np.asarray(y)
+        # labels held as given when integral (int32 from train(): 4 bytes an item); int64 per batch
+        self.y = torch.as_tensor(y if y.dtype in (np.int32, np.int64) else y.astype(np.int64))
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.device, self.dtype, self.gen = device, dtype, generator
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
@@ -533,6 +538,7 @@ class Trainer:
 
     def fit(self) -> "Trainer":
         """Run the remaining epochs (all, or those after a restored checkpoint)."""
+        bound_heap()      # large step temporaries mapped on their own: freed memory goes back (see _memory)
         self._emit("on_train_begin")
         try:
             while self.epoch < self.epochs and not self.stop:
@@ -564,7 +570,7 @@ class Trainer:
         try:
             for b, idx in enumerate(inner):
                 self.batch = b
-                yb = self.y[idx].to(self.device, non_blocking=True)
+                yb = self.y[idx].to(self.device, torch.int64, non_blocking=True)
                 with autocast(self.device, self.dtype):
                     z = self.model(*self.data.batch(idx, self.device, non_blocking=self.device.type == "cuda"))
                 parts = self.loss(z, yb, self)

@@ -368,7 +368,11 @@ def _labels(labels, taxonomy, n: int, what: str) -> np.ndarray:
 
 
 def _fingerprint(y: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(y, dtype=np.int64).tobytes()).hexdigest()[:16]
+    """sha1 of the labels as int64 bytes, hashed in blocks (no whole int64 copy + bytes copy)."""
+    h = hashlib.sha1()
+    for a in range(0, len(y), 1 << 20):
+        h.update(np.ascontiguousarray(y[a:a + (1 << 20)], dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
 
 
 def _truncate(neighbors, k: int):
@@ -600,6 +604,7 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
     C = taxonomy.n_classes
     data = _prepare(emb, "emb")
     y = _labels(labels, taxonomy, len(data), "train")
+    y = y.astype(np.int32) if C < np.iinfo(np.int32).max else y     # 4 bytes an item held through training
     if len(data) == 0:
         raise ValueError("no training rows")
     vdata = yv = None

@@ -187,3 +187,56 @@ def test_training_and_streaming_evaluation_release_freed_memory_every_few_steps(
           val=(x[:40], y[:40]), progress=False)
     assert calls["train"] == (len(y) // 8) // _memory.TRIM_EVERY      # 40 steps -> 2 trims
     assert calls["eval"] >= 1                                         # validation chunk(s)
+
+
+def test_bound_heap_fixes_the_mmap_threshold_once_unless_the_user_chose_one(monkeypatch):
+    """The streaming loops call bound_heap: on glibc it sets M_MMAP_THRESHOLD once (large blocks
+    become their own mappings, returned when freed); a threshold the user set, or
+    SEMCAT_BOUND_HEAP=0, is left alone."""
+    import sys
+
+    from semcat_kit import _memory
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(_memory, "_libc", lambda: FakeLibc())
+    for env, want in (({}, [(-3, 1 << 20)]), ({"MALLOC_MMAP_THRESHOLD_": "65536"}, []),
+                      ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, []), ({"SEMCAT_BOUND_HEAP": "0"}, [])):
+        calls.clear()
+        monkeypatch.setattr(_memory, "_bounded", None)
+        for k in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES", "SEMCAT_BOUND_HEAP"):
+            monkeypatch.delenv(k, raising=False)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        assert _memory.bound_heap() is bool(want) and _memory.bound_heap() is bool(want)   # idempotent
+        assert calls == want, env
+    if sys.platform.startswith("linux"):          # the real call succeeds on this machine's glibc
+        monkeypatch.undo()
+        monkeypatch.setattr(_memory, "_bounded", None)
+        for k in ("MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES", "SEMCAT_BOUND_HEAP"):
+            monkeypatch.delenv(k, raising=False)
+        assert _memory.bound_heap() is True
+
+
+def test_training_and_streaming_evaluation_bound_the_heap(monkeypatch, tmp_path):
+    import numpy as np
+
+    import semcat_kit as sk
+    from semcat_kit import _memory, streaming, trainer
+
+    seen = []
+    monkeypatch.setattr(trainer, "bound_heap", lambda: seen.append("train"))
+    monkeypatch.setattr(streaming, "bound_heap", lambda: seen.append("eval"))
+    tax = sk.Taxonomy.from_paths(["a > b", "a > c", "d > e"])
+    rng = np.random.default_rng(0)
+    emb = sk.Embeddings(np.array([f"i{i}" for i in range(30)]), rng.standard_normal((30, 8)).astype(np.float32),
+                        None, np.ones(30, bool), np.zeros(30, bool))
+    y = np.arange(30) % 3
+    sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(epochs=1, batch_size=8, device="cpu"), val=(emb, y),
+             progress=False)
+    assert "train" in seen and "eval" in seen

@@ -505,3 +505,57 @@ def test_merge_streams_a_k_way_merge_in_blocks_dropping_keys_shared_by_shards(tm
     np.testing.assert_array_equal(v, np.stack([vec[n] for n in names]))
     m = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert [e["rows"] for e in m["shards"]] == [120]
+
+
+def test_one_off_locate_frees_each_shard_index_and_answers_the_same(tmp_path, monkeypatch):
+    """``keep_index=False`` (how a whole catalog's view is built): same view as a cached lookup,
+    shards searched one after the other, each index built for the call freed before the next
+    (the peak is one shard's index, not every shard's); indexes built before stay."""
+    import semcat_kit.store as store_mod
+
+    st = VectorStore(tmp_path / "s", 4, auto_merge=False)
+    keys = [content_key(f"k{i}") for i in range(60)]
+    vecs = np.arange(240, dtype=np.float32).reshape(60, 4)
+    for a, b in ((0, 40), (40, 52), (52, 60)):          # one large shard, two small: searched shard by shard
+        st.put(keys[a:b], vecs[a:b])
+        st.flush()
+    q = keys[::-1] + [content_key("absent")]
+    valid = np.ones(len(q), bool)
+    valid[3] = False
+    held = []
+    real = store_mod._Shard.drop_index
+
+    def spy(self):
+        held.append(sum(s.indexed for s in st._shards.values()))   # indexes alive when one is freed
+        real(self)
+    monkeypatch.setattr(store_mod._Shard, "drop_index", spy)
+    monkeypatch.setattr(store_mod, "_LOCATE_BLOCK", 7)              # several query blocks per shard
+    v = st.locate(q, valid=valid, keep_index=False)
+    assert held == [1, 1, 1] and not any(s.indexed for s in st._shards.values())
+    want = np.concatenate([vecs[::-1], np.zeros((1, 4), np.float32)])
+    want[3] = 0
+    np.testing.assert_array_equal(np.asarray(v), want)
+    np.testing.assert_array_equal(v.found, valid & (np.arange(61) < 60))
+    kept = st.locate(q, valid=valid)                                 # default: indexes stay for later lookups
+    assert all(s.indexed for s in st._shards.values())
+    np.testing.assert_array_equal(np.asarray(kept), want)
+    st.locate(q[:2], keep_index=False)                               # built before this call: not freed
+    assert all(s.indexed for s in st._shards.values())
+
+
+def test_key_index_bucket_table_built_in_blocks_equals_one_pass(monkeypatch):
+    import semcat_kit.store as store_mod
+    from semcat_kit.store import _KeyIndex
+
+    rng = np.random.default_rng(0)
+    hi = np.sort(rng.integers(0, 2**63, size=5000, dtype=np.uint64))
+    lo = rng.integers(0, 2**63, size=5000, dtype=np.uint64)
+    one = _KeyIndex(hi, lo)
+    monkeypatch.setattr(store_mod, "_EDGE_BLOCK", 100)
+    blocked = _KeyIndex(hi, lo)
+    np.testing.assert_array_equal(one.start, blocked.start)
+    edges = np.arange(len(one.start) - 1, dtype=np.uint64) << one.shift
+    np.testing.assert_array_equal(one.start[:-1], np.searchsorted(hi, edges, "left"))
+    assert one.start.dtype == np.int32 and one.start[-1] == 5000
+    q = rng.permutation(5000)[:300]
+    np.testing.assert_array_equal(blocked.search(hi[q], lo[q]), q)
