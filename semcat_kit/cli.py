@@ -745,7 +745,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "folder; sk.Embeddings.load(DIR) memory-maps it")
     e.add_argument("--batch-size", type=int, default=64, metavar="B", help="encoder batch size (default 64)")
     e.add_argument("--chunk-size", type=int, default=8192, metavar="C",
-                   help="items between two store writes (default 8192)")
+                   help="catalog rows read and encoded at a time, and items between two store writes (default "
+                        "8192): a catalog file is streamed, memory grows with C, not with the catalog")
     e.add_argument("--num-workers", type=int, metavar="W", help="image loader workers (default: 0 on CPU, 4 on GPU)")
     e.add_argument("--store-dtype", default="float32", choices=("float32", "float16"),
                    help="precision of new store shards (default float32)")
