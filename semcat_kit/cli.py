@@ -670,7 +670,7 @@ def _cmd_encode(args) -> int:
             frames, total = _stream_catalog_file(args, Path(args.catalog).expanduser(), mapping, sample, seed,
                                                  rank, world, out_rows, image_used=image_enc is not None)
             fill = encode_into_store(frames, total=total, progress=not args.quiet and rank == 0,
-                                     store_writer=f"r{rank}", **opts)
+                                     store_writer=f"r{rank}", check_ids=False, **opts)   # checked by the reader
             catalog = out_rows
         else:                               # tutorial / Kaggle folder: small, loaded whole
             catalog = _load_training_catalog(args.catalog, mapping, args.config or "--config")

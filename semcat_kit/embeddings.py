@@ -669,7 +669,7 @@ def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encode
                       cache_dir: str | os.PathLike, batch_size: int = 64, num_workers: int | None = None,
                       progress: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS, chunk_size: int = 8192,
                       store_dtype: str = "float32", store_writer: str | None = None,
-                      total: int | None = None) -> StoreFill:
+                      total: int | None = None, check_ids: bool = True) -> StoreFill:
     """Fill the embedding store with a catalog's vectors, chunk by chunk, and return no vectors.
 
     What ``encode_catalog(..., cache_dir=...)`` writes to the store, without the ``(N, d)`` result:
@@ -694,6 +694,10 @@ def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encode
         Rows per chunk read from a DataFrame or a file, and items between two store writes.
     total : int, optional
         Number of products, for the progress bar of an iterable.
+    check_ids : bool
+        Refuse an id seen in an earlier chunk (8 bytes an id). False when the chunks were checked
+        already (:func:`semcat_kit.datasets.load_catalog_chunks` does); ids repeated within a
+        chunk are always refused.
 
     Returns
     -------
@@ -737,7 +741,7 @@ def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encode
             if not len(df):
                 continue
             ids = _check_catalog(df, text_encoder, image_encoder)   # columns, missing / repeated ids in the chunk
-            again = seen.add(ids)
+            again = seen.add(ids) if check_ids else ids[:0]
             if len(again):
                 raise ValueError(f"catalog has duplicated item_id(s), e.g. {list(dict.fromkeys(again.tolist()))[:10]} "
                                  f"(seen in an earlier chunk); ids must be unique")
