@@ -17,6 +17,10 @@ other stages -- store build, one training epoch, validation -- are added the sam
   block by block before the stages) in record batches: the streaming encode's own memory.
 * ``store_build``: the catalog's 384-d and 1280-d vectors written block by block into the
   embedding store (``VectorStore``, memory-mapped Arrow shards, tiered merges).
+* ``store_view``: the whole catalog as an ``Embeddings`` view on the store (every product's keys
+  located, ``keep_index=False``): item ids, masks and where each vector is -- the per-item
+  bookkeeping the later stages read. Built once; the stages below start with it held, so each
+  prints ``stage_rss_mb`` (its peak minus the RssAnon it started with: what the stage adds).
 * ``train_epoch_store`` / ``train_epoch_in_memory``: one epoch of ``sk.train`` (batch 1,024, the
   default head) on 90% of the products plus streaming validation on the other 10%, from
   ``Embeddings`` whose vectors are ``StoreRows`` views on the store (positions only; rows read per
@@ -43,6 +47,7 @@ pages, e.g. a memory-mapped store, which the OS can drop) is reported apart as `
 Output lines (grep-able)::
 
     peak_rss_mb: <stage> <MB>          peak RssAnon during the stage
+    stage_rss_mb: <stage> <MB>         that peak minus RssAnon at the stage's start (what it adds)
     peak_rss_file_mb: <stage> <MB>     peak RssFile during the stage
     throughput: <stage> <items/s> items/s (<seconds> s)
     ratio: <what> <value>
@@ -180,6 +185,7 @@ class Context:
     tmp: Path
     predictor: object = None
     catalog_file: Path | None = None
+    view: object = None             # the catalog's Embeddings view on the store (built once, by store_view)
     results: dict = field(default_factory=dict)     # stage -> {"seconds", "items", "rss_anon_mb", ...}
 
 
@@ -187,7 +193,7 @@ STAGES: list[tuple[str, object]] = []
 #: the order stages run in (the store is built before the stages that read it)
 #: (the in-memory comparisons last: with ``--write-doc`` every finished stage is recorded at once, so a
 #: long in-memory run cut short still leaves the streaming figures of this size)
-ORDER = ["encode_text_store", "store_build", "train_epoch_store", "evaluate_streaming", "predict_chunked",
+ORDER = ["encode_text_store", "store_build", "store_view", "train_epoch_store", "evaluate_streaming", "predict_chunked",
          "evaluate_in_memory", "train_epoch_in_memory", "predict_in_memory"]
 
 
@@ -394,12 +400,15 @@ def _store_built(ctx: Context) -> bool:
 
 
 def _store_view(ctx: Context):
-    """The whole catalog as an ``Embeddings`` whose vectors are ``StoreRows`` views on the store.
+    """The whole catalog as an ``Embeddings`` whose vectors are ``StoreRows`` views on the store
+    (built once per run, by the ``store_view`` stage when it runs, and kept in ``ctx.view``).
 
     Private per item: the ids (``<U`` array, 4 bytes a character), the two masks, and per modality
     where each vector is (2 + 4 bytes); the keys are read from their memory-mapped file."""
     from semcat_kit.embeddings import Embeddings
 
+    if ctx.view is not None:
+        return ctx.view
     d = ctx.tmp
     ids = np.load(d / "ids.npy")
     masks = np.load(d / "masks.npy")
@@ -410,7 +419,20 @@ def _store_view(ctx: Context):
     text = ts.locate(keys, valid=tm, keep_index=False)
     image = is_.locate(keys, valid=im, keep_index=False)
     assert (text.found == tm).all() and (image.found == im).all()
-    return Embeddings(ids, text, image, tm, im)
+    ctx.view = Embeddings(ids, text, image, tm, im)
+    return ctx.view
+
+
+@stage("store_view")
+def store_view(ctx: Context) -> dict:
+    """The catalog as an ``Embeddings`` view on the store (what ``encode_catalog`` returns at scale):
+    every product's keys located in the store (``VectorStore.locate(keep_index=False)``: shard by
+    shard, one key index at a time). The stages after it read this view: their own memory is
+    what they add to it (``stage_rss_mb``)."""
+    if not _store_built(ctx):
+        return {"skip": "the store is not built (run store_build)"}
+    ctx.view = None
+    return {"items": len(_store_view(ctx))}
 
 
 def _step_limit(steps: int):
@@ -585,6 +607,7 @@ def run_stage(ctx: Context, name: str, fn) -> dict | None:
     print(f"peak_rss_mb: {name} {mem.anon_mb:.0f}", flush=True)
     print(f"start_rss_mb: {name} {start:.0f} (RssAnon when the stage began: what earlier stages and imports hold)",
           flush=True)
+    print(f"stage_rss_mb: {name} {mem.anon_mb - start:.0f} (peak - start: what the stage itself adds)", flush=True)
     print(f"peak_rss_file_mb: {name} {mem.file_mb:.0f}", flush=True)
     if res.get("extrapolated_from_steps"):
         print(f"throughput: {name} {res['items_per_s']:.0f} items/s (timed on the first {res['extrapolated_from_steps']} "

