@@ -12,9 +12,10 @@ stage can stream them without holding N x 1664 floats. Head: a randomly initiali
 Stages (``STAGES``; each is a function ``stage(ctx) -> dict`` registered with ``@stage(name)``, so
 other stages -- store build, one training epoch, validation -- are added the same way):
 
-* ``encode_text_store``: ``encode_catalog(view=True)`` over N synthetic titles (1% missing) with a
-  tiny stand-in text encoder, into a fresh store, reading the catalog from a Parquet file (written
-  block by block before the stages) in record batches: the streaming encode's own memory.
+* ``encode_text_store``: ``encode_into_store`` (the ``semcat encode`` path) over N synthetic titles
+  (1% missing) with a tiny stand-in text encoder, into a fresh store, reading the catalog from a
+  Parquet file (written block by block before the stages) in chunks: the streaming encode's own
+  memory.
 * ``store_build``: the catalog's 384-d and 1280-d vectors written block by block into the
   embedding store (``VectorStore``, memory-mapped Arrow shards, tiered merges).
 * ``store_view``: the whole catalog as an ``Embeddings`` view on the store (every product's keys
@@ -563,18 +564,19 @@ def write_catalog_file(n: int, path: Path, block: int = 65536) -> Path:
 
 @stage("encode_text_store")
 def encode_text_store(ctx: Context) -> dict:
-    """``encode_catalog`` over N synthetic titles (1% missing) with a tiny text encoder into a fresh
-    store, returning a view on it (``view=True``). The catalog is a Parquet file (written before
-    the stage, block by block) that ``encode_catalog`` reads in record batches: private memory is
-    one chunk plus, per item, the id (``<U`` array), the key, the mask and the view's position --
-    not the catalog, not N x 384 floats."""
-    from semcat_kit.embeddings import encode_catalog
+    """``encode_into_store`` (what ``semcat encode`` runs on each rank) over N synthetic titles (1%
+    missing) with a tiny text encoder into a fresh store. The catalog is a Parquet file (written
+    before the stage, block by block) read ``chunk_size`` rows at a time: private memory is one
+    chunk plus, per item, an 8-byte id hash (the duplicate check across chunks) and the store's key
+    index (searched every chunk) -- not the catalog, not N x 384 floats. (``encode_catalog(view=True)``
+    is this plus the view of ``store_view``.)"""
+    from semcat_kit.embeddings import encode_into_store
 
     n = ctx.catalog.n
-    emb = encode_catalog(ctx.catalog_file, text_encoder=_TinyTextEncoder(), cache_dir=ctx.tmp / "encode_cache",
-                         progress=False, view=True, batch_size=1024)
-    assert emb.meta["stats"]["view"] and emb.meta["stats"]["text_encoded"] == n - len(range(0, n, 100))
-    assert len(emb.failures) == len(range(0, n, 100))
+    fill = encode_into_store(ctx.catalog_file, text_encoder=_TinyTextEncoder(), cache_dir=ctx.tmp / "encode_cache",
+                             progress=False, batch_size=1024, chunk_size=ctx.args.chunk_size)
+    assert fill.n == n and fill.stats["text_encoded"] == n - len(range(0, n, 100)), (fill.n, fill.stats)
+    assert len(fill.failures) == len(range(0, n, 100))
     return {"items": n, "catalog_file_mb": ctx.catalog_file.stat().st_size / 2**20}
 
 # ---------------------------------------------------------------------------------- runner

@@ -136,7 +136,8 @@ def render(data: dict) -> str:
               "| stage | " + " | ".join(f"rate at {int(s):,}" for s in sizes) + " | "
               + " | ".join(f"peak private memory at {int(s):,}" for s in sizes) + " |",
               "| --- |" + " ---: |" * (2 * len(sizes))]
-    names = {"encode_text_store": "streaming encode (`encode_catalog`, tiny text encoder) into the store",
+    names = {"encode_text_store": "streaming encode (`encode_into_store`, the `semcat encode` path; tiny text "
+                                  "encoder) into the store",
              "store_build": "embedding store: write 384 + 1280-d float32 vectors (Arrow shards, tiered merges)",
              "store_view": "catalog view on the store (every product located: ids, masks, positions)",
              "train_epoch_store": "one training epoch from the store view (5,595 classes, batch 1,024)",
