@@ -28,7 +28,8 @@ def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     return loss
 
 
-def _check(logits: torch.Tensor, y: torch.Tensor, reduction: str, n_classes: int | None = None):
+def _check(logits: torch.Tensor, y: torch.Tensor, reduction: str, n_classes: int | None = None,
+           check_labels: bool = True):
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, not {reduction!r}")
     if not torch.is_tensor(logits) or logits.ndim != 2:
@@ -43,7 +44,7 @@ def _check(logits: torch.Tensor, y: torch.Tensor, reduction: str, n_classes: int
     C = logits.shape[1]
     if n_classes is not None and C != n_classes:
         raise ValueError(f"logits have {C} columns but the soft targets cover {n_classes} classes")
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= C):
+    if check_labels and y.numel() and (int(y.min()) < 0 or int(y.max()) >= C):   # host syncs
         bad = int(torch.nonzero((y < 0) | (y >= C))[0, 0])
         raise ValueError(f"y[{bad}] = {int(y[bad])} is not a class index in [0, {C})")
     return y.long()
@@ -94,7 +95,8 @@ def class_weights(counts, mode: str = "none", beta: float = 0.999) -> torch.Tens
     return torch.tensor(w, dtype=torch.float32)
 
 
-def focal_loss(logits, y, gamma: float = 2.0, alpha=None, reduction: str = "mean") -> torch.Tensor:
+def focal_loss(logits, y, gamma: float = 2.0, alpha=None, reduction: str = "mean",
+               check_labels: bool = True) -> torch.Tensor:
     """Focal loss (Lin et al. 2017) with optional per-class weights.
 
     ``FL_i = -alpha[y_i] * (1 - p_{y_i}) ** gamma * log p_{y_i}``, ``p = softmax(logits)``.
@@ -108,8 +110,11 @@ def focal_loss(logits, y, gamma: float = 2.0, alpha=None, reduction: str = "mean
     gamma : float >= 0
     alpha : None, float, or (C,) tensor/array (e.g. :func:`class_weights`)
     reduction : {"mean", "sum", "none"}
+    check_labels : bool
+        Check that every label is a class index (two host syncs on an accelerator). ``False`` for
+        labels validated once up front, as the trainer's.
     """
-    y = _check(logits, y, reduction)
+    y = _check(logits, y, reduction, check_labels=check_labels)
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, not {gamma}")
     logp = F.log_softmax(logits.float(), dim=1).gather(1, y[:, None]).squeeze(1)
@@ -129,7 +134,7 @@ def focal_loss(logits, y, gamma: float = 2.0, alpha=None, reduction: str = "mean
     return _reduce(loss, reduction)
 
 
-def soft_kl(logits, y, targets: SoftTargets, reduction: str = "mean") -> torch.Tensor:
+def soft_kl(logits, y, targets: SoftTargets, reduction: str = "mean", check_labels: bool = True) -> torch.Tensor:
     """KL divergence from the sparse soft target of each example's class to the prediction.
 
     ``KL_i = sum_j t(j) log t(j) - sum_j t(j) log p(j)`` with ``t`` the target of class ``y_i``
@@ -147,10 +152,12 @@ def soft_kl(logits, y, targets: SoftTargets, reduction: str = "mean") -> torch.T
     y : (B,) int64 class indices
     targets : SoftTargets
     reduction : {"mean", "sum", "none"}
+    check_labels : bool
+        As in :func:`focal_loss`.
     """
     if not isinstance(targets, SoftTargets):
         raise TypeError(f"targets must be a soft_labels.SoftTargets, not {type(targets).__name__}")
-    y = _check(logits, y, reduction, targets.n_classes)
+    y = _check(logits, y, reduction, targets.n_classes, check_labels=check_labels)
     z = logits.float()
     C = z.shape[1]
     idx_t, w_t, h_t = targets.torch_tables(z.device)
@@ -165,26 +172,27 @@ def soft_kl(logits, y, targets: SoftTargets, reduction: str = "mean") -> torch.T
 
 
 def combined_loss(logits, y, targets: SoftTargets | None = None, gamma: float = 2.0, alpha=None,
-                  kl_weight: float = 1.0) -> dict[str, torch.Tensor]:
+                  kl_weight: float = 1.0, check_labels: bool = True) -> dict[str, torch.Tensor]:
     """``total = focal_loss(logits, y, gamma, alpha) + kl_weight * soft_kl(logits, y, targets)``.
 
     Returns a dict ``total, focal, kl`` (batch means; ``kl`` is 0 when ``targets`` is None or
-    ``kl_weight == 0``) so the parts can be logged separately.
+    ``kl_weight == 0``) so the parts can be logged separately. ``check_labels`` as in
+    :func:`focal_loss`.
     """
-    focal = focal_loss(logits, y, gamma=gamma, alpha=alpha)
+    focal = focal_loss(logits, y, gamma=gamma, alpha=alpha, check_labels=check_labels)
     if targets is None or kl_weight == 0:
         kl = torch.zeros((), device=focal.device)
     else:
-        kl = soft_kl(logits, y, targets)
+        kl = soft_kl(logits, y, targets, check_labels=check_labels)
     return {"total": focal + kl_weight * kl, "focal": focal, "kl": kl}
 
 
-def code_bce_loss(logits, y, codes, reduction: str = "mean") -> torch.Tensor:
+def code_bce_loss(logits, y, codes, reduction: str = "mean", check_labels: bool = True) -> torch.Tensor:
     """Binary cross-entropy of per-bit logits against the taxonomy code of each example's class.
 
     ``L_i = -sum_b [c_b log sigmoid(x_b) + (1 - c_b) log sigmoid(-x_b)]`` with ``c = codes[y_i]``
     (:func:`semcat_kit.soft_labels.taxonomy_codes`); ``L_i = -code_scores(x_i)[y_i]``. ``"mean"``
-    averages over the batch (bits are summed).
+    averages over the batch (bits are summed). ``check_labels`` as in :func:`focal_loss`.
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, not {reduction!r}")
@@ -196,7 +204,7 @@ def code_bce_loss(logits, y, codes, reduction: str = "mean") -> torch.Tensor:
     y = torch.as_tensor(y, device=x.device)
     if y.ndim != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(f"y must be 1-D with one class index per row ({x.shape[0]}); got {tuple(y.shape)}")
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= cd.shape[0]):
+    if check_labels and y.numel() and (int(y.min()) < 0 or int(y.max()) >= cd.shape[0]):
         bad = int(torch.nonzero((y < 0) | (y >= cd.shape[0]))[0, 0])
         raise ValueError(f"y[{bad}] = {int(y[bad])} is not a class index in [0, {cd.shape[0]})")
     target = cd[y.long()]

@@ -79,16 +79,29 @@ class BatchSampler:
     window's rows fit in the page cache, while a batch still mixes rows from ``window`` places
     (a catalog sorted by class is not learned class by class). Every rank draws the same global
     order (same generator state) and takes rows ``rank::world`` of each global batch, so the
-    union over ranks is exactly the one-process batch.
+    union over ranks is exactly the one-process batch. With several ranks, a last global batch
+    of fewer rows than ranks (one rank would get none: an empty step, a NaN loss on that rank
+    only) is joined to the batch before it.
     """
 
     def __init__(self, n: int, batch_size: int, generator: torch.Generator, *, rank: int = 0, world: int = 1,
                  chunk_size: int | None = None, window: int = 64):
         self.n, self.batch_size, self.gen = int(n), int(batch_size), generator
         self.rank, self.world, self.chunk_size, self.window = rank, world, chunk_size, max(1, int(window))
+        if self.world > 1 and self.n < self.world:
+            raise ValueError(f"{self.n} training row(s) for {self.world} processes: every process needs at least "
+                             "one row a step; train on one process or on more rows")
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
+        return len(self._bounds())
+
+    def _bounds(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of each global batch in the epoch's order."""
+        bs = self.batch_size
+        out = [(a, min(self.n, a + bs)) for a in range(0, self.n, bs)]
+        if self.world > 1 and len(out) > 1 and out[-1][1] - out[-1][0] < self.world:
+            out[-2:] = [(out[-2][0], self.n)]        # every rank gets a row of every step
+        return out
 
     def epoch(self) -> list[torch.Tensor]:
         """This epoch's batches for this rank (draws from the generator once per epoch)."""
@@ -106,8 +119,8 @@ class BatchSampler:
                 parts.append(rows[torch.randperm(len(rows), generator=self.gen)])
             perm = torch.cat(parts)
         out = []
-        for b in range(len(self)):
-            idx = perm[b * self.batch_size:(b + 1) * self.batch_size]
+        for a, b in self._bounds():
+            idx = perm[a:b]
             out.append(idx[self.rank::self.world] if self.world > 1 else idx)
         return out
 

@@ -688,13 +688,13 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
 
         if codes_t is not None:
             def loss_fn(z, yb, trainer):
-                bce = _losses.code_bce_loss(z, yb, codes_t)
+                bce = _losses.code_bce_loss(z, yb, codes_t, check_labels=False)   # validated once, no syncs
                 return {"total": bce, "bce": bce}
             curriculum = CurriculumTargets(None, None)
         else:
             def loss_fn(z, yb, trainer):
                 parts = _losses.combined_loss(z, yb, trainer.targets, gamma=cfg.focal_gamma, alpha=class_w,
-                                              kl_weight=cfg.kl_weight)
+                                              kl_weight=cfg.kl_weight, check_labels=False)   # validated once
                 if cfg.focal_weight != 1.0:
                     parts["total"] = cfg.focal_weight * parts["focal"] + cfg.kl_weight * parts["kl"]
                 return parts

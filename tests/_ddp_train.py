@@ -1,4 +1,5 @@
 """Run by tests/test_distributed.py: the same training on 1 process or under torchrun (gloo)."""
+import os
 import sys
 
 import numpy as np
@@ -13,6 +14,8 @@ paths = [f"Top{i // 4} > Leaf{i}" for i in range(8)]
 tax = sk.Taxonomy.from_paths(paths)
 rng = np.random.default_rng(0)
 y = np.repeat(np.arange(8), 32)                       # 256 rows: 8 global batches of 32
+if os.environ.get("SEMCAT_DDP_ROWS"):                  # e.g. 33: a last global batch of 1 row for 2 ranks
+    y = np.arange(int(os.environ["SEMCAT_DDP_ROWS"])) % 8
 centers = rng.normal(size=(8, 12))
 emb = (centers[y] + 0.5 * rng.normal(size=(len(y), 12))).astype(np.float32)
 yv = np.repeat(np.arange(8), 4)

@@ -205,3 +205,33 @@ def test_soft_kl_on_real_myntra_taxonomy(myntra_styles):
         t = sl.build(kind, tax.n_classes, 0.2, taxonomy=tax, k=8, beta=2.0)
         torch.testing.assert_close(L.soft_kl(z, y, t, "none").double(), dense_kl(z, y, t.dense()),
                                    atol=2e-5, rtol=1e-5)
+
+
+def test_check_labels_false_skips_only_the_label_range_sync(monkeypatch):
+    """The trainer validates labels once and passes check_labels=False: the losses then never read
+    a label back to the host (no .min()/.max() sync per step); the values are unchanged; shape and
+    dtype checks (no sync) stay."""
+    t = make_targets("topk", 10, 0.2, 0)
+    z, y = torch.randn(6, 10), torch.tensor([0, 3, 9, 1, 1, 4])
+    want = L.combined_loss(z, y, t, alpha=torch.ones(10))
+    synced = []
+    real_int = int
+
+    class Spy(torch.Tensor):
+        pass
+
+    def no_sync(self):
+        synced.append(self)
+        raise AssertionError("label read back to the host")
+    ys = y.as_subclass(Spy)
+    monkeypatch.setattr(Spy, "__int__", no_sync, raising=False)
+    monkeypatch.setattr(Spy, "item", no_sync, raising=False)
+    got = L.combined_loss(z, ys, t, alpha=torch.ones(10), check_labels=False)
+    assert not synced
+    for k in want:
+        torch.testing.assert_close(got[k].as_subclass(torch.Tensor), want[k])
+    with pytest.raises(AssertionError, match="host"):                 # the default still checks
+        L.combined_loss(z, ys, t, alpha=torch.ones(10))
+    with pytest.raises(ValueError, match="integer class indices"):
+        L.focal_loss(z, torch.zeros(6), check_labels=False)
+    assert real_int(L.code_bce_loss(torch.zeros(2, 3), torch.tensor([0, 1]), torch.eye(3)[:2], check_labels=False) > 0)

@@ -85,10 +85,20 @@ def test_batch_sampler_ranks_partition_the_global_batch():
         one = T.BatchSampler(50, 8, torch.Generator().manual_seed(3), chunk_size=chunk).epoch()
         parts = [T.BatchSampler(50, 8, torch.Generator().manual_seed(3), rank=r, world=3, chunk_size=chunk).epoch()
                  for r in range(3)]
-        for b, full in enumerate(one):
+        # 50 rows = 6 batches of 8 + 2 rows: fewer than 3 ranks, so with 3 ranks the last 2 rows
+        # join the 6th batch (every rank gets a row of every step)
+        assert len(one) == 7 and all(len(p) == 6 for p in parts)
+        for b in range(6):
+            full = one[b] if b < 5 else torch.cat(one[5:])
             got = torch.cat([p[b] for p in parts])
             assert sorted(got.tolist()) == sorted(full.tolist())
+            assert min(len(p[b]) for p in parts) >= 1
         assert sorted(torch.cat(one).tolist()) == list(range(50))   # a permutation per epoch
+    two = [T.BatchSampler(33, 32, torch.Generator().manual_seed(0), rank=r, world=2).epoch() for r in range(2)]
+    assert [len(b) for b in two[0]] == [17] and [len(b) for b in two[1]] == [16]
+    assert len(T.BatchSampler(34, 32, torch.Generator(), world=2)) == 2          # 2 rows left: one each
+    with pytest.raises(ValueError, match="1 training row.*2 processes"):
+        T.BatchSampler(1, 32, torch.Generator(), world=2)
     chunked = torch.cat(T.BatchSampler(50, 8, torch.Generator().manual_seed(3), chunk_size=5, window=2).epoch())
     # blocks of 5 rows, windows of 2 blocks: each run of 10 draws comes from exactly two blocks
     assert all(len(set((chunked[i:i + 10] // 5).tolist())) == 2 for i in range(0, 50, 10))
