@@ -349,6 +349,7 @@ class Checkpoint(Callback):
         state = {"format": self.fmt, "epoch": trainer.epoch, "model": trainer.state_copy(),
                  "model_config": dict(trainer.module.config), "optimizer": trainer.optimizer.state_dict(),
                  "scheduler": trainer.scheduler.state_dict(), "rng": trainer.rng_state(),
+                 "grad_scaler": trainer.scaler.state_dict(),
                  "history": copy.deepcopy(trainer.history),
                  "callbacks": {cb.key: cb.state_dict() for cb in trainer.callbacks}}
         early = next((cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)), None)
@@ -477,6 +478,9 @@ class Trainer:
         self.y = torch.as_tensor(y if y.dtype in (np.int32, np.int64) else y.astype(np.int64))
         self.epochs, self.batch_size = int(epochs), int(batch_size)
         self.device, self.dtype, self.gen = device, dtype, generator
+        # fp16 has a narrow exponent: small gradients underflow to 0 without loss scaling (bf16 and
+        # fp32 need none); the scale adapts, and steps with inf/NaN gradients are skipped
+        self.scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
         self.callbacks = sorted(callbacks, key=lambda c: c.order)
         self.sampler = BatchSampler(len(self.y), self.batch_size, generator, rank=self.rank, world=self.world,
                                     chunk_size=chunk_size)
@@ -520,6 +524,8 @@ class Trainer:
         self.module.load_state_dict(ck["model"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
+        if ck.get("grad_scaler"):          # fp16 runs (older checkpoints have none)
+            self.scaler.load_state_dict(ck["grad_scaler"])
         self.set_rng_state(ck["rng"])
         self.history = list(ck["history"])
         self.epoch = int(ck["epoch"])
@@ -589,8 +595,9 @@ class Trainer:
                 parts = self.loss(z, yb, self)
                 loss = parts["total"]
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
                 self.scheduler.step()
                 n = torch.tensor(float(len(idx)), device=self.device)
                 det = {k: v.detach().float() for k, v in parts.items()}

@@ -330,3 +330,36 @@ def test_store_view_embeddings_train_and_predict_like_in_memory(toy, tmp_path):
     for k, v in ref.model.state_dict().items():
         assert torch.allclose(v, got.model.state_dict()[k], atol=1e-6), k
     np.testing.assert_allclose(got.predict_proba(e.take(np.arange(10))), ref.predict_proba(emb[:10]), atol=1e-6)
+
+
+def test_fp16_steps_go_through_a_grad_scaler_saved_in_checkpoints(toy, tmp_path):
+    """fp16 (CUDA in TrainConfig; the Trainer itself on CPU here) scales the loss so small
+    gradients do not underflow, unscales before the AdamW step, and the scaler's state is part of
+    a checkpoint; fp32 and bf16 use none."""
+    tax, emb, y, nb = toy
+    from semcat_kit.contracts import as_embedding_table
+    from semcat_kit.model import FusionHead
+
+    data = as_embedding_table(emb)
+
+    def make(dtype):
+        torch.manual_seed(0)
+        model = FusionHead(12, None, 8, proj_dim=16, hidden=32)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        loss = lambda z, yb, t: {"total": losses.focal_loss(z, yb, check_labels=False)}   # noqa: E731
+        return T.Trainer(model, opt, sched, data, y, loss, epochs=2, batch_size=32, device=torch.device("cpu"),
+                         dtype=dtype, generator=torch.Generator().manual_seed(0),
+                         callbacks=[T.Checkpoint(tmp_path / str(dtype), 1)])
+    assert not make(torch.float32).scaler.is_enabled() and not make(torch.bfloat16).scaler.is_enabled()
+    t = make(torch.float16)
+    assert t.scaler.is_enabled()
+    before = [p.detach().clone() for p in t.module.parameters()]
+    t.fit()
+    assert all(np.isfinite(h["loss"]) for h in t.history)
+    assert any(not torch.equal(a, b) for a, b in zip(before, t.module.parameters()))     # it learned
+    ck = load_checkpoint(tmp_path / str(torch.float16))
+    assert ck["grad_scaler"]["scale"] == t.scaler.get_scale() and ck["grad_scaler"]["scale"] > 0
+    fresh = make(torch.float16)
+    fresh.restore(ck)
+    assert fresh.scaler.get_scale() == t.scaler.get_scale()
