@@ -435,14 +435,12 @@ class Pipeline:
                      progress=progress)
 
     def evaluate(self, run, part: str = "test") -> dict:
-        """:func:`semcat_kit.evaluate` of ``run`` on one part (empty dict when the part is empty)."""
-        from .metrics import evaluate
-
+        """:func:`semcat_kit.evaluate` of ``run`` on one part (empty dict when the part is empty),
+        streamed block by block (:meth:`TrainRun.evaluate`): no (N, C) probability matrix."""
         if not len(self.split()[part]):
             return {}
         emb, y = self.part(part)
-        return {k: float(v) for k, v in evaluate(run.predict_proba(emb), y, self.taxonomy(),
-                                                 neighbors=self.neighbors()).items()}
+        return {k: float(v) for k, v in run.evaluate(emb, y, neighbors=self.neighbors()).items()}
 
 
 def _catalog_kwargs(opts: dict, base: Path | None) -> dict:

@@ -631,9 +631,9 @@ class Trainer:
 
 
 @torch.no_grad()
-def predict_scores(model, data, batch_size: int, device, dtype=torch.float32, score: Callable | None = None):
-    """(N, C) float32 class scores of a table in batches, in eval mode (training mode restored)."""
-    out = []
+def iter_scores(model, data, batch_size: int, device, dtype=torch.float32, score: Callable | None = None):
+    """``(start, scores)`` of a table block by block: (block, C) float32 class scores on ``device``,
+    in eval mode (training mode restored after the last block)."""
     was = model.training
     model.eval()
     try:
@@ -641,7 +641,13 @@ def predict_scores(model, data, batch_size: int, device, dtype=torch.float32, sc
             for s in range(0, len(data), batch_size):
                 idx = torch.arange(s, min(len(data), s + batch_size))
                 z = model(*data.batch(idx, device)).float()
-                out.append((score(z) if score is not None else z).cpu())
+                yield s, (score(z) if score is not None else z)
     finally:
         model.train(was)
+
+
+@torch.no_grad()
+def predict_scores(model, data, batch_size: int, device, dtype=torch.float32, score: Callable | None = None):
+    """(N, C) float32 class scores of a table in batches, in eval mode (training mode restored)."""
+    out = [z.cpu() for _, z in iter_scores(model, data, batch_size, device, dtype, score)]
     return torch.cat(out) if out else torch.zeros(0, getattr(model, "n_classes", 0))

@@ -35,7 +35,8 @@ from .contracts import (EmbeddingTable, as_embedding_table, as_labels, check_dev
                         resolve_device, resolve_precision)
 from .model import FUSION_MODES, FusionHead
 from .trainer import (Checkpoint, CheckpointError, CurriculumTargets, DivergenceStop, EarlyStopping,  # noqa: F401
-                      MetricLogger, ProgressBar, Trainer, TrainingDivergedError, Validation, predict_scores)
+                      MetricLogger, ProgressBar, Trainer, TrainingDivergedError, Validation, iter_scores,
+                      predict_scores)
 
 __all__ = ["TrainConfig", "TrainRun", "train", "TrainingDivergedError", "load_checkpoint"]
 
@@ -434,6 +435,32 @@ class TrainRun:
         (so ``softmax`` of them is :meth:`predict_proba`)."""
         return _predict_scores(self.model, emb, self.codes, batch_size, "emb").numpy()
 
+    def evaluate(self, emb, labels, neighbors=None, ks=(1, 5, 20), crm: bool = False, batch_size: int = 4096):
+        """:func:`semcat_kit.evaluate` of this head on ``emb``, streamed: the metrics of
+        ``evaluate(self.predict_proba(emb), labels, ...)`` (equal up to float summation order)
+        without the (N, C) probability matrix -- blocks of ``batch_size`` rows go through a
+        :class:`semcat_kit.streaming.StreamingEvaluator` on the head's device.
+
+        Parameters
+        ----------
+        emb : Embeddings (or an (N, d) array, taken as text)
+        labels : array (N,)
+            Class indices or label paths.
+        neighbors : Neighbors, optional
+            Default: the run's (adds ``nbrs@k``).
+        ks, crm
+            As in :func:`semcat_kit.evaluate`.
+        """
+        from .streaming import StreamingEvaluator
+
+        data, device, score = _score_table(self.model, emb, self.codes, "emb")
+        y = _labels(labels, self.taxonomy, len(data), "evaluation")
+        nb = self.neighbors if neighbors is None else neighbors
+        ev = StreamingEvaluator(self.taxonomy, neighbors=nb, ks=ks, crm=crm, from_logits=True)
+        for s, z in iter_scores(self.model, data, batch_size, device, torch.float32, score):
+            ev.update(z, y[s:s + len(z)])
+        return ev.compute()
+
     @torch.no_grad()
     def predict_proba(self, emb, batch_size: int = 4096) -> np.ndarray:
         """(N, C) float32 class probabilities ``softmax(predict_logits(emb))``."""
@@ -463,12 +490,17 @@ def _code_scorer(codes_t):
     return lambda z: _soft.code_scores(z, codes_t)
 
 
-def _predict_scores(model, emb, codes, batch_size, what) -> torch.Tensor:
+def _score_table(model, emb, codes, what):
     data = as_embedding_table(emb, what).fit_to(model.text_dim if model.text_proj is not None else None,
                                                 model.image_dim if model.image_proj is not None else None, what)
     device = next(model.parameters()).device
     codes_t = torch.as_tensor(codes, device=device) if codes is not None else None
-    return predict_scores(model, data, batch_size, device, torch.float32, _code_scorer(codes_t))
+    return data, device, _code_scorer(codes_t)
+
+
+def _predict_scores(model, emb, codes, batch_size, what) -> torch.Tensor:
+    data, device, score = _score_table(model, emb, codes, what)
+    return predict_scores(model, data, batch_size, device, torch.float32, score)
 
 
 def _adamw(model, cfg: TrainConfig) -> torch.optim.AdamW:

@@ -499,3 +499,23 @@ def test_nan_loss_without_checkpoint_dir(toy, monkeypatch):
     monkeypatch.setattr(losses, "combined_loss", nan_first)
     with pytest.raises(TrainingDivergedError, match=r"loss became inf at epoch 1, batch 1 .*No checkpoint_dir was given"):
         train(emb, y, taxonomy=tax, config=TrainConfig(**FAST), progress=False)
+
+
+@pytest.mark.parametrize("label_repr", ["onehot", "codes"])
+def test_run_evaluate_streams_the_metrics_of_evaluate_on_predict_proba(toy, label_repr, monkeypatch):
+    """TrainRun.evaluate (what Pipeline.evaluate and `semcat train` report on the test split) gives
+    evaluate(predict_proba(emb)) without the (N, C) matrix: blocks of batch_size rows stream
+    through StreamingEvaluator (the dense path is never called)."""
+    from semcat_kit import training as tr_mod
+    from semcat_kit.metrics import evaluate
+
+    tax, (emb, y), (vemb, yv) = toy
+    cfg = TrainConfig(**FAST, label_repr=label_repr, smoothing="onehot", early_stopping=None)
+    run = train(emb, y, taxonomy=tax, config=cfg, progress=False)
+    want = evaluate(run.predict_proba(vemb), yv, tax, neighbors=run.neighbors)
+    monkeypatch.setattr(tr_mod, "predict_scores", lambda *a, **k: pytest.fail("dense scores built"))
+    got = run.evaluate(vemb, yv, batch_size=7)          # blocks that do not divide N
+    assert list(got.index) == list(want.index)
+    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-9)
+    labels = [tax.classes[i] for i in yv]               # label paths work as in evaluate
+    np.testing.assert_allclose(run.evaluate(vemb, labels).to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-9)
