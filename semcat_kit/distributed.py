@@ -40,16 +40,42 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_from_env(backend: str | None = None, timeout_s: float = 1800.0) -> bool:
+#: Seconds a collective (a barrier) waits for the other ranks; ``SEMCAT_DIST_TIMEOUT`` overrides it.
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+def timeout_seconds() -> float:
+    """The collective timeout: ``SEMCAT_DIST_TIMEOUT`` (seconds) or :data:`DEFAULT_TIMEOUT_S`.
+
+    ``semcat train`` under torchrun lets rank 0 encode what the store lacks while the other ranks
+    wait at a barrier: encode first with ``semcat encode`` (every rank encodes its share), or
+    raise this for a catalog whose encoding takes longer than 30 minutes.
+    """
+    raw = os.environ.get("SEMCAT_DIST_TIMEOUT")
+    if raw is None:
+        return DEFAULT_TIMEOUT_S
+    try:
+        t = float(raw)
+    except ValueError:
+        t = float("nan")
+    if not t > 0:
+        raise ValueError(f"SEMCAT_DIST_TIMEOUT={raw!r} is not a positive number of seconds")
+    return t
+
+
+def init_from_env(backend: str | None = None, timeout_s: float | None = None) -> bool:
     """Start the process group from torchrun's environment when ``WORLD_SIZE > 1``.
 
     Returns whether a group is running. ``backend`` default: ``"nccl"`` when CUDA is available,
-    else ``"gloo"``. A no-op (False) for a single process; idempotent.
+    else ``"gloo"``. ``timeout_s`` default: :func:`timeout_seconds`. A no-op (False) for a single
+    process; idempotent.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if dist.is_initialized():
         return True
+    if timeout_s is None:
+        timeout_s = timeout_seconds()
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":

@@ -52,3 +52,23 @@ def test_ddp_training_with_a_last_batch_smaller_than_the_number_of_ranks(tmp_pat
     assert two["world"] == 2 and len(two["history"]["loss"]) == 3
     assert np.isfinite(two["history"]["loss"]).all()
     assert all(torch.isfinite(v).all() for v in two["state"].values())
+
+
+def test_collective_timeout_comes_from_semcat_dist_timeout(monkeypatch):
+    from semcat_kit import distributed
+
+    monkeypatch.delenv("SEMCAT_DIST_TIMEOUT", raising=False)
+    assert distributed.timeout_seconds() == distributed.DEFAULT_TIMEOUT_S == 1800.0
+    monkeypatch.setenv("SEMCAT_DIST_TIMEOUT", "7200")
+    assert distributed.timeout_seconds() == 7200.0
+    for bad in ("0", "-5", "soon", "nan"):
+        monkeypatch.setenv("SEMCAT_DIST_TIMEOUT", bad)
+        with pytest.raises(ValueError, match="SEMCAT_DIST_TIMEOUT"):
+            distributed.timeout_seconds()
+    seen = {}
+    monkeypatch.setenv("SEMCAT_DIST_TIMEOUT", "90")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, timeout: seen.update(t=timeout))
+    assert distributed.init_from_env(backend="gloo") is True
+    assert seen["t"].total_seconds() == 90
