@@ -427,3 +427,55 @@ def test_semcat_encode_streams_real_images_relative_to_the_csv(tmp_path, myntra_
     np.testing.assert_array_equal(emb.image_mask, want.image_mask)
     assert not emb.image_mask[4] and emb.image_mask.sum() == 11
     np.testing.assert_allclose(np.asarray(emb.image), want.image, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_semcat_encode_resumes_after_sigkill(tmp_path):
+    """A real kill: `semcat encode` is SIGKILLed mid-run (no exception handler, no flush runs); the
+    chunks already written stay in the store (every shard in the manifest verifies), and the next
+    run computes only the titles the store lacks, ending with every vector of a clean run."""
+    import signal
+    import time
+
+    from semcat_kit.store import VectorStore
+
+    csv = _generated_csv(tmp_path / "cat.csv", 1000)
+    cache, counts = tmp_path / "cache", tmp_path / "counts.txt"
+    script = str(Path(__file__).parent / "_encode_kill_case.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, script, str(csv), str(cache), "0.15", str(counts)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def batches():
+        return [int(x) for x in counts.read_text().split()] if counts.exists() else []
+    t0 = time.time()
+    while sum(batches()) < 450 and p.poll() is None and time.time() - t0 < 240:   # ~4 chunks of 100 written
+        time.sleep(0.05)
+    assert p.poll() is None, p.communicate()[1][-2000:]
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+    done_before = sum(batches())
+    assert 450 <= done_before < 1000
+    store = VectorStore.for_encoder(cache, "tiny-kill:1", "text", 8, writer="check")
+    kept = len(store)
+    assert 400 <= kept <= done_before and kept % 100 == 0           # whole chunks, nothing torn
+    counts.unlink()
+    r = subprocess.run([sys.executable, script, str(csv), str(cache), "0", str(counts)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sum(batches()) == 1000 - kept                             # only what the store lacked
+    assert f"encoded text {1000 - kept}" in r.stdout
+    # every vector equals a clean run's
+    clean, counts2 = tmp_path / "clean", tmp_path / "counts2.txt"
+    r = subprocess.run([sys.executable, script, str(csv), str(clean), "0", str(counts2)], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    a = VectorStore.for_encoder(cache, "tiny-kill:1", "text", 8, writer="check")
+    b = VectorStore.for_encoder(clean, "tiny-kill:1", "text", 8, writer="check")
+    assert len(a) == len(b) == 1000
+    keys = np.concatenate([s.keys() for s in b._shards.values()])
+    fa, va = a.get(keys)
+    fb, vb = b.get(keys)
+    assert fa.all() and fb.all()
+    np.testing.assert_array_equal(va, vb)
