@@ -17,9 +17,11 @@ vector    ``fixed_size_list<float32>[dim]`` (or ``float16``)   the L2-normalised
 ========  ===================================================  =============================
 
 Rows are sorted by key (bytewise) across the whole file; a file may hold several record batches.
-``pyarrow.ipc.open_file(path).read_all()``, ``pandas.read_feather(path)``, DuckDB
-(``read_arrow``/via pyarrow) or Spark read it as is. ``manifest.json`` lists every live shard
-with its row count, byte size and SHA-256 of the file.
+``pyarrow.ipc.open_file(path).read_all()``, ``pandas.read_feather(path)`` and DuckDB (a
+``pyarrow.dataset.dataset(shard_files, format="ipc")`` queried with ``duckdb.sql``) read it as is
+(all three tested); any other Arrow IPC reader (Polars, Spark's Arrow sources) sees the same
+schema. ``manifest.json`` lists every live shard with its row count, byte size and SHA-256 of the
+file.
 
 Why Arrow IPC and not Parquet: an uncompressed IPC file is memory-mapped with
 ``pa.memory_map`` and its buffers are used in place (zero copy, pages belong to the OS page

@@ -559,3 +559,24 @@ def test_key_index_bucket_table_built_in_blocks_equals_one_pass(monkeypatch):
     assert one.start.dtype == np.int32 and one.start[-1] == 5000
     q = rng.permutation(5000)[:300]
     np.testing.assert_array_equal(blocked.search(hi[q], lo[q]), q)
+
+
+def test_duckdb_reads_the_store_shards_without_semcat_kit(tmp_path):
+    """The shards are plain Arrow IPC: DuckDB queries them through a pyarrow dataset (no
+    semcat_kit code), e.g. to count vectors or fetch one by key."""
+    import duckdb
+    import pyarrow.dataset as ds
+
+    st = VectorStore(tmp_path / "s", 4, auto_merge=False)
+    keys = [content_key(f"title {i}") for i in range(30)]
+    vecs = np.arange(120, dtype=np.float32).reshape(30, 4)
+    for a in (0, 10, 20):                               # three shards
+        st.put(keys[a:a + 10], vecs[a:a + 10])
+        st.flush()
+    shards = ds.dataset([str(p) for p in st.shard_files], format="ipc")      # noqa: F841 (read by DuckDB)
+    con = duckdb.connect()
+    ((n, total),) = con.sql("SELECT count(*), sum(list_sum(vector::FLOAT[])) FROM shards").fetchall()
+    assert n == 30 and total == pytest.approx(float(vecs.sum()))
+    k = keys[17]
+    ((v,),) = con.execute("SELECT vector FROM shards WHERE key = ?", [k]).fetchall()
+    np.testing.assert_array_equal(np.asarray(v, dtype=np.float32), vecs[17])
