@@ -755,8 +755,10 @@ def main(argv=None):
                 merged = dict(old)
                 merged["stages"] = {**old["stages"], **stages}
                 merged["ratios"] = {**old.get("ratios", {}), **ratios_from_stages(merged["stages"])}
-                merged["rerun"] = {"stages": sorted(set(old.get("rerun", {}).get("stages", [])) | set(stages)),
-                                   "load": round(load0, 1)}
+                prev = old.get("rerun", {})
+                loads = dict(prev.get("loads") or {st: prev.get("load") for st in prev.get("stages", [])})
+                loads.update({st: round(load0, 1) for st in stages})
+                merged["rerun"] = {"stages": sorted(loads), "load": round(load0, 1), "loads": loads}
                 entry = merged
             scale_doc.record("bench_scale", entry, key=str(args.n))
             return scale_doc

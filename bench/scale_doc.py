@@ -121,6 +121,17 @@ def flat_verdict(runs: dict, small: str, big: str = "1000000") -> str:
             "cost 1,536 bytes an item (text) / 6,656 (text + image).")
 
 
+def _rerun_note(rerun: dict) -> str:
+    """Which stages were re-measured after the full run, grouped by the run (its load average)."""
+    loads = rerun.get("loads") or {st: rerun.get("load") for st in rerun["stages"]}
+    groups: dict = {}
+    for st, ld in sorted(loads.items()):
+        groups.setdefault(ld, []).append(st)
+    parts = [f"{', '.join(sts)} (load average {ld})" for ld, sts in groups.items()]
+    return (" Re-measured in later runs, each stage with the code of its run: " + "; ".join(parts)
+            + "; the other stages come from the full run.")
+
+
 def render(data: dict) -> str:
     """The markdown between the markers, from the measured JSON (deterministic)."""
     runs = data.get("bench_scale") or {}
@@ -164,8 +175,7 @@ def render(data: dict) -> str:
         lines.append(f"- N = {int(s):,}: load average {run.get('load', '?')} on {run.get('cpus', '?')} cores, "
                      f"torch threads {run.get('threads', '?')}" + (f"; ratios vs the in-memory path: {extra}" if extra
                                                                   else "; in-memory path not run at this size") + "."
-                     + (f" Stages {', '.join(run['rerun']['stages'])} re-measured in a later run (load average "
-                        f"{run['rerun']['load']}); the other stages come from the full run." if run.get("rerun") else ""))
+                     + (_rerun_note(run["rerun"]) if run.get("rerun") else ""))
     st = data.get("bench_store")
     if st:
         n = st["n"]
@@ -241,8 +251,9 @@ def render(data: dict) -> str:
     worst = max(proj, key=proj.get) if proj else None
     mem_cell = f"{peak:,.0f} MB at {int(big):,}" + (f"; ~{proj[worst] / 1024:.1f} GB at 10M ({worst}, extrapolated "
                                                      f"linearly from the two sizes)" if worst else "")
-    lines += [f"| peak private memory per process | {mem_cell} | at most that per rank (each rank holds its "
-              "share) | same |",
+    lines += [f"| peak private memory per process | {mem_cell} | about the same per rank (every rank reads the "
+              "whole catalog view; `semcat train` also holds the catalog table on every rank, not measured here) "
+              "| same |",
               "| (—: no GPU assumption stated; these stages are disk- or CPU-bound and split over ranks) | | | |",
               f"| disk for vectors (384 + 1280 floats) | {disk32:.0f} GB float32 / {disk32 / 2:.0f} GB float16 | same | "
               "same, shared FS |", "",
