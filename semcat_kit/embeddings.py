@@ -31,7 +31,7 @@ import torch
 
 from ._io import atomic_dir, atomic_path
 from ._memory import bound_heap, release_freed_memory
-from .contracts import compact_ids, duplicated_ids
+from .contracts import compact_ids, duplicated_ids, id_hashes
 from .store import KEY_BYTES, StoreRows, VectorStore, _write_probe, as_keys, content_key, content_keys
 from .encoders import Encoder
 from .images import DEFAULT_MAX_PIXELS, ImageError, image_digest, load_image, read_image_bytes
@@ -44,6 +44,30 @@ _FAILURE_COLUMNS = ["item_id", "modality", "reason"]
 
 def _empty_failures() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=str) for c in _FAILURE_COLUMNS})
+
+
+def _ids_in(which, ids) -> np.ndarray:
+    """bool per id of ``which`` (few: the failures): whether it is among ``ids`` (many: a catalog).
+
+    By 64-bit hashes (8 bytes an id of ``ids``, no Python string per id), then the hash matches
+    compared exactly (a hash collision is never taken for a match).
+    """
+    which = compact_ids(which)
+    if not len(which) or not len(ids):
+        return np.zeros(len(which), dtype=bool)
+    hw, hi = id_hashes(which), id_hashes(ids)
+    cand = np.isin(hw, hi)
+    if cand.any():
+        ids = np.asarray(ids)
+        order = np.argsort(hi, kind="stable")
+        hs = hi[order]
+        js = np.flatnonzero(cand)
+        lo, up = np.searchsorted(hs, hw[js], "left"), np.searchsorted(hs, hw[js], "right")
+        ok = ids[order[lo]] == which[js]              # the first id with that hash (vectorised)
+        for k in np.flatnonzero(~ok & (up - lo > 1)):   # a hash shared by several ids: rare
+            ok[k] = bool((ids[order[lo[k]:up[k]]] == which[js[k]]).any())
+        cand[js] = ok
+    return cand
 
 
 @dataclass
@@ -135,7 +159,7 @@ class Embeddings:
     def _subset(self, idx, ids) -> "Embeddings":
         fails = self.failures
         if len(fails):
-            fails = fails[fails["item_id"].astype(str).isin(set(ids.tolist()))].reset_index(drop=True)
+            fails = fails[_ids_in(fails["item_id"].astype(str).to_numpy(), ids)].reset_index(drop=True)
         def sel(x):
             if x is None:
                 return None
@@ -214,7 +238,7 @@ class Embeddings:
                     del mm
                 else:
                     np.save(folder / f"{name}.npy", a)
-        feather.write_feather(pa.table({"item_id": pa.array(self.item_ids.tolist(), pa.string()),
+        feather.write_feather(pa.table({"item_id": pa.array(np.asarray(self.item_ids), pa.string()),   # no list
                                         "text_mask": self.text_mask, "image_mask": self.image_mask}),
                               str(folder / "items.arrow"), compression="uncompressed")
         fails = self.failures[_FAILURE_COLUMNS].astype(str).reset_index(drop=True)

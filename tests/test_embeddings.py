@@ -502,3 +502,18 @@ def test_encode_catalog_view_on_the_store(tmp_path, real_catalog, txt_enc, img_e
         sk.encode_catalog(cat, text_encoder=txt_enc, view=True)
     with pytest.raises(ValueError, match="not both"):
         sk.encode_catalog(cat, text_encoder=txt_enc, cache_dir=tmp_path / "c", out=tmp_path / "o", view=True)
+
+
+def test_take_keeps_the_failures_of_its_rows_by_hashes_even_when_hashes_collide(monkeypatch):
+    """take() selects the failures of the rows it keeps by 64-bit id hashes (no Python set of every
+    id); a shared hash is resolved by comparing the ids themselves."""
+    import semcat_kit.embeddings as E
+
+    e = _toy()
+    want = sorted(e.take([3, 1]).failures["item_id"])
+    monkeypatch.setattr(E, "id_hashes", lambda a: np.zeros(len(a), np.uint64))   # every id collides
+    assert sorted(e.take([3, 1]).failures["item_id"]) == want == ["i1", "i3"]
+    assert e.take([0, 2]).failures.empty or set(e.take([0, 2]).failures["item_id"]) <= {"i0", "i2"}
+    ids = np.array([f"p{i}" for i in range(1000)])
+    got = E._ids_in(np.array(["p5", "q5", "p999", "p1000"]), ids)
+    assert got.tolist() == [True, False, True, False]
