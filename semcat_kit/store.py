@@ -52,9 +52,14 @@ Guarantees
   can write to one store. Merging is bounded: shards below ``max_merge_rows`` are grouped into
   size tiers (factor ``merge_factor``); when a tier holds ``merge_factor`` shards they are merged
   into one (streamed in record batches). The whole store is never rewritten.
-* Every shard is checked against its manifest checksum when opened; a shard that fails
-  (truncated, flipped bits, edited vectors, wrong schema) is renamed to ``*.corrupt``, reported
-  with a warning and in ``corrupt``, and its items are simply recomputed.
+* Every shard is checked against its manifest checksum (SHA-256 of the whole file) the first time
+  it is opened; a shard that fails (truncated, flipped bits, edited vectors, wrong schema) is
+  renamed to ``*.corrupt``, reported with a warning and in ``corrupt``, and its items are simply
+  recomputed. The checked digest is recorded in ``verified.json`` with the file's size, mtime and
+  inode (also by the process that wrote the shard), so other processes -- every rank of every
+  command -- do not re-read tens of GB to hash them again while the file is unchanged; any write
+  to the file changes its identity and it is checked again. ``SEMCAT_STORE_VERIFY=always``
+  re-checks every shard in every process.
 * A cache folder that cannot be written is detected when the store is opened (one warning
   naming the folder); a write that fails later (disk full) is warned about once. In both cases
   lookups keep working and nothing computed is lost by the caller: it simply is not cached.
@@ -84,6 +89,7 @@ KEY_BYTES = 16
 STORE_FORMAT = "semcat-vector-store/1"
 _SHARD_RE = re.compile(r"^shard-[A-Za-z0-9_.-]+\.arrow$")
 _VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256 hex, per process
+VERIFIED_FILE = "verified.json"     # name -> [size, mtime_ns, inode, sha256]: checked once per machine
 _GATHER_ROWS = 4096  # rows per block when copying vectors out of a shard
 _LOCATE_BLOCK = 1 << 18  # query keys per block in VectorStore.locate (bounds its temporaries)
 _EDGE_BLOCK = 1 << 20  # bucket edges per block when a key index is built
@@ -607,15 +613,49 @@ class VectorStore:
         with contextlib.suppress(OSError):
             os.replace(path, path.with_suffix(".corrupt"))
 
-    def _open_verified(self, path: Path, entry: dict | None) -> tuple[_Shard | None, dict | None]:
-        """Open a shard after checking its checksum (``entry`` None: an unlisted shard, adopted)."""
+    def _read_verified(self) -> dict:
+        """``verified.json``: shards already checked on this file system (empty when re-checking)."""
+        if os.environ.get("SEMCAT_STORE_VERIFY", "once") == "always":
+            return {}
+        try:
+            v = json.loads((self.root / VERIFIED_FILE).read_text(encoding="utf-8"))
+            return v if isinstance(v, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def _record_verified(self, names: dict) -> None:
+        """Add ``{name: [size, mtime_ns, inode, sha256]}`` to ``verified.json`` (under the store lock;
+        entries of shards gone are dropped). Best effort: a failed write only costs a re-check."""
+        if not self.writable or not names:
+            return
+        v = self._read_verified()
+        v.update(names)
+        v = {k: e for k, e in v.items() if (self.root / k).exists()}
+        try:
+            atomic_write_text(self.root / VERIFIED_FILE, json.dumps(v, sort_keys=True))
+        except OSError:
+            pass
+
+    def _open_verified(self, path: Path, entry: dict | None, checked: dict | None = None,
+                       newly: dict | None = None) -> tuple[_Shard | None, dict | None]:
+        """Open a shard after checking its checksum (``entry`` None: an unlisted shard, adopted).
+
+        ``checked``: ``verified.json``'s entries (a digest recorded for this exact file is trusted);
+        ``newly``: gets the entries of the shards hashed here."""
         try:
             st = path.stat()
         except FileNotFoundError:
             return None, None  # merged away by another process
         try:
             memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
-            digest = _VERIFIED.get(memo) or _file_digest(path)
+            rec = (checked or {}).get(path.name)
+            known = rec[3] if isinstance(rec, list) and len(rec) == 4 and rec[:3] == [st.st_size, st.st_mtime_ns,
+                                                                                     st.st_ino] else None
+            digest = _VERIFIED.get(memo) or known
+            if digest is None:
+                digest = _file_digest(path)
+                if newly is not None:
+                    newly[path.name] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
             if entry is not None and (entry.get("sha256") != digest or entry.get("bytes") != st.st_size):
                 raise ValueError("checksum or size mismatch with manifest.json")
             shard = _Shard(path, self.dim, self.dtype)
@@ -641,6 +681,8 @@ class VectorStore:
                 listed = {e["file"]: e for e in m["shards"] if isinstance(e, dict) and "file" in e}
                 on_disk = {p.name for p in self.root.iterdir() if _SHARD_RE.match(p.name)}
                 entries, changed = [], False
+                checked = self._read_verified() if any(n not in self._shards for n in on_disk) else {}
+                newly: dict = {}
                 for name in sorted(set(listed) | on_disk):
                     if name not in on_disk:
                         changed = True
@@ -648,7 +690,7 @@ class VectorStore:
                     if name in self._shards:
                         entries.append(listed.get(name) or self._entry_of(name))
                         continue
-                    shard, entry = self._open_verified(self.root / name, listed.get(name))
+                    shard, entry = self._open_verified(self.root / name, listed.get(name), checked, newly)
                     if shard is None:
                         changed = True
                         continue
@@ -659,6 +701,7 @@ class VectorStore:
                     self._shards.pop(name).close()
                 if changed and self.writable:
                     self._write_manifest(entries)
+                self._record_verified(newly)
         except OSError as e:
             self._fail_write("could not update the manifest", e)
 
@@ -910,10 +953,11 @@ class VectorStore:
                 self._write_manifest(entries)
                 for old in replaces:
                     (self.root / old).unlink(missing_ok=True)
+                st = path.stat()            # other processes need not hash it again (verified.json)
+                self._record_verified({name: [st.st_size, st.st_mtime_ns, st.st_ino, digest]})
         finally:
             if tmp.exists():
                 tmp.unlink()
-        st = path.stat()
         _VERIFIED[(str(path), st.st_size, st.st_mtime_ns, st.st_ino)] = digest
         for old in replaces:
             if old in self._shards:

@@ -580,3 +580,41 @@ def test_duckdb_reads_the_store_shards_without_semcat_kit(tmp_path):
     k = keys[17]
     ((v,),) = con.execute("SELECT vector FROM shards WHERE key = ?", [k]).fetchall()
     np.testing.assert_array_equal(np.asarray(v, dtype=np.float32), vecs[17])
+
+
+def test_shards_checked_once_are_trusted_by_other_processes_until_they_change(tmp_path, monkeypatch):
+    """verified.json records each checked shard's digest with its size, mtime and inode: a new
+    process (here: the per-process memo cleared) opens unchanged shards without hashing them again;
+    a shard written to since is hashed and, when it no longer matches, set aside as corrupt;
+    SEMCAT_STORE_VERIFY=always hashes every shard."""
+    import semcat_kit.store as store_mod
+
+    st = VectorStore(tmp_path / "s", 4, auto_merge=False)
+    keys = [content_key(f"k{i}") for i in range(20)]
+    vecs = np.arange(80, dtype=np.float32).reshape(20, 4)
+    for a in (0, 10):
+        st.put(keys[a:a + 10], vecs[a:a + 10])
+        st.flush()
+    rec = json.loads((tmp_path / "s" / store_mod.VERIFIED_FILE).read_text())
+    assert sorted(rec) == sorted(p.name for p in st.shard_files)       # recorded by the writer
+    hashed = []
+    real = store_mod._file_digest
+    monkeypatch.setattr(store_mod, "_file_digest", lambda p: hashed.append(p.name) or real(p))
+    monkeypatch.setattr(store_mod, "_VERIFIED", {})                    # a new process
+    again = VectorStore(tmp_path / "s", 4, auto_merge=False)
+    assert hashed == [] and len(again) == 20
+    np.testing.assert_array_equal(again.get(keys)[1], vecs)
+    monkeypatch.setenv("SEMCAT_STORE_VERIFY", "always")
+    monkeypatch.setattr(store_mod, "_VERIFIED", {})
+    VectorStore(tmp_path / "s", 4, auto_merge=False)
+    assert sorted(hashed) == sorted(rec)
+    monkeypatch.delenv("SEMCAT_STORE_VERIFY")
+    hashed.clear()
+    victim = st.shard_files[0]
+    data = bytearray(victim.read_bytes())
+    data[-200] ^= 0xFF                                                  # flipped bits, same size
+    victim.write_bytes(bytes(data))
+    monkeypatch.setattr(store_mod, "_VERIFIED", {})
+    with pytest.warns(RuntimeWarning, match="corrupt"):
+        third = VectorStore(tmp_path / "s", 4, auto_merge=False)
+    assert hashed == [victim.name] and len(third) == 10 and third.corrupt
