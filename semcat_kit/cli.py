@@ -411,25 +411,25 @@ def _read_products(args, df: pd.DataFrame | None = None, first_row: int = 0) -> 
                 paths.append(str(q if q.is_absolute() else base / q))
         out["image_path"] = paths
     elif images is not None:
-        index = _image_index(images)
-        out["image_path"] = [index.get(i) for i in out["item_id"]]
+        out["image_path"] = _images_of(images, out["item_id"].tolist())
     return out
 
 
-def _image_index(images: Path) -> dict:
-    """``{stem: path}`` of the images in a folder, listed once per command (chunks reuse it)."""
-    key = str(images.resolve())
-    if _IMAGE_INDEX.get("key") != key:
-        index = {}
-        for f in images.iterdir():
-            if f.suffix.lower() in IMAGE_EXTS:
-                index.setdefault(f.stem, str(f))
-        _IMAGE_INDEX.clear()
-        _IMAGE_INDEX.update(key=key, index=index)
-    return _IMAGE_INDEX["index"]
-
-
-_IMAGE_INDEX: dict = {}
+def _images_of(images: Path, ids: list) -> list:
+    """``DIR/<id><ext>`` of each id (the first of :data:`IMAGE_EXTS` that exists, lower- then
+    upper-case extension), None when there is none: a few ``stat`` calls per product of the chunk,
+    no listing of the whole folder (which at millions of images would be a Python string per file)."""
+    out = []
+    for i in ids:
+        found = None
+        if i and "/" not in i and "\\" not in i and i not in (".", ".."):
+            for ext in IMAGE_EXTS + tuple(e.upper() for e in IMAGE_EXTS):
+                q = images / f"{i}{ext}"
+                if q.is_file():
+                    found = str(q)
+                    break
+        out.append(found)
+    return out
 
 
 def _input_chunks(args, chunk_size: int):
@@ -506,7 +506,6 @@ def _cmd_predict(args) -> int:
     out = Path(args.output).expanduser()
     if out.is_dir():
         raise CliError(f"--output {args.output} is a folder; give a file name such as {out / 'predictions.csv'}")
-    _IMAGE_INDEX.clear()
     chunks = _product_chunks(args, args.chunk_size)
     first = next(chunks)            # bad input (file, columns, ids of the first chunk) fails before loading
     pred = Predictor.load(args.model, device=args.device, backend=args.backend,

@@ -434,3 +434,21 @@ def test_chunked_input_reads_like_the_one_csv_reader(tmp_path, case):
             return
         got = pd.concat(list(cli._product_chunks(args, 2)), ignore_index=True)
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
+def test_images_by_id_probe_the_folder_per_product_without_listing_it(tmp_path, monkeypatch):
+    """--images DIR without an image column: DIR/<id><ext> found by a few stat calls per product
+    (the first of .jpg/.jpeg/.png/.webp, then upper case), never a listing of the folder."""
+    from pathlib import Path
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    (tmp_path / "b.JPG").write_bytes(b"x")
+    (tmp_path / "c.jpg").write_bytes(b"x")
+    (tmp_path / "c.png").write_bytes(b"x")
+    (tmp_path / "d.txt").write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "e.jpg").write_bytes(b"x")
+    monkeypatch.setattr(Path, "iterdir", lambda self: pytest.fail("the folder was listed"))
+    got = cli._images_of(tmp_path, ["a", "b", "c", "d", "sub/e", "..", "", "zz"])
+    assert got == [str(tmp_path / "a.png"), str(tmp_path / "b.JPG"), str(tmp_path / "c.jpg"), None, None, None,
+                   None, None]
