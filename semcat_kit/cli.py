@@ -238,8 +238,23 @@ def _cmd_train(args) -> int:
     for _, r in unknown.drop_duplicates("label").head(10).iterrows():
         print(f"  label {r['label']!r} (row {r['row']}) is not in the taxonomy; closest: {r['suggestions']}",
               file=sys.stderr)
-    with distributed.main_first():     # under torchrun rank 0 fills the cache, the others read it
-        emb = pipe.embeddings(progress=not args.quiet and distributed.is_main())
+    if distributed.is_distributed() and args.cache_dir:
+        # under torchrun with a store: every rank encodes its share (rows rank::world) into it, then
+        # each reads the whole catalog's vectors from it (hashing + lookups, nothing left to encode)
+        from .embeddings import encode_into_store
+
+        rank, world = distributed.rank(), distributed.world_size()
+        fill = encode_into_store(catalog.iloc[rank::world], pipe.encoder("text"), pipe.encoder("image"),
+                                 cache_dir=args.cache_dir, progress=not args.quiet and rank == 0,
+                                 store_writer=f"r{rank}")
+        st = fill.stats
+        print(f"rank {rank}/{world}: encoded text {st.get('text_encoded', '-')}, image {st.get('image_encoded', '-')} "
+              f"of its {fill.n} products (the rest from the store)", flush=True)
+        distributed.barrier()
+        emb = pipe.embeddings(progress=False)
+    else:
+        with distributed.main_first():     # rank 0 fills the cache (or encodes), the others read it
+            emb = pipe.embeddings(progress=not args.quiet and distributed.is_main())
     if len(emb.failures):
         print(f"unusable inputs: {len(emb.failures)} (e.g. {emb.failures.iloc[0].to_dict()})", file=sys.stderr)
     sp = pipe.split()

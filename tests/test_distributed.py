@@ -72,3 +72,48 @@ def test_collective_timeout_comes_from_semcat_dist_timeout(monkeypatch):
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend, timeout: seen.update(t=timeout))
     assert distributed.init_from_env(backend="gloo") is True
     assert seen["t"].total_seconds() == 90
+
+
+@pytest.mark.slow
+def test_semcat_train_under_torchrun_shares_the_encoding_between_ranks(tmp_path):
+    """`torchrun --nproc-per-node=2 -m semcat_kit train --cache-dir ...`: each rank encodes its half
+    of the catalog into the store (not rank 0 everything while the other waits), both then read
+    every vector from it, train with DDP, and rank 0 exports a head that predicts; a second run
+    encodes nothing."""
+    import pandas as pd
+    import yaml
+
+    sys.path.insert(0, str(HERE))
+    import _export_case as ec
+
+    df = ec.sample()
+    csv = tmp_path / "shop.csv"
+    pd.DataFrame({"sku": df["item_id"], "name": df["title"], "category": df["label"]}).to_csv(csv, index=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "text_encoder": "minilm", "image_encoder": None, "catalog": {"id": "sku", "title": "name",
+                                                                     "path_col": "category"},
+        "train": {"epochs": 2, "proj_dim": 32, "hidden": 64, "batch_size": 64, "lr": 0.003, "device": "cpu",
+                  "early_stopping": None},
+        "export": {"onnx": False, "torchscript": False}}))
+    cache = tmp_path / "store"
+
+    def run(out):
+        return _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+                     "semcat_kit", "train", "--catalog", str(csv), "--config", str(cfg), "--out", str(out),
+                     "--cache-dir", str(cache), "--quiet"], tmp_path, {"HF_HUB_OFFLINE": "1"})
+    p = run(tmp_path / "h")
+    got = {}
+    for line in p.stdout.splitlines():
+        if line.startswith("rank ") and "encoded text" in line:
+            r = line.split()[1].split("/")[0]
+            got[r] = int(line.split("encoded text ")[1].split(",")[0])
+    assert sorted(got) == ["0", "1"] and sum(got.values()) == df["title"].nunique() and min(got.values()) > 0, p.stdout
+    assert "test metrics (" in p.stdout
+    import semcat_kit as sk
+
+    pred = sk.Predictor.load(tmp_path / "h", device="cpu").predict(
+        pd.DataFrame({"item_id": df["item_id"][:5], "title": df["title"][:5]}), progress=False)
+    assert len(pred) == 5 and pred["pred_1"].notna().all()
+    again = run(tmp_path / "h2")
+    assert again.stdout.count("encoded text 0, image - of its") == 2, again.stdout
