@@ -47,9 +47,8 @@ DEFAULT_TIMEOUT_S = 1800.0
 def timeout_seconds() -> float:
     """The collective timeout: ``SEMCAT_DIST_TIMEOUT`` (seconds) or :data:`DEFAULT_TIMEOUT_S`.
 
-    ``semcat train`` under torchrun lets rank 0 encode what the store lacks while the other ranks
-    wait at a barrier: encode first with ``semcat encode`` (every rank encodes its share), or
-    raise this for a catalog whose encoding takes longer than 30 minutes.
+    Ranks wait for each other at barriers, e.g. while each encodes its share of the catalog in
+    ``semcat train`` / ``semcat encode``: raise this when one share takes longer than 30 minutes.
     """
     raw = os.environ.get("SEMCAT_DIST_TIMEOUT")
     if raw is None:
