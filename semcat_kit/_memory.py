@@ -14,9 +14,9 @@ Trimming every few steps still lets a process grow between two trims, by an amou
 from run to run with how the heaps fragment (peaks of 1.0-1.1 GB for the same 100k training
 stage). :func:`bound_heap` removes the cause: it fixes glibc's mmap threshold at 1 MiB
 (``mallopt(M_MMAP_THRESHOLD)``), so every block of 1 MiB or more is its own mapping, returned to
-the system when freed, and the heaps hold only small blocks: the same stage then peaks at the
-same figure every run. What that costs (a mapping and fresh zeroed pages for every large block)
-and saves is measured side by side in one process by ``bench/bench_heap.py``. The training loop, the streaming evaluator, chunked prediction and ``encode_catalog`` call it once per
+the system when freed, and the heaps hold only small blocks. What that costs (a mapping and
+fresh zeroed pages for every large block) and saves (the private memory left after the steps) is
+measured side by side in one process by ``bench/bench_heap.py``. The training loop, the streaming evaluator, chunked prediction and ``encode_catalog`` call it once per
 process; it is process-wide and stays set. A threshold the user chose (``MALLOC_MMAP_THRESHOLD_``
 or ``GLIBC_TUNABLES=glibc.malloc.mmap_threshold=...``) is left alone, and
 ``SEMCAT_BOUND_HEAP=0`` turns it off.
