@@ -681,7 +681,7 @@ _NOT_IN_NAME = {"/", "\0"} | {s for s in (os.sep, os.altsep) if s}
 _MIXED_CASE: dict[str, tuple[tuple, dict]] = {}    # folder -> (its (dev, ino, mtime_ns), mixed-case entries)
 
 
-def image_paths_for(ids, images_dir) -> ImageFiles:
+def image_paths_for(ids, images_dir, progress: bool = True) -> ImageFiles:
     """The image file of each product id in a folder: ``<images_dir>/<id>.<ext>``.
 
     ``ext`` is one of :data:`IMAGE_EXTENSIONS` in any letter case (``.jpg``, ``.JPG``, ``.Jpg``);
@@ -710,6 +710,9 @@ def image_paths_for(ids, images_dir) -> ImageFiles:
     images_dir : str or Path
         The folder; returned paths are ``os.path.join(str(images_dir), name)`` (resolve it first
         for absolute paths).
+    progress : bool
+        A ``tqdm`` bar from 50,000 ids on (a probe costs ~1-12 us on a local disk, more on a
+        network file system).
 
     Returns
     -------
@@ -722,7 +725,7 @@ def image_paths_for(ids, images_dir) -> ImageFiles:
     paths: list = [None] * len(ids)
     is_file = np.zeros(len(ids), dtype=bool)
     mixed = None
-    for k, i in enumerate(tqdm(ids, desc="finding image files", unit="id", disable=len(ids) < 50_000)):
+    for k, i in enumerate(tqdm(ids, desc="finding image files", unit="id", disable=not progress or len(ids) < 50_000)):
         if not isinstance(i, str):
             raise TypeError(f"image_paths_for: ids[{k}] is {type(i).__name__} ({i!r}), not str")
         if not i or any(c in i for c in _NOT_IN_NAME):
