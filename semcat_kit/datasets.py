@@ -768,7 +768,7 @@ def _entry_kind(path: str):
     except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
     except OSError as e:
-        if e.errno == errno.ENAMETOOLONG:
+        if e.errno in (errno.ENAMETOOLONG, errno.EINVAL):   # a name no file can have (too long, ':' on Windows)
             return None
         raise
     if stat.S_ISREG(st.st_mode):
