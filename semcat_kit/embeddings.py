@@ -1045,8 +1045,11 @@ def encode_distributed(catalog: pd.DataFrame, text_encoder: Encoder | None = Non
     del share, frames
     # every rank's counts and failures (small, pickled), each failure at its catalog row
     rows = rank + world * fill.failure_rows
-    per = distributed.all_gather_object({"n": fill.n, "stats": fill.stats, "rows": rows.tolist(),
+    per = distributed.all_gather_object({"n": fill.n, "stats": fill.stats, "rows": rows.tolist(), "catalog": n,
                                          "failures": list(fill.failures.itertuples(index=False, name=None))})
+    sizes = [p["catalog"] for p in per]
+    if len(set(sizes)) > 1:     # checked by every rank alike: all raise, none waits for the others
+        raise RuntimeError(f"the ranks hold catalogs of {sizes} rows: load the catalog identically on every rank")
     errors = [(r, p["stats"].get("cache_write_error")) for r, p in enumerate(per) if p["stats"].get("cache_write_error")]
     if world > 1 and errors:
         r, e = errors[0]
@@ -1062,14 +1065,9 @@ def encode_distributed(catalog: pd.DataFrame, text_encoder: Encoder | None = Non
     for m, enc in (("text", text_encoder), ("image", image_encoder)):
         if enc is None:
             continue
-        keys = np.empty((n, KEY_BYTES), dtype=np.uint8)  # shares' rows back into catalog order
-        mask = masks[m]
-        for r, (k, ok) in enumerate(zip(distributed.all_gather_rows(getattr(fill, f"{m}_keys")),
-                                        distributed.all_gather_rows(getattr(fill, f"{m}_mask")))):
-            if len(k) != len(range(r, n, world)):
-                raise RuntimeError(f"rank {r} encoded {len(k)} rows, expected {len(range(r, n, world))}: the ranks "
-                                   "do not hold the same catalog (load it identically on every rank)")
-            keys[r::world], mask[r::world] = k, ok
+        # the shares' rows back into catalog order (share r holds rows r::world), as tensors
+        keys = distributed.all_gather_rows(getattr(fill, f"{m}_keys"), interleave=True)
+        mask = masks[m] = distributed.all_gather_rows(getattr(fill, f"{m}_mask"), interleave=True).copy()
         setattr(fill, f"{m}_keys", None)
         st = stores[m]
         st.refresh()                                      # the shards the other ranks wrote

@@ -6,7 +6,7 @@ counting what this rank hashed.
 Counts, independently of the library's own stats, the titles this rank hashed (``content_keys`` as
 ``semcat_kit.embeddings`` calls it) and the image files it read (``read_image_bytes``), then writes
 ``OUT_PREFIX<rank>.npz``: the materialised vectors, masks, failures, stats and what it hashed and read;
-also the view of a 1-row catalog (rank 1's share is empty).
+also the view of a 1-row catalog (rank 1's share is empty) and two gathers of all_gather_rows.
 """
 from __future__ import annotations
 
@@ -45,7 +45,14 @@ def main() -> None:
                                chunk_size=7)
     hashed, opened = list(titles), list(paths)    # what the catalog's encoding hashed and read (not the next)
     one = E.encode_distributed(cat.iloc[:1], _Tiny(), image, cache_dir=cache, progress=False, num_workers=0)
-    np.savez(f"{out}{distributed.rank()}.npz", text=np.asarray(emb.text), image=np.asarray(emb.image),
+    r = distributed.rank()
+    parts = distributed.all_gather_rows(np.full((r + 1, 2), r, dtype=np.int32))      # rank r: r + 1 rows
+    try:                                             # 1 and 2 rows are not shares rows[r::2] of 3 rows
+        distributed.all_gather_rows(np.zeros(r + 1, bool), interleave=True)
+        refused = ""
+    except ValueError as e:
+        refused = str(e)
+    np.savez(f"{out}{distributed.rank()}.npz", parts=np.concatenate(parts), refused=refused, text=np.asarray(emb.text), image=np.asarray(emb.image),
              text_mask=emb.text_mask, image_mask=emb.image_mask, ids=emb.item_ids,
              failures=json.dumps(emb.failures.values.tolist()), stats=json.dumps(emb.meta["stats"]),
              titles=np.array(hashed, dtype=object).astype(str), paths=np.array(opened, dtype=str),

@@ -103,11 +103,11 @@ def test_semcat_train_under_torchrun_shares_the_encoding_between_ranks(tmp_path)
                      "semcat_kit", "train", "--catalog", str(csv), "--config", str(cfg), "--out", str(out),
                      "--cache-dir", str(cache), "--quiet"], tmp_path, {"HF_HUB_OFFLINE": "1"})
     p = run(tmp_path / "h")
-    got = {}
-    for line in p.stdout.splitlines():
-        if line.startswith("rank ") and "encoded text" in line:
-            r = line.split()[1].split("/")[0]
-            got[r] = int(line.split("encoded text ")[1].split(",")[0])
+    import re
+
+    lines = re.findall(r"rank (\d+)/2: encoded text (\d+), image - of its (\d+) products", p.stdout)
+    got = {r: int(k) for r, k, _ in lines}      # searched anywhere: the two ranks print at the same moment
+    assert sorted(int(n) for _, _, n in lines) == sorted([len(df) // 2, len(df) - len(df) // 2]), p.stdout
     assert sorted(got) == ["0", "1"] and sum(got.values()) == df["title"].nunique() and min(got.values()) > 0, p.stdout
     assert "test metrics (" in p.stdout
     import semcat_kit as sk
@@ -224,6 +224,9 @@ def test_encode_distributed_on_two_ranks_equals_one_process_and_each_rank_hashes
         # a 1-row catalog: rank 1's share is empty, both ranks still get the row
         np.testing.assert_array_equal(z["one_text"], np.asarray(want.text)[:1])
         assert json.loads(str(z["one_stats"]))["n_by_rank"] == [1, 0]
+        # all_gather_rows: ranks of different lengths in rank order; interleaving refused on both ranks
+        assert z["parts"].tolist() == [[0, 0], [1, 1], [1, 1]]
+        assert "hold [1, 2] rows" in str(z["refused"])
     # rows 7/8 (one title) and 9/10 (one image file) are on different ranks: encoded once or twice
     # (both ranks may miss it before either writes), never more; everything else exactly once
     assert 29 <= encoded["text"] <= 30 and 28 <= encoded["image"] <= 29
