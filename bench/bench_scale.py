@@ -567,8 +567,9 @@ def encode_text_store(ctx: Context) -> dict:
     """``encode_into_store`` (what ``semcat encode`` runs on each rank) over N synthetic titles (1%
     missing) with a tiny text encoder into a fresh store. The catalog is a Parquet file (written
     before the stage, block by block) read ``chunk_size`` rows at a time: private memory is one
-    chunk plus, per item, an 8-byte id hash (the duplicate check across chunks) and the store's key
-    index (searched every chunk) -- not the catalog, not N x 384 floats. (``encode_catalog(view=True)``
+    chunk plus the shards' bucket tables (4-8 bytes a stored key; the keys are read from the maps)
+    -- the duplicate-id check spills its hashes to memory-mapped files beyond 2^20 ids; not the
+    catalog, not N x 384 floats. (``encode_catalog(view=True)``
     is this plus the view of ``store_view``.)"""
     from semcat_kit.embeddings import encode_into_store
 

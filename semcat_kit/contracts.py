@@ -24,6 +24,9 @@ Rules
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -613,18 +616,60 @@ def duplicated_ids(ids) -> np.ndarray:
 
 
 class SeenIds:
-    """Ids seen so far in a stream of chunks, as sorted 64-bit hashes (8 bytes an id, no Python set).
+    """Ids seen so far in a stream of chunks, as sorted 64-bit hashes (no Python set).
 
     ``add(ids)`` returns the ids of the chunk that an earlier chunk already had (by hash).
     Hashes are kept in tiers of sorted arrays (a tier is merged with the next when it grows as
     large), so checking N ids in chunks costs O(N log N), never a full re-sort per chunk.
+
+    Private memory stays flat in N: a tier of more than ``spill_rows`` hashes is written to a
+    memory-mapped temporary file (in ``spill_dir``, default ``tempfile.gettempdir()``: set
+    ``TMPDIR``) and sorted in place there, so its pages belong to the page cache, which the OS
+    writes back and drops, not to the process. The files are removed when the object goes.
+
+    Parameters
+    ----------
+    spill_rows : int
+        Largest tier kept in memory (8 bytes a hash; default 2^20 = 8 MB). ``None``: never spill.
+    spill_dir : path, optional
     """
 
-    def __init__(self):
+    def __init__(self, spill_rows: int | None = 1 << 20, spill_dir=None):
         self._tiers: list[np.ndarray] = []
+        self.spill_rows, self.spill_dir = spill_rows, spill_dir
+        self._tmp = None
 
     def __len__(self) -> int:
         return int(sum(len(t) for t in self._tiers))
+
+    @property
+    def spilled(self) -> int:
+        """Hashes held in memory-mapped files."""
+        return int(sum(len(t) for t in self._tiers if isinstance(t, np.memmap)))
+
+    def _sorted(self, parts: list[np.ndarray]) -> np.ndarray:
+        n = sum(len(p) for p in parts)
+        if self.spill_rows is None or n <= self.spill_rows:
+            return np.sort(np.concatenate(parts)) if len(parts) > 1 else np.sort(parts[0])
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="semcat-seen-ids-", dir=self.spill_dir)
+            weakref.finalize(self, self._tmp.cleanup)
+        fd, path = tempfile.mkstemp(suffix=".u64", dir=self._tmp.name)
+        os.close(fd)
+        out = np.memmap(path, dtype=np.uint64, mode="w+", shape=(n,))
+        a = 0
+        for p in parts:
+            out[a:a + len(p)] = p
+            a += len(p)
+        out.sort(kind="quicksort")     # in place in the map (a stable sort would take n/2 private words)
+        return out
+
+    @staticmethod
+    def _drop(t: np.ndarray) -> None:
+        """Remove a spilled tier's file (its map goes with the last reference to the array)."""
+        if isinstance(t, np.memmap) and t.filename:
+            with contextlib.suppress(OSError):   # the temporary folder is removed at the end anyway
+                os.unlink(t.filename)
 
     def add(self, ids) -> np.ndarray:
         a = compact_ids(ids)
@@ -640,5 +685,7 @@ class SeenIds:
         self._tiers.append(np.sort(hu))
         while len(self._tiers) > 1 and len(self._tiers[-2]) <= len(self._tiers[-1]):
             b = self._tiers.pop()
-            self._tiers[-1] = np.sort(np.concatenate([self._tiers[-1], b]), kind="stable")
+            old = self._tiers[-1]
+            self._tiers[-1] = self._sorted([old, b])
+            self._drop(old), self._drop(b)
         return a[:0]

@@ -970,7 +970,7 @@ def load_catalog_chunks(
     code): the column mapping, the id / category checks, stripped titles, image paths resolved
     against ``images_dir`` or the file's folder (and checked), the report. Across chunks, an id seen
     in an earlier chunk is the same ``ValueError`` as a duplicate within one (ids are remembered as
-    8-byte hashes, :class:`semcat_kit.contracts.SeenIds`); row numbers in messages count from the
+    64-bit hashes, :class:`semcat_kit.contracts.SeenIds`, in memory-mapped files beyond 2^20 ids); row numbers in messages count from the
     file's first data row.
 
     ``keep``: optional ``keep(first_row, n_rows) -> bool mask`` of the chunk's rows to yield (a share

@@ -716,8 +716,9 @@ def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encode
     """Fill the embedding store with a catalog's vectors, chunk by chunk, and return no vectors.
 
     What ``encode_catalog(..., cache_dir=...)`` writes to the store, without the ``(N, d)`` result:
-    private memory is bounded by one chunk plus 8 bytes an id (the duplicate check across chunks,
-    :class:`semcat_kit.contracts.SeenIds`) and the failures. ``semcat encode`` runs it on each
+    private memory is bounded by one chunk, the store's bucket tables (4-8 bytes a stored key) and
+    the failures (the duplicate-id check across chunks, :class:`semcat_kit.contracts.SeenIds`,
+    keeps its hashes in memory-mapped files beyond 2^20 ids). ``semcat encode`` runs it on each
     rank's share. A killed run resumes: vectors are keyed by content, written after every chunk.
 
     Parameters
@@ -738,7 +739,7 @@ def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encode
     total : int, optional
         Number of products, for the progress bar of an iterable.
     check_ids : bool
-        Refuse an id seen in an earlier chunk (8 bytes an id). False when the chunks were checked
+        Refuse an id seen in an earlier chunk (:class:`~semcat_kit.contracts.SeenIds`). False when the chunks were checked
         already (:func:`semcat_kit.datasets.load_catalog_chunks` does); ids repeated within a
         chunk are always refused.
     keep_keys : bool

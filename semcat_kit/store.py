@@ -40,18 +40,20 @@ image stores too large for the page cache, where reads are disk-bound and half t
 
 Guarantees
 ----------
-* Lookups are vectorised: per shard the sorted keys are held in memory (16 bytes per key) with
-  a bucket table on their top bits (4-8 bytes per key); a query's bucket is found by a shift and
-  its rows compared in a few vectorised passes (no per-key Python, no sort of the queries). A
-  large lookup over several shards uses one index over all of them (built once per set of
-  shards). ``locate`` returns positions only (a :class:`StoreRows` view); vectors are gathered
-  from the memory map when rows are read. ``bench/bench_store.py`` measures it against the old
-  per-key dict path.
+* Lookups are vectorised and hold little per key: a shard's sorted keys are read in place
+  from its memory map (page cache, not private memory); only a bucket table on their top bits
+  (int32, ~1 key a bucket: 4-8 bytes a key) is built, on the shard's first search. A query's
+  bucket is found by a shift and its rows compared in a few vectorised passes (no per-key Python,
+  no sort of the queries). Shards are searched largest first; keys found are not searched again.
+  ``locate`` returns positions only (a :class:`StoreRows` view); vectors are gathered from the
+  memory map when rows are read. ``bench/bench_store.py`` measures it against the old per-key
+  dict path.
 * Writes are append-only: every flush writes one new shard (temporary file, fsync, rename) and
   then records it in the manifest under a file lock, so several processes (``torchrun`` ranks)
   can write to one store. Merging is bounded: shards below ``max_merge_rows`` are grouped into
   size tiers (factor ``merge_factor``); when a tier holds ``merge_factor`` shards they are merged
-  into one (streamed in record batches). The whole store is never rewritten.
+  into one (a k-way merge streamed in blocks of ``base_rows`` rows, keys read from the maps). The
+  whole store is never rewritten.
 * Every shard is checked against its manifest checksum (SHA-256 of the whole file) the first time
   it is opened; a shard that fails (truncated, flipped bits, edited vectors, wrong schema) is
   renamed to ``*.corrupt``, reported with a warning and in ``corrupt``, and its items are simply
@@ -144,58 +146,128 @@ def _split(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _KeyIndex:
-    """Sorted 128-bit keys (as ``hi``/``lo`` uint64 halves) with a bucket table on the top bits.
+    """Sorted 128-bit keys (``hi``/``lo`` uint64 halves) with a bucket table on their top bits.
 
     A lookup needs no sort of the queries and no per-key Python: the top ``bits`` of a key pick
-    its bucket (keys are uniform hashes; ~1 key per bucket), and the rows of the buckets are
-    compared with the queries in a few vectorised passes (pass ``j`` checks the ``j``-th row of
-    each still unresolved query's bucket; the set shrinks geometrically). Memory: 16 bytes per
-    key plus 4 bytes per bucket.
+    its bucket (keys are uniform hashes), and the rows of the buckets are compared with the
+    queries in a few vectorised passes (pass ``j`` checks the ``j``-th row of each still
+    unresolved query's bucket; the set shrinks geometrically).
+
+    The keys are either two in-memory arrays (``_KeyIndex(hi, lo)``: queued vectors, ~1 key a
+    bucket) or read in place (:meth:`mapped`: a shard's key column in its memory map, as
+    big-endian words: row ``r`` of record batch ``b`` at word ``waddr[b] + 2 r``). ~1 key a
+    bucket. Private memory: the bucket table (4 bytes a bucket: 4-8 bytes a key), plus 16 bytes
+    a key for in-memory halves.
     """
 
-    __slots__ = ("hi", "lo", "shift", "start")
+    __slots__ = ("hi", "lo", "words", "waddr", "ends", "n", "shift", "start")
 
     def __init__(self, hi: np.ndarray, lo: np.ndarray):
-        self.hi, self.lo = hi, lo
-        n = len(hi)
-        bits = int(min(31, max(1, np.ceil(np.log2(max(n, 2))))))
-        self.shift = np.uint64(64 - bits)
-        nb = 1 << bits
-        start = np.empty(nb + 1, dtype=np.int32 if n < np.iinfo(np.int32).max else np.int64)
+        self.hi, self.lo, self.words, self.n = hi, lo, None, len(hi)
+        self.waddr = self.ends = None
+        self._table(_bucket_bits(self.n, 1))
         # the bucket edges in blocks: no (2^bits,) uint64 / int64 temporaries (16 bytes a key)
+        nb = len(self.start) - 1
         for a in range(0, nb, _EDGE_BLOCK):
             edges = np.arange(a, min(nb, a + _EDGE_BLOCK), dtype=np.uint64) << self.shift
-            start[a:a + len(edges)] = np.searchsorted(hi, edges, "left")
-        start[-1] = n
-        self.start = start
+            self.start[a:a + len(edges)] = np.searchsorted(hi, edges, "left")
+        self.start[-1] = self.n
+
+    @classmethod
+    def mapped(cls, words: np.ndarray, waddr: np.ndarray, ends: np.ndarray, hi_runs) -> "_KeyIndex":
+        """Index over keys read in place: ``words`` (big-endian uint64 view of the file), ``waddr``
+        and ``ends`` (per record batch: word of row 0 minus twice its first row, end row);
+        ``hi_runs`` yields the ``hi`` halves batch by batch, to count the buckets."""
+        self = cls.__new__(cls)
+        self.hi = self.lo = None
+        self.words, self.waddr, self.ends = words, waddr, ends
+        self.n = int(ends[-1]) if len(ends) else 0
+        self._table(_bucket_bits(self.n, 1))
+        counts = self.start                      # bucket b's count goes to start[b + 1], then a cumsum
+        for h in hi_runs:
+            for a in range(0, len(h), _EDGE_BLOCK):
+                bk = (np.asarray(h[a:a + _EDGE_BLOCK], dtype=np.uint64) >> self.shift).astype(np.intp)
+                if bk.size:          # sorted keys: a run's buckets are one contiguous range
+                    counts[bk[0] + 1:bk[-1] + 2] += np.bincount(bk - bk[0]).astype(counts.dtype)
+        np.cumsum(counts, out=counts)
+        return self
+
+    def _table(self, bits: int) -> None:
+        self.shift = np.uint64(64 - bits)
+        self.start = np.zeros((1 << bits) + 1, dtype=np.int32 if self.n < np.iinfo(np.int32).max else np.int64)
+
+    # a cursor over rows: for mapped keys the record batch of each row, advanced as rows move on
+    def _batch_of(self, rows: np.ndarray):
+        if self.words is None or len(self.waddr) == 1:
+            return None
+        return np.searchsorted(self.ends, rows, "right")
+
+    def _next(self, rows: np.ndarray, bi):
+        """Rows moved one on (``rows`` already incremented): their batches follow."""
+        if bi is not None:
+            while True:
+                cross = rows == self.ends[np.minimum(bi, len(self.ends) - 1)]
+                if not cross.any():
+                    break
+                bi[cross] += 1
+        return bi
+
+    def _read(self, rows: np.ndarray, bi) -> tuple[np.ndarray, np.ndarray]:
+        if self.words is None:
+            return self.hi[rows], self.lo[rows]
+        w = (self.waddr[0] if bi is None else self.waddr[bi]) + 2 * rows.astype(np.int64)
+        return self.words[w].astype(np.uint64), self.words[w + 1].astype(np.uint64)
+
+    def keys_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(hi, lo)`` of the keys of ``rows`` (native uint64 copies)."""
+        rows = np.asarray(rows, dtype=np.intp)
+        return self._read(rows, self._batch_of(rows))
 
     def search(self, qhi: np.ndarray, qlo: np.ndarray) -> np.ndarray:
         """Row of each query key, -1 where absent (vectorised; queries in any order)."""
-        n = len(self.hi)
-        if not n or not len(qhi):
+        if not self.n or not len(qhi):
             return np.full(len(qhi), -1, dtype=np.int64)
         b = (qhi >> self.shift).astype(np.intp)
         cand = self.start[b].astype(np.intp)
         end = self.start[b + 1]
-        np.minimum(cand, n - 1, out=cand)
-        h, l_ = self.hi[cand], self.lo[cand]
-        eqh = h == qhi
-        hit = eqh & (l_ == qlo)
-        pos = np.where(hit, cand, -1)
-        # rows are sorted: the query may be further on only while the row's key is smaller and
-        # the bucket goes on (empty buckets have end == cand)
-        more = np.flatnonzero(((h < qhi) | (eqh & (l_ < qlo))) & (cand + 1 < end))
-        cand = cand[more] + 1
-        end = end[more]
+        pos = np.full(len(qhi), -1, dtype=np.int64)
+        more = np.flatnonzero(cand < end)          # empty buckets: absent
+        cand, end = cand[more], end[more]
+        bi = self._batch_of(cand)
         while more.size:
             qh, ql = qhi[more], qlo[more]
-            h, l_ = self.hi[cand], self.lo[cand]
+            h, l_ = self._read(cand, bi)
             eqh = h == qh
             hit = eqh & (l_ == ql)
             pos[more[hit]] = cand[hit]
+            # rows are sorted: the query may be further on only while the row's key is smaller and
+            # the bucket goes on
             go = ((h < qh) | (eqh & (l_ < ql))) & (cand + 1 < end)
             more, cand, end = more[go], cand[go] + 1, end[go]
+            bi = self._next(cand, None if bi is None else bi[go])
         return pos
+
+    def upper(self, qhi: np.ndarray, qlo: np.ndarray) -> np.ndarray:
+        """Number of keys ``<=`` each query (its insertion point on the right; vectorised)."""
+        qhi, qlo = np.atleast_1d(qhi).astype(np.uint64), np.atleast_1d(qlo).astype(np.uint64)
+        if not self.n:
+            return np.zeros(len(qhi), dtype=np.int64)
+        b = (qhi >> self.shift).astype(np.intp)
+        out = self.start[b].astype(np.int64)       # every key of an earlier bucket is smaller
+        end = self.start[b + 1]
+        more = np.flatnonzero(out < end)
+        while more.size:
+            h, l_ = self.keys_of(out[more])
+            le = (h < qhi[more]) | ((h == qhi[more]) & (l_ <= qlo[more]))
+            more = more[le]
+            out[more] += 1
+            more = more[out[more] < end[more]]
+        return out
+
+
+def _bucket_bits(n: int, per_bucket: int) -> int:
+    """Bits of the bucket table: about ``per_bucket`` keys a bucket (at least 2 buckets)."""
+    return int(min(31, max(1, np.ceil(np.log2(max(n / per_bucket, 2))))))
 
 
 def _search(hi: np.ndarray, lo: np.ndarray, qhi: np.ndarray, qlo: np.ndarray) -> np.ndarray:
@@ -216,8 +288,9 @@ def _arrow_type(dtype: str) -> pa.DataType:
 
 
 class _Shard:
-    """One memory-mapped shard: vectors and keys as views into the map; sorted key halves in memory
-    once it is searched."""
+    """One memory-mapped shard: vectors and keys as views into the map. Searched in place: the
+    sorted keys are read from the map (page cache, not private memory); only a bucket table on
+    their top bits (4-8 bytes a key) is built, on the first search."""
 
     def __init__(self, path: Path, dim: int, dtype: str):
         self.path = path
@@ -226,7 +299,10 @@ class _Shard:
         want = pa.schema([("key", pa.binary(KEY_BYTES)), ("vector", pa.list_(_arrow_type(dtype), dim))])
         if not reader.schema.remove_metadata().equals(want):
             raise ValueError(f"schema {reader.schema.remove_metadata()} is not {want}")
-        self.vecs, self._kbufs, offs = [], [], [0]
+        self._mm.seek(0)
+        whole = self._mm.read_buffer()            # zero copy: the whole map, to address the key columns
+        self._words = np.frombuffer(whole, dtype=">u8", count=whole.size // 8)
+        self.vecs, self._kbufs, offs, waddr = [], [], [0], []
         prev = None
         for b in range(reader.num_record_batches):
             batch = reader.get_batch(b)
@@ -250,15 +326,23 @@ class _Shard:
                     raise ValueError("keys are not sorted")
             if n:
                 prev = (hi[-1:], lo[-1:])
+            at = kbuf.__array_interface__["data"][0] - whole.address    # byte offset of the key column
+            waddr.append(at // 8 - 2 * offs[-1] if at % 8 == 0 and 0 <= at <= whole.size - n * KEY_BYTES else None)
             self._kbufs.append(kb)
             self.vecs.append(v)
             offs.append(offs[-1] + n)
         self.offsets = np.asarray(offs, dtype=np.int64)
+        # word of row r's key: waddr[batch(r)] + 2 r (Arrow aligns buffers to 8 bytes; else copies)
+        self._waddr = None if any(w is None for w in waddr) else np.asarray(waddr, dtype=np.int64)
+        self._ends = self.offsets[1:]
         self._hi = self._lo = self._index = None
 
     def _build(self) -> None:
-        # filled batch by batch into the final arrays: no per-batch copies concatenated (which held
-        # twice the key halves at once)
+        if self._waddr is not None:
+            self._index = _KeyIndex.mapped(self._words, self._waddr, self._ends,
+                                           (kb.view(">u8")[:, 0] for kb in self._kbufs))
+            return
+        # unaligned key columns (not written by pyarrow): sorted key halves copied to memory
         n = len(self)
         self._hi, self._lo = np.empty(n, np.uint64), np.empty(n, np.uint64)
         for k, kb in enumerate(self._kbufs):
@@ -269,26 +353,12 @@ class _Shard:
 
     @property
     def indexed(self) -> bool:
-        """Whether the key index is built (held in memory)."""
+        """Whether the bucket table is built (held in memory)."""
         return self._index is not None
 
     def drop_index(self) -> None:
-        """Free the key index (rebuilt on the next search)."""
+        """Free the bucket table (rebuilt on the next search)."""
         self._hi = self._lo = self._index = None
-
-    # The sorted key halves and their bucket table (16 + ~4 bytes a key) are built when the shard is
-    # first searched: a store that only writes (encode, store build) never holds them for its shards.
-    @property
-    def hi(self) -> np.ndarray:
-        if self._hi is None:
-            self._build()
-        return self._hi
-
-    @property
-    def lo(self) -> np.ndarray:
-        if self._lo is None:
-            self._build()
-        return self._lo
 
     @property
     def index(self) -> "_KeyIndex":
@@ -296,13 +366,20 @@ class _Shard:
             self._build()
         return self._index
 
+    def search(self, qhi: np.ndarray, qlo: np.ndarray) -> np.ndarray:
+        """Row of each query key, -1 where absent."""
+        return self.index.search(qhi, qlo)
+
+    def key_halves(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(hi, lo)`` of rows ``a:b`` (in-memory copies of that block only)."""
+        return self.index.keys_of(np.arange(a, b, dtype=np.intp))
+
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     def keys(self) -> np.ndarray:
-        out = np.empty((len(self), 2), dtype=">u8")
-        out[:, 0], out[:, 1] = self.hi, self.lo
-        return out.view(np.uint8).reshape(len(self), KEY_BYTES)
+        """All keys, ``(n, 16)`` uint8 (a copy)."""
+        return np.concatenate(self._kbufs) if self._kbufs else np.zeros((0, KEY_BYTES), np.uint8)
 
     def gather(self, rows: np.ndarray, out: np.ndarray, where: np.ndarray) -> None:
         """``out[where] = vector[rows]`` across record batches."""
@@ -313,7 +390,7 @@ class _Shard:
         return _Rows(list(self.vecs), self.offsets)
 
     def close(self) -> None:
-        self.vecs, self._kbufs = [], []
+        self.vecs, self._kbufs, self._words = [], [], None
         self._hi = self._lo = self._index = None
         try:
             self._mm.close()
@@ -509,7 +586,6 @@ class VectorStore:
         self.keep_unwritten = bool(keep_unwritten)
         self._unwritten_keys: list[np.ndarray] = []
         self._unwritten_vecs: list[np.ndarray] = []
-        self._comb = None
         self._worker = False
         self.writable = self._probe()
         self.refresh()
@@ -537,7 +613,6 @@ class VectorStore:
         self.auto_merge, self.fingerprint, self.writer = False, None, "w"
         self._pending_keys, self._pending_vecs, self._shards = [], [], {}
         self.keep_unwritten, self._unwritten_keys, self._unwritten_vecs = False, [], []
-        self._comb = None
         for name in state["files"]:
             with contextlib.suppress(Exception):
                 self._shards[name] = _Shard(self.root / name, self.dim, self.dtype)
@@ -728,10 +803,10 @@ class VectorStore:
         valid : bool (n,), optional
             Rows to look up; the others are absent (``found`` False, zeros when read).
         keep_index : bool
-            Keep the key index of each shard searched (~20 bytes a stored key) for later lookups
-            (the default: encoding looks up every chunk). ``False`` for a one-off lookup (building
-            a view of a whole catalog): shards are searched one after the other and each index built
-            for this call is freed before the next is built, so the peak is one shard's index.
+            Keep the bucket table of each shard searched (4-8 bytes a stored key; the keys
+            themselves are read in place from the memory map) for later lookups (the default:
+            encoding looks up every chunk). ``False`` for a one-off lookup (building a view of a
+            whole catalog): each table built for this call is freed before the next is built.
 
         Returns
         -------
@@ -749,34 +824,19 @@ class VectorStore:
         shards = on_disk + self._pending_shards()
         if len(shards) > np.iinfo(np.int16).max:
             raise RuntimeError(f"{len(shards)} shards in {self.root}; run compact() first")
-        total = sum(len(x) for x in on_disk)
         row = np.zeros(n, dtype=np.int32 if max([len(x) for x in shards] + [0]) < np.iinfo(np.int32).max
                        else np.int64)
         nq = n if valid is None else int(np.count_nonzero(valid))
-        # one index over all shards (built once, ~22 bytes a stored key) only pays when the keys are
-        # spread over several similar shards; when one shard holds most of them (the usual tiered
-        # store) searching the shards largest first is as fast and holds nothing more
-        spread = len(on_disk) > 1 and len(on_disk[0]) < total / 2
-        comb = self._combined(on_disk) if nq and spread and 4 * nq >= total else None
-        # shard by shard (largest first: most keys are resolved by the first), queries in blocks:
-        # the temporaries (key halves, candidate rows) are bounded by the block, not by n
+        # shard by shard, largest first (most keys are resolved by the first; found keys are not
+        # searched again), queries in blocks: the temporaries (key halves, candidate rows) are
+        # bounded by the block, not by n; the keys themselves are read in place from the map
         left = nq
-        first = 0
-        if comb is not None:
-            idx, csrc, crow = comb
-            for a, todo in self._todo_blocks(valid, src, n):
-                pos = idx.search(*_split(keys[todo]))
-                hit = pos >= 0
-                src[todo[hit]], row[todo[hit]] = csrc[pos[hit]], crow[pos[hit]]
-                left -= int(hit.sum())
-            first = len(on_disk)              # the queued vectors (pending) are searched below
-        for s_i in range(first, len(shards)):
+        for s_i, sh in enumerate(shards):
             if not left:
                 break
-            sh = shards[s_i]
             built_here = not getattr(sh, "indexed", True)
             for a, todo in self._todo_blocks(valid, src, n):
-                pos = sh.index.search(*_split(keys[todo]))
+                pos = sh.search(*_split(keys[todo]))
                 hit = pos >= 0
                 src[todo[hit]], row[todo[hit]] = s_i, pos[hit]
                 left -= int(hit.sum())
@@ -795,30 +855,6 @@ class VectorStore:
             todo = a + np.flatnonzero(need)
             if todo.size:
                 yield a, todo
-
-    def _combined(self, shards: list) -> tuple["_KeyIndex", np.ndarray, np.ndarray]:
-        """Index over several shards' keys -> (position in ``shards``, row); cached per shard set."""
-        ident = tuple(str(x.path) for x in shards)
-        if self._comb is not None and self._comb[0] == ident:
-            return self._comb[1]
-        hi = np.concatenate([x.hi for x in shards])
-        o = np.argsort(hi, kind="stable")              # sorted runs: a merge, not a full sort
-        hs = hi[o]
-        del hi
-        lo = np.concatenate([x.lo for x in shards])
-        if len(hs) > 1 and np.any(hs[1:] == hs[:-1]):  # shared 64-bit prefixes: order them by lo too
-            o = np.lexsort((lo, np.concatenate([x.hi for x in shards])))
-            hs = np.concatenate([x.hi for x in shards])[o]
-        lo = lo[o]
-        # (shard, row) of each sorted key from its position in the concatenation: no per-key arrays
-        # of the concatenation besides the order itself
-        starts = np.cumsum([0] + [len(x) for x in shards])
-        src = (np.searchsorted(starts, o, side="right") - 1).astype(np.int16)
-        row = (o - starts[src]).astype(np.int32)
-        del o
-        comb = (_KeyIndex(hs, lo), src, row)
-        self._comb = (ident, comb)
-        return comb
 
     def contains(self, keys) -> np.ndarray:
         """bool (n,): which keys are stored (no vector is read)."""
@@ -1006,10 +1042,14 @@ class VectorStore:
 
     def _merge(self, names: list[str]) -> None:
         """Merge sorted shards into one, streamed: a k-way merge in blocks of at most ``base_rows``
-        rows (memory: the merged shards' key halves, 16 bytes a row, plus one block)."""
+        rows. Memory: one block (the keys are read in place from the shards' memory maps, found
+        with their bucket tables)."""
         shards = [self._shards[n] for n in names]
-        his, los = [s.hi for s in shards], [s.lo for s in shards]
         step = max(self.base_rows, 1)
+
+        def key_at(i: int, r: int) -> tuple[int, int]:
+            h, l_ = shards[i].key_halves(r, r + 1)
+            return int(h[0]), int(l_[0])
 
         def parts():
             cur = [0] * len(shards)
@@ -1021,16 +1061,15 @@ class VectorStore:
                 # up to it (from all shards) goes in this block -- at most ``step`` rows -- so equal
                 # keys of two shards meet in one block
                 per = max(1, step // len(live))
-                bh, bl = min((his[i][min(len(shards[i]), cur[i] + per) - 1],
-                              los[i][min(len(shards[i]), cur[i] + per) - 1]) for i in live)
+                bh, bl = min(key_at(i, min(len(shards[i]), cur[i] + per) - 1) for i in live)
+                qh, ql = np.asarray([bh], np.uint64), np.asarray([bl], np.uint64)
                 hs, ls, src, row = [], [], [], []
                 for i in live:
-                    a, h = cur[i], his[i]
-                    top = a + int(np.searchsorted(h[a:], bh, side="right"))
-                    eq = a + int(np.searchsorted(h[a:top], bh, side="left"))
-                    e = eq + int(np.searchsorted(los[i][eq:top], bl, side="right"))
+                    a = cur[i]
+                    e = max(a, int(shards[i].index.upper(qh, ql)[0]))    # keys <= the block's bound
                     if e > a:
-                        hs.append(h[a:e]), ls.append(los[i][a:e])
+                        h, l_ = shards[i].key_halves(a, e)
+                        hs.append(h), ls.append(l_)
                         src.append(np.full(e - a, i, dtype=np.int32)), row.append(np.arange(a, e, dtype=np.int64))
                     cur[i] = e
                 hi, lo, src, row = np.concatenate(hs), np.concatenate(ls), np.concatenate(src), np.concatenate(row)
@@ -1071,6 +1110,9 @@ class _Mem:
 
     def __len__(self) -> int:
         return len(self.hi)
+
+    def search(self, qhi: np.ndarray, qlo: np.ndarray) -> np.ndarray:
+        return self.index.search(qhi, qlo)
 
     def gather(self, rows, out, where):
         out[where] = self.vecs[rows]

@@ -69,6 +69,30 @@ def test_seen_ids_refuses_an_id_of_an_earlier_chunk_in_tiers():
     assert seen.add(np.array(["new", "p17", "p19999"])).tolist() == ["p17", "p19999"]
 
 
+def test_seen_ids_spills_large_tiers_to_memory_mapped_files_and_answers_the_same(tmp_path):
+    """Tiers above ``spill_rows`` live in memory-mapped files (sorted in place there): the same
+    answers as all in memory, merged files removed as tiers merge, the folder removed at the end."""
+    ids = np.char.add("p", np.arange(30_000).astype(str))
+    mem, disk = SeenIds(spill_rows=None), SeenIds(spill_rows=2_000, spill_dir=tmp_path)
+    for a in range(0, len(ids), 1000):
+        chunk = ids[a:a + 1000]
+        if a == 17_000:                                   # repeats of earlier chunks, found in any tier
+            chunk = np.concatenate([chunk[:-3], ids[[5, 12_345, 16_999]]])
+        np.testing.assert_array_equal(mem.add(chunk), disk.add(chunk))
+    assert len(disk) == len(mem) and disk.spilled > 20_000 and mem.spilled == 0
+    assert all(isinstance(t, np.memmap) for t in disk._tiers if len(t) > 2_000)
+    files = list(tmp_path.glob("semcat-seen-ids-*/*.u64"))
+    assert len(files) == sum(isinstance(t, np.memmap) for t in disk._tiers)   # merged-away tiers' files removed
+    for t in disk._tiers:
+        assert np.all(t[1:] >= t[:-1])
+    assert disk.add(np.array(["new", "p17", "p29999"])).tolist() == ["p17", "p29999"]
+    del disk
+    import gc
+
+    gc.collect()
+    assert not list(tmp_path.glob("semcat-seen-ids-*"))
+
+
 def test_predict_embeddings_iter_refuses_an_id_repeated_across_chunks():
     from semcat_kit.predictor import DuplicateIdError, _check_unique_across
 

@@ -428,8 +428,7 @@ def test_locate_returns_a_view_that_reads_rows_only_when_asked(tmp_path):
     np.testing.assert_array_equal(g, want)
     assert st.locate(q, valid=[True, True, False, True, True]).found.tolist() == [True, False, False, True, True]
     np.testing.assert_array_equal(st.contains(q), v.found)
-    # one shard holds most keys (6 of 9): the shards are searched largest first, no combined index
-    assert len(st.shard_files) > 1 and st._comb is None
+    assert len(st.shard_files) > 1       # searched shard by shard, largest first
     for i in (0, 2, 3):                                            # one key: one search per shard
         np.testing.assert_array_equal(st.locate([q[i]])[0], want[i])
     # the view stays readable after its shards are merged away (and their files removed)
@@ -460,9 +459,9 @@ def test_keep_unwritten_vectors_stay_findable_when_the_disk_refuses(tmp_path, mo
     np.testing.assert_array_equal(np.asarray(v), vecs)
 
 
-def test_locate_uses_one_combined_index_only_over_spread_shards_and_shards_index_lazily(tmp_path):
-    """Keys spread over similar shards: a large lookup builds one index over all of them (same
-    answers as shard by shard); a store that only writes never builds its shards' key index."""
+def test_locate_over_spread_shards_and_shards_index_lazily(tmp_path):
+    """Keys spread over similar shards: a large lookup finds each in its shard; a store that only
+    writes never builds its shards' bucket tables."""
     st = VectorStore(tmp_path / "s", 4, auto_merge=False)
     keys = [content_key(f"k{i}") for i in range(40)]
     vecs = np.arange(160, dtype=np.float32).reshape(40, 4)
@@ -473,15 +472,52 @@ def test_locate_uses_one_combined_index_only_over_spread_shards_and_shards_index
     assert all(s._index is None for s in st._shards.values())   # written, never searched: no key index held
     q = keys[::-1] + [content_key("absent")]
     v = st.locate(q)
-    assert st._comb is not None
     want = np.concatenate([vecs[::-1], np.zeros((1, 4), np.float32)])
     np.testing.assert_array_equal(np.asarray(v), want)
     np.testing.assert_array_equal(v.found, [True] * 40 + [False])
-    np.testing.assert_array_equal(np.asarray(st.locate(q[:3])), want[:3])     # small lookup: shard by shard
+    np.testing.assert_array_equal(np.asarray(st.locate(q[:3])), want[:3])
     # a reopened store checks the sort order when it opens a shard, without keeping the keys
     again = VectorStore(tmp_path / "s", 4, auto_merge=False)
     assert len(again) == 40 and all(s._index is None for s in again._shards.values())
     np.testing.assert_array_equal(np.asarray(again.locate(q)), want)
+
+
+def test_shard_keys_are_searched_in_place_in_the_memory_map(tmp_path):
+    """A shard's key index is only a bucket table (int32, 4-8 bytes a key): the sorted keys are
+    read from the memory-mapped file, across record batches (a merged shard has many), and every
+    lookup -- present, absent, neighbours of present keys -- equals an in-memory search."""
+    from semcat_kit.store import _KeyIndex, _split
+
+    rng = np.random.default_rng(3)
+    st = VectorStore(tmp_path / "s", 2, base_rows=64, merge_factor=50, auto_merge=False)
+    keys = rng.integers(0, 256, size=(5000, 16), dtype=np.uint8)
+    keys[:50, :8] = keys[0, :8]                         # shared 64-bit prefixes
+    keys = np.unique(keys, axis=0)
+    vecs = rng.standard_normal((len(keys), 2)).astype(np.float32)
+    for a in range(0, len(keys), 1000):
+        st.put(keys[a:a + 1000], vecs[a:a + 1000])
+        st.flush()
+    assert st.compact() == 1
+    (sh,) = st._shards.values()
+    assert len(sh.vecs) > 10 and sh._waddr is not None          # many record batches, keys addressed in place
+    hi, lo = _split(keys)                                       # np.unique sorted them bytewise
+    ref = _KeyIndex(hi, lo)
+    order = np.rec.fromarrays([hi, lo])
+    absent = keys.copy()
+    absent[:, 15] ^= 1
+    for q in (keys[rng.permutation(len(keys))], absent, rng.integers(0, 256, size=(3000, 16), dtype=np.uint8)):
+        qh, ql = _split(q)
+        np.testing.assert_array_equal(sh.search(qh, ql), ref.search(qh, ql))
+        np.testing.assert_array_equal(sh.index.upper(qh, ql),
+                                      np.searchsorted(order, np.rec.fromarrays([qh, ql]), "right"))
+    ix = sh.index
+    assert ix.hi is None and ix.lo is None and sh._hi is None    # no in-memory copy of the keys
+    assert ix.start.dtype == np.int32 and ix.start.nbytes <= 4 * (2 * len(keys) + 1)
+    np.testing.assert_array_equal(ix.start[:-1], np.searchsorted(hi, np.arange(len(ix.start) - 1, dtype=np.uint64)
+                                                                 << ix.shift, "left"))
+    f, v = st.get(keys[::-1])
+    assert f.all()
+    np.testing.assert_array_equal(v, vecs[::-1])
 
 
 def test_merge_streams_a_k_way_merge_in_blocks_dropping_keys_shared_by_shards(tmp_path):
