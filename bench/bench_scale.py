@@ -521,25 +521,6 @@ def train_epoch_in_memory(ctx: Context) -> dict:
 
 
 # ---------------------------------------------------------------------------------- streaming encode
-class _TinyTextEncoder:
-    """A stand-in text encoder (384-d, deterministic in the title, ~free to run) so the stage
-    measures what ``encode_catalog`` itself costs and holds: hashing, store lookups and writes,
-    masks, failures -- not a transformer."""
-
-    def __new__(cls):
-        from semcat_kit.encoders import Encoder
-
-        class Tiny(Encoder):
-            name, text_dim, fingerprint = "tiny-bench-text", TEXT_DIM, "tiny-bench-text:1"
-
-            def _embed_texts(self, texts):
-                from semcat_kit.store import content_keys
-
-                k = content_keys(texts).astype(np.float32)              # (n, 16) bytes of the title hash
-                return np.tile(k - 127.5, (1, TEXT_DIM // 16)) + 1.0
-        return Tiny()
-
-
 def _titles_block(a: int, b: int):
     """Ids and titles of rows ``a..b`` of the synthetic catalog (every 100th title missing)."""
     ids = np.char.add("p", np.arange(a, b).astype(str))
@@ -568,35 +549,30 @@ def encode_text_store(ctx: Context) -> dict:
     missing) with a tiny text encoder into a fresh store. The catalog is a Parquet file (written
     before the stage, block by block) read ``chunk_size`` rows at a time: private memory is one
     chunk plus the shards' bucket tables (4-8 bytes a stored key; the keys are read from the maps)
-    -- the duplicate-id check spills its hashes to memory-mapped files beyond 2^20 ids; not the
+    -- the duplicate-id check spills its hashes to memory-mapped files beyond 2^18 ids; not the
     catalog, not N x 384 floats. (``encode_catalog(view=True)``
     is this plus the view of ``store_view``.)"""
     from semcat_kit.embeddings import encode_into_store
+    from semcat_kit.encoders import HashingTextEncoder
 
+    # a stand-in text encoder (384-d, deterministic in the title, ~free to run): the stage measures what
+    # encoding itself costs and holds (hashing, store lookups and writes, masks, failures), not a transformer
+    tiny = HashingTextEncoder(TEXT_DIM)
     n = ctx.catalog.n
-    fill = encode_into_store(ctx.catalog_file, text_encoder=_TinyTextEncoder(), cache_dir=ctx.tmp / "encode_cache",
+    fill = encode_into_store(ctx.catalog_file, text_encoder=tiny, cache_dir=ctx.tmp / "encode_cache",
                              progress=False, batch_size=1024, chunk_size=ctx.args.chunk_size)
     assert fill.n == n and fill.stats["text_encoded"] == n - len(range(0, n, 100)), (fill.n, fill.stats)
     assert len(fill.failures) == len(range(0, n, 100))
     return {"items": n, "catalog_file_mb": ctx.catalog_file.stat().st_size / 2**20}
 
 # ---------------------------------------------------------------------------------- runner
-def _trim() -> None:
-    """Give freed heap memory back to the OS (glibc ``malloc_trim``) so a stage's RssAnon is not
-    inflated by what an earlier stage freed but the allocator kept; a no-op elsewhere."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def run_stage(ctx: Context, name: str, fn) -> dict | None:
     import gc
 
+    from semcat_kit._memory import release_freed_memory
+
     gc.collect()
-    _trim()
+    release_freed_memory()     # freed heap back to the OS: a stage's RssAnon is not what an earlier one freed
     start = _status_kb()["RssAnon"] / 1024
     t = time.perf_counter()
     with MemorySampler() as mem:

@@ -27,7 +27,6 @@ import pandas as pd
 
 __all__ = ["main", "build_parser", "read_train_config", "training_pipeline", "sample_catalog", "CONFIG_TEMPLATE"]
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
 #: Default --chunk-size of ``semcat predict`` (= semcat_kit.predictor.DEFAULT_CHUNK_SIZE; not
 #: imported, to keep ``semcat --help`` free of torch).
 DEFAULT_CHUNK_SIZE = 8192
@@ -423,24 +422,11 @@ def _read_products(args, df: pd.DataFrame | None = None, first_row: int = 0) -> 
                 paths.append(str(q if q.is_absolute() else base / q))
         out["image_path"] = paths
     elif images is not None:
-        out["image_path"] = _images_of(images, out["item_id"].tolist())
-    return out
+        from .datasets import image_paths_for
 
-
-def _images_of(images: Path, ids: list) -> list:
-    """``DIR/<id><ext>`` of each id (the first of :data:`IMAGE_EXTS` that exists, lower- then
-    upper-case extension), None when there is none: a few ``stat`` calls per product of the chunk,
-    no listing of the whole folder (which at millions of images would be a Python string per file)."""
-    out = []
-    for i in ids:
-        found = None
-        if i and "/" not in i and "\\" not in i and i not in (".", ".."):
-            for ext in IMAGE_EXTS + tuple(e.upper() for e in IMAGE_EXTS):
-                q = images / f"{i}{ext}"
-                if q.is_file():
-                    found = str(q)
-                    break
-        out.append(found)
+        # the image of each id as load_catalog(images_dir=) finds it (per id, no folder listing); an
+        # entry that is not a regular file (a FIFO, a folder) is passed on: encoding reports it
+        out["image_path"] = image_paths_for(out["item_id"].tolist(), images).paths
     return out
 
 

@@ -630,11 +630,11 @@ class SeenIds:
     Parameters
     ----------
     spill_rows : int
-        Largest tier kept in memory (8 bytes a hash; default 2^20 = 8 MB). ``None``: never spill.
+        Largest tier kept in memory (8 bytes a hash; default 2^18 = 2 MB). ``None``: never spill.
     spill_dir : path, optional
     """
 
-    def __init__(self, spill_rows: int | None = 1 << 20, spill_dir=None):
+    def __init__(self, spill_rows: int | None = 1 << 18, spill_dir=None):
         self._tiers: list[np.ndarray] = []
         self.spill_rows, self.spill_dir = spill_rows, spill_dir
         self._tmp = None

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import os
 import re
+import stat
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,6 +49,8 @@ __all__ = [
     "load_google_taxonomy",
     "ProblemReport",
     "IMAGE_EXTENSIONS",
+    "image_paths_for",
+    "ImageFiles",
     "FASHION_PATH_COLUMNS",
     "tutorial_dir",
 ]
@@ -661,22 +665,144 @@ def iter_catalog_chunks(path, chunk_size: int, columns=None, **options):
 
 
 # ---------------------------------------------------------------------------------- images
-def _index_image_dir(images_dir: Path) -> dict[str, str]:
-    """Map file stem -> file name for image files in ``images_dir`` (extension priority order)."""
-    rank = {e: k for k, e in enumerate(IMAGE_EXTENSIONS)}
-    best: dict[str, tuple[int, str]] = {}
-    with os.scandir(images_dir) as it:
+class ImageFiles(NamedTuple):
+    """What :func:`image_paths_for` found: one entry per id."""
+
+    #: ``DIR/<id>.<ext>`` (str) of the file found, or None when there is no entry by such a name.
+    paths: list
+    #: True where ``paths`` is a regular file (or a symlink to one); False where the only entries
+    #: named like an image are something else (a FIFO, a device, a folder, a broken symlink: to be
+    #: reported, never read) or there is none.
+    is_file: np.ndarray
+
+
+_EXT_RANK = {e: r for r, e in enumerate(IMAGE_EXTENSIONS)}
+_NOT_IN_NAME = {"/", "\0"} | {s for s in (os.sep, os.altsep) if s}
+_MIXED_CASE: dict[str, tuple[tuple, dict]] = {}    # folder -> (its (dev, ino, mtime_ns), mixed-case entries)
+
+
+def image_paths_for(ids, images_dir, progress: bool = True) -> ImageFiles:
+    """The image file of each product id in a folder: ``<images_dir>/<id>.<ext>``.
+
+    ``ext`` is one of :data:`IMAGE_EXTENSIONS` in any letter case (``.jpg``, ``.JPG``, ``.Jpg``);
+    a regular file (or a symlink to one) of the earliest extension in that order wins (at one
+    extension: lower case, then upper, then mixed). When no regular file has such a name but
+    another entry does (a FIFO, a device, a folder, a broken symlink), that entry is returned with
+    ``is_file`` False so that the caller reports it. This is what :func:`load_catalog` with
+    ``images_dir=`` uses, and ``semcat predict --images``.
+
+    Each id is probed (``lstat`` of ``<id>.jpg``, ``<id>.JPG``, ``<id>.jpeg``, ...: one call for a
+    product with a ``.jpg``, at most eight for one without an image), never by listing the folder
+    into memory, so a folder of millions of images costs nothing for a catalog that uses a few of
+    them. Only mixed-case extensions cannot be probed (48 spellings); for them the folder is listed
+    once, when some id is not settled by a regular ``.jpg``/``.JPG`` file, keeping just the
+    mixed-case names (usually none) for as long as the folder's modification time is unchanged.
+    On a case-insensitive file system the lower-case probe finds every spelling (and ids match
+    file names regardless of case, as the system does).
+
+    An empty id, or one holding a path separator or a NUL, has no image: a file name is the id plus
+    ``.ext``, so nothing outside the folder is ever looked at (``..`` names the file ``...jpg``).
+
+    Parameters
+    ----------
+    ids : sequence of str
+        Product ids.
+    images_dir : str or Path
+        The folder; returned paths are ``os.path.join(str(images_dir), name)`` (resolve it first
+        for absolute paths).
+    progress : bool
+        A ``tqdm`` bar from 50,000 ids on (a probe costs ~1-12 us on a local disk, more on a
+        network file system).
+
+    Returns
+    -------
+    ImageFiles
+        ``paths`` (list of str or None) and ``is_file`` (bool array), aligned with ``ids``.
+    """
+    folder = str(images_dir)
+    base = os.path.join(folder, "")
+    exts = [(e, e.upper()) for e in IMAGE_EXTENSIONS]
+    paths: list = [None] * len(ids)
+    is_file = np.zeros(len(ids), dtype=bool)
+    mixed = None
+    for k, i in enumerate(tqdm(ids, desc="finding image files", unit="id", disable=not progress or len(ids) < 50_000)):
+        if not isinstance(i, str):
+            raise TypeError(f"image_paths_for: ids[{k}] is {type(i).__name__} ({i!r}), not str")
+        if not i or any(c in i for c in _NOT_IN_NAME):
+            continue
+        other = None                                   # the first entry that is not a regular file
+        for r, (low, up) in enumerate(exts):
+            for e in (low, up):
+                kind = _entry_kind(f"{base}{i}.{e}")
+                if kind is True:
+                    break
+                if kind is False and other is None:
+                    other = (r, f"{base}{i}.{e}")
+            else:
+                e = None
+            if e is not None:
+                found = (r, f"{base}{i}.{e}")
+                break
+        else:
+            found = None
+        if found is None or found[0] > 0:              # a mixed-case spelling may come first
+            if mixed is None:
+                mixed = _mixed_case_entries(folder)
+            for r, name, reg in mixed.get(i, ()):
+                if reg and (found is None or r < found[0]):
+                    found = (r, base + name)
+                    break
+                if not reg and other is None:
+                    other = (r, base + name)
+        if found is not None:
+            paths[k], is_file[k] = found[1], True
+        elif other is not None:
+            paths[k] = other[1]
+    return ImageFiles(paths, is_file)
+
+
+def _entry_kind(path: str):
+    """True: a regular file (or a symlink to one); False: another entry; None: no entry."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    except OSError as e:
+        if e.errno in (errno.ENAMETOOLONG, errno.EINVAL):   # a name no file can have (too long, ':' on Windows)
+            return None
+        raise
+    if stat.S_ISREG(st.st_mode):
+        return True
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            return stat.S_ISREG(os.stat(path).st_mode)
+        except OSError:
+            return False                                # a broken symlink: reported, not read
+    return False
+
+
+def _mixed_case_entries(folder: str) -> dict:
+    """``{stem: [(rank, name, is_file), ...]}`` of the entries whose extension is an image extension
+    in mixed case (``x.Jpg``), from one listing of ``folder``, kept while its mtime is unchanged."""
+    st = os.stat(folder)
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns)
+    hit = _MIXED_CASE.get(folder)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    out: dict = {}
+    with os.scandir(folder) as it:
         for entry in it:
             stem, dot, ext = entry.name.rpartition(".")
-            r = rank.get(ext.lower())
-            if not dot or r is None:
+            low = ext.lower()
+            if not dot or low not in _EXT_RANK or ext == low or ext == ext.upper():
                 continue
-            if not entry.is_file():   # FIFO / device / folder: reported by the loader, never read
-                best.setdefault(stem, (len(rank), "\0" + entry.name))
-                continue
-            if stem not in best or r < best[stem][0]:
-                best[stem] = (r, entry.name)
-    return {s: name for s, (_, name) in best.items()}
+            out.setdefault(stem, []).append((_EXT_RANK[low], entry.name, entry.is_file()))
+    for v in out.values():
+        v.sort(key=lambda t: (t[0], not t[2], t[1]))
+    if len(_MIXED_CASE) >= 16:
+        _MIXED_CASE.clear()
+    _MIXED_CASE[folder] = (key, out)
+    return out
 
 
 def _missing_mask(s: pd.Series) -> np.ndarray:
@@ -717,7 +843,8 @@ def load_catalog(
         :func:`load_catalog_chunks` (the same mapping, chunk by chunk).
     images_dir : str or Path, optional
         Folder of images. With ``image=None`` the image of item ``x`` is
-        ``<images_dir>/x.<jpg|jpeg|png|webp>``.
+        ``<images_dir>/x.<jpg|jpeg|png|webp>`` (first in that order, extension in any case;
+        found per id without listing the folder: :func:`image_paths_for`).
     id, title : str
         Column names of the item id and the product title.
     image : str, optional
@@ -784,7 +911,7 @@ def load_catalog(
 
 
 def _map_catalog(df: pd.DataFrame, *, where: str, csv_dir, repairs: list, images_dir, id, title, image, path,
-                 path_col, sep, unlabelled, taxonomy, row0: int = 0, image_index: dict | None = None,
+                 path_col, sep, unlabelled, taxonomy, row0: int = 0,
                  image_rows: np.ndarray | None = None) -> pd.DataFrame:
     """:func:`load_catalog` of a frame already read (all of a catalog, or the chunk starting at row
     ``row0``: row numbers in messages count from the file's first row). ``image_rows``: a mask of
@@ -885,18 +1012,17 @@ def _map_catalog(df: pd.DataFrame, *, where: str, csv_dir, repairs: list, images
         if not images_dir.is_dir():
             raise FileNotFoundError(f"images_dir {str(images_dir)!r} is not a folder; check the path")
     if image is None and images_dir is not None:
-        index = _index_image_dir(images_dir) if image_index is None else image_index
-        base = os.path.join(str(images_dir), "")
-        for k, iid in enumerate(item_id):
-            name = index.get(iid)
-            if name is not None and name.startswith("\0"):   # a FIFO, device or folder named like an image
-                report.append(dict(item_id=iid, column="image_path",
-                                   problem=f"image file {os.path.join(str(images_dir), name[1:])!r}: not a regular file"))
-            elif name is None:
+        rows = np.arange(len(df)) if image_rows is None else np.flatnonzero(image_rows)
+        ids = item_id.to_numpy()[rows].tolist()
+        found = image_paths_for(ids, images_dir)
+        for k, iid, p, regular in zip(rows.tolist(), ids, found.paths, found.is_file.tolist()):
+            if regular:
+                image_path[k] = p
+            elif p is not None:                      # a FIFO, device or folder named like an image
+                report.append(dict(item_id=iid, column="image_path", problem=f"image file {p!r}: not a regular file"))
+            else:
                 report.append(dict(item_id=iid, column="image_path",
                                    problem=f"no image file {iid}.<{'|'.join(IMAGE_EXTENSIONS)}> in {images_dir}"))
-            else:
-                image_path[k] = base + name
     elif image is not None:
         base = images_dir or csv_dir or Path.cwd()
         rows = enumerate(zip(item_id, df[image].tolist()))
@@ -970,7 +1096,7 @@ def load_catalog_chunks(
     code): the column mapping, the id / category checks, stripped titles, image paths resolved
     against ``images_dir`` or the file's folder (and checked), the report. Across chunks, an id seen
     in an earlier chunk is the same ``ValueError`` as a duplicate within one (ids are remembered as
-    64-bit hashes, :class:`semcat_kit.contracts.SeenIds`, in memory-mapped files beyond 2^20 ids); row numbers in messages count from the
+    64-bit hashes, :class:`semcat_kit.contracts.SeenIds`, in memory-mapped files beyond 2^18 ids); row numbers in messages count from the
     file's first data row.
 
     ``keep``: optional ``keep(first_row, n_rows) -> bool mask`` of the chunk's rows to yield (a share
@@ -997,7 +1123,6 @@ def load_catalog_chunks(
         images_dir = Path(images_dir).expanduser().resolve()
         if not images_dir.is_dir():
             raise FileNotFoundError(f"images_dir {str(images_dir)!r} is not a folder; check the path")
-    index = _index_image_dir(images_dir) if image is None and images_dir is not None else None
     if taxonomy is not None:
         taxonomy = read_taxonomy(taxonomy, sep=sep)
     seen = SeenIds()
@@ -1007,7 +1132,7 @@ def load_catalog_chunks(
         rows = None if keep is None else np.asarray(keep(first, len(df)), dtype=bool)
         out = _map_catalog(df, where=where, csv_dir=csv_dir, repairs=repairs, images_dir=images_dir, id=id,
                            title=title, image=image, path=path, path_col=path_col, sep=sep, unlabelled=unlabelled,
-                           taxonomy=taxonomy, row0=first, image_index=index, image_rows=rows)
+                           taxonomy=taxonomy, row0=first, image_rows=rows)
         again = seen.add(out["item_id"].to_numpy())
         if len(again):
             names = list(dict.fromkeys(again.tolist()))

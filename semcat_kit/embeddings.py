@@ -718,7 +718,7 @@ def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encode
     What ``encode_catalog(..., cache_dir=...)`` writes to the store, without the ``(N, d)`` result:
     private memory is bounded by one chunk, the store's bucket tables (4-8 bytes a stored key) and
     the failures (the duplicate-id check across chunks, :class:`semcat_kit.contracts.SeenIds`,
-    keeps its hashes in memory-mapped files beyond 2^20 ids). ``semcat encode`` runs it on each
+    keeps its hashes in memory-mapped files beyond 2^18 ids). ``semcat encode`` runs it on each
     rank's share. A killed run resumes: vectors are keyed by content, written after every chunk.
 
     Parameters

@@ -11,8 +11,6 @@ from __future__ import annotations
 import sys
 import threading
 
-import numpy as np
-
 
 def _anon_kb() -> int:
     with open("/proc/self/status", encoding="ascii") as f:
@@ -25,24 +23,13 @@ def _anon_kb() -> int:
 def main() -> None:
     import semcat_kit as sk
     from semcat_kit import cli
-    from semcat_kit.encoders import Encoder
+    from semcat_kit.encoders import HashingTextEncoder
 
-    class Tiny(Encoder):
-        name, text_dim, fingerprint = "tiny-mem", 32, "tiny-mem:1"
-
-        def _embed_texts(self, texts):
-            from semcat_kit.store import content_keys
-
-            k = content_keys(texts).astype(np.float32) - 127.5
-            v = np.concatenate([k, k[:, ::-1]], axis=1)
-            return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-    sk.encoders.register("tiny-mem", lambda arg, device="auto", **kw: Tiny(), overwrite=True)
     mode, csv, cache = sys.argv[1:4]
     mapping = {"id": "sku", "title": "name", "path_col": "category"}
     cfg = f"{cache}.yaml"
     with open(cfg, "w", encoding="utf-8") as f:
-        f.write("text_encoder: tiny-mem\nimage_encoder: null\ncatalog: {id: sku, title: name, path_col: category}\n")
+        f.write("text_encoder: hash-text:32\nimage_encoder: null\ncatalog: {id: sku, title: name, path_col: category}\n")
     from semcat_kit._memory import release_freed_memory
 
     release_freed_memory()
@@ -60,7 +47,7 @@ def main() -> None:
         assert rc == 0
     else:   # the code semcat encode ran before it streamed
         catalog = cli._load_training_catalog(csv, {**cli._CATALOG_KEYS, **mapping}, cfg)
-        sk.encode_catalog(catalog.iloc[0::1], text_encoder=Tiny(), cache_dir=cache, progress=False,
+        sk.encode_catalog(catalog.iloc[0::1], text_encoder=HashingTextEncoder(32), cache_dir=cache, progress=False,
                           store_writer="r0")
     stop.set()
     t.join()

@@ -18,6 +18,7 @@ import torch
 import _export_case as ec
 import semcat_kit as sk
 from semcat_kit import cli
+from semcat_kit import datasets as D
 from semcat_kit.datasets import tutorial_dir
 
 torch.set_num_threads(1)
@@ -436,19 +437,33 @@ def test_chunked_input_reads_like_the_one_csv_reader(tmp_path, case):
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
 
 
-def test_images_by_id_probe_the_folder_per_product_without_listing_it(tmp_path, monkeypatch):
-    """--images DIR without an image column: DIR/<id><ext> found by a few stat calls per product
-    (the first of .jpg/.jpeg/.png/.webp, then upper case), never a listing of the folder."""
-    from pathlib import Path
+def test_images_by_id_are_found_like_load_catalog_without_listing_the_folder(tmp_path, monkeypatch):
+    """--images DIR without an image column: DIR/<id>.<ext> as load_catalog(images_dir=) finds it
+    (datasets.image_paths_for: extension priority, any case; ids never leave the folder); a
+    catalog whose products all have a .jpg/.JPG is found without listing the folder; an entry that
+    is not a regular file is passed on for encoding to report."""
+    import argparse
 
-    (tmp_path / "a.png").write_bytes(b"x")
-    (tmp_path / "b.JPG").write_bytes(b"x")
-    (tmp_path / "c.jpg").write_bytes(b"x")
-    (tmp_path / "c.png").write_bytes(b"x")
-    (tmp_path / "d.txt").write_bytes(b"x")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "e.jpg").write_bytes(b"x")
-    monkeypatch.setattr(Path, "iterdir", lambda self: pytest.fail("the folder was listed"))
-    got = cli._images_of(tmp_path, ["a", "b", "c", "d", "sub/e", "..", "", "zz"])
-    assert got == [str(tmp_path / "a.png"), str(tmp_path / "b.JPG"), str(tmp_path / "c.jpg"), None, None, None,
-                   None, None]
+    img = tmp_path / "img"
+    img.mkdir()
+    for name in ["a.png", "b.JPG", "c.jpg", "c.png", "d.txt", "...jpg", "g.Jpeg"]:
+        (img / name).write_bytes(b"x")
+    (img / "sub").mkdir()
+    (img / "sub" / "e.jpg").write_bytes(b"x")
+    os.mkfifo(img / "f.jpg")
+    csv = tmp_path / "p.csv"
+    csv.write_text("id,title\na,t\nb,t\nc,t\nd,t\nsub/e,t\n..,t\nzz,t\nf,t\ng,t\n", encoding="utf-8")
+    args = argparse.Namespace(input=str(csv), id_col=None, title_col=None, image_col=None, images=str(img))
+    got = [p if isinstance(p, str) else None      # (concat turns a chunk's None into NaN)
+           for p in pd.concat(list(cli._product_chunks(args, 2)), ignore_index=True)["image_path"]]
+    assert got == [str(img / "a.png"), str(img / "b.JPG"), str(img / "c.jpg"), None, None, str(img / "...jpg"),
+                   None, str(img / "f.jpg"), str(img / "g.Jpeg")]
+    want = D.load_catalog(pd.DataFrame({"id": list("abcdg"), "title": "t", "cat": "A"}), images_dir=img,
+                          path_col="cat")["image_path"].tolist()
+    assert [str(Path(p).resolve()) if p else None for p in got[:4] + got[-1:]] == want
+    # every product has a .jpg / .JPG: per-id probes only, the folder is never listed
+    monkeypatch.setattr(os, "scandir", lambda *a: pytest.fail("the folder was listed"))
+    monkeypatch.setattr(os, "listdir", lambda *a: pytest.fail("the folder was listed"))
+    csv.write_text("id,title\nb,t\nc,t\n", encoding="utf-8")
+    got = pd.concat(list(cli._product_chunks(args, 1)), ignore_index=True)["image_path"].tolist()
+    assert got == [str(img / "b.JPG"), str(img / "c.jpg")]

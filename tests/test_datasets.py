@@ -235,6 +235,136 @@ def test_images_found_by_id_with_extension_priority(tmp_path):
     assert miss["item_id"].tolist() == ["a4"] and "a4.<jpg|jpeg|png|webp>" in miss["problem"].iloc[0]
 
 
+def _listed(images_dir) -> dict:
+    """What load_catalog(images_dir=) found before image_paths_for (the whole folder listed into a
+    dict): stem -> (path, is_file); the reference for the per-id lookup."""
+    import os
+
+    rank = {e: k for k, e in enumerate(D.IMAGE_EXTENSIONS)}
+    best = {}
+    with os.scandir(images_dir) as it:
+        for entry in it:
+            stem, dot, ext = entry.name.rpartition(".")
+            r = rank.get(ext.lower())
+            if not dot or r is None:
+                continue
+            if not entry.is_file():
+                best.setdefault(stem, (len(rank), entry.name, False))
+            elif stem not in best or r < best[stem][0]:
+                best[stem] = (r, entry.name, True)
+    return {s: (os.path.join(str(images_dir), n), f) for s, (_, n, f) in best.items()}
+
+
+def _lookup(ids, images_dir) -> dict:
+    got = D.image_paths_for(ids, images_dir)
+    assert len(got.paths) == len(got.is_file) == len(ids)
+    return {i: (p, bool(f)) for i, p, f in zip(ids, got.paths, got.is_file) if p is not None}
+
+
+def test_image_paths_for_finds_what_the_folder_listing_found_on_the_real_catalog(fashion_dir, myntra_styles):
+    """A few hundred Myntra ids, the 5 without an image among them: the same files (and the same
+    misses) as listing the whole folder."""
+    img = fashion_dir / "images"
+    ids = myntra_styles["id"].astype(str)
+    listed = _listed(img)
+    missing = sorted(set(ids) - set(listed))
+    assert len(missing) == 5
+    sample = missing + ids.sample(300, random_state=0).tolist()
+    want = {i: listed[i] for i in sample if i in listed}
+    assert _lookup(sample, img) == want and len(want) == len(set(sample)) - 5
+
+
+def test_image_paths_for_edge_cases_match_the_listing(tmp_path):
+    """Extension priority and case (mixed case too), regular files before FIFOs / folders / broken
+    symlinks (returned with is_file False, for the loader to report), symlinks followed, dots in
+    ids, and ids that would leave the folder."""
+    import os
+
+    img = tmp_path / "imgs"
+    img.mkdir()
+    for name in ["a1.png", "a1.jpg", "a2.webp", "a3.JPEG", "a3.txt", "a4.Jpg", "a4.png", "a5.jPeG", "a6.WEBP",
+                 "a7.PnG", "x.y.jpg", "...jpg", "q.jpg.png", "target.bin", "sub/e.jpg", "u.JPG"]:
+        (img / name).parent.mkdir(exist_ok=True)
+        (img / name).write_bytes(b"x")
+    os.mkfifo(img / "f1.jpg")                          # only a FIFO: reported
+    os.mkfifo(img / "f2.jpg")
+    (img / "f2.webp").write_bytes(b"x")                # a regular file of a later extension wins
+    (img / "d1.jpeg").mkdir()                          # a folder named like an image
+    os.mkfifo(img / "f3.Jpg")                          # a FIFO in mixed case
+    (img / "s1.jpg").symlink_to(img / "target.bin")    # a symlink to a regular file: a file
+    (img / "s2.png").symlink_to(img / "nowhere")       # a broken symlink: reported
+    (tmp_path / "outside.jpg").write_bytes(b"x")
+    ids = ["a1", "a2", "a3", "a4", "a5", "a6", "a7", "x.y", "..", "q.jpg", "q", "f1", "f2", "d1", "f3", "s1", "s2",
+           "u", "zz", "sub", "sub/e", "../outside", "../imgs/a1", "", "a1\0", "a" * 300, "A1"]
+    got = _lookup(ids, img)
+    assert got == {i: v for i, v in _listed(img).items() if i in ids}
+    j = lambda n: str(img / n)   # noqa: E731
+    assert got == {"a1": (j("a1.jpg"), True), "a2": (j("a2.webp"), True), "a3": (j("a3.JPEG"), True),
+                   "a4": (j("a4.Jpg"), True), "a5": (j("a5.jPeG"), True), "a6": (j("a6.WEBP"), True),
+                   "a7": (j("a7.PnG"), True), "x.y": (j("x.y.jpg"), True), "..": (j("...jpg"), True),
+                   "q.jpg": (j("q.jpg.png"), True), "f1": (j("f1.jpg"), False), "f2": (j("f2.webp"), True),
+                   "d1": (j("d1.jpeg"), False), "f3": (j("f3.Jpg"), False), "s1": (j("s1.jpg"), True),
+                   "s2": (j("s2.png"), False), "u": (j("u.JPG"), True)}
+    # one extension in lower and upper case (a case-sensitive file system): lower case, every time
+    (img / "a2.WEBP").write_bytes(b"x")
+    (img / "a2.Webp").write_bytes(b"x")
+    assert _lookup(["a2"], img) == {"a2": (j("a2.webp"), True)}
+    with pytest.raises(TypeError, match=r"ids\[1\] is int"):
+        D.image_paths_for(["a1", 7], img)
+
+
+def test_image_paths_for_lists_the_folder_only_for_mixed_case_and_once(tmp_path, monkeypatch):
+    """Probes per id; the folder is listed (for mixed-case extensions) only when some id is not
+    settled by a regular .jpg/.JPG, once while the folder is unchanged, and again after a change."""
+    import os
+
+    img = tmp_path / "imgs"
+    img.mkdir()
+    for name in ["a.jpg", "b.JPG", "c.png"]:
+        (img / name).write_bytes(b"x")
+    calls = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda p: calls.append(p) or scandir(p))
+    assert D.image_paths_for(["a", "b"], img).paths == [str(img / "a.jpg"), str(img / "b.JPG")]
+    assert calls == []
+    assert D.image_paths_for(["a", "c", "zz"], img).paths == [str(img / "a.jpg"), str(img / "c.png"), None]
+    assert D.image_paths_for(["zz", "c"], img).paths == [None, str(img / "c.png")]
+    assert calls == [str(img)]                          # listed once for both calls
+    (img / "zz.Jpeg").write_bytes(b"x")
+    st = os.stat(img)
+    os.utime(img, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))   # a change, whatever the clock's tick
+    assert D.image_paths_for(["zz", "c"], img).paths == [str(img / "zz.Jpeg"), str(img / "c.png")]
+    assert len(calls) == 2
+
+
+def test_load_catalog_reports_entries_named_like_images_that_are_not_files(tmp_path):
+    import os
+
+    img = tmp_path / "imgs"
+    img.mkdir()
+    (img / "a1.Jpg").write_bytes(b"x")
+    (img / "a2.jpg").mkdir()
+    (img / "a3.png").symlink_to(img / "nowhere")
+    df = D.load_catalog(_small(), images_dir=img, id="sku", title="name", path_col="cat")
+    assert df["image_path"].tolist() == [str((img / "a1.Jpg").resolve()), None, None, None]
+    rep = df.attrs["report"]
+    rep = rep[rep["column"] == "image_path"].set_index("item_id")["problem"]
+    assert rep["a2"] == f"image file {str((img / 'a2.jpg').resolve())!r}: not a regular file"
+    assert rep["a3"] == f"image file {str(img.resolve() / 'a3.png')!r}: not a regular file"
+    assert rep["a4"].startswith("no image file a4.<jpg|jpeg|png|webp>")
+    # the chunked loader finds the same, and looks only at the kept rows' files
+    src = tmp_path / "c.csv"
+    _small().to_csv(src, index=False)
+    parts = list(D.load_catalog_chunks(src, chunk_size=3, images_dir=img, id="sku", title="name", path_col="cat"))
+    assert pd.concat([p for p, _ in parts])["image_path"].tolist() == df["image_path"].tolist()
+    kept = list(D.load_catalog_chunks(src, chunk_size=3, images_dir=img, id="sku", title="name", path_col="cat",
+                                      keep=lambda first, n: np.arange(first, first + n) % 2 == 0))
+    got = pd.concat([p for p, _ in kept])
+    assert got["item_id"].tolist() == ["a1", "a3"] and got["image_path"].tolist() == [df["image_path"][0], None]
+    rep = pd.concat([p.attrs["report"] for p, _ in kept])
+    assert set(rep.loc[rep["column"] == "image_path", "item_id"]) == {"a3"}
+
+
 def test_image_column_relative_to_images_dir_csv_dir_or_absolute(tmp_path):
     (tmp_path / "pics").mkdir()
     (tmp_path / "pics" / "p1.jpg").write_bytes(b"x")

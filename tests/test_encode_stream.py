@@ -18,7 +18,7 @@ import semcat_kit as sk
 from semcat_kit import cli
 from semcat_kit import datasets as D
 from semcat_kit.embeddings import encode_into_store
-from semcat_kit.encoders import Encoder
+from semcat_kit.encoders import HashingTextEncoder
 
 from conftest import SHARED_DATA
 
@@ -27,21 +27,20 @@ ROOT = HERE.parent
 TOYS = SHARED_DATA / "amazon-uk-toys" / "products.csv"
 
 
-class _Tiny(Encoder):
-    """A deterministic 32-d text encoder (hash of the title): fast, no model."""
-    name, text_dim, fingerprint = "tiny-enc-test", 32, "tiny-enc-test:1"
+class _Tiny(HashingTextEncoder):
+    """The library's 32-d hash-of-the-title encoder (fast, no model), counting its batches and
+    raising KeyboardInterrupt after ``fail_after`` of them (a run killed mid-way)."""
     calls = 0
     fail_after = None
 
-    def _embed_texts(self, texts):
-        from semcat_kit.store import content_keys
+    def __init__(self):
+        super().__init__(32)
 
+    def _embed_texts(self, texts):
         type(self).calls += 1
         if self.fail_after is not None and type(self).calls > self.fail_after:
             raise KeyboardInterrupt("killed")
-        k = content_keys(texts).astype(np.float32) - 127.5
-        v = np.concatenate([k, k[:, ::-1]], axis=1)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
+        return super()._embed_texts(texts)
 
 
 @pytest.fixture
@@ -458,7 +457,7 @@ def test_semcat_encode_resumes_after_sigkill(tmp_path):
     assert p.returncode == -signal.SIGKILL
     done_before = sum(batches())
     assert 450 <= done_before < 1000
-    store = VectorStore.for_encoder(cache, "tiny-kill:1", "text", 8, writer="check")
+    store = VectorStore.for_encoder(cache, HashingTextEncoder(8).fingerprint, "text", 8, writer="check")
     kept = len(store)
     assert 400 <= kept <= done_before and kept % 100 == 0           # whole chunks, nothing torn
     counts.unlink()
@@ -472,8 +471,8 @@ def test_semcat_encode_resumes_after_sigkill(tmp_path):
     r = subprocess.run([sys.executable, script, str(csv), str(clean), "0", str(counts2)], env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    a = VectorStore.for_encoder(cache, "tiny-kill:1", "text", 8, writer="check")
-    b = VectorStore.for_encoder(clean, "tiny-kill:1", "text", 8, writer="check")
+    a = VectorStore.for_encoder(cache, HashingTextEncoder(8).fingerprint, "text", 8, writer="check")
+    b = VectorStore.for_encoder(clean, HashingTextEncoder(8).fingerprint, "text", 8, writer="check")
     assert len(a) == len(b) == 1000
     keys = np.concatenate([s.keys() for s in b._shards.values()])
     fa, va = a.get(keys)

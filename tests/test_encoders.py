@@ -297,3 +297,30 @@ def test_openclip_name_errors(tmp_path):
         sk.encoders.load(f"openclip:ViT-B-32@{tmp_path / 'missing.pt'}")
     with pytest.raises(ValueError, match="embed_dim"):
         sk.encoders.register_openclip_config("broken", {"vision_cfg": {}})
+
+
+def test_hash_text_encoder_is_registered_deterministic_and_checked():
+    """The library's model-free test encoder (tests and benchmarks share it): ``hash-text:<dim>``,
+    the title's 16-byte content key minus 127.5, mirrored, tiled to ``dim``, L2-normalised."""
+    from semcat_kit.store import content_keys
+
+    enc = sk.encoders.load("hash-text:8")
+    assert isinstance(enc, sk.encoders.HashingTextEncoder) and enc.modalities == ("text",)
+    assert (enc.name, enc.text_dim, enc.fingerprint) == ("hash-text:8", 8, "hash-text:8:v1")
+    assert sk.encoders.load(enc.name).fingerprint == enc.fingerprint      # its name loads it back
+    titles = ["red toy car", "red toy car", "blue doll", ""]
+    k = content_keys(titles).astype(np.float32) - 127.5
+    x = enc.encode_texts(titles)
+    np.testing.assert_allclose(x, k[:, :8] / np.linalg.norm(k[:, :8], axis=1, keepdims=True), rtol=1e-6)
+    assert np.array_equal(x[0], x[1]) and not np.allclose(x[0], x[2])
+    v32 = np.concatenate([k, k[:, ::-1]], axis=1)
+    x32 = sk.encoders.load("hash-text").encode_texts(titles)                # 32-d by default
+    np.testing.assert_allclose(x32, v32 / np.linalg.norm(v32, axis=1, keepdims=True), rtol=1e-6)
+    x70 = sk.encoders.HashingTextEncoder(70).encode_texts(titles)           # tiled, cut to the width
+    assert x70.shape == (4, 70) and np.allclose(np.linalg.norm(x70, axis=1), 1)
+    np.testing.assert_allclose(x70[:, 32:64] / x70[:, :32], np.ones((4, 32)), rtol=1e-5)
+    for bad in ("hash-text:0", "hash-text:-3"):
+        with pytest.raises(ValueError, match="dim must be an integer >= 1"):
+            sk.encoders.load(bad)
+    with pytest.raises(ValueError, match="must be an integer, got 'wide'"):
+        sk.encoders.load("hash-text:wide")

@@ -11,24 +11,13 @@ import pytest
 import semcat_kit as sk
 from semcat_kit import contracts
 from semcat_kit.contracts import SeenIds, compact_ids, duplicated_ids, id_hashes
-from semcat_kit.encoders import Encoder
-
-
-class _Tiny(Encoder):
-    """A deterministic 32-d text encoder (hash of the title): fast, no model."""
-    name, text_dim, fingerprint = "tiny-test-text", 32, "tiny-test-text:1"
-
-    def _embed_texts(self, texts):
-        from semcat_kit.store import content_keys
-
-        k = content_keys(texts).astype(np.float32) - 127.5
-        v = np.concatenate([k, k[:, ::-1]], axis=1)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
+from semcat_kit.encoders import HashingTextEncoder
 
 
 @pytest.fixture
 def tiny():
-    return _Tiny()
+    """A deterministic 32-d text encoder (hash of the title): fast, no model."""
+    return HashingTextEncoder(32)
 
 
 # ---------------------------------------------------------------------------------- ids

@@ -21,6 +21,9 @@ Built-in names for ``load``:
     ``register_openclip_config(name, config_dict)`` first.
 ``"st:<folder or hub id>"``
     any sentence-transformers text model.
+``"hash-text"`` / ``"hash-text:<dim>"``
+    no model: a deterministic vector from each title's content hash (``HashingTextEncoder``,
+    32-d by default), for tests, smoke runs and benchmarks of everything around an encoder.
 
 Adding an encoder is one registered factory::
 
@@ -42,6 +45,7 @@ from typing import Callable
 
 from ._base import Encoder, file_digest, l2_normalize, resolve_device, settings_digest
 from ._efficientnet import DEFAULT_RESOLUTION, EfficientNetLite0Encoder, LetterboxTransform
+from ._hashing import HashingTextEncoder
 from ._openclip import DEFAULT_TEMPLATES, OpenClipEncoder, register_openclip_config
 from ._sentence import SentenceTransformerEncoder
 
@@ -49,6 +53,7 @@ __all__ = [
     "Encoder", "load", "register", "available", "resolve_device", "settings_digest", "file_digest",
     "l2_normalize", "EfficientNetLite0Encoder", "SentenceTransformerEncoder", "OpenClipEncoder",
     "register_openclip_config", "LetterboxTransform", "DEFAULT_RESOLUTION", "DEFAULT_TEMPLATES",
+    "HashingTextEncoder",
 ]
 
 Factory = Callable[..., Encoder]
@@ -109,12 +114,13 @@ def load(name: str, device: str = "auto", **kwargs) -> Encoder:
 
 
 def _register_builtins() -> None:
-    from . import _efficientnet, _openclip, _sentence
+    from . import _efficientnet, _hashing, _openclip, _sentence
 
     register("minilm", _sentence.minilm_factory)
     register("st", _sentence.st_factory)
     register("efficientnet-lite0", _efficientnet.factory)
     register("openclip", _openclip.factory)
+    register("hash-text", _hashing.factory)
 
 
 _register_builtins()
