@@ -9,7 +9,8 @@ contracts        one coercion/validation rule per input kind (probabilities, lab
 datasets         catalogs (CSV/DataFrame + images, Kaggle fashion layout, bundled tutorial)
 taxonomy         the tree, LCA distances, conflict policy, the Google Product Taxonomy reader
 encoders         frozen text/image encoders behind one registry: ``encoders.load(name)``
-embeddings       ``encode_catalog`` streaming into the store (resumable), ``encode_into_store`` (fill it only); ``Embeddings`` (in memory,
+embeddings       ``encode_catalog`` streaming into the store (resumable), ``encode_into_store`` (fill it only),
+                 ``encode_distributed`` (each torchrun rank its share); ``Embeddings`` (in memory,
                  or memory-mapped from a folder)
 store            out-of-core embedding store: memory-mapped Arrow IPC shards keyed by content hash
 similarity       label similarity (names, tree, class prototypes, blends) as sparse top-k ``Neighbors``
@@ -42,7 +43,7 @@ from .taxonomy import Taxonomy
 from . import datasets
 from .datasets import load_catalog, load_fashion, load_fashion_tutorial, load_google_taxonomy
 from . import encoders
-from .embeddings import Embeddings, StoreFill, encode_catalog, encode_into_store
+from .embeddings import Embeddings, StoreFill, encode_catalog, encode_distributed, encode_into_store
 from . import store
 from . import similarity, soft_labels, losses
 from . import metrics

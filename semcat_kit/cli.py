@@ -238,19 +238,16 @@ def _cmd_train(args) -> int:
         print(f"  label {r['label']!r} (row {r['row']}) is not in the taxonomy; closest: {r['suggestions']}",
               file=sys.stderr)
     if distributed.is_distributed() and args.cache_dir:
-        # under torchrun with a store: every rank encodes its share (rows rank::world) into it, then
-        # each reads the whole catalog's vectors from it (hashing + lookups, nothing left to encode)
-        from .embeddings import encode_into_store
+        # under torchrun with a store: every rank reads, hashes and encodes only its share (rows
+        # rank::world) into it; the ranks exchange the rows' content keys and each gets a view of the
+        # whole catalog on the store (Pipeline.embeddings -> embeddings.encode_distributed)
+        emb = pipe.embeddings(progress=not args.quiet)
+        st, rank, world = emb.meta["stats"], distributed.rank(), distributed.world_size()
 
-        rank, world = distributed.rank(), distributed.world_size()
-        fill = encode_into_store(catalog.iloc[rank::world], pipe.encoder("text"), pipe.encoder("image"),
-                                 cache_dir=args.cache_dir, progress=not args.quiet and rank == 0,
-                                 store_writer=f"r{rank}")
-        st = fill.stats
-        print(f"rank {rank}/{world}: encoded text {st.get('text_encoded', '-')}, image {st.get('image_encoded', '-')} "
-              f"of its {fill.n} products (the rest from the store)", flush=True)
-        distributed.barrier()
-        emb = pipe.embeddings(progress=False)
+        def mine(m):
+            return st[f"{m}_encoded_by_rank"][rank] if f"{m}_encoded_by_rank" in st else "-"
+        print(f"rank {rank}/{world}: encoded text {mine('text')}, image {mine('image')} "
+              f"of its {st['n_by_rank'][rank]} products (the rest from the store)", flush=True)
     else:
         with distributed.main_first():     # rank 0 fills the cache (or encodes), the others read it
             emb = pipe.embeddings(progress=not args.quiet and distributed.is_main())

@@ -36,7 +36,7 @@ from .store import KEY_BYTES, StoreRows, VectorStore, _write_probe, as_keys, con
 from .encoders import Encoder
 from .images import DEFAULT_MAX_PIXELS, ImageError, image_digest, load_image, read_image_bytes
 
-__all__ = ["Embeddings", "encode_catalog", "encode_into_store", "StoreFill", "FORMAT_VERSION"]
+__all__ = ["Embeddings", "encode_catalog", "encode_into_store", "encode_distributed", "StoreFill", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _FAILURE_COLUMNS = ["item_id", "modality", "reason"]
@@ -505,11 +505,11 @@ def _check_catalog(catalog, text_encoder, image_encoder, chunk_size: int = 65536
 
 
 def _encode_texts(titles, ids, enc: Encoder, store, out, mask, batch_size, chunk_size, progress, failures,
-                  row_keys=None):
+                  row_keys=None, counts: dict | None = None):
     """Titles chunk by chunk: hash, look up (vectorised), encode the misses once per distinct text, store.
 
     ``out`` None (a view on the store is returned): hits are only located, never read, and each
-    row's key goes to ``row_keys``.
+    row's key goes to ``row_keys``. ``counts["hashed"]`` (if given) counts the titles hashed.
     """
     from tqdm.auto import tqdm
 
@@ -535,6 +535,8 @@ def _encode_texts(titles, ids, enc: Encoder, store, out, mask, batch_size, chunk
             if rows:
                 rows = np.asarray(rows, dtype=np.int64)
                 keys = content_keys(texts)
+                if counts is not None:
+                    counts["hashed"] += len(texts)
                 ukeys, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
                 inv = inv.reshape(-1)
                 if store is not None and out is None:
@@ -568,8 +570,11 @@ def _encode_texts(titles, ids, enc: Encoder, store, out, mask, batch_size, chunk
 
 
 def _encode_images(paths: list, ids, enc: Encoder, store, out, mask, batch_size, chunk_size, num_workers, progress,
-                   max_pixels, failures, row_keys=None):
-    """Images batch by batch; reading, hashing, lookup and decoding happen in the DataLoader workers."""
+                   max_pixels, failures, row_keys=None, counts: dict | None = None):
+    """Images batch by batch; reading, hashing, lookup and decoding happen in the DataLoader workers.
+
+    ``counts["hashed"]`` (if given) counts the image files read and hashed.
+    """
     from tqdm.auto import tqdm
 
     n, computed = len(paths), 0
@@ -585,6 +590,8 @@ def _encode_images(paths: list, ids, enc: Encoder, store, out, mask, batch_size,
             for i, reason in b["fails"]:
                 failures.append((ids[i], "image", reason if reason == "no image path" else f"{reason}: {paths[i]}"))
             rows, inv, ukeys = b["rows"], b["inv"], b["ukeys"]
+            if counts is not None:
+                counts["hashed"] += len(rows)      # the files read and hashed (in the worker)
             ok_u = np.asarray(b["found"], dtype=bool).copy()
             uvec = np.zeros((len(ukeys), enc.image_dim), dtype=np.float32)
             uvec[ok_u] = b["hits"]
@@ -682,18 +689,30 @@ class StoreFill:
         from the store), ``*_cache_corrupt``, ``cache_write_error``, ``cached``.
     failures : DataFrame ``item_id, modality, reason``
         Every unusable title / image, as in ``Embeddings.failures``.
+    text_keys, image_keys : uint8 (n, 16) or None
+        With ``keep_keys=True``: each row's content key (the store key of its title / image bytes;
+        zeros where unusable), in the order the rows were read. None otherwise.
+    text_mask, image_mask : bool (n,) or None
+        With ``keep_keys=True``: whether the row's title / image is usable (its vector is stored).
+    failure_rows : int64 (len(failures),) or None
+        With ``keep_keys=True``: the row (0..n-1, order read) of each failure.
     """
 
     n: int
     stats: dict
     failures: pd.DataFrame
+    text_keys: np.ndarray | None = None
+    text_mask: np.ndarray | None = None
+    image_keys: np.ndarray | None = None
+    image_mask: np.ndarray | None = None
+    failure_rows: np.ndarray | None = None
 
 
 def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encoder: Encoder | None = None, *,
                       cache_dir: str | os.PathLike, batch_size: int = 64, num_workers: int | None = None,
                       progress: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS, chunk_size: int = 8192,
                       store_dtype: str = "float32", store_writer: str | None = None,
-                      total: int | None = None, check_ids: bool = True) -> StoreFill:
+                      total: int | None = None, check_ids: bool = True, keep_keys: bool = False) -> StoreFill:
     """Fill the embedding store with a catalog's vectors, chunk by chunk, and return no vectors.
 
     What ``encode_catalog(..., cache_dir=...)`` writes to the store, without the ``(N, d)`` result:
@@ -723,16 +742,18 @@ def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encode
         Refuse an id seen in an earlier chunk (:class:`~semcat_kit.contracts.SeenIds`). False when the chunks were checked
         already (:func:`semcat_kit.datasets.load_catalog_chunks` does); ids repeated within a
         chunk are always refused.
+    keep_keys : bool
+        Also return each row's content keys and usable masks per modality
+        (``StoreFill.text_keys`` / ``text_mask`` / ``image_keys`` / ``image_mask``: 17 bytes a row
+        and modality) and the row of each failure (``failure_rows``): enough to build a view on the
+        store without hashing the rows again (:func:`encode_distributed`).
 
     Returns
     -------
     StoreFill
-        ``n``, ``stats`` and ``failures``.
+        ``n``, ``stats`` (also ``text_hashed`` / ``image_hashed``: titles hashed, image files read
+        and hashed by this call) and ``failures``; the keys with ``keep_keys``.
     """
-    from tqdm.auto import tqdm
-
-    from .contracts import SeenIds
-
     if cache_dir is None:
         raise ValueError("encode_into_store needs a cache_dir: the store it fills")
     bound_heap()          # chunk temporaries mapped on their own: memory stays flat (see _memory)
@@ -757,9 +778,23 @@ def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encode
         frames = iter(catalog)
     stats: dict = {}
     stores = _open_stores(cache_dir, text_encoder, image_encoder, stats, store_dtype, store_writer, False)
+    return _fill_store(frames, text_encoder, image_encoder, stores, stats, cache_dir, batch_size=batch_size,
+                       num_workers=num_workers, progress=progress, max_pixels=max_pixels, chunk_size=chunk_size,
+                       total=total, check_ids=check_ids, keep_keys=keep_keys)
+
+
+def _fill_store(frames, text_encoder, image_encoder, stores: dict, stats: dict, cache_dir, *, batch_size, num_workers,
+                progress, max_pixels, chunk_size, total, check_ids, keep_keys) -> StoreFill:
+    """:func:`encode_into_store` on DataFrame chunks, into stores already opened (:func:`_open_stores`)."""
+    from tqdm.auto import tqdm
+
+    from .contracts import SeenIds
+
     failures: list[tuple[str, str, str]] = []
+    fail_rows: list[np.ndarray] = []
+    kept: dict[str, tuple[list, list]] = {"text": ([], []), "image": ([], [])}
     seen = SeenIds()
-    n, computed = 0, {"text": 0, "image": 0}
+    n, computed, hashed = 0, {"text": 0, "image": 0}, {"text": 0, "image": 0}
     with tqdm(total=total, desc="encoding into the store", unit="item", disable=not progress) as bar:
         for df in frames:
             df = df.reset_index(drop=True)
@@ -770,15 +805,27 @@ def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encode
             if len(again):
                 raise ValueError(f"catalog has duplicated item_id(s), e.g. {list(dict.fromkeys(again.tolist()))[:10]} "
                                  f"(seen in an earlier chunk); ids must be unique")
-            if text_encoder is not None:
+            before = len(failures)
+            for m, enc in (("text", text_encoder), ("image", image_encoder)):
+                if enc is None:
+                    continue
                 mask = np.zeros(len(df), dtype=bool)
-                computed["text"] += _encode_texts(df, ids, text_encoder, stores["text"], None, mask, batch_size,
-                                                  chunk_size, False, failures)
-            if image_encoder is not None:
-                mask = np.zeros(len(df), dtype=bool)
-                computed["image"] += _encode_images(df["image_path"].tolist(), ids, image_encoder, stores["image"],
-                                                    None, mask, batch_size, chunk_size, num_workers, False,
-                                                    max_pixels, failures)
+                keys = np.zeros((len(df), KEY_BYTES), dtype=np.uint8) if keep_keys else None
+                counts = {"hashed": 0}
+                if m == "text":
+                    computed[m] += _encode_texts(df, ids, enc, stores[m], None, mask, batch_size, chunk_size, False,
+                                                 failures, row_keys=keys, counts=counts)
+                else:
+                    computed[m] += _encode_images(df["image_path"].tolist(), ids, enc, stores[m], None, mask,
+                                                  batch_size, chunk_size, num_workers, False, max_pixels, failures,
+                                                  row_keys=keys, counts=counts)
+                hashed[m] += counts["hashed"]
+                if keep_keys:
+                    kept[m][0].append(keys)
+                    kept[m][1].append(mask)
+            if keep_keys and len(failures) > before:    # each failure's row: its id among the chunk's (bounded)
+                where = pd.Index(ids).get_indexer([f[0] for f in failures[before:]])
+                fail_rows.append(n + where.astype(np.int64))
             n += len(df)
             bar.update(len(df))
             del df
@@ -786,10 +833,19 @@ def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encode
     for m, enc in (("text", text_encoder), ("image", image_encoder)):
         if enc is not None:
             stats[f"{m}_encoded"] = computed[m]
+            stats[f"{m}_hashed"] = hashed[m]
             stats[f"{m}_cache_corrupt"] = list(stores[m].corrupt) if stores[m] is not None else []
     _close_stats(stores, stats, cache_dir)
     fails = pd.DataFrame(failures, columns=_FAILURE_COLUMNS) if failures else _empty_failures()
-    return StoreFill(n, stats, fails)
+    fill = StoreFill(n, stats, fails)
+    if keep_keys:
+        for m, enc in (("text", text_encoder), ("image", image_encoder)):
+            if enc is not None:
+                keys, masks = kept[m]
+                setattr(fill, f"{m}_keys", np.concatenate(keys) if keys else np.zeros((0, KEY_BYTES), np.uint8))
+                setattr(fill, f"{m}_mask", np.concatenate(masks) if masks else np.zeros(0, bool))
+        fill.failure_rows = np.concatenate(fail_rows) if fail_rows else np.zeros(0, np.int64)
+    return fill
 
 
 def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, image_encoder: Encoder | None = None,
@@ -920,3 +976,123 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
     with atomic_dir(out) as tmp:
         run(tmp)
     return Embeddings.load(out)
+
+
+def encode_distributed(catalog: pd.DataFrame, text_encoder: Encoder | None = None,
+                       image_encoder: Encoder | None = None, *, cache_dir: str | os.PathLike, batch_size: int = 64,
+                       num_workers: int | None = None, progress: bool = True,
+                       max_pixels: int | None = DEFAULT_MAX_PIXELS, chunk_size: int = 8192,
+                       store_dtype: str = "float32", store_writer: str | None = None) -> Embeddings:
+    """Encode a catalog across the ``torchrun`` ranks and give every rank a view of all of it.
+
+    Rank ``r`` of ``world`` (:mod:`semcat_kit.distributed`; one process is rank 0 of 1) reads,
+    hashes and, where the store lacks them, encodes only its share, rows ``r::world``
+    (:func:`encode_into_store` with ``keep_keys=True``). The ranks then exchange each row's content
+    keys and usable masks (17 bytes a row and modality, gathered as tensors) and their failures,
+    put them back in catalog order (share ``r`` holds rows ``r::world``), and each rank locates the
+    whole catalog's vectors in the shared store (``VectorStore.locate``): no rank reads or hashes
+    another rank's titles or image files.
+
+    With one process the result equals ``encode_catalog(catalog, ..., cache_dir=cache_dir,
+    view=True)``: the same vectors, masks and failures.
+
+    Parameters
+    ----------
+    catalog : DataFrame
+        Columns ``item_id`` and ``title`` / ``image_path``; the same table on every rank.
+    text_encoder, image_encoder, batch_size, num_workers, max_pixels, chunk_size, store_dtype
+        As :func:`encode_catalog`.
+    cache_dir : path
+        The store every rank writes and reads (a folder shared by all ranks, e.g. on one machine or
+        a shared file system). Under several processes it must be writable: the ranks exchange
+        vectors through it (a store that cannot be written raises ``RuntimeError``).
+    progress : bool
+        A ``tqdm`` bar on rank 0 over its share.
+    store_writer : str, optional
+        Tag in the names of the shards written; default ``r<rank>``.
+
+    Returns
+    -------
+    Embeddings
+        Rows in catalog order, ``text`` / ``image`` as :class:`~semcat_kit.store.StoreRows` views;
+        ``failures`` ordered by modality (text first) then catalog row. ``meta["stats"]``: as
+        :func:`encode_catalog` with ``view=True`` (``text_encoded`` / ``image_encoded`` summed over
+        the ranks), plus ``world``, and per rank (lists indexed by rank) ``n_by_rank`` (products in
+        its share), ``text_encoded_by_rank`` / ``image_encoded_by_rank`` and ``text_hashed_by_rank``
+        / ``image_hashed_by_rank`` (titles, image files it read and hashed: its share only).
+    """
+    from . import distributed
+
+    if cache_dir is None:
+        raise ValueError("encode_distributed needs a cache_dir: the store the ranks share their vectors through")
+    if isinstance(catalog, (str, os.PathLike)):
+        raise TypeError("encode_distributed takes the catalog as a DataFrame (the same on every rank); for a "
+                        "catalog file use `semcat encode` (streams it per rank) or load it first")
+    if batch_size < 1 or chunk_size < 1:
+        raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size}, {chunk_size}")
+    bound_heap()
+    ids = _check_catalog(catalog, text_encoder, image_encoder)   # whole catalog: columns, unique ids (no hashing)
+    catalog = catalog.reset_index(drop=True)
+    n = len(ids)
+    rank, world = distributed.rank(), distributed.world_size()
+    stats: dict = {}
+    stores = _open_stores(cache_dir, text_encoder, image_encoder, stats, store_dtype,
+                          store_writer if store_writer is not None else f"r{rank}", True)
+    share = catalog.iloc[rank::world]
+    frames = (share.iloc[a:a + chunk_size] for a in range(0, len(share), chunk_size))
+    fill = _fill_store(frames, text_encoder, image_encoder, stores, stats, cache_dir, batch_size=batch_size,
+                       num_workers=num_workers, progress=progress and rank == 0, max_pixels=max_pixels,
+                       chunk_size=chunk_size, total=len(share), check_ids=False, keep_keys=True)
+    del share, frames
+    # every rank's counts and failures (small, pickled), each failure at its catalog row
+    rows = rank + world * fill.failure_rows
+    per = distributed.all_gather_object({"n": fill.n, "stats": fill.stats, "rows": rows.tolist(), "catalog": n,
+                                         "failures": list(fill.failures.itertuples(index=False, name=None))})
+    sizes = [p["catalog"] for p in per]
+    if len(set(sizes)) > 1:     # checked by every rank alike: all raise, none waits for the others
+        raise RuntimeError(f"the ranks hold catalogs of {sizes} rows: load the catalog identically on every rank")
+    errors = [(r, p["stats"].get("cache_write_error")) for r, p in enumerate(per) if p["stats"].get("cache_write_error")]
+    if world > 1 and errors:
+        r, e = errors[0]
+        raise RuntimeError(f"rank {r} could not write the embedding store {cache_dir} ({e}); the ranks share their "
+                           "vectors through it: give a cache folder every rank can write")
+    failures: list[tuple[str, str, str]] = []
+    fail_rows: list[int] = []
+    for p in per:
+        failures.extend(tuple(f) for f in p["failures"])
+        fail_rows.extend(p["rows"])
+    modal = {"text": 0, "image": 1}
+    views, masks = {"text": None, "image": None}, {"text": np.zeros(n, bool), "image": np.zeros(n, bool)}
+    for m, enc in (("text", text_encoder), ("image", image_encoder)):
+        if enc is None:
+            continue
+        # the shares' rows back into catalog order (share r holds rows r::world), as tensors
+        keys = distributed.all_gather_rows(getattr(fill, f"{m}_keys"), interleave=True)
+        mask = masks[m] = distributed.all_gather_rows(getattr(fill, f"{m}_mask"), interleave=True).copy()
+        setattr(fill, f"{m}_keys", None)
+        st = stores[m]
+        st.refresh()                                      # the shards the other ranks wrote
+        lost: list = []
+        before = mask.copy()
+        views[m] = _view(st, keys, mask, ids, m, lost)
+        failures.extend(lost)
+        fail_rows.extend(np.flatnonzero(before & ~mask).tolist())
+        del keys, before
+    order = sorted(range(len(failures)), key=lambda i: (modal.get(failures[i][1], 2), fail_rows[i]))
+    fails = pd.DataFrame([failures[i] for i in order], columns=_FAILURE_COLUMNS) if failures else _empty_failures()
+    out: dict = {}
+    for m, enc in (("text", text_encoder), ("image", image_encoder)):
+        if enc is not None:
+            out[f"{m}_encoded"] = int(sum(p["stats"][f"{m}_encoded"] for p in per))
+            out[f"{m}_cache_corrupt"] = sorted({c for p in per for c in p["stats"][f"{m}_cache_corrupt"]})
+    out["cache_write_error"] = errors[0][1] if errors else None
+    out["cached"] = all(p["stats"].get("cached", False) for p in per)
+    out["view"] = True
+    out["world"] = world
+    out["n_by_rank"] = [int(p["n"]) for p in per]
+    for m, enc in (("text", text_encoder), ("image", image_encoder)):
+        if enc is not None:
+            out[f"{m}_encoded_by_rank"] = [int(p["stats"][f"{m}_encoded"]) for p in per]
+            out[f"{m}_hashed_by_rank"] = [int(p["stats"][f"{m}_hashed"]) for p in per]
+    meta = {"text_encoder": _meta(text_encoder, "text"), "image_encoder": _meta(image_encoder, "image"), "stats": out}
+    return Embeddings(ids, views["text"], views["image"], masks["text"], masks["image"], fails, meta)

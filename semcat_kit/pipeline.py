@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from . import datasets, encoders, similarity
-from .embeddings import Embeddings, encode_catalog
+from .embeddings import Embeddings, encode_catalog, encode_distributed
 from .taxonomy import DEFAULT_SEP, Taxonomy, read_taxonomy, suggest_classes
 
 __all__ = ["Pipeline", "PipelineConfig", "PipelineError", "CATALOG_OPTIONS"]
@@ -343,10 +343,20 @@ class Pipeline:
         return self._once(f"enc:{modality}", lambda: encoders.load(name, device=self.config.device))
 
     def embeddings(self, progress: bool = True) -> Embeddings:
-        """Embeddings of every catalog row (unlabelled ones included), aligned with the catalog."""
-        return self._once("embeddings", lambda: encode_catalog(
-            self.load_catalog(), text_encoder=self.encoder("text"), image_encoder=self.encoder("image"),
-            cache_dir=self.cache_dir, progress=progress))
+        """Embeddings of every catalog row (unlabelled ones included), aligned with the catalog.
+
+        Under ``torchrun`` with a ``cache_dir``, each rank encodes (and hashes) only its share of the
+        catalog into the store and gets a view of all of it (:func:`~semcat_kit.embeddings.encode_distributed`).
+        """
+        from . import distributed
+
+        def make():
+            kw = dict(text_encoder=self.encoder("text"), image_encoder=self.encoder("image"),
+                      cache_dir=self.cache_dir, progress=progress)
+            if distributed.is_distributed() and self.cache_dir is not None:
+                return encode_distributed(self.load_catalog(), **kw)
+            return encode_catalog(self.load_catalog(), **kw)
+        return self._once("embeddings", make)
 
     def label_texts(self) -> list[str]:
         """How each class is written for the text encoder (``config.class_template``)."""

@@ -103,11 +103,11 @@ def test_semcat_train_under_torchrun_shares_the_encoding_between_ranks(tmp_path)
                      "semcat_kit", "train", "--catalog", str(csv), "--config", str(cfg), "--out", str(out),
                      "--cache-dir", str(cache), "--quiet"], tmp_path, {"HF_HUB_OFFLINE": "1"})
     p = run(tmp_path / "h")
-    got = {}
-    for line in p.stdout.splitlines():
-        if line.startswith("rank ") and "encoded text" in line:
-            r = line.split()[1].split("/")[0]
-            got[r] = int(line.split("encoded text ")[1].split(",")[0])
+    import re
+
+    lines = re.findall(r"rank (\d+)/2: encoded text (\d+), image - of its (\d+) products", p.stdout)
+    got = {r: int(k) for r, k, _ in lines}      # searched anywhere: the two ranks print at the same moment
+    assert sorted(int(n) for _, _, n in lines) == sorted([len(df) // 2, len(df) - len(df) // 2]), p.stdout
     assert sorted(got) == ["0", "1"] and sum(got.values()) == df["title"].nunique() and min(got.values()) > 0, p.stdout
     assert "test metrics (" in p.stdout
     import semcat_kit as sk
@@ -117,3 +117,116 @@ def test_semcat_train_under_torchrun_shares_the_encoding_between_ranks(tmp_path)
     assert len(pred) == 5 and pred["pred_1"].notna().all()
     again = run(tmp_path / "h2")
     assert again.stdout.count("encoded text 0, image - of its") == 2, again.stdout
+
+
+# ------------------------------------------------------------------ encode_distributed
+def _myntra_catalog(tmp_path, fashion_dir, myntra_styles):
+    """31 real Myntra products (one with no title in the data), a corrupt image file, a missing image
+    file, a title and an image shared by two rows (their content keys come from different ranks)."""
+    import pandas as pd
+
+    rows = list(range(30)) + [int(myntra_styles.index[myntra_styles["productDisplayName"].isna()][0])]
+    df = myntra_styles.iloc[rows]
+    cat = pd.DataFrame({"item_id": df["id"].astype(str).to_numpy(), "title": df["productDisplayName"].to_numpy(),
+                        "image_path": [str(fashion_dir / "images" / f"{i}.jpg") for i in df["id"]]})
+    assert cat["title"].isna().sum() == 1
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    cat.loc[3, "image_path"] = str(tmp_path / "corrupt.jpg")
+    cat.loc[5, "image_path"] = str(tmp_path / "absent.jpg")
+    cat.loc[7, "title"] = cat.loc[8, "title"]                 # rows 7 and 8: ranks 1 and 0
+    cat.loc[9, "image_path"] = cat.loc[10, "image_path"]      # rows 9 and 10: ranks 1 and 0
+    return cat
+
+
+def _failure_set(failures):
+    return sorted(map(tuple, (failures.values.tolist() if hasattr(failures, "values") else failures)))
+
+
+def test_encode_distributed_on_one_process_equals_the_encode_catalog_view(tmp_path, fashion_dir, myntra_styles):
+    """One process goes through the same function (rank 0 of 1): the same vectors, masks and
+    failures as encode_catalog(view=True); it hashes each title and reads each image file once;
+    failures come in catalog order (text first)."""
+    import semcat_kit as sk
+    from semcat_kit.embeddings import encode_distributed
+    from semcat_kit.store import StoreRows
+
+    sys.path.insert(0, str(HERE))
+    from test_encode_stream import _Tiny
+
+    cat = _myntra_catalog(tmp_path, fashion_dir, myntra_styles)
+    image = sk.encoders.load("efficientnet-lite0@64", device="cpu")
+    want = sk.encode_catalog(cat, _Tiny(), image, cache_dir=tmp_path / "c1", view=True, progress=False)
+    got = encode_distributed(cat, _Tiny(), image, cache_dir=tmp_path / "c2", progress=False, chunk_size=7,
+                             batch_size=8)
+    assert isinstance(got.text, StoreRows) and isinstance(got.image, StoreRows)
+    assert got.item_ids.tolist() == cat["item_id"].tolist()
+    np.testing.assert_array_equal(np.asarray(got.text), np.asarray(want.text))
+    np.testing.assert_allclose(np.asarray(got.image), np.asarray(want.image), atol=1e-5, rtol=0)  # batches differ
+    np.testing.assert_array_equal(got.text_mask, want.text_mask)
+    np.testing.assert_array_equal(got.image_mask, want.image_mask)
+    assert _failure_set(got.failures) == _failure_set(want.failures) and len(got.failures) == 3
+    assert got.failures["item_id"].tolist() == cat["item_id"][[30, 3, 5]].tolist()   # text first, then by row
+    st = got.meta["stats"]
+    assert st["view"] and st["world"] == 1 and st["n_by_rank"] == [31]
+    assert st["text_hashed_by_rank"] == [30] and st["image_hashed_by_rank"] == [30]   # no title / no file: not hashed
+    assert st["text_encoded"] == want.meta["stats"]["text_encoded"] == 29              # rows 7, 8: one title
+    assert st["image_encoded"] == want.meta["stats"]["image_encoded"] == 28            # shared, corrupt, absent
+    assert got.meta["text_encoder"] == want.meta["text_encoder"]
+    again = encode_distributed(cat, _Tiny(), image, cache_dir=tmp_path / "c2", progress=False)
+    assert again.meta["stats"]["text_encoded"] == again.meta["stats"]["image_encoded"] == 0
+    np.testing.assert_array_equal(np.asarray(again.image), np.asarray(got.image))
+
+
+@pytest.mark.slow
+def test_encode_distributed_on_two_ranks_equals_one_process_and_each_rank_hashes_only_its_share(
+        tmp_path, fashion_dir, myntra_styles):
+    """torchrun, 2 CPU ranks (gloo): every rank gets the whole catalog's view, equal to one process's
+    encode_catalog view (vectors, masks, failures incl. a missing title and a corrupt image); each
+    rank hashed exactly the titles and read exactly the image files of its rows rank::2 (counted by
+    wrapping the hashing and reading functions in the worker, and by the stats)."""
+    import json
+
+    import semcat_kit as sk
+
+    sys.path.insert(0, str(HERE))
+    from test_encode_stream import _Tiny
+
+    cat = _myntra_catalog(tmp_path, fashion_dir, myntra_styles)
+    cat.to_parquet(tmp_path / "cat.parquet")
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+          str(HERE / "_dist_view_case.py"), str(tmp_path / "cat.parquet"), str(tmp_path / "store"),
+          str(tmp_path / "rank")], tmp_path, {"PYTHONPATH": str(HERE.parent), "HF_HUB_OFFLINE": "1"})
+    image = sk.encoders.load("efficientnet-lite0@64", device="cpu")
+    want = sk.encode_catalog(cat, _Tiny(), image, cache_dir=tmp_path / "one", view=True, progress=False)
+    encoded = {"text": 0, "image": 0}
+    for r in (0, 1):
+        z = np.load(tmp_path / f"rank{r}.npz", allow_pickle=False)
+        assert int(z["world"]) == 2
+        assert z["ids"].tolist() == cat["item_id"].tolist()
+        np.testing.assert_array_equal(z["text"], np.asarray(want.text))
+        # images: each rank embedded its own batches (other compositions than one process): ~1e-7
+        np.testing.assert_allclose(z["image"], np.asarray(want.image), atol=1e-5, rtol=0)
+        np.testing.assert_array_equal(z["text_mask"], want.text_mask)
+        np.testing.assert_array_equal(z["image_mask"], want.image_mask)
+        assert _failure_set(json.loads(str(z["failures"]))) == _failure_set(want.failures)
+        mine = cat.iloc[r::2]
+        titles = mine["title"].dropna().tolist()
+        paths = mine["image_path"].tolist()
+        assert sorted(z["titles"].tolist()) == sorted(titles)           # its share's titles, each once
+        assert sorted(z["paths"].tolist()) == sorted(paths)             # its share's files, each once
+        st = json.loads(str(z["stats"]))
+        assert st["world"] == 2 and st["n_by_rank"] == [16, 15]
+        assert st["text_hashed_by_rank"][r] == len(titles)
+        assert st["image_hashed_by_rank"][r] == sum(p != str(tmp_path / "absent.jpg") for p in paths)
+        for m in encoded:
+            encoded[m] = st[f"{m}_encoded"]
+            assert sum(st[f"{m}_encoded_by_rank"]) == st[f"{m}_encoded"]
+        # a 1-row catalog: rank 1's share is empty, both ranks still get the row
+        np.testing.assert_array_equal(z["one_text"], np.asarray(want.text)[:1])
+        assert json.loads(str(z["one_stats"]))["n_by_rank"] == [1, 0]
+        # all_gather_rows: ranks of different lengths in rank order; interleaving refused on both ranks
+        assert z["parts"].tolist() == [[0, 0], [1, 1], [1, 1]]
+        assert "hold [1, 2] rows" in str(z["refused"])
+    # rows 7/8 (one title) and 9/10 (one image file) are on different ranks: encoded once or twice
+    # (both ranks may miss it before either writes), never more; everything else exactly once
+    assert 29 <= encoded["text"] <= 30 and 28 <= encoded["image"] <= 29
