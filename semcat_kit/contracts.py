@@ -24,9 +24,7 @@ Rules
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
-import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -622,10 +620,13 @@ class SeenIds:
     Hashes are kept in tiers of sorted arrays (a tier is merged with the next when it grows as
     large), so checking N ids in chunks costs O(N log N), never a full re-sort per chunk.
 
-    Private memory stays flat in N: a tier of more than ``spill_rows`` hashes is written to a
-    memory-mapped temporary file (in ``spill_dir``, default ``tempfile.gettempdir()``: set
-    ``TMPDIR``) and sorted in place there, so its pages belong to the page cache, which the OS
-    writes back and drops, not to the process. The files are removed when the object goes.
+    Private memory stays flat in N: a tier of more than ``spill_rows`` hashes is written to an
+    anonymous temporary file (``tempfile.TemporaryFile`` in ``spill_dir``, default
+    ``tempfile.gettempdir()``: set ``TMPDIR``; removed by the OS as soon as it is created, so
+    nothing is left behind even by a killed process), memory-mapped and sorted in place there: its
+    pages belong to the page cache, which the OS writes back and drops, not to the process. A
+    folder that cannot take the file (read-only, full) is warned about once and the hashes stay
+    in memory (8 bytes an id): the run goes on.
 
     Parameters
     ----------
@@ -637,7 +638,7 @@ class SeenIds:
     def __init__(self, spill_rows: int | None = 1 << 18, spill_dir=None):
         self._tiers: list[np.ndarray] = []
         self.spill_rows, self.spill_dir = spill_rows, spill_dir
-        self._tmp = None
+        self.spill_error: str | None = None
 
     def __len__(self) -> int:
         return int(sum(len(t) for t in self._tiers))
@@ -649,27 +650,31 @@ class SeenIds:
 
     def _sorted(self, parts: list[np.ndarray]) -> np.ndarray:
         n = sum(len(p) for p in parts)
-        if self.spill_rows is None or n <= self.spill_rows:
+        if self.spill_rows is None or n <= self.spill_rows or self.spill_error is not None:
             return np.sort(np.concatenate(parts)) if len(parts) > 1 else np.sort(parts[0])
-        if self._tmp is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="semcat-seen-ids-", dir=self.spill_dir)
-            weakref.finalize(self, self._tmp.cleanup)
-        fd, path = tempfile.mkstemp(suffix=".u64", dir=self._tmp.name)
-        os.close(fd)
-        out = np.memmap(path, dtype=np.uint64, mode="w+", shape=(n,))
-        a = 0
-        for p in parts:
-            out[a:a + len(p)] = p
-            a += len(p)
+        try:
+            return self._spill(parts, n)
+        except OSError as e:
+            import warnings
+
+            where = self.spill_dir if self.spill_dir is not None else tempfile.gettempdir()
+            self.spill_error = f"{type(e).__name__}: {e.strerror or e}"
+            warnings.warn(f"the duplicate-id check could not write its temporary file in {where} "
+                          f"({self.spill_error}); it keeps the ids' hashes in memory instead (8 bytes an id). "
+                          "Set TMPDIR to a writable folder with free space", RuntimeWarning, stacklevel=4)
+            return np.sort(np.concatenate(parts))
+
+    def _spill(self, parts: list[np.ndarray], n: int) -> np.memmap:
+        block = 1 << 20
+        with tempfile.TemporaryFile(prefix="semcat-seen-ids-", suffix=".u64", dir=self.spill_dir) as f:
+            for p in parts:            # written, not a sparse file: a full disk is an OSError here, never
+                p = np.ascontiguousarray(p, dtype=np.uint64)            # a SIGBUS when the map is touched
+                for a in range(0, len(p), block):
+                    f.write(memoryview(p[a:a + block]).cast("B"))
+            f.flush()
+            out = np.memmap(f, dtype=np.uint64, mode="r+", shape=(n,))   # the map outlives the file object
         out.sort(kind="quicksort")     # in place in the map (a stable sort would take n/2 private words)
         return out
-
-    @staticmethod
-    def _drop(t: np.ndarray) -> None:
-        """Remove a spilled tier's file (its map goes with the last reference to the array)."""
-        if isinstance(t, np.memmap) and t.filename:
-            with contextlib.suppress(OSError):   # the temporary folder is removed at the end anyway
-                os.unlink(t.filename)
 
     def add(self, ids) -> np.ndarray:
         a = compact_ids(ids)
@@ -685,7 +690,5 @@ class SeenIds:
         self._tiers.append(np.sort(hu))
         while len(self._tiers) > 1 and len(self._tiers[-2]) <= len(self._tiers[-1]):
             b = self._tiers.pop()
-            old = self._tiers[-1]
-            self._tiers[-1] = self._sorted([old, b])
-            self._drop(old), self._drop(b)
+            self._tiers[-1] = self._sorted([self._tiers[-1], b])
         return a[:0]

@@ -17,6 +17,7 @@ OS page cache instead of private memory.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import warnings
@@ -978,6 +979,16 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
     return Embeddings.load(out)
 
 
+def _ids_digest(ids: np.ndarray) -> str:
+    """SHA-256 of the ids' 64-bit hashes in order (the catalog's identity across ranks; in blocks)."""
+    from .contracts import id_hashes
+
+    h = hashlib.sha256()
+    for a in range(0, len(ids), 1 << 18):
+        h.update(id_hashes(ids[a:a + (1 << 18)]).tobytes())
+    return h.hexdigest()
+
+
 def encode_distributed(catalog: pd.DataFrame, text_encoder: Encoder | None = None,
                        image_encoder: Encoder | None = None, *, cache_dir: str | os.PathLike, batch_size: int = 64,
                        num_workers: int | None = None, progress: bool = True,
@@ -1047,10 +1058,15 @@ def encode_distributed(catalog: pd.DataFrame, text_encoder: Encoder | None = Non
     # every rank's counts and failures (small, pickled), each failure at its catalog row
     rows = rank + world * fill.failure_rows
     per = distributed.all_gather_object({"n": fill.n, "stats": fill.stats, "rows": rows.tolist(), "catalog": n,
+                                         "ids": _ids_digest(ids) if world > 1 else "",
                                          "failures": list(fill.failures.itertuples(index=False, name=None))})
     sizes = [p["catalog"] for p in per]
     if len(set(sizes)) > 1:     # checked by every rank alike: all raise, none waits for the others
         raise RuntimeError(f"the ranks hold catalogs of {sizes} rows: load the catalog identically on every rank")
+    if len({p["ids"] for p in per}) > 1:   # same length, other ids or another order: rows would get others' vectors
+        raise RuntimeError("the ranks hold catalogs with different item_id sequences (another order or other "
+                           "products): load the catalog identically on every rank (same file, same row order; "
+                           "shuffle with a fixed seed)")
     errors = [(r, p["stats"].get("cache_write_error")) for r, p in enumerate(per) if p["stats"].get("cache_write_error")]
     if world > 1 and errors:
         r, e = errors[0]
@@ -1078,6 +1094,13 @@ def encode_distributed(catalog: pd.DataFrame, text_encoder: Encoder | None = Non
         failures.extend(lost)
         fail_rows.extend(np.flatnonzero(before & ~mask).tolist())
         del keys, before
+        if world > 1:   # a vector another rank wrote is not in this rank's store: the folder is not shared
+            missing = distributed.all_gather_object(len(lost))
+            if any(missing):
+                raise RuntimeError(
+                    f"{m} vectors written by other ranks are missing from the store {cache_dir} on rank(s) "
+                    f"{[r for r, k in enumerate(missing) if k]} ({max(missing)} rows): every rank must see the same "
+                    "store (with --nnodes, a cache folder on a file system shared by all machines)")
     order = sorted(range(len(failures)), key=lambda i: (modal.get(failures[i][1], 2), fail_rows[i]))
     fails = pd.DataFrame([failures[i] for i in order], columns=_FAILURE_COLUMNS) if failures else _empty_failures()
     out: dict = {}

@@ -363,6 +363,9 @@ class _Shard:
     @property
     def index(self) -> "_KeyIndex":
         if self._index is None:
+            if self._words is None and len(self):   # closed: an empty table would answer "absent"
+                raise RuntimeError(f"store shard {self.path} was closed (merged away or the store refreshed); "
+                                   "look the keys up again through the VectorStore")
             self._build()
         return self._index
 

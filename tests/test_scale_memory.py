@@ -59,8 +59,9 @@ def test_seen_ids_refuses_an_id_of_an_earlier_chunk_in_tiers():
 
 
 def test_seen_ids_spills_large_tiers_to_memory_mapped_files_and_answers_the_same(tmp_path):
-    """Tiers above ``spill_rows`` live in memory-mapped files (sorted in place there): the same
-    answers as all in memory, merged files removed as tiers merge, the folder removed at the end."""
+    """Tiers above ``spill_rows`` live in memory-mapped anonymous temporary files (sorted in place
+    there): the same answers as all in memory, and no file is ever left in the folder (removed by
+    the OS at creation: nothing to clean up, even after a kill)."""
     ids = np.char.add("p", np.arange(30_000).astype(str))
     mem, disk = SeenIds(spill_rows=None), SeenIds(spill_rows=2_000, spill_dir=tmp_path)
     for a in range(0, len(ids), 1000):
@@ -68,18 +69,50 @@ def test_seen_ids_spills_large_tiers_to_memory_mapped_files_and_answers_the_same
         if a == 17_000:                                   # repeats of earlier chunks, found in any tier
             chunk = np.concatenate([chunk[:-3], ids[[5, 12_345, 16_999]]])
         np.testing.assert_array_equal(mem.add(chunk), disk.add(chunk))
-    assert len(disk) == len(mem) and disk.spilled > 20_000 and mem.spilled == 0
+    assert len(disk) == len(mem) and disk.spilled > 20_000 and mem.spilled == 0 and disk.spill_error is None
     assert all(isinstance(t, np.memmap) for t in disk._tiers if len(t) > 2_000)
-    files = list(tmp_path.glob("semcat-seen-ids-*/*.u64"))
-    assert len(files) == sum(isinstance(t, np.memmap) for t in disk._tiers)   # merged-away tiers' files removed
     for t in disk._tiers:
         assert np.all(t[1:] >= t[:-1])
+    assert list(tmp_path.iterdir()) == []
     assert disk.add(np.array(["new", "p17", "p29999"])).tolist() == ["p17", "p29999"]
-    del disk
-    import gc
 
-    gc.collect()
-    assert not list(tmp_path.glob("semcat-seen-ids-*"))
+
+def test_seen_ids_that_cannot_spill_warn_once_and_keep_the_hashes_in_memory(tmp_path, monkeypatch):
+    """A spill folder that is missing / read-only, or a disk that fills up while the tier is
+    written, is one warning naming the folder: the check goes on in memory with the same answers
+    (a long run is never stopped by its temporary files)."""
+    import warnings
+
+    from semcat_kit import contracts
+
+    ids = np.char.add("p", np.arange(12_000).astype(str))
+    for case in ("missing folder", "disk full"):
+        seen = SeenIds(spill_rows=2_000, spill_dir=tmp_path / "nope" if case == "missing folder" else tmp_path)
+        if case == "disk full":
+            real = contracts.tempfile.TemporaryFile
+
+            class Full:
+                def __init__(self, *a, **k):
+                    self.f = real(*a, **k)
+
+                def write(self, b):
+                    raise OSError(28, "No space left on device")
+
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc):
+                    self.f.close()
+            monkeypatch.setattr(contracts.tempfile, "TemporaryFile", Full)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            for a in range(0, len(ids), 1000):
+                assert len(seen.add(ids[a:a + 1000])) == 0
+        msgs = [str(x.message) for x in w if issubclass(x.category, RuntimeWarning)]
+        assert len(msgs) == 1 and "TMPDIR" in msgs[0], (case, msgs)
+        assert (str(tmp_path / "nope") if case == "missing folder" else "No space left") in msgs[0]
+        assert seen.spilled == 0 and seen.spill_error is not None and len(seen) == 12_000
+        assert seen.add(np.array(["p3", "q"])).tolist() == ["p3"]
 
 
 def test_predict_embeddings_iter_refuses_an_id_repeated_across_chunks():

@@ -518,6 +518,9 @@ def test_shard_keys_are_searched_in_place_in_the_memory_map(tmp_path):
     f, v = st.get(keys[::-1])
     assert f.all()
     np.testing.assert_array_equal(v, vecs[::-1])
+    sh.close()                                        # a closed shard never answers "absent" for everything
+    with pytest.raises(RuntimeError, match="was closed"):
+        sh.search(*_split(keys[:3]))
 
 
 def test_merge_streams_a_k_way_merge_in_blocks_dropping_keys_shared_by_shards(tmp_path):
