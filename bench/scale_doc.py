@@ -252,7 +252,7 @@ def render(data: dict) -> str:
     mem_cell = f"{peak:,.0f} MB at {int(big):,}" + (f"; ~{proj[worst] / 1024:.1f} GB at 10M ({worst}, extrapolated "
                                                      f"linearly from the two sizes)" if worst else "")
     lines += [f"| peak private memory per process | {mem_cell} | about the same per rank (every rank reads the "
-              "whole catalog view; `semcat train` also holds the catalog table on every rank, not measured here) "
+              "whole catalog view; `semcat train` also reads the catalog table on every rank before training, not measured here) "
               "| same |",
               "| (—: no GPU assumption stated; these stages are disk- or CPU-bound and split over ranks) | | | |",
               f"| disk for vectors (384 + 1280 floats) | {disk32:.0f} GB float32 / {disk32 / 2:.0f} GB float16 | same | "

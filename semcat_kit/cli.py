@@ -211,6 +211,7 @@ def training_pipeline(source: str, cfg: dict, cache_dir=None):
 
 
 def _cmd_train(args) -> int:
+    from ._memory import release_freed_memory
     from .export import export_head
     from .predictor import Predictor
     from .taxonomy import TaxonomyMergeWarning
@@ -255,6 +256,13 @@ def _cmd_train(args) -> int:
         print(f"unusable inputs: {len(emb.failures)} (e.g. {emb.failures.iloc[0].to_dict()})", file=sys.stderr)
     sp = pipe.split()
     print(f"split: {len(sp.train)} train, {len(sp.val)} val, {len(sp.test)} test", flush=True)
+    # training needs only the arrays built from the catalog (labels, split, embeddings): the table
+    # goes before it (rank 0 keeps the unlabelled rows it predicts at the end)
+    n_products = len(catalog)
+    unl = pipe.unlabelled_catalog() if distributed.is_main() else None
+    del catalog
+    pipe.release_catalog()
+    release_freed_memory()
     if distributed.is_distributed():   # torchrun: DDP over the ranks, each on its own device
         tcfg = tcfg.replace(device=distributed.device_for_rank(tcfg.device))
     tcfg = pipe.train_config(tcfg)     # data-aware defaults for the fields the YAML does not set
@@ -269,13 +277,12 @@ def _cmd_train(args) -> int:
             print(f"  {k:>24s}  {int(v):d}" if k == "n" else f"  {k:>24s}  {v:.4f}")
     else:
         print("test metrics: none (the test split is empty)")
-    meta = {"test_metrics": metrics, "catalog": args.catalog, "n_products": len(catalog),
+    meta = {"test_metrics": metrics, "catalog": args.catalog, "n_products": n_products,
             "split": {"n_train": len(sp.train), "n_val": len(sp.val), "n_test": len(sp.test), **cfg["split"]},
             "sample": cfg["sample"], "seed": cfg["seed"]}
     export_head(run, out, onnx=cfg["export"]["onnx"], torchscript=cfg["export"]["torchscript"],
                 overwrite=args.overwrite, metadata=meta)
     print(f"exported the head to {out}")
-    unl = pipe.unlabelled_catalog()
     if len(unl):
         from ._io import atomic_path
 

@@ -222,6 +222,15 @@ class Pipeline:
         """The product catalog (memoised); unlabelled rows have ``label`` None."""
         return self._once("catalog", self._read_catalog)
 
+    def release_catalog(self) -> None:
+        """Forget the memoised catalog table (read again if asked for).
+
+        Labels, the split, the embeddings and everything built from them stay memoised as arrays,
+        so training and evaluation go on without the table's Python string per cell (``semcat
+        train`` releases it before training; ~0.3-0.5 GB per million products).
+        """
+        self._memo.pop("catalog", None)
+
     def _read_catalog(self) -> pd.DataFrame:
         c = self.config
         src = c.catalog

@@ -102,7 +102,16 @@ def test_train_end_to_end_on_the_tutorial_catalog(trained, cache):
     assert 0.0 <= metrics["top1"] <= 1.0 and metrics["n"] == len(sp.test)
 
 
-def test_train_on_a_csv_catalog_text_only(cache, tmp_path, capsys):
+def test_train_on_a_csv_catalog_text_only(cache, tmp_path, capsys, monkeypatch):
+    from semcat_kit.pipeline import Pipeline
+
+    trained_without_table = []
+    real_train = Pipeline.train
+
+    def train(self, *a, **k):          # the catalog table is released before training
+        trained_without_table.append("catalog" not in self.built and "labels" in self.built)
+        return real_train(self, *a, **k)
+    monkeypatch.setattr(Pipeline, "train", train)
     df = ec.sample()
     csv = tmp_path / "shop.csv"
     # one pair of casual shoes (11 in the sample) filed under Apparel > Topwear, a stray path as in
@@ -117,7 +126,7 @@ def test_train_on_a_csv_catalog_text_only(cache, tmp_path, capsys):
     rc = cli.main(["train", "--catalog", str(csv), "--config", str(cfg), "--out", str(tmp_path / "h"),
                    "--cache-dir", cache, "--quiet"])
     out = capsys.readouterr().out
-    assert rc == 0 and "test metrics (" in out
+    assert rc == 0 and "test metrics (" in out and trained_without_table == [True]
     assert ("'Apparel > Topwear > Casual Shoes' (1 item) merged into 'Footwear > Shoes > Casual Shoes' "
             "(10 items)") in out
     head = sk.load_head(tmp_path / "h", backend="torchscript")

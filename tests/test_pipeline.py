@@ -55,6 +55,21 @@ def test_text_only_catalog_with_unlabelled_rows(pipe):
     assert "catalog" in pipe.built and "split" in pipe.built
 
 
+def test_release_catalog_keeps_every_stage_built_from_it_and_rereads_the_table_on_demand(toys_csv, tmp_path):
+    p = Pipeline(catalog=str(toys_csv), catalog_options=TOYS_OPTIONS, image_encoder=None, k=5, cache_dir=tmp_path)
+    y, sp = p.labels().copy(), p.split()
+    emb = p.embeddings(progress=False)
+    p.release_catalog()
+    assert "catalog" not in p.built
+    reads = []
+    real = p._read_catalog
+    p._read_catalog = lambda: reads.append(1) or real()
+    e2, yt = p.part("test")                       # labels, split, embeddings: memoised, no re-read
+    np.testing.assert_array_equal(p.labels(), y)
+    assert p.split() is sp and p.embeddings() is emb and len(e2) == len(sp.test) and reads == []
+    assert len(p.unlabelled_catalog()) == 60 and reads == [1] and "catalog" in p.built   # read again on demand
+
+
 def test_external_taxonomy_classes_without_products_and_unknown_labels(pipe, toys_csv, tmp_path):
     classes = sorted(pipe.taxonomy().classes)
     extra = ["Hobbies > Kites", "Hobbies > Kites > Stunt Kites"]
