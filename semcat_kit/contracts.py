@@ -622,8 +622,8 @@ class SeenIds:
 
     Private memory stays flat in N: a tier of more than ``spill_rows`` hashes is written to an
     anonymous temporary file (``tempfile.TemporaryFile`` in ``spill_dir``, default
-    ``tempfile.gettempdir()``: set ``TMPDIR``; removed by the OS as soon as it is created, so
-    nothing is left behind even by a killed process), memory-mapped and sorted in place there: its
+    ``tempfile.gettempdir()``: set ``TMPDIR``; on POSIX unlinked as soon as it is created, so
+    nothing is left behind even by a killed process; on Windows deleted when its map is closed), memory-mapped and sorted in place there: its
     pages belong to the page cache, which the OS writes back and drops, not to the process. A
     folder that cannot take the file (read-only, full) is warned about once and the hashes stay
     in memory (8 bytes an id): the run goes on.
