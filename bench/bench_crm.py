@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from semcat_kit import Taxonomy  # noqa: E402
-from semcat_kit.metrics import crm_predict, crm_rerank  # noqa: E402
+from semcat_kit.judge.metrics import crm_predict, crm_rerank  # noqa: E402
 
 DATA = Path(os.environ.get("SEMCAT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 TAX_FILE = DATA / "google-product-taxonomy" / "taxonomy-with-ids.en-US.txt"

@@ -1,4 +1,4 @@
-"""What fixing glibc's mmap threshold (``semcat_kit._memory.bound_heap``) costs and saves.
+"""What fixing glibc's mmap threshold (``semcat_kit._core.memory.bound_heap``) costs and saves.
 
 Training steps of the default head (384 + 1280-d inputs, 5,595 classes, batch 1,024: the shape of
 ``bench_scale.py``'s training stage) run in one process, alternating rounds of ``--steps`` steps
@@ -51,9 +51,9 @@ def main(argv=None):
     import torch
 
     from semcat_kit import soft_labels
-    from semcat_kit.losses import combined_loss
-    from semcat_kit.model import FusionHead
-    from semcat_kit.similarity import Neighbors
+    from semcat_kit.learn.losses import combined_loss
+    from semcat_kit.learn.model import FusionHead
+    from semcat_kit.labels.similarity import Neighbors
 
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

@@ -1,4 +1,4 @@
-"""Soft-label KL loss: sparse gather (semcat_kit.losses.soft_kl) vs a dense baseline.
+"""Soft-label KL loss: sparse gather (semcat_kit.learn.losses.soft_kl) vs a dense baseline.
 
 Dense baseline: materialise the (B, C) target rows of the batch and use
 F.kl_div(F.log_softmax(logits), target, reduction="batchmean"). Both do forward + backward on the
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from semcat_kit import soft_labels as sl
-from semcat_kit.losses import soft_kl
-from semcat_kit.similarity import Neighbors
+from semcat_kit.learn.losses import soft_kl
+from semcat_kit.labels.similarity import Neighbors
 
 B, K, REPEATS = 512, 20, 7
 

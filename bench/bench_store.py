@@ -1,4 +1,4 @@
-"""The embedding store (semcat_kit.store) vs the per-key cache it replaced, at up to 1M keys.
+"""The embedding store (semcat_kit.encode.store) vs the per-key cache it replaced, at up to 1M keys.
 
 In one run, on the same synthetic keys (BLAKE2b of item ids) and vectors (unit Gaussian):
   * build: ``VectorStore`` put/flush per 8,192 items (tiered merging) vs the old
@@ -42,7 +42,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from semcat_kit.store import VectorStore, content_key  # noqa: E402
+from semcat_kit.encode.store import VectorStore, content_key  # noqa: E402
 
 
 # ------------------------------------------------------------------ the previous cache (baseline)
@@ -255,7 +255,7 @@ def main() -> None:
         rng = np.random.default_rng(0)
         perm = rng.permutation(n)
         absent = [content_key(f"absent-{i}") for i in range(max(1, n // 100))]
-        from semcat_kit.store import as_keys
+        from semcat_kit.encode.store import as_keys
 
         # the same query keys in each path's input form, created in query order (as a caller
         # would): old = a list of 16-byte strings (its API), new = an (n, 16) uint8 array (what
@@ -269,7 +269,7 @@ def main() -> None:
         rss0 = mem("RssAnon")
 
         # ------------------------------------------------------- open + lookup, new store first
-        import semcat_kit.store as store_mod
+        import semcat_kit.encode.store as store_mod
 
         store_mod._VERIFIED.clear()  # verify every shard's checksum from disk, as a new process would
         with Peak() as o_new:

@@ -32,11 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from semcat_kit import Taxonomy  # noqa: E402
 from semcat_kit import soft_labels  # noqa: E402
-from semcat_kit.datasets import read_csv  # noqa: E402
-from semcat_kit.embeddings import Embeddings  # noqa: E402
-from semcat_kit.losses import focal_loss  # noqa: E402
-from semcat_kit.model import FusionHead  # noqa: E402
-from semcat_kit.similarity import label_neighbors  # noqa: E402
+from semcat_kit.datasets.catalog import read_csv  # noqa: E402
+from semcat_kit.encode.embeddings import Embeddings  # noqa: E402
+from semcat_kit.learn.losses import focal_loss  # noqa: E402
+from semcat_kit.learn.model import FusionHead  # noqa: E402
+from semcat_kit.labels.similarity import label_neighbors  # noqa: E402
 from semcat_kit.train import TrainConfig, train  # noqa: E402
 
 DATA = Path(os.environ.get("SEMCAT_SHARED_DATA", ROOT.parent / "shared" / "data"))

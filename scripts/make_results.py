@@ -184,7 +184,7 @@ def _cpu() -> str:
 
 def write(name: str, body: str, results: Path = RESULTS, readme: Path = README) -> None:
     """Put section ``name`` into docs/results.md (others kept) and refresh the README copy."""
-    from semcat_kit._io import atomic_write_text
+    from semcat_kit._core.io import atomic_write_text
 
     old = sections(results.read_text(encoding="utf-8")) if results.is_file() else {}
     old[name] = body

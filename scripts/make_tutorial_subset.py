@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from semcat_kit._io import atomic_dir  # noqa: E402
-from semcat_kit.datasets import FASHION_PATH_COLUMNS, load_fashion, read_csv  # noqa: E402
+from semcat_kit._core.io import atomic_dir  # noqa: E402
+from semcat_kit.datasets.catalog import FASHION_PATH_COLUMNS, load_fashion, read_csv  # noqa: E402
 
 DEFAULT_SOURCE = Path(os.environ.get("SEMCAT_SHARED_DATA", "/work/shared/data")) / "myntra-fashion"
 DEFAULT_OUT = ROOT / "semcat_kit" / "data" / "fashion_tutorial"

@@ -1,6 +1,6 @@
 """Measure which class text gives name neighbours that agree best with the taxonomy.
 
-For each candidate template (semcat_kit.similarity.class_texts) and each real taxonomy (Myntra,
+For each candidate template (semcat_kit.labels.similarity.class_texts) and each real taxonomy (Myntra,
 Google Product Taxonomy), encode the class texts with the offline all-MiniLM-L6-v2, take the top-k
 cosine neighbours (label_neighbors) and score them against the tree:
 
@@ -11,7 +11,7 @@ cosine neighbours (label_neighbors) and score them against the tree:
 For scale, the same numbers for random neighbours (expected) and for the tree's own nearest
 neighbours (tree_neighbors: the best any similarity can do) are listed.
 The template with the lowest lca@10 averaged over the two taxonomies wins (parent@10 breaks ties);
-it must equal semcat_kit.similarity.DEFAULT_TEMPLATE.
+it must equal semcat_kit.labels.similarity.DEFAULT_TEMPLATE.
 
 Usage: HF_HUB_OFFLINE=1 .venv/bin/python scripts/measure_class_text.py [--out docs/class_text_choice.md]
 """
@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 from semcat_kit import Taxonomy
-from semcat_kit._io import atomic_write_text
-from semcat_kit.datasets import read_csv
-from semcat_kit.similarity import DEFAULT_TEMPLATE, class_texts, label_neighbors, tree_neighbors
+from semcat_kit._core.io import atomic_write_text
+from semcat_kit.datasets.catalog import read_csv
+from semcat_kit.labels.similarity import DEFAULT_TEMPLATE, class_texts, label_neighbors, tree_neighbors
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SEMCAT_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -162,7 +162,7 @@ neighbours, and the tree's own nearest classes (the best any similarity can reac
 
 Chosen default: `{winner}`
 
-`semcat_kit.similarity.DEFAULT_TEMPLATE` is set to this template (a test checks that the two agree).
+`semcat_kit.labels.similarity.DEFAULT_TEMPLATE` is set to this template (a test checks that the two agree).
 Caveat: templates that include ancestor names (`{{parent}}`, `{{path}}`, `{{top}}`) make name
 similarity partly restate the tree; that is what "agrees with the taxonomy" rewards. If you want
 name similarity as information *beyond* the tree (to blend with `tree_neighbors`), compare

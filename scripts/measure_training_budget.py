@@ -44,8 +44,8 @@ import torch
 
 import _bench_data as bd
 import semcat_kit as sk
-from semcat_kit._io import atomic_write_text
-from semcat_kit.baselines import LogisticBaseline
+from semcat_kit._core.io import atomic_write_text
+from semcat_kit.experiments.baselines import LogisticBaseline
 
 METRICS = ("top1", "macro_f1", "mistake_severity", "hdist@5")
 STEPS = 600
@@ -107,7 +107,7 @@ def _patch_linear_head() -> int:
     when ``hidden == 1`` (a width nobody trains with). Returns the ``hidden`` value meaning "linear"."""
     import torch.nn as nn
 
-    import semcat_kit.training as tr
+    import semcat_kit.learn.training as tr
 
     class _Head(tr.FusionHead):
         def __init__(self, *a, **kw):

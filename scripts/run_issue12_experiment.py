@@ -9,7 +9,7 @@ On one stratified split (seed 0; scripts/_bench_data.py) and 3 training seeds:
    and over name + class-prototype neighbours (with and without a per-class mass), and the
    configuration found by ``sk.tune`` for "lowest hdist@5 with top1 >= baseline - 0.5pt" (trained on
    train, scored on val), each + CRM.
-2. **The seed's loss ablation** (:func:`semcat_kit.comparison.loss_suite`): focal only, KL only,
+2. **The seed's loss ablation** (:func:`semcat_kit.experiments.comparison.loss_suite`): focal only, KL only,
    focal + KL, alpha inverse / effective, with head / torso / tail metrics.
 
 Writes ``docs/issue12_<catalog>.md``.
@@ -36,8 +36,8 @@ import torch
 
 import _bench_data as bd
 import semcat_kit as sk
-from semcat_kit._io import atomic_write_text
-from semcat_kit.comparison import baseline_suite, format_table, loss_suite
+from semcat_kit._core.io import atomic_write_text
+from semcat_kit.experiments.comparison import baseline_suite, format_table, loss_suite
 
 METRICS = ("top1", "macro_f1", "mistake_severity", "hdist@5")
 BUCKET_METRICS = tuple(f"{m}[{b}]" for b in ("head", "torso", "tail") for m in ("top1", "macro_f1"))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
-from semcat_kit._io import atomic_dir, atomic_write_text  # noqa: E402
+from semcat_kit._core.io import atomic_dir, atomic_write_text  # noqa: E402
 
 # The widget manager of the reports. Fetched from npm when a report is built rather than vendored:
 # the bundle is 1.9 MB of minified third-party code (BSD-3, plus its fonts), pinned here by exact

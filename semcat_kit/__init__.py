@@ -1,67 +1,121 @@
 """semcat_kit: categorize products into large category hierarchies, and make mistakes less embarrassing.
 
-The modules, one concept each, in the direction data flows (each module's docstring states its
-contract: inputs, outputs, formulas, what it refuses and what it reports):
+The package is layered; each layer is a subpackage whose docstring says what lives there and what
+it may import (arrows point down only):
 
 ===============  =============================================================================
-contracts        one coercion/validation rule per input kind (probabilities, labels,
-                 neighbours, k, embeddings, device, precision), used by every module below
-datasets         catalogs (CSV/DataFrame + images, Kaggle fashion layout, bundled tutorial)
-taxonomy         the tree, LCA distances, conflict policy, the Google Product Taxonomy reader
-encoders         frozen text/image encoders behind one registry: ``encoders.load(name)``
-embeddings       ``encode_catalog`` streaming into the store (resumable), ``encode_into_store`` (fill it only),
-                 ``encode_distributed`` (each torchrun rank its share); ``Embeddings`` (in memory,
-                 or memory-mapped from a folder)
-store            out-of-core embedding store: memory-mapped Arrow IPC shards keyed by content hash
-similarity       label similarity (names, tree, class prototypes, blends) as sparse top-k ``Neighbors``
-soft_labels      soft-target kinds (a registry: ``TARGET_KINDS``), curricula, taxonomy codes
-losses           focal loss, sparse KL to soft targets, codes BCE
-model            the fusion head
-trainer          the training loop and its callbacks (early stopping, checkpoints, ...)
-training         ``TrainConfig``, ``train()`` (one call over the trainer), ``TrainRun``
-metrics          every metric in a registry (``METRICS``: formula, direction) and ``evaluate``
-streaming        the same metrics from chunks of scores (no dense (N, C) array)
-decoding         top-k and CRM decoding shared by evaluation and prediction
-comparison       multi-seed comparison suites and their tables (baselines as rows, loss ablation)
-baselines        what a user would pick instead: LogisticRegression, hiclass LCPPN on the embeddings
-frequency        head / torso / tail buckets of classes and metrics per bucket
-tuning           ``tune``: Optuna search for a stated objective with constraints
-inspection       data prep behind the figures and widgets (label issues, confusions, maps)
-viz, widgets     plotly figures and ipywidgets explorers
-export           self-describing head folders; ``load_head``
-predictor        ``Predictor.load(dir).predict(products)``
-workspace        the notebooks' shared, cached state
-distributed      one process or many under ``torchrun``
-cli              ``semcat encode / train / predict / tune`` (also ``python -m semcat_kit``, ``torchrun``)
+``_core``        contracts (one coercion/validation rule per input kind), atomic writes, memory,
+                 process groups, the streaming duplicate-id check
+``datasets``     catalogs (CSV/TSV/Parquet/Arrow + images, Kaggle fashion layout, bundled
+                 tutorial), images, the taxonomy tree (LCA distances, Google taxonomy), splits
+``encode``       the encoder registry (``encoders.load(name)``), the out-of-core store,
+                 ``Embeddings`` and ``encode_catalog``
+``labels``       label similarity (sparse top-k ``Neighbors``) and soft-target kinds, curricula
+``judge``        decoders (top-k, CRM), every metric in a registry, streaming metrics,
+                 head / torso / tail buckets
+``learn``        losses, the fusion head, the minibatch trainer, ``TrainConfig`` / ``train``
+``experiments``  multi-seed comparison suites, peers (LogisticRegression, hiclass), tuning
+``see``          data prep for figures, plotly figures, ipywidgets explorers
+``ship``         exported head folders, ``Predictor``
+``orchestrate``  ``Pipeline`` (the one flow) and the notebooks' ``Workspace``
+``cli``          ``semcat encode / train / predict / tune``
 ===============  =============================================================================
 
-Public functions named like their module (``sk.train``, ``sk.compare``) live in modules named
-for the concept (``training``, ``comparison``), so no function hides a module.
+``import semcat_kit as sk`` is light: names are imported on first use (PEP 562), so
+``import semcat_kit`` and ``semcat --help`` load no torch, plotly or ipywidgets. The module
+namespaces the notebooks use (``sk.datasets``, ``sk.encoders``, ``sk.similarity``, ``sk.metrics``,
+``sk.viz``, ...) and the functions and classes below are the public API (``__all__``).
 """
-from .taxonomy import Taxonomy
+from __future__ import annotations
 
-from . import datasets
-from .datasets import load_catalog, load_fashion, load_fashion_tutorial, load_google_taxonomy
-from . import encoders
-from .embeddings import Embeddings, StoreFill, encode_catalog, encode_distributed, encode_into_store
-from . import store
-from . import similarity, soft_labels, losses
-from . import metrics
-from .metrics import evaluate
-from .model import FusionHead
-from .training import TrainConfig, TrainRun, train
-from .splits import split
-from . import baselines
-from .baselines import HiClassBaseline, LogisticBaseline
-from .comparison import baseline_suite, compare, default_suite, format_table, loss_suite
-from . import frequency
-from . import viz, widgets, inspection
-from . import tuning
-from .tuning import tune
-from . import contracts, decoding, trainer, distributed, store, streaming
-from .export import export_head, load_head
-from .predictor import Predictor
-from .pipeline import Pipeline, PipelineConfig, PipelineError
-from .workspace import Workspace
+import importlib
+from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from ._version import __version__
+
+#: public module namespaces: ``sk.<name>`` -> the module that holds the concept
+_MODULES = {
+    "contracts": "._core.contracts", "distributed": "._core.distributed",
+    "datasets": ".datasets", "taxonomy": ".datasets.taxonomy", "images": ".datasets.images",
+    "splits": ".datasets.splits",
+    "encoders": ".encode.encoders", "store": ".encode.store", "embeddings": ".encode.embeddings",
+    "similarity": ".labels.similarity", "soft_labels": ".labels.soft_labels",
+    "decoding": ".judge.decoding", "metrics": ".judge.metrics", "streaming": ".judge.streaming",
+    "frequency": ".judge.frequency",
+    "losses": ".learn.losses", "model": ".learn.model", "trainer": ".learn.trainer",
+    "training": ".learn.training",
+    "comparison": ".experiments.comparison", "baselines": ".experiments.baselines",
+    "tuning": ".experiments.tuning",
+    "inspection": ".see.inspection", "viz": ".see.viz", "widgets": ".see.widgets",
+    "export": ".ship.export", "predictor": ".ship.predictor",
+    "pipeline": ".orchestrate.pipeline", "workspace": ".orchestrate.workspace",
+    "cli": ".cli",
+}
+#: public functions and classes: ``sk.<name>`` -> the module that defines it
+_NAMES = {
+    "Taxonomy": ".datasets.taxonomy",
+    "load_catalog": ".datasets.catalog", "load_fashion": ".datasets.catalog",
+    "load_fashion_tutorial": ".datasets.catalog", "load_google_taxonomy": ".datasets.taxonomy",
+    "split": ".datasets.splits",
+    "Embeddings": ".encode.embeddings", "StoreFill": ".encode.embeddings",
+    "encode_catalog": ".encode.embeddings", "encode_distributed": ".encode.embeddings",
+    "encode_into_store": ".encode.embeddings",
+    "evaluate": ".judge.metrics",
+    "FusionHead": ".learn.model",
+    "TrainConfig": ".learn.training", "TrainRun": ".learn.training", "train": ".learn.training",
+    "LogisticBaseline": ".experiments.baselines", "HiClassBaseline": ".experiments.baselines",
+    "baseline_suite": ".experiments.comparison", "compare": ".experiments.comparison",
+    "default_suite": ".experiments.comparison", "format_table": ".experiments.comparison",
+    "loss_suite": ".experiments.comparison",
+    "tune": ".experiments.tuning",
+    "export_head": ".ship.export", "load_head": ".ship.export", "Predictor": ".ship.predictor",
+    "Pipeline": ".orchestrate.pipeline", "PipelineConfig": ".orchestrate.pipeline",
+    "PipelineError": ".orchestrate.pipeline", "Workspace": ".orchestrate.workspace",
+}
+__all__ = ["__version__", *_MODULES, *_NAMES]
+
+
+def __getattr__(name: str):
+    """Import a public module or name on first use (PEP 562) and keep it in the namespace."""
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name], __name__)
+    elif name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name], __name__), name)
+    else:
+        raise AttributeError(f"module 'semcat_kit' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what static tools and IDEs see; nothing here runs
+    from . import cli  # noqa: F401
+    from ._core import contracts, distributed  # noqa: F401
+    from .datasets import images, splits, taxonomy  # noqa: F401
+    from .datasets.catalog import load_catalog, load_fashion, load_fashion_tutorial  # noqa: F401
+    from .datasets.splits import split  # noqa: F401
+    from .datasets.taxonomy import Taxonomy, load_google_taxonomy  # noqa: F401
+    from .encode import embeddings, encoders, store  # noqa: F401
+    from .encode.embeddings import (Embeddings, StoreFill, encode_catalog,  # noqa: F401
+                                    encode_distributed, encode_into_store)
+    from .experiments import baselines, comparison, tuning  # noqa: F401
+    from .experiments.baselines import HiClassBaseline, LogisticBaseline  # noqa: F401
+    from .experiments.comparison import (baseline_suite, compare, default_suite,  # noqa: F401
+                                         format_table, loss_suite)
+    from .experiments.tuning import tune  # noqa: F401
+    from .judge import decoding, frequency, metrics, streaming  # noqa: F401
+    from .judge.metrics import evaluate  # noqa: F401
+    from .labels import similarity, soft_labels  # noqa: F401
+    from .learn import losses, model, trainer, training  # noqa: F401
+    from .learn.model import FusionHead  # noqa: F401
+    from .learn.training import TrainConfig, TrainRun, train  # noqa: F401
+    from .orchestrate import pipeline, workspace  # noqa: F401
+    from .orchestrate.pipeline import Pipeline, PipelineConfig, PipelineError  # noqa: F401
+    from .orchestrate.workspace import Workspace  # noqa: F401
+    from .see import inspection, viz, widgets  # noqa: F401
+    from .ship import export, predictor  # noqa: F401
+    from .ship.export import export_head, load_head  # noqa: F401
+    from .ship.predictor import Predictor  # noqa: F401

@@ -4,7 +4,7 @@ counting what this rank hashed.
     python _dist_view_case.py CATALOG.parquet CACHE_DIR OUT_PREFIX
 
 Counts, independently of the library's own stats, the titles this rank hashed (``content_keys`` as
-``semcat_kit.embeddings`` calls it) and the image files it read (``read_image_bytes``), then writes
+``semcat_kit.encode.embeddings`` calls it) and the image files it read (``read_image_bytes``), then writes
 ``OUT_PREFIX<rank>.npz``: the materialised vectors, masks, failures, stats and what it hashed and read;
 also the view of a 1-row catalog (rank 1's share is empty) and two gathers of all_gather_rows.
 """

@@ -22,15 +22,15 @@ def _anon_kb() -> int:
 
 def main() -> None:
     import semcat_kit as sk
-    from semcat_kit import cli
-    from semcat_kit.encoders import HashingTextEncoder
+    from semcat_kit.cli import app as cli
+    from semcat_kit.encode.encoders import HashingTextEncoder
 
     mode, csv, cache = sys.argv[1:4]
     mapping = {"id": "sku", "title": "name", "path_col": "category"}
     cfg = f"{cache}.yaml"
     with open(cfg, "w", encoding="utf-8") as f:
         f.write("text_encoder: hash-text:32\nimage_encoder: null\ncatalog: {id: sku, title: name, path_col: category}\n")
-    from semcat_kit._memory import release_freed_memory
+    from semcat_kit._core.memory import release_freed_memory
 
     release_freed_memory()
     base = _anon_kb()

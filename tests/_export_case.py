@@ -13,8 +13,8 @@ import functools
 import numpy as np
 
 import semcat_kit as sk
-from semcat_kit.cli import sample_catalog
-from semcat_kit.training import TrainConfig, train
+from semcat_kit.cli.app import sample_catalog
+from semcat_kit.learn.training import TrainConfig, train
 
 N_ITEMS = 240          # sampled tutorial products
 SEED = 0

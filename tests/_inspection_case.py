@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from semcat_kit import Taxonomy
-from semcat_kit.similarity import Neighbors, label_neighbors
+from semcat_kit.labels.similarity import Neighbors, label_neighbors
 
 MISSING_IMAGE_ID = "39403"  # one of the 5 catalog ids without an image file
 

@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from semcat_kit import Taxonomy
-from semcat_kit.baselines import HiClassBaseline, LogisticBaseline, features
-from semcat_kit.comparison import CRM_SUFFIX, baseline_suite, compare
-from semcat_kit.embeddings import Embeddings
-from semcat_kit.metrics import evaluate
-from semcat_kit.training import TrainConfig
+from semcat_kit.experiments.baselines import HiClassBaseline, LogisticBaseline, features
+from semcat_kit.experiments.comparison import CRM_SUFFIX, baseline_suite, compare
+from semcat_kit.encode.embeddings import Embeddings
+from semcat_kit.judge.metrics import evaluate
+from semcat_kit.learn.training import TrainConfig
 
 torch.set_num_threads(1)
 # uneven depth; "A > B" is a class and also the parent of two classes
@@ -137,5 +137,5 @@ def test_compare_scores_baselines_on_the_same_split(data):
         evaluate(runs[("hiclass LCPPN", 1)].predict_proba(te[0]), te[1], tax)["hdist@5"])
     crm = evaluate(lr.predict_proba(te[0]), te[1], tax, crm=True)
     assert df.loc["LogisticRegression" + CRM_SUFFIX, "hdist@5_mean"] == pytest.approx(crm["hdist@5"])
-    with pytest.raises(TypeError, match="not a TrainConfig or a semcat_kit.baselines.Baseline"):
+    with pytest.raises(TypeError, match="not a TrainConfig or a semcat_kit.experiments.baselines.Baseline"):
         compare({"x": object()}, train=tr, test=te, taxonomy=tax, progress=False)

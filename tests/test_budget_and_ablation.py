@@ -9,11 +9,11 @@ import torch
 
 import semcat_kit as sk
 from semcat_kit import soft_labels as soft
-from semcat_kit.comparison import compare, loss_suite
-from semcat_kit.embeddings import Embeddings
-from semcat_kit.frequency import bucket_metrics, frequency_buckets, frequency_cutoffs
-from semcat_kit.model import FusionHead
-from semcat_kit.similarity import class_alpha, tree_neighbors
+from semcat_kit.experiments.comparison import compare, loss_suite
+from semcat_kit.encode.embeddings import Embeddings
+from semcat_kit.judge.frequency import bucket_metrics, frequency_buckets, frequency_cutoffs
+from semcat_kit.learn.model import FusionHead
+from semcat_kit.labels.similarity import class_alpha, tree_neighbors
 
 torch.set_num_threads(1)
 

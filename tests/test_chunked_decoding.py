@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import semcat_kit as sk
-from semcat_kit.decoding import crm_predict, crm_rerank, topk
+from semcat_kit.judge.decoding import crm_predict, crm_rerank, topk
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ import torch
 
 import _export_case as ec
 import semcat_kit as sk
-from semcat_kit import cli
+from semcat_kit.cli import app as cli
 from semcat_kit import datasets as D
-from semcat_kit.datasets import tutorial_dir
+from semcat_kit.datasets.catalog import tutorial_dir
 
 torch.set_num_threads(1)
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -103,7 +103,7 @@ def test_train_end_to_end_on_the_tutorial_catalog(trained, cache):
 
 
 def test_train_on_a_csv_catalog_text_only(cache, tmp_path, capsys, monkeypatch):
-    from semcat_kit.pipeline import Pipeline
+    from semcat_kit.orchestrate.pipeline import Pipeline
 
     trained_without_table = []
     real_train = Pipeline.train
@@ -310,7 +310,7 @@ def test_predict_bad_input(trained, tmp_path, capsys):
 
 def test_predict_checks_the_authors_sha256(trained, cache, tmp_path, capsys):
     """--expected-sha256: a head whose config.json is not the author's is refused before any prediction."""
-    from semcat_kit.export import sha256_file
+    from semcat_kit.ship.export import sha256_file
 
     out = trained[2]
     csv = tmp_path / "p.csv"

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from semcat_kit import Taxonomy
-from semcat_kit.comparison import CompareRuns, compare, default_suite, format_table
-from semcat_kit.embeddings import Embeddings
-from semcat_kit.metrics import evaluate
-from semcat_kit.similarity import tree_neighbors
-from semcat_kit.training import TrainConfig
+from semcat_kit.experiments.comparison import CompareRuns, compare, default_suite, format_table
+from semcat_kit.encode.embeddings import Embeddings
+from semcat_kit.judge.metrics import evaluate
+from semcat_kit.labels.similarity import tree_neighbors
+from semcat_kit.learn.training import TrainConfig
 
 torch.set_num_threads(1)
 FAST = dict(epochs=6, batch_size=32, proj_dim=32, hidden=64, lr=5e-3)

@@ -2,7 +2,7 @@
 
 Each row of the tables below is one bad input (probabilities, labels, neighbours, k, device,
 precision); each entry point takes it where it takes that kind of input. All of them must raise
-the same exception type with the same message core (semcat_kit.contracts).
+the same exception type with the same message core (semcat_kit._core.contracts).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 import semcat_kit as sk
 from semcat_kit import contracts, decoding, inspection, metrics, viz
-from semcat_kit.similarity import Neighbors
+from semcat_kit.labels.similarity import Neighbors
 
 PATHS = ["A > a1", "A > a2", "B > b1", "B > b2"]
 TAX = sk.Taxonomy.from_paths(PATHS)

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 import semcat_kit as sk
-from semcat_kit.store import VectorStore, content_key
-from semcat_kit.images import ImageError, load_image
+from semcat_kit.encode.store import VectorStore, content_key
+from semcat_kit.datasets.images import ImageError, load_image
 
 
 @pytest.fixture(scope="module")
@@ -374,7 +374,7 @@ def test_atomic_writes_get_normal_permissions(tmp_path, real_catalog, txt_enc):
     import os
     import stat
 
-    from semcat_kit._io import atomic_dir
+    from semcat_kit._core.io import atomic_dir
 
     old = os.umask(0o022)
     try:
@@ -464,8 +464,8 @@ def test_embeddings_validation():
 def test_encode_catalog_view_on_the_store(tmp_path, real_catalog, txt_enc, img_enc):
     """view=True: text/image are StoreRows views (no (N, d) array); same vectors as the dense path;
     take() stays a view; save/load, training tables and re-runs work from it."""
-    from semcat_kit.contracts import as_embedding_table
-    from semcat_kit.store import StoreRows
+    from semcat_kit._core.contracts import as_embedding_table
+    from semcat_kit.encode.store import StoreRows
 
     cat = real_catalog.copy()
     cat.loc[2, "title"] = ""                                     # a failure stays masked and reported
@@ -507,7 +507,7 @@ def test_encode_catalog_view_on_the_store(tmp_path, real_catalog, txt_enc, img_e
 def test_take_keeps_the_failures_of_its_rows_by_hashes_even_when_hashes_collide(monkeypatch):
     """take() selects the failures of the rows it keeps by 64-bit id hashes (no Python set of every
     id); a shared hash is resolved by comparing the ids themselves."""
-    import semcat_kit.embeddings as E
+    import semcat_kit.encode.embeddings as E
 
     e = _toy()
     want = sorted(e.take([3, 1]).failures["item_id"])

@@ -15,10 +15,10 @@ import pyarrow.feather as feather
 import pytest
 
 import semcat_kit as sk
-from semcat_kit import cli
+from semcat_kit.cli import app as cli
 from semcat_kit import datasets as D
-from semcat_kit.embeddings import encode_into_store
-from semcat_kit.encoders import HashingTextEncoder
+from semcat_kit.encode.embeddings import encode_into_store
+from semcat_kit.encode.encoders import HashingTextEncoder
 
 from conftest import SHARED_DATA
 
@@ -437,7 +437,7 @@ def test_semcat_encode_resumes_after_sigkill(tmp_path):
     import signal
     import time
 
-    from semcat_kit.store import VectorStore
+    from semcat_kit.encode.store import VectorStore
 
     csv = _generated_csv(tmp_path / "cat.csv", 1000)
     cache, counts = tmp_path / "cache", tmp_path / "counts.txt"

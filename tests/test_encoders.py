@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 import semcat_kit as sk
-from semcat_kit.encoders import _efficientnet
-from semcat_kit.images import ImageError
+from semcat_kit.encode.encoders import _efficientnet
+from semcat_kit.datasets.images import ImageError
 
 TINY_CLIP = {
     "embed_dim": 32,
@@ -75,7 +75,7 @@ def test_minilm_bad_input_and_unsupported_modality(minilm, fashion_dir):
 
 
 def test_st_prefix_loads_any_sentence_transformers_folder(minilm):
-    from semcat_kit.encoders._sentence import minilm_path
+    from semcat_kit.encode.encoders._sentence import minilm_path
 
     st = sk.encoders.load(f"st:{minilm_path()}")
     assert st.text_dim == 384 and st.name.startswith("st:")
@@ -302,7 +302,7 @@ def test_openclip_name_errors(tmp_path):
 def test_hash_text_encoder_is_registered_deterministic_and_checked():
     """The library's model-free test encoder (tests and benchmarks share it): ``hash-text:<dim>``,
     the title's 16-byte content key minus 127.5, mirrored, tiled to ``dim``, L2-normalised."""
-    from semcat_kit.store import content_keys
+    from semcat_kit.encode.store import content_keys
 
     enc = sk.encoders.load("hash-text:8")
     assert isinstance(enc, sk.encoders.HashingTextEncoder) and enc.modalities == ("text",)

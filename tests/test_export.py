@@ -14,8 +14,8 @@ import torch
 import _export_case as ec
 import semcat_kit as sk
 from semcat_kit import export as ex
-from semcat_kit.embeddings import Embeddings
-from semcat_kit.export import ExportError, export_head, load_head, sha256_file
+from semcat_kit.encode.embeddings import Embeddings
+from semcat_kit.ship.export import ExportError, export_head, load_head, sha256_file
 
 torch.set_num_threads(1)
 BACKENDS = ("torch", "onnx", "torchscript")
@@ -83,7 +83,7 @@ def test_reloaded_head_reproduces_logits(data, runs, exported, name, backend):
 
 
 def _bits(run, e):
-    from semcat_kit.contracts import as_embedding_table
+    from semcat_kit._core.contracts import as_embedding_table
 
     d = as_embedding_table(e, "emb").with_modalities(run.model.text_dim, run.model.image_dim)
     with torch.no_grad():
@@ -148,7 +148,7 @@ def test_without_onnx_and_torchscript(runs, tmp_path):
 
 
 def test_metadata_that_json_cannot_hold_is_named_before_writing(runs, tmp_path, monkeypatch):
-    import semcat_kit.export as ex
+    import semcat_kit.ship.export as ex
 
     monkeypatch.setattr(ex, "_export_onnx", lambda *a, **k: pytest.fail("exported before checking metadata"))
     with pytest.raises(TypeError, match=r"metadata\['split'\]\['when'\] \(object\) cannot be stored in config.json"):
@@ -336,7 +336,7 @@ def test_image_only_head_round_trip(tmp_path):
 def test_lazy_embeddings_predict_like_in_memory(data, exported, tmp_path):
     """Memory-mapped folders and StoreRows views on the embedding store (encode_catalog at scale)
     are read block by block by the head (no (N, d) copy) and give the in-memory logits."""
-    from semcat_kit.store import StoreRows, VectorStore, content_keys
+    from semcat_kit.encode.store import StoreRows, VectorStore, content_keys
 
     _, emb, _ = data
     e = emb.take(np.arange(len(emb)))

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import semcat_kit as sk
-from semcat_kit import cli
+from semcat_kit.cli import app as cli
 from semcat_kit import datasets as D
 
 
@@ -98,7 +98,7 @@ def _tiny_jpeg(path: Path) -> Path:
 def test_fifo_and_device_images_are_refused_without_reading(tmp_path):
     # before: hashing read_bytes() blocked forever on a FIFO and filled memory on /dev/zero
     from semcat_kit import images as I
-    from semcat_kit.embeddings import _image_key
+    from semcat_kit.encode.embeddings import _image_key
 
     fifo = tmp_path / "pipe.jpg"
     os.mkfifo(fifo)
@@ -113,7 +113,7 @@ def test_fifo_and_device_images_are_refused_without_reading(tmp_path):
     with pytest.raises(I.ImageError, match="file too large"):
         I.check_image_file(good, max_bytes=10)
     # the streamed digest equals the whole-file digest (cache keys unchanged)
-    from semcat_kit.store import content_key
+    from semcat_kit.encode.store import content_key
 
     assert _image_key(str(good)) == (content_key(good.read_bytes()), None)
     assert I.read_image_bytes(good) == good.read_bytes()
@@ -138,8 +138,8 @@ def test_catalog_loader_reports_fifo_images(tmp_path):
 
 
 def test_predictor_reports_a_fifo_image_instead_of_hanging(tmp_path):
-    from semcat_kit.embeddings import encode_catalog
-    from semcat_kit.encoders import Encoder
+    from semcat_kit.encode.embeddings import encode_catalog
+    from semcat_kit.encode.encoders import Encoder
 
     class Img(Encoder):   # a tiny image encoder: the point is what is read, not the vectors
         name, fingerprint, text_dim, image_dim = "tiny", "tiny-1", 0, 3
@@ -162,7 +162,7 @@ def test_predictor_reports_a_fifo_image_instead_of_hanging(tmp_path):
 # ------------------------------------------------------------------------------ exported heads
 @pytest.fixture(scope="module")
 def small_head(tmp_path_factory):
-    from semcat_kit.embeddings import Embeddings
+    from semcat_kit.encode.embeddings import Embeddings
 
     rng = np.random.default_rng(0)
     n = 40
@@ -248,7 +248,7 @@ def test_truncated_or_foreign_checkpoint_is_a_value_error_naming_the_file(tmp_pa
 
     import torch
 
-    from semcat_kit.training import CHECKPOINT_FORMAT, load_checkpoint
+    from semcat_kit.learn.training import CHECKPOINT_FORMAT, load_checkpoint
 
     good = tmp_path / "good.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "epoch": 3, "w": torch.ones(1000)}, good)
@@ -271,8 +271,8 @@ def test_truncated_or_foreign_checkpoint_is_a_value_error_naming_the_file(tmp_pa
 # ------------------------------------------------------------------------------ silent data changes
 def test_rows_with_no_usable_modality_are_named_in_training():
     # before: rows whose every mask was False trained on zero vectors without a word
-    from semcat_kit.contracts import EmptyRowsWarning, as_embedding_table
-    from semcat_kit.embeddings import Embeddings
+    from semcat_kit._core.contracts import EmptyRowsWarning, as_embedding_table
+    from semcat_kit.encode.embeddings import Embeddings
 
     rng = np.random.default_rng(0)
     n = 30
@@ -295,7 +295,7 @@ def test_rows_with_no_usable_modality_are_named_in_training():
 
 def test_image_path_none_beside_an_image_column_is_refused():
     # before: 'image_path' (all None) won and the 'image' column was silently ignored
-    from semcat_kit.predictor import _products_frame
+    from semcat_kit.ship.predictor import _products_frame
 
     df = pd.DataFrame({"item_id": ["a", "b"], "title": ["x", "y"], "image_path": [None, "/i/b.jpg"],
                        "image": ["/i/a.jpg", "/i/b.jpg"]})
@@ -322,7 +322,7 @@ def test_every_figure_escapes_category_and_run_names():
     # before: legend names, tick labels, node hover texts and default titles drew raw names, so a
     # category "<b>Evil</b>" rendered as markup (and "<a href=...>" as a link), "%{x}" was templated
     from semcat_kit import viz
-    from semcat_kit.similarity import Neighbors
+    from semcat_kit.labels.similarity import Neighbors
 
     evil = '<b>Evil</b> & "Co" 100%{x}'
     tax = sk.Taxonomy.from_paths([f"{evil} | <i>sub</i> | {evil}", f"{evil} | <i>sub</i> | Mugs",

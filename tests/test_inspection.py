@@ -1,4 +1,4 @@
-"""semcat_kit.inspection: data prep behind the figures and widgets (real Myntra products, synthetic
+"""semcat_kit.see.inspection: data prep behind the figures and widgets (real Myntra products, synthetic
 model outputs from tests/_inspection_case.py, and tiny hand-computed cases)."""
 from __future__ import annotations
 

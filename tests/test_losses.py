@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from semcat_kit import Taxonomy
 from semcat_kit import losses as L
 from semcat_kit import soft_labels as sl
-from semcat_kit.similarity import label_neighbors
+from semcat_kit.labels.similarity import label_neighbors
 
 
 def dense_kl(logits, y, T):

@@ -1,4 +1,4 @@
-"""Tests for semcat_kit.metrics: evaluate, per-sample helpers, CRM decoding."""
+"""Tests for semcat_kit.judge.metrics: evaluate, per-sample helpers, CRM decoding."""
 from __future__ import annotations
 
 import types

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from semcat_kit.model import FusionHead
+from semcat_kit.learn.model import FusionHead
 
 
 def _inputs(n=12, dt=8, di=6, seed=0):

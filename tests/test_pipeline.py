@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 import semcat_kit as sk
-from semcat_kit import cli
-from semcat_kit.pipeline import Pipeline, PipelineError
+from semcat_kit.cli import app as cli
+from semcat_kit.orchestrate.pipeline import Pipeline, PipelineError
 
 from conftest import SHARED_DATA
 

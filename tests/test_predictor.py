@@ -14,8 +14,8 @@ import torch
 import _export_case as ec
 import semcat_kit as sk
 from semcat_kit import Predictor
-from semcat_kit.embeddings import Embeddings
-from semcat_kit.metrics import crm_predict, topk
+from semcat_kit.encode.embeddings import Embeddings
+from semcat_kit.judge.metrics import crm_predict, topk
 
 torch.set_num_threads(1)
 N = 60     # products predicted in most tests (a subset of the trained sample)
@@ -264,7 +264,7 @@ def _mixed_products(df, tmp_path, n=N):
 @pytest.mark.parametrize("crm,block", [(False, 4096), (True, 4096), (False, 16), (True, 16)])
 def test_chunked_prediction_equals_one_shot(pred, case, cache, tmp_path, monkeypatch, crm, block):
     """Bit-for-bit equal whatever the chunk size; block 16 makes the head's scoring blocks span chunks."""
-    monkeypatch.setattr("semcat_kit.predictor._SCORE_BLOCK", block)
+    monkeypatch.setattr("semcat_kit.ship.predictor._SCORE_BLOCK", block)
     p = _mixed_products(case[0], tmp_path)
     whole = pred.predict(p, top_k=4, crm=crm, cache_dir=cache, chunk_size=None, progress=False)
     whole_fails = pred.failures.copy()
@@ -287,7 +287,7 @@ def test_chunked_prediction_equals_one_shot(pred, case, cache, tmp_path, monkeyp
 def test_chunked_prediction_never_scores_more_than_a_chunk(pred, case, cache, monkeypatch):
     """Memory is bounded by the chunk: the head scores blocks of _SCORE_BLOCK rows (at the same
     positions as the one-shot path), never the whole input."""
-    monkeypatch.setattr("semcat_kit.predictor._SCORE_BLOCK", 16)
+    monkeypatch.setattr("semcat_kit.ship.predictor._SCORE_BLOCK", 16)
     rows = []
     orig = pred.head.predict_proba
 
@@ -306,7 +306,7 @@ def test_chunked_prediction_never_scores_more_than_a_chunk(pred, case, cache, mo
 def test_write_predictions_streams_csv_and_parquet(pred, case, cache, tmp_path):
     import pyarrow.parquet as pq
 
-    from semcat_kit.predictor import write_predictions
+    from semcat_kit.ship.predictor import write_predictions
 
     p = _mixed_products(case[0], tmp_path)
     whole = pred.predict(p, top_k=3, cache_dir=cache, chunk_size=None, progress=False)
@@ -331,7 +331,7 @@ def test_write_predictions_streams_csv_and_parquet(pred, case, cache, tmp_path):
 
 
 def test_write_predictions_is_atomic(pred, case, cache, tmp_path):
-    from semcat_kit.predictor import write_predictions
+    from semcat_kit.ship.predictor import write_predictions
 
     out = tmp_path / "preds.csv"
     out.write_text("earlier run\n")

@@ -10,8 +10,9 @@ import pytest
 
 import semcat_kit as sk
 from semcat_kit import contracts
-from semcat_kit.contracts import SeenIds, compact_ids, duplicated_ids, id_hashes
-from semcat_kit.encoders import HashingTextEncoder
+from semcat_kit._core.contracts import compact_ids, duplicated_ids, id_hashes
+from semcat_kit._core.seen_ids import SeenIds
+from semcat_kit.encode.encoders import HashingTextEncoder
 
 
 @pytest.fixture
@@ -116,7 +117,7 @@ def test_seen_ids_that_cannot_spill_warn_once_and_keep_the_hashes_in_memory(tmp_
 
 
 def test_predict_embeddings_iter_refuses_an_id_repeated_across_chunks():
-    from semcat_kit.predictor import DuplicateIdError, _check_unique_across
+    from semcat_kit.ship.predictor import DuplicateIdError, _check_unique_across
 
     seen = SeenIds()
     _check_unique_across(pd.Series(["a", "b"]), seen)
@@ -217,7 +218,7 @@ def test_training_and_streaming_evaluation_release_freed_memory_every_few_steps(
     import sys
 
     from semcat_kit import _memory, streaming, trainer
-    from semcat_kit.training import TrainConfig, train
+    from semcat_kit.learn.training import TrainConfig, train
 
     if sys.platform.startswith("linux"):
         assert _memory.release_freed_memory() is True           # glibc: malloc_trim found and called

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from semcat_kit import Taxonomy
 from semcat_kit import similarity as sim
-from semcat_kit.similarity import Neighbors, blend, class_texts, label_neighbors, tree_neighbors
+from semcat_kit.labels.similarity import Neighbors, blend, class_texts, label_neighbors, tree_neighbors
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = ["A > B > C", "A > B > D", "A > E > F", "G > H > I", "G > H > J", "G > K > L", "G > K", "M"]
@@ -285,7 +285,7 @@ def test_blend_weight0_with_threshold_equals_tree_neighbors():
 
 # ---------------------------------------------------------------------------------- prototypes, blends, class alpha
 def _proto_data(seed=0):
-    from semcat_kit.embeddings import Embeddings
+    from semcat_kit.encode.embeddings import Embeddings
 
     rng = np.random.default_rng(seed)
     C, n = 5, 40

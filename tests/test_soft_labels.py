@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from semcat_kit import Taxonomy
 from semcat_kit import soft_labels as sl
-from semcat_kit.similarity import Neighbors, label_neighbors, tree_neighbors
+from semcat_kit.labels.similarity import Neighbors, label_neighbors, tree_neighbors
 
 PATHS = ["A > B > C", "A > B > D", "A > E > F", "G > H > I", "G > H > J", "G > K > L"]
 

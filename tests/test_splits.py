@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from semcat_kit.splits import split
+from semcat_kit.datasets.splits import split
 
 
 def _check_partition(s, n):

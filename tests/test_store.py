@@ -1,4 +1,4 @@
-"""The embedding store (semcat_kit.store), streaming/resumable encode_catalog, cache write failures,
+"""The embedding store (semcat_kit.encode.store), streaming/resumable encode_catalog, cache write failures,
 the memory-mapped Embeddings folder, and `semcat encode` on one process and under torchrun."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 import semcat_kit as sk
-from semcat_kit.store import VectorStore, content_key
+from semcat_kit.encode.store import VectorStore, content_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -262,8 +262,8 @@ def test_out_folder_is_memory_mapped_and_equal_to_in_memory(tmp_path, catalog, t
 
 # ----------------------------------------------------------------------- cache write failures
 def test_unwritable_cache_is_reported_once_before_encoding(tmp_path, catalog, txt_enc, img_enc, monkeypatch):
-    import semcat_kit.embeddings as E
-    import semcat_kit.store as S
+    import semcat_kit.encode.embeddings as E
+    import semcat_kit.encode.store as S
 
     def refuse(folder):
         raise PermissionError(errno.EACCES, "Permission denied", str(folder))
@@ -358,7 +358,7 @@ def test_torchrun_two_processes_encode_the_same_vectors_as_one(tmp_path):
 
 
 def test_encode_command_bad_input(tmp_path):
-    from semcat_kit.cli import main
+    from semcat_kit.cli.app import main
 
     assert main(["encode", "--catalog", str(tmp_path / "none.csv"), "--cache-dir", str(tmp_path)]) == 1
     assert main(["encode", "--catalog", "tutorial", "--cache-dir", str(tmp_path), "--text-encoder", "none",
@@ -372,7 +372,7 @@ def test_encode_command_bad_input(tmp_path):
 
 # ------------------------------------------------------------------- locate -> StoreRows view
 def test_key_index_matches_a_dict_including_shared_prefixes():
-    from semcat_kit.store import _KeyIndex
+    from semcat_kit.encode.store import _KeyIndex
 
     rng = np.random.default_rng(0)
     for n in (1, 2, 7, 300, 5000):
@@ -394,7 +394,7 @@ def test_key_index_matches_a_dict_including_shared_prefixes():
 
 
 def test_locate_returns_a_view_that_reads_rows_only_when_asked(tmp_path):
-    from semcat_kit.store import StoreRows
+    from semcat_kit.encode.store import StoreRows
 
     st = VectorStore(tmp_path / "s", 4, merge_factor=2, base_rows=3)
     keys = [content_key(f"k{i}") for i in range(10)]
@@ -486,7 +486,7 @@ def test_shard_keys_are_searched_in_place_in_the_memory_map(tmp_path):
     """A shard's key index is only a bucket table (int32, 4-8 bytes a key): the sorted keys are
     read from the memory-mapped file, across record batches (a merged shard has many), and every
     lookup -- present, absent, neighbours of present keys -- equals an in-memory search."""
-    from semcat_kit.store import _KeyIndex, _split
+    from semcat_kit.encode.store import _KeyIndex, _split
 
     rng = np.random.default_rng(3)
     st = VectorStore(tmp_path / "s", 2, base_rows=64, merge_factor=50, auto_merge=False)
@@ -550,7 +550,7 @@ def test_one_off_locate_frees_each_shard_index_and_answers_the_same(tmp_path, mo
     """``keep_index=False`` (how a whole catalog's view is built): same view as a cached lookup,
     shards searched one after the other, each index built for the call freed before the next
     (the peak is one shard's index, not every shard's); indexes built before stay."""
-    import semcat_kit.store as store_mod
+    import semcat_kit.encode.store as store_mod
 
     st = VectorStore(tmp_path / "s", 4, auto_merge=False)
     keys = [content_key(f"k{i}") for i in range(60)]
@@ -583,8 +583,8 @@ def test_one_off_locate_frees_each_shard_index_and_answers_the_same(tmp_path, mo
 
 
 def test_key_index_bucket_table_built_in_blocks_equals_one_pass(monkeypatch):
-    import semcat_kit.store as store_mod
-    from semcat_kit.store import _KeyIndex
+    import semcat_kit.encode.store as store_mod
+    from semcat_kit.encode.store import _KeyIndex
 
     rng = np.random.default_rng(0)
     hi = np.sort(rng.integers(0, 2**63, size=5000, dtype=np.uint64))
@@ -626,7 +626,7 @@ def test_shards_checked_once_are_trusted_by_other_processes_until_they_change(tm
     process (here: the per-process memo cleared) opens unchanged shards without hashing them again;
     a shard written to since is hashed and, when it no longer matches, set aside as corrupt;
     SEMCAT_STORE_VERIFY=always hashes every shard."""
-    import semcat_kit.store as store_mod
+    import semcat_kit.encode.store as store_mod
 
     st = VectorStore(tmp_path / "s", 4, auto_merge=False)
     keys = [content_key(f"k{i}") for i in range(20)]

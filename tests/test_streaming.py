@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import semcat_kit as sk
-from semcat_kit.decoding import topk
-from semcat_kit.metrics import evaluate
-from semcat_kit.streaming import StreamingEvaluator, topk_torch
+from semcat_kit.judge.decoding import topk
+from semcat_kit.judge.metrics import evaluate
+from semcat_kit.judge.streaming import StreamingEvaluator, topk_torch
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Tests for semcat_kit.taxonomy on the real shared data and on small hand-made trees."""
+"""Tests for semcat_kit.datasets.taxonomy on the real shared data and on small hand-made trees."""
 from __future__ import annotations
 
 import itertools
@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from semcat_kit import Taxonomy
-from semcat_kit.datasets import load_google_taxonomy
-from semcat_kit.taxonomy import TaxonomyMergeWarning, split_path
+from semcat_kit.datasets.catalog import load_google_taxonomy
+from semcat_kit.datasets.taxonomy import TaxonomyMergeWarning, split_path
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import torch
 
 import semcat_kit as sk
 from semcat_kit import comparison, losses, metrics, soft_labels, trainer as T
-from semcat_kit.similarity import Neighbors
-from semcat_kit.training import TrainConfig, load_checkpoint, train
+from semcat_kit.labels.similarity import Neighbors
+from semcat_kit.learn.training import TrainConfig, load_checkpoint, train
 
 FAST = dict(epochs=4, proj_dim=16, hidden=32, batch_size=32, lr=3e-3, device="cpu")
 
@@ -206,7 +206,7 @@ def test_threshold_kind_reaches_config_suite_cli_and_training(toy, capsys):
         TrainConfig(sim_threshold=2)
     suite = comparison.default_suite(epochs=2, k=3)
     assert suite["top-3 semantic, sim ≥ 0.5"].smoothing == "threshold"
-    from semcat_kit import cli
+    from semcat_kit.cli import app as cli
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     out = capsys.readouterr().out
@@ -309,7 +309,7 @@ def test_store_view_embeddings_train_and_predict_like_in_memory(toy, tmp_path):
     scale) trains to the same head as the in-memory arrays and predicts the same probabilities,
     without materialising the table (the lazy path reads rows batch by batch)."""
     from semcat_kit import contracts
-    from semcat_kit.store import StoreRows, VectorStore, content_keys
+    from semcat_kit.encode.store import StoreRows, VectorStore, content_keys
 
     tax, emb, y, nb = toy
     emb = np.asarray(emb, dtype=np.float32)
@@ -337,8 +337,8 @@ def test_fp16_steps_go_through_a_grad_scaler_saved_in_checkpoints(toy, tmp_path)
     gradients do not underflow, unscales before the AdamW step, and the scaler's state is part of
     a checkpoint; fp32 and bf16 use none."""
     tax, emb, y, nb = toy
-    from semcat_kit.contracts import as_embedding_table
-    from semcat_kit.model import FusionHead
+    from semcat_kit._core.contracts import as_embedding_table
+    from semcat_kit.learn.model import FusionHead
 
     data = as_embedding_table(emb)
 

@@ -11,12 +11,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import semcat_kit.losses as losses
+import semcat_kit.learn.losses as losses
 from semcat_kit import Taxonomy
-from semcat_kit.embeddings import Embeddings
-from semcat_kit.similarity import Neighbors
-from semcat_kit.soft_labels import schedule, taxonomy_codes
-from semcat_kit.training import TrainConfig, TrainingDivergedError, TrainRun, load_checkpoint, train
+from semcat_kit.encode.embeddings import Embeddings
+from semcat_kit.labels.similarity import Neighbors
+from semcat_kit.labels.soft_labels import schedule, taxonomy_codes
+from semcat_kit.learn.training import TrainConfig, TrainingDivergedError, TrainRun, load_checkpoint, train
 
 torch.set_num_threads(1)
 
@@ -301,7 +301,7 @@ def test_early_stopping_metric_name_checked_before_training(toy):
 
 
 def test_curriculum_alpha_per_epoch(toy, monkeypatch):
-    import semcat_kit.soft_labels as sl
+    import semcat_kit.labels.soft_labels as sl
 
     tax, (emb, y), _ = toy
     built = []
@@ -329,7 +329,7 @@ def test_codes_representation(toy):
 def test_codes_head_starts_from_the_bit_prior(toy, monkeypatch):
     """Output biases start at the log-odds of each taxonomy bit among the training labels."""
     from semcat_kit import training as tr
-    from semcat_kit.model import FusionHead
+    from semcat_kit.learn.model import FusionHead
 
     tax, (emb, y), _ = toy
     codes = taxonomy_codes(tax)
@@ -460,9 +460,9 @@ def myntra_minilm(myntra_styles):
 
 
 def test_real_myntra_titles_train_well(myntra_minilm):
-    from semcat_kit.splits import split
-    from semcat_kit.metrics import evaluate
-    from semcat_kit.similarity import label_neighbors
+    from semcat_kit.datasets.splits import split
+    from semcat_kit.judge.metrics import evaluate
+    from semcat_kit.labels.similarity import label_neighbors
 
     tax, emb, labels, names = myntra_minilm
     y = tax.index_of(labels)
@@ -507,7 +507,7 @@ def test_run_evaluate_streams_the_metrics_of_evaluate_on_predict_proba(toy, labe
     evaluate(predict_proba(emb)) without the (N, C) matrix: blocks of batch_size rows stream
     through StreamingEvaluator (the dense path is never called)."""
     from semcat_kit import training as tr_mod
-    from semcat_kit.metrics import evaluate
+    from semcat_kit.judge.metrics import evaluate
 
     tax, (emb, y), (vemb, yv) = toy
     cfg = TrainConfig(**FAST, label_repr=label_repr, smoothing="onehot", early_stopping=None)

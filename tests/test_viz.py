@@ -1,4 +1,4 @@
-"""semcat_kit.viz: the figures draw what the inspect tables say (traces, counts, hover, colours)."""
+"""semcat_kit.see.viz: the figures draw what the inspect tables say (traces, counts, hover, colours)."""
 from __future__ import annotations
 
 import numpy as np

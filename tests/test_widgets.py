@@ -1,4 +1,4 @@
-"""semcat_kit.widgets driven without a browser: set filter values, click buttons, toggle flags,
+"""semcat_kit.see.widgets driven without a browser: set filter values, click buttons, toggle flags,
 export, pick classes; check what the widgets show (real Myntra products, synthetic outputs)."""
 from __future__ import annotations
 

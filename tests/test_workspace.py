@@ -9,7 +9,7 @@ import pytest
 
 import semcat_kit as sk
 from semcat_kit import comparison
-from semcat_kit.workspace import SuiteResult, Workspace
+from semcat_kit.orchestrate.workspace import SuiteResult, Workspace
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_a_csv_with_its_own_separator_keeps_the_tree(small_csv, tmp_path):
 
 def test_peers_are_scored_on_the_suites_split_and_stored(ws, monkeypatch):
     """ws.baselines: the peers of notebook 03 / make_results, on the same test split as the suite."""
-    from semcat_kit.baselines import LogisticBaseline
+    from semcat_kit.experiments.baselines import LogisticBaseline
 
     peers = {"LogisticRegression": LogisticBaseline(C=1.0)}
     df = ws.baselines(peers, seeds=[0, 1, 2], crm_for=["LogisticRegression", "not a peer"], progress=False)

@@ -1,0 +1,301 @@
+"""Comparing training configurations over several seeds on one split.
+
+:func:`compare` trains every configuration once per seed, evaluates each run on the test set
+with :func:`semcat_kit.evaluate`, and summarises per configuration as ``mean`` and ``std``
+(sample standard deviation, ddof=1, over seeds). ``"<name> + CRM"`` rows re-decode the *same*
+trained runs with CRM (minimum expected tree distance) instead of argmax, without retraining.
+:func:`default_suite` is the seed design's experiment; :func:`format_table` renders a Markdown
+table of ``mean ± std``.
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..labels import soft_labels as _soft
+from .baselines import Baseline
+from ..judge.metrics import lower_is_better
+from ..learn.training import TrainConfig
+from ..learn.training import train as _train
+
+__all__ = ["compare", "default_suite", "baseline_suite", "loss_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]
+
+CRM_SUFFIX = " + CRM"
+
+
+class CompareRuns(dict):
+    """The trained runs of a :func:`compare` call, ``{(config_name, seed): TrainRun or fitted Baseline}``, plus
+    ``.long`` (one row per (config, seed), CRM rows included).
+
+    Stored in ``df.attrs["runs"]``; shared, not copied, when pandas propagates ``attrs``.
+    """
+
+    long: pd.DataFrame
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __eq__(self, other):
+        return self is other
+
+    __hash__ = None
+
+
+def _check_pair(pair, name: str):
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+        raise ValueError(f"{name} must be a pair (embeddings, labels)")
+    return pair
+
+
+def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbors=None,
+            seeds: Sequence[int] = (0, 1, 2), crm_for: str | Iterable[str] | None = None,
+            best_by: str = "top1", long: bool = False, ks: Sequence[int] = (1, 5, 20),
+            by_frequency: bool | tuple = False, progress: bool = True, **train_kwargs) -> pd.DataFrame:
+    """Train each configuration over several seeds and tabulate test metrics.
+
+    Parameters
+    ----------
+    configs : dict[str, TrainConfig or Baseline]
+        Named configurations (their ``seed`` is replaced by each of ``seeds``). A
+        :class:`semcat_kit.experiments.baselines.Baseline` (e.g. ``LogisticBaseline()``, ``HiClassBaseline()``)
+        is fitted on the same ``train`` (``val`` for its model selection) and scored on the same
+        ``test``; one whose fit does not depend on the seed is fitted once and its row repeated
+        per seed (std 0). Its ``best_epoch`` is NaN.
+    train, val, test : (embeddings, labels)
+        One split; ``val`` (optional) drives early stopping, ``test`` is evaluated.
+    taxonomy, neighbors
+        As for :func:`semcat_kit.train`; ``neighbors`` also gives the ``nbrs@k`` metrics.
+    seeds : sequence of int
+        At least 3 distinct seeds.
+    crm_for : str, list of str, "best" or None
+        Configurations that also get a ``"<name> + CRM"`` row: the same runs evaluated with
+        ``crm=True``. ``"best"`` picks the configuration with the best mean ``best_by``.
+    best_by : str
+        Metric that ``crm_for="best"`` ranks by (lower is better for severity/hdist/ece).
+    long : bool
+        Return one row per (config, seed) instead of the summary.
+    ks : sequence of int
+        Passed to :func:`semcat_kit.evaluate`.
+    by_frequency : bool or (t1, t2)
+        Also report ``top1[b]``, ``macro_f1[b]``, ``mistake_severity[b]`` and ``n[b]`` per frequency
+        bucket ``b`` in head / torso / tail of the *training* class counts
+        (:func:`semcat_kit.judge.frequency.frequency_buckets`: thirds of the classes, or count thresholds).
+    progress : bool
+        ``tqdm`` bar over runs.
+    **train_kwargs
+        Passed to :func:`semcat_kit.train` (e.g. ``allow_unseen_val_classes=True``);
+        ``checkpoint_dir`` gets one sub-folder per run (``<dir>/<config>/seed<seed>``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``config``; columns ``n_seeds``, ``crm`` and ``<metric>_mean``, ``<metric>_std``
+        for every metric of :func:`semcat_kit.evaluate` plus ``best_epoch`` and
+        ``train_seconds``. ``df.attrs["runs"]`` is a :class:`CompareRuns` holding the trained runs
+        and the long table (``.long``).
+    """
+    from ..judge.metrics import evaluate
+
+    if not isinstance(configs, dict) or not configs:
+        raise ValueError("configs must be a non-empty dict {name: TrainConfig}")
+    for name, cfg in configs.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"configuration names must be non-empty strings, not {name!r}")
+        if not isinstance(cfg, (TrainConfig, Baseline)):
+            raise TypeError(f"configs[{name!r}] is a {type(cfg).__name__}, not a TrainConfig or a "
+                            "semcat_kit.experiments.baselines.Baseline")
+        if name.endswith(CRM_SUFFIX):
+            raise ValueError(f"configuration name {name!r} ends with {CRM_SUFFIX!r}, which is reserved for CRM rows")
+    seeds = list(seeds)
+    if len(set(seeds)) < 3 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be at least 3 distinct integers (mean and std over seeds); got {seeds}")
+    tr, te = _check_pair(train, "train"), _check_pair(test, "test")
+    va = _check_pair(val, "val") if val is not None else None
+    need_nb = [n for n, c in configs.items() if isinstance(c, TrainConfig) and _soft.kind_info(c.smoothing).needs_neighbors]
+    if need_nb and neighbors is None:
+        raise ValueError(f"configurations {need_nb} use neighbour soft labels; pass neighbors=...")
+    crm_names: list[str] = []
+    if crm_for is not None:
+        crm_names = [crm_for] if isinstance(crm_for, str) else list(crm_for)
+        unknown = [n for n in crm_names if n != "best" and n not in configs]
+        if unknown:
+            raise ValueError(f"crm_for names {unknown} are not configurations; choose from {list(configs)} or 'best'")
+
+    if "resume" in train_kwargs:
+        raise ValueError("compare() cannot resume runs; call sk.train(..., resume=...) for a single run")
+    ck_root = train_kwargs.pop("checkpoint_dir", None)
+    buckets = None
+    if by_frequency is not False and by_frequency is not None:
+        from .._core.contracts import as_labels
+        from ..judge.frequency import frequency_buckets
+
+        y_tr = as_labels(tr[1], len(tr[1]), taxonomy, name="train labels")
+        buckets = frequency_buckets(y_tr, taxonomy.n_classes,
+                                    thresholds=None if by_frequency is True else by_frequency)
+
+    def extra(probs, crm):
+        if buckets is None:
+            return {}
+        from ..judge.frequency import bucket_metrics
+
+        return bucket_metrics(probs, te[1], taxonomy, buckets, crm=crm).to_dict()
+
+    runs = CompareRuns()
+    rows = []
+    total = len(configs) * len(seeds)
+    with tqdm(total=total, desc="compare", unit="run", disable=not progress) as bar:
+        for name, cfg in configs.items():
+            fitted = None     # a seed-independent baseline is fitted once
+            for seed in seeds:
+                bar.set_postfix_str(f"{name} seed={seed}")
+                t0 = time.perf_counter()
+                if isinstance(cfg, Baseline):
+                    if fitted is None or cfg.seeded:
+                        fitted = cfg.clone().fit(tr[0], tr[1], taxonomy=taxonomy, val=va, seed=seed)
+                        fit_secs = time.perf_counter() - t0
+                    run, best_epoch, secs = fitted, float("nan"), fit_secs
+                else:
+                    ck = None if ck_root is None else Path(ck_root) / re.sub(r"[^\w.-]+", "_", name) / f"seed{seed}"
+                    run = _train(tr[0], tr[1], taxonomy=taxonomy, neighbors=neighbors, config=cfg.replace(seed=seed),
+                                 val=va, progress=False, checkpoint_dir=ck, **train_kwargs)
+                    best_epoch, secs = run.best_epoch, time.perf_counter() - t0
+                runs[(name, seed)] = run
+                probs = run.predict_proba(te[0])
+                scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks)
+                rows.append({"config": name, "seed": seed, "crm": False, **scores.drop("n").to_dict(),
+                             **extra(probs, False), "best_epoch": best_epoch, "train_seconds": secs})
+                bar.update(1)
+    base = pd.DataFrame(rows)
+    metric_cols = [c for c in base.columns if c not in ("config", "seed", "crm")]
+    if "best" in crm_names:
+        if best_by not in metric_cols:
+            raise ValueError(f"best_by={best_by!r} is not a metric; choose one of {metric_cols}")
+        means = base.groupby("config", sort=False)[best_by].mean()
+        best = means.idxmin() if lower_is_better(best_by) else means.idxmax()
+        crm_names = [best if n == "best" else n for n in crm_names]
+    crm_rows = []
+    for name in dict.fromkeys(crm_names):
+        for rr in base[base["config"] == name].to_dict("records"):
+            probs = runs[(name, rr["seed"])].predict_proba(te[0])     # recomputed: probs are not kept
+            scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks, crm=True)
+            crm_rows.append({**rr, **scores.drop("n").to_dict(), **extra(probs, True), "config": name + CRM_SUFFIX,
+                             "crm": True})
+    long_df = pd.concat([base, pd.DataFrame(crm_rows)], ignore_index=True) if crm_rows else base
+    order = []
+    for name in configs:
+        order.append(name)
+        if name in crm_names:
+            order.append(name + CRM_SUFFIX)
+    long_df["config"] = pd.Categorical(long_df["config"], categories=order, ordered=True)
+    long_df = long_df.sort_values(["config", "seed"], kind="stable").reset_index(drop=True)
+    long_df["config"] = long_df["config"].astype(str)
+    runs.long = long_df
+    if long:
+        long_df.attrs["runs"] = runs
+        return long_df
+    g = long_df.groupby("config", sort=False)
+    summary = g[metric_cols].agg(["mean", "std"])
+    summary.columns = [f"{m}_{s}" for m, s in summary.columns]
+    summary.insert(0, "crm", g["crm"].first())
+    summary.insert(0, "n_seeds", g["seed"].nunique())
+    summary.index.name = "config"
+    summary.attrs["runs"] = runs
+    return summary
+
+
+def default_suite(epochs: int | None = None, k: int = 20, alpha: float = 0.1, **common) -> dict[str, TrainConfig]:
+    """The seed design's experiment as named configurations, one per registered soft-label kind.
+
+    Every kind of :data:`semcat_kit.labels.soft_labels.TARGET_KINDS` with a ``suite_name`` gives a row
+    (one-hot, uniform label smoothing ``alpha``, uniform over the top-``k`` semantic neighbours,
+    similarity-weighted top-``k``, tree soft labels ``softmax(-beta d_LCA)`` over the ``k`` nearest
+    classes in the tree, similarity-weighted over the neighbours above ``sim_threshold``, and any
+    kind registered later), plus the similarity-weighted top-``k`` with a linear curriculum
+    (alpha -> 0) and binary taxonomy codes with BCE. Use ``compare(..., crm_for="best")`` for "CRM
+    on top of the best". ``common`` sets any other :class:`TrainConfig` field on every configuration.
+    ``epochs=None`` leaves the budget to the data-aware defaults (``TrainConfig.with_data_defaults``,
+    applied by ``Workspace.suite``; ``TrainConfig``'s 30 epochs elsewhere); a number fixes it.
+    """
+    from ..labels import soft_labels as _soft
+
+    base = dict(**({} if epochs is None else {"epochs": epochs}), **common)
+    out: dict[str, TrainConfig] = {}
+    for name, kind in _soft.TARGET_KINDS.items():
+        if kind.suite_name is None:
+            continue
+        cfg = TrainConfig(smoothing=name, **({} if name == "onehot" else {"alpha": alpha}),
+                          **({"k": k} if name != "uniform" and name != "onehot" else {}), **base)
+        out[kind.suite_name.format(**cfg.to_dict())] = cfg
+        if name == "semantic":
+            out[kind.suite_name.format(**cfg.to_dict()) + " + curriculum"] = cfg.replace(curriculum="linear")
+    out["binary codes"] = TrainConfig(label_repr="codes", smoothing="onehot", **base)
+    return out
+
+
+def loss_suite(smoothing: str = "semantic", k: int = 20, alpha: float = 0.1, gamma: float = 2.0,
+               **common) -> dict[str, TrainConfig]:
+    """The seed's loss ablation as named configurations.
+
+    Focal only (``kl_weight=0``), KL only (``focal_weight=0``: cross-entropy to the ``smoothing``
+    soft labels), focal + KL; and focal + KL with class weights ``focal_alpha`` = ``inverse``
+    (``w_c ∝ 1/n_c``) and ``effective`` (``w_c ∝ (1 - beta) / (1 - beta^n_c)``, Cui et al. 2019).
+    ``common`` sets any other :class:`TrainConfig` field on every configuration (e.g. ``min_steps``).
+    Run with ``compare(..., by_frequency=True)`` for head / torso / tail metrics.
+    """
+    soft = dict(smoothing=smoothing, alpha=alpha, **({"k": k} if smoothing not in ("onehot", "uniform") else {}))
+    return {
+        f"focal γ={gamma:g} only": TrainConfig(focal_gamma=gamma, kl_weight=0.0, **common),
+        f"KL only ({smoothing})": TrainConfig(focal_weight=0.0, kl_weight=1.0, **soft, **common),
+        f"focal + KL ({smoothing})": TrainConfig(focal_gamma=gamma, **soft, **common),
+        f"focal + KL, α inverse": TrainConfig(focal_gamma=gamma, focal_alpha="inverse", **soft, **common),
+        f"focal + KL, α effective": TrainConfig(focal_gamma=gamma, focal_alpha="effective", **soft, **common),
+    }
+
+
+def baseline_suite(C="val", hiclass_C=10.0) -> dict:
+    """What a user would pick instead of a head, as :func:`compare` rows.
+
+    ``"LogisticRegression"`` (:class:`~semcat_kit.experiments.baselines.LogisticBaseline`, ``C`` chosen on the
+    validation split by default) and ``"hiclass LCPPN"`` (:class:`~semcat_kit.experiments.baselines.HiClassBaseline`,
+    a logistic regression per parent node, each with ``hiclass_C``; ``"val"`` searches it too, at
+    about ``len(DEFAULT_CS)`` times the cost, which on a 30k-product catalog is an hour on 2 CPU cores).
+    Add ``crm_for=["LogisticRegression", ...]`` for the "+ CRM" row.
+    """
+    from .baselines import HiClassBaseline, LogisticBaseline
+
+    return {"LogisticRegression": LogisticBaseline(C=C), "hiclass LCPPN": HiClassBaseline(C=hiclass_C)}
+
+
+def format_table(df: pd.DataFrame, metrics: Sequence[str] = ("top1", "top5", "macro_f1", "mistake_severity",
+                                                              "hdist@5"), digits: int = 3,
+                 directions: bool = False) -> str:
+    """Markdown table of ``mean ± std`` per configuration (rows) and metric (columns).
+
+    ``df`` is the summary returned by :func:`compare`. Missing metrics raise naming the available ones.
+    ``directions`` marks each column ↑ (higher is better) or ↓ (lower is better) from the metric registry.
+    """
+    avail = sorted({c[:-5] for c in df.columns if c.endswith("_mean")})
+    missing = [m for m in metrics if f"{m}_mean" not in df.columns]
+    if missing:
+        raise ValueError(f"metrics {missing} are not in this table; available: {avail}")
+    def col(m):
+        if not directions:
+            return m
+        return f"{m} {'↓' if lower_is_better(m) else '↑'}"
+    head = "| config | " + " | ".join(col(m) for m in metrics) + " |"
+    sep = "|---|" + "---:|" * len(metrics)
+    lines = [head, sep]
+    for name, row in df.iterrows():
+        cells = []
+        for m in metrics:
+            mu, sd = row[f"{m}_mean"], row.get(f"{m}_std", np.nan)
+            cells.append("–" if pd.isna(mu) else (f"{mu:.{digits}f} ± {sd:.{digits}f}" if pd.notna(sd)
+                                                 else f"{mu:.{digits}f}"))
+        lines.append(f"| {str(name).replace('|', '/')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

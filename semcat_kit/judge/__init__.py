@@ -1,0 +1,6 @@
+"""How right and how wrong: decoders and metrics.
+
+``decoding`` (top-k, CRM), ``metrics`` (every metric with its formula and direction, ``evaluate``),
+``streaming`` (the same metrics from chunks of scores), ``frequency`` (head / torso / tail buckets).
+May import: ``_core``, ``datasets``, ``labels``.
+"""

@@ -1,0 +1,212 @@
+"""Losses: focal loss with per-class weights, KL to sparse soft targets, the combined objective,
+and the BCE loss of binary taxonomy codes.
+
+All losses compute in float32 internally (bf16/fp16 logits are upcast), so they are stable under
+extreme logits.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..labels.soft_labels import SoftTargets
+
+__all__ = ["class_weights", "focal_loss", "soft_kl", "combined_loss", "code_bce_loss", "WEIGHT_MODES"]
+
+WEIGHT_MODES = ("none", "inverse", "effective")
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduce(loss: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _check(logits: torch.Tensor, y: torch.Tensor, reduction: str, n_classes: int | None = None,
+           check_labels: bool = True):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, not {reduction!r}")
+    if not torch.is_tensor(logits) or logits.ndim != 2:
+        raise ValueError(f"logits must be a 2-D tensor (batch, n_classes); got "
+                         f"{tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__}")
+    y = torch.as_tensor(y, device=logits.device)
+    if y.ndim != 1 or y.shape[0] != logits.shape[0]:
+        raise ValueError(f"y must be 1-D with one class index per logits row ({logits.shape[0]}); "
+                         f"got shape {tuple(y.shape)}")
+    if y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise ValueError(f"y must hold integer class indices, not {y.dtype}")
+    C = logits.shape[1]
+    if n_classes is not None and C != n_classes:
+        raise ValueError(f"logits have {C} columns but the soft targets cover {n_classes} classes")
+    if check_labels and y.numel() and (int(y.min()) < 0 or int(y.max()) >= C):   # host syncs
+        bad = int(torch.nonzero((y < 0) | (y >= C))[0, 0])
+        raise ValueError(f"y[{bad}] = {int(y[bad])} is not a class index in [0, {C})")
+    return y.long()
+
+
+def class_weights(counts, mode: str = "none", beta: float = 0.999) -> torch.Tensor:
+    """Per-class weights for the focal/CE loss, normalised to mean 1 over classes.
+
+    * ``"none"``: ``w_c = 1``
+    * ``"inverse"``: ``w_c ∝ 1 / max(n_c, 1)``
+    * ``"effective"``: ``w_c ∝ (1 - beta) / (1 - beta ** max(n_c, 1))`` (class-balanced loss,
+      Cui et al. 2019, "effective number of samples")
+
+    Zero-count classes are treated as having one sample (finite weight).
+
+    Parameters
+    ----------
+    counts : array-like (C,)
+        Training examples per class (non-negative).
+    mode : {"none", "inverse", "effective"}
+    beta : float in [0, 1)
+        Only for ``"effective"``.
+
+    Returns
+    -------
+    torch.Tensor
+        (C,) float32 with mean 1.
+    """
+    if mode not in WEIGHT_MODES:
+        raise ValueError(f"class weight mode must be one of {WEIGHT_MODES}, not {mode!r}")
+    n = np.asarray(counts.detach().cpu().numpy() if torch.is_tensor(counts) else counts, dtype=np.float64)
+    if n.ndim != 1 or n.size == 0:
+        raise ValueError(f"counts must be a non-empty 1-D array (one count per class); got shape {n.shape}")
+    if not np.isfinite(n).all() or (n < 0).any():
+        bad = int(np.argmax(~np.isfinite(n) | (n < 0)))
+        raise ValueError(f"counts[{bad}] = {n[bad]} is not a non-negative count")
+    n = np.maximum(n, 1.0)
+    if mode == "none":
+        w = np.ones_like(n)
+    elif mode == "inverse":
+        w = 1.0 / n
+    else:
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1) for effective-number weights, not {beta}")
+        # (1 - beta) / (1 - beta**n), with -expm1(n log beta) = 1 - beta**n computed accurately
+        w = (1.0 - beta) / -np.expm1(n * math.log(beta)) if beta > 0 else np.ones_like(n)
+    w = w / w.mean()
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def focal_loss(logits, y, gamma: float = 2.0, alpha=None, reduction: str = "mean",
+               check_labels: bool = True) -> torch.Tensor:
+    """Focal loss (Lin et al. 2017) with optional per-class weights.
+
+    ``FL_i = -alpha[y_i] * (1 - p_{y_i}) ** gamma * log p_{y_i}``, ``p = softmax(logits)``.
+    ``gamma = 0`` and ``alpha = None`` is the cross-entropy. ``"mean"`` is the plain mean over
+    the batch (not normalised by the sum of alpha).
+
+    Parameters
+    ----------
+    logits : (B, C) tensor
+    y : (B,) int64 class indices
+    gamma : float >= 0
+    alpha : None, float, or (C,) tensor/array (e.g. :func:`class_weights`)
+    reduction : {"mean", "sum", "none"}
+    check_labels : bool
+        Check that every label is a class index (two host syncs on an accelerator). ``False`` for
+        labels validated once up front, as the trainer's.
+    """
+    y = _check(logits, y, reduction, check_labels=check_labels)
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, not {gamma}")
+    logp = F.log_softmax(logits.float(), dim=1).gather(1, y[:, None]).squeeze(1)
+    loss = -logp
+    if gamma != 0:
+        # 1 - p computed as -expm1(log p): accurate when p is close to 1
+        loss = loss * (-torch.expm1(logp)).clamp_min(0).pow(gamma)
+    if alpha is not None:
+        if isinstance(alpha, (int, float)):
+            loss = loss * float(alpha)
+        else:
+            a = torch.as_tensor(alpha, device=loss.device, dtype=torch.float32)
+            if a.ndim != 1 or a.shape[0] != logits.shape[1]:
+                raise ValueError(f"alpha must hold one weight per class ({logits.shape[1]}); "
+                                 f"got shape {tuple(a.shape)}")
+            loss = loss * a[y]
+    return _reduce(loss, reduction)
+
+
+def soft_kl(logits, y, targets: SoftTargets, reduction: str = "mean", check_labels: bool = True) -> torch.Tensor:
+    """KL divergence from the sparse soft target of each example's class to the prediction.
+
+    ``KL_i = sum_j t(j) log t(j) - sum_j t(j) log p(j)`` with ``t`` the target of class ``y_i``
+    and ``p = softmax(logits_i)``. With ``t(j) = w_j [j in S] + f / C``:
+
+    ``sum_j t(j) log p(j) = sum_{j in S} w_j log p(j) + (f / C) sum_j log p(j)``,
+
+    so only the ``K`` listed log-probabilities are gathered (plus the O(C) ``log_softmax`` and,
+    when ``f > 0``, the O(C) sum of log-probabilities); ``sum_j t log t`` is precomputed per class
+    (:meth:`SoftTargets.neg_entropy`); no (B, C) target is ever built.
+
+    Parameters
+    ----------
+    logits : (B, C) tensor (any float dtype; computed in float32)
+    y : (B,) int64 class indices
+    targets : SoftTargets
+    reduction : {"mean", "sum", "none"}
+    check_labels : bool
+        As in :func:`focal_loss`.
+    """
+    if not isinstance(targets, SoftTargets):
+        raise TypeError(f"targets must be a soft_labels.SoftTargets, not {type(targets).__name__}")
+    y = _check(logits, y, reduction, targets.n_classes, check_labels=check_labels)
+    z = logits.float()
+    C = z.shape[1]
+    idx_t, w_t, h_t = targets.torch_tables(z.device)
+    idx, w = idx_t[y], w_t[y]                       # (B, K)
+    # one fused O(C) log_softmax (its backward is much cheaper than logsumexp's), then K gathers
+    logp = F.log_softmax(z, dim=1)
+    cross = (w * logp.gather(1, idx)).sum(1)
+    if targets.floor > 0:
+        cross = cross + (targets.floor / C) * logp.sum(1)
+    loss = h_t[y].float() - cross
+    return _reduce(loss, reduction)
+
+
+def combined_loss(logits, y, targets: SoftTargets | None = None, gamma: float = 2.0, alpha=None,
+                  kl_weight: float = 1.0, check_labels: bool = True) -> dict[str, torch.Tensor]:
+    """``total = focal_loss(logits, y, gamma, alpha) + kl_weight * soft_kl(logits, y, targets)``.
+
+    Returns a dict ``total, focal, kl`` (batch means; ``kl`` is 0 when ``targets`` is None or
+    ``kl_weight == 0``) so the parts can be logged separately. ``check_labels`` as in
+    :func:`focal_loss`.
+    """
+    focal = focal_loss(logits, y, gamma=gamma, alpha=alpha, check_labels=check_labels)
+    if targets is None or kl_weight == 0:
+        kl = torch.zeros((), device=focal.device)
+    else:
+        kl = soft_kl(logits, y, targets, check_labels=check_labels)
+    return {"total": focal + kl_weight * kl, "focal": focal, "kl": kl}
+
+
+def code_bce_loss(logits, y, codes, reduction: str = "mean", check_labels: bool = True) -> torch.Tensor:
+    """Binary cross-entropy of per-bit logits against the taxonomy code of each example's class.
+
+    ``L_i = -sum_b [c_b log sigmoid(x_b) + (1 - c_b) log sigmoid(-x_b)]`` with ``c = codes[y_i]``
+    (:func:`semcat_kit.labels.soft_labels.taxonomy_codes`); ``L_i = -code_scores(x_i)[y_i]``. ``"mean"``
+    averages over the batch (bits are summed). ``check_labels`` as in :func:`focal_loss`.
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, not {reduction!r}")
+    x = logits.float()
+    cd = torch.as_tensor(codes, device=x.device, dtype=torch.float32)
+    if x.ndim != 2 or cd.ndim != 2 or x.shape[1] != cd.shape[1]:
+        raise ValueError(f"bit logits (N, B) and codes (C, B) must agree on B; got {tuple(x.shape)} "
+                         f"and {tuple(cd.shape)}")
+    y = torch.as_tensor(y, device=x.device)
+    if y.ndim != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must be 1-D with one class index per row ({x.shape[0]}); got {tuple(y.shape)}")
+    if check_labels and y.numel() and (int(y.min()) < 0 or int(y.max()) >= cd.shape[0]):
+        bad = int(torch.nonzero((y < 0) | (y >= cd.shape[0]))[0, 0])
+        raise ValueError(f"y[{bad}] = {int(y[bad])} is not a class index in [0, {cd.shape[0]})")
+    target = cd[y.long()]
+    loss = F.binary_cross_entropy_with_logits(x, target, reduction="none").sum(1)
+    return _reduce(loss, reduction)

@@ -1,0 +1,788 @@
+"""Training the fusion head: :class:`TrainConfig`, :func:`train` (the one-call entry) and :class:`TrainRun`.
+
+The loop itself, and what happens around it (curriculum, validation, early stopping, checkpoints,
+divergence stop, progress, logging), lives in :mod:`semcat_kit.learn.trainer` as callbacks over one
+history; :func:`train` validates the inputs, builds the head, the optimizer and the callbacks,
+and runs it. The objective per batch (``label_repr="onehot"``) is
+
+    L = focal(z, y; gamma, alpha_c) + kl_weight * KL(t_y || softmax(z)),
+
+with ``t_y`` the (sparse) soft target of class ``y`` built by :func:`soft_labels.build` with the
+smoothing amount ``a(epoch)`` of the curriculum (:func:`soft_labels.schedule`). With
+``label_repr="codes"`` the head outputs one logit per taxonomy node and is trained with the BCE of
+the binary taxonomy codes; class probabilities are ``softmax(code_scores(bits, codes))``.
+
+Embeddings are batched by a shuffled index (no per-sample Python, no DataLoader). AdamW with a
+linear warmup then cosine decay of the learning rate (stepped per batch).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import losses as _losses
+from ..labels import soft_labels as _soft
+from .._core.contracts import (EmbeddingTable, as_embedding_table, as_labels, check_device_name, check_precision_name,
+                        resolve_device, resolve_precision)
+from .model import FUSION_MODES, FusionHead
+from .trainer import (Checkpoint, CheckpointError, CurriculumTargets, DivergenceStop, EarlyStopping,  # noqa: F401
+                      MetricLogger, ProgressBar, Trainer, TrainingDivergedError, Validation, iter_scores,
+                      predict_scores)
+
+__all__ = ["TrainConfig", "TrainRun", "train", "TrainingDivergedError", "load_checkpoint"]
+
+CURRICULA = _soft.SCHEDULES
+FOCAL_ALPHA = _losses.WEIGHT_MODES
+ALPHA_BY = ("constant", "similarity")
+#: ``TrainConfig.for_data``: optimizer steps at least, and the validation size below which early stopping is off.
+SMALL_DATA_MIN_STEPS = 600
+ES_MIN_VAL = 1000
+LABEL_REPRS = ("onehot", "codes")
+ES_MODES = ("auto", "min", "max")
+CHECKPOINT_FORMAT = "semcat_kit.train/1"
+# fields that may differ between the run that wrote a checkpoint and the run that resumes it
+_RESUME_FREE = ("device", "checkpoint_every", "check_every")   # shuffle_chunk changes the order: not free
+
+
+# ------------------------------------------------------------------------------------ config
+@dataclass
+class TrainConfig:
+    """Every hyperparameter of a training run (validated on construction).
+
+    Parameters
+    ----------
+    smoothing : str
+        Soft-label kind of the KL term, a key of :data:`semcat_kit.labels.soft_labels.TARGET_KINDS`
+        (``"onehot"``, ``"uniform"``, ``"topk"``, ``"semantic"``, ``"threshold"``, ``"tree"``).
+    k : int
+        Neighbours per class used by ``topk`` / ``semantic`` / ``tree`` soft labels.
+    alpha : float in [0, 1]
+        Mass moved off the true class (at epoch 0 under a curriculum).
+    alpha_final : float in [0, 1]
+        Alpha reached at the last epoch by a non-constant curriculum.
+    alpha_by : {"constant", "similarity"}
+        ``similarity``: per-class mass ``alpha_c = min(0.5, alpha * s_c / mean(s))`` growing with the
+        mean similarity ``s_c`` of the class's neighbours (:func:`semcat_kit.labels.similarity.class_alpha`;
+        neighbour kinds and ``tree`` only); ``constant``: ``alpha`` for every class.
+    temperature : float > 0
+        ``semantic`` / ``threshold``: neighbour weights ``softmax(sim / temperature)``.
+    sim_threshold : float in [-1, 1]
+        ``threshold``: only neighbours with cosine similarity ``>= sim_threshold`` get mass.
+    tree_beta : float >= 0
+        ``tree``: neighbour weights ``softmax(-beta * d_LCA)``.
+    curriculum : {"constant", "linear", "cosine", "step"}
+        Alpha per epoch; soft targets are rebuilt each epoch with ``alpha = schedule(epoch)``.
+    curriculum_steps : int >= 2
+        Number of stages of the ``step`` curriculum.
+    focal_gamma : float >= 0
+        Focal loss exponent (0 = cross-entropy).
+    focal_alpha : {"none", "inverse", "effective"}
+        Per-class weights of the focal term from the training class counts.
+    focal_beta : float in [0, 1)
+        Beta of the ``effective`` class weights.
+    kl_weight : float >= 0
+        Weight of the KL term.
+    focal_weight : float >= 0
+        Weight of the focal term (``0`` with ``kl_weight > 0``: KL only, i.e. soft-target
+        cross-entropy). ``L = focal_weight * focal + kl_weight * KL``.
+    label_repr : {"onehot", "codes"}
+        Class outputs, or binary taxonomy codes trained with BCE (requires ``smoothing="onehot"``).
+    fusion, proj_dim, hidden, dropout, modality_dropout, input_norm
+        :class:`semcat_kit.learn.model.FusionHead` arguments (``hidden=0``: a linear head; ``proj_dim=0``: no
+        per-modality projection, the layer-normalised embeddings are fused at full width).
+    lr, weight_decay : float
+        AdamW learning rate and weight decay.
+    warmup : float in [0, 1)
+        Fraction of all steps with a linear learning-rate warmup (then cosine decay to 0).
+    epochs, batch_size, seed : int
+    min_steps : int >= 0
+        Train at least this many optimizer steps: the run has
+        ``max(epochs, ceil(min_steps / steps_per_epoch))`` epochs (:meth:`epochs_for`), so a small
+        catalog (few batches per epoch) still gets a real budget. 0 = exactly ``epochs``.
+    device : str
+        ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Forward-pass compute dtype (autocast): ``auto`` is bf16 on CUDA, fp32 elsewhere.
+    shuffle_chunk : int >= 1
+        Memory-mapped (lazy) training tables are shuffled in blocks of this many consecutive rows:
+        blocks in random order, rows permuted within windows of 64 blocks (see
+        :class:`semcat_kit.learn.trainer.BatchSampler`), so reads stay contiguous and local while batches
+        still mix 64 places of the table. In-memory tables use a full permutation.
+    check_every : int >= 0
+        Check the loss for NaN/inf every this many steps (one host sync per check); 0 = auto
+        (every step on CPU, every 25 on CUDA).
+    early_stopping : str or None
+        Validation metric to watch (``"val_top1"``, ``"val_loss"``, ``"val_mistake_severity"``,
+        ``"val_hdist@5"``, ...); ``None`` trains all epochs. Ignored without validation data.
+    early_stopping_mode : {"auto", "min", "max"}
+        ``auto`` follows the metric's direction in :data:`semcat_kit.judge.metrics.METRICS` (loss, severity,
+        hdist, ece are minimised; accuracies maximised).
+    patience : int >= 1
+        Epochs without improvement before stopping; the best weights are restored.
+    checkpoint_every : int >= 1
+        Write a checkpoint every this many epochs (and at the end) when ``checkpoint_dir`` is set.
+    """
+
+    smoothing: str = "onehot"
+    k: int = 20
+    alpha: float = 0.1
+    alpha_final: float = 0.0
+    alpha_by: str = "constant"
+    temperature: float = 0.1
+    sim_threshold: float = 0.5
+    tree_beta: float = 1.0
+    curriculum: str = "constant"
+    curriculum_steps: int = 2
+    focal_gamma: float = 2.0
+    focal_alpha: str = "none"
+    focal_beta: float = 0.999
+    kl_weight: float = 1.0
+    focal_weight: float = 1.0
+    label_repr: str = "onehot"
+    fusion: str = "concat"
+    proj_dim: int = 256
+    hidden: int = 512
+    dropout: float = 0.2
+    modality_dropout: float = 0.1
+    input_norm: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    warmup: float = 0.05
+    epochs: int = 30
+    min_steps: int = 0
+    batch_size: int = 256
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    early_stopping: str | None = "val_top1"
+    early_stopping_mode: str = "auto"
+    patience: int = 5
+    checkpoint_every: int = 1
+    check_every: int = 0
+    shuffle_chunk: int = 1024
+
+    def __post_init__(self) -> None:
+        def choice(name, allowed):
+            v = getattr(self, name)
+            if v not in allowed:
+                raise ValueError(f"TrainConfig.{name} = {v!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
+
+        def number(name, lo=None, hi=None, lo_open=False, hi_open=False, integer=False):
+            v = getattr(self, name)
+            ok_type = isinstance(v, (int, np.integer)) if integer else isinstance(v, (int, float, np.integer, np.floating))
+            if isinstance(v, bool) or not ok_type or (not integer and not math.isfinite(float(v))):
+                kind = "an integer" if integer else "a finite number"
+                raise ValueError(f"TrainConfig.{name} must be {kind}, not {v!r}")
+            bad = ((lo is not None and (v <= lo if lo_open else v < lo))
+                   or (hi is not None and (v >= hi if hi_open else v > hi)))
+            if bad:
+                rng = f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{')' if hi_open or hi is None else ']'}"
+                raise ValueError(f"TrainConfig.{name} = {v!r} is out of range; allowed: {rng}")
+            setattr(self, name, int(v) if integer else float(v))
+
+        choice("smoothing", tuple(_soft.TARGET_KINDS))
+        choice("curriculum", CURRICULA)
+        choice("focal_alpha", FOCAL_ALPHA)
+        choice("label_repr", LABEL_REPRS)
+        choice("fusion", FUSION_MODES)
+        choice("early_stopping_mode", ES_MODES)
+        for name in ("k", "curriculum_steps", "proj_dim", "hidden", "epochs", "batch_size", "patience",
+                     "checkpoint_every"):
+            number(name, lo=2 if name == "curriculum_steps" else (0 if name in ("hidden", "proj_dim") else 1), integer=True)
+        number("min_steps", lo=0, integer=True)
+        choice("alpha_by", ALPHA_BY)
+        if not isinstance(self.input_norm, (bool, np.bool_)):
+            raise ValueError(f"TrainConfig.input_norm must be True or False, not {self.input_norm!r}")
+        self.input_norm = bool(self.input_norm)
+        number("seed", lo=0, integer=True)
+        number("check_every", lo=0, integer=True)
+        number("shuffle_chunk", lo=1, integer=True)
+        number("sim_threshold", -1.0, 1.0)
+        check_precision_name(self.precision, name="TrainConfig.precision")
+        for name in ("alpha", "alpha_final"):
+            number(name, 0.0, 1.0)
+        number("temperature", 0.0, lo_open=True)
+        for name in ("tree_beta", "focal_gamma", "kl_weight", "focal_weight", "weight_decay"):
+            number(name, 0.0)
+        if self.focal_weight == 0 and self.kl_weight == 0 and self.label_repr == "onehot":
+            raise ValueError("TrainConfig.focal_weight and kl_weight are both 0: nothing to train; set one > 0")
+        if self.alpha_by == "similarity" and self.smoothing in ("onehot", "uniform"):
+            raise ValueError(f"TrainConfig.alpha_by='similarity' scales each class's mass by its neighbours' "
+                             f"similarity; smoothing={self.smoothing!r} has no neighbours (use a neighbour kind or "
+                             "'tree', or alpha_by='constant')")
+        number("focal_beta", 0.0, 1.0, hi_open=True)
+        for name in ("dropout", "modality_dropout", "warmup"):
+            number(name, 0.0, 1.0, hi_open=True)
+        number("lr", 0.0, lo_open=True)
+        check_device_name(self.device, name="TrainConfig.device")
+        if self.early_stopping is not None and (not isinstance(self.early_stopping, str)
+                                                or not self.early_stopping.startswith("val_")):
+            raise ValueError(f"TrainConfig.early_stopping = {self.early_stopping!r}: name a validation metric "
+                             "such as 'val_top1', 'val_loss', 'val_mistake_severity', 'val_hdist@5', or None")
+        if self.label_repr == "codes" and self.smoothing != "onehot":
+            raise ValueError(f"TrainConfig.label_repr='codes' trains with the BCE of taxonomy codes, where soft labels "
+                             f"do not apply; set smoothing='onehot' (got smoothing={self.smoothing!r})")
+
+    @staticmethod
+    def data_defaults(n_train: int, n_val: int = 0) -> dict:
+        """The fields :meth:`for_data` sets for ``n_train`` training and ``n_val`` validation items.
+
+        Measured in ``docs/training_budget_*.md`` (see :meth:`for_data` for the reasons).
+        """
+        for name, v in (("n_train", n_train), ("n_val", n_val)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"{name} must be a non-negative int, not {v!r}")
+        return {"min_steps": SMALL_DATA_MIN_STEPS,
+                "early_stopping": "val_top1" if n_val >= ES_MIN_VAL else None,
+                "focal_gamma": 0.0}
+
+    @classmethod
+    def for_data(cls, n_train: int, n_val: int = 0, **overrides) -> "TrainConfig":
+        """Data-aware defaults (measured: ``docs/training_budget_*.md``), then ``overrides``.
+
+        * budget: at least ``SMALL_DATA_MIN_STEPS`` optimizer steps (``min_steps``), so a catalog of a
+          few thousand items is not stopped after ~90 steps;
+        * validation protocol: early stopping on ``val_top1`` only when the validation split has at
+          least ``ES_MIN_VAL`` items (below that, top-1 moves by more than its ~1 pt standard error
+          from epoch to epoch and stopping on it cost 0.5 pt top-1 and ~1 pt macro-F1 on the tutorial);
+          otherwise the full budget is trained;
+        * loss: cross-entropy (``focal_gamma=0``) for the hard-label term: with the step budget it is
+          as good as or better than focal γ=2 on the tutorial and the toys catalog (focal loss
+          down-weights the examples a long run keeps pushing to a larger margin); the KL term to soft
+          labels is unchanged. Measured alternatives that did not carry over to both catalogs: no input
+          ``LayerNorm`` with lr 1e-2, weight decay 0.1, 2,000 steps (``docs/training_optimisation_*.md``).
+
+        The fields in ``overrides`` count as set by the user (:attr:`explicit_fields`).
+        """
+        cfg = cls(**overrides)
+        return cfg.with_data_defaults(n_train, n_val)
+
+    @property
+    def explicit_fields(self) -> frozenset:
+        """Names of the fields given explicitly (to the constructor, :meth:`replace`, :meth:`from_dict`)."""
+        return self.__dict__.get("_explicit", frozenset())
+
+    def with_data_defaults(self, n_train: int, n_val: int = 0) -> "TrainConfig":
+        """This config with :meth:`data_defaults` for every field the user did not set explicitly.
+
+        An explicit value always wins: ``TrainConfig(lr=1e-3).with_data_defaults(...)`` keeps
+        ``lr=1e-3`` even where the data-aware default differs; an explicit ``epochs`` is the whole
+        budget (no ``min_steps`` is added to it). The fields changed are in
+        :attr:`data_defaults_applied` (a dict, empty when nothing changed) and in the repr.
+        Used by :class:`semcat_kit.Pipeline` (behind ``Workspace`` and ``semcat train``); bare
+        ``TrainConfig()`` / :func:`train` keep the plain defaults.
+        """
+        explicit = self.explicit_fields
+        if "epochs" in explicit:       # an explicit epoch count is the user's budget: no min_steps on top
+            explicit = explicit | {"min_steps"}
+        d = {k: v for k, v in self.data_defaults(n_train, n_val).items()
+             if k not in explicit and getattr(self, k) != v}
+        out = dataclasses.replace(self, **d) if d else dataclasses.replace(self)
+        out.__dict__["_explicit"] = self.explicit_fields
+        out.__dict__["_data_defaults"] = {**self.data_defaults_applied, **d}
+        return out
+
+    @property
+    def data_defaults_applied(self) -> dict:
+        """Fields set by :meth:`with_data_defaults` (not by the user), ``{name: value}``."""
+        return dict(self.__dict__.get("_data_defaults", {}))
+
+    def epochs_for(self, n_train: int) -> int:
+        """Epochs a run on ``n_train`` items trains: ``max(epochs, ceil(min_steps / ceil(n_train / batch_size)))``."""
+        steps_per_epoch = max(1, math.ceil(int(n_train) / self.batch_size))
+        return max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
+
+    # skorch-style explicit round trip
+    def to_dict(self) -> dict:
+        """Plain dict of every field (JSON-serialisable); :meth:`from_dict` rebuilds the config."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error (naming them)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known fields: {sorted(names)}")
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some fields changed (validated); they join :attr:`explicit_fields`."""
+        out = dataclasses.replace(self, **changes)
+        out.__dict__["_explicit"] = self.explicit_fields | set(changes)
+        applied = {k: v for k, v in self.data_defaults_applied.items() if k not in changes}
+        if applied:
+            out.__dict__["_data_defaults"] = applied
+        return out
+
+    @property
+    def minimize(self) -> bool:
+        """Whether ``early_stopping`` is minimised."""
+        if self.early_stopping_mode != "auto":
+            return self.early_stopping_mode == "min"
+        from ..judge.metrics import lower_is_better
+
+        return lower_is_better(self.early_stopping or "")
+
+    def __repr__(self) -> str:
+        changed = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                   if getattr(self, f.name) != f.default]
+        text = f"TrainConfig({', '.join(changed)})" if changed else "TrainConfig()  # all defaults"
+        applied = self.data_defaults_applied
+        if applied:
+            text += "  # data-aware defaults: " + ", ".join(f"{k}={v!r}" for k, v in applied.items())
+        return text
+
+
+_dataclass_init = TrainConfig.__init__
+
+
+def _init_recording_explicit(self, *args, **kwargs):
+    _dataclass_init(self, *args, **kwargs)
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    self.__dict__["_explicit"] = frozenset(names[:len(args)]) | frozenset(kwargs)
+
+
+_init_recording_explicit.__doc__ = _dataclass_init.__doc__
+_init_recording_explicit.__signature__ = __import__("inspect").signature(_dataclass_init)
+TrainConfig.__init__ = _init_recording_explicit
+
+
+# ------------------------------------------------------------------------------------ data
+
+
+def _prepare(emb, what: str) -> EmbeddingTable:
+    return as_embedding_table(emb, what, empty="warn")   # rows with no usable modality are named
+
+
+def _labels(labels, taxonomy, n: int, what: str) -> np.ndarray:
+    return as_labels(labels, n, taxonomy, name=f"{what} labels", against=f"{what} embeddings")
+
+
+def _fingerprint(y: np.ndarray) -> str:
+    """sha1 of the labels as int64 bytes, hashed in blocks (no whole int64 copy + bytes copy)."""
+    h = hashlib.sha1()
+    for a in range(0, len(y), 1 << 20):
+        h.update(np.ascontiguousarray(y[a:a + (1 << 20)], dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _truncate(neighbors, k: int):
+    from ..labels.similarity import Neighbors
+
+    if neighbors is None or neighbors.k <= k:
+        return neighbors
+    return Neighbors(neighbors.indices[:, :k].copy(), neighbors.sims[:, :k].copy())
+
+
+# ------------------------------------------------------------------------------------ run
+@dataclass
+class TrainRun:
+    """A trained head with everything needed to use, inspect and export it.
+
+    Attributes
+    ----------
+    model : FusionHead
+        In eval mode, on the training device, with the best weights (early stopping) or the last.
+    config : TrainConfig
+    history : pandas.DataFrame
+        One row per epoch (1-based ``epoch``): ``alpha, lr, loss, focal, kl`` (or ``bce``),
+        ``seconds`` (training time), ``val_seconds`` and ``val_*`` metrics
+        (``val_loss`` = mean NLL of the true class, plus :func:`semcat_kit.evaluate`'s metrics).
+    taxonomy, neighbors
+        As given to :func:`train`.
+    encoder_meta : dict
+        ``emb.meta`` of the training embeddings (which encoders produced them).
+    best_epoch : int
+        Epoch whose weights the model holds.
+    codes : numpy.ndarray or None
+        (C, B) taxonomy codes when ``label_repr="codes"``.
+    """
+
+    model: FusionHead
+    config: TrainConfig
+    history: pd.DataFrame
+    taxonomy: Any
+    neighbors: Any = None
+    encoder_meta: dict = field(default_factory=dict)
+    best_epoch: int = 0
+    codes: np.ndarray | None = None
+    checkpoint_dir: Path | None = None
+
+    def __repr__(self) -> str:
+        last = self.history.iloc[-1].to_dict() if len(self.history) else {}
+        val = {k: round(v, 4) for k, v in last.items() if k.startswith("val_") and k != "val_seconds"
+               and isinstance(v, float) and k in ("val_top1", "val_loss", "val_mistake_severity")}
+        return (f"TrainRun({self.taxonomy.n_classes} classes, {len(self.history)} epochs, best_epoch={self.best_epoch}, "
+                f"fusion={self.config.fusion!r}, smoothing={self.config.smoothing!r}, last={val})")
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def predict_logits(self, emb, batch_size: int = 4096) -> np.ndarray:
+        """(N, C) float32 class scores in eval mode: logits, or code scores for ``label_repr="codes"``
+        (so ``softmax`` of them is :meth:`predict_proba`)."""
+        return _predict_scores(self.model, emb, self.codes, batch_size, "emb").numpy()
+
+    def evaluate(self, emb, labels, neighbors=None, ks=(1, 5, 20), crm: bool = False, batch_size: int = 4096):
+        """:func:`semcat_kit.evaluate` of this head on ``emb``, streamed: the metrics of
+        ``evaluate(self.predict_proba(emb), labels, ...)`` (equal up to float summation order)
+        without the (N, C) probability matrix -- blocks of ``batch_size`` rows go through a
+        :class:`semcat_kit.judge.streaming.StreamingEvaluator` on the head's device.
+
+        Parameters
+        ----------
+        emb : Embeddings (or an (N, d) array, taken as text)
+        labels : array (N,)
+            Class indices or label paths.
+        neighbors : Neighbors, optional
+            Default: the run's (adds ``nbrs@k``).
+        ks, crm
+            As in :func:`semcat_kit.evaluate`.
+        """
+        from ..judge.streaming import StreamingEvaluator
+
+        data, device, score = _score_table(self.model, emb, self.codes, "emb")
+        y = _labels(labels, self.taxonomy, len(data), "evaluation")
+        nb = self.neighbors if neighbors is None else neighbors
+        ev = StreamingEvaluator(self.taxonomy, neighbors=nb, ks=ks, crm=crm, from_logits=True)
+        for s, z in iter_scores(self.model, data, batch_size, device, torch.float32, score):
+            ev.update(z, y[s:s + len(z)])
+        return ev.compute()
+
+    @torch.no_grad()
+    def predict_proba(self, emb, batch_size: int = 4096) -> np.ndarray:
+        """(N, C) float32 class probabilities ``softmax(predict_logits(emb))``."""
+        s = _predict_scores(self.model, emb, self.codes, batch_size, "emb")
+        return torch.softmax(s, dim=1).numpy()
+
+
+def _init_code_bias(model: FusionHead, codes: np.ndarray, y: np.ndarray) -> None:
+    """Start each bit's output bias at the log-odds of its frequency among the training labels.
+
+    Most taxonomy bits are 0 for most products; from a zero bias the BCE first spends many epochs
+    pushing every bit down (the prior initialisation of Lin et al. 2017, "Focal Loss").
+    ``b_j = log(f_j / (1 - f_j))``, ``f_j`` the share of training items whose code has bit ``j``,
+    clipped to ``[1/(2N), 1 - 1/(2N)]``.
+    """
+    n = max(len(y), 1)
+    freq = np.asarray(codes, dtype=np.float64)[np.asarray(y)].mean(0) if len(y) else np.full(codes.shape[1], 0.5)
+    freq = np.clip(freq, 0.5 / n, 1 - 0.5 / n)
+    with torch.no_grad():
+        last = model.mlp[-1]
+        last.bias.copy_(torch.as_tensor(np.log(freq / (1 - freq)), dtype=last.bias.dtype))
+
+
+def _code_scorer(codes_t):
+    if codes_t is None:
+        return None
+    return lambda z: _soft.code_scores(z, codes_t)
+
+
+def _score_table(model, emb, codes, what):
+    data = as_embedding_table(emb, what).fit_to(model.text_dim if model.text_proj is not None else None,
+                                                model.image_dim if model.image_proj is not None else None, what)
+    device = next(model.parameters()).device
+    codes_t = torch.as_tensor(codes, device=device) if codes is not None else None
+    return data, device, _code_scorer(codes_t)
+
+
+def _predict_scores(model, emb, codes, batch_size, what) -> torch.Tensor:
+    data, device, score = _score_table(model, emb, codes, what)
+    return predict_scores(model, data, batch_size, device, torch.float32, score)
+
+
+def _adamw(model, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW, fused (one kernel over all parameters: ~3-4x faster steps on CPU) where supported."""
+    try:
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _lr_lambda(total_steps: int, warmup: float):
+    warm = int(round(warmup * total_steps))
+
+    def f(step: int) -> float:
+        if warm > 0 and step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total_steps - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+    return f
+
+
+def load_checkpoint(path) -> dict:
+    """Read a training checkpoint (a ``.pt`` file, or a checkpoint folder's ``last.pt``).
+
+    Raises ``FileNotFoundError`` when there is none and ``ValueError`` naming the file when it is
+    truncated, corrupted or not a checkpoint (only tensors and plain data are ever unpickled).
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / "last.pt"
+    if not p.exists():
+        raise FileNotFoundError(f"no checkpoint at {p}; give a checkpoint file or a checkpoint_dir holding last.pt")
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError/UnpicklingError/EOFError/... here
+        # never pass on torch's advice to retry with weights_only=False: that would run pickled code
+        why = str(e).splitlines()[0] if str(e) and "weights_only" not in str(e) else "unreadable content"
+        raise ValueError(f"{p} is not a readable semcat_kit training checkpoint ({type(e).__name__}: {why}): "
+                         "it is truncated, corrupted or not a checkpoint. Resume from an intact copy "
+                         "or train again without resume=") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{p} is not a semcat_kit training checkpoint (format {CHECKPOINT_FORMAT}); "
+                         "give a file written by sk.train(..., checkpoint_dir=...)")
+    ck["path"] = str(p)
+    return ck
+
+
+def _emb_fingerprint(data: EmbeddingTable, meta: dict | None) -> str:
+    """Identity of the training embeddings: shapes, encoders and a strided sample of rows (O(1) in N)."""
+    h = hashlib.sha1()
+    h.update(repr((len(data), data.text_dim, data.image_dim)).encode())
+    h.update(json.dumps({k: (v.get("fingerprint") if isinstance(v, dict) else None) for k, v in (meta or {}).items()},
+                        sort_keys=True).encode())
+    n = len(data)
+    rows = torch.unique(torch.linspace(0, max(n - 1, 0), steps=min(n, 256)).long()) if n else torch.zeros(0).long()
+    for x, m in ((data.text, data.text_mask), (data.image, data.image_mask)):
+        if x is not None:
+            sample = x[rows] if torch.is_tensor(x) else torch.from_numpy(np.asarray(x[rows.numpy()], dtype=np.float32))
+            h.update(np.ascontiguousarray(sample.float().numpy()).tobytes())
+            h.update(np.ascontiguousarray(m[rows].numpy()).tobytes())
+    return h.hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------ train
+def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None = None, val=None,
+          checkpoint_dir=None, resume=None, overwrite: bool = False, progress: bool = True,
+          allow_unseen_val_classes: bool = False, callbacks=(), log_csv=None) -> TrainRun:
+    """Train a :class:`FusionHead` on embeddings (one call over :class:`semcat_kit.learn.trainer.Trainer`).
+
+    The objective per batch (``label_repr="onehot"``) is
+
+        L = focal(z, y; gamma, alpha_c) + kl_weight * KL(t_y || softmax(z)),
+
+    with ``t_y`` the sparse soft target of class ``y`` (:func:`semcat_kit.labels.soft_labels.build`, the
+    kind ``config.smoothing`` from the registry) at the curriculum's alpha of the epoch. With
+    ``label_repr="codes"``: the BCE of the binary taxonomy codes.
+
+    Parameters
+    ----------
+    emb : Embeddings or array (N, d)
+        Training embeddings (a bare array is taken as text embeddings).
+    labels : array-like (N,)
+        Class indices or label paths (mapped with ``taxonomy.index_of``, aliases accepted).
+    taxonomy : Taxonomy
+    neighbors : similarity.Neighbors, optional
+        Needed by the soft-label kinds that use neighbours (``topk``, ``semantic``, ``threshold``;
+        truncated to ``config.k``); also gives the ``val_nbrs@k`` metrics.
+    config : TrainConfig, optional
+        Default ``TrainConfig()``; with ``resume`` and no config, the checkpoint's config.
+    val : (emb, labels), optional
+        Validation data: per-epoch metrics and early stopping.
+    checkpoint_dir : path, optional
+        ``last.pt`` is written there atomically every ``config.checkpoint_every`` epochs. A folder
+        that already holds a checkpoint is refused unless ``resume`` or ``overwrite`` is given.
+    resume : path, optional
+        A checkpoint file or folder; training continues from it and ends with the same weights as
+        an uninterrupted run. The config and the training data (labels and embeddings) must match.
+    overwrite : bool
+        Replace an earlier run's checkpoint in ``checkpoint_dir``.
+    progress : bool
+        Show a ``tqdm`` bar over epochs.
+    allow_unseen_val_classes : bool
+        Validation classes absent from training are an error unless this is True.
+    callbacks : sequence of Callback
+        Extra :class:`semcat_kit.learn.trainer.Callback` objects run with the built-in ones.
+    log_csv : path, optional
+        Append each epoch's history row to this CSV as training goes (:class:`MetricLogger`).
+
+    Returns
+    -------
+    TrainRun
+
+    Raises
+    ------
+    ValueError
+        Bad input, before any epoch: unknown labels, NaN/inf embedding rows, length or dimension
+        mismatches, validation classes unseen in training, missing neighbours, a checkpoint folder
+        holding another run.
+    CheckpointError
+        The checkpoint folder is a file, not writable, or a write failed (names the folder).
+    TrainingDivergedError
+        The loss became NaN/inf (the message names the epoch and batch; the last good checkpoint
+        is kept).
+    """
+    from ..judge.metrics import metric_names
+
+    ck = load_checkpoint(resume) if resume is not None else None
+    if config is None:
+        config = TrainConfig.from_dict(ck["config"]) if ck is not None else TrainConfig()
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, not {type(config).__name__}")
+    cfg = config
+    C = taxonomy.n_classes
+    data = _prepare(emb, "emb")
+    y = _labels(labels, taxonomy, len(data), "train")
+    y = y.astype(np.int32) if C < np.iinfo(np.int32).max else y     # 4 bytes an item held through training
+    if len(data) == 0:
+        raise ValueError("no training rows")
+    vdata = yv = None
+    if val is not None:
+        if not (isinstance(val, (tuple, list)) and len(val) == 2):
+            raise ValueError("val must be a pair (embeddings, labels)")
+        vdata = _prepare(val[0], "val emb")
+        yv = _labels(val[1], taxonomy, len(vdata), "val")
+        if len(yv) == 0:
+            raise ValueError("val has no rows; pass val=None to train without validation")
+        for name in ("text", "image"):
+            a, b = getattr(data, name), getattr(vdata, name)
+            if a is not None and b is not None and a.shape[1] != b.shape[1]:
+                raise ValueError(f"val emb.{name} has dimension {b.shape[1]} but training emb.{name} has "
+                                 f"{a.shape[1]}; encode both with the same encoder")
+        unseen = np.setdiff1d(np.unique(yv), np.unique(y))
+        if len(unseen) and not allow_unseen_val_classes:
+            names = ", ".join(repr(taxonomy.classes[c]) for c in unseen[:10])
+            more = f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
+            raise ValueError(f"{len(unseen)} validation class(es) never appear in training: {names}{more}. Split with "
+                             "sk.split (stratified), drop them, or pass allow_unseen_val_classes=True")
+    if neighbors is not None and neighbors.n_classes != C:
+        raise ValueError(f"neighbors cover {neighbors.n_classes} classes but the taxonomy has {C}")
+    kind = _soft.kind_info(cfg.smoothing)
+    if kind.needs_neighbors and neighbors is None:
+        raise ValueError(f"smoothing={cfg.smoothing!r} needs neighbors=... (sk.similarity.label_neighbors of the "
+                         "class-name embeddings); or use smoothing='tree', 'uniform' or 'onehot'")
+    nb_k = _truncate(neighbors, cfg.k)
+    if vdata is not None and cfg.early_stopping is not None and cfg.early_stopping != "val_loss":
+        names = metric_names(taxonomy, neighbors=neighbors is not None)   # from the registry, nothing computed
+        known = ["val_loss"] + [f"val_{k}" for k in names if k != "n"]
+        if cfg.early_stopping not in known:
+            raise ValueError(f"TrainConfig.early_stopping={cfg.early_stopping!r} is not a validation metric of this "
+                             f"run; choose one of {known}")
+    device = resolve_device(cfg.device, name="TrainConfig.device")
+    dtype = resolve_precision(cfg.precision, device, name="TrainConfig.precision")
+    codes = _soft.taxonomy_codes(taxonomy) if cfg.label_repr == "codes" else None
+    text_dim, image_dim = data.text_dim, data.image_dim
+    if vdata is not None:   # a val table lacking a modality the head uses: treat it as missing
+        vdata = vdata.with_modalities(text_dim, image_dim)
+    counts = np.bincount(y, minlength=C)
+    class_w = _losses.class_weights(counts, cfg.focal_alpha, cfg.focal_beta).to(device) \
+        if cfg.focal_alpha != "none" else None
+    fp = _fingerprint(y)
+    efp = _emb_fingerprint(data, getattr(emb, "meta", None))
+    if ck is not None:
+        old = ck["config"]
+        diff = [k for k, v in cfg.to_dict().items() if k not in _RESUME_FREE and old.get(k, v) != v]
+        if diff:
+            shown = ", ".join(f"{k}: checkpoint {old.get(k)!r} vs now {getattr(cfg, k)!r}" for k in diff)
+            raise ValueError(f"cannot resume {ck['path']}: the config differs ({shown}); pass config=None to use "
+                             "the checkpoint's config")
+        if ck["train_fingerprint"] != fp:
+            raise ValueError(f"cannot resume {ck['path']}: the training labels differ from the checkpointed run "
+                             f"({ck['n_train']} rows then, {len(y)} now); resume with the same training data")
+        if ck.get("emb_fingerprint") not in (None, efp):
+            raise ValueError(f"cannot resume {ck['path']}: the training embeddings differ from the checkpointed run "
+                             "(same labels, other vectors or encoders); resume with the same embeddings, or train "
+                             "anew with overwrite=True")
+    ckdir = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else None
+    if ckdir is not None and ck is None and not overwrite and (ckdir / "last.pt").exists():
+        _refuse_reuse(ckdir)
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+
+    with torch.random.fork_rng(devices=fork_devices):   # leave the caller's global RNG untouched
+        torch.manual_seed(cfg.seed)
+        model = FusionHead(text_dim, image_dim, C, fusion=cfg.fusion, proj_dim=cfg.proj_dim, hidden=cfg.hidden,
+                           dropout=cfg.dropout, modality_dropout=cfg.modality_dropout, input_norm=cfg.input_norm,
+                           out_dim=codes.shape[1] if codes is not None else None).to(device)
+        if codes is not None:
+            _init_code_bias(model, codes, y)
+        if ck is not None and {"input_norm": True, **ck["model_config"]} != model.config:   # older: always normed
+            raise ValueError(f"cannot resume {ck['path']}: it holds a head {ck['model_config']} but these "
+                             f"embeddings need {model.config}")
+        gen = torch.Generator().manual_seed(cfg.seed)
+        opt = _adamw(model, cfg)
+        steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
+        n_epochs = cfg.epochs_for(len(y))     # epochs, raised to reach min_steps on small catalogs
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps_per_epoch * n_epochs, cfg.warmup))
+        codes_t = torch.as_tensor(codes, device=device) if codes is not None else None
+
+        if codes_t is not None:
+            def loss_fn(z, yb, trainer):
+                bce = _losses.code_bce_loss(z, yb, codes_t, check_labels=False)   # validated once, no syncs
+                return {"total": bce, "bce": bce}
+            curriculum = CurriculumTargets(None, None)
+        else:
+            def loss_fn(z, yb, trainer):
+                parts = _losses.combined_loss(z, yb, trainer.targets, gamma=cfg.focal_gamma, alpha=class_w,
+                                              kl_weight=cfg.kl_weight, check_labels=False)   # validated once
+                if cfg.focal_weight != 1.0:
+                    parts["total"] = cfg.focal_weight * parts["focal"] + cfg.kl_weight * parts["kl"]
+                return parts
+            params = _soft.config_params(cfg.smoothing, cfg)
+
+            def build(alpha):
+                return _soft.build(cfg.smoothing, C, alpha, neighbors=nb_k, taxonomy=taxonomy, alpha_by=cfg.alpha_by,
+                                   **params)
+            if cfg.smoothing == "onehot":
+                curriculum = CurriculumTargets(lambda a: _soft.build("onehot", C, 0.0), lambda e: 0.0)
+            else:
+                curriculum = CurriculumTargets(build, _soft.schedule(cfg.curriculum, cfg.alpha, n_epochs,
+                                                                     final=cfg.alpha_final, n_steps=cfg.curriculum_steps))
+        cbs = [curriculum,
+               DivergenceStop(cfg.check_every or (25 if device.type == "cuda" else 1), lr=cfg.lr),
+               ProgressBar(progress)]
+        if vdata is not None:
+            from ..judge.streaming import StreamingEvaluator
+
+            cbs.append(Validation(vdata, yv, StreamingEvaluator(taxonomy, neighbors=neighbors, from_logits=True,
+                                                                device=device, check=False)))
+            if cfg.early_stopping is not None:
+                cbs.append(EarlyStopping(cfg.early_stopping, cfg.patience, cfg.minimize))
+        if ckdir is not None:
+            cbs.append(Checkpoint(ckdir, cfg.checkpoint_every, fmt=CHECKPOINT_FORMAT,
+                                  extra=lambda: {"config": cfg.to_dict(), "train_fingerprint": fp,
+                                                 "emb_fingerprint": efp, "n_train": len(y)}))
+        if log_csv is not None:
+            cbs.append(MetricLogger(log_csv))
+        cbs.extend(callbacks)
+        lazy = getattr(data, "lazy", False)
+        trainer = Trainer(model, opt, sched, data.to(device) if device.type == "cuda" else data, y, loss_fn,
+                          epochs=n_epochs, batch_size=cfg.batch_size, device=device, dtype=dtype, generator=gen,
+                          callbacks=cbs, score=_code_scorer(codes_t), checkpoint_dir=ckdir,
+                          chunk_size=cfg.shuffle_chunk if lazy else None)
+        if ck is not None:
+            trainer.restore(ck)
+        trainer.fit()
+    history = pd.DataFrame(trainer.history)      # alpha is 0 for one-hot / codes (CurriculumTargets)
+    return TrainRun(model=model, config=cfg, history=_order_history(history), taxonomy=taxonomy, neighbors=neighbors,
+                    encoder_meta=dict(getattr(emb, "meta", None) or {}), best_epoch=int(trainer.best_epoch),
+                    codes=codes, checkpoint_dir=ckdir)
+
+
+def _order_history(h: pd.DataFrame) -> pd.DataFrame:
+    """Columns as before the trainer: epoch, alpha, lr, loss, loss parts, seconds, val_*."""
+    first = [c for c in ("epoch", "alpha", "lr", "loss", "focal", "kl", "bce", "seconds") if c in h.columns]
+    return h[first + [c for c in h.columns if c not in first]]
+
+
+def _refuse_reuse(ckdir: Path) -> None:
+    try:
+        old = load_checkpoint(ckdir)
+        what = (f"a run at epoch {old['epoch']} of {old['config'].get('epochs')} (config: "
+                f"{TrainConfig.from_dict(old['config'])!r})")
+    except Exception as e:   # an unreadable file is still somebody's work
+        what = f"a checkpoint that cannot be read ({type(e).__name__})"
+    raise ValueError(f"checkpoint_dir {ckdir} already holds {what}; pass resume={str(ckdir)!r} to continue it, "
+                     "overwrite=True to replace it, or another checkpoint_dir")

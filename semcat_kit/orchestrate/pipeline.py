@@ -1,0 +1,475 @@
+"""One pipeline from a catalog to the data a head is trained and judged on.
+
+::
+
+    catalog -> taxonomy -> encoders -> embeddings -> neighbours -> split -> (suite / train)
+
+:class:`Pipeline` is the only place these stages are wired together: the notebooks' shared
+:class:`~semcat_kit.Workspace` and the ``semcat train`` command both hold one, so they cannot
+diverge (same separator handling, same neighbour fallback, same ``min_count``). Its configuration is
+one explicit, printable dataclass (:class:`PipelineConfig`); every stage is a method that builds on
+first call and is memoised after (``pipe.built`` lists what exists).
+
+What it accepts
+---------------
+* any catalog: ``"tutorial"``, a Kaggle fashion folder (``styles.csv`` + ``images/``), a CSV or
+  Parquet file, or a DataFrame, read with :func:`~semcat_kit.load_catalog` and ``catalog_options``;
+* an external ``taxonomy`` (Google file, list of paths, saved Taxonomy): its classes are the class
+  set, so classes without products exist, get neighbours and soft-label mass and can be predicted;
+  catalog labels that are not classes are reported by row with the closest paths suggested;
+* text-only or image-only catalogs (``image_encoder=None`` / ``text_encoder=None``);
+* unlabelled rows: reported, kept out of the split, and available for prediction
+  (:meth:`Pipeline.unlabelled_catalog`).
+
+:meth:`Pipeline.validate` checks all of it up front and raises :class:`PipelineError`, one sentence
+naming the parameter, the column or the file (notebooks call it right after their parameters).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..datasets import catalog as datasets
+from ..encode import encoders
+from ..labels import similarity
+from ..encode.embeddings import Embeddings, encode_catalog, encode_distributed
+from ..datasets.taxonomy import DEFAULT_SEP, Taxonomy, read_taxonomy, suggest_classes
+
+__all__ = ["Pipeline", "PipelineConfig", "PipelineError", "CATALOG_OPTIONS"]
+
+#: ``catalog_options`` keys (the column mapping of :func:`semcat_kit.load_catalog`).
+CATALOG_OPTIONS = ("id", "title", "image", "images_dir", "path", "path_col", "sep")
+
+
+class PipelineError(ValueError):
+    """Bad pipeline input, said in one sentence (shown without a traceback in Jupyter)."""
+
+    def _render_traceback_(self):   # IPython shows this instead of the traceback
+        return [f"PipelineError: {self}"]
+
+
+@dataclass
+class PipelineConfig:
+    """Everything that decides a pipeline's data, explicit and printable.
+
+    Parameters
+    ----------
+    catalog : str, Path or DataFrame
+        ``"tutorial"``, a Kaggle fashion folder, a ``.csv`` / ``.parquet`` file, or a DataFrame.
+    catalog_options : dict
+        Column mapping for a file or DataFrame: ``id, title, image, images_dir, path, path_col, sep``
+        (see :func:`semcat_kit.load_catalog`); a relative ``images_dir`` is relative to the file.
+    taxonomy : None, path, list of str or Taxonomy
+        ``None``: the classes are the catalog's label paths. Otherwise an external taxonomy
+        (see :func:`semcat_kit.datasets.taxonomy.read_taxonomy`) whose classes are the class set.
+    text_encoder, image_encoder : str or None
+        Names for :func:`semcat_kit.encode.encoders.load`; ``None`` skips that modality.
+    class_template : str
+        How a class is written for the text encoder (``similarity.class_texts``).
+    k : int
+        Semantic neighbours per class (capped at ``n_classes - 1``).
+    val, test, split_seed, min_count
+        The stratified split of the labelled rows (:func:`semcat_kit.split`).
+    sample, sample_seed : int or None, int
+        Use a random sample of this many products (a quick try), drawn with ``sample_seed``.
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    """
+
+    catalog: Any = "tutorial"
+    catalog_options: dict = field(default_factory=dict)
+    taxonomy: Any = None
+    text_encoder: str | None = "minilm"
+    image_encoder: str | None = "efficientnet-lite0"
+    class_template: str = similarity.DEFAULT_TEMPLATE
+    k: int = 20
+    val: float = 0.1
+    test: float = 0.2
+    split_seed: int = 0
+    min_count: int = 3
+    sample: int | None = None
+    sample_seed: int = 0
+    device: str = "auto"
+
+    def to_dict(self) -> dict:
+        """The configuration as plain values (a DataFrame catalog / Taxonomy become a description)."""
+        d = dataclasses.asdict(self)
+        if isinstance(self.catalog, pd.DataFrame):
+            d["catalog"] = f"<DataFrame {len(self.catalog)} rows>"
+        if isinstance(self.taxonomy, Taxonomy):
+            d["taxonomy"] = {"classes": list(self.taxonomy.classes), "sep": self.taxonomy.sep}
+        elif self.taxonomy is not None and not isinstance(self.taxonomy, (str, Path)):
+            d["taxonomy"] = [str(p) for p in self.taxonomy]
+        elif isinstance(self.taxonomy, Path):
+            d["taxonomy"] = str(self.taxonomy)
+        return d
+
+
+class Pipeline:
+    """Catalog -> taxonomy -> encoders -> embeddings -> neighbours -> split, built on demand.
+
+    Parameters
+    ----------
+    config : PipelineConfig, optional
+        The configuration; keyword arguments override its fields (``Pipeline(catalog=..., k=10)``).
+    cache_dir : path, optional
+        Embedding cache folder (re-runs read vectors instead of encoding).
+
+    Examples
+    --------
+    >>> pipe = Pipeline(catalog="products.csv", image_encoder=None,                 # doctest: +SKIP
+    ...                 catalog_options={"id": "sku", "title": "name", "path_col": "category"})
+    >>> pipe.validate()                                                              # doctest: +SKIP
+    >>> (X, y), (Xv, yv) = pipe.part("train"), pipe.part("val")                      # doctest: +SKIP
+    """
+
+    def __init__(self, config: PipelineConfig | None = None, cache_dir=None, **overrides):
+        config = dataclasses.replace(config or PipelineConfig(), **overrides)
+        self.config = config
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
+        self._memo: dict[str, Any] = {}
+        if config.text_encoder is None and config.image_encoder is None:
+            raise PipelineError("text_encoder and image_encoder are both None: give at least one "
+                                "(e.g. text_encoder='minilm')")
+
+    def __repr__(self) -> str:
+        c = self.config
+        cat = c.catalog if not isinstance(c.catalog, pd.DataFrame) else f"<DataFrame {len(c.catalog)} rows>"
+        tax = "catalog labels" if c.taxonomy is None else (
+            repr(c.taxonomy) if isinstance(c.taxonomy, (str, Path, Taxonomy)) else f"<{len(c.taxonomy)} paths>")
+        return (f"Pipeline(catalog={cat!r}, taxonomy={tax}, text={c.text_encoder!r}, image={c.image_encoder!r}, "
+                f"k={c.k}, split=({c.val}, {c.test}, seed {c.split_seed}), built={self.built})")
+
+    @property
+    def built(self) -> list[str]:
+        """Stages computed so far."""
+        return list(self._memo)
+
+    def _once(self, key: str, make):
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> pd.Series:
+        """Check every input up front; returns a short summary, raises :class:`PipelineError`.
+
+        Checked: the option names and types, that the catalog can be read with its column mapping
+        (a missing column is named with the columns that exist), the taxonomy source, that the
+        encoders are known, and that at least two classes have labelled products. Reads the catalog
+        and builds the taxonomy (both memoised), encodes nothing.
+
+        Returns
+        -------
+        pandas.Series
+            ``products, labelled, unlabelled, unknown_labels, classes, classes_with_products``.
+        """
+        c = self.config
+        bad = [k for k in c.catalog_options if k not in CATALOG_OPTIONS]
+        if bad:
+            raise PipelineError(f"catalog_options has unknown key {bad[0]!r}; known keys: {', '.join(CATALOG_OPTIONS)}")
+        for name in ("text_encoder", "image_encoder"):
+            v = getattr(c, name)
+            if v is None:
+                continue
+            if not isinstance(v, str) or not v:
+                raise PipelineError(f"{name} must be an encoder name such as 'minilm', or None; got {v!r}")
+            prefix = v.split(":", 1)[0].split("@", 1)[0]
+            if prefix not in encoders.available():
+                raise PipelineError(f"{name}={v!r} is not a known encoder; known: {', '.join(encoders.available())}")
+        if isinstance(c.k, bool) or not isinstance(c.k, (int, np.integer)) or c.k < 1:
+            raise PipelineError(f"k must be a positive integer, not {c.k!r}")
+        for name in ("val", "test"):
+            v = getattr(c, name)
+            if not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise PipelineError(f"{name} must be a fraction in [0, 1), not {v!r}")
+        if c.val + c.test >= 1:
+            raise PipelineError(f"val + test = {c.val + c.test} leaves nothing to train on; keep it below 1")
+        if c.sample is not None and (isinstance(c.sample, bool) or not isinstance(c.sample, int) or c.sample < 2):
+            raise PipelineError(f"sample must be an integer >= 2 or None, not {c.sample!r}")
+        try:
+            cat = self.load_catalog()
+            tax = self.taxonomy()
+        except PipelineError:
+            raise
+        except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            raise PipelineError(" ".join(str(msg).split())) from None
+        y = self.labels()
+        n_lab = int((y >= 0).sum())
+        present = np.unique(y[y >= 0])
+        unknown = self.unknown_labels()
+        if len(present) < 2 and len(unknown):
+            r = unknown.iloc[0]
+            raise PipelineError(f"{len(unknown)} of the catalog's {n_lab + len(unknown)} labelled products have a "
+                                f"label that is not a class of the taxonomy (e.g. row {r['row']}: {r['label']!r}, "
+                                f"closest: {r['suggestions'][:2]}), leaving {len(present)} class(es) with products; "
+                                "map the labels to taxonomy paths (see unknown_labels()) or drop taxonomy=")
+        if len(present) < 2:
+            what = (f"only one class ({tax.classes[int(present[0])]!r})" if len(present) == 1
+                    else "no labelled products")
+            raise PipelineError(f"the catalog has {what} among its {len(cat)} products: a classifier needs at "
+                                "least two classes with products (check the category column in catalog_options)")
+        return pd.Series({"products": len(cat), "labelled": n_lab, "unlabelled": int(cat["label"].isna().sum()),
+                          "unknown_labels": len(self.unknown_labels()), "classes": tax.n_classes,
+                          "classes_with_products": len(present)})
+
+    # ------------------------------------------------------------------ catalog
+    def load_catalog(self) -> pd.DataFrame:
+        """The product catalog (memoised); unlabelled rows have ``label`` None."""
+        return self._once("catalog", self._read_catalog)
+
+    def release_catalog(self) -> None:
+        """Forget the memoised catalog table (read again if asked for).
+
+        Labels, the split, the embeddings and everything built from them stay memoised as arrays,
+        so training and evaluation go on without the table's Python string per cell (``semcat
+        train`` releases it before training; ~0.3-0.5 GB per million products).
+        """
+        self._memo.pop("catalog", None)
+
+    def _read_catalog(self) -> pd.DataFrame:
+        c = self.config
+        src = c.catalog
+        opts = dict(c.catalog_options)
+        if isinstance(src, pd.DataFrame):
+            cat = datasets.load_catalog(src, **_catalog_kwargs(opts, None))
+        elif isinstance(src, (str, Path)) and str(src) == "tutorial":
+            cat = datasets.load_fashion_tutorial()
+        elif isinstance(src, (str, Path)):
+            p = Path(src).expanduser()
+            if p.is_dir():
+                if not (p / "styles.csv").is_file():
+                    raise PipelineError(f"catalog {str(src)!r} is a folder without styles.csv: a folder must have the "
+                                        "Kaggle fashion layout (styles.csv + images/); for another layout give the "
+                                        "CSV file and catalog_options")
+                cat = datasets.load_fashion(p)
+            elif p.is_file():
+                if opts.get("path") is None and opts.get("path_col") is None:
+                    raise PipelineError(f"catalog {str(src)!r} is a file: catalog_options needs 'path_col' (one column "
+                                        "of 'A > B > C' paths) or 'path' (level columns, top first)")
+                # CSV, Parquet or Arrow: image paths relative to the file's folder (as semcat encode reads it)
+                cat = datasets.load_catalog(p, **_catalog_kwargs(opts, p.resolve().parent))
+            else:
+                raise FileNotFoundError(f"catalog {str(src)!r} is neither 'tutorial', a Kaggle fashion folder, "
+                                        "nor a CSV/Parquet file (no such file or folder)")
+        else:
+            raise PipelineError(f"catalog must be 'tutorial', a path or a DataFrame, not {type(src).__name__}")
+        if c.sample is not None and c.sample < len(cat):
+            report = cat.attrs.get("report")
+            cat = cat.sample(n=c.sample, random_state=c.sample_seed).sort_index().reset_index(drop=True)
+            if report is not None:
+                cat.attrs["report"] = report[report["item_id"].isin(set(cat["item_id"]))].reset_index(drop=True)
+        return cat
+
+    @property
+    def sep(self) -> str:
+        """Separator of the catalog's label paths (``catalog_options['sep']`` for files, else ``' > '``)."""
+        c = self.config
+        if isinstance(c.catalog, (str, Path)) and (str(c.catalog) == "tutorial" or Path(c.catalog).expanduser().is_dir()):
+            return DEFAULT_SEP
+        return c.catalog_options.get("sep", DEFAULT_SEP)
+
+    # ------------------------------------------------------------------ taxonomy and labels
+    def taxonomy(self) -> Taxonomy:
+        """The class set: the external ``taxonomy`` if given, else the catalog's label paths
+        (majority policy for conflicting parents; see ``.conflicts``)."""
+        def make():
+            src = self.config.taxonomy
+            if src is None:
+                labels = self.load_catalog()["label"].dropna()
+                if not len(labels):
+                    raise PipelineError("the catalog has no labelled products: every row's category is empty "
+                                        "(check the category column in catalog_options)")
+                return Taxonomy.from_paths(labels, sep=self.sep)
+            try:
+                return read_taxonomy(src, sep=self.sep)
+            except (ValueError, TypeError, FileNotFoundError) as e:
+                raise PipelineError(f"taxonomy={src if isinstance(src, (str, Path)) else type(src).__name__!s}: "
+                                    f"{' '.join(str(e).split())}") from None
+        return self._once("taxonomy", make)
+
+    def _label_index(self) -> tuple[np.ndarray, pd.DataFrame]:
+        def make():
+            cat, tax = self.load_catalog(), self.taxonomy()
+            labels = cat["label"]
+            y = np.full(len(cat), -1, dtype=np.int64)
+            rows = []
+            has = np.flatnonzero(labels.notna().to_numpy())
+            resolved = tax.resolve(labels.iloc[has].tolist())
+            index = {cl: i for i, cl in enumerate(tax.classes)}
+            bad = []
+            for r, lab in zip(has, resolved):
+                i = index.get(lab, -1)
+                y[r] = i
+                if i < 0:
+                    bad.append(r)
+            if bad:
+                sugg = suggest_classes([labels.iat[r] for r in bad], tax)
+                rows = [{"row": int(r), "item_id": cat["item_id"].iat[r], "label": labels.iat[r],
+                         "suggestions": sugg[labels.iat[r]]} for r in bad]
+            return y, pd.DataFrame(rows, columns=["row", "item_id", "label", "suggestions"])
+        return self._once("labels", make)
+
+    def labels(self) -> np.ndarray:
+        """Class index of every catalog row; ``-1`` for unlabelled rows and labels not in the taxonomy."""
+        return self._label_index()[0]
+
+    def unknown_labels(self) -> pd.DataFrame:
+        """Rows whose label is not a class of the taxonomy: ``row, item_id, label, suggestions``
+        (the closest taxonomy paths). Such rows are kept out of training like unlabelled ones."""
+        return self._label_index()[1]
+
+    def labelled_rows(self) -> np.ndarray:
+        """Positions of the rows with a class (the ones split into train/val/test)."""
+        return np.flatnonzero(self.labels() >= 0)
+
+    def unlabelled_rows(self) -> np.ndarray:
+        """Positions of the rows without a usable class (no category, or one not in the taxonomy)."""
+        return np.flatnonzero(self.labels() < 0)
+
+    def unlabelled_catalog(self) -> pd.DataFrame:
+        """The catalog rows without a usable class: the products a trained head categorizes."""
+        return self.load_catalog().iloc[self.unlabelled_rows()].reset_index(drop=True)
+
+    def class_counts(self) -> pd.Series:
+        """Labelled products per class, indexed by class path (classes without products: 0)."""
+        y = self.labels()
+        n = np.bincount(y[y >= 0], minlength=self.taxonomy().n_classes)
+        return pd.Series(n, index=self.taxonomy().classes, name="products")
+
+    # ------------------------------------------------------------------ encoders and embeddings
+    def encoder(self, modality: str):
+        """The loaded ``"text"`` or ``"image"`` encoder (memoised), or None when not configured."""
+        if modality not in ("text", "image"):
+            raise ValueError(f"modality must be 'text' or 'image', not {modality!r}")
+        name = self.config.text_encoder if modality == "text" else self.config.image_encoder
+        if name is None:
+            return None
+        return self._once(f"enc:{modality}", lambda: encoders.load(name, device=self.config.device))
+
+    def embeddings(self, progress: bool = True) -> Embeddings:
+        """Embeddings of every catalog row (unlabelled ones included), aligned with the catalog.
+
+        Under ``torchrun`` with a ``cache_dir``, each rank encodes (and hashes) only its share of the
+        catalog into the store and gets a view of all of it (:func:`~semcat_kit.encode.embeddings.encode_distributed`).
+        """
+        from .._core import distributed
+
+        def make():
+            kw = dict(text_encoder=self.encoder("text"), image_encoder=self.encoder("image"),
+                      cache_dir=self.cache_dir, progress=progress)
+            if distributed.is_distributed() and self.cache_dir is not None:
+                return encode_distributed(self.load_catalog(), **kw)
+            return encode_catalog(self.load_catalog(), **kw)
+        return self._once("embeddings", make)
+
+    def label_texts(self) -> list[str]:
+        """How each class is written for the text encoder (``config.class_template``)."""
+        return similarity.class_texts(self.taxonomy(), template=self.config.class_template)
+
+    def text_reader(self):
+        """The encoder that embeds class texts: the text encoder, else an image encoder with a text tower."""
+        enc = self.encoder("text")
+        if enc is None:
+            enc = self.encoder("image")
+        return enc if enc is not None and getattr(enc, "text_dim", None) else None
+
+    def label_embeddings(self) -> np.ndarray:
+        """(C, d) embeddings of the class texts."""
+        enc = self.text_reader()
+        if enc is None:
+            raise PipelineError("label embeddings need an encoder that reads text; set text_encoder")
+        return self._once("label_emb", lambda: enc.encode_texts(self.label_texts()))
+
+    def n_neighbors(self) -> int:
+        """``k`` capped at ``n_classes - 1``."""
+        return int(min(self.config.k, max(1, self.taxonomy().n_classes - 1)))
+
+    def neighbors(self) -> similarity.Neighbors:
+        """Top-k neighbours of every class (self excluded): from the class-text embeddings, or from
+        the tree (:func:`semcat_kit.labels.similarity.tree_neighbors`) when no encoder reads text."""
+        def make():
+            if self.text_reader() is not None:
+                return similarity.label_neighbors(self.label_embeddings(), k=self.n_neighbors())
+            return similarity.tree_neighbors(self.taxonomy(), self.n_neighbors())
+        return self._once("neighbors", make)
+
+    # ------------------------------------------------------------------ split
+    def split(self):
+        """Stratified split of the labelled rows: ``train``, ``val``, ``test`` catalog positions and a
+        per-class ``report`` (rare classes train-only). Unlabelled rows are in none of them."""
+        from ..datasets.splits import split
+
+        def make():
+            c = self.config
+            rows = self.labelled_rows()
+            sp = split(self.labels()[rows], val=c.val, test=c.test, seed=c.split_seed, min_count=c.min_count)
+            sp.train, sp.val, sp.test = rows[sp.train], rows[sp.val], rows[sp.test]
+            return sp
+        return self._once("split", make)
+
+    def part(self, name: str) -> tuple[Embeddings, np.ndarray]:
+        """``(embeddings, class indices)`` of one split part: ``"train"``, ``"val"`` or ``"test"``."""
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"part must be 'train', 'val' or 'test', not {name!r}")
+        idx = np.asarray(self.split()[name])
+        return self.embeddings().take(idx), self.labels()[idx]
+
+    def part_catalog(self, name: str) -> pd.DataFrame:
+        """The catalog rows of one split part, in the same order as :meth:`part`."""
+        if name not in ("train", "val", "test"):
+            raise ValueError(f"part must be 'train', 'val' or 'test', not {name!r}")
+        return self.load_catalog().iloc[np.asarray(self.split()[name])].reset_index(drop=True)
+
+    # ------------------------------------------------------------------ training
+    def train_config(self, config=None, val: bool = True):
+        """``config`` (default ``TrainConfig()``) with the data-aware defaults of this catalog's split.
+
+        :meth:`semcat_kit.TrainConfig.with_data_defaults` for the sizes of the train and val parts:
+        every field the user did not set explicitly gets the measured default for data of this size
+        (step budget, early stopping, ...); an explicit value always wins. What was filled in is in
+        the result's ``data_defaults_applied`` and its repr.
+        """
+        from ..learn.training import TrainConfig
+
+        config = TrainConfig() if config is None else config
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, not {type(config).__name__}")
+        sp = self.split()
+        return config.with_data_defaults(len(sp.train), len(sp.val) if val else 0)
+
+    def train(self, config=None, val: bool = True, progress: bool = True):
+        """Train one head on the train part with :meth:`train_config` (the data-aware defaults for
+        every field not set explicitly; early stopping on val when ``val`` and it is non-empty)."""
+        from ..learn.training import train
+
+        config = self.train_config(config, val=val)
+        (tr, ytr) = self.part("train")
+        va = self.part("val") if val and len(self.split().val) else None
+        return train(tr, ytr, taxonomy=self.taxonomy(), neighbors=self.neighbors(), config=config, val=va,
+                     progress=progress)
+
+    def evaluate(self, run, part: str = "test") -> dict:
+        """:func:`semcat_kit.evaluate` of ``run`` on one part (empty dict when the part is empty),
+        streamed block by block (:meth:`TrainRun.evaluate`): no (N, C) probability matrix."""
+        if not len(self.split()[part]):
+            return {}
+        emb, y = self.part(part)
+        return {k: float(v) for k, v in run.evaluate(emb, y, neighbors=self.neighbors()).items()}
+
+
+def _catalog_kwargs(opts: dict, base: Path | None) -> dict:
+    bad = [k for k in opts if k not in CATALOG_OPTIONS]
+    if bad:
+        raise PipelineError(f"catalog_options has unknown key {bad[0]!r}; known keys: {', '.join(CATALOG_OPTIONS)}")
+    kw = {k: v for k, v in opts.items() if v is not None}
+    if kw.get("images_dir") is not None:
+        d = Path(kw["images_dir"]).expanduser()
+        kw["images_dir"] = d if d.is_absolute() or base is None else base / d
+    return kw

@@ -1,0 +1,335 @@
+"""A work directory shared by the tutorial notebooks: each stage computed once, reused after.
+
+The notebooks (and anyone scripting the same flow) describe *what* to use — a catalog, a taxonomy,
+a text and an image encoder, a split seed — and the :class:`Workspace` builds each stage on first
+use and keeps it on disk under ``work_dir``. The stages themselves are those of one
+:class:`~semcat_kit.orchestrate.pipeline.Pipeline` (the same object ``semcat train`` uses), reachable as
+``ws.pipeline``:
+
+===================  ==========================================================================
+``catalog``          the product DataFrame (tutorial, a Kaggle fashion folder, a CSV/Parquet file)
+``taxonomy``         the class set: an external taxonomy, or the catalog labels (conflicts kept)
+``embeddings``       :func:`~semcat_kit.encode_catalog` output, cached by content under ``cache/``
+``label_embeddings`` class-text embeddings (``similarity.class_texts`` + the text encoder)
+``neighbors``        sparse top-k semantic neighbours of every class (tree neighbours without text)
+``split``            stratified train/val/test split of the labelled rows (rare classes train-only)
+``suite``            a comparison suite trained over seeds, kept with its heads in ``suites/``
+===================  ==========================================================================
+
+A notebook run alone therefore rebuilds exactly what it needs, and a notebook run after another
+reuses its work (the encoder cache makes re-encoding a lookup).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..labels import similarity
+from ..datasets.catalog import read_csv
+from ..encode.embeddings import Embeddings
+from .pipeline import Pipeline, PipelineConfig
+from ..datasets.taxonomy import Taxonomy
+
+__all__ = ["Workspace", "SuiteResult"]
+
+
+class Workspace:
+    """The notebooks' pipeline state on disk.
+
+    Parameters
+    ----------
+    work_dir : path
+        Folder for caches, splits, trained heads and result tables (created if missing).
+    catalog : str, Path or DataFrame
+        ``"tutorial"`` (the bundled catalog), a folder in the Kaggle "Fashion Product Images" layout
+        (``styles.csv`` + ``images/``), or a CSV / Parquet file (or DataFrame) read with
+        :func:`~semcat_kit.load_catalog` using ``catalog_options``
+        (e.g. ``{"title": "name", "path_col": "category"}``).
+    taxonomy : None, path, list of str or Taxonomy
+        An external class set (Google taxonomy file, list of paths, saved Taxonomy); default: the
+        catalog's own label paths.
+    text_encoder, image_encoder : str or None
+        Registry names for :func:`semcat_kit.encode.encoders.load`; ``None`` skips that modality.
+    class_template : str
+        How a class is written for the text encoder (see ``similarity.class_texts``).
+    k : int
+        Number of semantic neighbours per class.
+    split_seed, val, test, min_count : int, float, float, int
+        The stratified split (see ``semcat_kit.split``).
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    catalog_options : dict
+        Column mapping of a file catalog (``id, title, image, images_dir, path, path_col, sep``).
+
+    Every other :class:`~semcat_kit.orchestrate.pipeline.PipelineConfig` field is accepted too; the
+    configuration is ``ws.config`` and its fields read as attributes (``ws.k``, ``ws.catalog``).
+    """
+
+    def __init__(self, work_dir, catalog="tutorial", text_encoder: str | None = "minilm",
+                 image_encoder: str | None = "efficientnet-lite0",
+                 class_template: str = similarity.DEFAULT_TEMPLATE, k: int = 20, split_seed: int = 0,
+                 val: float = 0.1, test: float = 0.2, device: str = "auto", catalog_options: dict | None = None,
+                 taxonomy=None, **more):
+        self.work_dir = Path(work_dir).expanduser().resolve()
+        if text_encoder is None and image_encoder is None:
+            raise ValueError("a Workspace needs a text_encoder or an image_encoder (both are None)")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        cfg = PipelineConfig(catalog=catalog, catalog_options=dict(catalog_options or {}), taxonomy=taxonomy,
+                             text_encoder=text_encoder, image_encoder=image_encoder,
+                             class_template=class_template, k=k, split_seed=split_seed, val=val, test=test,
+                             device=device, **more)
+        self.pipeline = Pipeline(cfg, cache_dir=self.work_dir / "cache")
+
+    @property
+    def config(self) -> PipelineConfig:
+        """The pipeline configuration."""
+        return self.pipeline.config
+
+    def __getattr__(self, name):
+        # configuration fields read as attributes (ws.k, ws.catalog_options, ...)
+        if name != "pipeline" and name in {f.name for f in fields(PipelineConfig)}:
+            return getattr(self.pipeline.config, name)
+        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.work_dir)!r}, {self.pipeline!r})"
+
+    # ------------------------------------------------------------------ stages (the pipeline's)
+    def validate(self) -> pd.Series:
+        """Check every parameter up front (see :meth:`Pipeline.validate`); one-sentence errors."""
+        return self.pipeline.validate()
+
+    def load_catalog(self) -> pd.DataFrame:
+        """The product catalog (memoised); unlabelled rows have ``label`` None."""
+        return self.pipeline.load_catalog()
+
+    def taxonomy(self) -> Taxonomy:
+        """The class set (the external taxonomy, or the catalog's labels; see ``.conflicts``)."""
+        return self.pipeline.taxonomy()
+
+    def labels(self) -> np.ndarray:
+        """Class index of every catalog row (``-1``: unlabelled, or a label not in the taxonomy)."""
+        return self.pipeline.labels()
+
+    def unknown_labels(self) -> pd.DataFrame:
+        """Rows whose label is not a taxonomy class, with the closest paths suggested."""
+        return self.pipeline.unknown_labels()
+
+    def unlabelled_catalog(self) -> pd.DataFrame:
+        """Catalog rows without a usable class: the products to categorize."""
+        return self.pipeline.unlabelled_catalog()
+
+    def class_counts(self) -> pd.Series:
+        """Labelled products per class (0 for classes without products)."""
+        return self.pipeline.class_counts()
+
+    def encoder(self, modality: str):
+        """The loaded text (``"text"``) or image (``"image"``) encoder (memoised)."""
+        return self.pipeline.encoder(modality)
+
+    def embeddings(self, progress: bool = True) -> Embeddings:
+        """Embeddings of the whole catalog, aligned with it (cached by content under ``cache/``)."""
+        return self.pipeline.embeddings(progress=progress)
+
+    def label_texts(self) -> list[str]:
+        return self.pipeline.label_texts()
+
+    def label_embeddings(self) -> np.ndarray:
+        """(C, d) embeddings of the class texts, from the text encoder (or the image encoder's text tower)."""
+        return self.pipeline.label_embeddings()
+
+    def neighbors(self) -> similarity.Neighbors:
+        """Top-``k`` semantic neighbours of every class (self excluded)."""
+        return self.pipeline.neighbors()
+
+    def split(self):
+        """The stratified split (``train``, ``val``, ``test`` index arrays and a ``report``)."""
+        return self.pipeline.split()
+
+    def part(self, name: str) -> tuple[Embeddings, np.ndarray]:
+        """``(embeddings, class indices)`` of one split part: ``"train"``, ``"val"`` or ``"test"``."""
+        return self.pipeline.part(name)
+
+    def part_catalog(self, name: str) -> pd.DataFrame:
+        """The catalog rows of one split part, in the same order as :meth:`part`."""
+        return self.pipeline.part_catalog(name)
+
+    # ------------------------------------------------------------------ identity
+    def fingerprint(self) -> str:
+        """Hash of everything that decides the data a model is trained on (for result caching)."""
+        emb = self.embeddings(progress=False)
+        c = self.config
+        tax = self.taxonomy()
+        key = {
+            "catalog": c.to_dict()["catalog"], "options": c.catalog_options, "template": c.class_template,
+            "k": c.k, "split": [c.split_seed, c.val, c.test]
+            + ([c.min_count] if c.min_count != 3 else []) + ([c.sample, c.sample_seed] if c.sample else []),
+            "taxonomy": None if c.taxonomy is None else hashlib.sha256("\n".join(tax.classes).encode()).hexdigest(),
+            "ids": hashlib.sha256("\n".join(map(str, emb.item_ids)).encode()).hexdigest(),
+            "enc": {m: (v or {}).get("fingerprint") for m, v in emb.meta.items() if m.endswith("_encoder")},
+        }
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ the comparison suite
+    def suite(self, configs: dict | None = None, seeds=(0, 1, 2), epochs: int | None = None, crm_for="best",
+              retrain: bool = False, progress: bool = True) -> "SuiteResult":
+        """Train a comparison suite (default: :func:`semcat_kit.experiments.comparison.default_suite`) or reload it.
+
+        Results are kept under ``work_dir/suites/<key>/`` where ``key`` hashes the data
+        (:meth:`fingerprint`), the configurations and the seeds: the summary and per-seed tables
+        (CSV), the test-set probabilities of every run (npz) and the first seed's head of every
+        configuration (exported with :func:`semcat_kit.export_head`). A second call with the same
+        inputs loads them instead of training.
+
+        Every configuration gets the data-aware defaults of this split for the fields it does not
+        set itself (:meth:`semcat_kit.Pipeline.train_config`); the configurations trained are in
+        ``spec.json`` and each head's export. ``epochs=None``: the data-aware budget.
+        """
+        from ..experiments.comparison import compare, default_suite
+        from ..ship.export import export_head
+        from .._core.io import atomic_dir
+
+        if configs is None:
+            configs = default_suite(epochs=epochs, k=self.k, device=self.device)
+        # the data-aware defaults for this split, for every field a configuration does not set itself
+        configs = {n: self.pipeline.train_config(c) for n, c in configs.items()}
+        seeds = [int(s) for s in seeds]
+        spec = {"data": self.fingerprint(), "seeds": seeds, "crm_for": crm_for,
+                "configs": {n: c.to_dict() for n, c in configs.items()}}
+        folder = self._result_folder("suites", spec)
+        if folder.is_dir() and not retrain:
+            return SuiteResult.load(folder)
+        (tr, ytr), (va, yva), (te, yte) = self.part("train"), self.part("val"), self.part("test")
+        summary = compare(configs, train=(tr, ytr), val=(va, yva), test=(te, yte), taxonomy=self.taxonomy(),
+                          neighbors=self.neighbors(), seeds=seeds, crm_for=crm_for, progress=progress)
+        runs = summary.attrs["runs"]
+        with atomic_dir(folder) as tmp:
+            summary.to_csv(tmp / "summary.csv")
+            runs.long.to_csv(tmp / "long.csv", index=False)
+            probs = {}
+            for i, name in enumerate(configs):
+                for seed in seeds:
+                    probs[f"{i}:{seed}"] = runs[(name, seed)].predict_proba(te).astype(np.float32)
+                export_head(runs[(name, seeds[0])], tmp / "heads" / f"{i:02d}", onnx=False, torchscript=False,
+                            metadata={"suite_config": name, "seed": seeds[0]})
+                (tmp / "histories").mkdir(exist_ok=True)
+                runs[(name, seeds[0])].history.to_csv(tmp / "histories" / f"{i:02d}.csv", index=False)
+            np.savez_compressed(tmp / "test_probs.npz", y_test=yte, **probs)
+            (tmp / "spec.json").write_text(json.dumps({**spec, "names": list(configs)}, indent=1, default=str))
+        return SuiteResult.load(folder)
+
+    def _result_folder(self, kind: str, spec: dict) -> Path:
+        """``work_dir/<kind>/<key>``: where a trained result of ``spec`` (data, configs, seeds) is kept."""
+        key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        return self.work_dir / kind / key
+
+    def baselines(self, configs: dict | None = None, seeds=(0, 1, 2), crm_for=("LogisticRegression",),
+                  retrain: bool = False, progress: bool = True) -> pd.DataFrame:
+        """What a user would pick instead of a head, scored on the same split as :meth:`suite`.
+
+        ``configs`` defaults to :func:`semcat_kit.experiments.comparison.baseline_suite` (a ``LogisticRegression``
+        whose ``C`` is chosen on the validation split, and hiclass's classifier per parent node); a
+        list picks some of those by name, a dict gives your own ``Baseline`` objects. ``crm_for``
+        names the rows that also get a ``"+ CRM"`` row (names not among ``configs`` are ignored).
+        Returns the :func:`compare` summary (same columns as ``suite(...).summary``), kept under ``work_dir/baselines/<key>/``
+        (``key`` hashes the data, the baselines and the seeds) and reloaded on the next call.
+        """
+        from ..experiments.comparison import baseline_suite, compare
+        from .._core.io import atomic_dir
+
+        if configs is None or isinstance(configs, (list, tuple)):
+            known = baseline_suite()
+            names = list(known) if configs is None else list(configs)
+            bad = [n for n in names if n not in known]
+            if bad:
+                raise ValueError(f"unknown peers {bad}: choose from {list(known)} (or pass a dict of Baselines)")
+            configs = {n: known[n] for n in names}
+        if not configs:
+            raise ValueError("no peers to fit: pass their names, e.g. ['LogisticRegression']")
+        seeds = [int(s) for s in seeds]
+        crm = [crm_for] if isinstance(crm_for, str) else list(crm_for or [])
+        crm = [n for n in crm if n in configs]
+        spec = {"data": self.fingerprint(), "seeds": seeds, "crm_for": crm,
+                "configs": {n: repr(c) for n, c in configs.items()}}
+        folder = self._result_folder("baselines", spec)
+        if (folder / "summary.csv").is_file() and not retrain:
+            return read_csv(folder / "summary.csv", what="baselines summary", index_col="config")
+        (tr, ytr), (va, yva), (te, yte) = self.part("train"), self.part("val"), self.part("test")
+        summary = compare(configs, train=(tr, ytr), val=(va, yva), test=(te, yte), taxonomy=self.taxonomy(),
+                          neighbors=self.neighbors(), seeds=seeds, crm_for=crm or None, progress=progress)
+        with atomic_dir(folder) as tmp:
+            summary.to_csv(tmp / "summary.csv")
+            (tmp / "spec.json").write_text(json.dumps(spec, indent=1, default=str))
+        return read_csv(folder / "summary.csv", what="baselines summary", index_col="config")
+
+
+@dataclass
+class SuiteResult:
+    """A trained comparison suite as stored by :meth:`Workspace.suite`.
+
+    Attributes
+    ----------
+    summary : DataFrame
+        One row per configuration (``<metric>_mean`` / ``_std`` over seeds), CRM rows included.
+    long : DataFrame
+        One row per (configuration, seed).
+    names : list[str]
+        Configuration names in training order.
+    seeds : list[int]
+    y_test : ndarray
+        Test-split class indices (the rows of :meth:`test_probs`).
+    """
+
+    folder: Path
+    summary: pd.DataFrame
+    long: pd.DataFrame
+    names: list
+    seeds: list
+    y_test: np.ndarray
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "SuiteResult":
+        folder = Path(folder)
+        spec = json.loads((folder / "spec.json").read_text())
+        with np.load(folder / "test_probs.npz") as z:
+            y = z["y_test"]
+        return cls(folder, read_csv(folder / "summary.csv", what="suite summary", index_col="config"),
+                   read_csv(folder / "long.csv", what="suite table"), spec["names"], spec["seeds"], y)
+
+    def _pos(self, name: str) -> int:
+        if name not in self.names:
+            raise KeyError(f"{name!r} is not a configuration of this suite; choose from {self.names}")
+        return self.names.index(name)
+
+    def test_probs(self, name: str, seed: int | None = None) -> np.ndarray:
+        """(N_test, C) probabilities of configuration ``name`` (first seed by default)."""
+        seed = self.seeds[0] if seed is None else seed
+        with np.load(self.folder / "test_probs.npz") as z:
+            return z[f"{self._pos(name)}:{seed}"]
+
+    def head_dir(self, name: str) -> Path:
+        """Export folder of the first seed's head of configuration ``name``."""
+        return self.folder / "heads" / f"{self._pos(name):02d}"
+
+    def head(self, name: str, backend: str = "torch"):
+        """The first seed's head of ``name`` reloaded with :func:`semcat_kit.load_head`."""
+        from ..ship.export import load_head
+
+        return load_head(self.head_dir(name), backend=backend)
+
+    def history(self, name: str) -> pd.DataFrame:
+        """Per-epoch training history of the first seed's run of ``name``."""
+        return read_csv(self.folder / "histories" / f"{self._pos(name):02d}.csv", what="training history")
+
+    def best(self, metric: str = "top1") -> str:
+        """Name of the (non-CRM) configuration with the best mean ``metric``."""
+        col = f"{metric}_mean"
+        rows = self.summary.loc[[n for n in self.names if n in self.summary.index]]
+        from ..judge.metrics import lower_is_better
+
+        return str(rows[col].idxmin() if lower_is_better(metric) else rows[col].idxmax())

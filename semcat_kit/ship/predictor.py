@@ -1,0 +1,671 @@
+"""Categorizing new products with an exported head: encoders + head + top-k (or CRM) decoding.
+
+``Predictor.load(dir)`` loads a head written by :func:`semcat_kit.export_head` and the encoders it
+was trained on (by their recorded names), refusing any encoder whose fingerprint or dimension
+differs from the recorded one. ``predict(products)`` encodes titles and images (optionally through
+the embedding cache), runs the head and returns one row per product. Products without a title or
+without an image are predicted from what is present; an unreadable image is reported in the
+``failures`` column (and ``result.attrs["failures"]``), never an exception.
+
+At scale, ``predict_iter`` (products) and ``predict_embeddings_iter`` (already-encoded rows) yield
+one result frame per chunk, keep only the top-k of each row and hold at most one chunk plus one
+4,096-row scoring block of probabilities; :func:`write_predictions` streams the frames to CSV or
+Parquet and renames the file into place when complete. Results do not depend on the chunk size.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .._core.memory import bound_heap
+from .._core.contracts import as_k, compact_ids
+from .._core.seen_ids import SeenIds
+from ..judge.decoding import crm_predict, topk
+from .export import ExportedHead, load_head
+
+__all__ = ["Predictor", "write_predictions", "DuplicateIdError", "DEFAULT_CHUNK_SIZE"]
+
+#: Products scored at a time by :meth:`Predictor.predict` / :meth:`Predictor.predict_iter`
+#: (working memory ~ (chunk_size + 4,096) x C float32).
+DEFAULT_CHUNK_SIZE = 8192
+#: Rows the head scores at once, at absolute row positions 0, B, 2B, ... in every path, so that
+#: chunked and one-shot predictions are equal bit for bit (a matrix product's rounding can depend on
+#: its row count).
+_SCORE_BLOCK = 4096
+
+_KEYS = {"text": "text_encoder", "image": "image_encoder"}
+# reasons encode_catalog gives when a product simply has no title / no image: absence, not failure
+_ABSENT = ("missing title", "empty title", "no image path")
+
+
+def _check_encoder(enc, modality: str, meta: dict | None, head_dim: int, where: Path) -> None:
+    dim = enc.text_dim if modality == "text" else enc.image_dim
+    if dim is None:
+        raise ValueError(f"the {modality} encoder {enc.name!r} cannot encode {modality}s; the head in {where} needs "
+                         f"a {modality} encoder" + (f" ({meta['name']!r})" if meta else ""))
+    if meta is not None and enc.fingerprint != meta.get("fingerprint"):
+        raise ValueError(f"{modality} encoder mismatch: the head in {where} was trained on {meta.get('name')!r} "
+                         f"(fingerprint {meta.get('fingerprint')}) but the encoder in use is {enc.name!r} (fingerprint "
+                         f"{enc.fingerprint}); use the recorded encoder or re-train the head on this one")
+    if dim != head_dim:
+        raise ValueError(f"{modality} encoder {enc.name!r} gives {dim}-d embeddings but the head in {where} expects "
+                         f"{head_dim}-d {modality} embeddings (recorded encoder: "
+                         f"{meta.get('name') if meta else 'unknown'}); use the recorded encoder")
+
+
+def _blank(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())
+
+
+def _products_frame(products) -> pd.DataFrame:
+    """DataFrame / list of dicts -> ``item_id, title, image_path`` (title / image_path may be absent)."""
+    if isinstance(products, pd.DataFrame):
+        df = products
+    elif isinstance(products, (list, tuple)):
+        if products and not all(isinstance(p, dict) for p in products):
+            bad = next(i for i, p in enumerate(products) if not isinstance(p, dict))
+            raise TypeError(f"products[{bad}] is a {type(products[bad]).__name__}; give a DataFrame or a list of "
+                            "dicts with 'title' and/or 'image_path' (or 'image')")
+        df = pd.DataFrame(list(products))
+    else:
+        raise TypeError(f"products must be a DataFrame or a list of dicts, not {type(products).__name__}")
+    cols = [str(c) for c in df.columns]
+    img_col = "image_path" if "image_path" in cols else ("image" if "image" in cols else None)
+    if "image_path" in cols and "image" in cols:
+        # two image columns: 'image_path' is used; an 'image' value where 'image_path' is empty would
+        # otherwise be ignored without a word
+        ip, im = df["image_path"].tolist(), df["image"].tolist()
+        lost = [k for k, (a, b) in enumerate(zip(ip, im)) if _blank(a) and not _blank(b)]
+        if lost:
+            ids_ = df["item_id"].astype(str).tolist() if "item_id" in cols else [str(i) for i in df.index]
+            raise ValueError(f"the products have both an 'image_path' and an 'image' column, and {len(lost)} row(s) "
+                             f"have an image only in 'image' (items {[ids_[k] for k in lost[:10]]}); 'image_path' "
+                             "is the one read: fill it from 'image' or drop one of the two columns")
+    if "title" not in cols and img_col is None:
+        raise ValueError(f"the products have neither a 'title' nor an 'image_path'/'image' column (columns: "
+                         f"{cols}); give at least one of them")
+    if "item_id" in cols:
+        ids = df["item_id"]
+        if ids.isna().any():
+            rows = [int(i) for i in np.flatnonzero(ids.isna().to_numpy())[:10]]
+            raise ValueError(f"item_id is missing at rows {rows}; give every product an id or drop the column")
+        ids = ids.astype(str).to_numpy()
+    else:
+        ids = df.index.astype(str).to_numpy()
+    dup = pd.Series(ids)[pd.Series(ids).duplicated()].unique()
+    if len(dup):
+        raise ValueError(f"{len(dup)} duplicated item id(s), e.g. {dup[:10].tolist()}; ids must be unique")
+    out = pd.DataFrame({"item_id": ids})
+    if "title" in cols:
+        out["title"] = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                        for v in df["title"].tolist()]
+    if img_col is not None:
+        vals = []
+        for v in df[img_col].tolist():
+            if v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip()):
+                vals.append(None)
+            elif isinstance(v, (str, os.PathLike)):
+                vals.append(str(Path(v).expanduser()))
+            else:
+                raise TypeError(f"image paths must be strings; item {ids[len(vals)]!r} has a "
+                                f"{type(v).__name__} in column {img_col!r}")
+        out["image_path"] = vals
+    return out
+
+
+class Predictor:
+    """An exported head plus its encoders, predicting categories of new products.
+
+    Build with :meth:`Predictor.load`.
+
+    Attributes
+    ----------
+    head : ExportedHead
+    taxonomy : Taxonomy
+    classes, names : list of str
+        Full path / short name of each class.
+    text_encoder, image_encoder : Encoder or None
+        Encoders of the modalities the head reads.
+    failures : pandas.DataFrame
+        ``item_id, modality, reason`` of the last :meth:`predict` / :meth:`predict_proba` call.
+    """
+
+    def __init__(self, head: ExportedHead, text_encoder=None, image_encoder=None):
+        self.head = head
+        self.text_encoder, self.image_encoder = text_encoder, image_encoder
+        self.failures = pd.DataFrame(columns=["item_id", "modality", "reason"])
+
+    @property
+    def taxonomy(self):
+        return self.head.taxonomy
+
+    @property
+    def classes(self) -> list[str]:
+        return self.head.classes
+
+    @property
+    def names(self) -> list[str]:
+        return self.head.names
+
+    def __repr__(self) -> str:
+        enc = [e.name for e in (self.text_encoder, self.image_encoder) if e is not None]
+        return f"Predictor({self.head.n_classes} classes, backend={self.head.backend!r}, encoders={enc})"
+
+    @classmethod
+    def load(cls, dir, device: str = "auto", backend: str = "torch", text_encoder=None,
+             image_encoder=None, expected_sha256: str | None = None) -> "Predictor":
+        """Load an exported head and its encoders.
+
+        Parameters
+        ----------
+        dir : str or Path
+            Folder written by :func:`semcat_kit.export_head`.
+        device : str
+            ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
+        backend : {"torch", "onnx", "torchscript"}
+        text_encoder, image_encoder : Encoder, optional
+            Already-loaded encoders; by default those recorded in the export are loaded by name
+            (``sk.encoders.load(name)``). Either way the fingerprint and dimension must match.
+        expected_sha256 : str, optional
+            sha256 of the head's ``config.json`` given by its author; see :func:`load_head` (the
+            ``torchscript`` backend runs code from the folder).
+
+        Raises
+        ------
+        ValueError
+            Encoder fingerprint or dimension mismatch (naming both fingerprints), missing or
+            corrupted files, inconsistent labels (see :func:`load_head`).
+        """
+        from ..encode import encoders as _encoders
+
+        dir = Path(dir)
+        head = load_head(dir, backend=backend, device="cpu" if backend == "onnx" else device,
+                         expected_sha256=expected_sha256)
+        arch = head.config["architecture"]
+        given = {"text": text_encoder, "image": image_encoder}
+        used = {}
+        for modality in head.uses:
+            meta = head.encoder_meta.get(_KEYS[modality])
+            enc = given[modality]
+            if enc is None:
+                if meta is None or not meta.get("name"):
+                    raise ValueError(f"the head in {dir} reads {modality} embeddings but its config.json records no "
+                                     f"{modality} encoder; pass {_KEYS[modality]}=... to Predictor.load")
+                try:
+                    enc = _encoders.load(meta["name"], device=device)
+                except (KeyError, OSError, ValueError, ImportError, RuntimeError) as e:
+                    msg = " ".join(str(e.args[0] if isinstance(e, KeyError) and e.args else e).split())
+                    raise ValueError(f"the head in {dir} records {modality} encoder {meta['name']!r}, which cannot "
+                                     f"be loaded here ({type(e).__name__}: {msg}); make it available (install, "
+                                     f"register or copy its checkpoint) or pass {_KEYS[modality]}=... to "
+                                     "Predictor.load") from e
+            _check_encoder(enc, modality, meta, arch[f"{modality}_dim"], dir)
+            used[modality] = enc
+        return cls(head, used.get("text"), used.get("image"))
+
+    # ------------------------------------------------------------------ encoding
+    def embed(self, products, cache_dir=None, batch_size: int = 64, progress: bool = True):
+        """Encode products with the head's encoders.
+
+        Returns
+        -------
+        Embeddings
+            Rows in input order (``item_id`` = the ``item_id`` column or the row index).
+        """
+        return self._embed_frame(_products_frame(products), cache_dir, batch_size, progress)
+
+    def _embed_frame(self, df: pd.DataFrame, cache_dir, batch_size: int, progress: bool):
+        """:meth:`embed` of a frame already checked by ``_products_frame``."""
+        from ..encode.embeddings import Embeddings, encode_catalog
+
+        cols = {"text": "title", "image": "image_path"}
+        if not any(cols[m] in df.columns for m in self.head.uses):
+            needs = " or ".join(f"'{cols[m]}'" for m in self.head.uses)
+            raise ValueError(f"this head reads {' and '.join(self.head.uses)}, but the products have no {needs} "
+                             f"column (columns: {list(df.columns)})")
+        for modality in self.head.uses:
+            if cols[modality] not in df.columns:
+                df[cols[modality]] = None      # the head reads this modality; every product lacks it
+        if len(df) == 0:
+            return Embeddings(np.array([], dtype=str), None, None, np.zeros(0, bool), np.zeros(0, bool))
+        return encode_catalog(df, text_encoder=self.text_encoder, image_encoder=self.image_encoder,
+                              cache_dir=cache_dir, batch_size=batch_size, progress=progress)
+
+
+    def _encode_frame(self, df: pd.DataFrame, cache_dir, batch_size, progress):
+        """Embeddings, usable mask and failures (in row order) of a checked products frame."""
+        return self._usable(self._embed_frame(df, cache_dir, batch_size, progress))
+
+    def _usable(self, emb):
+        """``(emb, usable, failures)``: rows with a modality the head reads, and the failures worth
+        reporting (absent titles/images are not failures; rows with nothing usable are)."""
+        fails = emb.failures
+        fails = fails[~fails["reason"].isin(_ABSENT)].reset_index(drop=True)
+        usable = np.zeros(len(emb), dtype=bool)
+        if "text" in self.head.uses:
+            usable |= emb.text_mask
+        if "image" in self.head.uses:
+            usable |= emb.image_mask
+        nothing = emb.item_ids[~usable]
+        if len(nothing):
+            fails = pd.concat([fails, pd.DataFrame({"item_id": nothing, "modality": "all",
+                                                    "reason": "no usable title or image: not predicted"})],
+                              ignore_index=True)
+        pos = pd.Series(np.arange(len(emb)), index=emb.item_ids)
+        fails = fails.iloc[np.argsort(pos.reindex(fails["item_id"].astype(str)).to_numpy(), kind="stable")]
+        return emb, usable, fails.reset_index(drop=True)
+
+    def _score(self, emb) -> np.ndarray:
+        if len(emb) == 0:
+            return np.zeros((0, self.head.n_classes), dtype=np.float32)
+        return self.head.predict_proba(emb, batch_size=_SCORE_BLOCK)
+
+    def predict_proba(self, products, cache_dir=None, batch_size: int = 64, progress: bool = True) -> np.ndarray:
+        """(N, C) float32 class probabilities in input order; NaN rows for products with no usable
+        title or image (listed in :attr:`failures`).
+
+        This is a dense (N, C) array: for many products use :meth:`predict_iter` (top-k per row,
+        memory bounded by the chunk)."""
+        emb, usable, fails = self._encode_frame(_products_frame(products), cache_dir, batch_size, progress)
+        probs = self._score(emb)
+        probs[~usable] = np.nan
+        self.failures = fails
+        return probs
+
+    def predict(self, products, top_k: int = 5, crm: bool = False, cache_dir=None, batch_size: int = 64,
+                progress: bool = True, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> pd.DataFrame:
+        """Top-k categories of each product.
+
+        Parameters
+        ----------
+        products : DataFrame, list of dict, or iterable of DataFrames
+            ``title`` and/or ``image_path`` (or ``image``: a file path); ``item_id`` optional
+            (the row index is used otherwise). An iterable of DataFrames is read one frame at a
+            time, e.g. ``(df for df, _ in sk.datasets.read_csv_chunks(path, 10_000))``.
+        top_k : int
+            Number of ranked categories per product (capped at the class count).
+        crm : bool
+            Rank by least expected tree distance (:func:`semcat_kit.judge.decoding.crm_predict`) instead
+            of probability; adds ``exp_dist_1..k``.
+        cache_dir : path, optional
+            Embedding cache (see :func:`semcat_kit.encode_catalog`).
+        batch_size : int
+            Encoder batch size.
+        progress : bool
+            ``tqdm`` progress bars.
+        chunk_size : int or None
+            Products encoded and scored at a time: working memory is O(chunk_size x C), never
+            O(N x C); only the top-k of each row is kept. None: all at once. The result does not
+            depend on it (see :meth:`predict_iter`).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per product in input order: ``item_id``, ``pred_1..k`` (full paths),
+            ``name_1..k`` (short names), ``prob_1..k``, (``exp_dist_1..k``), ``used`` (the
+            modalities the prediction used: ``"text+image"``, ``"text"``, ``"image"`` or ``""``)
+            and ``failures`` (``"; "``-joined reasons, ``""`` when none). Products with nothing
+            usable have empty predictions. ``attrs["failures"]`` is the failures table.
+        """
+        parts = list(self.predict_iter(products, top_k=top_k, crm=crm, cache_dir=cache_dir, batch_size=batch_size,
+                                       progress=progress, chunk_size=chunk_size))
+        df = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+        df.attrs["failures"] = self.failures.copy()
+        return df
+
+    def predict_iter(self, products, top_k: int = 5, crm: bool = False, cache_dir=None, batch_size: int = 64,
+                     progress: bool = True, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> Iterator[pd.DataFrame]:
+        """:meth:`predict`, one chunk of products at a time: yields one result DataFrame per chunk.
+
+        Memory is bounded by the chunk, not by the number of products: one (chunk_size + 4,096, C)
+        block of probabilities at most, and only the top-k of each row is kept. Feed it
+        the frames of ``sk.datasets.read_csv_chunks(path, n)`` and write each frame out with
+        :func:`write_predictions`. The concatenated frames equal :meth:`predict` with
+        ``chunk_size=None`` bit for bit, whatever the chunk size: the head scores rows in blocks of
+        4,096 at the same absolute positions in both (a block may span chunks; a chunk is yielded
+        once all its rows are scored).
+
+        Ids must be unique over the whole input (checked across chunks). Each frame's ``failures``
+        column names its rows' failures; :attr:`failures` holds the whole table once the iteration
+        ends. The frames carry no ``attrs`` (so ``pd.concat`` of them just works).
+        Empty input yields one empty frame with the result columns.
+        """
+        bound_heap()      # chunk temporaries mapped on their own: memory stays flat (see _memory)
+        top_k = as_k(top_k, "top_k")
+        if chunk_size is not None:
+            chunk_size = as_k(chunk_size, "chunk_size")
+        chunks, total = _chunked(products, chunk_size)
+        one = total is not None and (chunk_size is None or total <= chunk_size)
+        seen = SeenIds()
+
+        def encoded():
+            for raw, checked in chunks:
+                df = raw if checked else _products_frame(raw)
+                if not checked:
+                    _check_unique_across(df["item_id"], seen)
+                if len(df):
+                    yield self._encode_frame(df, cache_dir, batch_size, progress and one)
+
+        def empty():
+            return self._encode_frame(_products_frame(pd.DataFrame({"item_id": [], "title": []})), None, 1, False)
+        return self._rank_chunks(encoded(), empty, top_k, crm, total, progress and not one)
+
+    def predict_embeddings_iter(self, embeddings, top_k: int = 5, crm: bool = False, progress: bool = True,
+                                chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> Iterator[pd.DataFrame]:
+        """:meth:`predict_iter` for products already encoded with the head's encoders.
+
+        Parameters
+        ----------
+        embeddings : Embeddings or iterable of Embeddings
+            E.g. rows of an embedding store, chunk by chunk; one ``Embeddings`` is cut into
+            ``chunk_size`` rows. Their ``meta`` must name the head's encoders (or none).
+        top_k, crm, progress, chunk_size
+            As in :meth:`predict_iter`.
+
+        Yields
+        ------
+        pandas.DataFrame
+            The columns of :meth:`predict`, one frame per chunk; ``used`` follows the masks and
+            ``failures`` the embeddings' ``failures`` table.
+        """
+        bound_heap()      # chunk temporaries mapped on their own: memory stays flat (see _memory)
+        from ..encode.embeddings import Embeddings
+
+        top_k = as_k(top_k, "top_k")
+        if chunk_size is not None:
+            chunk_size = as_k(chunk_size, "chunk_size")
+        total = None
+        if isinstance(embeddings, Embeddings):
+            total = len(embeddings)
+            step = chunk_size or max(total, 1)
+            parts = (embeddings.take(np.arange(a, min(total, a + step))) for a in range(0, total, step))
+        elif hasattr(embeddings, "__iter__"):
+            parts = iter(embeddings)
+        else:
+            raise TypeError(f"embeddings must be an Embeddings or an iterable of Embeddings, not "
+                            f"{type(embeddings).__name__}")
+        seen = SeenIds()
+
+        def encoded():
+            for i, emb in enumerate(parts):
+                if not isinstance(emb, Embeddings):
+                    raise TypeError(f"chunk {i} of embeddings is a {type(emb).__name__}, not an Embeddings")
+                self.head.check_embeddings_meta(emb.meta)
+                if total is None:
+                    _check_unique_across(emb.item_ids, seen)
+                if len(emb):
+                    yield self._usable(emb)
+
+        def empty():
+            return self._usable(Embeddings(np.array([], dtype=str), None, None, np.zeros(0, bool), np.zeros(0, bool)))
+        one = total is not None and (chunk_size is None or total <= chunk_size)
+        return self._rank_chunks(encoded(), empty, top_k, crm, total, progress and not one)
+
+    def _rank_chunks(self, encoded, empty, top_k: int, crm: bool, total, progress: bool) -> Iterator[pd.DataFrame]:
+        """Score and rank encoded chunks ``(emb, usable, fails)``; yields one frame per chunk.
+
+        Rows are scored in blocks of ``_SCORE_BLOCK`` at absolute positions 0, B, 2B, ... whatever
+        the chunks are (a one-shot call scores the same blocks), so the result does not depend on
+        the chunking; a chunk is ranked and yielded once all its rows are scored."""
+        self.failures = pd.DataFrame(columns=["item_id", "modality", "reason"])
+        bar = tqdm(total=total, unit="item", desc="predict", disable=not progress, leave=False)
+        all_fails = []
+        pending: list[_Pending] = []
+        queued = 0                                    # rows encoded but not scored yet
+        emitted = False
+        try:
+            for emb, usable, fails in encoded:
+                all_fails.append(fails)
+                pending.append(_Pending(emb, usable, fails))
+                queued += len(emb)
+                while queued >= _SCORE_BLOCK:
+                    self._score_queued(pending, _SCORE_BLOCK, top_k, crm)
+                    queued -= _SCORE_BLOCK
+                while pending and pending[0].done:
+                    item = pending.pop(0)
+                    bar.update(len(item.emb))
+                    emitted = True
+                    yield self._predict_frame(item.emb, item.ranked(), item.usable, item.fails, crm)
+            if queued:
+                self._score_queued(pending, queued, top_k, crm)
+            for item in pending:
+                bar.update(len(item.emb))
+                emitted = True
+                yield self._predict_frame(item.emb, item.ranked(), item.usable, item.fails, crm)
+            pending = []
+            if not emitted:
+                emb, usable, fails = empty()
+                yield self._predict_frame(emb, self._rank_rows(self._score(emb), usable, top_k, crm), usable, fails, crm)
+        finally:
+            bar.close()
+            if all_fails:
+                full = [f for f in all_fails if len(f)]
+                self.failures = (all_fails[0] if not full else full[0] if len(full) == 1
+                                 else pd.concat(full, ignore_index=True))
+
+    def _score_queued(self, pending: list["_Pending"], n: int, top_k: int, crm: bool) -> None:
+        """Score the next ``n`` unscored rows of the pending chunks as one block and keep only their
+        top-k (the block's (n, C) probabilities are dropped here)."""
+        parts, left = [], n
+        for item in pending:
+            if left == 0:
+                break
+            take = min(left, len(item.emb) - item.n_scored)
+            if take > 0:
+                parts.append((item, item.n_scored, take))
+                left -= take
+        embs = [it.emb if (a == 0 and t == len(it.emb)) else it.emb.take(np.arange(a, a + t)) for it, a, t in parts]
+        probs = self._score(embs[0] if len(embs) == 1 else _concat_embeddings(embs))
+        off = 0
+        for it, a, t in parts:
+            it.parts.append(self._rank_rows(probs[off:off + t], it.usable[a:a + t], top_k, crm))
+            it.n_scored += t
+            off += t
+
+    def _rank_rows(self, probs: np.ndarray, usable: np.ndarray, top_k: int, crm: bool):
+        """``(idx, p, cost)`` (n, k) of rows of probabilities: top-k (or CRM) classes, their
+        probabilities (NaN where nothing was usable) and CRM expected distances (or None)."""
+        n, C = probs.shape
+        k = min(int(top_k), C)
+        idx = np.zeros((n, k), dtype=np.int64)
+        cost = np.full((n, k), np.nan) if crm else None
+        ok = np.flatnonzero(usable)
+        if len(ok):
+            sub = probs if len(ok) == n else probs[ok]
+            if crm:
+                idx_ok, cost_ok = crm_predict(sub, self.taxonomy, top_k=k)
+                cost[ok] = cost_ok
+            else:
+                idx_ok = topk(sub, k)
+            idx[ok] = idx_ok
+        p = np.take_along_axis(probs, idx, axis=1).astype(np.float64) if n else np.zeros((0, k))
+        p[~usable] = np.nan
+        return idx, p, cost
+
+    def _predict_frame(self, emb, ranked, usable: np.ndarray, fails: pd.DataFrame, crm: bool) -> pd.DataFrame:
+        """Result frame of one chunk from its ranked rows ``(idx, p, cost)``."""
+        idx, p, cost = ranked
+        n, k = idx.shape
+        classes, names = np.asarray(self.classes, dtype=object), np.asarray(self.names, dtype=object)
+        out = {"item_id": emb.item_ids}
+        for j in range(k):
+            out[f"pred_{j + 1}"] = np.where(usable, classes[idx[:, j]], None)
+        for j in range(k):
+            out[f"name_{j + 1}"] = np.where(usable, names[idx[:, j]], None)
+        for j in range(k):
+            out[f"prob_{j + 1}"] = p[:, j]
+        if crm:
+            for j in range(k):
+                out[f"exp_dist_{j + 1}"] = cost[:, j]
+        used_text = emb.text_mask if "text" in self.head.uses else np.zeros(n, dtype=bool)
+        used_image = emb.image_mask if "image" in self.head.uses else np.zeros(n, dtype=bool)
+        out["used"] = np.select([used_text & used_image, used_text, used_image], ["text+image", "text", "image"],
+                                "").astype(object)
+        reasons = fails.groupby("item_id", sort=False).apply(
+            lambda g: "; ".join(f"{m}: {r}" for m, r in zip(g["modality"], g["reason"])),
+            include_groups=False) if len(fails) else pd.Series(dtype=str)
+        out["failures"] = [reasons.get(i, "") for i in emb.item_ids]
+        return pd.DataFrame(out)
+
+
+class _Pending:
+    """An encoded chunk waiting for (part of) its scores; holds the top-k of its scored rows."""
+
+    def __init__(self, emb, usable, fails):
+        self.emb, self.usable, self.fails, self.parts, self.n_scored = emb, usable, fails, [], 0
+
+    @property
+    def done(self) -> bool:
+        return self.n_scored == len(self.emb)
+
+    def ranked(self):
+        """``(idx, p, cost)`` of all its rows."""
+        if len(self.parts) == 1:
+            return self.parts[0]
+        idx, p, cost = zip(*self.parts)
+        return np.concatenate(idx), np.concatenate(p), None if cost[0] is None else np.concatenate(cost)
+
+
+def _concat_embeddings(parts):
+    """Row-wise concatenation of Embeddings of the same encoders (meta of the first)."""
+    from ..encode.embeddings import Embeddings
+
+    def cat(name):
+        arrs = [getattr(e, name) for e in parts]
+        return None if arrs[0] is None else np.concatenate(arrs)
+    return Embeddings(np.concatenate([e.item_ids for e in parts]), cat("text"), cat("image"), cat("text_mask"),
+                      cat("image_mask"), meta=parts[0].meta)
+
+
+# ---------------------------------------------------------------------------------- chunks
+def _chunked(products, chunk_size: int | None):
+    """``(iterator of (frame, checked), total or None)``: a DataFrame / list of dicts is checked
+    once as a whole (ids unique over all rows) and sliced; an iterable of frames is checked frame by
+    frame (ids checked across frames by the caller)."""
+    if isinstance(products, (pd.DataFrame, list, tuple)):
+        df = _products_frame(products)
+        n = len(df)
+        step = n if chunk_size is None else chunk_size
+
+        def slices():
+            if n == 0:
+                yield df, True
+            for a in range(0, n, max(step, 1)):
+                yield df.iloc[a:a + step].reset_index(drop=True), True
+        return slices(), n
+    if isinstance(products, (str, bytes, dict)) or not hasattr(products, "__iter__"):
+        raise TypeError(f"products must be a DataFrame, a list of dicts or an iterable of DataFrames, not "
+                        f"{type(products).__name__}")
+
+    def frames():
+        for i, part in enumerate(products):
+            if not isinstance(part, pd.DataFrame):
+                raise TypeError(f"chunk {i} of products is a {type(part).__name__}; an iterable of products must "
+                                "yield DataFrames")
+            if chunk_size is None or len(part) <= chunk_size:
+                yield part, False
+            else:
+                for a in range(0, len(part), chunk_size):
+                    yield part.iloc[a:a + chunk_size], False
+    return frames(), None
+
+
+class DuplicateIdError(ValueError):
+    """An item id of a chunk that an earlier chunk already had (``.ids``: the repeated ids)."""
+
+    def __init__(self, ids, message: str):
+        super().__init__(message)
+        self.ids = ids
+
+
+def _check_unique_across(ids, seen: SeenIds) -> None:
+    """Refuse an id already seen in an earlier chunk (``SeenIds``: sorted 64-bit hashes of the ids,
+    8 bytes an id, vectorised; no Python object per id)."""
+    dup = seen.add(compact_ids(ids))
+    if len(dup):
+        raise DuplicateIdError(dup.tolist(), f"{len(dup)} item id(s) of this chunk already appeared in an earlier "
+                               f"chunk, e.g. {dup[:10].tolist()}; ids must be unique over the whole input")
+
+
+# ---------------------------------------------------------------------------------- writing
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+def _is_parquet(path) -> bool:
+    return Path(path).suffix.lower() in PARQUET_SUFFIXES
+
+
+def _parquet_schema(columns):
+    import pyarrow as pa
+
+    def kind(c: str):
+        if c.startswith(("prob_", "exp_dist_")):
+            return pa.float64()
+        return pa.string()
+    return pa.schema([(c, kind(c)) for c in columns])
+
+
+def write_predictions(frames: Iterable[pd.DataFrame], path, *, fmt: str | None = None) -> int:
+    """Write prediction frames (e.g. :meth:`Predictor.predict_iter`) to one file as they come.
+
+    The file is written to a temporary file beside ``path`` and renamed over it only when every
+    frame is written (an error or an interrupt leaves ``path`` untouched). Memory holds one frame.
+
+    Parameters
+    ----------
+    frames : iterable of DataFrame
+        Same columns in each frame (the first frame's columns define the file).
+    path : str or Path
+        Output file; Parquet (pyarrow, one row group per frame) when it ends in ``.parquet`` /
+        ``.pq`` or ``fmt="parquet"``, CSV otherwise (``pandas.DataFrame.to_csv``, ``index=False``;
+        the same bytes as writing the concatenated frame at once).
+    fmt : {"csv", "parquet"}, optional
+
+    Returns
+    -------
+    int
+        Rows written.
+    """
+    from .._core.io import _umask, atomic_path
+
+    if fmt is None:
+        fmt = "parquet" if _is_parquet(path) else "csv"
+    if fmt not in ("csv", "parquet"):
+        raise ValueError(f"fmt must be 'csv' or 'parquet', not {fmt!r}")
+    path = Path(path).expanduser()
+    n, n_frames, columns = 0, 0, None
+    with atomic_path(path, suffix=".parquet" if fmt == "parquet" else ".csv") as tmp:
+        writer = None
+        try:
+            if fmt == "csv":
+                writer = open(tmp, "w", encoding="utf-8", newline="")
+            for df in frames:
+                if columns is None:
+                    columns = list(df.columns)
+                    if fmt == "parquet":
+                        import pyarrow.parquet as pq
+
+                        writer = pq.ParquetWriter(tmp, _parquet_schema(columns))
+                elif list(df.columns) != columns:
+                    raise ValueError(f"prediction frame {n_frames} has columns {list(df.columns)}, the first had "
+                                     f"{columns}; every frame must have the same columns")
+                if fmt == "csv":
+                    df.to_csv(writer, index=False, header=n_frames == 0)
+                else:
+                    import pyarrow as pa
+
+                    writer.write_table(pa.Table.from_pandas(df, schema=writer.schema, preserve_index=False))
+                n += len(df)
+                n_frames += 1
+            if columns is None:
+                raise ValueError(f"nothing to write to {path}: no prediction frames were given")
+        finally:
+            if writer is not None:
+                writer.close()
+        os.chmod(tmp, 0o666 & ~_umask())     # the temporary file is private (0600); the output is not
+    return n
