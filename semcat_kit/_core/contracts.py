@@ -35,7 +35,7 @@ __all__ = [
     "SUM_TOL", "UnknownLabelError", "DEVICES", "PRECISIONS", "fmt_rows", "as_probs", "as_labels", "as_neighbors",
     "as_neighbor_indices", "as_k", "row_block", "resolve_device", "resolve_precision", "autocast",
     "EmbeddingTable", "LazyEmbeddingTable", "as_embedding_table", "EmptyRowsWarning", "EMPTY_ROW_POLICIES",
-    "compact_ids", "id_hashes", "duplicated_ids", "SeenIds",
+    "compact_ids", "id_hashes", "duplicated_ids",
 ]
 
 #: Row-sum tolerance for probabilities (float32 softmax over 50k classes is within ~1e-5).

@@ -6,7 +6,9 @@ import tempfile
 
 import numpy as np
 
-from .contracts import id_hashes
+from .contracts import compact_ids, id_hashes
+
+__all__ = ["SeenIds"]
 
 
 class SeenIds:
