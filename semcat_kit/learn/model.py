@@ -167,6 +167,11 @@ class FusionHead(nn.Module):
         ``image_mask`` / ``text_mask`` are ``(N,)`` booleans, True where the modality is present
         (default: all present). Inputs of a modality the head does not use may be None.
         """
+        return self.mlp(self.fused(text, image, image_mask, text_mask))
+
+    def fused(self, text=None, image=None, image_mask=None, text_mask=None) -> torch.Tensor:
+        """The fused representation ``h`` that the MLP (or, for a linear head, the output layer)
+        reads: ``(N, fused width)``; arguments as in :meth:`forward`."""
         t = v = None
         n = None
         if self.text_proj is not None:
@@ -206,4 +211,4 @@ class FusionHead(nn.Module):
                 h = g * t + (1 - g) * v
             else:
                 h = torch.cat([t, v, flags], dim=1)
-        return self.mlp(h)
+        return h

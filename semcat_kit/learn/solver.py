@@ -1,0 +1,343 @@
+"""Fitting heads to convergence on in-memory data: a batched L-BFGS over stacked problems.
+
+A head fitted with minibatch AdamW stops where its step budget ends; LogisticRegression stops at
+its optimum. For training sets that fit in memory this module fits heads the second way: the whole
+training set at every step, quasi-Newton (L-BFGS) directions, a backtracking (Armijo) line search,
+and convergence tests on the gradient and on the objective.
+
+**The objective** of problem ``k`` (one configuration at one regularisation strength) is the mean
+training loss plus an L2 penalty on its weights (biases and normalisation parameters are not
+penalised)::
+
+    F_k(theta) = 1/N sum_i [ focal_weight * FL(z_i, y_i; gamma) + kl_weight * KL(t_{y_i} || softmax(z_i)) ]
+                 + lambda_k / 2 * ||W||^2,          z_i = head(x_i; theta)
+
+the same loss as the minibatch trainer (:func:`semcat_kit.learn.losses.combined_loss`, or the BCE of
+taxonomy codes) with the soft targets ``t_y`` built once per class. For the linear head
+(``hidden=0, proj_dim=0``) with ``gamma = 0`` this is a soft-target multinomial logistic
+regression: convex, one optimum, and with one-hot targets exactly scikit-learn's
+``LogisticRegression(C)`` objective with ``lambda = 1 / (C N)``.
+
+**Stacking.** K problems with the same head architecture are fitted at once: their parameters
+are the rows of one ``(K, P)`` tensor. For the linear head the fused features ``h_i`` (with a 1
+for the bias) are computed once and the K heads' logits are one GEMM
+``[h, 1] (N, F+1) x W^T (F+1, K C)``; other heads run through ``torch.func.vmap`` over their
+stacked parameters. Each problem keeps its own L-BFGS memory, step size and convergence test, so
+a stacked fit equals K separate fits up to floating-point summation order; problems that have
+converged leave the stack (later steps compute only the others).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["lbfgs", "LBFGSResult", "Problem", "StackedHeads", "fit_stacked", "memory_bytes", "default_threads",
+           "IN_MEMORY_BYTES"]
+
+#: Training features (float32) up to this size are fitted full-batch by ``solver="auto"``.
+IN_MEMORY_BYTES = 2 << 30
+
+
+@dataclass
+class LBFGSResult:
+    """What :func:`lbfgs` returns: the solutions and, per problem, how the fit ended."""
+
+    x: torch.Tensor                 # (K, P)
+    f: torch.Tensor                 # (K,) final objective
+    iterations: torch.Tensor        # (K,) accepted steps
+    converged: torch.Tensor         # (K,) bool: gradient or objective test met (not max_iter / line search)
+    evaluations: int                # objective + gradient evaluations of the stack (of any width)
+    grad_max: torch.Tensor          # (K,) max |gradient| at the solution
+
+
+def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]], x0: torch.Tensor, *,
+          max_iter: int = 500, gtol: float = 1e-5, ftol: float = 1e-10, history: int = 10, c1: float = 1e-4,
+          max_line_search: int = 30, callback: Callable[[int, torch.Tensor], None] | None = None) -> LBFGSResult:
+    """Minimise K independent smooth functions at once with limited-memory BFGS.
+
+    Each problem has its own two-loop recursion (Nocedal & Wright, Algorithm 7.4) over its last
+    ``history`` pairs ``(s, y)`` (pairs with ``s·y <= 1e-10 |y|^2`` are skipped, which keeps the
+    inverse-Hessian approximation positive definite), its own initial scaling
+    ``gamma = s·y / y·y``, and its own backtracking line search: a step ``t`` is accepted when
+    ``f(x + t d) <= f(x) + c1 t g·d`` (Armijo), otherwise it shrinks by safeguarded quadratic
+    interpolation. The first step of a problem is ``min(1, 1 / ||g||_1)`` long.
+
+    A problem stops when ``max |g| <= gtol``, when an accepted step lowers ``f`` by no more than
+    ``ftol * max(|f|, 1)`` (scipy's ``factr`` test), after ``max_iter`` steps, or when the line
+    search cannot decrease ``f`` (at the limits of floating point).
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, idx) -> (f, g)``: objectives ``(k,)`` and gradients ``(k, P)`` of the problems
+        ``idx`` (a LongTensor of ``k`` problem indices) at ``x`` ``(k, P)``.
+    x0 : tensor (K, P)
+        Starting points.
+    callback : callable, optional
+        ``callback(iteration, active)`` after every step (``active``: the problems still running).
+    """
+    K, P = x0.shape
+    x = x0.detach().clone()
+    idx_all = torch.arange(K, device=x.device)
+    f, g = fun(x, idx_all)
+    f, g = f.detach().clone(), g.detach().clone()
+    m = max(1, int(history))
+    S = x.new_zeros(m, K, P)
+    Y = x.new_zeros(m, K, P)
+    rho = x.new_zeros(m, K)
+    gamma = x.new_ones(K)
+    has_pair = torch.zeros(K, dtype=torch.bool, device=x.device)
+    iters = torch.zeros(K, dtype=torch.long, device=x.device)
+    converged = g.abs().amax(1) <= gtol
+    active = ~converged & torch.isfinite(f)
+    evals, pushes = 1, 0
+    for it in range(int(max_iter)):
+        idx = active.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        xa, fa, ga = x[idx], f[idx], g[idx]
+        # two-loop recursion, newest pair first; empty (rho = 0) slots change nothing
+        q = -ga
+        slots = [(pushes - 1 - j) % m for j in range(min(pushes, m))]
+        alphas = []
+        for j in slots:
+            a = rho[j, idx] * (S[j, idx] * q).sum(1)
+            alphas.append(a)
+            q = q - a[:, None] * Y[j, idx]
+        q = q * gamma[idx][:, None]
+        for j, a in zip(reversed(slots), reversed(alphas)):
+            b = rho[j, idx] * (Y[j, idx] * q).sum(1)
+            q = q + (a - b)[:, None] * S[j, idx]
+        d = q
+        gd = (ga * d).sum(1)
+        uphill = ~(gd < 0)
+        if uphill.any():          # not a descent direction (numerical trouble): steepest descent
+            d[uphill] = -ga[uphill]
+            gd[uphill] = -(ga[uphill] ** 2).sum(1)
+        t = torch.where(has_pair[idx], torch.ones_like(fa), torch.clamp(1.0 / ga.abs().sum(1), max=1.0))
+        x_new = xa + t[:, None] * d
+        f_new, g_new = fun(x_new, idx)
+        evals += 1
+        ok = (f_new <= fa + c1 * t * gd) & torch.isfinite(f_new)
+        for _ in range(max_line_search):
+            if bool(ok.all()):
+                break
+            bad = (~ok).nonzero().squeeze(1)
+            # minimiser of the quadratic through f(0), f'(0) and f(t), kept in [0.1 t, 0.5 t]
+            fb = torch.where(torch.isfinite(f_new[bad]), f_new[bad], fa[bad] + 1e30)
+            denom = 2.0 * (fb - fa[bad] - gd[bad] * t[bad])
+            t_q = torch.where(denom > 0, -gd[bad] * t[bad] ** 2 / denom.clamp_min(1e-300), 0.5 * t[bad])
+            t[bad] = torch.minimum(torch.maximum(t_q, 0.1 * t[bad]), 0.5 * t[bad])
+            x_new[bad] = xa[bad] + t[bad][:, None] * d[bad]
+            fb_new, gb_new = fun(x_new[bad], idx[bad])
+            evals += 1
+            f_new[bad], g_new[bad] = fb_new, gb_new
+            ok[bad] = (fb_new <= fa[bad] + c1 * t[bad] * gd[bad]) & torch.isfinite(fb_new)
+        s = x_new - xa
+        yv = g_new - ga
+        sy = (s * yv).sum(1)
+        yy = (yv * yv).sum(1)
+        good = ok & (sy > 1e-10 * yy) & (yy > 0)
+        slot = pushes % m
+        gz = good[:, None]
+        S[slot, idx] = torch.where(gz, s, torch.zeros((), dtype=s.dtype, device=s.device))
+        Y[slot, idx] = torch.where(gz, yv, torch.zeros((), dtype=s.dtype, device=s.device))
+        rho[slot, idx] = torch.where(good, 1.0 / torch.where(good, sy, torch.ones_like(sy)), torch.zeros_like(sy))
+        gamma[idx] = torch.where(good, sy / torch.where(good, yy, torch.ones_like(yy)), gamma[idx])
+        has_pair[idx] = has_pair[idx] | good
+        pushes += 1
+        acc = idx[ok]
+        x[acc] = x_new[ok].detach()
+        f[acc] = f_new[ok].detach()
+        g[acc] = g_new[ok].detach()
+        iters[acc] += 1
+        g_ok = g[idx].abs().amax(1) <= gtol
+        f_ok = ok & ((fa - f_new).abs() <= ftol * torch.maximum(torch.maximum(fa.abs(), f_new.abs()),
+                                                                 torch.ones_like(fa)))
+        converged[idx] = g_ok | f_ok
+        active[idx] = ~(g_ok | f_ok | ~ok)
+        if callback is not None:
+            callback(it, active)
+    return LBFGSResult(x=x, f=f, iterations=iters, converged=converged, evaluations=evals,
+                       grad_max=g.abs().amax(1))
+
+
+# ----------------------------------------------------------------------------- problems
+@dataclass
+class Problem:
+    """One objective of a stack: its loss on the logits and its L2 strength.
+
+    ``loss(z, rows) -> (N_rows,)`` per-item losses of logits ``z`` for the training rows ``rows``
+    (a slice), already weighted (focal + KL, or the codes BCE); ``l2`` is ``lambda``.
+    """
+
+    loss: Callable[[torch.Tensor, slice], torch.Tensor]
+    l2: float
+    name: str = ""
+
+
+@dataclass
+class StackedHeads:
+    """K copies of one head architecture with their parameters as the rows of one ``(K, P)`` tensor.
+
+    ``linear=True`` (a :class:`~semcat_kit.learn.model.FusionHead` with ``hidden=0, proj_dim=0``)
+    fits only the output layer on fused features computed once (everything before it has no
+    trainable parameter, or its ``LayerNorm`` is kept at its initial identity affine map);
+    otherwise every parameter is fitted through ``torch.func.vmap``.
+    """
+
+    template: torch.nn.Module
+    linear: bool
+    names: list = field(default_factory=list)
+    shapes: list = field(default_factory=list)
+    penalised: torch.Tensor | None = None        # (P,) bool: weights under the L2 penalty
+
+    @classmethod
+    def for_head(cls, head) -> "StackedHeads":
+        linear = head.config["hidden"] == 0 and head.config["proj_dim"] == 0 and head.gate is None
+        st = cls(template=head, linear=linear)
+        if linear:
+            out = head.mlp[-1]
+            st.names, st.shapes = ["weight+bias"], [(out.out_features, out.in_features + 1)]
+            pen = torch.ones(out.out_features, out.in_features + 1, dtype=torch.bool)
+            pen[:, -1] = False
+            st.penalised = pen.reshape(-1)
+        else:
+            pens = []
+            for name, p in head.named_parameters():
+                st.names.append(name)
+                st.shapes.append(tuple(p.shape))
+                is_weight = name.endswith("weight") and p.ndim == 2     # Linear weights; not biases / LayerNorm
+                pens.append(torch.full((p.numel(),), is_weight, dtype=torch.bool))
+            st.penalised = torch.cat(pens)
+        return st
+
+    @property
+    def n_params(self) -> int:
+        return int(sum(math.prod(s) for s in self.shapes))
+
+    def flat(self, head) -> torch.Tensor:
+        """(P,) parameters of ``head`` in this layout."""
+        if self.linear:
+            out = head.mlp[-1]
+            return torch.cat([out.weight.detach(), out.bias.detach()[:, None]], dim=1).reshape(-1)
+        return torch.cat([p.detach().reshape(-1) for p in head.parameters()])
+
+    def load(self, head, x: torch.Tensor) -> None:
+        """Copy the (P,) parameters ``x`` into ``head``."""
+        with torch.no_grad():
+            if self.linear:
+                out = head.mlp[-1]
+                w = x.reshape(out.out_features, out.in_features + 1)
+                out.weight.copy_(w[:, :-1])
+                out.bias.copy_(w[:, -1])
+                return
+            a = 0
+            for p in head.parameters():
+                p.copy_(x[a:a + p.numel()].view_as(p))
+                a += p.numel()
+
+    def features(self, data, rows: slice | None = None) -> torch.Tensor:
+        """Fused features ``[h, 1]`` of the table's rows for the linear head (no gradient)."""
+        head = self.template
+        sl = rows if rows is not None else slice(None)
+        with torch.no_grad():
+            h = head.fused(*_inputs(data, sl))
+            return torch.cat([h, torch.ones(h.shape[0], 1, dtype=h.dtype, device=h.device)], dim=1)
+
+    def logits(self, x: torch.Tensor, inputs) -> torch.Tensor:
+        """(N, k, out) logits of the k heads ``x`` (k, P); ``inputs``: the features ``[h, 1]`` for
+        the linear head, else the ``(text, image, image_mask, text_mask)`` tuple."""
+        k = x.shape[0]
+        if self.linear:
+            out_dim, width = self.shapes[0]
+            return (inputs @ x.reshape(k * out_dim, width).T).view(inputs.shape[0], k, out_dim)
+        from torch.func import functional_call, vmap
+
+        def one(flat):
+            params, a = {}, 0
+            for name, shape in zip(self.names, self.shapes):
+                n = math.prod(shape)
+                params[name] = flat[a:a + n].view(shape)
+                a += n
+            return functional_call(self.template, params, inputs)
+        return vmap(one)(x).transpose(0, 1)
+
+
+def _inputs(data, rows: slice):
+    text = data.text[rows] if data.text is not None else None
+    image = data.image[rows] if data.image is not None else None
+    to = (lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)) if not torch.is_tensor(
+        data.text if data.text is not None else data.image) else (lambda a: a.float())
+    return (to(text) if text is not None else None, to(image) if image is not None else None,
+            data.image_mask[rows], data.text_mask[rows])
+
+
+def memory_bytes(n_rows: int, width: int) -> int:
+    """float32 bytes of an ``(n_rows, width)`` feature matrix."""
+    return int(n_rows) * int(width) * 4
+
+
+def _row_chunk(n: int, per_row: int, budget: int = 1 << 25) -> int:
+    """Rows per chunk so that a chunk's ``per_row`` floats stay under ``budget`` (128 MB)."""
+    return max(1, min(n, budget // max(1, per_row)))
+
+
+def fit_stacked(stack: StackedHeads, problems: Sequence[Problem], data, x0: torch.Tensor, *,
+                max_iter: int = 500, gtol: float = 1e-5, ftol: float = 1e-10, history: int = 10,
+                callback=None) -> LBFGSResult:
+    """Fit the K ``problems`` (one row of ``x0`` each) on the training table ``data`` to convergence.
+
+    The objective of each is ``mean_i loss_k(z_ik) + l2_k / 2 * ||theta_k[penalised]||^2``
+    (see the module docstring); its gradient comes from autograd through the stacked logits, in
+    row chunks so that no more than ~128 MB of logits live at once.
+    """
+    n = len(data)
+    K = len(problems)
+    l2 = torch.tensor([float(p.l2) for p in problems], dtype=x0.dtype, device=x0.device)
+    pen = stack.penalised.to(x0.device)
+    out_dim = stack.shapes[0][0] if stack.linear else stack.template.out_dim
+    feats = stack.features(data) if stack.linear else None
+
+    def fun(x, idx):
+        k = x.shape[0]
+        xg = x.detach().requires_grad_(True)
+        chunk = _row_chunk(n, k * (out_dim * 4 + (0 if stack.linear else 2048)))
+        total = torch.zeros(k, dtype=torch.float64, device=x.device)
+        for a in range(0, n, chunk):
+            rows = slice(a, min(n, a + chunk))
+            inputs = feats[rows] if stack.linear else _inputs(data, rows)
+            z = stack.logits(xg, inputs)
+            parts = torch.stack([problems[int(j)].loss(z[:, c], rows).sum() for c, j in enumerate(idx.tolist())])
+            (parts.sum() / n).backward()
+            total += parts.detach().double() / n
+        with torch.no_grad():
+            w = xg.detach() * pen
+            total += 0.5 * l2[idx].double() * (w * w).sum(1).double()
+            grad = xg.grad + l2[idx][:, None] * w
+        return total.to(x.dtype), grad
+
+    return lbfgs(fun, x0, max_iter=max_iter, gtol=gtol, ftol=ftol, history=history, callback=callback)
+
+
+def default_threads() -> int:
+    """Torch threads for a fit that shares the machine: the cores this process may use, less the
+    load other processes put on them (``os.getloadavg``), at least 1.
+
+    Oversubscribed torch threads spin-wait for each other and slow a run far more than its share
+    of the cores would (16-31x measured with 4 busy processes on 2 cores; bench/bench_suite.py).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:   # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:          # pragma: no cover
+        load = 0.0
+    return max(1, min(cores, int(cores - load + 0.5)))
