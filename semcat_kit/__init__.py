@@ -54,8 +54,8 @@ _MODULES = {
 #: public functions and classes: ``sk.<name>`` -> the module that defines it
 _NAMES = {
     "Taxonomy": ".datasets.taxonomy",
-    "load_catalog": ".datasets.catalog", "load_fashion": ".datasets.catalog",
-    "load_fashion_tutorial": ".datasets.catalog", "load_google_taxonomy": ".datasets.taxonomy",
+    "load_catalog": ".datasets.mapping", "load_fashion": ".datasets.bundled",
+    "load_fashion_tutorial": ".datasets.bundled", "load_google_taxonomy": ".datasets.taxonomy",
     "split": ".datasets.splits",
     "Embeddings": ".encode.embeddings", "StoreFill": ".encode.embeddings",
     "encode_catalog": ".encode.embeddings", "encode_distributed": ".encode.embeddings",
@@ -95,7 +95,8 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing here runs
     from . import cli  # noqa: F401
     from ._core import contracts, distributed  # noqa: F401
     from .datasets import images, splits, taxonomy  # noqa: F401
-    from .datasets.catalog import load_catalog, load_fashion, load_fashion_tutorial  # noqa: F401
+    from .datasets.bundled import load_fashion, load_fashion_tutorial  # noqa: F401
+    from .datasets.mapping import load_catalog  # noqa: F401
     from .datasets.splits import split  # noqa: F401
     from .datasets.taxonomy import Taxonomy, load_google_taxonomy  # noqa: F401
     from .encode import embeddings, encoders, store  # noqa: F401

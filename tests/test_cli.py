@@ -19,7 +19,7 @@ import _export_case as ec
 import semcat_kit as sk
 from semcat_kit.cli import app as cli
 from semcat_kit import datasets as D
-from semcat_kit.datasets.catalog import tutorial_dir
+from semcat_kit.datasets import tutorial_dir
 
 torch.set_num_threads(1)
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}

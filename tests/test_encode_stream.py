@@ -87,7 +87,7 @@ def test_catalog_file_reads_every_format_as_text_in_chunks_of_exactly_chunk_size
     assert got["name"].tolist() == [None if pd.isna(v) else v for v in df["name"]]   # None where missing
     assert got["price"].tolist() == [str(x) for x in df["price"]]          # numbers as their text
     assert all(isinstance(v, str) for v in got["price"])
-    one = pd.concat([c for c, _ in D.iter_catalog_chunks(p, 10, ["name", "sku"])])
+    one = pd.concat([c for c, _ in D.CatalogFile(p).chunks(10, ["name", "sku"])])
     assert list(one.columns) == ["name", "sku"] and one["sku"].tolist() == df["sku"].tolist()
     t, first = next(f.chunks(5, "sku", arrow=True))
     assert t.column_names == ["sku"] and t.column(0).type == pa.string() and first == 0
@@ -251,8 +251,10 @@ def test_streamed_sample_selects_the_same_products_as_the_in_memory_sample(tmp_p
     mapping = {**cli._CATALOG_KEYS, "id": "sku", "title": "name", "path_col": "category", "image": "picture"}
     args = type("A", (), {"chunk_size": 8})()
     checked = []
-    real = D.check_image_file
-    monkeypatch.setattr(D, "check_image_file", lambda f: (checked.append(Path(f).name), real(f))[1])
+    from semcat_kit.datasets import mapping   # where load_catalog_chunks looks image files up
+
+    real = mapping.check_image_file
+    monkeypatch.setattr(mapping, "check_image_file", lambda f: (checked.append(Path(f).name), real(f))[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         whole = cli.sample_catalog(cli._load_training_catalog(str(p), mapping, "c.yaml"), 25, 7)

@@ -373,7 +373,7 @@ def _read_products(args, df: pd.DataFrame | None = None, first_row: int = 0) -> 
     """Products of ``--input`` (or of ``df``, the rows ``first_row..`` of it read by ``_input_chunks``)."""
     p = Path(args.input).expanduser()
     if df is None:
-        from ..datasets.catalog import read_csv
+        from ..datasets import read_csv
 
         if not p.is_file():
             raise CliError(f"--input {args.input}: no such file")
@@ -429,7 +429,7 @@ def _read_products(args, df: pd.DataFrame | None = None, first_row: int = 0) -> 
                 paths.append(str(q if q.is_absolute() else base / q))
         out["image_path"] = paths
     elif images is not None:
-        from ..datasets.catalog import image_paths_for
+        from ..datasets import image_paths_for
 
         # the image of each id as load_catalog(images_dir=) finds it (per id, no folder listing); an
         # entry that is not a regular file (a FIFO, a folder) is passed on: encoding reports it
@@ -439,10 +439,10 @@ def _read_products(args, df: pd.DataFrame | None = None, first_row: int = 0) -> 
 
 def _input_chunks(args, chunk_size: int):
     """Raw frames of ``--input`` (all columns as strings, None where empty), ``chunk_size`` rows at a
-    time, read by the package's one chunked reader (:class:`semcat_kit.datasets.catalog.CatalogFile`): CSV
+    time, read by the package's one chunked reader (:class:`semcat_kit.datasets.readers.CatalogFile`): CSV
     (malformed lines repaired and printed) or Parquet (``.parquet``/``.pq``); ``.tsv`` and
     ``.arrow``/``.feather`` too. Yields ``(frame, first_row)``."""
-    from ..datasets.catalog import ARROW_SUFFIXES, CSV_SUFFIXES, PARQUET_SUFFIXES, CatalogFile, _text_frame
+    from ..datasets.readers import ARROW_SUFFIXES, CSV_SUFFIXES, PARQUET_SUFFIXES, CatalogFile, text_frame
 
     p = Path(args.input).expanduser()
     if not p.is_file():
@@ -463,7 +463,7 @@ def _input_chunks(args, chunk_size: int):
             for r in df.attrs["report"].itertuples():
                 print(f"  {r.item_id}: {r.problem}", file=sys.stderr)
             df.attrs.clear()
-            yield _text_frame({c: df[c].to_numpy(dtype=object) for c in df.columns}, df.index,
+            yield text_frame({c: df[c].to_numpy(dtype=object) for c in df.columns}, df.index,
                               empty_is_missing=True), first
     except (pd.errors.ParserError, ValueError) as e:
         raise CliError(str(e).splitlines()[0]) from None
@@ -551,7 +551,7 @@ def _stream_catalog_file(args, path: Path, mapping: dict, sample, seed: int, ran
                          image_used: bool = False):
     """This rank's share of a catalog file, chunk by chunk, mapped as ``semcat train`` maps it.
 
-    Each chunk gets the Pipeline's column mapping (:func:`semcat_kit.datasets.catalog.load_catalog_chunks`:
+    Each chunk gets the Pipeline's column mapping (:func:`semcat_kit.datasets.mapping.load_catalog_chunks`:
     ids, titles, image paths relative to the file, the checks and the report); the selected rows
     (all, or the ``--sample`` positions of :func:`sample_positions`) are numbered ``j = 0, 1, ...`` and
     this rank keeps ``j % world == rank`` -- the rows ``sample_catalog(catalog).iloc[rank::world]``
@@ -559,7 +559,7 @@ def _stream_catalog_file(args, path: Path, mapping: dict, sample, seed: int, ran
     errors everywhere) but looks at the image files of its own rows only. ``out_rows``: a Parquet file
     that receives every selected row (rank 0 with ``--out``). Returns ``(frames, total)``.
     """
-    from ..datasets.catalog import CatalogFile, load_catalog_chunks
+    from ..datasets import CatalogFile, load_catalog_chunks
     from ..orchestrate.pipeline import _catalog_kwargs
 
     kw = _catalog_kwargs(dict(mapping), path.resolve().parent)

@@ -412,12 +412,12 @@ def _meta(enc: Encoder | None, modality: str) -> dict | None:
 
 class _FileCatalog:
     """A catalog file (``item_id``, ``title``, ``image_path``) read column by column in chunks: never
-    held whole. Read by the package's one chunked reader, :class:`semcat_kit.datasets.catalog.CatalogFile`
+    held whole. Read by the package's one chunked reader, :class:`semcat_kit.datasets.readers.CatalogFile`
     (CSV/TSV with malformed lines repaired and reported, Parquet, Arrow/Feather; every column as
     text, so ``00123`` stays ``00123``)."""
 
     def __init__(self, path):
-        from ..datasets.catalog import CatalogFile
+        from ..datasets import CatalogFile
 
         self.file = CatalogFile(path, what="catalog file", id_col="item_id", repair_col="title")
         self.path, self.kind, self.columns = self.file.path, self.file.kind, self.file.columns
@@ -727,7 +727,7 @@ def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encode
     catalog : DataFrame, path, or iterable of DataFrames
         Columns ``item_id`` and ``title`` / ``image_path`` (as :func:`encode_catalog`). A path to a
         Parquet / Arrow / CSV file is read ``chunk_size`` rows at a time
-        (:class:`semcat_kit.datasets.catalog.CatalogFile`); an iterable (a generator of chunks) is consumed
+        (:class:`semcat_kit.datasets.readers.CatalogFile`); an iterable (a generator of chunks) is consumed
         once, frame by frame.
     text_encoder, image_encoder, batch_size, num_workers, max_pixels, store_dtype, store_writer
         As :func:`encode_catalog`.
@@ -741,7 +741,7 @@ def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encode
         Number of products, for the progress bar of an iterable.
     check_ids : bool
         Refuse an id seen in an earlier chunk (:class:`~semcat_kit._core.contracts.SeenIds`). False when the chunks were checked
-        already (:func:`semcat_kit.datasets.catalog.load_catalog_chunks` does); ids repeated within a
+        already (:func:`semcat_kit.datasets.mapping.load_catalog_chunks` does); ids repeated within a
         chunk are always refused.
     keep_keys : bool
         Also return each row's content keys and usable masks per modality

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..datasets import catalog as datasets
+from ..datasets import load_catalog, load_fashion, load_fashion_tutorial
 from ..encode import encoders
 from ..labels import similarity
 from ..encode.embeddings import Embeddings, encode_catalog, encode_distributed
@@ -238,9 +238,9 @@ class Pipeline:
         src = c.catalog
         opts = dict(c.catalog_options)
         if isinstance(src, pd.DataFrame):
-            cat = datasets.load_catalog(src, **_catalog_kwargs(opts, None))
+            cat = load_catalog(src, **_catalog_kwargs(opts, None))
         elif isinstance(src, (str, Path)) and str(src) == "tutorial":
-            cat = datasets.load_fashion_tutorial()
+            cat = load_fashion_tutorial()
         elif isinstance(src, (str, Path)):
             p = Path(src).expanduser()
             if p.is_dir():
@@ -248,13 +248,13 @@ class Pipeline:
                     raise PipelineError(f"catalog {str(src)!r} is a folder without styles.csv: a folder must have the "
                                         "Kaggle fashion layout (styles.csv + images/); for another layout give the "
                                         "CSV file and catalog_options")
-                cat = datasets.load_fashion(p)
+                cat = load_fashion(p)
             elif p.is_file():
                 if opts.get("path") is None and opts.get("path_col") is None:
                     raise PipelineError(f"catalog {str(src)!r} is a file: catalog_options needs 'path_col' (one column "
                                         "of 'A > B > C' paths) or 'path' (level columns, top first)")
                 # CSV, Parquet or Arrow: image paths relative to the file's folder (as semcat encode reads it)
-                cat = datasets.load_catalog(p, **_catalog_kwargs(opts, p.resolve().parent))
+                cat = load_catalog(p, **_catalog_kwargs(opts, p.resolve().parent))
             else:
                 raise FileNotFoundError(f"catalog {str(src)!r} is neither 'tutorial', a Kaggle fashion folder, "
                                         "nor a CSV/Parquet file (no such file or folder)")

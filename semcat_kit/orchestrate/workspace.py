@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..labels import similarity
-from ..datasets.catalog import read_csv
+from ..datasets import read_csv
 from ..encode.embeddings import Embeddings
 from .pipeline import Pipeline, PipelineConfig
 from ..datasets.taxonomy import Taxonomy
