@@ -57,9 +57,9 @@ _NAMES = {
     "load_catalog": ".datasets.mapping", "load_fashion": ".datasets.bundled",
     "load_fashion_tutorial": ".datasets.bundled", "load_google_taxonomy": ".datasets.taxonomy",
     "split": ".datasets.splits",
-    "Embeddings": ".encode.embeddings", "StoreFill": ".encode.embeddings",
-    "encode_catalog": ".encode.embeddings", "encode_distributed": ".encode.embeddings",
-    "encode_into_store": ".encode.embeddings",
+    "Embeddings": ".encode.embeddings", "StoreFill": ".encode.encode",
+    "encode_catalog": ".encode.encode", "encode_distributed": ".encode.sharded",
+    "encode_into_store": ".encode.encode",
     "evaluate": ".judge.metrics",
     "FusionHead": ".learn.model",
     "TrainConfig": ".learn.training", "TrainRun": ".learn.training", "train": ".learn.training",
@@ -100,8 +100,9 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing here runs
     from .datasets.splits import split  # noqa: F401
     from .datasets.taxonomy import Taxonomy, load_google_taxonomy  # noqa: F401
     from .encode import embeddings, encoders, store  # noqa: F401
-    from .encode.embeddings import (Embeddings, StoreFill, encode_catalog,  # noqa: F401
-                                    encode_distributed, encode_into_store)
+    from .encode.embeddings import Embeddings  # noqa: F401
+    from .encode.encode import StoreFill, encode_catalog, encode_into_store  # noqa: F401
+    from .encode.sharded import encode_distributed  # noqa: F401
     from .experiments import baselines, comparison, tuning  # noqa: F401
     from .experiments.baselines import HiClassBaseline, LogisticBaseline  # noqa: F401
     from .experiments.comparison import (baseline_suite, compare, default_suite,  # noqa: F401

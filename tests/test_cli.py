@@ -310,7 +310,7 @@ def test_predict_bad_input(trained, tmp_path, capsys):
 
 def test_predict_checks_the_authors_sha256(trained, cache, tmp_path, capsys):
     """--expected-sha256: a head whose config.json is not the author's is refused before any prediction."""
-    from semcat_kit.ship.export import sha256_file
+    from semcat_kit._core.digest import file_sha256
 
     out = trained[2]
     csv = tmp_path / "p.csv"
@@ -320,7 +320,7 @@ def test_predict_checks_the_authors_sha256(trained, cache, tmp_path, capsys):
     assert cli.main(args + ["--expected-sha256", "0" * 64]) == 1
     _one_line_error(capsys, "expected_sha256", "not the head")
     assert not (tmp_path / "o.csv").exists()
-    assert cli.main(args + ["--expected-sha256", sha256_file(out / "config.json").upper()]) == 0
+    assert cli.main(args + ["--expected-sha256", file_sha256(out / "config.json").upper()]) == 0
     assert _read_preds(tmp_path / "o.csv")["pred_1"].notna().all()
 
 

@@ -17,7 +17,7 @@ import pytest
 import semcat_kit as sk
 from semcat_kit.cli import app as cli
 from semcat_kit import datasets as D
-from semcat_kit.encode.embeddings import encode_into_store
+from semcat_kit import encode_into_store
 from semcat_kit.encode.encoders import HashingTextEncoder
 
 from conftest import SHARED_DATA

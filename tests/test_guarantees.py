@@ -98,7 +98,7 @@ def _tiny_jpeg(path: Path) -> Path:
 def test_fifo_and_device_images_are_refused_without_reading(tmp_path):
     # before: hashing read_bytes() blocked forever on a FIFO and filled memory on /dev/zero
     from semcat_kit import images as I
-    from semcat_kit.encode.embeddings import _image_key
+    from semcat_kit.encode.batches import image_key
 
     fifo = tmp_path / "pipe.jpg"
     os.mkfifo(fifo)
@@ -108,14 +108,14 @@ def test_fifo_and_device_images_are_refused_without_reading(tmp_path):
             I.check_image_file(path)
         with pytest.raises(I.ImageError, match="not a regular file"):
             I.load_image(path)
-        key, reason = _image_key(str(path))
+        key, reason = image_key(str(path))
         assert key is None and reason.startswith("not a regular file")
     with pytest.raises(I.ImageError, match="file too large"):
         I.check_image_file(good, max_bytes=10)
     # the streamed digest equals the whole-file digest (cache keys unchanged)
     from semcat_kit.encode.store import content_key
 
-    assert _image_key(str(good)) == (content_key(good.read_bytes()), None)
+    assert image_key(str(good)) == (content_key(good.read_bytes()), None)
     assert I.read_image_bytes(good) == good.read_bytes()
 
 
@@ -138,7 +138,7 @@ def test_catalog_loader_reports_fifo_images(tmp_path):
 
 
 def test_predictor_reports_a_fifo_image_instead_of_hanging(tmp_path):
-    from semcat_kit.encode.embeddings import encode_catalog
+    from semcat_kit import encode_catalog
     from semcat_kit.encode.encoders import Encoder
 
     class Img(Encoder):   # a tiny image encoder: the point is what is read, not the vectors

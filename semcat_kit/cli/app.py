@@ -241,7 +241,7 @@ def _cmd_train(args) -> int:
     if distributed.is_distributed() and args.cache_dir:
         # under torchrun with a store: every rank reads, hashes and encodes only its share (rows
         # rank::world) into it; the ranks exchange the rows' content keys and each gets a view of the
-        # whole catalog on the store (Pipeline.embeddings -> embeddings.encode_distributed)
+        # whole catalog on the store (Pipeline.embeddings -> sharded.encode_distributed)
         emb = pipe.embeddings(progress=not args.quiet)
         st, rank, world = emb.meta["stats"], distributed.rank(), distributed.world_size()
 
@@ -630,7 +630,7 @@ def _cmd_encode(args) -> int:
 
     import semcat_kit as sk
 
-    from ..encode.embeddings import encode_into_store
+    from ..encode.encode import encode_into_store
     from ..encode.store import VectorStore
 
     if args.chunk_size < 1 or args.batch_size < 1:

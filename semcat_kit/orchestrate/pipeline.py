@@ -37,7 +37,9 @@ import pandas as pd
 from ..datasets import load_catalog, load_fashion, load_fashion_tutorial
 from ..encode import encoders
 from ..labels import similarity
-from ..encode.embeddings import Embeddings, encode_catalog, encode_distributed
+from ..encode.embeddings import Embeddings
+from ..encode.encode import encode_catalog
+from ..encode.sharded import encode_distributed
 from ..datasets.taxonomy import DEFAULT_SEP, Taxonomy, read_taxonomy, suggest_classes
 
 __all__ = ["Pipeline", "PipelineConfig", "PipelineError", "CATALOG_OPTIONS"]
@@ -357,7 +359,7 @@ class Pipeline:
         """Embeddings of every catalog row (unlabelled ones included), aligned with the catalog.
 
         Under ``torchrun`` with a ``cache_dir``, each rank encodes (and hashes) only its share of the
-        catalog into the store and gets a view of all of it (:func:`~semcat_kit.encode.embeddings.encode_distributed`).
+        catalog into the store and gets a view of all of it (:func:`~semcat_kit.encode.sharded.encode_distributed`).
         """
         from .._core import distributed
 
