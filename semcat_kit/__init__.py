@@ -69,8 +69,8 @@ _NAMES = {
     "loss_suite": ".experiments.comparison",
     "tune": ".experiments.tuning",
     "export_head": ".ship.export", "load_head": ".ship.export", "Predictor": ".ship.predictor",
-    "Pipeline": ".orchestrate.pipeline", "PipelineConfig": ".orchestrate.pipeline",
-    "PipelineError": ".orchestrate.pipeline", "Workspace": ".orchestrate.workspace",
+    "Pipeline": ".orchestrate.pipeline", "PipelineConfig": ".orchestrate.config",
+    "PipelineError": ".orchestrate.config", "Workspace": ".orchestrate.workspace",
 }
 __all__ = ["__version__", *_MODULES, *_NAMES]
 
@@ -115,7 +115,8 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing here runs
     from .learn.model import FusionHead  # noqa: F401
     from .learn.training import TrainConfig, TrainRun, train  # noqa: F401
     from .orchestrate import pipeline, workspace  # noqa: F401
-    from .orchestrate.pipeline import Pipeline, PipelineConfig, PipelineError  # noqa: F401
+    from .orchestrate.config import PipelineConfig, PipelineError  # noqa: F401
+    from .orchestrate.pipeline import Pipeline  # noqa: F401
     from .orchestrate.workspace import Workspace  # noqa: F401
     from .see import inspection, viz, widgets  # noqa: F401
     from .ship import export, predictor  # noqa: F401

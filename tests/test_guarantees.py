@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 import semcat_kit as sk
-from semcat_kit.cli import app as cli
+from semcat_kit import cli
+from semcat_kit.cli.predict import read_products
 from semcat_kit import datasets as D
 
 
@@ -52,7 +53,7 @@ def test_csv_duplicate_column_names_are_refused(tmp_path):
     with pytest.raises(ValueError, match="more than once"):
         D.read_csv(p)
     with pytest.raises(cli.CliError, match=r"c.csv' names a column more than once"):
-        cli._read_products(_predict_args(p))
+        read_products(_predict_args(p))
     df = pd.DataFrame([[1, "a", "A > B", "b"]], columns=["id", "title", "cat", "title"])
     with pytest.raises(ValueError, match=r"names column\(s\) \['title'\] more than once"):
         D.load_catalog(df, path_col="cat")
@@ -64,19 +65,19 @@ def test_predict_input_goes_through_the_catalog_reader(tmp_path):
     p = tmp_path / "p.csv"
     p.write_text("id,title\n101,Shirt, blue, cotton\n102,Mug\n", encoding="utf-8")
     with pytest.warns(UserWarning, match="repaired 1 malformed line"):
-        df = cli._read_products(_predict_args(p))
+        df = read_products(_predict_args(p))
     assert df["item_id"].tolist() == ["101", "102"]
     assert df["title"].tolist() == ["Shirt, blue, cotton", "Mug"]
     # a BOM is dropped (the id column is found), not-UTF-8 text names the file
     p.write_bytes("\ufeffid,title\n7,Tee\n".encode("utf-8"))
-    assert cli._read_products(_predict_args(p))["item_id"].tolist() == ["7"]
+    assert read_products(_predict_args(p))["item_id"].tolist() == ["7"]
     p.write_bytes(b"id,title\n7,Caf\xe9\n")
     with pytest.raises(cli.CliError, match=r"--input '.*p.csv' is not UTF-8"):
-        cli._read_products(_predict_args(p))
+        read_products(_predict_args(p))
     # extra fields with no title column to absorb them: an error naming the line, not a shift
     p.write_text("id,image\n1,a.jpg,b.jpg\n", encoding="utf-8")
     with pytest.raises(cli.CliError, match="more fields than the 2 header columns"):
-        cli._read_products(_predict_args(p))
+        read_products(_predict_args(p))
 
 
 def test_every_csv_read_uses_the_one_reader():

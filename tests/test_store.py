@@ -356,7 +356,7 @@ def test_torchrun_two_processes_encode_the_same_vectors_as_one(tmp_path):
 
 
 def test_encode_command_bad_input(tmp_path):
-    from semcat_kit.cli.app import main
+    from semcat_kit.cli import main
 
     assert main(["encode", "--catalog", str(tmp_path / "none.csv"), "--cache-dir", str(tmp_path)]) == 1
     assert main(["encode", "--catalog", "tutorial", "--cache-dir", str(tmp_path), "--text-encoder", "none",
