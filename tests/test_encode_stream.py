@@ -127,7 +127,9 @@ def test_read_csv_chunks_repairs_malformed_lines_while_streaming(tmp_path, monke
 
     def whole(*a, **k):
         raise AssertionError("read_csv_chunks read the whole file")
-    monkeypatch.setattr(D, "_read_csv", whole)
+    from semcat_kit.datasets import csv_files   # the whole-file read inside read_csv (not a public name)
+
+    monkeypatch.setattr(csv_files, "_read_csv", whole)
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         chunks = list(D.read_csv_chunks(tmp_path / "m.csv", 6, id_col="id", repair_col="title", dtype=str))
@@ -200,7 +202,9 @@ def test_semcat_encode_streams_a_csv_with_a_malformed_line(tmp_path, tiny, capsy
 
     def whole(*a, **k):
         raise AssertionError("semcat encode loaded the whole catalog file")
-    monkeypatch.setattr(cli, "_load_training_catalog", whole)
+    from semcat_kit.cli import encode as encode_cmd
+
+    monkeypatch.setattr(encode_cmd, "load_training_catalog", whole)   # the whole-catalog path of the command
     spy = []
     real = D.load_catalog_chunks
 
@@ -254,10 +258,10 @@ def test_streamed_sample_selects_the_same_products_as_the_in_memory_sample(tmp_p
     mapping = {**CATALOG_DEFAULTS, "id": "sku", "title": "name", "path_col": "category", "image": "picture"}
     args = type("A", (), {"chunk_size": 8})()
     checked = []
-    from semcat_kit.datasets import mapping   # where load_catalog_chunks looks image files up
+    from semcat_kit.datasets import mapping as catalog_mapping   # where load_catalog_chunks looks image files up
 
-    real = mapping.check_image_file
-    monkeypatch.setattr(mapping, "check_image_file", lambda f: (checked.append(Path(f).name), real(f))[1])
+    real = catalog_mapping.check_image_file
+    monkeypatch.setattr(catalog_mapping, "check_image_file", lambda f: (checked.append(Path(f).name), real(f))[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         whole = sample_catalog(load_training_catalog(str(p), mapping, "c.yaml"), 25, 7)
