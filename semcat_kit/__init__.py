@@ -4,12 +4,12 @@ The package is layered; each layer is a subpackage whose docstring says what liv
 it may import (arrows point down only):
 
 ===============  =============================================================================
-``_core``        contracts (one coercion/validation rule per input kind), atomic writes, memory,
-                 process groups, the streaming duplicate-id check
-``datasets``     catalogs (CSV/TSV/Parquet/Arrow + images, Kaggle fashion layout, bundled
-                 tutorial), images, the taxonomy tree (LCA distances, Google taxonomy), splits
+``_core``        contracts (one coercion/validation rule per input kind, one device rule), atomic
+                 writes, the file digest, memory, process groups, the streaming duplicate-id check
+``datasets``     the problem report, the CSV reader, the chunked file reader, image files by id,
+                 the catalog mapping, bundled catalogs, images, the taxonomy tree, splits
 ``encode``       the encoder registry (``encoders.load(name)``), the out-of-core store,
-                 ``Embeddings`` and ``encode_catalog``
+                 ``Embeddings``, ``encode_catalog`` / ``encode_into_store``, ``encode_distributed``
 ``labels``       label similarity (sparse top-k ``Neighbors``) and soft-target kinds, curricula
 ``judge``        decoders (top-k, CRM), every metric in a registry, streaming metrics,
                  head / torso / tail buckets
@@ -17,8 +17,8 @@ it may import (arrows point down only):
 ``experiments``  multi-seed comparison suites, peers (LogisticRegression, hiclass), tuning
 ``see``          data prep for figures, plotly figures, ipywidgets explorers
 ``ship``         exported head folders, ``Predictor``
-``orchestrate``  ``Pipeline`` (the one flow) and the notebooks' ``Workspace``
-``cli``          ``semcat encode / train / predict / tune``
+``orchestrate``  ``PipelineConfig`` and the YAML schema, ``Pipeline`` (the one flow), ``Workspace``
+``cli``          ``semcat encode / train / predict / tune``, one module per command
 ===============  =============================================================================
 
 ``import semcat_kit as sk`` is light: names are imported on first use (PEP 562), so
