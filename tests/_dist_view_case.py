@@ -44,7 +44,7 @@ def main() -> None:
     emb = sk.encode_distributed(cat, _Tiny(), image, cache_dir=cache, progress=False, num_workers=0, batch_size=8,
                                chunk_size=7)
     hashed, opened = list(titles), list(paths)    # what the catalog's encoding hashed and read (not the next)
-    one = E.encode_distributed(cat.iloc[:1], _Tiny(), image, cache_dir=cache, progress=False, num_workers=0)
+    one = sk.encode_distributed(cat.iloc[:1], _Tiny(), image, cache_dir=cache, progress=False, num_workers=0)
     r = distributed.rank()
     parts = distributed.all_gather_rows(np.full((r + 1, 2), r, dtype=np.int32))      # rank r: r + 1 rows
     try:                                             # 1 and 2 rows are not shares rows[r::2] of 3 rows
