@@ -552,7 +552,7 @@ def encode_text_store(ctx: Context) -> dict:
     -- the duplicate-id check spills its hashes to memory-mapped files beyond 2^18 ids; not the
     catalog, not N x 384 floats. (``encode_catalog(view=True)``
     is this plus the view of ``store_view``.)"""
-    from semcat_kit.encode.embeddings import encode_into_store
+    from semcat_kit import encode_into_store
     from semcat_kit.encode.encoders import HashingTextEncoder
 
     # a stand-in text encoder (384-d, deterministic in the title, ~free to run): the stage measures what

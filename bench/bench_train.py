@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from semcat_kit import Taxonomy  # noqa: E402
 from semcat_kit import soft_labels  # noqa: E402
-from semcat_kit.datasets.catalog import read_csv  # noqa: E402
+from semcat_kit.datasets import read_csv  # noqa: E402
 from semcat_kit.encode.embeddings import Embeddings  # noqa: E402
 from semcat_kit.learn.losses import focal_loss  # noqa: E402
 from semcat_kit.learn.model import FusionHead  # noqa: E402

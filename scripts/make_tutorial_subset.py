@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from semcat_kit._core.io import atomic_dir  # noqa: E402
-from semcat_kit.datasets.catalog import FASHION_PATH_COLUMNS, load_fashion, read_csv  # noqa: E402
+from semcat_kit.datasets import FASHION_PATH_COLUMNS, load_fashion, read_csv  # noqa: E402
 
 DEFAULT_SOURCE = Path(os.environ.get("SEMCAT_SHARED_DATA", "/work/shared/data")) / "myntra-fashion"
 DEFAULT_OUT = ROOT / "semcat_kit" / "data" / "fashion_tutorial"

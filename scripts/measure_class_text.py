@@ -30,7 +30,7 @@ import pandas as pd
 
 from semcat_kit import Taxonomy
 from semcat_kit._core.io import atomic_write_text
-from semcat_kit.datasets.catalog import read_csv
+from semcat_kit.datasets import read_csv
 from semcat_kit.labels.similarity import DEFAULT_TEMPLATE, class_texts, label_neighbors, tree_neighbors
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,12 +4,12 @@ The package is layered; each layer is a subpackage whose docstring says what liv
 it may import (arrows point down only):
 
 ===============  =============================================================================
-``_core``        contracts (one coercion/validation rule per input kind), atomic writes, memory,
-                 process groups, the streaming duplicate-id check
-``datasets``     catalogs (CSV/TSV/Parquet/Arrow + images, Kaggle fashion layout, bundled
-                 tutorial), images, the taxonomy tree (LCA distances, Google taxonomy), splits
+``_core``        contracts (one coercion/validation rule per input kind, one device rule), atomic
+                 writes, the file digest, memory, process groups, the streaming duplicate-id check
+``datasets``     the problem report, the CSV reader, the chunked file reader, image files by id,
+                 the catalog mapping, bundled catalogs, images, the taxonomy tree, splits
 ``encode``       the encoder registry (``encoders.load(name)``), the out-of-core store,
-                 ``Embeddings`` and ``encode_catalog``
+                 ``Embeddings``, ``encode_catalog`` / ``encode_into_store``, ``encode_distributed``
 ``labels``       label similarity (sparse top-k ``Neighbors``) and soft-target kinds, curricula
 ``judge``        decoders (top-k, CRM), every metric in a registry, streaming metrics,
                  head / torso / tail buckets
@@ -17,8 +17,8 @@ it may import (arrows point down only):
 ``experiments``  multi-seed comparison suites, peers (LogisticRegression, hiclass), tuning
 ``see``          data prep for figures, plotly figures, ipywidgets explorers
 ``ship``         exported head folders, ``Predictor``
-``orchestrate``  ``Pipeline`` (the one flow) and the notebooks' ``Workspace``
-``cli``          ``semcat encode / train / predict / tune``
+``orchestrate``  ``PipelineConfig`` and the YAML schema, ``Pipeline`` (the one flow), ``Workspace``
+``cli``          ``semcat encode / train / predict / tune``, one module per command
 ===============  =============================================================================
 
 ``import semcat_kit as sk`` is light: names are imported on first use (PEP 562), so
@@ -54,12 +54,12 @@ _MODULES = {
 #: public functions and classes: ``sk.<name>`` -> the module that defines it
 _NAMES = {
     "Taxonomy": ".datasets.taxonomy",
-    "load_catalog": ".datasets.catalog", "load_fashion": ".datasets.catalog",
-    "load_fashion_tutorial": ".datasets.catalog", "load_google_taxonomy": ".datasets.taxonomy",
+    "load_catalog": ".datasets.mapping", "load_fashion": ".datasets.bundled",
+    "load_fashion_tutorial": ".datasets.bundled", "load_google_taxonomy": ".datasets.taxonomy",
     "split": ".datasets.splits",
-    "Embeddings": ".encode.embeddings", "StoreFill": ".encode.embeddings",
-    "encode_catalog": ".encode.embeddings", "encode_distributed": ".encode.embeddings",
-    "encode_into_store": ".encode.embeddings",
+    "Embeddings": ".encode.embeddings", "StoreFill": ".encode.encode",
+    "encode_catalog": ".encode.encode", "encode_distributed": ".encode.sharded",
+    "encode_into_store": ".encode.encode",
     "evaluate": ".judge.metrics",
     "FusionHead": ".learn.model",
     "TrainConfig": ".learn.training", "TrainRun": ".learn.training", "train": ".learn.training",
@@ -69,8 +69,8 @@ _NAMES = {
     "loss_suite": ".experiments.comparison",
     "tune": ".experiments.tuning",
     "export_head": ".ship.export", "load_head": ".ship.export", "Predictor": ".ship.predictor",
-    "Pipeline": ".orchestrate.pipeline", "PipelineConfig": ".orchestrate.pipeline",
-    "PipelineError": ".orchestrate.pipeline", "Workspace": ".orchestrate.workspace",
+    "Pipeline": ".orchestrate.pipeline", "PipelineConfig": ".orchestrate.config",
+    "PipelineError": ".orchestrate.config", "Workspace": ".orchestrate.workspace",
 }
 __all__ = ["__version__", *_MODULES, *_NAMES]
 
@@ -95,12 +95,14 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing here runs
     from . import cli  # noqa: F401
     from ._core import contracts, distributed  # noqa: F401
     from .datasets import images, splits, taxonomy  # noqa: F401
-    from .datasets.catalog import load_catalog, load_fashion, load_fashion_tutorial  # noqa: F401
+    from .datasets.bundled import load_fashion, load_fashion_tutorial  # noqa: F401
+    from .datasets.mapping import load_catalog  # noqa: F401
     from .datasets.splits import split  # noqa: F401
     from .datasets.taxonomy import Taxonomy, load_google_taxonomy  # noqa: F401
     from .encode import embeddings, encoders, store  # noqa: F401
-    from .encode.embeddings import (Embeddings, StoreFill, encode_catalog,  # noqa: F401
-                                    encode_distributed, encode_into_store)
+    from .encode.embeddings import Embeddings  # noqa: F401
+    from .encode.encode import StoreFill, encode_catalog, encode_into_store  # noqa: F401
+    from .encode.sharded import encode_distributed  # noqa: F401
     from .experiments import baselines, comparison, tuning  # noqa: F401
     from .experiments.baselines import HiClassBaseline, LogisticBaseline  # noqa: F401
     from .experiments.comparison import (baseline_suite, compare, default_suite,  # noqa: F401
@@ -113,7 +115,8 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing here runs
     from .learn.model import FusionHead  # noqa: F401
     from .learn.training import TrainConfig, TrainRun, train  # noqa: F401
     from .orchestrate import pipeline, workspace  # noqa: F401
-    from .orchestrate.pipeline import Pipeline, PipelineConfig, PipelineError  # noqa: F401
+    from .orchestrate.config import PipelineConfig, PipelineError  # noqa: F401
+    from .orchestrate.pipeline import Pipeline  # noqa: F401
     from .orchestrate.workspace import Workspace  # noqa: F401
     from .see import inspection, viz, widgets  # noqa: F401
     from .ship import export, predictor  # noqa: F401

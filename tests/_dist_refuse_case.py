@@ -19,7 +19,7 @@ import pandas as pd
 
 import semcat_kit as sk
 from semcat_kit import distributed
-from semcat_kit.encode.embeddings import encode_distributed
+from semcat_kit import encode_distributed
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import time
 
 def main() -> None:
     import semcat_kit as sk
-    from semcat_kit.cli import app as cli
+    from semcat_kit import cli
     from semcat_kit.encode.encoders import HashingTextEncoder
 
     csv, cache, sleep_s, counts = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]

@@ -22,7 +22,9 @@ def _anon_kb() -> int:
 
 def main() -> None:
     import semcat_kit as sk
-    from semcat_kit.cli import app as cli
+    from semcat_kit import cli
+    from semcat_kit.cli.common import load_training_catalog
+    from semcat_kit.orchestrate.config import CATALOG_DEFAULTS
     from semcat_kit.encode.encoders import HashingTextEncoder
 
     mode, csv, cache = sys.argv[1:4]
@@ -46,7 +48,7 @@ def main() -> None:
         rc = cli.main(["encode", "--catalog", csv, "--config", cfg, "--cache-dir", cache, "--quiet"])
         assert rc == 0
     else:   # the code semcat encode ran before it streamed
-        catalog = cli._load_training_catalog(csv, {**cli._CATALOG_KEYS, **mapping}, cfg)
+        catalog = load_training_catalog(csv, {**CATALOG_DEFAULTS, **mapping}, cfg)
         sk.encode_catalog(catalog.iloc[0::1], text_encoder=HashingTextEncoder(32), cache_dir=cache, progress=False,
                           store_writer="r0")
     stop.set()

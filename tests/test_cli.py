@@ -17,9 +17,10 @@ import torch
 
 import _export_case as ec
 import semcat_kit as sk
-from semcat_kit.cli import app as cli
+from semcat_kit import cli
+from semcat_kit.cli.predict import product_chunks, read_products
 from semcat_kit import datasets as D
-from semcat_kit.datasets.catalog import tutorial_dir
+from semcat_kit.datasets import tutorial_dir
 
 torch.set_num_threads(1)
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -310,7 +311,7 @@ def test_predict_bad_input(trained, tmp_path, capsys):
 
 def test_predict_checks_the_authors_sha256(trained, cache, tmp_path, capsys):
     """--expected-sha256: a head whose config.json is not the author's is refused before any prediction."""
-    from semcat_kit.ship.export import sha256_file
+    from semcat_kit._core.digest import file_sha256
 
     out = trained[2]
     csv = tmp_path / "p.csv"
@@ -320,7 +321,7 @@ def test_predict_checks_the_authors_sha256(trained, cache, tmp_path, capsys):
     assert cli.main(args + ["--expected-sha256", "0" * 64]) == 1
     _one_line_error(capsys, "expected_sha256", "not the head")
     assert not (tmp_path / "o.csv").exists()
-    assert cli.main(args + ["--expected-sha256", sha256_file(out / "config.json").upper()]) == 0
+    assert cli.main(args + ["--expected-sha256", file_sha256(out / "config.json").upper()]) == 0
     assert _read_preds(tmp_path / "o.csv")["pred_1"].notna().all()
 
 
@@ -436,13 +437,13 @@ def test_chunked_input_reads_like_the_one_csv_reader(tmp_path, case):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            want = cli._read_products(args)
+            want = read_products(args)
         except cli.CliError as e:
             with pytest.raises(cli.CliError) as got:
-                list(cli._product_chunks(args, 1))
+                list(product_chunks(args, 1))
             assert str(got.value) == str(e)
             return
-        got = pd.concat(list(cli._product_chunks(args, 2)), ignore_index=True)
+        got = pd.concat(list(product_chunks(args, 2)), ignore_index=True)
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
 
 
@@ -464,7 +465,7 @@ def test_images_by_id_are_found_like_load_catalog_without_listing_the_folder(tmp
     csv.write_text("id,title\na,t\nb,t\nc,t\nd,t\nsub/e,t\n..,t\nzz,t\nf,t\ng,t\n", encoding="utf-8")
     args = argparse.Namespace(input=str(csv), id_col=None, title_col=None, image_col=None, images=str(img))
     got = [p if isinstance(p, str) else None      # (concat turns a chunk's None into NaN)
-           for p in pd.concat(list(cli._product_chunks(args, 2)), ignore_index=True)["image_path"]]
+           for p in pd.concat(list(product_chunks(args, 2)), ignore_index=True)["image_path"]]
     assert got == [str(img / "a.png"), str(img / "b.JPG"), str(img / "c.jpg"), None, None, str(img / "...jpg"),
                    None, str(img / "f.jpg"), str(img / "g.Jpeg")]
     want = D.load_catalog(pd.DataFrame({"id": list("abcdg"), "title": "t", "cat": "A"}), images_dir=img,
@@ -474,5 +475,5 @@ def test_images_by_id_are_found_like_load_catalog_without_listing_the_folder(tmp
     monkeypatch.setattr(os, "scandir", lambda *a: pytest.fail("the folder was listed"))
     monkeypatch.setattr(os, "listdir", lambda *a: pytest.fail("the folder was listed"))
     csv.write_text("id,title\nb,t\nc,t\n", encoding="utf-8")
-    got = pd.concat(list(cli._product_chunks(args, 1)), ignore_index=True)["image_path"].tolist()
+    got = pd.concat(list(product_chunks(args, 1)), ignore_index=True)["image_path"].tolist()
     assert got == [str(img / "b.JPG"), str(img / "c.jpg")]

@@ -191,7 +191,7 @@ def test_bad_device_same_answer_everywhere(device, msg, tmp_path):
         pytest.skip("MPS is available here")
     emb = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
     entries = [lambda: contracts.resolve_device(device),
-               lambda: sk.encoders.resolve_device(device)]
+               lambda: sk.encoders.encoder_device(device)]
     if device != "gpu":     # a misspelt device is refused when the config is built
         entries.append(lambda: sk.train(emb, GOOD_Y, taxonomy=TAX, progress=False,
                                         config=sk.TrainConfig(epochs=1, early_stopping=None, device=device)))

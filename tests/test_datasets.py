@@ -1,4 +1,4 @@
-"""Tests for semcat_kit.datasets.catalog: catalog loaders, the bundled tutorial catalog, the Google taxonomy."""
+"""Tests for semcat_kit.datasets: catalog loaders, the bundled tutorial catalog, the Google taxonomy."""
 from __future__ import annotations
 
 import importlib.util

@@ -166,7 +166,7 @@ def test_encode_distributed_on_one_process_equals_the_encode_catalog_view(tmp_pa
     failures as encode_catalog(view=True); it hashes each title and reads each image file once;
     failures come in catalog order (text first)."""
     import semcat_kit as sk
-    from semcat_kit.encode.embeddings import encode_distributed
+    from semcat_kit import encode_distributed
     from semcat_kit.encode.store import StoreRows
 
     sys.path.insert(0, str(HERE))

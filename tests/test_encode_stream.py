@@ -15,9 +15,12 @@ import pyarrow.feather as feather
 import pytest
 
 import semcat_kit as sk
-from semcat_kit.cli import app as cli
+from semcat_kit import cli
+from semcat_kit.cli.common import load_training_catalog, sample_catalog
+from semcat_kit.cli.encode import sample_positions, stream_catalog_file
+from semcat_kit.orchestrate.config import CATALOG_DEFAULTS
 from semcat_kit import datasets as D
-from semcat_kit.encode.embeddings import encode_into_store
+from semcat_kit import encode_into_store
 from semcat_kit.encode.encoders import HashingTextEncoder
 
 from conftest import SHARED_DATA
@@ -87,7 +90,7 @@ def test_catalog_file_reads_every_format_as_text_in_chunks_of_exactly_chunk_size
     assert got["name"].tolist() == [None if pd.isna(v) else v for v in df["name"]]   # None where missing
     assert got["price"].tolist() == [str(x) for x in df["price"]]          # numbers as their text
     assert all(isinstance(v, str) for v in got["price"])
-    one = pd.concat([c for c, _ in D.iter_catalog_chunks(p, 10, ["name", "sku"])])
+    one = pd.concat([c for c, _ in D.CatalogFile(p).chunks(10, ["name", "sku"])])
     assert list(one.columns) == ["name", "sku"] and one["sku"].tolist() == df["sku"].tolist()
     t, first = next(f.chunks(5, "sku", arrow=True))
     assert t.column_names == ["sku"] and t.column(0).type == pa.string() and first == 0
@@ -124,7 +127,9 @@ def test_read_csv_chunks_repairs_malformed_lines_while_streaming(tmp_path, monke
 
     def whole(*a, **k):
         raise AssertionError("read_csv_chunks read the whole file")
-    monkeypatch.setattr(D, "_read_csv", whole)
+    from semcat_kit.datasets import csv_files   # the whole-file read inside read_csv (not a public name)
+
+    monkeypatch.setattr(csv_files, "_read_csv", whole)
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         chunks = list(D.read_csv_chunks(tmp_path / "m.csv", 6, id_col="id", repair_col="title", dtype=str))
@@ -197,7 +202,9 @@ def test_semcat_encode_streams_a_csv_with_a_malformed_line(tmp_path, tiny, capsy
 
     def whole(*a, **k):
         raise AssertionError("semcat encode loaded the whole catalog file")
-    monkeypatch.setattr(cli, "_load_training_catalog", whole)
+    from semcat_kit.cli import encode as encode_cmd
+
+    monkeypatch.setattr(encode_cmd, "load_training_catalog", whole)   # the whole-catalog path of the command
     spy = []
     real = D.load_catalog_chunks
 
@@ -248,17 +255,19 @@ def test_semcat_encode_a_parquet_catalog_keeps_text_ids_and_reports_failures(tmp
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_streamed_sample_selects_the_same_products_as_the_in_memory_sample(tmp_path, world, monkeypatch):
     p = _catalog_csv(tmp_path, n=61)
-    mapping = {**cli._CATALOG_KEYS, "id": "sku", "title": "name", "path_col": "category", "image": "picture"}
+    mapping = {**CATALOG_DEFAULTS, "id": "sku", "title": "name", "path_col": "category", "image": "picture"}
     args = type("A", (), {"chunk_size": 8})()
     checked = []
-    real = D.check_image_file
-    monkeypatch.setattr(D, "check_image_file", lambda f: (checked.append(Path(f).name), real(f))[1])
+    from semcat_kit.datasets import mapping as catalog_mapping   # where load_catalog_chunks looks image files up
+
+    real = catalog_mapping.check_image_file
+    monkeypatch.setattr(catalog_mapping, "check_image_file", lambda f: (checked.append(Path(f).name), real(f))[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        whole = cli.sample_catalog(cli._load_training_catalog(str(p), mapping, "c.yaml"), 25, 7)
+        whole = sample_catalog(load_training_catalog(str(p), mapping, "c.yaml"), 25, 7)
         for rank in range(world):
             checked.clear()
-            frames, total = cli._stream_catalog_file(args, p, mapping, 25, 7, rank, world)
+            frames, total = stream_catalog_file(args, p, mapping, 25, 7, rank, world)
             got = pd.concat(list(frames))
             want = whole.iloc[rank::world]
             assert len(got) == total == len(want)
@@ -267,11 +276,11 @@ def test_streamed_sample_selects_the_same_products_as_the_in_memory_sample(tmp_p
             # only this rank's image files were looked at (the rows with an image path)
             own = [f"{int(i)}.jpg" for i in want["item_id"] if int(i) % 5]
             assert sorted(checked) == sorted(own), rank
-        frames, _ = cli._stream_catalog_file(args, p, mapping, 25, 7, 0, world, out_rows=tmp_path / "rows.parquet")
+        frames, _ = stream_catalog_file(args, p, mapping, 25, 7, 0, world, out_rows=tmp_path / "rows.parquet")
         got = pd.concat(list(frames))
     assert got["item_id"].tolist() == whole["item_id"].iloc[0::world].tolist()    # rank 0's share, and ...
     assert pd.read_parquet(tmp_path / "rows.parquet")["item_id"].tolist() == whole["item_id"].tolist()  # ... all
-    assert cli.sample_positions(10, 12, 0).tolist() == list(range(10))    # --sample >= N: every product
+    assert sample_positions(10, 12, 0).tolist() == list(range(10))    # --sample >= N: every product
 
 
 def test_semcat_encode_sample_end_to_end_equals_the_in_memory_selection(tmp_path, tiny, capsys):
@@ -282,7 +291,7 @@ def test_semcat_encode_sample_end_to_end_equals_the_in_memory_selection(tmp_path
                  "--chunk-size", "8", "--sample", "17", "--out", str(tmp_path / "emb")], capsys)
     with pytest.warns(UserWarning):
         cat = D.load_catalog(p, id="sku", title="name", path_col="category")
-    want = cli.sample_catalog(cat, 17, 0)                              # seed 0: the config's default
+    want = sample_catalog(cat, 17, 0)                              # seed 0: the config's default
     emb = sk.Embeddings.load(tmp_path / "emb")
     assert emb.item_ids.tolist() == want["item_id"].tolist()
     np.testing.assert_array_equal(np.asarray(emb.text), _Tiny().encode_texts(want["title"].tolist()))
@@ -369,7 +378,7 @@ def test_torchrun_two_ranks_stream_a_csv_catalog_like_one_process(tmp_path):
     df.to_csv(tmp_path / "toys.csv", index=False)
     lines = (tmp_path / "toys.csv").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 91                                           # one line a product: line k is row k - 1
-    sampled = set(cli.sample_positions(90, 61, 0).tolist())
+    sampled = set(sample_positions(90, 61, 0).tolist())
     k = next(i for i, line in enumerate(lines[1:], 1) if i - 1 in sampled and line.count(",") == 8 and '"' not in line)
     f = lines[k].split(",")
     lines[k] = ",".join([f[0], f[1] + ", special edition"] + f[2:])            # an unquoted comma in the title
@@ -394,7 +403,7 @@ def test_torchrun_two_ranks_stream_a_csv_catalog_like_one_process(tmp_path):
     with pytest.warns(UserWarning, match="repaired 1 malformed"):
         cat = sk.load_catalog(tmp_path / "toys.csv", id="uniq_id", title="product_name",
                               path_col="amazon_category_and_sub_category")
-    want = cli.sample_catalog(cat, 61, 0)
+    want = sample_catalog(cat, 61, 0)
     a, b = sk.Embeddings.load(tmp_path / "e1"), sk.Embeddings.load(tmp_path / "e2")
     assert a.item_ids.tolist() == b.item_ids.tolist() == want["item_id"].tolist()
     assert ", special edition" in " ".join(want["title"])

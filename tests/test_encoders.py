@@ -175,7 +175,7 @@ def test_registry_unknown_and_custom_encoder():
 
     class Hashing(sk.encoders.Encoder):
         def __init__(self, dim, device="auto"):
-            self.device, self.half = sk.encoders.resolve_device(device)
+            self.device, self.half = sk.encoders.encoder_device(device)
             self.name, self.text_dim, self.image_dim = f"hashing{dim}", dim, None
             self.fingerprint = "hashing:" + sk.encoders.settings_digest({"dim": dim})
 
@@ -205,13 +205,13 @@ def test_registry_unknown_and_custom_encoder():
 
 
 def test_resolve_device():
-    dev, half = sk.encoders.resolve_device("auto")
+    dev, half = sk.encoders.encoder_device("auto")
     assert dev.type == ("cuda" if torch.cuda.is_available() else "cpu") and half == (dev.type == "cuda")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
-            sk.encoders.resolve_device("cuda")
+            sk.encoders.encoder_device("cuda")
         with pytest.raises(ValueError, match="half"):
-            sk.encoders.resolve_device("cpu", half=True)
+            sk.encoders.encoder_device("cpu", half=True)
 
 
 # --------------------------------------------------------------------------------- open_clip

@@ -15,7 +15,8 @@ import _export_case as ec
 import semcat_kit as sk
 from semcat_kit import export as ex
 from semcat_kit.encode.embeddings import Embeddings
-from semcat_kit.ship.export import ExportError, export_head, load_head, sha256_file
+from semcat_kit._core.digest import file_sha256
+from semcat_kit.ship.export import ExportError, export_head, load_head
 
 torch.set_num_threads(1)
 BACKENDS = ("torch", "onnx", "torchscript")
@@ -120,7 +121,7 @@ def test_folder_contents(data, runs, exported):
     assert sorted(cfg["files"]) == sorted(["head.safetensors", "codes.safetensors", "labels.json", "taxonomy.json",
                                            "head.onnx", "head.torchscript.pt"])
     for name, digest in cfg["files"].items():
-        assert sha256_file(d / name) == digest
+        assert file_sha256(d / name) == digest
     labels = json.loads((d / "labels.json").read_text())
     tax = ec.taxonomy()
     assert [r["label"] for r in labels] == list(tax.classes) and [r["index"] for r in labels] == list(range(tax.n_classes))
@@ -222,7 +223,7 @@ def _copy(src: Path, dst: Path) -> Path:
 def _resign(d: Path, name: str) -> None:
     """Record a modified file's new sha256 (a consistent-looking but wrong folder)."""
     cfg = json.loads((d / "config.json").read_text())
-    cfg["files"][name] = sha256_file(d / name)
+    cfg["files"][name] = file_sha256(d / name)
     (d / "config.json").write_text(json.dumps(cfg))
 
 

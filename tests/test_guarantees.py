@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 import semcat_kit as sk
-from semcat_kit.cli import app as cli
+from semcat_kit import cli
+from semcat_kit.cli.predict import read_products
 from semcat_kit import datasets as D
 
 
@@ -52,7 +53,7 @@ def test_csv_duplicate_column_names_are_refused(tmp_path):
     with pytest.raises(ValueError, match="more than once"):
         D.read_csv(p)
     with pytest.raises(cli.CliError, match=r"c.csv' names a column more than once"):
-        cli._read_products(_predict_args(p))
+        read_products(_predict_args(p))
     df = pd.DataFrame([[1, "a", "A > B", "b"]], columns=["id", "title", "cat", "title"])
     with pytest.raises(ValueError, match=r"names column\(s\) \['title'\] more than once"):
         D.load_catalog(df, path_col="cat")
@@ -64,26 +65,26 @@ def test_predict_input_goes_through_the_catalog_reader(tmp_path):
     p = tmp_path / "p.csv"
     p.write_text("id,title\n101,Shirt, blue, cotton\n102,Mug\n", encoding="utf-8")
     with pytest.warns(UserWarning, match="repaired 1 malformed line"):
-        df = cli._read_products(_predict_args(p))
+        df = read_products(_predict_args(p))
     assert df["item_id"].tolist() == ["101", "102"]
     assert df["title"].tolist() == ["Shirt, blue, cotton", "Mug"]
     # a BOM is dropped (the id column is found), not-UTF-8 text names the file
     p.write_bytes("\ufeffid,title\n7,Tee\n".encode("utf-8"))
-    assert cli._read_products(_predict_args(p))["item_id"].tolist() == ["7"]
+    assert read_products(_predict_args(p))["item_id"].tolist() == ["7"]
     p.write_bytes(b"id,title\n7,Caf\xe9\n")
     with pytest.raises(cli.CliError, match=r"--input '.*p.csv' is not UTF-8"):
-        cli._read_products(_predict_args(p))
+        read_products(_predict_args(p))
     # extra fields with no title column to absorb them: an error naming the line, not a shift
     p.write_text("id,image\n1,a.jpg,b.jpg\n", encoding="utf-8")
     with pytest.raises(cli.CliError, match="more fields than the 2 header columns"):
-        cli._read_products(_predict_args(p))
+        read_products(_predict_args(p))
 
 
 def test_every_csv_read_uses_the_one_reader():
     pkg = Path(sk.__file__).parent
     files = list(pkg.rglob("*.py")) + list((pkg.parent / "scripts").glob("*.py")) + list((pkg.parent / "bench").glob("*.py"))
     plain = [f"{p.name}:{k + 1}" for p in files for k, line in enumerate(p.read_text().splitlines())
-             if "pd.read_csv(" in line and p != pkg / "datasets.py"]
+             if "pd.read_csv(" in line and p != pkg / "datasets" / "csv_files.py"]
     assert plain == []
 
 
@@ -98,7 +99,7 @@ def _tiny_jpeg(path: Path) -> Path:
 def test_fifo_and_device_images_are_refused_without_reading(tmp_path):
     # before: hashing read_bytes() blocked forever on a FIFO and filled memory on /dev/zero
     from semcat_kit import images as I
-    from semcat_kit.encode.embeddings import _image_key
+    from semcat_kit.encode.batches import image_key
 
     fifo = tmp_path / "pipe.jpg"
     os.mkfifo(fifo)
@@ -108,14 +109,14 @@ def test_fifo_and_device_images_are_refused_without_reading(tmp_path):
             I.check_image_file(path)
         with pytest.raises(I.ImageError, match="not a regular file"):
             I.load_image(path)
-        key, reason = _image_key(str(path))
+        key, reason = image_key(str(path))
         assert key is None and reason.startswith("not a regular file")
     with pytest.raises(I.ImageError, match="file too large"):
         I.check_image_file(good, max_bytes=10)
     # the streamed digest equals the whole-file digest (cache keys unchanged)
     from semcat_kit.encode.store import content_key
 
-    assert _image_key(str(good)) == (content_key(good.read_bytes()), None)
+    assert image_key(str(good)) == (content_key(good.read_bytes()), None)
     assert I.read_image_bytes(good) == good.read_bytes()
 
 
@@ -138,7 +139,7 @@ def test_catalog_loader_reports_fifo_images(tmp_path):
 
 
 def test_predictor_reports_a_fifo_image_instead_of_hanging(tmp_path):
-    from semcat_kit.encode.embeddings import encode_catalog
+    from semcat_kit import encode_catalog
     from semcat_kit.encode.encoders import Encoder
 
     class Img(Encoder):   # a tiny image encoder: the point is what is read, not the vectors

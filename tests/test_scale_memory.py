@@ -143,16 +143,16 @@ def test_encode_catalog_reads_a_file_in_record_batches_same_as_the_dataframe(tmp
         df.to_csv(path, index=False)
     else:
         feather.write_feather(pa.Table.from_pandas(df, preserve_index=False), str(path), chunksize=70)
-    from semcat_kit import embeddings as E
+    from semcat_kit.encode.columns import FileCatalog
 
     seen_sizes = []
-    real = E._FileCatalog.chunks
+    real = FileCatalog.chunks
 
     def spy(self, column, size):
         for arr in real(self, column, size):
             seen_sizes.append((column, len(arr)))
             yield arr
-    monkeypatch.setattr(E._FileCatalog, "chunks", spy)
+    monkeypatch.setattr(FileCatalog, "chunks", spy)
     want = sk.encode_catalog(df, text_encoder=tiny, progress=False, chunk_size=64)
     got = sk.encode_catalog(str(path), text_encoder=tiny, progress=False, chunk_size=64)
     assert got.item_ids.dtype.kind == "U" and got.item_ids.tolist() == df["item_id"].tolist()

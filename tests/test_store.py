@@ -262,14 +262,12 @@ def test_out_folder_is_memory_mapped_and_equal_to_in_memory(tmp_path, catalog, t
 
 # ----------------------------------------------------------------------- cache write failures
 def test_unwritable_cache_is_reported_once_before_encoding(tmp_path, catalog, txt_enc, img_enc, monkeypatch):
-    import semcat_kit.encode.embeddings as E
     import semcat_kit.encode.store as S
 
     def refuse(folder):
         raise PermissionError(errno.EACCES, "Permission denied", str(folder))
 
-    monkeypatch.setattr(E, "_write_probe", refuse)
-    monkeypatch.setattr(S, "_write_probe", refuse)
+    monkeypatch.setattr(S, "write_probe", refuse)   # the store's own probe and encoding's up-front check
     calls = []
     real = txt_enc.encode_texts
     monkeypatch.setattr(txt_enc, "encode_texts", lambda t, **k: calls.append(len(t)) or real(t, **k))
@@ -358,7 +356,7 @@ def test_torchrun_two_processes_encode_the_same_vectors_as_one(tmp_path):
 
 
 def test_encode_command_bad_input(tmp_path):
-    from semcat_kit.cli.app import main
+    from semcat_kit.cli import main
 
     assert main(["encode", "--catalog", str(tmp_path / "none.csv"), "--cache-dir", str(tmp_path)]) == 1
     assert main(["encode", "--catalog", "tutorial", "--cache-dir", str(tmp_path), "--text-encoder", "none",
@@ -637,8 +635,8 @@ def test_shards_checked_once_are_trusted_by_other_processes_until_they_change(tm
     rec = json.loads((tmp_path / "s" / store_mod.VERIFIED_FILE).read_text())
     assert sorted(rec) == sorted(p.name for p in st.shard_files)       # recorded by the writer
     hashed = []
-    real = store_mod._file_digest
-    monkeypatch.setattr(store_mod, "_file_digest", lambda p: hashed.append(p.name) or real(p))
+    real = store_mod.file_sha256
+    monkeypatch.setattr(store_mod, "file_sha256", lambda p: hashed.append(p.name) or real(p))
     monkeypatch.setattr(store_mod, "_VERIFIED", {})                    # a new process
     again = VectorStore(tmp_path / "s", 4, auto_merge=False)
     assert hashed == [] and len(again) == 20

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from semcat_kit import Taxonomy
-from semcat_kit.datasets.catalog import load_google_taxonomy
+from semcat_kit.datasets import load_google_taxonomy
 from semcat_kit.datasets.taxonomy import TaxonomyMergeWarning, split_path
 
 

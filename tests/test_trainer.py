@@ -206,7 +206,7 @@ def test_threshold_kind_reaches_config_suite_cli_and_training(toy, capsys):
         TrainConfig(sim_threshold=2)
     suite = comparison.default_suite(epochs=2, k=3)
     assert suite["top-3 semantic, sim ≥ 0.5"].smoothing == "threshold"
-    from semcat_kit.cli import app as cli
+    from semcat_kit import cli
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     out = capsys.readouterr().out

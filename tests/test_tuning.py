@@ -11,7 +11,7 @@ import torch
 import yaml
 
 import semcat_kit as sk
-from semcat_kit.cli import app as cli
+from semcat_kit import cli
 from semcat_kit.encode.embeddings import Embeddings
 from semcat_kit.experiments.tuning import Constraint, parse_objective, tune
 

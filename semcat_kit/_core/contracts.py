@@ -33,7 +33,7 @@ import torch
 
 __all__ = [
     "SUM_TOL", "UnknownLabelError", "DEVICES", "PRECISIONS", "fmt_rows", "as_probs", "as_labels", "as_neighbors",
-    "as_neighbor_indices", "as_k", "row_block", "resolve_device", "resolve_precision", "autocast",
+    "as_neighbor_indices", "as_k", "row_block", "resolve_device", "resolve_half", "resolve_precision", "autocast",
     "EmbeddingTable", "LazyEmbeddingTable", "as_embedding_table", "EmptyRowsWarning", "EMPTY_ROW_POLICIES",
     "compact_ids", "id_hashes", "duplicated_ids",
 ]
@@ -253,6 +253,16 @@ def check_precision_name(precision, *, name: str = "precision") -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"{name} = {precision!r} is not allowed; choose one of {', '.join(map(repr, PRECISIONS))}")
     return precision
+
+
+def resolve_half(device: torch.device, half: bool | None = None, *, name: str = "half") -> bool:
+    """Whether an encoder runs in fp16 on ``device``: ``None`` means exactly on CUDA; fp16 is
+    refused off CUDA (``ValueError`` naming ``name``)."""
+    if half is None:
+        return device.type == "cuda"
+    if half and device.type != "cuda":
+        raise ValueError(f"{name}: half precision is only supported on CUDA here; pass half=False on {device.type}")
+    return bool(half)
 
 
 def resolve_precision(precision: str, device: torch.device, *, name: str = "precision") -> torch.dtype:

@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_dir"]
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_dir", "umask"]
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask, read without changing it where possible (``os.umask`` is racy)."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
@@ -41,7 +41,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp)
     # mkstemp creates 0600; give the final file the permissions a plain open() would (umask)
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~umask())
     try:
         yield tmp
         os.replace(tmp, path)
@@ -73,7 +73,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; a plain mkdir would honour the umask
+    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp creates 0700; a plain mkdir would honour the umask
     try:
         yield tmp
         if path.exists():

@@ -1,5 +1,6 @@
 """The one flow: catalog -> taxonomy -> encoders -> embeddings -> neighbours -> split -> suite.
 
-``pipeline`` (``Pipeline``, ``PipelineConfig``), ``workspace`` (the notebooks' ``Workspace``).
+``config`` (``PipelineConfig``, the catalog column mapping, the YAML schema of ``semcat`` configs and
+its defaults), ``pipeline`` (``Pipeline``), ``workspace`` (the notebooks' ``Workspace``).
 May import: every layer below it.
 """

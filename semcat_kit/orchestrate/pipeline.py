@@ -27,87 +27,22 @@ naming the parameter, the column or the file (notebooks call it right after thei
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..datasets import catalog as datasets
+from ..datasets import load_catalog, load_fashion, load_fashion_tutorial
 from ..encode import encoders
 from ..labels import similarity
-from ..encode.embeddings import Embeddings, encode_catalog, encode_distributed
+from ..encode.embeddings import Embeddings
+from ..encode.encode import encode_catalog
+from ..encode.sharded import encode_distributed
 from ..datasets.taxonomy import DEFAULT_SEP, Taxonomy, read_taxonomy, suggest_classes
+from .config import CATALOG_OPTIONS, PipelineConfig, PipelineError, catalog_kwargs
 
-__all__ = ["Pipeline", "PipelineConfig", "PipelineError", "CATALOG_OPTIONS"]
-
-#: ``catalog_options`` keys (the column mapping of :func:`semcat_kit.load_catalog`).
-CATALOG_OPTIONS = ("id", "title", "image", "images_dir", "path", "path_col", "sep")
-
-
-class PipelineError(ValueError):
-    """Bad pipeline input, said in one sentence (shown without a traceback in Jupyter)."""
-
-    def _render_traceback_(self):   # IPython shows this instead of the traceback
-        return [f"PipelineError: {self}"]
-
-
-@dataclass
-class PipelineConfig:
-    """Everything that decides a pipeline's data, explicit and printable.
-
-    Parameters
-    ----------
-    catalog : str, Path or DataFrame
-        ``"tutorial"``, a Kaggle fashion folder, a ``.csv`` / ``.parquet`` file, or a DataFrame.
-    catalog_options : dict
-        Column mapping for a file or DataFrame: ``id, title, image, images_dir, path, path_col, sep``
-        (see :func:`semcat_kit.load_catalog`); a relative ``images_dir`` is relative to the file.
-    taxonomy : None, path, list of str or Taxonomy
-        ``None``: the classes are the catalog's label paths. Otherwise an external taxonomy
-        (see :func:`semcat_kit.datasets.taxonomy.read_taxonomy`) whose classes are the class set.
-    text_encoder, image_encoder : str or None
-        Names for :func:`semcat_kit.encode.encoders.load`; ``None`` skips that modality.
-    class_template : str
-        How a class is written for the text encoder (``similarity.class_texts``).
-    k : int
-        Semantic neighbours per class (capped at ``n_classes - 1``).
-    val, test, split_seed, min_count
-        The stratified split of the labelled rows (:func:`semcat_kit.split`).
-    sample, sample_seed : int or None, int
-        Use a random sample of this many products (a quick try), drawn with ``sample_seed``.
-    device : str
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
-    """
-
-    catalog: Any = "tutorial"
-    catalog_options: dict = field(default_factory=dict)
-    taxonomy: Any = None
-    text_encoder: str | None = "minilm"
-    image_encoder: str | None = "efficientnet-lite0"
-    class_template: str = similarity.DEFAULT_TEMPLATE
-    k: int = 20
-    val: float = 0.1
-    test: float = 0.2
-    split_seed: int = 0
-    min_count: int = 3
-    sample: int | None = None
-    sample_seed: int = 0
-    device: str = "auto"
-
-    def to_dict(self) -> dict:
-        """The configuration as plain values (a DataFrame catalog / Taxonomy become a description)."""
-        d = dataclasses.asdict(self)
-        if isinstance(self.catalog, pd.DataFrame):
-            d["catalog"] = f"<DataFrame {len(self.catalog)} rows>"
-        if isinstance(self.taxonomy, Taxonomy):
-            d["taxonomy"] = {"classes": list(self.taxonomy.classes), "sep": self.taxonomy.sep}
-        elif self.taxonomy is not None and not isinstance(self.taxonomy, (str, Path)):
-            d["taxonomy"] = [str(p) for p in self.taxonomy]
-        elif isinstance(self.taxonomy, Path):
-            d["taxonomy"] = str(self.taxonomy)
-        return d
+__all__ = ["Pipeline", "PipelineError"]
 
 
 class Pipeline:
@@ -238,9 +173,9 @@ class Pipeline:
         src = c.catalog
         opts = dict(c.catalog_options)
         if isinstance(src, pd.DataFrame):
-            cat = datasets.load_catalog(src, **_catalog_kwargs(opts, None))
+            cat = load_catalog(src, **catalog_kwargs(opts, None))
         elif isinstance(src, (str, Path)) and str(src) == "tutorial":
-            cat = datasets.load_fashion_tutorial()
+            cat = load_fashion_tutorial()
         elif isinstance(src, (str, Path)):
             p = Path(src).expanduser()
             if p.is_dir():
@@ -248,13 +183,13 @@ class Pipeline:
                     raise PipelineError(f"catalog {str(src)!r} is a folder without styles.csv: a folder must have the "
                                         "Kaggle fashion layout (styles.csv + images/); for another layout give the "
                                         "CSV file and catalog_options")
-                cat = datasets.load_fashion(p)
+                cat = load_fashion(p)
             elif p.is_file():
                 if opts.get("path") is None and opts.get("path_col") is None:
                     raise PipelineError(f"catalog {str(src)!r} is a file: catalog_options needs 'path_col' (one column "
                                         "of 'A > B > C' paths) or 'path' (level columns, top first)")
                 # CSV, Parquet or Arrow: image paths relative to the file's folder (as semcat encode reads it)
-                cat = datasets.load_catalog(p, **_catalog_kwargs(opts, p.resolve().parent))
+                cat = load_catalog(p, **catalog_kwargs(opts, p.resolve().parent))
             else:
                 raise FileNotFoundError(f"catalog {str(src)!r} is neither 'tutorial', a Kaggle fashion folder, "
                                         "nor a CSV/Parquet file (no such file or folder)")
@@ -357,7 +292,7 @@ class Pipeline:
         """Embeddings of every catalog row (unlabelled ones included), aligned with the catalog.
 
         Under ``torchrun`` with a ``cache_dir``, each rank encodes (and hashes) only its share of the
-        catalog into the store and gets a view of all of it (:func:`~semcat_kit.encode.embeddings.encode_distributed`).
+        catalog into the store and gets a view of all of it (:func:`~semcat_kit.encode.sharded.encode_distributed`).
         """
         from .._core import distributed
 
@@ -463,13 +398,3 @@ class Pipeline:
         emb, y = self.part(part)
         return {k: float(v) for k, v in run.evaluate(emb, y, neighbors=self.neighbors()).items()}
 
-
-def _catalog_kwargs(opts: dict, base: Path | None) -> dict:
-    bad = [k for k in opts if k not in CATALOG_OPTIONS]
-    if bad:
-        raise PipelineError(f"catalog_options has unknown key {bad[0]!r}; known keys: {', '.join(CATALOG_OPTIONS)}")
-    kw = {k: v for k, v in opts.items() if v is not None}
-    if kw.get("images_dir") is not None:
-        d = Path(kw["images_dir"]).expanduser()
-        kw["images_dir"] = d if d.is_absolute() or base is None else base / d
-    return kw

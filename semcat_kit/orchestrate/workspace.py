@@ -30,9 +30,10 @@ import numpy as np
 import pandas as pd
 
 from ..labels import similarity
-from ..datasets.catalog import read_csv
+from ..datasets import read_csv
 from ..encode.embeddings import Embeddings
-from .pipeline import Pipeline, PipelineConfig
+from .config import PipelineConfig
+from .pipeline import Pipeline
 from ..datasets.taxonomy import Taxonomy
 
 __all__ = ["Workspace", "SuiteResult"]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import hashlib
 import json
 import os
 import warnings
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._core.digest import file_sha256
 from .._core.io import atomic_dir
 from .._core.contracts import as_embedding_table, resolve_device
 
@@ -115,15 +115,6 @@ def _probe(arch: dict, inputs: list[str], n: int = 12, seed: int = 0) -> dict[st
 
 
 # ----------------------------------------------------------------------------- helpers
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _package_version() -> str:
     from .._version import __version__
 
@@ -304,7 +295,7 @@ def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite
             "best_epoch": getattr(run, "best_epoch", None),
             "backends": backends,
             "metadata": metadata or {},
-            "files": {name: sha256_file(tmp / name) for name in files},
+            "files": {name: file_sha256(tmp / name) for name in files},
         }
         _write_json(tmp / CONFIG, config)
         for backend in backends[1:]:   # the written graphs must reproduce the torch scores
@@ -439,7 +430,7 @@ def _read_config(dir: Path, expected_sha256: str | None = None) -> dict:
         p = dir / CONFIG
         if not p.is_file():
             _fail(dir, f"{CONFIG} is missing; this is not a complete semcat_kit export (re-export with sk.export_head)")
-        got = sha256_file(p)
+        got = file_sha256(p)
         if got != want:
             _fail(dir, f"{CONFIG} has sha256 {got} but expected_sha256 is {want}: this is not the head you were "
                        "given a checksum for (modified or replaced); do not load it")
@@ -451,7 +442,7 @@ def _verify_files(dir: Path, cfg: dict) -> None:
         p = dir / name
         if not p.is_file():
             _fail(dir, f"{name} is missing (listed in {CONFIG}); copy the whole folder or re-export the head")
-        got = sha256_file(p)
+        got = file_sha256(p)
         if got != digest:
             _fail(dir, f"{name} is corrupted: sha256 {got[:12]}... does not match {digest[:12]}... recorded in "
                        f"{CONFIG} (truncated or modified file); copy it again or re-export the head")

@@ -221,7 +221,8 @@ class Predictor:
 
     def _embed_frame(self, df: pd.DataFrame, cache_dir, batch_size: int, progress: bool):
         """:meth:`embed` of a frame already checked by ``_products_frame``."""
-        from ..encode.embeddings import Embeddings, encode_catalog
+        from ..encode.embeddings import Embeddings
+        from ..encode.encode import encode_catalog
 
         cols = {"text": "title", "image": "image_path"}
         if not any(cols[m] in df.columns for m in self.head.uses):
@@ -631,7 +632,7 @@ def write_predictions(frames: Iterable[pd.DataFrame], path, *, fmt: str | None =
     int
         Rows written.
     """
-    from .._core.io import _umask, atomic_path
+    from .._core.io import atomic_path, umask
 
     if fmt is None:
         fmt = "parquet" if _is_parquet(path) else "csv"
@@ -667,5 +668,5 @@ def write_predictions(frames: Iterable[pd.DataFrame], path, *, fmt: str | None =
         finally:
             if writer is not None:
                 writer.close()
-        os.chmod(tmp, 0o666 & ~_umask())     # the temporary file is private (0600); the output is not
+        os.chmod(tmp, 0o666 & ~umask())     # the temporary file is private (0600); the output is not
     return n

@@ -29,7 +29,7 @@ Adding an encoder is one registered factory::
 
     class MyEncoder(sk.encoders.Encoder):
         def __init__(self, device="auto"):
-            self.device, self.half = sk.encoders.resolve_device(device)
+            self.device, self.half = sk.encoders.encoder_device(device)
             self.name, self.text_dim, self.image_dim = "mine", 256, None
             self.fingerprint = "mine:" + sk.encoders.settings_digest({"weights": "..."})
         def _embed_texts(self, texts):          # -> (len(texts), 256) array or tensor
@@ -43,14 +43,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ._base import Encoder, file_digest, l2_normalize, resolve_device, settings_digest
+from ._base import Encoder, encoder_device, file_digest, l2_normalize, settings_digest
 from ._efficientnet import DEFAULT_RESOLUTION, EfficientNetLite0Encoder, LetterboxTransform
 from ._hashing import HashingTextEncoder
 from ._openclip import DEFAULT_TEMPLATES, OpenClipEncoder, register_openclip_config
 from ._sentence import SentenceTransformerEncoder
 
 __all__ = [
-    "Encoder", "load", "register", "available", "resolve_device", "settings_digest", "file_digest",
+    "Encoder", "load", "register", "available", "encoder_device", "settings_digest", "file_digest",
     "l2_normalize", "EfficientNetLite0Encoder", "SentenceTransformerEncoder", "OpenClipEncoder",
     "register_openclip_config", "LetterboxTransform", "DEFAULT_RESOLUTION", "DEFAULT_TEMPLATES",
     "HashingTextEncoder",

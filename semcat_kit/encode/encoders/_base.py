@@ -10,40 +10,35 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..._core.contracts import resolve_device as _resolve
+from ..._core.contracts import resolve_device, resolve_half
+from ..._core.digest import file_sha256
 from ...datasets.images import DEFAULT_MAX_PIXELS, ImageError, load_image
 
-__all__ = ["Encoder", "resolve_device", "file_digest", "settings_digest", "l2_normalize"]
+__all__ = ["Encoder", "encoder_device", "file_digest", "settings_digest", "l2_normalize"]
 
 
-def resolve_device(device: str | torch.device = "auto", half: bool | None = None) -> tuple[torch.device, bool]:
-    """Turn ``"auto"``/``"cpu"``/``"cuda[:i]"``/``"mps"`` into a device and a half-precision flag.
+def encoder_device(device: str | torch.device = "auto", half: bool | None = None) -> tuple[torch.device, bool]:
+    """The device and fp16 flag an encoder runs with: the library's one device rule
+    (:func:`semcat_kit._core.contracts.resolve_device`) and its fp16 rule (``resolve_half``).
 
     ``"auto"`` picks CUDA with fp16 when a GPU is present, else CPU in fp32. ``half=None`` means
     "fp16 exactly when on CUDA".
     """
-    dev = _resolve(device, name="device")     # one device rule for the whole library (contracts)
-    if half is None:
-        half = dev.type == "cuda"
-    if half and dev.type != "cuda":
-        raise ValueError(f"half precision is only supported on CUDA here; pass half=False on {dev.type}")
-    return dev, bool(half)
+    dev = resolve_device(device, name="device")
+    return dev, resolve_half(dev, half)
 
 
 _DIGEST_CACHE: dict[tuple[str, int, int], str] = {}
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 hex digest of a file's bytes (memoised per path, size and mtime)."""
+    """SHA-256 hex digest of a file's bytes (:func:`semcat_kit._core.digest.file_sha256`, memoised per
+    path, size and mtime)."""
     p = Path(path)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _DIGEST_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _DIGEST_CACHE[key] = h.hexdigest()
+        _DIGEST_CACHE[key] = file_sha256(p)
     return _DIGEST_CACHE[key]
 
 

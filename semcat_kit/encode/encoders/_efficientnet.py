@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ._base import Encoder, file_digest, l2_normalize, resolve_device, settings_digest
+from ._base import Encoder, encoder_device, file_digest, l2_normalize, settings_digest
 
 __all__ = ["EfficientNetLite0Encoder", "LetterboxTransform", "remap_key", "DEFAULT_RESOLUTION"]
 
@@ -106,7 +106,7 @@ class EfficientNetLite0Encoder(Encoder):
         resolution = int(resolution)
         if not 32 <= resolution <= 1024:
             raise ValueError(f"efficientnet-lite0 resolution must be in [32, 1024], got {resolution}")
-        self.device, self.half = resolve_device(device, half)
+        self.device, self.half = encoder_device(device, half)
         path = weights or _weights_path()
         src = torch.load(path, map_location="cpu", weights_only=True)
         model = timm.create_model("tf_efficientnet_lite0", pretrained=False)

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ._base import Encoder, file_digest, l2_normalize, resolve_device, settings_digest
+from ._base import Encoder, encoder_device, file_digest, l2_normalize, settings_digest
 
 __all__ = ["OpenClipEncoder", "register_openclip_config", "DEFAULT_TEMPLATES"]
 
@@ -70,7 +70,7 @@ class OpenClipEncoder(Encoder):
         if arch not in open_clip.list_models():
             raise ValueError(f"unknown open_clip architecture {arch!r}; see open_clip.list_models() or register "
                              "a config with sk.encoders.register_openclip_config(name, config)")
-        self.device, self.half = resolve_device(device, half)
+        self.device, self.half = encoder_device(device, half)
         local = Path(pretrained).suffix in {".pt", ".pth", ".bin", ".safetensors"} or Path(pretrained).is_file()
         if local and not Path(pretrained).is_file():
             raise FileNotFoundError(f"open_clip checkpoint not found: {pretrained}")

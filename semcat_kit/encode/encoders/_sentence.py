@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._base import Encoder, file_digest, resolve_device, settings_digest
+from ._base import Encoder, encoder_device, file_digest, settings_digest
 
 __all__ = ["SentenceTransformerEncoder", "minilm_path"]
 
@@ -52,7 +52,7 @@ class SentenceTransformerEncoder(Encoder):
     def __init__(self, path: str, name: str | None = None, device: str = "auto", half: bool | None = None):
         from sentence_transformers import SentenceTransformer
 
-        self.device, self.half = resolve_device(device, half)
+        self.device, self.half = encoder_device(device, half)
         self.model = _without_loading_bar(lambda: SentenceTransformer(str(path), device=str(self.device)))
         self.model.eval()
         if self.half:
