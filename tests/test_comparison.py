@@ -121,7 +121,7 @@ def test_bad_arguments():
 
 
 def test_default_suite():
-    suite = default_suite(epochs=7, k=15, batch_size=128)
+    suite = default_suite(epochs=7, k=15, batch_size=128, curriculum=True)
     assert len(suite) == 8 and all(c.epochs == 7 and c.batch_size == 128 for c in suite.values())
     kinds = [(c.smoothing, c.curriculum, c.label_repr) for c in suite.values()]
     assert kinds == [("onehot", "constant", "onehot"), ("uniform", "constant", "onehot"),
@@ -130,6 +130,8 @@ def test_default_suite():
                      ("threshold", "constant", "onehot"),       # registered kinds each give a row
                      ("onehot", "constant", "codes")]
     assert all(c.k == 15 for c in list(suite.values())[2:6]) and suite["uniform LS α=0.1"].alpha == 0.1
+    # without the curriculum row (the default: a curriculum is a minibatch-only idea)
+    assert list(default_suite()) == [n for n in suite if not n.endswith("+ curriculum")]
 
 
 def test_format_table(result):

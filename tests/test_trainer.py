@@ -12,7 +12,8 @@ from semcat_kit import comparison, losses, metrics, soft_labels, trainer as T
 from semcat_kit.labels.similarity import Neighbors
 from semcat_kit.learn.training import TrainConfig, load_checkpoint, train
 
-FAST = dict(epochs=4, proj_dim=16, hidden=32, batch_size=32, lr=3e-3, device="cpu")
+# the minibatch trainer and its callbacks
+FAST = dict(epochs=4, proj_dim=16, hidden=32, batch_size=32, lr=3e-3, device="cpu", solver="minibatch")
 
 
 @pytest.fixture(scope="module")

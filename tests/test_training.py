@@ -59,7 +59,8 @@ def _neighbors(tax, k=5):
     return Neighbors(np.take_along_axis(idx, order, 1), np.take_along_axis(sims, order, 1))
 
 
-FAST = dict(epochs=4, batch_size=32, proj_dim=32, hidden=64, lr=3e-3)
+# these tests are about the minibatch loop (epochs, curricula, early stopping, checkpoints)
+FAST = dict(epochs=4, batch_size=32, proj_dim=32, hidden=64, lr=3e-3, solver="minibatch")
 
 
 @pytest.fixture(scope="module")

@@ -313,6 +313,16 @@ class EmbeddingTable:
             return None if x is None else x.to(device)
         return EmbeddingTable(mv(self.text), mv(self.image), mv(self.text_mask), mv(self.image_mask), self.item_ids)
 
+    def take(self, rows) -> "EmbeddingTable":
+        """The table of the rows ``rows`` (positions or a slice), in that order."""
+        if not isinstance(rows, slice):
+            rows = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=self.text_mask.device)
+
+        def sel(x):
+            return None if x is None else x[rows]
+        ids = None if self.item_ids is None else self.item_ids[rows if isinstance(rows, slice) else rows.cpu().numpy()]
+        return EmbeddingTable(sel(self.text), sel(self.image), sel(self.text_mask), sel(self.image_mask), ids)
+
     def batch(self, idx, device, non_blocking: bool = False):
         """``(text, image, image_mask, text_mask)`` of the rows ``idx`` on ``device`` (FusionHead's inputs)."""
         idx = idx.to(self.text_mask.device)

@@ -148,6 +148,9 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
 
     runs = CompareRuns()
     rows = []
+    stacked = _stacked_runs(configs, tr, va, seeds, taxonomy=taxonomy, neighbors=neighbors, ck_root=ck_root,
+                            progress=progress, train_kwargs=train_kwargs)
+    probs_of: dict = {}       # a run shared by several seeds is scored once
     total = len(configs) * len(seeds)
     with tqdm(total=total, desc="compare", unit="run", disable=not progress) as bar:
         for name, cfg in configs.items():
@@ -160,13 +163,18 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
                         fitted = cfg.clone().fit(tr[0], tr[1], taxonomy=taxonomy, val=va, seed=seed)
                         fit_secs = time.perf_counter() - t0
                     run, best_epoch, secs = fitted, float("nan"), fit_secs
+                elif (name, seed) in stacked or (name, None) in stacked:
+                    run = stacked.get((name, seed)) or stacked[(name, None)]
+                    best_epoch, secs = run.best_epoch, run.solver["seconds"]
                 else:
                     ck = None if ck_root is None else Path(ck_root) / re.sub(r"[^\w.-]+", "_", name) / f"seed{seed}"
                     run = _train(tr[0], tr[1], taxonomy=taxonomy, neighbors=neighbors, config=cfg.replace(seed=seed),
                                  val=va, progress=False, checkpoint_dir=ck, **train_kwargs)
                     best_epoch, secs = run.best_epoch, time.perf_counter() - t0
                 runs[(name, seed)] = run
-                probs = run.predict_proba(te[0])
+                if id(run) not in probs_of:
+                    probs_of[id(run)] = run.predict_proba(te[0])
+                probs = probs_of[id(run)]
                 scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks)
                 rows.append({"config": name, "seed": seed, "crm": False, **scores.drop("n").to_dict(),
                              **extra(probs, False), "best_epoch": best_epoch, "train_seconds": secs})
@@ -209,18 +217,51 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
     return summary
 
 
-def default_suite(epochs: int | None = None, k: int = 20, alpha: float = 0.1, **common) -> dict[str, TrainConfig]:
+def _stacked_runs(configs, tr, va, seeds, *, taxonomy, neighbors, ck_root, progress, train_kwargs) -> dict:
+    """The runs of the configurations that train full-batch, fitted together by
+    :func:`semcat_kit.learn.training.train_stacked`: ``{(name, seed): run}``, or ``{(name, None): run}``
+    for a configuration whose fit does not depend on the seed (a linear head: one run for every seed)."""
+    from .._core.contracts import as_embedding_table
+    from ..learn.training import choose_solver, seed_free, train_stacked
+
+    heads = {n: c for n, c in configs.items() if isinstance(c, TrainConfig)}
+    if not heads:
+        return {}
+    probe = as_embedding_table(tr[0], "train emb")
+    want = []
+    for name, cfg in heads.items():
+        method, _ = choose_solver(cfg, probe, checkpoint_dir=ck_root, callbacks=train_kwargs.get("callbacks", ()),
+                                  log_csv=train_kwargs.get("log_csv"))
+        if method != "lbfgs":
+            continue
+        if seed_free(cfg, va is not None):
+            want.append((name, None, cfg.replace(seed=seeds[0])))
+        else:
+            want.extend((name, s, cfg.replace(seed=s)) for s in seeds)
+    if not want:
+        return {}
+    fitted = train_stacked(tr[0], tr[1], [w[2] for w in want], taxonomy=taxonomy, neighbors=neighbors, val=va,
+                           progress=progress,
+                           allow_unseen_val_classes=train_kwargs.get("allow_unseen_val_classes", False))
+    return {(name, seed): run for (name, seed, _), run in zip(want, fitted)}
+
+
+def default_suite(epochs: int | None = None, k: int = 20, alpha: float = 0.1, curriculum: bool = False,
+                  **common) -> dict[str, TrainConfig]:
     """The seed design's experiment as named configurations, one per registered soft-label kind.
 
     Every kind of :data:`semcat_kit.labels.soft_labels.TARGET_KINDS` with a ``suite_name`` gives a row
     (one-hot, uniform label smoothing ``alpha``, uniform over the top-``k`` semantic neighbours,
     similarity-weighted top-``k``, tree soft labels ``softmax(-beta d_LCA)`` over the ``k`` nearest
     classes in the tree, similarity-weighted over the neighbours above ``sim_threshold``, and any
-    kind registered later), plus the similarity-weighted top-``k`` with a linear curriculum
-    (alpha -> 0) and binary taxonomy codes with BCE. Use ``compare(..., crm_for="best")`` for "CRM
-    on top of the best". ``common`` sets any other :class:`TrainConfig` field on every configuration.
-    ``epochs=None`` leaves the budget to the data-aware defaults (``TrainConfig.with_data_defaults``,
-    applied by ``Workspace.suite``; ``TrainConfig``'s 30 epochs elsewhere); a number fixes it.
+    kind registered later), plus binary taxonomy codes with BCE. ``curriculum=True`` adds the
+    similarity-weighted top-``k`` with a linear curriculum (alpha -> 0): a curriculum hardens the
+    targets over epochs, so that row trains with the minibatch solver (a full-batch fit converges
+    to the optimum of the final targets, which is the one-hot row). Use
+    ``compare(..., crm_for="best")`` for "CRM on top of the best". ``common`` sets any other
+    :class:`TrainConfig` field on every configuration. ``epochs=None`` leaves the budget to the
+    data-aware defaults (``TrainConfig.with_data_defaults``, applied by ``Workspace.suite``); a
+    number fixes it (minibatch runs only).
     """
     from ..labels import soft_labels as _soft
 
@@ -232,7 +273,7 @@ def default_suite(epochs: int | None = None, k: int = 20, alpha: float = 0.1, **
         cfg = TrainConfig(smoothing=name, **({} if name == "onehot" else {"alpha": alpha}),
                           **({"k": k} if name != "uniform" and name != "onehot" else {}), **base)
         out[kind.suite_name.format(**cfg.to_dict())] = cfg
-        if name == "semantic":
+        if name == "semantic" and curriculum:
             out[kind.suite_name.format(**cfg.to_dict()) + " + curriculum"] = cfg.replace(curriculum="linear")
     out["binary codes"] = TrainConfig(label_repr="codes", smoothing="onehot", **base)
     return out

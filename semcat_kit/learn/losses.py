@@ -7,6 +7,7 @@ extreme logits.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -14,7 +15,8 @@ import torch.nn.functional as F
 
 from ..labels.soft_labels import SoftTargets
 
-__all__ = ["class_weights", "focal_loss", "soft_kl", "combined_loss", "code_bce_loss", "WEIGHT_MODES"]
+__all__ = ["class_weights", "focal_loss", "soft_kl", "combined_loss", "code_bce_loss", "WEIGHT_MODES", "LossSpec",
+           "StackedLoss"]
 
 WEIGHT_MODES = ("none", "inverse", "effective")
 _REDUCTIONS = ("mean", "sum", "none")
@@ -210,3 +212,119 @@ def code_bce_loss(logits, y, codes, reduction: str = "mean", check_labels: bool 
     target = cd[y.long()]
     loss = F.binary_cross_entropy_with_logits(x, target, reduction="none").sum(1)
     return _reduce(loss, reduction)
+
+
+# ------------------------------------------------------------------------- stacked problems
+@dataclass
+class LossSpec:
+    """One training objective of a stack (:class:`StackedLoss`).
+
+    ``focal_weight * focal_loss(z, y; gamma, class_weight) + kl_weight * soft_kl(z, y, targets)``,
+    or, with ``codes`` ((C, B) taxonomy codes), :func:`code_bce_loss`.
+    """
+
+    targets: SoftTargets | None = None
+    focal_weight: float = 1.0
+    kl_weight: float = 1.0
+    gamma: float = 0.0
+    class_weight: torch.Tensor | None = None
+    codes: torch.Tensor | None = None
+
+
+class StackedLoss:
+    """Per-item losses of K objectives (:class:`LossSpec`) on stacked logits ``z`` of shape (n, K, C).
+
+    With ``gamma = 0`` for every spec (cross-entropy plus KL, the full-batch default) the K
+    objectives are evaluated together: for each problem ``k`` and item ``i`` of class ``y``,
+
+        L_ik = focal_weight_k * a_k[y] * (-log p_iky)
+               + kl_weight_k * (sum_j t_ky(j) log t_ky(j) - sum_{j in S_ky} w_kyj log p_ikj - f_k / C sum_c log p_ikc)
+
+    with one ``log_softmax`` over the stack and one gather of the ``1 + K_t`` target entries of
+    every item, tabled once per (item, problem) from the per-class soft targets (never per step).
+    Other specs (``gamma > 0``, codes) are evaluated one problem at a time with
+    :func:`combined_loss` / :func:`code_bce_loss`.
+
+    Parameters
+    ----------
+    specs : sequence of LossSpec
+    y : (N,) class indices of the training rows
+    n_classes : int
+    """
+
+    def __init__(self, specs, y, n_classes: int):
+        self.specs = list(specs)
+        self.y = torch.as_tensor(np.asarray(y), dtype=torch.long)
+        self.C = int(n_classes)
+        self.fast = all(s.codes is None and s.gamma == 0 for s in self.specs)
+        if self.fast:
+            self._tables()
+
+    @property
+    def k(self) -> int:
+        return len(self.specs)
+
+    def _tables(self) -> None:
+        C, y = self.C, self.y
+        cols, ws, consts, floors = [], [], [], []
+        width = 1 + max((s.targets.k if s.targets is not None and s.kl_weight > 0 else 0) for s in self.specs)
+        for s in self.specs:
+            a = (torch.as_tensor(s.class_weight, dtype=torch.float32) if s.class_weight is not None
+                 else torch.ones(C))
+            idx = torch.zeros(C, width, dtype=torch.long)
+            w = torch.zeros(C, width)
+            idx[:, 0] = torch.arange(C)
+            w[:, 0] = float(s.focal_weight) * a
+            const = torch.zeros(C, dtype=torch.float64)
+            floor = 0.0
+            if s.targets is not None and s.kl_weight > 0:
+                ti, tw, th = s.targets.torch_tables()
+                idx[:, 1:1 + ti.shape[1]] = ti
+                w[:, 1:1 + tw.shape[1]] = float(s.kl_weight) * tw
+                const = float(s.kl_weight) * th
+                floor = float(s.kl_weight) * s.targets.floor
+            cols.append(idx[y])
+            ws.append(w[y])
+            consts.append(const[y].float())
+            floors.append(floor)
+        self.idx = torch.stack(cols, 1)           # (N, K, M)
+        self.w = torch.stack(ws, 1)               # (N, K, M)
+        self.const = torch.stack(consts, 1)       # (N, K)
+        self.floor = torch.tensor(floors)         # (K,)
+
+    def to(self, device) -> "StackedLoss":
+        self.y = self.y.to(device)
+        if self.fast:
+            self.idx, self.w, self.const, self.floor = (t.to(device) for t in (self.idx, self.w, self.const,
+                                                                                self.floor))
+        for s in self.specs:
+            if s.class_weight is not None:
+                s.class_weight = torch.as_tensor(s.class_weight).to(device)
+            if s.codes is not None:
+                s.codes = torch.as_tensor(s.codes).to(device)
+        return self
+
+    def __call__(self, z: torch.Tensor, rows: slice, problems: torch.Tensor) -> torch.Tensor:
+        """(n, k) losses of the rows ``rows`` for the problems ``problems`` (k indices) from ``z`` (n, k, C)."""
+        if self.fast:
+            logp = F.log_softmax(z.float(), dim=2)
+            idx, w = self.idx[rows][:, problems], self.w[rows][:, problems]
+            cross = (w * logp.gather(2, idx)).sum(2)
+            out = self.const[rows][:, problems] - cross
+            fl = self.floor[problems]
+            if bool((fl > 0).any()):
+                out = out - (fl / self.C) * logp.sum(2)
+            return out
+        yb = self.y[rows]
+        parts = []
+        for c, j in enumerate(problems.tolist()):
+            s = self.specs[j]
+            if s.codes is not None:
+                parts.append(code_bce_loss(z[:, c], yb, s.codes, reduction="none", check_labels=False))
+                continue
+            loss = s.focal_weight * focal_loss(z[:, c], yb, s.gamma, s.class_weight, reduction="none",
+                                               check_labels=False)
+            if s.targets is not None and s.kl_weight > 0:
+                loss = loss + s.kl_weight * soft_kl(z[:, c], yb, s.targets, reduction="none", check_labels=False)
+            parts.append(loss)
+        return torch.stack(parts, 1)

@@ -36,8 +36,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["lbfgs", "LBFGSResult", "Problem", "StackedHeads", "fit_stacked", "memory_bytes", "default_threads",
-           "IN_MEMORY_BYTES"]
+__all__ = ["lbfgs", "LBFGSResult", "StackedHeads", "fit_stacked", "fit_path", "PathResult", "memory_bytes",
+           "default_threads", "IN_MEMORY_BYTES"]
 
 #: Training features (float32) up to this size are fitted full-batch by ``solver="auto"``.
 IN_MEMORY_BYTES = 2 << 30
@@ -100,19 +100,23 @@ def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.
         idx = active.nonzero().squeeze(1)
         if idx.numel() == 0:
             break
-        xa, fa, ga = x[idx], f[idx], g[idx]
+        every = idx.numel() == K            # all problems active: views, no gathered copies
+        xa, fa, ga = (x, f.clone(), g) if every else (x[idx], f[idx], g[idx])
+
+        def pick(a, j):
+            return a[j] if every else a[j, idx]
         # two-loop recursion, newest pair first; empty (rho = 0) slots change nothing
         q = -ga
         slots = [(pushes - 1 - j) % m for j in range(min(pushes, m))]
         alphas = []
         for j in slots:
-            a = rho[j, idx] * (S[j, idx] * q).sum(1)
+            a = pick(rho, j) * (pick(S, j) * q).sum(1)
             alphas.append(a)
-            q = q - a[:, None] * Y[j, idx]
+            q = q - a[:, None] * pick(Y, j)
         q = q * gamma[idx][:, None]
         for j, a in zip(reversed(slots), reversed(alphas)):
-            b = rho[j, idx] * (Y[j, idx] * q).sum(1)
-            q = q + (a - b)[:, None] * S[j, idx]
+            b = pick(rho, j) * (pick(Y, j) * q).sum(1)
+            q = q + (a - b)[:, None] * pick(S, j)
         d = q
         gd = (ga * d).sum(1)
         uphill = ~(gd < 0)
@@ -168,19 +172,6 @@ def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.
 
 
 # ----------------------------------------------------------------------------- problems
-@dataclass
-class Problem:
-    """One objective of a stack: its loss on the logits and its L2 strength.
-
-    ``loss(z, rows) -> (N_rows,)`` per-item losses of logits ``z`` for the training rows ``rows``
-    (a slice), already weighted (focal + KL, or the codes BCE); ``l2`` is ``lambda``.
-    """
-
-    loss: Callable[[torch.Tensor, slice], torch.Tensor]
-    l2: float
-    name: str = ""
-
-
 @dataclass
 class StackedHeads:
     """K copies of one head architecture with their parameters as the rows of one ``(K, P)`` tensor.
@@ -270,12 +261,10 @@ class StackedHeads:
 
 
 def _inputs(data, rows: slice):
-    text = data.text[rows] if data.text is not None else None
-    image = data.image[rows] if data.image is not None else None
-    to = (lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)) if not torch.is_tensor(
-        data.text if data.text is not None else data.image) else (lambda a: a.float())
-    return (to(text) if text is not None else None, to(image) if image is not None else None,
-            data.image_mask[rows], data.text_mask[rows])
+    """``(text, image, image_mask, text_mask)`` of a slice of an in-memory embedding table."""
+    text = data.text[rows].float() if data.text is not None else None
+    image = data.image[rows].float() if data.image is not None else None
+    return text, image, data.image_mask[rows], data.text_mask[rows]
 
 
 def memory_bytes(n_rows: int, width: int) -> int:
@@ -288,18 +277,17 @@ def _row_chunk(n: int, per_row: int, budget: int = 1 << 25) -> int:
     return max(1, min(n, budget // max(1, per_row)))
 
 
-def fit_stacked(stack: StackedHeads, problems: Sequence[Problem], data, x0: torch.Tensor, *,
-                max_iter: int = 500, gtol: float = 1e-5, ftol: float = 1e-10, history: int = 10,
-                callback=None) -> LBFGSResult:
-    """Fit the K ``problems`` (one row of ``x0`` each) on the training table ``data`` to convergence.
+def fit_stacked(stack: StackedHeads, loss, l2, data, x0: torch.Tensor, *, max_iter: int = 500,
+                gtol: float = 1e-4, ftol: float = 1e-10, history: int = 10, callback=None) -> LBFGSResult:
+    """Fit K problems (one row of ``x0`` each) on the training table ``data`` to convergence.
 
-    The objective of each is ``mean_i loss_k(z_ik) + l2_k / 2 * ||theta_k[penalised]||^2``
-    (see the module docstring); its gradient comes from autograd through the stacked logits, in
-    row chunks so that no more than ~128 MB of logits live at once.
+    Problem ``k`` minimises ``1/N sum_i loss_k(z_ik) + l2_k / 2 * ||theta_k[penalised]||^2``
+    (``loss``: a :class:`semcat_kit.learn.losses.StackedLoss` over the training rows); the gradient
+    comes from autograd through the stacked logits, in row chunks so that at most ~128 MB of
+    logits live at once.
     """
     n = len(data)
-    K = len(problems)
-    l2 = torch.tensor([float(p.l2) for p in problems], dtype=x0.dtype, device=x0.device)
+    l2 = torch.as_tensor(np.asarray(l2, dtype=np.float64), dtype=x0.dtype, device=x0.device).reshape(-1)
     pen = stack.penalised.to(x0.device)
     out_dim = stack.shapes[0][0] if stack.linear else stack.template.out_dim
     feats = stack.features(data) if stack.linear else None
@@ -311,18 +299,97 @@ def fit_stacked(stack: StackedHeads, problems: Sequence[Problem], data, x0: torc
         total = torch.zeros(k, dtype=torch.float64, device=x.device)
         for a in range(0, n, chunk):
             rows = slice(a, min(n, a + chunk))
-            inputs = feats[rows] if stack.linear else _inputs(data, rows)
-            z = stack.logits(xg, inputs)
-            parts = torch.stack([problems[int(j)].loss(z[:, c], rows).sum() for c, j in enumerate(idx.tolist())])
-            (parts.sum() / n).backward()
-            total += parts.detach().double() / n
+            z = stack.logits(xg, feats[rows] if stack.linear else _inputs(data, rows))
+            per = loss(z, rows, idx).sum(0)
+            (per.sum() / n).backward()
+            total += per.detach().double() / n
         with torch.no_grad():
             w = xg.detach() * pen
-            total += 0.5 * l2[idx].double() * (w * w).sum(1).double()
+            total += 0.5 * l2[idx].double() * (w.double() ** 2).sum(1)
             grad = xg.grad + l2[idx][:, None] * w
         return total.to(x.dtype), grad
 
     return lbfgs(fun, x0, max_iter=max_iter, gtol=gtol, ftol=ftol, history=history, callback=callback)
+
+
+@dataclass
+class PathResult:
+    """What :func:`fit_path` returns, per problem ``k``: the chosen parameters and the path."""
+
+    x: torch.Tensor                  # (K, P) parameters at the chosen C
+    C: list                          # chosen C per problem
+    history: list                    # per problem: a list of dicts, one per C of the path
+
+
+def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, x0: torch.Tensor | None = None,
+             max_iter: int = 500, tol: float = 1e-4, progress: bool = False, desc: str = "fit") -> PathResult:
+    """Fit K problems along a regularisation path and keep, per problem, the C that validates best.
+
+    ``C`` is LogisticRegression's inverse regularisation strength: ``lambda = 1 / (C N)`` on the mean
+    loss. The path goes from the strongest regularisation (smallest C) to the weakest, each fit
+    warm-started at the previous solution (fewer steps than K cold fits). With ``val`` (a table and
+    its labels) every C is scored by validation top-1 and the best is kept per problem (ties: the
+    smaller C, as :class:`~semcat_kit.experiments.baselines.LogisticBaseline` does); without it the
+    only C must be given (one value).
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    Cs = sorted(float(c) for c in Cs)
+    if not Cs or any(not (c > 0 and math.isfinite(c)) for c in Cs):
+        raise ValueError(f"Cs must be positive finite numbers, not {Cs}")
+    if val is None and len(Cs) > 1:
+        raise ValueError("choosing C among several needs validation data (val=...)")
+    K, n = loss.k, len(data)
+    device = next(stack.template.parameters()).device
+    x = x0.clone() if x0 is not None else torch.zeros(K, stack.n_params, device=device)
+    best_x, best_c = x.clone(), [Cs[0]] * K
+    best_score = torch.full((K,), -1.0, dtype=torch.float64)
+    hist = [[] for _ in range(K)]
+    vfeat = None
+    if val is not None:
+        vdata, yv = val
+        yv = torch.as_tensor(np.asarray(yv), dtype=torch.long)
+        vfeat = stack.features(vdata) if stack.linear else None
+    bar = tqdm(total=len(Cs), desc=desc, unit="C", disable=not progress, leave=False)
+    for C in Cs:
+        t0 = time.perf_counter()
+        r = fit_stacked(stack, loss, [1.0 / (C * n)] * K, data, x, max_iter=max_iter, gtol=tol)
+        x = r.x
+        secs = time.perf_counter() - t0
+        row = {"C": C, "l2": 1.0 / (C * n), "seconds": secs / K}
+        if val is not None:
+            top1, nll = _validate(stack, x, vdata, vfeat, yv)
+            better = top1.double() > best_score
+            for k in better.nonzero().squeeze(1).tolist():
+                best_x[k], best_c[k], best_score[k] = x[k], C, float(top1[k])
+        else:
+            best_x, top1, nll = x.clone(), None, None
+        for k in range(K):
+            hist[k].append({**row, "loss": float(r.f[k]), "iterations": int(r.iterations[k]),
+                            "converged": bool(r.converged[k]), "grad_max": float(r.grad_max[k]),
+                            **({"val_top1": float(top1[k]), "val_loss": float(nll[k])} if top1 is not None else {})})
+        bar.update(1)
+    bar.close()
+    return PathResult(x=best_x, C=best_c, history=hist)
+
+
+@torch.no_grad()
+def _validate(stack, x, vdata, vfeat, yv, chunk: int = 8192):
+    """Validation top-1 and mean NLL of the true class, per problem: ``(K,)`` each."""
+    K = x.shape[0]
+    hits = torch.zeros(K, dtype=torch.float64)
+    nll = torch.zeros(K, dtype=torch.float64)
+    n = len(yv)
+    for a in range(0, n, chunk):
+        rows = slice(a, min(n, a + chunk))
+        z = stack.logits(x, vfeat[rows] if stack.linear else _inputs(vdata, rows)).float()
+        yb = yv[rows].to(z.device)
+        hits += (z.argmax(2) == yb[:, None]).sum(0).double().cpu()
+        logp = torch.log_softmax(z, dim=2).gather(2, yb[:, None, None].expand(-1, K, 1)).squeeze(2)
+        nll -= logp.sum(0).double().cpu()
+    return hits / n, nll / n
 
 
 def default_threads() -> int:

@@ -38,7 +38,8 @@ from .trainer import (Checkpoint, CheckpointError, CurriculumTargets, Divergence
                       MetricLogger, ProgressBar, Trainer, TrainingDivergedError, Validation, iter_scores,
                       predict_scores)
 
-__all__ = ["TrainConfig", "TrainRun", "train", "TrainingDivergedError", "load_checkpoint"]
+__all__ = ["TrainConfig", "TrainRun", "train", "train_stacked", "choose_solver", "TrainingDivergedError",
+           "load_checkpoint"]
 
 CURRICULA = _soft.SCHEDULES
 FOCAL_ALPHA = _losses.WEIGHT_MODES
@@ -47,6 +48,7 @@ ALPHA_BY = ("constant", "similarity")
 SMALL_DATA_MIN_STEPS = 600
 ES_MIN_VAL = 1000
 LABEL_REPRS = ("onehot", "codes")
+SOLVERS = ("auto", "lbfgs", "minibatch")
 ES_MODES = ("auto", "min", "max")
 CHECKPOINT_FORMAT = "semcat_kit.train/1"
 # fields that may differ between the run that wrote a checkpoint and the run that resumes it
@@ -130,6 +132,29 @@ class TrainConfig:
         Epochs without improvement before stopping; the best weights are restored.
     checkpoint_every : int >= 1
         Write a checkpoint every this many epochs (and at the end) when ``checkpoint_dir`` is set.
+    solver : {"auto", "lbfgs", "minibatch"}
+        How the head is fitted. ``"lbfgs"``: the whole training set at every step, to convergence
+        (:mod:`semcat_kit.learn.solver`: L-BFGS, the L2 strength chosen on the validation split; the
+        fields ``epochs, min_steps, batch_size, lr, weight_decay, warmup, dropout,
+        modality_dropout, early_stopping, patience`` do not apply). ``"minibatch"``: AdamW over
+        shuffled batches for a step budget (:mod:`semcat_kit.learn.trainer`): for tables that do
+        not fit in memory (the store), several processes (torchrun), checkpoints and callbacks.
+        ``"auto"``: ``lbfgs`` when the training table is in memory and its features fit in
+        ``solver.IN_MEMORY_BYTES`` (2 GB), and none of those minibatch-only features is asked
+        for; the choice and its reason are in :attr:`TrainRun.solver`.
+    C : float or "val"
+        ``lbfgs`` only: inverse L2 strength as in scikit-learn's ``LogisticRegression``: the
+        objective is ``mean_i loss_i / (focal_weight + kl_weight) + ||W||^2 / (2 C N)`` (weights, not
+        biases). ``"val"`` picks it from ``Cs`` by validation top-1 (ties: the smaller C), from a
+        stratified tenth of the training rows when no validation split is given (then refitted on
+        all of them).
+    Cs : tuple of float
+        The grid for ``C="val"``, fitted as one warm-started path from the smallest C.
+    max_iter : int >= 1
+        ``lbfgs`` only: L-BFGS steps per C at most.
+    tol : float > 0
+        ``lbfgs`` only: stop when the largest gradient component is below ``tol`` (as
+        scikit-learn's ``LogisticRegression(tol=...)``) or the objective no longer decreases.
     """
 
     smoothing: str = "onehot"
@@ -169,6 +194,11 @@ class TrainConfig:
     checkpoint_every: int = 1
     check_every: int = 0
     shuffle_chunk: int = 1024
+    solver: str = "auto"
+    C: Any = "val"
+    Cs: tuple = (0.1, 1.0, 10.0, 100.0)
+    max_iter: int = 500
+    tol: float = 1e-4
 
     def __post_init__(self) -> None:
         def choice(name, allowed):
@@ -206,6 +236,22 @@ class TrainConfig:
         number("seed", lo=0, integer=True)
         number("check_every", lo=0, integer=True)
         number("shuffle_chunk", lo=1, integer=True)
+        choice("solver", SOLVERS)
+        number("max_iter", lo=1, integer=True)
+        number("tol", 0.0, lo_open=True)
+        if isinstance(self.Cs, (list, np.ndarray)):
+            self.Cs = tuple(self.Cs)
+        if (not isinstance(self.Cs, tuple) or not self.Cs
+                or any(isinstance(c, bool) or not isinstance(c, (int, float, np.integer, np.floating))
+                       or not (math.isfinite(float(c)) and c > 0) for c in self.Cs)):
+            raise ValueError(f"TrainConfig.Cs must be a non-empty tuple of positive numbers, not {self.Cs!r}")
+        self.Cs = tuple(float(c) for c in self.Cs)
+        if isinstance(self.C, str):
+            if self.C != "val":
+                raise ValueError(f"TrainConfig.C must be a positive number or 'val' (chosen on the validation split), "
+                                 f"not {self.C!r}")
+        else:
+            number("C", 0.0, lo_open=True)
         number("sim_threshold", -1.0, 1.0)
         check_precision_name(self.precision, name="TrainConfig.precision")
         for name in ("alpha", "alpha_final"):
@@ -243,7 +289,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a non-negative int, not {v!r}")
         return {"min_steps": SMALL_DATA_MIN_STEPS,
                 "early_stopping": "val_top1" if n_val >= ES_MIN_VAL else None,
-                "focal_gamma": 0.0}
+                "focal_gamma": 0.0, "hidden": 0, "proj_dim": 0, "input_norm": False}
 
     @classmethod
     def for_data(cls, n_train: int, n_val: int = 0, **overrides) -> "TrainConfig":
@@ -255,6 +301,10 @@ class TrainConfig:
           least ``ES_MIN_VAL`` items (below that, top-1 moves by more than its ~1 pt standard error
           from epoch to epoch and stopping on it cost 0.5 pt top-1 and ~1 pt macro-F1 on the tutorial);
           otherwise the full budget is trained;
+        * head: the linear head on the encoders' vectors (``hidden=0, proj_dim=0, input_norm=False``):
+          fitted full-batch (``solver="auto"`` on in-memory data) its objective is convex, so it
+          converges to one optimum -- with one-hot targets exactly LogisticRegression's, with soft
+          targets the same model fitted to them (``bench/bench_suite.py``, ``docs/results.md``);
         * loss: cross-entropy (``focal_gamma=0``) for the hard-label term: with the step budget it is
           as good as or better than focal γ=2 on the tutorial and the toys catalog (focal loss
           down-weights the examples a long run keeps pushing to a larger margin); the KL term to soft
@@ -403,7 +453,11 @@ class TrainRun:
     encoder_meta : dict
         ``emb.meta`` of the training embeddings (which encoders produced them).
     best_epoch : int
-        Epoch whose weights the model holds.
+        Epoch whose weights the model holds (``solver="lbfgs"``: the position of the chosen C in
+        the path, 1-based; the history has one row per C).
+    solver : dict
+        ``method`` (``"lbfgs"`` or ``"minibatch"``) and ``why`` (the reason ``solver="auto"`` chose
+        it); for ``lbfgs`` also ``C`` (chosen), ``iterations``, ``converged``.
     codes : numpy.ndarray or None
         (C, B) taxonomy codes when ``label_repr="codes"``.
     """
@@ -417,11 +471,16 @@ class TrainRun:
     best_epoch: int = 0
     codes: np.ndarray | None = None
     checkpoint_dir: Path | None = None
+    solver: dict = field(default_factory=dict)
 
     def __repr__(self) -> str:
         last = self.history.iloc[-1].to_dict() if len(self.history) else {}
         val = {k: round(v, 4) for k, v in last.items() if k.startswith("val_") and k != "val_seconds"
                and isinstance(v, float) and k in ("val_top1", "val_loss", "val_mistake_severity")}
+        if self.solver.get("method") == "lbfgs":
+            return (f"TrainRun({self.taxonomy.n_classes} classes, solver='lbfgs' (C={self.solver.get('C')}, "
+                    f"{self.solver.get('iterations')} steps, converged={self.solver.get('converged')}), "
+                    f"fusion={self.config.fusion!r}, smoothing={self.config.smoothing!r}, last={val})")
         return (f"TrainRun({self.taxonomy.n_classes} classes, {len(self.history)} epochs, best_epoch={self.best_epoch}, "
                 f"fusion={self.config.fusion!r}, smoothing={self.config.smoothing!r}, last={val})")
 
@@ -564,6 +623,38 @@ def _emb_fingerprint(data: EmbeddingTable, meta: dict | None) -> str:
     return h.hexdigest()[:16]
 
 
+def _training_inputs(emb, labels, val, *, taxonomy, neighbors, allow_unseen_val_classes: bool):
+    """``(data, y, vdata, yv)``: the checked training (and validation) tables and class indices."""
+    C = taxonomy.n_classes
+    data = _prepare(emb, "emb")
+    y = _labels(labels, taxonomy, len(data), "train")
+    y = y.astype(np.int32) if C < np.iinfo(np.int32).max else y     # 4 bytes an item held through training
+    if len(data) == 0:
+        raise ValueError("no training rows")
+    vdata = yv = None
+    if val is not None:
+        if not (isinstance(val, (tuple, list)) and len(val) == 2):
+            raise ValueError("val must be a pair (embeddings, labels)")
+        vdata = _prepare(val[0], "val emb")
+        yv = _labels(val[1], taxonomy, len(vdata), "val")
+        if len(yv) == 0:
+            raise ValueError("val has no rows; pass val=None to train without validation")
+        for name in ("text", "image"):
+            a, b = getattr(data, name), getattr(vdata, name)
+            if a is not None and b is not None and a.shape[1] != b.shape[1]:
+                raise ValueError(f"val emb.{name} has dimension {b.shape[1]} but training emb.{name} has "
+                                 f"{a.shape[1]}; encode both with the same encoder")
+        unseen = np.setdiff1d(np.unique(yv), np.unique(y))
+        if len(unseen) and not allow_unseen_val_classes:
+            names = ", ".join(repr(taxonomy.classes[c]) for c in unseen[:10])
+            more = f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
+            raise ValueError(f"{len(unseen)} validation class(es) never appear in training: {names}{more}. Split with "
+                             "sk.split (stratified), drop them, or pass allow_unseen_val_classes=True")
+    if neighbors is not None and neighbors.n_classes != C:
+        raise ValueError(f"neighbors cover {neighbors.n_classes} classes but the taxonomy has {C}")
+    return data, y, vdata, yv
+
+
 # ------------------------------------------------------------------------------------ train
 def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None = None, val=None,
           checkpoint_dir=None, resume=None, overwrite: bool = False, progress: bool = True,
@@ -634,32 +725,8 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
         raise TypeError(f"config must be a TrainConfig, not {type(config).__name__}")
     cfg = config
     C = taxonomy.n_classes
-    data = _prepare(emb, "emb")
-    y = _labels(labels, taxonomy, len(data), "train")
-    y = y.astype(np.int32) if C < np.iinfo(np.int32).max else y     # 4 bytes an item held through training
-    if len(data) == 0:
-        raise ValueError("no training rows")
-    vdata = yv = None
-    if val is not None:
-        if not (isinstance(val, (tuple, list)) and len(val) == 2):
-            raise ValueError("val must be a pair (embeddings, labels)")
-        vdata = _prepare(val[0], "val emb")
-        yv = _labels(val[1], taxonomy, len(vdata), "val")
-        if len(yv) == 0:
-            raise ValueError("val has no rows; pass val=None to train without validation")
-        for name in ("text", "image"):
-            a, b = getattr(data, name), getattr(vdata, name)
-            if a is not None and b is not None and a.shape[1] != b.shape[1]:
-                raise ValueError(f"val emb.{name} has dimension {b.shape[1]} but training emb.{name} has "
-                                 f"{a.shape[1]}; encode both with the same encoder")
-        unseen = np.setdiff1d(np.unique(yv), np.unique(y))
-        if len(unseen) and not allow_unseen_val_classes:
-            names = ", ".join(repr(taxonomy.classes[c]) for c in unseen[:10])
-            more = f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
-            raise ValueError(f"{len(unseen)} validation class(es) never appear in training: {names}{more}. Split with "
-                             "sk.split (stratified), drop them, or pass allow_unseen_val_classes=True")
-    if neighbors is not None and neighbors.n_classes != C:
-        raise ValueError(f"neighbors cover {neighbors.n_classes} classes but the taxonomy has {C}")
+    data, y, vdata, yv = _training_inputs(emb, labels, val, taxonomy=taxonomy, neighbors=neighbors,
+                                          allow_unseen_val_classes=allow_unseen_val_classes)
     kind = _soft.kind_info(cfg.smoothing)
     if kind.needs_neighbors and neighbors is None:
         raise ValueError(f"smoothing={cfg.smoothing!r} needs neighbors=... (sk.similarity.label_neighbors of the "
@@ -680,6 +747,12 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
     counts = np.bincount(y, minlength=C)
     class_w = _losses.class_weights(counts, cfg.focal_alpha, cfg.focal_beta).to(device) \
         if cfg.focal_alpha != "none" else None
+    method, why = choose_solver(cfg, data, checkpoint_dir=checkpoint_dir, resume=resume, callbacks=callbacks,
+                                log_csv=log_csv)
+    if method == "lbfgs":
+        return _train_full_batch(emb, data, y, (vdata, yv) if vdata is not None else None, taxonomy=taxonomy,
+                                 neighbors=neighbors, nb_k=nb_k, cfg=cfg, device=device, codes=codes,
+                                 class_w=class_w, progress=progress, why=why)
     fp = _fingerprint(y)
     efp = _emb_fingerprint(data, getattr(emb, "meta", None))
     if ck is not None:
@@ -768,7 +841,249 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
     history = pd.DataFrame(trainer.history)      # alpha is 0 for one-hot / codes (CurriculumTargets)
     return TrainRun(model=model, config=cfg, history=_order_history(history), taxonomy=taxonomy, neighbors=neighbors,
                     encoder_meta=dict(getattr(emb, "meta", None) or {}), best_epoch=int(trainer.best_epoch),
-                    codes=codes, checkpoint_dir=ckdir)
+                    codes=codes, checkpoint_dir=ckdir, solver={"method": "minibatch", "why": why})
+
+
+def choose_solver(cfg: TrainConfig, data, *, checkpoint_dir=None, resume=None, callbacks=(), log_csv=None,
+                  distributed: bool | None = None) -> tuple[str, str]:
+    """``(method, why)``: how :func:`train` fits ``cfg`` on the training table ``data``.
+
+    ``cfg.solver`` other than ``"auto"`` is kept (``"lbfgs"`` with a minibatch-only feature is an
+    error). ``"auto"`` is ``"lbfgs"`` when the table is in memory (not memory-mapped from the store),
+    one process trains it, its float32 features fit in :data:`semcat_kit.learn.solver.IN_MEMORY_BYTES`,
+    and neither checkpoints, resume, callbacks, a metrics CSV nor a curriculum (hardening over
+    epochs) is asked for; otherwise ``"minibatch"``.
+    """
+    from .._core import distributed as _dist
+    from .solver import IN_MEMORY_BYTES, memory_bytes
+
+    width = (data.text_dim or 0) + (data.image_dim or 0)
+    size = memory_bytes(len(data), width)
+    extras = [name for name, v in (("checkpoint_dir", checkpoint_dir), ("resume", resume), ("log_csv", log_csv),
+                                   ("callbacks", list(callbacks or ()))) if v]
+    if cfg.curriculum != "constant":
+        extras.append(f"curriculum={cfg.curriculum!r}")
+    if distributed is None:
+        distributed = _dist.is_distributed()
+    if cfg.solver == "minibatch":
+        return "minibatch", "solver='minibatch' in the config"
+    if cfg.solver == "lbfgs":
+        if extras:
+            raise ValueError(f"solver='lbfgs' fits to convergence in one pass: {', '.join(extras)} belong to the "
+                             "minibatch loop; use solver='minibatch' (or 'auto') for them")
+        if getattr(data, "lazy", False) or distributed:
+            raise ValueError("solver='lbfgs' needs the training table in memory in one process; memory-mapped "
+                             "tables (the store) and torchrun use solver='minibatch' (or 'auto')")
+        return "lbfgs", "solver='lbfgs' in the config"
+    if getattr(data, "lazy", False):
+        return "minibatch", f"the training table is memory-mapped ({len(data):,} rows): streamed in minibatches"
+    if distributed:
+        return "minibatch", "several processes (torchrun): each trains on its share in minibatches"
+    if extras:
+        return "minibatch", f"{', '.join(extras)} asked for: a feature of the minibatch loop"
+    if size > IN_MEMORY_BYTES:
+        return "minibatch", (f"{len(data):,} x {width} float32 features = {size / 2**30:.1f} GB > "
+                             f"{IN_MEMORY_BYTES / 2**30:.0f} GB: minibatches")
+    return "lbfgs", (f"in memory: {len(data):,} x {width} float32 features = {size / 2**20:,.0f} MB <= "
+                     f"{IN_MEMORY_BYTES / 2**30:.0f} GB: fitted full-batch to convergence")
+
+
+def loss_spec(cfg: TrainConfig, n_classes: int, *, taxonomy, neighbors=None, class_w=None, codes=None):
+    """The :class:`semcat_kit.learn.losses.LossSpec` of a full-batch fit of ``cfg``: its soft targets
+    at ``alpha`` (a curriculum ends at ``alpha_final``: the objective a full-batch fit would
+    converge to), its focal/KL weights normalised to sum to 1, or the codes BCE."""
+    if codes is not None:
+        return _losses.LossSpec(codes=torch.as_tensor(codes, dtype=torch.float32), focal_weight=1.0, kl_weight=0.0)
+    alpha = cfg.alpha if cfg.curriculum == "constant" else cfg.alpha_final
+    if cfg.smoothing == "onehot" or cfg.kl_weight == 0:
+        targets = _soft.build("onehot", n_classes, 0.0)
+    else:
+        targets = _soft.build(cfg.smoothing, n_classes, alpha, neighbors=_truncate(neighbors, cfg.k),
+                              taxonomy=taxonomy, alpha_by=cfg.alpha_by, **_soft.config_params(cfg.smoothing, cfg))
+    total = cfg.focal_weight + cfg.kl_weight
+    return _losses.LossSpec(targets=targets, focal_weight=cfg.focal_weight / total, kl_weight=cfg.kl_weight / total,
+                            gamma=cfg.focal_gamma, class_weight=class_w)
+
+
+def _holdout(y: np.ndarray, seed: int, share: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, selection rows): a stratified ``share`` of every class with >= 2 items held out."""
+    rng = np.random.default_rng(seed)
+    pick = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        if len(rows) >= 2:
+            pick[rng.choice(rows, size=max(1, int(round(share * len(rows)))), replace=False)] = True
+    return np.flatnonzero(~pick), np.flatnonzero(pick)
+
+
+def _train_full_batch(emb, data, y, val, *, taxonomy, neighbors, nb_k, cfg, device, codes, class_w, progress,
+                      why) -> TrainRun:
+    """:func:`train` with ``solver="lbfgs"``: :func:`semcat_kit.learn.solver.fit_path` on one problem."""
+    from .solver import StackedHeads
+
+    C = taxonomy.n_classes
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(cfg.seed)
+        model = _head_for(cfg, data, C, codes, device)
+    stack = StackedHeads.for_head(model)
+    spec = loss_spec(cfg, C, taxonomy=taxonomy, neighbors=nb_k if nb_k is not None else neighbors,
+                     class_w=class_w, codes=codes)
+    runs = fit_full_batch(stack, [spec], data.to(device) if device.type == "cuda" else data, y, val, cfg=cfg,
+                          x0=None if stack.linear else stack.flat(model)[None], progress=progress)
+    x, hist, chosen = runs[0]
+    stack.load(model, x)
+    model.eval()
+    history = pd.DataFrame(hist)
+    last = history[history["C"] == chosen].iloc[-1]
+    info = {"method": "lbfgs", "why": why, "C": chosen, "iterations": int(last["iterations"]),
+            "converged": bool(last["converged"])}
+    return TrainRun(model=model, config=cfg, history=_order_history(history), taxonomy=taxonomy, neighbors=neighbors,
+                    encoder_meta=dict(getattr(emb, "meta", None) or {}),
+                    best_epoch=int(history.index[history["C"] == chosen][-1]) + 1, codes=codes, solver=info)
+
+
+def _head_for(cfg: TrainConfig, data, C: int, codes, device) -> FusionHead:
+    model = FusionHead(data.text_dim, data.image_dim, C, fusion=cfg.fusion, proj_dim=cfg.proj_dim, hidden=cfg.hidden,
+                       dropout=cfg.dropout, modality_dropout=cfg.modality_dropout, input_norm=cfg.input_norm,
+                       out_dim=codes.shape[1] if codes is not None else None).to(device)
+    return model.eval()
+
+
+def fit_full_batch(stack, specs, data, y, val, *, cfg: TrainConfig, x0=None, progress: bool = False,
+                   desc: str = "fit") -> list:
+    """Fit the problems ``specs`` (one :class:`LossSpec` each, stacked) full-batch along ``cfg``'s C path.
+
+    Returns, per problem, ``(x, history rows, chosen C)``. ``C="val"`` without validation data
+    selects C on a stratified tenth of the training rows (:func:`_holdout`), then refits every
+    problem on all rows at its C, warm-started.
+    """
+    from .solver import fit_path
+
+    C = stack.template.n_classes
+    device = next(stack.template.parameters()).device
+    yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    if cfg.C != "val":
+        loss = _losses.StackedLoss(specs, yt, C).to(device)
+        r = fit_path(stack, loss, data, Cs=[float(cfg.C)], x0=x0, max_iter=cfg.max_iter, tol=cfg.tol,
+                     progress=progress, desc=desc)
+        return [(r.x[k], _epochs(r.history[k]), r.C[k]) for k in range(len(specs))]
+    if val is not None:
+        loss = _losses.StackedLoss(specs, yt, C).to(device)
+        r = fit_path(stack, loss, data, Cs=cfg.Cs, val=val, x0=x0, max_iter=cfg.max_iter, tol=cfg.tol,
+                     progress=progress, desc=desc)
+        return [(r.x[k], _epochs(r.history[k]), r.C[k]) for k in range(len(specs))]
+    fit_rows, sel_rows = _holdout(np.asarray(y), cfg.seed)
+    if len(sel_rows) == 0:
+        raise ValueError("C='val' without validation data needs classes with >= 2 training items to hold some out; "
+                         "pass val=(emb, labels) or a number for TrainConfig.C")
+    fit_tab, sel_tab = data.take(fit_rows), data.take(sel_rows)
+    loss = _losses.StackedLoss(specs, yt[fit_rows], C).to(device)
+    r = fit_path(stack, loss, fit_tab, Cs=cfg.Cs, val=(sel_tab, yt[sel_rows]), x0=x0, max_iter=cfg.max_iter,
+                 tol=cfg.tol, progress=progress, desc=desc + " (C on a held-out tenth)")
+    out = []
+    full = _losses.StackedLoss(specs, yt, C).to(device)
+    from .solver import fit_stacked
+
+    l2 = [1.0 / (c * len(y)) for c in r.C]
+    rf = fit_stacked(stack, full, l2, data, r.x, max_iter=cfg.max_iter, gtol=cfg.tol)
+    for k in range(len(specs)):
+        rows = _epochs(r.history[k])
+        rows.append({"epoch": len(rows) + 1, "C": r.C[k], "l2": l2[k], "loss": float(rf.f[k]),
+                     "iterations": int(rf.iterations[k]), "converged": bool(rf.converged[k]),
+                     "grad_max": float(rf.grad_max[k]), "refit": True})
+        out.append((rf.x[k], rows, r.C[k]))
+    return out
+
+
+def _epochs(rows: list) -> list:
+    return [{"epoch": i + 1, **r} for i, r in enumerate(rows)]
+
+
+def stack_key(cfg: TrainConfig) -> tuple:
+    """Configurations with equal keys share one head architecture and C path: :func:`train_stacked`
+    fits them as one stacked problem."""
+    return (cfg.fusion, cfg.proj_dim, cfg.hidden, cfg.input_norm, cfg.dropout, cfg.modality_dropout, cfg.label_repr,
+            cfg.device, cfg.C, cfg.Cs, cfg.max_iter, cfg.tol)
+
+
+def seed_free(cfg: TrainConfig, has_val: bool) -> bool:
+    """Whether a full-batch fit of ``cfg`` does not depend on ``cfg.seed``: a linear head starts at
+    zero and its objective is convex, so every seed gives the same head (unless C is chosen on a
+    seeded hold-out, without validation data)."""
+    return cfg.hidden == 0 and cfg.proj_dim == 0 and cfg.fusion != "gated" and (has_val or cfg.C != "val")
+
+
+def train_stacked(emb, labels, configs, *, taxonomy, neighbors=None, val=None, progress: bool = True,
+                  allow_unseen_val_classes: bool = False) -> list:
+    """Train several configurations full-batch (``solver="lbfgs"``) in as few stacked passes as the
+    shapes allow; returns one :class:`TrainRun` per configuration, in order.
+
+    Configurations with the same :func:`stack_key` (head architecture, C path) are one problem of
+    ``K`` stacked heads (:mod:`semcat_kit.learn.solver`): one GEMM per step for all of them, each
+    with its own soft targets, loss, L-BFGS memory and line search, so every run is the run
+    :func:`train` gives for its configuration alone (up to floating-point summation order). The
+    inputs are checked once. ``train_seconds`` of a run (``run.solver["seconds"]``) is its share
+    of its stack's time.
+    """
+    import time
+
+    from .solver import StackedHeads
+
+    configs = list(configs)
+    for i, cfg in enumerate(configs):
+        if not isinstance(cfg, TrainConfig):
+            raise TypeError(f"configs[{i}] must be a TrainConfig, not {type(cfg).__name__}")
+    C = taxonomy.n_classes
+    data, y, vdata, yv = _training_inputs(emb, labels, val, taxonomy=taxonomy, neighbors=neighbors,
+                                          allow_unseen_val_classes=allow_unseen_val_classes)
+    if vdata is not None:
+        vdata = vdata.with_modalities(data.text_dim, data.image_dim)
+    counts = np.bincount(y, minlength=C)
+    groups: dict = {}
+    for i, cfg in enumerate(configs):
+        if _soft.kind_info(cfg.smoothing).needs_neighbors and neighbors is None:
+            raise ValueError(f"smoothing={cfg.smoothing!r} needs neighbors=... (sk.similarity.label_neighbors of the "
+                             "class-name embeddings); or use smoothing='tree', 'uniform' or 'onehot'")
+        method, why = choose_solver(cfg.replace(solver="lbfgs") if cfg.solver == "auto" else cfg, data)
+        if method != "lbfgs":
+            raise ValueError(f"configs[{i}] has solver={cfg.solver!r}; train_stacked fits full-batch only")
+        groups.setdefault(stack_key(cfg), []).append(i)
+    runs: list = [None] * len(configs)
+    _, why_auto = choose_solver(TrainConfig(), data)
+    for members in groups.values():
+        cfg0 = configs[members[0]]
+        device = resolve_device(cfg0.device, name="TrainConfig.device")
+        codes = _soft.taxonomy_codes(taxonomy) if cfg0.label_repr == "codes" else None
+        heads = []
+        for i in members:
+            with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+                torch.manual_seed(configs[i].seed)
+                heads.append(_head_for(configs[i], data, C, codes, device))
+        stack = StackedHeads.for_head(heads[0])
+        specs = []
+        for i in members:
+            cfg = configs[i]
+            class_w = (_losses.class_weights(counts, cfg.focal_alpha, cfg.focal_beta).to(device)
+                       if cfg.focal_alpha != "none" else None)
+            specs.append(loss_spec(cfg, C, taxonomy=taxonomy, neighbors=neighbors, class_w=class_w, codes=codes))
+        x0 = None if stack.linear else torch.stack([stack.flat(h) for h in heads])
+        t0 = time.perf_counter()
+        fitted = fit_full_batch(stack, specs, data.to(device) if device.type == "cuda" else data, y,
+                                (vdata, yv) if vdata is not None else None, cfg=cfg0, x0=x0, progress=progress,
+                                desc=f"fit {len(members)} stacked head(s)")
+        share = (time.perf_counter() - t0) / len(members)
+        for i, head, (x, hist, chosen) in zip(members, heads, fitted):
+            stack.load(head, x)
+            history = pd.DataFrame(hist)
+            last = history[history["C"] == chosen].iloc[-1]
+            info = {"method": "lbfgs", "why": why_auto if configs[i].solver == "auto" else "solver='lbfgs' in the config",
+                    "C": chosen, "iterations": int(last["iterations"]), "converged": bool(last["converged"]),
+                    "stacked_with": len(members), "seconds": share}
+            runs[i] = TrainRun(model=head, config=configs[i], history=_order_history(history), taxonomy=taxonomy,
+                               neighbors=neighbors, encoder_meta=dict(getattr(emb, "meta", None) or {}),
+                               best_epoch=int(history.index[history["C"] == chosen][-1]) + 1, codes=codes, solver=info)
+    return runs
 
 
 def _order_history(h: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,184 @@
+"""Full-batch fitting (semcat_kit.learn.solver, solver="lbfgs"): convergence, stacking, the solver choice."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import semcat_kit as sk
+from semcat_kit.learn.solver import lbfgs
+from semcat_kit.learn.training import train_stacked
+
+LINEAR = dict(hidden=0, proj_dim=0, input_norm=False, focal_gamma=0.0)
+
+
+def _problem(n=400, d=12, di=6, C=6, seed=0, image=True):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    I = rng.normal(size=(n, di)).astype(np.float32) if image else None
+    W = rng.normal(size=(d, C))
+    y = (X @ W + rng.gumbel(size=(n, C))).argmax(1)
+    paths = [f"{'A' if c % 2 else 'B'} > c{c}" for c in range(C)]
+    tax = sk.Taxonomy.from_paths(paths)
+    y = tax.index_of([paths[c] for c in y])
+    mask_i = np.zeros(n, bool)
+    if image:
+        mask_i[:] = True
+        mask_i[::7] = False                 # some products without an image
+    emb = sk.Embeddings(np.arange(n).astype(str), X, I, np.ones(n, bool), mask_i)
+    return tax, emb, y
+
+
+def _split(emb, y, val=0.25):
+    n = len(y)
+    cut = int(n * (1 - val))
+    return (emb.take(np.arange(cut)), y[:cut]), (emb.take(np.arange(cut, n)), y[cut:])
+
+
+def test_batched_lbfgs_solves_independent_quadratics():
+    # f_k(x) = 1/2 (x - a_k)' A_k (x - a_k): K problems of different conditioning, solved at once
+    g = torch.Generator().manual_seed(0)
+    K, P = 4, 30
+    a = torch.randn(K, P, generator=g, dtype=torch.float64)
+    Q = torch.linalg.qr(torch.randn(K, P, P, generator=g, dtype=torch.float64))[0]
+    eig = torch.stack([torch.logspace(0, e, P, dtype=torch.float64) for e in (0, 1, 2, 3)])
+    A = Q @ torch.diag_embed(eig) @ Q.transpose(1, 2)
+
+    def fun(x, idx):
+        r = x - a[idx]
+        Ar = torch.einsum("kij,kj->ki", A[idx], r)
+        return 0.5 * (r * Ar).sum(1), Ar
+
+    res = lbfgs(fun, torch.zeros(K, P, dtype=torch.float64), max_iter=2000, gtol=1e-9, ftol=0.0)
+    assert bool(res.converged.all())
+    assert torch.allclose(res.x, a, atol=1e-6)
+    # harder problems need more steps; the easy one is not held back by them (it leaves the stack)
+    assert res.iterations[0] < res.iterations[3]
+
+
+def test_full_batch_linear_head_reaches_the_logistic_regression_optimum():
+    from sklearn.linear_model import LogisticRegression
+
+    tax, emb, y = _problem(image=False)
+    cfg = sk.TrainConfig(**LINEAR, C=1.0, tol=1e-7, max_iter=2000)
+    run = sk.train(emb, y, taxonomy=tax, config=cfg, progress=False)
+    assert run.solver["method"] == "lbfgs" and run.solver["converged"]
+    lr = LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(emb.text, y)
+    w = run.model.mlp[-1].weight.detach().numpy()
+    b = run.model.mlp[-1].bias.detach().numpy()
+    # same objective: mean cross-entropy + ||W||^2 / (2 C N), intercept not penalised
+    assert np.abs(w - lr.coef_).max() < 2e-3
+    assert np.abs((b - b.mean()) - (lr.intercept_ - lr.intercept_.mean())).max() < 2e-3
+    assert np.abs(run.predict_proba(emb) - lr.predict_proba(emb.text)).max() < 1e-3
+
+
+def test_stacked_training_equals_one_run_at_a_time():
+    tax, emb, y = _problem()
+    (tr, ytr), va = _split(emb, y)
+    nb = sk.similarity.tree_neighbors(tax, k=3)
+    tight = dict(Cs=(0.1, 1.0), tol=1e-6, max_iter=2000)     # both fits run to the optimum, not to a looser stop
+    configs = [sk.TrainConfig(**LINEAR, smoothing="onehot", **tight),
+               sk.TrainConfig(**LINEAR, smoothing="semantic", k=3, alpha=0.2, **tight),
+               sk.TrainConfig(**LINEAR, smoothing="tree", k=3, alpha=0.3, **tight),
+               sk.TrainConfig(**LINEAR, smoothing="uniform", alpha=0.1, focal_alpha="inverse", **tight)]
+    stacked = train_stacked(tr, ytr, configs, taxonomy=tax, neighbors=nb, val=va, progress=False)
+    assert all(r.solver["stacked_with"] == len(configs) for r in stacked)
+    for cfg, run in zip(configs, stacked):
+        alone = sk.train(tr, ytr, taxonomy=tax, neighbors=nb, config=cfg, val=va, progress=False)
+        assert run.solver["C"] == alone.solver["C"]
+        # one convex optimum: the same head up to float32 summation order
+        assert np.abs(run.predict_proba(va[0]) - alone.predict_proba(va[0])).max() < 5e-4
+
+
+def test_stacked_mlp_heads_keep_their_seeds():
+    tax, emb, y = _problem(n=240)
+    (tr, ytr), va = _split(emb, y)
+    mlp = dict(hidden=16, proj_dim=8, C=1.0, max_iter=8)   # non-convex: compared over the first steps
+    configs = [sk.TrainConfig(**mlp, seed=s) for s in (0, 1)]
+    stacked = train_stacked(tr, ytr, configs, taxonomy=tax, val=va, progress=False)
+    alone = [sk.train(tr, ytr, taxonomy=tax, config=c, val=va, progress=False) for c in configs]
+    p = [r.predict_proba(va[0]) for r in stacked]
+    q = [r.predict_proba(va[0]) for r in alone]
+    assert np.abs(p[0] - p[1]).max() > 1e-3           # another seed, another start, another head
+    for a, b in zip(p, q):
+        assert np.abs(a - b).max() < 1e-3             # the same steps (float summation order aside)
+
+
+def test_auto_solver_is_chosen_by_data_and_features_and_said():
+    tax, emb, y = _problem(n=120)
+    run = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(**LINEAR, C=1.0), progress=False)
+    assert run.solver["method"] == "lbfgs" and "in memory" in run.solver["why"] and "solver='lbfgs'" in repr(run)
+    mb = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(**LINEAR, epochs=1, solver="minibatch"), progress=False)
+    assert mb.solver == {"method": "minibatch", "why": "solver='minibatch' in the config"}
+    cfg = sk.TrainConfig(**LINEAR, epochs=1)
+    ck = sk.train(emb, y, taxonomy=tax, config=cfg, progress=False, checkpoint_dir=_tmp_dir())
+    assert ck.solver["method"] == "minibatch" and "checkpoint_dir" in ck.solver["why"]
+    with pytest.raises(ValueError, match="belong to the minibatch loop"):
+        sk.train(emb, y, taxonomy=tax, config=cfg.replace(solver="lbfgs"), progress=False, checkpoint_dir=_tmp_dir())
+    from semcat_kit.learn import solver as S
+    from semcat_kit.learn.training import choose_solver
+
+    table = sk.contracts.as_embedding_table(emb)
+    old = S.IN_MEMORY_BYTES
+    try:
+        S.IN_MEMORY_BYTES = 1000                   # a table "too large" for memory: minibatches, and why
+        method, why = choose_solver(sk.TrainConfig(), table)
+        assert method == "minibatch" and "GB >" in why
+    finally:
+        S.IN_MEMORY_BYTES = old
+
+
+def _tmp_dir():
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="semcat-solver-test-")
+
+
+def test_C_is_chosen_on_validation_and_recorded():
+    tax, emb, y = _problem(n=300)
+    (tr, ytr), va = _split(emb, y)
+    run = sk.train(tr, ytr, taxonomy=tax, config=sk.TrainConfig(**LINEAR, Cs=(0.001, 0.1, 10.0)), val=va,
+                   progress=False)
+    h = run.history
+    assert list(h["C"]) == [0.001, 0.1, 10.0] and {"val_top1", "val_loss", "iterations", "converged"} <= set(h)
+    best = h["val_top1"].max()
+    assert run.solver["C"] == h.loc[h["val_top1"] == best, "C"].min()      # ties: the smaller C
+    assert run.best_epoch == int(h.index[h["C"] == run.solver["C"]][0]) + 1
+    # without validation data C is chosen on a held-out tenth, then the head is refitted on every row
+    alone = sk.train(tr, ytr, taxonomy=tax, config=sk.TrainConfig(**LINEAR, Cs=(0.001, 10.0)), progress=False)
+    assert alone.history["refit"].fillna(False).astype(bool).iloc[-1]
+    assert alone.solver["C"] in (0.001, 10.0)
+
+
+def test_compare_fits_full_batch_heads_stacked_and_once_for_every_seed():
+    tax, emb, y = _problem(n=300)
+    (tr, ytr), va = _split(emb, y, val=0.3)
+    (va_e, va_y) = va
+    half = len(va_y) // 2
+    val = (va_e.take(np.arange(half)), va_y[:half])
+    test = (va_e.take(np.arange(half, len(va_y))), va_y[half:])
+    nb = sk.similarity.tree_neighbors(tax, k=3)
+    suite = {"one-hot": sk.TrainConfig(**LINEAR, Cs=(0.1, 1.0)),
+             "semantic": sk.TrainConfig(**LINEAR, smoothing="semantic", k=3, Cs=(0.1, 1.0)),
+             "codes": sk.TrainConfig(**LINEAR, label_repr="codes", Cs=(0.1, 1.0))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        df = sk.compare(suite, (tr, ytr), val, test, taxonomy=tax, neighbors=nb, progress=False)
+    runs = df.attrs["runs"]
+    for name in suite:
+        assert runs[(name, 0)] is runs[(name, 1)] is runs[(name, 2)]      # convex: one head for every seed
+        assert df.loc[name, "top1_std"] == 0
+    assert runs[("one-hot", 0)].solver["stacked_with"] == 2 and runs[("codes", 0)].solver["stacked_with"] == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the GPU path runs on a GPU machine")
+def test_full_batch_on_cuda_equals_cpu():
+    tax, emb, y = _problem(n=300)
+    (tr, ytr), va = _split(emb, y)
+    cfg = sk.TrainConfig(**LINEAR, Cs=(0.1, 1.0))
+    cpu = sk.train(tr, ytr, taxonomy=tax, config=cfg, val=va, progress=False)
+    gpu = sk.train(tr, ytr, taxonomy=tax, config=cfg.replace(device="cuda"), val=va, progress=False)
+    assert gpu.device.type == "cuda" and gpu.solver["C"] == cpu.solver["C"]
+    assert np.abs(gpu.predict_proba(va[0]) - cpu.predict_proba(va[0])).max() < 2e-3
