@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 import torch
 
+import semcat_kit as sk
+
 from semcat_kit import Taxonomy
 from semcat_kit.experiments.baselines import HiClassBaseline, LogisticBaseline, features
 from semcat_kit.experiments.comparison import CRM_SUFFIX, baseline_suite, compare
@@ -120,7 +122,7 @@ def test_bad_inputs_are_named():
 
 def test_compare_scores_baselines_on_the_same_split(data):
     tax, tr, va, te = data
-    suite = baseline_suite(C=10.0)
+    suite = baseline_suite(C=10.0, soft_labels=None)
     configs = {**suite, "head": TrainConfig(epochs=4, batch_size=32, proj_dim=16, hidden=32, lr=5e-3)}
     df = compare(configs, train=tr, val=va, test=te, taxonomy=tax, seeds=(0, 1, 2),
                  crm_for=["LogisticRegression"], progress=False)
@@ -139,3 +141,19 @@ def test_compare_scores_baselines_on_the_same_split(data):
     assert df.loc["LogisticRegression" + CRM_SUFFIX, "hdist@5_mean"] == pytest.approx(crm["hdist@5"])
     with pytest.raises(TypeError, match="not a TrainConfig or a semcat_kit.experiments.baselines.Baseline"):
         compare({"x": object()}, train=tr, test=te, taxonomy=tax, progress=False)
+
+
+def test_baseline_suite_has_the_linear_model_with_soft_labels(data):
+    tax, tr, va, te = data
+    suite = baseline_suite()
+    soft = suite["LogisticRegression + semantic soft labels"]
+    assert isinstance(soft, TrainConfig) and soft.solver == "lbfgs" and soft.hidden == 0 and soft.proj_dim == 0
+    assert soft.C == "val" and soft.Cs == tuple(float(c) for c in suite["LogisticRegression"].Cs)
+    nb = sk.similarity.tree_neighbors(tax, k=3)
+    df = compare({"LogisticRegression": suite["LogisticRegression"],
+                  "LR + soft": soft.replace(k=3)}, train=tr, val=va, test=te, taxonomy=tax, neighbors=nb,
+                 seeds=(0, 1, 2), progress=False)
+    run = df.attrs["runs"][("LR + soft", 0)]
+    assert run.solver["method"] == "lbfgs" and run.solver["C"] in soft.Cs
+    # the same linear model; soft labels must not cost more than noise on this small problem
+    assert df.loc["LR + soft", "top1_mean"] >= df.loc["LogisticRegression", "top1_mean"] - 0.05

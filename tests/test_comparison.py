@@ -131,7 +131,7 @@ def test_default_suite():
                      ("onehot", "constant", "codes")]
     assert all(c.k == 15 for c in list(suite.values())[2:6]) and suite["uniform LS α=0.1"].alpha == 0.1
     # without the curriculum row (the default: a curriculum is a minibatch-only idea)
-    assert list(default_suite()) == [n for n in suite if not n.endswith("+ curriculum")]
+    assert list(default_suite(k=15)) == [n for n in suite if not n.endswith("+ curriculum")]
 
 
 def test_format_table(result):

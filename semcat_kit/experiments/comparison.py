@@ -299,18 +299,32 @@ def loss_suite(smoothing: str = "semantic", k: int = 20, alpha: float = 0.1, gam
     }
 
 
-def baseline_suite(C="val", hiclass_C=10.0) -> dict:
+def baseline_suite(C="val", hiclass_C=10.0, soft_labels: str | None = "semantic", k: int = 20,
+                   alpha: float = 0.1) -> dict:
     """What a user would pick instead of a head, as :func:`compare` rows.
 
     ``"LogisticRegression"`` (:class:`~semcat_kit.experiments.baselines.LogisticBaseline`, ``C`` chosen on the
     validation split by default) and ``"hiclass LCPPN"`` (:class:`~semcat_kit.experiments.baselines.HiClassBaseline`,
     a logistic regression per parent node, each with ``hiclass_C``; ``"val"`` searches it too, at
     about ``len(DEFAULT_CS)`` times the cost, which on a 30k-product catalog is an hour on 2 CPU cores).
-    Add ``crm_for=["LogisticRegression", ...]`` for the "+ CRM" row.
+    ``soft_labels`` (a soft-label kind, default ``"semantic"``; ``None`` leaves it out) adds
+    ``"LogisticRegression + <kind> soft labels"``: the same model -- a linear map of the same
+    features, L2 with ``C`` chosen on the same grid by validation top-1 -- fitted to convergence
+    (``solver="lbfgs"``) with the KL term to the soft targets (``k`` neighbours, ``alpha``), so the
+    table answers "do soft labels help the best linear model?". It needs ``neighbors`` in
+    :func:`compare` for the neighbour kinds. Add ``crm_for=["LogisticRegression", ...]`` for the
+    "+ CRM" row.
     """
-    from .baselines import HiClassBaseline, LogisticBaseline
+    from .baselines import DEFAULT_CS, HiClassBaseline, LogisticBaseline
 
-    return {"LogisticRegression": LogisticBaseline(C=C), "hiclass LCPPN": HiClassBaseline(C=hiclass_C)}
+    out = {"LogisticRegression": LogisticBaseline(C=C)}
+    if soft_labels is not None:
+        kw = {} if soft_labels in ("onehot", "uniform") else {"k": k}
+        out[f"LogisticRegression + {soft_labels} soft labels"] = TrainConfig(
+            hidden=0, proj_dim=0, input_norm=False, focal_gamma=0.0, smoothing=soft_labels, alpha=alpha,
+            solver="lbfgs", C=C, Cs=DEFAULT_CS, **kw)
+    out["hiclass LCPPN"] = HiClassBaseline(C=hiclass_C)
+    return out
 
 
 def format_table(df: pd.DataFrame, metrics: Sequence[str] = ("top1", "top5", "macro_f1", "mistake_severity",

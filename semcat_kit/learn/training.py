@@ -851,8 +851,8 @@ def choose_solver(cfg: TrainConfig, data, *, checkpoint_dir=None, resume=None, c
     ``cfg.solver`` other than ``"auto"`` is kept (``"lbfgs"`` with a minibatch-only feature is an
     error). ``"auto"`` is ``"lbfgs"`` when the table is in memory (not memory-mapped from the store),
     one process trains it, its float32 features fit in :data:`semcat_kit.learn.solver.IN_MEMORY_BYTES`,
-    and neither checkpoints, resume, callbacks, a metrics CSV nor a curriculum (hardening over
-    epochs) is asked for; otherwise ``"minibatch"``.
+    and neither checkpoints, resume, callbacks, a metrics CSV, a curriculum (hardening over epochs)
+    nor a reduced precision (``bf16`` / ``fp16`` autocast) is asked for; otherwise ``"minibatch"``.
     """
     from .._core import distributed as _dist
     from .solver import IN_MEMORY_BYTES, memory_bytes
@@ -863,6 +863,8 @@ def choose_solver(cfg: TrainConfig, data, *, checkpoint_dir=None, resume=None, c
                                    ("callbacks", list(callbacks or ()))) if v]
     if cfg.curriculum != "constant":
         extras.append(f"curriculum={cfg.curriculum!r}")
+    if cfg.precision in ("bf16", "fp16"):
+        extras.append(f"precision={cfg.precision!r}")     # autocast: the full-batch fit runs in float32
     if distributed is None:
         distributed = _dist.is_distributed()
     if cfg.solver == "minibatch":
