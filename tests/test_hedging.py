@@ -360,3 +360,88 @@ def test_calibration_round_trip_and_refusals():
                      ({"rule": "magic", "thresholds": [{"precision": 0.9, "threshold": 0.5}]}, "rule must be one of")):
         with pytest.raises(ValueError, match=msg):
             H.HedgeCalibration.from_dict(bad)
+
+
+# ------------------------------------------------------------------------------ export -> load -> predict
+@pytest.fixture(scope="module")
+def hedged_head(request, tmp_path_factory):
+    """A small head on the 240-product tutorial sample, exported with thresholds calibrated on that sample
+    (the plumbing under test; real use calibrates on the validation split)."""
+    import _export_case as ec
+
+    cache = request.config.cache.mkdir("semcat_export_emb")
+    df = ec.sample()
+    emb = ec.embed(df, cache)
+    y = np.asarray(ec.taxonomy().index_of(df["label"].tolist()))
+    run = ec.train_head(emb, y)
+    root = tmp_path_factory.mktemp("hedged")
+    with pytest.warns(H.CalibrationWarning, match="precision 0.995"):     # 240 < 460 products
+        d = sk.export_head(run, root / "head", onnx=False, torchscript=False, hedging=(emb, y))
+    plain = sk.export_head(run, root / "plain", onnx=False, torchscript=False)
+    te, ie = ec.encoders()
+    return df, emb, y, run, d, plain, cache, (te, ie)
+
+
+def test_thresholds_survive_export_and_load(hedged_head):
+    df, emb, y, run, d, plain, cache, encs = hedged_head
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", H.CalibrationWarning)
+        want = H.calibrate_hedging(run.predict_proba(emb), y, run.taxonomy)
+    cfg = json.loads((d / "config.json").read_text())
+    assert [r["precision"] for r in cfg["hedging"]["thresholds"]] == list(H.DEFAULT_PRECISIONS)
+    assert cfg["hedging"]["method"] == "rcps" and cfg["hedging"]["n_calibration"] == len(y)
+    head = sk.load_head(d)
+    assert head.hedging.thresholds == want.thresholds and head.hedging.threshold(0.995) == 1.0
+    assert sk.Predictor.load(d, text_encoder=encs[0], image_encoder=encs[1]).hedging.thresholds == want.thresholds
+    # a head exported before hedged decoding existed (no 'hedging' key) still loads
+    assert "hedging" not in json.loads((plain / "config.json").read_text()) and sk.load_head(plain).hedging is None
+    # a calibration object is stored as given
+    cal = H.HedgeCalibration({0.9: 0.42}, method="crc", n=7)
+    d2 = sk.export_head(run, d.parent / "given", onnx=False, torchscript=False, hedging=cal)
+    assert sk.load_head(d2).hedging.to_dict() == cal.to_dict()
+    with pytest.raises(TypeError, match="hedging must be a HedgeCalibration"):
+        sk.export_head(run, d.parent / "bad", onnx=False, torchscript=False, hedging=0.98)
+
+
+def test_a_broken_hedging_entry_is_refused_naming_the_key(hedged_head, tmp_path):
+    import shutil
+
+    d = hedged_head[4]
+    bad = tmp_path / "head"
+    shutil.copytree(d, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    cfg["hedging"]["thresholds"][1]["threshold"] = 7
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"config.json: key hedging.thresholds\[1\].threshold 7 is out of range"):
+        sk.load_head(bad)
+
+
+def test_predict_with_precision(hedged_head):
+    df, emb, y, run, d, plain, cache, (te, ie) = hedged_head
+    pred = sk.Predictor.load(d, text_encoder=te, image_encoder=ie)
+    products = df[["item_id", "title", "image_path"]].head(50).reset_index(drop=True)
+    res = pred.predict(products, top_k=3, cache_dir=cache, precision=0.95, progress=False)
+    assert list(res.columns) == (["item_id"] + [f"{c}_{i}" for c in ("pred", "name", "prob") for i in (1, 2, 3)]
+                                 + ["node", "node_depth", "node_prob", "is_leaf", "needs_review", "used", "failures"])
+    lam = pred.hedging.threshold(0.95)
+    want = H.hedge(run.predict_proba(emb.take(np.arange(50))), run.taxonomy, lam)
+    assert res["node"].tolist() == want.path.tolist() and res["node_depth"].tolist() == want.depth.tolist()
+    np.testing.assert_allclose(res["node_prob"], want.prob, atol=1e-6)
+    assert res["is_leaf"].tolist() == want.is_leaf.tolist() and res["needs_review"].tolist() == want.needs_review.tolist()
+    assert res.loc[res["is_leaf"], "node"].tolist() == res.loc[res["is_leaf"], "pred_1"].tolist() or lam < 0.5
+    # chunking does not change anything; a product with nothing usable needs review
+    again = pred.predict(products, top_k=3, cache_dir=cache, precision=0.95, chunk_size=7, progress=False)
+    pd.testing.assert_frame_equal(again, res)
+    empty = pred.predict([{"item_id": "x", "title": None}], top_k=1, precision=0.95, progress=False)
+    assert empty.loc[0, "node"] is None and empty.loc[0, "needs_review"] and not empty.loc[0, "is_leaf"]
+    assert pd.isna(empty.loc[0, "node_depth"]) and np.isnan(empty.loc[0, "node_prob"])
+    # the Parquet file keeps the types
+    out = sk.predictor.write_predictions(pred.predict_iter(products, top_k=1, cache_dir=cache, precision=0.95,
+                                                           progress=False), d.parent / "p.parquet")
+    back = pd.read_parquet(d.parent / "p.parquet")
+    assert out == 50 and back["is_leaf"].dtype == bool and back["node_depth"].dtype == "int64"
+    # refusals name what to do
+    with pytest.raises(ValueError, match=r"no threshold was calibrated for precision=0.975.*calibrated: \[0.9, 0.95"):
+        pred.predict(products.head(2), precision=0.975, progress=False)
+    with pytest.raises(ValueError, match="carries no calibrated thresholds; re-export"):
+        sk.Predictor.load(plain, text_encoder=te, image_encoder=ie).predict(products.head(2), precision=0.95)

@@ -564,7 +564,7 @@ class Predictor:
         ok = node >= 0
         safe = np.where(ok, node, 0)
         return {"node": np.where(ok, np.asarray(tree.paths, dtype=object)[safe], None),
-                "node_depth": pd.array(np.where(ok, tree.depth[safe], 0), dtype="Int64").where(ok, pd.NA),
+                "node_depth": pd.arrays.IntegerArray(tree.depth[safe].astype(np.int64), ~ok),
                 "node_prob": prob,
                 "is_leaf": ok & (node >= tree.n_inner),
                 "needs_review": ~ok | (node == 0) | (prob < floor)}
