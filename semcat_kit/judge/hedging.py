@@ -122,6 +122,12 @@ class HedgeTree:
         ``U``: inner node -> its inner ancestors and itself.
     child_ptr, child_idx : ndarray
         CSR list of the hedge children of each inner hedge node, in ascending order.
+    runs, run_up : ndarray, scipy.sparse.csr_matrix or None
+        When the classes come in long runs that share their nearest inner node (catalog taxonomies
+        are sorted by path; the Google file nearly so), the starts of those runs and the (n_runs,
+        n_inner) operator ``run -> inner ancestors``: ``probs @ L @ U`` is then computed as
+        ``np.add.reduceat(probs, runs, axis=1) @ run_up`` (the same sums, without scipy's transposed
+        copy of the (n, C) block).
     """
 
     taxonomy: object
@@ -136,6 +142,8 @@ class HedgeTree:
     up: sp.csr_matrix
     child_ptr: np.ndarray
     child_idx: np.ndarray
+    runs: np.ndarray | None
+    run_up: sp.csr_matrix | None
     _inner_anc: np.ndarray = field(repr=False)      # (C, max_depth + 1) inner hedge id of each class's ancestors
     _paths: list | None = field(default=None, repr=False)
 
@@ -143,6 +151,13 @@ class HedgeTree:
     def n_nodes(self) -> int:
         """Number of hedge nodes ``H = n_inner + C``."""
         return self.n_inner + self.n_classes
+
+    @property
+    def work_cols(self) -> int:
+        """Columns of the temporaries per row of a decoded block (sizes the row blocks): the segment
+        sums (or scipy's transposed copy of the block), the inner masses and the widest child list."""
+        first = len(self.runs) if self.runs is not None else self.n_classes
+        return first + self.n_inner + int(np.diff(self.child_ptr).max(initial=1))
 
     @property
     def ancestors(self) -> sp.csr_matrix:
@@ -218,8 +233,15 @@ def hedge_tree(taxonomy) -> HedgeTree:
     order = np.argsort(kids, kind="stable")
     child_idx = (np.arange(1, n_inner + C))[order]
     child_ptr = np.concatenate([[0], np.cumsum(np.bincount(kids, minlength=n_inner))])
+    runs = np.flatnonzero(np.concatenate([[True], slot[1:] != slot[:-1]]))
+    run_up = None
+    if len(runs) <= C // 2:
+        run_up = (sp.csr_matrix((np.ones(len(runs)), (np.arange(len(runs)), slot[runs])),
+                                shape=(len(runs), n_inner)) @ up).tocsr()
+    else:
+        runs = None
     tree = HedgeTree(taxonomy, n_inner, C, inner_nodes, parent, depth, n_under, bits, to_inner, up,
-                     child_ptr, child_idx, inner_anc)
+                     child_ptr, child_idx, runs, run_up, inner_anc)
     try:
         taxonomy._hedge_tree = tree
     except AttributeError:  # pragma: no cover - slotted objects
@@ -230,6 +252,10 @@ def hedge_tree(taxonomy) -> HedgeTree:
 # ---------------------------------------------------------------------------------- probabilities
 def _inner_mass(p: np.ndarray, tree: HedgeTree) -> np.ndarray:
     """(n, n_inner) float64 probability of every inner hedge node: ``(p @ L) @ U``."""
+    if len(p) == 0:
+        return np.zeros((0, tree.n_inner))
+    if tree.runs is not None:
+        return np.asarray(np.add.reduceat(p, tree.runs, axis=1), dtype=np.float64) @ tree.run_up
     return np.asarray((p @ tree.to_inner.astype(p.dtype, copy=False)), dtype=np.float64) @ tree.up
 
 
@@ -312,7 +338,7 @@ def hedge_paths(probs, taxonomy) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _paths(p: np.ndarray, tree: HedgeTree) -> tuple[np.ndarray, np.ndarray]:
-    step = row_block(tree.n_classes, 3)
+    step = row_block(tree.work_cols, 3)
     if p.shape[0] <= step:
         return _paths_block(p, tree)
     parts = [_paths_block(p[a:a + step], tree) for a in range(0, p.shape[0], step)]
@@ -451,7 +477,7 @@ def hedge(probs, taxonomy, threshold: float, *, rule: str = "threshold",
     n = p.shape[0]
     node = np.zeros(n, dtype=np.int64)
     prob = np.ones(n)
-    step = row_block(tree.n_classes, 3)
+    step = row_block(tree.work_cols, 3)
     for a in range(0, n, step):
         block = p[a:a + step]
         if rule == "threshold":
@@ -746,7 +772,7 @@ def calibrate_hedging(probs, y, taxonomy, precisions: Sequence[float] = DEFAULT_
             th[q], vp[q], vl[q] = lam, float((t <= lam).mean()), float((node >= tree.n_inner).mean())
     else:
         grid = _INFO_GAIN_GRID
-        step = row_block(tree.n_classes, 3)
+        step = row_block(tree.work_cols, 3)
         dec = np.concatenate([_decide_info_gain(p[a:a + step], tree, grid) for a in range(0, n, step)])
         errors = (~tree.contains(dec, y[:, None])).sum(axis=0)            # (G,)
         for q in precisions:
