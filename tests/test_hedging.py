@@ -445,3 +445,30 @@ def test_predict_with_precision(hedged_head):
         pred.predict(products.head(2), precision=0.975, progress=False)
     with pytest.raises(ValueError, match="carries no calibrated thresholds; re-export"):
         sk.Predictor.load(plain, text_encoder=te, image_encoder=ie).predict(products.head(2), precision=0.95)
+
+
+# ------------------------------------------------------------------------------ figure
+def test_precision_specificity_figure(google):
+    rng = np.random.default_rng(9)
+    n = 400
+    y = rng.integers(0, google.n_classes, n)
+    sharp = _peaky(rng, n, google.n_classes, top=rng.uniform(0.3, 1, n))
+    sharp[np.arange(n), y] += 0.5           # a head whose mass mostly sits on the true class
+    sharp /= sharp.sum(1, keepdims=True)
+    flat = _peaky(rng, n, google.n_classes, top=0.2)
+    cal = H.calibrate_hedging(sharp[:200], y[:200], google, (0.95,))
+    fig = sk.viz.precision_specificity_curves({"sharp & <b>": (sharp[200:], y[200:]), "flat": (flat[200:], y[200:])},
+                                              google, calibrations={"sharp & <b>": cal})
+    lines = [t for t in fig.data if t.mode == "lines"]
+    assert [t.name for t in lines] == ["sharp &amp; &lt;b&gt;", "flat"]            # names drawn verbatim
+    want = H.precision_specificity_curve(sharp[200:], y[200:], google)
+    np.testing.assert_allclose(lines[0].y, want["precision"])
+    np.testing.assert_allclose(lines[0].x, want["leaf_coverage"])
+    marks = [t for t in fig.data if t.mode == "markers"]
+    assert len(marks) == 1 and len(marks[0].x) == 1
+    assert marks[0].y[0] == pytest.approx(H.hedge(sharp[200:], google, cal.threshold(0.95)).correct(y[200:]).mean())
+    assert {round(s["y0"], 3) for s in fig.layout.shapes} == {0.95, 0.98, 0.99}
+    fig = sk.viz.precision_specificity_curves({"flat": (flat, y)}, google, specificity="mean_bits")
+    assert "bits" in fig.layout.xaxis.title.text
+    with pytest.raises(ValueError, match="specificity must be one of"):
+        sk.viz.precision_specificity_curves({"flat": (flat, y)}, google, specificity="depth")
