@@ -429,12 +429,16 @@ def test_predict_with_precision(hedged_head):
     np.testing.assert_allclose(res["node_prob"], want.prob, atol=1e-6)
     assert res["is_leaf"].tolist() == want.is_leaf.tolist() and res["needs_review"].tolist() == want.needs_review.tolist()
     assert res.loc[res["is_leaf"], "node"].tolist() == res.loc[res["is_leaf"], "pred_1"].tolist() or lam < 0.5
+    np.testing.assert_array_equal(H.hedged_correct(res, y[:50], run.taxonomy), want.correct(y[:50]))
     # chunking does not change anything; a product with nothing usable needs review
     again = pred.predict(products, top_k=3, cache_dir=cache, precision=0.95, chunk_size=7, progress=False)
     pd.testing.assert_frame_equal(again, res)
     empty = pred.predict([{"item_id": "x", "title": None}], top_k=1, precision=0.95, progress=False)
     assert empty.loc[0, "node"] is None and empty.loc[0, "needs_review"] and not empty.loc[0, "is_leaf"]
     assert pd.isna(empty.loc[0, "node_depth"]) and np.isnan(empty.loc[0, "node_prob"])
+    assert not H.hedged_correct(empty, [0], run.taxonomy)[0]
+    with pytest.raises(ValueError, match="predict with precision"):
+        H.hedged_correct(res.drop(columns="is_leaf"), y[:50], run.taxonomy)
     # the Parquet file keeps the types
     out = sk.predictor.write_predictions(pred.predict_iter(products, top_k=1, cache_dir=cache, precision=0.95,
                                                            progress=False), d.parent / "p.parquet")
@@ -472,3 +476,33 @@ def test_precision_specificity_figure(google):
     assert "bits" in fig.layout.xaxis.title.text
     with pytest.raises(ValueError, match="specificity must be one of"):
         sk.viz.precision_specificity_curves({"flat": (flat, y)}, google, specificity="depth")
+
+
+def test_ids_from_paths_tell_a_class_from_its_branch(small):
+    t = H.hedge_tree(small)
+    ids = t.ids(["A", "A", "", "A > B > x", None], [False, True, False, True, False])
+    assert ids.tolist() == [1, 5 + small.index_of("A"), 0, 5 + small.index_of("A > B > x"), -1]
+    with pytest.raises(KeyError, match="'A > B > x' is not an inner node"):
+        t.ids(["A > B > x"], [False])
+
+
+def test_misprediction_browser_shows_the_hedged_node_beside_the_top1(small):
+    from semcat_kit.see import widgets
+
+    rng = np.random.default_rng(11)
+    n = 40
+    y = rng.integers(0, small.n_classes, n)
+    p = _peaky(rng, n, small.n_classes, top=rng.uniform(0.2, 1, n))
+    cat = pd.DataFrame({"item_id": [f"i{i}" for i in range(n)], "title": [f"product {i}" for i in range(n)],
+                        "label": [small.classes[c] for c in y]})
+    b = widgets.MispredictionBrowser(cat, p, None, small, page_size=n, hedge_threshold=0.6)
+    h = H.hedge(p, small, 0.6)
+    t = b.table.set_index("item_id").loc[cat["item_id"]]
+    assert t["hedged_label"].tolist() == h.path.tolist() and t["hedged_correct"].tolist() == h.correct(y).tolist()
+    b.mode.value = "all"
+    html = {c.children[0].children[1].value for c in b.cards}
+    assert len(html) == n and all("hedged: " in s for s in html)
+    assert any("root: needs review" in s for s in html) == (h.node == 0).any()
+    assert any(", leaf)" in s for s in html) and any("hedged: A &gt; B (" in s for s in html) == (h.path == "A > B").any()
+    plain = widgets.MispredictionBrowser(cat, p, None, small, page_size=n)
+    assert "hedged_label" not in plain.table and not any("hedged" in c.children[0].children[1].value for c in plain.cards)

@@ -146,6 +146,7 @@ class HedgeTree:
     run_up: sp.csr_matrix | None
     _inner_anc: np.ndarray = field(repr=False)      # (C, max_depth + 1) inner hedge id of each class's ancestors
     _paths: list | None = field(default=None, repr=False)
+    _index: dict | None = field(default=None, repr=False)
 
     @property
     def n_nodes(self) -> int:
@@ -171,6 +172,25 @@ class HedgeTree:
             tax = self.taxonomy
             self._paths = [tax.sep.join(tax.node_paths[v]) for v in self.inner_nodes] + list(tax.classes)
         return self._paths
+
+    def ids(self, paths, is_leaf) -> np.ndarray:
+        """Hedge ids of nodes given by full path (``""`` the root) and whether each is a class leaf
+        (a path that is both a class and an inner node names two hedge nodes); -1 for None.
+
+        Raises ``KeyError`` naming a path that is not such a node."""
+        if self._index is None:
+            self._index = {(p, h >= self.n_inner): h for h, p in enumerate(self.paths)}
+        out = np.empty(len(paths), dtype=np.int64)
+        for k, (p, leaf) in enumerate(zip(paths, is_leaf)):
+            if p is None or (isinstance(p, float) and np.isnan(p)):
+                out[k] = -1
+                continue
+            h = self._index.get((str(p), bool(leaf)))
+            if h is None:
+                kind = "class" if leaf else "inner node"
+                raise KeyError(f"row {k}: {p!r} is not a{'n' if kind[0] == 'i' else ''} {kind} of this taxonomy")
+            out[k] = h
+        return out
 
     def is_leaf(self, h) -> np.ndarray:
         """Whether hedge nodes ``h`` are class leaves (a single class)."""
@@ -507,8 +527,19 @@ def _predictions(node: np.ndarray, prob: np.ndarray, tree: HedgeTree, floor: flo
 
 
 def hedged_correct(nodes, y, taxonomy) -> np.ndarray:
-    """Whether each true class ``y`` lies under the hedged node (hedge ids, e.g. ``HedgedPredictions.node``)."""
+    """Whether each true class ``y`` lies under the hedged node.
+
+    ``nodes``: hedge ids (``HedgedPredictions.node``), or a ``Predictor.predict(..., precision=)`` frame
+    (its ``node`` and ``is_leaf`` columns; a product with nothing usable counts as wrong).
+    """
     tree = hedge_tree(taxonomy)
+    if isinstance(nodes, pd.DataFrame):
+        missing = [c for c in ("node", "is_leaf") if c not in nodes.columns]
+        if missing:
+            raise ValueError(f"the predictions have no {missing} column(s): predict with precision=... first")
+        y = as_labels(y, len(nodes), taxonomy, name="y", against="predictions")
+        ids = tree.ids(nodes["node"].tolist(), nodes["is_leaf"].to_numpy(dtype=bool))
+        return (ids >= 0) & tree.contains(np.maximum(ids, 0), y)
     nodes = np.asarray(nodes, dtype=np.int64)
     y = as_labels(y, len(nodes), taxonomy, name="y")
     if len(nodes) and (nodes.min() < 0 or nodes.max() >= tree.n_nodes):
