@@ -203,6 +203,13 @@ def test_too_few_calibration_products_give_the_root(small):
     with pytest.warns(H.CalibrationWarning, match=r"too few to certify precision 0.99 .*at least 230"):
         cal = H.calibrate_hedging(p, [0, 1, 2], small, precisions=[0.99])
     assert cal.threshold(0.99) == 1.0 and (cal.predict(p, small, 0.99).node == 0).all()
+    with warnings.catch_warnings(record=True) as caught:       # one warning for all the targets it cannot serve
+        warnings.simplefilter("always")
+        cal = H.calibrate_hedging(p, [0, 1, 2], small, precisions=[0.5, 0.9, 0.99], method="crc")
+    assert len(caught) == 1 and "precisions 0.9, 0.99 with crc (at least 9, 99 are needed)" in str(caught[0].message)
+    assert cal.threshold(0.5) < 1 and cal.threshold(0.9) == cal.threshold(0.99) == 1.0
+    with pytest.warns(H.CalibrationWarning, match="precision 0.99"):
+        H.calibrate_hedging(p, [0, 1, 2], small, precisions=[0.99], rule="info_gain")
 
 
 def test_always_right_head_gives_leaves_and_uniform_head_gives_the_root(myntra_probs, google):
@@ -506,3 +513,10 @@ def test_misprediction_browser_shows_the_hedged_node_beside_the_top1(small):
     assert any(", leaf)" in s for s in html) and any("hedged: A &gt; B (" in s for s in html) == (h.path == "A > B").any()
     plain = widgets.MispredictionBrowser(cat, p, None, small, page_size=n)
     assert "hedged_label" not in plain.table and not any("hedged" in c.children[0].children[1].value for c in plain.cards)
+
+
+@pytest.mark.parametrize("method", ["crc", "rcps"])
+def test_the_calibration_size_named_in_the_warning_is_the_smallest_that_works(method):
+    for q in (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995):
+        n = H._min_calibration_size(1 - q, method, 0.1)
+        assert H._max_errors(n, 1 - q, method, 0.1) >= 0 and H._max_errors(n - 1, 1 - q, method, 0.1) < 0, (q, n)

@@ -598,8 +598,8 @@ def _max_errors(n: int, eps: float, method: str, delta: float) -> int:
 
 def _min_calibration_size(eps: float, method: str, delta: float) -> int:
     if method == "crc":
-        return int(math.ceil(1 / eps - 1))
-    return int(math.ceil(math.log(delta) / math.log1p(-eps)))
+        return int(math.ceil(1 / eps - 1 - 1e-9))
+    return int(math.ceil(math.log(delta) / math.log1p(-eps) - 1e-9))
 
 
 @dataclass
@@ -813,12 +813,19 @@ def calibrate_hedging(probs, y, taxonomy, precisions: Sequence[float] = DEFAULT_
         raise ValueError("precisions is empty: give target precisions such as (0.95, 0.98, 0.99)")
     n = len(y)
     th, vp, vl = {}, {}, {}
+    too_few = [q for q in precisions if _max_errors(n, 1 - q, method, delta) < 0]
+    if too_few:
+        need = ", ".join(str(_min_calibration_size(1 - q, method, delta)) for q in too_few)
+        warnings.warn(f"{n} calibration products are too few to certify precision{'s' if len(too_few) > 1 else ''} "
+                      f"{', '.join(f'{q:g}' for q in too_few)} with {method} (at least {need} are needed): "
+                      f"{'their thresholds give' if len(too_few) > 1 else 'its threshold gives'} every product the root "
+                      "(needs review)", CalibrationWarning, stacklevel=2)
     if rule == "threshold":
         nodes, mass = _paths(p, tree)
         wrong = ~tree.contains(nodes, y[:, None])
         t = np.where(wrong, mass, -1.0).max(axis=1)
         for q in precisions:
-            lam = calibrated_threshold(t, q, method, delta)
+            lam = calibrated_threshold(t, q, method, delta, warn=False)
             node, _ = _decide_threshold(nodes, mass, lam)
             th[q], vp[q], vl[q] = lam, float((t <= lam).mean()), float((node >= tree.n_inner).mean())
     else:
@@ -830,11 +837,7 @@ def calibrate_hedging(probs, y, taxonomy, precisions: Sequence[float] = DEFAULT_
             K = _max_errors(n, 1 - q, "rcps", delta)
             ok = errors <= K
             stop = int(np.argmin(ok)) if not ok.all() else len(grid)       # first failure in the fixed sequence
-            if stop == 0:   # unreachable unless K < 0: the root (lambda = inf) is never wrong
-                warnings.warn(f"{n} calibration products are too few to certify precision {q:g} (at least "
-                              f"{_min_calibration_size(1 - q, 'rcps', delta)} are needed): its threshold gives every "
-                              "product the root (needs review)", CalibrationWarning, stacklevel=2)
-            g = max(stop - 1, 0)
+            g = max(stop - 1, 0)        # stop == 0 only when K < 0 (warned above): the root, never wrong
             th[q] = float(grid[g])
             vp[q] = float(1 - errors[g] / n)
             vl[q] = float((dec[:, g] >= tree.n_inner).mean())
