@@ -446,6 +446,11 @@ def test_predict_with_precision(hedged_head):
     assert not H.hedged_correct(empty, [0], run.taxonomy)[0]
     with pytest.raises(ValueError, match="predict with precision"):
         H.hedged_correct(res.drop(columns="is_leaf"), y[:50], run.taxonomy)
+    # already-encoded rows (e.g. a store) give the same hedged columns
+    frames = list(pred.predict_embeddings_iter(emb.take(np.arange(50)), top_k=3, precision=0.95, progress=False))
+    via_emb = pd.concat(frames, ignore_index=True)
+    for c in ("node", "node_depth", "is_leaf", "needs_review"):
+        assert via_emb[c].tolist() == res[c].tolist(), c
     # the Parquet file keeps the types
     out = sk.predictor.write_predictions(pred.predict_iter(products, top_k=1, cache_dir=cache, precision=0.95,
                                                            progress=False), d.parent / "p.parquet")
