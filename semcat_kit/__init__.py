@@ -11,8 +11,8 @@ it may import (arrows point down only):
 ``encode``       the encoder registry (``encoders.load(name)``), the out-of-core store,
                  ``Embeddings``, ``encode_catalog`` / ``encode_into_store``, ``encode_distributed``
 ``labels``       label similarity (sparse top-k ``Neighbors``) and soft-target kinds, curricula
-``judge``        decoders (top-k, CRM), every metric in a registry, streaming metrics,
-                 head / torso / tail buckets
+``judge``        decoders (top-k, CRM, hedged at a calibrated precision), every metric in a
+                 registry, streaming metrics, head / torso / tail buckets
 ``learn``        losses, the fusion head, the minibatch trainer, ``TrainConfig`` / ``train``
 ``experiments``  multi-seed comparison suites, peers (LogisticRegression, hiclass), tuning
 ``see``          data prep for figures, plotly figures, ipywidgets explorers
@@ -41,7 +41,7 @@ _MODULES = {
     "encoders": ".encode.encoders", "store": ".encode.store", "embeddings": ".encode.embeddings",
     "similarity": ".labels.similarity", "soft_labels": ".labels.soft_labels",
     "decoding": ".judge.decoding", "metrics": ".judge.metrics", "streaming": ".judge.streaming",
-    "frequency": ".judge.frequency",
+    "frequency": ".judge.frequency", "hedging": ".judge.hedging",
     "losses": ".learn.losses", "model": ".learn.model", "trainer": ".learn.trainer",
     "training": ".learn.training",
     "comparison": ".experiments.comparison", "baselines": ".experiments.baselines",
@@ -61,6 +61,7 @@ _NAMES = {
     "encode_catalog": ".encode.encode", "encode_distributed": ".encode.sharded",
     "encode_into_store": ".encode.encode",
     "evaluate": ".judge.metrics",
+    "calibrate_hedging": ".judge.hedging", "HedgeCalibration": ".judge.hedging",
     "FusionHead": ".learn.model",
     "TrainConfig": ".learn.training", "TrainRun": ".learn.training", "train": ".learn.training",
     "LogisticBaseline": ".experiments.baselines", "HiClassBaseline": ".experiments.baselines",
@@ -108,7 +109,8 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing here runs
     from .experiments.comparison import (baseline_suite, compare, default_suite,  # noqa: F401
                                          format_table, loss_suite)
     from .experiments.tuning import tune  # noqa: F401
-    from .judge import decoding, frequency, metrics, streaming  # noqa: F401
+    from .judge import decoding, frequency, hedging, metrics, streaming  # noqa: F401
+    from .judge.hedging import HedgeCalibration, calibrate_hedging  # noqa: F401
     from .judge.metrics import evaluate  # noqa: F401
     from .labels import similarity, soft_labels  # noqa: F401
     from .learn import losses, model, trainer, training  # noqa: F401

@@ -206,6 +206,35 @@ def test_predict_equals_predictor(trained, cache, tmp_path, capsys, crm):
     assert got["pred_1"].notna().all()
 
 
+def test_train_exports_hedging_thresholds_and_predict_precision(trained, cache, tmp_path, capsys):
+    """semcat train calibrates the hedging thresholds on its val split; --precision adds the hedged columns
+    (those of Predictor.predict(precision=)), and a precision it cannot serve is a one-line error."""
+    rc, stdout, out, _ = trained
+    head = sk.load_head(out)
+    n_val = head.config["metadata"]["split"]["n_val"]
+    assert head.hedging is not None and head.hedging.n == n_val > 0
+    assert f"hedging thresholds (calibrated on {n_val} val products" in stdout
+    assert "precision 0.995: root for every product" in stdout          # ~24 val products cannot certify it
+    csv, products = _products_csv(tmp_path)
+    args = ["predict", "--model", str(out), "--input", str(csv), "--images", str(tutorial_dir() / "images"),
+            "--id-col", "sku", "--output", str(tmp_path / "preds.csv"), "--top-k", "2", "--cache-dir", cache, "--quiet"]
+    assert cli.main(args + ["--precision", "0.9"]) == 0
+    assert "hedged at precision 0.9 (threshold" in capsys.readouterr().out
+    got = _read_preds(tmp_path / "preds.csv")
+    te, ie = ec.encoders()
+    want = sk.Predictor.load(out, text_encoder=te, image_encoder=ie).predict(products, top_k=2, cache_dir=cache,
+                                                                             precision=0.9, progress=False)
+    assert list(got.columns) == list(want.columns) and "needs_review" in got.columns
+    assert got["node"].fillna("").tolist() == want["node"].fillna("").tolist()
+    assert got["is_leaf"].tolist() == want["is_leaf"].tolist()
+    assert got["needs_review"].tolist() == want["needs_review"].tolist()
+    np.testing.assert_allclose(got["node_prob"].to_numpy(float), want["node_prob"].to_numpy(float), atol=1e-12)
+    assert cli.main(args + ["--precision", "0.975"]) == 1
+    _one_line_error(capsys, "--precision 0.975", "no threshold was calibrated", "calibrated: [0.9, 0.95")
+    assert cli.main(args + ["--precision", "1.5"]) == 1
+    _one_line_error(capsys, "--precision must lie strictly between 0 and 1")
+
+
 def test_predict_finds_images_by_id(trained, cache, tmp_path, capsys):
     """Without an image column, --images DIR gives DIR/<id>.jpg."""
     df = ec.sample().head(5)

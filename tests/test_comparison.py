@@ -144,3 +144,36 @@ def test_format_table(result):
     assert f"| tree | {r['top1_mean']:.2f} ± {r['top1_std']:.2f} |" in md
     with pytest.raises(ValueError, match=r"metrics \['accuracy'\] are not in this table"):
         format_table(df, metrics=["accuracy"])
+
+
+def test_hedging_columns_for_every_row(result):
+    """leaf_coverage@p and friends (issue 23): thresholds calibrated on val, read on test, for every row;
+    a + CRM row repeats its runs' values (hedging decodes probabilities, not the CRM ranking)."""
+    import warnings
+
+    from semcat_kit.judge.hedging import CalibrationWarning
+    from semcat_kit.judge.metrics import hedging_metric_names, hedging_metrics
+
+    tax, nb, te, configs, df = result
+    for key in hedging_metric_names():
+        assert f"{key}_mean" in df.columns and df[f"{key}_mean"].notna().all(), key
+    _, _, va, _ = _data()
+    runs = df.attrs["runs"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)    # 100 val products cannot certify 98 / 99 %
+        per_seed = [hedging_metrics(runs[("tree", s)].predict_proba(va[0]), va[1],
+                                    runs[("tree", s)].predict_proba(te[0]), te[1], tax) for s in (0, 1, 2)]
+    for key in ("leaf_coverage@95", "hedged_precision@95", "specificity@98", "review@99"):
+        assert df.loc["tree", f"{key}_mean"] == pytest.approx(np.mean([s[key] for s in per_seed])), key
+    assert df.loc["tree", "leaf_coverage@95_mean"] > 0.5 and (df["review@99_mean"] == 1).all()
+    crm = [i for i in df.index if i.endswith(" + CRM")][0]
+    cols = [f"{k}_mean" for k in hedging_metric_names()]
+    assert df.loc[crm, cols].tolist() == df.loc[crm[: -len(" + CRM")], cols].tolist()
+
+
+def test_hedging_columns_are_nan_without_val():
+    from semcat_kit.experiments.comparison import hedging_columns
+    from semcat_kit.judge.metrics import hedging_metric_names
+
+    cols = hedging_columns(None, None, None, None, None)
+    assert list(cols) == hedging_metric_names() and all(np.isnan(v) for v in cols.values())

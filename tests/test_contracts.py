@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import semcat_kit as sk
-from semcat_kit import contracts, decoding, inspection, metrics, viz
+from semcat_kit import contracts, decoding, hedging, inspection, metrics, viz
 from semcat_kit.labels.similarity import Neighbors
 
 PATHS = ["A > a1", "A > a2", "B > b1", "B > b2"]
@@ -68,9 +68,28 @@ def _confusion_heatmap(p, y):
     return viz.confusion_heatmap(p, y, TAX, cls=0)
 
 
+def _calibrate_hedging(p, y):
+    return hedging.calibrate_hedging(p, y, TAX, precisions=(0.5,))
+
+
+def _hedge_scores(p, y):
+    return hedging.hedge_scores(p, y, TAX)
+
+
+def _hedging_metrics(p, y):
+    return metrics.hedging_metrics(p, y, p, y, TAX, precisions=(0.5,))
+
+
+def _ps_curve(p, y):
+    return hedging.precision_specificity_curve(p, y, TAX)
+
+
 PROB_Y_ENTRIES = [_evaluate, _per_class, _per_sample, _reliability, _label_issues, _mispredictions,
-                  _severity_table, _severity_histogram, _top_confusions, _confusion_heatmap]
-PROB_ENTRIES = PROB_Y_ENTRIES + [lambda p, y: decoding.crm_predict(p, TAX), lambda p, y: decoding.crm_rerank(p, TAX)]
+                  _severity_table, _severity_histogram, _top_confusions, _confusion_heatmap,
+                  _calibrate_hedging, _hedge_scores, _hedging_metrics, _ps_curve]
+PROB_ENTRIES = PROB_Y_ENTRIES + [lambda p, y: decoding.crm_predict(p, TAX), lambda p, y: decoding.crm_rerank(p, TAX),
+                                 lambda p, y: hedging.hedge(p, TAX, 0.5), lambda p, y: hedging.hedge_paths(p, TAX),
+                                 lambda p, y: hedging.node_probabilities(p, TAX)]
 
 BAD_PROBS = [
     ("logits", np.array([[2.0, -1.0, 0.5, 0.1]] * 4), ValueError, r"negative values in rows \[0, 1, 2, 3\]"),

@@ -77,3 +77,18 @@ def test_reading_is_computed_from_the_table():
 def test_committed_sections_carry_their_reading():
     for name, body in mr.sections(mr.RESULTS.read_text(encoding="utf-8")).items():
         assert "Reading (computed from the table):" in body, f"{name}: re-run make_results.py"
+
+
+def test_hedge_reading_states_the_issue_23_goals():
+    import pandas as pd
+
+    rows = ["one-hot", "top-20 semantic", "top-20 semantic + CRM", "binary codes", "LogisticRegression",
+            "LogisticRegression + CRM", "hiclass LCPPN"]
+    cov = [0.60, 0.67, 0.67, 0.9, 0.70, 0.65, 0.5]
+    prec = [0.985, 0.982, 0.982, 0.99, 0.981, 0.981, 0.979]
+    df = pd.DataFrame({"leaf_coverage@98_mean": cov, "hedged_precision@98_mean": prec}, index=rows)
+    text = mr.hedge_reading(df)
+    assert "`top-20 semantic` gives a leaf to 67.0% of products, +7.0 pt vs one-hot (meets the +5 pt goal)" in text
+    assert "-3.0 pt vs LogisticRegression (fewer)" in text and "+2.0 pt vs LogisticRegression + CRM" in text
+    assert "lowest realised precision at 98 %: 0.979 (`hiclass LCPPN`)" in text and "at 95" not in text
+    assert set(mr.HEDGE_METRICS) <= {f"{m}" for m in __import__("semcat_kit").metrics.hedging_metric_names()}

@@ -5,7 +5,7 @@
     semcat encode --catalog tutorial --cache-dir cache/ [--out emb/] [--text-encoder minilm]
     torchrun --nproc-per-node=2 -m semcat_kit encode --catalog tutorial --cache-dir cache/
     semcat train --catalog tutorial --config config.yaml --out head/ [--cache-dir cache/] [--predictions p.csv]
-    semcat predict --model head/ --input products.csv --output preds.csv [--top-k 5] [--crm]
+    semcat predict --model head/ --input products.csv --output preds.csv [--top-k 5] [--crm] [--precision 0.98]
                    [--chunk-size 8192]     (input and output: .csv or .parquet, streamed in chunks)
     semcat tune --catalog tutorial --config config.yaml --out tuned/ \
         [--objective "hdist@5; top1 >= baseline - 0.5pt"] [--n-trials 30] [--timeout 600]
@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="categorize products with an exported head",
                        description="Categorize the products of a CSV file with a head exported by 'semcat train' "
                                    "or sk.export_head; writes one row per product: item_id, pred_1..k (full "
-                                   "category paths), name_1..k, prob_1..k, used, failures.")
+                                   "category paths), name_1..k, prob_1..k, (with --precision: node, node_depth, node_prob, is_leaf, "
+                                   "needs_review), used, failures.")
     p.add_argument("--model", required=True, metavar="DIR", help="folder of the exported head")
     p.add_argument("--input", required=True, metavar="FILE",
                    help="products to categorize: a CSV (or .parquet) file with a title column and/or an image "
@@ -121,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="categories per product (default 5)")
     p.add_argument("--crm", action="store_true", help="rank by least expected tree distance (CRM) instead of "
                    "probability; adds exp_dist_1..k")
+    p.add_argument("--precision", type=float, metavar="P", help="also give each product its hedged prediction: "
+                   "the most specific category at the threshold calibrated for precision P (e.g. 0.98: the true "
+                   "category lies under the predicted one for at least 98%% of products); adds node, node_depth, "
+                   "node_prob, is_leaf, needs_review. The head must carry calibrated thresholds ('semcat train' "
+                   "exports them when there is a validation split)")
     p.add_argument("--cache-dir", metavar="DIR", help="embedding cache folder (re-runs skip encoding)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnx", "torchscript"),

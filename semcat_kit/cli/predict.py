@@ -148,6 +148,9 @@ def run(args) -> int:
     if args.chunk_size < 1:
         raise CliError(f"--chunk-size must be >= 1, not {args.chunk_size}")
     check_device(args.device)
+    precision = getattr(args, "precision", None)
+    if precision is not None and not 0 < precision < 1:
+        raise CliError(f"--precision must lie strictly between 0 and 1 (e.g. 0.98), not {precision:g}")
     out = Path(args.output).expanduser()
     if out.is_dir():
         raise CliError(f"--output {args.output} is a folder; give a file name such as {out / 'predictions.csv'}")
@@ -159,14 +162,20 @@ def run(args) -> int:
     def products():
         yield first
         yield from chunks
-    frames = pred.predict_iter(products(), top_k=args.top_k, crm=args.crm, cache_dir=args.cache_dir,
-                               progress=not args.quiet, chunk_size=args.chunk_size)
+    try:
+        frames = pred.predict_iter(products(), top_k=args.top_k, crm=args.crm, cache_dir=args.cache_dir,
+                                   progress=not args.quiet, chunk_size=args.chunk_size, precision=precision)
+    except ValueError as e:     # no calibrated thresholds, or none for this precision
+        raise CliError(f"--precision {precision:g}: {e}") from None
     try:
         n = write_predictions(frames, out)
     except DuplicateIdError as e:
         raise _repeated_id_error(args, e.ids[0]) from None
     fails = pred.failures
     print(f"wrote {n} predictions to {out} ({len(fails)} unusable input(s))")
+    if precision is not None:
+        print(f"hedged at precision {precision:g} (threshold {pred.hedging.threshold(precision):.4f}; "
+              f"{pred.hedging.guarantee(precision)}): see the node, is_leaf and needs_review columns")
     for _, r in fails.head(10).iterrows():
         print(f"  {r['item_id']}: {r['modality']}: {r['reason']}", file=sys.stderr)
     if len(fails) > 10:

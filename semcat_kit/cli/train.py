@@ -83,16 +83,42 @@ def run(args) -> int:
     meta = {"test_metrics": metrics, "catalog": args.catalog, "n_products": n_products,
             "split": {"n_train": len(sp.train), "n_val": len(sp.val), "n_test": len(sp.test), **cfg["split"]},
             "sample": cfg["sample"], "seed": cfg["seed"]}
+    hedging = _calibrate_hedging(run, pipe.part("val")) if len(sp.val) else None
     export_head(run, out, onnx=cfg["export"]["onnx"], torchscript=cfg["export"]["torchscript"],
-                overwrite=args.overwrite, metadata=meta)
+                overwrite=args.overwrite, metadata=meta, hedging=hedging)
     print(f"exported the head to {out}")
     if len(unl):
         from .._core.io import atomic_path
 
         dest = Path(args.predictions) if args.predictions else out / "unlabelled_predictions.csv"
+        hedge_at = UNLABELLED_PRECISION if hedging is not None else None
         res = Predictor.load(out, device=tcfg.device).predict(unl, top_k=5, cache_dir=args.cache_dir,
-                                                              progress=not args.quiet)
+                                                              progress=not args.quiet, precision=hedge_at)
         with atomic_path(dest, suffix=".csv") as tmp:
             res.to_csv(tmp, index=False)
         print(f"wrote predictions for the {len(unl)} products without a usable label to {dest}")
+        if hedge_at is not None:
+            print(f"  at precision {hedge_at:g}: {int(res['is_leaf'].sum())} given a leaf, "
+                  f"{int(res['needs_review'].sum())} marked needs_review (columns node, is_leaf, needs_review)")
     return 0
+
+
+#: Precision of the hedged columns of the unlabelled products' predictions.
+UNLABELLED_PRECISION = 0.98
+
+
+def _calibrate_hedging(run, val):
+    """Hedging thresholds calibrated on the validation split, printed (one line per precision)."""
+    from ..judge.hedging import CalibrationWarning, calibrate_hedging
+
+    with warnings.catch_warnings():     # too few val products for a precision: said below, once
+        warnings.simplefilter("ignore", CalibrationWarning)
+        cal = calibrate_hedging(run.predict_proba(val[0]), val[1], run.taxonomy)
+    print(f"hedging thresholds (calibrated on {cal.n} val products; RCPS, delta {cal.delta:g}):")
+    for r in cal.table().itertuples():
+        if r.threshold >= 1:
+            print(f"  precision {r.precision:g}: root for every product (too few val products to certify it)")
+        else:
+            print(f"  precision {r.precision:g}: threshold {r.threshold:.4f} (val: {r.val_leaf_coverage:.1%} given "
+                  f"a leaf, precision {r.val_precision:.3f})")
+    return cal

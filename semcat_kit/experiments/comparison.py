@@ -24,7 +24,7 @@ from ..judge.metrics import lower_is_better
 from ..learn.training import TrainConfig
 from ..learn.training import train as _train
 
-__all__ = ["compare", "default_suite", "baseline_suite", "loss_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]
+__all__ = ["compare", "hedging_columns", "default_suite", "baseline_suite", "loss_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]
 
 CRM_SUFFIX = " + CRM"
 
@@ -51,6 +51,18 @@ def _check_pair(pair, name: str):
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
         raise ValueError(f"{name} must be a pair (embeddings, labels)")
     return pair
+
+
+def hedging_columns(run, val, test_probs, y_test, taxonomy) -> dict:
+    """The hedged-decoding columns of one :func:`compare` row: ``leaf_coverage@{p}``,
+    ``specificity@{p}``, ``specificity_bits@{p}``, ``hedged_precision@{p}``, ``review@{p}`` for p = 95,
+    98, 99 (:func:`semcat_kit.judge.metrics.hedging_metrics`: thresholds calibrated on ``val`` with
+    RCPS, read on the test products). NaN when there is no ``val``."""
+    from ..judge.metrics import hedging_metric_names, hedging_metrics
+
+    if val is None or len(val[1]) == 0:
+        return dict.fromkeys(hedging_metric_names(), float("nan"))
+    return hedging_metrics(run.predict_proba(val[0]), val[1], test_probs, y_test, taxonomy).to_dict()
 
 
 def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbors=None,
@@ -96,8 +108,10 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
     -------
     pandas.DataFrame
         Index ``config``; columns ``n_seeds``, ``crm`` and ``<metric>_mean``, ``<metric>_std``
-        for every metric of :func:`semcat_kit.evaluate` plus ``best_epoch`` and
-        ``train_seconds``. ``df.attrs["runs"]`` is a :class:`CompareRuns` holding the trained runs
+        for every metric of :func:`semcat_kit.evaluate`, the hedged-decoding metrics of
+        :func:`hedging_columns` (``leaf_coverage@98`` ...: which model commits to a leaf most often at
+        98 % precision; NaN without ``val``; a ``+ CRM`` row repeats its runs' values, since hedging
+        decodes the probabilities, not the CRM ranking), ``best_epoch`` and ``train_seconds``. ``df.attrs["runs"]`` is a :class:`CompareRuns` holding the trained runs
         and the long table (``.long``).
     """
     from ..judge.metrics import evaluate
@@ -177,7 +191,8 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
                 probs = probs_of[id(run)]
                 scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks)
                 rows.append({"config": name, "seed": seed, "crm": False, **scores.drop("n").to_dict(),
-                             **extra(probs, False), "best_epoch": best_epoch, "train_seconds": secs})
+                             **extra(probs, False), **hedging_columns(run, va, probs, te[1], taxonomy),
+                             "best_epoch": best_epoch, "train_seconds": secs})
                 bar.update(1)
     base = pd.DataFrame(rows)
     metric_cols = [c for c in base.columns if c not in ("config", "seed", "crm")]

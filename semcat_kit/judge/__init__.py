@@ -1,6 +1,7 @@
 """How right and how wrong: decoders and metrics.
 
-``decoding`` (top-k, CRM), ``metrics`` (every metric with its formula and direction, ``evaluate``),
-``streaming`` (the same metrics from chunks of scores), ``frequency`` (head / torso / tail buckets).
+``decoding`` (top-k, CRM), ``hedging`` (the most specific taxonomy node at a calibrated precision),
+``metrics`` (every metric with its formula and direction, ``evaluate``), ``streaming`` (the same
+metrics from chunks of scores), ``frequency`` (head / torso / tail buckets).
 May import: ``_core``, ``datasets``, ``labels``.
 """

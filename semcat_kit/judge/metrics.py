@@ -53,6 +53,9 @@ __all__ = [
     "crm_predict",
     "check_probs",
     "check_labels",
+    "hedging_metrics",
+    "hedging_metric_names",
+    "precision_specificity_curve",
 ]
 
 #: Number of equal-width confidence bins of the expected calibration error.
@@ -66,9 +69,10 @@ class Metric:
     ``direction`` is ``"max"`` (higher is better), ``"min"`` (lower is better) or ``"none"`` (a
     count). ``needs_neighbors``: only computed when semantic neighbours are given. ``kind`` groups
     metrics for figures (``"accuracy"``, ``"tree distance"``, ``"calibration"``, ``"loss"``,
-    ``"count"``, ``"time"``). ``source``:
+    ``"count"``, ``"time"``, ``"hedging"``). ``source``:
     ``"evaluate"`` for the metrics :func:`evaluate` returns, ``"train"`` for training-loop values
-    (losses, timings) that share the same direction rules in histories, tables and figures.
+    (losses, timings) that share the same direction rules in histories, tables and figures,
+    ``"hedge"`` for :func:`hedging_metrics` (``{p}``: a target precision in percent, ``98`` or ``99.5``).
     """
 
     key: str
@@ -80,7 +84,8 @@ class Metric:
 
     @property
     def pattern(self) -> re.Pattern:
-        rx = re.escape(self.key).replace(r"\{k\}", r"(?P<k>\d+)").replace(r"\{l\}", r"(?P<l>\d+)")
+        rx = (re.escape(self.key).replace(r"\{k\}", r"(?P<k>\d+)").replace(r"\{l\}", r"(?P<l>\d+)")
+              .replace(r"\{p\}", r"(?P<p>\d+(?:\.\d+)?)"))
         return re.compile(rx + "$")
 
 
@@ -126,6 +131,18 @@ for _m in [
     Metric("bce", "mean binary cross-entropy of the taxonomy codes per item", "min", source="train", kind="loss"),
     Metric("nll", "mean negative log-likelihood of the true class", "min", source="train", kind="loss"),
     Metric("seconds", "wall-clock seconds", "min", source="train", kind="time"),
+    # hedged decoding (semcat_kit.judge.hedging): threshold calibrated on val for precision p %, read on test
+    Metric("leaf_coverage@{p}", "share of test products given a single class by the hedged decoder whose threshold "
+                                "is calibrated on val for precision p% (RCPS, delta 0.1)", "max", source="hedge",
+           kind="hedging"),
+    Metric("specificity@{p}", "mean depth of the hedged node at precision p% (0 = root)", "max", source="hedge",
+           kind="hedging"),
+    Metric("specificity_bits@{p}", "mean information of the hedged node at precision p%: log2 C - log2 |classes "
+                                   "under it| (Deng et al. 2012)", "max", source="hedge", kind="hedging"),
+    Metric("hedged_precision@{p}", "realised test precision at the threshold calibrated for p%: mean[true class under "
+                                   "the hedged node]", "max", source="hedge", kind="hedging"),
+    Metric("review@{p}", "share of test products marked needs_review at precision p% (the root, or node "
+                         "probability < the floor)", "min", source="hedge", kind="hedging"),
 ]:
     register_metric(_m)
 
@@ -412,6 +429,73 @@ def evaluate(probs, y_true, taxonomy, neighbors=None, ks: Sequence[int] = (1, 5,
     s = pd.Series({k: out[k] for k in names}, dtype=float, name="crm" if crm else "argmax")
     s.attrs["decoding"] = "crm" if crm else "argmax"
     return s
+
+
+# ---------------------------------------------------------------------------------- hedged decoding
+def _pct(p: float) -> str:
+    return f"{100 * float(p):.10g}"
+
+
+def hedging_metric_names(precisions: Sequence[float] = None) -> list[str]:
+    """The keys :func:`hedging_metrics` returns for ``precisions`` (default 0.95, 0.98, 0.99), in order."""
+    from .hedging import REPORT_PRECISIONS
+
+    precisions = REPORT_PRECISIONS if precisions is None else precisions
+    keys = [m.key for m in METRICS.values() if m.source == "hedge"]
+    return [k.replace("{p}", _pct(p)) for k in keys for p in precisions]
+
+
+def hedging_metrics(val_probs, y_val, test_probs, y_test, taxonomy, precisions: Sequence[float] = None, *,
+                    method: str = "rcps", delta: float = None, floor: float = None) -> pd.Series:
+    """Hedged decoding scores: thresholds calibrated on val for each target precision, read on test.
+
+    For each ``p`` in ``precisions`` (default 0.95, 0.98, 0.99) the threshold rule's lambda is
+    calibrated on ``(val_probs, y_val)`` (:func:`semcat_kit.judge.hedging.calibrate_hedging`,
+    ``method``/``delta``) and the test products are hedged at it. Keys (``{p}`` = p in percent):
+
+    - ``leaf_coverage@{p}``: share of test products given a single class;
+    - ``specificity@{p}``: mean depth of the hedged node (root 0);
+    - ``specificity_bits@{p}``: mean ``log2 C - log2 |classes under the node|``;
+    - ``hedged_precision@{p}``: realised precision, ``mean[y under the hedged node]``;
+    - ``review@{p}``: share marked ``needs_review``.
+
+    The precision-specificity curve is :func:`precision_specificity_curve`.
+    """
+    from . import hedging as H
+
+    precisions = H.REPORT_PRECISIONS if precisions is None else tuple(precisions)
+    delta = H.DEFAULT_DELTA if delta is None else delta
+    floor = H.DEFAULT_FLOOR if floor is None else floor
+    cal = H.calibrate_hedging(val_probs, y_val, taxonomy, precisions, method=method, delta=delta, floor=floor)
+    tree = H.hedge_tree(taxonomy)
+    p_t = check_probs(test_probs, taxonomy.n_classes)
+    y_t = check_labels(y_test, p_t.shape[0], taxonomy, name="y_test", against="test_probs")
+    nodes, mass = H._paths(p_t, tree)
+    right = tree.contains(nodes, y_t[:, None])
+    r = np.arange(len(y_t))
+    out: dict[str, float] = {}
+    cols = {}
+    for p in precisions:
+        k = (mass[:, 1:] > cal.threshold(p)).sum(axis=1)           # the node is the k-th of the greedy path
+        node, prob = nodes[r, k], mass[r, k]
+        cols[p] = {"leaf_coverage": float((node >= tree.n_inner).mean()), "specificity": float(tree.depth[node].mean()),
+                   "specificity_bits": float(tree.bits[node].mean()), "hedged_precision": float(right[r, k].mean()),
+                   "review": float(((node == 0) | (prob < cal.floor)).mean())}
+    for m in METRICS.values():
+        if m.source == "hedge":
+            for p in precisions:
+                out[m.key.replace("{p}", _pct(p))] = cols[p][m.key.split("@")[0]]
+    s = pd.Series(out, dtype=float, name="hedged")
+    s.attrs["calibration"] = cal
+    return s
+
+
+def precision_specificity_curve(probs, y, taxonomy, thresholds=None, **kw) -> pd.DataFrame:
+    """The precision-specificity curve of the hedged decoder (see
+    :func:`semcat_kit.judge.hedging.precision_specificity_curve`)."""
+    from .hedging import precision_specificity_curve as curve
+
+    return curve(probs, y, taxonomy, thresholds, **kw)
 
 
 # ---------------------------------------------------------------------------------- per-class / per-sample

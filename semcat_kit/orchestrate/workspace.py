@@ -184,7 +184,8 @@ class Workspace:
         Results are kept under ``work_dir/suites/<key>/`` where ``key`` hashes the data
         (:meth:`fingerprint`), the configurations and the seeds: the summary and per-seed tables
         (CSV), the test-set probabilities of every run (npz) and the first seed's head of every
-        configuration (exported with :func:`semcat_kit.export_head`). A second call with the same
+        configuration (exported with :func:`semcat_kit.export_head`, with hedging thresholds calibrated
+        on the validation split). A second call with the same
         inputs loads them instead of training.
 
         Every configuration gets the data-aware defaults of this split for the fields it does not
@@ -201,7 +202,8 @@ class Workspace:
         configs = {n: self.pipeline.train_config(c) for n, c in configs.items()}
         seeds = [int(s) for s in seeds]
         spec = {"data": self.fingerprint(), "seeds": seeds, "crm_for": crm_for,
-                "configs": {n: c.to_dict() for n, c in configs.items()}}
+                "configs": {n: c.to_dict() for n, c in configs.items()},
+                "columns": "hedging"}     # tables since the hedged-decoding columns: older folders are re-trained
         folder = self._result_folder("suites", spec)
         if folder.is_dir() and not retrain:
             return SuiteResult.load(folder)
@@ -217,7 +219,8 @@ class Workspace:
                 for seed in seeds:
                     probs[f"{i}:{seed}"] = runs[(name, seed)].predict_proba(te).astype(np.float32)
                 export_head(runs[(name, seeds[0])], tmp / "heads" / f"{i:02d}", onnx=False, torchscript=False,
-                            metadata={"suite_config": name, "seed": seeds[0]})
+                            metadata={"suite_config": name, "seed": seeds[0]},
+                            hedging=(va, yva) if len(yva) else None)
                 (tmp / "histories").mkdir(exist_ok=True)
                 runs[(name, seeds[0])].history.to_csv(tmp / "histories" / f"{i:02d}.csv", index=False)
             np.savez_compressed(tmp / "test_probs.npz", y_test=yte, **probs)

@@ -197,7 +197,7 @@ def label_issues(probs, y) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- misprediction table
 def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxonomy | None = None,
-                   top: int = 3, only_mistakes: bool = False) -> pd.DataFrame:
+                   top: int = 3, only_mistakes: bool = False, hedge_threshold: float | None = None) -> pd.DataFrame:
     """One row per product with its prediction, top-k, mistake severity and label-issue score.
 
     Parameters
@@ -215,6 +215,11 @@ def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxon
         How many top predictions to list (``top1_label``, ``top1_prob``, ...).
     only_mistakes : bool
         Keep only the rows whose top prediction differs from the given label.
+    hedge_threshold : float, optional
+        Also give each product its hedged prediction at this threshold (e.g.
+        ``head.hedging.threshold(0.98)``; :func:`semcat_kit.judge.hedging.hedge`): columns
+        ``hedged_label`` (the node's path, ``""`` for the root), ``hedged_prob``, ``hedged_is_leaf``,
+        ``hedged_correct`` (the true class lies under it).
 
     Returns
     -------
@@ -284,6 +289,11 @@ def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxon
     out["is_label_issue"] = issues["is_issue"].to_numpy() | refiled
     out["suggested_label"] = np.where(refiled & ~issues["is_issue"].to_numpy(), classes[y],
                                       classes[issues["suggested"].to_numpy()])
+    if hedge_threshold is not None:
+        from ..judge.hedging import hedge
+
+        h = hedge(p, tax, hedge_threshold)
+        out.update(hedged_label=h.path, hedged_prob=h.prob, hedged_is_leaf=h.is_leaf, hedged_correct=h.correct(y))
     df = pd.DataFrame(out)
     # keep None (not NaN) for missing images: pandas >= 3 would infer a string dtype
     df["image_path"] = pd.Series(out["image_path"], dtype=object)

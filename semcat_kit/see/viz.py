@@ -17,7 +17,7 @@ from . import inspection as _ins
 from ..datasets.taxonomy import Taxonomy
 
 __all__ = ["label_map", "similarity_graph", "confusion_heatmap", "severity_histogram",
-           "training_curves", "group_colors", "plot_text", "fit_height"]
+           "precision_specificity_curves", "training_curves", "group_colors", "plot_text", "fit_height"]
 
 AGREE_COLOR = "#2ca02c"     # neighbour shares the parent
 DISAGREE_COLOR = "#d62728"  # neighbour sits under another parent
@@ -370,6 +370,84 @@ def severity_histogram(results: Mapping[str, tuple[Any, Any]], taxonomy: Taxonom
         yaxis=dict(title="fraction of mistakes", tickformat=".0%", rangemode="tozero"),
         legend_title_text="configuration")
     return fit_height(fig, legend=_n_legend(fig), min_height=420)
+
+
+# --------------------------------------------------------------------------- hedged decoding
+_SPECIFICITY = {"leaf_coverage": ("share of products given a single class (leaf coverage)", ".0%"),
+                "mean_depth": ("mean depth of the hedged node (0 = root)", ".2f"),
+                "mean_bits": ("mean information of the hedged node (bits)", ".2f")}
+
+
+def precision_specificity_curves(results: Mapping[str, tuple[Any, Any]], taxonomy: Taxonomy,
+                                 specificity: str = "leaf_coverage", targets: Sequence[float] = (0.95, 0.98, 0.99),
+                                 calibrations: Mapping[str, Any] | None = None, title: str | None = None) -> go.Figure:
+    """Precision against specificity of hedged decoding, one line per configuration.
+
+    Each line sweeps the threshold lambda of the threshold rule
+    (:func:`semcat_kit.judge.hedging.precision_specificity_curve`): lambda = 0 names a class for every
+    product (right, far); lambda = 1 names the root (top, left: precision 1). The further up and right a
+    line runs, the more products a model commits to at a given precision.
+
+    Parameters
+    ----------
+    results : dict
+        ``config name -> (probs, y_true)`` (e.g. test probabilities of a suite).
+    taxonomy : Taxonomy
+    specificity : {"leaf_coverage", "mean_depth", "mean_bits"}
+        The x axis.
+    targets : sequence of float
+        Target precisions drawn as dotted horizontal lines.
+    calibrations : dict, optional
+        ``config name -> HedgeCalibration`` (calibrated on a validation split): its thresholds for
+        ``targets`` are marked on that configuration's line.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+    """
+    from ..judge.hedging import precision_specificity_curve
+
+    if specificity not in _SPECIFICITY:
+        raise ValueError(f"specificity must be one of {list(_SPECIFICITY)}, not {specificity!r}")
+    if not results:
+        raise ValueError("results is empty: give {config name: (probs, y_true)}")
+    xtitle, xfmt = _SPECIFICITY[specificity]
+    colors = group_colors(list(results))
+    fig = go.Figure()
+    lo = 1.0
+    for name, (probs, y) in results.items():
+        c = precision_specificity_curve(probs, y, taxonomy)
+        lo = min(lo, float(c["precision"].min()))
+        label = plot_text(name)
+        fig.add_trace(go.Scatter(
+            x=c[specificity], y=c["precision"], mode="lines", name=label, line=dict(color=colors[str(name)]),
+            legendgroup=label,
+            customdata=np.column_stack([c["threshold"], c["leaf_coverage"], c["mean_depth"], c["review_share"]]),
+            hovertemplate=(f"{label}<br>threshold %{{customdata[0]:.4f}}<br>precision %{{y:.2%}}<br>leaves "
+                           "%{customdata[1]:.1%}, mean depth %{customdata[2]:.2f}<br>needs review "
+                           "%{customdata[3]:.1%}<extra></extra>")))
+        cal = (calibrations or {}).get(name)
+        if cal is not None:
+            ps = [q for q in targets if any(abs(q - k) < 1e-9 for k in cal.thresholds)]
+            if ps:
+                pts = precision_specificity_curve(probs, y, taxonomy, [cal.threshold(q) for q in ps])
+                fig.add_trace(go.Scatter(
+                    x=pts[specificity], y=pts["precision"], mode="markers", marker=dict(color=colors[str(name)], size=9,
+                                                                                      symbol="diamond"),
+                    name=f"{label}: calibrated", legendgroup=label, showlegend=False,
+                    customdata=np.column_stack([ps, pts["threshold"]]),
+                    hovertemplate=(f"{label}<br>calibrated for %{{customdata[0]:.1%}}: threshold "
+                                   "%{customdata[1]:.4f}<br>precision %{y:.2%}<extra></extra>")))
+    for q in targets:
+        fig.add_hline(y=q, line=dict(color="#999", dash="dot", width=1), annotation_text=f"{q:.0%}" if q * 100 % 1 == 0
+                      else f"{q:.1%}", annotation_position="bottom left")
+    fig.update_layout(
+        template="plotly_white", title=title or "Hedged predictions: precision against specificity",
+        xaxis=dict(title=xtitle, tickformat=xfmt, rangemode="tozero"),
+        yaxis=dict(title="precision (true class under the predicted node)", tickformat=".0%",
+                   range=[max(0.0, min(lo, min(targets, default=1.0)) - 0.02), 1.005]),
+        legend_title_text="configuration")
+    return fit_height(fig, legend=_n_legend(fig), min_height=450)
 
 
 # --------------------------------------------------------------------------- training curves

@@ -77,10 +77,16 @@ def _card_html(row: pd.Series, top: int) -> str:
         badge = (f"<div><span class='label-issue' style='{BADGE_STYLE}'>⚑ possible label issue "
                  f"({why}); maybe {e(str(row['suggested_label']))}</span></div>")
     given = f" <span class='given' style='color:#888'>(catalog: {e(str(row['given_label']))})</span>" if refiled else ""
+    hedged = ""
+    if "hedged_label" in row.index:     # the hedged prediction beside the top-1 (mispredictions(hedge_threshold=))
+        ok = "#2ca02c" if row["hedged_correct"] else "#d62728"
+        what = e(str(row["hedged_label"])) if row["hedged_label"] else "<i>root: needs review</i>"
+        hedged = (f"<br><span class='hedged' style='color:{ok}'>hedged: {what} ({row['hedged_prob']:.2f}"
+                  f"{', leaf' if row['hedged_is_leaf'] else ''})</span>")
     title = e(str(row["title"])) if row["title"] else "<i>(no title)</i>"
     return (f"<div style='font-size:12px;line-height:1.25'>"
             f"<b class='title'>{title}</b> <span style='color:#888'>#{e(str(row['item_id']))}</span><br>"
-            f"<span class='true'>true: {e(str(row['true_label']))}</span>{given}<br>{status}"
+            f"<span class='true'>true: {e(str(row['true_label']))}</span>{given}<br>{status}{hedged}"
             f"<ol class='preds' style='margin:2px 0 2px 16px;padding:0'>{preds}</ol>{badge}</div>")
 
 
@@ -215,6 +221,9 @@ class MispredictionBrowser:
         Thumbnail width in pixels.
     export_path : str
         Initial CSV path of the export box.
+    hedge_threshold : float, optional
+        Show each product's hedged prediction at this threshold beside the top-1 (e.g.
+        ``head.hedging.threshold(0.98)``).
 
     Attributes
     ----------
@@ -232,11 +241,12 @@ class MispredictionBrowser:
 
     def __init__(self, catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxonomy | None = None,
                  page_size: int = 12, columns: int = 4, top: int = 3, thumb_width: int = 60,
-                 export_path: str = "flagged_items.csv"):
+                 export_path: str = "flagged_items.csv", hedge_threshold: float | None = None):
         if int(page_size) < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         self.taxonomy = _ins._check_taxonomy(taxonomy)
-        self.table = _ins.mispredictions(catalog_df, probs, y_true, self.taxonomy, top=top)
+        self.table = _ins.mispredictions(catalog_df, probs, y_true, self.taxonomy, top=top,
+                                         hedge_threshold=hedge_threshold)
         dup = self.table["item_id"][self.table["item_id"].duplicated()].unique()
         if len(dup):
             raise ValueError(f"catalog_df has {len(dup)} repeated item_id(s) (e.g. {list(dup[:3])}); flags and "

@@ -6,7 +6,8 @@ interrupted export never leaves a folder that loads)::
     dir/
       config.json          format version, architecture (FusionHead.config), input dims, fusion,
                            label representation, encoders (names, fingerprints, dims),
-                           normalisation, package version, the TrainConfig, sha256 of every file
+                           normalisation, package version, the TrainConfig, the calibrated hedging
+                           thresholds with the precision of each (optional), sha256 of every file
       head.safetensors     the head's weights
       codes.safetensors    (label_repr="codes" only) the (C, B) code matrix behind class scores
       labels.json          class index -> full category path (and short name)
@@ -192,7 +193,7 @@ def _normal_permissions(folder: Path) -> None:
 
 # ----------------------------------------------------------------------------- export
 def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite: bool = False,
-                metadata: dict | None = None) -> Path:
+                metadata: dict | None = None, hedging=None) -> Path:
     """Write a trained head to a self-describing folder.
 
     Parameters
@@ -209,6 +210,12 @@ def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite
         Replace an existing folder (only after the new one is complete).
     metadata : dict, optional
         JSON-serialisable extras stored under ``"metadata"`` in ``config.json`` (e.g. test metrics).
+    hedging : HedgeCalibration or (embeddings, labels), optional
+        Hedging thresholds stored under ``"hedging"`` in ``config.json`` (each with the precision it was
+        calibrated for), read by ``Predictor.predict(..., precision=0.98)``. A pair is the
+        validation split (products the head did not train on): the thresholds for
+        :data:`semcat_kit.judge.hedging.DEFAULT_PRECISIONS` are calibrated on
+        ``run.predict_proba(embeddings)`` (:func:`semcat_kit.calibrate_hedging`, RCPS, delta 0.1).
 
     Returns
     -------
@@ -249,6 +256,7 @@ def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite
     enc_meta = dict(getattr(run, "encoder_meta", None) or {})
     cfg = getattr(run, "config", None)
     cfg_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else (dict(cfg) if cfg else None)
+    hedge_cfg = _hedging_config(run, hedging)
     wrapper = _wrapper(head, inputs)
     probe = _probe(arch, inputs)
     with torch.no_grad():
@@ -295,6 +303,7 @@ def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite
             "best_epoch": getattr(run, "best_epoch", None),
             "backends": backends,
             "metadata": metadata or {},
+            **({"hedging": hedge_cfg} if hedge_cfg is not None else {}),
             "files": {name: file_sha256(tmp / name) for name in files},
         }
         _write_json(tmp / CONFIG, config)
@@ -309,6 +318,21 @@ def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite
             raise ExportError(f"reloading {FILES['weights']} did not reproduce the head; nothing was written to {dir}")
         _normal_permissions(tmp)
     return dir
+
+
+def _hedging_config(run, hedging) -> dict | None:
+    """``config.json``'s ``hedging`` entry from a HedgeCalibration or a (embeddings, labels) pair."""
+    from ..judge.hedging import HedgeCalibration, calibrate_hedging
+
+    if hedging is None:
+        return None
+    if isinstance(hedging, HedgeCalibration):
+        return hedging.to_dict()
+    if isinstance(hedging, (tuple, list)) and len(hedging) == 2:
+        emb, labels = hedging
+        return calibrate_hedging(run.predict_proba(emb), labels, run.taxonomy).to_dict()
+    raise TypeError(f"hedging must be a HedgeCalibration (sk.calibrate_hedging) or a pair (val_embeddings, "
+                    f"val_labels), not {type(hedging).__name__}")
 
 
 # ----------------------------------------------------------------------------- load
@@ -335,6 +359,7 @@ CONFIG_SCHEMA = {
     "label_representation": (_DICT, True), "output": (_STR, False), "encoders": (_DICT, True),
     "normalisation": (_DICT, False), "train_config": (_DICT + _NONE, False), "best_epoch": (_INT + _NONE, False),
     "backends": (_LIST, True), "metadata": (_DICT, False), "files": (_DICT, True),
+    "hedging": (_DICT, False),
 }
 _ARCH_SCHEMA = {"text_dim": (_INT + _NONE, True), "image_dim": (_INT + _NONE, True), "n_classes": (_INT, True),
                 "fusion": (_STR, True), "proj_dim": (_INT, False), "hidden": (_INT, False),
@@ -419,6 +444,13 @@ def check_config(cfg, dir: Path | str = "config") -> dict:
     if missing:
         _fail(dir, f"{CONFIG}: key 'files' lacks the checksum of {missing}; every file of the export must be "
                    "verified (re-export the head)")
+    if "hedging" in cfg:   # optional: heads exported before hedged decoding have none
+        from ..judge.hedging import HedgeCalibration
+
+        try:
+            HedgeCalibration.from_dict(cfg["hedging"], where="hedging")
+        except ValueError as e:
+            _fail(dir, f"{CONFIG}: key {e}; re-export the head (export_head(..., hedging=...))")
     return cfg
 
 
@@ -462,6 +494,8 @@ class ExportedHead:
         ``{"text_encoder": {"name", "fingerprint", "dim"} | None, "image_encoder": ...}``.
     codes : numpy.ndarray or None
         (C, B) binary codes when the head predicts taxonomy codes.
+    hedging : HedgeCalibration or None
+        The calibrated hedging thresholds (None for a head exported without them).
     backend : str
     model : FusionHead or None
         The torch head (``backend="torch"``).
@@ -476,6 +510,11 @@ class ExportedHead:
         self.codes, self.model = codes, model
         self.inputs = list(config["inputs"])
         self._runner = runner
+        self.hedging = None
+        if config.get("hedging") is not None:
+            from ..judge.hedging import HedgeCalibration
+
+            self.hedging = HedgeCalibration.from_dict(config["hedging"])
 
     @property
     def n_classes(self) -> int:

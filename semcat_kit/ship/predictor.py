@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,7 @@ from .._core.memory import bound_heap
 from .._core.contracts import as_k, compact_ids
 from .._core.seen_ids import SeenIds
 from ..judge.decoding import crm_predict, topk
+from ..judge.hedging import hedge, hedge_tree
 from .export import ExportedHead, load_head
 
 __all__ = ["Predictor", "write_predictions", "DuplicateIdError", "DEFAULT_CHUNK_SIZE"]
@@ -279,7 +280,8 @@ class Predictor:
         return probs
 
     def predict(self, products, top_k: int = 5, crm: bool = False, cache_dir=None, batch_size: int = 64,
-                progress: bool = True, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> pd.DataFrame:
+                progress: bool = True, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+                precision: float | None = None) -> pd.DataFrame:
         """Top-k categories of each product.
 
         Parameters
@@ -303,24 +305,39 @@ class Predictor:
             Products encoded and scored at a time: working memory is O(chunk_size x C), never
             O(N x C); only the top-k of each row is kept. None: all at once. The result does not
             depend on it (see :meth:`predict_iter`).
+        precision : float, optional
+            Also give each product its **hedged** prediction: the most specific taxonomy node at the
+            threshold calibrated for this precision (one of :attr:`hedging`'s, e.g. 0.98; the head
+            must have been exported with ``hedging=``), where precision means "the true class lies
+            under the node" (:mod:`semcat_kit.judge.hedging`). Adds ``node`` (full path; ``""`` is the
+            root), ``node_depth``, ``node_prob``, ``is_leaf`` (a single class) and ``needs_review``
+            (the root, or a node probability below the calibration's floor; also every product with
+            nothing usable).
 
         Returns
         -------
         pandas.DataFrame
             One row per product in input order: ``item_id``, ``pred_1..k`` (full paths),
-            ``name_1..k`` (short names), ``prob_1..k``, (``exp_dist_1..k``), ``used`` (the
-            modalities the prediction used: ``"text+image"``, ``"text"``, ``"image"`` or ``""``)
-            and ``failures`` (``"; "``-joined reasons, ``""`` when none). Products with nothing
-            usable have empty predictions. ``attrs["failures"]`` is the failures table.
+            ``name_1..k`` (short names), ``prob_1..k``, (``exp_dist_1..k``), (the hedged columns),
+            ``used`` (the modalities the prediction used: ``"text+image"``, ``"text"``, ``"image"``
+            or ``""``) and ``failures`` (``"; "``-joined reasons, ``""`` when none). Products with
+            nothing usable have empty predictions. ``attrs["failures"]`` is the failures table.
+
+        Raises
+        ------
+        ValueError
+            ``precision`` is given but the head carries no calibrated thresholds, or none for
+            that precision (the message lists the calibrated ones).
         """
         parts = list(self.predict_iter(products, top_k=top_k, crm=crm, cache_dir=cache_dir, batch_size=batch_size,
-                                       progress=progress, chunk_size=chunk_size))
+                                       progress=progress, chunk_size=chunk_size, precision=precision))
         df = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
         df.attrs["failures"] = self.failures.copy()
         return df
 
     def predict_iter(self, products, top_k: int = 5, crm: bool = False, cache_dir=None, batch_size: int = 64,
-                     progress: bool = True, chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> Iterator[pd.DataFrame]:
+                     progress: bool = True, chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+                     precision: float | None = None) -> Iterator[pd.DataFrame]:
         """:meth:`predict`, one chunk of products at a time: yields one result DataFrame per chunk.
 
         Memory is bounded by the chunk, not by the number of products: one (chunk_size + 4,096, C)
@@ -338,6 +355,7 @@ class Predictor:
         """
         bound_heap()      # chunk temporaries mapped on their own: memory stays flat (see _memory)
         top_k = as_k(top_k, "top_k")
+        dec = _Decode(bool(crm), self._hedge_spec(precision))
         if chunk_size is not None:
             chunk_size = as_k(chunk_size, "chunk_size")
         chunks, total = _chunked(products, chunk_size)
@@ -354,10 +372,11 @@ class Predictor:
 
         def empty():
             return self._encode_frame(_products_frame(pd.DataFrame({"item_id": [], "title": []})), None, 1, False)
-        return self._rank_chunks(encoded(), empty, top_k, crm, total, progress and not one)
+        return self._rank_chunks(encoded(), empty, top_k, dec, total, progress and not one)
 
     def predict_embeddings_iter(self, embeddings, top_k: int = 5, crm: bool = False, progress: bool = True,
-                                chunk_size: int | None = DEFAULT_CHUNK_SIZE) -> Iterator[pd.DataFrame]:
+                                chunk_size: int | None = DEFAULT_CHUNK_SIZE,
+                                precision: float | None = None) -> Iterator[pd.DataFrame]:
         """:meth:`predict_iter` for products already encoded with the head's encoders.
 
         Parameters
@@ -365,7 +384,7 @@ class Predictor:
         embeddings : Embeddings or iterable of Embeddings
             E.g. rows of an embedding store, chunk by chunk; one ``Embeddings`` is cut into
             ``chunk_size`` rows. Their ``meta`` must name the head's encoders (or none).
-        top_k, crm, progress, chunk_size
+        top_k, crm, progress, chunk_size, precision
             As in :meth:`predict_iter`.
 
         Yields
@@ -378,6 +397,7 @@ class Predictor:
         from ..encode.embeddings import Embeddings
 
         top_k = as_k(top_k, "top_k")
+        dec = _Decode(bool(crm), self._hedge_spec(precision))
         if chunk_size is not None:
             chunk_size = as_k(chunk_size, "chunk_size")
         total = None
@@ -405,9 +425,26 @@ class Predictor:
         def empty():
             return self._usable(Embeddings(np.array([], dtype=str), None, None, np.zeros(0, bool), np.zeros(0, bool)))
         one = total is not None and (chunk_size is None or total <= chunk_size)
-        return self._rank_chunks(encoded(), empty, top_k, crm, total, progress and not one)
+        return self._rank_chunks(encoded(), empty, top_k, dec, total, progress and not one)
 
-    def _rank_chunks(self, encoded, empty, top_k: int, crm: bool, total, progress: bool) -> Iterator[pd.DataFrame]:
+    @property
+    def hedging(self):
+        """The head's calibrated hedging thresholds (:class:`semcat_kit.HedgeCalibration`), or None."""
+        return self.head.hedging
+
+    def _hedge_spec(self, precision) -> tuple | None:
+        """``(threshold, rule, floor)`` calibrated for ``precision``, or None when not asked for."""
+        if precision is None:
+            return None
+        if self.head.hedging is None:
+            raise ValueError(f"precision={precision!r} asks for hedged predictions, but the head in {self.head.dir} "
+                             "carries no calibrated thresholds; re-export it with sk.export_head(run, dir, "
+                             "hedging=(val_embeddings, val_labels)) (semcat train does this when there is a "
+                             "validation split)")
+        cal = self.head.hedging
+        return cal.threshold(precision), cal.rule, cal.floor
+
+    def _rank_chunks(self, encoded, empty, top_k: int, dec: "_Decode", total, progress: bool) -> Iterator[pd.DataFrame]:
         """Score and rank encoded chunks ``(emb, usable, fails)``; yields one frame per chunk.
 
         Rows are scored in blocks of ``_SCORE_BLOCK`` at absolute positions 0, B, 2B, ... whatever
@@ -425,23 +462,23 @@ class Predictor:
                 pending.append(_Pending(emb, usable, fails))
                 queued += len(emb)
                 while queued >= _SCORE_BLOCK:
-                    self._score_queued(pending, _SCORE_BLOCK, top_k, crm)
+                    self._score_queued(pending, _SCORE_BLOCK, top_k, dec)
                     queued -= _SCORE_BLOCK
                 while pending and pending[0].done:
                     item = pending.pop(0)
                     bar.update(len(item.emb))
                     emitted = True
-                    yield self._predict_frame(item.emb, item.ranked(), item.usable, item.fails, crm)
+                    yield self._predict_frame(item.emb, item.ranked(), item.usable, item.fails, dec)
             if queued:
-                self._score_queued(pending, queued, top_k, crm)
+                self._score_queued(pending, queued, top_k, dec)
             for item in pending:
                 bar.update(len(item.emb))
                 emitted = True
-                yield self._predict_frame(item.emb, item.ranked(), item.usable, item.fails, crm)
+                yield self._predict_frame(item.emb, item.ranked(), item.usable, item.fails, dec)
             pending = []
             if not emitted:
                 emb, usable, fails = empty()
-                yield self._predict_frame(emb, self._rank_rows(self._score(emb), usable, top_k, crm), usable, fails, crm)
+                yield self._predict_frame(emb, self._rank_rows(self._score(emb), usable, top_k, dec), usable, fails, dec)
         finally:
             bar.close()
             if all_fails:
@@ -449,7 +486,7 @@ class Predictor:
                 self.failures = (all_fails[0] if not full else full[0] if len(full) == 1
                                  else pd.concat(full, ignore_index=True))
 
-    def _score_queued(self, pending: list["_Pending"], n: int, top_k: int, crm: bool) -> None:
+    def _score_queued(self, pending: list["_Pending"], n: int, top_k: int, dec: "_Decode") -> None:
         """Score the next ``n`` unscored rows of the pending chunks as one block and keep only their
         top-k (the block's (n, C) probabilities are dropped here)."""
         parts, left = [], n
@@ -464,33 +501,39 @@ class Predictor:
         probs = self._score(embs[0] if len(embs) == 1 else _concat_embeddings(embs))
         off = 0
         for it, a, t in parts:
-            it.parts.append(self._rank_rows(probs[off:off + t], it.usable[a:a + t], top_k, crm))
+            it.parts.append(self._rank_rows(probs[off:off + t], it.usable[a:a + t], top_k, dec))
             it.n_scored += t
             off += t
 
-    def _rank_rows(self, probs: np.ndarray, usable: np.ndarray, top_k: int, crm: bool):
-        """``(idx, p, cost)`` (n, k) of rows of probabilities: top-k (or CRM) classes, their
-        probabilities (NaN where nothing was usable) and CRM expected distances (or None)."""
+    def _rank_rows(self, probs: np.ndarray, usable: np.ndarray, top_k: int, dec: "_Decode"):
+        """``(idx, p, cost, hedged)`` of rows of probabilities: (n, k) top-k (or CRM) classes, their
+        probabilities (NaN where nothing was usable), CRM expected distances (or None), and the hedged
+        ``(node, prob)`` of each row (hedge node ids, -1 / NaN where nothing was usable; or None)."""
         n, C = probs.shape
         k = min(int(top_k), C)
         idx = np.zeros((n, k), dtype=np.int64)
-        cost = np.full((n, k), np.nan) if crm else None
+        cost = np.full((n, k), np.nan) if dec.crm else None
+        hedged = (np.full(n, -1, dtype=np.int64), np.full(n, np.nan)) if dec.hedge is not None else None
         ok = np.flatnonzero(usable)
         if len(ok):
             sub = probs if len(ok) == n else probs[ok]
-            if crm:
+            if dec.crm:
                 idx_ok, cost_ok = crm_predict(sub, self.taxonomy, top_k=k)
                 cost[ok] = cost_ok
             else:
                 idx_ok = topk(sub, k)
             idx[ok] = idx_ok
+            if hedged is not None:
+                lam, rule, floor = dec.hedge
+                h = hedge(sub, self.taxonomy, lam, rule=rule, floor=floor)
+                hedged[0][ok], hedged[1][ok] = h.node, h.prob
         p = np.take_along_axis(probs, idx, axis=1).astype(np.float64) if n else np.zeros((0, k))
         p[~usable] = np.nan
-        return idx, p, cost
+        return idx, p, cost, hedged
 
-    def _predict_frame(self, emb, ranked, usable: np.ndarray, fails: pd.DataFrame, crm: bool) -> pd.DataFrame:
-        """Result frame of one chunk from its ranked rows ``(idx, p, cost)``."""
-        idx, p, cost = ranked
+    def _predict_frame(self, emb, ranked, usable: np.ndarray, fails: pd.DataFrame, dec: "_Decode") -> pd.DataFrame:
+        """Result frame of one chunk from its ranked rows ``(idx, p, cost, hedged)``."""
+        idx, p, cost, hedged = ranked
         n, k = idx.shape
         classes, names = np.asarray(self.classes, dtype=object), np.asarray(self.names, dtype=object)
         out = {"item_id": emb.item_ids}
@@ -500,9 +543,11 @@ class Predictor:
             out[f"name_{j + 1}"] = np.where(usable, names[idx[:, j]], None)
         for j in range(k):
             out[f"prob_{j + 1}"] = p[:, j]
-        if crm:
+        if dec.crm:
             for j in range(k):
                 out[f"exp_dist_{j + 1}"] = cost[:, j]
+        if hedged is not None:
+            out.update(self._hedged_columns(*hedged, dec.hedge[2]))
         used_text = emb.text_mask if "text" in self.head.uses else np.zeros(n, dtype=bool)
         used_image = emb.image_mask if "image" in self.head.uses else np.zeros(n, dtype=bool)
         out["used"] = np.select([used_text & used_image, used_text, used_image], ["text+image", "text", "image"],
@@ -512,6 +557,17 @@ class Predictor:
             include_groups=False) if len(fails) else pd.Series(dtype=str)
         out["failures"] = [reasons.get(i, "") for i in emb.item_ids]
         return pd.DataFrame(out)
+
+    def _hedged_columns(self, node: np.ndarray, prob: np.ndarray, floor: float) -> dict:
+        """``node, node_depth, node_prob, is_leaf, needs_review`` from hedge ids (-1: nothing usable)."""
+        tree = hedge_tree(self.taxonomy)
+        ok = node >= 0
+        safe = np.where(ok, node, 0)
+        return {"node": np.where(ok, np.asarray(tree.paths, dtype=object)[safe], None),
+                "node_depth": pd.arrays.IntegerArray(tree.depth[safe].astype(np.int64), ~ok),
+                "node_prob": prob,
+                "is_leaf": ok & (node >= tree.n_inner),
+                "needs_review": ~ok | (node == 0) | (prob < floor)}
 
 
 class _Pending:
@@ -525,11 +581,19 @@ class _Pending:
         return self.n_scored == len(self.emb)
 
     def ranked(self):
-        """``(idx, p, cost)`` of all its rows."""
+        """``(idx, p, cost, hedged)`` of all its rows."""
         if len(self.parts) == 1:
             return self.parts[0]
-        idx, p, cost = zip(*self.parts)
-        return np.concatenate(idx), np.concatenate(p), None if cost[0] is None else np.concatenate(cost)
+        idx, p, cost, hedged = zip(*self.parts)
+        return (np.concatenate(idx), np.concatenate(p), None if cost[0] is None else np.concatenate(cost),
+                None if hedged[0] is None else tuple(np.concatenate(x) for x in zip(*hedged)))
+
+
+class _Decode(NamedTuple):
+    """How rows are decoded: CRM ranking or not, and the hedging ``(threshold, rule, floor)`` or None."""
+
+    crm: bool
+    hedge: tuple | None = None
 
 
 def _concat_embeddings(parts):
@@ -605,8 +669,12 @@ def _parquet_schema(columns):
     import pyarrow as pa
 
     def kind(c: str):
-        if c.startswith(("prob_", "exp_dist_")):
+        if c.startswith(("prob_", "exp_dist_")) or c == "node_prob":
             return pa.float64()
+        if c == "node_depth":
+            return pa.int64()
+        if c in ("is_leaf", "needs_review"):
+            return pa.bool_()
         return pa.string()
     return pa.schema([(c, kind(c)) for c in columns])
 
