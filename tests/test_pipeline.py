@@ -8,7 +8,6 @@ import pytest
 
 import semcat_kit as sk
 from semcat_kit import cli
-from semcat_kit.cli.common import training_pipeline
 from semcat_kit.orchestrate.config import read_train_config
 from semcat_kit import Pipeline, PipelineError
 
@@ -160,7 +159,7 @@ def test_workspace_and_semcat_train_share_the_pipeline(pipe, toys_csv, tmp_path,
            "train": {"epochs": 2, "k": 5, "device": "cpu", "smoothing": "semantic"},
            "export": {"onnx": False, "torchscript": False}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    tp = training_pipeline(str(toys_csv), read_train_config(tmp_path / "c.yaml"))
+    tp = Pipeline.from_train_config(str(toys_csv), read_train_config(tmp_path / "c.yaml"))
     assert tp.taxonomy().classes == ws.taxonomy().classes
     for part in ("train", "val", "test"):
         assert np.array_equal(tp.split()[part], ws.split()[part])

@@ -68,10 +68,10 @@ def test_parts_partition_the_catalog(ws):
 
 def test_fingerprint_tracks_what_decides_the_data(ws, small_csv, tmp_path):
     other = Workspace(tmp_path, catalog=str(small_csv), image_encoder=None, k=4, split_seed=1,
-                      catalog_options=ws.catalog_options)
+                      catalog_options=ws.config.catalog_options)
     assert other.fingerprint() != ws.fingerprint()
     same = Workspace(tmp_path / "b", catalog=str(small_csv), image_encoder=None, k=4,
-                     catalog_options=ws.catalog_options)
+                     catalog_options=ws.config.catalog_options)
     assert same.fingerprint() == ws.fingerprint()
 
 

@@ -40,7 +40,7 @@ from ..encode.embeddings import Embeddings
 from ..encode.encode import encode_catalog
 from ..encode.sharded import encode_distributed
 from ..datasets.taxonomy import DEFAULT_SEP, Taxonomy, read_taxonomy, suggest_classes
-from .config import CATALOG_OPTIONS, PipelineConfig, PipelineError, catalog_kwargs
+from .config import CATALOG_OPTIONS, PipelineConfig, PipelineError, catalog_kwargs, pipeline_config
 
 __all__ = ["Pipeline", "PipelineError"]
 
@@ -64,6 +64,8 @@ class Pipeline:
     """
 
     def __init__(self, config: PipelineConfig | None = None, cache_dir=None, **overrides):
+        if "catalog_options" in overrides and overrides["catalog_options"] is None:
+            overrides["catalog_options"] = {}
         config = dataclasses.replace(config or PipelineConfig(), **overrides)
         self.config = config
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
@@ -71,6 +73,13 @@ class Pipeline:
         if config.text_encoder is None and config.image_encoder is None:
             raise PipelineError("text_encoder and image_encoder are both None: give at least one "
                                 "(e.g. text_encoder='minilm')")
+
+    @classmethod
+    def from_train_config(cls, catalog, cfg: dict, cache_dir=None) -> "Pipeline":
+        """The pipeline every ``semcat`` command runs for a YAML config read by
+        :func:`~semcat_kit.orchestrate.config.read_train_config` and a catalog source (``"tutorial"``,
+        a Kaggle fashion folder, or a catalog file read with the config's ``catalog:`` mapping)."""
+        return cls(pipeline_config(catalog, cfg), cache_dir=cache_dir)
 
     def __repr__(self) -> str:
         c = self.config
@@ -398,3 +407,24 @@ class Pipeline:
         emb, y = self.part(part)
         return {k: float(v) for k, v in run.evaluate(emb, y, neighbors=self.neighbors()).items()}
 
+
+    # ------------------------------------------------------------------ tuning
+    def tune(self, objective, n_trials: int = 30, timeout: float | None = None, base_config=None, seed: int = 0,
+             progress: bool = True):
+        """:func:`semcat_kit.experiments.tuning.tune` on this pipeline's data: trials train on the train
+        part and are scored on the val part, with this taxonomy and these neighbours (unlabelled rows and
+        labels outside the taxonomy are in neither part, as for :meth:`train`).
+
+        Raises
+        ------
+        PipelineError
+            The split has no validation products (the tuner scores trials on them).
+        """
+        from ..experiments.tuning import tune
+
+        if not len(self.split().val):
+            raise PipelineError("the split has no validation products; the tuner scores trials on them "
+                                "(set split.val > 0)")
+        return tune(self.part("train"), self.part("val"), taxonomy=self.taxonomy(), neighbors=self.neighbors(),
+                    objective=objective, n_trials=n_trials, timeout=timeout, base_config=base_config, seed=seed,
+                    progress=progress, allow_unseen_val_classes=True)
