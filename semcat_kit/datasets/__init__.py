@@ -6,7 +6,7 @@ Parquet, Arrow read in chunks, every column as text), ``image_files`` (a product
 id), ``mapping`` (``load_catalog`` / ``load_catalog_chunks``: a file or DataFrame mapped to the
 catalog columns), ``bundled`` (the Kaggle fashion layout, the bundled tutorial catalog),
 ``images`` (image bytes, checks, digests), ``taxonomy`` (the tree, LCA distances, conflict policy,
-the Google Product Taxonomy reader), ``splits`` (stratified train/val/test).
+the Google Product Taxonomy reader), ``splits`` (stratified train/val/test), ``sampling`` (a seeded sample of the products).
 May import: ``_core``.
 """
 from .bundled import FASHION_PATH_COLUMNS, load_fashion, load_fashion_tutorial, tutorial_dir
@@ -15,6 +15,7 @@ from .image_files import IMAGE_EXTENSIONS, ImageFiles, image_paths_for
 from .mapping import load_catalog, load_catalog_chunks
 from .readers import CatalogFile
 from .report import ProblemReport
+from .sampling import sample_catalog, sample_positions
 from .taxonomy import load_google_taxonomy
 
 __all__ = [
@@ -32,4 +33,6 @@ __all__ = [
     "ImageFiles",
     "FASHION_PATH_COLUMNS",
     "tutorial_dir",
+    "sample_catalog",
+    "sample_positions",
 ]

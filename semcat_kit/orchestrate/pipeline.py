@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..datasets import load_catalog, load_fashion, load_fashion_tutorial
+from ..datasets import load_catalog, load_fashion, load_fashion_tutorial, sample_catalog
 from ..encode import encoders
 from ..labels import similarity
 from ..encode.embeddings import Embeddings
@@ -205,10 +205,7 @@ class Pipeline:
         else:
             raise PipelineError(f"catalog must be 'tutorial', a path or a DataFrame, not {type(src).__name__}")
         if c.sample is not None and c.sample < len(cat):
-            report = cat.attrs.get("report")
-            cat = cat.sample(n=c.sample, random_state=c.sample_seed).sort_index().reset_index(drop=True)
-            if report is not None:
-                cat.attrs["report"] = report[report["item_id"].isin(set(cat["item_id"]))].reset_index(drop=True)
+            cat = sample_catalog(cat, c.sample, c.sample_seed)
         return cat
 
     @property
@@ -312,6 +309,77 @@ class Pipeline:
                 return encode_distributed(self.load_catalog(), **kw)
             return encode_catalog(self.load_catalog(), **kw)
         return self._once("embeddings", make)
+
+    @property
+    def catalog_file(self) -> Path | None:
+        """The catalog's file when it is a CSV / Parquet / Arrow file (read chunk by chunk when
+        encoding into the store), else None (``"tutorial"``, a Kaggle folder, a DataFrame)."""
+        src = self.config.catalog
+        if isinstance(src, (str, Path)) and str(src) != "tutorial" and Path(src).expanduser().is_file():
+            return Path(src).expanduser()
+        return None
+
+    def catalog_share(self, rank: int = 0, world: int = 1, chunk_size: int = 8192, rows_out=None, log=None):
+        """Process ``rank`` of ``world``'s share of the catalog: the rows ``load_catalog().iloc[rank::world]``
+        as ``item_id, title, image_path`` frames.
+
+        A catalog file is streamed ``chunk_size`` rows at a time and never held whole
+        (:func:`~semcat_kit.orchestrate.catalog_share.catalog_file_share`, which also documents
+        ``rows_out`` and ``log``); another catalog is loaded and sliced. Returns ``(frames, total)``.
+        """
+        from .catalog_share import SHARE_COLUMNS, catalog_file_share
+
+        c = self.config
+        if self.catalog_file is not None:
+            if c.catalog_options.get("path") is None and c.catalog_options.get("path_col") is None:
+                self.load_catalog()            # the pipeline's one error for a file without a category column
+            return catalog_file_share(self.catalog_file, c.catalog_options, sample=c.sample, seed=c.sample_seed,
+                                      rank=rank, world=world, chunk_size=chunk_size, rows_out=rows_out,
+                                      images=c.image_encoder is not None, log=log)
+        share = self.load_catalog().iloc[rank::world]
+        return iter([share[SHARE_COLUMNS]]), len(share)
+
+    def fill_store(self, rank: int = 0, world: int = 1, *, batch_size: int = 64, num_workers: int | None = None,
+                   chunk_size: int = 8192, store_dtype: str = "float32", rows_out=None, progress: bool = True,
+                   log=None):
+        """Encode process ``rank`` of ``world``'s share of the catalog (:meth:`catalog_share`) into the
+        store at ``cache_dir`` (:func:`semcat_kit.encode_into_store`; resumable, no vectors returned).
+        ``semcat encode`` runs it on every ``torchrun`` rank, then :meth:`merge_stores` on rank 0."""
+        from ..encode.encode import encode_into_store
+
+        if self.cache_dir is None:
+            raise PipelineError("fill_store needs a cache_dir (the store folder)")
+        frames, total = self.catalog_share(rank, world, chunk_size=chunk_size, rows_out=rows_out, log=log)
+        return encode_into_store(frames, text_encoder=self.encoder("text"), image_encoder=self.encoder("image"),
+                                 cache_dir=self.cache_dir, batch_size=batch_size, num_workers=num_workers,
+                                 chunk_size=chunk_size, store_dtype=store_dtype, store_writer=f"r{rank}", total=total,
+                                 progress=progress, check_ids=self.catalog_file is None)   # a file's: checked by its reader
+
+    def merge_stores(self, store_dtype: str = "float32") -> dict:
+        """Adopt and verify every writer's shards and merge full tiers, in the store of each
+        configured encoder (after :meth:`fill_store` on every rank); returns ``{modality: store}``."""
+        from ..encode.store import VectorStore
+
+        stores = {}
+        for m in ("text", "image"):
+            enc = self.encoder(m)
+            if enc is None:
+                continue
+            store = VectorStore.for_encoder(self.cache_dir, enc.fingerprint, m,
+                                            enc.text_dim if m == "text" else enc.image_dim,
+                                            dtype=store_dtype, writer="r0")
+            store.merge()
+            stores[m] = store
+        return stores
+
+    def write_embeddings(self, out, rows=None, *, batch_size: int = 64, num_workers: int | None = None,
+                         chunk_size: int = 8192, store_dtype: str = "float32", progress: bool = True):
+        """Write the embeddings of the whole catalog (or of ``rows``: a file of :meth:`catalog_share`'s
+        ``rows_out``) to the folder ``out``, read from the store (:func:`semcat_kit.encode_catalog`)."""
+        return encode_catalog(self.load_catalog() if rows is None else rows, text_encoder=self.encoder("text"),
+                              image_encoder=self.encoder("image"), cache_dir=self.cache_dir, batch_size=batch_size,
+                              num_workers=num_workers, progress=progress, chunk_size=chunk_size, out=out,
+                              store_dtype=store_dtype, store_writer="r0")
 
     def label_texts(self) -> list[str]:
         """How each class is written for the text encoder (``config.class_template``)."""
