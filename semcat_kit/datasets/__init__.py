@@ -4,7 +4,8 @@
 BOM, encoding, malformed lines repaired and reported), ``readers`` (``CatalogFile``: CSV/TSV,
 Parquet, Arrow read in chunks, every column as text), ``image_files`` (a product's image file by
 id), ``mapping`` (``load_catalog`` / ``load_catalog_chunks``: a file or DataFrame mapped to the
-catalog columns), ``bundled`` (the Kaggle fashion layout, the bundled tutorial catalog),
+catalog columns), ``bundled`` (the Kaggle fashion layout, the bundled tutorial catalog), ``products`` (products to
+categorize: the one product mapper of ``Predictor`` and ``semcat predict``),
 ``images`` (image bytes, checks, digests), ``taxonomy`` (the tree, LCA distances, conflict policy,
 the Google Product Taxonomy reader), ``splits`` (stratified train/val/test), ``sampling`` (a seeded sample of the products).
 May import: ``_core``.
@@ -14,6 +15,7 @@ from .csv_files import read_csv, read_csv_chunks
 from .image_files import IMAGE_EXTENSIONS, ImageFiles, image_paths_for
 from .mapping import load_catalog, load_catalog_chunks
 from .readers import CatalogFile
+from .products import products_frame, read_products
 from .report import ProblemReport
 from .sampling import sample_catalog, sample_positions
 from .taxonomy import load_google_taxonomy
@@ -35,4 +37,6 @@ __all__ = [
     "tutorial_dir",
     "sample_catalog",
     "sample_positions",
+    "products_frame",
+    "read_products",
 ]
