@@ -96,6 +96,13 @@ def test_suite_trains_once_then_reloads(ws, monkeypatch):
     assert res.best("top1") in res.names
     with pytest.raises(KeyError, match="not a configuration"):
         res.test_probs("nope")
+    # the configuration each ran with (data-aware fields filled in), which retraining keeps as it is
+    for name, cfg in configs.items():
+        ran = res.config(name)
+        assert ran.to_dict() == ws.train_config(cfg).to_dict() and ran.epochs == 2
+        assert ws.train_config(ran).to_dict() == ran.to_dict()
+    with pytest.raises(KeyError, match="not a configuration"):
+        res.config("nope")
 
     # same inputs: loaded from disk, no training
     def boom(*a, **k):
