@@ -293,14 +293,14 @@ def test_rows_with_no_usable_modality_are_named_in_training():
 
 def test_image_path_none_beside_an_image_column_is_refused():
     # before: 'image_path' (all None) won and the 'image' column was silently ignored
-    from semcat_kit.datasets import products_frame as _products_frame   # what Predictor reads products with
+    from semcat_kit.datasets import products_frame   # what Predictor reads products with
 
     df = pd.DataFrame({"item_id": ["a", "b"], "title": ["x", "y"], "image_path": [None, "/i/b.jpg"],
                        "image": ["/i/a.jpg", "/i/b.jpg"]})
     with pytest.raises(ValueError, match=r"both an 'image_path' and an 'image' column.*items \['a'\]"):
-        _products_frame(df)
+        products_frame(df)
     ok = df.assign(image_path=["/i/a.jpg", "/i/b.jpg"])
-    assert _products_frame(ok)["image_path"].tolist() == ["/i/a.jpg", "/i/b.jpg"]
+    assert products_frame(ok)["image_path"].tolist() == ["/i/a.jpg", "/i/b.jpg"]
 
 
 # ------------------------------------------------------------------------------ plotly labels

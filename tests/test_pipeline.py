@@ -63,6 +63,7 @@ def test_release_catalog_keeps_every_stage_built_from_it_and_rereads_the_table_o
     p.release_catalog()
     assert "catalog" not in p.built
     reads = []
+    # private: counts the table's reads, an invariant (no re-read after release) no public call shows
     real = p._read_catalog
     p._read_catalog = lambda: reads.append(1) or real()
     e2, yt = p.part("test")                       # labels, split, embeddings: memoised, no re-read

@@ -55,7 +55,7 @@ def test_seen_ids_refuses_an_id_of_an_earlier_chunk_in_tiers():
     ids = np.char.add("p", np.arange(20_000).astype(str))
     for a in range(0, len(ids), 1000):
         assert len(seen.add(ids[a:a + 1000])) == 0
-    assert len(seen) == 20_000 and len(seen._tiers) < 10          # merged in tiers, not one array a chunk
+    assert len(seen) == 20_000 and len(seen._tiers) < 10          # (private) merged in tiers, not one array a chunk
     assert seen.add(np.array(["new", "p17", "p19999"])).tolist() == ["p17", "p19999"]
 
 
@@ -219,7 +219,8 @@ def test_training_and_streaming_evaluation_release_freed_memory_every_few_steps(
     trainer trims every TRIM_EVERY steps, the streaming evaluator after every chunk."""
     import sys
 
-    from semcat_kit import _memory, streaming, trainer
+    from semcat_kit import streaming, trainer
+    from semcat_kit._core import memory as _memory
     from semcat_kit.learn.training import TrainConfig, train
 
     if sys.platform.startswith("linux"):
@@ -244,7 +245,7 @@ def test_bound_heap_fixes_the_mmap_threshold_once_unless_the_user_chose_one(monk
     SEMCAT_BOUND_HEAP=0, is left alone."""
     import sys
 
-    from semcat_kit import _memory
+    from semcat_kit._core import memory as _memory
 
     calls = []
 
@@ -276,7 +277,8 @@ def test_training_and_streaming_evaluation_bound_the_heap(monkeypatch, tmp_path)
     import numpy as np
 
     import semcat_kit as sk
-    from semcat_kit import _memory, streaming, trainer
+    from semcat_kit import streaming, trainer
+    from semcat_kit._core import memory as _memory
 
     seen = []
     monkeypatch.setattr(trainer, "bound_heap", lambda: seen.append("train"))
