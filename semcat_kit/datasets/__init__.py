@@ -4,10 +4,11 @@
 BOM, encoding, malformed lines repaired and reported), ``readers`` (``CatalogFile``: CSV/TSV,
 Parquet, Arrow read in chunks, every column as text), ``image_files`` (a product's image file by
 id), ``mapping`` (``load_catalog`` / ``load_catalog_chunks``: a file or DataFrame mapped to the
-catalog columns), ``bundled`` (the Kaggle fashion layout, the bundled tutorial catalog), ``products`` (products to
-categorize: the one product mapper of ``Predictor`` and ``semcat predict``),
-``images`` (image bytes, checks, digests), ``taxonomy`` (the tree, LCA distances, conflict policy,
-the Google Product Taxonomy reader), ``splits`` (stratified train/val/test), ``sampling`` (a seeded sample of the products).
+catalog columns), ``products`` (products to categorize: the one product mapper of ``Predictor`` and
+``semcat predict``), ``sampling`` (a seeded sample of the products), ``bundled`` (the Kaggle fashion
+layout, the bundled tutorial catalog), ``images`` (image bytes, checks, digests), ``taxonomy`` (the
+tree, LCA distances, conflict policy, the Google Product Taxonomy reader), ``splits`` (stratified
+train/val/test).
 May import: ``_core``.
 """
 from .bundled import FASHION_PATH_COLUMNS, load_fashion, load_fashion_tutorial, tutorial_dir
