@@ -138,6 +138,9 @@ def test_suite_applies_the_data_aware_defaults_unless_a_config_sets_them(ws, mon
 def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(ValueError, match="text_encoder and image_encoder are both None"):
         Workspace(tmp_path, text_encoder=None, image_encoder=None)
+    with pytest.raises(TypeError, match="give the catalog as catalog="):
+        Workspace(tmp_path, "tutorial")
+    assert not hasattr(Workspace(tmp_path), "k")          # the configuration is ws.config, read as such
     with pytest.raises(FileNotFoundError, match="nowhere.csv"):
         Workspace(tmp_path, catalog=str(tmp_path / "nowhere.csv")).load_catalog()
 

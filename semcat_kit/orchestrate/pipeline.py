@@ -64,6 +64,9 @@ class Pipeline:
     """
 
     def __init__(self, config: PipelineConfig | None = None, cache_dir=None, **overrides):
+        if config is not None and not isinstance(config, PipelineConfig):
+            raise TypeError(f"config must be a PipelineConfig, not {type(config).__name__} (give the catalog as "
+                            f"catalog=...)")
         if "catalog_options" in overrides and overrides["catalog_options"] is None:
             overrides["catalog_options"] = {}
         config = dataclasses.replace(config or PipelineConfig(), **overrides)
