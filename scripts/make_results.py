@@ -93,7 +93,7 @@ def measure(name: str, catalog: str, catalog_options: dict, text_encoder, image_
     n_enc = sum(v for k, v in stats.items() if k.endswith("_encoded") and isinstance(v, int))
     stored = lambda: {p for sub in ("suites", "baselines") for p in (work_dir / sub).glob("*")}  # noqa: E731
     before = stored()
-    res = ws.suite(sk.default_suite(epochs=epochs, k=ws.k, device=device), seeds=seeds, retrain=not reuse)
+    res = ws.suite(seeds=seeds, epochs=epochs, retrain=not reuse)
     t_suite = time.perf_counter() - t0 - t_enc
     base = ws.baselines(seeds=seeds, crm_for=PEER_CRM, retrain=not reuse)
     total = time.perf_counter() - t0
@@ -107,7 +107,7 @@ def measure(name: str, catalog: str, catalog_options: dict, text_encoder, image_
     if reuse and stored() - before:
         reuse = False     # nothing (or not everything) was stored: trained now, timed as such
     if reuse:
-        timing = (f"Measured time: reused the suite and baselines trained in `{work_dir}` "
+        timing = (f"Measured time: reused the suite and baselines trained in `{shown_path(work_dir)}` "
                   + (f"by the notebook run ({_notebook_times(notebook_timings)})" if notebook_timings else
                      "by an earlier run") + f"; this command took {_fmt(total)} on this machine ({_cpu()}).")
     else:
@@ -116,7 +116,7 @@ def measure(name: str, catalog: str, catalog_options: dict, text_encoder, image_
                   f"{_fmt(total - t_enc - t_suite)} fitting the peers), on this machine ({_cpu()}).")
     encoders = " + ".join(e for e in (text_encoder, image_encoder) if e)
     hedged = sk.format_table(both, metrics=HEDGE_METRICS)
-    return (f"Catalog `{catalog}`: {s['products']:,} products ({s['unlabelled']:,} without a category), "
+    return (f"Catalog `{shown_path(catalog)}`: {s['products']:,} products ({s['unlabelled']:,} without a category), "
             f"{s['classes_with_products']:,} classes with products; split {len(sp.train):,} train / "
             f"{len(sp.val):,} val / {len(sp.test):,} test. Encoders: {encoders}. {_budget(cfg0, len(sp.train))}, "
             f"seeds {seeds}. `+ CRM` = {crm[0][:-6] if crm else '-'} re-decoded.\n\n"
@@ -196,11 +196,26 @@ def hedge_reading(df) -> str:
     return "Reading (computed from the table): " + "; ".join(out) + "." if out else ""
 
 
+def shown_path(p) -> str:
+    """How a committed result names a path: relative to the repository when inside it, else by its
+    last parts (the catalog's name: ``myntra-fashion``, ``amazon-uk-toys/products.csv``), never a
+    machine's absolute path."""
+    s = str(p)
+    if s == "tutorial" or not (Path(s).is_absolute() or s.startswith("~")):
+        return s
+    q = Path(s).expanduser().resolve()
+    try:
+        return q.relative_to(ROOT).as_posix()
+    except ValueError:
+        return "/".join(q.parts[-2:]) if q.suffix else q.name
+
+
 def _notebook_times(path: Path) -> str:
     rec = json.loads(Path(path).read_text())
     recs = rec["notebooks"]
     total = sum(r["seconds"] for r in recs)
-    params = ", ".join(f"{k}={v}" for k, v in rec.get("params", {}).items())
+    params = ", ".join(f"{k}={shown_path(v) if k in ('catalog', 'work_dir', 'taxonomy') else v}"
+                       for k, v in rec.get("params", {}).items())
     each = ", ".join(f"{r['notebook'][:2]} {_fmt(r['seconds'])}" for r in recs)
     return (f"`scripts/run_notebooks.py` with {params or 'the default parameters'}: all {len(recs)} notebooks in "
             f"{_fmt(total)} ({each}); load average at the end {rec['load_avg'][0]:.1f} on {rec['cpu_count']} cores")

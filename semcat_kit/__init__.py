@@ -4,10 +4,11 @@ The package is layered; each layer is a subpackage whose docstring says what liv
 it may import (arrows point down only):
 
 ===============  =============================================================================
-``_core``        contracts (one coercion/validation rule per input kind, one device rule), atomic
-                 writes, the file digest, memory, process groups, the streaming duplicate-id check
+``_core``        contracts (one coercion/validation rule per input kind, one device rule, one
+                 item-id rule), atomic writes, the file digest, memory, process groups, seen ids
 ``datasets``     the problem report, the CSV reader, the chunked file reader, image files by id,
-                 the catalog mapping, bundled catalogs, images, the taxonomy tree, splits
+                 the catalog mapping, the product mapper, sampling, bundled catalogs, images, the
+                 taxonomy tree, splits
 ``encode``       the encoder registry (``encoders.load(name)``), the out-of-core store,
                  ``Embeddings``, ``encode_catalog`` / ``encode_into_store``, ``encode_distributed``
 ``labels``       label similarity (sparse top-k ``Neighbors``) and soft-target kinds, curricula
@@ -17,8 +18,10 @@ it may import (arrows point down only):
 ``experiments``  multi-seed comparison suites, peers (LogisticRegression, hiclass), tuning
 ``see``          data prep for figures, plotly figures, ipywidgets explorers
 ``ship``         exported head folders, ``Predictor``
-``orchestrate``  ``PipelineConfig`` and the YAML schema, ``Pipeline`` (the one flow), ``Workspace``
-``cli``          ``semcat encode / train / predict / tune``, one module per command
+``orchestrate``  ``PipelineConfig`` and the YAML schema, ``Pipeline`` (the one flow: every command
+                 and the ``Workspace`` run it), ``Workspace`` (a ``Pipeline`` with a work folder)
+``cli``          ``semcat encode / train / predict / tune``, one module per command: parse, call
+                 the library, print
 ===============  =============================================================================
 
 ``import semcat_kit as sk`` is light: names are imported on first use (PEP 562), so

@@ -23,8 +23,6 @@ def _anon_kb() -> int:
 def main() -> None:
     import semcat_kit as sk
     from semcat_kit import cli
-    from semcat_kit.cli.common import load_training_catalog
-    from semcat_kit.orchestrate.config import CATALOG_DEFAULTS
     from semcat_kit.encode.encoders import HashingTextEncoder
 
     mode, csv, cache = sys.argv[1:4]
@@ -48,7 +46,7 @@ def main() -> None:
         rc = cli.main(["encode", "--catalog", csv, "--config", cfg, "--cache-dir", cache, "--quiet"])
         assert rc == 0
     else:   # the code semcat encode ran before it streamed
-        catalog = load_training_catalog(csv, {**CATALOG_DEFAULTS, **mapping}, cfg)
+        catalog = sk.Pipeline(catalog=csv, catalog_options=mapping).load_catalog()
         sk.encode_catalog(catalog.iloc[0::1], text_encoder=HashingTextEncoder(32), cache_dir=cache, progress=False,
                           store_writer="r0")
     stop.set()

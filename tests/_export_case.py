@@ -13,7 +13,7 @@ import functools
 import numpy as np
 
 import semcat_kit as sk
-from semcat_kit.cli.common import sample_catalog
+from semcat_kit.datasets import sample_catalog
 from semcat_kit.learn.training import TrainConfig, train
 
 N_ITEMS = 240          # sampled tutorial products

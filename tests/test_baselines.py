@@ -78,7 +78,7 @@ def test_logistic_without_val_uses_cv_and_unseen_classes_get_zero(data):
 def test_hiclass_path_product_is_a_distribution_over_classes(data):
     tax, (etr, ytr), (eva, yva), _ = data
     b = HiClassBaseline(C=10.0).fit(etr, ytr, taxonomy=tax, val=(eva, yva))
-    raw = b._proba(features(eva))                      # before any renormalisation
+    raw = b._proba(features(eva))                      # private: before any renormalisation (no public call)
     np.testing.assert_allclose(raw.sum(1), 1.0, atol=1e-5)
     p = b.predict_proba(eva)
     # the inner-node class "A > B" is predictable (its "stop here" child), and so are the deeper ones

@@ -16,9 +16,7 @@ import pytest
 
 import semcat_kit as sk
 from semcat_kit import cli
-from semcat_kit.cli.common import load_training_catalog, sample_catalog
-from semcat_kit.cli.encode import sample_positions, stream_catalog_file
-from semcat_kit.orchestrate.config import CATALOG_DEFAULTS
+from semcat_kit.datasets import sample_catalog, sample_positions
 from semcat_kit import datasets as D
 from semcat_kit import encode_into_store
 from semcat_kit.encode.encoders import HashingTextEncoder
@@ -180,7 +178,7 @@ def test_load_catalog_chunks_apply_load_catalogs_mapping_chunk_by_chunk(tmp_path
                                   .reset_index(drop=True))
     # an id repeated in a later chunk, an empty category in a later chunk: named with the file's row number
     (tmp_path / "dup.csv").write_text("sku,name,category\n" + "".join(f"{i},t,A\n" for i in range(10)) + "3,t,A\n")
-    with pytest.raises(ValueError, match=r"dup\.csv': 1 duplicate item id\(s\) in column 'sku': \['3'\]"):
+    with pytest.raises(ValueError, match=r"dup\.csv': column 'sku' repeats id '3'"):
         list(D.load_catalog_chunks(tmp_path / "dup.csv", 4, id="sku", title="name", path=["category"],
                                    unlabelled="error"))
     (tmp_path / "gap.csv").write_text("sku,name,l1,l2\n" + "".join(f"{i},t,A,B\n" for i in range(9)) + "9,t,A,\n")
@@ -202,9 +200,8 @@ def test_semcat_encode_streams_a_csv_with_a_malformed_line(tmp_path, tiny, capsy
 
     def whole(*a, **k):
         raise AssertionError("semcat encode loaded the whole catalog file")
-    from semcat_kit.cli import encode as encode_cmd
 
-    monkeypatch.setattr(encode_cmd, "load_training_catalog", whole)   # the whole-catalog path of the command
+    monkeypatch.setattr(sk.Pipeline, "load_catalog", whole)   # the whole-catalog path of the command
     spy = []
     real = D.load_catalog_chunks
 
@@ -255,8 +252,8 @@ def test_semcat_encode_a_parquet_catalog_keeps_text_ids_and_reports_failures(tmp
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_streamed_sample_selects_the_same_products_as_the_in_memory_sample(tmp_path, world, monkeypatch):
     p = _catalog_csv(tmp_path, n=61)
-    mapping = {**CATALOG_DEFAULTS, "id": "sku", "title": "name", "path_col": "category", "image": "picture"}
-    args = type("A", (), {"chunk_size": 8})()
+    mapping = {"id": "sku", "title": "name", "path_col": "category", "image": "picture"}
+    pipe = sk.Pipeline(catalog=str(p), catalog_options=mapping, sample=25, sample_seed=7)
     checked = []
     from semcat_kit.datasets import mapping as catalog_mapping   # where load_catalog_chunks looks image files up
 
@@ -264,10 +261,11 @@ def test_streamed_sample_selects_the_same_products_as_the_in_memory_sample(tmp_p
     monkeypatch.setattr(catalog_mapping, "check_image_file", lambda f: (checked.append(Path(f).name), real(f))[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        whole = sample_catalog(load_training_catalog(str(p), mapping, "c.yaml"), 25, 7)
+        whole = pipe.load_catalog()
+        assert len(whole) == 25
         for rank in range(world):
             checked.clear()
-            frames, total = stream_catalog_file(args, p, mapping, 25, 7, rank, world)
+            frames, total = pipe.catalog_share(rank, world, chunk_size=8)
             got = pd.concat(list(frames))
             want = whole.iloc[rank::world]
             assert len(got) == total == len(want)
@@ -276,7 +274,7 @@ def test_streamed_sample_selects_the_same_products_as_the_in_memory_sample(tmp_p
             # only this rank's image files were looked at (the rows with an image path)
             own = [f"{int(i)}.jpg" for i in want["item_id"] if int(i) % 5]
             assert sorted(checked) == sorted(own), rank
-        frames, _ = stream_catalog_file(args, p, mapping, 25, 7, 0, world, out_rows=tmp_path / "rows.parquet")
+        frames, _ = pipe.catalog_share(0, world, chunk_size=8, rows_out=tmp_path / "rows.parquet")
         got = pd.concat(list(frames))
     assert got["item_id"].tolist() == whole["item_id"].iloc[0::world].tolist()    # rank 0's share, and ...
     assert pd.read_parquet(tmp_path / "rows.parquet")["item_id"].tolist() == whole["item_id"].tolist()  # ... all
@@ -307,7 +305,7 @@ def test_encode_into_store_resumes_after_a_killed_run(tmp_path, tiny):
     assert fill.n == 100 and fill.stats["text_encoded"] == 70 and fill.stats["cached"]   # 30 were kept
     again = encode_into_store(iter([df.iloc[:50], df.iloc[50:]]), _Tiny(), cache_dir=tmp_path, progress=False)
     assert again.stats["text_encoded"] == 0 and again.n == 100
-    with pytest.raises(ValueError, match=r"duplicated item_id\(s\), e.g. \['p3'\] \(seen in an earlier chunk\)"):
+    with pytest.raises(ValueError, match=r"repeats id 'p3' \(.*and an earlier chunk\)"):
         encode_into_store(iter([df.iloc[:10], df.iloc[3:4]]), _Tiny(), cache_dir=tmp_path, progress=False)
 
 

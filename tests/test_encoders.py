@@ -99,6 +99,7 @@ def test_fingerprints_are_stable_and_distinct(minilm, effnet):
 def test_efficientnet_every_weight_key_maps_onto_timm():
     import timm
 
+    # private: the bundled weight file and the key map, an invariant of the loader no public call exposes
     src = torch.load(_efficientnet._weights_path(), map_location="cpu", weights_only=True)
     target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     mapped = {_efficientnet.remap_key(k): v for k, v in src.items()}

@@ -73,7 +73,7 @@ def test_reloaded_head_reproduces_logits(data, runs, exported, name, backend):
             # bit logits reach |x| ~ 15 (1 ulp ~ 1e-6): onnxruntime's GEMM may differ by a few ulps there;
             # class scores sum ~190 bit terms (|score| ~ 35), so they are compared relatively too
             bits_ref = _bits(run, e)
-            bits = head._run(head._arrays(e))
+            bits = head._run(head._arrays(e))   # private: the bit logits, which no public call returns
             np.testing.assert_allclose(bits, bits_ref, atol=1e-5, rtol=1e-6, err_msg=vname)
             np.testing.assert_allclose(got, ref, atol=1e-5, rtol=2e-6, err_msg=vname)
         else:
@@ -198,7 +198,7 @@ def test_interrupted_overwrite_keeps_the_old_export(runs, tmp_path, monkeypatch)
 
 def test_a_graph_that_disagrees_with_torch_is_not_written(runs, tmp_path, monkeypatch):
     """The export checks its own ONNX file with onnxruntime: a wrong graph aborts the export."""
-    real = ex._export_onnx
+    real = ex._export_onnx     # private: a wrong graph is injected where the export writes it (no public hook)
 
     def wrong(wrapper, probe, path):
         import copy

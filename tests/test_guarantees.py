@@ -16,16 +16,13 @@ import pandas as pd
 import pytest
 
 import semcat_kit as sk
-from semcat_kit import cli
-from semcat_kit.cli.predict import read_products
 from semcat_kit import datasets as D
 
 
 # ------------------------------------------------------------------------------ one CSV reader
-def _predict_args(path, **kw) -> argparse.Namespace:
-    d = dict(input=str(path), id_col=None, title_col=None, image_col=None, images=None)
-    d.update(kw)
-    return argparse.Namespace(**d)
+def read_products(path) -> pd.DataFrame:
+    """The products of a file as `semcat predict --input` reads them (datasets.read_products), in one frame."""
+    return pd.concat(list(D.read_products(path, what="--input")), ignore_index=True)
 
 
 def test_csv_field_over_the_csv_module_limit_in_the_first_record(tmp_path):
@@ -52,32 +49,32 @@ def test_csv_duplicate_column_names_are_refused(tmp_path):
     p.write_text("id,title ,cat, title\n1,a,A > B,b\n", encoding="utf-8")   # equal once stripped
     with pytest.raises(ValueError, match="more than once"):
         D.read_csv(p)
-    with pytest.raises(cli.CliError, match=r"c.csv' names a column more than once"):
-        read_products(_predict_args(p))
+    with pytest.raises(ValueError, match=r"c.csv' names a column more than once"):
+        read_products(p)
     df = pd.DataFrame([[1, "a", "A > B", "b"]], columns=["id", "title", "cat", "title"])
     with pytest.raises(ValueError, match=r"names column\(s\) \['title'\] more than once"):
         D.load_catalog(df, path_col="cat")
 
 
-def test_predict_input_goes_through_the_catalog_reader(tmp_path):
+def test_predict_input_goes_through_the_catalog_reader(tmp_path, capsys):
     # before: a plain pd.read_csv took the first column of a malformed first row as the index,
     # shifting ids and titles (and `semcat predict` exited 0)
     p = tmp_path / "p.csv"
     p.write_text("id,title\n101,Shirt, blue, cotton\n102,Mug\n", encoding="utf-8")
-    with pytest.warns(UserWarning, match="repaired 1 malformed line"):
-        df = read_products(_predict_args(p))
+    df = read_products(p)
+    assert "101: malformed CSV line" in capsys.readouterr().err      # the repair is reported
     assert df["item_id"].tolist() == ["101", "102"]
     assert df["title"].tolist() == ["Shirt, blue, cotton", "Mug"]
     # a BOM is dropped (the id column is found), not-UTF-8 text names the file
     p.write_bytes("\ufeffid,title\n7,Tee\n".encode("utf-8"))
-    assert read_products(_predict_args(p))["item_id"].tolist() == ["7"]
+    assert read_products(p)["item_id"].tolist() == ["7"]
     p.write_bytes(b"id,title\n7,Caf\xe9\n")
-    with pytest.raises(cli.CliError, match=r"--input '.*p.csv' is not UTF-8"):
-        read_products(_predict_args(p))
+    with pytest.raises(ValueError, match=r"--input '.*p.csv' is not UTF-8"):
+        read_products(p)
     # extra fields with no title column to absorb them: an error naming the line, not a shift
     p.write_text("id,image\n1,a.jpg,b.jpg\n", encoding="utf-8")
-    with pytest.raises(cli.CliError, match="more fields than the 2 header columns"):
-        read_products(_predict_args(p))
+    with pytest.raises(ValueError, match="more fields than the 2 header columns"):
+        read_products(p)
 
 
 def test_every_csv_read_uses_the_one_reader():
@@ -296,14 +293,14 @@ def test_rows_with_no_usable_modality_are_named_in_training():
 
 def test_image_path_none_beside_an_image_column_is_refused():
     # before: 'image_path' (all None) won and the 'image' column was silently ignored
-    from semcat_kit.ship.predictor import _products_frame
+    from semcat_kit.datasets import products_frame   # what Predictor reads products with
 
     df = pd.DataFrame({"item_id": ["a", "b"], "title": ["x", "y"], "image_path": [None, "/i/b.jpg"],
                        "image": ["/i/a.jpg", "/i/b.jpg"]})
     with pytest.raises(ValueError, match=r"both an 'image_path' and an 'image' column.*items \['a'\]"):
-        _products_frame(df)
+        products_frame(df)
     ok = df.assign(image_path=["/i/a.jpg", "/i/b.jpg"])
-    assert _products_frame(ok)["image_path"].tolist() == ["/i/a.jpg", "/i/b.jpg"]
+    assert products_frame(ok)["image_path"].tolist() == ["/i/a.jpg", "/i/b.jpg"]
 
 
 # ------------------------------------------------------------------------------ plotly labels

@@ -8,7 +8,6 @@ import pytest
 
 import semcat_kit as sk
 from semcat_kit import cli
-from semcat_kit.cli.common import training_pipeline
 from semcat_kit.orchestrate.config import read_train_config
 from semcat_kit import Pipeline, PipelineError
 
@@ -64,6 +63,7 @@ def test_release_catalog_keeps_every_stage_built_from_it_and_rereads_the_table_o
     p.release_catalog()
     assert "catalog" not in p.built
     reads = []
+    # private: counts the table's reads, an invariant (no re-read after release) no public call shows
     real = p._read_catalog
     p._read_catalog = lambda: reads.append(1) or real()
     e2, yt = p.part("test")                       # labels, split, embeddings: memoised, no re-read
@@ -160,7 +160,7 @@ def test_workspace_and_semcat_train_share_the_pipeline(pipe, toys_csv, tmp_path,
            "train": {"epochs": 2, "k": 5, "device": "cpu", "smoothing": "semantic"},
            "export": {"onnx": False, "torchscript": False}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-    tp = training_pipeline(str(toys_csv), read_train_config(tmp_path / "c.yaml"))
+    tp = Pipeline.from_train_config(str(toys_csv), read_train_config(tmp_path / "c.yaml"))
     assert tp.taxonomy().classes == ws.taxonomy().classes
     for part in ("train", "val", "test"):
         assert np.array_equal(tp.split()[part], ws.split()[part])
@@ -172,3 +172,47 @@ def test_workspace_and_semcat_train_share_the_pipeline(pipe, toys_csv, tmp_path,
     preds = pd.read_csv(tmp_path / "head" / "unlabelled_predictions.csv", dtype={"item_id": str})
     assert sorted(preds["item_id"]) == sorted(ws.unlabelled_catalog()["item_id"])
     assert preds["pred_1"].isin(ws.taxonomy().classes).all()
+
+
+def test_train_tune_and_encode_run_one_pipeline_with_a_taxonomy_and_unlabelled_rows(toys_csv, tmp_path, capsys):
+    """`semcat train`, `tune` and `encode` from one config with `taxonomy:` (two classes without
+    products) and unlabelled rows, on a sample: all three see the Pipeline's catalog and class set."""
+    import yaml
+
+    classes = sorted(pd.read_csv(toys_csv, dtype=str)[TOYS_OPTIONS["path_col"]].dropna().unique())
+    extra = ["Toys & Games > Kites", "Toys & Games > Yo-yos"]
+    (tmp_path / "tax.txt").write_text("\n".join(classes + extra) + "\n", encoding="utf-8")
+    cfg = {"text_encoder": "hash-text:32", "image_encoder": None, "taxonomy": str(tmp_path / "tax.txt"),
+           "sample": 400, "seed": 3, "catalog": TOYS_OPTIONS, "neighbors": {"k": 5},
+           "train": {"epochs": 2, "k": 5, "device": "cpu", "smoothing": "semantic", "hidden": 32, "proj_dim": 16},
+           "export": {"onnx": False, "torchscript": False}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    pipe = Pipeline.from_train_config(str(toys_csv), read_train_config(tmp_path / "c.yaml"))
+    cat = pipe.load_catalog()
+    unl = pipe.unlabelled_catalog()
+    assert len(cat) == 400 and len(unl) and pipe.taxonomy().n_classes == len(classes) + 2
+    common = ["--catalog", str(toys_csv), "--config", str(tmp_path / "c.yaml"), "--cache-dir", str(tmp_path / "cache"),
+              "--quiet"]
+
+    assert cli.main(["train", *common, "--out", str(tmp_path / "head")]) == 0
+    out = capsys.readouterr().out
+    assert f"catalog: 400 products, {len(classes) + 2} classes" in out and f"{len(unl)} unlabelled product(s)" in out
+    head = sk.load_head(tmp_path / "head")
+    assert list(head.taxonomy.classes) == list(pipe.taxonomy().classes)   # the config's taxonomy, not the labels
+    preds = pd.read_csv(tmp_path / "head" / "unlabelled_predictions.csv", dtype={"item_id": str})
+    assert sorted(preds["item_id"]) == sorted(unl["item_id"])
+
+    assert cli.main(["tune", *common, "--out", str(tmp_path / "tuned"), "--n-trials", "2",
+                     "--objective", "top1"]) == 0
+    out = capsys.readouterr().out
+    assert f"catalog: 400 products, {len(classes) + 2} classes" in out and f"{len(unl)} unlabelled" in out
+    sp = pipe.split()
+    assert f"split: {len(sp.train)} train, {len(sp.val)} val, {len(sp.test)} test" in out
+    assert len(pd.read_csv(tmp_path / "tuned" / "trials.csv")) == 2
+
+    assert cli.main(["encode", *common, "--out", str(tmp_path / "emb")]) == 0
+    out = capsys.readouterr().out
+    assert "encoded text 0," in out                                       # train encoded them into the store
+    emb = sk.Embeddings.load(tmp_path / "emb")
+    assert emb.item_ids.tolist() == cat["item_id"].tolist()              # the same sample, unlabelled rows included
+    np.testing.assert_array_equal(np.asarray(emb.text), np.asarray(pipe.embeddings(progress=False).text))

@@ -2,6 +2,7 @@
 and its tables have the shape that script makes (columns, rows); the README shows the same table."""
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -92,3 +93,26 @@ def test_hedge_reading_states_the_issue_23_goals():
     assert "-3.0 pt vs LogisticRegression (fewer)" in text and "+2.0 pt vs LogisticRegression + CRM" in text
     assert "lowest realised precision at 98 %: 0.979 (`hiclass LCPPN`)" in text and "at 95" not in text
     assert set(mr.HEDGE_METRICS) <= {f"{m}" for m in __import__("semcat_kit").metrics.hedging_metric_names()}
+
+
+#: absolute paths a document may name: devices and an obvious placeholder (never a machine's own folders)
+_NOT_A_MACHINE_PATH = ("/dev/", "/path/to/")
+_ABSOLUTE = re.compile(r"(?<![\w:/.~<>$\-])/(?:[\w.-]+/)+[\w.-]*|\b[A-Za-z]:\\[\w]")
+
+
+def test_committed_docs_carry_no_absolute_path_of_a_machine():
+    """README.md and docs/ name a catalog by its name or a path relative to the repository (what
+    make_results.shown_path writes), never the absolute path of the machine that ran it."""
+    root = Path(mr.ROOT)
+    found = []
+    for f in [root / "README.md", *sorted((root / "docs").rglob("*.md")), *sorted((root / "docs").rglob("*.json"))]:
+        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+            found += [f"{f.relative_to(root)}:{i}: {m.group(0)}" for m in _ABSOLUTE.finditer(line)
+                      if not m.group(0).startswith(_NOT_A_MACHINE_PATH)]
+    assert not found, "absolute paths in the committed docs:\n" + "\n".join(found)
+    # the script that writes the results names catalogs and folders the same way
+    assert mr.shown_path("/work/shared/data/myntra-fashion") == "myntra-fashion"
+    assert mr.shown_path("/srv/data/amazon-uk-toys/products.csv") == "amazon-uk-toys/products.csv"
+    assert mr.shown_path(root / "notebooks") == "notebooks"
+    assert mr.shown_path("tutorial") == "tutorial" and mr.shown_path("data/x.csv") == "data/x.csv"
+    assert _ABSOLUTE.search("Catalog `/work/shared/data/myntra-fashion`: 44,446 products")   # (the check sees one)

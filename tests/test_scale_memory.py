@@ -55,7 +55,7 @@ def test_seen_ids_refuses_an_id_of_an_earlier_chunk_in_tiers():
     ids = np.char.add("p", np.arange(20_000).astype(str))
     for a in range(0, len(ids), 1000):
         assert len(seen.add(ids[a:a + 1000])) == 0
-    assert len(seen) == 20_000 and len(seen._tiers) < 10          # merged in tiers, not one array a chunk
+    assert len(seen) == 20_000 and len(seen._tiers) < 10          # (private) merged in tiers, not one array a chunk
     assert seen.add(np.array(["new", "p17", "p19999"])).tolist() == ["p17", "p19999"]
 
 
@@ -84,13 +84,13 @@ def test_seen_ids_that_cannot_spill_warn_once_and_keep_the_hashes_in_memory(tmp_
     (a long run is never stopped by its temporary files)."""
     import warnings
 
-    from semcat_kit import contracts
+    import tempfile   # SeenIds spills through it (the disk-full case patches it)
 
     ids = np.char.add("p", np.arange(12_000).astype(str))
     for case in ("missing folder", "disk full"):
         seen = SeenIds(spill_rows=2_000, spill_dir=tmp_path / "nope" if case == "missing folder" else tmp_path)
         if case == "disk full":
-            real = contracts.tempfile.TemporaryFile
+            real = tempfile.TemporaryFile
 
             class Full:
                 def __init__(self, *a, **k):
@@ -104,7 +104,7 @@ def test_seen_ids_that_cannot_spill_warn_once_and_keep_the_hashes_in_memory(tmp_
 
                 def __exit__(self, *exc):
                     self.f.close()
-            monkeypatch.setattr(contracts.tempfile, "TemporaryFile", Full)
+            monkeypatch.setattr(tempfile, "TemporaryFile", Full)
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             for a in range(0, len(ids), 1000):
@@ -116,14 +116,16 @@ def test_seen_ids_that_cannot_spill_warn_once_and_keep_the_hashes_in_memory(tmp_
         assert seen.add(np.array(["p3", "q"])).tolist() == ["p3"]
 
 
-def test_predict_embeddings_iter_refuses_an_id_repeated_across_chunks():
-    from semcat_kit.ship.predictor import DuplicateIdError, _check_unique_across
+def test_the_one_id_rule_refuses_an_id_repeated_across_chunks():
+    from semcat_kit._core.contracts import DuplicateIdError, check_unique_ids
 
     seen = SeenIds()
-    _check_unique_across(pd.Series(["a", "b"]), seen)
-    with pytest.raises(DuplicateIdError, match="'b'") as e:
-        _check_unique_across(np.array(["c", "b"]), seen)
+    check_unique_ids(pd.Series(["a", "b"]), seen=seen)
+    with pytest.raises(DuplicateIdError, match=r"repeats id 'b' \(row 1 and an earlier chunk\)") as e:
+        check_unique_ids(np.array(["c", "b"]), seen=seen)
     assert e.value.ids == ["b"]
+    with pytest.raises(DuplicateIdError, match=r"f.csv: column 'sku' repeats id 'y' \(lines \[2, 6\]\); 2 repeated"):
+        check_unique_ids(["y", "x", "z", "x", "y"], where="f.csv", column="sku", row0=2, row_word="line")
 
 
 # ------------------------------------------------------------------------- file catalogs
@@ -176,7 +178,7 @@ def test_file_catalog_errors_name_the_file_rows_and_ids(tmp_path, tiny):
     dup = df.copy()
     dup.loc[8, "item_id"] = "00002"
     dup.to_csv(tmp_path / "dup.csv", index=False)
-    with pytest.raises(ValueError, match=r"1 duplicated item_id\(s\), e.g. \['00002'\]"):
+    with pytest.raises(ValueError, match=r"repeats id '00002'.*1 repeated id\(s\) in all"):
         sk.encode_catalog(tmp_path / "dup.csv", text_encoder=tiny, progress=False)
     df.drop(columns="title").to_parquet(tmp_path / "notitle.parquet", index=False)
     with pytest.raises(KeyError, match="notitle.parquet lacks column"):
@@ -217,7 +219,8 @@ def test_training_and_streaming_evaluation_release_freed_memory_every_few_steps(
     trainer trims every TRIM_EVERY steps, the streaming evaluator after every chunk."""
     import sys
 
-    from semcat_kit import _memory, streaming, trainer
+    from semcat_kit import streaming, trainer
+    from semcat_kit._core import memory as _memory
     from semcat_kit.learn.training import TrainConfig, train
 
     if sys.platform.startswith("linux"):
@@ -242,7 +245,7 @@ def test_bound_heap_fixes_the_mmap_threshold_once_unless_the_user_chose_one(monk
     SEMCAT_BOUND_HEAP=0, is left alone."""
     import sys
 
-    from semcat_kit import _memory
+    from semcat_kit._core import memory as _memory
 
     calls = []
 
@@ -274,7 +277,8 @@ def test_training_and_streaming_evaluation_bound_the_heap(monkeypatch, tmp_path)
     import numpy as np
 
     import semcat_kit as sk
-    from semcat_kit import _memory, streaming, trainer
+    from semcat_kit import streaming, trainer
+    from semcat_kit._core import memory as _memory
 
     seen = []
     monkeypatch.setattr(trainer, "bound_heap", lambda: seen.append("train"))

@@ -49,7 +49,7 @@ def big(google_taxonomy_file):
     node_vec = rng.normal(size=(len(tax.node_paths), 32))
     emb = np.zeros((C, 32))
     for d in range(1, tax.max_depth + 1):
-        a = tax._class_anc[:, d]
+        a = tax._class_anc[:, d]   # private: the ancestor table the views are built from (the invariant)
         ok = a >= 0
         emb[ok] += node_vec[a[ok]] / d
     nbrs = sk.similarity.label_neighbors(emb.astype(np.float32), k=10)

@@ -484,7 +484,7 @@ def test_shard_keys_are_searched_in_place_in_the_memory_map(tmp_path):
     """A shard's key index is only a bucket table (int32, 4-8 bytes a key): the sorted keys are
     read from the memory-mapped file, across record batches (a merged shard has many), and every
     lookup -- present, absent, neighbours of present keys -- equals an in-memory search."""
-    from semcat_kit.encode.store import _KeyIndex, _split
+    from semcat_kit.encode.store import _KeyIndex, _split   # private: the index's memory layout is the invariant
 
     rng = np.random.default_rng(3)
     st = VectorStore(tmp_path / "s", 2, base_rows=64, merge_factor=50, auto_merge=False)

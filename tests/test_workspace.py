@@ -68,10 +68,10 @@ def test_parts_partition_the_catalog(ws):
 
 def test_fingerprint_tracks_what_decides_the_data(ws, small_csv, tmp_path):
     other = Workspace(tmp_path, catalog=str(small_csv), image_encoder=None, k=4, split_seed=1,
-                      catalog_options=ws.catalog_options)
+                      catalog_options=ws.config.catalog_options)
     assert other.fingerprint() != ws.fingerprint()
     same = Workspace(tmp_path / "b", catalog=str(small_csv), image_encoder=None, k=4,
-                     catalog_options=ws.catalog_options)
+                     catalog_options=ws.config.catalog_options)
     assert same.fingerprint() == ws.fingerprint()
 
 
@@ -96,6 +96,13 @@ def test_suite_trains_once_then_reloads(ws, monkeypatch):
     assert res.best("top1") in res.names
     with pytest.raises(KeyError, match="not a configuration"):
         res.test_probs("nope")
+    # the configuration each ran with (data-aware fields filled in), which retraining keeps as it is
+    for name, cfg in configs.items():
+        ran = res.config(name)
+        assert ran.to_dict() == ws.train_config(cfg).to_dict() and ran.epochs == 2
+        assert ws.train_config(ran).to_dict() == ran.to_dict()
+    with pytest.raises(KeyError, match="not a configuration"):
+        res.config("nope")
 
     # same inputs: loaded from disk, no training
     def boom(*a, **k):
@@ -129,8 +136,11 @@ def test_suite_applies_the_data_aware_defaults_unless_a_config_sets_them(ws, mon
 
 
 def test_bad_inputs_are_named(tmp_path):
-    with pytest.raises(ValueError, match="text_encoder or an image_encoder"):
+    with pytest.raises(ValueError, match="text_encoder and image_encoder are both None"):
         Workspace(tmp_path, text_encoder=None, image_encoder=None)
+    with pytest.raises(TypeError, match="give the catalog as catalog="):
+        Workspace(tmp_path, "tutorial")
+    assert not hasattr(Workspace(tmp_path), "k")          # the configuration is ws.config, read as such
     with pytest.raises(FileNotFoundError, match="nowhere.csv"):
         Workspace(tmp_path, catalog=str(tmp_path / "nowhere.csv")).load_catalog()
 

@@ -35,7 +35,7 @@ __all__ = [
     "SUM_TOL", "UnknownLabelError", "DEVICES", "PRECISIONS", "fmt_rows", "as_probs", "as_labels", "as_neighbors",
     "as_neighbor_indices", "as_k", "row_block", "resolve_device", "resolve_half", "resolve_precision", "autocast",
     "EmbeddingTable", "LazyEmbeddingTable", "as_embedding_table", "EmptyRowsWarning", "EMPTY_ROW_POLICIES",
-    "compact_ids", "id_hashes", "duplicated_ids",
+    "compact_ids", "id_hashes", "duplicated_ids", "check_unique_ids", "DuplicateIdError",
 ]
 
 #: Row-sum tolerance for probabilities (float32 softmax over 50k classes is within ~1e-5).
@@ -630,3 +630,55 @@ def duplicated_ids(ids) -> np.ndarray:
     pos = np.flatnonzero(cand)                       # few: exact check in pandas
     s = pd.Series(a[pos])                            # pos ascending: rows in catalog order
     return s[s.duplicated(keep=False)].drop_duplicates().to_numpy(dtype=a.dtype)
+
+
+class DuplicateIdError(ValueError):
+    """Item ids that occur more than once (``.ids``: the repeated ids, each once)."""
+
+    def __init__(self, ids, message: str):
+        super().__init__(message)
+        self.ids = list(ids)
+
+
+def check_unique_ids(ids, *, where: str = "the catalog", column: str = "item_id", seen=None, row0: int = 0,
+                     row_word: str = "row", hint: str = "drop or rename the duplicates") -> np.ndarray:
+    """The package's one rule for item ids: every id names one product, so none occurs twice.
+
+    Checked within ``ids`` (:func:`duplicated_ids`: vectorised, exact) and, with ``seen`` (a
+    :class:`~semcat_kit._core.seen_ids.SeenIds` of the earlier chunks of a stream), against every id
+    seen before; the ids are then added to ``seen``.
+
+    Parameters
+    ----------
+    where, column : str
+        Named in the message (the file or object, and the id column).
+    row0, row_word : int, str
+        How the rows of the first repeated id are named: ``row0 + position`` (e.g. a file's line:
+        ``row0 = first_row + 2``, ``row_word = "line"``).
+    hint : str
+        What to do, at the end of the message.
+
+    Returns
+    -------
+    ndarray
+        The ids as :func:`compact_ids`.
+
+    Raises
+    ------
+    DuplicateIdError
+        ``"<where>: column 'sku' repeats id '7' (lines [2, 4]); 3 repeated id(s) in all, e.g.
+        [...]; ids must be unique (<hint>)"``.
+    """
+    a = compact_ids(ids)
+    dup, earlier = duplicated_ids(a), False
+    if not len(dup) and seen is not None:
+        again = seen.add(a)
+        dup, earlier = pd.unique(pd.Series(again)).astype(a.dtype) if len(again) else again, True
+    if not len(dup):
+        return a
+    first = dup[0]
+    rows = [row0 + int(i) for i in np.flatnonzero(a == first)[:10]]
+    at = (f"{row_word}s {rows}" if len(rows) > 1 else f"{row_word} {rows[0]}") + (" and an earlier chunk" if earlier else "")
+    raise DuplicateIdError(dup.tolist(), f"{where}: column {column!r} repeats id {str(first)!r} ({at}); "
+                                         f"{len(dup)} repeated id(s) in all, e.g. {dup[:10].tolist()}; ids must "
+                                         f"be unique ({hint})")

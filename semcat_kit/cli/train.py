@@ -6,7 +6,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .common import CliError, check_training_catalog, training_pipeline
+from .common import CliError, check_training_catalog
 
 __all__ = ["run"]
 
@@ -19,6 +19,7 @@ def run(args) -> int:
     from .._core import distributed
 
     from ..orchestrate.config import read_train_config
+    from ..orchestrate.pipeline import Pipeline
 
     cfg = read_train_config(args.config)
     tcfg = cfg["train"]
@@ -26,7 +27,7 @@ def run(args) -> int:
     if out.exists() and not args.overwrite:
         raise CliError(f"--out {out} exists; pass --overwrite to replace it or choose another folder")
     check_training_catalog(args.catalog, cfg["catalog"], args.config)
-    pipe = training_pipeline(args.catalog, cfg, cache_dir=args.cache_dir)
+    pipe = Pipeline.from_train_config(args.catalog, cfg, cache_dir=args.cache_dir)
     with warnings.catch_warnings():   # the merges are printed below, once
         warnings.simplefilter("ignore", TaxonomyMergeWarning)
         summary = pipe.validate()

@@ -175,11 +175,9 @@ def map_catalog(df: pd.DataFrame, *, where: str, csv_dir, repairs: list, images_
         raise ValueError(f"{where}: column {id!r} is empty in {len(bad)} row(s) (rows {[row0 + b for b in bad[:10]]}); every "
                          "item needs an id")
     item_id = pd.Series([_id_str(v) for v in ids_raw], index=df.index, dtype=object)
-    dup = item_id[item_id.duplicated(keep=False)]
-    if len(dup):
-        names = list(dict.fromkeys(dup))
-        raise ValueError(f"{where}: {len(names)} duplicate item id(s) in column {id!r}: {names[:10]}"
-                         f"{' ...' if len(names) > 10 else ''}; ids must be unique (drop or rename duplicates)")
+    from .._core.contracts import check_unique_ids   # the one id rule (contracts imports torch: not at import)
+
+    check_unique_ids(item_id.to_numpy(), where=where, column=id, row0=row0)
 
     # ---- category path
     none = np.zeros(len(df), dtype=bool)   # rows with no category at all (unlabelled)
@@ -339,6 +337,7 @@ def load_catalog_chunks(
         chunk's paths; ``attrs["report"]`` lists that chunk's problems, repaired CSV lines included)
         and the chunk's first row.
     """
+    from .._core.contracts import check_unique_ids
     from .._core.seen_ids import SeenIds
     from .taxonomy import read_taxonomy
 
@@ -362,11 +361,7 @@ def load_catalog_chunks(
         out = map_catalog(df, where=where, csv_dir=csv_dir, repairs=repairs, images_dir=images_dir, id=id,
                            title=title, image=image, path=path, path_col=path_col, sep=sep, unlabelled=unlabelled,
                            taxonomy=taxonomy, row0=first, image_rows=rows)
-        again = seen.add(out["item_id"].to_numpy())
-        if len(again):
-            names = list(dict.fromkeys(again.tolist()))
-            raise ValueError(f"{where}: {len(names)} duplicate item id(s) in column {id!r}: {names[:10]}"
-                             f"{' ...' if len(names) > 10 else ''}; ids must be unique (drop or rename duplicates)")
+        check_unique_ids(out["item_id"].to_numpy(), where=where, column=id, seen=seen, row0=first)
         out.index = pd.RangeIndex(first, first + len(out))
         if rows is not None:
             report = out.attrs.get("report")

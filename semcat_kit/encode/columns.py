@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .._core.contracts import compact_ids, duplicated_ids
+from .._core.contracts import check_unique_ids, compact_ids
 
 __all__ = ["FileCatalog", "ArrowColumn", "column_chunks", "check_catalog"]
 
@@ -99,8 +99,5 @@ def check_catalog(catalog, text_encoder, image_encoder, chunk_size: int = 65536)
     if image_encoder is not None and "image" not in image_encoder.modalities:
         raise ValueError(f"image_encoder {image_encoder.name!r} cannot encode images")
     ids = _catalog_ids(catalog, chunk_size)
-    dup = duplicated_ids(ids)          # vectorised (64-bit hashes, exact check of shared hashes)
-    if len(dup):
-        raise ValueError(f"catalog has {len(dup)} duplicated item_id(s), e.g. {dup[:10].tolist()}; ids must be unique")
-    return ids
+    return check_unique_ids(ids, where="catalog")   # vectorised (64-bit hashes, exact check of shared hashes)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._core.contracts import check_unique_ids
 from .._core.io import atomic_dir
 from .._core.memory import bound_heap, release_freed_memory
 from .store import KEY_BYTES, VectorStore, writable_problem
@@ -197,10 +198,8 @@ def fill_store(frames, text_encoder, image_encoder, stores: dict, stats: dict, c
             if not len(df):
                 continue
             ids = check_catalog(df, text_encoder, image_encoder)   # columns, missing / repeated ids in the chunk
-            again = seen.add(ids) if check_ids else ids[:0]
-            if len(again):
-                raise ValueError(f"catalog has duplicated item_id(s), e.g. {list(dict.fromkeys(again.tolist()))[:10]} "
-                                 f"(seen in an earlier chunk); ids must be unique")
+            if check_ids:
+                check_unique_ids(ids, where="catalog", seen=seen, row0=n)
             before = len(failures)
             for m, enc in (("text", text_encoder), ("image", image_encoder)):
                 if enc is None:

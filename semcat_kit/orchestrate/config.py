@@ -220,10 +220,13 @@ def read_train_config(path) -> dict:
     return cfg
 
 
-def pipeline_config(source, cfg: dict) -> PipelineConfig:
-    """The :class:`PipelineConfig` of a YAML config (:func:`read_train_config`) and a catalog source
-    (``"tutorial"``, a Kaggle fashion folder or a catalog file: only a file uses ``catalog:``)."""
+def pipeline_config(source, cfg: dict | None = None) -> PipelineConfig:
+    """The :class:`PipelineConfig` of a YAML config (:func:`read_train_config`; None: no config file,
+    every default) and a catalog source (``"tutorial"``, a Kaggle fashion folder or a catalog file:
+    only a file uses ``catalog:``)."""
     file_source = str(source) != "tutorial" and Path(source).expanduser().is_file()
+    if cfg is None:
+        return PipelineConfig(catalog=source, catalog_options=dict(CATALOG_DEFAULTS) if file_source else {})
     return PipelineConfig(
         catalog=source, catalog_options=dict(cfg["catalog"]) if file_source else {}, taxonomy=cfg["taxonomy"],
         text_encoder=cfg["text_encoder"], image_encoder=cfg["image_encoder"],

@@ -33,14 +33,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..datasets import load_catalog, load_fashion, load_fashion_tutorial
+from ..datasets import load_catalog, load_fashion, load_fashion_tutorial, sample_catalog
 from ..encode import encoders
 from ..labels import similarity
 from ..encode.embeddings import Embeddings
 from ..encode.encode import encode_catalog
 from ..encode.sharded import encode_distributed
 from ..datasets.taxonomy import DEFAULT_SEP, Taxonomy, read_taxonomy, suggest_classes
-from .config import CATALOG_OPTIONS, PipelineConfig, PipelineError, catalog_kwargs
+from .config import CATALOG_OPTIONS, PipelineConfig, PipelineError, catalog_kwargs, pipeline_config
 
 __all__ = ["Pipeline", "PipelineError"]
 
@@ -64,6 +64,11 @@ class Pipeline:
     """
 
     def __init__(self, config: PipelineConfig | None = None, cache_dir=None, **overrides):
+        if config is not None and not isinstance(config, PipelineConfig):
+            raise TypeError(f"config must be a PipelineConfig, not {type(config).__name__} (give the catalog as "
+                            f"catalog=...)")
+        if "catalog_options" in overrides and overrides["catalog_options"] is None:
+            overrides["catalog_options"] = {}
         config = dataclasses.replace(config or PipelineConfig(), **overrides)
         self.config = config
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
@@ -71,6 +76,13 @@ class Pipeline:
         if config.text_encoder is None and config.image_encoder is None:
             raise PipelineError("text_encoder and image_encoder are both None: give at least one "
                                 "(e.g. text_encoder='minilm')")
+
+    @classmethod
+    def from_train_config(cls, catalog, cfg: dict, cache_dir=None) -> "Pipeline":
+        """The pipeline every ``semcat`` command runs for a YAML config read by
+        :func:`~semcat_kit.orchestrate.config.read_train_config` and a catalog source (``"tutorial"``,
+        a Kaggle fashion folder, or a catalog file read with the config's ``catalog:`` mapping)."""
+        return cls(pipeline_config(catalog, cfg), cache_dir=cache_dir)
 
     def __repr__(self) -> str:
         c = self.config
@@ -196,10 +208,7 @@ class Pipeline:
         else:
             raise PipelineError(f"catalog must be 'tutorial', a path or a DataFrame, not {type(src).__name__}")
         if c.sample is not None and c.sample < len(cat):
-            report = cat.attrs.get("report")
-            cat = cat.sample(n=c.sample, random_state=c.sample_seed).sort_index().reset_index(drop=True)
-            if report is not None:
-                cat.attrs["report"] = report[report["item_id"].isin(set(cat["item_id"]))].reset_index(drop=True)
+            cat = sample_catalog(cat, c.sample, c.sample_seed)
         return cat
 
     @property
@@ -304,6 +313,77 @@ class Pipeline:
             return encode_catalog(self.load_catalog(), **kw)
         return self._once("embeddings", make)
 
+    @property
+    def catalog_file(self) -> Path | None:
+        """The catalog's file when it is a CSV / Parquet / Arrow file (read chunk by chunk when
+        encoding into the store), else None (``"tutorial"``, a Kaggle folder, a DataFrame)."""
+        src = self.config.catalog
+        if isinstance(src, (str, Path)) and str(src) != "tutorial" and Path(src).expanduser().is_file():
+            return Path(src).expanduser()
+        return None
+
+    def catalog_share(self, rank: int = 0, world: int = 1, chunk_size: int = 8192, rows_out=None, log=None):
+        """Process ``rank`` of ``world``'s share of the catalog: the rows ``load_catalog().iloc[rank::world]``
+        as ``item_id, title, image_path`` frames.
+
+        A catalog file is streamed ``chunk_size`` rows at a time and never held whole
+        (:func:`~semcat_kit.orchestrate.catalog_share.catalog_file_share`, which also documents
+        ``rows_out`` and ``log``); another catalog is loaded and sliced. Returns ``(frames, total)``.
+        """
+        from .catalog_share import SHARE_COLUMNS, catalog_file_share
+
+        c = self.config
+        if self.catalog_file is not None:
+            if c.catalog_options.get("path") is None and c.catalog_options.get("path_col") is None:
+                self.load_catalog()            # the pipeline's one error for a file without a category column
+            return catalog_file_share(self.catalog_file, c.catalog_options, sample=c.sample, seed=c.sample_seed,
+                                      rank=rank, world=world, chunk_size=chunk_size, rows_out=rows_out,
+                                      images=c.image_encoder is not None, log=log)
+        share = self.load_catalog().iloc[rank::world]
+        return iter([share[SHARE_COLUMNS]]), len(share)
+
+    def fill_store(self, rank: int = 0, world: int = 1, *, batch_size: int = 64, num_workers: int | None = None,
+                   chunk_size: int = 8192, store_dtype: str = "float32", rows_out=None, progress: bool = True,
+                   log=None):
+        """Encode process ``rank`` of ``world``'s share of the catalog (:meth:`catalog_share`) into the
+        store at ``cache_dir`` (:func:`semcat_kit.encode_into_store`; resumable, no vectors returned).
+        ``semcat encode`` runs it on every ``torchrun`` rank, then :meth:`merge_stores` on rank 0."""
+        from ..encode.encode import encode_into_store
+
+        if self.cache_dir is None:
+            raise PipelineError("fill_store needs a cache_dir (the store folder)")
+        frames, total = self.catalog_share(rank, world, chunk_size=chunk_size, rows_out=rows_out, log=log)
+        return encode_into_store(frames, text_encoder=self.encoder("text"), image_encoder=self.encoder("image"),
+                                 cache_dir=self.cache_dir, batch_size=batch_size, num_workers=num_workers,
+                                 chunk_size=chunk_size, store_dtype=store_dtype, store_writer=f"r{rank}", total=total,
+                                 progress=progress, check_ids=self.catalog_file is None)   # a file's: checked by its reader
+
+    def merge_stores(self, store_dtype: str = "float32") -> dict:
+        """Adopt and verify every writer's shards and merge full tiers, in the store of each
+        configured encoder (after :meth:`fill_store` on every rank); returns ``{modality: store}``."""
+        from ..encode.store import VectorStore
+
+        stores = {}
+        for m in ("text", "image"):
+            enc = self.encoder(m)
+            if enc is None:
+                continue
+            store = VectorStore.for_encoder(self.cache_dir, enc.fingerprint, m,
+                                            enc.text_dim if m == "text" else enc.image_dim,
+                                            dtype=store_dtype, writer="r0")
+            store.merge()
+            stores[m] = store
+        return stores
+
+    def write_embeddings(self, out, rows=None, *, batch_size: int = 64, num_workers: int | None = None,
+                         chunk_size: int = 8192, store_dtype: str = "float32", progress: bool = True):
+        """Write the embeddings of the whole catalog (or of ``rows``: a file of :meth:`catalog_share`'s
+        ``rows_out``) to the folder ``out``, read from the store (:func:`semcat_kit.encode_catalog`)."""
+        return encode_catalog(self.load_catalog() if rows is None else rows, text_encoder=self.encoder("text"),
+                              image_encoder=self.encoder("image"), cache_dir=self.cache_dir, batch_size=batch_size,
+                              num_workers=num_workers, progress=progress, chunk_size=chunk_size, out=out,
+                              store_dtype=store_dtype, store_writer="r0")
+
     def label_texts(self) -> list[str]:
         """How each class is written for the text encoder (``config.class_template``)."""
         return similarity.class_texts(self.taxonomy(), template=self.config.class_template)
@@ -398,3 +478,24 @@ class Pipeline:
         emb, y = self.part(part)
         return {k: float(v) for k, v in run.evaluate(emb, y, neighbors=self.neighbors()).items()}
 
+
+    # ------------------------------------------------------------------ tuning
+    def tune(self, objective, n_trials: int = 30, timeout: float | None = None, base_config=None, seed: int = 0,
+             progress: bool = True):
+        """:func:`semcat_kit.experiments.tuning.tune` on this pipeline's data: trials train on the train
+        part and are scored on the val part, with this taxonomy and these neighbours (unlabelled rows and
+        labels outside the taxonomy are in neither part, as for :meth:`train`).
+
+        Raises
+        ------
+        PipelineError
+            The split has no validation products (the tuner scores trials on them).
+        """
+        from ..experiments.tuning import tune
+
+        if not len(self.split().val):
+            raise PipelineError("the split has no validation products; the tuner scores trials on them "
+                                "(set split.val > 0)")
+        return tune(self.part("train"), self.part("val"), taxonomy=self.taxonomy(), neighbors=self.neighbors(),
+                    objective=objective, n_trials=n_trials, timeout=timeout, base_config=base_config, seed=seed,
+                    progress=progress, allow_unseen_val_classes=True)

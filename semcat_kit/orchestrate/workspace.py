@@ -2,18 +2,19 @@
 
 The notebooks (and anyone scripting the same flow) describe *what* to use — a catalog, a taxonomy,
 a text and an image encoder, a split seed — and the :class:`Workspace` builds each stage on first
-use and keeps it on disk under ``work_dir``. The stages themselves are those of one
-:class:`~semcat_kit.orchestrate.pipeline.Pipeline` (the same object ``semcat train`` uses), reachable as
-``ws.pipeline``:
+use and keeps it on disk under ``work_dir``. A Workspace *is* a
+:class:`~semcat_kit.orchestrate.pipeline.Pipeline` (the object every ``semcat`` command runs) whose
+embedding cache is ``work_dir/cache``, plus what a notebook keeps on disk:
 
 ===================  ==========================================================================
-``catalog``          the product DataFrame (tutorial, a Kaggle fashion folder, a CSV/Parquet file)
+``load_catalog``     the product DataFrame (tutorial, a Kaggle fashion folder, a CSV/Parquet file)
 ``taxonomy``         the class set: an external taxonomy, or the catalog labels (conflicts kept)
 ``embeddings``       :func:`~semcat_kit.encode_catalog` output, cached by content under ``cache/``
 ``label_embeddings`` class-text embeddings (``similarity.class_texts`` + the text encoder)
 ``neighbors``        sparse top-k semantic neighbours of every class (tree neighbours without text)
 ``split``            stratified train/val/test split of the labelled rows (rare classes train-only)
 ``suite``            a comparison suite trained over seeds, kept with its heads in ``suites/``
+``baselines``        the peers a user would pick instead, scored on the same split
 ===================  ==========================================================================
 
 A notebook run alone therefore rebuilds exactly what it needs, and a notebook run after another
@@ -23,142 +24,43 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..labels import similarity
 from ..datasets import read_csv
-from ..encode.embeddings import Embeddings
 from .config import PipelineConfig
 from .pipeline import Pipeline
-from ..datasets.taxonomy import Taxonomy
 
 __all__ = ["Workspace", "SuiteResult"]
 
 
-class Workspace:
-    """The notebooks' pipeline state on disk.
+class Workspace(Pipeline):
+    """The notebooks' pipeline state on disk: a :class:`~semcat_kit.orchestrate.pipeline.Pipeline`
+    whose stages are cached under ``work_dir``.
 
     Parameters
     ----------
     work_dir : path
         Folder for caches, splits, trained heads and result tables (created if missing).
-    catalog : str, Path or DataFrame
-        ``"tutorial"`` (the bundled catalog), a folder in the Kaggle "Fashion Product Images" layout
-        (``styles.csv`` + ``images/``), or a CSV / Parquet file (or DataFrame) read with
-        :func:`~semcat_kit.load_catalog` using ``catalog_options``
-        (e.g. ``{"title": "name", "path_col": "category"}``).
-    taxonomy : None, path, list of str or Taxonomy
-        An external class set (Google taxonomy file, list of paths, saved Taxonomy); default: the
-        catalog's own label paths.
-    text_encoder, image_encoder : str or None
-        Registry names for :func:`semcat_kit.encode.encoders.load`; ``None`` skips that modality.
-    class_template : str
-        How a class is written for the text encoder (see ``similarity.class_texts``).
-    k : int
-        Number of semantic neighbours per class.
-    split_seed, val, test, min_count : int, float, float, int
-        The stratified split (see ``semcat_kit.split``).
-    device : str
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
-    catalog_options : dict
-        Column mapping of a file catalog (``id, title, image, images_dir, path, path_col, sep``).
-
-    Every other :class:`~semcat_kit.orchestrate.pipeline.PipelineConfig` field is accepted too; the
-    configuration is ``ws.config`` and its fields read as attributes (``ws.k``, ``ws.catalog``).
+    config : PipelineConfig, optional
+        The pipeline configuration (default ``PipelineConfig()``).
+    **fields
+        :class:`~semcat_kit.orchestrate.config.PipelineConfig` fields that override ``config``'s
+        (``catalog``, ``catalog_options``, ``taxonomy``, ``text_encoder``, ``image_encoder``, ``k``,
+        the split, ``device``, ...); their defaults are the dataclass's. The configuration is
+        ``ws.config``.
     """
 
-    def __init__(self, work_dir, catalog="tutorial", text_encoder: str | None = "minilm",
-                 image_encoder: str | None = "efficientnet-lite0",
-                 class_template: str = similarity.DEFAULT_TEMPLATE, k: int = 20, split_seed: int = 0,
-                 val: float = 0.1, test: float = 0.2, device: str = "auto", catalog_options: dict | None = None,
-                 taxonomy=None, **more):
+    def __init__(self, work_dir, config: PipelineConfig | None = None, **fields):
         self.work_dir = Path(work_dir).expanduser().resolve()
-        if text_encoder is None and image_encoder is None:
-            raise ValueError("a Workspace needs a text_encoder or an image_encoder (both are None)")
+        super().__init__(config, cache_dir=self.work_dir / "cache", **fields)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        cfg = PipelineConfig(catalog=catalog, catalog_options=dict(catalog_options or {}), taxonomy=taxonomy,
-                             text_encoder=text_encoder, image_encoder=image_encoder,
-                             class_template=class_template, k=k, split_seed=split_seed, val=val, test=test,
-                             device=device, **more)
-        self.pipeline = Pipeline(cfg, cache_dir=self.work_dir / "cache")
-
-    @property
-    def config(self) -> PipelineConfig:
-        """The pipeline configuration."""
-        return self.pipeline.config
-
-    def __getattr__(self, name):
-        # configuration fields read as attributes (ws.k, ws.catalog_options, ...)
-        if name != "pipeline" and name in {f.name for f in fields(PipelineConfig)}:
-            return getattr(self.pipeline.config, name)
-        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
 
     def __repr__(self) -> str:
-        return f"Workspace({str(self.work_dir)!r}, {self.pipeline!r})"
-
-    # ------------------------------------------------------------------ stages (the pipeline's)
-    def validate(self) -> pd.Series:
-        """Check every parameter up front (see :meth:`Pipeline.validate`); one-sentence errors."""
-        return self.pipeline.validate()
-
-    def load_catalog(self) -> pd.DataFrame:
-        """The product catalog (memoised); unlabelled rows have ``label`` None."""
-        return self.pipeline.load_catalog()
-
-    def taxonomy(self) -> Taxonomy:
-        """The class set (the external taxonomy, or the catalog's labels; see ``.conflicts``)."""
-        return self.pipeline.taxonomy()
-
-    def labels(self) -> np.ndarray:
-        """Class index of every catalog row (``-1``: unlabelled, or a label not in the taxonomy)."""
-        return self.pipeline.labels()
-
-    def unknown_labels(self) -> pd.DataFrame:
-        """Rows whose label is not a taxonomy class, with the closest paths suggested."""
-        return self.pipeline.unknown_labels()
-
-    def unlabelled_catalog(self) -> pd.DataFrame:
-        """Catalog rows without a usable class: the products to categorize."""
-        return self.pipeline.unlabelled_catalog()
-
-    def class_counts(self) -> pd.Series:
-        """Labelled products per class (0 for classes without products)."""
-        return self.pipeline.class_counts()
-
-    def encoder(self, modality: str):
-        """The loaded text (``"text"``) or image (``"image"``) encoder (memoised)."""
-        return self.pipeline.encoder(modality)
-
-    def embeddings(self, progress: bool = True) -> Embeddings:
-        """Embeddings of the whole catalog, aligned with it (cached by content under ``cache/``)."""
-        return self.pipeline.embeddings(progress=progress)
-
-    def label_texts(self) -> list[str]:
-        return self.pipeline.label_texts()
-
-    def label_embeddings(self) -> np.ndarray:
-        """(C, d) embeddings of the class texts, from the text encoder (or the image encoder's text tower)."""
-        return self.pipeline.label_embeddings()
-
-    def neighbors(self) -> similarity.Neighbors:
-        """Top-``k`` semantic neighbours of every class (self excluded)."""
-        return self.pipeline.neighbors()
-
-    def split(self):
-        """The stratified split (``train``, ``val``, ``test`` index arrays and a ``report``)."""
-        return self.pipeline.split()
-
-    def part(self, name: str) -> tuple[Embeddings, np.ndarray]:
-        """``(embeddings, class indices)`` of one split part: ``"train"``, ``"val"`` or ``"test"``."""
-        return self.pipeline.part(name)
-
-    def part_catalog(self, name: str) -> pd.DataFrame:
-        """The catalog rows of one split part, in the same order as :meth:`part`."""
-        return self.pipeline.part_catalog(name)
+        return f"Workspace({str(self.work_dir)!r}, {super().__repr__()})"
 
     # ------------------------------------------------------------------ identity
     def fingerprint(self) -> str:
@@ -197,9 +99,9 @@ class Workspace:
         from .._core.io import atomic_dir
 
         if configs is None:
-            configs = default_suite(epochs=epochs, k=self.k, device=self.device)
+            configs = default_suite(epochs=epochs, k=self.config.k, device=self.config.device)
         # the data-aware defaults for this split, for every field a configuration does not set itself
-        configs = {n: self.pipeline.train_config(c) for n, c in configs.items()}
+        configs = {n: self.train_config(c) for n, c in configs.items()}
         seeds = [int(s) for s in seeds]
         spec = {"data": self.fingerprint(), "seeds": seeds, "crm_for": crm_for,
                 "configs": {n: c.to_dict() for n, c in configs.items()},
@@ -315,6 +217,16 @@ class SuiteResult:
         seed = self.seeds[0] if seed is None else seed
         with np.load(self.folder / "test_probs.npz") as z:
             return z[f"{self._pos(name)}:{seed}"]
+
+    def config(self, name: str):
+        """The :class:`~semcat_kit.TrainConfig` configuration ``name`` was trained with, as the suite
+        ran it (the data-aware defaults of its split filled in; every field explicit), so
+        ``Pipeline.train(result.config(name))`` retrains exactly that run."""
+        from ..learn.training import TrainConfig
+
+        spec = json.loads((self.folder / "spec.json").read_text())
+        self._pos(name)
+        return TrainConfig.from_dict(spec["configs"][name])
 
     def head_dir(self, name: str) -> Path:
         """Export folder of the first seed's head of configuration ``name``."""

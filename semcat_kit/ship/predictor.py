@@ -23,7 +23,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .._core.memory import bound_heap
-from .._core.contracts import as_k, compact_ids
+from .._core.contracts import DuplicateIdError, as_k, check_unique_ids
+from ..datasets.products import products_frame
 from .._core.seen_ids import SeenIds
 from ..judge.decoding import crm_predict, topk
 from ..judge.hedging import hedge, hedge_tree
@@ -57,66 +58,6 @@ def _check_encoder(enc, modality: str, meta: dict | None, head_dim: int, where: 
         raise ValueError(f"{modality} encoder {enc.name!r} gives {dim}-d embeddings but the head in {where} expects "
                          f"{head_dim}-d {modality} embeddings (recorded encoder: "
                          f"{meta.get('name') if meta else 'unknown'}); use the recorded encoder")
-
-
-def _blank(v) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip())
-
-
-def _products_frame(products) -> pd.DataFrame:
-    """DataFrame / list of dicts -> ``item_id, title, image_path`` (title / image_path may be absent)."""
-    if isinstance(products, pd.DataFrame):
-        df = products
-    elif isinstance(products, (list, tuple)):
-        if products and not all(isinstance(p, dict) for p in products):
-            bad = next(i for i, p in enumerate(products) if not isinstance(p, dict))
-            raise TypeError(f"products[{bad}] is a {type(products[bad]).__name__}; give a DataFrame or a list of "
-                            "dicts with 'title' and/or 'image_path' (or 'image')")
-        df = pd.DataFrame(list(products))
-    else:
-        raise TypeError(f"products must be a DataFrame or a list of dicts, not {type(products).__name__}")
-    cols = [str(c) for c in df.columns]
-    img_col = "image_path" if "image_path" in cols else ("image" if "image" in cols else None)
-    if "image_path" in cols and "image" in cols:
-        # two image columns: 'image_path' is used; an 'image' value where 'image_path' is empty would
-        # otherwise be ignored without a word
-        ip, im = df["image_path"].tolist(), df["image"].tolist()
-        lost = [k for k, (a, b) in enumerate(zip(ip, im)) if _blank(a) and not _blank(b)]
-        if lost:
-            ids_ = df["item_id"].astype(str).tolist() if "item_id" in cols else [str(i) for i in df.index]
-            raise ValueError(f"the products have both an 'image_path' and an 'image' column, and {len(lost)} row(s) "
-                             f"have an image only in 'image' (items {[ids_[k] for k in lost[:10]]}); 'image_path' "
-                             "is the one read: fill it from 'image' or drop one of the two columns")
-    if "title" not in cols and img_col is None:
-        raise ValueError(f"the products have neither a 'title' nor an 'image_path'/'image' column (columns: "
-                         f"{cols}); give at least one of them")
-    if "item_id" in cols:
-        ids = df["item_id"]
-        if ids.isna().any():
-            rows = [int(i) for i in np.flatnonzero(ids.isna().to_numpy())[:10]]
-            raise ValueError(f"item_id is missing at rows {rows}; give every product an id or drop the column")
-        ids = ids.astype(str).to_numpy()
-    else:
-        ids = df.index.astype(str).to_numpy()
-    dup = pd.Series(ids)[pd.Series(ids).duplicated()].unique()
-    if len(dup):
-        raise ValueError(f"{len(dup)} duplicated item id(s), e.g. {dup[:10].tolist()}; ids must be unique")
-    out = pd.DataFrame({"item_id": ids})
-    if "title" in cols:
-        out["title"] = [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
-                        for v in df["title"].tolist()]
-    if img_col is not None:
-        vals = []
-        for v in df[img_col].tolist():
-            if v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip()):
-                vals.append(None)
-            elif isinstance(v, (str, os.PathLike)):
-                vals.append(str(Path(v).expanduser()))
-            else:
-                raise TypeError(f"image paths must be strings; item {ids[len(vals)]!r} has a "
-                                f"{type(v).__name__} in column {img_col!r}")
-        out["image_path"] = vals
-    return out
 
 
 class Predictor:
@@ -218,10 +159,10 @@ class Predictor:
         Embeddings
             Rows in input order (``item_id`` = the ``item_id`` column or the row index).
         """
-        return self._embed_frame(_products_frame(products), cache_dir, batch_size, progress)
+        return self._embed_frame(products_frame(products), cache_dir, batch_size, progress)
 
     def _embed_frame(self, df: pd.DataFrame, cache_dir, batch_size: int, progress: bool):
-        """:meth:`embed` of a frame already checked by ``_products_frame``."""
+        """:meth:`embed` of a frame already checked by ``products_frame``."""
         from ..encode.embeddings import Embeddings
         from ..encode.encode import encode_catalog
 
@@ -273,7 +214,7 @@ class Predictor:
 
         This is a dense (N, C) array: for many products use :meth:`predict_iter` (top-k per row,
         memory bounded by the chunk)."""
-        emb, usable, fails = self._encode_frame(_products_frame(products), cache_dir, batch_size, progress)
+        emb, usable, fails = self._encode_frame(products_frame(products), cache_dir, batch_size, progress)
         probs = self._score(emb)
         probs[~usable] = np.nan
         self.failures = fails
@@ -364,14 +305,14 @@ class Predictor:
 
         def encoded():
             for raw, checked in chunks:
-                df = raw if checked else _products_frame(raw)
+                df = raw if checked else products_frame(raw)
                 if not checked:
-                    _check_unique_across(df["item_id"], seen)
+                    check_unique_ids(df["item_id"], where="the products", seen=seen)
                 if len(df):
                     yield self._encode_frame(df, cache_dir, batch_size, progress and one)
 
         def empty():
-            return self._encode_frame(_products_frame(pd.DataFrame({"item_id": [], "title": []})), None, 1, False)
+            return self._encode_frame(products_frame(pd.DataFrame({"item_id": [], "title": []})), None, 1, False)
         return self._rank_chunks(encoded(), empty, top_k, dec, total, progress and not one)
 
     def predict_embeddings_iter(self, embeddings, top_k: int = 5, crm: bool = False, progress: bool = True,
@@ -418,7 +359,7 @@ class Predictor:
                     raise TypeError(f"chunk {i} of embeddings is a {type(emb).__name__}, not an Embeddings")
                 self.head.check_embeddings_meta(emb.meta)
                 if total is None:
-                    _check_unique_across(emb.item_ids, seen)
+                    check_unique_ids(emb.item_ids, where="the embeddings", seen=seen)
                 if len(emb):
                     yield self._usable(emb)
 
@@ -613,7 +554,7 @@ def _chunked(products, chunk_size: int | None):
     once as a whole (ids unique over all rows) and sliced; an iterable of frames is checked frame by
     frame (ids checked across frames by the caller)."""
     if isinstance(products, (pd.DataFrame, list, tuple)):
-        df = _products_frame(products)
+        df = products_frame(products)
         n = len(df)
         step = n if chunk_size is None else chunk_size
 
@@ -638,23 +579,6 @@ def _chunked(products, chunk_size: int | None):
                 for a in range(0, len(part), chunk_size):
                     yield part.iloc[a:a + chunk_size], False
     return frames(), None
-
-
-class DuplicateIdError(ValueError):
-    """An item id of a chunk that an earlier chunk already had (``.ids``: the repeated ids)."""
-
-    def __init__(self, ids, message: str):
-        super().__init__(message)
-        self.ids = ids
-
-
-def _check_unique_across(ids, seen: SeenIds) -> None:
-    """Refuse an id already seen in an earlier chunk (``SeenIds``: sorted 64-bit hashes of the ids,
-    8 bytes an id, vectorised; no Python object per id)."""
-    dup = seen.add(compact_ids(ids))
-    if len(dup):
-        raise DuplicateIdError(dup.tolist(), f"{len(dup)} item id(s) of this chunk already appeared in an earlier "
-                               f"chunk, e.g. {dup[:10].tolist()}; ids must be unique over the whole input")
 
 
 # ---------------------------------------------------------------------------------- writing

@@ -1,4 +1,4 @@
-"""Issue 12's experiment on one catalog: peers, semcat configurations, the tuner and the loss ablation.
+"""Peers and loss ablation on one catalog: peers, semcat configurations, the tuner and the seed's loss ablation.
 
 On one stratified split (seed 0; scripts/_bench_data.py) and 3 training seeds:
 
@@ -12,9 +12,10 @@ On one stratified split (seed 0; scripts/_bench_data.py) and 3 training seeds:
 2. **The seed's loss ablation** (:func:`semcat_kit.experiments.comparison.loss_suite`): focal only, KL only,
    focal + KL, alpha inverse / effective, with head / torso / tail metrics.
 
-Writes ``docs/issue12_<catalog>.md``.
+Writes ``docs/experiments/<part>_<catalog>.md`` (``peers``, ``loss_ablation``, ``prototypes``; several parts:
+the names joined, e.g. ``peers_loss_ablation_tutorial.md``).
 
-Usage: PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/run_issue12_experiment.py --catalog tutorial
+Usage: PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/compare_peers_and_losses.py --catalog tutorial
        [--seeds 0 1 2] [--tune-trials 10] [--tune-timeout 900]
 """
 from __future__ import annotations
@@ -76,10 +77,10 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
     protos = sk.similarity.prototype_embeddings(tr[0], tr[1], C, modality=modality, name_embeddings=names)
     proto_nb = sk.similarity.blend_sources({"names": (0.5, names), "prototypes": (0.5, protos)}, k=20)
     H = head_defaults(len(tr[1]), len(va[1]))
-    out = [f"# Issue 12 experiment: {name}", "",
+    out = [f"# Peers and loss ablation: {name}", "",
            f"{C} classes; train {len(tr[1])} / val {len(va[1])} / test {len(te[1])} items (split seed 0); "
            f"training seeds {list(seeds)}; embeddings: minilm{' + efficientnet-lite0' if emb.image is not None else ''}. "
-           f"Written by `scripts/run_issue12_experiment.py --catalog {name}`{' --only ' + ' '.join(repr(o) for o in only) if only else ''}. Test split, mean ± std over seeds "
+           f"Written by `scripts/compare_peers_and_losses.py --catalog {name}`{' --only ' + ' '.join(repr(o) for o in only) if only else ''}. Test split, mean ± std over seeds "
            "(baselines are deterministic: std 0). `+ CRM` rows re-decode the same runs. Heads: the data-aware "
            f"defaults `{H}` (`TrainConfig.data_defaults`, as Workspace / `semcat train` apply them).", ""]
 
@@ -181,7 +182,7 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
         out += ["", "No tuned row in this run (`--tuned '{}'`).", ""]
     elif res is None:
         out += ["", "## The tuner", "", f"The tuned row is `{tuned_cfg!r}`, found by an earlier `sk.tune` run "
-                "(see docs/issue12.md for its trials).", ""]
+                "(see docs/experiments/README.md for its trials).", ""]
     else:
       out += ["", "## The tuner", "",
             f"`sk.tune(objective={OBJECTIVE!r}, n_trials={trials}, timeout={timeout:g}, "
@@ -226,6 +227,10 @@ def _ablation(out, name, tr, va, te, tax, name_nb, seeds, flush, t_all) -> str:
     return "\n".join(out) + "\n"
 
 
+#: the file name of each part's record (``docs/experiments/<name>_<catalog>.md``)
+PART_FILES = {"main": "peers", "ablation": "loss_ablation", "protos": "prototypes"}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--catalog", required=True, choices=bd.CATALOGS)
@@ -243,8 +248,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    suffix = "" if set(a.parts) == {"main", "ablation"} else "_" + "_".join(a.parts)
-    path = Path(a.out or bd.ROOT / "docs" / f"issue12_{a.catalog}{suffix}.md")
+    # named by what it measures: docs/experiments/peers_<catalog>.md, loss_ablation_<catalog>.md, ...
+    what = "_".join(PART_FILES[p] for p in a.parts)
+    path = Path(a.out or bd.ROOT / "docs" / "experiments" / f"{what}_{a.catalog}.md")
     import json
 
     text = run(a.catalog, a.seeds, a.tune_trials, a.tune_timeout, parts=a.parts, path=path,
