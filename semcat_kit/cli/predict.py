@@ -57,7 +57,14 @@ def read_products(args, df: pd.DataFrame | None = None, first_row: int = 0) -> p
     if id_col is not None and ids.isna().any():
         raise CliError(f"--input {args.input}: column {id_col!r} is empty at line(s) "
                        f"{[int(i) + 2 + first_row for i in np.flatnonzero(ids.isna().to_numpy())[:10]]}")
-    out = pd.DataFrame({"item_id": ids.astype(str).str.strip().to_numpy()})
+    out = pd.DataFrame({"item_id": ids.astype(str).to_numpy()})      # verbatim (issue 25: never changed quietly)
+    from .._core.contracts import check_id_values
+
+    try:
+        check_id_values(out["item_id"], where=f"--input {args.input} column {id_col!r}", row0=first_row + 2,
+                        row_word="line")
+    except ValueError as e:
+        raise CliError(str(e)) from None
     dup = out["item_id"].duplicated(keep=False).to_numpy()
     if dup.any():
         first = out["item_id"][dup].iloc[0]

@@ -1,0 +1,137 @@
+"""Nothing silent, nothing lost, part two (issue 25): malformed CSV lines, ids kept verbatim,
+checkpoints of another run, float16 stores, full and read-only disks, store trust, ranks that
+disagree, exit codes and messages. Each test would fail if its guarantee broke."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import semcat_kit as sk
+from semcat_kit import cli
+from semcat_kit import datasets as D
+from semcat_kit.encode.encoders import HashingTextEncoder
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+
+# ------------------------------------------------------------------------------ malformed CSV lines
+UNCLOSED_MID = 'id,title,cat\n1,"red shirt,A\n2,blue jeans,B\n3,"green hat",C\n4,sock,D\n'
+UNCLOSED_EOF = 'id,title,cat\n1,red shirt,A\n2,"blue jeans,B\n3,green hat,C\n4,sock,D\n'
+SHORT = 'id,title,image,cat\n1,red shirt,a.jpg,A\n2,b.jpg,B\n3,hat,c.jpg,C\n'
+# a legitimate quoted value over two lines (a description) is still read
+MULTILINE_OK = 'id,title,cat\n1,"red shirt\nwith, commas",A\n2,"say ""hi""",B\n'
+
+BROKEN = {"unclosed quote (closed later)": (UNCLOSED_MID, r"quoted value that starts on line 2 is not closed properly"),
+          "unclosed quote (to the end)": (UNCLOSED_EOF, r"quoted value that starts on line 3 is never closed"),
+          "too few fields": (SHORT, r"1 line\(s\) have fewer fields than the 4 header columns.*line 3 \((item_)?id '2'\)")}
+
+
+def _entry_points(path: Path):
+    """Every public way a catalog CSV is read: (name, callable)."""
+    def encode_path():
+        return sk.encode_catalog(path, text_encoder=HashingTextEncoder(8), progress=False)
+
+    return [("load_catalog", lambda: D.load_catalog(path, path=["cat"])),
+            ("load_catalog_chunks", lambda: list(D.load_catalog_chunks(path, chunk_size=2, path=["cat"]))),
+            ("read_csv", lambda: D.read_csv(path, id_col="id", repair_col="title")),
+            ("read_csv_chunks", lambda: list(D.read_csv_chunks(path, 2, id_col="id", repair_col="title"))),
+            ("CatalogFile.chunks", lambda: list(D.CatalogFile(path).chunks(2))),
+            ("encode_catalog(path)", encode_path)]
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_malformed_csv_lines_are_refused_in_every_reader(tmp_path, case):
+    text, msg = BROKEN[case]
+    p = tmp_path / "cat.csv"
+    p.write_text(text, encoding="utf-8")
+    for name, read in _entry_points(p):
+        if name == "encode_catalog(path)":
+            # encode_catalog reads item_id/title columns: same file with those names
+            q = tmp_path / "enc.csv"
+            q.write_text(text.replace("id,title", "item_id,title", 1), encoding="utf-8")
+            read = _entry_points(q)[-1][1]
+        with pytest.raises(ValueError, match=msg):
+            read()
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_semcat_predict_refuses_malformed_csv_lines_with_exit_1(tmp_path, case, capsys):
+    text, msg = BROKEN[case]
+    p = tmp_path / "p.csv"
+    p.write_text(text, encoding="utf-8")
+    for chunk in ("1", "8192"):
+        rc = cli.main(["predict", "--model", str(tmp_path / "nohead"), "--input", str(p),
+                       "--output", str(tmp_path / "o.csv"), "--chunk-size", chunk])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 1 and len(err) == 1 and err[0].startswith("semcat: error: --input"), err
+        import re
+
+        assert re.search(msg, err[0]), err[0]
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_multiline_quoted_values_are_still_read(tmp_path):
+    p = tmp_path / "ok.csv"
+    p.write_text(MULTILINE_OK, encoding="utf-8")
+    df = D.load_catalog(p, path=["cat"])
+    assert df["title"].tolist() == ["red shirt\nwith, commas", 'say "hi"']
+    chunks = pd.concat([c for c, _ in D.load_catalog_chunks(p, chunk_size=1, path=["cat"])])
+    assert chunks["title"].tolist() == df["title"].tolist()
+
+
+def test_real_catalogs_pass_the_strict_reader():
+    from conftest import SHARED_DATA
+
+    toys = SHARED_DATA / "amazon-uk-toys" / "products.csv"
+    if not toys.is_file():
+        pytest.skip(f"shared data not found at {toys}")
+    n = sum(len(c) for c, _ in D.CatalogFile(toys).chunks(4096, ["uniq_id"] if "uniq_id" in
+                                                             D.CatalogFile(toys).columns else None))
+    assert n == 10_000
+    tut = D.tutorial_dir() / "styles.csv"
+    assert len(D.read_csv(tut, id_col="id", repair_col="productDisplayName")) == 3000
+
+
+# ------------------------------------------------------------------------------ ids verbatim
+def test_ids_are_kept_verbatim_and_a_nul_is_refused(tmp_path):
+    p = tmp_path / "c.csv"
+    p.write_text("id,title,cat\n 8 ,a,A\n8,b,B\n", encoding="utf-8")
+    for df in (D.load_catalog(p, path=["cat"]), pd.concat([c for c, _ in D.load_catalog_chunks(p, path=["cat"])])):
+        assert df["item_id"].tolist() == [" 8 ", "8"]           # two items, spaces kept, no collision
+    p.write_bytes(b"id,title,cat\n7,a,A\n7\x00,b,B\n")
+    with pytest.raises(ValueError, match=r"column 'id': 1 id\(s\) contain a NUL character \(rows \[1\]"):
+        D.load_catalog(p, path=["cat"])
+    with pytest.raises(ValueError, match=r"contain a NUL character \(rows \[1\]"):
+        list(D.load_catalog_chunks(p, path=["cat"]))
+    from semcat_kit._core.contracts import compact_ids
+
+    with pytest.raises(ValueError, match=r"'7\\x00' \(position 1; 1 such id\(s\)\) ends in a NUL"):
+        compact_ids(pd.Series(["7", "7\x00"]))
+    with pytest.raises(ValueError, match="NUL"):
+        sk.Embeddings(item_ids=np.array(["7", "7\x00"], dtype=object), text=np.zeros((2, 4), np.float32), image=None,
+                      text_mask=np.ones(2, bool), image_mask=np.zeros(2, bool))
+
+
+def test_predict_keeps_ids_verbatim_and_refuses_a_nul(tmp_path, capsys):
+    from semcat_kit.cli.predict import read_products
+
+    class A:
+        input = str(tmp_path / "p.csv")
+        id_col = title_col = image_col = images = None
+
+    Path(A.input).write_text("id,title\n 8 ,a\n8,b\n", encoding="utf-8")
+    assert read_products(A())["item_id"].tolist() == [" 8 ", "8"]
+    Path(A.input).write_bytes(b"id,title\n7,a\n7\x00,b\n")
+    rc = cli.main(["predict", "--model", str(tmp_path / "nohead"), "--input", A.input, "--output",
+                   str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "NUL character (lines [3]" in err and err.count("\n") == 1, err
