@@ -135,3 +135,58 @@ def test_predict_keeps_ids_verbatim_and_refuses_a_nul(tmp_path, capsys):
                    str(tmp_path / "o.csv")])
     err = capsys.readouterr().err
     assert rc == 1 and "NUL character (lines [3]" in err and err.count("\n") == 1, err
+
+
+# ------------------------------------------------------------------------------ checkpoints of another run
+FAST = dict(epochs=2, proj_dim=16, hidden=32, batch_size=32, lr=3e-3, device="cpu", early_stopping=None)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    paths = [f"Top{i // 4} > Leaf{i}" for i in range(8)]
+    tax = sk.Taxonomy.from_paths(paths)
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(8), 12)
+    emb = (rng.normal(size=(8, 12))[y] + 0.3 * rng.normal(size=(len(y), 12))).astype(np.float32)
+    return tax, emb, y
+
+
+def test_resume_into_a_folder_of_another_run_is_refused(toy, tmp_path):
+    from semcat_kit.learn.training import TrainConfig, load_checkpoint, train
+
+    tax, emb, y = toy
+    a, b = tmp_path / "A", tmp_path / "B"
+    from semcat_kit import trainer as T
+
+    class StopAfterOne(T.Callback):       # A: killed after epoch 1 of 2 (something left to resume)
+        def on_epoch_end(self, t):
+            t.stop = True
+
+    cfg = TrainConfig(**FAST)
+    train(emb, y, taxonomy=tax, config=cfg, checkpoint_dir=a, progress=False, callbacks=[StopAfterOne()])
+    train(emb, y, taxonomy=tax, config=cfg.replace(lr=0.01), checkpoint_dir=b, progress=False)
+    before = (b / "last.pt").read_bytes()
+    with pytest.raises(ValueError, match=rf"checkpoint_dir {b} already holds a run at epoch 2 of 2 .*lr=0.01.*; "
+                                         rf"resuming {a}/last.pt there would replace it"):
+        train(emb, y, taxonomy=tax, resume=a, checkpoint_dir=b, progress=False)
+    assert (b / "last.pt").read_bytes() == before                       # nothing lost
+    # continuing in place, into an empty folder, or into a copy of the same run is fine
+    train(emb, y, taxonomy=tax, resume=a, checkpoint_dir=tmp_path / "C", progress=False)
+    assert load_checkpoint(tmp_path / "C")["config"]["lr"] == 0.003
+    with pytest.raises(ValueError, match=r"\(the same run, further on\); resuming"):   # C holds A's epoch 2
+        train(emb, y, taxonomy=tax, resume=a, checkpoint_dir=tmp_path / "C", progress=False)
+    train(emb, y, taxonomy=tax, resume=a, checkpoint_dir=b, overwrite=True, progress=False)
+    assert load_checkpoint(b)["config"]["lr"] == 0.003
+    train(emb, y, taxonomy=tax, resume=a, checkpoint_dir=a, progress=False)
+
+
+def test_resume_with_another_taxonomy_blames_the_taxonomy(toy, tmp_path):
+    from semcat_kit.learn.training import TrainConfig, train
+
+    tax, emb, y = toy
+    train(emb, y, taxonomy=tax, config=TrainConfig(**FAST), checkpoint_dir=tmp_path, progress=False)
+    bigger = sk.Taxonomy.from_paths(list(tax.classes) + ["Top9 > Leaf99"])
+    with pytest.raises(ValueError, match=r"the taxonomy has 9 classes, the checkpointed head 8; resume with the "
+                                         r"run's taxonomy") as e:
+        train(emb, y, taxonomy=bigger, resume=tmp_path, checkpoint_dir=tmp_path, progress=False)
+    assert "embeddings" not in str(e.value).split("(")[0]
