@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="catalog rows read and encoded at a time, and items between two store writes (default "
                         "8192): a catalog file is streamed, memory grows with C, not with the catalog")
     e.add_argument("--num-workers", type=int, metavar="W", help="image loader workers (default: 0 on CPU, 4 on GPU)")
-    e.add_argument("--store-dtype", default="float32", choices=("float32", "float16"),
-                   help="precision of new store shards (default float32)")
+    e.add_argument("--store-dtype", default=None, choices=("float32", "float16"),
+                   help="precision of new store shards (default: the store's own, float32 for a new store)")
     e.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=encode.run)
