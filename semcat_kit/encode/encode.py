@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._core.io import atomic_dir
+from .._core.io import atomic_dir, open_npy_for_writing
 from .._core.memory import bound_heap, release_freed_memory
 from .store import KEY_BYTES, VectorStore, writable_problem
 from .encoders import Encoder
@@ -330,7 +330,7 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
                 return None
             if target is None:
                 return np.zeros((n, dim), dtype=np.float32)
-            return np.lib.format.open_memmap(target / f"{name}.npy", mode="w+", dtype=np.float32, shape=(n, dim))
+            return open_npy_for_writing(target / f"{name}.npy", (n, dim))   # space reserved: no SIGBUS
 
         text = image = None
         text_mask = np.zeros(n, dtype=bool)
