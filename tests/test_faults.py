@@ -325,3 +325,88 @@ def test_unlisted_shard_is_adopted_only_when_its_checksum_matches_its_name(tmp_p
     assert sorted(Path(c).name for c in t.corrupt) == sorted([foreign.name, forged.name])
     assert [p.name for p in t.shard_files] == [good.name] and t.get(keys)[0].all()
     assert [e["file"] for e in json.loads(t.manifest_path.read_text())["shards"]] == [good.name]
+
+
+# ------------------------------------------------------------------------------ full and read-only disks
+@contextlib.contextmanager
+def _tmpfs(path: Path, size: str = "64k", ro: bool = False):
+    """A small tmpfs at ``path`` (root: chmod would not stop root, a real mount does), unmounted after."""
+    path.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}" + (",ro" if ro else "")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode}); full and read-only disks "
+                    "are tested where mounting is permitted (root)")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _catalog(n=600):
+    return pd.DataFrame({"item_id": [f"i{k}" for k in range(n)], "title": [f"red shirt size {k}" for k in range(n)],
+                         "image_path": [None] * n})
+
+
+def test_full_disk_out_folder_is_an_oserror_naming_it_and_leaves_no_temp_folder(tmp_path):
+    enc = HashingTextEncoder(256)                  # 600 x 256 float32 = 614 KB > the 64 KiB disk
+    with _tmpfs(tmp_path / "full") as full:
+        with pytest.raises(OSError, match=rf"not enough space in {full} for text\.npy "
+                                          r"\(614,528 bytes\).*free space there"):
+            sk.encode_catalog(_catalog(), text_encoder=enc, out=full / "emb", progress=False)
+        assert list(full.iterdir()) == []           # no temporary folder, no half-written file
+        view = sk.encode_catalog(_catalog(), text_encoder=enc, cache_dir=tmp_path / "cache", view=True,
+                                 progress=False)
+        with pytest.raises(OSError, match=rf"not enough space in {full} for text\.npy"):
+            view.save(full / "emb")
+        assert list(full.iterdir()) == []
+
+
+def _encode_args(tmp_path, n=600):
+    csv = tmp_path / "c.csv"
+    pd.DataFrame({"id": [f"p{k}" for k in range(n)], "title": [f"toy {k}" for k in range(n)],
+                  "cat": ["A > B"] * n}).to_csv(csv, index=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("text_encoder: hash-text:256\nimage_encoder: null\ncatalog:\n  path_col: cat\n")
+    return ["encode", "--catalog", str(csv), "--config", str(cfg), "--quiet"]
+
+
+def test_semcat_encode_full_or_read_only_disk_exits_1_with_one_line(tmp_path, capsys):
+    base = _encode_args(tmp_path)
+    with _tmpfs(tmp_path / "full") as full:         # --out on a full disk
+        rc = cli.main(base + ["--cache-dir", str(tmp_path / "cache"), "--out", str(full / "emb")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 1 and err[-1].startswith(f"semcat: error: not enough space in {full}") and \
+            not any("Traceback" in e for e in err), err
+        assert list(full.iterdir()) == []
+    with _tmpfs(tmp_path / "full2") as full:        # the store itself fills the disk mid-run
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rc = cli.main(base + ["--cache-dir", str(full / "cache")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 1 and err[-1].startswith(f"semcat: error: the embedding store under --cache-dir {full}/cache "
+                                              "could not be written (") and "ENOSPC" in err[-1], err
+    with _tmpfs(tmp_path / "ro", ro=True) as ro:     # a read-only disk: refused before encoding anything
+        rc = cli.main(base + ["--cache-dir", str(ro / "cache")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 1 and err == [f"semcat: error: --cache-dir {ro}/cache cannot be written (OSError: Read-only "
+                                   "file system); nothing was encoded. Give a folder you can write to"], err
+
+
+def test_torchrun_encode_with_ranks_reading_different_catalogs_is_refused(tmp_path):
+    rows = [f"p{k}" for k in range(12)]
+    for r, ids in enumerate((rows, rows[::-1])):    # rank 1: the same products in another order
+        pd.DataFrame({"id": ids, "title": [f"toy {i}" for i in ids], "cat": ["A > B"] * 12}).to_csv(
+            tmp_path / f"c{r}.csv", index=False)
+    (tmp_path / "c.yaml").write_text("catalog:\n  path_col: cat\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        str(HERE / "_encode_ranks_case.py"), str(tmp_path)], capture_output=True, text=True,
+                       env=env, timeout=300, cwd=tmp_path)
+    assert r.returncode != 0
+    ours = [l for l in r.stderr.splitlines() if l.startswith("semcat")]
+    assert len(ours) == 1 and ours[0].startswith("semcat (rank 0): error: the ranks would read different catalogs"), \
+        r.stderr[-3000:]
+    assert "rank 1: content" in ours[0] and "Nothing was encoded" in ours[0]
+    assert not list((tmp_path / "cache").rglob("shard-*.arrow"))

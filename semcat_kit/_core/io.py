@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_dir", "umask", "reserve_space",
+__all__ = ["atomic_path", "atomic_write_text", "atomic_write_bytes", "atomic_dir", "umask", "reserve_space", "DiskSpaceError",
            "open_npy_for_writing"]
 
 
@@ -90,6 +90,13 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+class DiskSpaceError(OSError):
+    """An ``OSError`` (``errno`` kept) whose message is the sentence alone, without ``[Errno n]``."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def reserve_space(path: str | os.PathLike, size: int, what: str | None = None) -> None:
     """Allocate ``size`` bytes of the file ``path`` on disk now (``posix_fallocate``; where the file
     system cannot, by writing zeros), so that a full disk is an ``OSError`` here, naming the folder,
@@ -109,8 +116,11 @@ def reserve_space(path: str | os.PathLike, size: int, what: str | None = None) -
             while left > 0:
                 left -= os.write(fd, block[:min(left, len(block))])
     except OSError as e:
-        raise OSError(e.errno, f"not enough space in {path.parent} for {what or path.name} ({size:,} bytes): "
-                      f"{e.strerror or e}; free space there or write elsewhere", str(path)) from None
+        # name the folder the user gave (an atomic_dir's temporary folder inside it is removed)
+        where = path.parent.parent if path.parent.name.startswith(".") and path.parent.name.endswith(".tmp") \
+            else path.parent
+        raise DiskSpaceError(e.errno, f"not enough space in {where} for {what or path.name} ({size:,} bytes): "
+                                      f"{e.strerror or e}; free space there or write elsewhere") from None
     finally:
         os.close(fd)
 

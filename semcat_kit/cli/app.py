@@ -194,13 +194,22 @@ def main(argv=None) -> int:
     from .._core import distributed
 
     started = distributed.init_from_env()     # under torchrun (WORLD_SIZE > 1): one process group
+    expected = (CliError, ValueError, KeyError, TypeError, OSError, ExportError, TrainingDivergedError)
     try:
         return int(args.func(args) or 0)
-    except (CliError, ValueError, KeyError, TypeError, OSError, ExportError, TrainingDivergedError) as e:
+    except Exception as e:
+        # under torchrun a failed check of the ranks (encode_distributed's RuntimeError) or a peer that
+        # stopped (a collective's error) is one line per rank too, never a traceback on every rank
+        if not isinstance(e, expected) and not (distributed.is_distributed() and isinstance(e, RuntimeError)):
+            raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         msg = " ".join(str(msg).split())
-        rank = f" (rank {distributed.rank()})" if distributed.is_distributed() else ""
-        print(f"semcat{rank}: error: {msg}", file=sys.stderr)
+        if distributed.is_distributed():
+            if getattr(e, "all_ranks", False) and distributed.rank() != 0:
+                return 1                          # the same error on every rank: rank 0 says it
+            print(f"semcat (rank {distributed.rank()}): error: {msg}", file=sys.stderr)
+        else:
+            print(f"semcat: error: {msg}", file=sys.stderr)
         return 1
     finally:
         if started:

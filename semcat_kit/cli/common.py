@@ -14,7 +14,12 @@ __all__ = ["CliError", "check_training_catalog", "load_training_catalog", "train
 
 
 class CliError(Exception):
-    """Bad input found by the command line itself."""
+    """Bad input found by the command line itself. ``all_ranks=True``: every ``torchrun`` rank raises
+    the same error (found alike by all), so it is printed once, by rank 0."""
+
+    def __init__(self, message: str = "", *, all_ranks: bool = False):
+        super().__init__(message)
+        self.all_ranks = all_ranks
 
 
 def sample_catalog(catalog: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
