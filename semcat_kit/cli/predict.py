@@ -178,6 +178,10 @@ def run(args) -> int:
         n = write_predictions(frames, out)
     except DuplicateIdError as e:
         raise _repeated_id_error(args, e.ids[0]) from None
+    except OSError as e:         # a full or read-only disk under --output: one line naming it
+        detail = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        raise CliError(f"--output {args.output}: the predictions could not be written ({detail}); nothing was "
+                       "written there (no half-written file). Free space or give another --output") from None
     fails = pred.failures
     print(f"wrote {n} predictions to {out} ({len(fails)} unusable input(s))")
     if precision is not None:
