@@ -4,7 +4,7 @@ Layout (readable without semcat_kit)::
 
     <cache_dir>/<sha256(fingerprint)[:24]>/encoder.json        {"fingerprint": ...}
     <cache_dir>/<sha256(fingerprint)[:24]>/<modality>/manifest.json
-    <cache_dir>/<sha256(fingerprint)[:24]>/<modality>/shard-<writer>-<uuid>.arrow
+    <cache_dir>/<sha256(fingerprint)[:24]>/<modality>/shard-<writer>-<sha256 of the file[:32]>.arrow
 
 Each shard is a plain, uncompressed **Arrow IPC file** with two columns:
 
@@ -54,14 +54,32 @@ Guarantees
   size tiers (factor ``merge_factor``); when a tier holds ``merge_factor`` shards they are merged
   into one (a k-way merge streamed in blocks of ``base_rows`` rows, keys read from the maps). The
   whole store is never rewritten.
-* Every shard is checked against its manifest checksum (SHA-256 of the whole file) the first time
-  it is opened; a shard that fails (truncated, flipped bits, edited vectors, wrong schema) is
-  renamed to ``*.corrupt``, reported with a warning and in ``corrupt``, and its items are simply
-  recomputed. The checked digest is recorded in ``verified.json`` with the file's size, mtime and
-  inode (also by the process that wrote the shard), so other processes -- every rank of every
-  command -- do not re-read tens of GB to hash them again while the file is unchanged; any write
-  to the file changes its identity and it is checked again. ``SEMCAT_STORE_VERIFY=always``
-  re-checks every shard in every process.
+* Trust model (what is verified, when, at what cost):
+
+  - **First open on a machine** (no record in ``verified.json``): every shard is hashed whole
+    (SHA-256) and compared with its manifest entry (checksum, byte size, row count) and its
+    schema is checked; a shard that fails (truncated, flipped bits, edited vectors, wrong
+    schema) is renamed to ``*.corrupt``, reported with a warning and in ``corrupt``, and its
+    items are simply recomputed. Cost: one read of the store.
+  - **Every later open, in every process** (every rank of every command): a shard recorded in
+    ``verified.json`` is trusted only if its size, mtime, **ctime** and inode are those recorded
+    *and* its sampled checksum still matches (:func:`sampled_digest`: BLAKE2b of 16 blocks of
+    64 KiB spread over the file, the first and last included; a shard of at most 1 MiB is hashed
+    whole). Cost: a ``stat`` and at most 1 MiB read per shard, whatever its size
+    (``bench/bench_store.py --trust-only`` prints the ratio to a full check). Any change made
+    through the file system -- a write, a truncate, an ``os.utime`` that puts the old mtime back --
+    sets the ctime, which no process can set back, so it is detected and the shard is hashed
+    whole again. What this does **not** detect at open: a change that keeps size, mtime, ctime
+    and inode (only possible below the file system -- writing the raw block device -- or by
+    setting the system clock back) and touches no sampled block. ``VectorStore.verify()`` (the
+    full SHA-256 of every shard, on demand) and ``SEMCAT_STORE_VERIFY=always`` (the full check
+    at every open) close that gap.
+  - **Shards the manifest does not list** (a writer killed between its rename and its manifest
+    entry): a shard's file name carries the first 128 bits of its SHA-256
+    (``shard-<writer>-<sha256[:32]>.arrow``); an unlisted shard is hashed whole and adopted only
+    when its content matches its name. Any other unlisted file (copied in, written by an older
+    version, its name forged) is moved aside as ``*.corrupt``, never served.
+  - The checksums detect corruption, not tampering: they live beside the shards.
 * A cache folder that cannot be written is detected when the store is opened (one warning
   naming the folder); a write that fails later (disk full) is warned about once. In both cases
   lookups keep working and nothing computed is lost by the caller: it simply is not cached.
