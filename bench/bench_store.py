@@ -210,6 +210,41 @@ def knn_agreement(dim_hint: int) -> tuple[float, float, int] | None:
     return float(overlap), float(np.mean(a[:, 0] == b[:, 0])), len(titles)
 
 
+def trust_cost(folder: Path, dim: int) -> dict:
+    """The store's trust model at open (see semcat_kit.encode.store): a new process opening a store
+    it verified before (stat + a 1 MiB sampled checksum per shard, verified.json) vs one that hashes
+    every shard whole (first open on a machine, or SEMCAT_STORE_VERIFY=always), and verify() (the
+    full check on demand). Page cache warm in all three (the store was just written)."""
+    import semcat_kit.encode.store as store_mod
+
+    def opened(repeat: int = 3) -> float:        # best of 3 (a new process each time: memo cleared)
+        best = float("inf")
+        for _ in range(repeat):
+            store_mod._VERIFIED.clear()
+            t = time.perf_counter()
+            VectorStore(folder, dim)
+            best = min(best, time.perf_counter() - t)
+        return best
+
+    VectorStore(folder, dim)                       # records verified.json if the writer did not
+    trusted = opened()
+    os.environ["SEMCAT_STORE_VERIFY"] = "always"
+    try:
+        full = opened()
+        st = VectorStore(folder, dim)
+    finally:
+        del os.environ["SEMCAT_STORE_VERIFY"]
+    t = time.perf_counter()
+    st.verify()
+    ver = time.perf_counter() - t
+    mb = dir_mb(folder)
+    print(f"trust ({len(st.shard_files)} shards, {mb:.0f} MB): open trusting verified.json (stat + sampled checksum) "
+          f"{trusted:.3f} s, open hashing every shard {full:.3f} s, verify() {ver:.3f} s")
+    print(f"ratio: {full / max(trusted, 1e-9):.1f}x  store open, full SHA-256 of every shard / sampled checksum "
+          "(verified.json)")
+    return {"open_trusted_s": trusted, "open_full_s": full, "verify_s": ver, "store_mb": mb}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -223,9 +258,18 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the measured figures to this JSON file")
     ap.add_argument("--write-doc", action="store_true",
                     help="record the figures in docs/scale_measured.json and re-render docs/scale.md")
+    ap.add_argument("--trust-only", action="store_true",
+                    help="only the trust-model cost (open with sampled checksums vs full SHA-256) on --n keys")
     args = ap.parse_args()
     n, dim = args.n, args.dim
     root = Path(tempfile.mkdtemp(prefix="bench_store_"))
+    if args.trust_only:
+        try:
+            build(VectorStore(root / "new", dim), n, dim)
+            trust_cost(root / "new", dim)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return
     print(f"N={n:,} keys, dim={dim}, float32 vectors; scratch {root}")
     try:
         # ------------------------------------------------------------------------- build
@@ -349,6 +393,7 @@ def main() -> None:
                "index_old_s": t_idx_old, "pass_new_s": p_new.seconds, "pass_old_s": p_old.seconds,
                "batches": len(batches), "lookup_new_rss_mb": l_new.peak, "lookup_old_rss_mb": l_old.peak}
         del q_list, q_arr, view
+        res.update(trust_cost(root / "new", dim))
 
         # --------------------------------------------------------------- Arrow IPC vs Parquet
         import pyarrow as pa

@@ -124,8 +124,16 @@ def test_float16_store_is_half_the_size_and_close(tmp_path):
         tol = 0 if dt == "float32" else 5e-4
         np.testing.assert_allclose(got, vecs, atol=tol, rtol=0)
     assert sizes["float16"] < 0.6 * sizes["float32"]
-    with pytest.warns(RuntimeWarning, match="corrupt"):   # a store of the other precision is not misread
-        assert not VectorStore(tmp_path / "float16", 64, dtype="float32").get(keys)[0].any()
+    # a store of the other precision is read as it is (issue 25: it was called corrupt and re-encoded),
+    # and keeps its own precision for new shards
+    with pytest.warns(RuntimeWarning, match="holds float16 vectors; new ones are stored as float16 too"):
+        other = VectorStore(tmp_path / "float16", 64, dtype="float32")
+    found, got = other.get(keys)
+    assert found.all() and not other.corrupt and other.dtype == "float16"
+    np.testing.assert_allclose(got, vecs, atol=5e-4, rtol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert VectorStore(tmp_path / "float16", 64).dtype == "float16"    # default: the store's own
 
 
 def test_lost_manifest_and_unlisted_shards_are_recovered(tmp_path):

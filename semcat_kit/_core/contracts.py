@@ -35,7 +35,7 @@ __all__ = [
     "SUM_TOL", "UnknownLabelError", "DEVICES", "PRECISIONS", "fmt_rows", "as_probs", "as_labels", "as_neighbors",
     "as_neighbor_indices", "as_k", "row_block", "resolve_device", "resolve_half", "resolve_precision", "autocast",
     "EmbeddingTable", "LazyEmbeddingTable", "as_embedding_table", "EmptyRowsWarning", "EMPTY_ROW_POLICIES",
-    "compact_ids", "id_hashes", "duplicated_ids", "check_unique_ids", "DuplicateIdError",
+    "compact_ids", "id_hashes", "duplicated_ids", "check_unique_ids", "DuplicateIdError", "check_id_values",
 ]
 
 #: Row-sum tolerance for probabilities (float32 softmax over 50k classes is within ~1e-5).
@@ -592,7 +592,29 @@ def compact_ids(ids) -> np.ndarray:
         except TypeError:
             ids = ids.to_numpy()
     a = np.asarray(ids)
-    return a if a.dtype.kind == "U" else a.astype(str)
+    if a.dtype.kind == "U":
+        return a
+    u = a.astype(str)
+    if a.dtype == object and len(a):    # numpy drops trailing NULs of a '<U' string: never quietly
+        lost = np.flatnonzero(np.fromiter(map(len, map(str, a.ravel())), dtype=np.int64, count=a.size)
+                              != np.char.str_len(u).ravel())
+        if lost.size:
+            raise ValueError(f"item id {str(a.ravel()[lost[0]])!r} (position {int(lost[0])}; {lost.size} such id(s)) "
+                             "ends in a NUL character, which would be dropped and could merge it with another "
+                             "id; remove the NUL characters from the ids")
+    return u
+
+
+def check_id_values(ids, *, where: str, row0: int = 0, row_word: str = "row") -> None:
+    """Refuse ids that could not be kept verbatim: a NUL character (numpy's text arrays drop a
+    trailing one, so ``"7\\x00"`` would become ``"7"``). Ids are otherwise never changed: surrounding
+    spaces are kept. ``ValueError`` naming ``where``, the rows (``row0`` + position) and the fix."""
+    s = pd.Series(np.asarray(ids, dtype=object))
+    bad = np.flatnonzero(s.astype(str).str.contains("\x00", regex=False).to_numpy(dtype=bool))
+    if bad.size:
+        raise ValueError(f"{where}: {bad.size} id(s) contain a NUL character ({row_word}s "
+                         f"{[row0 + int(k) for k in bad[:10]]}, e.g. {s.iloc[int(bad[0])]!r}), which would be "
+                         "dropped and could merge two items; remove the NUL characters from the ids")
 
 
 def id_hashes(ids, chunk: int = 65536) -> np.ndarray:

@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="catalog rows read and encoded at a time, and items between two store writes (default "
                         "8192): a catalog file is streamed, memory grows with C, not with the catalog")
     e.add_argument("--num-workers", type=int, metavar="W", help="image loader workers (default: 0 on CPU, 4 on GPU)")
-    e.add_argument("--store-dtype", default="float32", choices=("float32", "float16"),
-                   help="precision of new store shards (default float32)")
+    e.add_argument("--store-dtype", default=None, choices=("float32", "float16"),
+                   help="precision of new store shards (default: the store's own, float32 for a new store)")
     e.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=encode.run)
@@ -194,13 +194,22 @@ def main(argv=None) -> int:
     from .._core import distributed
 
     started = distributed.init_from_env()     # under torchrun (WORLD_SIZE > 1): one process group
+    expected = (CliError, ValueError, KeyError, TypeError, OSError, ExportError, TrainingDivergedError)
     try:
         return int(args.func(args) or 0)
-    except (CliError, ValueError, KeyError, TypeError, OSError, ExportError, TrainingDivergedError) as e:
+    except Exception as e:
+        # under torchrun a failed check of the ranks (encode_distributed's RuntimeError) or a peer that
+        # stopped (a collective's error) is one line per rank too, never a traceback on every rank
+        if not isinstance(e, expected) and not (distributed.is_distributed() and isinstance(e, RuntimeError)):
+            raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         msg = " ".join(str(msg).split())
-        rank = f" (rank {distributed.rank()})" if distributed.is_distributed() else ""
-        print(f"semcat{rank}: error: {msg}", file=sys.stderr)
+        if distributed.is_distributed():
+            if getattr(e, "all_ranks", False) and distributed.rank() != 0:
+                return 1                          # the same error on every rank: rank 0 says it
+            print(f"semcat (rank {distributed.rank()}): error: {msg}", file=sys.stderr)
+        else:
+            print(f"semcat: error: {msg}", file=sys.stderr)
         return 1
     finally:
         if started:

@@ -11,7 +11,12 @@ __all__ = ["CliError", "check_training_catalog", "check_device"]
 
 
 class CliError(Exception):
-    """Bad input found by the command line itself."""
+    """Bad input found by the command line itself. ``all_ranks=True``: every ``torchrun`` rank raises
+    the same error (found alike by all), so it is printed once, by rank 0."""
+
+    def __init__(self, message: str = "", *, all_ranks: bool = False):
+        super().__init__(message)
+        self.all_ranks = all_ranks
 
 
 def check_training_catalog(source: str, mapping: dict, config_path) -> None:

@@ -53,7 +53,12 @@ def run(args) -> int:
                                    progress=not args.quiet, chunk_size=args.chunk_size, precision=precision)
     except ValueError as e:     # no calibrated thresholds, or none for this precision
         raise CliError(f"--precision {precision:g}: {e}") from None
-    n = write_predictions(frames, out)
+    try:
+        n = write_predictions(frames, out)
+    except OSError as e:         # a full or read-only disk under --output: one line naming it
+        detail = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        raise CliError(f"--output {args.output}: the predictions could not be written ({detail}); nothing was "
+                       "written there (no half-written file). Free space or give another --output") from None
     fails = pred.failures
     print(f"wrote {n} predictions to {out} ({len(fails)} unusable input(s))")
     if precision is not None:

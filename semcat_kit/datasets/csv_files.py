@@ -14,13 +14,14 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from .._core.memory import release_freed_memory
 from .report import make_report
 
 __all__ = ["read_csv", "read_csv_chunks", "check_csv", "stream_csv", "csv_header", "csv_delimiter",
-           "csv_field_limit"]
+           "csv_field_limit", "scan_records"]
 
 #: makes a long description field a crash)
 _FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
@@ -163,6 +164,95 @@ def csv_header(path: Path, what: str, delim: str = ","):
     return header, first
 
 
+def _dialect(kw: dict) -> dict:
+    """The csv-module options matching pandas' quoting options in ``kw``."""
+    out = {}
+    for k in ("quotechar", "doublequote", "escapechar", "quoting"):
+        if kw.get(k) is not None:
+            out[k] = kw[k]
+    return out
+
+
+def scan_records(path: Path, what: str, n: int, delim: str = ",", kw: dict | None = None,
+                 id_col: str | None = None, header: list | None = None) -> np.ndarray:
+    """Field count of every data record (blank lines skipped), in one strict csv-module pass.
+
+    Raises a ``ValueError`` naming the file and the lines
+
+    * when a quoted value is not closed properly: its closing quote is followed by other text
+      (``"a,b\n2,c,"d",e``) or it runs to the end of the file. A missing quote otherwise makes the
+      following lines one value and their products vanish silently;
+    * when a record has fewer fields than the ``n`` header columns: pandas would pad it, shifting
+      a value into the wrong column (an image path read as the title).
+
+    Records with more fields are only counted (:func:`read_csv` repairs them or refuses them).
+    """
+    dialect = _dialect(kw or {})
+
+    def records(f):
+        r = csv.reader(f, delimiter=delim, strict=True, **dialect)
+        next(r, None)
+        return r
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            lens = np.fromiter(map(len, records(f)), dtype=np.int64)
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e, what) from e
+    except csv.Error:
+        _raise_quote_error(path, what, delim, dialect)
+        raise
+    if (lens[lens > 0] < n).any():
+        _raise_short(path, what, n, delim, dialect, id_col, header)
+    return lens[lens > 0]
+
+
+def _raise_quote_error(path: Path, what: str, delim: str, dialect: dict) -> None:
+    """Find the record whose quoting is broken (a second, slower pass) and raise naming its lines."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        r = csv.reader(f, delimiter=delim, strict=True, **dialect)
+        start = 1
+        while True:
+            start = r.line_num + 1
+            try:
+                if next(r, None) is None:
+                    return
+            except csv.Error as e:
+                end = r.line_num
+                with open(path, encoding="utf-8-sig", newline="") as g:
+                    line = next((x for k, x in enumerate(g, 1) if k == start), "").rstrip("\r\n")
+                if "unexpected end of data" in str(e):
+                    detail = (f"the quoted value that starts on line {start} is never closed, so every line after it "
+                              f"(lines {start}-{end}) would be read as one value")
+                else:
+                    detail = (f"the quoted value that starts on line {start} is not closed properly ({e} on line "
+                              f"{end}), so lines {start}-{end} would be read as one value")
+                raise ValueError(f"{what} {str(path)!r}: {detail} and the products on them lost. Line {start}: "
+                                 f"{line[:120]!r}. Close the quote (a quote inside a value is written twice: \"\")"
+                                 ) from None
+
+
+def _raise_short(path: Path, what: str, n: int, delim: str, dialect: dict, id_col, header) -> None:
+    """Raise naming the first records with fewer than ``n`` fields (a second, slower pass)."""
+    ii = header.index(id_col) if header and id_col in header else 0 if header else None
+    shown, count = [], 0
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        r = csv.reader(f, delimiter=delim, strict=True, **dialect)
+        next(r, None)
+        start = r.line_num + 1
+        for fields in r:
+            if fields and len(fields) < n:
+                count += 1
+                if len(shown) < 3:
+                    item = f" ({header[ii]} {fields[ii]!r})" if ii is not None and ii < len(fields) else ""
+                    shown.append(f"line {start}{item}: {len(fields)} field(s) {delim.join(fields)[:80]!r}")
+            start = r.line_num + 1
+    raise ValueError(f"{what} {str(path)!r}: {count} line(s) have fewer fields than the {n} header columns, so "
+                     f"their values cannot be placed (the first missing field would shift the rest into the "
+                     f"wrong columns): {'; '.join(shown)}. Write every field, an empty value as nothing between "
+                     "two separators, or fix the quoting.")
+
+
 class _LineFixer:
     """Repairs a CSV record with more fields than the header (see :func:`read_csv`): trailing empty
     fields (a trailing comma) are dropped; otherwise the title held unquoted separators and the extra
@@ -194,9 +284,9 @@ class _LineFixer:
         joined = self.delim.join(fields[ti:ti + extra + 1])
         self.count += 1
         if len(self.ids) < 10:
-            self.ids.append(str(item).strip())
+            self.ids.append(str(item))
         if self.keep:
-            self.repairs.append(dict(item_id=str(item).strip(), column=self.title_col,
+            self.repairs.append(dict(item_id=str(item), column=self.title_col,
                                      problem=f"malformed CSV line ({len(fields)} fields for {n} columns): "
                                              f"the {extra + 1} fields from column {self.title_col!r} were joined "
                                              f"into {joined!r}"))
@@ -218,17 +308,12 @@ class _LineFixer:
 def check_csv(path: Path, *, what: str, id_col, title_col, delim: str):
     """One pass over a CSV: ``(column names, needs repair)``; raises what :func:`read_csv` raises
     (and warns once about the lines it will repair) before anything is read into memory."""
-    header, first = csv_header(path, what, delim)
+    header, _ = csv_header(path, what, delim)
     names = [h if h else f"Unnamed: {k}" for k, h in enumerate(header)]   # pandas' names for blank headers
-    repair = len(first) > len(header)       # pandas would turn such a first line into an index
-    if not repair:
-        try:   # chunks of 8192 rows: the pass holds one (65536 rows of every column was ~100 MB)
-            for _ in pd.read_csv(path, engine="c", on_bad_lines="error", encoding="utf-8-sig", chunksize=8192,
-                                 dtype=str, sep=delim):
-                pass
-        except (pd.errors.ParserError, UnicodeDecodeError, ValueError):
-            repair = True
-        release_freed_memory()
+    lens = scan_records(path, what, len(header), delim, id_col=id_col, header=header)
+    # pandas would turn a first line with too many fields into an index: repaired like the others
+    repair = bool((lens > len(header)).any())
+    release_freed_memory()
     if repair:   # the csv module: find every line to repair, or the first that cannot be
         fixer = _LineFixer(header, id_col, title_col, delim, keep=False)
         try:
@@ -302,7 +387,9 @@ def _read_csv(path: Path, *, id_col, title_col, what: str, kw: dict):
     try:
         # a first data line with too many fields makes pandas take the first column(s) as the index
         # (shifting every column) instead of failing: repair it like any other bad line
-        malformed = len(first) > n
+        # one strict pass first: broken quoting and short lines are refused, long lines counted
+        lens = scan_records(path, what, n, delim, kw, id_col=id_col, header=header)
+        malformed = len(first) > n or bool((lens > n).any())
         if not malformed:
             try:  # the fast C parser for well-formed files ...
                 df = pd.read_csv(path, engine="c", on_bad_lines="error", encoding="utf-8-sig", **kw)

@@ -175,8 +175,9 @@ def map_catalog(df: pd.DataFrame, *, where: str, csv_dir, repairs: list, images_
         raise ValueError(f"{where}: column {id!r} is empty in {len(bad)} row(s) (rows {[row0 + b for b in bad[:10]]}); every "
                          "item needs an id")
     item_id = pd.Series([_id_str(v) for v in ids_raw], index=df.index, dtype=object)
-    from .._core.contracts import check_unique_ids   # the one id rule (contracts imports torch: not at import)
+    from .._core.contracts import check_id_values, check_unique_ids   # (contracts imports torch: not at import)
 
+    check_id_values(item_id, where=f"{where} column {id!r}", row0=row0)
     check_unique_ids(item_id.to_numpy(), where=where, column=id, row0=row0)
 
     # ---- category path
@@ -389,7 +390,9 @@ def _resolve_image(raw: str, base: Path) -> Path:
 
 
 def _id_str(v) -> str:
+    """An id as text, verbatim (surrounding spaces kept: ``" 7"`` and ``"7"`` are two items); only a
+    whole float (a numeric id column read by pandas) loses its ``.0``."""
     if isinstance(v, (float, np.floating)) and float(v).is_integer():
         return str(int(v))
-    return str(v).strip()
+    return str(v)
 

@@ -56,7 +56,7 @@ def products_frame(products, *, id: str | None = None, title: str | None = None,
         A column that is not there, neither titles nor images, an empty or repeated id, an image
         path that is not text.
     """
-    from .._core.contracts import check_unique_ids
+    from .._core.contracts import check_id_values, check_unique_ids
 
     say = {**_SAY, **(say or {})}
     if isinstance(products, pd.DataFrame):
@@ -100,6 +100,8 @@ def products_frame(products, *, id: str | None = None, title: str | None = None,
         ids = np.array([str(i) for i in range(first_row, first_row + len(df))], dtype=object)
     else:
         ids = df.index.astype(str).to_numpy()
+    if id_col is not None:     # ids verbatim; a NUL in one is refused naming its rows
+        check_id_values(pd.Series(ids), where=f"{where} column {id_col!r}", row0=row0, row_word=row_word)
     check_unique_ids(ids, where=where, column=id_col or "row number", row0=row0, row_word=row_word,
                      hint=f"drop or rename the duplicates, or pass {say['id']} with a unique column")
     if image is None and img_col == "image_path" and "image" in cols:

@@ -591,6 +591,9 @@ def load_google_taxonomy(path) -> pd.DataFrame:
         and the line number.
     """
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise ValueError(f"Google taxonomy file {str(p)!r} is a folder; give the file taxonomy-with-ids.en-US.txt "
+                         "itself")
     if not p.is_file():
         raise FileNotFoundError(f"Google taxonomy file {str(p)!r} does not exist; download "
                                 "taxonomy-with-ids.en-US.txt from Google Merchant Center help")
@@ -658,6 +661,9 @@ def read_taxonomy(source, sep: str = DEFAULT_SEP) -> "Taxonomy":
         raise TypeError(f"taxonomy= must be a Taxonomy, a list of category paths or a file path, "
                         f"not {type(source).__name__}")
     p = Path(source).expanduser()
+    if p.is_dir():
+        raise ValueError(f"taxonomy= {str(p)!r} is a folder, not a taxonomy file; give the file itself (a Google "
+                         "taxonomy .txt, a saved Taxonomy .json or a .txt of category paths)")
     if not p.is_file():
         raise FileNotFoundError(f"taxonomy file {str(p)!r} does not exist; check the path")
     expected = ("a Google taxonomy file ('ID - A > B > C' lines), a saved Taxonomy (.json) or a .txt file "

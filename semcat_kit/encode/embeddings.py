@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .._core.io import atomic_dir, atomic_path
+from .._core.io import atomic_dir, atomic_path, open_npy_for_writing
 from .._core.contracts import compact_ids, id_hashes
 from .store import StoreRows
 
@@ -219,7 +219,7 @@ class Embeddings:
             dims[name] = None if a is None else int(a.shape[1])
             if a is not None and not arrays_written:
                 if isinstance(a, StoreRows):   # block by block: private memory bounded by a block
-                    mm = np.lib.format.open_memmap(folder / f"{name}.npy", mode="w+", dtype=np.float32, shape=a.shape)
+                    mm = open_npy_for_writing(folder / f"{name}.npy", a.shape)   # space reserved: no SIGBUS
                     for s, rows in a.blocks():
                         mm[s:s + len(rows)] = rows
                     mm.flush()

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .._core.contracts import check_unique_ids
-from .._core.io import atomic_dir
+from .._core.io import atomic_dir, open_npy_for_writing
 from .._core.memory import bound_heap, release_freed_memory
 from .store import KEY_BYTES, VectorStore, writable_problem
 from .encoders import Encoder
@@ -108,7 +108,7 @@ class StoreFill:
 def encode_into_store(catalog, text_encoder: Encoder | None = None, image_encoder: Encoder | None = None, *,
                       cache_dir: str | os.PathLike, batch_size: int = 64, num_workers: int | None = None,
                       progress: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS, chunk_size: int = 8192,
-                      store_dtype: str = "float32", store_writer: str | None = None,
+                      store_dtype: str | None = None, store_writer: str | None = None,
                       total: int | None = None, check_ids: bool = True, keep_keys: bool = False) -> StoreFill:
     """Fill the embedding store with a catalog's vectors, chunk by chunk, and return no vectors.
 
@@ -246,7 +246,7 @@ def fill_store(frames, text_encoder, image_encoder, stores: dict, stats: dict, c
 def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, image_encoder: Encoder | None = None,
                    cache_dir: str | os.PathLike | None = None, batch_size: int = 64, num_workers: int | None = None,
                    progress: bool = True, max_pixels: int | None = DEFAULT_MAX_PIXELS, out: str | os.PathLike | None = None,
-                   chunk_size: int = 8192, store_dtype: str = "float32", store_writer: str | None = None,
+                   chunk_size: int = 8192, store_dtype: str | None = None, store_writer: str | None = None,
                    view: bool | None = None) -> Embeddings:
     """Embed a catalog's titles and images, reusing (and filling) an on-disk embedding store.
 
@@ -277,8 +277,9 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
     chunk_size : int
         Items between two writes to the store: a killed run loses at most one chunk and a re-run
         resumes after the last chunk written.
-    store_dtype : {"float32", "float16"}
-        Precision of newly written store shards (see :mod:`semcat_kit.encode.store`).
+    store_dtype : {"float32", "float16"}, optional
+        Precision of newly written store shards (see :mod:`semcat_kit.encode.store`); default the
+        store's own (float32 for a new store). A store written as float16 is read as it is.
     store_writer : str, optional
         Tag in the store's shard file names (``semcat encode`` uses the rank).
     view : bool, optional
@@ -328,7 +329,7 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
                 return None
             if target is None:
                 return np.zeros((n, dim), dtype=np.float32)
-            return np.lib.format.open_memmap(target / f"{name}.npy", mode="w+", dtype=np.float32, shape=(n, dim))
+            return open_npy_for_writing(target / f"{name}.npy", (n, dim))   # space reserved: no SIGBUS
 
         text = image = None
         text_mask = np.zeros(n, dtype=bool)

@@ -34,7 +34,7 @@ def encode_distributed(catalog: pd.DataFrame, text_encoder: Encoder | None = Non
                        image_encoder: Encoder | None = None, *, cache_dir: str | os.PathLike, batch_size: int = 64,
                        num_workers: int | None = None, progress: bool = True,
                        max_pixels: int | None = DEFAULT_MAX_PIXELS, chunk_size: int = 8192,
-                       store_dtype: str = "float32", store_writer: str | None = None) -> Embeddings:
+                       store_dtype: str | None = None, store_writer: str | None = None) -> Embeddings:
     """Encode a catalog across the ``torchrun`` ranks and give every rank a view of all of it.
 
     Rank ``r`` of ``world`` (:mod:`semcat_kit._core.distributed`; one process is rank 0 of 1) reads,

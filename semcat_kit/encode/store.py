@@ -4,7 +4,7 @@ Layout (readable without semcat_kit)::
 
     <cache_dir>/<sha256(fingerprint)[:24]>/encoder.json        {"fingerprint": ...}
     <cache_dir>/<sha256(fingerprint)[:24]>/<modality>/manifest.json
-    <cache_dir>/<sha256(fingerprint)[:24]>/<modality>/shard-<writer>-<uuid>.arrow
+    <cache_dir>/<sha256(fingerprint)[:24]>/<modality>/shard-<writer>-<sha256 of the file[:32]>.arrow
 
 Each shard is a plain, uncompressed **Arrow IPC file** with two columns:
 
@@ -54,14 +54,32 @@ Guarantees
   size tiers (factor ``merge_factor``); when a tier holds ``merge_factor`` shards they are merged
   into one (a k-way merge streamed in blocks of ``base_rows`` rows, keys read from the maps). The
   whole store is never rewritten.
-* Every shard is checked against its manifest checksum (SHA-256 of the whole file) the first time
-  it is opened; a shard that fails (truncated, flipped bits, edited vectors, wrong schema) is
-  renamed to ``*.corrupt``, reported with a warning and in ``corrupt``, and its items are simply
-  recomputed. The checked digest is recorded in ``verified.json`` with the file's size, mtime and
-  inode (also by the process that wrote the shard), so other processes -- every rank of every
-  command -- do not re-read tens of GB to hash them again while the file is unchanged; any write
-  to the file changes its identity and it is checked again. ``SEMCAT_STORE_VERIFY=always``
-  re-checks every shard in every process.
+* Trust model (what is verified, when, at what cost):
+
+  - **First open on a machine** (no record in ``verified.json``): every shard is hashed whole
+    (SHA-256) and compared with its manifest entry (checksum, byte size, row count) and its
+    schema is checked; a shard that fails (truncated, flipped bits, edited vectors, wrong
+    schema) is renamed to ``*.corrupt``, reported with a warning and in ``corrupt``, and its
+    items are simply recomputed. Cost: one read of the store.
+  - **Every later open, in every process** (every rank of every command): a shard recorded in
+    ``verified.json`` is trusted only if its size, mtime, **ctime** and inode are those recorded
+    *and* its sampled checksum still matches (:func:`sampled_digest`: BLAKE2b of 16 blocks of
+    64 KiB spread over the file, the first and last included; a shard of at most 1 MiB is hashed
+    whole). Cost: a ``stat`` and at most 1 MiB read per shard, whatever its size
+    (``bench/bench_store.py --trust-only`` prints the ratio to a full check). Any change made
+    through the file system -- a write, a truncate, an ``os.utime`` that puts the old mtime back --
+    sets the ctime, which no process can set back, so it is detected and the shard is hashed
+    whole again. What this does **not** detect at open: a change that keeps size, mtime, ctime
+    and inode (only possible below the file system -- writing the raw block device -- or by
+    setting the system clock back) and touches no sampled block. ``VectorStore.verify()`` (the
+    full SHA-256 of every shard, on demand) and ``SEMCAT_STORE_VERIFY=always`` (the full check
+    at every open) close that gap.
+  - **Shards the manifest does not list** (a writer killed between its rename and its manifest
+    entry): a shard's file name carries the first 128 bits of its SHA-256
+    (``shard-<writer>-<sha256[:32]>.arrow``); an unlisted shard is hashed whole and adopted only
+    when its content matches its name. Any other unlisted file (copied in, written by an older
+    version, its name forged) is moved aside as ``*.corrupt``, never served.
+  - The checksums detect corruption, not tampering: they live beside the shards.
 * A cache folder that cannot be written is detected when the store is opened (one warning
   naming the folder); a write that fails later (disk full) is warned about once. In both cases
   lookups keep working and nothing computed is lost by the caller: it simply is not cached.
@@ -92,8 +110,10 @@ __all__ = ["VectorStore", "StoreRows", "content_key", "content_keys", "as_keys",
 KEY_BYTES = 16
 STORE_FORMAT = "semcat-vector-store/1"
 _SHARD_RE = re.compile(r"^shard-[A-Za-z0-9_.-]+\.arrow$")
-_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns, inode) -> sha256 hex, per process
-VERIFIED_FILE = "verified.json"     # name -> [size, mtime_ns, inode, sha256]: checked once per machine
+_DIGEST_NAME = re.compile(r"^shard-[A-Za-z0-9_]+-([0-9a-f]{32})\.arrow$")   # the name carries the checksum
+_VERIFIED: dict[tuple, str] = {}  # (path, size, mtime_ns, ctime_ns, inode) -> sha256 hex, per process
+VERIFIED_FILE = "verified.json"     # name -> {bytes, mtime_ns, ctime_ns, inode, sha256, sample}
+SAMPLE_BLOCKS, SAMPLE_BYTES = 16, 1 << 16   # the sampled checksum read at every open: 16 x 64 KiB
 _GATHER_ROWS = 4096  # rows per block when copying vectors out of a shard
 _LOCATE_BLOCK = 1 << 18  # query keys per block in VectorStore.locate (bounds its temporaries)
 _EDGE_BLOCK = 1 << 20  # bucket edges per block when a key index is built
@@ -139,6 +159,28 @@ def as_keys(keys) -> np.ndarray:
         raise ValueError(f"key {bad} is not {KEY_BYTES} bytes: {keys[bad]!r}")
     # uint8 rows, not numpy 'S' strings: those silently drop trailing NUL bytes of a digest
     return np.frombuffer(flat, dtype=np.uint8).reshape(len(keys), KEY_BYTES).copy()
+
+
+def sampled_digest(path, size: int | None = None) -> str:
+    """BLAKE2b-128 of ``SAMPLE_BLOCKS`` blocks of ``SAMPLE_BYTES`` spread evenly over the file (the
+    first and last included: the Arrow header, schema and footer); a file of at most
+    ``SAMPLE_BLOCKS * SAMPLE_BYTES`` bytes (1 MiB) is hashed whole. Reads at most 1 MiB."""
+    size = Path(path).stat().st_size if size is None else size
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        if size <= SAMPLE_BLOCKS * SAMPLE_BYTES:
+            h.update(f.read())
+        else:
+            for k in range(SAMPLE_BLOCKS):
+                f.seek((size - SAMPLE_BYTES) * k // (SAMPLE_BLOCKS - 1))
+                h.update(f.read(SAMPLE_BYTES))
+    return h.hexdigest()
+
+
+def _identity(st: os.stat_result) -> dict:
+    """What ``verified.json`` pins a checked shard to. ``ctime`` is set by the kernel on every change
+    (a write, a truncate, and an ``os.utime`` that puts the old mtime back) and no process can set it."""
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
 
 
 def _split(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -285,9 +327,17 @@ class _Shard:
         self.path = path
         self._mm = pa.memory_map(str(path), "r")
         reader = pa.ipc.open_file(self._mm)
-        want = pa.schema([("key", pa.binary(KEY_BYTES)), ("vector", pa.list_(_arrow_type(dtype), dim))])
-        if not reader.schema.remove_metadata().equals(want):
-            raise ValueError(f"schema {reader.schema.remove_metadata()} is not {want}")
+        got = reader.schema.remove_metadata()
+        # a shard holds float32 or float16 vectors, whatever precision the store now writes: each
+        # is read as it is (gathered into float32); only another shape or type is corrupt
+        for dt in dict.fromkeys((dtype, "float32", "float16")):
+            if got.equals(pa.schema([("key", pa.binary(KEY_BYTES)), ("vector", pa.list_(_arrow_type(dt), dim))])):
+                dtype = dt
+                break
+        else:
+            want = pa.schema([("key", pa.binary(KEY_BYTES)), ("vector", pa.list_(_arrow_type(dtype), dim))])
+            raise ValueError(f"schema {got} is not {want} (or its float16 / float32 twin)")
+        self.dtype = dtype
         self._mm.seek(0)
         whole = self._mm.read_buffer()            # zero copy: the whole map, to address the key columns
         self._words = np.frombuffer(whole, dtype=">u8", count=whole.size // 8)
@@ -538,8 +588,12 @@ class VectorStore:
         The store folder (``<cache>/<fingerprint digest>/<modality>``); created if possible.
     dim : int
         Vector width; shards of another width are treated as corrupt.
-    dtype : {"float32", "float16"}
-        Storage precision of new shards (existing shards of the other precision are corrupt).
+    dtype : {"float32", "float16"}, optional
+        Storage precision of new shards. Default: the precision the store's manifest records (its
+        shards'), float32 for a new store. Shards of either precision are read (never called
+        corrupt); a ``dtype`` other than that of a store that already holds shards is warned about
+        and the store's own precision is kept, so a store stays one Arrow schema (DuckDB and
+        ``pyarrow.dataset`` read it as one table).
     merge_factor : int
         Shards in one size tier that trigger a merge of that tier.
     base_rows : int
@@ -556,17 +610,17 @@ class VectorStore:
         by default they are dropped (the caller holds them).
     """
 
-    def __init__(self, root, dim: int, dtype: str = "float32", merge_factor: int = 8, base_rows: int = 8192,
+    def __init__(self, root, dim: int, dtype: str | None = None, merge_factor: int = 8, base_rows: int = 8192,
                  max_merge_rows: int = 1 << 20, auto_merge: bool = True, writer: str | None = None,
                  fingerprint: str | None = None, warn: bool = True, keep_unwritten: bool = False):
-        if dtype not in ("float32", "float16"):
+        if dtype not in (None, "float32", "float16"):
             raise ValueError(f"dtype must be 'float32' or 'float16', not {dtype!r}")
         if int(dim) < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         if merge_factor < 2:
             raise ValueError(f"merge_factor must be >= 2, got {merge_factor}")
         self.root = Path(root).expanduser()
-        self.dim, self.dtype = int(dim), dtype
+        self.dim, self.dtype = int(dim), dtype or "float32"
         self.merge_factor, self.base_rows, self.max_merge_rows = int(merge_factor), int(base_rows), int(max_merge_rows)
         self.auto_merge, self.fingerprint, self._warn = auto_merge, fingerprint, warn
         self.writer = re.sub(r"[^A-Za-z0-9_]", "", writer or f"p{os.getpid()}")
@@ -580,7 +634,23 @@ class VectorStore:
         self._unwritten_vecs: list[np.ndarray] = []
         self._worker = False
         self.writable = self._probe()
+        self.dtype = self._store_dtype(dtype)
         self.refresh()
+
+    def _store_dtype(self, asked: str | None) -> str:
+        """The precision of new shards: the manifest's when the store holds shards, else ``asked``."""
+        try:
+            m = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            have = m.get("dtype") if isinstance(m, dict) and m.get("shards") else None
+        except (OSError, ValueError):
+            have = None
+        if have not in ("float32", "float16"):
+            return asked or "float32"
+        if asked is not None and asked != have and self._warn:
+            warnings.warn(f"embedding store {self.root} holds {have} vectors; new ones are stored as {have} too (one "
+                          f"precision per store), not {asked}. Give another cache_dir for a {asked} store",
+                          RuntimeWarning, stacklevel=3)
+        return have
 
     @classmethod
     def for_encoder(cls, cache_dir, fingerprint: str, modality: str, dim: int, **kw) -> "VectorStore":
@@ -691,7 +761,7 @@ class VectorStore:
             return {}
 
     def _record_verified(self, names: dict) -> None:
-        """Add ``{name: [size, mtime_ns, inode, sha256]}`` to ``verified.json`` (under the store lock;
+        """Add ``{name: {bytes, mtime_ns, ctime_ns, inode, sha256, sample}}`` to ``verified.json`` (under the store lock;
         entries of shards gone are dropped). Best effort: a failed write only costs a re-check."""
         if not self.writable or not names:
             return
@@ -705,25 +775,36 @@ class VectorStore:
 
     def _open_verified(self, path: Path, entry: dict | None, checked: dict | None = None,
                        newly: dict | None = None) -> tuple[_Shard | None, dict | None]:
-        """Open a shard after checking its checksum (``entry`` None: an unlisted shard, adopted).
+        """Open a shard after checking it (``entry`` None: a shard the manifest does not list).
 
-        ``checked``: ``verified.json``'s entries (a digest recorded for this exact file is trusted);
-        ``newly``: gets the entries of the shards hashed here."""
+        A shard is trusted without a full SHA-256 only when ``verified.json`` (``checked``) records
+        it with the same size, mtime, ctime and inode *and* its sampled checksum
+        (:func:`sampled_digest`, 1 MiB read) still matches; otherwise it is hashed whole and compared
+        with the manifest. An unlisted shard is adopted only when its full checksum matches the one
+        its name carries. ``newly`` gets the records of the shards hashed here."""
         try:
             st = path.stat()
         except FileNotFoundError:
             return None, None  # merged away by another process
         try:
-            memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
-            rec = (checked or {}).get(path.name)
-            known = rec[3] if isinstance(rec, list) and len(rec) == 4 and rec[:3] == [st.st_size, st.st_mtime_ns,
-                                                                                     st.st_ino] else None
-            digest = _VERIFIED.get(memo) or known
+            ident = _identity(st)
+            memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            digest = _VERIFIED.get(memo)
+            if digest is None:
+                rec = (checked or {}).get(path.name)
+                if isinstance(rec, dict) and all(rec.get(k) == v for k, v in ident.items()) and \
+                        rec.get("sample") == sampled_digest(path, st.st_size):
+                    digest = rec.get("sha256")
             if digest is None:
                 digest = file_sha256(path)
                 if newly is not None:
-                    newly[path.name] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
-            if entry is not None and (entry.get("sha256") != digest or entry.get("bytes") != st.st_size):
+                    newly[path.name] = {**ident, "sha256": digest, "sample": sampled_digest(path, st.st_size)}
+            if entry is None:
+                named = _DIGEST_NAME.match(path.name)
+                if named is None or not digest.startswith(named.group(1)):
+                    raise ValueError("not listed in manifest.json, and its name carries no checksum that its content "
+                                     "matches: not adopted")
+            elif entry.get("sha256") != digest or entry.get("bytes") != st.st_size:
                 raise ValueError("checksum or size mismatch with manifest.json")
             shard = _Shard(path, self.dim, self.dtype)
             if entry is not None and entry.get("rows") != len(shard):
@@ -736,6 +817,30 @@ class VectorStore:
         except Exception as e:  # noqa: BLE001 - any unreadable shard is recomputed, never fatal
             self._move_aside(path, f"{type(e).__name__}: {e}")
             return None, None
+
+    def verify(self) -> list[str]:
+        """The full check, on demand: SHA-256 of every live shard against the manifest (reads the
+        whole store). A shard that fails is moved aside and its items are recomputed by the next
+        encoding, as at open. Returns the shards that failed."""
+        before = len(self.corrupt)
+        with (self._locked() if self.writable else contextlib.nullcontext()):
+            listed = {e["file"]: e for e in self._read_manifest()["shards"] if isinstance(e, dict) and "file" in e}
+            for name in sorted(self._shards):
+                p = self.root / name
+                try:
+                    ok = file_sha256(p) == listed.get(name, {}).get("sha256")
+                except OSError as e:
+                    ok, why = False, f"{type(e).__name__}: {e}"
+                else:
+                    why = "checksum mismatch with manifest.json (full check)"
+                if not ok:
+                    self._shards.pop(name).close()
+                    for k in [k for k in _VERIFIED if k[0] == str(p)]:
+                        del _VERIFIED[k]
+                    self._move_aside(p, why)
+        if len(self.corrupt) > before:
+            self.refresh()              # the manifest drops the shards moved aside
+        return self.corrupt[before:]
 
     def refresh(self) -> None:
         """Re-read the manifest: open new shards, drop merged ones, adopt complete unlisted shards."""
@@ -947,8 +1052,7 @@ class VectorStore:
     def _write_shard(self, parts: Sequence[tuple[np.ndarray, np.ndarray]], rows: int | None,
                      replaces: Sequence[str] = ()) -> Path:
         """Write sorted (keys, vectors) parts as one shard; record it (and drop ``replaces``) in the manifest."""
-        name = f"shard-{self.writer}-{uuid.uuid4().hex[:16]}.arrow"
-        path = self.root / name
+        name = f"shard-{self.writer}-{uuid.uuid4().hex[:16]}.arrow"    # (renamed after its checksum below)
         schema = pa.schema([("key", pa.binary(KEY_BYTES)), ("vector", pa.list_(_arrow_type(self.dtype), self.dim))],
                            metadata={"semcat": json.dumps({"format": STORE_FORMAT, "dim": self.dim,
                                                            "dtype": self.dtype})})
@@ -969,26 +1073,34 @@ class VectorStore:
 
             os.chmod(tmp, 0o666 & ~umask())
             digest, size = file_sha256(tmp), tmp.stat().st_size
+            # the name carries the checksum: a shard found but not listed (a writer killed between
+            # the rename and the manifest update) is adopted only when its content matches its name
+            name = f"shard-{self.writer}-{digest[:32]}.arrow"
+            path = self.root / name
             shard = _Shard(tmp, self.dim, self.dtype)
             with self._locked():
                 os.replace(tmp, path)
                 shard.path = path
                 m = self._read_manifest()
                 entries = [e for e in m["shards"] if isinstance(e, dict) and e.get("file") not in replaces
-                           and (self.root / e.get("file", "")).exists()]
+                           and e.get("file") != name and (self.root / e.get("file", "")).exists()]
                 entries.append({"file": name, "rows": rows, "bytes": size, "sha256": digest})
                 self._write_manifest(entries)
                 for old in replaces:
-                    (self.root / old).unlink(missing_ok=True)
+                    if old != name:
+                        (self.root / old).unlink(missing_ok=True)
                 st = path.stat()            # other processes need not hash it again (verified.json)
-                self._record_verified({name: [st.st_size, st.st_mtime_ns, st.st_ino, digest]})
+                self._record_verified({name: {**_identity(st), "sha256": digest,
+                                              "sample": sampled_digest(path, st.st_size)}})
         finally:
             if tmp.exists():
                 tmp.unlink()
-        _VERIFIED[(str(path), st.st_size, st.st_mtime_ns, st.st_ino)] = digest
+        _VERIFIED[(str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)] = digest
         for old in replaces:
-            if old in self._shards:
+            if old in self._shards and old != name:
                 self._shards.pop(old).close()
+        if name in self._shards:
+            self._shards.pop(name).close()
         self._shards[name] = shard
         return path
 

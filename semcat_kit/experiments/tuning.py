@@ -164,7 +164,27 @@ def parse_objective(text: str) -> Objective:
             ref = "onehot" if m["ref"] == "one-hot" else m["ref"]
             shift = float(m["shift"] or 0.0) * (-1 if m["sign"] == "-" else 1)
             cons.append(Constraint(m["metric"], op, ref=ref, shift=shift, unit=m["unit"] or "abs"))
+    for name in [metric] + [c.metric for c in cons]:       # before any catalog is read or encoded
+        _check_metric_name(name, text)
     return Objective(metric, cons)
+
+
+def _check_metric_name(name: str, text: str) -> None:
+    """A name :func:`semcat_kit.evaluate` can return (from the metric registry: ``top{k}``, ``hdist@{k}``,
+    ``acc_level_{l}`` with any integer); whether this taxonomy has that level is checked by :func:`tune`."""
+    import difflib
+
+    from ..judge.metrics import METRICS
+
+    pats = {m.key: re.escape(m.key).replace(r"\{k\}", r"\d+").replace(r"\{l\}", r"\d+")
+            for m in METRICS.values() if m.source == "evaluate" and m.key != "n"}
+    if any(re.fullmatch(p, name) for p in pats.values()):
+        return
+    examples = [k.replace("{k}", "5").replace("{l}", "2") for k in pats]
+    close = difflib.get_close_matches(name, examples, n=3, cutoff=0.5)
+    raise ValueError(f"objective {text!r}: {name!r} is not a metric of evaluate()"
+                     f"{'; did you mean ' + ' or '.join(repr(c) for c in close) if close else ''}; the metrics are "
+                     f"{examples} (k and level numbers vary)")
 
 
 @dataclass

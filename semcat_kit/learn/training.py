@@ -770,8 +770,8 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
                              "(same labels, other vectors or encoders); resume with the same embeddings, or train "
                              "anew with overwrite=True")
     ckdir = Path(checkpoint_dir).expanduser() if checkpoint_dir is not None else None
-    if ckdir is not None and ck is None and not overwrite and (ckdir / "last.pt").exists():
-        _refuse_reuse(ckdir)
+    if ckdir is not None and not overwrite and (ckdir / "last.pt").exists():
+        _refuse_reuse(ckdir, ck)
     fork_devices = [device.index or 0] if device.type == "cuda" else []
 
     with torch.random.fork_rng(devices=fork_devices):   # leave the caller's global RNG untouched
@@ -782,8 +782,11 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
         if codes is not None:
             _init_code_bias(model, codes, y)
         if ck is not None and {"input_norm": True, **ck["model_config"]} != model.config:   # older: always normed
-            raise ValueError(f"cannot resume {ck['path']}: it holds a head {ck['model_config']} but these "
-                             f"embeddings need {model.config}")
+            was = ck["model_config"].get("n_classes")
+            blame = (f"the taxonomy has {C} classes, the checkpointed head {was}; resume with the run's taxonomy"
+                     if was != C else "these embeddings need another head; resume with the run's embeddings")
+            raise ValueError(f"cannot resume {ck['path']}: {blame} (checkpoint {ck['model_config']}, now "
+                             f"{model.config})")
         gen = torch.Generator().manual_seed(cfg.seed)
         opt = _adamw(model, cfg)
         steps_per_epoch = math.ceil(len(y) / cfg.batch_size)
@@ -1094,12 +1097,29 @@ def _order_history(h: pd.DataFrame) -> pd.DataFrame:
     return h[first + [c for c in h.columns if c not in first]]
 
 
-def _refuse_reuse(ckdir: Path) -> None:
+def _refuse_reuse(ckdir: Path, ck: dict | None = None) -> None:
+    """Refuse a ``checkpoint_dir`` that holds another run's ``last.pt`` (it would be replaced).
+
+    With ``ck`` (the checkpoint resumed), ``ckdir`` may hold that very file, or the same run (same
+    config, labels and embeddings) at an epoch not beyond the one resumed; anything else is another
+    run's work and is refused as without ``resume``."""
+    old = None
     try:
         old = load_checkpoint(ckdir)
         what = (f"a run at epoch {old['epoch']} of {old['config'].get('epochs')} (config: "
                 f"{TrainConfig.from_dict(old['config'])!r})")
     except Exception as e:   # an unreadable file is still somebody's work
         what = f"a checkpoint that cannot be read ({type(e).__name__})"
+    if ck is not None:
+        if Path(ck["path"]).resolve() == (ckdir / "last.pt").resolve():
+            return
+        same = old is not None and all(old.get(k) == ck.get(k) for k in ("config", "train_fingerprint",
+                                                                            "emb_fingerprint"))
+        if same and old.get("epoch", 0) <= ck.get("epoch", 0):
+            return
+        later = " (the same run, further on)" if same else ""
+        raise ValueError(f"checkpoint_dir {ckdir} already holds {what}{later}; resuming {ck['path']} there would "
+                         f"replace it. Give another checkpoint_dir, resume={str(ckdir)!r} to continue that run, or "
+                         "overwrite=True to replace it")
     raise ValueError(f"checkpoint_dir {ckdir} already holds {what}; pass resume={str(ckdir)!r} to continue it, "
                      "overwrite=True to replace it, or another checkpoint_dir")

@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
+import re
 import os
 import warnings
 from pathlib import Path
@@ -459,6 +460,9 @@ def _read_config(dir: Path, expected_sha256: str | None = None) -> dict:
         raise FileNotFoundError(f"no exported head at {dir} (expected a folder written by sk.export_head)")
     if expected_sha256 is not None:
         want = str(expected_sha256).strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", want):
+            raise ValueError(f"expected_sha256 {str(expected_sha256)!r} is not a sha256 (64 hexadecimal digits, as "
+                             f"`sha256sum {dir / CONFIG}` prints); copy the checksum the head's author gave you")
         p = dir / CONFIG
         if not p.is_file():
             _fail(dir, f"{CONFIG} is missing; this is not a complete semcat_kit export (re-export with sk.export_head)")
