@@ -122,16 +122,12 @@ def test_ids_are_kept_verbatim_and_a_nul_is_refused(tmp_path):
 
 
 def test_predict_keeps_ids_verbatim_and_refuses_a_nul(tmp_path, capsys):
-    from semcat_kit.cli.predict import read_products
-
-    class A:
-        input = str(tmp_path / "p.csv")
-        id_col = title_col = image_col = images = None
-
-    Path(A.input).write_text("id,title\n 8 ,a\n8,b\n", encoding="utf-8")
-    assert read_products(A())["item_id"].tolist() == [" 8 ", "8"]
-    Path(A.input).write_bytes(b"id,title\n7,a\n7\x00,b\n")
-    rc = cli.main(["predict", "--model", str(tmp_path / "nohead"), "--input", A.input, "--output",
+    p = tmp_path / "p.csv"
+    p.write_text("id,title\n 8 ,a\n8,b\n", encoding="utf-8")
+    got = pd.concat(list(sk.datasets.read_products(p)))
+    assert got["item_id"].tolist() == [" 8 ", "8"]
+    p.write_bytes(b"id,title\n7,a\n7\x00,b\n")
+    rc = cli.main(["predict", "--model", str(tmp_path / "nohead"), "--input", str(p), "--output",
                    str(tmp_path / "o.csv")])
     err = capsys.readouterr().err
     assert rc == 1 and "NUL character (lines [3]" in err and err.count("\n") == 1, err
