@@ -74,6 +74,11 @@ def run(args) -> int:
     run = pipe.train(tcfg, progress=not args.quiet)
     if not distributed.is_main():
         return 0                       # rank 0 evaluates and exports
+    s = run.solver
+    print(f"solver: {s.get('method')} ({s.get('why')})"
+          + (f"; C={s['C']:g} chosen on the val split, {s['iterations']} L-BFGS steps, "
+             f"{'converged' if s['converged'] else 'NOT converged (raise train.max_iter)'}"
+             if s.get("method") == "lbfgs" else ""), flush=True)
     metrics = pipe.evaluate(run, "test")
     if metrics:
         print(f"test metrics ({len(sp.test)} products):")
