@@ -130,7 +130,14 @@ def _budget(cfg: dict, n_train: int) -> str:
     """How long each head trained, from its stored configuration."""
     import semcat_kit as sk
 
-    epochs = sk.TrainConfig.from_dict(cfg).epochs_for(n_train)
+    c = sk.TrainConfig.from_dict(cfg)
+    if c.solver != "minibatch" and c.curriculum == "constant":
+        head = "linear heads" if c.hidden == 0 and c.proj_dim == 0 else f"MLP heads (hidden {c.hidden})"
+        grid = ", ".join(f"{x:g}" for x in c.Cs)
+        return (f"{head.capitalize()} fitted full-batch to convergence (L-BFGS, tol {c.tol:g}; every configuration "
+                f"of one shape stacked), C chosen on the val split from [{grid}]" if c.C == "val" else
+                f"{head.capitalize()} fitted full-batch to convergence (L-BFGS, tol {c.tol:g}), C = {c.C:g}")
+    epochs = c.epochs_for(n_train)
     stop = (f"early stopping on {cfg['early_stopping']} (patience {cfg['patience']})" if cfg.get("early_stopping")
             else "no early stopping")
     return f"{epochs} epochs of batch {cfg['batch_size']}" + (

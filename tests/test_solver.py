@@ -171,6 +171,8 @@ def test_compare_fits_full_batch_heads_stacked_and_once_for_every_seed():
         assert runs[(name, 0)] is runs[(name, 1)] is runs[(name, 2)]      # convex: one head for every seed
         assert df.loc[name, "top1_std"] == 0
     assert runs[("one-hot", 0)].solver["stacked_with"] == 2 and runs[("codes", 0)].solver["stacked_with"] == 1
+    # a taxonomy-code head chooses its C by the class scores of its codes, not by its bit logits
+    assert df.loc["codes", "top1_mean"] >= df.loc["one-hot", "top1_mean"] - 0.1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the GPU path runs on a GPU machine")

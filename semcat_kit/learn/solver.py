@@ -323,7 +323,7 @@ class PathResult:
 
 def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, x0: torch.Tensor | None = None,
              max_iter: int = 500, tol: float = 1e-4, progress: bool = False, desc: str = "fit",
-             stop_early: bool = True) -> PathResult:
+             stop_early: bool = True, score: Callable[[torch.Tensor], torch.Tensor] | None = None) -> PathResult:
     """Fit K problems along a regularisation path and keep, per problem, the C that validates best.
 
     ``C`` is LogisticRegression's inverse regularisation strength: ``lambda = 1 / (C N)`` on the mean
@@ -334,6 +334,8 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
     only C must be given (one value). ``stop_early``: the path ends at the first C at which no
     problem's validation top-1 improved (validation accuracy along a regularisation path is
     unimodal in practice; the C chosen is then the grid's, without fitting the weaker ones).
+    ``score`` maps one head's outputs ``(n, out)`` to class scores ``(n, C)`` for validation (the code
+    scores of taxonomy-code heads); default: the outputs are the class logits.
     """
     import time
 
@@ -364,7 +366,7 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
         row = {"C": C, "l2": 1.0 / (C * n), "seconds": secs / K, "evaluations": r.evaluations}
         better = None
         if val is not None:
-            top1, nll = _validate(stack, x, vdata, vfeat, yv)
+            top1, nll = _validate(stack, x, vdata, vfeat, yv, score=score)
             better = top1.double() > best_score
             for k in better.nonzero().squeeze(1).tolist():
                 best_x[k], best_c[k], best_score[k] = x[k], C, float(top1[k])
@@ -382,7 +384,7 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
 
 
 @torch.no_grad()
-def _validate(stack, x, vdata, vfeat, yv, chunk: int = 8192):
+def _validate(stack, x, vdata, vfeat, yv, chunk: int = 8192, score=None):
     """Validation top-1 and mean NLL of the true class, per problem: ``(K,)`` each."""
     K = x.shape[0]
     hits = torch.zeros(K, dtype=torch.float64)
@@ -391,6 +393,8 @@ def _validate(stack, x, vdata, vfeat, yv, chunk: int = 8192):
     for a in range(0, n, chunk):
         rows = slice(a, min(n, a + chunk))
         z = stack.logits(x, vfeat[rows] if stack.linear else _inputs(vdata, rows)).float()
+        if score is not None:
+            z = torch.stack([score(z[:, k]) for k in range(K)], 1)
         yb = yv[rows].to(z.device)
         hits += (z.argmax(2) == yb[:, None]).sum(0).double().cpu()
         logp = torch.log_softmax(z, dim=2).gather(2, yb[:, None, None].expand(-1, K, 1)).squeeze(2)

@@ -968,6 +968,8 @@ def fit_full_batch(stack, specs, data, y, val, *, cfg: TrainConfig, x0=None, pro
     C = stack.template.n_classes
     device = next(stack.template.parameters()).device
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
+    codes = specs[0].codes
+    score = (lambda z: _soft.code_scores(z, codes.to(z.device))) if codes is not None else None
     if cfg.C != "val":
         loss = _losses.StackedLoss(specs, yt, C).to(device)
         r = fit_path(stack, loss, data, Cs=[float(cfg.C)], x0=x0, max_iter=cfg.max_iter, tol=cfg.tol,
@@ -976,7 +978,7 @@ def fit_full_batch(stack, specs, data, y, val, *, cfg: TrainConfig, x0=None, pro
     if val is not None:
         loss = _losses.StackedLoss(specs, yt, C).to(device)
         r = fit_path(stack, loss, data, Cs=cfg.Cs, val=val, x0=x0, max_iter=cfg.max_iter, tol=cfg.tol,
-                     progress=progress, desc=desc)
+                     progress=progress, desc=desc, score=score)
         return [(r.x[k], _epochs(r.history[k]), r.C[k]) for k in range(len(specs))]
     fit_rows, sel_rows = _holdout(np.asarray(y), cfg.seed)
     if len(sel_rows) == 0:
@@ -985,7 +987,7 @@ def fit_full_batch(stack, specs, data, y, val, *, cfg: TrainConfig, x0=None, pro
     fit_tab, sel_tab = data.take(fit_rows), data.take(sel_rows)
     loss = _losses.StackedLoss(specs, yt[fit_rows], C).to(device)
     r = fit_path(stack, loss, fit_tab, Cs=cfg.Cs, val=(sel_tab, yt[sel_rows]), x0=x0, max_iter=cfg.max_iter,
-                 tol=cfg.tol, progress=progress, desc=desc + " (C on a held-out tenth)")
+                 tol=cfg.tol, progress=progress, desc=desc + " (C on a held-out tenth)", score=score)
     out = []
     full = _losses.StackedLoss(specs, yt, C).to(device)
     from .solver import fit_stacked
