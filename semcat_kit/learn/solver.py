@@ -100,25 +100,26 @@ def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.
         idx = active.nonzero().squeeze(1)
         if idx.numel() == 0:
             break
-        every = idx.numel() == K            # all problems active: views, no gathered copies
+        every = idx.numel() == K
         xa, fa, ga = (x, f.clone(), g) if every else (x[idx], f[idx], g[idx])
-
-        def pick(a, j):
-            return a[j] if every else a[j, idx]
-        # two-loop recursion, newest pair first; empty (rho = 0) slots change nothing
-        q = -ga
+        # two-loop recursion for every problem at once (views of the history, no gathered copies;
+        # a finished problem's direction is computed and dropped), newest pair first; empty
+        # (rho = 0) slots change nothing. Dot products are batched GEMVs, updates in place.
+        q = -g
         slots = [(pushes - 1 - j) % m for j in range(min(pushes, m))]
         alphas = []
         for j in slots:
-            a = pick(rho, j) * (pick(S, j) * q).sum(1)
+            a = rho[j] * _dots(S[j], q)
             alphas.append(a)
-            q = q - a[:, None] * pick(Y, j)
-        q = q * gamma[idx][:, None]
+            q.addcmul_(a[:, None], Y[j], value=-1.0)
+        q.mul_(gamma[:, None])
         for j, a in zip(reversed(slots), reversed(alphas)):
-            b = pick(rho, j) * (pick(Y, j) * q).sum(1)
-            q = q + (a - b)[:, None] * pick(S, j)
+            b = rho[j] * _dots(Y[j], q)
+            q.addcmul_((a - b)[:, None], S[j])
+        if not every:
+            q = q[idx]
         d = q
-        gd = (ga * d).sum(1)
+        gd = _dots(ga, d)
         uphill = ~(gd < 0)
         if uphill.any():          # not a descent direction (numerical trouble): steepest descent
             d[uphill] = -ga[uphill]
@@ -144,8 +145,8 @@ def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.
             ok[bad] = (fb_new <= fa[bad] + c1 * t[bad] * gd[bad]) & torch.isfinite(fb_new)
         s = x_new - xa
         yv = g_new - ga
-        sy = (s * yv).sum(1)
-        yy = (yv * yv).sum(1)
+        sy = _dots(s, yv)
+        yy = _dots(yv, yv)
         good = ok & (sy > 1e-10 * yy) & (yy > 0)
         slot = pushes % m
         gz = good[:, None]
@@ -169,6 +170,12 @@ def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.
             callback(it, active)
     return LBFGSResult(x=x, f=f, iterations=iters, converged=converged, evaluations=evals,
                        grad_max=g.abs().amax(1))
+
+
+def _dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products of two ``(K, P)`` tensors (pairwise summation: a batched GEMV
+    accumulates in float32 blocks and was both slower and too coarse for the line search)."""
+    return (a * b).sum(1)
 
 
 # ----------------------------------------------------------------------------- problems
@@ -305,8 +312,8 @@ def fit_stacked(stack: StackedHeads, loss, l2, data, x0: torch.Tensor, *, max_it
             total += per.detach().double() / n
         with torch.no_grad():
             w = xg.detach() * pen
-            total += 0.5 * l2[idx].double() * (w.double() ** 2).sum(1)
-            grad = xg.grad + l2[idx][:, None] * w
+            total += 0.5 * l2[idx].double() * (w * w).sum(1, dtype=torch.float64)
+            grad = xg.grad.addcmul_(l2[idx][:, None], w)
         return total.to(x.dtype), grad
 
     return lbfgs(fun, x0, max_iter=max_iter, gtol=gtol, ftol=ftol, history=history, callback=callback)
