@@ -27,10 +27,46 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FusionHead", "FUSION_MODES"]
+__all__ = ["FusionHead", "FUSION_MODES", "Dropout"]
 
 FUSION_MODES = ("concat", "gated", "text", "image")
 _ALIASES = {"text-only": "text", "text_only": "text", "image-only": "image", "image_only": "image"}
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` whose CPU mask is drawn from 15-bit random integers, four per 64-bit draw.
+
+    Inverted dropout: ``out = x * keep / (1 - p')`` with ``keep = u >= round(p * 2**15)``, ``u``
+    uniform on ``[0, 2**15)`` and ``p' = round(p * 2**15) / 2**15`` (``p`` rounded to 1/32,768, so
+    ``E[out] = x`` exactly). On the CPU ``torch.bernoulli_`` draws one random number per element
+    and cost more than the head's GEMMs (7 ms against 3 ms for a (256, 1666) batch of the linear
+    head); this draws a quarter as many and is ~5x faster. Other devices use ``nn.Dropout``.
+    The masks come from the global torch RNG (so checkpoints' ``rng`` state covers them).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu" or self.inplace:
+            return super().forward(x)
+        thr = int(round(self.p * 32768))
+        if thr >= 32768:
+            return x * 0
+        n = x.numel()
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_()        # 63 random bits each
+        u = bits.view(torch.int16)[:n].view(x.shape) & 0x7FFF                 # 4 x 15 uniform bits
+        return (x * (u >= thr)).mul_(32768.0 / (32768 - thr))
+
+
+def _zero_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``x`` with the rows where ``keep`` is False set to 0 (NaN placeholders included).
+
+    On the CPU: the rows are listed and filled (``x`` itself when none is: no copy); the
+    element-wise ``torch.where`` over the whole batch costs as much as a small GEMM there. Other
+    devices: ``torch.where`` (no host sync).
+    """
+    if x.device.type == "cpu":
+        bad = torch.nonzero(~keep).squeeze(1)
+        return x if len(bad) == 0 else x.index_fill(0, bad, 0)
+    return torch.where(keep.unsqueeze(1), x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def _dim(d, name: str) -> int:
@@ -136,9 +172,9 @@ class FusionHead(nn.Module):
             # concat: projections + presence flags (flags only matter when both modalities exist)
             fused = width["text"] + width["image"] + (2 if self._both else 0)
         if hidden == 0:   # a linear head: one layer from the fused projections to the outputs
-            self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(fused, self.out_dim))
+            self.mlp = nn.Sequential(Dropout(dropout), nn.Linear(fused, self.out_dim))
         else:
-            self.mlp = nn.Sequential(nn.Linear(fused, hidden), nn.GELU(), nn.Dropout(dropout),
+            self.mlp = nn.Sequential(nn.Linear(fused, hidden), nn.GELU(), Dropout(dropout),
                                      nn.Linear(hidden, self.out_dim))
 
     def extra_repr(self) -> str:
@@ -152,6 +188,10 @@ class FusionHead(nn.Module):
         if mask.shape != (x.shape[0],):
             raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({x.shape[0]},), one flag per row")
         return mask
+
+    @staticmethod
+    def _identity(proj: nn.Sequential) -> bool:
+        return all(isinstance(m, nn.Identity) for m in proj)
 
     def _check(self, x, dim: int, name: str):
         if x is None:
@@ -194,12 +234,15 @@ class FusionHead(nn.Module):
             mt = mt & ~(drop & ~drop_image)
         # a missing modality is zeroed after projection; its input row is zeroed first so that
         # placeholder values there (even NaN) cannot leak through 0 * NaN
+        # (an identity projection keeps the zeroed rows zero: no second pass)
         if self.text_proj is not None:
-            text = torch.where(mt.unsqueeze(1), text, torch.zeros((), dtype=text.dtype, device=text.device))
-            t = self.text_proj(text) * mt.unsqueeze(1).to(text.dtype)
+            t = self.text_proj(_zero_rows(text, mt))
+            if not self._identity(self.text_proj):
+                t = t * mt.unsqueeze(1).to(t.dtype)
         if self.image_proj is not None:
-            image = torch.where(mv.unsqueeze(1), image, torch.zeros((), dtype=image.dtype, device=image.device))
-            v = self.image_proj(image) * mv.unsqueeze(1).to(image.dtype)
+            v = self.image_proj(_zero_rows(image, mv))
+            if not self._identity(self.image_proj):
+                v = v * mv.unsqueeze(1).to(v.dtype)
         if not self._both:
             h = t if t is not None else v
         else:

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from .._core.io import atomic_path
 from .._core.memory import TRIM_EVERY, bound_heap, release_freed_memory
 from .._core.contracts import autocast
+from .._core.threads import torch_threads
 
 __all__ = ["Trainer", "Callback", "CurriculumTargets", "DivergenceStop", "Validation", "EarlyStopping",
            "Checkpoint", "ProgressBar", "MetricLogger", "TrainingDivergedError", "CheckpointError",
@@ -458,13 +459,18 @@ class Trainer:
         Chunked shuffling for memory-mapped tables (see :class:`BatchSampler`).
     score : callable, optional
         ``outputs -> class scores`` for validation (e.g. code scores of a codes head).
+    threads : int, optional
+        Torch threads while fitting (restored after); default
+        :func:`semcat_kit._core.threads.choose_threads` (``SEMCAT_THREADS``, else the cores that
+        other processes leave free).
     """
 
     def __init__(self, model, optimizer, scheduler, data, y, loss, *, epochs: int, batch_size: int,
                  device: torch.device, dtype: torch.dtype = torch.float32, generator: torch.Generator,
                  callbacks: Sequence[Callback] = (), chunk_size: int | None = None,
-                 score: Callable | None = None, checkpoint_dir=None):
+                 score: Callable | None = None, checkpoint_dir=None, threads: int | None = None):
         self.rank, self.world = distributed_context()
+        self.threads = threads
         self.module = model
         self.model = model
         if self.world > 1:
@@ -557,6 +563,10 @@ class Trainer:
 
     def fit(self) -> "Trainer":
         """Run the remaining epochs (all, or those after a restored checkpoint)."""
+        with torch_threads(self.threads):
+            return self._fit()
+
+    def _fit(self) -> "Trainer":
         bound_heap()      # large step temporaries mapped on their own: freed memory goes back (see _memory)
         self._emit("on_train_begin")
         try:
