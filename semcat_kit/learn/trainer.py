@@ -503,8 +503,8 @@ class Trainer:
         self.best_epoch: int | None = None
         self.last_checkpoint: str | None = None
         self.checkpoint_epoch = 0
-        self.step_losses = torch.zeros(0)
-        self.step_parts: list[dict] = []
+        self.part_keys: list[str] = []                   # the loss's parts ("total" first)
+        self.step_values = torch.zeros(0, 0)             # (steps of the epoch, parts), on the device
 
     # ---------------------------------------------------------------- state
     def state_copy(self) -> dict:
@@ -590,49 +590,72 @@ class Trainer:
         t0 = time.perf_counter()
         batches = self.sampler.epoch()
         n_steps = len(batches)
-        self.step_losses = torch.zeros(n_steps, device=self.device)
-        self.step_parts = []
-        sums: dict[str, torch.Tensor] = {}
+        self.part_keys = []
+        self.step_values = torch.zeros(n_steps, 0, device=self.device)
+        # only the callbacks that do something per step are called per step
+        per_step = [cb for cb in self.callbacks if type(cb).on_step_end is not Callback.on_step_end]
+        scaled = self.scaler.is_enabled()
+        non_blocking = self.device.type == "cuda"
         inner = tqdm(batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False,
                      disable=not any(isinstance(c, ProgressBar) and c.enabled for c in self.callbacks)
                      or n_steps < 50 or self.rank != 0)
         try:
             for b, idx in enumerate(inner):
                 self.batch = b
-                yb = self.y[idx].to(self.device, torch.int64, non_blocking=True)
+                yb = self.y[idx].to(self.device, torch.int64, non_blocking=non_blocking)
                 with autocast(self.device, self.dtype):
-                    z = self.model(*self.data.batch(idx, self.device, non_blocking=self.device.type == "cuda"))
+                    z = self.model(*self.data.batch(idx, self.device, non_blocking=non_blocking))
                 parts = self.loss(z, yb, self)
+                del z
                 loss = parts["total"]
                 self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                if scaled:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    loss.backward()
+                    self.optimizer.step()
                 self.scheduler.step()
-                n = torch.tensor(float(len(idx)), device=self.device)
-                det = {k: v.detach().float() for k, v in parts.items()}
-                self.step_losses[b] = det["total"]
-                self.step_parts.append(det)
-                for k, v in det.items():
-                    sums[k] = sums.get(k, 0) + v * n
-                self._emit("on_step_end")
+                if not self.part_keys:        # the loss's parts, in its order ("total" first)
+                    self.part_keys = ["total"] + [k for k in parts if k != "total"]
+                    self.step_values = torch.zeros(n_steps, len(self.part_keys), device=self.device)
+                # the step's parts stay on the device: one stacked row a step, no host sync
+                self.step_values[b] = torch.stack([parts[k].detach().float() for k in self.part_keys])
+                del parts, loss
+                for cb in per_step:
+                    cb.on_step_end(self)
                 if (b + 1) % TRIM_EVERY == 0:      # freed step temporaries back to the OS: flat over an epoch
                     release_freed_memory()
         finally:
             inner.close()
-        keys = sorted(sums)
-        totals = torch.stack([sums[k] for k in keys]) if keys else torch.zeros(0, device=self.device)
+        keys = self.part_keys
+        if keys:      # sums of the parts over the epoch's rows: one reduction per epoch
+            n = torch.tensor([float(len(i)) for i in batches], device=self.device)
+            totals = (self.step_values.double() * n.double()[:, None]).sum(0).float()
+        else:
+            totals = torch.zeros(0, device=self.device)
         if self.world > 1:      # sums over every rank's rows
             dist.all_reduce(totals)
-        totals = totals.cpu().tolist()
+        got = dict(zip(keys, totals.cpu().tolist()))
         N = len(self.y)
-        got = dict(zip(keys, totals))
         self.row["lr"] = self.optimizer.param_groups[0]["lr"]
         self.row["loss"] = got.pop("total", 0.0) / N
-        for k in keys:
-            if k != "total":
-                self.row[k] = got[k] / N
+        for k in sorted(got):
+            self.row[k] = got[k] / N
         self.row["seconds"] = time.perf_counter() - t0
+
+    @property
+    def step_losses(self) -> torch.Tensor:
+        """(steps of the epoch,) total loss of each step so far (zeros after the current step)."""
+        if not self.part_keys:
+            return torch.zeros(self.step_values.shape[0], device=self.step_values.device)
+        return self.step_values[:, 0]
+
+    @property
+    def step_parts(self) -> list[dict]:
+        """The loss parts of each step of the epoch up to the current one, ``{name: tensor}``."""
+        return [dict(zip(self.part_keys, row)) for row in self.step_values[:self.batch + 1]]
 
     @torch.no_grad()
     def scores(self, data, batch_size: int = 4096) -> torch.Tensor:
