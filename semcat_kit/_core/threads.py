@@ -10,8 +10,9 @@ predicts; ``bench/bench_trainer_bound.py``). So:
 
 * :func:`choose_threads` -- ``SEMCAT_THREADS`` when set (a positive int; ``auto`` or unset: the
   cores this process may use less those other processes keep busy, measured over a short window
-  from ``/proc/stat``, at least 1). The trainer (:class:`semcat_kit.learn.trainer.Trainer`) and the
-  full-batch solver run under it (:func:`torch_threads`) and restore the caller's setting after.
+  from ``/proc/stat``, at least 1). The trainer (:class:`semcat_kit.learn.trainer.Trainer`) runs under
+  it (:func:`torch_threads`) and restores the caller's setting after;
+  ``semcat_kit.learn.solver.default_threads`` returns it.
 * :func:`set_wait_policy` -- ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at a barrier instead of
   spinning) when torch is not imported yet (libgomp reads it once, when torch loads it); a value
   the user set is kept; ``SEMCAT_OMP_PASSIVE=0`` leaves it unset.
