@@ -514,12 +514,13 @@ def as_embedding_table(emb: Any, what: str = "emb", lazy: bool | None = None, em
         if m.shape != (n,):
             raise ValueError(f"{what}.{name}_mask has shape {tuple(m.shape)}; expected ({n},)")
         x = arrays[name]
-        finite = torch.isfinite(x).all(1)
-        bad = np.flatnonzero((m & ~finite).numpy())
+        finite = np.isfinite(x.numpy()).all(1)       # numpy: one vectorised pass (torch's is four)
+        bad = np.flatnonzero(m.numpy() & ~finite)
         if len(bad):
             raise ValueError(f"{what}.{name} has NaN or infinite values at {rows_desc(bad, ids)}; re-encode those "
                              f"items or mark them missing ({name}_mask=False)")
-        arrays[name] = torch.where(m[:, None], x, torch.zeros((), dtype=x.dtype))   # missing rows -> 0
+        missing = torch.nonzero(~m).squeeze(1)         # missing rows -> 0 (a copy: the caller's array untouched)
+        arrays[name] = x.index_fill(0, missing, 0) if len(missing) else x.clone()
         masks[name] = m
     return _check_empty(EmbeddingTable(arrays.get("text"), arrays.get("image"), masks["text"], masks["image"], ids),
                         what, empty)

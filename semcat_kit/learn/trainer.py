@@ -23,6 +23,13 @@ resumed run continues bit-exactly. The same loop runs on one process or many: un
 all-reduced for the history, and only rank 0 validates, checkpoints and shows progress (its
 decisions are broadcast). Data comes from any table with ``__len__`` and ``batch(idx, device)``:
 the in-memory :class:`semcat_kit._core.contracts.EmbeddingTable` or a memory-mapped store.
+
+A step is the head's own work and little else (``bench/bench_trainer_bound.py`` compares it with
+a bare loop of the same layers): the loss's parts stay on the device, one stacked row a step,
+summed once per epoch (no host sync but the NaN check's, every ``check_every`` steps); only the
+callbacks that override ``on_step_end`` are called per step; the loop runs under
+:func:`semcat_kit._core.threads.torch_threads` (``SEMCAT_THREADS``: fewer threads when other
+processes keep the cores busy).
 """
 from __future__ import annotations
 
