@@ -31,13 +31,13 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from semcat_kit import Taxonomy  # noqa: E402
-from semcat_kit import soft_labels  # noqa: E402
+from semcat_kit.labels import soft_labels  # noqa: E402
 from semcat_kit.datasets import read_csv  # noqa: E402
 from semcat_kit.encode.embeddings import Embeddings  # noqa: E402
 from semcat_kit.learn.losses import focal_loss  # noqa: E402
 from semcat_kit.learn.model import FusionHead  # noqa: E402
 from semcat_kit.labels.similarity import label_neighbors  # noqa: E402
-from semcat_kit.train import TrainConfig, train  # noqa: E402
+from semcat_kit.learn.training import TrainConfig, train  # noqa: E402
 
 DATA = Path(os.environ.get("SEMCAT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 GOOGLE = DATA / "google-product-taxonomy" / "taxonomy-with-ids.en-US.txt"
@@ -61,7 +61,7 @@ def synthetic(C: int, n: int, seed: int = 0):
 
 def ours(emb, y, tax, nb) -> list[float]:
     cfg = TrainConfig(smoothing="semantic", k=K, alpha=ALPHA, epochs=EPOCHS, batch_size=BATCH,
-                      early_stopping=None, seed=0)
+                      early_stopping=None, seed=0, solver="minibatch", device="cpu")
     run = train(emb, y, taxonomy=tax, neighbors=nb, config=cfg, progress=False)
     return run.history["seconds"].tolist()
 

@@ -35,6 +35,11 @@ import importlib
 from typing import TYPE_CHECKING
 
 from ._version import __version__
+from ._core.threads import set_wait_policy as _set_wait_policy
+
+# torch's OpenMP threads sleep at barriers instead of spinning (must be set before torch loads
+# libgomp; a value the user set is kept; SEMCAT_OMP_PASSIVE=0 leaves it alone): see _core/threads
+_set_wait_policy()
 
 #: public module namespaces: ``sk.<name>`` -> the module that holds the concept
 _MODULES = {

@@ -22,7 +22,8 @@ yv = np.repeat(np.arange(8), 4)
 vemb = (centers[yv] + 0.5 * rng.normal(size=(len(yv), 12))).astype(np.float32)
 nb = sk.similarity.label_neighbors(centers.astype(np.float32), k=3)
 cfg = sk.TrainConfig(epochs=3, proj_dim=16, hidden=32, batch_size=32, lr=3e-3, device="cpu", dropout=0.0,
-                     modality_dropout=0.0, smoothing="semantic", k=3, early_stopping="val_top1", patience=5)
+                     modality_dropout=0.0, smoothing="semantic", k=3, early_stopping="val_top1", patience=5,
+                     solver="minibatch")          # the same loop on 1 process and under torchrun
 run = sk.train(emb, y, taxonomy=tax, neighbors=nb, config=cfg, val=(vemb, yv), progress=False,
                checkpoint_dir=sys.argv[2] if len(sys.argv) > 2 else None)
 if distributed.is_main():

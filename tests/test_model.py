@@ -174,3 +174,51 @@ def test_numpy_integer_sizes_accepted_and_config_stays_json():
     assert cfg["text_dim"] == 8 and cfg["n_classes"] == 5 and type(head.config["image_dim"]) is int
     with pytest.raises(ValueError, match="n_classes must be a positive int"):
         FusionHead(8, 6, np.float64(5.0))
+
+
+# ------------------------------------------------------------------ the trainer's fast paths (issue 28)
+@pytest.mark.parametrize("proj_dim,hidden,input_norm", [(0, 0, False), (4, 16, True), (0, 16, True)])
+def test_fused_zeroes_missing_parts_and_nan_placeholders_like_the_definition(proj_dim, hidden, input_norm):
+    """The fused row (the linear head's concat fast path included) equals its definition: each
+    modality's projection with missing rows zeroed, the presence flags; NaN placeholders in missing
+    rows never leak, and gradients reach the head as through the plain formula."""
+    t, v = _inputs()
+    t[2], v[5] = float("nan"), float("inf")
+    tm = torch.ones(12, dtype=torch.bool)
+    vm = torch.ones(12, dtype=torch.bool)
+    tm[2], vm[5], vm[7] = False, False, False
+    head = FusionHead(8, 6, 5, proj_dim=proj_dim, hidden=hidden, input_norm=input_norm).eval()
+    h = head.fused(t, v, image_mask=vm, text_mask=tm)
+    tz = torch.where(tm[:, None], t, 0.0)
+    vz = torch.where(vm[:, None], v, 0.0)
+    want = torch.cat([head.text_proj(tz) * tm[:, None], head.image_proj(vz) * vm[:, None],
+                      torch.stack([tm, vm], 1).float()], 1)
+    assert torch.isfinite(h).all()
+    torch.testing.assert_close(h, want)
+    out = head(t, v, image_mask=vm, text_mask=tm)
+    out.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
+    assert t[2].isnan().all() and v[5].isinf().all()          # the inputs are not modified
+
+
+def test_cpu_dropout_rate_scale_gradient_and_seed():
+    from semcat_kit.learn.model import Dropout
+
+    d = Dropout(0.2).train()
+    x = torch.randn(512, 300, requires_grad=True)
+    torch.manual_seed(0)
+    y = d(x)
+    kept = y != 0
+    p_eff = round(0.2 * 32768) / 32768
+    assert abs(kept.float().mean().item() - (1 - p_eff)) < 0.005          # 153,600 draws: 4 sd ~ 0.004
+    torch.testing.assert_close(y[kept], x[kept] / (1 - p_eff))             # inverted dropout: E[y] = x
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, kept.float() / (1 - p_eff))
+    torch.manual_seed(0)
+    assert torch.equal(d(x), y)                                            # the global RNG: reproducible
+    # every 15-bit lane of the 64-bit draws is used: the rate holds in each of the four columns mod 4
+    flat = (d(torch.ones(4096, 4)) != 0).float()
+    assert all(abs(flat[:, j].mean().item() - (1 - p_eff)) < 0.03 for j in range(4))
+    assert torch.equal(d.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
+    assert isinstance(FusionHead(8, 6, 5, hidden=0).mlp[0], torch.nn.Dropout)   # state-dict keys unchanged

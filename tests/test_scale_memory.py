@@ -233,7 +233,7 @@ def test_training_and_streaming_evaluation_release_freed_memory_every_few_steps(
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(8), 40)
     x = (rng.normal(size=(8, 6))[y] + 0.3 * rng.normal(size=(len(y), 6))).astype(np.float32)
-    train(x, y, taxonomy=tax, config=TrainConfig(epochs=1, batch_size=8, device="cpu", early_stopping=None),
+    train(x, y, taxonomy=tax, config=TrainConfig(epochs=1, batch_size=8, device="cpu", early_stopping=None, solver="minibatch"),
           val=(x[:40], y[:40]), progress=False)
     assert calls["train"] == (len(y) // 8) // _memory.TRIM_EVERY      # 40 steps -> 2 trims
     assert calls["eval"] >= 1                                         # validation chunk(s)
@@ -288,6 +288,6 @@ def test_training_and_streaming_evaluation_bound_the_heap(monkeypatch, tmp_path)
     emb = sk.Embeddings(np.array([f"i{i}" for i in range(30)]), rng.standard_normal((30, 8)).astype(np.float32),
                         None, np.ones(30, bool), np.zeros(30, bool))
     y = np.arange(30) % 3
-    sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(epochs=1, batch_size=8, device="cpu"), val=(emb, y),
+    sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(epochs=1, batch_size=8, device="cpu", solver="minibatch"), val=(emb, y),
              progress=False)
     assert "train" in seen and "eval" in seen

@@ -5,6 +5,7 @@ process groups, the one item-id rule.
 ``check_unique_ids``), ``io`` (atomic files
 and folders), ``digest`` (the one file digest),
 ``memory`` (bounded heaps, returning freed memory), ``distributed`` (one process or many under
-``torchrun``), ``seen_ids`` (ids seen so far in a stream, as sorted hashes).
+``torchrun``), ``seen_ids`` (ids seen so far in a stream, as sorted hashes), ``threads`` (torch
+threads on a shared machine: ``SEMCAT_THREADS``, the OpenMP wait policy).
 May import: nothing from semcat_kit outside ``_core``.
 """

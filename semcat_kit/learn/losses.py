@@ -119,7 +119,12 @@ def focal_loss(logits, y, gamma: float = 2.0, alpha=None, reduction: str = "mean
     y = _check(logits, y, reduction, check_labels=check_labels)
     if gamma < 0:
         raise ValueError(f"gamma must be >= 0, not {gamma}")
-    logp = F.log_softmax(logits.float(), dim=1).gather(1, y[:, None]).squeeze(1)
+    return _reduce(_focal(F.log_softmax(logits.float(), dim=1), y, gamma, alpha), reduction)
+
+
+def _focal(logp_all: torch.Tensor, y: torch.Tensor, gamma: float, alpha) -> torch.Tensor:
+    """Per-row focal loss from the (B, C) log-probabilities (see :func:`focal_loss`)."""
+    logp = logp_all.gather(1, y[:, None]).squeeze(1)
     loss = -logp
     if gamma != 0:
         # 1 - p computed as -expm1(log p): accurate when p is close to 1
@@ -129,11 +134,11 @@ def focal_loss(logits, y, gamma: float = 2.0, alpha=None, reduction: str = "mean
             loss = loss * float(alpha)
         else:
             a = torch.as_tensor(alpha, device=loss.device, dtype=torch.float32)
-            if a.ndim != 1 or a.shape[0] != logits.shape[1]:
-                raise ValueError(f"alpha must hold one weight per class ({logits.shape[1]}); "
+            if a.ndim != 1 or a.shape[0] != logp_all.shape[1]:
+                raise ValueError(f"alpha must hold one weight per class ({logp_all.shape[1]}); "
                                  f"got shape {tuple(a.shape)}")
             loss = loss * a[y]
-    return _reduce(loss, reduction)
+    return loss
 
 
 def soft_kl(logits, y, targets: SoftTargets, reduction: str = "mean", check_labels: bool = True) -> torch.Tensor:
@@ -160,17 +165,19 @@ def soft_kl(logits, y, targets: SoftTargets, reduction: str = "mean", check_labe
     if not isinstance(targets, SoftTargets):
         raise TypeError(f"targets must be a soft_labels.SoftTargets, not {type(targets).__name__}")
     y = _check(logits, y, reduction, targets.n_classes, check_labels=check_labels)
-    z = logits.float()
-    C = z.shape[1]
-    idx_t, w_t, h_t = targets.torch_tables(z.device)
-    idx, w = idx_t[y], w_t[y]                       # (B, K)
     # one fused O(C) log_softmax (its backward is much cheaper than logsumexp's), then K gathers
-    logp = F.log_softmax(z, dim=1)
+    return _reduce(_kl(F.log_softmax(logits.float(), dim=1), y, targets), reduction)
+
+
+def _kl(logp: torch.Tensor, y: torch.Tensor, targets: SoftTargets) -> torch.Tensor:
+    """Per-row KL from the (B, C) log-probabilities (see :func:`soft_kl`)."""
+    C = logp.shape[1]
+    idx_t, w_t, h_t = targets.torch_tables(logp.device)
+    idx, w = idx_t[y], w_t[y]                       # (B, K)
     cross = (w * logp.gather(1, idx)).sum(1)
     if targets.floor > 0:
         cross = cross + (targets.floor / C) * logp.sum(1)
-    loss = h_t[y].float() - cross
-    return _reduce(loss, reduction)
+    return h_t[y].float() - cross
 
 
 def combined_loss(logits, y, targets: SoftTargets | None = None, gamma: float = 2.0, alpha=None,
@@ -181,11 +188,15 @@ def combined_loss(logits, y, targets: SoftTargets | None = None, gamma: float = 
     ``kl_weight == 0``) so the parts can be logged separately. ``check_labels`` as in
     :func:`focal_loss`.
     """
-    focal = focal_loss(logits, y, gamma=gamma, alpha=alpha, check_labels=check_labels)
-    if targets is None or kl_weight == 0:
-        kl = torch.zeros((), device=focal.device)
-    else:
-        kl = soft_kl(logits, y, targets, check_labels=check_labels)
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0, not {gamma}")
+    use_kl = targets is not None and kl_weight != 0
+    if use_kl and not isinstance(targets, SoftTargets):
+        raise TypeError(f"targets must be a soft_labels.SoftTargets, not {type(targets).__name__}")
+    y = _check(logits, y, "mean", targets.n_classes if use_kl else None, check_labels=check_labels)
+    logp = F.log_softmax(logits.float(), dim=1)        # once, for both terms
+    focal = _focal(logp, y, gamma, alpha).mean()
+    kl = _kl(logp, y, targets).mean() if use_kl else torch.zeros((), device=focal.device)
     return {"total": focal + kl_weight * kl, "focal": focal, "kl": kl}
 
 

@@ -27,10 +27,82 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FusionHead", "FUSION_MODES"]
+__all__ = ["FusionHead", "FUSION_MODES", "Dropout"]
 
 FUSION_MODES = ("concat", "gated", "text", "image")
 _ALIASES = {"text-only": "text", "text_only": "text", "image-only": "image", "image_only": "image"}
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with a cheaper mask on the CPU.
+
+    Inverted dropout: ``out = x * keep / (1 - p')`` with ``keep = u >= round(p * 2**15)``, ``u``
+    uniform on ``[0, 2**15)`` -- four such draws from each 63-bit random integer -- and
+    ``p' = round(p * 2**15) / 2**15`` (``p`` rounded to 1/32,768, so ``E[out] = x`` exactly). The
+    mask is applied as a bitwise AND of the float's bits (a dropped NaN becomes 0). On the CPU
+    ``torch.bernoulli_`` draws one random number per element and cost more than the linear head's
+    GEMMs (3.8 ms against 1.5 ms for a (256, 1666) batch); this costs ~0.6 ms. Other devices,
+    and other dtypes than float32, use ``nn.Dropout``. The masks come from the global torch RNG
+    (so the checkpoints' ``rng`` state covers them).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (not self.training or self.p == 0 or x.device.type != "cpu" or self.inplace
+                or x.dtype != torch.float32):
+            return super().forward(x)
+        thr = int(round(self.p * 32768))
+        if thr >= 32768:
+            return x * 0
+        return _MaskedScale.apply(x, _keep_bits(x.shape, thr), 32768.0 / (32768 - thr))
+
+
+def _keep_bits(shape, thr: int) -> torch.Tensor:
+    """int32 of ``shape``: all bits set where an element is kept (probability 1 - thr / 2**15), 0 where dropped."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_()      # 63 random bits each
+    u = bits.view(torch.int16)[:n] & 0x7FFF                             # 4 x 15 uniform bits
+    drop = (u - thr) >> 15                                              # -1 where u < thr, else 0
+    return (~drop).to(torch.int32).view(shape)                          # sign-extended: -1 (kept) or 0
+
+
+class _MaskedScale(torch.autograd.Function):
+    """``(x & mask) * scale`` on float32 bits, and the same on the gradient."""
+
+    @staticmethod
+    def forward(ctx, x, mask, scale):
+        ctx.save_for_backward(mask)
+        ctx.scale = scale
+        return (x.contiguous().view(torch.int32) & mask).view(torch.float32).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        return (g.contiguous().view(torch.int32) & mask).view(torch.float32).mul_(ctx.scale), None, None
+
+
+def _zero_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``x`` with the rows where ``keep`` is False set to 0 (NaN placeholders included).
+
+    On the CPU: the rows are listed and filled (``x`` itself when none is: no copy); the
+    element-wise ``torch.where`` over the whole batch costs as much as a small GEMM there. Other
+    devices: ``torch.where`` (no host sync).
+    """
+    if x.device.type == "cpu":
+        bad = torch.nonzero(~keep).squeeze(1)
+        return x if len(bad) == 0 else x.index_fill(0, bad, 0)
+    return torch.where(keep.unsqueeze(1), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def _zero_rows_(x: torch.Tensor, keep: torch.Tensor) -> None:
+    """In place: the rows of ``x`` (a view) where ``keep`` is False set to 0."""
+    if x.device.type == "cpu":
+        bad = torch.nonzero(~keep).squeeze(1)
+        if len(bad):
+            x.index_fill_(0, bad, 0)
+    else:
+        x.masked_fill_(~keep.unsqueeze(1), 0)
 
 
 def _dim(d, name: str) -> int:
@@ -136,9 +208,9 @@ class FusionHead(nn.Module):
             # concat: projections + presence flags (flags only matter when both modalities exist)
             fused = width["text"] + width["image"] + (2 if self._both else 0)
         if hidden == 0:   # a linear head: one layer from the fused projections to the outputs
-            self.mlp = nn.Sequential(nn.Dropout(dropout), nn.Linear(fused, self.out_dim))
+            self.mlp = nn.Sequential(Dropout(dropout), nn.Linear(fused, self.out_dim))
         else:
-            self.mlp = nn.Sequential(nn.Linear(fused, hidden), nn.GELU(), nn.Dropout(dropout),
+            self.mlp = nn.Sequential(nn.Linear(fused, hidden), nn.GELU(), Dropout(dropout),
                                      nn.Linear(hidden, self.out_dim))
 
     def extra_repr(self) -> str:
@@ -152,6 +224,10 @@ class FusionHead(nn.Module):
         if mask.shape != (x.shape[0],):
             raise ValueError(f"{name} has shape {tuple(mask.shape)}; expected ({x.shape[0]},), one flag per row")
         return mask
+
+    @staticmethod
+    def _identity(proj: nn.Sequential) -> bool:
+        return all(isinstance(m, nn.Identity) for m in proj)
 
     def _check(self, x, dim: int, name: str):
         if x is None:
@@ -192,14 +268,24 @@ class FusionHead(nn.Module):
             drop_image = torch.rand(n, device=both.device) < 0.5
             mv = mv & ~(drop & drop_image)
             mt = mt & ~(drop & ~drop_image)
+        if self._both and self.gate is None and self._identity(self.text_proj) and self._identity(self.image_proj):
+            # concat of the embeddings as they are (the linear head): one copy into the fused
+            # row, then the missing parts of it set to zero (NaN placeholders included)
+            h = torch.cat([text, image, torch.stack([mt, mv], dim=1).to(text.dtype)], dim=1)
+            _zero_rows_(h[:, :self.text_dim], mt)
+            _zero_rows_(h[:, self.text_dim:self.text_dim + self.image_dim], mv)
+            return h
         # a missing modality is zeroed after projection; its input row is zeroed first so that
         # placeholder values there (even NaN) cannot leak through 0 * NaN
+        # (an identity projection keeps the zeroed rows zero: no second pass)
         if self.text_proj is not None:
-            text = torch.where(mt.unsqueeze(1), text, torch.zeros((), dtype=text.dtype, device=text.device))
-            t = self.text_proj(text) * mt.unsqueeze(1).to(text.dtype)
+            t = self.text_proj(_zero_rows(text, mt))
+            if not self._identity(self.text_proj):
+                t = t * mt.unsqueeze(1).to(t.dtype)
         if self.image_proj is not None:
-            image = torch.where(mv.unsqueeze(1), image, torch.zeros((), dtype=image.dtype, device=image.device))
-            v = self.image_proj(image) * mv.unsqueeze(1).to(image.dtype)
+            v = self.image_proj(_zero_rows(image, mv))
+            if not self._identity(self.image_proj):
+                v = v * mv.unsqueeze(1).to(v.dtype)
         if not self._both:
             h = t if t is not None else v
         else:

@@ -29,7 +29,6 @@ converged leave the stack (later steps compute only the others).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -410,18 +409,13 @@ def _validate(stack, x, vdata, vfeat, yv, chunk: int = 8192, score=None):
 
 
 def default_threads() -> int:
-    """Torch threads for a fit that shares the machine: the cores this process may use, less the
-    load other processes put on them (``os.getloadavg``), at least 1.
+    """Torch threads for a fit that shares the machine: :func:`semcat_kit._core.threads.choose_threads`
+    (``SEMCAT_THREADS`` when set; else the cores this process may use less those other processes
+    keep busy, at least 1, at most the caller's torch threads).
 
     Oversubscribed torch threads spin-wait for each other and slow a run far more than its share
-    of the cores would (16-31x measured with 4 busy processes on 2 cores; bench/bench_suite.py).
+    of the cores would (16-31x measured with 4 busy processes on 2 cores; bench/bench_trainer_bound.py).
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:   # pragma: no cover - not on Linux
-        cores = os.cpu_count() or 1
-    try:
-        load = os.getloadavg()[0]
-    except OSError:          # pragma: no cover
-        load = 0.0
-    return max(1, min(cores, int(cores - load + 0.5)))
+    from .._core.threads import choose_threads
+
+    return choose_threads()

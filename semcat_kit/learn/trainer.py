@@ -23,6 +23,13 @@ resumed run continues bit-exactly. The same loop runs on one process or many: un
 all-reduced for the history, and only rank 0 validates, checkpoints and shows progress (its
 decisions are broadcast). Data comes from any table with ``__len__`` and ``batch(idx, device)``:
 the in-memory :class:`semcat_kit._core.contracts.EmbeddingTable` or a memory-mapped store.
+
+A step is the head's own work and little else (``bench/bench_trainer_bound.py`` compares it with
+a bare loop of the same layers): the loss's parts stay on the device, one stacked row a step,
+summed once per epoch (no host sync but the NaN check's, every ``check_every`` steps); only the
+callbacks that override ``on_step_end`` are called per step; the loop runs under
+:func:`semcat_kit._core.threads.torch_threads` (``SEMCAT_THREADS``: fewer threads when other
+processes keep the cores busy).
 """
 from __future__ import annotations
 
@@ -42,6 +49,7 @@ from tqdm.auto import tqdm
 from .._core.io import atomic_path
 from .._core.memory import TRIM_EVERY, bound_heap, release_freed_memory
 from .._core.contracts import autocast
+from .._core.threads import torch_threads
 
 __all__ = ["Trainer", "Callback", "CurriculumTargets", "DivergenceStop", "Validation", "EarlyStopping",
            "Checkpoint", "ProgressBar", "MetricLogger", "TrainingDivergedError", "CheckpointError",
@@ -458,13 +466,18 @@ class Trainer:
         Chunked shuffling for memory-mapped tables (see :class:`BatchSampler`).
     score : callable, optional
         ``outputs -> class scores`` for validation (e.g. code scores of a codes head).
+    threads : int, optional
+        Torch threads while fitting (restored after); default
+        :func:`semcat_kit._core.threads.choose_threads` (``SEMCAT_THREADS``, else the cores that
+        other processes leave free).
     """
 
     def __init__(self, model, optimizer, scheduler, data, y, loss, *, epochs: int, batch_size: int,
                  device: torch.device, dtype: torch.dtype = torch.float32, generator: torch.Generator,
                  callbacks: Sequence[Callback] = (), chunk_size: int | None = None,
-                 score: Callable | None = None, checkpoint_dir=None):
+                 score: Callable | None = None, checkpoint_dir=None, threads: int | None = None):
         self.rank, self.world = distributed_context()
+        self.threads = threads
         self.module = model
         self.model = model
         if self.world > 1:
@@ -497,8 +510,8 @@ class Trainer:
         self.best_epoch: int | None = None
         self.last_checkpoint: str | None = None
         self.checkpoint_epoch = 0
-        self.step_losses = torch.zeros(0)
-        self.step_parts: list[dict] = []
+        self.part_keys: list[str] = []                   # the loss's parts ("total" first)
+        self.step_values = torch.zeros(0, 0)             # (steps of the epoch, parts), on the device
 
     # ---------------------------------------------------------------- state
     def state_copy(self) -> dict:
@@ -557,6 +570,10 @@ class Trainer:
 
     def fit(self) -> "Trainer":
         """Run the remaining epochs (all, or those after a restored checkpoint)."""
+        with torch_threads(self.threads):
+            return self._fit()
+
+    def _fit(self) -> "Trainer":
         bound_heap()      # large step temporaries mapped on their own: freed memory goes back (see _memory)
         self._emit("on_train_begin")
         try:
@@ -580,49 +597,72 @@ class Trainer:
         t0 = time.perf_counter()
         batches = self.sampler.epoch()
         n_steps = len(batches)
-        self.step_losses = torch.zeros(n_steps, device=self.device)
-        self.step_parts = []
-        sums: dict[str, torch.Tensor] = {}
+        self.part_keys = []
+        self.step_values = torch.zeros(n_steps, 0, device=self.device)
+        # only the callbacks that do something per step are called per step
+        per_step = [cb for cb in self.callbacks if type(cb).on_step_end is not Callback.on_step_end]
+        scaled = self.scaler.is_enabled()
+        non_blocking = self.device.type == "cuda"
         inner = tqdm(batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False,
                      disable=not any(isinstance(c, ProgressBar) and c.enabled for c in self.callbacks)
                      or n_steps < 50 or self.rank != 0)
         try:
             for b, idx in enumerate(inner):
                 self.batch = b
-                yb = self.y[idx].to(self.device, torch.int64, non_blocking=True)
+                yb = self.y[idx].to(self.device, torch.int64, non_blocking=non_blocking)
                 with autocast(self.device, self.dtype):
-                    z = self.model(*self.data.batch(idx, self.device, non_blocking=self.device.type == "cuda"))
+                    z = self.model(*self.data.batch(idx, self.device, non_blocking=non_blocking))
                 parts = self.loss(z, yb, self)
+                del z
                 loss = parts["total"]
                 self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                if scaled:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    loss.backward()
+                    self.optimizer.step()
                 self.scheduler.step()
-                n = torch.tensor(float(len(idx)), device=self.device)
-                det = {k: v.detach().float() for k, v in parts.items()}
-                self.step_losses[b] = det["total"]
-                self.step_parts.append(det)
-                for k, v in det.items():
-                    sums[k] = sums.get(k, 0) + v * n
-                self._emit("on_step_end")
+                if not self.part_keys:        # the loss's parts, in its order ("total" first)
+                    self.part_keys = ["total"] + [k for k in parts if k != "total"]
+                    self.step_values = torch.zeros(n_steps, len(self.part_keys), device=self.device)
+                # the step's parts stay on the device: one stacked row a step, no host sync
+                self.step_values[b] = torch.stack([parts[k].detach().float() for k in self.part_keys])
+                del parts, loss
+                for cb in per_step:
+                    cb.on_step_end(self)
                 if (b + 1) % TRIM_EVERY == 0:      # freed step temporaries back to the OS: flat over an epoch
                     release_freed_memory()
         finally:
             inner.close()
-        keys = sorted(sums)
-        totals = torch.stack([sums[k] for k in keys]) if keys else torch.zeros(0, device=self.device)
+        keys = self.part_keys
+        if keys:      # sums of the parts over the epoch's rows: one reduction per epoch
+            n = torch.tensor([float(len(i)) for i in batches], device=self.device)
+            totals = (self.step_values.double() * n.double()[:, None]).sum(0).float()
+        else:
+            totals = torch.zeros(0, device=self.device)
         if self.world > 1:      # sums over every rank's rows
             dist.all_reduce(totals)
-        totals = totals.cpu().tolist()
+        got = dict(zip(keys, totals.cpu().tolist()))
         N = len(self.y)
-        got = dict(zip(keys, totals))
         self.row["lr"] = self.optimizer.param_groups[0]["lr"]
         self.row["loss"] = got.pop("total", 0.0) / N
-        for k in keys:
-            if k != "total":
-                self.row[k] = got[k] / N
+        for k in sorted(got):
+            self.row[k] = got[k] / N
         self.row["seconds"] = time.perf_counter() - t0
+
+    @property
+    def step_losses(self) -> torch.Tensor:
+        """(steps of the epoch,) total loss of each step so far (zeros after the current step)."""
+        if not self.part_keys:
+            return torch.zeros(self.step_values.shape[0], device=self.step_values.device)
+        return self.step_values[:, 0]
+
+    @property
+    def step_parts(self) -> list[dict]:
+        """The loss parts of each step of the epoch up to the current one, ``{name: tensor}``."""
+        return [dict(zip(self.part_keys, row)) for row in self.step_values[:self.batch + 1]]
 
     @torch.no_grad()
     def scores(self, data, batch_size: int = 4096) -> torch.Tensor:
