@@ -15,6 +15,11 @@ manager (``@jupyter-widgets/html-manager``'s ``embed.js``) from ``<out>/_static/
 plotly.js comes from the plotly Python package; the widget manager from the npm registry, fetched
 once with ``npm pack`` into a cache (``$SEMCAT_JS_CACHE``, default ``~/.cache/semcat_kit/js``).
 Without npm the reports fall back to the CDN loader (widgets then need a network) and say so.
+
+The executed notebooks open cleanly in JupyterLab (:func:`finish_notebook`): they are signed for this
+user (as ``jupyter trust`` does), so JupyterLab draws their widgets from the saved state instead of
+showing each one as text ("VBox(children=...)"), and no output points at a widget model the saved
+state does not hold (shown as "Error displaying widget: model not found").
 """
 from __future__ import annotations
 
@@ -149,6 +154,38 @@ def _figure_html(nb) -> None:
         fix(model.get("state", {}).get("outputs", []) or [])
 
 
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def finish_notebook(ipynb: Path) -> int:
+    """Make an executed notebook open cleanly in JupyterLab; returns how many outputs were dropped.
+
+    An output showing a widget whose model is not in the notebook's saved widget state would read
+    "Error displaying widget: model not found": it is dropped. The notebook is then signed with
+    this user's notebook secret (``nbformat.sign``, what ``jupyter trust`` does): an unsigned
+    notebook is untrusted, and JupyterLab shows each widget of an untrusted notebook as its text.
+    """
+    import nbformat
+    from nbformat.sign import NotebookNotary
+
+    nb = nbformat.read(ipynb, as_version=4)
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    dropped = 0
+    for cell in nb.cells:
+        outs = cell.get("outputs")
+        if not outs:
+            continue
+        keep = [o for o in outs if WIDGET_VIEW not in o.get("data", {})
+                or o["data"][WIDGET_VIEW].get("model_id") in state]
+        dropped += len(outs) - len(keep)
+        cell.outputs = keep
+    if dropped:
+        atomic_write_text(ipynb, nbformat.writes(nb))
+    NotebookNotary().sign(nb)
+    return dropped
+
+
 def to_html(ipynb: Path, resources: dict) -> Path:
     """Write the HTML report of an executed notebook beside it (see the module docstring)."""
     import nbformat
@@ -189,6 +226,7 @@ def run(out: Path, params: dict, only: list[str] | None = None, html: bool = Tru
         print(f"[run_notebooks] {nb.name} ...", flush=True)
         pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name="python3",
                             cwd=str(NOTEBOOKS), progress_bar=False, log_output=False)
+        finish_notebook(target)
         if html:
             to_html(target, resources)
         dt = time.perf_counter() - t0

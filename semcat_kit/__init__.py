@@ -16,7 +16,8 @@ it may import (arrows point down only):
                  registry, streaming metrics, head / torso / tail buckets
 ``learn``        losses, the fusion head, the minibatch trainer, ``TrainConfig`` / ``train``
 ``experiments``  multi-seed comparison suites, peers (LogisticRegression, hiclass), tuning
-``see``          data prep for figures, plotly figures, ipywidgets explorers
+``see``          tables behind the figures (``sk.see.mispredictions``, ...), plotly figures,
+                 ipywidgets explorers
 ``ship``         exported head folders, ``Predictor``
 ``orchestrate``  ``PipelineConfig`` and the YAML schema, ``Pipeline`` (the one flow: every command
                  and the ``Workspace`` run it), ``Workspace`` (a ``Pipeline`` with a work folder)
@@ -27,7 +28,7 @@ it may import (arrows point down only):
 ``import semcat_kit as sk`` is light: names are imported on first use (PEP 562), so
 ``import semcat_kit`` and ``semcat --help`` load no torch, plotly or ipywidgets. The module
 namespaces the notebooks use (``sk.datasets``, ``sk.encoders``, ``sk.similarity``, ``sk.metrics``,
-``sk.viz``, ...) and the functions and classes below are the public API (``__all__``).
+``sk.see``, ``sk.viz``, ...) and the functions and classes below are the public API (``__all__``).
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ _MODULES = {
     "training": ".learn.training",
     "comparison": ".experiments.comparison", "baselines": ".experiments.baselines",
     "tuning": ".experiments.tuning",
-    "inspection": ".see.inspection", "viz": ".see.viz", "widgets": ".see.widgets",
+    "see": ".see", "viz": ".see.viz", "widgets": ".see.widgets",
     "export": ".ship.export", "predictor": ".ship.predictor",
     "pipeline": ".orchestrate.pipeline", "workspace": ".orchestrate.workspace",
     "cli": ".cli",
@@ -128,7 +129,8 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing here runs
     from .orchestrate.config import PipelineConfig, PipelineError  # noqa: F401
     from .orchestrate.pipeline import Pipeline  # noqa: F401
     from .orchestrate.workspace import Workspace  # noqa: F401
-    from .see import inspection, viz, widgets  # noqa: F401
+    from . import see  # noqa: F401
+    from .see import viz, widgets  # noqa: F401
     from .ship import export, predictor  # noqa: F401
     from .ship.export import export_head, load_head  # noqa: F401
     from .ship.predictor import Predictor  # noqa: F401

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import semcat_kit as sk
-from semcat_kit import contracts, decoding, hedging, inspection, metrics, viz
+from semcat_kit import contracts, decoding, hedging, metrics, see, viz
 from semcat_kit.labels.similarity import Neighbors
 
 PATHS = ["A > a1", "A > a2", "B > b1", "B > b2"]
@@ -44,16 +44,16 @@ def _reliability(p, y):
 
 
 def _label_issues(p, y):
-    return inspection.label_issues(p, y)
+    return see.label_issues(p, y)
 
 
 def _mispredictions(p, y):
-    return inspection.mispredictions(CATALOG.iloc[: len(np.atleast_2d(p))].reset_index(drop=True)
+    return see.mispredictions(CATALOG.iloc[: len(np.atleast_2d(p))].reset_index(drop=True)
                                      if np.ndim(p) == 2 else CATALOG, p, y, TAX)
 
 
 def _severity_table(p, y):
-    return inspection.severity_table({"m": (p, y)}, TAX)
+    return see.severity_table({"m": (p, y)}, TAX)
 
 
 def _severity_histogram(p, y):
@@ -61,7 +61,7 @@ def _severity_histogram(p, y):
 
 
 def _top_confusions(p, y):
-    return inspection.top_confusions(p, y, TAX, cls=0)
+    return see.top_confusions(p, y, TAX, cls=0)
 
 
 def _confusion_heatmap(p, y):
@@ -146,15 +146,15 @@ def test_integral_floats_are_indices_everywhere():
     y = GOOD_Y.astype(float)
     ref = sk.evaluate(GOOD_P, GOOD_Y, TAX)
     pd.testing.assert_series_equal(sk.evaluate(GOOD_P, y, TAX), ref)
-    assert inspection.label_issues(GOOD_P, y)["given"].tolist() == GOOD_Y.tolist()
-    assert len(inspection.severity_table({"m": (GOOD_P, y)}, TAX))
+    assert see.label_issues(GOOD_P, y)["given"].tolist() == GOOD_Y.tolist()
+    assert len(see.severity_table({"m": (GOOD_P, y)}, TAX))
 
 
 def test_unknown_label_is_both_key_and_value_error():
     with pytest.raises(KeyError):
         sk.evaluate(GOOD_P, ["A > a1", "A > zz", "B > b1", "B > b2"], TAX)
     with pytest.raises(contracts.UnknownLabelError):
-        inspection.severity_table({"m": (GOOD_P, ["A > zz"] * 4)}, TAX)
+        see.severity_table({"m": (GOOD_P, ["A > zz"] * 4)}, TAX)
 
 
 # ------------------------------------------------------------------ neighbours
@@ -169,8 +169,8 @@ BAD_NEIGHBORS = [
 @pytest.mark.parametrize("case", BAD_NEIGHBORS, ids=[c[0] for c in BAD_NEIGHBORS])
 @pytest.mark.parametrize("entry", [
     lambda nb: sk.evaluate(GOOD_P, GOOD_Y, TAX, neighbors=nb[0]),
-    lambda nb: inspection.neighbor_table(nb, TAX),
-    lambda nb: inspection.neighborhood_confusion(GOOD_P, GOOD_Y, TAX, cls=0, neighbors=nb),
+    lambda nb: see.neighbor_table(nb, TAX),
+    lambda nb: see.neighborhood_confusion(GOOD_P, GOOD_Y, TAX, cls=0, neighbors=nb),
     lambda nb: contracts.as_neighbors(nb, C),
 ], ids=["evaluate", "neighbor_table", "neighborhood_confusion", "contracts"])
 def test_bad_neighbors_same_answer_everywhere(entry, case):
@@ -184,8 +184,8 @@ K_ENTRIES = {
     "evaluate ks": lambda k: sk.evaluate(GOOD_P, GOOD_Y, TAX, ks=(k,)),
     "topk": lambda k: decoding.topk(GOOD_P, k),
     "crm_predict": lambda k: decoding.crm_predict(GOOD_P, TAX, top_k=k),
-    "mispredictions top": lambda k: inspection.mispredictions(CATALOG, GOOD_P, GOOD_Y, TAX, top=k),
-    "neighbor_table k": lambda k: inspection.neighbor_table(NB, TAX, k=k),
+    "mispredictions top": lambda k: see.mispredictions(CATALOG, GOOD_P, GOOD_Y, TAX, top=k),
+    "neighbor_table k": lambda k: see.neighbor_table(NB, TAX, k=k),
     "hdist@k": lambda k: metrics.hierarchical_distance_at_k(np.zeros((4, 2), dtype=int), GOOD_Y, TAX, k),
 }
 

@@ -1,6 +1,9 @@
-"""semcat_kit.see.inspection: data prep behind the figures and widgets (real Myntra products, synthetic
-model outputs from tests/_inspection_case.py, and tiny hand-computed cases)."""
+"""The tables behind the figures and widgets, ``sk.see.*`` (modules classes, label_noise, mistakes,
+label_graph, confusions, severity, projection, histories, tables): real Myntra products, synthetic model
+outputs from tests/_inspection_case.py, and tiny hand-computed cases."""
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -8,7 +11,7 @@ import pytest
 
 from _inspection_case import MISSING_IMAGE_ID, make_case, small_taxonomy
 from semcat_kit import Taxonomy
-from semcat_kit import inspection as si
+from semcat_kit import see as si
 
 
 @pytest.fixture(scope="module")
@@ -438,7 +441,7 @@ def test_example_classes_are_chosen_from_the_data():
     """anchor = most products; same branch = nearest sibling; other branch = nearest class in another
     top-level category, else in another sub-branch but never an ancestor of the anchor."""
     import semcat_kit as sk
-    from semcat_kit import inspection as si
+    from semcat_kit import see as si
 
     tax = sk.Taxonomy.from_paths(["A > a1", "A > a2", "A", "A > b > x", "B > c"])
     emb = np.array([[1, 0, 0], [0.9, 0.1, 0], [0.95, 0, 0.05], [0.8, 0.3, 0], [0, 0, 1.0]], dtype=np.float32)
@@ -451,7 +454,7 @@ def test_example_classes_are_chosen_from_the_data():
 
 def test_confused_pairs_graph_neighborhood_and_search():
     import semcat_kit as sk
-    from semcat_kit import inspection as si
+    from semcat_kit import see as si
 
     tax = sk.Taxonomy.from_paths(["A > a", "A > b", "B > c", "B > d"])
     y = np.array([0, 0, 0, 1, 1, 2, 3])
@@ -465,3 +468,72 @@ def test_confused_pairs_graph_neighborhood_and_search():
     assert si.graph_neighborhood(nb, tax, 0, k=1).tolist() == [0, 1]          # only its component
     assert si.graph_neighborhood(nb, tax, "B > c", k=1, max_nodes=1).tolist() == [2]
     assert si.search_classes("b", tax)[:2] == ["A > b", "B > c"] and si.search_classes("zz", tax) == []
+
+
+# --------------------------------------------------------------------------- label graph, search, display tables
+def test_cross_branch_pairs_lists_each_pair_once_split_at_the_common_ancestor():
+    tax = small_taxonomy()  # A>a>x, A>a>y, A>b>z, B>c>v, B>c>w
+    # x <-> z both ways (mutual, sims 0.7 / 0.6), z -> v one way (0.9), x -> y siblings (left out)
+    idx = np.array([[1, 2], [0, -1], [0, 3], [4, -1], [3, -1]])
+    sims = np.array([[0.95, 0.7], [0.95, 0.0], [0.6, 0.9], [0.8, 0.0], [0.8, 0.0]])
+    p = si.cross_branch_pairs((idx, sims), tax, k=2)
+    assert p[["a", "b"]].values.tolist() == [[2, 3], [0, 2]]              # by similarity, each pair once
+    assert p["sim"].tolist() == [0.9, 0.7] and p["mutual"].tolist() == [False, True]
+    assert p["common_ancestor"].tolist() == ["", "A"]
+    assert p["a_below"].tolist() == ["A > b > z", "a > x"] and p["b_below"].tolist() == ["B > c > v", "b > z"]
+    assert p["lca_distance"].tolist() == [3, 2]
+    assert len(si.cross_branch_pairs((idx, sims), tax, k=2, n=1)) == 1
+    assert len(si.cross_branch_pairs((idx, sims), tax, k=1)) == 1              # only z -> x among the first neighbours
+
+
+def test_cross_branch_pairs_on_myntra_agree_with_the_directed_table(case):
+    nb, tax = case.neighbors, case.taxonomy
+    p = si.cross_branch_pairs(nb, tax, k=5, n=None)
+    e = si.neighbor_table(nb, tax, k=5)
+    e = e[~e["same_parent"]]
+    undirected = {frozenset(x) for x in zip(e["source"], e["target"])}
+    assert len(p) == len(undirected) and {frozenset(x) for x in zip(p["a"], p["b"])} == undirected
+    assert p["sim"].is_monotonic_decreasing
+    full = [f"{anc} > {a}" if anc else a for anc, a in zip(p["common_ancestor"], p["a_below"])]
+    assert full == [tax.classes[i] for i in p["a"]]
+
+
+def test_search_classes_ranks_path_name_prefix_then_words():
+    tax = Taxonomy.from_paths(["Shoes > Boots", "Kids > Shoes", "Kids > Shoe Laces", "Home > Shoe Rack > Wood",
+                               "Bags > Totes"], on_conflict="keep")
+    assert si.search_classes("kids > shoes", tax) == ["Kids > Shoes"]                     # the path itself
+    assert si.search_classes("shoes", tax) == ["Kids > Shoes", "Shoes > Boots"]          # its name, then words
+    assert si.search_classes("shoe", tax) == ["Kids > Shoe Laces", "Kids > Shoes", "Home > Shoe Rack > Wood",
+                                              "Shoes > Boots"]
+    assert si.search_classes("  SHOE   rack ", tax) == ["Home > Shoe Rack > Wood"]
+    assert si.search_classes("shoe", tax, limit=2) == ["Kids > Shoe Laces", "Kids > Shoes"]
+    assert si.search_classes("", tax) == [] and si.search_classes("zz", tax) == []
+    assert si.search_classes("laces", ["Kids > Shoe Laces", "Laces"]) == ["Laces", "Kids > Shoe Laces"]
+
+
+def test_elide_paths_fit_and_stay_unique():
+    long = "Arts > Hobbies & Creative Arts > Musical Instrument Accessories > String Accessories > Fittings"
+    assert si.elide_paths([long, "A > B"], max_chars=40) == ["Arts > … > String Accessories > Fittings", "A > B"]
+    two = ["Home > Kitchen > Tools > Parts", "Home > Garden > Tools > Parts"]
+    assert si.elide_paths(two, max_chars=20) == two                        # "Home > … > Parts" twice: kept whole
+    assert si.elide_paths(["Top > Mid > A Very Long Leaf Name"], max_chars=5) == ["Top > … > A Very Long Leaf Name"]
+
+
+def test_html_table_is_whole_padded_and_aligned():
+    df = pd.DataFrame({"true_label": ["A > B > C" * 3, None], "share_of_true": [0.12345, np.nan], "count": [3, 12],
+                       "same_parent": [True, False], "ids": [["x", "y"], []]})
+    h = si.html_table(df, headers={"count": "items"}, digits=2)
+    heads = re.findall(r"<th style='([^']*)'>([^<]*)</th>", h)
+    assert [t for _, t in heads] == ["true label", "share of true", "items", "same parent", "ids"]
+    assert [re.search(r"text-align:(\w+)", st).group(1) for st, _ in heads] == ["left", "right", "right", "left", "left"]
+    row0, row1 = re.findall(r"<tr style='[^']*'>(.*?)</tr>", h)
+    assert re.findall(r">([^<>]*)</td>", row0)[1:] == ["0.12", "3", "yes", "x; y"]
+    assert "A &gt;<wbr> B &gt;<wbr> C" in row0 and "..." not in h       # whole, breakable at the separators
+    assert re.findall(r">([^<>]*)</td>", row1) == ["", "", "12", "no", ""]
+    assert "semcat-table" in h and "padding:3px 10px" in h
+    more = si.html_table(pd.DataFrame({"x": range(5)}), max_rows=2)
+    assert more.count("<tr style") == 2 and "3 more rows" in more
+    t = si.show_table(df)
+    assert t._repr_html_() == si.html_table(df) and "A > B > C" * 3 in repr(t)
+    with pytest.raises(TypeError, match="DataFrame"):
+        si.show_table([1, 2])

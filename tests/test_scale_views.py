@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 
+import html
+
 import numpy as np
-import pandas as pd
 import pytest
 
-import semcat_kit as sk
-from semcat_kit import inspection as si
+from _views_case import google_case
+from semcat_kit import see as si
 from semcat_kit import viz, widgets
 
 N_ITEMS = 1500
@@ -40,29 +41,10 @@ class Timer:
 
 @pytest.fixture(scope="module")
 def big(google_taxonomy_file):
-    """The Google taxonomy, tree-shaped generated class embeddings (a class = the sum of random
-    vectors of its ancestors, so siblings are near), their neighbours, and generated predictions:
-    right 50 % of the time, else a sibling or a random class."""
-    tax = sk.Taxonomy.from_google_taxonomy(google_taxonomy_file)
-    C = tax.n_classes
-    rng = np.random.default_rng(0)
-    node_vec = rng.normal(size=(len(tax.node_paths), 32))
-    emb = np.zeros((C, 32))
-    for d in range(1, tax.max_depth + 1):
-        a = tax._class_anc[:, d]   # private: the ancestor table the views are built from (the invariant)
-        ok = a >= 0
-        emb[ok] += node_vec[a[ok]] / d
-    nbrs = sk.similarity.label_neighbors(emb.astype(np.float32), k=10)
-    y = rng.integers(0, C, N_ITEMS)
-    logits = rng.normal(size=(N_ITEMS, C)).astype(np.float32)
-    right = rng.random(N_ITEMS) < 0.5
-    sib = nbrs.indices[y, 0]
-    logits[np.arange(N_ITEMS), np.where(right, y, sib)] += 12
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    probs /= probs.sum(1, keepdims=True)
-    cat = pd.DataFrame({"item_id": [f"g{i}" for i in range(N_ITEMS)], "title": [f"product {i}" for i in range(N_ITEMS)],
-                        "image_path": None, "label": [tax.classes[i] for i in y]})
-    return tax, emb, nbrs, probs, y, cat
+    """The Google taxonomy with generated embeddings, neighbours, labels and predictions
+    (tests/_views_case.py)."""
+    c = google_case(google_taxonomy_file, n_items=N_ITEMS)
+    return c.taxonomy, c.class_emb, c.neighbors, c.probs, c.y, c.catalog
 
 
 def test_google_taxonomy_size(big):
@@ -113,6 +95,9 @@ def test_confusion_views_show_top_pairs(big):
     with Timer(10):
         fig = viz.confusion_heatmap(probs, y, tax, int(t), neighbors=nbrs, size=10)
     assert _n_points(fig) <= 10 * 11
+    # long names wrap onto short lines (slanted labels would eat the plot area), and the height makes room
+    lines = [line for lab in fig.data[0].x for line in lab.split("<br>")]
+    assert max(len(line) for line in lines) <= 40 and fig.layout.height >= 110 + 300 + 50
     with Timer(10):
         fig = viz.severity_histogram({"generated": (probs, y)}, tax)
     assert _n_points(fig) <= tax.max_depth
@@ -126,11 +111,14 @@ def test_widgets_search_instead_of_listing_every_class(big):
     errs = np.bincount(y[probs.argmax(1) != y], minlength=tax.n_classes)
     assert cn.selected == int(errs.argmax())                              # the most-confused class
     cn.picker.value = "shoe"
-    assert 0 < len(cn.search.matches.options) <= 20
-    chosen = cn.search.matches.options[0]
+    n = len(cn.search.hits)
+    assert n > 20 and len(cn.search.matches.options) == 20                # the list holds 20, the line says how many
+    assert f"{n} classes match 'shoe': the first 20 are listed" in cn.message.value
+    assert all(len(label) <= cn.search.max_chars for label, _ in cn.search.matches.options)
+    chosen = cn.search.matches.options[3][1]
     cn.search.matches.value = chosen                                        # choosing a match selects it
-    assert cn.picker.value == chosen and cn.selected == tax.index_of(chosen)
-    assert len(cn.search.matches.options) == 0
+    assert cn.selected == tax.index_of(chosen) and html.escape(chosen) in cn.header.value
+    assert cn.picker.value == "shoe" and len(cn.search.matches.options) == 20   # the box keeps what was typed
     with Timer(60):
         br = widgets.MispredictionBrowser(cat, probs, y, tax, page_size=8)
     assert len(br.cards) <= 8

@@ -8,7 +8,7 @@ import pytest
 
 from _inspection_case import make_case, small_taxonomy
 from semcat_kit import Taxonomy, viz
-from semcat_kit import inspection as si
+from semcat_kit import see as si
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +232,8 @@ def test_figures_on_a_real_training_run(case):
     rng = np.random.default_rng(0)
     X = (case.class_emb[case.y_real] + 0.3 * rng.normal(size=(len(case.y), 32))).astype(np.float32)
     run = sk.train(X[:200], case.y[:200], taxonomy=case.taxonomy, neighbors=case.neighbors,
-                   config=sk.TrainConfig(epochs=2, smoothing="semantic", k=8), val=(X[200:], case.y[200:]),
+                   config=sk.TrainConfig(epochs=2, smoothing="semantic", k=8, solver="minibatch"),   # per-epoch curves
+                   val=(X[200:], case.y[200:]),
                    progress=False, allow_unseen_val_classes=True)
     fig = viz.training_curves(run)
     by_name = {t.name: t for t in fig.data}

@@ -12,7 +12,7 @@ import pytest
 
 from _inspection_case import MISSING_IMAGE_ID, make_case
 from semcat_kit import widgets
-from semcat_kit import inspection as si
+from semcat_kit import see as si
 
 
 @pytest.fixture(scope="module")
@@ -210,11 +210,11 @@ def test_neighborhood_default_class_and_tables(case):
     assert w.neighbors_table["class"].tolist() == case.neighbors.indices[c, :6].tolist()
     assert w.neighbors_table["same_parent"].tolist() == [tax.parent(int(j)) == tax.parent(c)
                                                         for j in case.neighbors.indices[c, :6]]
-    for name in w.neighbors_table["neighbour"]:
-        assert html.escape(name) in w.neighbors_html.value
+    for name in w.neighbors_table["neighbour"]:               # paths may wrap at their separators (<wbr>)
+        assert html.escape(name) in w.neighbors_html.value.replace("<wbr>", "")
     conf = si.top_confusions(case.probs, case.y, tax, c, n=6)
     assert w.confusions_table.equals(conf)
-    assert html.escape(conf["other_label"].iloc[0]) in w.confusions_html.value
+    assert html.escape(conf["other_label"].iloc[0]) in w.confusions_html.value.replace("<wbr>", "")
     # heatmap figure in the Output, as plotly JSON
     data = w.heatmap.outputs[0]["data"]
     assert "application/vnd.plotly.v1+json" in data
@@ -235,20 +235,63 @@ def test_neighborhood_picker(case):
     w = widgets.ConfusionNeighborhood(case.probs, case.y, tax, case.neighbors, catalog_df=case.catalog,
                                       cls="Apparel > Topwear > Tshirts")
     assert tax.classes[w.selected] == "Apparel > Topwear > Tshirts"
+    assert w.picker.value == "" and w.message.value == ""      # the box starts empty: a click and typing search
+    assert "<h4" in w.header.value and "Apparel &gt; Topwear &gt; Tshirts</h4>" in w.header.value
     w.picker.value = "Footwear > Shoes > Casual Shoes"      # full path
     assert tax.classes[w.selected] == "Footwear > Shoes > Casual Shoes"
     assert "Casual Shoes" in w.header.value
     nb = case.neighbors.indices[w.selected]
     assert w.neighbors_table["class"].tolist() == nb[nb >= 0][:10].tolist()
-    w.picker.value = "kurtas"                                # a unique short name, any case
+    w.picker.value = "kurtas"                                # a class's own name, any case
     assert tax.classes[w.selected] == "Apparel > Topwear > Kurtas"
     before = w.selected
-    w.picker.value = "Shoe"                                  # ambiguous: stays, says how many match
-    assert w.selected == before and "7 classes match" in w.message.value
+    w.picker.value = "Shoe"                                  # ambiguous: stays, says how many match, lists them
+    hits = w.search.hits
+    assert w.selected == before and len(hits) == 7
+    assert "7 classes match 'Shoe': pick one below" in w.message.value
+    assert [v for _, v in w.search.matches.options] == hits
+    w.search.matches.value = hits[2]                         # choosing one selects it; the box keeps the text
+    assert w.selected == tax.index_of(hits[2]) and w.picker.value == "Shoe"
+    assert w.search.matches.value == hits[2]                 # and the list shows which one is shown
     w.picker.value = "zzz"
-    assert w.selected == before and "0 classes match" in w.message.value
+    assert w.selected == tax.index_of(hits[2]) and "no class matches 'zzz'" in w.message.value
+    assert w.search.matches.options == ()
     w.picker.value = "Jeans"
-    assert tax.classes[w.selected] == "Apparel > Bottomwear > Jeans" and w.message.value == ""
+    assert tax.classes[w.selected] == "Apparel > Bottomwear > Jeans"
+    w.select("Tshirts")                                      # selecting in code leaves the box as typed
+    assert w.picker.value == "Jeans" and tax.classes[w.selected] == "Apparel > Topwear > Tshirts"
+
+
+def test_neighborhood_picker_typed_letter_by_letter(case):
+    """What a person does: click into the box and type. The box holds exactly the letters typed at
+    every step (the kernel never rewrites it mid-word), and the class is found by the end."""
+    tax = case.taxonomy
+    w = widgets.ConfusionNeighborhood(case.probs, case.y, tax, case.neighbors, cls="Apparel > Topwear > Tshirts")
+    typed = ""
+    for ch in "formal shoes":
+        typed += ch
+        w.picker.value = typed
+        assert w.picker.value == typed
+    assert tax.classes[w.selected] == "Footwear > Shoes > Formal Shoes"
+    assert w.search.matches.options == () or "Footwear > Shoes > Formal Shoes" in [v for _, v in w.search.matches.options]
+
+
+def test_class_search_lists_what_it_counts_and_elides_long_paths():
+    long = ["Arts & Entertainment > Hobbies & Creative Arts > Musical Instrument & Orchestra Accessories > "
+            f"String Instrument Accessories > Orchestral String Instrument Accessories > Part {i:02d}" for i in range(30)]
+    s = widgets.ClassSearch(long + ["Toys > Part 99"], width="420px")
+    assert s.max_chars == (420 - 30) // 7
+    s.text.value = "part"
+    assert len(s.hits) == 31 and len(s.matches.options) == 20
+    assert "31 classes match 'part': the first 20 are listed" in s.count.value
+    labels = [label for label, _ in s.matches.options]
+    assert all(len(label) <= s.max_chars for label in labels) and len(set(labels)) == 20
+    assert labels[0] == "Arts & Entertainment > … > Part 00" and s.matches.options[0][1] == long[0]
+    s.matches.value = long[5]                                # no on_choose: the choice fills the box (a filter)
+    assert s.text.value == long[5] and s.matches.options == () and s.count.value == ""
+    quiet = widgets.ClassSearch(long, show_count=False)
+    quiet.text.value = "part"
+    assert quiet.count.value == "" and len(quiet.matches.options) == 20
 
 
 def test_neighborhood_without_catalog_and_errors(case):

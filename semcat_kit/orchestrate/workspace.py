@@ -23,7 +23,9 @@ reuses its work (the encoder cache makes re-encoding a lookup).
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +35,46 @@ import pandas as pd
 from ..datasets import read_csv
 from .config import PipelineConfig
 from .pipeline import Pipeline
+from ..datasets.taxonomy import Taxonomy, TaxonomyMergeWarning
 
-__all__ = ["Workspace", "SuiteResult"]
+__all__ = ["Workspace", "SuiteResult", "Validation"]
+
+
+class Validation:
+    """What :meth:`Workspace.validate` found: ``summary`` (a Series: products, labelled, unlabelled,
+    unknown_labels, classes, classes_with_products; ``v["classes"]`` reads it) and ``merges`` (the
+    category paths the taxonomy merged into another class, :meth:`Taxonomy.merges`).
+
+    In a notebook it shows the summary and, when paths were merged, one collapsed line that opens
+    to the list (an HTML ``<details>`` element) instead of a wall of warnings.
+    """
+
+    def __init__(self, summary: pd.Series, merges: pd.DataFrame):
+        self.summary, self.merges = summary, merges
+
+    def __getitem__(self, key):
+        return self.summary[key]
+
+    def merge_line(self) -> str:
+        n = len(self.merges)
+        return (f"{n} category path{'s' if n != 1 else ''} merged into the most frequent path of the same name "
+                "(a few items filed under another parent)") if n else ""
+
+    def _repr_html_(self) -> str:
+        from ..see.tables import html_table
+
+        summary = self.summary.rename(index=lambda k: str(k).replace("_", " "))
+        out = html_table(summary.rename("value").rename_axis("check").reset_index())
+        if len(self.merges):
+            out += ("<details class='semcat-merges' style='margin:4px 0'><summary style='cursor:pointer;color:#8a5a00'>"
+                    f"⚠ {html.escape(self.merge_line())}: click to list them (also <code>ws.merges()</code>)"
+                    "</summary>" + html_table(self.merges, {"count": "items", "resolved_to": "merged into",
+                                                            "resolved_count": "items there"}) + "</details>")
+        return out
+
+    def __repr__(self) -> str:
+        text = self.summary.to_string()
+        return text + (f"\n{self.merge_line()}: ws.merges() lists them" if len(self.merges) else "")
 
 
 class Workspace(Pipeline):
@@ -61,6 +101,30 @@ class Workspace(Pipeline):
 
     def __repr__(self) -> str:
         return f"Workspace({str(self.work_dir)!r}, {super().__repr__()})"
+
+    # ------------------------------------------------------------------ the taxonomy's merges, reported once
+    def validate(self) -> Validation:
+        """Check every parameter up front (see :meth:`Pipeline.validate`); one-sentence errors.
+
+        Category paths the taxonomy merges (:class:`~semcat_kit.datasets.taxonomy.TaxonomyMergeWarning`)
+        are reported once, in the returned :class:`Validation` (one collapsed line in a notebook,
+        :meth:`merges` for the table), not as warnings.
+        """
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TaxonomyMergeWarning)
+            summary = super().validate()
+        return Validation(summary, self.merges())
+
+    def merges(self) -> pd.DataFrame:
+        """The category paths merged into another class (``path, count, resolved_to, resolved_count``)."""
+        return self.taxonomy().merges()
+
+    def taxonomy(self) -> Taxonomy:
+        """The class set (see :meth:`Pipeline.taxonomy`); its merges are reported by :meth:`validate`
+        and :meth:`merges`, not warned about."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TaxonomyMergeWarning)
+            return super().taxonomy()
 
     # ------------------------------------------------------------------ identity
     def fingerprint(self) -> str:

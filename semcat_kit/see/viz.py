@@ -1,7 +1,8 @@
 """Plotly figures for inspecting label spaces, confusions, mistake severity and training.
 
-Each function returns a :class:`plotly.graph_objects.Figure`; the tables behind them come from
-:mod:`semcat_kit.see.inspection`, so the figures only draw.
+Each function returns a :class:`plotly.graph_objects.Figure`; the tables behind them come from the
+concept modules of :mod:`semcat_kit.see` (``projection``, ``label_graph``, ``confusions``,
+``severity``, ``histories``), so the figures only draw.
 """
 from __future__ import annotations
 
@@ -13,11 +14,17 @@ import plotly.graph_objects as go
 from plotly import colors as pcolors
 from plotly.subplots import make_subplots
 
-from . import inspection as _ins
+from .classes import class_index, select_classes, short_labels
+from .confusions import neighborhood_confusion
+from .histories import PANELS, history_frame
+from .label_graph import graph_neighborhood, neighbor_table
+from .projection import project_labels
+from .severity import severity_table
 from ..datasets.taxonomy import Taxonomy
 
-__all__ = ["label_map", "similarity_graph", "confusion_heatmap", "severity_histogram",
-           "precision_specificity_curves", "training_curves", "group_colors", "plot_text", "fit_height"]
+__all__ = ["label_map", "class_sizes", "similarity_graph", "confusion_heatmap", "severity_histogram",
+           "precision_specificity_curves", "training_curves", "group_colors", "plot_text", "fit_height", "legend_px",
+           "max_legend"]
 
 AGREE_COLOR = "#2ca02c"     # neighbour shares the parent
 DISAGREE_COLOR = "#d62728"  # neighbour sits under another parent
@@ -44,7 +51,19 @@ def group_colors(groups: Sequence[str]) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- sizing
-LEGEND_ROW_PX = 20   # height of one legend entry (plotly's default font)
+LEGEND_ROW_PX = 19   # one legend entry at plotly's default 12 px font (measured in chromium)
+LEGEND_PAD_PX = 40   # the legend's title and padding, with a little room to spare
+MARGIN_PX = 180      # plotly's default top (100) and bottom (80) margins: a vertical legend gets the plot area
+
+
+def legend_px(entries: int) -> int:
+    """Height a vertical legend of ``entries`` entries needs: ``LEGEND_PAD_PX + entries * LEGEND_ROW_PX``."""
+    return LEGEND_PAD_PX + int(entries) * LEGEND_ROW_PX
+
+
+def max_legend(max_height: int = 1400) -> int:
+    """The most legend entries a figure at most ``max_height`` px tall shows without a scrollbar."""
+    return (int(max_height) - MARGIN_PX - LEGEND_PAD_PX) // LEGEND_ROW_PX
 
 
 def fit_height(fig: go.Figure, rows: int = 0, row_px: int = 0, legend: int = 0, base: int = 160,
@@ -52,20 +71,66 @@ def fit_height(fig: go.Figure, rows: int = 0, row_px: int = 0, legend: int = 0, 
     """Give ``fig`` a height that fits its content, so JupyterLab does not squash it.
 
     Without a height JupyterLab's plotly renderer uses 360 px (a ~180 px plot area once title and
-    axes are drawn, and a legend cut off behind a scrollbar). The height is::
+    axes are drawn, and a legend cut off behind a scrollbar). Plotly fits a vertical legend into
+    the plot area (the height less the margins), so the height is::
 
-        clip(max(base + rows * row_px, base + legend * LEGEND_ROW_PX), min_height, max_height)
+        clip(max(base + rows * row_px, MARGIN_PX + legend_px(legend)), min_height, max_height)
 
     where ``rows`` counts the rows of the plot itself (e.g. heatmap rows) and ``legend`` the legend
-    entries. Width stays automatic (the figure fills its cell). Returns ``fig``.
+    entries (at most :func:`max_legend` entries fit under ``max_height``; a figure with more needs
+    another way to name its groups, as :func:`label_map` does). A figure with a legend gets
+    ``legend.tracegroupgap = 0``: plotly puts 10 px between legend groups, so a figure with one
+    ``legendgroup`` per trace would need 29 px an entry instead of ``LEGEND_ROW_PX``. Width stays
+    automatic (the figure fills its cell). Returns ``fig``.
     """
-    h = max(base + int(rows) * int(row_px), base + int(legend) * LEGEND_ROW_PX)
+    h = max(base + int(rows) * int(row_px), MARGIN_PX + legend_px(legend) if legend else 0)
     fig.update_layout(height=int(min(max(h, min_height), max_height)))
+    if legend:   # one entry per row: plotly otherwise puts 10 px between legend groups (29 px an entry)
+        fig.update_layout(legend_tracegroupgap=0)
     return fig
 
 
 def _n_legend(fig: go.Figure) -> int:
     return sum(1 for t in fig.data if t.showlegend is not False)
+
+
+# --------------------------------------------------------------------------- class sizes
+def class_sizes(counts, title: str | None = None, log: bool = True) -> go.Figure:
+    """The long tail of a catalog: products per class, largest first (classes without products left out).
+
+    Parameters
+    ----------
+    counts : pandas.Series
+        Products per class, indexed by class path (``Workspace.class_counts()``).
+    log : bool
+        Logarithmic product axis (a long tail spans orders of magnitude).
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        One bar per class with products (x = rank, 1 = the largest), its path and count in the hover.
+    """
+    import pandas as pd
+
+    if not isinstance(counts, pd.Series):
+        raise TypeError(f"counts must be a pandas Series indexed by class path (ws.class_counts()), "
+                        f"not {type(counts).__name__}")
+    c = pd.to_numeric(counts, errors="raise")
+    sizes = c[c > 0].sort_values(ascending=False, kind="stable")
+    if not len(sizes):
+        raise ValueError("no class has products: counts are all 0")
+    rank = np.arange(1, len(sizes) + 1)
+    fig = go.Figure(go.Bar(x=rank, y=sizes.to_numpy(), marker_color="#4c78a8",
+                           customdata=[plot_text(p) for p in sizes.index],
+                           hovertemplate="%{customdata}<br>rank %{x}: %{y:,} products<extra></extra>"))
+    fig.update_layout(
+        title=title or (f"Long tail: products per class<br><sup>{len(sizes):,} of {len(c):,} classes have products; "
+                        f"the largest has {int(sizes.iloc[0]):,}, the median {int(sizes.median()):,}</sup>"),
+        template="plotly_white", bargap=0,
+        xaxis=dict(title="class rank (1 = most products)"),
+        yaxis=dict(title="products" + (" (log scale)" if log else ""), type="log" if log else "linear",
+                   dtick=1 if log else None))   # log: a tick at each power of ten, no minor labels
+    return fit_height(fig, min_height=520)   # a 340 px plot area under the two-line title
 
 
 # --------------------------------------------------------------------------- label map
@@ -85,13 +150,13 @@ def label_map(embeddings, taxonomy: Taxonomy, method: str = "umap", color_level:
         One embedding per class (e.g. ``text_enc.encode_texts(tax.names)``).
     taxonomy : Taxonomy
     method : {"umap", "pca"}
-        Projection (see :func:`semcat_kit.see.inspection.project_labels`); UMAP needs >= 3 classes.
+        Projection (see :func:`semcat_kit.see.projection.project_labels`); UMAP needs >= 3 classes.
     color_level : int
         Taxonomy level whose names colour the points (1 = top level); one legend entry each.
     class_weights : array (C, h), optional
         A trained head's per-class weight rows (e.g. its final ``Linear.weight``). They are
         aligned to the name embeddings by orthogonal Procrustes after PCA to a common dimension
-        (:func:`semcat_kit.see.inspection.align_weights`), projected together with the names, drawn as
+        (:func:`semcat_kit.see.projection.align_weights`), projected together with the names, drawn as
         ``x`` markers in the class's colour and joined to their class's name point by a thin
         line; the hover shows the cosine between the aligned weight and the name (low = the
         model places the class away from where its name sits).
@@ -106,20 +171,21 @@ def label_map(embeddings, taxonomy: Taxonomy, method: str = "umap", color_level:
     plotly.graph_objects.Figure
         One scatter trace per group (names), one per group for weights, and one line trace.
     """
-    df = _ins.project_labels(embeddings, taxonomy, method=method, color_level=color_level,
-                             class_weights=class_weights, n_neighbors=n_neighbors,
-                             random_state=random_state)
+    df = project_labels(embeddings, taxonomy, method=method, color_level=color_level,
+                        class_weights=class_weights, n_neighbors=n_neighbors, random_state=random_state)
     Sc = go.Scattergl if taxonomy.n_classes > int(webgl_above) else go.Scatter
     fig = go.Figure()
     legend_title = f"level {color_level}"
+    lvl, n_inside = int(color_level), taxonomy.n_classes
     if branch is not None:
-        inside = _ins.select_classes(branch, taxonomy)
+        inside = select_classes(branch, taxonomy)
         mask = np.isin(df["index"].to_numpy(), inside)
         rest = df[~mask]
         df = df[mask].copy()
         lvl = min(len(str(branch).strip().split(taxonomy.sep.strip())) + 1, taxonomy.max_depth)
         df["group"] = np.asarray(taxonomy.level(df["index"].to_numpy(), lvl)).astype(str)
         legend_title = f"{plot_text(branch)}: level {lvl}"
+        n_inside = len(df)
         if len(rest):
             fig.add_trace(Sc(x=rest["x"], y=rest["y"], mode="markers", name="other classes",
                              marker=dict(color="rgba(170,170,170,0.35)", size=max(3, marker_size // 2)),
@@ -133,10 +199,13 @@ def label_map(embeddings, taxonomy: Taxonomy, method: str = "umap", color_level:
         ys[0::3], ys[1::3] = df["y"].to_numpy(), df["wy"].to_numpy()
         fig.add_trace(Sc(x=list(xs), y=list(ys), mode="lines", name="weight ↔ name", connectgaps=False,
                          line=dict(color=LINK_COLOR, width=1), hoverinfo="skip"))
+    # more groups than a legend can show whole (see max_legend): the groups are named on the map
+    # instead, at their median point, and the legend is left out
+    on_map = df["group"].nunique() > max_legend() - (1 if branch is not None else 0) - (1 if has_w else 0)
     for g, sub in df.groupby("group", sort=True):
         paths = [plot_text(p) for p in sub["path"]]
         fig.add_trace(Sc(
-            x=sub["x"], y=sub["y"], mode="markers", name=plot_text(g), legendgroup=g,
+            x=sub["x"], y=sub["y"], mode="markers", name=plot_text(g), legendgroup=g, showlegend=not on_map,
             marker=dict(color=colors[g], size=marker_size, symbol="circle", line=dict(width=0.5, color="white")),
             customdata=np.column_stack([paths, sub["index"]]),
             hovertemplate="%{customdata[0]}<br>class %{customdata[1]}<extra>name</extra>",
@@ -148,8 +217,22 @@ def label_map(embeddings, taxonomy: Taxonomy, method: str = "umap", color_level:
                 customdata=np.column_stack([paths, sub["alignment"].round(3)]),
                 hovertemplate="weights of %{customdata[0]}<br>cosine to name: %{customdata[1]}<extra>weights</extra>",
             ))
+    if on_map:
+        med = df.groupby("group", sort=True)[["x", "y"]].median()
+        fig.add_trace(go.Scatter(x=med["x"], y=med["y"], mode="text", name="group names", showlegend=False,
+                                 text=[plot_text(g) for g in med.index],
+                                 textfont=dict(size=10, color="#222", shadow="auto"),   # a halo over the markers
+                                 hoverinfo="skip"))
     what = "label embeddings" + (" and class weights" if has_w else "")
-    fig.update_layout(title=title or f"{method.upper()} map of {what} ({taxonomy.n_classes} classes)",
+    C = taxonomy.n_classes
+    if title is None and branch is not None:
+        title = (f"{method.upper()} map of {what}: branch {plot_text(str(branch).strip())}<br><sup>its {n_inside:,} "
+                 f"classes coloured by level {lvl} (of {C:,} classes; the others grey)</sup>")
+    elif title is None:
+        title = f"{method.upper()} map of {what} ({C:,} classes, coloured by level {lvl})"
+    if on_map:
+        title += f"<br><sup>{df['group'].nunique()} groups: too many for a legend, each is named on the map</sup>"
+    fig.update_layout(title=title, showlegend=not on_map or branch is not None or has_w,
                       legend_title_text=legend_title, template="plotly_white",
                       xaxis=dict(showticklabels=False, title=""), yaxis=dict(showticklabels=False, title=""))
     return fit_height(fig, legend=_n_legend(fig), min_height=560)
@@ -183,7 +266,7 @@ def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "s
         At most this many nodes are drawn (a spring layout of thousands of classes takes
         minutes and draws a hairball). When the graph (or the ``classes`` branch) is larger, the
         figure shows the neighbourhood of ``center`` instead: the classes within the fewest k-NN
-        hops of it (:func:`semcat_kit.see.inspection.graph_neighborhood`), and says so in its title.
+        hops of it (:func:`semcat_kit.see.label_graph.graph_neighborhood`), and says so in its title.
         ``None`` draws everything.
     center : int or str, optional
         The class whose neighbourhood is drawn when there are too many nodes (default: the first
@@ -200,10 +283,10 @@ def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "s
 
     if layout not in _LAYOUTS:
         raise ValueError(f"layout must be one of {_LAYOUTS}, not {layout!r}")
-    edges = _ins.neighbor_table(neighbors, taxonomy, k=k)
+    edges = neighbor_table(neighbors, taxonomy, k=k)
     C = taxonomy.n_classes
     if classes is not None:
-        chosen = _ins.select_classes(classes, taxonomy)
+        chosen = select_classes(classes, taxonomy)
         edges = edges[np.isin(edges["source"], chosen)]
         nodes = np.union1d(chosen, edges["target"].to_numpy())
     else:
@@ -216,8 +299,8 @@ def similarity_graph(neighbors, taxonomy: Taxonomy, k: int = 5, layout: str = "s
             else:
                 tgt = edges["target"].to_numpy()
                 center = int(np.bincount(tgt, minlength=C).argmax()) if len(tgt) else 0
-        around = _ins.class_index(center, taxonomy)
-        keep = _ins.graph_neighborhood(neighbors, taxonomy, around, k=k, max_nodes=int(max_nodes))
+        around = class_index(center, taxonomy)
+        keep = graph_neighborhood(neighbors, taxonomy, around, k=k, max_nodes=int(max_nodes))
         if classes is not None:
             keep = keep[np.isin(keep, nodes)]
         nodes = np.sort(keep)
@@ -293,7 +376,7 @@ def confusion_heatmap(pred_or_probs, y_true, taxonomy: Taxonomy, cls, neighbors=
     """Neighbourhood confusion heatmap for one class.
 
     Rows are true classes, columns predicted classes: ``cls``, its semantic neighbours and its
-    most frequent confusions (see :func:`semcat_kit.see.inspection.neighborhood_confusion`), plus an
+    most frequent confusions (see :func:`semcat_kit.see.confusions.neighborhood_confusion`), plus an
     ``(other)`` column; cells are row-normalised counts, annotated with the raw count.
 
     Parameters
@@ -308,13 +391,15 @@ def confusion_heatmap(pred_or_probs, y_true, taxonomy: Taxonomy, cls, neighbors=
     size : int
         Number of classes on each axis.
     """
-    m = _ins.neighborhood_confusion(pred_or_probs, y_true, taxonomy, cls, neighbors=neighbors, size=size)
+    m = neighborhood_confusion(pred_or_probs, y_true, taxonomy, cls, neighbors=neighbors, size=size)
     counts = m.attrs["counts"]
     idx = m.attrs["classes"]
     roles = m.attrs["roles"]
     marks = {"selected": "★ ", "neighbour": "~ ", "confusion": "", "neighbour+confusion": "~ "}
-    short = _ins._short_labels(taxonomy, idx)
-    ylab = [f"{marks[r]}{plot_text(s)}" for r, s in zip(roles, short)]
+    short = short_labels(taxonomy, idx)
+    # long names (thousands of classes: "Baby & Toddler Clothing Accessories") wrap onto lines of
+    # ~24 characters, so the slanted column labels do not eat the plot area
+    ylab = [_wrap(f"{marks[r]}{plot_text(s)}") for r, s in zip(roles, short)]
     xlab = ylab + ["(other)"]
     full_x = list(m.columns)
     hover = [[f"true: {plot_text(t)} ({roles[i]})<br>predicted: {plot_text(full_x[j])}<br>"
@@ -332,8 +417,18 @@ def confusion_heatmap(pred_or_probs, y_true, taxonomy: Taxonomy, cls, neighbors=
                        "columns: predicted; cell text: count</sup>",
         template="plotly_white", xaxis=dict(title="predicted", tickangle=-35),
         yaxis=dict(title="true", autorange="reversed"))
-    # rows of ~30 px plus room for the two-line title and the slanted column labels
-    return fit_height(fig, rows=len(ylab), row_px=30, base=230, min_height=420)
+    # rows of ~30 px (a 300 px plot area at least), the two-line title, and the slanted column labels:
+    # about 3.7 px of height per character of their longest line (sin 35° of ~6.5 px) and 12 px a line
+    lines = [lab.split("<br>") for lab in xlab]
+    bottom = 50 + int(3.7 * max(len(x) for ls in lines for x in ls) + 12 * (max(len(ls) for ls in lines) - 1))
+    return fit_height(fig, rows=len(ylab), row_px=30, base=110 + bottom, min_height=110 + 300 + bottom)
+
+
+def _wrap(label: str, width: int = 24) -> str:
+    """A tick label on lines of about ``width`` characters (plotly's ``<br>``), broken at spaces."""
+    import textwrap
+
+    return "<br>".join(textwrap.wrap(label, width=width, break_long_words=False)) if len(label) > width else label
 
 
 # --------------------------------------------------------------------------- severity
@@ -353,7 +448,7 @@ def severity_histogram(results: Mapping[str, tuple[Any, Any]], taxonomy: Taxonom
         One bar trace per configuration (x = LCA distance 1..depth, y = fraction of mistakes,
         bar text = count).
     """
-    t = _ins.severity_table(results, taxonomy)
+    t = severity_table(results, taxonomy)
     fig = go.Figure()
     for name, sub in t.groupby("config", sort=False):
         n_m, n = int(sub["n_mistakes"].iloc[0]), int(sub["n_items"].iloc[0])
@@ -475,11 +570,11 @@ def training_curves(history, metrics: Sequence[str] | None = None, title: str | 
     plotly.graph_objects.Figure
         Subplots in the order loss, validation accuracy-type metrics, validation tree distances
         (mistake severity, hdist@k), alpha, learning rate, other (only those present; see
-        :func:`semcat_kit.see.inspection.history_frame`); one line per (run, metric). With one run
+        :func:`semcat_kit.see.histories.history_frame`); one line per (run, metric). With one run
         colours tell metrics apart; with several, colours are runs and dash styles metrics.
     """
-    long = _ins.history_frame(history, metrics=metrics)
-    panels = [p for p in _ins.PANELS if (long["panel"] == p).any()]
+    long = history_frame(history, metrics=metrics)
+    panels = [p for p in PANELS if (long["panel"] == p).any()]
     ncol = max(1, min(int(max_cols), len(panels)))
     nrow = -(-len(panels) // ncol)
     fig = make_subplots(rows=nrow, cols=ncol, subplot_titles=[_PANEL_TITLES[p] for p in panels],

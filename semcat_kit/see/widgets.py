@@ -1,7 +1,8 @@
 """ipywidgets explorers: browse mispredictions and a class's confusion neighbourhood.
 
-Both are thin: their tables come from :mod:`semcat_kit.see.inspection`, their figures from
-:mod:`semcat_kit.see.viz`. Display one in a notebook by making it the last expression of a cell
+Both are thin: their tables come from :mod:`semcat_kit.see.mistakes`,
+:mod:`semcat_kit.see.confusions` and :mod:`semcat_kit.see.label_graph`, their figures from
+:mod:`semcat_kit.see.viz`, their class boxes search with :func:`semcat_kit.see.classes.search_classes`. Display one in a notebook by making it the last expression of a cell
 (or ``display(browser.widget)``). Their state (``.filtered``, ``.page``, ``.flagged``,
 ``.selected``, ...) is plain Python, so the logic runs and is tested without a browser.
 """
@@ -11,6 +12,7 @@ import functools
 import html
 import io
 import os
+import re
 from pathlib import Path
 
 import ipywidgets as W
@@ -18,8 +20,13 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import inspection as _ins
 from . import viz
+from ._inputs import check_taxonomy, labels_of, neighbors_of, pred_of
+from .classes import class_index, elide_paths, search_classes
+from .confusions import confused_pairs, top_confusions
+from .label_graph import neighbor_table
+from .mistakes import mispredictions
+from .tables import html_table
 from .._core.io import atomic_path
 from ..datasets.images import ImageError, read_image_bytes
 from ..datasets.taxonomy import Taxonomy
@@ -27,9 +34,22 @@ from ..datasets.taxonomy import Taxonomy
 __all__ = ["MispredictionBrowser", "ConfusionNeighborhood", "ClassSearch", "product_card", "figure_output"]
 
 BADGE_STYLE = "background:#fde2e1;color:#a4000f;border-radius:4px;padding:1px 4px;font-size:11px"
-# page-wide CSS shipped inside the explorer (an HTML widget): a range slider's readout ("0.00 – 1.00")
-# is wider than the 64 px ipywidgets allows and spilled over the next control
-STYLE = "<style>.semcat-range .widget-readout{max-width:none;min-width:7.5em;overflow:visible}</style>"
+# page-wide CSS shipped inside each explorer (an HTML widget; <style> in widget HTML applies in JupyterLab
+# and in the HTML reports):
+# - a range slider's readout ("0.00 – 1.00") is wider than the 64 px ipywidgets allows and spilled over
+#   the next control;
+# - card text: a 32-character id or a long path has no break point, and a flex/grid item will not
+#   shrink below its longest word, so it was cut at the card's right edge: break anywhere, and let the
+#   grid columns and the card's text shrink (min-width 0);
+# - class boxes: the message under a box wraps instead of squeezing the box beside it.
+STYLE = ("<style>.semcat-range .widget-readout{max-width:none;min-width:7.5em;overflow:visible}"
+         ".semcat-card .semcat-card-text{min-width:0;flex:1 1 auto}"
+         ".semcat-card .semcat-card-text .widget-html-content{min-width:0;overflow-wrap:anywhere;line-height:1.25}"
+         ".semcat-card{min-width:0}"
+         ".semcat-search .widget-html-content{line-height:1.3;white-space:normal}"
+         ".semcat-search select{font-size:12px}"
+         ".semcat-wrap .widget-html-content{min-width:0;overflow-wrap:anywhere;line-height:1.3}"
+         "</style>")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -84,7 +104,7 @@ def _card_html(row: pd.Series, top: int) -> str:
         hedged = (f"<br><span class='hedged' style='color:{ok}'>hedged: {what} ({row['hedged_prob']:.2f}"
                   f"{', leaf' if row['hedged_is_leaf'] else ''})</span>")
     title = e(str(row["title"])) if row["title"] else "<i>(no title)</i>"
-    return (f"<div style='font-size:12px;line-height:1.25'>"
+    return (f"<div style='font-size:12px;line-height:1.25;overflow-wrap:anywhere'>"
             f"<b class='title'>{title}</b> <span style='color:#888'>#{e(str(row['item_id']))}</span><br>"
             f"<span class='true'>true: {e(str(row['true_label']))}</span>{given}<br>{status}{hedged}"
             f"<ol class='preds' style='margin:2px 0 2px 16px;padding:0'>{preds}</ol>{badge}</div>")
@@ -92,13 +112,25 @@ def _card_html(row: pd.Series, top: int) -> str:
 
 def product_card(row: pd.Series, top: int = 3, thumb_width: int = 60, flag: W.ToggleButton | None = None) -> W.VBox:
     """One product card: thumbnail (placeholder when missing), title, true path, top predictions,
-    LCA distance and a label-issue badge; ``row`` is a row of :func:`semcat_kit.see.inspection.mispredictions`."""
+    LCA distance and a label-issue badge; ``row`` is a row of :func:`semcat_kit.see.mistakes.mispredictions`.
+
+    Text breaks anywhere rather than run past the card's edge (a 32-character id, a long path)."""
     img = _image_widget(row.get("image_path"), thumb_width)
-    info = W.HTML(_card_html(row, top))
-    kids = [W.HBox([img, info], layout=W.Layout(align_items="flex-start"))]
+    img.layout.flex = "0 0 auto"
+    info = W.HTML(_card_html(row, top), layout=W.Layout(min_width="0", flex="1 1 auto"))
+    info.add_class("semcat-card-text")
+    kids = [W.HBox([img, info], layout=W.Layout(align_items="flex-start", overflow="hidden", min_width="0"))]
     if flag is not None:
         kids.append(flag)
-    return W.VBox(kids, layout=W.Layout(border="1px solid #ddd", padding="4px", margin="2px"))
+    card = W.VBox(kids, layout=W.Layout(border="1px solid #ddd", padding="4px", margin="2px", min_width="0",
+                                        overflow="hidden"))
+    card.add_class("semcat-card")
+    return card
+
+
+def _grid_columns(n: int) -> str:
+    """``n`` equal columns that may shrink below their content's longest word (``1fr`` alone may not)."""
+    return f"repeat({int(n)}, minmax(0, 1fr))"
 
 
 def figure_output(fig: go.Figure, out: W.Output | None = None) -> W.Output:
@@ -135,57 +167,95 @@ def _fallback_html(fig: go.Figure) -> str:
             "draw();})();</script>")
 
 
-def _match_classes(text: str, options: list[str]) -> list[str]:
-    t = text.strip().lower()
-    return [o for o in options if t in o.lower()] if t else list(options)
-
-
 class ClassSearch:
-    """Find a class by typing: a ``Text`` box and a short ``Select`` of the matching paths.
+    """Find a class by typing: a ``Text`` box, a line saying how many classes match, and a list of
+    at most ``limit`` of them, best first (:func:`semcat_kit.see.classes.search_classes`).
 
     Scales to any number of classes: the page holds at most ``limit`` paths at a time, not the
-    whole class list (a ``Combobox`` with 5,000 options is a 5,000-entry datalist). Choosing a
-    match writes its full path into the text box. ``text`` is the box (read or set its
-    ``value``), ``matches`` the select, ``widget`` both.
+    whole class list (a ``Combobox`` with 5,000 options is a 5,000-entry datalist). Long paths are
+    listed with their middle levels elided so each fits the list's width
+    (:func:`~semcat_kit.see.classes.elide_paths`); the option's value is the full path.
+
+    Parameters
+    ----------
+    classes : Taxonomy or list of str
+        The classes to search.
+    on_choose : callable, optional
+        Called with the full path of a match the user chooses. Without it, choosing a match writes
+        its path into the box (a filter box: the box *is* the filter).
+    show_count : bool
+        Show the line "N classes match ..." under the box.
+
+    ``text`` is the box (read or set its ``value``), ``count`` the line, ``matches`` the list,
+    ``hits`` every match of the current text, ``widget`` all three.
     """
 
     def __init__(self, classes, description: str = "class", placeholder: str = "type to search…",
-                 limit: int = 20, width: str = "420px"):
-        self.classes = list(classes)
+                 limit: int = 20, width: str = "420px", on_choose=None, show_count: bool = True,
+                 max_chars: int | None = None):
+        self.classes = classes if isinstance(classes, Taxonomy) else list(classes)
+        self._paths = set(self.classes.classes if isinstance(classes, Taxonomy) else self.classes)
         self.limit = int(limit)
-        self.text = W.Text(placeholder=placeholder, description=description, layout=W.Layout(width=width))
-        self.matches = W.Select(options=[], rows=6, layout=W.Layout(width=width, display="none"))
+        self.on_choose, self.show_count = on_choose, bool(show_count)
+        px = re.fullmatch(r"\s*(\d+)px\s*", str(width))
+        # ~7 px per character of the list's 12 px font, less the select's padding and scrollbar
+        self.max_chars = int(max_chars) if max_chars else (max(30, (int(px.group(1)) - 30) // 7) if px else 90)
+        box = W.Layout(width=width, max_width="100%")
+        self.text = W.Text(placeholder=placeholder, description=description, layout=box)
+        self.count = W.HTML(layout=W.Layout(width=width, max_width="100%", min_width="0"))
+        self.matches = W.Select(options=[], rows=8, layout=W.Layout(width=width, max_width="100%", display="none"))
+        self.hits: list[str] = []
         self.text.observe(self._on_text, names="value")
         self.matches.observe(self._on_choose, names="value")
-        self.widget = W.VBox([self.text, self.matches])
+        self.widget = W.VBox([self.text, self.count, self.matches], layout=W.Layout(min_width="0"))
+        self.widget.add_class("semcat-search")
 
     def search(self, text: str) -> list[str]:
-        """At most ``limit`` classes containing ``text`` (case-insensitive), name matches first."""
-        t = " ".join(str(text).lower().split())
-        if not t:
-            return []
-        words = t.split(" ")
-        first, rest = [], []
-        for c in self.classes:
-            lc = c.lower()
-            if all(w in lc for w in words):
-                (first if lc.rsplit(">", 1)[-1].strip().startswith(t) else rest).append(c)
-                if len(first) >= self.limit:
-                    break
-        return (first + rest)[: self.limit]
+        """Every class matching ``text``, best first (the list shows the first ``limit``)."""
+        return search_classes(text, self.classes, limit=None)
+
+    def message(self, text: str, n: int) -> str:
+        """The line under the box for ``n`` matches of ``text``."""
+        q = html.escape(repr(" ".join(str(text).split())), quote=False)
+        if n == 0:
+            return f"<span style='color:#a4000f'>no class matches {q}</span>"
+        if n == 1:
+            return f"<span style='color:#666'>1 class matches {q}</span>"
+        if n <= self.limit:
+            return f"<span style='color:#666'>{n} classes match {q}: pick one below</span>"
+        return (f"<span style='color:#666'>{n} classes match {q}: the first {self.limit} are listed, "
+                "type more to narrow</span>")
 
     def _on_text(self, change) -> None:
-        hits = self.search(change["new"])
-        if change["new"] in self.classes:
-            hits = []          # a full path was chosen: nothing left to pick
+        text = change["new"]
+        self.hits = self.search(text)
+        chosen = text in self._paths              # a full path: nothing left to pick
+        shown = [] if chosen else self.hits[: self.limit]
         self.matches.unobserve(self._on_choose, names="value")
-        self.matches.options = hits
-        self.matches.value = None
-        self.matches.observe(self._on_choose, names="value")
-        self.matches.layout.display = None if hits else "none"
+        try:
+            self.matches.options = list(zip(elide_paths(shown, self.max_chars), shown))
+            self.matches.value = None
+            self.matches.rows = max(2, min(8, len(shown)))
+        finally:
+            self.matches.observe(self._on_choose, names="value")
+        self.matches.layout.display = None if shown else "none"
+        self.count.value = self.message(text, len(self.hits)) if self.show_count and text.strip() and not chosen else ""
+
+    def mark(self, path: str | None) -> None:
+        """Highlight ``path`` in the list when it is listed (nothing else happens)."""
+        values = [v for _, v in self.matches.options]
+        self.matches.unobserve(self._on_choose, names="value")
+        try:
+            self.matches.value = path if path in values else None
+        finally:
+            self.matches.observe(self._on_choose, names="value")
 
     def _on_choose(self, change) -> None:
-        if change["new"]:
+        if not change["new"]:
+            return
+        if self.on_choose is not None:
+            self.on_choose(change["new"])
+        else:
             self.text.value = change["new"]
 
 
@@ -228,7 +298,7 @@ class MispredictionBrowser:
     Attributes
     ----------
     table : DataFrame
-        :func:`semcat_kit.see.inspection.mispredictions` for all items.
+        :func:`semcat_kit.see.mistakes.mispredictions` for all items.
     filtered : DataFrame
         The rows passing the filters, in display order.
     page : int
@@ -244,9 +314,8 @@ class MispredictionBrowser:
                  export_path: str = "flagged_items.csv", hedge_threshold: float | None = None):
         if int(page_size) < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
-        self.taxonomy = _ins._check_taxonomy(taxonomy)
-        self.table = _ins.mispredictions(catalog_df, probs, y_true, self.taxonomy, top=top,
-                                         hedge_threshold=hedge_threshold)
+        self.taxonomy = check_taxonomy(taxonomy)
+        self.table = mispredictions(catalog_df, probs, y_true, self.taxonomy, top=top, hedge_threshold=hedge_threshold)
         dup = self.table["item_id"][self.table["item_id"].duplicated()].unique()
         if len(dup):
             raise ValueError(f"catalog_df has {len(dup)} repeated item_id(s) (e.g. {list(dup[:3])}); flags and "
@@ -260,8 +329,9 @@ class MispredictionBrowser:
         classes_pred = sorted(self.table["pred_label"].unique())
         D = int(self.taxonomy.max_depth)
         # type a substring (filters at once) or pick a full path from the short list of matches
-        self.true_search = ClassSearch(classes_true, "true", "true class contains…", width="360px")
-        self.pred_search = ClassSearch(classes_pred, "predicted", "predicted class contains…", width="360px")
+        self.true_search = ClassSearch(classes_true, "true", "true class contains…", width="360px", show_count=False)
+        self.pred_search = ClassSearch(classes_pred, "predicted", "predicted class contains…", width="360px",
+                                       show_count=False)
         self.true_filter, self.pred_filter = self.true_search.text, self.pred_search.text
         self.severity = W.IntRangeSlider(value=(0, D), min=0, max=D, step=1, description="LCA dist.")
         self.confidence = W.FloatRangeSlider(value=(0.0, 1.0), min=0.0, max=1.0, step=0.01,
@@ -273,7 +343,7 @@ class MispredictionBrowser:
         self.prev_button = W.Button(description="◀ prev", layout=W.Layout(width="80px"))
         self.next_button = W.Button(description="next ▶", layout=W.Layout(width="80px"))
         self.page_label = W.HTML()
-        self.grid = W.GridBox(layout=W.Layout(grid_template_columns=f"repeat({int(columns)}, 1fr)"))
+        self.grid = W.GridBox(layout=W.Layout(grid_template_columns=_grid_columns(columns)))
         self.export_path = W.Text(value=export_path, description="CSV path")
         self.export_button = W.Button(description="export flagged", icon="download")
         self.status = W.HTML()
@@ -405,6 +475,13 @@ class MispredictionBrowser:
 
 
 # --------------------------------------------------------------------------- confusion neighbourhood
+PAIR_HEADERS = {"true_label": "true class", "pred_label": "predicted as", "count": "items",
+                "share_of_true": "share of the true class", "lca_distance": "LCA distance"}
+NEIGHBOUR_HEADERS = {"rank": "rank", "neighbour": "neighbour", "sim": "similarity", "same_parent": "same parent"}
+CONFUSION_HEADERS = {"other_label": "class", "true_as_other": "selected → it", "other_as_true": "it → selected",
+                     "lca_distance": "LCA distance"}
+
+
 class ConfusionNeighborhood:
     """Pick a class and see its semantic neighbours, its confusions, a heatmap and examples.
 
@@ -426,14 +503,16 @@ class ConfusionNeighborhood:
     cls : int or str, optional
         Initial class (default: the class with the most confusions).
 
-    The picker is a :class:`ClassSearch` (type, then choose among at most 20 matches), and the
-    top confused pairs over all classes are listed above it (``pairs_table``), so the widget
-    stays usable with thousands of classes.
+    The picker is a search box (:class:`ClassSearch`): it starts empty, so clicking into it and
+    typing searches; a full path or a class's own name selects at once, otherwise the matches are
+    listed (at most 20, with how many match in all) and choosing one selects it. The class shown is
+    named in the header above the tables, never in the box. The top confused pairs over all classes
+    are listed above it (``pairs_table``), so the widget stays usable with thousands of classes.
 
     Attributes
     ----------
     selected : int
-        Selected class index; change it with :meth:`select` or the ``picker`` Combobox.
+        Selected class index; change it with :meth:`select`, the ``picker`` box or the match list.
     neighbors_table, confusions_table, examples : DataFrame
         What is displayed for the selected class.
     heatmap_figure : plotly Figure
@@ -441,11 +520,11 @@ class ConfusionNeighborhood:
 
     def __init__(self, probs, y_true, taxonomy: Taxonomy, neighbors, catalog_df: pd.DataFrame | None = None,
                  k: int = 10, size: int = 10, n_examples: int = 6, cls=None):
-        self.taxonomy = tax = _ins._check_taxonomy(taxonomy)
-        self.pred = _ins._as_pred(probs, tax, name="probs")
-        self.y = _ins._as_labels(y_true, tax, len(self.pred))
+        self.taxonomy = tax = check_taxonomy(taxonomy)
+        self.pred = pred_of(probs, tax, name="probs")
+        self.y = labels_of(y_true, tax, len(self.pred))
         self.probs = np.asarray(probs) if np.ndim(probs) == 2 else None
-        _ins._as_neighbors(neighbors, tax.n_classes)  # validate early
+        neighbors_of(neighbors, tax.n_classes)  # validate early
         self.neighbors = neighbors
         self.k, self.size, self.n_examples = int(k), int(size), int(n_examples)
         if catalog_df is not None:
@@ -454,29 +533,34 @@ class ConfusionNeighborhood:
                                  "predictions; they must be aligned")
             if self.probs is None:
                 raise ValueError("example cards need probabilities: pass probs (N, C), not predicted indices")
-            self.table = _ins.mispredictions(catalog_df, self.probs, self.y, tax)
+            self.table = mispredictions(catalog_df, self.probs, self.y, tax)
         else:
             self.table = None
-        self.search = ClassSearch(tax.classes, "class", "type to search a class…", width="480px")
+        self.search = ClassSearch(tax, "class", "type to search a class…", width="760px", on_choose=self.select)
         self.picker = self.search.text
-        self.message = W.HTML()
+        self.message = self.search.count
         self.n_pairs = 10
-        self.pairs_table = _ins.confused_pairs(self.pred, self.y, tax, n=self.n_pairs)
+        self.pairs_table = confused_pairs(self.pred, self.y, tax, n=self.n_pairs)
         self.pairs_html = W.HTML(self._html_table(
-            self.pairs_table.assign(share_of_true=self.pairs_table["share_of_true"].round(3))
-            [["true_label", "pred_label", "count", "share_of_true", "lca_distance"]]
-            .rename(columns={"true_label": "true", "pred_label": "predicted as"}), "pairs"))
+            self.pairs_table[["true_label", "pred_label", "count", "share_of_true", "lca_distance"]],
+            "pairs", PAIR_HEADERS))
         self.header = W.HTML()
         self.neighbors_html = W.HTML()
         self.confusions_html = W.HTML()
+        for w in (self.pairs_html, self.header, self.neighbors_html, self.confusions_html):
+            w.add_class("semcat-wrap")
+            w.layout.min_width = "0"
         self.heatmap = W.Output()
         self.examples_box = W.VBox()
         self.picker.observe(self._on_pick, names="value")
+        half = W.Layout(flex="1 1 0", min_width="0")
         self.widget = W.VBox([
-            W.HTML(f"<b>top {self.n_pairs} confused pairs</b> (of all {tax.n_classes} classes)"), self.pairs_html,
-            W.HBox([self.search.widget, self.message]), self.header,
-            W.HBox([W.VBox([W.HTML("<b>semantic neighbours</b>"), self.neighbors_html]),
-                    W.VBox([W.HTML("<b>most frequent confusions</b>"), self.confusions_html])]),
+            W.HTML(STYLE),
+            W.HTML(f"<b>top {self.n_pairs} confused pairs</b> (of all {tax.n_classes:,} classes)"), self.pairs_html,
+            self.search.widget, self.header,
+            W.HBox([W.VBox([W.HTML("<b>semantic neighbours</b>"), self.neighbors_html], layout=half),
+                    W.VBox([W.HTML("<b>most frequent confusions</b> (items, either way)"), self.confusions_html],
+                           layout=half)], layout=W.Layout(width="100%")),
             self.heatmap, W.HTML("<b>example mispredictions</b>"), self.examples_box,
         ])
         if cls is None:
@@ -488,51 +572,38 @@ class ConfusionNeighborhood:
         return self.widget._repr_mimebundle_(**kwargs)
 
     def _on_pick(self, change) -> None:
-        text = change["new"]
-        if getattr(self, "_syncing", False) or not text.strip():
+        """Typing selects a full path, a class's own name when one class has it, or the only match."""
+        t = " ".join(str(change["new"]).lower().split())
+        hits = self.search.hits
+        if not t or not hits:
             return
         tax = self.taxonomy
-        if text in tax.classes:
-            hits = [text]
-        else:
-            hits = [c for c, n in zip(tax.classes, tax.names) if n.lower() == text.strip().lower()] \
-                or _match_classes(text, tax.classes)
-        if len(hits) == 1:
-            self.select(hits[0])
-        else:
-            shown = ", ".join(html.escape(h) for h in hits[:5])
-            self.message.value = (f"<span style='color:#888'>{len(hits)} classes match "
-                                  f"{html.escape(text)!r}{': ' + shown if hits else ''}; keep typing</span>")
+        exact = [h for h in hits if " ".join(h.lower().split()) == t]
+        named = [h for h in hits if tax.names[tax.index_of(h)].lower() == t]
+        pick = exact[0] if exact else named[0] if len(named) == 1 else hits[0] if len(hits) == 1 else None
+        if pick is not None:
+            self.select(pick)
 
     def select(self, cls) -> None:
-        """Show class ``cls`` (index, full path, or a unique name)."""
+        """Show class ``cls`` (index, full path, or a unique name); the search box is left as typed."""
         tax = self.taxonomy
-        c = _ins.class_index(cls, tax)
+        c = class_index(cls, tax)
         self.selected = c
-        self.message.value = ""
-        if self.picker.value != tax.classes[c]:
-            self._syncing = True  # the box names the class shown; not a new pick
-            try:
-                self.picker.value = tax.classes[c]
-            finally:
-                self._syncing = False
+        self.search.mark(tax.classes[c])
         n_items = int((self.y == c).sum())
         n_right = int(((self.y == c) & (self.pred == c)).sum())
-        self.header.value = (f"<h4 style='margin:4px 0'>{html.escape(tax.classes[c])}</h4>"
+        self.header.value = (f"<h4 style='margin:6px 0 2px 0;overflow-wrap:anywhere'>{html.escape(tax.classes[c])}</h4>"
                              f"{n_items} items, {n_right} predicted right; parent: "
                              f"{html.escape(tax.parent(c) or '(top level)')}")
-        nb = _ins.neighbor_table(self.neighbors, tax, k=self.k, cls=c)
+        nb = neighbor_table(self.neighbors, tax, k=self.k, cls=c)
         self.neighbors_table = nb[["rank", "target", "target_label", "sim", "same_parent", "lca_distance"]] \
             .rename(columns={"target": "class", "target_label": "neighbour"}).reset_index(drop=True)
         self.neighbors_html.value = self._html_table(
-            self.neighbors_table.assign(sim=self.neighbors_table["sim"].round(3),
-                                        same_parent=self.neighbors_table["same_parent"].map({True: "yes", False: "no"}))
-            [["rank", "neighbour", "sim", "same_parent"]], "neighbours")
-        self.confusions_table = _ins.top_confusions(self.pred, self.y, tax, c, n=self.k)
+            self.neighbors_table[["rank", "neighbour", "sim", "same_parent"]], "neighbours", NEIGHBOUR_HEADERS)
+        self.confusions_table = top_confusions(self.pred, self.y, tax, c, n=self.k)
         self.confusions_html.value = self._html_table(
-            self.confusions_table[["other_label", "true_as_other", "other_as_true", "lca_distance"]]
-            .rename(columns={"other_label": "class", "true_as_other": "this → it", "other_as_true": "it → this"}),
-            "confusions")
+            self.confusions_table[["other_label", "true_as_other", "other_as_true", "lca_distance"]],
+            "confusions", CONFUSION_HEADERS)
         self.heatmap_figure = viz.confusion_heatmap(self.pred, self.y, tax, c, neighbors=self.neighbors,
                                                     size=self.size)
         figure_output(self.heatmap_figure, self.heatmap)
@@ -545,16 +616,18 @@ class ConfusionNeighborhood:
             self.examples = ex.reset_index(drop=True)
             cards = [product_card(r) for _, r in self.examples.iterrows()]
             self.examples_box.children = (W.GridBox(cards, layout=W.Layout(
-                grid_template_columns="repeat(3, 1fr)")),) if cards else (W.HTML("<i>no mispredictions</i>"),)
+                grid_template_columns=_grid_columns(3))),) if cards else (W.HTML("<i>no mispredictions</i>"),)
         else:
             ex = pd.DataFrame({"row": wrong[: self.n_examples],
                                "true_label": [self.taxonomy.classes[i] for i in self.y[wrong[: self.n_examples]]],
                                "pred_label": [self.taxonomy.classes[i] for i in self.pred[wrong[: self.n_examples]]]})
             self.examples = ex
-            self.examples_box.children = (W.HTML(self._html_table(ex, "examples")),)
+            box = W.HTML(self._html_table(ex, "examples", {"true_label": "true class", "pred_label": "predicted as"}))
+            box.add_class("semcat-wrap")
+            self.examples_box.children = (box,)
 
     @staticmethod
-    def _html_table(df: pd.DataFrame, what: str) -> str:
+    def _html_table(df: pd.DataFrame, what: str, headers: dict | None = None) -> str:
         if df.empty:
             return f"<i>no {what}</i>"
-        return df.to_html(index=False, escape=True, border=0, classes=f"semcat-{what}")
+        return html_table(df, headers, css_class=f"semcat-{what}")

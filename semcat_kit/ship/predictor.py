@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from .._core.progress import progress as progress_bar
 
 from .._core.memory import bound_heap
 from .._core.contracts import DuplicateIdError, as_k, check_unique_ids
@@ -392,7 +392,7 @@ class Predictor:
         the chunks are (a one-shot call scores the same blocks), so the result does not depend on
         the chunking; a chunk is ranked and yielded once all its rows are scored."""
         self.failures = pd.DataFrame(columns=["item_id", "modality", "reason"])
-        bar = tqdm(total=total, unit="item", desc="predict", disable=not progress, leave=False)
+        bar = progress_bar(total=total, unit="item", desc="predict", disable=not progress, leave=False)
         all_fails = []
         pending: list[_Pending] = []
         queued = 0                                    # rows encoded but not scored yet
