@@ -345,7 +345,7 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
     """
     import time
 
-    from tqdm.auto import tqdm
+    from .._core.progress import progress as _progress
 
     Cs = sorted(float(c) for c in Cs)
     if not Cs or any(not (c > 0 and math.isfinite(c)) for c in Cs):
@@ -363,7 +363,7 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
         vdata, yv = val
         yv = torch.as_tensor(np.asarray(yv), dtype=torch.long)
         vfeat = stack.features(vdata) if stack.linear else None
-    bar = tqdm(total=len(Cs), desc=desc, unit="C", disable=not progress, leave=False)
+    bar = _progress(total=len(Cs), desc=desc, unit="C", disable=not progress, leave=False)
     for C in Cs:
         t0 = time.perf_counter()
         r = fit_stacked(stack, loss, [1.0 / (C * n)] * K, data, x, max_iter=max_iter, gtol=tol)

@@ -47,6 +47,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .._core.io import atomic_path
+from .._core.progress import progress
 from .._core.memory import TRIM_EVERY, bound_heap, release_freed_memory
 from .._core.contracts import autocast
 from .._core.threads import torch_threads
@@ -603,7 +604,7 @@ class Trainer:
         per_step = [cb for cb in self.callbacks if type(cb).on_step_end is not Callback.on_step_end]
         scaled = self.scaler.is_enabled()
         non_blocking = self.device.type == "cuda"
-        inner = tqdm(batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False,
+        inner = progress(batches, desc=f"epoch {self.epoch + 1}", unit="batch", leave=False,
                      disable=not any(isinstance(c, ProgressBar) and c.enabled for c in self.callbacks)
                      or n_steps < 50 or self.rank != 0)
         try:
