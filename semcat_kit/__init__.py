@@ -45,7 +45,7 @@ _MODULES = {
     "encoders": ".encode.encoders", "store": ".encode.store", "embeddings": ".encode.embeddings",
     "similarity": ".labels.similarity", "soft_labels": ".labels.soft_labels",
     "decoding": ".judge.decoding", "metrics": ".judge.metrics", "streaming": ".judge.streaming",
-    "frequency": ".judge.frequency", "hedging": ".judge.hedging",
+    "frequency": ".judge.frequency", "hedging": ".judge.hedging", "label_noise": ".judge.label_noise",
     "losses": ".learn.losses", "model": ".learn.model", "trainer": ".learn.trainer",
     "training": ".learn.training", "estimator": ".learn.estimator",
     "comparison": ".experiments.comparison", "baselines": ".experiments.baselines",
@@ -114,7 +114,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing here runs
     from .experiments.comparison import (baseline_suite, compare, default_suite,  # noqa: F401
                                          format_table, loss_suite)
     from .experiments.tuning import tune  # noqa: F401
-    from .judge import decoding, frequency, hedging, metrics, streaming  # noqa: F401
+    from .judge import decoding, frequency, hedging, label_noise, metrics, streaming  # noqa: F401
     from .judge.hedging import HedgeCalibration, calibrate_hedging  # noqa: F401
     from .judge.metrics import evaluate  # noqa: F401
     from .labels import similarity, soft_labels  # noqa: F401

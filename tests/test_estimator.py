@@ -23,12 +23,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import _export_case as ec
+import _toys_case as tc
 import semcat_kit as sk
-from conftest import SHARED_DATA
 from semcat_kit.learn.estimator import CONFIG_PARAMS, cross_val_proba, to_matrix
 
 torch.set_num_threads(1)
-TOYS = SHARED_DATA / "amazon-uk-toys" / "products.csv"
 SMALL = dict(input_norm=False, epochs=20, hidden=32, proj_dim=0, device="cpu", batch_size=64, data_defaults=False,
              dropout=0.0, modality_dropout=0.0, lr=1e-2)
 FAST = dict(epochs=8, batch_size=64, proj_dim=64, hidden=128, lr=3e-3, device="cpu")
@@ -58,17 +57,7 @@ def test_parameters_are_the_trainconfig_fields():
 @pytest.fixture(scope="module")
 def toys(request):
     """700 Amazon toys products of the 14 largest categories (50 each), MiniLM title embeddings."""
-    if not TOYS.is_file():
-        pytest.skip(f"{TOYS} not found")
-    df = pd.read_csv(TOYS, dtype=str)
-    col = "amazon_category_and_sub_category"
-    top = df[col].value_counts().index[:14]
-    df = df[df[col].isin(top)].groupby(col).head(50).sample(frac=1, random_state=0).reset_index(drop=True)
-    cat = pd.DataFrame({"item_id": df["uniq_id"], "title": df["product_name"], "label": df[col]})
-    cache = request.config.cache.mkdir("semcat_toys_emb")
-    emb = sk.encode_catalog(cat, text_encoder=ec.encoders()[0], cache_dir=cache, progress=False)
-    tax = sk.Taxonomy.from_paths(cat["label"])
-    return cat, emb, tax
+    return tc.toys(request.config.cache.mkdir("semcat_toys_emb"))
 
 
 def test_cross_val_predict_proba_feeds_cleanlab(toys):

@@ -2,5 +2,6 @@
 
 ``inspection`` (label issues, confusions, projections: arrays and DataFrames only), ``viz`` (plotly
 figures), ``widgets`` (``MispredictionBrowser``, ``ConfusionNeighborhood``).
-May import: ``_core``, ``datasets``, ``labels``, ``judge``.
+May import: ``_core``, ``datasets``, ``labels``, ``judge``, ``learn`` (the estimator behind cross-validated
+label issues).
 """

@@ -224,6 +224,10 @@ class MispredictionBrowser:
     hedge_threshold : float, optional
         Show each product's hedged prediction at this threshold beside the top-1 (e.g.
         ``head.hedging.threshold(0.98)``).
+    issue_probs : array (N, C), optional
+        Cross-validated probabilities of the same items
+        (``sk.inspection.label_issues(X=..., y=..., cv=5).attrs["probs"]``): the "label issues" mode
+        and the label-issue score use them instead of ``probs``.
 
     Attributes
     ----------
@@ -241,12 +245,12 @@ class MispredictionBrowser:
 
     def __init__(self, catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxonomy | None = None,
                  page_size: int = 12, columns: int = 4, top: int = 3, thumb_width: int = 60,
-                 export_path: str = "flagged_items.csv", hedge_threshold: float | None = None):
+                 export_path: str = "flagged_items.csv", hedge_threshold: float | None = None, issue_probs=None):
         if int(page_size) < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         self.taxonomy = _ins._check_taxonomy(taxonomy)
         self.table = _ins.mispredictions(catalog_df, probs, y_true, self.taxonomy, top=top,
-                                         hedge_threshold=hedge_threshold)
+                                         hedge_threshold=hedge_threshold, issue_probs=issue_probs)
         dup = self.table["item_id"][self.table["item_id"].duplicated()].unique()
         if len(dup):
             raise ValueError(f"catalog_df has {len(dup)} repeated item_id(s) (e.g. {list(dup[:3])}); flags and "
