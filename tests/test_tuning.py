@@ -155,6 +155,7 @@ def test_cli_tune_writes_best_config_and_trials(tmp_path, request):
     with contextlib.redirect_stdout(buf):
         rc = cli.main(["tune", "--catalog", "tutorial", "--config", str(cfg), "--out", str(out), "--n-trials", "2",
                        "--objective", "hdist@5; top1 >= onehot - 5pt", "--quiet",
+                       "--storage", f"sqlite:///{tmp_path / 'tune.db'}",
                        "--cache-dir", str(request.config.cache.mkdir("semcat_tutorial_text"))])
     assert rc == 0, buf.getvalue()
     best = yaml.safe_load((out / "best.yaml").read_text())
@@ -164,6 +165,17 @@ def test_cli_tune_writes_best_config_and_trials(tmp_path, request):
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 2 and trials.loc[0, "smoothing"] == "onehot"
     assert "best of 2 trials" in buf.getvalue()
+    # the same command with --n-trials 3 resumes the stored study: one more trial, the first two kept
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cli.main(["tune", "--catalog", "tutorial", "--config", str(cfg), "--out", str(out), "--n-trials", "3",
+                       "--objective", "hdist@5; top1 >= onehot - 5pt", "--quiet",
+                       "--storage", f"sqlite:///{tmp_path / 'tune.db'}",
+                       "--cache-dir", str(request.config.cache.mkdir("semcat_tutorial_text"))])
+    assert rc == 0, buf.getvalue()
+    more = pd.read_csv(out / "trials.csv")
+    assert len(more) == 3 and "best of 3 trials" in buf.getvalue()
+    pd.testing.assert_frame_equal(more.iloc[:2].drop(columns="seconds"), trials.drop(columns="seconds"))
 
 
 def test_cli_tune_bad_objective_is_one_line(tmp_path, capsys):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["require", "MissingExtraError", "EXTRAS"]
+__all__ = ["require", "have_onnx", "MissingExtraError", "EXTRAS"]
 
 #: module -> the extra that installs it
 EXTRAS = {"plotly": "viz", "umap": "viz", "ipywidgets": "notebooks", "optuna": "tune", "hiclass": "peers",
@@ -49,3 +49,10 @@ def require(module: str, extra: str | None = None, what: str | None = None):
         extra = extra or EXTRAS.get(top, "all")
         raise MissingExtraError(f"{what or module} needs the optional package {top!r}, which is not installed: "
                                 f'pip install "semcat_kit[{extra}]"') from e
+
+
+def have_onnx() -> bool:
+    """Whether the ONNX export can run here (onnx, onnxscript and onnxruntime importable)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxscript", "onnxruntime"))
