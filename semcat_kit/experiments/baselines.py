@@ -317,10 +317,9 @@ class HiClassBaseline(Baseline):
         return [p + [_STOP] if tuple(p) in prefixes else p for p in paths]
 
     def _fit_one(self, C, X, y, seed):
-        try:
-            from hiclass import LocalClassifierPerParentNode
-        except ImportError as e:   # pragma: no cover - hiclass is a dependency
-            raise ImportError("HiClassBaseline needs the 'hiclass' package: pip install hiclass") from e
+        from .._core.optional import require
+
+        LocalClassifierPerParentNode = require("hiclass", "peers", "HiClassBaseline").LocalClassifierPerParentNode
         paths = self._paths()
         depth = max(len(p) for p in paths)
         Y = np.array([paths[c] + [""] * (depth - len(paths[c])) for c in y], dtype=object)

@@ -112,11 +112,10 @@ def cleanlab_issues(probs, y, **kwargs) -> pd.DataFrame:
         ``cleanlab_issue`` (bool) and ``cleanlab_quality`` (``get_label_quality_scores``,
         self-confidence by default; lower is more suspicious), one row per item.
     """
-    try:
-        from cleanlab.filter import find_label_issues
-        from cleanlab.rank import get_label_quality_scores
-    except ImportError as e:
-        raise ImportError("comparing with cleanlab needs it: pip install 'semcat_kit[cleanlab]'") from e
+    from .._core.optional import require
+
+    find_label_issues = require("cleanlab.filter", "cleanlab", "cleanlab_issues").find_label_issues
+    get_label_quality_scores = require("cleanlab.rank", "cleanlab", "cleanlab_issues").get_label_quality_scores
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2:
         raise ValueError(f"probs must be (N, C), got shape {p.shape}")

@@ -9,11 +9,14 @@ import html
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import plotly.graph_objects as go
-from plotly import colors as pcolors
-from plotly.subplots import make_subplots
 
-from . import inspection as _ins
+from .._core.optional import require
+
+go = require("plotly.graph_objects", "viz", "semcat_kit.see.viz (plotly figures)")
+pcolors = require("plotly.colors", "viz", "semcat_kit.see.viz (plotly figures)")
+make_subplots = require("plotly.subplots", "viz", "semcat_kit.see.viz (plotly figures)").make_subplots
+
+from . import inspection as _ins  # noqa: E402
 from ..datasets.taxonomy import Taxonomy
 
 __all__ = ["label_map", "similarity_graph", "confusion_heatmap", "severity_histogram",

@@ -13,16 +13,19 @@ import io
 import os
 from pathlib import Path
 
-import ipywidgets as W
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
-from . import inspection as _ins
-from . import viz
-from .._core.io import atomic_path
-from ..datasets.images import ImageError, read_image_bytes
-from ..datasets.taxonomy import Taxonomy
+from .._core.optional import require
+
+W = require("ipywidgets", "notebooks", "semcat_kit.see.widgets (ipywidgets explorers)")
+go = require("plotly.graph_objects", "viz", "semcat_kit.see.widgets (plotly figures)")
+
+from . import inspection as _ins  # noqa: E402
+from . import viz  # noqa: E402
+from .._core.io import atomic_path  # noqa: E402
+from ..datasets.images import ImageError, read_image_bytes  # noqa: E402
+from ..datasets.taxonomy import Taxonomy  # noqa: E402
 
 __all__ = ["MispredictionBrowser", "ConfusionNeighborhood", "ClassSearch", "product_card", "figure_output"]
 

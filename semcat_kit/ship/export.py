@@ -293,11 +293,7 @@ def _dynamic(probe: dict) -> tuple:
 
 def _export_onnx(wrapper, probe: dict, path: Path) -> None:
     """The head through ``torch.onnx.export(dynamo=True)`` (``torch.export`` + onnxscript)."""
-    try:
-        import onnxscript  # noqa: F401  (the dynamo exporter's translator)
-    except ImportError as e:
-        raise ImportError("ONNX export needs onnx, onnxscript and onnxruntime: pip install 'semcat_kit[onnx]' "
-                          "(or export_head(..., onnx=False))") from e
+    _require_onnx()
     with warnings.catch_warnings():
         # the one batch Dim is shared by every input: torch.onnx says it names it once (not a deprecation)
         warnings.filterwarnings("ignore", message=r".*axis name: n will not be used", category=UserWarning)
@@ -305,6 +301,13 @@ def _export_onnx(wrapper, probe: dict, path: Path) -> None:
                                     output_names=["output"], dynamic_shapes=_dynamic(probe), opset_version=ONNX_OPSET,
                                     optimize=True, verbose=False)
     program.save(str(path))
+
+
+def _require_onnx() -> None:
+    from .._core.optional import require
+
+    for m in ("onnx", "onnxscript", "onnxruntime"):     # onnxscript: the dynamo exporter's translator
+        require(m, "onnx", "the ONNX export (or export_head(..., onnx=False))")
 
 
 def _export_pt2(wrapper, probe: dict, path: Path) -> None:
@@ -372,6 +375,8 @@ def export_head(run, dir, onnx: bool = True, pt2: bool = True, overwrite: bool =
         warnings.warn("export_head(torchscript=...) is replaced by pt2=... (torch.export: head.pt2); "
                       f"writing head.pt2 = {bool(torchscript)}", FutureWarning, stacklevel=2)
         pt2 = bool(torchscript)
+    if onnx:
+        _require_onnx()                # before anything is written
     for attr in ("model", "taxonomy"):
         if not hasattr(run, attr):
             raise TypeError(f"export_head needs a TrainRun (from sk.train); {type(run).__name__} has no .{attr}")
@@ -898,7 +903,9 @@ def load_head(dir, backend: str = "torch", device: str = "cpu",
             with torch.no_grad():
                 return wrapper(*(batch[k].to(dev) for k in inputs)).float().cpu().numpy()
     elif backend == "onnx":
-        import onnxruntime as ort
+        from .._core.optional import require
+
+        ort = require("onnxruntime", "onnx", "backend='onnx'")
 
         if FILES["onnx"] not in cfg["files"]:
             _fail(dir, f"this export has no {FILES['onnx']} (exported with onnx=False); use backend='torch'")
