@@ -37,12 +37,15 @@ def catalogs(toys_classes: int, toys_per_class: int):
     yield "tutorial (Myntra fashion)", tut
     toys = SHARED / "amazon-uk-toys" / "products.csv"
     if toys.is_file():
-        df = pd.read_csv(toys, dtype=str)
-        col = "amazon_category_and_sub_category"
-        top = df[col].value_counts().index[:toys_classes]
-        df = df[df[col].isin(top)].groupby(col).head(toys_per_class).reset_index(drop=True)
-        yield f"Amazon toys ({toys_classes} largest categories)", pd.DataFrame(
-            {"item_id": df["uniq_id"], "title": df["product_name"], "label": df[col]})
+        import warnings
+
+        with warnings.catch_warnings():        # the loader's report of unlabelled rows: they are dropped here
+            warnings.simplefilter("ignore")
+            df = sk.load_catalog(toys, id="uniq_id", title="product_name", path_col="amazon_category_and_sub_category")
+        df = df[df["label"].notna()]
+        top = df["label"].value_counts().index[:toys_classes]
+        df = df[df["label"].isin(top)].groupby("label").head(toys_per_class).reset_index(drop=True)
+        yield f"Amazon toys ({toys_classes} largest categories)", df[["item_id", "title", "label"]]
     else:
         print(f"skipping the toys catalog: {toys} not found", file=sys.stderr)
 

@@ -74,10 +74,15 @@ def test_reloaded_head_reproduces_logits(data, runs, exported, name, backend):
             # class scores sum ~190 bit terms (|score| ~ 35), so they are compared relatively too
             bits_ref = _bits(run, e)
             bits = head._run(head._arrays(e))   # private: the bit logits, which no public call returns
-            np.testing.assert_allclose(bits, bits_ref, atol=1e-5, rtol=1e-6, err_msg=vname)
-            np.testing.assert_allclose(got, ref, atol=1e-5, rtol=2e-6, err_msg=vname)
+            # the dynamo ONNX graph decomposes the gated fusion's ops (layer norm, sigmoid gate) in
+            # another order than torch: up to ~2e-5 relative on converged bit logits (|x| ~ 25)
+            tol = dict(atol=2e-4, rtol=2e-5) if backend == "onnx" else dict(atol=1e-5, rtol=1e-6)
+            np.testing.assert_allclose(bits, bits_ref, err_msg=vname, **tol)
+            tol = dict(atol=2e-3, rtol=2e-5) if backend == "onnx" else dict(atol=1e-5, rtol=2e-6)
+            np.testing.assert_allclose(got, ref, err_msg=vname, **tol)
         else:
-            np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0, err_msg=vname)
+            # converged heads reach |logit| ~ 17: the dynamo ONNX graph (fused GEMMs) may differ by a few ulps
+            np.testing.assert_allclose(got, ref, atol=1e-5, rtol=2e-6, err_msg=vname)
         np.testing.assert_allclose(head.predict_proba(e), run.predict_proba(e), atol=1e-5, err_msg=vname)
         # same top-1 decisions
         assert (got.argmax(1) == ref.argmax(1)).mean() == 1.0
@@ -115,7 +120,7 @@ def test_folder_contents(data, runs, exported):
     assert cfg["encoders"]["text_encoder"] == emb.meta["text_encoder"]
     assert cfg["encoders"]["image_encoder"] == emb.meta["image_encoder"]
     assert cfg["encoders"]["text_encoder"]["fingerprint"] == ec.encoders()[0].fingerprint
-    assert cfg["train_config"] == run.config.to_dict()
+    assert cfg["train_config"] == json.loads(json.dumps(run.config.to_dict()))     # tuples are JSON lists
     assert cfg["label_representation"] == {"kind": "codes", "file": "codes.safetensors",
                                            "n_bits": int(run.codes.shape[1])}
     assert sorted(cfg["files"]) == sorted(["model.safetensors", "codes.safetensors", "labels.json", "taxonomy.json",
