@@ -122,6 +122,8 @@ class SemcatClassifier(ClassifierMixin, BaseEstimator):
         The trained head (``sk.export_head(clf.run_, dir)`` exports it).
     config_ : TrainConfig
         The config trained with (after data-aware defaults).
+    n_iter_ : int
+        L-BFGS iterations (``solver="lbfgs"``) or epochs (minibatch) of the run.
     n_features_in_ : int
         Columns of ``X`` (text + image dimensions for an ``Embeddings``).
     """
@@ -199,6 +201,8 @@ class SemcatClassifier(ClassifierMixin, BaseEstimator):
         if y.ndim == 2 and y.shape[1] == 1:
             y = y.ravel()
         check_classification_targets(y)
+        if len(y) < 2:
+            raise ValueError(f"{type(self).__name__} needs at least 2 training items, got n_samples = {len(y)}")
         if self.taxonomy is None:
             classes = np.unique(y)
             tax = Taxonomy.from_paths([str(c) for c in classes], sep=self.sep, on_conflict="keep")
@@ -234,6 +238,8 @@ class SemcatClassifier(ClassifierMixin, BaseEstimator):
         self.run_ = train(data, y_idx, taxonomy=tax, neighbors=self.neighbors, config=cfg, val=val_pair,
                           progress=bool(self.progress))
         self.config_ = self.run_.config
+        solver = getattr(self.run_, "solver", None) or {}
+        self.n_iter_ = int(solver.get("iterations") or len(self.run_.history) or 1)
         self.classes_ = classes
         self.class_index_ = index
         self.taxonomy_ = tax
