@@ -257,8 +257,9 @@ def test_killed_tune_resumes_from_its_storage(tmp_path):
 
 
 def test_pruner_stops_hopeless_trials(tmp_path):
-    """With the median pruner, trials whose per-epoch validation top-1 trails the earlier trials'
-    median are stopped (state PRUNED) and leave no row in the trials table."""
+    """With the median pruner, minibatch trials whose per-epoch validation top-1 trails the earlier
+    trials' median are stopped (state PRUNED) and leave no row in the trials table; full-batch
+    (L-BFGS) trials are not watched (a callback would make them minibatch runs)."""
     import optuna
 
     import _tune_kill_case as case
@@ -267,7 +268,7 @@ def test_pruner_stops_hopeless_trials(tmp_path):
     space = {**case.SPACE, "steps": (30, 120), "smoothing": ["onehot"], "proj_dim": [8, 64], "hidden": [8, 64]}
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     res = sk.tune(train, val, taxonomy=tax, objective="top1", n_trials=12, search_space=space, pruner=pruner,
-                  base_config=sk.TrainConfig(**{**case.BASE, "lr": 1e-4}), progress=False)
+                  base_config=sk.TrainConfig(**{**case.BASE, "lr": 1e-4, "solver": "minibatch"}), progress=False)
     states = [t.state for t in res.study.trials]
     pruned = [t for t in res.study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned, states
@@ -277,5 +278,9 @@ def test_pruner_stops_hopeless_trials(tmp_path):
                 if o.state == optuna.trial.TrialState.COMPLETE and step in o.intermediate_values]
         assert t.intermediate_values[step] < np.median(done) + 1e-12
     assert len(res.trials) == states.count(optuna.trial.TrialState.COMPLETE)
+    assert {t.user_attrs["config"]["solver"] for t in res.study.trials if "config" in t.user_attrs} == {"minibatch"}
+    full = sk.tune(train, val, taxonomy=tax, objective="top1", n_trials=3, search_space=space, pruner=pruner,
+                   base_config=sk.TrainConfig(**case.BASE), progress=False)       # solver auto: L-BFGS here
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and not t.intermediate_values for t in full.study.trials)
     with pytest.raises(ValueError, match="pruner must be"):
         sk.tune(train, val, taxonomy=tax, objective="top1", n_trials=1, pruner="hyperband")

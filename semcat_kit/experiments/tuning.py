@@ -31,7 +31,9 @@ trial is written to the database as it ends, with its validation scores and conf
 call again loads the study (``load_if_exists``) and runs only the trials still missing from
 ``n_trials`` (a trial a kill interrupted is marked failed and run again). A pruner (default
 ``"median"``: Optuna's ``MedianPruner``) reads the objective metric on the validation split after
-every epoch and stops a trial that is worse than the median of earlier trials at the same epoch.
+every epoch of a minibatch trial and stops it when it is worse than the median of earlier trials at
+the same epoch. Full-batch trials (``solver="lbfgs"``, what ``"auto"`` picks for in-memory data)
+converge in one pass and are not pruned.
 """
 from __future__ import annotations
 
@@ -324,8 +326,9 @@ def tune(train, val, *, taxonomy, neighbors=None, objective: str | Objective = "
     study_name : str, optional
         Default :data:`DEFAULT_STUDY`.
     pruner : {"median", "none"} or optuna.pruners.BasePruner
-        Stops hopeless trials from their per-epoch validation value of the objective metric
-        (``"median"``: ``MedianPruner(n_startup_trials=5, n_warmup_steps=2)``). Trial 0 is never pruned.
+        Stops hopeless minibatch trials from their per-epoch validation value of the objective metric
+        (``"median"``: ``MedianPruner(n_startup_trials=5, n_warmup_steps=2)``). Trial 0 and full-batch
+        (L-BFGS) trials are never pruned.
     **train_kwargs
         Passed to :func:`semcat_kit.train` (e.g. ``allow_unseen_val_classes=True``).
 
@@ -403,10 +406,18 @@ def tune(train, val, *, taxonomy, neighbors=None, objective: str | Objective = "
             if self.trial.number > 0 and self.trial.should_prune():
                 raise optuna.TrialPruned(f"val_{obj.metric} = {v:.4g} at epoch {trainer.row.get('epoch')}")
 
+    from .._core.contracts import as_embedding_table
+    from ..learn.training import choose_solver
+
+    train_table = as_embedding_table(train[0], "train") if pruning is not None else None
+
     def fit_score(cfg: TrainConfig, crm: bool, trial=None):
         key = (repr(cfg.to_dict()), crm)
         if key not in cache:
-            watch = trial is not None and pruning is not None
+            # a minibatch trial reports each epoch to the pruner; a full-batch (L-BFGS) one converges in
+            # one pass, and a callback would turn it into a minibatch run, so it is never watched
+            watch = (trial is not None and pruning is not None
+                     and choose_solver(cfg, train_table)[0] == "minibatch")
             r = _train(*train, taxonomy=taxonomy, neighbors=neighbors, config=cfg, val=val if watch else None,
                        progress=False, callbacks=[_Report(trial)] if watch else (), **train_kwargs)
             cache[key] = score(r.predict_proba(val[0]), crm=crm)
