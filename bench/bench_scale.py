@@ -217,7 +217,7 @@ def _predictor(ctx: Context):
         torch.manual_seed(0)
         model = FusionHead(TEXT_DIM, IMAGE_DIM, ctx.taxonomy.n_classes).eval()
         run = SimpleNamespace(model=model, taxonomy=ctx.taxonomy, encoder_meta={}, config=None)
-        d = export_head(run, ctx.tmp / "head", onnx=False, torchscript=False)
+        d = export_head(run, ctx.tmp / "head", onnx=False, pt2=False)
         ctx.predictor = Predictor(load_head(d, device="cpu"))
     return ctx.predictor
 

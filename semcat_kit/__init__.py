@@ -14,7 +14,8 @@ it may import (arrows point down only):
 ``labels``       label similarity (sparse top-k ``Neighbors``) and soft-target kinds, curricula
 ``judge``        decoders (top-k, CRM, hedged at a calibrated precision), every metric in a
                  registry, streaming metrics, head / torso / tail buckets
-``learn``        losses, the fusion head, the minibatch trainer, ``TrainConfig`` / ``train``
+``learn``        losses, the fusion head, the minibatch trainer, ``TrainConfig`` / ``train``,
+                 ``SemcatClassifier`` (scikit-learn)
 ``experiments``  multi-seed comparison suites, peers (LogisticRegression, hiclass), tuning
 ``see``          tables behind the figures (``sk.see.mispredictions``, ...), plotly figures,
                  ipywidgets explorers
@@ -50,9 +51,9 @@ _MODULES = {
     "encoders": ".encode.encoders", "store": ".encode.store", "embeddings": ".encode.embeddings",
     "similarity": ".labels.similarity", "soft_labels": ".labels.soft_labels",
     "decoding": ".judge.decoding", "metrics": ".judge.metrics", "streaming": ".judge.streaming",
-    "frequency": ".judge.frequency", "hedging": ".judge.hedging",
+    "frequency": ".judge.frequency", "hedging": ".judge.hedging", "label_noise": ".judge.label_noise",
     "losses": ".learn.losses", "model": ".learn.model", "trainer": ".learn.trainer",
-    "training": ".learn.training",
+    "training": ".learn.training", "estimator": ".learn.estimator",
     "comparison": ".experiments.comparison", "baselines": ".experiments.baselines",
     "tuning": ".experiments.tuning",
     "see": ".see", "viz": ".see.viz", "widgets": ".see.widgets",
@@ -73,6 +74,7 @@ _NAMES = {
     "calibrate_hedging": ".judge.hedging", "HedgeCalibration": ".judge.hedging",
     "FusionHead": ".learn.model",
     "TrainConfig": ".learn.training", "TrainRun": ".learn.training", "train": ".learn.training",
+    "SemcatClassifier": ".learn.estimator",
     "LogisticBaseline": ".experiments.baselines", "HiClassBaseline": ".experiments.baselines",
     "baseline_suite": ".experiments.comparison", "compare": ".experiments.comparison",
     "default_suite": ".experiments.comparison", "format_table": ".experiments.comparison",
@@ -118,11 +120,12 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing here runs
     from .experiments.comparison import (baseline_suite, compare, default_suite,  # noqa: F401
                                          format_table, loss_suite)
     from .experiments.tuning import tune  # noqa: F401
-    from .judge import decoding, frequency, hedging, metrics, streaming  # noqa: F401
+    from .judge import decoding, frequency, hedging, label_noise, metrics, streaming  # noqa: F401
     from .judge.hedging import HedgeCalibration, calibrate_hedging  # noqa: F401
     from .judge.metrics import evaluate  # noqa: F401
     from .labels import similarity, soft_labels  # noqa: F401
-    from .learn import losses, model, trainer, training  # noqa: F401
+    from .learn import estimator, losses, model, trainer, training  # noqa: F401
+    from .learn.estimator import SemcatClassifier  # noqa: F401
     from .learn.model import FusionHead  # noqa: F401
     from .learn.training import TrainConfig, TrainRun, train  # noqa: F401
     from .orchestrate import pipeline, workspace  # noqa: F401

@@ -157,3 +157,34 @@ def test_baseline_suite_has_the_linear_model_with_soft_labels(data):
     assert run.solver["method"] == "lbfgs" and run.solver["C"] in soft.Cs
     # the same linear model; soft labels must not cost more than noise on this small problem
     assert df.loc["LR + soft", "top1_mean"] >= df.loc["LogisticRegression", "top1_mean"] - 0.05
+
+
+def test_baselines_are_sklearn_estimators_with_the_classifier_signature():
+    """fit(X, y) as SemcatClassifier: taxonomy in the constructor or built from the labels; clone,
+    get_params / set_params, predict, score, and GridSearchCV over C."""
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+
+    tax = Taxonomy.from_paths(PATHS)
+    etr, ytr = _make(tax, 40, 0)
+    eva, yva = _make(tax, 20, 1)
+    labels = np.asarray(tax.classes, dtype=object)[ytr]
+    b = LogisticBaseline(C=1.0, taxonomy=tax)
+    assert b.get_params() == {"C": 1.0, "Cs": (0.1, 1.0, 10.0, 100.0), "max_iter": 500, "taxonomy": tax}
+    b2 = clone(b).set_params(C=10.0)
+    assert b2.C == 10.0 and b.C == 1.0 and not hasattr(b2, "classes_")
+    b.fit(etr.text, labels)                                       # an array, label paths, taxonomy in the constructor
+    assert list(b.classes_) == list(tax.classes) and b.predict_proba(eva.text).shape == (len(yva), tax.n_classes)
+    ref = LogisticBaseline(C=1.0).fit(etr, ytr, taxonomy=tax)     # compare()'s call
+    np.testing.assert_allclose(b.predict_proba(eva), ref.predict_proba(eva), atol=1e-6)
+    assert (ref.predict(eva) == ref.predict_proba(eva).argmax(1)).all()          # indices in, indices out
+    assert b.score(eva, np.asarray(tax.classes, dtype=object)[yva]) == ref.score(eva, yva) > 0.5
+    # no taxonomy: built from the labels (paths give the tree); integer labels stay integers
+    free = LogisticBaseline(C=1.0).fit(etr, labels)
+    assert free.taxonomy_.classes == sorted(set(labels)) and set(free.predict(eva)) <= set(labels)
+    ints = LogisticBaseline(C=1.0).fit(etr, ytr + 100)
+    assert set(ints.predict(eva)) <= set(ytr + 100) and ints.predict(eva).dtype.kind == "i"
+    grid = GridSearchCV(HiClassBaseline(taxonomy=tax), {"C": [0.01, 10.0]}, cv=2).fit(etr.text, ytr)
+    assert grid.best_params_["C"] in (0.01, 10.0) and grid.best_estimator_.taxonomy_.classes == tax.classes
+    with pytest.raises(Exception, match="not fitted"):
+        LogisticBaseline().predict_proba(eva)

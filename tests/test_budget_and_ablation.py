@@ -57,7 +57,7 @@ def test_linear_head_has_one_layer_and_round_trips(tmp_path):
     assert len(lin) == 1 and lin[0].in_features == run.config.proj_dim and lin[0].out_features == tax.n_classes
     again = FusionHead(**run.model.config)
     again.load_state_dict(run.model.state_dict())
-    sk.export_head(run, tmp_path / "h", onnx=False, torchscript=False)
+    sk.export_head(run, tmp_path / "h", onnx=False, pt2=False)
     head = sk.load_head(tmp_path / "h")
     np.testing.assert_allclose(head.predict_proba(emb), run.predict_proba(emb), atol=1e-5)
     with pytest.raises(ValueError, match="hidden must be a non-negative int"):
@@ -239,7 +239,7 @@ def test_head_without_projection_fuses_the_full_embeddings(tmp_path):
     tax, emb, y = _data()
     run = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(epochs=2, proj_dim=0, hidden=0, batch_size=32,
                                                                early_stopping=None), progress=False)
-    sk.export_head(run, tmp_path / "h", onnx=False, torchscript=False)
+    sk.export_head(run, tmp_path / "h", onnx=False, pt2=False)
     np.testing.assert_allclose(sk.load_head(tmp_path / "h").predict_proba(emb), run.predict_proba(emb), atol=1e-5)
 
 
@@ -256,5 +256,5 @@ def test_head_without_input_norm_sees_the_embeddings_as_they_come(tmp_path):
     run = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(epochs=2, input_norm=False, batch_size=32,
                                                                early_stopping=None), progress=False)
     assert run.model.config["input_norm"] is False
-    sk.export_head(run, tmp_path / "h", onnx=False, torchscript=False)
+    sk.export_head(run, tmp_path / "h", onnx=False, pt2=False)
     np.testing.assert_allclose(sk.load_head(tmp_path / "h").predict_proba(emb), run.predict_proba(emb), atol=1e-5)

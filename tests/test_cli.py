@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,7 @@ def trained(cache, tmp_path_factory):
     cfg = _write_config(root / "config.yaml", _yaml({
         "text_encoder": "minilm", "image_encoder": "efficientnet-lite0", "sample": ec.N_ITEMS, "seed": ec.SEED,
         "split": {"val": 0.1, "test": 0.2, "seed": 0, "min_count": 3}, "neighbors": {"k": 20},
-        "train": SMALL, "export": {"onnx": True, "torchscript": False}}))
+        "train": SMALL, "export": {"onnx": True, "pt2": False}}))
     out = root / "head"
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
@@ -83,7 +84,7 @@ def test_train_end_to_end_on_the_tutorial_catalog(trained, cache):
     assert "solver: lbfgs (in memory: " in stdout and "chosen on the val split" in stdout   # which ran, and why
     assert cfg["train_config"]["lr"] == SMALL["lr"] and cfg["train_config"]["min_steps"] == 0
     assert cfg["encoders"]["text_encoder"]["name"] == "minilm"
-    assert sorted(cfg["files"]) == ["head.onnx", "head.safetensors", "labels.json", "taxonomy.json"]
+    assert sorted(cfg["files"]) == ["head.onnx", "labels.json", "model.safetensors", "taxonomy.json"]
     metrics = cfg["metadata"]["test_metrics"]
     # printed metrics = stored metrics
     for k, v in metrics.items():
@@ -125,16 +126,18 @@ def test_train_on_a_csv_catalog_text_only(cache, tmp_path, capsys, monkeypatch):
         "text_encoder": "minilm", "image_encoder": None,
         "catalog": {"id": "sku", "title": "name", "path_col": "category"},
         "train": {**SMALL, "smoothing": "tree"}, "export": {"onnx": False, "torchscript": True}}))
-    rc = cli.main(["train", "--catalog", str(csv), "--config", str(cfg), "--out", str(tmp_path / "h"),
-                   "--cache-dir", cache, "--quiet"])
+    with pytest.warns(FutureWarning, match=r"'export.torchscript' is replaced by 'export.pt2'"):   # a 0.1 config
+        rc = cli.main(["train", "--catalog", str(csv), "--config", str(cfg), "--out", str(tmp_path / "h"),
+                       "--cache-dir", cache, "--quiet"])
     out = capsys.readouterr().out
     assert rc == 0 and "test metrics (" in out and trained_without_table == [True]
     assert ("'Apparel > Topwear > Casual Shoes' (1 item) merged into 'Footwear > Shoes > Casual Shoes' "
             "(10 items)") in out
-    head = sk.load_head(tmp_path / "h", backend="torchscript")
+    head = sk.load_head(tmp_path / "h", backend="pt2")
     assert head.uses == ("text", "image") or head.uses == ("text",)
     assert head.config["encoders"]["image_encoder"] is None and head.config["input_dims"]["image"] is None
-    assert "head.torchscript.pt" in head.config["files"] and "head.onnx" not in head.config["files"]
+    assert "head.pt2" in head.config["files"] and "head.onnx" not in head.config["files"]
+    assert not list((tmp_path / "h").glob("*torchscript*"))
     # --out exists now: refused without --overwrite
     rc = cli.main(["train", "--catalog", str(csv), "--config", str(cfg), "--out", str(tmp_path / "h")])
     assert rc == 1
@@ -149,7 +152,7 @@ def test_train_on_a_csv_with_its_own_separator_keeps_the_tree(cache, tmp_path, c
     cfg = _write_config(tmp_path / "c.yaml", _yaml({
         "text_encoder": "minilm", "image_encoder": None,
         "catalog": {"id": "sku", "title": "name", "path_col": "category", "sep": " / "},
-        "train": SMALL, "export": {"onnx": False, "torchscript": False}}))
+        "train": SMALL, "export": {"onnx": False, "pt2": False}}))
     rc = cli.main(["train", "--catalog", str(csv), "--config", str(cfg), "--out", str(tmp_path / "h"),
                    "--cache-dir", cache, "--quiet"])
     assert rc == 0, capsys.readouterr().err
@@ -507,3 +510,23 @@ def test_images_by_id_are_found_like_load_catalog_without_listing_the_folder(tmp
     csv.write_text("id,title\nb,t\nc,t\n", encoding="utf-8")
     got = pd.concat(list(product_chunks(args, 1)), ignore_index=True)["image_path"].tolist()
     assert got == [str(img / "b.JPG"), str(img / "c.jpg")]
+
+
+def test_predict_with_the_committed_old_head_on_every_backend(tmp_path):
+    """semcat predict on a head exported by semcat_kit 0.1 (tests/data/head_v0_1_0): torch, onnx and
+    its TorchScript file give the predictions recorded at export; pt2 says to re-export."""
+    data = Path(__file__).parent / "data"
+    want = np.load(data / "head_v0_1_0_logits.npy").argmax(1)
+    classes = sk.load_head(data / "head_v0_1_0").classes
+    for backend in ("torch", "onnx", "torchscript"):
+        out = tmp_path / f"{backend}.csv"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)     # torchscript: "re-export to get head.pt2"
+            rc = cli.main(["predict", "--model", str(data / "head_v0_1_0"), "--input",
+                           str(data / "head_v0_1_0_products.csv"), "--id-col", "item_id", "--output", str(out),
+                           "--backend", backend, "--device", "cpu", "--quiet"])
+        assert rc == 0
+        assert pd.read_csv(out)["pred_1"].tolist() == [classes[i] for i in want], backend
+    rc = cli.main(["predict", "--model", str(data / "head_v0_1_0"), "--input", str(data / "head_v0_1_0_products.csv"),
+                   "--output", str(tmp_path / "x.csv"), "--backend", "pt2", "--quiet"])
+    assert rc == 1

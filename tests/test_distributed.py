@@ -95,7 +95,7 @@ def test_semcat_train_under_torchrun_shares_the_encoding_between_ranks(tmp_path)
                                                                      "path_col": "category"},
         "train": {"epochs": 2, "proj_dim": 32, "hidden": 64, "batch_size": 64, "lr": 0.003, "device": "cpu",
                   "early_stopping": None},
-        "export": {"onnx": False, "torchscript": False}}))
+        "export": {"onnx": False, "pt2": False}}))
     cache = tmp_path / "store"
 
     def run(out):

@@ -19,7 +19,7 @@ from semcat_kit._core.digest import file_sha256
 from semcat_kit.ship.export import ExportError, export_head, load_head
 
 torch.set_num_threads(1)
-BACKENDS = ("torch", "onnx", "torchscript")
+BACKENDS = ("torch", "onnx", "pt2")
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +74,15 @@ def test_reloaded_head_reproduces_logits(data, runs, exported, name, backend):
             # class scores sum ~190 bit terms (|score| ~ 35), so they are compared relatively too
             bits_ref = _bits(run, e)
             bits = head._run(head._arrays(e))   # private: the bit logits, which no public call returns
-            np.testing.assert_allclose(bits, bits_ref, atol=1e-5, rtol=1e-6, err_msg=vname)
-            np.testing.assert_allclose(got, ref, atol=1e-5, rtol=2e-6, err_msg=vname)
+            # the dynamo ONNX graph decomposes the gated fusion's ops (layer norm, sigmoid gate) in
+            # another order than torch: up to ~2e-5 relative on converged bit logits (|x| ~ 25)
+            tol = dict(atol=2e-4, rtol=2e-5) if backend == "onnx" else dict(atol=1e-5, rtol=1e-6)
+            np.testing.assert_allclose(bits, bits_ref, err_msg=vname, **tol)
+            tol = dict(atol=2e-3, rtol=2e-5) if backend == "onnx" else dict(atol=1e-5, rtol=2e-6)
+            np.testing.assert_allclose(got, ref, err_msg=vname, **tol)
         else:
-            np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0, err_msg=vname)
+            # converged heads reach |logit| ~ 17: the dynamo ONNX graph (fused GEMMs) may differ by a few ulps
+            np.testing.assert_allclose(got, ref, atol=1e-5, rtol=2e-6, err_msg=vname)
         np.testing.assert_allclose(head.predict_proba(e), run.predict_proba(e), atol=1e-5, err_msg=vname)
         # same top-1 decisions
         assert (got.argmax(1) == ref.argmax(1)).mean() == 1.0
@@ -115,11 +120,11 @@ def test_folder_contents(data, runs, exported):
     assert cfg["encoders"]["text_encoder"] == emb.meta["text_encoder"]
     assert cfg["encoders"]["image_encoder"] == emb.meta["image_encoder"]
     assert cfg["encoders"]["text_encoder"]["fingerprint"] == ec.encoders()[0].fingerprint
-    assert cfg["train_config"] == run.config.to_dict()
+    assert cfg["train_config"] == json.loads(json.dumps(run.config.to_dict()))     # tuples are JSON lists
     assert cfg["label_representation"] == {"kind": "codes", "file": "codes.safetensors",
                                            "n_bits": int(run.codes.shape[1])}
-    assert sorted(cfg["files"]) == sorted(["head.safetensors", "codes.safetensors", "labels.json", "taxonomy.json",
-                                           "head.onnx", "head.torchscript.pt"])
+    assert sorted(cfg["files"]) == sorted(["model.safetensors", "codes.safetensors", "labels.json", "taxonomy.json",
+                                           "head.onnx", "head.pt2"])
     for name, digest in cfg["files"].items():
         assert file_sha256(d / name) == digest
     labels = json.loads((d / "labels.json").read_text())
@@ -137,12 +142,15 @@ def test_folder_contents(data, runs, exported):
     assert json.loads((exported["text"] / "config.json").read_text())["inputs"] == ["text", "text_mask"]
 
 
-def test_without_onnx_and_torchscript(runs, tmp_path):
-    d = export_head(runs["concat"], tmp_path / "h", onnx=False, torchscript=False)
-    assert sorted(p.name for p in d.iterdir()) == ["config.json", "head.safetensors", "labels.json", "taxonomy.json"]
+def test_without_onnx_and_pt2(runs, tmp_path):
+    d = export_head(runs["concat"], tmp_path / "h", onnx=False, pt2=False)
+    assert sorted(p.name for p in d.iterdir()) == ["README.md", "config.json", "labels.json", "model.safetensors",
+                                                   "taxonomy.json"]
     with pytest.raises(ValueError, match=r"no head\.onnx .*onnx=False"):
         load_head(d, backend="onnx")
-    with pytest.raises(ValueError, match=r"no head\.torchscript\.pt"):
+    with pytest.raises(ValueError, match=r"no head\.pt2 .*pt2=False"):
+        load_head(d, backend="pt2")
+    with pytest.warns(FutureWarning, match="replaced by 'pt2'"), pytest.raises(ValueError, match=r"no head\.pt2"):
         load_head(d, backend="torchscript")
     with pytest.raises(ValueError, match="backend must be one of"):
         load_head(d, backend="tensorrt")
@@ -155,16 +163,16 @@ def test_metadata_that_json_cannot_hold_is_named_before_writing(runs, tmp_path, 
     with pytest.raises(TypeError, match=r"metadata\['split'\]\['when'\] \(object\) cannot be stored in config.json"):
         export_head(runs["concat"], tmp_path / "h", metadata={"n": np.int64(3), "split": {"when": object()}})
     assert not (tmp_path / "h").exists()
-    d = export_head(runs["concat"], tmp_path / "h", onnx=False, torchscript=False,
+    d = export_head(runs["concat"], tmp_path / "h", onnx=False, pt2=False,
                     metadata={"n": np.int64(3), "f": np.float32(0.5), "ids": np.arange(2)})
     assert load_head(d).config["metadata"] == {"n": 3, "f": 0.5, "ids": [0, 1]}
 
 
 def test_existing_folder_needs_overwrite(runs, tmp_path):
-    d = export_head(runs["text"], tmp_path / "h", onnx=False, torchscript=False)
+    d = export_head(runs["text"], tmp_path / "h", onnx=False, pt2=False)
     with pytest.raises(FileExistsError, match="overwrite=True"):
         export_head(runs["concat"], d)
-    export_head(runs["concat"], d, overwrite=True, onnx=False, torchscript=False)
+    export_head(runs["concat"], d, overwrite=True, onnx=False, pt2=False)
     assert load_head(d).config["fusion"] == "concat"
 
 
@@ -182,13 +190,13 @@ def test_interrupted_export_leaves_no_loadable_folder(runs, tmp_path, monkeypatc
 
 
 def test_interrupted_overwrite_keeps_the_old_export(runs, tmp_path, monkeypatch):
-    old = export_head(runs["text"], tmp_path / "h", torchscript=False)
+    old = export_head(runs["text"], tmp_path / "h", pt2=False)
     before = {p.name: p.read_bytes() for p in old.iterdir()}
 
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ex, "_export_torchscript", boom)
+    monkeypatch.setattr(ex, "_export_pt2", boom)
     with pytest.raises(KeyboardInterrupt):
         export_head(runs["concat"], old, overwrite=True)
     assert {p.name: p.read_bytes() for p in old.iterdir()} == before
@@ -242,10 +250,10 @@ def test_missing_file_is_named(exported, tmp_path):
 
 def test_corrupted_file_is_named(exported, tmp_path):
     d = _copy(exported["concat"], tmp_path / "h")
-    raw = bytearray((d / "head.safetensors").read_bytes())
+    raw = bytearray((d / "model.safetensors").read_bytes())
     raw[len(raw) // 2] ^= 0xFF
-    (d / "head.safetensors").write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match=r"head\.safetensors is corrupted: sha256 .* does not match"):
+    (d / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"model\.safetensors is corrupted: sha256 .* does not match"):
         load_head(d)
     # corruption of a backend file is refused too, whatever the backend asked for
     d2 = _copy(exported["concat"], tmp_path / "h2")
@@ -257,12 +265,12 @@ def test_corrupted_file_is_named(exported, tmp_path):
 
 def test_truncated_safetensors_is_named(exported, tmp_path):
     d = _copy(exported["concat"], tmp_path / "h")
-    raw = (d / "head.safetensors").read_bytes()
-    (d / "head.safetensors").write_bytes(raw[: len(raw) // 3])
-    with pytest.raises(ValueError, match=r"head\.safetensors is corrupted"):
+    raw = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(raw[: len(raw) // 3])
+    with pytest.raises(ValueError, match=r"model\.safetensors is corrupted"):
         load_head(d)
-    _resign(d, "head.safetensors")        # even with a matching digest it cannot be read
-    with pytest.raises(ValueError, match=r"head\.safetensors is unreadable .*truncated or corrupted"):
+    _resign(d, "model.safetensors")        # even with a matching digest it cannot be read
+    with pytest.raises(ValueError, match=r"model\.safetensors is unreadable .*truncated or corrupted"):
         load_head(d)
 
 
@@ -288,7 +296,7 @@ def test_other_format_version_is_refused(exported, tmp_path):
     cfg = json.loads((d / "config.json").read_text())
     cfg["format_version"] = 99
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="format version 99; .* reads version 1"):
+    with pytest.raises(ValueError, match=r"format version 99; .* reads versions \[1, 2\]"):
         load_head(d)
     (d / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"config\.json is corrupted \(not valid JSON"):
@@ -360,3 +368,123 @@ def test_lazy_embeddings_predict_like_in_memory(data, exported, tmp_path):
         ref = head.predict_logits(e, batch_size=7)
         np.testing.assert_allclose(head.predict_logits(v, batch_size=7), ref, atol=1e-6)
         np.testing.assert_allclose(head.predict_logits(mm, batch_size=7), ref, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------ issue 24: formats
+DATA = Path(__file__).parent / "data"
+OLD = DATA / "head_v0_1_0"
+
+
+def test_current_export_is_torch_export_and_dynamo_onnx_without_torchscript(exported):
+    """No TorchScript in a current export; head.pt2 is a torch.export archive; the ONNX graph has a
+    dynamic batch axis and is read by onnxruntime."""
+    import onnx
+    import onnxruntime as ort
+
+    d = exported["concat"]
+    assert not list(d.glob("*torchscript*")) and not list(d.glob("*.pt"))
+    program = torch.export.load(str(d / "head.pt2"))
+    assert isinstance(program, torch.export.ExportedProgram)
+    model = onnx.load(str(d / "head.onnx"))
+    assert model.opset_import[0].version >= ex.ONNX_OPSET
+    sess = ort.InferenceSession(str(d / "head.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["text", "image", "text_mask", "image_mask"]
+    assert all(isinstance(i.shape[0], str) for i in sess.get_inputs())          # a symbolic batch size
+    for backend in ("onnx", "pt2"):                                              # 1 row and 0 rows
+        head = load_head(d, backend=backend)
+        ref = load_head(d)
+        probe = ex._probe(head.config["architecture"], head.inputs, n=5, seed=3)
+        for n in (1, 0):
+            got = head._run({k: v[:n] for k, v in probe.items()})
+            np.testing.assert_allclose(got, ref._run({k: v[:n] for k, v in probe.items()}), atol=1e-5)
+
+
+def test_export_shows_no_deprecation_warning(runs, tmp_path):
+    """_quiet() is gone: nothing deprecated is used, so nothing is hidden."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_head(runs["text"], tmp_path / "h")
+        load_head(tmp_path / "h", backend="pt2")
+        load_head(tmp_path / "h", backend="onnx")
+    bad = [w for w in caught if issubclass(w.category, (DeprecationWarning, FutureWarning))]
+    assert not bad, [str(w.message)[:200] for w in bad]
+    assert not hasattr(ex, "_quiet")
+    with pytest.warns(FutureWarning, match="replaced by pt2"):
+        d = export_head(runs["text"], tmp_path / "h2", onnx=False, torchscript=False)
+    assert "pt2" not in load_head(d).config["backends"]
+
+
+def test_model_card_is_generated(runs, tmp_path):
+    run = runs["concat"]
+    meta = {"test_metrics": {"top1": 0.8125, "mistake_severity": 1.5, "n": 40}, "catalog": "tutorial.csv",
+            "n_products": 240, "split": {"n_train": 160, "n_val": 40, "n_test": 40}}
+    d = export_head(run, tmp_path / "h", onnx=False, pt2=False, metadata=meta)
+    card = (d / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: semcat_kit\n")
+    tax = ec.taxonomy()
+    assert f"({tax.n_classes:,} classes)" in card and "## Intended use" in card and "## Training data" in card
+    assert "| train items | 160 |" in card and "| catalog | tutorial.csv |" in card
+    assert "| test | top1 | 0.8125 |" in card and "| test | n | 40 |" in card
+    assert f"- {tax.classes[0]}" in card and f"... and {tax.n_classes - 40:,} more" in card
+    for key in ("text_encoder", "image_encoder"):
+        assert f"`{run.encoder_meta[key]['name']}`" in card
+    assert "Predictor.from_pretrained" in card and "(`concat` fusion)" in card
+    # the card is not checksummed: editing it (as on the Hub) keeps the head loadable
+    (d / "README.md").write_text(card + "\nEdited by hand.\n")
+    assert "README.md" not in load_head(d).config["files"]
+
+
+def test_save_pretrained_and_from_pretrained_local_and_hub_cache(data, runs, exported, tmp_path, monkeypatch):
+    """from_pretrained takes a folder, or a Hub repo id served from the local Hub cache (no network)."""
+    _, emb, _ = data
+    src = exported["gated-codes"]
+    head = ex.ExportedHead.from_pretrained(src)
+    copy_ = head.save_pretrained(tmp_path / "copy")
+    assert sorted(p.name for p in copy_.iterdir()) == sorted(p.name for p in src.iterdir())
+    np.testing.assert_allclose(ex.ExportedHead.from_pretrained(copy_, backend="onnx").predict_proba(emb),
+                               head.predict_proba(emb), atol=1e-5)
+    # a Hub cache laid out as huggingface_hub writes it: models--owner--name/{refs/main, snapshots/<rev>/...}
+    cache = tmp_path / "hub"
+    rev = "0" * 40
+    snap = cache / "models--semcat--toy-head" / "snapshots" / rev
+    shutil.copytree(src, snap)
+    (cache / "models--semcat--toy-head" / "refs").mkdir()
+    (cache / "models--semcat--toy-head" / "refs" / "main").write_text(rev)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = ex.ExportedHead.from_pretrained("semcat/toy-head", cache_dir=cache, local_files_only=True)
+    np.testing.assert_allclose(hub.predict_proba(emb), head.predict_proba(emb), atol=1e-6)
+    pred = sk.Predictor.from_pretrained("semcat/toy-head", cache_dir=cache, local_files_only=True, device="cpu",
+                                        text_encoder=ec.encoders()[0], image_encoder=ec.encoders()[1])
+    assert pred.classes == head.classes
+    with pytest.raises(FileNotFoundError, match="could not be fetched"):
+        ex.ExportedHead.from_pretrained("semcat/not-there", cache_dir=cache, local_files_only=True)
+    with pytest.raises(FileNotFoundError, match="no exported head"):
+        ex.ExportedHead.from_pretrained(tmp_path / "nowhere" / "x")
+
+
+def test_committed_old_head_still_loads():
+    """tests/data/head_v0_1_0: exported by semcat_kit 0.1 (format 1: head.safetensors, TorchScript,
+    legacy ONNX). It loads, verified, on torch, onnx and (with a FutureWarning) torchscript, and
+    reproduces the logits recorded when it was exported; asking it for pt2 says what to do."""
+    import pandas as pd
+
+    cfg = json.loads((OLD / "config.json").read_text())
+    assert cfg["format_version"] == 1 and "head.torchscript.pt" in cfg["files"]
+    products = pd.read_csv(DATA / "head_v0_1_0_products.csv")
+    want = np.load(DATA / "head_v0_1_0_logits.npy")
+    enc = sk.encoders.load("hash-text:32")
+    emb = sk.encode_catalog(products[["item_id", "title"]], text_encoder=enc, progress=False)
+    for backend in ("torch", "onnx"):
+        np.testing.assert_allclose(load_head(OLD, backend=backend).predict_logits(emb), want, atol=1e-5)
+    with pytest.warns(FutureWarning, match="torch.jit"):
+        ts = load_head(OLD, backend="torchscript")
+    np.testing.assert_allclose(ts.predict_logits(emb), want, atol=1e-5)
+    with pytest.raises(ValueError, match="exported by semcat_kit 0.1 with TorchScript.*re-export"):
+        load_head(OLD, backend="pt2")
+    pred = sk.Predictor.load(OLD, device="cpu")               # its encoder is found by its recorded name
+    res = pred.predict(products[["item_id", "title"]], top_k=2, progress=False)
+    assert res["pred_1"].tolist() == [pred.classes[i] for i in want.argmax(1)]
+    # corruption is still caught in a version-1 folder
+    assert set(cfg["files"]) == {"head.safetensors", "labels.json", "taxonomy.json", "head.onnx", "head.torchscript.pt"}

@@ -186,8 +186,8 @@ def _edited(src: Path, dst: Path, edit) -> Path:
 def test_config_files_cannot_turn_checksums_off(small_head, tmp_path):
     # before: `files: {}` loaded without verifying a single file
     d = _edited(small_head, tmp_path / "h", lambda c: c.update(files={}))
-    with pytest.raises(ValueError, match=r"key 'files' lacks the checksum of \['head.safetensors', 'labels.json', "
-                                         r"'taxonomy.json', 'head.torchscript.pt'\]"):
+    with pytest.raises(ValueError, match=r"key 'files' lacks the checksum of \['model.safetensors', 'labels.json', "
+                                         r"'taxonomy.json', 'head.pt2'\]"):
         sk.load_head(d)
     d = _edited(small_head, tmp_path / "h2", lambda c: c["files"].update({"../../etc/passwd": "0" * 64}))
     with pytest.raises(ValueError, match=r"key 'files' lists '../../etc/passwd'"):
@@ -218,19 +218,19 @@ def test_expected_sha256_pins_the_whole_folder(small_head, tmp_path):
     import shutil
 
     good = hashlib.sha256((small_head / "config.json").read_bytes()).hexdigest()
-    assert sk.load_head(small_head, backend="torchscript", expected_sha256=good).n_classes == 3
+    assert sk.load_head(small_head, backend="pt2", expected_sha256=good).n_classes == 3
     assert sk.Predictor.load(small_head, device="cpu", expected_sha256=good.upper(),
                              text_encoder=_FakeText()).head.n_classes == 3
     # a tampered folder whose config.json was re-signed by the tamperer: the folder's own checksums
     # pass, the caller's checksum does not
     d = tmp_path / "evil"
     shutil.copytree(small_head, d)
-    (d / "head.torchscript.pt").write_bytes((d / "head.torchscript.pt").read_bytes() + b"\0")
+    (d / "head.pt2").write_bytes((d / "head.pt2").read_bytes() + b"\0")
     cfg = json.loads((d / "config.json").read_text())
-    cfg["files"]["head.torchscript.pt"] = hashlib.sha256((d / "head.torchscript.pt").read_bytes()).hexdigest()
+    cfg["files"]["head.pt2"] = hashlib.sha256((d / "head.pt2").read_bytes()).hexdigest()
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=r"config.json has sha256 [0-9a-f]{64} but expected_sha256 is"):
-        sk.load_head(d, backend="torchscript", expected_sha256=good)
+        sk.load_head(d, backend="pt2", expected_sha256=good)
     # the default backend reads data only
     assert sk.load_head.__defaults__[0] == "torch" and "executes code" in sk.load_head.__doc__
 

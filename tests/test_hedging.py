@@ -383,8 +383,8 @@ def hedged_head(request, tmp_path_factory):
     run = ec.train_head(emb, y)
     root = tmp_path_factory.mktemp("hedged")
     with pytest.warns(H.CalibrationWarning, match="precision 0.995"):     # 240 < 460 products
-        d = sk.export_head(run, root / "head", onnx=False, torchscript=False, hedging=(emb, y))
-    plain = sk.export_head(run, root / "plain", onnx=False, torchscript=False)
+        d = sk.export_head(run, root / "head", onnx=False, pt2=False, hedging=(emb, y))
+    plain = sk.export_head(run, root / "plain", onnx=False, pt2=False)
     te, ie = ec.encoders()
     return df, emb, y, run, d, plain, cache, (te, ie)
 
@@ -404,10 +404,10 @@ def test_thresholds_survive_export_and_load(hedged_head):
     assert "hedging" not in json.loads((plain / "config.json").read_text()) and sk.load_head(plain).hedging is None
     # a calibration object is stored as given
     cal = H.HedgeCalibration({0.9: 0.42}, method="crc", n=7)
-    d2 = sk.export_head(run, d.parent / "given", onnx=False, torchscript=False, hedging=cal)
+    d2 = sk.export_head(run, d.parent / "given", onnx=False, pt2=False, hedging=cal)
     assert sk.load_head(d2).hedging.to_dict() == cal.to_dict()
     with pytest.raises(TypeError, match="hedging must be a HedgeCalibration"):
-        sk.export_head(run, d.parent / "bad", onnx=False, torchscript=False, hedging=0.98)
+        sk.export_head(run, d.parent / "bad", onnx=False, pt2=False, hedging=0.98)
 
 
 def test_a_broken_hedging_entry_is_refused_naming_the_key(hedged_head, tmp_path):

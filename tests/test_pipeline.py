@@ -158,7 +158,7 @@ def test_workspace_and_semcat_train_share_the_pipeline(pipe, toys_csv, tmp_path,
     ws = sk.Workspace(tmp_path / "w", catalog=str(toys_csv), catalog_options=TOYS_OPTIONS, image_encoder=None, k=5)
     cfg = {"text_encoder": "minilm", "image_encoder": None, "catalog": TOYS_OPTIONS, "neighbors": {"k": 5},
            "train": {"epochs": 2, "k": 5, "device": "cpu", "smoothing": "semantic"},
-           "export": {"onnx": False, "torchscript": False}}
+           "export": {"onnx": False, "pt2": False}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     tp = Pipeline.from_train_config(str(toys_csv), read_train_config(tmp_path / "c.yaml"))
     assert tp.taxonomy().classes == ws.taxonomy().classes
@@ -185,7 +185,7 @@ def test_train_tune_and_encode_run_one_pipeline_with_a_taxonomy_and_unlabelled_r
     cfg = {"text_encoder": "hash-text:32", "image_encoder": None, "taxonomy": str(tmp_path / "tax.txt"),
            "sample": 400, "seed": 3, "catalog": TOYS_OPTIONS, "neighbors": {"k": 5},
            "train": {"epochs": 2, "k": 5, "device": "cpu", "smoothing": "semantic", "hidden": 32, "proj_dim": 16},
-           "export": {"onnx": False, "torchscript": False}}
+           "export": {"onnx": False, "pt2": False}}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     pipe = Pipeline.from_train_config(str(toys_csv), read_train_config(tmp_path / "c.yaml"))
     cat = pipe.load_catalog()

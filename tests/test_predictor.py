@@ -153,10 +153,10 @@ def test_top_k_bounds(pred, case, cache):
         pred.predict(p, top_k=0)
 
 
-def test_onnx_and_torchscript_predictors_agree(pred, case, cache):
+def test_onnx_and_pt2_predictors_agree(pred, case, cache):
     df, _, _, d = case
     ref = pred.predict(_products(df), cache_dir=cache)
-    for backend in ("onnx", "torchscript"):
+    for backend in ("onnx", "pt2"):
         other = Predictor.load(d, backend=backend, text_encoder=pred.text_encoder, image_encoder=pred.image_encoder)
         res = other.predict(_products(df), cache_dir=cache)
         assert res["pred_1"].tolist() == ref["pred_1"].tolist()
@@ -204,7 +204,7 @@ def test_refuses_encoder_dimension_and_missing_record(pred, tmp_path):
                      np.ones(30, bool), np.zeros(30, bool))
     run = sk.train(emb, np.arange(30) % 3, taxonomy=tax, progress=False,
                    config=sk.TrainConfig(epochs=1, proj_dim=8, hidden=8, device="cpu", early_stopping=None))
-    d = sk.export_head(run, tmp_path / "h", onnx=False, torchscript=False)
+    d = sk.export_head(run, tmp_path / "h", onnx=False, pt2=False)
     with pytest.raises(ValueError, match="records no text encoder; pass text_encoder="):
         Predictor.load(d)
     with pytest.raises(ValueError, match="gives 384-d embeddings but the head .* expects 16-d text embeddings"):
@@ -225,9 +225,9 @@ def test_recorded_encoder_that_cannot_be_loaded_is_named(case, tmp_path):
 
 def test_refuses_a_corrupted_folder(case, pred, tmp_path):
     d = shutil.copytree(case[3], tmp_path / "h")
-    raw = (d / "head.safetensors").read_bytes()
-    (d / "head.safetensors").write_bytes(raw[:-100])
-    with pytest.raises(ValueError, match=r"head\.safetensors is corrupted"):
+    raw = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(raw[:-100])
+    with pytest.raises(ValueError, match=r"model\.safetensors is corrupted"):
         Predictor.load(d, text_encoder=pred.text_encoder, image_encoder=pred.image_encoder)
 
 
@@ -237,7 +237,7 @@ def test_text_only_head(case, pred, cache, tmp_path):
     df, emb, _, _ = case
     y = ec.taxonomy().index_of(df["label"].tolist())
     run = ec.train_head(emb, y, fusion="text")
-    d = sk.export_head(run, tmp_path / "h", onnx=False, torchscript=False)
+    d = sk.export_head(run, tmp_path / "h", onnx=False, pt2=False)
     p = Predictor.load(d, text_encoder=pred.text_encoder)
     assert p.image_encoder is None and p.head.uses == ("text",)
     res = p.predict(_products(df, 10), top_k=2, cache_dir=cache)

@@ -663,3 +663,103 @@ def test_shards_checked_once_are_trusted_by_other_processes_until_they_change(tm
     with pytest.warns(RuntimeWarning, match="corrupt"):
         third = VectorStore(tmp_path / "s", 4, auto_merge=False)
     assert hashed == [victim.name] and len(third) == 10 and third.corrupt
+
+
+# ------------------------------------------------------------------------------ float16 (issue 24)
+def _two_precision_store(tmp_path, dtype):
+    rng = np.random.default_rng(3)
+    keys = [content_key(f"title {i}") for i in range(30)]
+    vecs = rng.normal(size=(30, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    st = VectorStore(tmp_path / dtype, 8, dtype=dtype, auto_merge=False)
+    for a in (0, 10, 20):                               # three shards
+        st.put(keys[a:a + 10], vecs[a:a + 10])
+        st.flush()
+    want = vecs.astype(dtype).astype(np.float32)        # what the store holds, exactly
+    return st, keys, want
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("reader", ["pyarrow", "pandas", "duckdb"])
+def test_every_reader_reads_the_shards_in_both_precisions(tmp_path, dtype, reader):
+    """pyarrow and pandas read a shard of either precision as it is; DuckDB reads float32 shards as
+    they are and float16 ones through a dataset with a float32 schema (the cast the module docs give),
+    with no semcat_kit code on the reading side."""
+    import pyarrow.dataset as ds
+
+    st, keys, want = _two_precision_store(tmp_path, dtype)
+    order = {k: i for i, k in enumerate(keys)}
+    files = [str(p) for p in st.shard_files]
+    if reader == "pyarrow":
+        t = pa.concat_tables([pa.ipc.open_file(f).read_all() for f in files])
+        assert t.schema.field("vector").type == pa.list_(pa.float16() if dtype == "float16" else pa.float32(), 8)
+        got = np.stack([np.asarray(v, dtype=np.float32) for v in t.column("vector").to_pylist()])
+        ks = t.column("key").to_pylist()
+    elif reader == "pandas":
+        df = pd.concat([pd.read_feather(f) for f in files], ignore_index=True)
+        assert df["vector"].iloc[0].dtype == np.dtype(dtype)
+        got = np.stack(df["vector"].to_numpy()).astype(np.float32)
+        ks = df["key"].tolist()
+    else:
+        import duckdb
+
+        raw = ds.dataset(files, format="ipc")                                   # noqa: F841 (read by DuckDB)
+        if dtype == "float16":
+            with pytest.raises(duckdb.NotImplementedException, match="Unsupported Internal Arrow Type e"):
+                duckdb.sql("SELECT count(*) FROM raw").fetchall()
+        as32 = ds.dataset(files, format="ipc", schema=pa.schema(                # noqa: F841 (read by DuckDB)
+            [("key", pa.binary(16)), ("vector", pa.list_(pa.float32(), 8))]))
+        rows = duckdb.sql("SELECT key, vector FROM as32").fetchall()
+        ks = [r[0] for r in rows]
+        got = np.asarray([r[1] for r in rows], dtype=np.float32)
+        assert st.dataset().schema == as32.schema                              # what the store's helper builds
+    assert len(ks) == 30
+    np.testing.assert_array_equal(got, want[[order[bytes(k)] for k in ks]])
+
+
+def test_every_command_reads_a_float16_store(tmp_path, capsys):
+    """`semcat encode --store-dtype float16` fills the store; `semcat train`, `semcat predict` and
+    `semcat tune` with the same cache folder read it as it is: nothing is recomputed, no shard is set
+    aside as corrupt and no float32 shard is added."""
+    import yaml
+
+    from semcat_kit import cli
+
+    cache = tmp_path / "cache"
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"text_encoder": "hash-text:32", "image_encoder": None, "sample": 200,
+                                   "train": {"epochs": 2, "proj_dim": 16, "hidden": 16, "device": "cpu"},
+                                   "export": {"onnx": False, "pt2": False}}))
+
+    def store_state():
+        man = json.loads(next(cache.glob("*/text/manifest.json")).read_text())
+        return man["dtype"], sorted(e["file"] for e in man["shards"]), list(cache.rglob("*.corrupt"))
+
+    assert cli.main(["encode", "--catalog", "tutorial", "--config", str(cfg), "--cache-dir", str(cache),
+                     "--store-dtype", "float16", "--quiet"]) == 0
+    dtype, shards, corrupt = store_state()
+    assert dtype == "float16" and shards and not corrupt
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)       # a "corrupt shard" warning would fail here
+        assert cli.main(["train", "--catalog", "tutorial", "--config", str(cfg), "--out", str(tmp_path / "h"),
+                         "--cache-dir", str(cache), "--quiet"]) == 0
+        assert store_state() == (dtype, shards, [])
+        cat = sk.datasets.load_fashion_tutorial().head(50)
+        prods = tmp_path / "p.csv"
+        pd.DataFrame({"id": cat["item_id"], "title": cat["title"]}).to_csv(prods, index=False)
+        assert cli.main(["predict", "--model", str(tmp_path / "h"), "--input", str(prods), "--output",
+                         str(tmp_path / "pred.csv"), "--cache-dir", str(cache), "--device", "cpu", "--quiet"]) == 0
+        # products the sample did not hold were encoded and cached: in float16 too, beside the old shards
+        d2, shards2, corrupt2 = store_state()
+        assert d2 == "float16" and set(shards) <= set(shards2) and not corrupt2
+        for f in cache.glob("*/text/shard-*.arrow"):
+            assert pa.ipc.open_file(str(f)).schema.field("vector").type.value_type == pa.float16()
+        shards = shards2
+        assert cli.main(["tune", "--catalog", "tutorial", "--config", str(cfg), "--out", str(tmp_path / "t"),
+                         "--n-trials", "1", "--objective", "top1", "--cache-dir", str(cache), "--quiet"]) == 0
+        assert store_state() == (dtype, shards, [])
+    capsys.readouterr()
+    # the vectors each command read are the float16 values (not re-encoded float32 ones)
+    emb = sk.encode_catalog(cat, text_encoder=sk.encoders.load("hash-text:32"), cache_dir=cache, progress=False)
+    fresh = sk.encoders.load("hash-text:32").encode_texts(cat["title"].tolist())
+    np.testing.assert_array_equal(np.asarray(emb.text), fresh.astype(np.float16).astype(np.float32))

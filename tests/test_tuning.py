@@ -155,6 +155,7 @@ def test_cli_tune_writes_best_config_and_trials(tmp_path, request):
     with contextlib.redirect_stdout(buf):
         rc = cli.main(["tune", "--catalog", "tutorial", "--config", str(cfg), "--out", str(out), "--n-trials", "2",
                        "--objective", "hdist@5; top1 >= onehot - 5pt", "--quiet",
+                       "--storage", f"sqlite:///{tmp_path / 'tune.db'}",
                        "--cache-dir", str(request.config.cache.mkdir("semcat_tutorial_text"))])
     assert rc == 0, buf.getvalue()
     best = yaml.safe_load((out / "best.yaml").read_text())
@@ -164,6 +165,17 @@ def test_cli_tune_writes_best_config_and_trials(tmp_path, request):
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 2 and trials.loc[0, "smoothing"] == "onehot"
     assert "best of 2 trials" in buf.getvalue()
+    # the same command with --n-trials 3 resumes the stored study: one more trial, the first two kept
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cli.main(["tune", "--catalog", "tutorial", "--config", str(cfg), "--out", str(out), "--n-trials", "3",
+                       "--objective", "hdist@5; top1 >= onehot - 5pt", "--quiet",
+                       "--storage", f"sqlite:///{tmp_path / 'tune.db'}",
+                       "--cache-dir", str(request.config.cache.mkdir("semcat_tutorial_text"))])
+    assert rc == 0, buf.getvalue()
+    more = pd.read_csv(out / "trials.csv")
+    assert len(more) == 3 and "best of 3 trials" in buf.getvalue()
+    pd.testing.assert_frame_equal(more.iloc[:2].drop(columns="seconds"), trials.drop(columns="seconds"))
 
 
 def test_cli_tune_bad_objective_is_one_line(tmp_path, capsys):
@@ -173,3 +185,102 @@ def test_cli_tune_bad_objective_is_one_line(tmp_path, capsys):
                    "--objective", "top1; top5 > 3"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("semcat: error: objective") and "cannot read the constraint" in err
+
+
+# ------------------------------------------------------------------------------ resumable (issue 24)
+def _complete(db):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name="semcat-tune", storage=f"sqlite:///{db}")
+    except KeyError:                        # not created yet
+        return []
+    return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+
+
+def test_killed_tune_resumes_from_its_storage(tmp_path):
+    """A study killed with SIGKILL mid-search resumes from sqlite: finished trials are kept (same
+    numbers, params and scores), the interrupted one is marked failed and run again, and only the
+    missing trials are run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import optuna
+
+    here = Path(__file__).parent
+    db = tmp_path / "tune.db"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), str(here), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, str(here / "_tune_kill_case.py"), str(db), "200", str(tmp_path / "o.json")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    t0 = time.time()
+    try:
+        while len(_complete(db)) < 3:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.time() - t0 < 300, "the study did not finish 3 trials in 300 s"
+            time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    assert proc.returncode == -signal.SIGKILL
+    before = {t.number: (t.params, t.value) for t in _complete(db)}
+    n_before = len(before)
+    assert n_before >= 3 and not (tmp_path / "o.json").exists()
+    import _tune_kill_case as case
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = case.run(str(db), n_before + 2)
+    study = res.study
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    assert states.count(optuna.trial.TrialState.COMPLETE) + states.count(optuna.trial.TrialState.PRUNED) == n_before + 2
+    after = {t.number: (t.params, t.value) for t in study.get_trials(deepcopy=False)
+             if t.state == optuna.trial.TrialState.COMPLETE}
+    assert {k: after[k] for k in before} == before                         # nothing re-run, nothing lost
+    interrupted = [t.number for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.FAIL]
+    if interrupted:          # killed inside a trial (almost always): said, and not counted
+        assert any("interrupted" in str(w.message) for w in caught)
+    assert set(res.trials["number"]) == set(after) and res.trials.loc[res.trials["value"].idxmax(), "value"] == \
+        pytest.approx(res.scores["top1"])
+    # a third call with the same budget runs nothing; another objective on the same study is refused
+    again = case.run(str(db), n_before + 2)
+    assert len(again.study.trials) == len(study.trials)
+    train, val, tax = case.data()
+    with pytest.raises(ValueError, match="other data or another objective"):
+        sk.tune(train, val, taxonomy=tax, objective="top5", n_trials=1, storage=f"sqlite:///{db}",
+                base_config=sk.TrainConfig(**case.BASE), search_space=case.SPACE, progress=False)
+
+
+def test_pruner_stops_hopeless_trials(tmp_path):
+    """With the median pruner, minibatch trials whose per-epoch validation top-1 trails the earlier
+    trials' median are stopped (state PRUNED) and leave no row in the trials table; full-batch
+    (L-BFGS) trials are not watched (a callback would make them minibatch runs)."""
+    import optuna
+
+    import _tune_kill_case as case
+
+    train, val, tax = case.data()
+    space = {**case.SPACE, "steps": (30, 120), "smoothing": ["onehot"], "proj_dim": [8, 64], "hidden": [8, 64]}
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    res = sk.tune(train, val, taxonomy=tax, objective="top1", n_trials=12, search_space=space, pruner=pruner,
+                  base_config=sk.TrainConfig(**{**case.BASE, "lr": 1e-4, "solver": "minibatch"}), progress=False)
+    states = [t.state for t in res.study.trials]
+    pruned = [t for t in res.study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned, states
+    for t in pruned:                         # each stopped from its reported epochs, below the median
+        step = max(t.intermediate_values)
+        done = [o.intermediate_values[step] for o in res.study.trials
+                if o.state == optuna.trial.TrialState.COMPLETE and step in o.intermediate_values]
+        assert t.intermediate_values[step] < np.median(done) + 1e-12
+    assert len(res.trials) == states.count(optuna.trial.TrialState.COMPLETE)
+    assert {t.user_attrs["config"]["solver"] for t in res.study.trials if "config" in t.user_attrs} == {"minibatch"}
+    full = sk.tune(train, val, taxonomy=tax, objective="top1", n_trials=3, search_space=space, pruner=pruner,
+                   base_config=sk.TrainConfig(**case.BASE), progress=False)       # solver auto: L-BFGS here
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and not t.intermediate_values for t in full.study.trials)
+    with pytest.raises(ValueError, match="pruner must be"):
+        sk.tune(train, val, taxonomy=tax, objective="top1", n_trials=1, pruner="hyperband")

@@ -129,12 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "exports them when there is a validation split)")
     p.add_argument("--cache-dir", metavar="DIR", help="embedding cache folder (re-runs skip encoding)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnx", "torchscript"),
-                   help="what runs the head (default torch)")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnx", "pt2", "torchscript"),
+                   help="what runs the head (default torch): its safetensors weights in torch, head.onnx in "
+                        "onnxruntime, or head.pt2 (torch.export); 'torchscript' loads heads exported by "
+                        "semcat_kit 0.1 and means pt2 for current ones")
     p.add_argument("--expected-sha256", metavar="HEX", help="sha256 of the head's config.json given by its author "
                    "(`sha256sum DIR/config.json`); the head is refused unless it matches, and every file it "
-                   "lists is then checked against the checksums recorded there (recommended with "
-                   "--backend torchscript, which runs code from the folder)")
+                   "lists is then checked against the checksums recorded there (recommended for a head from "
+                   "elsewhere on the onnx / pt2 / torchscript backends)")
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="N",
                    help=f"products read, encoded and scored at a time; memory grows with it, not with the "
                         f"input size (default {DEFAULT_CHUNK_SIZE}); the output does not depend on it")
@@ -172,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--n-trials", type=int, default=30, metavar="N", help="number of trials (default 30)")
     u.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop after this long")
     u.add_argument("--cache-dir", metavar="DIR", help="embedding cache folder (re-runs skip encoding)")
+    u.add_argument("--storage", metavar="URL", help="Optuna storage, e.g. sqlite:///tune.db: every finished trial "
+                   "is saved there, and running the same command again resumes the study (--n-trials counts "
+                   "the trials of every run)")
+    u.add_argument("--study-name", metavar="NAME", default=None, help="study name in --storage (default "
+                   "semcat-tune)")
+    u.add_argument("--pruner", choices=("median", "none"), default="median", help="stop trials whose per-epoch "
+                   "validation value trails the median of earlier trials (default median)")
     u.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
     u.add_argument("--quiet", action="store_true", help="no progress bars")
     u.set_defaults(func=tune.run)
@@ -181,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run the ``semcat`` command line; returns the exit status (0 ok, 1 bad input, 2 usage)."""
     args = build_parser().parse_args(argv)      # --help and usage errors exit here, before torch loads
+    from .._core.optional import MissingExtraError
     from ..learn.training import TrainingDivergedError
     from ..ship.export import ExportError
 
@@ -194,7 +204,8 @@ def main(argv=None) -> int:
     from .._core import distributed
 
     started = distributed.init_from_env()     # under torchrun (WORLD_SIZE > 1): one process group
-    expected = (CliError, ValueError, KeyError, TypeError, OSError, ExportError, TrainingDivergedError)
+    expected = (CliError, ValueError, KeyError, TypeError, OSError, ExportError, TrainingDivergedError,
+                MissingExtraError)
     try:
         return int(args.func(args) or 0)
     except Exception as e:

@@ -90,8 +90,15 @@ def run(args) -> int:
             "split": {"n_train": len(sp.train), "n_val": len(sp.val), "n_test": len(sp.test), **cfg["split"]},
             "sample": cfg["sample"], "seed": cfg["seed"]}
     hedging = _calibrate_hedging(run, pipe.part("val")) if len(sp.val) else None
-    export_head(run, out, onnx=cfg["export"]["onnx"], torchscript=cfg["export"]["torchscript"],
-                overwrite=args.overwrite, metadata=meta, hedging=hedging)
+    onnx = cfg["export"]["onnx"]
+    if onnx == "auto":
+        from .._core.optional import have_onnx
+
+        onnx = have_onnx()
+        if not onnx:
+            print('no head.onnx: the ONNX export needs pip install "semcat_kit[onnx]" (export.onnx: auto)')
+    export_head(run, out, onnx=onnx, pt2=cfg["export"]["pt2"], overwrite=args.overwrite, metadata=meta,
+                hedging=hedging)
     print(f"exported the head to {out}")
     if len(unl):
         from .._core.io import atomic_path

@@ -27,7 +27,8 @@ def run(args) -> int:
         raise CliError(f"--timeout must be a positive number of seconds, not {args.timeout}")
     cfg = read_train_config(args.config)
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
+    resuming = args.storage is not None and out.exists() and (out / "best.yaml").is_file()
+    if out.exists() and any(out.iterdir()) and not args.overwrite and not resuming:
         raise CliError(f"--out {out} exists and is not empty; pass --overwrite or choose another folder")
     check_training_catalog(args.catalog, cfg["catalog"], args.config)
     pipe = Pipeline.from_train_config(args.catalog, cfg, cache_dir=args.cache_dir)
@@ -47,13 +48,19 @@ def run(args) -> int:
     sp = pipe.split()
     print(f"split: {len(sp.train)} train, {len(sp.val)} val, {len(sp.test)} test; objective: {objective}", flush=True)
     res = pipe.tune(objective, n_trials=args.n_trials, timeout=args.timeout, base_config=cfg["train"],
-                    seed=cfg["seed"], progress=not args.quiet)
+                    seed=cfg["seed"], progress=not args.quiet, storage=args.storage, study_name=args.study_name,
+                    pruner=args.pruner)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "trials.csv", res.trials.to_csv(index=False))
     best = {"train": res.config.to_dict(), "crm": res.crm, "objective": str(objective),
             "val_scores": {k: float(v) for k, v in res.scores.items()},
             "references": {n: {k: float(v) for k, v in s.items()} for n, s in res.references.items()}}
     atomic_write_text(out / "best.yaml", yaml.safe_dump(best, sort_keys=False, allow_unicode=True))
+    import optuna
+
+    n_pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in res.study.trials)
+    if n_pruned:
+        print(f"pruned {n_pruned} hopeless trial(s) early")
     print(f"best of {len(res.trials)} trials ({'feasible' if res.feasible else 'NO trial met the constraints'}): "
           f"{objective.metric} = {res.scores[objective.metric]:.4f} on val, crm={res.crm}")
     for name, ref in res.references.items():

@@ -17,11 +17,21 @@ vector    ``fixed_size_list<float32>[dim]`` (or ``float16``)   the L2-normalised
 ========  ===================================================  =============================
 
 Rows are sorted by key (bytewise) across the whole file; a file may hold several record batches.
-``pyarrow.ipc.open_file(path).read_all()``, ``pandas.read_feather(path)`` and DuckDB (a
-``pyarrow.dataset.dataset(shard_files, format="ipc")`` queried with ``duckdb.sql``) read it as is
-(all three tested); any other Arrow IPC reader (Polars, Spark's Arrow sources) sees the same
-schema. ``manifest.json`` lists every live shard with its row count, byte size and SHA-256 of the
-file.
+``pyarrow.ipc.open_file(path).read_all()`` and ``pandas.read_feather(path)`` read it as is, in
+either precision (pandas gives one numpy array per row, float32 or float16). DuckDB reads a float32
+store through ``pyarrow.dataset.dataset(shard_files, format="ipc")`` queried with ``duckdb.sql``;
+it cannot read float16 Arrow data ("Unsupported Internal Arrow Type e"), so for a float16 store
+cast the vectors on read by giving the dataset a float32 schema::
+
+    pyarrow.dataset.dataset(shard_files, format="ipc", schema=pa.schema(
+        [("key", pa.binary(16)), ("vector", pa.list_(pa.float32(), dim))]))
+
+(:func:`arrow_dataset` / :meth:`VectorStore.dataset` build it; it works for either precision).
+Each reader is tested on both precisions. Any other Arrow IPC reader (Polars, Spark's Arrow
+sources) sees the same schema. A store records its precision in ``manifest.json`` and every
+command (``semcat encode / train / predict / tune``, ``encode_catalog``) reads it as it is (one
+precision per store). ``manifest.json`` lists every live shard with its row count, byte size and
+SHA-256 of the file.
 
 Why Arrow IPC and not Parquet: an uncompressed IPC file is memory-mapped with
 ``pa.memory_map`` and its buffers are used in place (zero copy, pages belong to the OS page
@@ -105,7 +115,7 @@ from .._core.digest import file_sha256
 from .._core.io import atomic_write_text, umask
 
 __all__ = ["VectorStore", "StoreRows", "content_key", "content_keys", "as_keys", "KEY_BYTES", "STORE_FORMAT",
-           "write_probe", "writable_problem"]
+           "write_probe", "writable_problem", "arrow_dataset", "schema", "DTYPES"]
 
 KEY_BYTES = 16
 STORE_FORMAT = "semcat-vector-store/1"
@@ -314,6 +324,28 @@ def _bucket_bits(n: int, per_bucket: int) -> int:
     return int(min(31, max(1, np.ceil(np.log2(max(n / per_bucket, 2))))))
 
 
+#: precisions a store's vectors may have
+DTYPES = ("float32", "float16")
+
+
+def schema(dim: int, dtype: str = "float32") -> pa.Schema:
+    """The Arrow schema of a store's shards with vectors of ``dim`` components in ``dtype``."""
+    return pa.schema([("key", pa.binary(KEY_BYTES)), ("vector", pa.list_(_arrow_type(dtype), int(dim)))])
+
+
+def arrow_dataset(files, dim: int, dtype: str = "float32"):
+    """The shards as one ``pyarrow.dataset`` whose vectors are read as ``dtype`` (cast on read).
+
+    DuckDB cannot read float16 Arrow data ("Unsupported Internal Arrow Type e"); this dataset (the
+    default ``float32``) is what it queries: ``duckdb.sql("SELECT ... FROM ds")``. Without
+    semcat_kit the same is ``pyarrow.dataset.dataset(files, format="ipc", schema=pa.schema([("key",
+    pa.binary(16)), ("vector", pa.list_(pa.float32(), dim))]))``. Shards of both precisions mix.
+    """
+    import pyarrow.dataset as ds
+
+    return ds.dataset([str(f) for f in files], format="ipc", schema=schema(dim, dtype))
+
+
 def _arrow_type(dtype: str) -> pa.DataType:
     return {"float32": pa.float32(), "float16": pa.float16()}[dtype]
 
@@ -323,7 +355,9 @@ class _Shard:
     sorted keys are read from the map (page cache, not private memory); only a bucket table on
     their top bits (4-8 bytes a key) is built, on the first search."""
 
-    def __init__(self, path: Path, dim: int, dtype: str):
+    def __init__(self, path: Path, dim: int, dtype: str | None = None):
+        """``dtype``: the precision expected; a shard of the other one (float32 / float16) is read
+        as well (its schema says which: ``self.dtype``), so a store written with either is usable."""
         self.path = path
         self._mm = pa.memory_map(str(path), "r")
         reader = pa.ipc.open_file(self._mm)
@@ -719,6 +753,10 @@ class VectorStore:
     @property
     def manifest_path(self) -> Path:
         return self.root / "manifest.json"
+
+    def dataset(self, dtype: str = "float32"):
+        """:func:`arrow_dataset` of this store's live shards (vectors cast to ``dtype`` on read)."""
+        return arrow_dataset(self.shard_files, self.dim, dtype)
 
     def _read_manifest(self) -> dict:
         try:

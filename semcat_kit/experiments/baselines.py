@@ -18,9 +18,11 @@ score it exactly like a :class:`~semcat_kit.TrainRun`.
   greedy one), so the rows sum to 1 over the taxonomy's classes. A class that is also an inner node
   (a shorter path that other classes extend) gets a "stop here" child at that node.
 
-Every baseline has ``fit(emb, labels, taxonomy=..., val=None, seed=0)`` and ``predict_proba(emb)``
-returning an ``(N, C)`` float32 array, column ``c`` = ``taxonomy.classes[c]`` (classes absent from
-training get probability 0).
+Every baseline is a scikit-learn estimator with the signature of :class:`semcat_kit.SemcatClassifier`:
+``fit(X, y)`` (``taxonomy`` a constructor parameter, or ``fit(X, y, taxonomy=..., val=None, seed=0)``
+as :func:`semcat_kit.compare` calls it), ``predict``, ``score``, ``get_params`` / ``set_params``,
+and ``predict_proba(X)`` returning an ``(N, C)`` float32 array, column ``c`` = ``taxonomy.classes[c]``
+(classes absent from training get probability 0).
 """
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ import warnings
 from typing import Sequence
 
 import numpy as np
+
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError
 
 from .._core.contracts import as_embedding_table, as_labels
 
@@ -52,65 +57,93 @@ def features(emb, what: str = "emb") -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(cols, axis=1), dtype=np.float32)
 
 
-class Baseline:
-    """A classifier fitted on embeddings, scored like a trained head.
+class BaselineNotFittedError(NotFittedError, RuntimeError):
+    """``predict`` before ``fit`` (scikit-learn's NotFittedError; a RuntimeError as before)."""
+
+
+class Baseline(ClassifierMixin, BaseEstimator):
+    """A classifier fitted on embeddings, scored like a trained head (a scikit-learn estimator).
 
     Subclasses implement :meth:`_fit` (features, class indices) and :meth:`_proba` (features ->
-    probabilities over ``self.classes_``). ``seeded = False`` means the fit does not depend on the
-    seed: :func:`semcat_kit.compare` fits it once and reuses it for every seed.
+    probabilities over the taxonomy's classes). ``seeded = False`` means the fit does not depend on
+    the seed: :func:`semcat_kit.compare` fits it once and reuses it for every seed.
+
+    ``fit(X, y)`` takes what :class:`semcat_kit.SemcatClassifier` takes: ``X`` an ``Embeddings`` or
+    an (N, d) array (text), ``y`` labels or taxonomy class indices; the taxonomy is the constructor's,
+    or ``fit(..., taxonomy=)`` (as :func:`semcat_kit.compare` calls it), or built from the labels.
+    ``predict_proba`` has one column per taxonomy class (``classes_``: the class paths, or the
+    indices ``0..C-1`` when ``y`` was given as indices), so ``evaluate`` scores it like a head.
+    (Unlike ``SemcatClassifier``, classes of the taxonomy absent from ``y`` keep their column, as
+    :func:`semcat_kit.compare` needs.)
     """
 
     seeded: bool = False
 
-    def __init__(self):
-        self.taxonomy = None
-        self.classes_: np.ndarray | None = None
-        self.fit_seconds_: float | None = None
-        self._dims: tuple[int, int] | None = None
-
     # -- public API -------------------------------------------------------------------------
-    def fit(self, emb, labels, *, taxonomy, val=None, seed: int = 0) -> "Baseline":
+    def fit(self, X, y, *, taxonomy=None, val=None, seed: int = 0) -> "Baseline":
         """Fit on training embeddings and labels (class indices or label paths).
 
         ``val`` (``(emb, labels)``) is used only for model selection by the baselines that have
         something to select. Returns ``self``.
         """
-        X = features(emb, "train emb")
-        y = as_labels(labels, len(X), taxonomy, name="train labels", against="train embeddings")
-        if len(y) == 0:
+        from ..datasets.taxonomy import Taxonomy
+
+        tax = taxonomy if taxonomy is not None else self.taxonomy
+        yarr = np.asarray(y)
+        as_index = yarr.dtype.kind in "iuf" and tax is not None
+        if tax is None:   # every distinct label a class (paths "A > B" give the tree)
+            if yarr.ndim != 1:
+                raise ValueError(f"y must be 1-D (one label per row), got shape {yarr.shape}")
+            u = np.unique(yarr)
+            tax = Taxonomy.from_paths([str(c) for c in u], on_conflict="keep")
+            if yarr.dtype.kind in "iuf":   # classes_ keep the given values, in the taxonomy's class order
+                self._label_values_ = u[np.argsort(tax.index_of([str(c) for c in u]))]
+            yarr = np.asarray([str(v) for v in yarr.tolist()], dtype=object)
+        feats = features(X, "train emb")
+        yi = as_labels(yarr, len(feats), tax, name="train labels", against="train embeddings")
+        if len(yi) == 0:
             raise ValueError("no training rows")
-        self._dims = self._table_dims(emb)
+        self._dims_ = self._table_dims(X)
         Xv = yv = None
         if val is not None:
             if not (isinstance(val, (tuple, list)) and len(val) == 2):
                 raise ValueError("val must be a pair (embeddings, labels)")
             Xv = self._features_like(val[0], "val emb")
-            yv = as_labels(val[1], len(Xv), taxonomy, name="val labels", against="val embeddings")
-        self.taxonomy = taxonomy
+            yv = as_labels(val[1], len(Xv), tax, name="val labels", against="val embeddings")
+        self.taxonomy_ = tax
+        values = self.__dict__.pop("_label_values_", None)
+        self.classes_ = (np.arange(tax.n_classes) if as_index else values if values is not None
+                         else np.asarray(tax.classes, dtype=object))
+        self.n_features_in_ = sum(self._dims_)
+        self.C_, self.selection_, self.model_ = None, {}, None
         t0 = time.perf_counter()
-        self._fit(X, y, Xv, yv, int(seed))
+        self._fit(feats, yi, Xv, yv, int(seed))
         self.fit_seconds_ = time.perf_counter() - t0
         return self
 
-    def predict_proba(self, emb, batch_size: int = 8192) -> np.ndarray:
+    def predict_proba(self, X, batch_size: int = 8192) -> np.ndarray:
         """(N, C) float32 probabilities over ``taxonomy.classes`` (0 for classes unseen in training)."""
-        if self.taxonomy is None:
-            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit(emb, labels, taxonomy=...) first")
-        X = self._features_like(emb, "emb")
-        C = self.taxonomy.n_classes
-        out = np.zeros((len(X), C), dtype=np.float32)
-        for s in range(0, len(X), batch_size):
-            p = self._proba(X[s:s + batch_size])
+        if not hasattr(self, "taxonomy_"):
+            raise BaselineNotFittedError(f"{type(self).__name__} is not fitted; call fit(X, y, taxonomy=...) first")
+        feats = self._features_like(X, "emb")
+        C = self.taxonomy_.n_classes
+        out = np.zeros((len(feats), C), dtype=np.float32)
+        for s in range(0, len(feats), batch_size):
+            p = self._proba(feats[s:s + batch_size])
             out[s:s + batch_size] = p
         out /= np.clip(out.sum(1, keepdims=True), 1e-12, None)
         return out
 
+    def predict(self, X) -> np.ndarray:
+        """The most probable class of each row (an entry of ``classes_``)."""
+        p = self.predict_proba(X)
+        return self.classes_[np.argmax(p, axis=1)]
+
     def clone(self) -> "Baseline":
-        """An unfitted copy with the same settings."""
-        new = copy.copy(self)
-        Baseline.__init__(new)
-        new._reset()
-        return new
+        """An unfitted copy with the same settings (``sklearn.base.clone``)."""
+        from sklearn.base import clone
+
+        return clone(self)
 
     # -- helpers -----------------------------------------------------------------------------
     @staticmethod
@@ -120,7 +153,7 @@ class Baseline:
 
     def _features_like(self, emb, what: str) -> np.ndarray:
         """Features of ``emb`` laid out like the training features (a lacking modality -> zeros, mask 0)."""
-        td, idim = self._dims
+        td, idim = self._dims_
         t = as_embedding_table(emb, what)
         for name, dim, have in (("text", td, t.text_dim), ("image", idim, t.image_dim)):
             if dim and have and have != dim:
@@ -141,9 +174,6 @@ class Baseline:
         if td and idim:
             cols += [t.text_mask.numpy()[:, None].astype(np.float32), t.image_mask.numpy()[:, None].astype(np.float32)]
         return np.ascontiguousarray(np.concatenate(cols, axis=1), dtype=np.float32)
-
-    def _reset(self) -> None:
-        pass
 
     def _fit(self, X, y, Xv, yv, seed):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -219,15 +249,12 @@ class LogisticBaseline(Baseline):
         ``{C: validation top-1}`` of the grid (empty when ``C`` was given).
     """
 
-    def __init__(self, C="val", Cs: Sequence[float] = DEFAULT_CS, max_iter: int = 500):
-        super().__init__()
-        _init_logreg_params(self, C, Cs, max_iter)
-
-    def _reset(self):
-        _reset_fit(self)
+    def __init__(self, C="val", Cs: Sequence[float] = DEFAULT_CS, max_iter: int = 500, *, taxonomy=None):
+        _check_C(C, Cs)
+        self.taxonomy, self.C, self.Cs, self.max_iter = taxonomy, C, Cs, max_iter
 
     def __repr__(self) -> str:
-        return f"LogisticBaseline(C={self.C!r}" + (f", Cs={self.Cs}" if self.C == "val" else "") + ")"
+        return f"LogisticBaseline(C={self.C!r}" + (f", Cs={tuple(self.Cs)}" if self.C == "val" else "") + ")"
 
     def _fit(self, X, y, Xv, yv, seed):
         C = self.C
@@ -235,8 +262,8 @@ class LogisticBaseline(Baseline):
             # each grid fit is what a user's plain LogisticRegression(C) gives (cold start: a
             # warm-started path stops at other points of these ill-conditioned problems); the chosen
             # fit is kept (it is fitted on the training split only) instead of being refitted
-            fitted = dict(zip(self.Cs, _in_parallel(lambda c: _fit_quiet(_logreg(c, seed, self.max_iter), X, y),
-                                                    self.Cs)))
+            Cs = [float(c) for c in self.Cs]
+            fitted = dict(zip(Cs, _in_parallel(lambda c: _fit_quiet(_logreg(c, seed, self.max_iter), X, y), Cs)))
             for c, m in fitted.items():
                 self.selection_[c] = float((m.predict(Xv) == yv).mean())
             best = max(self.selection_.values())
@@ -248,7 +275,7 @@ class LogisticBaseline(Baseline):
 
             counts = np.bincount(y)
             folds = int(max(2, min(3, counts[counts > 0].min())))
-            cv = LogisticRegressionCV(Cs=list(self.Cs), cv=folds, scoring="neg_log_loss", max_iter=self.max_iter,
+            cv = LogisticRegressionCV(Cs=[float(c) for c in self.Cs], cv=folds, scoring="neg_log_loss", max_iter=self.max_iter,
                                       random_state=seed)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")   # folds missing rare classes, convergence
@@ -258,22 +285,9 @@ class LogisticBaseline(Baseline):
         self.model_ = _fit_quiet(_logreg(self.C_, seed, self.max_iter), X, y)
 
     def _proba(self, X):
-        out = np.zeros((len(X), self.taxonomy.n_classes), dtype=np.float32)
+        out = np.zeros((len(X), self.taxonomy_.n_classes), dtype=np.float32)
         out[:, self.model_.classes_] = self.model_.predict_proba(X)
         return out
-
-
-def _reset_fit(model) -> None:
-    model.C_ = None
-    model.selection_ = {}
-    model.model_ = None
-
-
-def _init_logreg_params(model, C, Cs, max_iter) -> None:
-    """The explicit (skorch-style) parameters shared by the logistic-regression baselines."""
-    _check_C(C, Cs)
-    model.C, model.Cs, model.max_iter = C, tuple(float(c) for c in Cs), int(max_iter)
-    _reset_fit(model)
 
 
 class HiClassBaseline(Baseline):
@@ -288,28 +302,24 @@ class HiClassBaseline(Baseline):
     max_iter : int
     """
 
-    def __init__(self, C=10.0, Cs: Sequence[float] = DEFAULT_CS, max_iter: int = 500):
-        super().__init__()
-        _init_logreg_params(self, C, Cs, max_iter)
-
-    def _reset(self):
-        _reset_fit(self)
+    def __init__(self, C=10.0, Cs: Sequence[float] = DEFAULT_CS, max_iter: int = 500, *, taxonomy=None):
+        _check_C(C, Cs)
+        self.taxonomy, self.C, self.Cs, self.max_iter = taxonomy, C, Cs, max_iter
 
     def __repr__(self) -> str:
         return f"HiClassBaseline(C={self.C!r})"
 
     def _paths(self) -> list[list[str]]:
         """Each class's path, plus a stop token for classes that are inner nodes of another path."""
-        tax = self.taxonomy
+        tax = self.taxonomy_
         paths = [list(tax.node_paths[tax.class_nodes[c]]) for c in range(tax.n_classes)]
         prefixes = {tuple(p[:i]) for p in paths for i in range(1, len(p))}
         return [p + [_STOP] if tuple(p) in prefixes else p for p in paths]
 
     def _fit_one(self, C, X, y, seed):
-        try:
-            from hiclass import LocalClassifierPerParentNode
-        except ImportError as e:   # pragma: no cover - hiclass is a dependency
-            raise ImportError("HiClassBaseline needs the 'hiclass' package: pip install hiclass") from e
+        from .._core.optional import require
+
+        LocalClassifierPerParentNode = require("hiclass", "peers", "HiClassBaseline").LocalClassifierPerParentNode
         paths = self._paths()
         depth = max(len(p) for p in paths)
         Y = np.array([paths[c] + [""] * (depth - len(paths[c])) for c in y], dtype=object)
@@ -325,7 +335,7 @@ class HiClassBaseline(Baseline):
         if C == "val":
             if Xv is None:
                 raise ValueError("HiClassBaseline(C='val') needs validation data (val=(emb, labels)); or give C")
-            for c in self.Cs:
+            for c in map(float, self.Cs):
                 self.model_ = self._fit_one(c, X, y, seed)
                 self.selection_[c] = float((self._proba(Xv).argmax(1) == yv).mean())
             best = max(self.selection_.values())
@@ -346,7 +356,7 @@ class HiClassBaseline(Baseline):
             p = clf.predict_proba(X)
             for j, child in enumerate(np.asarray(clf.classes_)):
                 cond[str(child)] = p[:, j]
-        out = np.zeros((len(X), self.taxonomy.n_classes), dtype=np.float32)
+        out = np.zeros((len(X), self.taxonomy_.n_classes), dtype=np.float32)
         for c, path in enumerate(self._class_paths):
             prob = np.ones(len(X), dtype=np.float64)
             for i in range(len(path)):

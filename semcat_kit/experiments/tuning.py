@@ -25,6 +25,15 @@ taxonomy codes, which take no soft labels), ``smoothing`` kind, ``alpha``, ``k``
 ``temperature``, ``tree_beta``, ``kl_weight``, ``focal_gamma``, ``focal_alpha`` (none / inverse /
 effective), head size (``proj_dim``, ``hidden``), the step budget (``steps``, converted to epochs) and
 CRM decoding (``crm``). Trials train without early stopping (the validation split is the judge).
+
+Resuming and pruning: with ``storage="sqlite:///tune.db"`` (any Optuna storage URL) every finished
+trial is written to the database as it ends, with its validation scores and config; running the same
+call again loads the study (``load_if_exists``) and runs only the trials still missing from
+``n_trials`` (a trial a kill interrupted is marked failed and run again). A pruner (default
+``"median"``: Optuna's ``MedianPruner``) reads the objective metric on the validation split after
+every epoch of a minibatch trial and stops it when it is worse than the median of earlier trials at
+the same epoch. Full-batch trials (``solver="lbfgs"``, what ``"auto"`` picks for in-memory data)
+converge in one pass and are not pruned.
 """
 from __future__ import annotations
 
@@ -40,7 +49,12 @@ import pandas as pd
 
 from ..learn.training import TrainConfig
 
-__all__ = ["tune", "TuneResult", "Objective", "parse_objective", "DEFAULT_SPACE"]
+__all__ = ["tune", "TuneResult", "Objective", "parse_objective", "DEFAULT_SPACE", "PRUNERS", "DEFAULT_STUDY"]
+
+#: ``pruner=`` names: Optuna's MedianPruner, or no pruning
+PRUNERS = ("median", "none")
+#: study name in a storage when none is given
+DEFAULT_STUDY = "semcat-tune"
 
 _LOWER = ("severity", "hdist", "ece", "loss", "seconds")
 
@@ -280,7 +294,8 @@ def _check_space(space: dict | None, neighbors) -> dict:
 def tune(train, val, *, taxonomy, neighbors=None, objective: str | Objective = "hdist@5; top1 >= baseline - 0.5pt",
          n_trials: int = 30, timeout: float | None = None, baselines: dict | None = None,
          base_config: TrainConfig | None = None, search_space: dict | None = None, seed: int = 0,
-         progress: bool = True, **train_kwargs) -> TuneResult:
+         progress: bool = True, storage=None, study_name: str | None = None, pruner="median",
+         **train_kwargs) -> TuneResult:
     """Search training settings for a stated objective on a validation split (Optuna TPE).
 
     Parameters
@@ -304,6 +319,16 @@ def tune(train, val, *, taxonomy, neighbors=None, objective: str | Objective = "
         Seed of the sampler and of every trial's training.
     progress : bool
         Optuna's progress bar.
+    storage : str or optuna storage, optional
+        E.g. ``"sqlite:///tune.db"``: trials are saved as they finish and a second call with the same
+        storage and ``study_name`` resumes the study (``n_trials`` counts the trials of every run;
+        the objective and data sizes must be the same). Default: in memory.
+    study_name : str, optional
+        Default :data:`DEFAULT_STUDY`.
+    pruner : {"median", "none"} or optuna.pruners.BasePruner
+        Stops hopeless minibatch trials from their per-epoch validation value of the objective metric
+        (``"median"``: ``MedianPruner(n_startup_trials=5, n_warmup_steps=2)``). Trial 0 and full-batch
+        (L-BFGS) trials are never pruned.
     **train_kwargs
         Passed to :func:`semcat_kit.train` (e.g. ``allow_unseen_val_classes=True``).
 
@@ -311,9 +336,11 @@ def tune(train, val, *, taxonomy, neighbors=None, objective: str | Objective = "
     -------
     TuneResult
     """
-    import optuna
+    from .._core.optional import require
 
+    optuna = require("optuna", "tune")
     from ..judge.metrics import evaluate
+    from ..learn.trainer import Callback
     from ..learn.training import train as _train
 
     obj = parse_objective(objective)
@@ -363,38 +390,80 @@ def tune(train, val, *, taxonomy, neighbors=None, objective: str | Objective = "
     first_cfg = _config_from({**{k: (v[0] if isinstance(v, list) else v) for k, v in space.items()
                                  if k not in searched}, **first}, base, n_train)
     cache: dict = {}
+    pruning = _make_pruner(optuna, pruner)
 
-    def fit_score(cfg: TrainConfig, crm: bool):
+    class _Report(Callback):
+        """The objective metric on val after each epoch -> trial.report; prune when hopeless."""
+
+        def __init__(self, trial):
+            self.trial = trial
+
+        def on_epoch_end(self, trainer):
+            v = trainer.row.get(f"val_{obj.metric}")
+            if v is None or not np.isfinite(v):
+                return
+            self.trial.report(float(v), int(trainer.row.get("epoch", len(trainer.history))))
+            if self.trial.number > 0 and self.trial.should_prune():
+                raise optuna.TrialPruned(f"val_{obj.metric} = {v:.4g} at epoch {trainer.row.get('epoch')}")
+
+    from .._core.contracts import as_embedding_table
+    from ..learn.training import choose_solver
+
+    train_table = as_embedding_table(train[0], "train") if pruning is not None else None
+
+    def fit_score(cfg: TrainConfig, crm: bool, trial=None):
         key = (repr(cfg.to_dict()), crm)
         if key not in cache:
-            r = _train(*train, taxonomy=taxonomy, neighbors=neighbors, config=cfg, val=None, progress=False,
-                       **train_kwargs)
+            # a minibatch trial reports each epoch to the pruner; a full-batch (L-BFGS) one converges in
+            # one pass, and a callback would turn it into a minibatch run, so it is never watched
+            watch = (trial is not None and pruning is not None
+                     and choose_solver(cfg, train_table)[0] == "minibatch")
+            r = _train(*train, taxonomy=taxonomy, neighbors=neighbors, config=cfg, val=val if watch else None,
+                       progress=False, callbacks=[_Report(trial)] if watch else (), **train_kwargs)
             cache[key] = score(r.predict_proba(val[0]), crm=crm)
         return cache[key]
 
     if "onehot" in obj.refs():
         refs["onehot"] = fit_score(first_cfg, False)
 
-    records: list[dict] = []
-
     def run_trial(trial):
         params = _suggest(trial, space)
         cfg = _config_from(params, base, n_train)
         t0 = time.perf_counter()
-        s = fit_score(cfg, bool(params.get("crm", False)))
-        viol, v = obj.key(s, refs)
+        s = fit_score(cfg, bool(params.get("crm", False)), trial)
         for c in obj.constraints:
             trial.set_constraint(str(c), c.violation(s, refs))
-        records.append({"number": trial.number, **params, "epochs": cfg.epochs, "value": float(s[obj.metric]),
-                        "violation": viol, "feasible": viol == 0, "seconds": time.perf_counter() - t0,
-                        **{f"val_{k}": float(x) for k, x in s.items() if k != "n"}, "_config": cfg, "_scores": s})
+        trial.set_user_attr("scores", {k: float(x) for k, x in s.items()})
+        trial.set_user_attr("config", cfg.to_dict())
+        trial.set_user_attr("params", {k: (v.item() if isinstance(v, np.generic) else v) for k, v in params.items()})
+        trial.set_user_attr("seconds", time.perf_counter() - t0)
         return float(s[obj.metric])
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, n_trials // 3)))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize" if obj.minimize else "maximize", sampler=sampler)
-    study.enqueue_trial(first, skip_if_exists=True)
-    study.optimize(run_trial, n_trials=n_trials, timeout=timeout, show_progress_bar=progress, gc_after_trial=False)
+    direction = "minimize" if obj.minimize else "maximize"
+    name = study_name or DEFAULT_STUDY
+    study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruning, storage=storage,
+                                study_name=name, load_if_exists=storage is not None)
+    stamp = {"objective": str(obj), "n_train": int(n_train), "n_val": int(len(ys_val)),
+             "n_classes": int(taxonomy.n_classes)}
+    old = {k: study.user_attrs.get(k) for k in stamp}
+    if any(v is not None for v in old.values()) and old != stamp:
+        raise ValueError(f"the study {name!r} in {storage} was run on other data or another objective "
+                         f"({old}; now {stamp}); pass another study_name or storage")
+    for k, v in stamp.items():
+        study.set_user_attr(k, v)
+    if storage is not None:
+        _fail_interrupted(study, optuna)
+    finished = [t for t in study.get_trials(deepcopy=False)
+                if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    if not finished:
+        study.enqueue_trial(first, skip_if_exists=True)
+    left = n_trials - len(finished)
+    if left > 0:
+        study.optimize(run_trial, n_trials=left, timeout=timeout, show_progress_bar=progress, gc_after_trial=False)
+    records = [_record(t, obj, refs) for t in study.get_trials(deepcopy=False)
+               if t.state == optuna.trial.TrialState.COMPLETE and "scores" in t.user_attrs]
     if not records:
         raise RuntimeError("no trial finished within the budget; raise timeout or n_trials")
     best = min(records, key=lambda r: obj.key(r["_scores"], refs))
@@ -405,6 +474,37 @@ def tune(train, val, *, taxonomy, neighbors=None, objective: str | Objective = "
     trials = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in records])
     return TuneResult(config=best["_config"], crm=bool(best.get("crm", False)), scores=best["_scores"],
                       trials=trials, references=refs, objective=obj, study=study)
+
+
+def _make_pruner(optuna, pruner):
+    if pruner is None or pruner == "none":
+        return None
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if isinstance(pruner, optuna.pruners.BasePruner):
+        return pruner
+    raise ValueError(f"pruner must be one of {PRUNERS} or an optuna pruner, not {pruner!r}")
+
+
+def _fail_interrupted(study, optuna) -> None:
+    """Trials left RUNNING in the storage by a killed process: mark them failed (they are run again)."""
+    stale = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+    for t in stale:
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    if stale:
+        warnings.warn(f"{len(stale)} trial(s) of study {study.study_name!r} were interrupted (e.g. killed) and are "
+                      f"marked failed: {[t.number for t in stale]}; the resumed study runs them again",
+                      stacklevel=3)
+
+
+def _record(t, obj: Objective, refs: dict) -> dict:
+    """A trials-table row (and the best-trial pieces) from a finished trial's stored attributes."""
+    s = pd.Series(t.user_attrs["scores"])
+    viol, _ = obj.key(s, refs)
+    cfg = TrainConfig.from_dict(t.user_attrs["config"])
+    return {"number": t.number, **t.user_attrs.get("params", {}), "epochs": cfg.epochs, "value": float(s[obj.metric]),
+            "violation": viol, "feasible": viol == 0, "seconds": t.user_attrs.get("seconds", float("nan")),
+            **{f"val_{k}": float(x) for k, x in s.items() if k != "n"}, "_config": cfg, "_scores": s}
 
 
 def _default_params(base: TrainConfig, n_train: int) -> dict:

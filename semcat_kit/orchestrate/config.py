@@ -6,6 +6,7 @@ the dataclass's.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,7 +123,7 @@ neighbors: {k: 20, template: "{path}"}   # class-name neighbour table (text enco
 train:                             # any sk.TrainConfig field
   epochs: 30
   smoothing: semantic              # soft-label kind (list below)
-export: {onnx: true, torchscript: true}
+export: {onnx: auto, pt2: true}     # onnx: auto = when the [onnx] extra is installed; pt2: torch.export
 """
 
 #: defaults of the YAML config's sections, taken from :class:`PipelineConfig` where it has the field
@@ -131,7 +132,7 @@ CATALOG_DEFAULTS = {"id": "id", "title": "title", "image": None, "images_dir": N
                     "sep": DEFAULT_SEP}
 SPLIT_DEFAULTS = {"val": _P.val, "test": _P.test, "seed": _P.split_seed, "min_count": _P.min_count}
 NEIGHBOR_DEFAULTS = {"k": _P.k, "template": _P.class_template}
-EXPORT_DEFAULTS = {"onnx": True, "torchscript": True}
+EXPORT_DEFAULTS = {"onnx": "auto", "pt2": True}
 TOP_DEFAULTS = {"text_encoder": _P.text_encoder, "image_encoder": _P.image_encoder, "taxonomy": _P.taxonomy,
                 "sample": _P.sample, "seed": _P.sample_seed,
                 "catalog": None, "split": None, "neighbors": None, "train": None, "export": None}
@@ -188,7 +189,14 @@ def read_train_config(path) -> dict:
     cfg["catalog"] = _section(raw.get("catalog"), "catalog", CATALOG_DEFAULTS, str(p))
     cfg["split"] = _section(raw.get("split"), "split", SPLIT_DEFAULTS, str(p))
     cfg["neighbors"] = _section(raw.get("neighbors"), "neighbors", NEIGHBOR_DEFAULTS, str(p))
-    cfg["export"] = _section(raw.get("export"), "export", EXPORT_DEFAULTS, str(p))
+    export = raw.get("export")
+    if isinstance(export, dict) and "torchscript" in export:     # semcat_kit 0.1 configs
+        export = dict(export)
+        ts = export.pop("torchscript")
+        export.setdefault("pt2", ts)
+        warnings.warn(f"{p}: 'export.torchscript' is replaced by 'export.pt2' (torch.export); read as pt2: {ts!r}",
+                      FutureWarning, stacklevel=2)
+    cfg["export"] = _section(export, "export", EXPORT_DEFAULTS, str(p))
     train = raw.get("train") or {}
     if not isinstance(train, dict):
         raise ConfigError(f"{p}: 'train' must be a mapping of TrainConfig fields")
@@ -211,9 +219,11 @@ def read_train_config(path) -> dict:
     for key in ("seed",):
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], int) or cfg[key] < 0:
             raise ConfigError(f"{p}: '{key}' must be a non-negative integer, not {cfg[key]!r}")
-    for key in ("onnx", "torchscript"):
-        if not isinstance(cfg["export"][key], bool):
-            raise ConfigError(f"{p}: 'export.{key}' must be true or false, not {cfg['export'][key]!r}")
+    for key in ("onnx", "pt2"):
+        v = cfg["export"][key]
+        if not isinstance(v, bool) and not (key == "onnx" and v == "auto"):
+            raise ConfigError(f"{p}: 'export.{key}' must be true or false{' or auto' if key == 'onnx' else ''}, "
+                              f"not {v!r}")
     k = cfg["neighbors"]["k"]
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"{p}: 'neighbors.k' must be a positive integer, not {k!r}")

@@ -481,10 +481,11 @@ class Pipeline:
 
     # ------------------------------------------------------------------ tuning
     def tune(self, objective, n_trials: int = 30, timeout: float | None = None, base_config=None, seed: int = 0,
-             progress: bool = True):
+             progress: bool = True, **tune_kwargs):
         """:func:`semcat_kit.experiments.tuning.tune` on this pipeline's data: trials train on the train
         part and are scored on the val part, with this taxonomy and these neighbours (unlabelled rows and
-        labels outside the taxonomy are in neither part, as for :meth:`train`).
+        labels outside the taxonomy are in neither part, as for :meth:`train`). ``tune_kwargs`` go to
+        ``tune`` (``storage=``, ``study_name=``, ``pruner=``: a resumable study).
 
         Raises
         ------
@@ -498,4 +499,4 @@ class Pipeline:
                                 "(set split.val > 0)")
         return tune(self.part("train"), self.part("val"), taxonomy=self.taxonomy(), neighbors=self.neighbors(),
                     objective=objective, n_trials=n_trials, timeout=timeout, base_config=base_config, seed=seed,
-                    progress=progress, allow_unseen_val_classes=True)
+                    progress=progress, allow_unseen_val_classes=True, **tune_kwargs)

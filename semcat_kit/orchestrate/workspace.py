@@ -184,7 +184,7 @@ class Workspace(Pipeline):
             for i, name in enumerate(configs):
                 for seed in seeds:
                     probs[f"{i}:{seed}"] = runs[(name, seed)].predict_proba(te).astype(np.float32)
-                export_head(runs[(name, seeds[0])], tmp / "heads" / f"{i:02d}", onnx=False, torchscript=False,
+                export_head(runs[(name, seeds[0])], tmp / "heads" / f"{i:02d}", onnx=False, pt2=False,
                             metadata={"suite_config": name, "seed": seeds[0]},
                             hedging=(va, yva) if len(yva) else None)
                 (tmp / "histories").mkdir(exist_ok=True)

@@ -10,7 +10,8 @@ from ._inputs import probs_of
 __all__ = ["label_issues"]
 
 
-def label_issues(probs, y) -> pd.DataFrame:
+def label_issues(probs=None, y=None, *, X=None, cv: int | None = None, estimator=None, taxonomy=None,
+                 cleanlab: bool = False, random_state: int = 0, progress: bool = False) -> pd.DataFrame:
     """Flag items whose given label looks wrong (self-confidence, as in confident learning).
 
     The threshold of class ``c`` is ``t_c = mean p(c | x)`` over the items labelled ``c``
@@ -20,23 +21,64 @@ def label_issues(probs, y) -> pd.DataFrame:
     whose given label is still the most probable one is never flagged, however a sharp model sets
     ``t_g``).
 
+    The probabilities must be out-of-sample (a model has learnt its own training labels, noise
+    included). Give them (``probs``), or give the embeddings ``X`` and ``cv``: each row's
+    probabilities then come from a :class:`semcat_kit.SemcatClassifier` trained on the ``cv - 1``
+    folds that do not hold it (:func:`semcat_kit.learn.estimator.cross_val_proba`).
+
     Parameters
     ----------
-    probs : array (N, C)
-        Predicted probabilities (ideally out-of-sample, e.g. cross-validated).
-    y : array (N,) of int
-        Given class index of each item.
+    probs : array (N, C), optional
+        Predicted probabilities (out-of-sample); not with ``cv``.
+    y : array (N,) of int (or label paths with ``taxonomy``)
+        Given class of each item.
+    X : Embeddings or array, optional
+        With ``cv``: the items' embeddings.
+    cv : int >= 2, optional
+        Folds of the cross-validation that produces ``probs``.
+    estimator : SemcatClassifier, optional
+        Trained on each fold (default ``SemcatClassifier(taxonomy=taxonomy, data_defaults=True)``).
+    taxonomy : Taxonomy, optional
+        The classes (needed with ``cv`` unless ``estimator`` has it; maps label paths in ``y``).
+    cleanlab : bool
+        Also run cleanlab on the same probabilities (the ``[cleanlab]`` extra): columns
+        ``cleanlab_issue`` and ``cleanlab_quality`` (:func:`semcat_kit.judge.label_noise.cleanlab_issues`).
+    random_state : int
+        Seed of the folds.
+    progress : bool
+        A progress bar over the folds.
 
     Returns
     -------
     pandas.DataFrame
         One row per item: ``index`` (row position), ``given``, ``suggested`` (the most probable
         other class at or above its threshold; the most probable other class when none is),
-        ``self_confidence`` (``p(given)``; lower is more suspicious) and ``is_issue``.
+        ``self_confidence`` (``p(given)``; lower is more suspicious) and ``is_issue`` (plus the
+        cleanlab columns). With ``cv``, ``attrs["probs"]`` holds the out-of-sample probabilities.
     """
+    oos = None
+    if cv is not None:
+        from ..learn.estimator import SemcatClassifier, cross_val_proba
+
+        if probs is not None:
+            raise ValueError("give probs or (X, cv), not both: with cv the probabilities are cross-validated")
+        if X is None:
+            raise ValueError("label_issues(cv=...) needs the embeddings X of the items")
+        if estimator is None:
+            if taxonomy is None:
+                raise ValueError("label_issues(cv=...) needs taxonomy= (or an estimator with one)")
+            estimator = SemcatClassifier(taxonomy=taxonomy, data_defaults=True)
+        elif taxonomy is not None and estimator.taxonomy is None:
+            estimator = estimator.set_params(taxonomy=taxonomy)
+        taxonomy = estimator.taxonomy
+        probs = oos = cross_val_proba(estimator, X, y, cv=cv, random_state=random_state, progress=progress)
+    elif probs is None:
+        raise ValueError("label_issues needs out-of-sample probs, or the embeddings X and cv=<folds>")
+    if y is None:
+        raise ValueError("label_issues needs the given labels y")
     p = probs_of(probs)
     N, C = p.shape
-    y = as_labels(y, N, name="y", n_classes=C)
+    y = as_labels(y, N, taxonomy, name="y", n_classes=C)
     counts = np.bincount(y, minlength=C)
     sums = np.zeros(C)
     np.add.at(sums, y, p[np.arange(N), y])
@@ -63,5 +105,12 @@ def label_issues(probs, y) -> pd.DataFrame:
     # the given label is the top prediction: not an issue (a sharp model puts t_g near 1, so
     # p(g) = 0.998 would otherwise be flagged as "very low")
     is_issue = (self_conf < t[y]) & has_other & ~top_is_given
-    return pd.DataFrame({"index": rows, "given": y, "suggested": suggested,
-                         "self_confidence": self_conf, "is_issue": is_issue})
+    out = pd.DataFrame({"index": rows, "given": y, "suggested": suggested,
+                        "self_confidence": self_conf, "is_issue": is_issue})
+    if cleanlab:
+        from ..judge.label_noise import cleanlab_issues
+
+        out = pd.concat([out, cleanlab_issues(p, y)], axis=1)
+    if oos is not None:
+        out.attrs["probs"] = oos
+    return out

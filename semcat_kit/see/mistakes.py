@@ -16,7 +16,8 @@ __all__ = ["mispredictions"]
 
 
 def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxonomy | None = None,
-                   top: int = 3, only_mistakes: bool = False, hedge_threshold: float | None = None) -> pd.DataFrame:
+                   top: int = 3, only_mistakes: bool = False, hedge_threshold: float | None = None,
+                   issue_probs=None) -> pd.DataFrame:
     """One row per product with its prediction, top-k, mistake severity and label-issue score.
 
     Parameters
@@ -39,6 +40,10 @@ def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxon
         ``head.hedging.threshold(0.98)``; :func:`semcat_kit.judge.hedging.hedge`): columns
         ``hedged_label`` (the node's path, ``""`` for the root), ``hedged_prob``, ``hedged_is_leaf``,
         ``hedged_correct`` (the true class lies under it).
+    issue_probs : array (N, C), optional
+        Out-of-sample probabilities of the same rows for the label-issue columns (e.g. the
+        cross-validated ``label_issues(X=..., y=..., cv=5).attrs["probs"]`` of these items);
+        default ``probs``.
 
     Returns
     -------
@@ -69,7 +74,12 @@ def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxon
     ti, tv = top_k(p, top)
     pred = ti[:, 0] if N else np.zeros(0, dtype=np.int64)
     classes = np.asarray(tax.classes, dtype=object)
-    issues = label_issues(p, y)
+    if issue_probs is not None:
+        issue_probs = probs_of(issue_probs, tax.n_classes, "issue_probs")
+        if len(issue_probs) != N:
+            raise ValueError(f"issue_probs has {len(issue_probs)} rows but catalog_df has {N}; they must be aligned "
+                             "row by row")
+    issues = label_issues(p if issue_probs is None else issue_probs, y)
 
     def col(name, default):
         return catalog_df[name].to_numpy() if name in catalog_df.columns else np.full(N, default, dtype=object)

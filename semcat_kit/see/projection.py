@@ -126,7 +126,9 @@ def _project_2d(x: np.ndarray, method: str, n_neighbors: int, random_state: int)
         return xy
     import warnings
 
-    import umap
+    from .._core.optional import require
+
+    umap = require("umap", "viz", "a UMAP map (method='umap'; method='pca' needs nothing)")
 
     nn = max(2, min(int(n_neighbors), n - 1))
     with warnings.catch_warnings():

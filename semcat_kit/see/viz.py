@@ -10,17 +10,20 @@ import html
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import plotly.graph_objects as go
-from plotly import colors as pcolors
-from plotly.subplots import make_subplots
 
-from .classes import class_index, select_classes, short_labels
-from .confusions import neighborhood_confusion
-from .histories import PANELS, history_frame
-from .label_graph import graph_neighborhood, neighbor_table
-from .projection import project_labels
-from .severity import severity_table
-from ..datasets.taxonomy import Taxonomy
+from .._core.optional import require
+
+go = require("plotly.graph_objects", "viz", "semcat_kit.see.viz (plotly figures)")
+pcolors = require("plotly.colors", "viz", "semcat_kit.see.viz (plotly figures)")
+make_subplots = require("plotly.subplots", "viz", "semcat_kit.see.viz (plotly figures)").make_subplots
+
+from .classes import class_index, select_classes, short_labels  # noqa: E402
+from .confusions import neighborhood_confusion  # noqa: E402
+from .histories import PANELS, history_frame  # noqa: E402
+from .label_graph import graph_neighborhood, neighbor_table  # noqa: E402
+from .projection import project_labels  # noqa: E402
+from .severity import severity_table  # noqa: E402
+from ..datasets.taxonomy import Taxonomy  # noqa: E402
 
 __all__ = ["label_map", "class_sizes", "similarity_graph", "confusion_heatmap", "severity_histogram",
            "precision_specificity_curves", "training_curves", "group_colors", "plot_text", "fit_height", "legend_px",

@@ -15,21 +15,24 @@ import os
 import re
 from pathlib import Path
 
-import ipywidgets as W
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
-from . import viz
-from ._inputs import check_taxonomy, labels_of, neighbors_of, pred_of
-from .classes import class_index, elide_paths, search_classes
-from .confusions import confused_pairs, top_confusions
-from .label_graph import neighbor_table
-from .mistakes import mispredictions
-from .tables import html_table
-from .._core.io import atomic_path
-from ..datasets.images import ImageError, read_image_bytes
-from ..datasets.taxonomy import Taxonomy
+from .._core.optional import require
+
+W = require("ipywidgets", "notebooks", "semcat_kit.see.widgets (ipywidgets explorers)")
+go = require("plotly.graph_objects", "viz", "semcat_kit.see.widgets (plotly figures)")
+
+from . import viz  # noqa: E402
+from ._inputs import check_taxonomy, labels_of, neighbors_of, pred_of  # noqa: E402
+from .classes import class_index, elide_paths, search_classes  # noqa: E402
+from .confusions import confused_pairs, top_confusions  # noqa: E402
+from .label_graph import neighbor_table  # noqa: E402
+from .mistakes import mispredictions  # noqa: E402
+from .tables import html_table  # noqa: E402
+from .._core.io import atomic_path  # noqa: E402
+from ..datasets.images import ImageError, read_image_bytes  # noqa: E402
+from ..datasets.taxonomy import Taxonomy  # noqa: E402
 
 __all__ = ["MispredictionBrowser", "ConfusionNeighborhood", "ClassSearch", "product_card", "figure_output"]
 
@@ -294,6 +297,10 @@ class MispredictionBrowser:
     hedge_threshold : float, optional
         Show each product's hedged prediction at this threshold beside the top-1 (e.g.
         ``head.hedging.threshold(0.98)``).
+    issue_probs : array (N, C), optional
+        Cross-validated probabilities of the same items
+        (``sk.see.label_issues(X=..., y=..., cv=5).attrs["probs"]``): the "label issues" mode
+        and the label-issue score use them instead of ``probs``.
 
     Attributes
     ----------
@@ -311,11 +318,12 @@ class MispredictionBrowser:
 
     def __init__(self, catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxonomy | None = None,
                  page_size: int = 12, columns: int = 4, top: int = 3, thumb_width: int = 60,
-                 export_path: str = "flagged_items.csv", hedge_threshold: float | None = None):
+                 export_path: str = "flagged_items.csv", hedge_threshold: float | None = None, issue_probs=None):
         if int(page_size) < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         self.taxonomy = check_taxonomy(taxonomy)
-        self.table = mispredictions(catalog_df, probs, y_true, self.taxonomy, top=top, hedge_threshold=hedge_threshold)
+        self.table = mispredictions(catalog_df, probs, y_true, self.taxonomy, top=top, hedge_threshold=hedge_threshold,
+                                    issue_probs=issue_probs)
         dup = self.table["item_id"][self.table["item_id"].duplicated()].unique()
         if len(dup):
             raise ValueError(f"catalog_df has {len(dup)} repeated item_id(s) (e.g. {list(dup[:3])}); flags and "

@@ -1,37 +1,49 @@
 """Writing a trained head to a self-describing folder, and loading it back.
 
 ``export_head(run, dir)`` writes (atomically: a temporary folder swapped in as a whole, so an
-interrupted export never leaves a folder that loads)::
+interrupted export never leaves a folder that loads) a Hugging Face style folder::
 
     dir/
       config.json          format version, architecture (FusionHead.config), input dims, fusion,
                            label representation, encoders (names, fingerprints, dims),
                            normalisation, package version, the TrainConfig, the calibrated hedging
                            thresholds with the precision of each (optional), sha256 of every file
-      head.safetensors     the head's weights
+      model.safetensors    the head's weights
       codes.safetensors    (label_repr="codes" only) the (C, B) code matrix behind class scores
       labels.json          class index -> full category path (and short name)
       taxonomy.json        Taxonomy.to_dict()
-      head.onnx            (onnx=True) the head's graph; checked with onnxruntime against torch
-      head.torchscript.pt  (torchscript=True) the traced graph; checked against torch
+      head.onnx            (onnx=True) the head's graph (torch.onnx, dynamo exporter); checked with
+                           onnxruntime against torch
+      head.pt2             (pt2=True) the head as a ``torch.export`` ExportedProgram; checked
+                           against torch
+      README.md            the model card: training data summary, classes, metrics, intended use
+                           (generated; free to edit: not checksummed, never read by load_head)
 
 All three backends compute the head's raw output (class logits, or one logit per taxonomy node for
 ``label_repr="codes"``, which :func:`semcat_kit.labels.soft_labels.code_scores` turns into class scores with
-the stored code matrix); ``softmax`` of the class scores is the class probability.
+the stored code matrix); ``softmax`` of the class scores is the class probability. The batch size
+of the ONNX and ``.pt2`` graphs is dynamic.
 
-``load_head(dir, backend="torch"|"onnx"|"torchscript")`` validates ``config.json`` against
+``load_head(dir, backend="torch"|"onnx"|"pt2")`` validates ``config.json`` against
 :data:`CONFIG_SCHEMA`, verifies every file's sha256 and the consistency of labels, taxonomy and head
-before returning an :class:`ExportedHead`. The checksums catch corruption, not tampering: the
-``torchscript`` backend runs code stored in the folder, so load a head from elsewhere on it only
-with ``expected_sha256=`` (the sha256 of its ``config.json``, given by its author).
+before returning an :class:`ExportedHead`; :meth:`ExportedHead.from_pretrained` /
+:meth:`semcat_kit.Predictor.from_pretrained` also take a Hugging Face Hub repo id (downloaded only
+then, and only when not cached). The checksums catch corruption, not tampering: load a head from
+elsewhere on the graph backends only with ``expected_sha256=`` (the sha256 of its
+``config.json``, given by its author).
+
+Heads exported before (format version 1: ``head.safetensors``, ``head.torchscript.pt``) still
+load: ``backend="torchscript"`` runs their TorchScript file through ``torch.jit`` (PyTorch's
+deprecated path; a ``FutureWarning`` says to re-export), and on a current head it is taken as
+``"pt2"``.
 """
 from __future__ import annotations
 
 import copy
 import datetime as _dt
 import json
-import re
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -42,16 +54,30 @@ from .._core.digest import file_sha256
 from .._core.io import atomic_dir
 from .._core.contracts import as_embedding_table, resolve_device
 
-__all__ = ["export_head", "load_head", "check_config", "ExportedHead", "ExportError", "FORMAT", "FORMAT_VERSION",
-           "BACKENDS", "CONFIG_SCHEMA"]
+__all__ = ["export_head", "load_head", "resolve_pretrained", "check_config", "ExportedHead", "ExportError", "FORMAT", "FORMAT_VERSION",
+           "READABLE_VERSIONS", "BACKENDS", "CONFIG_SCHEMA", "model_card"]
 
 FORMAT = "semcat_kit.head"
-FORMAT_VERSION = 1
-BACKENDS = ("torch", "onnx", "torchscript")
-FILES = {"weights": "head.safetensors", "codes": "codes.safetensors", "labels": "labels.json",
-         "taxonomy": "taxonomy.json", "onnx": "head.onnx", "torchscript": "head.torchscript.pt"}
+#: version written; 2: model.safetensors + head.pt2 (torch.export) + README.md, dynamo ONNX
+FORMAT_VERSION = 2
+#: versions read (1: head.safetensors, head.torchscript.pt written by semcat_kit 0.1)
+READABLE_VERSIONS = (1, 2)
+#: backends an export writes / load_head runs; "torchscript" loads version-1 heads only
+BACKENDS = ("torch", "onnx", "pt2")
+LOAD_BACKENDS = BACKENDS + ("torchscript",)
+FILES = {"weights": "model.safetensors", "codes": "codes.safetensors", "labels": "labels.json",
+         "taxonomy": "taxonomy.json", "onnx": "head.onnx", "pt2": "head.pt2"}
+#: file names of version-1 heads
+V1_FILES = {**FILES, "weights": "head.safetensors", "torchscript": "head.torchscript.pt"}
 CONFIG = "config.json"
+CARD = "README.md"
+ONNX_OPSET = 18
 _CHECK_ATOL = 1e-4
+
+
+def _files(cfg: dict) -> dict:
+    """File names of an export with this config (by its format version)."""
+    return V1_FILES if cfg.get("format_version") == 1 else FILES
 
 
 class ExportError(RuntimeError):
@@ -155,32 +181,139 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=_json_default), encoding="utf-8")
 
 
-def _quiet():
-    """Silence the tracer's and the deprecation warnings of torch.onnx / torch.jit during export."""
-    cm = warnings.catch_warnings()
-    cm.__enter__()
-    warnings.simplefilter("ignore")
-    return cm
+_CARD_CLASSES = 40     # classes listed in the card (all are in labels.json)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4f}"
+    return str(v).replace("|", "\\|")
+
+
+def model_card(config: dict, taxonomy, history=None) -> str:
+    """The generated model card (``README.md``) of an export: Hugging Face front matter, intended use,
+    inputs, training data summary, metrics table, classes and how to load it.
+
+    Parameters
+    ----------
+    config : dict
+        The export's ``config.json``.
+    taxonomy : Taxonomy
+    history : pandas.DataFrame, optional
+        ``TrainRun.history``: the validation metrics of the kept epoch go into the metrics table.
+    """
+    meta = config.get("metadata") or {}
+    enc = config.get("encoders") or {}
+    tcfg = config.get("train_config") or {}
+    C = int(config["n_classes"])
+    depth = int(np.max(taxonomy.depth(np.arange(C)))) if C else 0
+    names = {k: (v or {}).get("name") for k, v in enc.items()}
+    used = [m for m in ("text", "image") if m in config["inputs"]]
+    lines = ["---", "library_name: semcat_kit", "tags:", "- product-categorization", "- hierarchical-classification",
+             "- semcat_kit", "---", "",
+             f"# Product categorization head ({C:,} classes)", "",
+             f"A small fusion head (`{config['fusion']}` fusion) trained with `semcat_kit` "
+             f"{config.get('package_version', '')} on frozen encoder embeddings of product "
+             f"{' and '.join({'text': 'titles', 'image': 'images'}[m] for m in used)}. It assigns a product to one "
+             f"of {C:,} categories of a taxonomy of depth {depth}.", "",
+             "## Intended use", "",
+             "Suggesting categories for products of a catalog like the one it was trained on (same taxonomy, "
+             "same kind of titles/images), with a person checking low-confidence or costly suggestions. "
+             "Not for catalogs in other languages or domains without re-training, and not for decisions about "
+             "people. Mistakes are ranked by their distance in the taxonomy (see the metrics).", "",
+             "## Inputs", ""]
+    for m in used:
+        e = enc.get(f"{m}_encoder") or {}
+        lines.append(f"- {m}: `{e.get('name') or 'unknown encoder'}` ({_fmt(config['input_dims'].get(m))}-d, "
+                     f"L2-normalised, fingerprint `{e.get('fingerprint')}`); a missing {m} is a zero row with its "
+                     "mask False")
+    lines += ["", "## Training data", ""]
+    data = {"catalog": meta.get("catalog"), "products": meta.get("n_products")}
+    split = meta.get("split") if isinstance(meta.get("split"), dict) else {}
+    for k in ("n_train", "n_val", "n_test"):
+        if k in split:
+            data[k.replace("n_", "") + " items"] = split[k]
+    if isinstance(meta.get("training_data"), dict):
+        data.update(meta["training_data"])
+    rows = [(k, v) for k, v in data.items() if v is not None]
+    if rows:
+        lines += ["| | |", "| --- | --- |", *[f"| {k} | {_fmt(v)} |" for k, v in rows]]
+    else:
+        lines.append("Not recorded (pass `metadata={\"training_data\": {...}}` to `export_head`).")
+    train = {k: tcfg.get(k) for k in ("smoothing", "alpha", "curriculum", "focal_gamma", "kl_weight", "label_repr",
+                                      "epochs", "min_steps", "lr", "batch_size", "seed") if k in tcfg}
+    if train:
+        lines += ["", "Training: " + ", ".join(f"`{k}={v}`" for k, v in train.items())
+                  + (f"; weights of epoch {config['best_epoch']}." if config.get("best_epoch") else ".")]
+    lines += ["", "## Metrics", ""]
+    metrics = meta.get("test_metrics") or meta.get("metrics")
+    table = []
+    if isinstance(metrics, dict) and metrics:
+        table += [("test" if "test_metrics" in meta else "given", k, v) for k, v in metrics.items()
+                  if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)]
+    if history is not None and len(history):
+        ep = config.get("best_epoch")
+        row = history[history["epoch"] == ep] if ep and "epoch" in history else history.iloc[[-1]]
+        if len(row):
+            for k, v in row.iloc[0].items():
+                if str(k).startswith("val_") and k != "val_seconds" and isinstance(v, (float, np.floating)) \
+                        and np.isfinite(v):
+                    table.append(("validation", str(k)[4:], v))
+    if table:
+        lines += ["| split | metric | value |", "| --- | --- | --- |",
+                  *[f"| {s} | {k} | {_fmt(v)} |" for s, k, v in table]]
+        lines += ["", "Metric definitions: `semcat_kit.judge.metrics.METRICS` (top-k accuracy, mistake severity "
+                  "= mean taxonomy distance of wrong top-1 predictions, hierarchical F1, ECE, ...)."]
+    else:
+        lines.append("None recorded (train with validation data, or pass `metadata={\"metrics\": {...}}`).")
+    lines += ["", "## Classes", "",
+              f"{C:,} classes (all in `labels.json`, the tree in `taxonomy.json`)"
+              + (f"; the first {_CARD_CLASSES}:" if C > _CARD_CLASSES else ":"), ""]
+    lines += [f"- {_fmt(c)}" for c in list(taxonomy.classes)[:_CARD_CLASSES]]
+    if C > _CARD_CLASSES:
+        lines.append(f"- ... and {C - _CARD_CLASSES:,} more")
+    lines += ["", "## How to use", "", "```python", "import semcat_kit as sk", "",
+              "pred = sk.Predictor.from_pretrained(\"path/to/this/folder\")   # or a Hub repo id",
+              "pred.predict([{\"title\": \"...\", \"image_path\": \"...\"}], top_k=5)", "```", "",
+              "Backends: " + ", ".join(f"`{b}`" for b in config["backends"])
+              + " (`onnx`: onnxruntime, `pt2`: `torch.export`). Every file but this card is listed with its "
+              "sha256 in `config.json` and verified on load.", ""]
+    return "\n".join(lines)
+
+
+def _dynamic(probe: dict) -> tuple:
+    """``dynamic_shapes`` of the graph inputs: the batch dimension (0) of every input is one ``n``."""
+    n = torch.export.Dim("n")
+    return tuple({0: n} for _ in probe)
 
 
 def _export_onnx(wrapper, probe: dict, path: Path) -> None:
-    names = list(probe)
-    cm = _quiet()
-    try:
-        torch.onnx.export(wrapper, tuple(probe.values()), str(path), dynamo=False, input_names=names,
-                          output_names=["output"], dynamic_axes={k: {0: "n"} for k in names + ["output"]},
-                          opset_version=17, do_constant_folding=True)
-    finally:
-        cm.__exit__(None, None, None)
+    """The head through ``torch.onnx.export(dynamo=True)`` (``torch.export`` + onnxscript)."""
+    _require_onnx()
+    with warnings.catch_warnings():
+        # the one batch Dim is shared by every input: torch.onnx says it names it once (not a deprecation)
+        warnings.filterwarnings("ignore", message=r".*axis name: n will not be used", category=UserWarning)
+        program = torch.onnx.export(wrapper, tuple(probe.values()), dynamo=True, input_names=list(probe),
+                                    output_names=["output"], dynamic_shapes=_dynamic(probe), opset_version=ONNX_OPSET,
+                                    optimize=True, verbose=False)
+    program.save(str(path))
 
 
-def _export_torchscript(wrapper, probe: dict, path: Path) -> None:
-    cm = _quiet()
-    try:
-        traced = torch.jit.trace(wrapper, tuple(probe.values()), check_trace=False)
-        traced.save(str(path))
-    finally:
-        cm.__exit__(None, None, None)
+def _require_onnx() -> None:
+    from .._core.optional import require
+
+    for m in ("onnx", "onnxscript", "onnxruntime"):     # onnxscript: the dynamo exporter's translator
+        require(m, "onnx", "the ONNX export (or export_head(..., onnx=False))")
+
+
+def _export_pt2(wrapper, probe: dict, path: Path) -> None:
+    """The head as a ``torch.export`` ExportedProgram (``torch.export.save``)."""
+    program = torch.export.export(wrapper, tuple(probe.values()), dynamic_shapes=_dynamic(probe))
+    torch.export.save(program, str(path))
 
 
 def _normal_permissions(folder: Path) -> None:
@@ -193,8 +326,8 @@ def _normal_permissions(folder: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- export
-def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite: bool = False,
-                metadata: dict | None = None, hedging=None) -> Path:
+def export_head(run, dir, onnx: bool = True, pt2: bool = True, overwrite: bool = False,
+                metadata: dict | None = None, hedging=None, *, torchscript: bool | None = None) -> Path:
     """Write a trained head to a self-describing folder.
 
     Parameters
@@ -204,19 +337,25 @@ def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite
         ``codes``).
     dir : str or Path
         Target folder; written atomically (a temporary folder swapped in once complete).
-    onnx, torchscript : bool
-        Also write ``head.onnx`` / ``head.torchscript.pt``; each is checked against the torch
-        scores on probe inputs (every presence pattern) and the export fails if they differ.
+    onnx, pt2 : bool
+        Also write ``head.onnx`` (``torch.onnx.export(dynamo=True)``; needs the ``[onnx]`` extra) /
+        ``head.pt2`` (``torch.export``); each is checked against the torch scores on probe inputs
+        (every presence pattern) and the export fails if they differ.
     overwrite : bool
         Replace an existing folder (only after the new one is complete).
     metadata : dict, optional
-        JSON-serialisable extras stored under ``"metadata"`` in ``config.json`` (e.g. test metrics).
+        JSON-serialisable extras stored under ``"metadata"`` in ``config.json``. The model card
+        (``README.md``) shows ``test_metrics`` / ``metrics`` (a ``{name: value}`` table) and the data
+        summary in ``catalog``, ``n_products``, ``split`` and ``training_data``.
     hedging : HedgeCalibration or (embeddings, labels), optional
         Hedging thresholds stored under ``"hedging"`` in ``config.json`` (each with the precision it was
         calibrated for), read by ``Predictor.predict(..., precision=0.98)``. A pair is the
         validation split (products the head did not train on): the thresholds for
         :data:`semcat_kit.judge.hedging.DEFAULT_PRECISIONS` are calibrated on
         ``run.predict_proba(embeddings)`` (:func:`semcat_kit.calibrate_hedging`, RCPS, delta 0.1).
+    torchscript : bool, optional
+        Replaced by ``pt2`` (PyTorch deprecates TorchScript for ``torch.export``): a value is taken as
+        ``pt2`` with a ``FutureWarning``.
 
     Returns
     -------
@@ -232,6 +371,12 @@ def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite
     """
     from safetensors.torch import save_file
 
+    if torchscript is not None:
+        warnings.warn("export_head(torchscript=...) is replaced by pt2=... (torch.export: head.pt2); "
+                      f"writing head.pt2 = {bool(torchscript)}", FutureWarning, stacklevel=2)
+        pt2 = bool(torchscript)
+    if onnx:
+        _require_onnx()                # before anything is written
     for attr in ("model", "taxonomy"):
         if not hasattr(run, attr):
             raise TypeError(f"export_head needs a TrainRun (from sk.train); {type(run).__name__} has no .{attr}")
@@ -278,10 +423,10 @@ def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite
             _export_onnx(wrapper, probe, tmp / FILES["onnx"])
             files.append(FILES["onnx"])
             backends.append("onnx")
-        if torchscript:
-            _export_torchscript(wrapper, probe, tmp / FILES["torchscript"])
-            files.append(FILES["torchscript"])
-            backends.append("torchscript")
+        if pt2:
+            _export_pt2(wrapper, probe, tmp / FILES["pt2"])
+            files.append(FILES["pt2"])
+            backends.append("pt2")
         config = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -308,6 +453,7 @@ def export_head(run, dir, onnx: bool = True, torchscript: bool = True, overwrite
             "files": {name: file_sha256(tmp / name) for name in files},
         }
         _write_json(tmp / CONFIG, config)
+        (tmp / CARD).write_text(model_card(config, tax, getattr(run, "history", None)), encoding="utf-8")
         for backend in backends[1:]:   # the written graphs must reproduce the torch scores
             got = load_head(tmp, backend=backend)._run(probe)
             diff = float(np.abs(got - ref).max()) if ref.size else 0.0
@@ -404,9 +550,10 @@ def check_config(cfg, dir: Path | str = "config") -> dict:
         _fail(dir, f"{CONFIG} must hold a JSON object, not {type(cfg).__name__}")
     if cfg.get("format") != FORMAT:
         _fail(dir, f"{CONFIG} is not a semcat_kit head config (format {cfg.get('format')!r})")
-    if cfg.get("format_version") != FORMAT_VERSION:
+    if cfg.get("format_version") not in READABLE_VERSIONS:
         _fail(dir, f"{CONFIG} has format version {cfg.get('format_version')!r}; this semcat_kit "
-                   f"{_package_version()} reads version {FORMAT_VERSION}. Re-export the head with this version")
+                   f"{_package_version()} reads versions {list(READABLE_VERSIONS)}. Re-export the head with this "
+                   "version (or load it with the semcat_kit that wrote it)")
     _check_keys(dir, cfg, CONFIG_SCHEMA, "")
     arch = cfg["architecture"]
     _check_keys(dir, arch, _ARCH_SCHEMA, "architecture.")
@@ -425,8 +572,10 @@ def check_config(cfg, dir: Path | str = "config") -> dict:
         if key not in cfg["encoders"] or not isinstance(cfg["encoders"][key], (dict, type(None))):
             _fail(dir, f"{CONFIG}: key 'encoders.{key}' must be an object or null")
     backends = cfg["backends"]
-    if "torch" not in backends or not set(backends) <= set(BACKENDS):
-        _fail(dir, f"{CONFIG}: key 'backends' {backends} must list 'torch' and only {list(BACKENDS)}")
+    FILES = _files(cfg)   # noqa: N806 - this version's file names
+    allowed = [b for b in LOAD_BACKENDS if b == "torch" or b in FILES]
+    if "torch" not in backends or not set(backends) <= set(allowed):
+        _fail(dir, f"{CONFIG}: key 'backends' {backends} must list 'torch' and only {allowed}")
     files = cfg["files"]
     known = set(FILES.values())
     for name, digest in files.items():
@@ -547,6 +696,37 @@ class ExportedHead:
                                  f"{want.get('name')!r} (fingerprint {want.get('fingerprint')}, dim {want.get('dim')}); "
                                  "encode with the head's encoder")
 
+    @classmethod
+    def from_pretrained(cls, name_or_path, backend: str = "torch", device: str = "cpu",
+                        expected_sha256: str | None = None, *, revision: str | None = None, cache_dir=None,
+                        local_files_only: bool = False) -> "ExportedHead":
+        """:func:`load_head` of a local folder or a Hugging Face Hub repo id (``"owner/name"``).
+
+        A repo id is fetched with ``huggingface_hub.snapshot_download`` -- the network is used only
+        then, and not at all when the snapshot is cached and ``HF_HUB_OFFLINE=1`` or
+        ``local_files_only=True``. The folder is verified exactly as by :func:`load_head`.
+        """
+        path = resolve_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
+                                  local_files_only=local_files_only)
+        return load_head(path, backend=backend, device=device, expected_sha256=expected_sha256)
+
+    def save_pretrained(self, dir, overwrite: bool = False) -> Path:
+        """Copy this head's folder (every checksummed file, ``config.json`` and the model card) to
+        ``dir``, atomically, after verifying the files again. Returns ``dir``."""
+        import shutil
+
+        dir = Path(dir)
+        if dir.exists() and not overwrite:
+            raise FileExistsError(f"{dir} exists; pass overwrite=True to replace it (or choose another folder)")
+        _verify_files(self.dir, self.config)
+        with atomic_dir(dir, overwrite=overwrite) as tmp:
+            for name in [CONFIG, *self.config["files"], CARD]:
+                if (self.dir / name).is_file():
+                    shutil.copyfile(self.dir / name, tmp / name)
+            _verify_files(tmp, self.config)
+            _normal_permissions(tmp)
+        return dir
+
     def _arrays(self, emb, what: str = "emb") -> dict[str, torch.Tensor]:
         self.check_embeddings_meta(getattr(emb, "meta", None))
         arch = self.config["architecture"]
@@ -582,15 +762,50 @@ class ExportedHead:
         return torch.softmax(torch.from_numpy(self.predict_logits(emb, batch_size)), dim=1).numpy()
 
 
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def resolve_pretrained(name_or_path, *, revision: str | None = None, cache_dir=None,
+                       local_files_only: bool = False) -> Path:
+    """A head folder: ``name_or_path`` itself when it exists, else the Hugging Face Hub snapshot of
+    the repo id it names (``huggingface_hub.snapshot_download``; cached snapshots need no network).
+
+    Raises
+    ------
+    FileNotFoundError
+        Neither a folder nor a repo id that could be fetched (the message says why).
+    """
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        return p
+    s = str(name_or_path)
+    if not _REPO_ID.fullmatch(s):
+        raise FileNotFoundError(f"no exported head at {p} (expected a folder written by sk.export_head, or a "
+                                "Hugging Face Hub repo id 'owner/name')")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:   # pragma: no cover - installed with sentence-transformers
+        raise ImportError(f"{s!r} is not a folder; loading it from the Hugging Face Hub needs huggingface_hub "
+                          "(pip install huggingface_hub)") from e
+    try:
+        return Path(snapshot_download(s, revision=revision, cache_dir=cache_dir,
+                                      local_files_only=bool(local_files_only)))
+    except Exception as e:  # noqa: BLE001 - offline / not found / auth errors of huggingface_hub
+        raise FileNotFoundError(f"no exported head at {s!r}: not a local folder, and the Hugging Face Hub repo "
+                                f"{s!r} could not be fetched ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                                "give a folder path, or fetch the repo first (network, or HF_HUB_OFFLINE=0)") from e
+
+
 def load_head(dir, backend: str = "torch", device: str = "cpu",
               expected_sha256: str | None = None) -> ExportedHead:
     """Load a head written by :func:`export_head`, verifying it first.
 
     Trust: the checksums in ``config.json`` detect corruption, not tampering -- they live in the
     same folder as the files. ``backend="torch"`` (the default) reads only data (safetensors
-    weights, JSON). ``backend="torchscript"`` **executes code stored in the folder**
-    (``head.torchscript.pt`` is a program) and ``"onnx"`` runs a graph through onnxruntime: load a
-    head from elsewhere on those backends only if you trust it, or pass ``expected_sha256`` --
+    weights, JSON). ``"pt2"`` deserialises a ``torch.export`` program and ``"onnx"`` runs a graph
+    through onnxruntime; ``"torchscript"`` (version-1 heads) **executes code stored in the folder**
+    (``head.torchscript.pt`` is a program): load a head from elsewhere on those backends only if
+    you trust it, or pass ``expected_sha256`` --
     the sha256 of its ``config.json`` obtained from its author over another channel
     (``sha256sum config.json``); since ``config.json`` records every file's sha256, that one
     checksum pins the whole folder.
@@ -598,8 +813,11 @@ def load_head(dir, backend: str = "torch", device: str = "cpu",
     Parameters
     ----------
     dir : str or Path
-    backend : {"torch", "onnx", "torchscript"}
-        What computes the scores (``"onnx"`` uses onnxruntime on CPU).
+    backend : {"torch", "onnx", "pt2", "torchscript"}
+        What computes the scores (``"onnx"`` uses onnxruntime on CPU; ``"pt2"`` the exported
+        program, on CPU). ``"torchscript"`` is for heads written by semcat_kit 0.1 (their
+        ``head.torchscript.pt``, through the deprecated ``torch.jit``, with a ``FutureWarning``); on a
+        current head it means ``"pt2"`` (with a ``FutureWarning``).
     device : str
         Torch device of the ``torch`` / ``torchscript`` backends (``"auto"``: CUDA when present).
     expected_sha256 : str, optional
@@ -626,10 +844,20 @@ def load_head(dir, backend: str = "torch", device: str = "cpu",
     from ..learn.model import FusionHead
     from ..datasets.taxonomy import Taxonomy
 
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if backend not in LOAD_BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} ('torchscript' for heads of semcat_kit 0.1), "
+                         f"not {backend!r}")
     dir = Path(dir)
     cfg = _read_config(dir, expected_sha256)
+    FILES = _files(cfg)   # noqa: N806 - this version's file names
+    if backend == "torchscript" and "torchscript" not in FILES:
+        warnings.warn(f"backend='torchscript' is replaced by 'pt2' (torch.export); the head in {dir} has no "
+                      "TorchScript file, loading head.pt2", FutureWarning, stacklevel=2)
+        backend = "pt2"
+    elif backend == "pt2" and "pt2" not in cfg["backends"] and "torchscript" in cfg["backends"]:
+        _fail(dir, "this head was exported by semcat_kit 0.1 with TorchScript (head.torchscript.pt), not "
+                   "torch.export: use backend='torchscript' or 'torch', or re-export it (sk.export_head) to get "
+                   "head.pt2")
     _verify_files(dir, cfg)
     arch = cfg["architecture"]
     labels = _read_json(dir, FILES["labels"])
@@ -675,7 +903,9 @@ def load_head(dir, backend: str = "torch", device: str = "cpu",
             with torch.no_grad():
                 return wrapper(*(batch[k].to(dev) for k in inputs)).float().cpu().numpy()
     elif backend == "onnx":
-        import onnxruntime as ort
+        from .._core.optional import require
+
+        ort = require("onnxruntime", "onnx", "backend='onnx'")
 
         if FILES["onnx"] not in cfg["files"]:
             _fail(dir, f"this export has no {FILES['onnx']} (exported with onnx=False); use backend='torch'")
@@ -687,16 +917,34 @@ def load_head(dir, backend: str = "torch", device: str = "cpu",
         def runner(batch):
             feed = {k: batch[k].numpy() for k in inputs}
             return sess.run(["output"], feed)[0]
+    elif backend == "pt2":
+        if FILES["pt2"] not in cfg["files"]:
+            _fail(dir, f"this export has no {FILES['pt2']} (exported with pt2=False); use backend='torch'")
+        try:
+            program = torch.export.load(str(dir / FILES["pt2"]))
+        except Exception as e:  # noqa: BLE001 - torch.export raises many types on a bad archive
+            _fail(dir, f"{FILES['pt2']} is unreadable by torch.export.load ({type(e).__name__}: {e}); re-export the head")
+        module = program.module()
+        if dev.type != "cpu":
+            warnings.warn("the pt2 backend runs on CPU (the program was exported there); use backend='torch' "
+                          f"for {dev}", UserWarning, stacklevel=2)
+
+        def runner(batch):
+            with torch.no_grad():
+                return module(*(batch[k].cpu() for k in inputs)).float().numpy()
     else:
         if FILES["torchscript"] not in cfg["files"]:
             _fail(dir, f"this export has no {FILES['torchscript']} (exported with torchscript=False); use backend='torch'")
-        cm = _quiet()
+        warnings.warn(f"{dir} is a semcat_kit 0.1 head: its head.torchscript.pt runs through torch.jit, which "
+                      "PyTorch deprecates; re-export it with sk.export_head to get head.pt2 (torch.export)",
+                      FutureWarning, stacklevel=2)
+        if not hasattr(torch, "jit") or not hasattr(torch.jit, "load"):
+            _fail(dir, f"this torch {torch.__version__} cannot load TorchScript (torch.jit is gone); load the head "
+                       "with backend='torch' (its safetensors weights) and re-export it")
         try:
             ts = torch.jit.load(str(dir / FILES["torchscript"]), map_location=dev)
         except Exception as e:  # noqa: BLE001
             _fail(dir, f"{FILES['torchscript']} is unreadable ({e}); re-export the head")
-        finally:
-            cm.__exit__(None, None, None)
         ts.eval()
 
         def runner(batch):

@@ -109,13 +109,13 @@ class Predictor:
             Folder written by :func:`semcat_kit.export_head`.
         device : str
             ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
-        backend : {"torch", "onnx", "torchscript"}
+        backend : {"torch", "onnx", "pt2"}
+            (``"torchscript"``: heads written by semcat_kit 0.1, see :func:`semcat_kit.load_head`)
         text_encoder, image_encoder : Encoder, optional
             Already-loaded encoders; by default those recorded in the export are loaded by name
             (``sk.encoders.load(name)``). Either way the fingerprint and dimension must match.
         expected_sha256 : str, optional
-            sha256 of the head's ``config.json`` given by its author; see :func:`load_head` (the
-            ``torchscript`` backend runs code from the folder).
+            sha256 of the head's ``config.json`` given by its author; see :func:`load_head`.
 
         Raises
         ------
@@ -149,6 +149,27 @@ class Predictor:
             _check_encoder(enc, modality, meta, arch[f"{modality}_dim"], dir)
             used[modality] = enc
         return cls(head, used.get("text"), used.get("image"))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, device: str = "auto", backend: str = "torch", text_encoder=None,
+                        image_encoder=None, expected_sha256: str | None = None, *, revision: str | None = None,
+                        cache_dir=None, local_files_only: bool = False) -> "Predictor":
+        """:meth:`load` of a local head folder or a Hugging Face Hub repo id (``"owner/name"``).
+
+        The network is used only for a repo id whose snapshot is not cached (see
+        :func:`semcat_kit.ship.export.resolve_pretrained`); the encoders are loaded by name as in
+        :meth:`load`.
+        """
+        from .export import resolve_pretrained
+
+        path = resolve_pretrained(name_or_path, revision=revision, cache_dir=cache_dir,
+                                  local_files_only=local_files_only)
+        return cls.load(path, device=device, backend=backend, text_encoder=text_encoder,
+                        image_encoder=image_encoder, expected_sha256=expected_sha256)
+
+    def save_pretrained(self, dir, overwrite: bool = False) -> Path:
+        """Copy the head's folder to ``dir`` (:meth:`ExportedHead.save_pretrained`)."""
+        return self.head.save_pretrained(dir, overwrite=overwrite)
 
     # ------------------------------------------------------------------ encoding
     def embed(self, products, cache_dir=None, batch_size: int = 64, progress: bool = True):
