@@ -82,6 +82,14 @@ class _MaskedScale(torch.autograd.Function):
         return (g.contiguous().view(torch.int32) & mask).view(torch.float32).mul_(ctx.scale), None, None
 
 
+def _tracing() -> bool:
+    """Whether the head is being traced or exported (``torch.export``, ONNX, TorchScript): no
+    data-dependent branches then."""
+    c = getattr(torch, "compiler", None)
+    return bool(torch.jit.is_tracing() or (c is not None and (c.is_compiling() or
+                                                              getattr(c, "is_exporting", lambda: False)())))
+
+
 def _zero_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """``x`` with the rows where ``keep`` is False set to 0 (NaN placeholders included).
 
@@ -89,7 +97,7 @@ def _zero_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     element-wise ``torch.where`` over the whole batch costs as much as a small GEMM there. Other
     devices: ``torch.where`` (no host sync).
     """
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" and not _tracing():
         bad = torch.nonzero(~keep).squeeze(1)
         return x if len(bad) == 0 else x.index_fill(0, bad, 0)
     return torch.where(keep.unsqueeze(1), x, torch.zeros((), dtype=x.dtype, device=x.device))
@@ -97,7 +105,7 @@ def _zero_rows(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 def _zero_rows_(x: torch.Tensor, keep: torch.Tensor) -> None:
     """In place: the rows of ``x`` (a view) where ``keep`` is False set to 0."""
-    if x.device.type == "cpu":
+    if x.device.type == "cpu" and not _tracing():
         bad = torch.nonzero(~keep).squeeze(1)
         if len(bad):
             x.index_fill_(0, bad, 0)
