@@ -34,7 +34,7 @@ def _data(n=112, seed=0, noise=0.5, counts=None):
 
 # ------------------------------------------------------------------------------ step budget
 def test_min_steps_raises_the_epochs_of_small_catalogs_only():
-    cfg = sk.TrainConfig(epochs=2, min_steps=20, batch_size=32)
+    cfg = sk.TrainConfig(epochs=2, min_steps=20, batch_size=32, solver="minibatch")   # a step budget: minibatch
     assert cfg.epochs_for(112) == 5            # 4 steps per epoch -> 5 epochs reach 20 steps
     assert cfg.epochs_for(10_000) == 2         # 313 steps per epoch: epochs already exceed min_steps
     assert sk.TrainConfig(epochs=3).epochs_for(10) == 3
@@ -67,7 +67,8 @@ def test_linear_head_has_one_layer_and_round_trips(tmp_path):
 # ------------------------------------------------------------------------------ focal / KL weights
 def test_kl_only_and_focal_only_losses():
     tax, emb, y = _data()
-    base = dict(epochs=2, batch_size=32, early_stopping=None, smoothing="tree", alpha=0.2, k=4)
+    base = dict(epochs=2, batch_size=32, early_stopping=None, smoothing="tree", alpha=0.2, k=4,
+                solver="minibatch")   # the per-epoch loss parts are the minibatch loop's history
     kl_only = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(focal_weight=0.0, **base), progress=False)
     h = kl_only.history
     np.testing.assert_allclose(h["loss"], h["kl"], rtol=1e-5)
