@@ -95,7 +95,7 @@ def test_stacked_training_equals_one_run_at_a_time():
 def test_stacked_mlp_heads_keep_their_seeds():
     tax, emb, y = _problem(n=240)
     (tr, ytr), va = _split(emb, y)
-    mlp = dict(hidden=16, proj_dim=8, C=1.0, max_iter=8)   # non-convex: compared over the first steps
+    mlp = dict(hidden=16, proj_dim=8, C=1.0, max_iter=8, solver="lbfgs")   # non-convex: the first steps
     configs = [sk.TrainConfig(**mlp, seed=s) for s in (0, 1)]
     stacked = train_stacked(tr, ytr, configs, taxonomy=tax, val=va, progress=False)
     alone = [sk.train(tr, ytr, taxonomy=tax, config=c, val=va, progress=False) for c in configs]
@@ -112,6 +112,8 @@ def test_auto_solver_is_chosen_by_data_and_features_and_said():
     assert run.solver["method"] == "lbfgs" and "in memory" in run.solver["why"] and "solver='lbfgs'" in repr(run)
     mb = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(**LINEAR, epochs=1, solver="minibatch"), progress=False)
     assert mb.solver == {"method": "minibatch", "why": "solver='minibatch' in the config"}
+    mlp = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(epochs=1, hidden=8, proj_dim=4), progress=False)
+    assert mlp.solver["method"] == "minibatch" and "MLP head" in mlp.solver["why"]     # non-convex: minibatch
     cfg = sk.TrainConfig(**LINEAR, epochs=1)
     ck = sk.train(emb, y, taxonomy=tax, config=cfg, progress=False, checkpoint_dir=_tmp_dir())
     assert ck.solver["method"] == "minibatch" and "checkpoint_dir" in ck.solver["why"]
@@ -124,7 +126,7 @@ def test_auto_solver_is_chosen_by_data_and_features_and_said():
     old = S.IN_MEMORY_BYTES
     try:
         S.IN_MEMORY_BYTES = 1000                   # a table "too large" for memory: minibatches, and why
-        method, why = choose_solver(sk.TrainConfig(), table)
+        method, why = choose_solver(sk.TrainConfig(**LINEAR), table)
         assert method == "minibatch" and "GB >" in why
     finally:
         S.IN_MEMORY_BYTES = old

@@ -139,9 +139,10 @@ class TrainConfig:
         modality_dropout, early_stopping, patience`` do not apply). ``"minibatch"``: AdamW over
         shuffled batches for a step budget (:mod:`semcat_kit.learn.trainer`): for tables that do
         not fit in memory (the store), several processes (torchrun), checkpoints and callbacks.
-        ``"auto"``: ``lbfgs`` when the training table is in memory and its features fit in
-        ``solver.IN_MEMORY_BYTES`` (2 GB), and none of those minibatch-only features is asked
-        for; the choice and its reason are in :attr:`TrainRun.solver`.
+        ``"auto"``: ``lbfgs`` for a linear head (``hidden=0, proj_dim=0``, convex) when the
+        training table is in memory and its features fit in ``solver.IN_MEMORY_BYTES`` (2 GB),
+        and none of those minibatch-only features is asked for; the choice and its reason are in
+        :attr:`TrainRun.solver`.
     C : float or "val"
         ``lbfgs`` only: inverse L2 strength as in scikit-learn's ``LogisticRegression``: the
         objective is ``mean_i loss_i / (focal_weight + kl_weight) + ||W||^2 / (2 C N)`` (weights, not
@@ -854,8 +855,11 @@ def choose_solver(cfg: TrainConfig, data, *, checkpoint_dir=None, resume=None, c
     ``cfg.solver`` other than ``"auto"`` is kept (``"lbfgs"`` with a minibatch-only feature is an
     error). ``"auto"`` is ``"lbfgs"`` when the table is in memory (not memory-mapped from the store),
     one process trains it, its float32 features fit in :data:`semcat_kit.learn.solver.IN_MEMORY_BYTES`,
+    the head is linear (``hidden=0, proj_dim=0``: a convex objective; the data-aware defaults' head),
     and neither checkpoints, resume, callbacks, a metrics CSV, a curriculum (hardening over epochs)
-    nor a reduced precision (``bf16`` / ``fp16`` autocast) is asked for; otherwise ``"minibatch"``.
+    nor a reduced precision (``bf16`` / ``fp16`` autocast) is asked for; otherwise ``"minibatch"``
+    (an MLP head is non-convex: full-batch L-BFGS needs many steps there, ``solver="lbfgs"`` asks
+    for it).
     """
     from .._core import distributed as _dist
     from .solver import IN_MEMORY_BYTES, memory_bytes
@@ -886,6 +890,9 @@ def choose_solver(cfg: TrainConfig, data, *, checkpoint_dir=None, resume=None, c
         return "minibatch", "several processes (torchrun): each trains on its share in minibatches"
     if extras:
         return "minibatch", f"{', '.join(extras)} asked for: a feature of the minibatch loop"
+    if not (cfg.hidden == 0 and cfg.proj_dim == 0 and cfg.fusion != "gated"):
+        return "minibatch", ("an MLP head (hidden/proj_dim > 0): non-convex, trained in minibatches; "
+                             "solver='lbfgs' fits it full-batch")
     if size > IN_MEMORY_BYTES:
         return "minibatch", (f"{len(data):,} x {width} float32 features = {size / 2**30:.1f} GB > "
                              f"{IN_MEMORY_BYTES / 2**30:.0f} GB: minibatches")
@@ -1057,7 +1064,7 @@ def train_stacked(emb, labels, configs, *, taxonomy, neighbors=None, val=None, p
             raise ValueError(f"configs[{i}] has solver={cfg.solver!r}; train_stacked fits full-batch only")
         groups.setdefault(stack_key(cfg), []).append(i)
     runs: list = [None] * len(configs)
-    _, why_auto = choose_solver(TrainConfig(), data)
+    _, why_auto = choose_solver(TrainConfig(hidden=0, proj_dim=0), data)
     for members in groups.values():
         cfg0 = configs[members[0]]
         device = resolve_device(cfg0.device, name="TrainConfig.device")
