@@ -30,7 +30,7 @@ from semcat_kit.learn.estimator import CONFIG_PARAMS, cross_val_proba, to_matrix
 torch.set_num_threads(1)
 SMALL = dict(input_norm=False, epochs=20, hidden=32, proj_dim=0, device="cpu", batch_size=64, data_defaults=False,
              dropout=0.0, modality_dropout=0.0, lr=1e-2)
-FAST = dict(epochs=8, batch_size=64, proj_dim=64, hidden=128, lr=3e-3, device="cpu")
+FAST = dict(epochs=8, batch_size=64, proj_dim=64, hidden=128, lr=3e-3, device="cpu", solver="lbfgs")   # C searched
 
 
 @parametrize_with_checks([sk.SemcatClassifier(**SMALL)])

@@ -280,7 +280,7 @@ def test_pruner_stops_hopeless_trials(tmp_path):
     assert len(res.trials) == states.count(optuna.trial.TrialState.COMPLETE)
     assert {t.user_attrs["config"]["solver"] for t in res.study.trials if "config" in t.user_attrs} == {"minibatch"}
     full = sk.tune(train, val, taxonomy=tax, objective="top1", n_trials=3, search_space=space, pruner=pruner,
-                   base_config=sk.TrainConfig(**case.BASE), progress=False)       # solver auto: L-BFGS here
+                   base_config=sk.TrainConfig(**{**case.BASE, "solver": "lbfgs"}), progress=False)   # full-batch
     assert all(t.state == optuna.trial.TrialState.COMPLETE and not t.intermediate_values for t in full.study.trials)
     with pytest.raises(ValueError, match="pruner must be"):
         sk.tune(train, val, taxonomy=tax, objective="top1", n_trials=1, pruner="hyperband")
