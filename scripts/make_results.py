@@ -61,7 +61,12 @@ def expected_rows(k: int = 20) -> list[str]:
 
 def table_shape(md: str) -> tuple[list[str], list[str]]:
     """``(columns, row names)`` of the first markdown table in ``md``."""
-    lines = [l for l in md.splitlines() if l.startswith("|")]
+    lines = []
+    for line in md.splitlines():          # the first run of table lines only (a section holds two tables)
+        if line.startswith("|"):
+            lines.append(line)
+        elif lines:
+            break
     cols = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = [l.strip("|").split("|")[0].strip() for l in lines[2:]]
     return cols, rows

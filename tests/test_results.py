@@ -96,7 +96,7 @@ def test_hedge_reading_states_the_issue_23_goals():
 
 
 #: absolute paths a document may name: devices and an obvious placeholder (never a machine's own folders)
-_NOT_A_MACHINE_PATH = ("/dev/", "/path/to/")
+_NOT_A_MACHINE_PATH = ("/dev/", "/proc/", "/path/to/")   # kernel interfaces and a placeholder
 _ABSOLUTE = re.compile(r"(?<![\w:/.~<>$\-])/(?:[\w.-]+/)+[\w.-]*|\b[A-Za-z]:\\[\w]")
 
 
