@@ -246,7 +246,7 @@ def _stacked_runs(configs, tr, va, seeds, *, taxonomy, neighbors, ck_root, progr
     want = []
     for name, cfg in heads.items():
         method, _ = choose_solver(cfg, probe, checkpoint_dir=ck_root, callbacks=train_kwargs.get("callbacks", ()),
-                                  log_csv=train_kwargs.get("log_csv"))
+                                  log_csv=train_kwargs.get("log_csv"), n_classes=taxonomy.n_classes)
         if method != "lbfgs":
             continue
         if seed_free(cfg, va is not None):

@@ -749,7 +749,7 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
     class_w = _losses.class_weights(counts, cfg.focal_alpha, cfg.focal_beta).to(device) \
         if cfg.focal_alpha != "none" else None
     method, why = choose_solver(cfg, data, checkpoint_dir=checkpoint_dir, resume=resume, callbacks=callbacks,
-                                log_csv=log_csv)
+                                log_csv=log_csv, n_classes=C)
     if method == "lbfgs":
         return _train_full_batch(emb, data, y, (vdata, yv) if vdata is not None else None, taxonomy=taxonomy,
                                  neighbors=neighbors, nb_k=nb_k, cfg=cfg, device=device, codes=codes,
@@ -848,8 +848,13 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
                     codes=codes, checkpoint_dir=ckdir, solver={"method": "minibatch", "why": why})
 
 
+#: ``solver="auto"`` fits heads up to this many output-layer parameters full-batch (L-BFGS keeps 2 x 10 copies
+#: of them per stacked head, and its steps grow with them: 5,595 classes are trained in minibatches)
+FULL_BATCH_MAX_PARAMS = 1_000_000
+
+
 def choose_solver(cfg: TrainConfig, data, *, checkpoint_dir=None, resume=None, callbacks=(), log_csv=None,
-                  distributed: bool | None = None) -> tuple[str, str]:
+                  distributed: bool | None = None, n_classes: int | None = None) -> tuple[str, str]:
     """``(method, why)``: how :func:`train` fits ``cfg`` on the training table ``data``.
 
     ``cfg.solver`` other than ``"auto"`` is kept (``"lbfgs"`` with a minibatch-only feature is an
@@ -893,6 +898,10 @@ def choose_solver(cfg: TrainConfig, data, *, checkpoint_dir=None, resume=None, c
     if not (cfg.hidden == 0 and cfg.proj_dim == 0 and cfg.fusion != "gated"):
         return "minibatch", ("an MLP head (hidden/proj_dim > 0): non-convex, trained in minibatches; "
                              "solver='lbfgs' fits it full-batch")
+    n_params = None if n_classes is None else int(n_classes) * (width + 3)
+    if n_params is not None and n_params > FULL_BATCH_MAX_PARAMS:
+        return "minibatch", (f"{n_classes:,} classes x {width + 3:,} inputs = {n_params:,} head parameters > "
+                             f"{FULL_BATCH_MAX_PARAMS:,}: minibatches")
     if size > IN_MEMORY_BYTES:
         return "minibatch", (f"{len(data):,} x {width} float32 features = {size / 2**30:.1f} GB > "
                              f"{IN_MEMORY_BYTES / 2**30:.0f} GB: minibatches")
