@@ -517,6 +517,10 @@ def test_run_evaluate_streams_the_metrics_of_evaluate_on_predict_proba(toy, labe
     monkeypatch.setattr(tr_mod, "predict_scores", lambda *a, **k: pytest.fail("dense scores built"))
     got = run.evaluate(vemb, yv, batch_size=7)          # blocks that do not divide N
     assert list(got.index) == list(want.index)
-    np.testing.assert_allclose(got.to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-9)
+    # counts and ranks agree exactly; ECE sums float32 confidences block by block, in another order
+    # than the dense path (CI saw a relative difference of 5e-8)
+    exact = [m for m in want.index if m != "ece"]
+    np.testing.assert_allclose(got[exact].to_numpy(), want[exact].to_numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(got["ece"], want["ece"], rtol=1e-6, atol=1e-9)
     labels = [tax.classes[i] for i in yv]               # label paths work as in evaluate
-    np.testing.assert_allclose(run.evaluate(vemb, labels).to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(run.evaluate(vemb, labels).to_numpy(), want.to_numpy(), rtol=1e-6, atol=1e-9)
