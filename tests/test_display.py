@@ -254,17 +254,20 @@ def test_a_bar_that_does_not_stay_leaves_no_widget_output(tmp_path):
     out = _run_cells(tmp_path, [
         f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom semcat_kit._core.progress import progress",
         "for _ in progress(range(5), desc='stays'):\n    pass",
-        "for _ in progress(range(5), desc='goes', leave=False):\n    pass",
+        "import time\nfor _ in progress(range(4), desc='goes', leave=False, mininterval=0):\n    time.sleep(0.3)",
         "b = progress(total=5, desc='stopped', leave=False)\nb.update(2)\nb.close()",
         "import tqdm.auto\nprint(type(progress(range(2), leave=False, disable=True)) is tqdm.auto.tqdm)",
+        "for _ in progress(range(5), desc='quick', leave=False):\n    pass",
     ])
     view = "application/vnd.jupyter.widget-view+json"
     outs = [c["outputs"] for c in out["cells"]]
     assert [view in o["data"] for o in outs[1]] == [True]                   # a bar that stays is kept
-    assert [list(o.get("data", {})) for o in outs[2]] == [["text/plain"]]     # the one that went left nothing
+    # the one that went was shown (it ran past the delay), then its output emptied before its widget closed
+    assert [list(o.get("data", {})) for o in outs[2]] == [["text/plain"]], outs[2]
     assert "".join(outs[2][0]["data"]["text/plain"]) == ""
     assert view in outs[3][0]["data"]                                        # stopped early: stays, red
     assert "".join(outs[4][0]["text"]).strip() == "True"                     # disabled: plain tqdm.auto
+    assert outs[5] == []           # quicker than the delay: never displayed, no widget to race its view
 
 
 def test_executed_notebooks_are_trusted_and_hold_no_dangling_widget(tmp_path, run_notebooks):

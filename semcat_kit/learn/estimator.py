@@ -312,7 +312,7 @@ def cross_val_proba(estimator, X, y, *, cv=5, random_state: int = 0, progress: b
     """
     from sklearn.base import clone
     from sklearn.model_selection import StratifiedKFold
-    from tqdm.auto import tqdm
+    from .._core.progress import progress as tqdm
 
     from .._core.contracts import as_labels
 
