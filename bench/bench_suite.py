@@ -71,9 +71,7 @@ def tutorial(args) -> None:
     nb = _bench_data.name_neighbors(tax)
     tr, va, te = _bench_data.pairs(emb, y, sp)
     seeds = (0, 1, 2)
-    defaults = sk.TrainConfig.data_defaults(len(tr[1]), len(va[1]))
-    suite = {n: c.replace(**{k: v for k, v in defaults.items() if k not in c.explicit_fields})
-             for n, c in sk.default_suite().items()}
+    suite = {n: c.resolve(len(tr[1]), len(va[1])) for n, c in sk.default_suite().items()}
     print(f"tutorial: {len(tr[1]):,} train / {len(va[1]):,} val / {len(te[1]):,} test, {tax.n_classes} classes, "
           f"{len(suite)} configurations x {len(seeds)} seeds, torch threads {torch.get_num_threads()}", flush=True)
     runs = {}

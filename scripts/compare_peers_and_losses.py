@@ -53,14 +53,14 @@ def _md(df: pd.DataFrame) -> str:
 
 
 def head_defaults(n_train: int, n_val: int) -> dict:
-    """The head settings of every semcat row: ``TrainConfig.data_defaults`` for this split (what
-    Workspace and `semcat train` apply: a step budget, no early stopping on a small validation split,
-    cross-entropy for the hard-label term; docs/training_*.md). A config's own fields win."""
-    return sk.TrainConfig.data_defaults(n_train, n_val)
+    """The budget of every semcat row: what ``TrainConfig.resolve`` decides for this split (as every
+    path that trains does: a step budget, no early stopping on a small validation split;
+    docs/training_*.md). A config's own fields win."""
+    return sk.TrainConfig().resolve(n_train, n_val).decided
 
 
 def _dd(cfg: "sk.TrainConfig", tr, va) -> "sk.TrainConfig":
-    return cfg.with_data_defaults(len(tr[1]), len(va[1]))
+    return cfg.resolve(len(tr[1]), len(va[1]))
 
 
 def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"), path=None, tuned=None,
@@ -82,7 +82,7 @@ def run(name: str, seeds, trials: int, timeout: float, parts=("main", "ablation"
            f"training seeds {list(seeds)}; embeddings: minilm{' + efficientnet-lite0' if emb.image is not None else ''}. "
            f"Written by `scripts/compare_peers_and_losses.py --catalog {name}`{' --only ' + ' '.join(repr(o) for o in only) if only else ''}. Test split, mean ± std over seeds "
            "(baselines are deterministic: std 0). `+ CRM` rows re-decode the same runs. Heads: the data-aware "
-           f"defaults `{H}` (`TrainConfig.data_defaults`, as Workspace / `semcat train` apply them).", ""]
+           f"defaults `{H}` (`TrainConfig.resolve`, as every path that trains decides them).", ""]
 
     def flush(lines):
         if path is not None:
@@ -216,7 +216,7 @@ def _ablation(out, name, tr, va, te, tax, name_nb, seeds, flush, t_all) -> str:
                      "training items)" if (b == k).any() else "") for k in ("head", "torso", "tail"))
     some = next(iter(suite.values()))
     out += ["## The seed's loss ablation (semantic soft labels over name neighbours)", "",
-            f"Training: the data-aware defaults ({', '.join(f'{k}={v!r}' for k, v in some.data_defaults_applied.items())}"
+            f"Training: the data-aware defaults ({', '.join(f'{k}={v!r}' for k, v in some.decided.items())}"
             "; each row's own loss settings win).", "",
             "Frequency buckets = thirds of the classes by training count, equal counts never split "
             f"(`frequency.frequency_cutoffs`: head n_c ≥ {t2}, torso {t1} ≤ n_c < {t2}, tail n_c < {t1}): {desc}.", "",

@@ -5,7 +5,7 @@ For each catalog (the bundled tutorial; the Amazon toys catalog in shared data) 
 noise (uniform: any other class; nearest: a class at the smallest taxonomy distance, i.e. the
 mistake a person filing products makes), 10% of the labels are flipped (seeded), out-of-sample
 probabilities come from 5-fold cross-validation of ``sk.SemcatClassifier`` on MiniLM title
-embeddings (``data_defaults=True``), and both finders are scored on the flipped rows: precision
+embeddings (its ``"auto"`` budget decided by the data), and both finders are scored on the flipped rows: precision
 (share of the flags that are flips), recall (share of the flips flagged), F1.
 
     python scripts/label_noise_table.py [--out docs/label_noise.md] [--rate 0.1] [--cv 5]
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
         for kind in ("uniform", "nearest"):
             y_noisy, flipped = inject_label_noise(y, tax.n_classes, args.rate, kind=kind, taxonomy=tax, seed=args.seed)
             t0 = time.time()
-            est = sk.SemcatClassifier(taxonomy=tax, data_defaults=True, device=args.device)
+            est = sk.SemcatClassifier(taxonomy=tax, device=args.device)
             issues = sk.see.label_issues(X=emb, y=y_noisy, cv=args.cv, estimator=est, cleanlab=True,
                                                 random_state=args.seed, progress=True)
             probs = issues.attrs["probs"]
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
              "",
              f"Setup: {int(args.rate * 100)}% of the labels of each catalog flipped (seed {args.seed}); "
              f"out-of-sample probabilities from {args.cv}-fold cross-validation of `sk.SemcatClassifier` "
-             "(`data_defaults=True`) on MiniLM title embeddings (`sk.see.label_issues(X=emb, y=noisy, "
+             "(default budget, decided by the data) on MiniLM title embeddings (`sk.see.label_issues(X=emb, y=noisy, "
              f"cv={args.cv}, cleanlab=True)`); both finders read the same probabilities. "
              "*uniform*: a flip goes to any other class; *nearest*: to a class at the smallest taxonomy (LCA) "
              "distance, the mistake a person filing products makes. Precision: share of the flags that are "

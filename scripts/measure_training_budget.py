@@ -87,10 +87,10 @@ def variants_optimisation(n_train: int, n_val: int) -> dict[str, sk.TrainConfig]
 
 def variants_final(n_train: int, n_val: int) -> dict[str, sk.TrainConfig]:
     """The data-aware defaults as they are now (what Workspace / `semcat train` use) vs the previous ones."""
-    now = sk.TrainConfig().with_data_defaults(n_train, n_val)
+    now = sk.TrainConfig().resolve(n_train, n_val)
     return {
         f"previous for_data: ≥{STEPS} steps, no ES": sk.TrainConfig(min_steps=STEPS, early_stopping=None),
-        "TrainConfig.for_data now: " + ", ".join(f"{k}={v!r}" for k, v in now.data_defaults_applied.items()): now,
+        "TrainConfig.resolve now: " + ", ".join(f"{k}={v!r}" for k, v in now.decided.items()): now,
     }
 
 

@@ -51,7 +51,7 @@ def test_min_steps_raises_the_epochs_of_small_catalogs_only():
 # ------------------------------------------------------------------------------ linear head
 def test_linear_head_has_one_layer_and_round_trips(tmp_path):
     tax, emb, y = _data()
-    run = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(epochs=3, hidden=0, batch_size=32,
+    run = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(epochs=3, hidden=0, proj_dim=16, batch_size=32,
                                                                early_stopping=None), progress=False)
     lin = [m for m in run.model.mlp if isinstance(m, torch.nn.Linear)]
     assert len(lin) == 1 and lin[0].in_features == run.config.proj_dim and lin[0].out_features == tax.n_classes
@@ -194,39 +194,71 @@ def test_loss_suite_in_compare_with_frequency_buckets():
     assert got["top1[tail]"] == pytest.approx(want["top1[tail]"])
 
 
-def test_for_data_defaults_follow_the_data_size():
-    small = sk.TrainConfig.for_data(2100, n_val=300)
-    assert small.min_steps == 600 and small.early_stopping is None
+def test_auto_fields_are_decided_by_the_data_size():
+    small = sk.TrainConfig().resolve(2100, n_val=300)
+    assert small.min_steps == 600 and small.early_stopping is None and small.epochs == 30
     assert small.epochs_for(2100) == 67                       # 9 steps per epoch -> 67 epochs
-    big = sk.TrainConfig.for_data(30_000, n_val=4000, smoothing="tree")
+    assert small.decided == {"epochs": 30, "min_steps": 600, "early_stopping": None}
+    assert "decided by the data (2,100 train, 300 val)" in repr(small) and "min_steps=600" in repr(small)
+    assert "67 epochs x 9 steps of 256 = 603 AdamW steps" in small.budget(2100)
+    big = sk.TrainConfig(smoothing="tree").resolve(30_000, n_val=4000)
     assert big.early_stopping == "val_top1" and big.smoothing == "tree" and big.epochs_for(30_000) == 30
-    assert sk.TrainConfig.for_data(100, n_val=5000, early_stopping=None).early_stopping is None
+    assert sk.TrainConfig(early_stopping=None).resolve(100, n_val=5000).early_stopping is None
     with pytest.raises(ValueError, match="n_val must be a non-negative int"):
-        sk.TrainConfig.for_data(100, n_val=-1)
+        sk.TrainConfig().resolve(100, n_val=-1)
+    with pytest.raises(ValueError, match="early_stopping = 'top1'"):
+        sk.TrainConfig(early_stopping="top1")
+    with pytest.raises(ValueError, match="epochs must be an integer"):
+        sk.TrainConfig(epochs="many")
 
 
-def test_data_defaults_fill_only_the_fields_the_user_did_not_set():
-    want = sk.TrainConfig.data_defaults(2100, 300)
-    auto = sk.TrainConfig(smoothing="tree").with_data_defaults(2100, 300)
-    for k, v in want.items():
-        assert getattr(auto, k) == v, k
-    assert auto.smoothing == "tree" and auto.data_defaults_applied
-    assert set(auto.data_defaults_applied) <= set(want) and "data-aware defaults" in repr(auto)
-    # an explicit value always wins, even when it equals the plain default
-    mine = {k: getattr(sk.TrainConfig(), k) for k in want}
-    kept = sk.TrainConfig(**mine).with_data_defaults(2100, 300)
-    assert all(getattr(kept, k) == v for k, v in mine.items()) and kept.data_defaults_applied == {}
+def test_auto_fields_only_are_decided_a_given_value_is_kept():
+    # an explicit value always wins, even when it equals what the data would decide
+    mine = {"epochs": 30, "min_steps": 0, "early_stopping": "val_top1"}
+    kept = sk.TrainConfig(**mine).resolve(2100, 300)
+    assert all(getattr(kept, k) == v for k, v in mine.items()) and kept.decided == {}
     # an explicit epoch count is the whole budget (tests and quick runs stay quick)
-    assert sk.TrainConfig(epochs=2).with_data_defaults(2100, 300).epochs_for(2100) == 2
-    # replace() keeps what was explicit and adds the changed fields; seeds of compare() keep the defaults
+    assert sk.TrainConfig(epochs=2).resolve(2100, 300).epochs_for(2100) == 2
+    assert sk.TrainConfig(epochs=2).epochs_for(2100) == 2 and sk.TrainConfig().epochs_for(2100) == 67
+    # replace() keeps what was decided unless it changes it; resolving twice changes nothing
+    auto = sk.TrainConfig(smoothing="tree").resolve(2100, 300)
     again = auto.replace(seed=3)
-    assert again.seed == 3 and again.explicit_fields == {"smoothing", "seed"}
-    assert all(getattr(again, k) == v for k, v in want.items())
-    # bare TrainConfig() is untouched: the plain defaults, no data-aware budget
-    assert sk.TrainConfig().min_steps == 0 and sk.TrainConfig().explicit_fields == frozenset()
-    # from_dict (a stored config) is explicit in every field: reloading never changes it
-    stored = sk.TrainConfig.from_dict(sk.TrainConfig().to_dict())
-    assert stored.with_data_defaults(2100, 300) == sk.TrainConfig()
+    assert again.seed == 3 and again.decided == auto.decided and again.resolve(5, 5) == again
+    assert auto.replace(epochs=5).decided == {"min_steps": 600, "early_stopping": None}
+    # input_norm follows the head and the solver: normalised inputs for an MLP or a minibatch run,
+    # none for the linear head fitted full-batch (convex); unknown solver: left "auto"
+    assert auto.input_norm == "auto" and not auto.resolved
+    assert auto.resolve(2100, 300, solver="lbfgs").input_norm is False
+    assert auto.resolve(2100, 300, solver="minibatch").input_norm is True
+    assert sk.TrainConfig(hidden=64).resolve(10, 0).input_norm is True
+    # a stored config (to_dict of a resolved one) reloads as it trained: nothing is "auto" any more
+    done = auto.resolve(2100, 300, solver="lbfgs")
+    stored = sk.TrainConfig.from_dict(done.to_dict())
+    assert stored.resolved and stored.resolve(99_999, 99_999, solver="minibatch") == done
+    # the fields left at "auto" round-trip as "auto" (YAML, spec.json)
+    assert sk.TrainConfig.from_dict(sk.TrainConfig().to_dict()) == sk.TrainConfig()
+    assert sk.TrainConfig().to_dict()["epochs"] == "auto"
+
+
+def test_train_decides_the_auto_fields_as_the_pipeline_does(tmp_path):
+    """sk.train, Pipeline.train_config and the estimator make one decision: the run's config is it."""
+    from semcat_kit.learn.estimator import SemcatClassifier
+
+    rng = np.random.default_rng(0)
+    tax = sk.Taxonomy.from_paths([f"a > {i}" for i in range(4)])
+    X = rng.normal(size=(200, 8)).astype(np.float32)
+    y = np.repeat(np.arange(4), 50)
+    X[np.arange(200), y] += 3
+    emb = sk.Embeddings(item_ids=np.array([str(i) for i in range(200)], dtype=object), text=X, image=None,
+                        text_mask=np.ones(200, bool), image_mask=np.zeros(200, bool))
+    tr, va = emb.take(np.arange(160)), emb.take(np.arange(160, 200))
+    run = sk.train(tr, y[:160], taxonomy=tax, config=sk.TrainConfig(solver="minibatch"), progress=False,
+                   val=(va, y[160:]))
+    assert run.config == sk.TrainConfig(solver="minibatch").resolve(160, 40, solver="minibatch")
+    assert run.config.min_steps == 600 and run.config.early_stopping is None and run.config.input_norm is True
+    assert len(run.history) == run.config.epochs_for(160) == 600 and "600 AdamW steps" in run.solver["budget"]
+    clf = SemcatClassifier(taxonomy=tax, solver="minibatch", epochs=3).fit(X[:160], y[:160])
+    assert clf.config_.epochs == 3 and clf.config_.min_steps == 0 and clf.config_.decided["min_steps"] == 0
 
 
 def test_head_without_projection_fuses_the_full_embeddings(tmp_path):
@@ -251,7 +283,7 @@ def test_head_without_input_norm_sees_the_embeddings_as_they_come(tmp_path):
     lin = head.mlp[1]
     want = torch.cat([x, v, torch.ones(3, 2)], 1) @ lin.weight.T + lin.bias   # exactly a linear model
     torch.testing.assert_close(head(x, v), want)
-    with pytest.raises(ValueError, match="input_norm must be True or False"):
+    with pytest.raises(ValueError, match="input_norm must be True, False or 'auto'"):
         sk.TrainConfig(input_norm="no")
     tax, emb, y = _data()
     run = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(epochs=2, input_norm=False, batch_size=32,

@@ -79,8 +79,8 @@ def test_train_end_to_end_on_the_tutorial_catalog(trained, cache):
     head = sk.load_head(out)
     cfg = head.config
     assert cfg["train_config"]["epochs"] == 2 and cfg["train_config"]["smoothing"] == "semantic"
-    # the data-aware defaults fill what the YAML does not set, and are printed; explicit values win
-    assert "training config: TrainConfig(" in stdout and "data-aware defaults: " in stdout
+    # the data decides what the YAML leaves "auto", and it is printed; explicit values win
+    assert "training config: TrainConfig(" in stdout and "# decided by the data (" in stdout
     assert "solver: minibatch (an MLP head" in stdout         # which solver ran, and why (this config: an MLP)
     assert cfg["train_config"]["lr"] == SMALL["lr"] and cfg["train_config"]["min_steps"] == 0
     assert cfg["encoders"]["text_encoder"]["name"] == "minilm"

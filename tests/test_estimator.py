@@ -28,7 +28,7 @@ import semcat_kit as sk
 from semcat_kit.learn.estimator import CONFIG_PARAMS, cross_val_proba, to_matrix
 
 torch.set_num_threads(1)
-SMALL = dict(input_norm=False, epochs=20, hidden=32, proj_dim=0, device="cpu", batch_size=64, data_defaults=False,
+SMALL = dict(input_norm=False, epochs=20, hidden=32, proj_dim=0, device="cpu", batch_size=64,
              dropout=0.0, modality_dropout=0.0, lr=1e-2)
 FAST = dict(epochs=8, batch_size=64, proj_dim=64, hidden=128, lr=3e-3, device="cpu", solver="lbfgs")   # C searched
 
@@ -49,7 +49,7 @@ def test_parameters_are_the_trainconfig_fields():
             assert "seed" not in params and params["random_state"] is None
             continue
         assert f.name in CONFIG_PARAMS and params[f.name] == f.default, f.name
-    assert {"taxonomy", "neighbors", "text_dim", "sep", "data_defaults", "progress"} <= set(params)
+    assert {"taxonomy", "neighbors", "text_dim", "sep", "progress"} <= set(params)
     with pytest.raises(TypeError, match="unknown parameter"):
         sk.SemcatClassifier(learning_rate=0.1)
 

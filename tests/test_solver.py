@@ -111,7 +111,8 @@ def test_auto_solver_is_chosen_by_data_and_features_and_said():
     run = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(**LINEAR, C=1.0), progress=False)
     assert run.solver["method"] == "lbfgs" and "in memory" in run.solver["why"] and "solver='lbfgs'" in repr(run)
     mb = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(**LINEAR, epochs=1, solver="minibatch"), progress=False)
-    assert mb.solver == {"method": "minibatch", "why": "solver='minibatch' in the config"}
+    assert mb.solver == {"method": "minibatch", "why": "solver='minibatch' in the config",
+                         "budget": "1 epochs x 1 steps of 256 = 1 AdamW steps (epochs=1); no early stopping"}
     mlp = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(epochs=1, hidden=8, proj_dim=4), progress=False)
     assert mlp.solver["method"] == "minibatch" and "MLP head" in mlp.solver["why"]     # non-convex: minibatch
     cfg = sk.TrainConfig(**LINEAR, epochs=1)

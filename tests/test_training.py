@@ -226,10 +226,12 @@ def test_resume_gives_identical_weights(toy, tmp_path, monkeypatch, early):
     assert full.history[cols].equals(resumed.history[cols])
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["last.pt"]   # atomic: no temp files left
     ck = load_checkpoint(tmp_path / "b" / "last.pt")
-    assert ck["epoch"] == 5 and ck["config"] == cfg.to_dict() and len(ck["history"]) == 5
+    # the checkpoint holds the config as it trained ("auto" fields resolved: min_steps=0 with explicit epochs)
+    assert ck["epoch"] == 5 and ck["config"] == full.config.to_dict() and len(ck["history"]) == 5
+    assert full.config == cfg.resolve(len(y), len(yv)) and full.config.min_steps == 0
     # config=None takes the checkpoint's config
     again = train(emb, y, taxonomy=tax, resume=tmp_path / "a", val=(vemb, yv), progress=False)
-    assert again.config == cfg and _same(_weights(again), _weights(full))
+    assert again.config == full.config and _same(_weights(again), _weights(full))
 
 
 def test_checkpoint_every(toy, tmp_path, monkeypatch):

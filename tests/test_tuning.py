@@ -267,8 +267,10 @@ def test_pruner_stops_hopeless_trials(tmp_path):
     train, val, tax = case.data()
     space = {**case.SPACE, "steps": (30, 120), "smoothing": ["onehot"], "proj_dim": [8, 64], "hidden": [8, 64]}
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    # slow learners (lr 1e-4, focal γ=2) so that some trials trail the median for the pruner to stop
     res = sk.tune(train, val, taxonomy=tax, objective="top1", n_trials=12, search_space=space, pruner=pruner,
-                  base_config=sk.TrainConfig(**{**case.BASE, "lr": 1e-4, "solver": "minibatch"}), progress=False)
+                  base_config=sk.TrainConfig(**{**case.BASE, "lr": 1e-4, "solver": "minibatch", "focal_gamma": 2.0}),
+                  progress=False)
     states = [t.state for t in res.study.trials]
     pruned = [t for t in res.study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned, states

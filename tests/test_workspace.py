@@ -126,13 +126,13 @@ def test_suite_applies_the_data_aware_defaults_unless_a_config_sets_them(ws, mon
     with pytest.raises(RuntimeError, match="captured"):
         ws.suite({"auto": sk.TrainConfig(), "mine": sk.TrainConfig(**mine)}, seeds=[0], retrain=True, progress=False)
     sp = ws.split()
-    want = sk.TrainConfig.data_defaults(len(sp.train), len(sp.val))
-    assert all(getattr(seen["auto"], k) == v for k, v in want.items()) and seen["auto"].data_defaults_applied
+    want = sk.TrainConfig().resolve(len(sp.train), len(sp.val))
+    assert seen["auto"] == want and seen["auto"].decided
     assert all(getattr(seen["mine"], k) == v for k, v in mine.items()) and seen["mine"].min_steps == 0
     # the default suite leaves the budget to the data (no explicit epochs)
     with pytest.raises(RuntimeError, match="captured"):
         ws.suite(seeds=[0], retrain=True, progress=False)
-    assert seen["one-hot"].min_steps == want["min_steps"] and "epochs" not in seen["one-hot"].explicit_fields
+    assert seen["one-hot"].min_steps == want.min_steps and seen["one-hot"].decided["epochs"] == 30
 
 
 def test_bad_inputs_are_named(tmp_path):

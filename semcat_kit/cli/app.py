@@ -40,8 +40,22 @@ def _train_description() -> str:
     from ..orchestrate.config import CONFIG_TEMPLATE
 
     return ("Encode a catalog, split it (stratified train/val/test), train a head, print the test metrics "
-            "and export the head.\n\nconfig.yaml (all keys optional; unknown keys are an error):\n\n"
+            "and export the head.\n\nconfig.yaml (all keys optional; unknown keys are an error; "
+            "`semcat train --print-config > config.yaml` writes it):\n\n"
             + CONFIG_TEMPLATE + _kinds_help())
+
+
+class _PrintConfig(argparse.Action):
+    """``--print-config``: print the YAML config template (every key, commented) and exit, as ``--version`` does."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ..orchestrate.config import CONFIG_TEMPLATE
+
+        sys.stdout.write(CONFIG_TEMPLATE)
+        parser.exit(0)
 
 
 # ----------------------------------------------------------------------------- parser
@@ -156,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--predictions", metavar="CSV", help="where to write the predictions for the catalog's products "
                    "without a usable label (default: <out>/unlabelled_predictions.csv; only when there are some)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--print-config", action=_PrintConfig,
+                   help="print the config template above (valid YAML, every key at its default) and exit")
     t.set_defaults(func=train.run)
 
     u = sub.add_parser("tune", help="search training settings for a stated objective (Optuna)",

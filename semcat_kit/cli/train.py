@@ -69,7 +69,7 @@ def run(args) -> int:
     release_freed_memory()
     if distributed.is_distributed():   # torchrun: DDP over the ranks, each on its own device
         tcfg = tcfg.replace(device=distributed.device_for_rank(tcfg.device))
-    tcfg = pipe.train_config(tcfg)     # data-aware defaults for the fields the YAML does not set
+    tcfg = pipe.train_config(tcfg)     # the "auto" fields decided for this split (what train() decides)
     print(f"training config: {tcfg!r}", flush=True)
     run = pipe.train(tcfg, progress=not args.quiet)
     if not distributed.is_main():
@@ -78,7 +78,8 @@ def run(args) -> int:
     print(f"solver: {s.get('method')} ({s.get('why')})"
           + (f"; C={s['C']:g} chosen on the val split, {s['iterations']} L-BFGS steps, "
              f"{'converged' if s['converged'] else 'NOT converged (raise train.max_iter)'}"
-             if s.get("method") == "lbfgs" else ""), flush=True)
+             if s.get("method") == "lbfgs" else f"; budget: {s.get('budget')}, trained {len(run.history)} epochs"
+             if s.get("method") == "minibatch" else ""), flush=True)
     metrics = pipe.evaluate(run, "test")
     if metrics:
         print(f"test metrics ({len(sp.test)} products):")

@@ -47,6 +47,9 @@ def run(args) -> int:
         print(f"unusable inputs: {len(emb.failures)} (e.g. {emb.failures.iloc[0].to_dict()})", file=sys.stderr)
     sp = pipe.split()
     print(f"split: {len(sp.train)} train, {len(sp.val)} val, {len(sp.test)} test; objective: {objective}", flush=True)
+    base = pipe.train_config(cfg["train"])      # the decision every trial's untuned fields get, as semcat train's
+    print(f"base training config: {base!r}\n  minibatch budget (trials that tune 'steps' change it): "
+          f"{base.budget(len(sp.train))}", flush=True)
     res = pipe.tune(objective, n_trials=args.n_trials, timeout=args.timeout, base_config=cfg["train"],
                     seed=cfg["seed"], progress=not args.quiet, storage=args.storage, study_name=args.study_name,
                     pruner=args.pruner)

@@ -275,7 +275,7 @@ def default_suite(epochs: int | None = None, k: int = 20, alpha: float = 0.1, cu
     to the optimum of the final targets, which is the one-hot row). Use
     ``compare(..., crm_for="best")`` for "CRM on top of the best". ``common`` sets any other
     :class:`TrainConfig` field on every configuration. ``epochs=None`` leaves the budget to the
-    data-aware defaults (``TrainConfig.with_data_defaults``, applied by ``Workspace.suite``); a
+    data (``epochs="auto"``, decided by :meth:`TrainConfig.resolve` when each run trains); a
     number fixes it (minibatch runs only).
     """
     from ..labels import soft_labels as _soft

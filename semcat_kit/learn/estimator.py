@@ -28,7 +28,7 @@ built from the labels (``Taxonomy.from_paths(str(label))``, so ``"A > B"`` paths
 
 Hyperparameters are the :class:`~semcat_kit.TrainConfig` fields (same names and defaults, read from
 the dataclass, so a field added there is a parameter here), plus ``taxonomy``, ``neighbors``,
-``text_dim``, ``sep``, ``data_defaults``, ``random_state`` (the config's ``seed``) and ``progress``.
+``text_dim``, ``sep``, ``random_state`` (the config's ``seed``) and ``progress``.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ _CONFIG_FIELDS = [f for f in dataclasses.fields(TrainConfig) if f.name != "seed"
 #: TrainConfig fields that are SemcatClassifier parameters (all but ``seed``, which is ``random_state``).
 CONFIG_PARAMS = tuple(f.name for f in _CONFIG_FIELDS)
 _OWN = (("taxonomy", None), ("neighbors", None), ("text_dim", None), ("sep", " > "),
-        ("data_defaults", False), ("random_state", None), ("progress", False))
+        ("random_state", None), ("progress", False))
 
 
 def _default(f: dataclasses.Field):
@@ -95,20 +95,14 @@ class SemcatClassifier(ClassifierMixin, BaseEstimator):
         embedding (``0``: all image). None: the whole array is text.
     sep : str
         Path separator when the taxonomy is built from the labels.
-    data_defaults : bool
-        False (default): the config parameters are used as given (``TrainConfig``'s own defaults,
-        as :func:`semcat_kit.train`). True: :meth:`TrainConfig.with_data_defaults` (the measured
-        step budget and loss for the data size, as ``semcat train`` / ``Pipeline`` use) replaces every
-        config parameter whose value equals its default -- scikit-learn passes every parameter on
-        ``clone``, so "left at its default" is the only test there is; to keep a default value
-        there, use False.
     random_state : int, optional
         The config's ``seed`` (None: its default, 0 -- training is deterministic on CPU).
     progress : bool
         Show the training progress bar.
     **TrainConfig fields
         ``smoothing, k, alpha, curriculum, focal_gamma, kl_weight, epochs, lr, device, ...``: see
-        :class:`semcat_kit.TrainConfig` (same names and defaults).
+        :class:`semcat_kit.TrainConfig` (same names and defaults: the fields left at ``"auto"`` are
+        decided by the data as everywhere else, :meth:`semcat_kit.TrainConfig.resolve`).
 
     Attributes
     ----------
@@ -121,7 +115,7 @@ class SemcatClassifier(ClassifierMixin, BaseEstimator):
     run_ : TrainRun
         The trained head (``sk.export_head(clf.run_, dir)`` exports it).
     config_ : TrainConfig
-        The config trained with (after data-aware defaults).
+        The config trained with (its ``"auto"`` fields resolved for the data of ``fit``).
     n_iter_ : int
         L-BFGS iterations (``solver="lbfgs"``) or epochs (minibatch) of the run.
     n_features_in_ : int
@@ -138,16 +132,11 @@ class SemcatClassifier(ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_class = True
         return tags
 
-    def _config(self, n_train: int, n_val: int) -> TrainConfig:
-        changed = {}
-        for f in _CONFIG_FIELDS:
-            v = getattr(self, f.name)
-            if not self.data_defaults or v != _default(f):
-                changed[f.name] = v
+    def _config(self) -> TrainConfig:
+        params = {f.name: getattr(self, f.name) for f in _CONFIG_FIELDS}
         if self.random_state is not None:
-            changed["seed"] = self.random_state
-        cfg = TrainConfig(**changed)
-        return cfg.with_data_defaults(n_train, n_val) if self.data_defaults else cfg
+            params["seed"] = self.random_state
+        return TrainConfig(**params)      # train() resolves the "auto" fields for the data
 
     def _table(self, X, *, reset: bool, y=None):   # reset: called by fit
         """X -> (table for sk.train / TrainRun, y or None). Sets n_features_in_ when ``reset``."""
@@ -234,7 +223,7 @@ class SemcatClassifier(ClassifierMixin, BaseEstimator):
             else:
                 vi = np.asarray(tax.index_of([str(v) for v in vy.tolist()]), dtype=np.int64)
             val_pair = (v_data, vi)
-        cfg = self._config(len(y_idx), 0 if val_pair is None else len(val_pair[1]))
+        cfg = self._config()
         self.run_ = train(data, y_idx, taxonomy=tax, neighbors=self.neighbors, config=cfg, val=val_pair,
                           progress=bool(self.progress))
         self.config_ = self.run_.config

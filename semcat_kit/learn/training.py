@@ -44,9 +44,13 @@ __all__ = ["TrainConfig", "TrainRun", "train", "train_stacked", "choose_solver",
 CURRICULA = _soft.SCHEDULES
 FOCAL_ALPHA = _losses.WEIGHT_MODES
 ALPHA_BY = ("constant", "similarity")
-#: ``TrainConfig.for_data``: optimizer steps at least, and the validation size below which early stopping is off.
+#: ``TrainConfig.resolve``: optimizer steps at least, and the validation size below which early stopping is off.
 SMALL_DATA_MIN_STEPS = 600
 ES_MIN_VAL = 1000
+#: The value of a :class:`TrainConfig` field the data decides (:meth:`TrainConfig.resolve`).
+AUTO = "auto"
+#: Epochs of a run whose ``epochs`` is ``"auto"`` (then raised to :data:`SMALL_DATA_MIN_STEPS` steps).
+DEFAULT_EPOCHS = 30
 LABEL_REPRS = ("onehot", "codes")
 SOLVERS = ("auto", "lbfgs", "minibatch")
 ES_MODES = ("auto", "min", "max")
@@ -86,7 +90,8 @@ class TrainConfig:
     curriculum_steps : int >= 2
         Number of stages of the ``step`` curriculum.
     focal_gamma : float >= 0
-        Focal loss exponent (0 = cross-entropy).
+        Focal loss exponent (0 = cross-entropy, the default: with a converged head it is as good as or
+        better than γ=2 on the tutorial and the toys catalog, ``docs/training_budget_*.md``).
     focal_alpha : {"none", "inverse", "effective"}
         Per-class weights of the focal term from the training class counts.
     focal_beta : float in [0, 1)
@@ -99,17 +104,26 @@ class TrainConfig:
     label_repr : {"onehot", "codes"}
         Class outputs, or binary taxonomy codes trained with BCE (requires ``smoothing="onehot"``).
     fusion, proj_dim, hidden, dropout, modality_dropout, input_norm
-        :class:`semcat_kit.learn.model.FusionHead` arguments (``hidden=0``: a linear head; ``proj_dim=0``: no
-        per-modality projection, the layer-normalised embeddings are fused at full width).
+        :class:`semcat_kit.learn.model.FusionHead` arguments. The default is the linear head on the
+        encoders' vectors (``hidden=0, proj_dim=0``): its objective is convex, so ``solver="auto"``
+        fits it to convergence (with one-hot targets, LogisticRegression's optimum).
+        ``hidden=512, proj_dim=256`` is the MLP head. ``input_norm="auto"``: a ``LayerNorm`` on the
+        inputs of an MLP head (it needs one: without it the full-batch fit of the MLP collapsed to
+        one class on MiniLM titles) and of a head trained in minibatches; none on the linear head
+        fitted full-batch (convex, as measured best). See :meth:`resolve`.
     lr, weight_decay : float
         AdamW learning rate and weight decay.
     warmup : float in [0, 1)
         Fraction of all steps with a linear learning-rate warmup (then cosine decay to 0).
-    epochs, batch_size, seed : int
-    min_steps : int >= 0
+    epochs : int >= 1 or "auto"
+        Minibatch epochs. ``"auto"`` (default): :data:`DEFAULT_EPOCHS`, raised to ``min_steps``.
+        An explicit number is the whole budget (``min_steps="auto"`` then means 0).
+    min_steps : int >= 0 or "auto"
         Train at least this many optimizer steps: the run has
         ``max(epochs, ceil(min_steps / steps_per_epoch))`` epochs (:meth:`epochs_for`), so a small
-        catalog (few batches per epoch) still gets a real budget. 0 = exactly ``epochs``.
+        catalog (few batches per epoch) still gets a real budget. ``"auto"``:
+        :data:`SMALL_DATA_MIN_STEPS` when ``epochs`` is ``"auto"``, else 0.
+    batch_size, seed : int
     device : str
         ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     precision : {"auto", "fp32", "bf16", "fp16"}
@@ -122,9 +136,12 @@ class TrainConfig:
     check_every : int >= 0
         Check the loss for NaN/inf every this many steps (one host sync per check); 0 = auto
         (every step on CPU, every 25 on CUDA).
-    early_stopping : str or None
+    early_stopping : str, None or "auto"
         Validation metric to watch (``"val_top1"``, ``"val_loss"``, ``"val_mistake_severity"``,
         ``"val_hdist@5"``, ...); ``None`` trains all epochs. Ignored without validation data.
+        ``"auto"`` (default): ``"val_top1"`` when the validation split has at least
+        :data:`ES_MIN_VAL` items, else ``None`` (below that, top-1 moves by more than its standard
+        error from epoch to epoch; stopping on it cost 0.5 pt top-1 on the tutorial).
     early_stopping_mode : {"auto", "min", "max"}
         ``auto`` follows the metric's direction in :data:`semcat_kit.judge.metrics.METRICS` (loss, severity,
         hdist, ece are minimised; accuracies maximised).
@@ -156,6 +173,14 @@ class TrainConfig:
     tol : float > 0
         ``lbfgs`` only: stop when the largest gradient component is below ``tol`` (as
         scikit-learn's ``LogisticRegression(tol=...)``) or the objective no longer decreases.
+
+    Notes
+    -----
+    Fields left at ``"auto"`` are decided by the data in one place, :meth:`resolve`, which
+    :func:`train` calls with the sizes of its training and validation sets: every path that trains
+    (``sk.train``, the suite, ``Pipeline`` / ``Workspace``, ``semcat train`` / ``tune``, the
+    estimator) gets the same decision, and the run's ``config`` holds the resolved values (its repr
+    says which were decided). A number or ``None`` you give is kept.
     """
 
     smoothing: str = "onehot"
@@ -168,28 +193,28 @@ class TrainConfig:
     tree_beta: float = 1.0
     curriculum: str = "constant"
     curriculum_steps: int = 2
-    focal_gamma: float = 2.0
+    focal_gamma: float = 0.0
     focal_alpha: str = "none"
     focal_beta: float = 0.999
     kl_weight: float = 1.0
     focal_weight: float = 1.0
     label_repr: str = "onehot"
     fusion: str = "concat"
-    proj_dim: int = 256
-    hidden: int = 512
+    proj_dim: int = 0
+    hidden: int = 0
     dropout: float = 0.2
     modality_dropout: float = 0.1
-    input_norm: bool = True
+    input_norm: Any = AUTO
     lr: float = 1e-3
     weight_decay: float = 1e-2
     warmup: float = 0.05
-    epochs: int = 30
-    min_steps: int = 0
+    epochs: Any = AUTO
+    min_steps: Any = AUTO
     batch_size: int = 256
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
-    early_stopping: str | None = "val_top1"
+    early_stopping: Any = AUTO
     early_stopping_mode: str = "auto"
     patience: int = 5
     checkpoint_every: int = 1
@@ -228,12 +253,16 @@ class TrainConfig:
         choice("early_stopping_mode", ES_MODES)
         for name in ("k", "curriculum_steps", "proj_dim", "hidden", "epochs", "batch_size", "patience",
                      "checkpoint_every"):
+            if name == "epochs" and self.epochs == AUTO:
+                continue
             number(name, lo=2 if name == "curriculum_steps" else (0 if name in ("hidden", "proj_dim") else 1), integer=True)
-        number("min_steps", lo=0, integer=True)
+        if self.min_steps != AUTO:
+            number("min_steps", lo=0, integer=True)
         choice("alpha_by", ALPHA_BY)
-        if not isinstance(self.input_norm, (bool, np.bool_)):
-            raise ValueError(f"TrainConfig.input_norm must be True or False, not {self.input_norm!r}")
-        self.input_norm = bool(self.input_norm)
+        if self.input_norm != AUTO:
+            if not isinstance(self.input_norm, (bool, np.bool_)):
+                raise ValueError(f"TrainConfig.input_norm must be True, False or 'auto', not {self.input_norm!r}")
+            self.input_norm = bool(self.input_norm)
         number("seed", lo=0, integer=True)
         number("check_every", lo=0, integer=True)
         number("shuffle_chunk", lo=1, integer=True)
@@ -271,86 +300,80 @@ class TrainConfig:
             number(name, 0.0, 1.0, hi_open=True)
         number("lr", 0.0, lo_open=True)
         check_device_name(self.device, name="TrainConfig.device")
-        if self.early_stopping is not None and (not isinstance(self.early_stopping, str)
-                                                or not self.early_stopping.startswith("val_")):
+        if self.early_stopping not in (None, AUTO) and (not isinstance(self.early_stopping, str)
+                                                        or not self.early_stopping.startswith("val_")):
             raise ValueError(f"TrainConfig.early_stopping = {self.early_stopping!r}: name a validation metric "
-                             "such as 'val_top1', 'val_loss', 'val_mistake_severity', 'val_hdist@5', or None")
+                             "such as 'val_top1', 'val_loss', 'val_mistake_severity', 'val_hdist@5', None, "
+                             "or 'auto' (decided by the validation split's size)")
         if self.label_repr == "codes" and self.smoothing != "onehot":
             raise ValueError(f"TrainConfig.label_repr='codes' trains with the BCE of taxonomy codes, where soft labels "
                              f"do not apply; set smoothing='onehot' (got smoothing={self.smoothing!r})")
 
-    @staticmethod
-    def data_defaults(n_train: int, n_val: int = 0) -> dict:
-        """The fields :meth:`for_data` sets for ``n_train`` training and ``n_val`` validation items.
+    def resolve(self, n_train: int, n_val: int = 0, solver: str | None = None) -> "TrainConfig":
+        """This config with every ``"auto"`` field decided for ``n_train`` training and ``n_val``
+        validation items (the one place a run's budget is decided; :func:`train` calls it).
 
-        Measured in ``docs/training_budget_*.md`` (see :meth:`for_data` for the reasons).
+        * ``epochs="auto"``: :data:`DEFAULT_EPOCHS`; ``min_steps="auto"``: :data:`SMALL_DATA_MIN_STEPS`
+          when ``epochs`` is ``"auto"`` (so a catalog of a few thousand items is not stopped after
+          ~90 steps), else 0 (an explicit epoch count is the whole budget);
+        * ``early_stopping="auto"``: ``"val_top1"`` when ``n_val >= ES_MIN_VAL``, else ``None``;
+        * ``input_norm="auto"``: ``True`` for an MLP head (``hidden`` or ``proj_dim`` > 0) and for a
+          linear head trained in minibatches (``solver`` is the method :func:`choose_solver` chose:
+          AdamW at ``lr=1e-3`` on unnormalised MiniLM vectors reached 0.40 top-1 in 12 epochs where
+          the normalised inputs gave 0.75+), ``False`` for the linear head fitted full-batch (convex;
+          measured best); left ``"auto"`` for a linear head while ``solver`` is not known.
+
+        Measured in ``docs/training_budget_*.md``. What was decided is in :attr:`decided` and in the
+        repr; a resolved config resolves to itself.
         """
         for name, v in (("n_train", n_train), ("n_val", n_val)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ValueError(f"{name} must be a non-negative int, not {v!r}")
-        return {"min_steps": SMALL_DATA_MIN_STEPS,
-                "early_stopping": "val_top1" if n_val >= ES_MIN_VAL else None,
-                "focal_gamma": 0.0, "hidden": 0, "proj_dim": 0, "input_norm": False}
-
-    @classmethod
-    def for_data(cls, n_train: int, n_val: int = 0, **overrides) -> "TrainConfig":
-        """Data-aware defaults (measured: ``docs/training_budget_*.md``), then ``overrides``.
-
-        * budget: at least ``SMALL_DATA_MIN_STEPS`` optimizer steps (``min_steps``), so a catalog of a
-          few thousand items is not stopped after ~90 steps;
-        * validation protocol: early stopping on ``val_top1`` only when the validation split has at
-          least ``ES_MIN_VAL`` items (below that, top-1 moves by more than its ~1 pt standard error
-          from epoch to epoch and stopping on it cost 0.5 pt top-1 and ~1 pt macro-F1 on the tutorial);
-          otherwise the full budget is trained;
-        * head: the linear head on the encoders' vectors (``hidden=0, proj_dim=0, input_norm=False``):
-          fitted full-batch (``solver="auto"`` on in-memory data) its objective is convex, so it
-          converges to one optimum -- with one-hot targets exactly LogisticRegression's, with soft
-          targets the same model fitted to them (``bench/bench_suite.py``, ``docs/results.md``);
-        * loss: cross-entropy (``focal_gamma=0``) for the hard-label term: with the step budget it is
-          as good as or better than focal γ=2 on the tutorial and the toys catalog (focal loss
-          down-weights the examples a long run keeps pushing to a larger margin); the KL term to soft
-          labels is unchanged. Measured alternatives that did not carry over to both catalogs: no input
-          ``LayerNorm`` with lr 1e-2, weight decay 0.1, 2,000 steps (``docs/training_optimisation_*.md``).
-
-        The fields in ``overrides`` count as set by the user (:attr:`explicit_fields`).
-        """
-        cfg = cls(**overrides)
-        return cfg.with_data_defaults(n_train, n_val)
-
-    @property
-    def explicit_fields(self) -> frozenset:
-        """Names of the fields given explicitly (to the constructor, :meth:`replace`, :meth:`from_dict`)."""
-        return self.__dict__.get("_explicit", frozenset())
-
-    def with_data_defaults(self, n_train: int, n_val: int = 0) -> "TrainConfig":
-        """This config with :meth:`data_defaults` for every field the user did not set explicitly.
-
-        An explicit value always wins: ``TrainConfig(lr=1e-3).with_data_defaults(...)`` keeps
-        ``lr=1e-3`` even where the data-aware default differs; an explicit ``epochs`` is the whole
-        budget (no ``min_steps`` is added to it). The fields changed are in
-        :attr:`data_defaults_applied` (a dict, empty when nothing changed) and in the repr.
-        Used by :class:`semcat_kit.Pipeline` (behind ``Workspace`` and ``semcat train``); bare
-        ``TrainConfig()`` / :func:`train` keep the plain defaults.
-        """
-        explicit = self.explicit_fields
-        if "epochs" in explicit:       # an explicit epoch count is the user's budget: no min_steps on top
-            explicit = explicit | {"min_steps"}
-        d = {k: v for k, v in self.data_defaults(n_train, n_val).items()
-             if k not in explicit and getattr(self, k) != v}
-        out = dataclasses.replace(self, **d) if d else dataclasses.replace(self)
-        out.__dict__["_explicit"] = self.explicit_fields
-        out.__dict__["_data_defaults"] = {**self.data_defaults_applied, **d}
+        d = {}
+        if self.epochs == AUTO:
+            d["epochs"] = DEFAULT_EPOCHS
+        if self.min_steps == AUTO:
+            d["min_steps"] = SMALL_DATA_MIN_STEPS if self.epochs == AUTO else 0
+        if self.early_stopping == AUTO:
+            d["early_stopping"] = "val_top1" if n_val >= ES_MIN_VAL else None
+        if self.input_norm == AUTO and (self.hidden > 0 or self.proj_dim > 0 or solver is not None):
+            d["input_norm"] = self.hidden > 0 or self.proj_dim > 0 or solver == "minibatch"
+        if not d:
+            return self
+        out = dataclasses.replace(self, **d)
+        out.__dict__["_decided"] = {**self.decided, **d}
+        out.__dict__["_sizes"] = (int(n_train), int(n_val))
         return out
 
     @property
-    def data_defaults_applied(self) -> dict:
-        """Fields set by :meth:`with_data_defaults` (not by the user), ``{name: value}``."""
-        return dict(self.__dict__.get("_data_defaults", {}))
+    def resolved(self) -> bool:
+        """Whether no field is ``"auto"`` any more (:meth:`resolve`)."""
+        return AUTO not in (self.epochs, self.min_steps, self.early_stopping, self.input_norm)
+
+    @property
+    def decided(self) -> dict:
+        """Fields :meth:`resolve` decided from the data (they were ``"auto"``), ``{name: value}``."""
+        return dict(self.__dict__.get("_decided", {}))
 
     def epochs_for(self, n_train: int) -> int:
-        """Epochs a run on ``n_train`` items trains: ``max(epochs, ceil(min_steps / ceil(n_train / batch_size)))``."""
-        steps_per_epoch = max(1, math.ceil(int(n_train) / self.batch_size))
-        return max(self.epochs, math.ceil(self.min_steps / steps_per_epoch))
+        """Epochs a minibatch run on ``n_train`` items trains:
+        ``max(epochs, ceil(min_steps / ceil(n_train / batch_size)))`` (``"auto"`` fields resolved)."""
+        cfg = self.resolve(int(n_train))
+        steps_per_epoch = max(1, math.ceil(int(n_train) / cfg.batch_size))
+        return max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+
+    def budget(self, n_train: int) -> str:
+        """The minibatch budget on ``n_train`` items, in words: epochs, steps per epoch, steps, and
+        why (``min_steps``)."""
+        cfg = self.resolve(int(n_train))
+        spe = max(1, math.ceil(int(n_train) / cfg.batch_size))
+        ep = cfg.epochs_for(n_train)
+        why = (f"raised from epochs={cfg.epochs} to reach min_steps={cfg.min_steps}" if ep > cfg.epochs
+               else f"epochs={cfg.epochs}" + (f" (already >= min_steps={cfg.min_steps})" if cfg.min_steps else ""))
+        stop = ("; early stopping: decided by the val split's size" if self.early_stopping == AUTO
+                else f"; early stopping on {cfg.early_stopping} (patience {cfg.patience})" if cfg.early_stopping
+                else "; no early stopping")
+        return f"{ep} epochs x {spe} steps of {cfg.batch_size} = {ep * spe:,} AdamW steps ({why}){stop}"
 
     # skorch-style explicit round trip
     def to_dict(self) -> dict:
@@ -367,12 +390,12 @@ class TrainConfig:
         return cls(**d)
 
     def replace(self, **changes) -> "TrainConfig":
-        """A copy with some fields changed (validated); they join :attr:`explicit_fields`."""
+        """A copy with some fields changed (validated); a changed field is no longer :attr:`decided`."""
         out = dataclasses.replace(self, **changes)
-        out.__dict__["_explicit"] = self.explicit_fields | set(changes)
-        applied = {k: v for k, v in self.data_defaults_applied.items() if k not in changes}
-        if applied:
-            out.__dict__["_data_defaults"] = applied
+        kept = {k: v for k, v in self.decided.items() if k not in changes}
+        if kept:
+            out.__dict__["_decided"] = kept
+            out.__dict__["_sizes"] = self.__dict__.get("_sizes")
         return out
 
     @property
@@ -385,27 +408,15 @@ class TrainConfig:
         return lower_is_better(self.early_stopping or "")
 
     def __repr__(self) -> str:
+        decided = self.decided
         changed = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
-                   if getattr(self, f.name) != f.default]
-        text = f"TrainConfig({', '.join(changed)})" if changed else "TrainConfig()  # all defaults"
-        applied = self.data_defaults_applied
-        if applied:
-            text += "  # data-aware defaults: " + ", ".join(f"{k}={v!r}" for k, v in applied.items())
+                   if getattr(self, f.name) != f.default and f.name not in decided]
+        text = f"TrainConfig({', '.join(changed)})" if changed or decided else "TrainConfig()  # all defaults"
+        if decided:
+            sizes = self.__dict__.get("_sizes")
+            text += (f"  # decided by the data{f' ({sizes[0]:,} train, {sizes[1]:,} val)' if sizes else ''}: "
+                     + ", ".join(f"{k}={v!r}" for k, v in decided.items()))
         return text
-
-
-_dataclass_init = TrainConfig.__init__
-
-
-def _init_recording_explicit(self, *args, **kwargs):
-    _dataclass_init(self, *args, **kwargs)
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    self.__dict__["_explicit"] = frozenset(names[:len(args)]) | frozenset(kwargs)
-
-
-_init_recording_explicit.__doc__ = _dataclass_init.__doc__
-_init_recording_explicit.__signature__ = __import__("inspect").signature(_dataclass_init)
-TrainConfig.__init__ = _init_recording_explicit
 
 
 # ------------------------------------------------------------------------------------ data
@@ -458,7 +469,8 @@ class TrainRun:
         the path, 1-based; the history has one row per C).
     solver : dict
         ``method`` (``"lbfgs"`` or ``"minibatch"``) and ``why`` (the reason ``solver="auto"`` chose
-        it); for ``lbfgs`` also ``C`` (chosen), ``iterations``, ``converged``.
+        it); for ``lbfgs`` also ``C`` (chosen), ``iterations``, ``converged``; for ``minibatch``
+        ``budget`` (:meth:`TrainConfig.budget`: epochs, steps and why).
     codes : numpy.ndarray or None
         (C, B) taxonomy codes when ``label_repr="codes"``.
     """
@@ -724,10 +736,10 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
         config = TrainConfig.from_dict(ck["config"]) if ck is not None else TrainConfig()
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, not {type(config).__name__}")
-    cfg = config
     C = taxonomy.n_classes
     data, y, vdata, yv = _training_inputs(emb, labels, val, taxonomy=taxonomy, neighbors=neighbors,
                                           allow_unseen_val_classes=allow_unseen_val_classes)
+    cfg = config.resolve(len(y), len(yv) if vdata is not None else 0)   # the "auto" fields, for this data
     kind = _soft.kind_info(cfg.smoothing)
     if kind.needs_neighbors and neighbors is None:
         raise ValueError(f"smoothing={cfg.smoothing!r} needs neighbors=... (sk.similarity.label_neighbors of the "
@@ -750,6 +762,7 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
         if cfg.focal_alpha != "none" else None
     method, why = choose_solver(cfg, data, checkpoint_dir=checkpoint_dir, resume=resume, callbacks=callbacks,
                                 log_csv=log_csv, n_classes=C)
+    cfg = cfg.resolve(len(y), len(yv) if vdata is not None else 0, solver=method)   # input_norm follows the solver
     if method == "lbfgs":
         return _train_full_batch(emb, data, y, (vdata, yv) if vdata is not None else None, taxonomy=taxonomy,
                                  neighbors=neighbors, nb_k=nb_k, cfg=cfg, device=device, codes=codes,
@@ -845,7 +858,7 @@ def train(emb, labels, *, taxonomy, neighbors=None, config: TrainConfig | None =
     history = pd.DataFrame(trainer.history)      # alpha is 0 for one-hot / codes (CurriculumTargets)
     return TrainRun(model=model, config=cfg, history=_order_history(history), taxonomy=taxonomy, neighbors=neighbors,
                     encoder_meta=dict(getattr(emb, "meta", None) or {}), best_epoch=int(trainer.best_epoch),
-                    codes=codes, checkpoint_dir=ckdir, solver={"method": "minibatch", "why": why})
+                    codes=codes, checkpoint_dir=ckdir, solver={"method": "minibatch", "why": why, "budget": cfg.budget(len(y))})
 
 
 #: ``solver="auto"`` fits heads up to this many output-layer parameters full-batch (L-BFGS keeps 2 x 10 copies
@@ -1062,6 +1075,7 @@ def train_stacked(emb, labels, configs, *, taxonomy, neighbors=None, val=None, p
                                           allow_unseen_val_classes=allow_unseen_val_classes)
     if vdata is not None:
         vdata = vdata.with_modalities(data.text_dim, data.image_dim)
+    configs = [cfg.resolve(len(y), len(yv) if vdata is not None else 0, solver="lbfgs") for cfg in configs]
     counts = np.bincount(y, minlength=C)
     groups: dict = {}
     for i, cfg in enumerate(configs):
@@ -1073,7 +1087,7 @@ def train_stacked(emb, labels, configs, *, taxonomy, neighbors=None, val=None, p
             raise ValueError(f"configs[{i}] has solver={cfg.solver!r}; train_stacked fits full-batch only")
         groups.setdefault(stack_key(cfg), []).append(i)
     runs: list = [None] * len(configs)
-    _, why_auto = choose_solver(TrainConfig(hidden=0, proj_dim=0), data)
+    _, why_auto = choose_solver(TrainConfig(), data)
     for members in groups.values():
         cfg0 = configs[members[0]]
         device = resolve_device(cfg0.device, name="TrainConfig.device")

@@ -120,9 +120,12 @@ catalog:                           # column mapping of a CSV catalog (not used f
 split: {val: 0.1, test: 0.2, seed: 0, min_count: 3}
 neighbors: {k: 20, template: "{path}"}   # class-name neighbour table (text encoder; tree without one):
                                          # soft labels use its first train.k, metrics nbrs@k need k >= 19
-train:                             # any sk.TrainConfig field
-  epochs: 30
+train:                             # any sk.TrainConfig field; "auto" = decided by the data (TrainConfig.resolve)
   smoothing: semantic              # soft-label kind (list below)
+  epochs: auto                     # minibatch budget: 30 epochs raised to min_steps; a number is the whole budget
+  min_steps: auto                  # 600 optimizer steps at least when epochs is auto, else 0
+  early_stopping: auto             # val_top1 when the val split has >= 1000 items, else none (null)
+  solver: auto                     # lbfgs (to convergence) for the linear head in memory, else minibatch
 export: {onnx: auto, pt2: true}     # onnx: auto = when the [onnx] extra is installed; pt2: torch.export
 """
 

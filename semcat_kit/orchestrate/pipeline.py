@@ -444,12 +444,12 @@ class Pipeline:
 
     # ------------------------------------------------------------------ training
     def train_config(self, config=None, val: bool = True):
-        """``config`` (default ``TrainConfig()``) with the data-aware defaults of this catalog's split.
+        """``config`` (default ``TrainConfig()``) resolved for this catalog's split: what :meth:`train` trains.
 
-        :meth:`semcat_kit.TrainConfig.with_data_defaults` for the sizes of the train and val parts:
-        every field the user did not set explicitly gets the measured default for data of this size
-        (step budget, early stopping, ...); an explicit value always wins. What was filled in is in
-        the result's ``data_defaults_applied`` and its repr.
+        :meth:`semcat_kit.TrainConfig.resolve` for the sizes of the train and val parts (the same
+        decision :func:`semcat_kit.train` makes): every ``"auto"`` field gets the measured value for
+        data of this size (step budget, early stopping); a value you set is kept. What was decided is
+        in the result's ``decided`` and its repr; ``result.budget(n_train)`` says the budget in words.
         """
         from ..learn.training import TrainConfig
 
@@ -457,11 +457,11 @@ class Pipeline:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, not {type(config).__name__}")
         sp = self.split()
-        return config.with_data_defaults(len(sp.train), len(sp.val) if val else 0)
+        return config.resolve(len(sp.train), len(sp.val) if val else 0)
 
     def train(self, config=None, val: bool = True, progress: bool = True):
-        """Train one head on the train part with :meth:`train_config` (the data-aware defaults for
-        every field not set explicitly; early stopping on val when ``val`` and it is non-empty)."""
+        """Train one head on the train part with :meth:`train_config` (the ``"auto"`` fields decided for
+        this split; validation on the val part when ``val`` and it is non-empty)."""
         from ..learn.training import train
 
         config = self.train_config(config, val=val)

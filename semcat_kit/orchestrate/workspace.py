@@ -154,9 +154,9 @@ class Workspace(Pipeline):
         on the validation split). A second call with the same
         inputs loads them instead of training.
 
-        Every configuration gets the data-aware defaults of this split for the fields it does not
-        set itself (:meth:`semcat_kit.Pipeline.train_config`); the configurations trained are in
-        ``spec.json`` and each head's export. ``epochs=None``: the data-aware budget.
+        Every configuration's ``"auto"`` fields are decided for this split
+        (:meth:`semcat_kit.Pipeline.train_config`); the configurations trained are in ``spec.json``
+        and each head's export. ``epochs=None``: the budget the data decides.
         """
         from ..experiments.comparison import compare, default_suite
         from ..ship.export import export_head
@@ -164,7 +164,7 @@ class Workspace(Pipeline):
 
         if configs is None:
             configs = default_suite(epochs=epochs, k=self.config.k, device=self.config.device)
-        # the data-aware defaults for this split, for every field a configuration does not set itself
+        # the "auto" fields decided for this split (what train() would decide), so spec.json says them
         configs = {n: self.train_config(c) for n, c in configs.items()}
         seeds = [int(s) for s in seeds]
         spec = {"data": self.fingerprint(), "seeds": seeds, "crm_for": crm_for,

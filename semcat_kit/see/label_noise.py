@@ -37,7 +37,7 @@ def label_issues(probs=None, y=None, *, X=None, cv: int | None = None, estimator
     cv : int >= 2, optional
         Folds of the cross-validation that produces ``probs``.
     estimator : SemcatClassifier, optional
-        Trained on each fold (default ``SemcatClassifier(taxonomy=taxonomy, data_defaults=True)``).
+        Trained on each fold (default ``SemcatClassifier(taxonomy=taxonomy)``).
     taxonomy : Taxonomy, optional
         The classes (needed with ``cv`` unless ``estimator`` has it; maps label paths in ``y``).
     cleanlab : bool
@@ -67,7 +67,7 @@ def label_issues(probs=None, y=None, *, X=None, cv: int | None = None, estimator
         if estimator is None:
             if taxonomy is None:
                 raise ValueError("label_issues(cv=...) needs taxonomy= (or an estimator with one)")
-            estimator = SemcatClassifier(taxonomy=taxonomy, data_defaults=True)
+            estimator = SemcatClassifier(taxonomy=taxonomy)
         elif taxonomy is not None and estimator.taxonomy is None:
             estimator = estimator.set_params(taxonomy=taxonomy)
         taxonomy = estimator.taxonomy
