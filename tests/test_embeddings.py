@@ -464,7 +464,7 @@ def test_embeddings_validation():
 def test_encode_catalog_view_on_the_store(tmp_path, real_catalog, txt_enc, img_enc):
     """view=True: text/image are StoreRows views (no (N, d) array); same vectors as the dense path;
     take() stays a view; save/load, training tables and re-runs work from it."""
-    from semcat_kit._core.contracts import as_embedding_table
+    from semcat_kit import contracts
     from semcat_kit.encode.store import StoreRows
 
     cat = real_catalog.copy()
@@ -483,7 +483,7 @@ def test_encode_catalog_view_on_the_store(tmp_path, real_catalog, txt_enc, img_e
     np.testing.assert_array_equal(np.asarray(sub.image), dense.image[[5, 1, 0]])
     assert isinstance(v.take(slice(0, 3)).text, StoreRows)
     # training / prediction tables read it lazily, batch by batch
-    t = as_embedding_table(v)
+    t = contracts.as_embedding_table(v)
     assert getattr(t, "lazy", False)
     xt, xi, im, tm = t.batch(np.array([3, 0, 7]), "cpu")
     np.testing.assert_array_equal(xt.numpy(), dense.text[[3, 0, 7]])

@@ -3,6 +3,7 @@ images) for the torch, ONNX and TorchScript backends, the folder's contents, ato
 interrupted export, and every refusal (missing / corrupted / truncated / inconsistent files)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +16,6 @@ import _export_case as ec
 import semcat_kit as sk
 from semcat_kit import export as ex
 from semcat_kit.encode.embeddings import Embeddings
-from semcat_kit._core.digest import file_sha256
 from semcat_kit.ship.export import ExportError, export_head, load_head
 
 torch.set_num_threads(1)
@@ -89,9 +89,9 @@ def test_reloaded_head_reproduces_logits(data, runs, exported, name, backend):
 
 
 def _bits(run, e):
-    from semcat_kit._core.contracts import as_embedding_table
+    from semcat_kit import contracts
 
-    d = as_embedding_table(e, "emb").with_modalities(run.model.text_dim, run.model.image_dim)
+    d = contracts.as_embedding_table(e, "emb").with_modalities(run.model.text_dim, run.model.image_dim)
     with torch.no_grad():
         return run.model(d.text, d.image, image_mask=d.image_mask, text_mask=d.text_mask).numpy()
 
@@ -126,7 +126,7 @@ def test_folder_contents(data, runs, exported):
     assert sorted(cfg["files"]) == sorted(["model.safetensors", "codes.safetensors", "labels.json", "taxonomy.json",
                                            "head.onnx", "head.pt2"])
     for name, digest in cfg["files"].items():
-        assert file_sha256(d / name) == digest
+        assert hashlib.sha256((d / name).read_bytes()).hexdigest() == digest
     labels = json.loads((d / "labels.json").read_text())
     tax = ec.taxonomy()
     assert [r["label"] for r in labels] == list(tax.classes) and [r["index"] for r in labels] == list(range(tax.n_classes))
@@ -232,7 +232,7 @@ def _copy(src: Path, dst: Path) -> Path:
 def _resign(d: Path, name: str) -> None:
     """Record a modified file's new sha256 (a consistent-looking but wrong folder)."""
     cfg = json.loads((d / "config.json").read_text())
-    cfg["files"][name] = file_sha256(d / name)
+    cfg["files"][name] = hashlib.sha256((d / name).read_bytes()).hexdigest()
     (d / "config.json").write_text(json.dumps(cfg))
 
 

@@ -33,7 +33,7 @@ def test_auto_is_at_least_one_and_never_more_than_the_callers_threads(monkeypatc
         torch.set_num_threads(1)
         assert TH.choose_threads() == 1                  # the caller's cap is kept, never raised
         monkeypatch.setattr(TH, "busy_cores", lambda window=0.05: 100.0)
-        TH._cache.clear()
+        TH._cache.clear()        # private: forget the last measurement (kept a few seconds; no public refresh)
         torch.set_num_threads(2)
         assert TH.choose_threads() == 1                  # everything busy: still one thread
         monkeypatch.setattr(TH, "busy_cores", lambda window=0.05: 0.0)
