@@ -374,6 +374,7 @@ def test_atomic_writes_get_normal_permissions(tmp_path, real_catalog, txt_enc):
     import os
     import stat
 
+    # internal: the folder form of the atomic write (no public call writes a bare folder)
     from semcat_kit._core.io import atomic_dir
 
     old = os.umask(0o022)
@@ -515,5 +516,6 @@ def test_take_keeps_the_failures_of_its_rows_by_hashes_even_when_hashes_collide(
     assert sorted(e.take([3, 1]).failures["item_id"]) == want == ["i1", "i3"]
     assert e.take([0, 2]).failures.empty or set(e.take([0, 2]).failures["item_id"]) <= {"i0", "i2"}
     ids = np.array([f"p{i}" for i in range(1000)])
+    # private: the exact comparison behind take() over 1,000 ids that all collide (the toy has 4 rows)
     got = E._ids_in(np.array(["p5", "q5", "p999", "p1000"]), ids)
     assert got.tolist() == [True, False, True, False]

@@ -122,7 +122,8 @@ def test_the_one_id_rule_refuses_an_id_repeated_across_chunks():
     with pytest.raises(contracts.DuplicateIdError, match=r"repeats id 'b' \(row 1 and an earlier chunk\)") as e:
         contracts.check_unique_ids(np.array(["c", "b"]), seen=seen)
     assert e.value.ids == ["b"]
-    with pytest.raises(contracts.DuplicateIdError, match=r"f.csv: column 'sku' repeats id 'y' \(lines \[2, 6\]\); 2 repeated"):
+    with pytest.raises(contracts.DuplicateIdError,
+                       match=r"f.csv: column 'sku' repeats id 'y' \(lines \[2, 6\]\); 2 repeated"):
         contracts.check_unique_ids(["y", "x", "z", "x", "y"], where="f.csv", column="sku", row0=2, row_word="line")
 
 
@@ -218,7 +219,7 @@ def test_training_and_streaming_evaluation_release_freed_memory_every_few_steps(
     import sys
 
     from semcat_kit import streaming, trainer
-    from semcat_kit._core import memory as _memory
+    from semcat_kit._core import memory as _memory   # internal: the memory layer's own calls and constants
     from semcat_kit.learn.training import TrainConfig, train
 
     if sys.platform.startswith("linux"):
@@ -243,7 +244,7 @@ def test_bound_heap_fixes_the_mmap_threshold_once_unless_the_user_chose_one(monk
     SEMCAT_BOUND_HEAP=0, is left alone."""
     import sys
 
-    from semcat_kit._core import memory as _memory
+    from semcat_kit._core import memory as _memory   # internal: the memory layer's own calls and constants
 
     calls = []
 
@@ -278,7 +279,7 @@ def test_training_and_streaming_evaluation_bound_the_heap(monkeypatch, tmp_path)
 
     import semcat_kit as sk
     from semcat_kit import streaming, trainer
-    from semcat_kit._core import memory as _memory
+    from semcat_kit._core import memory as _memory   # internal: the memory layer's own calls and constants
 
     seen = []
     monkeypatch.setattr(trainer, "bound_heap", lambda: seen.append("train"))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import semcat_kit as sk
-from semcat_kit._core import threads as TH
+from semcat_kit._core import threads as TH   # internal: the thread choice is this module's own invariant
 from semcat_kit.learn import trainer as T
 from semcat_kit.learn.solver import default_threads
 from semcat_kit.learn.training import TrainConfig, train
