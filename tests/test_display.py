@@ -252,6 +252,7 @@ def test_a_bar_that_does_not_stay_leaves_no_widget_output(tmp_path):
     """The output of a closed widget is what a saved notebook shows as "model not found" when reopened:
     a leave=False bar replaces its own output with an empty one when it ends (checked in JupyterLab,
     saved and reopened, by tests/test_browser.py)."""
+    # internal: _core.progress is the one progress-bar factory every layer uses (no public name)
     out = _run_cells(tmp_path, [
         f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom semcat_kit._core.progress import progress",
         "for _ in progress(range(5), desc='stays'):\n    pass",
