@@ -260,7 +260,11 @@ TARGET_KINDS: dict[str, TargetKind] = {}
 
 
 def register_kind(kind: TargetKind, *, overwrite: bool = False) -> TargetKind:
-    """Register a soft-label kind (name must be new unless ``overwrite``); returns it."""
+    """Register a soft-label kind (name must be new unless ``overwrite``); returns it.
+
+    A neighbour kind's builder usually ends in :func:`spread_targets`, e.g. all of ``alpha`` on the
+    nearest neighbour: ``spread_targets(C, alpha, neighbors.indices[:, :1], np.ones((C, 1)))``.
+    """
     if kind.name in TARGET_KINDS and not overwrite:
         raise ValueError(f"soft-label kind {kind.name!r} is already registered; pass overwrite=True to replace it")
     TARGET_KINDS[kind.name] = kind
