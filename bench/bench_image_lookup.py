@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semcat_kit import datasets as D  # noqa: E402
+from semcat_kit.datasets import image_files  # noqa: E402
 
 
 def old_lookup(ids, images_dir) -> list:
@@ -59,7 +60,7 @@ def old_lookup(ids, images_dir) -> list:
 
 
 def new_lookup(ids, images_dir) -> list:
-    D._MIXED_CASE.clear()                 # a cold start: the first call in a process lists for mixed case
+    image_files._MIXED_CASE.clear()   # private: a cold start (the first call in a process lists for mixed case)
     got = D.image_paths_for(ids, images_dir, progress=False)
     return [p if f else None for p, f in zip(got.paths, got.is_file.tolist())]
 

@@ -220,7 +220,7 @@ def trust_cost(folder: Path, dim: int) -> dict:
     def opened(repeat: int = 3) -> float:        # best of 3 (a new process each time: memo cleared)
         best = float("inf")
         for _ in range(repeat):
-            store_mod._VERIFIED.clear()
+            store_mod.forget_verified()
             t = time.perf_counter()
             VectorStore(folder, dim)
             best = min(best, time.perf_counter() - t)
@@ -315,7 +315,7 @@ def main() -> None:
         # ------------------------------------------------------- open + lookup, new store first
         import semcat_kit.encode.store as store_mod
 
-        store_mod._VERIFIED.clear()  # verify every shard's checksum from disk, as a new process would
+        store_mod.forget_verified()  # verify every shard's checksum from disk, as a new process would
         with Peak() as o_new:
             new = VectorStore(root / "new", dim)
         # (a) lookup, as each path's consumer receives it: new = positions (a StoreRows view on the

@@ -239,7 +239,7 @@ def _store(root, n=64, dim=8, dtype=None):
 def _fresh():
     import semcat_kit.encode.store as m
 
-    m._VERIFIED.clear()
+    m.forget_verified()
 
 
 @case("bad file", "store shard with flipped bits")

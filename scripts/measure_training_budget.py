@@ -16,11 +16,12 @@ the input ``LayerNorm`` (``input_norm``), cross-entropy, the learning rate, weig
 longer budget (``min_steps``), next to the previous data-aware defaults (the committed
 ``docs/training_optimisation_*.md`` also have a row "TrainConfig.for_data (now)": for_data at the time
 of that run, identical to the previous defaults).
-``--set final``: ``TrainConfig.for_data`` as it is now (the defaults Workspace and
+``--set defaults``: ``TrainConfig.for_data`` as it is now (the defaults Workspace and
 `semcat train` apply) vs the previous data-aware defaults.
 
 Writes a Markdown table (mean ± std over seeds; steps actually taken; seconds per run) to
-``docs/training_budget.md``.
+``--out`` (default ``docs/training_budget.md``; the committed records: ``docs/training_budget_*.md``,
+``docs/training_optimisation_*.md``, ``docs/training_defaults_*.md``).
 
 Usage: PYTHONPATH=. HF_HUB_OFFLINE=1 python scripts/measure_training_budget.py [--catalogs tutorial toys]
        [--seeds 0 1 2] [--out docs/training_budget.md]
@@ -85,7 +86,7 @@ def variants_optimisation(n_train: int, n_val: int) -> dict[str, sk.TrainConfig]
     }
 
 
-def variants_final(n_train: int, n_val: int) -> dict[str, sk.TrainConfig]:
+def variants_defaults(n_train: int, n_val: int) -> dict[str, sk.TrainConfig]:
     """The data-aware defaults as they are now (what Workspace / `semcat train` use) vs the previous ones."""
     now = sk.TrainConfig().resolve(n_train, n_val)
     return {
@@ -137,7 +138,7 @@ def run_catalog(name: str, seeds, only=None, which="budget", lr_C="val") -> pd.D
     spe = math.ceil(len(tr[1]) / 256)
     linear_hidden = 0 if _linear_supported() else _patch_linear_head()
     cfgs = (variants(len(tr[1]), linear_hidden) if which == "budget" else
-            {"optimisation": variants_optimisation, "final": variants_final}[which](len(tr[1]), len(va[1])))
+            {"optimisation": variants_optimisation, "defaults": variants_defaults}[which](len(tr[1]), len(va[1])))
     for cname, cfg in cfgs.items():
         if only and not any(o in cname for o in only):
             continue
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", nargs="+", default=None, help="run only the variants whose name contains one of these")
-    ap.add_argument("--set", default="budget", choices=["budget", "optimisation", "final"],
+    ap.add_argument("--set", default="budget", choices=["budget", "optimisation", "defaults"],
                     dest="which", help="budget: the first round of variants; optimisation: the second; final: "
                                        "TrainConfig.for_data as it is now vs the previous data-aware defaults")
     ap.add_argument("--lr-C", default="val", help="LogisticRegression C ('val': chosen on the validation split)")

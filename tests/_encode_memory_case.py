@@ -30,7 +30,7 @@ def main() -> None:
     cfg = f"{cache}.yaml"
     with open(cfg, "w", encoding="utf-8") as f:
         f.write("text_encoder: hash-text:32\nimage_encoder: null\ncatalog: {id: sku, title: name, path_col: category}\n")
-    from semcat_kit._core.memory import release_freed_memory
+    from semcat_kit._core.memory import release_freed_memory   # internal: the baseline after freeing (no public name)
 
     release_freed_memory()
     base = _anon_kb()

@@ -126,6 +126,7 @@ def _big_notebook():
     (32-character ids, long titles), generated labels and predictions (tests/_views_case.py)."""
     import nbformat
 
+    # internal: _core.progress is the one progress-bar factory every layer uses (no public name)
     cells = [
         f"""import sys
 sys.path.insert(0, {str(ROOT / "tests")!r})

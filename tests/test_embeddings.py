@@ -374,6 +374,7 @@ def test_atomic_writes_get_normal_permissions(tmp_path, real_catalog, txt_enc):
     import os
     import stat
 
+    # internal: the folder form of the atomic write (no public call writes a bare folder)
     from semcat_kit._core.io import atomic_dir
 
     old = os.umask(0o022)
@@ -464,7 +465,7 @@ def test_embeddings_validation():
 def test_encode_catalog_view_on_the_store(tmp_path, real_catalog, txt_enc, img_enc):
     """view=True: text/image are StoreRows views (no (N, d) array); same vectors as the dense path;
     take() stays a view; save/load, training tables and re-runs work from it."""
-    from semcat_kit._core.contracts import as_embedding_table
+    from semcat_kit import contracts
     from semcat_kit.encode.store import StoreRows
 
     cat = real_catalog.copy()
@@ -483,7 +484,7 @@ def test_encode_catalog_view_on_the_store(tmp_path, real_catalog, txt_enc, img_e
     np.testing.assert_array_equal(np.asarray(sub.image), dense.image[[5, 1, 0]])
     assert isinstance(v.take(slice(0, 3)).text, StoreRows)
     # training / prediction tables read it lazily, batch by batch
-    t = as_embedding_table(v)
+    t = contracts.as_embedding_table(v)
     assert getattr(t, "lazy", False)
     xt, xi, im, tm = t.batch(np.array([3, 0, 7]), "cpu")
     np.testing.assert_array_equal(xt.numpy(), dense.text[[3, 0, 7]])
@@ -515,5 +516,6 @@ def test_take_keeps_the_failures_of_its_rows_by_hashes_even_when_hashes_collide(
     assert sorted(e.take([3, 1]).failures["item_id"]) == want == ["i1", "i3"]
     assert e.take([0, 2]).failures.empty or set(e.take([0, 2]).failures["item_id"]) <= {"i0", "i2"}
     ids = np.array([f"p{i}" for i in range(1000)])
+    # private: the exact comparison behind take() over 1,000 ids that all collide (the toy has 4 rows)
     got = E._ids_in(np.array(["p5", "q5", "p999", "p1000"]), ids)
     assert got.tolist() == [True, False, True, False]

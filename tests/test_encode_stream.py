@@ -125,7 +125,8 @@ def test_read_csv_chunks_repairs_malformed_lines_while_streaming(tmp_path, monke
 
     def whole(*a, **k):
         raise AssertionError("read_csv_chunks read the whole file")
-    from semcat_kit.datasets import csv_files   # the whole-file read inside read_csv (not a public name)
+    # private: read_csv_chunks never falls back to read_csv's whole-file read (the output cannot show which read ran)
+    from semcat_kit.datasets import csv_files
 
     monkeypatch.setattr(csv_files, "_read_csv", whole)
     with warnings.catch_warnings(record=True) as rec:
@@ -481,7 +482,7 @@ def test_semcat_encode_resumes_after_sigkill(tmp_path):
     a = VectorStore.for_encoder(cache, HashingTextEncoder(8).fingerprint, "text", 8, writer="check")
     b = VectorStore.for_encoder(clean, HashingTextEncoder(8).fingerprint, "text", 8, writer="check")
     assert len(a) == len(b) == 1000
-    keys = np.concatenate([s.keys() for s in b._shards.values()])
+    keys = sk.store.as_keys(b.dataset().to_table(columns=["key"]).column("key").to_pylist())   # every key b holds
     fa, va = a.get(keys)
     fb, vb = b.get(keys)
     assert fa.all() and fb.all()

@@ -8,7 +8,6 @@ import torch
 from PIL import Image
 
 import semcat_kit as sk
-from semcat_kit.encode.encoders import _efficientnet
 from semcat_kit.datasets.images import ImageError
 
 TINY_CLIP = {
@@ -75,7 +74,7 @@ def test_minilm_bad_input_and_unsupported_modality(minilm, fashion_dir):
 
 
 def test_st_prefix_loads_any_sentence_transformers_folder(minilm):
-    from semcat_kit.encode.encoders._sentence import minilm_path
+    from semcat_kit.encode.encoders._sentence import minilm_path   # private: the bundled model's folder, no public name
 
     st = sk.encoders.load(f"st:{minilm_path()}")
     assert st.text_dim == 384 and st.name.startswith("st:")
@@ -100,6 +99,8 @@ def test_efficientnet_every_weight_key_maps_onto_timm():
     import timm
 
     # private: the bundled weight file and the key map, an invariant of the loader no public call exposes
+    from semcat_kit.encode.encoders import _efficientnet
+
     src = torch.load(_efficientnet._weights_path(), map_location="cpu", weights_only=True)
     target = timm.create_model("tf_efficientnet_lite0", pretrained=False).state_dict()
     mapped = {_efficientnet.remap_key(k): v for k, v in src.items()}
@@ -127,7 +128,7 @@ def test_efficientnet_imagenet_predictions_are_sensible(effnet, myntra_styles, f
 
 def test_efficientnet_embeddings(effnet, myntra_styles, fashion_dir):
     assert effnet.image_dim == 1280 and effnet.text_dim is None
-    assert effnet.name == f"efficientnet-lite0@{_efficientnet.DEFAULT_RESOLUTION}"
+    assert effnet.name == f"efficientnet-lite0@{sk.encoders.DEFAULT_RESOLUTION}"
     ids = _ids_of(myntra_styles, "Watches", 3) + _ids_of(myntra_styles, "Tshirts", 3)
     paths = [fashion_dir / "images" / f"{i}.jpg" for i in ids]
     x = effnet.encode_images(paths, batch_size=4)
@@ -200,7 +201,7 @@ def test_registry_unknown_and_custom_encoder():
         with pytest.raises(TypeError, match="not an Encoder"):
             sk.encoders.load("hashing-test")
     finally:
-        sk.encoders._REGISTRY.pop("hashing-test", None)
+        sk.encoders._REGISTRY.pop("hashing-test", None)   # private: the registry has no public unregister
     with pytest.raises(ValueError, match="prefix"):
         sk.encoders.register("bad:name", lambda arg, **kw: None)
 

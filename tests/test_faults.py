@@ -112,10 +112,10 @@ def test_ids_are_kept_verbatim_and_a_nul_is_refused(tmp_path):
         D.load_catalog(p, path=["cat"])
     with pytest.raises(ValueError, match=r"contain a NUL character \(rows \[1\]"):
         list(D.load_catalog_chunks(p, path=["cat"]))
-    from semcat_kit._core.contracts import compact_ids
+    from semcat_kit import contracts
 
     with pytest.raises(ValueError, match=r"'7\\x00' \(position 1; 1 such id\(s\)\) ends in a NUL"):
-        compact_ids(pd.Series(["7", "7\x00"]))
+        contracts.compact_ids(pd.Series(["7", "7\x00"]))
     with pytest.raises(ValueError, match="NUL"):
         sk.Embeddings(item_ids=np.array(["7", "7\x00"], dtype=object), text=np.zeros((2, 4), np.float32), image=None,
                       text_mask=np.ones(2, bool), image_mask=np.zeros(2, bool))
@@ -201,9 +201,7 @@ def _store_with(root, n=64, dim=8, dtype=None, writer="w"):
 
 
 def _new_process(monkeypatch):
-    import semcat_kit.encode.store as store_mod
-
-    monkeypatch.setattr(store_mod, "_VERIFIED", {})
+    sk.store.forget_verified()
 
 
 def test_float16_store_is_read_by_a_default_store_and_never_re_encoded(tmp_path):
@@ -284,7 +282,8 @@ def test_store_trust_limits_sampled_checksum_and_full_verify(tmp_path, monkeypat
             f.write(bytes([b[0] ^ 0xFF]))
         rec_path = shard.parent / store_mod.VERIFIED_FILE
         rec = json.loads(rec_path.read_text())
-        rec[shard.name].update(store_mod._identity(shard.stat()))        # identity forged to match
+        # private: the record's identity fields, forged to match so that only the sampled checksum can catch the flip
+        rec[shard.name].update(store_mod._identity(shard.stat()))
         rec_path.write_text(json.dumps(rec))
         _new_process(monkeypatch)
 

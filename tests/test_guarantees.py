@@ -269,7 +269,7 @@ def test_truncated_or_foreign_checkpoint_is_a_value_error_naming_the_file(tmp_pa
 # ------------------------------------------------------------------------------ silent data changes
 def test_rows_with_no_usable_modality_are_named_in_training():
     # before: rows whose every mask was False trained on zero vectors without a word
-    from semcat_kit._core.contracts import EmptyRowsWarning, as_embedding_table
+    from semcat_kit import contracts
     from semcat_kit.encode.embeddings import Embeddings
 
     rng = np.random.default_rng(0)
@@ -280,15 +280,15 @@ def test_rows_with_no_usable_modality_are_named_in_training():
     emb = Embeddings([f"p{i}" for i in range(n)], rng.normal(size=(n, 6)).astype(np.float32),
                      rng.normal(size=(n, 5)).astype(np.float32), tmask, imask)
     tax = sk.Taxonomy.from_paths(["A > a", "A > b", "B > c"])
-    with pytest.warns(EmptyRowsWarning, match=r"2 of 30 row\(s\) have no usable modality.*row 4 \(item 'p4'\), "
+    with pytest.warns(contracts.EmptyRowsWarning, match=r"2 of 30 row\(s\) have no usable modality.*row 4 \(item 'p4'\), "
                                               r"row 9 \(item 'p9'\)"):
         sk.train(emb, np.arange(n) % 3, taxonomy=tax, progress=False,
                  config=sk.TrainConfig(epochs=1, proj_dim=4, hidden=4, device="cpu", early_stopping=None))
     with pytest.raises(ValueError, match="no usable modality"):
-        as_embedding_table(emb, empty="error")
+        contracts.as_embedding_table(emb, empty="error")
     with warnings.catch_warnings():   # prediction reports them itself: no warning there
         warnings.simplefilter("error")
-        as_embedding_table(emb)
+        contracts.as_embedding_table(emb)
 
 
 def test_image_path_none_beside_an_image_column_is_refused():

@@ -522,6 +522,8 @@ def test_misprediction_browser_shows_the_hedged_node_beside_the_top1(small):
 
 @pytest.mark.parametrize("method", ["crc", "rcps"])
 def test_the_calibration_size_named_in_the_warning_is_the_smallest_that_works(method):
+    # private: the size formula and the error budget behind the warning, compared at many targets (the
+    # warning shows one size per calibration; no public call gives the budget at n - 1)
     for q in (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995):
         n = H._min_calibration_size(1 - q, method, 0.1)
         assert H._max_errors(n, 1 - q, method, 0.1) >= 0 and H._max_errors(n - 1, 1 - q, method, 0.1) < 0, (q, n)

@@ -50,25 +50,16 @@ def test_config_rebuilds_same_function(fusion):
 
 
 @pytest.mark.parametrize("fusion", ["concat", "gated"])
-def test_missing_image_is_ignored(fusion):
+@pytest.mark.parametrize("missing", ["image", "text"])
+def test_a_missing_modality_is_ignored(fusion, missing):
     torch.manual_seed(2)
     t, v = _inputs()
     head = FusionHead(8, 6, 5, fusion=fusion, proj_dim=4, hidden=16).eval()
-    mask = torch.zeros(12, dtype=torch.bool)
-    a = head(t, v, image_mask=mask)
-    b = head(t, v * 100 + 3, image_mask=mask)
-    assert torch.allclose(a, b)
-    # and the image does matter when present
-    assert not torch.allclose(head(t, v), head(t, v * 100 + 3))
-
-
-@pytest.mark.parametrize("fusion", ["concat", "gated"])
-def test_missing_text_is_ignored(fusion):
-    torch.manual_seed(3)
-    t, v = _inputs()
-    head = FusionHead(8, 6, 5, fusion=fusion, proj_dim=4, hidden=16).eval()
-    mask = torch.zeros(12, dtype=torch.bool)
-    assert torch.allclose(head(t, v, text_mask=mask), head(-t * 7, v, text_mask=mask))
+    mask = {f"{missing}_mask": torch.zeros(12, dtype=torch.bool)}
+    other = (t, v * 100 + 3) if missing == "image" else (-t * 7, v)      # the masked input changed
+    assert torch.allclose(head(t, v, **mask), head(*other, **mask))
+    # and it does matter when present
+    assert not torch.allclose(head(t, v), head(*other))
 
 
 def test_presence_flags_change_concat_input():

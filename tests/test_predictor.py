@@ -264,7 +264,7 @@ def _mixed_products(df, tmp_path, n=N):
 @pytest.mark.parametrize("crm,block", [(False, 4096), (True, 4096), (False, 16), (True, 16)])
 def test_chunked_prediction_equals_one_shot(pred, case, cache, tmp_path, monkeypatch, crm, block):
     """Bit-for-bit equal whatever the chunk size; block 16 makes the head's scoring blocks span chunks."""
-    monkeypatch.setattr("semcat_kit.ship.predictor._SCORE_BLOCK", block)
+    monkeypatch.setattr("semcat_kit.ship.predictor._SCORE_BLOCK", block)   # private: the scoring block (no parameter)
     p = _mixed_products(case[0], tmp_path)
     whole = pred.predict(p, top_k=4, crm=crm, cache_dir=cache, chunk_size=None, progress=False)
     whole_fails = pred.failures.copy()
@@ -287,7 +287,7 @@ def test_chunked_prediction_equals_one_shot(pred, case, cache, tmp_path, monkeyp
 def test_chunked_prediction_never_scores_more_than_a_chunk(pred, case, cache, monkeypatch):
     """Memory is bounded by the chunk: the head scores blocks of _SCORE_BLOCK rows (at the same
     positions as the one-shot path), never the whole input."""
-    monkeypatch.setattr("semcat_kit.ship.predictor._SCORE_BLOCK", 16)
+    monkeypatch.setattr("semcat_kit.ship.predictor._SCORE_BLOCK", 16)     # private: the scoring block (no parameter)
     rows = []
     orig = pred.head.predict_proba
 

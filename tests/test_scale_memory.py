@@ -10,8 +10,7 @@ import pytest
 
 import semcat_kit as sk
 from semcat_kit import contracts
-from semcat_kit._core.contracts import compact_ids, duplicated_ids, id_hashes
-from semcat_kit._core.seen_ids import SeenIds
+from semcat_kit._core.seen_ids import SeenIds   # internal (no public name): the id memory behind check_unique_ids
 from semcat_kit.encode.encoders import HashingTextEncoder
 
 
@@ -24,30 +23,30 @@ def tiny():
 # ---------------------------------------------------------------------------------- ids
 def test_compact_ids_is_one_unicode_array_without_copy():
     a = np.array(["a1", "b22", "c"])
-    assert compact_ids(a) is a                                   # already compact: no copy
+    assert contracts.compact_ids(a) is a                                   # already compact: no copy
     emb = sk.Embeddings(a, np.zeros((3, 2), np.float32), None, np.ones(3, bool), np.zeros(3, bool))
     assert emb.item_ids is a and emb.item_ids.dtype.kind == "U"   # Embeddings keeps it as is
-    got = compact_ids(pd.Series(["x", 7, "00123"], dtype=object))
+    got = contracts.compact_ids(pd.Series(["x", 7, "00123"], dtype=object))
     assert got.dtype.kind == "U" and got.tolist() == ["x", "7", "00123"]
-    assert compact_ids(pa.array(["p", "q"])).tolist() == ["p", "q"]
+    assert contracts.compact_ids(pa.array(["p", "q"])).tolist() == ["p", "q"]
 
 
 def test_id_hashes_do_not_depend_on_the_array_width():
     a = np.array(["p5", "abc"])
     wide = np.array(["p5", "abc", "a much longer identifier"])
-    np.testing.assert_array_equal(id_hashes(a), id_hashes(wide)[:2])
-    assert len(set(id_hashes(np.char.add("p", np.arange(100_000).astype(str))).tolist())) == 100_000
+    np.testing.assert_array_equal(contracts.id_hashes(a), contracts.id_hashes(wide)[:2])
+    assert len(set(contracts.id_hashes(np.char.add("p", np.arange(100_000).astype(str))).tolist())) == 100_000
 
 
 def test_duplicated_ids_names_the_duplicates_exactly_even_on_a_hash_collision(monkeypatch):
     ids = np.char.add("p", np.arange(50_000).astype(str))
-    assert len(duplicated_ids(ids)) == 0
+    assert len(contracts.duplicated_ids(ids)) == 0
     ids[7], ids[40_000], ids[123], ids[49_999] = "p3", "p3", "zz", "zz"
-    assert duplicated_ids(ids).tolist() == ["p3", "zz"]
+    assert contracts.duplicated_ids(ids).tolist() == ["p3", "zz"]
     # every hash equal (worst case): still exact, nothing reported for distinct ids
-    monkeypatch.setattr(contracts, "id_hashes", lambda a: np.zeros(len(compact_ids(a)), np.uint64))
-    assert len(duplicated_ids(np.array(["a", "b", "c"]))) == 0
-    assert duplicated_ids(np.array(["a", "b", "a"])).tolist() == ["a"]
+    monkeypatch.setattr(contracts, "id_hashes", lambda a: np.zeros(len(contracts.compact_ids(a)), np.uint64))
+    assert len(contracts.duplicated_ids(np.array(["a", "b", "c"]))) == 0
+    assert contracts.duplicated_ids(np.array(["a", "b", "a"])).tolist() == ["a"]
 
 
 def test_seen_ids_refuses_an_id_of_an_earlier_chunk_in_tiers():
@@ -71,6 +70,7 @@ def test_seen_ids_spills_large_tiers_to_memory_mapped_files_and_answers_the_same
             chunk = np.concatenate([chunk[:-3], ids[[5, 12_345, 16_999]]])
         np.testing.assert_array_equal(mem.add(chunk), disk.add(chunk))
     assert len(disk) == len(mem) and disk.spilled > 20_000 and mem.spilled == 0 and disk.spill_error is None
+    # private: the tiers themselves, spilled and sorted in place (the answers above cannot show where they live)
     assert all(isinstance(t, np.memmap) for t in disk._tiers if len(t) > 2_000)
     for t in disk._tiers:
         assert np.all(t[1:] >= t[:-1])
@@ -117,15 +117,14 @@ def test_seen_ids_that_cannot_spill_warn_once_and_keep_the_hashes_in_memory(tmp_
 
 
 def test_the_one_id_rule_refuses_an_id_repeated_across_chunks():
-    from semcat_kit._core.contracts import DuplicateIdError, check_unique_ids
-
     seen = SeenIds()
-    check_unique_ids(pd.Series(["a", "b"]), seen=seen)
-    with pytest.raises(DuplicateIdError, match=r"repeats id 'b' \(row 1 and an earlier chunk\)") as e:
-        check_unique_ids(np.array(["c", "b"]), seen=seen)
+    contracts.check_unique_ids(pd.Series(["a", "b"]), seen=seen)
+    with pytest.raises(contracts.DuplicateIdError, match=r"repeats id 'b' \(row 1 and an earlier chunk\)") as e:
+        contracts.check_unique_ids(np.array(["c", "b"]), seen=seen)
     assert e.value.ids == ["b"]
-    with pytest.raises(DuplicateIdError, match=r"f.csv: column 'sku' repeats id 'y' \(lines \[2, 6\]\); 2 repeated"):
-        check_unique_ids(["y", "x", "z", "x", "y"], where="f.csv", column="sku", row0=2, row_word="line")
+    with pytest.raises(contracts.DuplicateIdError,
+                       match=r"f.csv: column 'sku' repeats id 'y' \(lines \[2, 6\]\); 2 repeated"):
+        contracts.check_unique_ids(["y", "x", "z", "x", "y"], where="f.csv", column="sku", row0=2, row_word="line")
 
 
 # ------------------------------------------------------------------------- file catalogs
@@ -220,7 +219,7 @@ def test_training_and_streaming_evaluation_release_freed_memory_every_few_steps(
     import sys
 
     from semcat_kit import streaming, trainer
-    from semcat_kit._core import memory as _memory
+    from semcat_kit._core import memory as _memory   # internal: the memory layer's own calls and constants
     from semcat_kit.learn.training import TrainConfig, train
 
     if sys.platform.startswith("linux"):
@@ -245,7 +244,7 @@ def test_bound_heap_fixes_the_mmap_threshold_once_unless_the_user_chose_one(monk
     SEMCAT_BOUND_HEAP=0, is left alone."""
     import sys
 
-    from semcat_kit._core import memory as _memory
+    from semcat_kit._core import memory as _memory   # internal: the memory layer's own calls and constants
 
     calls = []
 
@@ -254,6 +253,8 @@ def test_bound_heap_fixes_the_mmap_threshold_once_unless_the_user_chose_one(monk
             calls.append((param, value))
             return 1
 
+    # private: the C library is replaced (the mallopt call is the invariant) and the once-per-process
+    # flag reset, so each environment is seen as a new process would see it
     monkeypatch.setattr(_memory, "_libc", lambda: FakeLibc())
     for env, want in (({}, [(-3, 1 << 20)]), ({"MALLOC_MMAP_THRESHOLD_": "65536"}, []),
                       ({"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=65536"}, []), ({"SEMCAT_BOUND_HEAP": "0"}, [])):
@@ -278,7 +279,7 @@ def test_training_and_streaming_evaluation_bound_the_heap(monkeypatch, tmp_path)
 
     import semcat_kit as sk
     from semcat_kit import streaming, trainer
-    from semcat_kit._core import memory as _memory
+    from semcat_kit._core import memory as _memory   # internal: the memory layer's own calls and constants
 
     seen = []
     monkeypatch.setattr(trainer, "bound_heap", lambda: seen.append("train"))

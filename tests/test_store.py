@@ -104,7 +104,7 @@ def test_merging_is_bounded_and_never_rewrites_large_shards(tmp_path):
         counts.append(len(s.shard_files))
     assert big.exists() and big.stat().st_ino == ino          # never rewritten
     # at most (merge_factor - 1) shards per tier below max_merge_rows, plus the frozen ones
-    frozen = sum(1 for p in s.shard_files if len(s._shards[p.name]) >= 90)
+    frozen = sum(1 for p in s.shard_files if sk.store.arrow_dataset([p], s.dim).count_rows() >= 90)
     assert max(counts) <= frozen + 2 * 2 + 1, counts
     assert len(s) == 1200 and s.get(keys)[0].all()
     listed = {e["file"] for e in json.loads(s.manifest_path.read_text())["shards"]}
@@ -307,7 +307,7 @@ def test_read_only_cache_folder_really(tmp_path, catalog, txt_enc):
 
 
 def test_disk_full_mid_run_keeps_every_vector(tmp_path, catalog, txt_enc, monkeypatch):
-    real = VectorStore._write_shard
+    real = VectorStore._write_shard      # private: ENOSPC is injected where a shard is written (no public hook)
     n = {"writes": 0}
 
     def full_disk(self, *a, **k):
@@ -378,6 +378,7 @@ def test_encode_command_bad_input(tmp_path):
 
 # ------------------------------------------------------------------- locate -> StoreRows view
 def test_key_index_matches_a_dict_including_shared_prefixes():
+    # private: the key index alone, at sizes and shared 64-bit prefixes no store call builds cheaply
     from semcat_kit.encode.store import _KeyIndex
 
     rng = np.random.default_rng(0)
@@ -454,7 +455,7 @@ def test_keep_unwritten_vectors_stay_findable_when_the_disk_refuses(tmp_path, mo
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(st, "_write_shard", full)
+    monkeypatch.setattr(st, "_write_shard", full)      # private: ENOSPC where a shard is written (no public hook)
     st.put(keys[:2], vecs[:2])
     with pytest.warns(RuntimeWarning, match="cannot be written"):
         st.flush()
@@ -475,7 +476,8 @@ def test_locate_over_spread_shards_and_shards_index_lazily(tmp_path):
         st.put(keys[a:a + 10], vecs[a:a + 10])
         st.flush()
     assert len(st.shard_files) == 4
-    assert all(s._index is None for s in st._shards.values())   # written, never searched: no key index held
+    # private (the invariant: a shard written and never searched holds no key index)
+    assert all(s._index is None for s in st._shards.values())
     q = keys[::-1] + [content_key("absent")]
     v = st.locate(q)
     want = np.concatenate([vecs[::-1], np.zeros((1, 4), np.float32)])
@@ -568,6 +570,8 @@ def test_one_off_locate_frees_each_shard_index_and_answers_the_same(tmp_path, mo
     valid = np.ones(len(q), bool)
     valid[3] = False
     held = []
+    # private: the indexes alive while a one-off locate runs (the peak memory is the invariant; the
+    # answers are the same either way) and a small query block
     real = store_mod._Shard.drop_index
 
     def spy(self):
@@ -589,6 +593,7 @@ def test_one_off_locate_frees_each_shard_index_and_answers_the_same(tmp_path, mo
 
 
 def test_key_index_bucket_table_built_in_blocks_equals_one_pass(monkeypatch):
+    # private: the key index's bucket table built in small blocks (a module constant) equals one pass
     import semcat_kit.encode.store as store_mod
     from semcat_kit.encode.store import _KeyIndex
 
@@ -645,12 +650,12 @@ def test_shards_checked_once_are_trusted_by_other_processes_until_they_change(tm
     hashed = []
     real = store_mod.file_sha256
     monkeypatch.setattr(store_mod, "file_sha256", lambda p: hashed.append(p.name) or real(p))
-    monkeypatch.setattr(store_mod, "_VERIFIED", {})                    # a new process
+    sk.store.forget_verified()                                          # a new process
     again = VectorStore(tmp_path / "s", 4, auto_merge=False)
     assert hashed == [] and len(again) == 20
     np.testing.assert_array_equal(again.get(keys)[1], vecs)
     monkeypatch.setenv("SEMCAT_STORE_VERIFY", "always")
-    monkeypatch.setattr(store_mod, "_VERIFIED", {})
+    sk.store.forget_verified()
     VectorStore(tmp_path / "s", 4, auto_merge=False)
     assert sorted(hashed) == sorted(rec)
     monkeypatch.delenv("SEMCAT_STORE_VERIFY")
@@ -659,7 +664,7 @@ def test_shards_checked_once_are_trusted_by_other_processes_until_they_change(tm
     data = bytearray(victim.read_bytes())
     data[-200] ^= 0xFF                                                  # flipped bits, same size
     victim.write_bytes(bytes(data))
-    monkeypatch.setattr(store_mod, "_VERIFIED", {})
+    sk.store.forget_verified()
     with pytest.warns(RuntimeWarning, match="corrupt"):
         third = VectorStore(tmp_path / "s", 4, auto_merge=False)
     assert hashed == [victim.name] and len(third) == 10 and third.corrupt

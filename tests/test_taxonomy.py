@@ -318,8 +318,7 @@ def test_bad_paths_raise_naming_row():
 
 def _mixed():
     # classes at several depths, an ancestor/descendant pair among them
-    return Taxonomy._from_class_paths(
-        [("A",), ("A", "B"), ("A", "B", "C"), ("A", "B", "D"), ("A", "E"), ("F", "G", "H", "I")], " > ")
+    return Taxonomy.from_paths(["A", "A > B", "A > B > C", "A > B > D", "A > E", "F > G > H > I"], on_conflict="keep")
 
 
 def test_ancestor_descendant_and_mixed_depth_distance():
@@ -431,7 +430,7 @@ def equal_depth_trees(draw):
 @st.composite
 def any_trees(draw):
     paths = draw(st.lists(st.lists(_names, min_size=1, max_size=4).map(tuple), min_size=1, max_size=25, unique=True))
-    return Taxonomy._from_class_paths(paths, " > ")
+    return Taxonomy.from_paths([" > ".join(p) for p in paths], on_conflict="keep")   # "a > b" and "b" stay two classes
 
 
 @settings(max_examples=60, deadline=None)

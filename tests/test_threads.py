@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import semcat_kit as sk
-from semcat_kit._core import threads as TH
+from semcat_kit._core import threads as TH   # internal: the thread choice is this module's own invariant
 from semcat_kit.learn import trainer as T
 from semcat_kit.learn.solver import default_threads
 from semcat_kit.learn.training import TrainConfig, train
@@ -33,7 +33,7 @@ def test_auto_is_at_least_one_and_never_more_than_the_callers_threads(monkeypatc
         torch.set_num_threads(1)
         assert TH.choose_threads() == 1                  # the caller's cap is kept, never raised
         monkeypatch.setattr(TH, "busy_cores", lambda window=0.05: 100.0)
-        TH._cache.clear()
+        TH._cache.clear()        # private: forget the last measurement (kept a few seconds; no public refresh)
         torch.set_num_threads(2)
         assert TH.choose_threads() == 1                  # everything busy: still one thread
         monkeypatch.setattr(TH, "busy_cores", lambda window=0.05: 0.0)

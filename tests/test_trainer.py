@@ -219,7 +219,7 @@ def test_a_kind_registered_once_is_everywhere(toy):
 
     def first_neighbour_only(C, a, *, neighbors, **_):
         idx = neighbors.indices[:, :1]
-        return soft_labels._spread(C, a, idx, (idx >= 0).astype(float))
+        return soft_labels.spread_targets(C, a, idx, (idx >= 0).astype(float))
     kind = soft_labels.TargetKind("nearest1", first_neighbour_only, needs_neighbors=True,
                                   doc="all alpha on the nearest neighbour", suite_name="nearest neighbour")
     soft_labels.register_kind(kind)
@@ -338,10 +338,10 @@ def test_fp16_steps_go_through_a_grad_scaler_saved_in_checkpoints(toy, tmp_path)
     gradients do not underflow, unscales before the AdamW step, and the scaler's state is part of
     a checkpoint; fp32 and bf16 use none."""
     tax, emb, y, nb = toy
-    from semcat_kit._core.contracts import as_embedding_table
+    from semcat_kit import contracts
     from semcat_kit.learn.model import FusionHead
 
-    data = as_embedding_table(emb)
+    data = contracts.as_embedding_table(emb)
 
     def make(dtype):
         torch.manual_seed(0)

@@ -337,7 +337,7 @@ def test_codes_head_starts_from_the_bit_prior(toy, monkeypatch):
     tax, (emb, y), _ = toy
     codes = taxonomy_codes(tax)
     head = FusionHead(emb.text.shape[1], emb.image.shape[1], tax.n_classes, out_dim=codes.shape[1])
-    tr._init_code_bias(head, codes, y)
+    tr._init_code_bias(head, codes, y)      # private: the initial biases, which training overwrites at once
     freq = np.clip(codes[y].mean(0), 0.5 / len(y), 1 - 0.5 / len(y))
     np.testing.assert_allclose(torch.sigmoid(head.mlp[-1].bias).detach().numpy(), freq, rtol=1e-5)
     # and it matters: the first epoch's BCE is lower than from zero biases

@@ -151,30 +151,29 @@ def test_cli_tune_writes_best_config_and_trials(tmp_path, request):
     cfg.write_text(yaml.safe_dump({"text_encoder": "minilm", "image_encoder": None, "sample": 300,
                                    "train": {"proj_dim": 32, "hidden": 64, "batch_size": 64, "lr": 0.003}}))
     out = tmp_path / "tuned"
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = cli.main(["tune", "--catalog", "tutorial", "--config", str(cfg), "--out", str(out), "--n-trials", "2",
-                       "--objective", "hdist@5; top1 >= onehot - 5pt", "--quiet",
-                       "--storage", f"sqlite:///{tmp_path / 'tune.db'}",
-                       "--cache-dir", str(request.config.cache.mkdir("semcat_tutorial_text"))])
-    assert rc == 0, buf.getvalue()
+
+    def tune(n_trials: int) -> str:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            rc = cli.main(["tune", "--catalog", "tutorial", "--config", str(cfg), "--out", str(out),
+                           "--n-trials", str(n_trials), "--objective", "hdist@5; top1 >= onehot - 5pt", "--quiet",
+                           "--storage", f"sqlite:///{tmp_path / 'tune.db'}",
+                           "--cache-dir", str(request.config.cache.mkdir("semcat_tutorial_text"))])
+        assert rc == 0, buf.getvalue()
+        return buf.getvalue()
+
+    printed = tune(2)
     best = yaml.safe_load((out / "best.yaml").read_text())
     assert best["objective"] == "lowest hdist@5 with top1 >= onehot - 5pt"
     cfg2 = sk.TrainConfig.from_dict(best["train"])          # a valid semcat train section
     assert cfg2.proj_dim == 32 or "proj_dim" in pd.read_csv(out / "trials.csv").columns
     trials = pd.read_csv(out / "trials.csv")
     assert len(trials) == 2 and trials.loc[0, "smoothing"] == "onehot"
-    assert "best of 2 trials" in buf.getvalue()
+    assert "best of 2 trials" in printed
     # the same command with --n-trials 3 resumes the stored study: one more trial, the first two kept
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = cli.main(["tune", "--catalog", "tutorial", "--config", str(cfg), "--out", str(out), "--n-trials", "3",
-                       "--objective", "hdist@5; top1 >= onehot - 5pt", "--quiet",
-                       "--storage", f"sqlite:///{tmp_path / 'tune.db'}",
-                       "--cache-dir", str(request.config.cache.mkdir("semcat_tutorial_text"))])
-    assert rc == 0, buf.getvalue()
+    printed = tune(3)
     more = pd.read_csv(out / "trials.csv")
-    assert len(more) == 3 and "best of 3 trials" in buf.getvalue()
+    assert len(more) == 3 and "best of 3 trials" in printed
     pd.testing.assert_frame_equal(more.iloc[:2].drop(columns="seconds"), trials.drop(columns="seconds"))
 
 

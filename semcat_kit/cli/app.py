@@ -59,6 +59,25 @@ class _PrintConfig(argparse.Action):
 
 
 # ----------------------------------------------------------------------------- parser
+#: the descriptions ``semcat <command> --help`` prints (train's is built when printed: _train_description)
+_ENCODE_DESCRIPTION = (
+    "Encode the titles and images of a catalog into the embedding store under --cache-dir (see "
+    "semcat_kit.encode.store), resuming after the last chunk a killed run wrote.\n\n"
+    "Several processes (each encodes every WORLD_SIZE-th product into its own shards; rank 0 finalises "
+    "the store):\n"
+    "  torchrun --nproc-per-node=2 -m semcat_kit encode --catalog tutorial --cache-dir cache/\n"
+    "  (gloo on CPUs, NCCL with one GPU per process; add --nnodes/--rdzv-endpoint for several machines "
+    "sharing the cache folder)")
+_PREDICT_DESCRIPTION = (
+    "Categorize the products of a CSV file with a head exported by 'semcat train' or sk.export_head; "
+    "writes one row per product: item_id, pred_1..k (full category paths), name_1..k, prob_1..k, (with "
+    "--precision: node, node_depth, node_prob, is_leaf, needs_review), used, failures.")
+_TUNE_DESCRIPTION = (
+    "Encode and split a catalog as 'semcat train' does, then search soft labels, loss, head size, step "
+    "budget and CRM with Optuna, training on the train split and scoring on the validation split. Writes "
+    "best.yaml (its 'train:' section is a 'semcat train' config) and trials.csv.")
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose description may be given as a function, called only when its help
     is printed (``semcat train --help`` lists the soft-label registry, which imports torch)."""
@@ -73,6 +92,33 @@ class _Parser(argparse.ArgumentParser):
         return super().format_help()
 
 
+def _command(sub, name: str, run, help: str, **kwargs) -> argparse.ArgumentParser:
+    """One ``semcat <name>`` subcommand that calls ``run(args)``."""
+    cmd = sub.add_parser(name, help=help, **kwargs)
+    cmd.set_defaults(func=run)
+    return cmd
+
+
+def _add_catalog(cmd, *, config_help: str, config_required: bool = True) -> None:
+    """``--catalog`` and ``--config``: the catalog a command reads and its YAML config."""
+    cmd.add_argument("--catalog", required=True, metavar="SOURCE",
+                     help="a catalog CSV (columns mapped by the config's 'catalog:' section), a Kaggle fashion "
+                          "folder (styles.csv + images/), or 'tutorial' for the bundled tutorial catalog")
+    cmd.add_argument("--config", required=config_required, metavar="YAML", help=config_help)
+
+
+def _add_cache_dir(cmd) -> None:
+    cmd.add_argument("--cache-dir", metavar="DIR", help="embedding cache folder (re-runs skip encoding)")
+
+
+def _add_device(cmd) -> None:
+    cmd.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
+
+
+def _add_quiet(cmd) -> None:
+    cmd.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``semcat`` argument parser."""
     ap = _Parser(
@@ -82,21 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
                "'semcat tune --help' for the options of each command.")
     sub = ap.add_subparsers(dest="command", required=True, metavar="{encode,train,predict,tune}")
 
-    e = sub.add_parser("encode", help="encode a catalog into the embedding store (one or many processes)",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Encode the titles and images of a catalog into the embedding store under "
-                                   "--cache-dir (see semcat_kit.encode.store), resuming after the last chunk a killed run "
-                                   "wrote.\n\nSeveral processes (each encodes every WORLD_SIZE-th product into "
-                                   "its own shards; rank 0 finalises the store):\n"
-                                   "  torchrun --nproc-per-node=2 -m semcat_kit encode --catalog tutorial "
-                                   "--cache-dir cache/\n  (gloo on CPUs, NCCL with one GPU per process; add "
-                                   "--nnodes/--rdzv-endpoint for several machines sharing the cache folder)")
-    e.add_argument("--catalog", required=True, metavar="SOURCE",
-                   help="a catalog CSV (columns mapped by --config's 'catalog:' section), a Kaggle fashion folder "
-                        "or 'tutorial'")
+    e = _command(sub, "encode", encode.run, "encode a catalog into the embedding store (one or many processes)",
+                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                 description=_ENCODE_DESCRIPTION)
+    _add_catalog(e, config_help="a 'semcat train' config: its catalog mapping, encoders and sample are used",
+                 config_required=False)
     e.add_argument("--cache-dir", required=True, metavar="DIR", help="the embedding store folder (shared by ranks)")
-    e.add_argument("--config", metavar="YAML", help="a 'semcat train' config: its catalog mapping, encoders and "
-                   "sample are used")
     e.add_argument("--text-encoder", metavar="NAME", help="text encoder (default: the config's, else minilm; "
                    "'none' for no titles)")
     e.add_argument("--image-encoder", metavar="NAME", help="image encoder (default: the config's, else "
@@ -111,15 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--num-workers", type=int, metavar="W", help="image loader workers (default: 0 on CPU, 4 on GPU)")
     e.add_argument("--store-dtype", default=None, choices=("float32", "float16"),
                    help="precision of new store shards (default: the store's own, float32 for a new store)")
-    e.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
-    e.add_argument("--quiet", action="store_true", help="no progress bars")
-    e.set_defaults(func=encode.run)
+    _add_device(e)
+    _add_quiet(e)
 
-    p = sub.add_parser("predict", help="categorize products with an exported head",
-                       description="Categorize the products of a CSV file with a head exported by 'semcat train' "
-                                   "or sk.export_head; writes one row per product: item_id, pred_1..k (full "
-                                   "category paths), name_1..k, prob_1..k, (with --precision: node, node_depth, node_prob, is_leaf, "
-                                   "needs_review), used, failures.")
+    p = _command(sub, "predict", predict.run, "categorize products with an exported head",
+                 description=_PREDICT_DESCRIPTION)
     p.add_argument("--model", required=True, metavar="DIR", help="folder of the exported head")
     p.add_argument("--input", required=True, metavar="FILE",
                    help="products to categorize: a CSV (or .parquet) file with a title column and/or an image "
@@ -141,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "category lies under the predicted one for at least 98%% of products); adds node, node_depth, "
                    "node_prob, is_leaf, needs_review. The head must carry calibrated thresholds ('semcat train' "
                    "exports them when there is a validation split)")
-    p.add_argument("--cache-dir", metavar="DIR", help="embedding cache folder (re-runs skip encoding)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda (default auto)")
+    _add_cache_dir(p)
+    _add_device(p)
     p.add_argument("--backend", default="torch", choices=("torch", "onnx", "pt2", "torchscript"),
                    help="what runs the head (default torch): its safetensors weights in torch, head.onnx in "
                         "onnxruntime, or head.pt2 (torch.export); 'torchscript' loads heads exported by "
@@ -154,34 +187,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, metavar="N",
                    help=f"products read, encoded and scored at a time; memory grows with it, not with the "
                         f"input size (default {DEFAULT_CHUNK_SIZE}); the output does not depend on it")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=predict.run)
+    _add_quiet(p)
 
-    t = sub.add_parser("train", help="train a head on a catalog and export it",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description_fn=_train_description)
-    t.add_argument("--catalog", required=True, metavar="SOURCE",
-                   help="a catalog CSV (columns mapped by the config's 'catalog:' section), a Kaggle fashion "
-                        "folder (styles.csv + images/), or 'tutorial' for the bundled tutorial catalog")
-    t.add_argument("--config", required=True, metavar="YAML", help="training configuration (see above)")
+    t = _command(sub, "train", train.run, "train a head on a catalog and export it",
+                 formatter_class=argparse.RawDescriptionHelpFormatter, description_fn=_train_description)
+    _add_catalog(t, config_help="training configuration (see above)")
     t.add_argument("--out", required=True, metavar="DIR", help="folder to export the trained head to")
-    t.add_argument("--cache-dir", metavar="DIR", help="embedding cache folder (re-runs skip encoding)")
+    _add_cache_dir(t)
     t.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     t.add_argument("--predictions", metavar="CSV", help="where to write the predictions for the catalog's products "
                    "without a usable label (default: <out>/unlabelled_predictions.csv; only when there are some)")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_quiet(t)
     t.add_argument("--print-config", action=_PrintConfig,
                    help="print the config template above (valid YAML, every key at its default) and exit")
-    t.set_defaults(func=train.run)
 
-    u = sub.add_parser("tune", help="search training settings for a stated objective (Optuna)",
-                       description="Encode and split a catalog as 'semcat train' does, then search soft labels, "
-                                   "loss, head size, step budget and CRM with Optuna, training on the train split "
-                                   "and scoring on the validation split. Writes best.yaml (its 'train:' section "
-                                   "is a 'semcat train' config) and trials.csv.")
-    u.add_argument("--catalog", required=True, metavar="SOURCE", help="as for 'semcat train'")
-    u.add_argument("--config", required=True, metavar="YAML", help="as for 'semcat train'; its 'train:' section "
-                   "holds the settings that are not searched")
+    u = _command(sub, "tune", tune.run, "search training settings for a stated objective (Optuna)",
+                 description=_TUNE_DESCRIPTION)
+    _add_catalog(u, config_help="as for 'semcat train'; its 'train:' section holds the settings that are not "
+                                "searched")
     u.add_argument("--out", required=True, metavar="DIR", help="folder for best.yaml and trials.csv")
     u.add_argument("--objective", default="hdist@5; top1 >= baseline - 0.5pt",
                    help="metric to optimise and constraints, e.g. 'hdist@5; top1 >= baseline - 0.5pt, "
@@ -189,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "embeddings; onehot: the default one-hot head)")
     u.add_argument("--n-trials", type=int, default=30, metavar="N", help="number of trials (default 30)")
     u.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop after this long")
-    u.add_argument("--cache-dir", metavar="DIR", help="embedding cache folder (re-runs skip encoding)")
+    _add_cache_dir(u)
     u.add_argument("--storage", metavar="URL", help="Optuna storage, e.g. sqlite:///tune.db: every finished trial "
                    "is saved there, and running the same command again resumes the study (--n-trials counts "
                    "the trials of every run)")
@@ -198,8 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--pruner", choices=("median", "none"), default="median", help="stop trials whose per-epoch "
                    "validation value trails the median of earlier trials (default median)")
     u.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
-    u.add_argument("--quiet", action="store_true", help="no progress bars")
-    u.set_defaults(func=tune.run)
+    _add_quiet(u)
     return ap
 
 

@@ -491,6 +491,17 @@ class Taxonomy:
         return out
 
     # ------------------------------------------------------------------ export
+    def derived(self, key: str, build):
+        """A structure computed from the tree by ``build(self)``, built once per taxonomy object and kept.
+
+        The layers above keep their per-taxonomy operators here (``decoding``'s CRM operators,
+        ``hedging``'s :class:`~semcat_kit.judge.hedging.HedgeTree`) instead of on private attributes.
+        """
+        cache = self.__dict__.setdefault("_derived", {})
+        if key not in cache:
+            cache[key] = build(self)
+        return cache[key]
+
     def to_networkx(self):
         """The tree as a ``networkx.DiGraph`` (edges parent -> child, nodes named by full path;
         the root is ``""``; attributes ``depth``, ``name``, ``is_class``, ``class_index``)."""

@@ -21,13 +21,18 @@ from .columns import column_chunks
 
 __all__ = ["encode_text_column", "encode_image_column", "image_key", "encoder_meta"]
 
+def _no_path(path) -> bool:
+    """True for a missing image path (None, NaN or blank)."""
+    return path is None or (isinstance(path, float) and np.isnan(path)) or (isinstance(path, str) and not path.strip())
+
+
 def _read_image_bytes(path) -> tuple[bytes | None, str | None]:
     """The file's bytes, read once (hashed and decoded from the same bytes), or a failure reason.
 
     Goes through ``images.read_image_bytes``: a FIFO, a device, a folder or an oversized file is
     refused before anything is read.
     """
-    if path is None or (isinstance(path, float) and np.isnan(path)) or (isinstance(path, str) and not path.strip()):
+    if _no_path(path):
         return None, "no image path"
     try:
         return read_image_bytes(path), None
@@ -37,7 +42,7 @@ def _read_image_bytes(path) -> tuple[bytes | None, str | None]:
 
 def image_key(path) -> tuple[bytes | None, str | None]:
     """Content key of an image file (streamed hash, same checks), or a failure reason."""
-    if path is None or (isinstance(path, float) and np.isnan(path)) or (isinstance(path, str) and not path.strip()):
+    if _no_path(path):
         return None, "no image path"
     try:
         return image_digest(path, digest_size=KEY_BYTES), None
@@ -109,6 +114,20 @@ def _default_workers(encoder: Encoder) -> int:
     return 0  # on CPU the model already uses every core; decoding small photos inline is faster
 
 
+def _deliver(rows, inv, done, ukeys, uvec, out, row_keys, mask) -> None:
+    """Hand each row its distinct item's result: ``rows[i]`` holds item ``inv[i]``, done when ``done[inv[i]]``.
+
+    Writes the vector to ``out`` (when given), the content key to ``row_keys`` (when given) and marks
+    ``mask``.
+    """
+    ok = done[inv]
+    if out is not None:
+        out[rows[ok]] = uvec[inv[ok]]
+    if row_keys is not None:
+        row_keys[rows[ok]] = ukeys[inv[ok]]
+    mask[rows[ok]] = True
+
+
 def encoder_meta(enc: Encoder | None, modality: str) -> dict | None:
     if enc is None:
         return None
@@ -117,7 +136,7 @@ def encoder_meta(enc: Encoder | None, modality: str) -> dict | None:
 
 
 def encode_text_column(titles, ids, enc: Encoder, store, out, mask, batch_size, chunk_size, progress, failures,
-                  row_keys=None, counts: dict | None = None):
+                       row_keys=None, counts: dict | None = None):
     """Titles chunk by chunk: hash, look up (vectorised), encode the misses once per distinct text, store.
 
     ``out`` None (a view on the store is returned): hits are only located, never read, and each
@@ -169,12 +188,7 @@ def encode_text_column(titles, ids, enc: Encoder, store, out, mask, batch_size, 
                         if store is not None:
                             store.put(ukeys[u], v)
                 finally:  # an interrupted chunk still delivers (and stores) what it finished
-                    ok = found[inv]
-                    if out is not None:
-                        out[rows[ok]] = uvec[inv[ok]]
-                    if row_keys is not None:
-                        row_keys[rows[ok]] = ukeys[inv[ok]]
-                    mask[rows[ok]] = True
+                    _deliver(rows, inv, found, ukeys, uvec, out, row_keys, mask)
             if store is not None:
                 store.flush()
             bar.update(min(n, c0 + chunk_size) - c0)
@@ -182,7 +196,7 @@ def encode_text_column(titles, ids, enc: Encoder, store, out, mask, batch_size, 
 
 
 def encode_image_column(paths: list, ids, enc: Encoder, store, out, mask, batch_size, chunk_size, num_workers, progress,
-                   max_pixels, failures, row_keys=None, counts: dict | None = None):
+                        max_pixels, failures, row_keys=None, counts: dict | None = None):
     """Images batch by batch; reading, hashing, lookup and decoding happen in the DataLoader workers.
 
     ``counts["hashed"]`` (if given) counts the image files read and hashed.
@@ -226,12 +240,7 @@ def encode_image_column(paths: list, ids, enc: Encoder, store, out, mask, batch_
             for u, reason in b["bad_u"]:
                 for i in rows[inv == u]:
                     failures.append((ids[i], "image", f"{reason}: {paths[i]}"))
-            ok = ok_u[inv]
-            if out is not None:
-                out[rows[ok]] = uvec[inv[ok]]
-            if row_keys is not None:
-                row_keys[rows[ok]] = ukeys[inv[ok]]
-            mask[rows[ok]] = True
+            _deliver(rows, inv, ok_u, ukeys, uvec, out, row_keys, mask)
             if store is not None and store.pending >= chunk_size:
                 store.flush()
             bar.update(len(rows) + len(b["fails"]))

@@ -115,7 +115,7 @@ from .._core.digest import file_sha256
 from .._core.io import atomic_write_text, umask
 
 __all__ = ["VectorStore", "StoreRows", "content_key", "content_keys", "as_keys", "KEY_BYTES", "STORE_FORMAT",
-           "write_probe", "writable_problem", "arrow_dataset", "schema", "DTYPES"]
+           "write_probe", "writable_problem", "arrow_dataset", "schema", "DTYPES", "forget_verified"]
 
 KEY_BYTES = 16
 STORE_FORMAT = "semcat-vector-store/1"
@@ -127,6 +127,13 @@ SAMPLE_BLOCKS, SAMPLE_BYTES = 16, 1 << 16   # the sampled checksum read at every
 _GATHER_ROWS = 4096  # rows per block when copying vectors out of a shard
 _LOCATE_BLOCK = 1 << 18  # query keys per block in VectorStore.locate (bounds its temporaries)
 _EDGE_BLOCK = 1 << 20  # bucket edges per block when a key index is built
+
+
+def forget_verified() -> None:
+    """Forget which shard files this process has verified: the next open of a store checks its
+    shards as a new process does (stat and sampled checksum against ``verified.json``, or a whole
+    hash where that record does not match)."""
+    _VERIFIED.clear()
 
 
 def content_key(data: bytes | str) -> bytes:

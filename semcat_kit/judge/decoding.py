@@ -78,11 +78,12 @@ def _topk_block(s: np.ndarray, k: int, tb: np.ndarray | None) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------- CRM
 def _tree_operators(taxonomy):
-    """Sparse ancestor indicator A (C, V), depth helpers and per-class ancestor columns, cached on
-    the taxonomy object (built once, O(C depth))."""
-    cache = getattr(taxonomy, "_crm_ops", None)
-    if cache is not None:
-        return cache
+    """Sparse ancestor indicator A (C, V), depth helpers and per-class ancestor columns, kept by
+    the taxonomy object (built once, O(C depth): ``Taxonomy.derived``)."""
+    return taxonomy.derived("crm_operators", _build_tree_operators)
+
+
+def _build_tree_operators(taxonomy):
     anc = taxonomy.ancestor_matrix()[:, 1:]                       # drop the root column
     C = anc.shape[0]
     rows, cols = np.nonzero(anc >= 0)
@@ -94,12 +95,7 @@ def _tree_operators(taxonomy):
     Mx = np.maximum(dvals[:, None], dvals[None, :]).astype(np.float64)  # max(depth_j, depth_k)
     anc_cols = np.full(anc.shape, -1, dtype=np.int64)             # (C, depth) columns of A per class
     anc_cols[rows, cols] = colidx
-    ops = (A, A.T.tocsr(), H, Mx, dpos, anc_cols)
-    try:
-        taxonomy._crm_ops = ops
-    except AttributeError:  # pragma: no cover - slotted objects
-        pass
-    return ops
+    return A, A.T.tocsr(), H, Mx, dpos, anc_cols
 
 
 def _rowwise_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

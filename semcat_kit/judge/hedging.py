@@ -231,10 +231,12 @@ class HedgeTree:
 
 
 def hedge_tree(taxonomy) -> HedgeTree:
-    """The :class:`HedgeTree` of a taxonomy (built once in O(C depth), cached on the taxonomy object)."""
-    cache = getattr(taxonomy, "_hedge_tree", None)
-    if cache is not None:
-        return cache
+    """The :class:`HedgeTree` of a taxonomy (built once in O(C depth), kept by the taxonomy object:
+    ``Taxonomy.derived``)."""
+    return taxonomy.derived("hedge_tree", _build_hedge_tree)
+
+
+def _build_hedge_tree(taxonomy) -> HedgeTree:
     node_parent = np.asarray(taxonomy.node_parent, dtype=np.int64)
     node_depth = np.asarray(taxonomy.node_depth, dtype=np.int64)
     V, C = len(node_parent), taxonomy.n_classes
@@ -282,10 +284,6 @@ def hedge_tree(taxonomy) -> HedgeTree:
         runs = None
     tree = HedgeTree(taxonomy, n_inner, C, inner_nodes, parent, depth, n_under, bits, to_inner, up,
                      child_ptr, child_idx, runs, run_up, inner_anc)
-    try:
-        taxonomy._hedge_tree = tree
-    except AttributeError:  # pragma: no cover - slotted objects
-        pass
     return tree
 
 
@@ -374,10 +372,12 @@ def hedge_paths(probs, taxonomy) -> tuple[np.ndarray, np.ndarray]:
     """
     tree = hedge_tree(taxonomy)
     p = as_probs(probs, tree.n_classes)
-    return _paths(p, tree)
+    return greedy_paths(p, tree)
 
 
-def _paths(p: np.ndarray, tree: HedgeTree) -> tuple[np.ndarray, np.ndarray]:
+def greedy_paths(p: np.ndarray, tree: HedgeTree) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`hedge_paths` on probabilities already validated (``as_probs``) and the taxonomy's
+    :class:`HedgeTree`, in blocks of rows (memory bounded by a block)."""
     step = row_block(tree.work_cols, 3)
     if p.shape[0] <= step:
         return _paths_block(p, tree)
@@ -578,7 +578,7 @@ def hedge_scores(probs, y, taxonomy) -> np.ndarray:
     tree = hedge_tree(taxonomy)
     p = as_probs(probs, tree.n_classes)
     y = as_labels(y, p.shape[0], taxonomy, name="y")
-    nodes, mass = _paths(p, tree)
+    nodes, mass = greedy_paths(p, tree)
     wrong = ~tree.contains(nodes, y[:, None])
     return np.where(wrong, mass, -1.0).max(axis=1)
 
@@ -821,7 +821,7 @@ def calibrate_hedging(probs, y, taxonomy, precisions: Sequence[float] = DEFAULT_
                       f"{'their thresholds give' if len(too_few) > 1 else 'its threshold gives'} every product the root "
                       "(needs review)", CalibrationWarning, stacklevel=2)
     if rule == "threshold":
-        nodes, mass = _paths(p, tree)
+        nodes, mass = greedy_paths(p, tree)
         wrong = ~tree.contains(nodes, y[:, None])
         t = np.where(wrong, mass, -1.0).max(axis=1)
         for q in precisions:
@@ -876,7 +876,7 @@ def precision_specificity_curve(probs, y, taxonomy, thresholds=None, *, floor: f
     for lam in lams:
         _check_unit(lam, "each of thresholds")
     floor = _check_unit(floor, "floor")
-    nodes, mass = _paths(p, tree)
+    nodes, mass = greedy_paths(p, tree)
     right = tree.contains(nodes, y[:, None])
     rows = []
     r = np.arange(len(y))

@@ -470,7 +470,7 @@ def hedging_metrics(val_probs, y_val, test_probs, y_test, taxonomy, precisions: 
     tree = H.hedge_tree(taxonomy)
     p_t = check_probs(test_probs, taxonomy.n_classes)
     y_t = check_labels(y_test, p_t.shape[0], taxonomy, name="y_test", against="test_probs")
-    nodes, mass = H._paths(p_t, tree)
+    nodes, mass = H.greedy_paths(p_t, tree)
     right = tree.contains(nodes, y_t[:, None])
     r = np.arange(len(y_t))
     out: dict[str, float] = {}

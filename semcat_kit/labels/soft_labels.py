@@ -41,7 +41,7 @@ from ..datasets.taxonomy import Taxonomy
 
 __all__ = ["SoftTargets", "build", "KINDS", "TARGET_KINDS", "TargetKind", "register_kind", "kind_info",
            "config_params", "schedule", "Schedule", "SCHEDULES",
-           "taxonomy_codes", "code_scores"]
+           "taxonomy_codes", "code_scores", "spread_targets"]
 
 #: Names of the registered kinds (kept in step with :data:`TARGET_KINDS` by :func:`register_kind`).
 KINDS: tuple[str, ...] = ()
@@ -164,9 +164,23 @@ def _check_alpha(alpha) -> float:
     return a
 
 
-def _spread(n_classes: int, alpha: float, nb_idx: np.ndarray, nb_w: np.ndarray) -> SoftTargets:
-    """Self gets ``1 - alpha``, neighbours get ``alpha * nb_w`` (nb_w rows sum to 1 over valid
-    entries; rows without a valid neighbour keep 1 on self)."""
+def spread_targets(n_classes: int, alpha: float, nb_idx: np.ndarray, nb_w: np.ndarray) -> SoftTargets:
+    """Soft targets that keep ``1 - alpha`` on each class and spread ``alpha`` over its neighbours.
+
+    ``q_c(c) = 1 - alpha`` and ``q_c(nb_idx[c, j]) = alpha * nb_w[c, j]``; ``nb_w`` rows sum to 1
+    over the valid entries (``nb_idx >= 0``); a class without a valid neighbour keeps 1 on itself.
+    The building block of the neighbour kinds, and of a kind registered with :func:`register_kind`.
+
+    Parameters
+    ----------
+    n_classes : int
+    alpha : float
+        Mass moved off the true class (0: exact one-hot).
+    nb_idx : numpy.ndarray (C, k) int
+        Neighbour class ids, -1 for none.
+    nb_w : numpy.ndarray (C, k) float
+        Neighbour weights.
+    """
     C = n_classes
     valid = nb_idx >= 0
     has = valid.any(1)
@@ -246,7 +260,11 @@ TARGET_KINDS: dict[str, TargetKind] = {}
 
 
 def register_kind(kind: TargetKind, *, overwrite: bool = False) -> TargetKind:
-    """Register a soft-label kind (name must be new unless ``overwrite``); returns it."""
+    """Register a soft-label kind (name must be new unless ``overwrite``); returns it.
+
+    A neighbour kind's builder usually ends in :func:`spread_targets`, e.g. all of ``alpha`` on the
+    nearest neighbour: ``spread_targets(C, alpha, neighbors.indices[:, :1], np.ones((C, 1)))``.
+    """
     if kind.name in TARGET_KINDS and not overwrite:
         raise ValueError(f"soft-label kind {kind.name!r} is already registered; pass overwrite=True to replace it")
     TARGET_KINDS[kind.name] = kind
@@ -368,7 +386,7 @@ def _build_topk(C, a, *, neighbors, **_):
     valid = neighbors.mask
     cnt = valid.sum(1, keepdims=True)
     w = np.divide(valid.astype(np.float64), cnt, out=np.zeros(valid.shape), where=cnt > 0)
-    return _spread(C, a, neighbors.indices, w)
+    return spread_targets(C, a, neighbors.indices, w)
 
 
 def _check_temperature(kind, temperature) -> float:
@@ -380,7 +398,8 @@ def _check_temperature(kind, temperature) -> float:
 
 def _build_semantic(C, a, *, neighbors, temperature=1.0, **_):
     T = _check_temperature("semantic", temperature)
-    return _spread(C, a, neighbors.indices, _masked_softmax(neighbors.sims.astype(np.float64) / T, neighbors.mask))
+    w = _masked_softmax(neighbors.sims.astype(np.float64) / T, neighbors.mask)
+    return spread_targets(C, a, neighbors.indices, w)
 
 
 def _build_threshold(C, a, *, neighbors, temperature=1.0, threshold=0.5, **_):
@@ -391,7 +410,7 @@ def _build_threshold(C, a, *, neighbors, temperature=1.0, threshold=0.5, **_):
         raise ValueError(f"build(kind='threshold'): threshold must be a cosine in [-1, 1], not {threshold!r}")
     keep = neighbors.mask & (neighbors.sims >= t)
     idx = np.where(keep, neighbors.indices, -1)
-    return _spread(C, a, idx, _masked_softmax(neighbors.sims.astype(np.float64) / T, keep))
+    return spread_targets(C, a, idx, _masked_softmax(neighbors.sims.astype(np.float64) / T, keep))
 
 
 def _build_tree(C, a, *, neighbors=None, taxonomy, beta=1.0, k=None, **_):
@@ -401,7 +420,7 @@ def _build_tree(C, a, *, neighbors=None, taxonomy, beta=1.0, k=None, **_):
     kk = int(k) if k is not None else (neighbors.k if neighbors is not None else 20)
     idx, d = _tree_levels(taxonomy, kk)
     valid = idx >= 0
-    return _spread(C, a, idx, _masked_softmax(-b * d.astype(np.float64), valid))
+    return spread_targets(C, a, idx, _masked_softmax(-b * d.astype(np.float64), valid))
 
 
 for _kind in [

@@ -439,11 +439,8 @@ def severity_histogram(results: Mapping[str, tuple[Any, Any]], taxonomy: Taxonom
                        title: str | None = None) -> go.Figure:
     """Grouped bars: fraction of each configuration's mistakes at each LCA distance.
 
-    Parameters
-    ----------
-    results : dict
-        ``config name -> (probs or predicted indices, y_true)``.
-    taxonomy : Taxonomy
+    ``results`` (``config name -> (probs or predicted indices, y_true)``) and ``taxonomy`` are those
+    of :func:`~semcat_kit.see.severity.severity_table`, which computes the bars.
 
     Returns
     -------

@@ -418,15 +418,11 @@ def export_head(run, dir, onnx: bool = True, pt2: bool = True, overwrite: bool =
         _write_json(tmp / FILES["labels"], [{"index": i, "label": c, "name": n}
                                              for i, (c, n) in enumerate(zip(tax.classes, tax.names))])
         tax.save(tmp / FILES["taxonomy"])
-        backends = ["torch"]
-        if onnx:
-            _export_onnx(wrapper, probe, tmp / FILES["onnx"])
-            files.append(FILES["onnx"])
-            backends.append("onnx")
-        if pt2:
-            _export_pt2(wrapper, probe, tmp / FILES["pt2"])
-            files.append(FILES["pt2"])
-            backends.append("pt2")
+        backends = ["torch"] + [b for b, wanted in (("onnx", onnx), ("pt2", pt2)) if wanted]
+        writers = {"onnx": _export_onnx, "pt2": _export_pt2}
+        for backend in backends[1:]:
+            writers[backend](wrapper, probe, tmp / FILES[backend])
+            files.append(FILES[backend])
         config = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -604,6 +600,13 @@ def check_config(cfg, dir: Path | str = "config") -> dict:
     return cfg
 
 
+def _digest(dir: Path, name: str, if_missing: str) -> str:
+    """sha256 of the export's file ``name``; a missing file fails with ``"{name} is missing; {if_missing}"``."""
+    if not (dir / name).is_file():
+        _fail(dir, f"{name} is missing; {if_missing}")
+    return file_sha256(dir / name)
+
+
 def _read_config(dir: Path, expected_sha256: str | None = None) -> dict:
     if not dir.is_dir():
         raise FileNotFoundError(f"no exported head at {dir} (expected a folder written by sk.export_head)")
@@ -612,10 +615,7 @@ def _read_config(dir: Path, expected_sha256: str | None = None) -> dict:
         if not re.fullmatch(r"[0-9a-f]{64}", want):
             raise ValueError(f"expected_sha256 {str(expected_sha256)!r} is not a sha256 (64 hexadecimal digits, as "
                              f"`sha256sum {dir / CONFIG}` prints); copy the checksum the head's author gave you")
-        p = dir / CONFIG
-        if not p.is_file():
-            _fail(dir, f"{CONFIG} is missing; this is not a complete semcat_kit export (re-export with sk.export_head)")
-        got = file_sha256(p)
+        got = _digest(dir, CONFIG, "this is not a complete semcat_kit export (re-export with sk.export_head)")
         if got != want:
             _fail(dir, f"{CONFIG} has sha256 {got} but expected_sha256 is {want}: this is not the head you were "
                        "given a checksum for (modified or replaced); do not load it")
@@ -624,10 +624,7 @@ def _read_config(dir: Path, expected_sha256: str | None = None) -> dict:
 
 def _verify_files(dir: Path, cfg: dict) -> None:
     for name, digest in cfg["files"].items():
-        p = dir / name
-        if not p.is_file():
-            _fail(dir, f"{name} is missing (listed in {CONFIG}); copy the whole folder or re-export the head")
-        got = file_sha256(p)
+        got = _digest(dir, name, f"{CONFIG} lists it: copy the whole folder or re-export the head")
         if got != digest:
             _fail(dir, f"{name} is corrupted: sha256 {got[:12]}... does not match {digest[:12]}... recorded in "
                        f"{CONFIG} (truncated or modified file); copy it again or re-export the head")
@@ -841,7 +838,6 @@ def load_head(dir, backend: str = "torch", device: str = "cpu",
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from ..learn.model import FusionHead
     from ..datasets.taxonomy import Taxonomy
 
     if backend not in LOAD_BACKENDS:
@@ -886,71 +882,88 @@ def load_head(dir, backend: str = "torch", device: str = "cpu",
             _fail(dir, f"{name} has codes for {codes.shape[0]} classes but {FILES['labels']} lists {len(labels)}")
     inputs = list(cfg["inputs"])
     dev = resolve_device(device)
-    model = None
-    if backend == "torch":
-        try:
-            state = load_file(str(dir / FILES["weights"]))
-        except (SafetensorError, OSError) as e:
-            _fail(dir, f"{FILES['weights']} is unreadable ({e}): truncated or corrupted; re-export the head")
-        model = FusionHead(**arch)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            _fail(dir, f"{FILES['weights']} does not fit the architecture in {CONFIG} ({str(e).splitlines()[0]})")
-        wrapper = _wrapper(model, inputs).to(dev)
-
-        def runner(batch):
-            with torch.no_grad():
-                return wrapper(*(batch[k].to(dev) for k in inputs)).float().cpu().numpy()
-    elif backend == "onnx":
-        from .._core.optional import require
-
-        ort = require("onnxruntime", "onnx", "backend='onnx'")
-
-        if FILES["onnx"] not in cfg["files"]:
-            _fail(dir, f"this export has no {FILES['onnx']} (exported with onnx=False); use backend='torch'")
-        try:
-            sess = ort.InferenceSession(str(dir / FILES["onnx"]), providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            _fail(dir, f"{FILES['onnx']} is unreadable by onnxruntime ({e}); re-export the head")
-
-        def runner(batch):
-            feed = {k: batch[k].numpy() for k in inputs}
-            return sess.run(["output"], feed)[0]
-    elif backend == "pt2":
-        if FILES["pt2"] not in cfg["files"]:
-            _fail(dir, f"this export has no {FILES['pt2']} (exported with pt2=False); use backend='torch'")
-        try:
-            program = torch.export.load(str(dir / FILES["pt2"]))
-        except Exception as e:  # noqa: BLE001 - torch.export raises many types on a bad archive
-            _fail(dir, f"{FILES['pt2']} is unreadable by torch.export.load ({type(e).__name__}: {e}); re-export the head")
-        module = program.module()
-        if dev.type != "cpu":
-            warnings.warn("the pt2 backend runs on CPU (the program was exported there); use backend='torch' "
-                          f"for {dev}", UserWarning, stacklevel=2)
-
-        def runner(batch):
-            with torch.no_grad():
-                return module(*(batch[k].cpu() for k in inputs)).float().numpy()
-    else:
-        if FILES["torchscript"] not in cfg["files"]:
-            _fail(dir, f"this export has no {FILES['torchscript']} (exported with torchscript=False); use backend='torch'")
-        warnings.warn(f"{dir} is a semcat_kit 0.1 head: its head.torchscript.pt runs through torch.jit, which "
-                      "PyTorch deprecates; re-export it with sk.export_head to get head.pt2 (torch.export)",
-                      FutureWarning, stacklevel=2)
-        if not hasattr(torch, "jit") or not hasattr(torch.jit, "load"):
-            _fail(dir, f"this torch {torch.__version__} cannot load TorchScript (torch.jit is gone); load the head "
-                       "with backend='torch' (its safetensors weights) and re-export it")
-        try:
-            ts = torch.jit.load(str(dir / FILES["torchscript"]), map_location=dev)
-        except Exception as e:  # noqa: BLE001
-            _fail(dir, f"{FILES['torchscript']} is unreadable ({e}); re-export the head")
-        ts.eval()
-
-        def runner(batch):
-            with torch.no_grad():
-                return ts(*(batch[k].to(dev) for k in inputs)).float().cpu().numpy()
+    if backend != "torch" and FILES[backend] not in cfg["files"]:
+        _fail(dir, f"this export has no {FILES[backend]} (exported with {backend}=False); use backend='torch'")
+    runner, model = _RUNNERS[backend](dir, FILES, arch, inputs, dev)
     return ExportedHead(dir, cfg, tax, labels, codes, backend, runner, model)
+
+
+# ---------------------------------------------------------------- one runner per backend
+# each takes (dir, file names, architecture, input names, device) and returns (runner, torch model or None);
+# a runner maps a dict of input tensors to the head's float32 scores as a numpy array
+def _torch_runner(dir: Path, FILES: dict, arch: dict, inputs: list, dev):   # noqa: N803 - the version's file names
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from ..learn.model import FusionHead
+
+    try:
+        state = load_file(str(dir / FILES["weights"]))
+    except (SafetensorError, OSError) as e:
+        _fail(dir, f"{FILES['weights']} is unreadable ({e}): truncated or corrupted; re-export the head")
+    model = FusionHead(**arch)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        _fail(dir, f"{FILES['weights']} does not fit the architecture in {CONFIG} ({str(e).splitlines()[0]})")
+    wrapper = _wrapper(model, inputs).to(dev)
+
+    def runner(batch):
+        with torch.no_grad():
+            return wrapper(*(batch[k].to(dev) for k in inputs)).float().cpu().numpy()
+    return runner, model
+
+
+def _onnx_runner(dir: Path, FILES: dict, arch: dict, inputs: list, dev):   # noqa: N803, ARG001
+    from .._core.optional import require
+
+    ort = require("onnxruntime", "onnx", "backend='onnx'")
+    try:
+        sess = ort.InferenceSession(str(dir / FILES["onnx"]), providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        _fail(dir, f"{FILES['onnx']} is unreadable by onnxruntime ({e}); re-export the head")
+
+    def runner(batch):
+        return sess.run(["output"], {k: batch[k].numpy() for k in inputs})[0]
+    return runner, None
+
+
+def _pt2_runner(dir: Path, FILES: dict, arch: dict, inputs: list, dev):   # noqa: N803, ARG001
+    try:
+        program = torch.export.load(str(dir / FILES["pt2"]))
+    except Exception as e:  # noqa: BLE001 - torch.export raises many types on a bad archive
+        _fail(dir, f"{FILES['pt2']} is unreadable by torch.export.load ({type(e).__name__}: {e}); re-export the head")
+    module = program.module()
+    if dev.type != "cpu":
+        warnings.warn("the pt2 backend runs on CPU (the program was exported there); use backend='torch' "
+                      f"for {dev}", UserWarning, stacklevel=3)
+
+    def runner(batch):
+        with torch.no_grad():
+            return module(*(batch[k].cpu() for k in inputs)).float().numpy()
+    return runner, None
+
+
+def _torchscript_runner(dir: Path, FILES: dict, arch: dict, inputs: list, dev):   # noqa: N803, ARG001
+    warnings.warn(f"{dir} is a semcat_kit 0.1 head: its head.torchscript.pt runs through torch.jit, which "
+                  "PyTorch deprecates; re-export it with sk.export_head to get head.pt2 (torch.export)",
+                  FutureWarning, stacklevel=3)
+    if not hasattr(torch, "jit") or not hasattr(torch.jit, "load"):
+        _fail(dir, f"this torch {torch.__version__} cannot load TorchScript (torch.jit is gone); load the head "
+                   "with backend='torch' (its safetensors weights) and re-export it")
+    try:
+        ts = torch.jit.load(str(dir / FILES["torchscript"]), map_location=dev)
+    except Exception as e:  # noqa: BLE001
+        _fail(dir, f"{FILES['torchscript']} is unreadable ({e}); re-export the head")
+    ts.eval()
+
+    def runner(batch):
+        with torch.no_grad():
+            return ts(*(batch[k].to(dev) for k in inputs)).float().cpu().numpy()
+    return runner, None
+
+
+_RUNNERS = {"torch": _torch_runner, "onnx": _onnx_runner, "pt2": _pt2_runner, "torchscript": _torchscript_runner}
 
 
 class _LazyInputs:
