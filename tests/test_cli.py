@@ -283,6 +283,29 @@ def test_predict_output_folder_is_a_one_line_error_before_any_work(tmp_path, cap
 
 
 # ------------------------------------------------------------------------------ errors
+def test_print_config_is_the_template_and_leaves_the_budget_to_the_data(tmp_path, capsys):
+    """`semcat train --print-config > c.yaml` is the help's template, valid as a config on its own (no
+    --catalog/--out needed), and its training config trains the budget the defaults train: an
+    explicit `epochs:` in the template would have switched the data-aware budget off."""
+    from semcat_kit.orchestrate.config import CONFIG_TEMPLATE, read_train_config
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", "--print-config"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out == CONFIG_TEMPLATE
+    (tmp_path / "c.yaml").write_text(out)
+    cfg = read_train_config(tmp_path / "c.yaml")["train"]
+    assert (cfg.epochs, cfg.min_steps, cfg.early_stopping) == ("auto", "auto", "auto")
+    for n_train, n_val in ((500, 60), (2080, 323), (30_000, 4000)):
+        mine, default = cfg.resolve(n_train, n_val), sk.TrainConfig().resolve(n_train, n_val)
+        assert mine.budget(n_train) == default.budget(n_train)
+        assert mine.epochs_for(n_train) * -(-n_train // mine.batch_size) >= min(600, 30 * -(-n_train // 256))
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert "--print-config" in capsys.readouterr().out
+
+
 def test_config_unknown_keys_are_named(tmp_path, capsys):
     cfg = _write_config(tmp_path / "c.yaml", _yaml({"train": {"epochz": 2}}))
     assert cli.main(["train", "--catalog", "tutorial", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 1
