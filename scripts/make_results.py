@@ -243,8 +243,9 @@ def _cpu() -> str:
 
     import torch
 
+    one, five, _ = os.getloadavg()
     return f"{os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}" + (
-        ", CUDA" if torch.cuda.is_available() else "")
+        ", CUDA" if torch.cuda.is_available() else "") + f", load average {one:.1f} (5 min: {five:.1f}) at the end"
 
 
 def write(name: str, body: str, results: Path = RESULTS, readme: Path = README) -> None:

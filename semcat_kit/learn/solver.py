@@ -40,6 +40,10 @@ __all__ = ["lbfgs", "LBFGSResult", "StackedHeads", "fit_stacked", "fit_path", "P
 
 #: Training features (float32) up to this size are fitted full-batch by ``solver="auto"``.
 IN_MEMORY_BYTES = 2 << 30
+#: (s, y) pairs an L-BFGS problem keeps. A step's cost is its two GEMMs; the recursion over 30
+#: pairs costs ~1 % of them, and on the tutorial suite 30 pairs took 10 % fewer objective
+#: evaluations than scipy's 10 (22 % fewer for the taxonomy-code heads).
+LBFGS_HISTORY = 30
 
 
 @dataclass
@@ -284,7 +288,7 @@ def _row_chunk(n: int, per_row: int, budget: int = 1 << 25) -> int:
 
 
 def fit_stacked(stack: StackedHeads, loss, l2, data, x0: torch.Tensor, *, max_iter: int = 500,
-                gtol: float = 1e-4, ftol: float = 1e-10, history: int = 10, callback=None) -> LBFGSResult:
+                gtol: float = 1e-4, ftol: float = 1e-10, history: int = LBFGS_HISTORY, callback=None) -> LBFGSResult:
     """Fit K problems (one row of ``x0`` each) on the training table ``data`` to convergence.
 
     Problem ``k`` minimises ``1/N sum_i loss_k(z_ik) + l2_k / 2 * ||theta_k[penalised]||^2``
