@@ -13,6 +13,10 @@ into work/ by scripts/_bench_data.py; 154 classes):
 * ``GEMM bound``: the suite's objective evaluations times a bare forward + backward GEMM of the
   stacked linear head at the same shapes (all problems active: an upper bound on its GEMM work).
 
+``--catalogs`` repeats the suite / LR grid / GEMM-bound lines on other catalogs (default: the tutorial,
+the Amazon toys catalog, and a random 750-product sample of it, a catalog of its own with its own
+classes); the old loop runs on the first only.
+
 ``--classes 5595`` adds synthetic embeddings at the Google taxonomy's size (2 items a class): one
 stacked evaluation of the 7 suite problems vs 7 evaluations one at a time, and the bare GEMM.
 
@@ -64,15 +68,32 @@ def _gemm_seconds(n: int, width: int, out: int, reps: int = 5) -> float:
     return _median(step, reps)
 
 
-def tutorial(args) -> None:
+def _sample(emb, y, n: int, seed: int = 0):
+    """``(emb, y, taxonomy, split)`` of ``n`` products drawn at random (a small catalog of its own:
+    the classes it has, split stratified as the notebooks split)."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(y), size=min(n, len(y)), replace=False))
+    return emb.take(rows), y[rows]
+
+
+def suite_vs_lr(args, name: str = "tutorial", sample: int | None = None, old_loop: bool = True) -> None:
+    """The default suite (3 seeds) against the LogisticRegression C grid on catalog ``name`` (a random
+    ``sample`` of it when given), with the GEMM bound; the old minibatch loop when ``old_loop``."""
     import _bench_data
 
-    emb, y, tax, sp = _bench_data.load("tutorial")
+    emb, y, tax, sp = _bench_data.load(name)
+    if sample:
+        emb, y = _sample(emb, y, sample)
+        labels = np.asarray(tax.classes, dtype=object)[y]
+        tax = sk.Taxonomy.from_paths(labels, sep=tax.sep)
+        y = np.asarray(tax.index_of(labels))
+        sp = sk.split(labels, val=0.1, test=0.2, seed=0)
+        name = f"{name} sample of {len(y):,}"
     nb = _bench_data.name_neighbors(tax)
     tr, va, te = _bench_data.pairs(emb, y, sp)
     seeds = (0, 1, 2)
     suite = {n: c.resolve(len(tr[1]), len(va[1])) for n, c in sk.default_suite().items()}
-    print(f"tutorial: {len(tr[1]):,} train / {len(va[1]):,} val / {len(te[1]):,} test, {tax.n_classes} classes, "
+    print(f"\n{name}: {len(tr[1]):,} train / {len(va[1]):,} val / {len(te[1]):,} test, {tax.n_classes} classes, "
           f"{len(suite)} configurations x {len(seeds)} seeds, torch threads {torch.get_num_threads()}", flush=True)
     runs = {}
 
@@ -92,19 +113,19 @@ def tutorial(args) -> None:
     df = runs["df"]
     evals, widths = 0, []
     seen = set()
-    for (name, seed), run in df.attrs["runs"].items():
+    for (_, seed), run in df.attrs["runs"].items():
         if id(run) in seen or not isinstance(run, sk.TrainRun):
             continue
         seen.add(id(run))
         evals_run = int(run.history.get("evaluations", run.history["iterations"] + 1).sum())
         evals = max(evals, evals_run)
         widths.append(run.model.mlp[-1].out_features)
-    width_in = tr[0].text.shape[1] + tr[0].image.shape[1] + 3
+    width_in = sum(m.shape[1] for m in (tr[0].text, tr[0].image) if m is not None) + 3
     t_gemm = evals * _gemm_seconds(len(tr[1]), width_in, sum(widths))
     print(f"time_s GEMM bound ({evals} evaluations of the {len(widths)} stacked heads): {t_gemm:.2f}  [{_load()}]",
           flush=True)
 
-    if not args.quick:
+    if old_loop and not args.quick:
         old_defaults = {"min_steps": 600, "focal_gamma": 0.0, "early_stopping": None, "solver": "minibatch"}
         old = {n: c.replace(**old_defaults) for n, c in sk.default_suite().items()}
 
@@ -115,7 +136,7 @@ def tutorial(args) -> None:
         t_old = _median(fit_old, 1)
         print(f"time_s old loop (minibatch, one run at a time): {t_old:.2f}  [{_load()}]", flush=True)
         print(f"ratio: old loop / suite = {t_old / t_suite:.2f}")
-    print(f"ratio: suite / LR grid = {t_suite / t_lr:.2f}  (goal <= 3)")
+    print(f"ratio: suite / LR grid ({name}) = {t_suite / t_lr:.2f}  (goal <= 3)")
     print(f"ratio: GEMM bound / suite = {t_gemm / t_suite:.2f}  (share of the suite's time in its GEMMs)")
     cols = [c for c in ("top1_mean", "macro_f1_mean", "hdist@5_mean") if c in df.columns]
     print(df[cols].round(3).to_string())
@@ -161,8 +182,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per timing (median; default 3)")
     ap.add_argument("--quick", action="store_true", help="skip the old minibatch loop (minutes)")
     ap.add_argument("--classes", type=int, default=5595, help="the large-taxonomy case (0: skip)")
+    ap.add_argument("--catalogs", nargs="+", default=["tutorial", "toys", "toys:750"],
+                    help="catalogs of the suite / LR grid ratio: tutorial, toys, myntra, NAME:N for a random "
+                         "sample of N products (default: tutorial toys toys:750)")
     args = ap.parse_args()
-    tutorial(args)
+    for i, spec in enumerate(args.catalogs):
+        name, _, n = spec.partition(":")
+        suite_vs_lr(args, name, int(n) if n else None, old_loop=i == 0)
     if args.classes:
         google(args)
 
