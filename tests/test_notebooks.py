@@ -21,6 +21,17 @@ EXPECTED = ["01_taxonomy_and_label_graph", "02_encode_catalog", "03_train_heads"
 
 
 
+@pytest.mark.parametrize("arg, want", [
+    ("image_encoder=None", ("image_encoder", None)), ("image_encoder=null", ("image_encoder", None)),
+    ("x=True", ("x", True)), ("x=False", ("x", False)), ("x=true", ("x", True)), ("epochs=3", ("epochs", 3)),
+    ("seeds=[0, 1]", ("seeds", [0, 1])), ("text_encoder=minilm", ("text_encoder", "minilm")),
+    ("work_dir=../w=1", ("work_dir", "../w=1")), ('catalog_options={"id": "sku"}', ("catalog_options", {"id": "sku"})),
+    ("name='None'", ("name", "'None'"))])
+def test_run_notebooks_reads_papermill_and_json_values(run_notebooks, arg, want):
+    """``-p image_encoder=None`` is papermill's None (its own CLI's convention), not the string 'None'."""
+    assert run_notebooks._parse_param(arg) == want
+
+
 def test_the_seven_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
