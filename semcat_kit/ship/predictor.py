@@ -30,7 +30,8 @@ from ..judge.decoding import crm_predict, topk
 from ..judge.hedging import hedge, hedge_tree
 from .export import ExportedHead, load_head
 
-__all__ = ["Predictor", "write_predictions", "DuplicateIdError", "DEFAULT_CHUNK_SIZE"]
+__all__ = ["Predictor", "write_predictions", "DuplicateIdError", "DEFAULT_CHUNK_SIZE", "MissingImagesWarning",
+           "without_images_cost"]
 
 #: Products scored at a time by :meth:`Predictor.predict` / :meth:`Predictor.predict_iter`
 #: (working memory ~ (chunk_size + 4,096) x C float32).
@@ -43,6 +44,27 @@ _SCORE_BLOCK = 4096
 _KEYS = {"text": "text_encoder", "image": "image_encoder"}
 # reasons encode_catalog gives when a product simply has no title / no image: absence, not failure
 _ABSENT = ("missing title", "empty title", "no image path")
+
+
+class MissingImagesWarning(UserWarning):
+    """A head that reads titles and images was given products without images: it predicts from the
+    titles alone, less accurately (:func:`without_images_cost` says how much, where measured)."""
+
+
+def without_images_cost(head) -> str:
+    """What leaving out the images of a head trained on titles and images costs, in words: the test
+    top-1 with and without images that ``semcat train`` measured on its test split (stored in the
+    head's metadata), or a general statement for heads exported without that measurement."""
+    meta = head.config.get("metadata") or {}
+    enc = (head.encoder_meta.get("image_encoder") or {}).get("name")
+    what = f"the head in {head.dir} was trained on titles and images (image encoder {enc!r})"
+    full, blind = (meta.get("test_metrics") or {}).get("top1"), (meta.get("test_metrics_text_only") or {}).get("top1")
+    if full is not None and blind is not None:
+        n = (meta.get("test_metrics") or {}).get("n")
+        on = f" on its {int(n)} test products" if n else " on its test split"
+        return (f"{what}; from titles alone its top-1{on} was {blind:.3f} instead of {full:.3f} "
+                f"({(blind - full) * 100:+.1f} points)")
+    return f"{what}; from titles alone its predictions are less accurate (how much was not measured for this head)"
 
 
 def _check_encoder(enc, modality: str, meta: dict | None, head_dim: int, where: Path) -> None:
@@ -194,6 +216,12 @@ class Predictor:
                              f"column (columns: {list(df.columns)})")
         for modality in self.head.uses:
             if cols[modality] not in df.columns:
+                if modality == "image" and len(df):
+                    import warnings
+
+                    warnings.warn(f"the products have no image column ('image_path' or 'image'): "
+                                  f"{without_images_cost(self.head)}. Give each product's image file to use it",
+                                  MissingImagesWarning, stacklevel=4)
                 df[cols[modality]] = None      # the head reads this modality; every product lacks it
         if len(df) == 0:
             return Embeddings(np.array([], dtype=str), None, None, np.zeros(0, bool), np.zeros(0, bool))
