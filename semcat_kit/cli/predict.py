@@ -34,7 +34,7 @@ def _chain(first, rest):
 def run(args) -> int:
     import warnings
 
-    from ..ship.predictor import MissingImagesWarning, Predictor, without_images_cost, write_predictions
+    from ..ship.predictor import MissingImagesWarning, Predictor, _failure_text, without_images_cost, write_predictions
 
     if args.top_k < 1:
         raise CliError(f"--top-k must be >= 1, not {args.top_k}")
@@ -84,7 +84,7 @@ def run(args) -> int:
         print(f"hedged at precision {precision:g} (threshold {pred.hedging.threshold(precision):.4f}; "
               f"{pred.hedging.guarantee(precision)}): see the node, is_leaf and needs_review columns")
     for _, r in fails.head(10).iterrows():
-        print(f"  {r['item_id']}: {r['modality']}: {r['reason']}", file=sys.stderr)
+        print(f"  {r['item_id']}: {_failure_text(r['modality'], r['reason'])}", file=sys.stderr)
     if len(fails) > 10:
         print(f"  ... and {len(fails) - 10} more (see the 'failures' column)", file=sys.stderr)
     return 0

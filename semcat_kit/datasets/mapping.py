@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .csv_files import read_csv
 from .image_files import IMAGE_EXTENSIONS, image_paths_for
-from .images import ImageError, check_image_file
+from .images import NO_IMAGE_PATH, ImageError, check_image_file, image_problem
 from .readers import ARROW_SUFFIXES, CSV_SUFFIXES, PARQUET_SUFFIXES, CatalogFile
 from .report import make_report
 from .taxonomy import DEFAULT_SEP
@@ -247,10 +247,10 @@ def map_catalog(df: pd.DataFrame, *, where: str, csv_dir, repairs: list, images_
             if regular:
                 image_path[k] = p
             elif p is not None:                      # a FIFO, device or folder named like an image
-                report.append(dict(item_id=iid, column="image_path", problem=f"image file {p!r}: not a regular file"))
+                report.append(dict(item_id=iid, column="image_path", problem=image_problem("not a regular file", p)))
             else:
-                report.append(dict(item_id=iid, column="image_path",
-                                   problem=f"no image file {iid}.<{'|'.join(IMAGE_EXTENSIONS)}> in {images_dir}"))
+                report.append(dict(item_id=iid, column="image_path", problem=image_problem(
+                    "missing file", f"{images_dir / iid}.<{'|'.join(IMAGE_EXTENSIONS)}>")))
     elif image is not None:
         base = images_dir or csv_dir or Path.cwd()
         rows = enumerate(zip(item_id, df[image].tolist()))
@@ -259,16 +259,15 @@ def map_catalog(df: pd.DataFrame, *, where: str, csv_dir, repairs: list, images_
             if image_rows is not None and not image_rows[k]:
                 continue                                  # a row the caller drops: its file is not looked at
             if _missing(v):
-                report.append(dict(item_id=iid, column="image_path", problem=f"no image path in column {image!r}"))
+                report.append(dict(item_id=iid, column="image_path",
+                                   problem=f"{NO_IMAGE_PATH} (column {image!r} is empty)"))
                 continue
             p = _resolve_image(str(v).strip(), base)
             try:
                 check_image_file(p)   # a regular file of bounded size: never a FIFO, a device or a folder
                 image_path[k] = str(p.resolve())
             except ImageError as e:
-                problem = (f"image file {str(p)!r} does not exist" if e.reason == "missing file"
-                           else f"image file {str(p)!r}: {e.reason}")
-                report.append(dict(item_id=iid, column="image_path", problem=problem))
+                report.append(dict(item_id=iid, column="image_path", problem=image_problem(e.reason, p)))
 
     # ---- assemble
     out = pd.DataFrame({"item_id": item_id.to_numpy(), "title": titles,

@@ -24,6 +24,7 @@ from .._core.progress import progress as progress_bar
 
 from .._core.memory import bound_heap
 from .._core.contracts import DuplicateIdError, as_k, check_unique_ids
+from ..datasets.images import NO_IMAGE_PATH
 from ..datasets.products import products_frame
 from .._core.seen_ids import SeenIds
 from ..judge.decoding import crm_predict, topk
@@ -43,7 +44,7 @@ _SCORE_BLOCK = 4096
 
 _KEYS = {"text": "text_encoder", "image": "image_encoder"}
 # reasons encode_catalog gives when a product simply has no title / no image: absence, not failure
-_ABSENT = ("missing title", "empty title", "no image path")
+_ABSENT = ("missing title", "empty title", NO_IMAGE_PATH)
 
 
 class MissingImagesWarning(UserWarning):
@@ -543,7 +544,7 @@ class Predictor:
         out["used"] = np.select([used_text & used_image, used_text, used_image], ["text+image", "text", "image"],
                                 "").astype(object)
         reasons = fails.groupby("item_id", sort=False).apply(
-            lambda g: "; ".join(f"{m}: {r}" for m, r in zip(g["modality"], g["reason"])),
+            lambda g: "; ".join(_failure_text(m, r) for m, r in zip(g["modality"], g["reason"])),
             include_groups=False) if len(fails) else pd.Series(dtype=str)
         out["failures"] = [reasons.get(i, "") for i in emb.item_ids]
         return pd.DataFrame(out)
@@ -558,6 +559,12 @@ class Predictor:
                 "node_prob": prob,
                 "is_leaf": ok & (node >= tree.n_inner),
                 "needs_review": ~ok | (node == 0) | (prob < floor)}
+
+
+def _failure_text(modality: str, reason: str) -> str:
+    """A failure as predictions and ``semcat predict`` show it: ``"image file missing: <path>"`` (the
+    reason names its modality already), else ``"<modality>: <reason>"``."""
+    return reason if str(reason).startswith(modality) else f"{modality}: {reason}"
 
 
 class _Pending:
