@@ -239,7 +239,7 @@ def encode_image_column(paths: list, ids, enc: Encoder, store, out, mask, batch_
                 ok_u[x_u] = True
             for u, reason in b["bad_u"]:
                 for i in rows[inv == u]:
-                    failures.append((ids[i], "image", f"{reason}: {paths[i]}"))
+                    failures.append((ids[i], "image", image_problem(reason, paths[i])))
             _deliver(rows, inv, ok_u, ukeys, uvec, out, row_keys, mask)
             if store is not None and store.pending >= chunk_size:
                 store.flush()
