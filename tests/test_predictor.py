@@ -399,3 +399,12 @@ def test_a_missing_image_file_has_one_wording_in_every_report(pred, case, tmp_pa
                                      "image_path": [df["image_path"][0], str(gone), None]}), cache_dir=cache,
                        progress=False)
     assert res["failures"].tolist() == ["", want, ""]          # an empty cell is absence, not a failure
+
+
+def test_no_products_give_an_empty_frame_with_the_columns_of_any_prediction(pred, case, cache):
+    """Notebook 07 writes unlabelled_predictions.csv from predict() even when no product lacks a category: the
+    empty file's header is that of a real one (no leftover columns of another table)."""
+    df = case[0]
+    full = pred.predict(_products(df, 2), top_k=3, cache_dir=cache, progress=False)
+    empty = pred.predict(df.iloc[:0][["item_id", "title", "image_path"]], top_k=3, cache_dir=cache, progress=False)
+    assert len(empty) == 0 and list(empty.columns) == list(full.columns)
