@@ -208,6 +208,11 @@ def test_predict_equals_predictor(trained, cache, tmp_path, capsys, crm):
         else:
             assert got[c].fillna("").tolist() == want[c].fillna("").tolist(), c
     assert got.loc[1, "used"] == "text" and "broken.jpg" in got.loc[1, "failures"]
+    # semcat train judged CRM on the val split (issue 27: CRM collapses on flat probabilities); --crm says so
+    trust = sk.load_head(out).config["metadata"]["crm_trust"]
+    assert trust["ok"] == (trust["confidence"] >= trust["threshold"])
+    assert ("CRM decoding (--crm): " + ("can be used" if trust["ok"] else "FLAGGED")) in trained[1]
+    assert ("--crm is flagged for this head" in captured.err) == (crm and not trust["ok"])
     assert got.loc[2, "used"] == "image" and got.loc[3, "used"] == "text"
     assert got["pred_1"].notna().all()
 

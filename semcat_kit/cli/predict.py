@@ -34,6 +34,7 @@ def _chain(first, rest):
 def run(args) -> int:
     import warnings
 
+    from ..judge.decoding import CrmFlagWarning
     from ..ship.predictor import MissingImagesWarning, Predictor, _failure_text, without_images_cost, write_predictions
 
     if args.top_k < 1:
@@ -52,6 +53,9 @@ def run(args) -> int:
     pred = Predictor.load(args.model, device=args.device, backend=args.backend,
                           expected_sha256=args.expected_sha256)
 
+    trust = pred.crm_trust() if args.crm else None
+    if trust is not None and not trust.ok:
+        print(f"--crm is flagged for this head: {trust.reason}", file=sys.stderr)
     text_only = bool(getattr(args, "text_only", False))
     if "image" in pred.head.uses:
         if text_only:
@@ -73,6 +77,7 @@ def run(args) -> int:
     try:
         with warnings.catch_warnings():     # no images: refused above unless --text-only asked for it
             warnings.simplefilter("ignore", MissingImagesWarning)
+            warnings.simplefilter("ignore", CrmFlagWarning)       # said above, once
             n = write_predictions(frames, out)
     except OSError as e:         # a full or read-only disk under --output: one line naming it
         detail = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")

@@ -97,6 +97,12 @@ def run(args) -> int:
     if text_only:
         meta["test_metrics_text_only"] = text_only
     hedging = _calibrate_hedging(run, pipe.part("val")) if len(sp.val) else None
+    if len(sp.val):
+        from ..judge.decoding import crm_trust
+
+        trust = crm_trust(run.predict_proba(pipe.part("val")[0]))
+        meta["crm_trust"] = {"ok": trust.ok, "confidence": trust.confidence, "threshold": trust.threshold}
+        print(f"CRM decoding (--crm): {'can be used' if trust.ok else 'FLAGGED'}: {trust.reason}", flush=True)
     onnx = cfg["export"]["onnx"]
     if onnx == "auto":
         from .._core.optional import have_onnx

@@ -347,6 +347,8 @@ class Predictor:
         bound_heap()      # chunk temporaries mapped on their own: memory stays flat (see _memory)
         top_k = as_k(top_k, "top_k")
         dec = _Decode(bool(crm), self._hedge_spec(precision))
+        if crm:
+            self._flag_crm()
         if chunk_size is not None:
             chunk_size = as_k(chunk_size, "chunk_size")
         chunks, total = _chunked(products, chunk_size)
@@ -389,6 +391,8 @@ class Predictor:
 
         top_k = as_k(top_k, "top_k")
         dec = _Decode(bool(crm), self._hedge_spec(precision))
+        if crm:
+            self._flag_crm()
         if chunk_size is not None:
             chunk_size = as_k(chunk_size, "chunk_size")
         total = None
@@ -417,6 +421,23 @@ class Predictor:
             return self._usable(Embeddings(np.array([], dtype=str), None, None, np.zeros(0, bool), np.zeros(0, bool)))
         one = total is not None and (chunk_size is None or total <= chunk_size)
         return self._rank_chunks(encoded(), empty, top_k, dec, total, progress and not one)
+
+    def crm_trust(self):
+        """``semcat train``'s verdict on CRM for this head (:func:`semcat_kit.judge.decoding.crm_trust` of its
+        validation probabilities), or None when the head records none."""
+        from ..judge.decoding import CrmTrust
+
+        t = (self.head.config.get("metadata") or {}).get("crm_trust")
+        return None if not t else CrmTrust(bool(t["ok"]), float(t["confidence"]), float(t["threshold"]))
+
+    def _flag_crm(self) -> None:
+        import warnings
+
+        from ..judge.decoding import CrmFlagWarning
+
+        t = self.crm_trust()
+        if t is not None and not t.ok:
+            warnings.warn(f"crm=True on the head in {self.head.dir}: {t.reason}", CrmFlagWarning, stacklevel=4)
 
     @property
     def hedging(self):
