@@ -231,7 +231,7 @@ def crm_predict(probs, taxonomy, top_k: int = 5, top_m: int | None = None,
 #: of one or two products) the cost is lowest at the class nearest to everything, and CRM sends most
 #: products there. Below this mean top-1 probability on the validation split, CRM is flagged (not
 #: offered by default): measured by ``scripts/measure_crm_rule.py``, table in ``docs/crm_rule.md``.
-CRM_MIN_CONFIDENCE = 0.25
+CRM_MIN_CONFIDENCE = 0.30
 
 
 class CrmFlagWarning(UserWarning):
