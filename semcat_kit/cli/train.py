@@ -102,7 +102,7 @@ def run(args) -> int:
 
         trust = crm_trust(run.predict_proba(pipe.part("val")[0]))
         meta["crm_trust"] = {"ok": trust.ok, "confidence": trust.confidence, "threshold": trust.threshold}
-        print(f"CRM decoding (--crm): {'can be used' if trust.ok else 'FLAGGED'}: {trust.reason}", flush=True)
+        print(f"CRM decoding (--crm): {'can be used' if trust.ok else 'FLAGGED'} ({trust.reason})", flush=True)
     onnx = cfg["export"]["onnx"]
     if onnx == "auto":
         from .._core.optional import have_onnx

@@ -249,8 +249,7 @@ class CrmTrust(NamedTuple):
     @property
     def reason(self) -> str:
         if self.ok:
-            return (f"mean top-1 probability on the validation split {self.confidence:.3f} >= "
-                    f"{self.threshold:g}: CRM can be trusted")
+            return f"mean top-1 probability on the validation split {self.confidence:.3f} >= {self.threshold:g}"
         return (f"mean top-1 probability on the validation split is {self.confidence:.3f} < {self.threshold:g}: the "
                 "probabilities are too flat for CRM (it would send most products to the class nearest to "
                 "everything); train longer, or on more products per class, before using CRM")
