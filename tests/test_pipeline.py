@@ -172,6 +172,15 @@ def test_workspace_and_semcat_train_share_the_pipeline(pipe, toys_csv, tmp_path,
     preds = pd.read_csv(tmp_path / "head" / "unlabelled_predictions.csv", dtype={"item_id": str})
     assert sorted(preds["item_id"]) == sorted(ws.unlabelled_catalog()["item_id"])
     assert preds["pred_1"].isin(ws.taxonomy().classes).all()
+    # the hedged summary accounts for every product: leaf + broader category + review = all of them
+    leaf, review = preds["is_leaf"].astype(bool), preds["needs_review"].astype(bool)
+    assert (f"{int(leaf.sum())} given a leaf, {int((~leaf & ~review).sum())} a broader category, "
+            f"{int(review.sum())} marked needs_review") in out
+    # the split is in the head folder, and the test ids are the pipeline's
+    split = pd.read_csv(tmp_path / "head" / "split.csv", dtype=str)
+    ids = tp.load_catalog()["item_id"].to_numpy()
+    assert sorted(split.loc[split["split"] == "test", "item_id"]) == sorted(ids[tp.split()["test"]])
+    assert not split["item_id"].isin(ws.unlabelled_catalog()["item_id"]).any()
 
 
 def test_train_tune_and_encode_run_one_pipeline_with_a_taxonomy_and_unlabelled_rows(toys_csv, tmp_path, capsys):

@@ -125,8 +125,9 @@ def run(args) -> int:
             res.to_csv(tmp, index=False)
         print(f"wrote predictions for the {len(unl)} products without a usable label to {dest}")
         if hedge_at is not None:
-            print(f"  at precision {hedge_at:g}: {int(res['is_leaf'].sum())} given a leaf, "
-                  f"{int(res['needs_review'].sum())} marked needs_review (columns node, is_leaf, needs_review)")
+            leaf, review = res["is_leaf"].to_numpy(bool), res["needs_review"].to_numpy(bool)
+            print(f"  at precision {hedge_at:g}: {int(leaf.sum())} given a leaf, {int((~leaf & ~review).sum())} a "
+                  f"broader category, {int(review.sum())} marked needs_review (columns node, is_leaf, needs_review)")
     return 0
 
 
