@@ -156,6 +156,11 @@ def test_notebooks_run_on_the_readme_own_catalog_text_only_with_unlabelled_rows(
     preds = pd.read_csv(tmp_path / "work" / "unlabelled_predictions.csv")
     assert len(preds) == 690 and preds["pred_1"].notna().all() and preds["item_id"].is_unique
     assert "image: not used" in texts["02_encode_catalog"]          # text only
+    # prose that fits the data (issue 27): the partial-input demo uses only what a text-only head reads, the
+    # examples say which rule picked them, and the CRM cell says what it found
+    assert "this head reads: text" in texts["07_export_and_predict"] and "image_path only" not in texts["07_export_and_predict"]
+    assert "chosen as" in texts["01_taxonomy_and_label_graph"]
+    assert "CRM changes the top-1 of " in texts["07_export_and_predict"]
 
 
 @pytest.fixture(scope="module")
