@@ -591,3 +591,17 @@ def test_load_google_taxonomy_small_and_missing(tmp_path):
     assert g["id"].dtype == np.int64
     with pytest.raises(FileNotFoundError, match="nofile.txt"):
         D.load_google_taxonomy(tmp_path / "nofile.txt")
+
+
+def test_catalogs_and_products_to_predict_map_ids_and_image_paths_by_one_rule(tmp_path):
+    """load_catalog and products_frame (Predictor, semcat predict): a whole-float id is the same text, and a
+    Windows-style relative image path is found by both (it used to be found only by load_catalog)."""
+    from semcat_kit.datasets.products import products_frame
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "1.jpg").write_bytes(b"x")
+    df = pd.DataFrame({"id": [7.0, 8.0], "title": ["a", "b"], "img": ["sub\\1.jpg", "sub/1.jpg"], "cat": ["A > B", "A > C"]})
+    cat = D.load_catalog(df, images_dir=tmp_path, id="id", title="title", image="img", path_col="cat")
+    prods = products_frame(df, id="id", title="title", image="img", images_dir=tmp_path)
+    assert cat["item_id"].tolist() == prods["item_id"].tolist() == ["7", "8"]
+    assert Path(prods["image_path"][0]).is_file() and Path(prods["image_path"][0]) == Path(cat["image_path"][0])
