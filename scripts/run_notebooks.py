@@ -5,8 +5,9 @@ Used by ``make demo`` (full parameters) and by the test suite (reduced parameter
     python scripts/run_notebooks.py --out reports
     python scripts/run_notebooks.py --out /tmp/r -p epochs=3 -p seeds=1 --only 01 02
 
-Each notebook's ``parameters`` cell can be overridden with ``-p name=value`` (value parsed as JSON
-when possible, else kept as a string). Notebooks share one work directory (``-p work_dir=...``,
+Each notebook's ``parameters`` cell can be overridden with ``-p name=value``: ``None``, ``True`` and
+``False`` are those Python values (papermill's own convention), anything else is parsed as JSON when
+possible (``null``, ``3``, ``{"id": "sku"}``), else kept as a string. Notebooks share one work directory (``-p work_dir=...``,
 default ``<out>/work``) so later ones reuse what earlier ones computed.
 
 The HTML reports work offline, widgets included: the executed notebooks keep the widget state
@@ -61,10 +62,20 @@ REPORT_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 """
 
 
+#: papermill's own spellings of Python constants on its command line (``papermill -p x None``)
+PAPERMILL_CONSTANTS = {"None": None, "True": True, "False": False}
+
+
 def _parse_param(s: str) -> tuple[str, object]:
+    """``name=value`` of ``-p``: papermill's ``None`` / ``True`` / ``False`` are those Python values,
+    anything else is parsed as JSON (``null``, ``3``, ``{"id": "sku"}``) when it can be, else kept as
+    a string."""
     if "=" not in s:
         raise SystemExit(f"-p expects name=value, got {s!r}")
     k, v = s.split("=", 1)
+    k = k.strip()
+    if v.strip() in PAPERMILL_CONSTANTS:
+        return k, PAPERMILL_CONSTANTS[v.strip()]
     try:
         return k, json.loads(v)
     except json.JSONDecodeError:
@@ -244,7 +255,8 @@ def run(out: Path, params: dict, only: list[str] | None = None, html: bool = Tru
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "reports"), help="folder for executed notebooks and HTML")
-    ap.add_argument("-p", "--param", action="append", default=[], help="override a parameter: name=value")
+    ap.add_argument("-p", "--param", action="append", default=[], help="override a parameter: name=value (None/True/False as in papermill, else JSON, "
+                    "else a string)")
     ap.add_argument("--only", nargs="*", help="run only notebooks whose names start with these prefixes")
     ap.add_argument("--no-html", action="store_true", help="skip the HTML export")
     a = ap.parse_args(argv)

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -207,6 +208,11 @@ def test_predict_equals_predictor(trained, cache, tmp_path, capsys, crm):
         else:
             assert got[c].fillna("").tolist() == want[c].fillna("").tolist(), c
     assert got.loc[1, "used"] == "text" and "broken.jpg" in got.loc[1, "failures"]
+    # semcat train judged CRM on the val split (issue 27: CRM collapses on flat probabilities); --crm says so
+    trust = sk.load_head(out).config["metadata"]["crm_trust"]
+    assert trust["ok"] == (trust["confidence"] >= trust["threshold"])
+    assert ("CRM decoding (--crm): " + ("can be used" if trust["ok"] else "FLAGGED")) in trained[1]
+    assert ("--crm is flagged for this head" in captured.err) == (crm and not trust["ok"])
     assert got.loc[2, "used"] == "image" and got.loc[3, "used"] == "text"
     assert got["pred_1"].notna().all()
 
@@ -254,6 +260,67 @@ def test_predict_finds_images_by_id(trained, cache, tmp_path, capsys):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "o.csv").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_train_writes_the_split_ids_and_predict_on_the_test_ids_reproduces_the_test_metrics(trained, cache, tmp_path,
+                                                                                          capsys):
+    """split.csv in the head folder (item_id, split): `semcat predict` on its test ids gives the printed
+    test top-1, with the images, and with --text-only the printed titles-only top-1."""
+    rc, stdout, out, _ = trained
+    head = sk.load_head(out)
+    meta = head.config["metadata"]
+    split = pd.read_csv(out / "split.csv", dtype=str)
+    assert list(split.columns) == ["item_id", "split"] and meta["split"]["ids_file"] == "split.csv"
+    counts = split["split"].value_counts()
+    assert (counts["train"], counts["val"], counts["test"]) == (meta["split"]["n_train"], meta["split"]["n_val"],
+                                                                 meta["split"]["n_test"])
+    df = ec.sample()
+    test = df.set_index("item_id").loc[split.loc[split["split"] == "test", "item_id"]].reset_index()
+    csv = tmp_path / "test.csv"
+    pd.DataFrame({"id": test["item_id"], "title": test["title"],
+                  "image": [Path(p).name for p in test["image_path"]]}).to_csv(csv, index=False)
+    args = ["predict", "--model", str(out), "--input", str(csv), "--images", str(tutorial_dir() / "images"),
+            "--output", str(tmp_path / "p.csv"), "--top-k", "1", "--cache-dir", cache, "--quiet"]
+    truth = head.taxonomy.resolve(test["label"].tolist())
+    printed = float(re.search(r"^\s+top1  ([0-9.]+)$", stdout, re.M).group(1))
+    assert cli.main(args) == 0
+    top1 = float(np.mean(_read_preds(tmp_path / "p.csv")["pred_1"].to_numpy() == np.array(truth, dtype=object)))
+    assert top1 == pytest.approx(meta["test_metrics"]["top1"], abs=1e-9) and f"{top1:.4f}" == f"{printed:.4f}"
+    # titles alone: the number semcat train printed (and stored) for it
+    blind = float(re.search(r"without images \(titles only, .*\): top1 ([0-9.]+)", stdout).group(1))
+    assert cli.main(args + ["--text-only"]) == 0
+    got = _read_preds(tmp_path / "p.csv")
+    assert set(got["used"]) == {"text"}
+    top1 = float(np.mean(got["pred_1"].to_numpy() == np.array(truth, dtype=object)))
+    assert top1 == pytest.approx(meta["test_metrics_text_only"]["top1"], abs=1e-9) and f"{top1:.4f}" == f"{blind:.4f}"
+
+
+def test_predict_without_the_images_of_an_image_head_is_refused_unless_text_only(trained, cache, tmp_path, capsys):
+    """The README's example (--id-col / --title-col only) on a head trained on images: one-line refusal naming
+    the head's image input and its measured cost; --text-only predicts from titles and says the cost; the
+    Predictor API warns."""
+    from semcat_kit.ship.predictor import MissingImagesWarning
+
+    out = trained[2]
+    meta = sk.load_head(out).config["metadata"]
+    df = ec.sample().head(6)
+    csv = tmp_path / "p.csv"
+    pd.DataFrame({"sku": df["item_id"], "name": df["title"]}).to_csv(csv, index=False)
+    args = ["predict", "--model", str(out), "--input", str(csv), "--id-col", "sku", "--title-col", "name",
+            "--output", str(tmp_path / "o.csv"), "--cache-dir", cache, "--quiet"]
+    assert cli.main(args) == 1
+    full, blind = meta["test_metrics"]["top1"], meta["test_metrics_text_only"]["top1"]
+    _one_line_error(capsys, "has no image column", "image encoder 'efficientnet-lite0",
+                    f"was {blind:.3f} instead of {full:.3f}", "--text-only")
+    assert not (tmp_path / "o.csv").exists()
+    assert cli.main(args + ["--text-only"]) == 0
+    captured = capsys.readouterr()
+    assert "--text-only: the head in" in captured.out and f"{blind:.3f} instead of {full:.3f}" in captured.out
+    assert _read_preds(tmp_path / "o.csv")["used"].tolist() == ["text"] * 6
+    te, ie = ec.encoders()
+    pred = sk.Predictor.load(out, text_encoder=te, image_encoder=ie)
+    with pytest.warns(MissingImagesWarning, match=r"no image column .* trained on titles and images .* instead of"):
+        pred.predict(df[["item_id", "title"]], cache_dir=cache, progress=False)
 
 
 def test_predict_bad_device_and_repeated_ids_are_one_line_errors(tmp_path, capsys):
@@ -372,7 +439,7 @@ def test_predict_checks_the_authors_sha256(trained, cache, tmp_path, capsys):
     csv = tmp_path / "p.csv"
     csv.write_text("id,title\n1,blue denim jeans\n")
     args = ["predict", "--model", str(out), "--input", str(csv), "--output", str(tmp_path / "o.csv"),
-            "--cache-dir", cache, "--quiet"]
+            "--cache-dir", cache, "--quiet", "--text-only"]
     assert cli.main(args + ["--expected-sha256", "0" * 64]) == 1
     _one_line_error(capsys, "expected_sha256", "not the head")
     assert not (tmp_path / "o.csv").exists()
@@ -388,7 +455,7 @@ def test_quiet_predict_prints_no_progress_bars(trained, cache, tmp_path):
     exe = Path(sys.executable).parent / "semcat"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "semcat_kit.cli"]
     r = subprocess.run(cmd + ["predict", "--model", str(trained[2]), "--input", str(csv), "--output",
-                              str(tmp_path / "o.csv"), "--cache-dir", cache, "--quiet"],
+                              str(tmp_path / "o.csv"), "--cache-dir", cache, "--quiet", "--text-only"],
                        capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stderr.strip() == "", r.stderr          # was transformers' "Loading weights" bar
@@ -452,7 +519,7 @@ def test_predict_chunks_keep_ids_unique_and_row_numbers(trained, cache, tmp_path
     csv = tmp_path / "p.csv"
     csv.write_text("sku,title\n7,shirt\n8,jeans\n9,dress\n7,shoes\n")
     base = ["predict", "--model", str(trained[2]), "--output", str(tmp_path / "o.csv"), "--cache-dir", cache,
-            "--quiet", "--chunk-size", "2"]
+            "--quiet", "--text-only", "--chunk-size", "2"]
     assert cli.main(base + ["--input", str(csv), "--id-col", "sku"]) == 1       # 7 repeats in the second chunk
     _one_line_error(capsys, "p.csv", "column 'sku' repeats id '7'", "lines [2, 5]")
     assert not (tmp_path / "o.csv").exists() and list(tmp_path.iterdir()) == [csv]

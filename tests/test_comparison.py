@@ -177,3 +177,41 @@ def test_hedging_columns_are_nan_without_val():
 
     cols = hedging_columns(None, None, None, None, None)
     assert list(cols) == hedging_metric_names() and all(np.isnan(v) for v in cols.values())
+
+
+def test_crm_rows_are_flagged_where_the_probabilities_are_too_flat(result):
+    """A starved run (one epoch at a tiny learning rate: nearly uniform probabilities) gets a flagged + CRM row
+    (crm_trusted 0 and a CrmFlagWarning naming the measured rule); a converged one is trusted."""
+    from semcat_kit.judge.decoding import CRM_MIN_CONFIDENCE, CrmFlagWarning, crm_trust
+
+    tax, nb, te, configs, df = result
+    crm_row = [i for i in df.index if i.endswith(" + CRM")][0]
+    assert df.loc[crm_row, "crm_trusted_mean"] == 1.0 and np.isnan(df.loc["one-hot", "crm_trusted_mean"])
+    tax, tr, va, te = _data(2)
+    starved = {"starved": TrainConfig(**{**FAST, "epochs": 1, "lr": 1e-5}, solver="minibatch", early_stopping=None)}
+    with pytest.warns(CrmFlagWarning, match=rf"'starved \+ CRM' is flagged for 3 of its 3 seed\(s\): mean top-1 "
+                                            rf"probability on the validation split is 0\.\d+ < {CRM_MIN_CONFIDENCE:g}"):
+        flat = compare(starved, train=tr, val=va, test=te, taxonomy=tax, seeds=(0, 1, 2), crm_for="starved",
+                       progress=False)
+    assert flat.loc["starved + CRM", "crm_trusted_mean"] == 0.0
+    run = flat.attrs["runs"][("starved", 0)]
+    assert not crm_trust(run.predict_proba(va[0])).ok
+
+
+def test_crm_trust_reads_the_mean_top1_probability():
+    from semcat_kit.judge.decoding import CRM_MIN_CONFIDENCE, crm_trust
+
+    C = 50
+    flat = np.full((10, C), 1.0 / C)
+    t = crm_trust(flat)
+    assert not t.ok and t.confidence == pytest.approx(1.0 / C) and t.threshold == CRM_MIN_CONFIDENCE
+    assert "too flat for CRM" in t.reason
+    peaked = np.full((10, C), 0.1 / (C - 1))
+    peaked[:, 0] = 0.9
+    assert crm_trust(peaked).ok and crm_trust(peaked).confidence == pytest.approx(0.9)
+    edge = np.full((4, 2), 0.5)
+    assert crm_trust(edge, min_confidence=0.5).ok and not crm_trust(edge, min_confidence=0.51).ok
+    nothing = crm_trust(np.zeros((0, C)))
+    assert nothing.ok and np.isnan(nothing.confidence)
+    with pytest.raises(ValueError, match="min_confidence"):
+        crm_trust(flat, min_confidence=2)

@@ -349,9 +349,9 @@ def test_load_catalog_reports_entries_named_like_images_that_are_not_files(tmp_p
     assert df["image_path"].tolist() == [str((img / "a1.Jpg").resolve()), None, None, None]
     rep = df.attrs["report"]
     rep = rep[rep["column"] == "image_path"].set_index("item_id")["problem"]
-    assert rep["a2"] == f"image file {str((img / 'a2.jpg').resolve())!r}: not a regular file"
-    assert rep["a3"] == f"image file {str(img.resolve() / 'a3.png')!r}: not a regular file"
-    assert rep["a4"].startswith("no image file a4.<jpg|jpeg|png|webp>")
+    assert rep["a2"] == f"image file unusable (not a regular file): {(img / 'a2.jpg').resolve()}"
+    assert rep["a3"] == f"image file unusable (not a regular file): {img.resolve() / 'a3.png'}"
+    assert rep["a4"] == f"image file missing: {img.resolve() / 'a4'}.<jpg|jpeg|png|webp>"
     # the chunked loader finds the same, and looks only at the kept rows' files
     src = tmp_path / "c.csv"
     _small().to_csv(src, index=False)
@@ -375,8 +375,8 @@ def test_image_column_relative_to_images_dir_csv_dir_or_absolute(tmp_path):
     assert df["image_path"].iloc[2] is None and df["image_path"].iloc[3] is None
     assert "img" not in df.columns
     rep = df.attrs["report"].set_index("item_id")
-    assert "nothere.jpg" in rep.loc["a3", "problem"] and "does not exist" in rep.loc["a3", "problem"]
-    assert "no image path" in rep.loc["a4", "problem"]
+    assert rep.loc["a3", "problem"] == f"image file missing: {tmp_path / 'pics' / 'nothere.jpg'}"
+    assert rep.loc["a4", "problem"] == "no image path (column 'img' is empty)"
     # a CSV without images_dir: paths relative to the CSV's folder
     src.assign(img=["pics/p1.jpg", "p2.png", "x.jpg", ""]).to_csv(tmp_path / "cat.csv", index=False)
     df2 = D.load_catalog(tmp_path / "cat.csv", id="sku", title="name", path_col="cat", image="img")
@@ -591,3 +591,17 @@ def test_load_google_taxonomy_small_and_missing(tmp_path):
     assert g["id"].dtype == np.int64
     with pytest.raises(FileNotFoundError, match="nofile.txt"):
         D.load_google_taxonomy(tmp_path / "nofile.txt")
+
+
+def test_catalogs_and_products_to_predict_map_ids_and_image_paths_by_one_rule(tmp_path):
+    """load_catalog and products_frame (Predictor, semcat predict): a whole-float id is the same text, and a
+    Windows-style relative image path is found by both (it used to be found only by load_catalog)."""
+    from semcat_kit.datasets.products import products_frame
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "1.jpg").write_bytes(b"x")
+    df = pd.DataFrame({"id": [7.0, 8.0], "title": ["a", "b"], "img": ["sub\\1.jpg", "sub/1.jpg"], "cat": ["A > B", "A > C"]})
+    cat = D.load_catalog(df, images_dir=tmp_path, id="id", title="title", image="img", path_col="cat")
+    prods = products_frame(df, id="id", title="title", image="img", images_dir=tmp_path)
+    assert cat["item_id"].tolist() == prods["item_id"].tolist() == ["7", "8"]
+    assert Path(prods["image_path"][0]).is_file() and Path(prods["image_path"][0]) == Path(cat["image_path"][0])

@@ -153,7 +153,9 @@ def test_encode_catalog_reports_every_bad_image_and_keeps_going(bad_images, img_
     f = emb.failures.set_index("item_id")
     assert set(f.index) == {f"bad-{n}" for n in bad} | {"no-path"}
     assert (f["modality"] == "image").all()
-    for n, reason in [("missing", "missing file"), ("empty", "empty file"), ("truncated", "truncated"),
+    assert f.loc["bad-missing", "reason"] == f"image file missing: {bad_images['missing']}"   # the one wording
+    assert f.loc["no-path", "reason"] == "no image path"
+    for n, reason in [("missing", "image file missing"), ("empty", "empty file"), ("truncated", "truncated"),
                       ("garbage", "not a recognised"), ("bomb", "decompression bomb")]:
         assert reason in f.loc[f"bad-{n}", "reason"] and str(bad_images[n]) in f.loc[f"bad-{n}", "reason"]
     # EXIF-rotated photo embeds like the upright one, not like the sideways pixels

@@ -448,6 +448,15 @@ def test_example_classes_are_chosen_from_the_data():
     ex = si.example_classes(tax, sk.similarity.label_neighbors(emb, k=3), counts=np.array([1, 5, 1, 1, 1]))
     assert ex["path"].tolist() == ["A > a1", "A > a2", "A > b > x"]
     assert ex["lca_distance"].tolist() == [0, 1, 2] and ex.loc["anchor", "products"] == 5
+    assert ex.loc["same branch", "chosen_as"].startswith("its most similar class under the same parent")
+    # every neighbour in one top-level category: the other branch is another parent there, and says so
+    assert ex.loc["other branch", "chosen_as"].startswith("all of its 3 nearest classes are under 'A'")
+    # no neighbour under the anchor's parent: the "same branch" class is a cousin (LCA distance 2), said in words
+    t2 = sk.Taxonomy.from_paths(["A > p > x", "A > q > y", "A > r > z", "B > s > w"])
+    e2 = np.array([[1, 0, 0], [0.9, 0.1, 0], [0.5, 0.5, 0], [0, 0, 1.0]], dtype=np.float32)
+    ex = si.example_classes(t2, sk.similarity.label_neighbors(e2, k=3), cls="A > p > x")
+    assert ex.loc["same branch", "lca_distance"] == 2
+    assert ex.loc["same branch", "chosen_as"].startswith("none of its 3 nearest classes shares its parent")
     ex = si.example_classes(tax, sk.similarity.label_neighbors(emb, k=4), cls="A > a1")
     assert ex.loc["other branch", "path"] == "B > c"
 

@@ -21,6 +21,17 @@ EXPECTED = ["01_taxonomy_and_label_graph", "02_encode_catalog", "03_train_heads"
 
 
 
+@pytest.mark.parametrize("arg, want", [
+    ("image_encoder=None", ("image_encoder", None)), ("image_encoder=null", ("image_encoder", None)),
+    ("x=True", ("x", True)), ("x=False", ("x", False)), ("x=true", ("x", True)), ("epochs=3", ("epochs", 3)),
+    ("seeds=[0, 1]", ("seeds", [0, 1])), ("text_encoder=minilm", ("text_encoder", "minilm")),
+    ("work_dir=../w=1", ("work_dir", "../w=1")), ('catalog_options={"id": "sku"}', ("catalog_options", {"id": "sku"})),
+    ("name='None'", ("name", "'None'"))])
+def test_run_notebooks_reads_papermill_and_json_values(run_notebooks, arg, want):
+    """``-p image_encoder=None`` is papermill's None (its own CLI's convention), not the string 'None'."""
+    assert run_notebooks._parse_param(arg) == want
+
+
 def test_the_seven_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
@@ -145,6 +156,11 @@ def test_notebooks_run_on_the_readme_own_catalog_text_only_with_unlabelled_rows(
     preds = pd.read_csv(tmp_path / "work" / "unlabelled_predictions.csv")
     assert len(preds) == 690 and preds["pred_1"].notna().all() and preds["item_id"].is_unique
     assert "image: not used" in texts["02_encode_catalog"]          # text only
+    # prose that fits the data (issue 27): the partial-input demo uses only what a text-only head reads, the
+    # examples say which rule picked them, and the CRM cell says what it found
+    assert "this head reads: text" in texts["07_export_and_predict"] and "image_path only" not in texts["07_export_and_predict"]
+    assert "chosen as" in texts["01_taxonomy_and_label_graph"]
+    assert "CRM changes the top-1 of " in texts["07_export_and_predict"]
 
 
 @pytest.fixture(scope="module")

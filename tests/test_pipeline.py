@@ -172,6 +172,15 @@ def test_workspace_and_semcat_train_share_the_pipeline(pipe, toys_csv, tmp_path,
     preds = pd.read_csv(tmp_path / "head" / "unlabelled_predictions.csv", dtype={"item_id": str})
     assert sorted(preds["item_id"]) == sorted(ws.unlabelled_catalog()["item_id"])
     assert preds["pred_1"].isin(ws.taxonomy().classes).all()
+    # the hedged summary accounts for every product: leaf + broader category + review = all of them
+    leaf, review = preds["is_leaf"].astype(bool), preds["needs_review"].astype(bool)
+    assert (f"{int(leaf.sum())} given a leaf, {int((~leaf & ~review).sum())} a broader category, "
+            f"{int(review.sum())} marked needs_review") in out
+    # the split is in the head folder, and the test ids are the pipeline's
+    split = pd.read_csv(tmp_path / "head" / "split.csv", dtype=str)
+    ids = tp.load_catalog()["item_id"].to_numpy()
+    assert sorted(split.loc[split["split"] == "test", "item_id"]) == sorted(ids[tp.split()["test"]])
+    assert not split["item_id"].isin(ws.unlabelled_catalog()["item_id"]).any()
 
 
 def test_train_tune_and_encode_run_one_pipeline_with_a_taxonomy_and_unlabelled_rows(toys_csv, tmp_path, capsys):
@@ -216,3 +225,37 @@ def test_train_tune_and_encode_run_one_pipeline_with_a_taxonomy_and_unlabelled_r
     emb = sk.Embeddings.load(tmp_path / "emb")
     assert emb.item_ids.tolist() == cat["item_id"].tolist()              # the same sample, unlabelled rows included
     np.testing.assert_array_equal(np.asarray(emb.text), np.asarray(pipe.embeddings(progress=False).text))
+
+
+def test_letter_case_variants_of_a_real_catalog_merge_by_default_and_strict_names_file_lines(toys_csv, tmp_path):
+    """One category spelled in another case (a brand written "fastrack" once beside "Fastrack"): merged
+    with a warning into the spelling most items use; catalog_options label_case='strict' refuses, naming
+    the CSV lines (header = line 1) of both spellings, each once."""
+    import warnings
+
+    df = pd.read_csv(toys_csv, dtype=str)
+    col = TOYS_OPTIONS["path_col"]
+    top = df[col].value_counts().index[0]
+    k = int(np.flatnonzero(df[col].eq(top).to_numpy())[3])
+    df.loc[k, col] = top.lower()                       # every level in lower case, once
+    path = tmp_path / "cased.csv"
+    df.to_csv(path, index=False)
+    p = Pipeline(catalog=str(path), catalog_options=TOYS_OPTIONS, image_encoder=None)
+    with pytest.warns(sk.taxonomy.LabelCaseWarning, match=r"letter case: '.*' \(1 item, first at line "
+                                                          rf"{k + 2} \(item "):
+        p.validate()
+    tax = p.taxonomy()
+    assert top in tax.classes and top.lower() not in tax.classes
+    assert p.labels()[k] == tax.index_of(top)                       # the variant's product is trained on
+    first = int(np.flatnonzero(df[col].eq(top).to_numpy())[0])
+    strict = Pipeline(catalog=str(path), catalog_options={**TOYS_OPTIONS, "label_case": "strict"},
+                      image_encoder=None)
+    with warnings.catch_warnings(), pytest.raises(PipelineError) as e:
+        warnings.simplefilter("error", sk.taxonomy.LabelCaseWarning)
+        strict.validate()
+    msg = str(e.value)
+    assert f"first at line {first + 2} (item " in msg and f"first at line {k + 2} (item " in msg
+    assert "different letter case" in msg and "Fix: write each category one way" in msg
+    bad = Pipeline(catalog=str(path), catalog_options={**TOYS_OPTIONS, "label_case": "lower"}, image_encoder=None)
+    with pytest.raises(PipelineError, match="label_case must be one of"):
+        bad.validate()

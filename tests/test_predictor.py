@@ -122,8 +122,9 @@ def test_unreadable_images_are_reported_not_raised(pred, case, tmp_path):
     res = pred.predict(p, top_k=2)
     assert res["used"].tolist() == ["text", "text", "text+image"]
     assert res["pred_1"].notna().all()
-    assert "image: " in res.loc[0, "failures"] and "broken.jpg" in res.loc[0, "failures"]
-    assert "missing file" in res.loc[1, "failures"] and res.loc[2, "failures"] == ""
+    assert res.loc[0, "failures"].startswith("image file unusable (") and "broken.jpg" in res.loc[0, "failures"]
+    assert res.loc[1, "failures"] == f"image file missing: {tmp_path / 'does-not-exist.jpg'}"
+    assert res.loc[2, "failures"] == ""
     f = res.attrs["failures"]
     assert f["item_id"].tolist() == [p.loc[0, "item_id"], p.loc[1, "item_id"]]
     assert (f["modality"] == "image").all()
@@ -373,3 +374,37 @@ def test_predict_from_embeddings_in_chunks(pred, case, cache):
         list(pred.predict_embeddings_iter(iter([sub.take([0, 1]), sub.take([1])]), progress=False))
     with pytest.raises(TypeError, match="chunk 0 of embeddings is a ndarray"):
         list(pred.predict_embeddings_iter([np.zeros(3)], progress=False))
+
+
+def test_a_missing_image_file_has_one_wording_in_every_report(pred, case, tmp_path, cache):
+    """A named image file that is not there: the catalog report, Embeddings.failures (notebook 02) and the
+    predictions' failures column (semcat predict) all say 'image file missing: <path>'; an empty image
+    cell is 'no image path' everywhere."""
+    from semcat_kit.datasets.images import image_problem
+
+    df = case[0].head(3).reset_index(drop=True)
+    gone = tmp_path / "gone.jpg"
+    cat = pd.DataFrame({"id": df["item_id"], "title": df["title"], "cat": df["label"],
+                        "img": [df["image_path"][0], str(gone), None]})
+    loaded = sk.load_catalog(cat, id="id", title="title", path_col="cat", image="img")
+    rep = loaded.attrs["report"].set_index("item_id")["problem"]
+    want = f"image file missing: {gone}"
+    assert want == image_problem("missing file", gone)
+    assert rep[df["item_id"][1]] == want and rep[df["item_id"][2]].startswith("no image path")
+    emb = sk.encode_catalog(loaded, text_encoder=pred.text_encoder, image_encoder=pred.image_encoder,
+                            cache_dir=cache, progress=False)
+    f = emb.failures.set_index("item_id")["reason"]
+    assert f[df["item_id"][1]] == want and f[df["item_id"][2]] == "no image path"
+    res = pred.predict(pd.DataFrame({"item_id": df["item_id"], "title": df["title"],
+                                     "image_path": [df["image_path"][0], str(gone), None]}), cache_dir=cache,
+                       progress=False)
+    assert res["failures"].tolist() == ["", want, ""]          # an empty cell is absence, not a failure
+
+
+def test_no_products_give_an_empty_frame_with_the_columns_of_any_prediction(pred, case, cache):
+    """Notebook 07 writes unlabelled_predictions.csv from predict() even when no product lacks a category: the
+    empty file's header is that of a real one (no leftover columns of another table)."""
+    df = case[0]
+    full = pred.predict(_products(df, 2), top_k=3, cache_dir=cache, progress=False)
+    empty = pred.predict(df.iloc[:0][["item_id", "title", "image_path"]], top_k=3, cache_dir=cache, progress=False)
+    assert len(empty) == 0 and list(empty.columns) == list(full.columns)

@@ -140,13 +140,46 @@ def test_mixed_separators_are_refused():
     assert t.n_classes == 3
 
 
-def test_mixed_case_is_refused():
-    with pytest.raises(ValueError, match=r"different letter case: 'Apparel' \(e\.g\. 'Apparel > Topwear' \(2 items, "
-                                         r"first at row 0\)\); 'apparel' \(e\.g\. 'apparel > topwear' \(1 item, "
-                                         r"first at row 2\)\)"):
-        Taxonomy.from_paths(["Apparel > Topwear", "Apparel > Topwear", "apparel > topwear"])
-    with pytest.raises(ValueError, match="different letter case: 'A > Shoes'"):
-        Taxonomy.from_paths(["A > Shoes", "A > shoes", "A > Bags"])
+def test_letter_case_variants_merge_into_the_most_frequent_spelling_with_a_warning_each():
+    from semcat_kit.datasets.taxonomy import LabelCaseWarning, TaxonomyMergeWarning
+
+    labels = ["Watches > Fastrack > Men", "Watches > Fastrack > Men", "Watches > fastrack > Men",
+              "Watches > Fastrack > Women", "Bags > USB Bags", "Bags > USB bags", "Bags > USB Bags"]
+    with pytest.warns(LabelCaseWarning) as rec:
+        tax = Taxonomy.from_paths(labels)
+    msgs = [str(w.message) for w in rec if issubclass(w.category, LabelCaseWarning)]
+    # one warning per merged spelling (the brand once, not once per label below it), with counts and a row
+    assert msgs == ["letter case: 'Bags > USB bags' (1 item, first at row 5) merged into 'Bags > USB Bags' (2 items), "
+                    "the same category spelled as most of its items are (label_case='strict' refuses instead)",
+                    "letter case: 'Watches > fastrack' (1 item, first at row 2) merged into 'Watches > Fastrack' "
+                    "(3 items), the same category spelled as most of its items are (label_case='strict' refuses "
+                    "instead)"]
+    assert issubclass(LabelCaseWarning, TaxonomyMergeWarning)     # silenced and reported like the parent merges
+    assert tax.classes == ["Bags > USB Bags", "Watches > Fastrack > Men", "Watches > Fastrack > Women"]
+    # "USB" keeps its capitals: nothing is title-cased, the spelling most items use wins
+    assert tax.index_of(labels).tolist() == [1, 1, 1, 2, 0, 0, 0]
+    m = tax.merges()
+    assert m["reason"].tolist() == ["letter case"] * 2 and m["count"].tolist() == [1, 1]
+    assert m["resolved_count"].tolist() == [2, 3]
+    assert "2 category spelling(s) differ only in letter case" in tax.merge_message()
+
+
+def test_letter_case_strict_lists_each_conflict_once_with_lines_and_a_fix():
+    labels = ["Apparel > Topwear", "Apparel > Topwear", "apparel > topwear", "A > Shoes", "A > shoes", "A > Bags"]
+    lines = [f"line {i + 2}" for i in range(len(labels))]
+    with pytest.raises(ValueError) as e:
+        Taxonomy.from_paths(labels, label_case="strict", rows=lines)
+    msg = str(e.value)
+    assert msg.startswith("the labels spell 3 categories in different letter case: ")
+    assert ("'A > Shoes' (1 item, first at line 5) vs 'A > shoes' (1 item, first at line 6)" in msg)
+    assert "'Apparel' (2 items, first at line 2) vs 'apparel' (1 item, first at line 4)" in msg
+    listed = msg[:msg.index("Fix:")]
+    assert listed.count("'apparel'") == 1 and listed.count("'A > shoes'") == 1    # each spelling named once
+    assert "'Apparel > Topwear' (2 items, first at line 2) vs 'Apparel > topwear' (1 item, first at line 4)" in msg
+    assert "Fix: write each category one way in the file" in msg and "'label_case': 'merge'" in msg
+    assert ".str.title()" not in msg
+    with pytest.raises(ValueError, match="label_case must be one of"):
+        Taxonomy.from_paths(labels, label_case="lower")
 
 
 def test_load_malformed_file_names_it(tmp_path):

@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "number is the id)")
     p.add_argument("--title-col", metavar="NAME", help="column of product titles (default 'title')")
     p.add_argument("--image-col", metavar="NAME", help="column of image file paths (default 'image')")
+    p.add_argument("--text-only", action="store_true", help="predict from the titles alone with a head trained on "
+                   "titles and images (without it, an input with no image column is refused for such a head, "
+                   "saying how much accuracy the images were worth on its test split)")
     p.add_argument("--output", required=True, metavar="FILE", help="where to write the predictions, chunk by "
                    "chunk, renamed into place when complete: Parquet when it ends in .parquet/.pq, else CSV")
     p.add_argument("--top-k", type=int, default=5, metavar="K", help="categories per product (default 5)")

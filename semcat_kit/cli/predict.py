@@ -26,8 +26,16 @@ def product_chunks(args, chunk_size: int):
                          images_dir=args.images, chunk_size=chunk_size, what="--input", say=OPTIONS)
 
 
+def _chain(first, rest):
+    yield first
+    yield from rest
+
+
 def run(args) -> int:
-    from ..ship.predictor import Predictor, write_predictions
+    import warnings
+
+    from ..judge.decoding import CrmFlagWarning
+    from ..ship.predictor import MissingImagesWarning, Predictor, _failure_text, without_images_cost, write_predictions
 
     if args.top_k < 1:
         raise CliError(f"--top-k must be >= 1, not {args.top_k}")
@@ -45,16 +53,32 @@ def run(args) -> int:
     pred = Predictor.load(args.model, device=args.device, backend=args.backend,
                           expected_sha256=args.expected_sha256)
 
+    trust = pred.crm_trust() if args.crm else None
+    if trust is not None and not trust.ok:
+        print(f"--crm is flagged for this head: {trust.reason}", file=sys.stderr)
+    text_only = bool(getattr(args, "text_only", False))
+    if "image" in pred.head.uses:
+        if text_only:
+            print(f"--text-only: {without_images_cost(pred.head)}", flush=True)
+        elif "image_path" not in first.columns:
+            raise CliError(f"--input {args.input} has no image column ('image' / 'image_path', or --image-col NAME) "
+                           f"and no --images DIR, but {without_images_cost(pred.head)}. Give the images (--image-col "
+                           "or --images), or pass --text-only to predict from the titles alone")
+
     def products():
-        yield first
-        yield from chunks
+        for c in _chain(first, chunks):
+            # --text-only: the titles alone, even where the input has images
+            yield c.drop(columns=["image_path"], errors="ignore") if text_only else c
     try:
         frames = pred.predict_iter(products(), top_k=args.top_k, crm=args.crm, cache_dir=args.cache_dir,
                                    progress=not args.quiet, chunk_size=args.chunk_size, precision=precision)
     except ValueError as e:     # no calibrated thresholds, or none for this precision
         raise CliError(f"--precision {precision:g}: {e}") from None
     try:
-        n = write_predictions(frames, out)
+        with warnings.catch_warnings():     # no images: refused above unless --text-only asked for it
+            warnings.simplefilter("ignore", MissingImagesWarning)
+            warnings.simplefilter("ignore", CrmFlagWarning)       # said above, once
+            n = write_predictions(frames, out)
     except OSError as e:         # a full or read-only disk under --output: one line naming it
         detail = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
         raise CliError(f"--output {args.output}: the predictions could not be written ({detail}); nothing was "
@@ -65,7 +89,7 @@ def run(args) -> int:
         print(f"hedged at precision {precision:g} (threshold {pred.hedging.threshold(precision):.4f}; "
               f"{pred.hedging.guarantee(precision)}): see the node, is_leaf and needs_review columns")
     for _, r in fails.head(10).iterrows():
-        print(f"  {r['item_id']}: {r['modality']}: {r['reason']}", file=sys.stderr)
+        print(f"  {r['item_id']}: {_failure_text(r['modality'], r['reason'])}", file=sys.stderr)
     if len(fails) > 10:
         print(f"  ... and {len(fails) - 10} more (see the 'failures' column)", file=sys.stderr)
     return 0

@@ -87,10 +87,22 @@ def run(args) -> int:
             print(f"  {k:>24s}  {int(v):d}" if k == "n" else f"  {k:>24s}  {v:.4f}")
     else:
         print("test metrics: none (the test split is empty)")
+    text_only = _text_only_metrics(run, pipe) if metrics else {}
+    if text_only:
+        print(f"  without images (titles only, as `semcat predict --text-only`): top1 {text_only['top1']:.4f}")
     meta = {"test_metrics": metrics, "catalog": args.catalog, "n_products": n_products,
-            "split": {"n_train": len(sp.train), "n_val": len(sp.val), "n_test": len(sp.test), **cfg["split"]},
+            "split": {"n_train": len(sp.train), "n_val": len(sp.val), "n_test": len(sp.test), **cfg["split"],
+                      "ids_file": SPLIT_FILE},
             "sample": cfg["sample"], "seed": cfg["seed"]}
+    if text_only:
+        meta["test_metrics_text_only"] = text_only
     hedging = _calibrate_hedging(run, pipe.part("val")) if len(sp.val) else None
+    if len(sp.val):
+        from ..judge.decoding import crm_trust
+
+        trust = crm_trust(run.predict_proba(pipe.part("val")[0]))
+        meta["crm_trust"] = {"ok": trust.ok, "confidence": trust.confidence, "threshold": trust.threshold}
+        print(f"CRM decoding (--crm): {'can be used' if trust.ok else 'FLAGGED'} ({trust.reason})", flush=True)
     onnx = cfg["export"]["onnx"]
     if onnx == "auto":
         from .._core.optional import have_onnx
@@ -100,7 +112,8 @@ def run(args) -> int:
             print('no head.onnx: the ONNX export needs pip install "semcat_kit[onnx]" (export.onnx: auto)')
     export_head(run, out, onnx=onnx, pt2=cfg["export"]["pt2"], overwrite=args.overwrite, metadata=meta,
                 hedging=hedging)
-    print(f"exported the head to {out}")
+    _write_split(out / SPLIT_FILE, emb.item_ids, sp)
+    print(f"exported the head to {out} (the split's item ids: {out / SPLIT_FILE})")
     if len(unl):
         from .._core.io import atomic_path
 
@@ -112,9 +125,45 @@ def run(args) -> int:
             res.to_csv(tmp, index=False)
         print(f"wrote predictions for the {len(unl)} products without a usable label to {dest}")
         if hedge_at is not None:
-            print(f"  at precision {hedge_at:g}: {int(res['is_leaf'].sum())} given a leaf, "
-                  f"{int(res['needs_review'].sum())} marked needs_review (columns node, is_leaf, needs_review)")
+            leaf, review = res["is_leaf"].to_numpy(bool), res["needs_review"].to_numpy(bool)
+            print(f"  at precision {hedge_at:g}: {int(leaf.sum())} given a leaf, {int((~leaf & ~review).sum())} a "
+                  f"broader category, {int(review.sum())} marked needs_review (columns node, is_leaf, needs_review)")
     return 0
+
+
+#: File of the head folder listing which split each labelled product was in (columns ``item_id, split``).
+SPLIT_FILE = "split.csv"
+
+
+def _write_split(path: Path, item_ids, sp) -> None:
+    """``item_id, split`` (``train`` / ``val`` / ``test``) of every labelled product, in catalog order,
+    written atomically: ``semcat predict`` on the ``test`` ids reproduces the printed test metrics."""
+    import numpy as np
+    import pandas as pd
+
+    from .._core.io import atomic_path
+
+    rows = np.concatenate([sp.train, sp.val, sp.test]).astype(np.int64)
+    names = np.repeat(np.array(["train", "val", "test"], dtype=object), [len(sp.train), len(sp.val), len(sp.test)])
+    order = np.argsort(rows, kind="stable")
+    df = pd.DataFrame({"item_id": np.asarray(item_ids)[rows[order]], "split": names[order]})
+    with atomic_path(path, suffix=".csv") as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def _text_only_metrics(run, pipe) -> dict:
+    """Test metrics of a head that reads titles and images when every image is left out (what
+    ``semcat predict --text-only`` gives); empty for a head of one modality."""
+    import dataclasses
+
+    import numpy as np
+
+    model = run.model
+    if getattr(model, "image_proj", None) is None or getattr(model, "text_proj", None) is None:
+        return {}
+    emb, y = pipe.part("test")
+    blind = dataclasses.replace(emb, image_mask=np.zeros(len(emb), dtype=bool))
+    return {k: float(v) for k, v in run.evaluate(blind, y, neighbors=pipe.neighbors()).items()}
 
 
 #: Precision of the hedged columns of the unlabelled products' predictions.

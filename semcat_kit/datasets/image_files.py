@@ -1,4 +1,5 @@
-"""The image file of a product, found by its id in a folder (``<images_dir>/<id>.<ext>``).
+"""The image file of a product, found by its id in a folder (``<images_dir>/<id>.<ext>``) or named in an
+image column (:func:`resolve_image_path`; catalogs and products to predict alike).
 
 Image bytes, checks and digests are in :mod:`semcat_kit.datasets.images`.
 """
@@ -7,12 +8,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFiles", "image_paths_for"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageFiles", "image_paths_for", "resolve_image_path"]
 
 #: File extensions tried (in this order) when images are found by item id.
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -157,3 +159,20 @@ def _mixed_case_entries(folder: str) -> dict:
     _MIXED_CASE[folder] = (key, out)
     return out
 
+
+def resolve_image_path(raw: str, base) -> Path:
+    """An image-column value as a path: absolute as it is, else relative to ``base`` (None: as written).
+    The one rule of :func:`semcat_kit.load_catalog` and of the products to predict
+    (:func:`semcat_kit.datasets.products.products_frame`, ``semcat predict``).
+
+    A relative Windows-style path (``images\\123.jpg``, from a CSV made on Windows) that does not
+    exist as written is retried with ``/`` separators on systems where ``\\`` is not one.
+    """
+    p = Path(raw).expanduser()
+    p = p if p.is_absolute() or base is None else Path(base) / p
+    if "\\" in raw and os.sep != "\\" and not p.is_file():
+        q = Path(raw.replace("\\", "/")).expanduser()
+        q = q if q.is_absolute() or base is None else Path(base) / q
+        if q.is_file():
+            return q
+    return p

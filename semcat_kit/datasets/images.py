@@ -18,7 +18,7 @@ from typing import Union
 
 from PIL import Image, ImageOps
 
-__all__ = ["ImageError", "load_image", "to_rgb", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_BYTES", "check_image_file",
+__all__ = ["ImageError", "NO_IMAGE_PATH", "image_problem", "load_image", "to_rgb", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_BYTES", "check_image_file",
            "read_image_bytes", "image_digest"]
 
 #: Default refusal threshold: 64 megapixels (e.g. 8000 x 8000) is far beyond any product photo.
@@ -28,6 +28,22 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 _CHUNK = 1 << 20
 
 ImageSource = Union[str, os.PathLike, bytes, Image.Image]
+
+
+#: How every report names a product whose image cell is empty (no file named): the catalog report,
+#: ``Embeddings.failures``, predictions.
+NO_IMAGE_PATH = "no image path"
+
+
+def image_problem(reason: str, path) -> str:
+    """The one wording of an image file that was named but cannot be used, in every report (catalog
+    report, ``Embeddings.failures``, the ``failures`` column of predictions, ``semcat predict``):
+    ``image file missing: <path>`` when there is no such file, ``image file unusable (<reason>):
+    <path>`` otherwise (``reason``: an :class:`ImageError`'s). An empty image cell is
+    :data:`NO_IMAGE_PATH` instead."""
+    if reason == "missing file":
+        return f"image file missing: {path}"
+    return f"image file unusable ({reason}): {path}"
 
 
 class ImageError(ValueError):

@@ -9,6 +9,11 @@ when there is no image file), ``label`` (the full category path ``"A > B > C"``)
 Catalog files too large to hold are read in chunks: :func:`load_catalog_chunks` applies
 :func:`load_catalog`'s mapping to each chunk of a :class:`~semcat_kit.datasets.readers.CatalogFile`.
 
+Ids and image paths follow the same rules as the products to predict
+(:func:`semcat_kit.datasets.products.products_frame`): :func:`~semcat_kit.datasets.products.id_text`
+(verbatim; a whole float loses its ``.0``) and :func:`~semcat_kit.datasets.image_files.resolve_image_path`
+(relative to the images folder or the file's folder; ``sub\\1.jpg`` from Windows accepted).
+
 Rows that are kept but are not fully usable (an empty title, a missing image file, a malformed
 CSV line that was repaired) are listed in ``df.attrs["report"]``, a
 :class:`~semcat_kit.datasets.report.ProblemReport` DataFrame with columns ``item_id, column, problem``.
@@ -25,8 +30,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .csv_files import read_csv
-from .image_files import IMAGE_EXTENSIONS, image_paths_for
-from .images import ImageError, check_image_file
+from .image_files import IMAGE_EXTENSIONS, image_paths_for, resolve_image_path
+from .images import NO_IMAGE_PATH, ImageError, check_image_file, image_problem
+from .products import id_text
 from .readers import ARROW_SUFFIXES, CSV_SUFFIXES, PARQUET_SUFFIXES, CatalogFile
 from .report import make_report
 from .taxonomy import DEFAULT_SEP
@@ -174,7 +180,7 @@ def map_catalog(df: pd.DataFrame, *, where: str, csv_dir, repairs: list, images_
     if bad:
         raise ValueError(f"{where}: column {id!r} is empty in {len(bad)} row(s) (rows {[row0 + b for b in bad[:10]]}); every "
                          "item needs an id")
-    item_id = pd.Series([_id_str(v) for v in ids_raw], index=df.index, dtype=object)
+    item_id = pd.Series([id_text(v) for v in ids_raw], index=df.index, dtype=object)
     from .._core.contracts import check_id_values, check_unique_ids   # (contracts imports torch: not at import)
 
     check_id_values(item_id, where=f"{where} column {id!r}", row0=row0)
@@ -247,10 +253,10 @@ def map_catalog(df: pd.DataFrame, *, where: str, csv_dir, repairs: list, images_
             if regular:
                 image_path[k] = p
             elif p is not None:                      # a FIFO, device or folder named like an image
-                report.append(dict(item_id=iid, column="image_path", problem=f"image file {p!r}: not a regular file"))
+                report.append(dict(item_id=iid, column="image_path", problem=image_problem("not a regular file", p)))
             else:
-                report.append(dict(item_id=iid, column="image_path",
-                                   problem=f"no image file {iid}.<{'|'.join(IMAGE_EXTENSIONS)}> in {images_dir}"))
+                report.append(dict(item_id=iid, column="image_path", problem=image_problem(
+                    "missing file", f"{images_dir / iid}.<{'|'.join(IMAGE_EXTENSIONS)}>")))
     elif image is not None:
         base = images_dir or csv_dir or Path.cwd()
         rows = enumerate(zip(item_id, df[image].tolist()))
@@ -259,16 +265,15 @@ def map_catalog(df: pd.DataFrame, *, where: str, csv_dir, repairs: list, images_
             if image_rows is not None and not image_rows[k]:
                 continue                                  # a row the caller drops: its file is not looked at
             if _missing(v):
-                report.append(dict(item_id=iid, column="image_path", problem=f"no image path in column {image!r}"))
+                report.append(dict(item_id=iid, column="image_path",
+                                   problem=f"{NO_IMAGE_PATH} (column {image!r} is empty)"))
                 continue
-            p = _resolve_image(str(v).strip(), base)
+            p = resolve_image_path(str(v).strip(), base)
             try:
                 check_image_file(p)   # a regular file of bounded size: never a FIFO, a device or a folder
                 image_path[k] = str(p.resolve())
             except ImageError as e:
-                problem = (f"image file {str(p)!r} does not exist" if e.reason == "missing file"
-                           else f"image file {str(p)!r}: {e.reason}")
-                report.append(dict(item_id=iid, column="image_path", problem=problem))
+                report.append(dict(item_id=iid, column="image_path", problem=image_problem(e.reason, p)))
 
     # ---- assemble
     out = pd.DataFrame({"item_id": item_id.to_numpy(), "title": titles,
@@ -371,28 +376,3 @@ def load_catalog_chunks(
                 out.attrs["report"] = make_report(report[report["item_id"].isin(set(out["item_id"]))]
                                                    .to_dict("records"))
         yield out, first
-
-
-def _resolve_image(raw: str, base: Path) -> Path:
-    """An image-column value as a path: absolute as it is, else relative to ``base``.
-
-    A relative Windows-style path (``images\\123.jpg``, from a CSV made on Windows) that does not
-    exist as written is retried with ``/`` separators on systems where ``\\`` is not one.
-    """
-    p = Path(raw).expanduser()
-    p = p if p.is_absolute() else base / p
-    if "\\" in raw and os.sep != "\\" and not p.is_file():
-        q = Path(raw.replace("\\", "/")).expanduser()
-        q = q if q.is_absolute() else base / q
-        if q.is_file():
-            return q
-    return p
-
-
-def _id_str(v) -> str:
-    """An id as text, verbatim (surrounding spaces kept: ``" 7"`` and ``"7"`` are two items); only a
-    whole float (a numeric id column read by pandas) loses its ``.0``."""
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return str(int(v))
-    return str(v)
-

@@ -19,9 +19,17 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-__all__ = ["products_frame", "read_products"]
+__all__ = ["products_frame", "read_products", "id_text"]
 
 _SAY = {"id": "id=", "title": "title=", "image": "image=", "images_dir": "images_dir="}
+
+
+def id_text(v) -> str:
+    """An id as text, verbatim (the one rule of catalogs and of products to predict) (surrounding spaces kept: ``" 7"`` and ``"7"`` are two items); only a
+    whole float (a numeric id column read by pandas) loses its ``.0``."""
+    if isinstance(v, (float, np.floating)) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
 
 
 def _blank(v) -> bool:
@@ -57,6 +65,7 @@ def products_frame(products, *, id: str | None = None, title: str | None = None,
         path that is not text.
     """
     from .._core.contracts import check_id_values, check_unique_ids
+    from .image_files import resolve_image_path
 
     say = {**_SAY, **(say or {})}
     if isinstance(products, pd.DataFrame):
@@ -95,7 +104,7 @@ def products_frame(products, *, id: str | None = None, title: str | None = None,
         if len(empty):
             raise ValueError(f"{where}: column {id_col!r} is empty at {row_word}(s) "
                              f"{[row0 + int(i) for i in empty[:10]]}; give every product an id")
-        ids = ids.astype(str).to_numpy()
+        ids = np.array([id_text(v) for v in ids.tolist()], dtype=object)
     elif first_row is not None:
         ids = np.array([str(i) for i in range(first_row, first_row + len(df))], dtype=object)
     else:
@@ -122,8 +131,7 @@ def products_frame(products, *, id: str | None = None, title: str | None = None,
             if _blank(v):
                 vals.append(None)
             elif isinstance(v, (str, os.PathLike)):
-                q = Path(str(v).strip() if isinstance(v, str) else v).expanduser()
-                vals.append(str(q if q.is_absolute() or base is None else base / q))
+                vals.append(str(resolve_image_path(str(v).strip() if isinstance(v, str) else os.fspath(v), base)))
             else:
                 raise TypeError(f"image paths must be strings; item {ids[len(vals)]!r} has a "
                                 f"{type(v).__name__} in column {img_col!r}")

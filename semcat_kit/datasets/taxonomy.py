@@ -29,7 +29,8 @@ import pandas as pd
 
 DEFAULT_SEP = " > "
 
-__all__ = ["Taxonomy", "split_path", "check_spelling", "DEFAULT_SEP", "load_google_taxonomy",
+__all__ = ["Taxonomy", "split_path", "check_spelling", "LABEL_CASE_POLICIES", "LabelCaseWarning", "case_variants",
+           "case_canonical", "DEFAULT_SEP", "load_google_taxonomy",
            "TaxonomyMergeWarning", "CONFLICT_POLICIES", "MERGE_MAX_COUNT", "MERGE_MAX_SHARE",
            "MERGE_MAX_PARENT_SHARE", "read_taxonomy", "suggest_classes"]
 
@@ -67,12 +68,106 @@ def split_path(path: str, sep: str = DEFAULT_SEP, *, where: str = "") -> tuple[s
     return parts
 
 
+#: ``label_case`` policies of :meth:`Taxonomy.from_paths` (``catalog_options["label_case"]``)
+LABEL_CASE_POLICIES = ("merge", "strict")
+
+
+class LabelCaseWarning(TaxonomyMergeWarning):
+    """A category spelled in another letter case than most of its items was merged into that spelling."""
+
+
+@dataclass
+class CaseVariants:
+    """One category spelled in several letter cases: the spellings of its path down to that level.
+
+    ``spellings`` lists ``(path, items, first)`` most frequent first (``first``: where the spelling
+    first occurs, or None); the first one is the spelling kept by ``label_case="merge"``."""
+
+    spellings: list
+
+    @property
+    def kept(self) -> tuple:
+        return self.spellings[0][0]
+
+
+def case_variants(counts: dict, first_row: dict | None = None) -> list:
+    """The categories that ``counts`` (path -> items) spells in several letter cases, shallowest first.
+
+    A category is a path prefix compared with :meth:`str.casefold` (``"fastrack"`` = ``"Fastrack"``)
+    under the already chosen spelling of its parent; each is listed once (not once per label below
+    it). The kept spelling is the one with most items (ties: the one that occurs first).
+
+    Returns
+    -------
+    list of CaseVariants
+    """
+    first_row = first_row or {}
+    items: dict = defaultdict(Counter)          # folded prefix -> spelled segment -> items
+    first: dict = {}                            # (folded prefix, spelled segment) -> first occurrence
+    order: dict = {}
+    for k, (p, n) in enumerate(counts.items()):
+        r = first_row.get(p)
+        for d in range(len(p)):
+            key = tuple(x.casefold() for x in p[:d + 1])
+            items[key][p[d]] += n
+            pos = (_row_key(r), k)
+            if (key, p[d]) not in first or pos < order[(key, p[d])]:
+                first[(key, p[d])], order[(key, p[d])] = r, pos
+    chosen = {key: min(c, key=lambda s: (-c[s], order[(key, s)])) for key, c in items.items()}
+    out = []
+    for key in sorted((k for k, c in items.items() if len(c) > 1), key=lambda k: (len(k), k)):
+        parent = tuple(chosen[key[:d + 1]] for d in range(len(key) - 1))
+        c = items[key]
+        spell = sorted(c, key=lambda s: (-c[s], order[(key, s)]))
+        out.append(CaseVariants([(parent + (s,), int(c[s]), first[(key, s)]) for s in spell]))
+    return out
+
+
+def _row_key(r):
+    """Sort key of an occurrence (a row number, or a name ending in one: ``"line 26"``)."""
+    if r is None:
+        return (1, 0)
+    if isinstance(r, (int, np.integer)):
+        return (0, int(r))
+    m = re.search(r"(\d+)\D*$", str(r))
+    return (0, int(m.group(1))) if m else (1, 0)
+
+
+def case_canonical(counts: dict, first_row: dict | None = None) -> dict:
+    """Path -> the spelling ``label_case="merge"`` maps it to (every path of ``counts``; itself when
+    no segment has another, more frequent spelling)."""
+    groups = case_variants(counts, first_row)
+    fold = {tuple(x.casefold() for x in g.kept): g.kept[-1] for g in groups}
+    out = {}
+    for p in counts:
+        out[p] = tuple(fold.get(tuple(x.casefold() for x in p[:d + 1]), p[d]) for d in range(len(p)))
+    return out
+
+
+def case_message(groups: list, sep: str, first_row_word: str = "first at") -> str:
+    """The refusal of ``label_case="strict"``: every category spelled several ways, once, with its
+    item counts and where each spelling first occurs, and what to do."""
+    def one(path, n, r):
+        where = f", {first_row_word} {r if isinstance(r, str) else f'row {r}'}" if r is not None else ""
+        return f"{sep.join(path)!r} ({n} item{'s' if n != 1 else ''}{where})"
+    shown = [" vs ".join(one(*s) for s in g.spellings) for g in groups[:10]]
+    more = f"; ... and {len(groups) - 10} more" if len(groups) > 10 else ""
+    fix = groups[0].spellings
+    return (f"the labels spell {len(groups)} categor{'y' if len(groups) == 1 else 'ies'} in different letter case: "
+            + "; ".join(shown) + more + f". Fix: write each category one way in the file (e.g. "
+            f"{sep.join(fix[1][0])!r} as {sep.join(fix[0][0])!r}), or leave label_case at 'merge' (the default; "
+            "catalog_options={..., 'label_case': 'merge'}) to merge every spelling into its most frequent one, "
+            "with a warning per merge")
+
+
+
 def check_spelling(counts: dict, first_row: dict | None = None, sep: str = DEFAULT_SEP) -> None:
     """Refuse a label column that spells one category two ways.
 
     Two cases would otherwise silently become extra classes:
 
-    * letter case: ``"apparel > topwear"`` beside ``"Apparel > Topwear"`` (any level);
+    * letter case: ``"apparel > topwear"`` beside ``"Apparel > Topwear"`` (any level; :meth:`Taxonomy.from_paths`
+      merges those by default, ``label_case="merge"``, and calls this on the merged paths);
     * another separator: ``"Apparel / Topwear / Shirts"`` (or ``"Apparel > Topwear / Shirts"``)
       beside ``"Apparel > Topwear > ..."`` -- re-split on the other separator the label becomes a
       path whose parent is an inner node of the other labels; or every label is one segment that
@@ -83,7 +178,7 @@ def check_spelling(counts: dict, first_row: dict | None = None, sep: str = DEFAU
     counts : dict
         Path (tuple of segments) -> number of items.
     first_row : dict, optional
-        Path -> first row it occurs at (named in the message).
+        Path -> where it first occurs (a row number or a name such as ``"line 26"``; named in the message).
     sep : str
 
     Raises
@@ -99,17 +194,9 @@ def check_spelling(counts: dict, first_row: dict | None = None, sep: str = DEFAU
         return f"{sep.join(p)!r} ({n} item{'s' if n != 1 else ''}{f', first at row {r}' if r is not None else ''})"
 
     # ---- letter case, at every level
-    spell: dict[tuple[str, ...], dict[tuple[str, ...], tuple[str, ...]]] = defaultdict(dict)
-    for p in counts:
-        for d in range(1, len(p) + 1):
-            spell[tuple(x.casefold() for x in p[:d])].setdefault(p[:d], p)
-    clashes = [v for v in spell.values() if len(v) > 1]
-    if clashes:
-        v = min(clashes, key=lambda v: len(next(iter(v))))   # report the shallowest clash
-        shown = "; ".join(f"{sep.join(pre)!r} (e.g. {desc(ex)})" for pre, ex in list(v.items())[:4])
-        raise ValueError(f"the labels spell one category in different letter case: {shown}"
-                         f"{f' ({len(clashes)} categories in all)' if len(clashes) > 1 else ''}. Normalise the "
-                         "labels (e.g. catalog['label'].str.title()) so each category has one spelling")
+    groups = case_variants(counts, first_row)
+    if groups:
+        raise ValueError(case_message(groups, sep, first_row_word="first at"))
     # ---- another separator
     own = sep.strip() or sep
     others = [c for c in _OTHER_SEPS if c not in own]
@@ -157,7 +244,10 @@ class Taxonomy:
         (columns ``name, path, count, resolved_to, kept``). Empty when the input was a clean tree.
     aliases : dict[str, str]
         Paths that :meth:`index_of` accepts and maps to another class (the minority paths of a
-        conflict resolved by ``on_conflict="majority"``).
+        conflict resolved by ``on_conflict="majority"``, the letter-case variants merged by
+        ``label_case="merge"``).
+    case_merges : pandas.DataFrame
+        The spellings merged by letter case (``path, count, resolved_to, resolved_count, first``).
     """
 
     node_paths: list[tuple[str, ...]]
@@ -166,6 +256,7 @@ class Taxonomy:
     sep: str = DEFAULT_SEP
     aliases: dict[str, str] = field(default_factory=dict)
     conflicts: pd.DataFrame = field(default_factory=lambda: _empty_conflicts())
+    case_merges: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_CASE_COLUMNS))
 
     def __post_init__(self) -> None:
         self.node_parent = np.asarray(self.node_parent, dtype=np.int64)
@@ -210,6 +301,8 @@ class Taxonomy:
         merge_max_count: int = MERGE_MAX_COUNT,
         merge_max_share: float = MERGE_MAX_SHARE,
         merge_max_parent_share: float = MERGE_MAX_PARENT_SHARE,
+        label_case: str = "merge",
+        rows: Sequence | None = None,
     ) -> "Taxonomy":
         """Build the taxonomy whose classes are the distinct label paths.
 
@@ -237,24 +330,69 @@ class Taxonomy:
         merge_max_count, merge_max_share, merge_max_parent_share : int, float, float
             The noise rule of ``on_conflict="auto"`` (defaults 5 items, 15% and 50%, chosen on the
             Myntra and Amazon catalogs: see ``docs/guarantees.md``).
+        label_case : {"merge", "strict"}
+            Spellings of one category that differ only in letter case (``"Watches > fastrack"``
+            beside ``"Watches > Fastrack"``, at any level, :func:`case_variants`): ``"merge"``
+            (default) maps each to the spelling with most items (an alias, listed by
+            :meth:`merges` with reason ``"letter case"``), with one :class:`LabelCaseWarning` per
+            merged spelling; ``"strict"`` refuses them (every such category listed once).
+        rows : sequence, optional
+            How messages name each label's position (``rows[i]``, e.g. ``"line 26"`` of a file; read
+            only for a path's first occurrence); default ``"row i"`` (0-based position in ``labels``).
 
         Raises
         ------
         ValueError
             An empty label or segment; labels that mix separators (``"A / B"`` beside
-            ``"A > B"``) or spell one category in different letter case (``"a > b"`` beside
-            ``"A > B"``): the message names the labels, their counts and a row of each.
+            ``"A > B"``); with ``label_case="strict"``, one category in different letter case
+            (``"a > b"`` beside ``"A > B"``): the message names the labels, their counts and where
+            each first occurs.
         """
         if on_conflict not in CONFLICT_POLICIES:
             raise ValueError(f"on_conflict must be one of {CONFLICT_POLICIES}, not {on_conflict!r}")
+        if label_case not in LABEL_CASE_POLICIES:
+            raise ValueError(f"label_case must be one of {LABEL_CASE_POLICIES}, not {label_case!r}")
         counts: Counter = Counter()
-        first_row: dict[tuple[str, ...], int] = {}
+        first_row: dict[tuple[str, ...], object] = {}
+        def name(row):   # only for the first occurrence of a path, or an error
+            return row if rows is None else str(rows[row])
         for row, lab in enumerate(labels):
-            p = split_path(lab, sep, where=f" (row {row})")
+            try:
+                p = split_path(lab, sep)
+            except ValueError:
+                split_path(lab, sep, where=f" ({f'row {row}' if rows is None else rows[row]})")
+                raise
             counts[p] += 1
-            first_row.setdefault(p, row)
+            if p not in first_row:
+                first_row[p] = name(row)
         if not counts:
             raise ValueError("no labels given: a taxonomy needs at least one category path")
+        case_aliases, case_rows = {}, []
+        groups = case_variants(counts, first_row)
+        if groups and label_case == "strict":
+            raise ValueError(case_message(groups, sep))
+        if groups:
+            canon = case_canonical(counts, first_row)
+            merged: Counter = Counter()
+            merged_first: dict = {}
+            for p, n in counts.items():
+                q = canon[p]
+                merged[q] += n
+                if q not in merged_first or _row_key(first_row.get(p)) < _row_key(merged_first[q]):
+                    merged_first[q] = first_row.get(p)
+                if q != p:
+                    case_aliases[sep.join(p)] = q
+            for g in groups:
+                (kp, kn, _), rest = g.spellings[0], g.spellings[1:]
+                for path, n, r in rest:
+                    case_rows.append(dict(path=sep.join(path), count=n, resolved_to=sep.join(kp), resolved_count=kn,
+                                          first=r))
+                    where = f", first at {r if isinstance(r, str) else f'row {r}'}" if r is not None else ""
+                    warnings.warn(f"letter case: {sep.join(path)!r} ({n} item{'s' if n != 1 else ''}{where}) merged "
+                                  f"into {sep.join(kp)!r} ({kn} item{'s' if kn != 1 else ''}), the same category "
+                                  "spelled as most of its items are (label_case='strict' refuses instead)",
+                                  LabelCaseWarning, stacklevel=2)
+            counts, first_row = merged, merged_first
         check_spelling(counts, first_row, sep)
         by_name: dict[str, list[tuple[str, ...]]] = defaultdict(list)
         in_parent: Counter = Counter()
@@ -296,38 +434,66 @@ class Taxonomy:
         if len(conflicts):
             conflicts = conflicts.sort_values(["name", "count"], ascending=[True, False], ignore_index=True)
         tax = cls._from_class_paths(sorted(keep_paths), sep)
-        tax.aliases = aliases
         tax.conflicts = conflicts
+        tax.case_merges = pd.DataFrame(case_rows, columns=_CASE_COLUMNS)
         if aliases:
             warnings.warn(tax.merge_message(), TaxonomyMergeWarning, stacklevel=2)
+        for k, q in case_aliases.items():       # a case variant goes where its merged spelling goes
+            aliases.setdefault(k, aliases.get(sep.join(q), sep.join(q)))
+        tax.aliases = aliases
         return tax
 
     def merges(self) -> pd.DataFrame:
-        """The rows of :attr:`conflicts` whose path was merged into another class
-        (columns ``path, count, resolved_to, resolved_count``)."""
+        """The category paths merged into another class (columns ``path, count, resolved_to,
+        resolved_count, reason``): the spellings merged by letter case (``reason`` ``"letter case"``,
+        ``label_case="merge"``), then the rows of :attr:`conflicts` whose path was merged into the
+        most frequent path of its name (``"parent"``)."""
+        cols = ["path", "count", "resolved_to", "resolved_count", "reason"]
+        case = getattr(self, "case_merges", None)
+        parts = []
+        if case is not None and len(case):
+            parts.append(pd.DataFrame({"path": case["path"].tolist(), "count": case["count"].astype(int).tolist(),
+                                       "resolved_to": case["resolved_to"].tolist(),
+                                       "resolved_count": case["resolved_count"].astype(int).tolist(),
+                                       "reason": "letter case"}))
         c = self.conflicts
-        if c is None or not len(c):
-            return pd.DataFrame(columns=["path", "count", "resolved_to", "resolved_count"])
-        kept_counts = dict(zip(c.loc[c["kept"].astype(bool), "path"], c.loc[c["kept"].astype(bool), "count"]))
-        m = c[~c["kept"].astype(bool)]
-        return pd.DataFrame({"path": m["path"].tolist(), "count": m["count"].astype(int).tolist(),
-                             "resolved_to": m["resolved_to"].tolist(),
-                             "resolved_count": [int(kept_counts.get(r, 0)) for r in m["resolved_to"]]})
+        if c is not None and len(c):
+            kept_counts = dict(zip(c.loc[c["kept"].astype(bool), "path"], c.loc[c["kept"].astype(bool), "count"]))
+            m = c[~c["kept"].astype(bool)]
+            if len(m):
+                parts.append(pd.DataFrame({"path": m["path"].tolist(), "count": m["count"].astype(int).tolist(),
+                                           "resolved_to": m["resolved_to"].tolist(),
+                                           "resolved_count": [int(kept_counts.get(r, 0)) for r in m["resolved_to"]],
+                                           "reason": "parent"}))
+        if not parts:
+            return pd.DataFrame(columns=cols)
+        return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
     def merge_message(self, limit: int | None = None) -> str:
-        """One line per merged path: ``'B > X' (1 item) merged into 'A > X' (30 items)``."""
+        """One line per merged path: ``'B > X' (1 item) merged into 'A > X' (30 items)``, the
+        letter-case merges first."""
         m = self.merges()
         if not len(m):
             return "no category paths were merged"
-        rows = [f"  {r.path!r} ({r.count} item{'s' if r.count != 1 else ''}) merged into {r.resolved_to!r} "
-                f"({r.resolved_count} item{'s' if r.resolved_count != 1 else ''})" for r in m.itertuples()]
-        more = ""
-        if limit is not None and len(rows) > limit:
-            more = f"\n  ... and {len(rows) - limit} more (see taxonomy.conflicts)"
-            rows = rows[:limit]
-        return (f"{len(m)} category path(s) sit under another parent than most items of the same name and were "
-                "merged into that name's most frequent path (see taxonomy.conflicts; pass on_conflict='keep' to "
-                "keep them as classes):\n" + "\n".join(rows) + more)
+        out = []
+        for reason, head, tail in (
+                ("letter case", "category spelling(s) differ only in letter case from the spelling of most of their "
+                 "items and were merged into it (catalog_options label_case='strict' refuses instead):",
+                 "taxonomy.merges()"),
+                ("parent", "category path(s) sit under another parent than most items of the same name and were "
+                 "merged into that name's most frequent path (see taxonomy.conflicts; pass on_conflict='keep' to "
+                 "keep them as classes):", "taxonomy.conflicts")):
+            part = m[m["reason"] == reason]
+            if not len(part):
+                continue
+            rows = [f"  {r.path!r} ({r.count} item{'s' if r.count != 1 else ''}) merged into {r.resolved_to!r} "
+                    f"({r.resolved_count} item{'s' if r.resolved_count != 1 else ''})" for r in part.itertuples()]
+            more = ""
+            if limit is not None and len(rows) > limit:
+                more = f"\n  ... and {len(rows) - limit} more (see {tail})"
+                rows = rows[:limit]
+            out.append(f"{len(part)} {head}\n" + "\n".join(rows) + more)
+        return "\n".join(out)
 
     @classmethod
     def from_google_taxonomy(cls, path: str | Path) -> "Taxonomy":
@@ -570,6 +736,7 @@ class Taxonomy:
 
 
 _CONFLICT_COLUMNS = ["name", "path", "count", "resolved_to", "kept"]
+_CASE_COLUMNS = ["path", "count", "resolved_to", "resolved_count", "first"]
 _LCA_CHUNK = 1 << 16
 
 

@@ -15,7 +15,7 @@ import torch
 
 from .store import KEY_BYTES, VectorStore, as_keys, content_key, content_keys
 from .encoders import Encoder
-from ..datasets.images import ImageError, image_digest, load_image, read_image_bytes
+from ..datasets.images import NO_IMAGE_PATH, ImageError, image_digest, image_problem, load_image, read_image_bytes
 
 from .columns import column_chunks
 
@@ -33,7 +33,7 @@ def _read_image_bytes(path) -> tuple[bytes | None, str | None]:
     refused before anything is read.
     """
     if _no_path(path):
-        return None, "no image path"
+        return None, NO_IMAGE_PATH
     try:
         return read_image_bytes(path), None
     except ImageError as e:
@@ -43,7 +43,7 @@ def _read_image_bytes(path) -> tuple[bytes | None, str | None]:
 def image_key(path) -> tuple[bytes | None, str | None]:
     """Content key of an image file (streamed hash, same checks), or a failure reason."""
     if _no_path(path):
-        return None, "no image path"
+        return None, NO_IMAGE_PATH
     try:
         return image_digest(path, digest_size=KEY_BYTES), None
     except ImageError as e:
@@ -214,7 +214,7 @@ def encode_image_column(paths: list, ids, enc: Encoder, store, out, mask, batch_
                                      disable=not progress) as bar:
         for b in dl:
             for i, reason in b["fails"]:
-                failures.append((ids[i], "image", reason if reason == "no image path" else f"{reason}: {paths[i]}"))
+                failures.append((ids[i], "image", reason if reason == NO_IMAGE_PATH else image_problem(reason, paths[i])))
             rows, inv, ukeys = b["rows"], b["inv"], b["ukeys"]
             if counts is not None:
                 counts["hashed"] += len(rows)      # the files read and hashed (in the worker)
@@ -239,7 +239,7 @@ def encode_image_column(paths: list, ids, enc: Encoder, store, out, mask, batch_
                 ok_u[x_u] = True
             for u, reason in b["bad_u"]:
                 for i in rows[inv == u]:
-                    failures.append((ids[i], "image", f"{reason}: {paths[i]}"))
+                    failures.append((ids[i], "image", image_problem(reason, paths[i])))
             _deliver(rows, inv, ok_u, ukeys, uvec, out, row_keys, mask)
             if store is not None and store.pending >= chunk_size:
                 store.flush()

@@ -33,6 +33,25 @@ from .embeddings import FAILURE_COLUMNS, Embeddings, empty_failures
 __all__ = ["encode_catalog", "encode_into_store", "StoreFill", "open_stores", "fill_store", "close_stats",
            "store_view"]
 
+def _named_image_problems(fails: pd.DataFrame, report) -> pd.DataFrame:
+    """Failures of products whose image cell the catalog loader left empty because the file named there
+    cannot be used: the loader's words (``image file missing: <path>``, :func:`semcat_kit.datasets.images.image_problem`)
+    instead of ``no image path``, which is kept for cells that name no file."""
+    from ..datasets.images import NO_IMAGE_PATH
+
+    if report is None or not len(report) or not len(fails):
+        return fails
+    named = report[(report["column"] == "image_path") & report["problem"].astype(str).str.startswith("image file")]
+    if not len(named):
+        return fails
+    problem = dict(zip(named["item_id"].astype(str), named["problem"]))
+    hit = (fails["modality"] == "image") & (fails["reason"] == NO_IMAGE_PATH) & fails["item_id"].astype(str).isin(problem)
+    if hit.any():
+        fails = fails.copy()
+        fails.loc[hit, "reason"] = fails.loc[hit, "item_id"].astype(str).map(problem)
+    return fails
+
+
 def store_view(store: VectorStore, keys: np.ndarray, mask: np.ndarray, ids, modality: str, failures: list):
     """The rows' vectors as a view on the store; a row whose vector went missing is reported, not zeroed silently."""
     v = store.locate(keys, valid=mask, keep_index=False)   # one-off: index peak is one shard's
@@ -304,6 +323,7 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
     if isinstance(catalog, (str, os.PathLike)):
         catalog = FileCatalog(catalog)           # read in record batches, column by column
     ids = check_catalog(catalog, text_encoder, image_encoder)
+    loader_report = catalog.attrs.get("report") if isinstance(catalog, pd.DataFrame) else None
     if isinstance(catalog, pd.DataFrame):
         catalog = catalog.reset_index(drop=True)
     failures: list[tuple[str, str, str]] = []
@@ -355,6 +375,8 @@ def encode_catalog(catalog: pd.DataFrame, text_encoder: Encoder | None = None, i
                 image = store_view(st, keys, image_mask, ids, "image", failures)
         close_stats(stores, stats, cache_dir)
         fails = pd.DataFrame(failures, columns=FAILURE_COLUMNS) if failures else empty_failures()
+        if image_encoder is not None:
+            fails = _named_image_problems(fails, loader_report)
         stats["view"] = view
         meta = {"text_encoder": encoder_meta(text_encoder, "text"), "image_encoder": encoder_meta(image_encoder, "image"),
                 "stats": stats}

@@ -95,7 +95,7 @@ class Baseline(ClassifierMixin, BaseEstimator):
             if yarr.ndim != 1:
                 raise ValueError(f"y must be 1-D (one label per row), got shape {yarr.shape}")
             u = np.unique(yarr)
-            tax = Taxonomy.from_paths([str(c) for c in u], on_conflict="keep")
+            tax = Taxonomy.from_paths([str(c) for c in u], on_conflict="keep", label_case="strict")   # each value a class
             if yarr.dtype.kind in "iuf":   # classes_ keep the given values, in the taxonomy's class order
                 self._label_values_ = u[np.argsort(tax.index_of([str(c) for c in u]))]
             yarr = np.asarray([str(v) for v in yarr.tolist()], dtype=object)

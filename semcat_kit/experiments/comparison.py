@@ -20,11 +20,12 @@ from tqdm.auto import tqdm
 
 from ..labels import soft_labels as _soft
 from .baselines import Baseline
+from ..judge.decoding import CrmFlagWarning, crm_trust
 from ..judge.metrics import lower_is_better
 from ..learn.training import TrainConfig
 from ..learn.training import train as _train
 
-__all__ = ["compare", "hedging_columns", "default_suite", "baseline_suite", "loss_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]
+__all__ = ["compare", "CrmFlagWarning", "hedging_columns", "default_suite", "baseline_suite", "loss_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]
 
 CRM_SUFFIX = " + CRM"
 
@@ -87,7 +88,10 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
         At least 3 distinct seeds.
     crm_for : str, list of str, "best" or None
         Configurations that also get a ``"<name> + CRM"`` row: the same runs evaluated with
-        ``crm=True``. ``"best"`` picks the configuration with the best mean ``best_by``.
+        ``crm=True``. ``"best"`` picks the configuration with the best mean ``best_by``. A CRM row
+        is flagged (``crm_trusted`` 0, and a :class:`CrmFlagWarning`) where its run's validation
+        probabilities are too flat for CRM (:func:`semcat_kit.judge.decoding.crm_trust`: mean top-1
+        probability below :data:`~semcat_kit.judge.decoding.CRM_MIN_CONFIDENCE`); NaN without ``val``.
     best_by : str
         Metric that ``crm_for="best"`` ranks by (lower is better for severity/hdist/ece).
     long : bool
@@ -204,11 +208,24 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
         crm_names = [best if n == "best" else n for n in crm_names]
     crm_rows = []
     for name in dict.fromkeys(crm_names):
+        flagged = []
         for rr in base[base["config"] == name].to_dict("records"):
-            probs = runs[(name, rr["seed"])].predict_proba(te[0])     # recomputed: probs are not kept
+            run = runs[(name, rr["seed"])]
+            probs = run.predict_proba(te[0])     # recomputed: probs are not kept
             scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks, crm=True)
+            # CRM on flat probabilities sends products to the class nearest to everything: judged on val
+            trust = crm_trust(run.predict_proba(va[0])) if va is not None and len(va[1]) else None
+            if trust is not None and not trust.ok:
+                flagged.append((rr["seed"], trust))
             crm_rows.append({**rr, **scores.drop("n").to_dict(), **extra(probs, True), "config": name + CRM_SUFFIX,
-                             "crm": True})
+                             "crm": True, "crm_trusted": np.nan if trust is None else float(trust.ok)})
+        if flagged:
+            import warnings
+
+            warnings.warn(f"'{name}{CRM_SUFFIX}' is flagged for {len(flagged)} of its {len(seeds)} seed(s): "
+                          f"{flagged[0][1].reason} (column crm_trusted is 0 for it)", CrmFlagWarning, stacklevel=2)
+    if crm_rows:
+        metric_cols = metric_cols + ["crm_trusted"]
     long_df = pd.concat([base, pd.DataFrame(crm_rows)], ignore_index=True) if crm_rows else base
     order = []
     for name in configs:

@@ -13,12 +13,15 @@ O(N C depth) from subtree masses (no C x C matrix), or over the top-m classes on
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import scipy.sparse as sp
 
 from .._core.contracts import as_k, as_probs, fmt_rows, row_block
 
-__all__ = ["topk", "crm_rerank", "crm_predict", "CRM_TIE_DECIMALS"]
+__all__ = ["topk", "crm_rerank", "crm_predict", "CRM_TIE_DECIMALS", "crm_trust", "CrmTrust", "CRM_MIN_CONFIDENCE",
+           "CrmFlagWarning"]
 
 #: CRM expected costs closer than this are ties (broken by higher probability, then lower index).
 CRM_TIE_DECIMALS = 9
@@ -221,3 +224,63 @@ def crm_predict(probs, taxonomy, top_k: int = 5, top_m: int | None = None,
         idx[a:a + step] = topk(scores, k, tiebreak=block)
         cost[a:a + step] = -np.take_along_axis(scores, idx[a:a + step], axis=1)
     return idx, cost
+
+
+# ---------------------------------------------------------------------------------- when CRM is trusted
+#: CRM ranks by ``cost_k = sum_j p_j d(j, k)``: with flat probabilities (a starved budget, or classes
+#: of one or two products) the cost is lowest at the class nearest to everything, and CRM sends most
+#: products there. Below this mean top-1 probability on the validation split, CRM is flagged (not
+#: offered by default): measured by ``scripts/measure_crm_rule.py``, table in ``docs/crm_rule.md``.
+CRM_MIN_CONFIDENCE = 0.30
+
+
+class CrmFlagWarning(UserWarning):
+    """CRM decoding asked for (a ``+ CRM`` row of :func:`semcat_kit.compare`, ``crm=True`` of a
+    Predictor) where the validation probabilities are too flat for it (:func:`crm_trust`)."""
+
+
+class CrmTrust(NamedTuple):
+    """Whether CRM decoding can be trusted on a head's probabilities (:func:`crm_trust`)."""
+
+    ok: bool
+    confidence: float
+    threshold: float
+
+    @property
+    def reason(self) -> str:
+        if self.ok:
+            return f"mean top-1 probability on the validation split {self.confidence:.3f} >= {self.threshold:g}"
+        return (f"mean top-1 probability on the validation split is {self.confidence:.3f} < {self.threshold:g}: the "
+                "probabilities are too flat for CRM (it would send most products to the class nearest to "
+                "everything); train longer, or on more products per class, before using CRM")
+
+
+def crm_trust(val_probs, min_confidence: float = CRM_MIN_CONFIDENCE) -> CrmTrust:
+    """Is CRM decoding worth offering on these probabilities?
+
+    ``confidence = mean_i max_k p_ik`` over the validation products; CRM is trusted when
+    ``confidence >= min_confidence`` (default :data:`CRM_MIN_CONFIDENCE`, measured: below it CRM's
+    top-1 fell far below argmax's on every catalog and budget tried, see ``docs/crm_rule.md``).
+
+    Parameters
+    ----------
+    val_probs : (N, C) array
+        Class probabilities of the validation products (rows sum to 1).
+    min_confidence : float
+
+    Returns
+    -------
+    CrmTrust
+        ``ok``, ``confidence``, ``threshold``; ``reason`` says it in words. With no validation
+        products ``ok`` is True and ``confidence`` NaN (nothing to judge by).
+    """
+    p = np.asarray(val_probs, dtype=np.float64)
+    if p.ndim != 2:
+        raise ValueError(f"val_probs must be (N, C), got shape {p.shape}")
+    if not 0 <= float(min_confidence) <= 1:
+        raise ValueError(f"min_confidence must lie in [0, 1], not {min_confidence!r}")
+    if p.shape[0] == 0:
+        return CrmTrust(True, float("nan"), float(min_confidence))
+    ok_rows = np.isfinite(p).all(axis=1)
+    conf = float(p[ok_rows].max(axis=1).mean()) if ok_rows.any() else float("nan")
+    return CrmTrust(bool(not np.isfinite(conf) or conf >= min_confidence), conf, float(min_confidence))

@@ -194,7 +194,8 @@ class SemcatClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{type(self).__name__} needs at least 2 training items, got n_samples = {len(y)}")
         if self.taxonomy is None:
             classes = np.unique(y)
-            tax = Taxonomy.from_paths([str(c) for c in classes], sep=self.sep, on_conflict="keep")
+            tax = Taxonomy.from_paths([str(c) for c in classes], sep=self.sep, on_conflict="keep",
+                                      label_case="strict")   # every distinct label stays a class (as before)
             index = np.asarray(tax.index_of([str(c) for c in classes]), dtype=np.int64)
         else:
             tax = self.taxonomy

@@ -20,8 +20,11 @@ __all__ = ["PipelineConfig", "PipelineError", "CATALOG_OPTIONS", "catalog_kwargs
            "read_train_config", "pipeline_config", "CATALOG_DEFAULTS", "SPLIT_DEFAULTS", "NEIGHBOR_DEFAULTS",
            "EXPORT_DEFAULTS", "TOP_DEFAULTS"]
 
-#: ``catalog_options`` keys (the column mapping of :func:`semcat_kit.load_catalog`).
-CATALOG_OPTIONS = ("id", "title", "image", "images_dir", "path", "path_col", "sep")
+#: ``catalog_options`` keys (the column mapping of :func:`semcat_kit.load_catalog`, and ``label_case``: the
+#: letter-case policy of the catalog's own class set, :meth:`semcat_kit.Taxonomy.from_paths`).
+CATALOG_OPTIONS = ("id", "title", "image", "images_dir", "path", "path_col", "sep", "label_case")
+#: ``catalog_options`` keys that are not :func:`semcat_kit.load_catalog` arguments
+_NOT_LOADER = ("label_case",)
 
 
 class PipelineError(ValueError):
@@ -94,7 +97,7 @@ def catalog_kwargs(opts: dict, base: Path | None) -> dict:
     bad = [k for k in opts if k not in CATALOG_OPTIONS]
     if bad:
         raise PipelineError(f"catalog_options has unknown key {bad[0]!r}; known keys: {', '.join(CATALOG_OPTIONS)}")
-    kw = {k: v for k, v in opts.items() if v is not None}
+    kw = {k: v for k, v in opts.items() if v is not None and k not in _NOT_LOADER}
     if kw.get("images_dir") is not None:
         d = Path(kw["images_dir"]).expanduser()
         kw["images_dir"] = d if d.is_absolute() or base is None else base / d
@@ -117,6 +120,7 @@ catalog:                           # column mapping of a CSV catalog (not used f
   path: null                       # category level columns, top first, e.g. [masterCategory, subCategory]
   path_col: null                   # or one column holding "A > B > C"
   sep: " > "
+  label_case: merge                # "fastrack" beside "Fastrack": merge (into the most frequent, warned) or strict
 split: {val: 0.1, test: 0.2, seed: 0, min_count: 3}
 neighbors: {k: 20, template: "{path}"}   # class-name neighbour table (text encoder; tree without one):
                                          # soft labels use its first train.k, metrics nbrs@k need k >= 19
@@ -132,7 +136,7 @@ export: {onnx: auto, pt2: true}     # onnx: auto = when the [onnx] extra is inst
 #: defaults of the YAML config's sections, taken from :class:`PipelineConfig` where it has the field
 _P = PipelineConfig()
 CATALOG_DEFAULTS = {"id": "id", "title": "title", "image": None, "images_dir": None, "path": None, "path_col": None,
-                    "sep": DEFAULT_SEP}
+                    "sep": DEFAULT_SEP, "label_case": "merge"}
 SPLIT_DEFAULTS = {"val": _P.val, "test": _P.test, "seed": _P.split_seed, "min_count": _P.min_count}
 NEIGHBOR_DEFAULTS = {"k": _P.k, "template": _P.class_template}
 EXPORT_DEFAULTS = {"onnx": "auto", "pt2": True}

@@ -230,13 +230,34 @@ class Pipeline:
                 if not len(labels):
                     raise PipelineError("the catalog has no labelled products: every row's category is empty "
                                         "(check the category column in catalog_options)")
-                return Taxonomy.from_paths(labels, sep=self.sep)
+                return Taxonomy.from_paths(labels, sep=self.sep, label_case=self._label_case(),
+                                           rows=self._row_names(labels.index))
             try:
                 return read_taxonomy(src, sep=self.sep)
             except (ValueError, TypeError, FileNotFoundError) as e:
                 raise PipelineError(f"taxonomy={src if isinstance(src, (str, Path)) else type(src).__name__!s}: "
                                     f"{' '.join(str(e).split())}") from None
         return self._once("taxonomy", make)
+
+    def _label_case(self) -> str:
+        """``catalog_options["label_case"]`` (default ``"merge"``), checked."""
+        from ..datasets.taxonomy import LABEL_CASE_POLICIES
+
+        v = self.config.catalog_options.get("label_case") or "merge"
+        if v not in LABEL_CASE_POLICIES:
+            raise PipelineError(f"catalog_options label_case must be one of {LABEL_CASE_POLICIES}, not {v!r}: 'merge' "
+                                "merges spellings that differ only in letter case, 'strict' refuses them")
+        return v
+
+    def _row_names(self, rows) -> "_RowNames":
+        """How messages name catalog rows (``rows``: catalog index labels): the file line (header = line
+        1) of a CSV read whole, else the item id; built only for the rows a message names."""
+        from ..datasets.readers import ARROW_SUFFIXES, PARQUET_SUFFIXES
+
+        c, src = self.config, self.config.catalog
+        csv = (isinstance(src, (str, Path)) and str(src) != "tutorial" and Path(src).expanduser().is_file()
+               and Path(src).suffix.lower() not in PARQUET_SUFFIXES + ARROW_SUFFIXES and c.sample is None)
+        return _RowNames(np.asarray(rows), self.load_catalog()["item_id"], csv)
 
     def _label_index(self) -> tuple[np.ndarray, pd.DataFrame]:
         def make():
@@ -500,3 +521,18 @@ class Pipeline:
         return tune(self.part("train"), self.part("val"), taxonomy=self.taxonomy(), neighbors=self.neighbors(),
                     objective=objective, n_trials=n_trials, timeout=timeout, base_config=base_config, seed=seed,
                     progress=progress, allow_unseen_val_classes=True, **tune_kwargs)
+
+
+class _RowNames:
+    """``names[i]``: ``"line 26 (item 'x')"`` (a CSV read whole: the data row + 2) or ``"item 'x'"``."""
+
+    def __init__(self, rows: np.ndarray, ids: pd.Series, lines: bool):
+        self.rows, self.ids, self.lines = rows, ids, lines
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i) -> str:
+        r = self.rows[i]
+        item = f"item {self.ids.at[r]!r}"
+        return f"line {int(r) + 2} ({item})" if self.lines else item

@@ -56,9 +56,17 @@ class Validation:
         return self.summary[key]
 
     def merge_line(self) -> str:
-        n = len(self.merges)
-        return (f"{n} category path{'s' if n != 1 else ''} merged into the most frequent path of the same name "
-                "(a few items filed under another parent)") if n else ""
+        m = self.merges
+        n = len(m)
+        n_case = int((m["reason"] == "letter case").sum()) if "reason" in m.columns else 0
+        parts = []
+        if n - n_case:
+            parts.append(f"{n - n_case} category path{'s' if n - n_case != 1 else ''} merged into the most frequent "
+                         "path of the same name (a few items filed under another parent)")
+        if n_case:
+            parts.append(f"{n_case} spelling{'s' if n_case != 1 else ''} merged into the same category spelled in "
+                         "another letter case by most of its items")
+        return "; ".join(parts)
 
     def _repr_html_(self) -> str:
         from ..see.tables import html_table

@@ -96,12 +96,14 @@ def example_classes(taxonomy: Taxonomy, neighbors, counts=None, cls=None) -> pd.
     without counts); ``same branch`` is its most similar neighbour under the same parent (else
     under the same top-level category); ``other branch`` its most similar neighbour under another
     top-level category (else under another parent, never an ancestor or descendant of the
-    anchor). A role without a candidate is left out.
+    anchor). A role without a candidate is left out. ``chosen_as`` says in words which rule picked
+    each one, the fallback included (a "same branch" class at LCA distance 2 is a cousin: no
+    neighbour shares the anchor's parent).
 
     Returns
     -------
     pandas.DataFrame
-        Indexed by ``role``: ``class, path, products, sim, lca_distance``.
+        Indexed by ``role``: ``class, path, products, sim, lca_distance, chosen_as``.
     """
     tax = check_taxonomy(taxonomy)
     if counts is not None:
@@ -112,25 +114,34 @@ def example_classes(taxonomy: Taxonomy, neighbors, counts=None, cls=None) -> pd.
     nb = neighbor_table(neighbors, tax, cls=a).sort_values(["sim", "rank"], ascending=[False, True], kind="stable")
     top = np.asarray(tax.level(nb["target"].to_numpy(), 1)).astype(str)
     my_top = str(tax.level(np.array([a]), 1)[0])
-    rows = [("anchor", a, np.nan)]
+    k = len(nb)
+    rows = [("anchor", a, np.nan, "the class with the most products" if cls is None and counts is not None
+             else "the class asked for" if cls is not None else "the first class")]
     same = nb[nb["same_parent"].to_numpy()]
+    why = f"its most similar class under the same parent (of its {k} nearest)"
     if not len(same):
         same = nb[top == my_top]
+        why = (f"none of its {k} nearest classes shares its parent: its most similar class under the same "
+               f"top-level category {my_top!r}")
     if len(same):
-        rows.append(("same branch", int(same["target"].iloc[0]), float(same["sim"].iloc[0])))
+        rows.append(("same branch", int(same["target"].iloc[0]), float(same["sim"].iloc[0]), why))
     other = nb[top != my_top]
+    why = f"its most similar class under another top-level category (of its {k} nearest)"
     if not len(other):   # all neighbours in one top-level branch: the nearest in another sub-branch,
         t = nb["target"].to_numpy()   # never an ancestor or descendant of the anchor
         lca = np.asarray(tax.lca_depth(np.full(len(t), a), t)).reshape(len(t))
         lineage = lca >= np.minimum(tax.depth(np.full(len(t), a)), tax.depth(t))
         other = nb[~nb["same_parent"].to_numpy() & ~lineage]
+        why = (f"all of its {k} nearest classes are under {my_top!r}: its most similar class under another "
+               "parent there")
     if len(other):
-        rows.append(("other branch", int(other["target"].iloc[0]), float(other["sim"].iloc[0])))
+        rows.append(("other branch", int(other["target"].iloc[0]), float(other["sim"].iloc[0]), why))
     idx = np.array([r[1] for r in rows], dtype=np.int64)
     return pd.DataFrame({"class": idx, "path": [tax.classes[i] for i in idx],
                          "products": counts[idx].astype(np.int64) if counts is not None else np.nan,
                          "sim": [r[2] for r in rows],
-                         "lca_distance": np.asarray(tax.lca_distance(np.full(len(idx), a), idx)).reshape(len(idx))},
+                         "lca_distance": np.asarray(tax.lca_distance(np.full(len(idx), a), idx)).reshape(len(idx)),
+                         "chosen_as": [r[3] for r in rows]},
                         index=pd.Index([r[0] for r in rows], name="role"))
 
 

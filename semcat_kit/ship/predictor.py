@@ -24,13 +24,15 @@ from .._core.progress import progress as progress_bar
 
 from .._core.memory import bound_heap
 from .._core.contracts import DuplicateIdError, as_k, check_unique_ids
+from ..datasets.images import NO_IMAGE_PATH
 from ..datasets.products import products_frame
 from .._core.seen_ids import SeenIds
 from ..judge.decoding import crm_predict, topk
 from ..judge.hedging import hedge, hedge_tree
 from .export import ExportedHead, load_head
 
-__all__ = ["Predictor", "write_predictions", "DuplicateIdError", "DEFAULT_CHUNK_SIZE"]
+__all__ = ["Predictor", "write_predictions", "DuplicateIdError", "DEFAULT_CHUNK_SIZE", "MissingImagesWarning",
+           "without_images_cost"]
 
 #: Products scored at a time by :meth:`Predictor.predict` / :meth:`Predictor.predict_iter`
 #: (working memory ~ (chunk_size + 4,096) x C float32).
@@ -42,7 +44,28 @@ _SCORE_BLOCK = 4096
 
 _KEYS = {"text": "text_encoder", "image": "image_encoder"}
 # reasons encode_catalog gives when a product simply has no title / no image: absence, not failure
-_ABSENT = ("missing title", "empty title", "no image path")
+_ABSENT = ("missing title", "empty title", NO_IMAGE_PATH)
+
+
+class MissingImagesWarning(UserWarning):
+    """A head that reads titles and images was given products without images: it predicts from the
+    titles alone, less accurately (:func:`without_images_cost` says how much, where measured)."""
+
+
+def without_images_cost(head) -> str:
+    """What leaving out the images of a head trained on titles and images costs, in words: the test
+    top-1 with and without images that ``semcat train`` measured on its test split (stored in the
+    head's metadata), or a general statement for heads exported without that measurement."""
+    meta = head.config.get("metadata") or {}
+    enc = (head.encoder_meta.get("image_encoder") or {}).get("name")
+    what = f"the head in {head.dir} was trained on titles and images (image encoder {enc!r})"
+    full, blind = (meta.get("test_metrics") or {}).get("top1"), (meta.get("test_metrics_text_only") or {}).get("top1")
+    if full is not None and blind is not None:
+        n = (meta.get("test_metrics") or {}).get("n")
+        on = f" on its {int(n)} test products" if n else " on its test split"
+        return (f"{what}; from titles alone its top-1{on} was {blind:.3f} instead of {full:.3f} "
+                f"({(blind - full) * 100:+.1f} points)")
+    return f"{what}; from titles alone its predictions are less accurate (how much was not measured for this head)"
 
 
 def _check_encoder(enc, modality: str, meta: dict | None, head_dim: int, where: Path) -> None:
@@ -194,6 +217,12 @@ class Predictor:
                              f"column (columns: {list(df.columns)})")
         for modality in self.head.uses:
             if cols[modality] not in df.columns:
+                if modality == "image" and len(df):
+                    import warnings
+
+                    warnings.warn(f"the products have no image column ('image_path' or 'image'): "
+                                  f"{without_images_cost(self.head)}. Give each product's image file to use it",
+                                  MissingImagesWarning, stacklevel=4)
                 df[cols[modality]] = None      # the head reads this modality; every product lacks it
         if len(df) == 0:
             return Embeddings(np.array([], dtype=str), None, None, np.zeros(0, bool), np.zeros(0, bool))
@@ -318,6 +347,8 @@ class Predictor:
         bound_heap()      # chunk temporaries mapped on their own: memory stays flat (see _memory)
         top_k = as_k(top_k, "top_k")
         dec = _Decode(bool(crm), self._hedge_spec(precision))
+        if crm:
+            self._flag_crm()
         if chunk_size is not None:
             chunk_size = as_k(chunk_size, "chunk_size")
         chunks, total = _chunked(products, chunk_size)
@@ -360,6 +391,8 @@ class Predictor:
 
         top_k = as_k(top_k, "top_k")
         dec = _Decode(bool(crm), self._hedge_spec(precision))
+        if crm:
+            self._flag_crm()
         if chunk_size is not None:
             chunk_size = as_k(chunk_size, "chunk_size")
         total = None
@@ -388,6 +421,23 @@ class Predictor:
             return self._usable(Embeddings(np.array([], dtype=str), None, None, np.zeros(0, bool), np.zeros(0, bool)))
         one = total is not None and (chunk_size is None or total <= chunk_size)
         return self._rank_chunks(encoded(), empty, top_k, dec, total, progress and not one)
+
+    def crm_trust(self):
+        """``semcat train``'s verdict on CRM for this head (:func:`semcat_kit.judge.decoding.crm_trust` of its
+        validation probabilities), or None when the head records none."""
+        from ..judge.decoding import CrmTrust
+
+        t = (self.head.config.get("metadata") or {}).get("crm_trust")
+        return None if not t else CrmTrust(bool(t["ok"]), float(t["confidence"]), float(t["threshold"]))
+
+    def _flag_crm(self) -> None:
+        import warnings
+
+        from ..judge.decoding import CrmFlagWarning
+
+        t = self.crm_trust()
+        if t is not None and not t.ok:
+            warnings.warn(f"crm=True on the head in {self.head.dir}: {t.reason}", CrmFlagWarning, stacklevel=4)
 
     @property
     def hedging(self):
@@ -515,7 +565,7 @@ class Predictor:
         out["used"] = np.select([used_text & used_image, used_text, used_image], ["text+image", "text", "image"],
                                 "").astype(object)
         reasons = fails.groupby("item_id", sort=False).apply(
-            lambda g: "; ".join(f"{m}: {r}" for m, r in zip(g["modality"], g["reason"])),
+            lambda g: "; ".join(_failure_text(m, r) for m, r in zip(g["modality"], g["reason"])),
             include_groups=False) if len(fails) else pd.Series(dtype=str)
         out["failures"] = [reasons.get(i, "") for i in emb.item_ids]
         return pd.DataFrame(out)
@@ -530,6 +580,12 @@ class Predictor:
                 "node_prob": prob,
                 "is_leaf": ok & (node >= tree.n_inner),
                 "needs_review": ~ok | (node == 0) | (prob < floor)}
+
+
+def _failure_text(modality: str, reason: str) -> str:
+    """A failure as predictions and ``semcat predict`` show it: ``"image file missing: <path>"`` (the
+    reason names its modality already), else ``"<modality>: <reason>"``."""
+    return reason if str(reason).startswith(modality) else f"{modality}: {reason}"
 
 
 class _Pending:
