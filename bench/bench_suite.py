@@ -42,6 +42,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import semcat_kit as sk  # noqa: E402
 
 
+
+TITLE = "The comparison suite against the LogisticRegression grid"
+
 def _load() -> str:
     return f"load {os.getloadavg()[0]:.2f}"
 
@@ -185,12 +188,17 @@ def main() -> None:
     ap.add_argument("--catalogs", nargs="+", default=["tutorial", "toys", "toys:750"],
                     help="catalogs of the suite / LR grid ratio: tutorial, toys, myntra, NAME:N for a random "
                          "sample of N products (default: tutorial toys toys:750)")
+    ap.add_argument("--record", metavar="MD", help="also write what is printed to this markdown file "
+                    "(e.g. docs/bench/suite.md), with the command, the machine and the load average")
     args = ap.parse_args()
-    for i, spec in enumerate(args.catalogs):
-        name, _, n = spec.partition(":")
-        suite_vs_lr(args, name, int(n) if n else None, old_loop=i == 0)
-    if args.classes:
-        google(args)
+    from _record import recording
+
+    with recording(args.record, TITLE):
+        for i, spec in enumerate(args.catalogs):
+            name, _, n = spec.partition(":")
+            suite_vs_lr(args, name, int(n) if n else None, old_loop=i == 0)
+        if args.classes:
+            google(args)
 
 
 if __name__ == "__main__":

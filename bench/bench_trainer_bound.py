@@ -54,6 +54,9 @@ HEADS = {"linear": dict(hidden=0, proj_dim=0, input_norm=False),
          "mlp": dict(proj_dim=256, hidden=512)}
 
 
+
+TITLE = "The minibatch trainer: its GEMM bound and its slowdown under contention"
+
 def load() -> str:
     return "load %.2f %.2f %.2f" % os.getloadavg()
 
@@ -213,16 +216,21 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads of the throughput section (default: what the library chooses now)")
     ap.add_argument("--skip", choices=["throughput", "contention"], action="append", default=[])
+    ap.add_argument("--record", metavar="MD", help="also write what is printed to this markdown file "
+                    "(e.g. docs/bench/trainer_bound.md), with the command, the machine and the load average")
     a = ap.parse_args(argv)
     reps = a.repeats or (2 if a.quick else 3)
-    print(f"torch {torch.__version__}; {_threads.describe()}; {load()}")
-    t0 = time.perf_counter()
-    if "throughput" not in a.skip:
-        throughput([154] if a.quick else [154, 5595], epochs=3 if a.quick else 4, repeats=reps,
-                   threads=a.threads or _threads.choose_threads())
-    if "contention" not in a.skip:
-        contention(a.busy, steps=120 if a.quick else 300, repeats=reps)
-    print(f"total {time.perf_counter() - t0:.0f} s  {load()}")
+    from _record import recording
+
+    with recording(a.record, TITLE):
+        print(f"torch {torch.__version__}; {_threads.describe()}; {load()}")
+        t0 = time.perf_counter()
+        if "throughput" not in a.skip:
+            throughput([154] if a.quick else [154, 5595], epochs=3 if a.quick else 4, repeats=reps,
+                       threads=a.threads or _threads.choose_threads())
+        if "contention" not in a.skip:
+            contention(a.busy, steps=120 if a.quick else 300, repeats=reps)
+        print(f"total {time.perf_counter() - t0:.0f} s  {load()}")
 
 
 if __name__ == "__main__":
