@@ -52,8 +52,7 @@ def main():
             kw = dict(solver=solver, device="cpu")
             if epochs is not None:
                 kw.update(epochs=epochs, min_steps=0, early_stopping=None)
-            cfg = sk.TrainConfig(**kw) if epochs is not None else sk.TrainConfig(**kw).with_data_defaults(
-                len(tr[1]), len(va[1]))
+            cfg = sk.TrainConfig(**kw)      # epochs None: the budget sk.train decides for the data
             run = sk.train(tr[0], tr[1], taxonomy=tax, config=cfg, val=va, progress=False)
             pv, pt = run.predict_proba(va[0]), run.predict_proba(te[0])
             trust = crm_trust(pv)

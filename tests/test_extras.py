@@ -79,3 +79,27 @@ def test_core_paths_do_not_import_the_extras(tmp_path):
         print("core ok")
     """, hide)
     assert r.returncode == 0 and "core ok" in r.stdout, r.stderr[-3000:]
+
+
+HEAVY = ("torch", "plotly", "ipywidgets", "numpy", "pandas")
+
+
+@pytest.mark.parametrize("code", [
+    "import semcat_kit",
+    "import semcat_kit as sk; sk.__version__; sk.TrainConfig",      # a lazy name resolves on first use
+    "from semcat_kit.cli.app import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+    "from semcat_kit.cli.app import main\ntry:\n    main(['predict', '--help'])\nexcept SystemExit:\n    pass",
+], ids=["import", "version", "semcat --help", "semcat predict --help"])
+def test_a_light_face_imports_no_heavy_library(code):
+    """`import semcat_kit` and `semcat --help` load none of torch, plotly, ipywidgets, numpy, pandas
+    (PEP 562 lazy names; README's development section)."""
+    import subprocess
+
+    probe = code + f"\nimport sys\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    loaded = out.stdout.strip().splitlines()[-1]
+    if "TrainConfig" in code:      # TrainConfig lives with the trainer: torch, numpy are expected there
+        assert "plotly" not in loaded and "ipywidgets" not in loaded, loaded
+    else:
+        assert loaded == "[]", f"{code!r} imported {loaded}"

@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "without a usable label (default: <out>/unlabelled_predictions.csv; only when there are some)")
     _add_quiet(t)
     t.add_argument("--print-config", action=_PrintConfig,
-                   help="print the config template above (valid YAML, every key at its default) and exit")
+                   help="print the config template above (valid YAML, every key explained) and exit")
 
     u = _command(sub, "tune", tune.run, "search training settings for a stated objective (Optuna)",
                  description=_TUNE_DESCRIPTION)

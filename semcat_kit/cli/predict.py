@@ -6,13 +6,11 @@ import sys
 from pathlib import Path
 
 
+from .._core.chunks import DEFAULT_CHUNK_SIZE
 from .common import CliError, check_device
 
 __all__ = ["run", "product_chunks", "DEFAULT_CHUNK_SIZE", "OPTIONS"]
 
-#: Default --chunk-size of ``semcat predict`` (= semcat_kit.ship.predictor.DEFAULT_CHUNK_SIZE; not
-#: imported, to keep ``semcat --help`` free of torch).
-DEFAULT_CHUNK_SIZE = 8192
 #: how the messages of the product reader name this command's column options
 OPTIONS = {"id": "--id-col", "title": "--title-col", "image": "--image-col", "images_dir": "--images"}
 
@@ -35,7 +33,7 @@ def run(args) -> int:
     import warnings
 
     from ..judge.decoding import CrmFlagWarning
-    from ..ship.predictor import MissingImagesWarning, Predictor, _failure_text, without_images_cost, write_predictions
+    from ..ship.predictor import MissingImagesWarning, Predictor, failure_text, without_images_cost, write_predictions
 
     if args.top_k < 1:
         raise CliError(f"--top-k must be >= 1, not {args.top_k}")
@@ -89,7 +87,7 @@ def run(args) -> int:
         print(f"hedged at precision {precision:g} (threshold {pred.hedging.threshold(precision):.4f}; "
               f"{pred.hedging.guarantee(precision)}): see the node, is_leaf and needs_review columns")
     for _, r in fails.head(10).iterrows():
-        print(f"  {r['item_id']}: {_failure_text(r['modality'], r['reason'])}", file=sys.stderr)
+        print(f"  {r['item_id']}: {failure_text(r['modality'], r['reason'])}", file=sys.stderr)
     if len(fails) > 10:
         print(f"  ... and {len(fails) - 10} more (see the 'failures' column)", file=sys.stderr)
     return 0

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._core.chunks import DEFAULT_CHUNK_SIZE
 from ..datasets import load_catalog, load_fashion, load_fashion_tutorial, sample_catalog
 from ..encode import encoders
 from ..labels import similarity
@@ -343,7 +344,7 @@ class Pipeline:
             return Path(src).expanduser()
         return None
 
-    def catalog_share(self, rank: int = 0, world: int = 1, chunk_size: int = 8192, rows_out=None, log=None):
+    def catalog_share(self, rank: int = 0, world: int = 1, chunk_size: int = DEFAULT_CHUNK_SIZE, rows_out=None, log=None):
         """Process ``rank`` of ``world``'s share of the catalog: the rows ``load_catalog().iloc[rank::world]``
         as ``item_id, title, image_path`` frames.
 
@@ -364,7 +365,7 @@ class Pipeline:
         return iter([share[SHARE_COLUMNS]]), len(share)
 
     def fill_store(self, rank: int = 0, world: int = 1, *, batch_size: int = 64, num_workers: int | None = None,
-                   chunk_size: int = 8192, store_dtype: str = "float32", rows_out=None, progress: bool = True,
+                   chunk_size: int = DEFAULT_CHUNK_SIZE, store_dtype: str = "float32", rows_out=None, progress: bool = True,
                    log=None):
         """Encode process ``rank`` of ``world``'s share of the catalog (:meth:`catalog_share`) into the
         store at ``cache_dir`` (:func:`semcat_kit.encode_into_store`; resumable, no vectors returned).
@@ -397,7 +398,7 @@ class Pipeline:
         return stores
 
     def write_embeddings(self, out, rows=None, *, batch_size: int = 64, num_workers: int | None = None,
-                         chunk_size: int = 8192, store_dtype: str = "float32", progress: bool = True):
+                         chunk_size: int = DEFAULT_CHUNK_SIZE, store_dtype: str = "float32", progress: bool = True):
         """Write the embeddings of the whole catalog (or of ``rows``: a file of :meth:`catalog_share`'s
         ``rows_out``) to the folder ``out``, read from the store (:func:`semcat_kit.encode_catalog`)."""
         return encode_catalog(self.load_catalog() if rows is None else rows, text_encoder=self.encoder("text"),

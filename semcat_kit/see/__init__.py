@@ -2,7 +2,28 @@
 
 One concept per module (arrows point down the list):
 
-==================  ===================================================================="""
+==================  ===========================================================================
+``_inputs``         the views' inputs coerced once (taxonomy, probabilities, labels, neighbours)
+``classes``         a class from what a person types, a branch's classes, short names, search
+``label_noise``     confident-learning hints that a given label is wrong (``label_issues``, with
+                    out-of-sample probabilities from ``learn``'s cross-validated estimator)
+``mistakes``        one row per product: prediction, top-k, LCA distance, label-issue hints
+                    (``mispredictions``)
+``label_graph``     the k-NN label graph as edges, neighbourhoods in hops, example classes,
+                    cross-branch pairs (each pair once)
+``confusions``      a class's confusions, its neighbourhood confusion matrix, top confused pairs
+``severity``        LCA distance of each configuration's mistakes
+``projection``      2-D maps of class-name embeddings and aligned class weights
+``histories``       training histories in long form, by panel
+``tables``          DataFrames shown whole, readable, in notebooks and widgets
+``viz``             plotly figures (``sk.viz``)
+``widgets``         ``MispredictionBrowser``, ``ConfusionNeighborhood``, ``ClassSearch`` (``sk.widgets``)
+==================  ===========================================================================
+
+Every public function and class is reachable as ``sk.see.<name>`` (imported on first use, PEP 562),
+e.g. ``sk.see.mispredictions(...)``, ``sk.see.neighbor_table(...)``, ``sk.see.show_table(df)``.
+May import: ``_core``, ``datasets``, ``labels``, ``judge``, ``learn``.
+"""
 from __future__ import annotations
 
 import importlib

@@ -27,6 +27,7 @@ from .._core.contracts import DuplicateIdError, as_k, check_unique_ids
 from ..datasets.images import NO_IMAGE_PATH
 from ..datasets.products import products_frame
 from .._core.seen_ids import SeenIds
+from .._core.chunks import DEFAULT_CHUNK_SIZE   # products scored at a time; memory ~ (chunk_size + 4,096) x C
 from ..judge.decoding import crm_predict, topk
 from ..judge.hedging import hedge, hedge_tree
 from .export import ExportedHead, load_head
@@ -34,9 +35,6 @@ from .export import ExportedHead, load_head
 __all__ = ["Predictor", "write_predictions", "DuplicateIdError", "DEFAULT_CHUNK_SIZE", "MissingImagesWarning",
            "without_images_cost"]
 
-#: Products scored at a time by :meth:`Predictor.predict` / :meth:`Predictor.predict_iter`
-#: (working memory ~ (chunk_size + 4,096) x C float32).
-DEFAULT_CHUNK_SIZE = 8192
 #: Rows the head scores at once, at absolute row positions 0, B, 2B, ... in every path, so that
 #: chunked and one-shot predictions are equal bit for bit (a matrix product's rounding can depend on
 #: its row count).
@@ -565,7 +563,7 @@ class Predictor:
         out["used"] = np.select([used_text & used_image, used_text, used_image], ["text+image", "text", "image"],
                                 "").astype(object)
         reasons = fails.groupby("item_id", sort=False).apply(
-            lambda g: "; ".join(_failure_text(m, r) for m, r in zip(g["modality"], g["reason"])),
+            lambda g: "; ".join(failure_text(m, r) for m, r in zip(g["modality"], g["reason"])),
             include_groups=False) if len(fails) else pd.Series(dtype=str)
         out["failures"] = [reasons.get(i, "") for i in emb.item_ids]
         return pd.DataFrame(out)
@@ -582,7 +580,7 @@ class Predictor:
                 "needs_review": ~ok | (node == 0) | (prob < floor)}
 
 
-def _failure_text(modality: str, reason: str) -> str:
+def failure_text(modality: str, reason: str) -> str:
     """A failure as predictions and ``semcat predict`` show it: ``"image file missing: <path>"`` (the
     reason names its modality already), else ``"<modality>: <reason>"``."""
     return reason if str(reason).startswith(modality) else f"{modality}: {reason}"
