@@ -259,3 +259,26 @@ def test_letter_case_variants_of_a_real_catalog_merge_by_default_and_strict_name
     bad = Pipeline(catalog=str(path), catalog_options={**TOYS_OPTIONS, "label_case": "lower"}, image_encoder=None)
     with pytest.raises(PipelineError, match="label_case must be one of"):
         bad.validate()
+
+
+def test_export_head_measures_on_the_split_and_lists_its_ids(pipe, tmp_path):
+    """Pipeline.export_head (what `semcat train` and notebook 07 call): the head with its test metrics,
+    hedging thresholds from the val part, the CRM verdict and split.csv; predicting the test ids with
+    the exported head gives the recorded test top-1."""
+    run = pipe.train(sk.TrainConfig(k=5, smoothing="semantic"), progress=False)
+    rep = pipe.export_head(run, tmp_path / "h", metadata={"note": "kept"})
+    head = sk.load_head(tmp_path / "h")
+    meta = head.config["metadata"]
+    assert meta["note"] == "kept" and meta["test_metrics"] == rep["test_metrics"] and rep["test_metrics"]["n"] > 0
+    assert rep["test_metrics_text_only"] == {}                     # a text-only head: nothing to leave out
+    assert rep["hedging"] is not None and head.config.get("hedging") and "crm_trust" in meta
+    split = pd.read_csv(rep["split_file"], dtype=str)
+    assert list(split.columns) == ["item_id", "split"] and meta["split"]["ids_file"] == "split.csv"
+    sp = pipe.split()
+    assert (split["split"].value_counts().to_dict()
+            == {k: len(v) for k, v in (("train", sp.train), ("val", sp.val), ("test", sp.test)) if len(v)})
+    test = pipe.part_catalog("test")
+    assert sorted(split.loc[split["split"] == "test", "item_id"]) == sorted(test["item_id"])
+    preds = sk.Predictor.load(tmp_path / "h").predict(test, top_k=1, cache_dir=pipe.cache_dir, progress=False)
+    want = [pipe.taxonomy().classes[i] for i in pipe.part("test")[1]]
+    assert float((preds["pred_1"].to_numpy() == np.asarray(want)).mean()) == pytest.approx(meta["test_metrics"]["top1"])

@@ -13,7 +13,6 @@ __all__ = ["run"]
 
 def run(args) -> int:
     from .._core.memory import release_freed_memory
-    from ..ship.export import export_head
     from ..ship.predictor import Predictor
     from ..datasets.taxonomy import TaxonomyMergeWarning
     from .._core import distributed
@@ -80,29 +79,6 @@ def run(args) -> int:
              f"{'converged' if s['converged'] else 'NOT converged (raise train.max_iter)'}"
              if s.get("method") == "lbfgs" else f"; budget: {s.get('budget')}, trained {len(run.history)} epochs"
              if s.get("method") == "minibatch" else ""), flush=True)
-    metrics = pipe.evaluate(run, "test")
-    if metrics:
-        print(f"test metrics ({len(sp.test)} products):")
-        for k, v in metrics.items():
-            print(f"  {k:>24s}  {int(v):d}" if k == "n" else f"  {k:>24s}  {v:.4f}")
-    else:
-        print("test metrics: none (the test split is empty)")
-    text_only = _text_only_metrics(run, pipe) if metrics else {}
-    if text_only:
-        print(f"  without images (titles only, as `semcat predict --text-only`): top1 {text_only['top1']:.4f}")
-    meta = {"test_metrics": metrics, "catalog": args.catalog, "n_products": n_products,
-            "split": {"n_train": len(sp.train), "n_val": len(sp.val), "n_test": len(sp.test), **cfg["split"],
-                      "ids_file": SPLIT_FILE},
-            "sample": cfg["sample"], "seed": cfg["seed"]}
-    if text_only:
-        meta["test_metrics_text_only"] = text_only
-    hedging = _calibrate_hedging(run, pipe.part("val")) if len(sp.val) else None
-    if len(sp.val):
-        from ..judge.decoding import crm_trust
-
-        trust = crm_trust(run.predict_proba(pipe.part("val")[0]))
-        meta["crm_trust"] = {"ok": trust.ok, "confidence": trust.confidence, "threshold": trust.threshold}
-        print(f"CRM decoding (--crm): {'can be used' if trust.ok else 'FLAGGED'} ({trust.reason})", flush=True)
     onnx = cfg["export"]["onnx"]
     if onnx == "auto":
         from .._core.optional import have_onnx
@@ -110,10 +86,26 @@ def run(args) -> int:
         onnx = have_onnx()
         if not onnx:
             print('no head.onnx: the ONNX export needs pip install "semcat_kit[onnx]" (export.onnx: auto)')
-    export_head(run, out, onnx=onnx, pt2=cfg["export"]["pt2"], overwrite=args.overwrite, metadata=meta,
-                hedging=hedging)
-    _write_split(out / SPLIT_FILE, emb.item_ids, sp)
-    print(f"exported the head to {out} (the split's item ids: {out / SPLIT_FILE})")
+    meta = {"catalog": args.catalog, "n_products": n_products, "split": dict(cfg["split"]),
+            "sample": cfg["sample"], "seed": cfg["seed"]}
+    # the library measures and exports (test metrics, titles-only metrics, hedging thresholds, the CRM
+    # verdict, split.csv); this command prints what it measured
+    rep = pipe.export_head(run, out, onnx=onnx, pt2=cfg["export"]["pt2"], overwrite=args.overwrite, metadata=meta)
+    metrics, text_only, hedging, trust = (rep["test_metrics"], rep["test_metrics_text_only"], rep["hedging"],
+                                          rep["crm_trust"])
+    if metrics:
+        print(f"test metrics ({len(sp.test)} products):")
+        for k, v in metrics.items():
+            print(f"  {k:>24s}  {int(v):d}" if k == "n" else f"  {k:>24s}  {v:.4f}")
+    else:
+        print("test metrics: none (the test split is empty)")
+    if text_only:
+        print(f"  without images (titles only, as `semcat predict --text-only`): top1 {text_only['top1']:.4f}")
+    if hedging is not None:
+        _print_hedging(hedging)
+    if trust is not None:
+        print(f"CRM decoding (--crm): {'can be used' if trust.ok else 'FLAGGED'} ({trust.reason})", flush=True)
+    print(f"exported the head to {out} (the split's item ids: {rep['split_file']})")
     if len(unl):
         from .._core.io import atomic_path
 
@@ -131,52 +123,12 @@ def run(args) -> int:
     return 0
 
 
-#: File of the head folder listing which split each labelled product was in (columns ``item_id, split``).
-SPLIT_FILE = "split.csv"
-
-
-def _write_split(path: Path, item_ids, sp) -> None:
-    """``item_id, split`` (``train`` / ``val`` / ``test``) of every labelled product, in catalog order,
-    written atomically: ``semcat predict`` on the ``test`` ids reproduces the printed test metrics."""
-    import numpy as np
-    import pandas as pd
-
-    from .._core.io import atomic_path
-
-    rows = np.concatenate([sp.train, sp.val, sp.test]).astype(np.int64)
-    names = np.repeat(np.array(["train", "val", "test"], dtype=object), [len(sp.train), len(sp.val), len(sp.test)])
-    order = np.argsort(rows, kind="stable")
-    df = pd.DataFrame({"item_id": np.asarray(item_ids)[rows[order]], "split": names[order]})
-    with atomic_path(path, suffix=".csv") as tmp:
-        df.to_csv(tmp, index=False)
-
-
-def _text_only_metrics(run, pipe) -> dict:
-    """Test metrics of a head that reads titles and images when every image is left out (what
-    ``semcat predict --text-only`` gives); empty for a head of one modality."""
-    import dataclasses
-
-    import numpy as np
-
-    model = run.model
-    if getattr(model, "image_proj", None) is None or getattr(model, "text_proj", None) is None:
-        return {}
-    emb, y = pipe.part("test")
-    blind = dataclasses.replace(emb, image_mask=np.zeros(len(emb), dtype=bool))
-    return {k: float(v) for k, v in run.evaluate(blind, y, neighbors=pipe.neighbors()).items()}
-
-
 #: Precision of the hedged columns of the unlabelled products' predictions.
 UNLABELLED_PRECISION = 0.98
 
 
-def _calibrate_hedging(run, val):
-    """Hedging thresholds calibrated on the validation split, printed (one line per precision)."""
-    from ..judge.hedging import CalibrationWarning, calibrate_hedging
-
-    with warnings.catch_warnings():     # too few val products for a precision: said below, once
-        warnings.simplefilter("ignore", CalibrationWarning)
-        cal = calibrate_hedging(run.predict_proba(val[0]), val[1], run.taxonomy)
+def _print_hedging(cal) -> None:
+    """The hedging thresholds calibrated on the validation split, one line per precision."""
     print(f"hedging thresholds (calibrated on {cal.n} val products; RCPS, delta {cal.delta:g}):")
     for r in cal.table().itertuples():
         if r.threshold >= 1:
@@ -184,4 +136,3 @@ def _calibrate_hedging(run, val):
         else:
             print(f"  precision {r.precision:g}: threshold {r.threshold:.4f} (val: {r.val_leaf_coverage:.1%} given "
                   f"a leaf, precision {r.val_precision:.3f})")
-    return cal

@@ -46,6 +46,10 @@ from .config import CATALOG_OPTIONS, PipelineConfig, PipelineError, catalog_kwar
 __all__ = ["Pipeline", "PipelineError"]
 
 
+#: File of an exported head folder listing which split each labelled product was in
+#: (columns ``item_id, split``), written by :meth:`Pipeline.export_head` and ``semcat train``.
+SPLIT_FILE = "split.csv"
+
 class Pipeline:
     """Catalog -> taxonomy -> encoders -> embeddings -> neighbours -> split, built on demand.
 
@@ -500,6 +504,80 @@ class Pipeline:
         emb, y = self.part(part)
         return {k: float(v) for k, v in run.evaluate(emb, y, neighbors=self.neighbors()).items()}
 
+
+    def export_head(self, run, out, *, onnx: bool = False, pt2: bool = False, overwrite: bool = False,
+                    metadata: dict | None = None) -> dict:
+        """Export ``run`` (:func:`semcat_kit.export_head`) with what this pipeline's split measures of it.
+
+        Besides the head: its test metrics (and, for a head that reads titles and images, the same
+        metrics with every image left out: what ``semcat predict --text-only`` gives), hedging
+        thresholds calibrated on the val part, whether CRM decoding can be trusted on it
+        (:func:`semcat_kit.judge.decoding.crm_trust`), all in the head's metadata, and
+        ``split.csv`` (:data:`SPLIT_FILE`: ``item_id, split`` of every labelled product), so that
+        predicting the ``test`` ids reproduces the test metrics. ``semcat train`` prints the
+        returned dict.
+
+        Returns
+        -------
+        dict
+            ``test_metrics``, ``test_metrics_text_only`` (dicts, empty when not measured),
+            ``hedging`` (the calibration or None without val products), ``crm_trust`` (or None),
+            ``split_file`` (its path).
+        """
+        from ..judge.decoding import crm_trust
+        from ..judge.hedging import CalibrationWarning, calibrate_hedging
+        from ..ship.export import export_head
+
+        import warnings
+
+        out = Path(out)
+        sp = self.split()
+        metrics = self.evaluate(run, "test")
+        text_only = self._text_only_metrics(run) if metrics else {}
+        hedging = trust = None
+        if len(sp.val):
+            vemb, yv = self.part("val")
+            pv = run.predict_proba(vemb)
+            with warnings.catch_warnings():     # too few val products for a precision: in the table
+                warnings.simplefilter("ignore", CalibrationWarning)
+                hedging = calibrate_hedging(pv, yv, run.taxonomy)
+            trust = crm_trust(pv)
+        meta = dict(metadata or {})
+        meta["test_metrics"] = metrics
+        if text_only:
+            meta["test_metrics_text_only"] = text_only
+        if trust is not None:
+            meta["crm_trust"] = {"ok": trust.ok, "confidence": trust.confidence, "threshold": trust.threshold}
+        meta["split"] = {**meta.get("split", {}), "n_train": len(sp.train), "n_val": len(sp.val),
+                         "n_test": len(sp.test), "ids_file": SPLIT_FILE}
+        export_head(run, out, onnx=onnx, pt2=pt2, overwrite=overwrite, metadata=meta, hedging=hedging)
+        self._write_split(out / SPLIT_FILE)
+        return {"test_metrics": metrics, "test_metrics_text_only": text_only, "hedging": hedging,
+                "crm_trust": trust, "split_file": out / SPLIT_FILE}
+
+    def _write_split(self, path: Path) -> None:
+        """``item_id, split`` (``train`` / ``val`` / ``test``) of every labelled product, in catalog order,
+        written atomically."""
+        from .._core.io import atomic_path
+
+        sp = self.split()
+        rows = np.concatenate([sp.train, sp.val, sp.test]).astype(np.int64)
+        names = np.repeat(np.array(["train", "val", "test"], dtype=object), [len(sp.train), len(sp.val), len(sp.test)])
+        order = np.argsort(rows, kind="stable")
+        df = pd.DataFrame({"item_id": np.asarray(self.embeddings(progress=False).item_ids)[rows[order]],
+                           "split": names[order]})
+        with atomic_path(path, suffix=".csv") as tmp:
+            df.to_csv(tmp, index=False)
+
+    def _text_only_metrics(self, run) -> dict:
+        """Test metrics of a head that reads titles and images when every image is left out (what
+        ``semcat predict --text-only`` gives); empty for a head of one modality."""
+        model = run.model
+        if getattr(model, "image_proj", None) is None or getattr(model, "text_proj", None) is None:
+            return {}
+        emb, y = self.part("test")
+        blind = dataclasses.replace(emb, image_mask=np.zeros(len(emb), dtype=bool))
+        return {k: float(v) for k, v in run.evaluate(blind, y, neighbors=self.neighbors()).items()}
 
     # ------------------------------------------------------------------ tuning
     def tune(self, objective, n_trials: int = 30, timeout: float | None = None, base_config=None, seed: int = 0,
