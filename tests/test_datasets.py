@@ -605,3 +605,13 @@ def test_catalogs_and_products_to_predict_map_ids_and_image_paths_by_one_rule(tm
     prods = products_frame(df, id="id", title="title", image="img", images_dir=tmp_path)
     assert cat["item_id"].tolist() == prods["item_id"].tolist() == ["7", "8"]
     assert Path(prods["image_path"][0]).is_file() and Path(prods["image_path"][0]) == Path(cat["image_path"][0])
+    # titles: surrounding spaces stripped by both (the embedding cache is keyed by the text), the same
+    # image path text through a symlinked folder (both resolve it)
+    (tmp_path / "link").symlink_to(tmp_path / "sub")
+    df2 = pd.DataFrame({"id": ["1", "2", "3"], "title": ["  red shirt ", "\tblue\n", "   "],
+                        "img": ["link/1.jpg", "sub/1.jpg", "sub/1.jpg"], "cat": ["A > B", "A > C", "A > C"]})
+    cat2 = D.load_catalog(df2, images_dir=tmp_path, id="id", title="title", image="img", path_col="cat")
+    prods2 = products_frame(df2, id="id", title="title", image="img", images_dir=tmp_path)
+    assert cat2["title"].tolist()[:2] == prods2["title"].tolist()[:2] == ["red shirt", "blue"]
+    assert cat2["title"][2] == "" and pd.isna(prods2["title"][2])       # blank: reported / no title
+    assert cat2["image_path"].tolist() == prods2["image_path"].tolist()

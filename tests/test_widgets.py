@@ -195,7 +195,7 @@ def test_browser_bad_input(case):
     with pytest.raises(TypeError, match="Taxonomy"):
         widgets.MispredictionBrowser(case.catalog, case.probs, None, "tax")
     dup = case.catalog.assign(item_id=case.catalog["item_id"].where(case.catalog.index != 4, case.catalog["item_id"][3]))
-    with pytest.raises(ValueError, match=f"repeated item_id.*'{case.catalog['item_id'][3]}'"):
+    with pytest.raises(ValueError, match=f"repeats id '{case.catalog['item_id'][3]}'.*keyed by item_id"):
         widgets.MispredictionBrowser(dup, case.probs, None, case.taxonomy)
 
 

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from .csv_files import read_csv
 from .image_files import IMAGE_EXTENSIONS, image_paths_for, resolve_image_path
 from .images import NO_IMAGE_PATH, ImageError, check_image_file, image_problem
-from .products import id_text
+from .products import id_text, is_blank, title_text
 from .readers import ARROW_SUFFIXES, CSV_SUFFIXES, PARQUET_SUFFIXES, CatalogFile
 from .report import make_report
 from .taxonomy import DEFAULT_SEP
@@ -49,9 +49,7 @@ def _missing_mask(s: pd.Series) -> np.ndarray:
     return na | blank
 
 
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or (
-        isinstance(v, str) and not v.strip())
+_missing = is_blank     # the one blank-cell rule (datasets.products)
 
 
 # ---------------------------------------------------------------------------------- catalog
@@ -235,7 +233,7 @@ def map_catalog(df: pd.DataFrame, *, where: str, csv_dir, repairs: list, images_
                for k in np.flatnonzero(none)]
     # ---- titles
     no_title = _missing_mask(df[title])
-    titles = np.where(no_title, "", df[title].astype(str).str.strip().to_numpy(dtype=object)).tolist()
+    titles = ["" if t is None else t for t in map(title_text, df[title].tolist())]
     report += [dict(item_id=item_id.iloc[k], column="title", problem="empty title (kept as '')")
                for k in np.flatnonzero(no_title)]
 

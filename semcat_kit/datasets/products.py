@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-__all__ = ["products_frame", "read_products", "id_text"]
+__all__ = ["products_frame", "read_products", "id_text", "title_text", "is_blank"]
 
 _SAY = {"id": "id=", "title": "title=", "image": "image=", "images_dir": "images_dir="}
 
@@ -32,8 +32,16 @@ def id_text(v) -> str:
     return str(v)
 
 
-def _blank(v) -> bool:
+def is_blank(v) -> bool:
+    """Whether a cell holds nothing: None, NaN, NA or a string of spaces (the one rule of catalogs and
+    of products to predict)."""
     return v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or (isinstance(v, str) and not v.strip())
+
+
+def title_text(v) -> str | None:
+    """A title as the text encoder reads it, in catalogs and in products to predict alike: surrounding
+    spaces stripped (the embedding cache is keyed by the text), None for a blank cell."""
+    return None if is_blank(v) else str(v).strip()
 
 
 def products_frame(products, *, id: str | None = None, title: str | None = None, image: str | None = None,
@@ -116,22 +124,23 @@ def products_frame(products, *, id: str | None = None, title: str | None = None,
     if image is None and img_col == "image_path" and "image" in cols:
         # two image columns: 'image_path' is used; an 'image' value where it is empty would otherwise be lost
         lost = [k for k, (a, b) in enumerate(zip(df["image_path"].tolist(), df["image"].tolist()))
-                if _blank(a) and not _blank(b)]
+                if is_blank(a) and not is_blank(b)]
         if lost:
             raise ValueError(f"{where}: both an 'image_path' and an 'image' column, and {len(lost)} row(s) have an "
                              f"image only in 'image' (items {[str(ids[k]) for k in lost[:10]]}); 'image_path' is "
                              "the one read: fill it from 'image' or drop one of the two columns")
     out = pd.DataFrame({"item_id": ids})
     if title_col is not None:
-        out["title"] = [None if _blank(v) and not isinstance(v, str) else str(v) for v in df[title_col].tolist()]
+        out["title"] = [title_text(v) for v in df[title_col].tolist()]
     base = images if images is not None else (Path(base_dir) if base_dir is not None else None)
     if img_col is not None:
         vals = []
         for v in df[img_col].tolist():
-            if _blank(v):
+            if is_blank(v):
                 vals.append(None)
             elif isinstance(v, (str, os.PathLike)):
-                vals.append(str(resolve_image_path(str(v).strip() if isinstance(v, str) else os.fspath(v), base)))
+                p = resolve_image_path(str(v).strip() if isinstance(v, str) else os.fspath(v), base)
+                vals.append(str(p.resolve()) if p.is_absolute() else str(p))   # as the catalog mapper writes it
             else:
                 raise TypeError(f"image paths must be strings; item {ids[len(vals)]!r} has a "
                                 f"{type(v).__name__} in column {img_col!r}")

@@ -168,9 +168,10 @@ class Embeddings:
         else:
             ids = catalog_or_ids
         ids = np.asarray(list(ids)).astype(str)
+        from .._core.contracts import check_unique_ids
+
+        check_unique_ids(self.item_ids, where="align(): this Embeddings")
         pos = pd.Index(self.item_ids)
-        if not pos.is_unique:
-            raise ValueError("align(): this Embeddings has duplicate item ids")
         where = pos.get_indexer(ids)
         if (where < 0).any():
             missing = ids[where < 0]

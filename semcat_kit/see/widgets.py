@@ -324,10 +324,10 @@ class MispredictionBrowser:
         self.taxonomy = check_taxonomy(taxonomy)
         self.table = mispredictions(catalog_df, probs, y_true, self.taxonomy, top=top, hedge_threshold=hedge_threshold,
                                     issue_probs=issue_probs)
-        dup = self.table["item_id"][self.table["item_id"].duplicated()].unique()
-        if len(dup):
-            raise ValueError(f"catalog_df has {len(dup)} repeated item_id(s) (e.g. {list(dup[:3])}); flags and "
-                             "exports are keyed by item_id, so make them unique")
+        from .._core.contracts import check_unique_ids
+
+        check_unique_ids(self.table["item_id"].to_numpy(), where="catalog_df",
+                         hint="flags and exports are keyed by item_id, so make them unique")
         self.page_size, self.top, self.thumb_width = int(page_size), int(top), int(thumb_width)
         self.flagged: list[str] = []
         self.page = 0
