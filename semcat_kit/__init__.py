@@ -73,7 +73,7 @@ _NAMES = {
     "evaluate": ".judge.metrics",
     "calibrate_hedging": ".judge.hedging", "HedgeCalibration": ".judge.hedging",
     "FusionHead": ".learn.model",
-    "TrainConfig": ".learn.training", "TrainRun": ".learn.training", "train": ".learn.training",
+    "TrainConfig": ".learn.config", "TrainRun": ".learn.training", "train": ".learn.training",
     "SemcatClassifier": ".learn.estimator",
     "LogisticBaseline": ".experiments.baselines", "HiClassBaseline": ".experiments.baselines",
     "baseline_suite": ".experiments.comparison", "compare": ".experiments.comparison",
@@ -127,7 +127,8 @@ if TYPE_CHECKING:  # what static tools and IDEs see; nothing here runs
     from .learn import estimator, losses, model, trainer, training  # noqa: F401
     from .learn.estimator import SemcatClassifier  # noqa: F401
     from .learn.model import FusionHead  # noqa: F401
-    from .learn.training import TrainConfig, TrainRun, train  # noqa: F401
+    from .learn.config import TrainConfig  # noqa: F401
+    from .learn.training import TrainRun, train  # noqa: F401
     from .orchestrate import pipeline, workspace  # noqa: F401
     from .orchestrate.config import PipelineConfig, PipelineError  # noqa: F401
     from .orchestrate.pipeline import Pipeline  # noqa: F401

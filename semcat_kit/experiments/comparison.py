@@ -22,7 +22,7 @@ from ..labels import soft_labels as _soft
 from .baselines import Baseline
 from ..judge.decoding import CrmFlagWarning, crm_trust
 from ..judge.metrics import lower_is_better
-from ..learn.training import TrainConfig
+from ..learn.config import TrainConfig
 from ..learn.training import train as _train
 
 __all__ = ["compare", "CrmFlagWarning", "hedging_columns", "default_suite", "baseline_suite", "loss_suite", "format_table", "CompareRuns", "CRM_SUFFIX"]

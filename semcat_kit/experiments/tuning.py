@@ -47,7 +47,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..learn.training import TrainConfig
+from ..learn.config import TrainConfig
 
 __all__ = ["tune", "TuneResult", "Objective", "parse_objective", "DEFAULT_SPACE", "PRUNERS", "DEFAULT_STUDY"]
 

@@ -41,7 +41,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .training import TrainConfig, train
+from .config import TrainConfig
+from .training import train
 
 __all__ = ["SemcatClassifier", "to_matrix", "cross_val_proba", "CONFIG_PARAMS"]
 

@@ -177,7 +177,7 @@ def read_train_config(path) -> dict:
     """
     import yaml
 
-    from ..learn.training import TrainConfig
+    from ..learn.config import TrainConfig
 
     p = Path(path)
     if not p.is_file():

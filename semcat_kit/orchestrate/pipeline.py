@@ -477,7 +477,7 @@ class Pipeline:
         data of this size (step budget, early stopping); a value you set is kept. What was decided is
         in the result's ``decided`` and its repr; ``result.budget(n_train)`` says the budget in words.
         """
-        from ..learn.training import TrainConfig
+        from ..learn.config import TrainConfig
 
         config = TrainConfig() if config is None else config
         if not isinstance(config, TrainConfig):

@@ -294,7 +294,7 @@ class SuiteResult:
         """The :class:`~semcat_kit.TrainConfig` configuration ``name`` was trained with, as the suite
         ran it (the data-aware defaults of its split filled in; every field explicit), so
         ``Pipeline.train(result.config(name))`` retrains exactly that run."""
-        from ..learn.training import TrainConfig
+        from ..learn.config import TrainConfig
 
         spec = json.loads((self.folder / "spec.json").read_text())
         self._pos(name)
