@@ -16,30 +16,6 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr)
 
 
-def same_catalog_on_every_rank(args, mapping: dict, sample, seed: int, file_source: bool) -> None:
-    """Refuse (on every rank alike, before encoding) ranks that would read different catalogs: other
-    rows, another order, another sample or mapping. A catalog file is compared by size and SHA-256."""
-    import json
-
-    from .._core import distributed
-    from .._core.digest import file_sha256
-
-    ident = {"sample": sample, "seed": seed, "mapping": json.dumps(mapping, sort_keys=True, default=str)}
-    if file_source:
-        path = Path(args.catalog).expanduser()
-        ident.update(bytes=path.stat().st_size, sha256=file_sha256(path))
-    else:
-        ident["source"] = str(args.catalog)
-    per = distributed.all_gather_object(ident)
-    diff = {r: sorted(k for k in ident if p.get(k) != per[0].get(k)) for r, p in enumerate(per)}
-    diff = {r: d for r, d in diff.items() if d}
-    if diff:
-        shown = "; ".join(f"rank {r}: {', '.join(k if k != 'sha256' else 'content' for k in d)}" for r, d in diff.items())
-        raise CliError(f"the ranks would read different catalogs for --catalog {args.catalog} (differing from rank 0: "
-                       f"{shown}); every rank must read the same catalog file (same rows in the same order) with "
-                       "the same --config and --sample. Nothing was encoded", all_ranks=True)
-
-
 def run(args) -> int:
     """Encode a catalog into the store; under torchrun each rank encodes rows ``rank::world``."""
     import tempfile
@@ -65,17 +41,13 @@ def run(args) -> int:
     if sample is not None and sample < 1:
         raise CliError(f"--sample must be >= 1, not {sample}")
     mapping = cfg["catalog"] if cfg else CATALOG_DEFAULTS
-    seed = cfg["seed"] if cfg else 0
     check_training_catalog(args.catalog, mapping, args.config or "--config")
-    file_source = args.catalog != "tutorial" and Path(args.catalog).expanduser().is_file()
     from ..encode.store import writable_problem
 
     problem = writable_problem(args.cache_dir)     # the store is what this command writes: refuse up front
     if problem:
         raise CliError(f"--cache-dir {args.cache_dir} cannot be written ({problem}); nothing was encoded. Give a "
                        "folder you can write to")
-    if world > 1:       # every rank must read the same catalog, or each encodes its share of another one
-        same_catalog_on_every_rank(args, mapping, sample, seed, file_source)
     pipe = Pipeline(base, cache_dir=args.cache_dir, text_encoder=text_name, image_encoder=image_name, sample=sample,
                     device=distributed.device_for_rank(args.device))
     opts = dict(batch_size=args.batch_size, num_workers=args.num_workers, chunk_size=args.chunk_size,

@@ -378,11 +378,48 @@ class Pipeline:
 
         if self.cache_dir is None:
             raise PipelineError("fill_store needs a cache_dir (the store folder)")
+        if world > 1:        # every rank must read the same catalog, or each encodes its share of another one
+            self.check_same_catalog_on_every_rank()
         frames, total = self.catalog_share(rank, world, chunk_size=chunk_size, rows_out=rows_out, log=log)
         return encode_into_store(frames, text_encoder=self.encoder("text"), image_encoder=self.encoder("image"),
                                  cache_dir=self.cache_dir, batch_size=batch_size, num_workers=num_workers,
                                  chunk_size=chunk_size, store_dtype=store_dtype, store_writer=f"r{rank}", total=total,
                                  progress=progress, check_ids=self.catalog_file is None)   # a file's: checked by its reader
+
+    def check_same_catalog_on_every_rank(self) -> None:
+        """Refuse, on every ``torchrun`` rank alike and before anything is encoded, ranks that would read
+        different catalogs: other rows, another order, another sample or column mapping. A catalog
+        file is compared by size and SHA-256 (:func:`semcat_kit._core.digest.file_sha256`).
+
+        Raises
+        ------
+        PipelineError
+            Naming the ranks that differ from rank 0 and in what (its ``all_ranks`` is True: every
+            rank raises it, ``semcat`` prints it once).
+        """
+        import json
+
+        from .._core import distributed
+        from .._core.digest import file_sha256
+
+        c = self.config
+        ident = {"sample": c.sample, "seed": c.sample_seed,
+                 "mapping": json.dumps(c.catalog_options, sort_keys=True, default=str)}
+        if self.catalog_file is not None:
+            ident.update(bytes=self.catalog_file.stat().st_size, sha256=file_sha256(self.catalog_file))
+        else:
+            ident["source"] = str(c.catalog) if not isinstance(c.catalog, pd.DataFrame) else "a DataFrame"
+        per = distributed.all_gather_object(ident)
+        diff = {r: sorted(k for k in ident if p.get(k) != per[0].get(k)) for r, p in enumerate(per)}
+        diff = {r: d for r, d in diff.items() if d}
+        if diff:
+            shown = "; ".join(f"rank {r}: {', '.join(k if k != 'sha256' else 'content' for k in d)}"
+                              for r, d in diff.items())
+            err = PipelineError(f"the ranks would read different catalogs for {c.catalog} (differing from rank 0: "
+                                f"{shown}); every rank must read the same catalog file (same rows in the same "
+                                "order) with the same --config and --sample. Nothing was encoded")
+            err.all_ranks = True
+            raise err
 
     def merge_stores(self, store_dtype: str = "float32") -> dict:
         """Adopt and verify every writer's shards and merge full tiers, in the store of each
