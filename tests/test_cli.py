@@ -620,3 +620,55 @@ def test_predict_with_the_committed_old_head_on_every_backend(tmp_path):
     rc = cli.main(["predict", "--model", str(data / "head_v0_1_0"), "--input", str(data / "head_v0_1_0_products.csv"),
                    "--output", str(tmp_path / "x.csv"), "--backend", "pt2", "--quiet"])
     assert rc == 1
+
+
+def test_readme_step_5_runs_as_written(tmp_path, monkeypatch, capsys):
+    """README "Your own catalog", step 5, as a new user follows it on (a sample of) the Amazon toys file:
+    `semcat train --print-config > toys.yaml`, the column mapping put under `catalog:`, then the two
+    commands of the README verbatim (file names as written, in a folder holding them)."""
+    import contextlib as _cl
+    import re as _re
+    import shlex
+
+    import yaml
+
+    from conftest import ROOT, SHARED_DATA
+
+    toys = SHARED_DATA / "amazon-uk-toys" / "products.csv"
+    if not toys.is_file():
+        pytest.skip(f"{toys} not found (set SEMCAT_SHARED_DATA)")
+    readme = (ROOT / "README.md").read_text()
+    step = readme.split("**5. From the shell**", 1)[1]
+    cmds = [ln.strip() for ln in step.split("```", 2)[1].splitlines() if ln.strip().startswith("semcat ")]
+    assert [c.split()[1] for c in cmds] == ["train", "predict"], cmds
+    params_block = readme.split("<!-- own-catalog-params:start -->", 1)[1].split("<!-- own-catalog-params:end -->")[0]
+    params: dict = {}
+    exec(params_block.split("```python", 1)[1].split("```", 1)[0], {}, params)
+    # the catalog: a stratified-enough sample of the real file (its largest classes and unlabelled rows)
+    df = pd.read_csv(toys, dtype=str)
+    col = params["catalog_options"]["path_col"]
+    top = df[col].value_counts().index[:12]
+    sample = pd.concat([df[df[col].isin(top)].groupby(col).head(60), df[df[col].isna()].head(40)])
+    sample.sample(frac=1, random_state=0).to_csv(tmp_path / "products.csv", index=False)
+    sample.drop(columns=[col]).head(25).to_csv(tmp_path / "new.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    with _cl.redirect_stdout(out), pytest.raises(SystemExit) as e:
+        cli.main(["train", "--print-config"])
+    assert e.value.code == 0
+    cfg = yaml.safe_load(out.getvalue())
+    cfg["catalog"].update(params["catalog_options"])          # "put the column mapping under catalog:"
+    if params["image_encoder"] is None:
+        assert "image_encoder" in step.split("```", 1)[0], "step 5 does not say how to leave images out"
+        cfg["image_encoder"] = None
+    (tmp_path / "toys.yaml").write_text(yaml.safe_dump(cfg))
+    for cmd in cmds:
+        argv = shlex.split(cmd)[1:] + ["--quiet"]
+        assert cli.main(argv) == 0, (cmd, capsys.readouterr())
+    printed = capsys.readouterr().out
+    assert "training config: TrainConfig(smoothing='semantic')" in printed and "decided by the data" in printed
+    preds = pd.read_csv(tmp_path / "preds.csv", dtype=str)
+    assert len(preds) == 25 and preds["pred_1"].notna().all()
+    assert (tmp_path / "heads" / "toys" / "split.csv").is_file()
+    assert (tmp_path / "heads" / "toys" / "unlabelled_predictions.csv").is_file()
+    assert _re.search(r"test metrics \(\d+ products\)", printed)
