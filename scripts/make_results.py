@@ -109,13 +109,18 @@ def measure(name: str, catalog: str, catalog_options: dict, text_encoder, image_
     both = pd.concat([res.summary.rename(index={n: "+ CRM" for n in crm}), base])
     table = sk.format_table(both, metrics=METRICS)
     cfg0 = json.loads((res.folder / "spec.json").read_text())["configs"][res.names[0]]
-    if reuse and stored() - before:
-        reuse = False     # nothing (or not everything) was stored: trained now, timed as such
-    if reuse:
+    new = stored() - before
+    if reuse and new and notebook_timings:
+        # the notebooks trained the suite (and the peers they show); the rest was fitted now
+        fitted = ", ".join(sorted({p.parent.name for p in new}))
+        timing = (f"Measured time: the notebook run trained what it shows ({_notebook_times(notebook_timings)}); "
+                  f"this command fitted what it had not ({fitted}: the peer rows the notebooks do not show) in "
+                  f"{_fmt(total)} on this machine ({_cpu()}).")
+    elif reuse and not new:
         timing = (f"Measured time: reused the suite and baselines trained in `{shown_path(work_dir)}` "
                   + (f"by the notebook run ({_notebook_times(notebook_timings)})" if notebook_timings else
                      "by an earlier run") + f"; this command took {_fmt(total)} on this machine ({_cpu()}).")
-    else:
+    else:                 # trained now (or not everything was stored before): timed as such
         timing = (f"Measured time: {_fmt(total)} in all ({_fmt(t_enc)} reading and encoding the catalog, "
                   f"{n_enc:,} inputs encoded, the rest read from the cache; {_fmt(t_suite)} training the suite; "
                   f"{_fmt(total - t_enc - t_suite)} fitting the peers), on this machine ({_cpu()}).")
