@@ -430,8 +430,8 @@ def test_predict_with_precision(hedged_head):
     res = pred.predict(products, top_k=3, cache_dir=cache, precision=0.95, progress=False)
     assert list(res.columns) == (["item_id"] + [f"{c}_{i}" for c in ("pred", "name", "prob") for i in (1, 2, 3)]
                                  + ["node", "node_depth", "node_prob", "is_leaf", "needs_review", "used", "failures"])
-    lam = pred.hedging.threshold(0.95)
-    want = H.hedge(run.predict_proba(emb.take(np.arange(50))), run.taxonomy, lam)
+    lam, T = pred.hedging.threshold(0.95), pred.hedging.temperature(0.95)
+    want = H.hedge(run.predict_proba(emb.take(np.arange(50))), run.taxonomy, lam, temperature=T)
     assert res["node"].tolist() == want.path.tolist() and res["node_depth"].tolist() == want.depth.tolist()
     np.testing.assert_allclose(res["node_prob"], want.prob, atol=1e-6)
     assert res["is_leaf"].tolist() == want.is_leaf.tolist() and res["needs_review"].tolist() == want.needs_review.tolist()
@@ -482,7 +482,9 @@ def test_precision_specificity_figure(google):
     np.testing.assert_allclose(lines[0].x, want["leaf_coverage"])
     marks = [t for t in fig.data if t.mode == "markers"]
     assert len(marks) == 1 and len(marks[0].x) == 1
-    assert marks[0].y[0] == pytest.approx(H.hedge(sharp[200:], google, cal.threshold(0.95)).correct(y[200:]).mean())
+    at = cal.predict(sharp[200:], google, 0.95)          # the threshold at its calibrated temperature
+    assert marks[0].y[0] == pytest.approx(at.correct(y[200:]).mean())
+    assert marks[0].x[0] == pytest.approx(at.is_leaf.mean())
     assert {round(s["y0"], 3) for s in fig.layout.shapes} == {0.95, 0.98, 0.99}
     fig = sk.viz.precision_specificity_curves({"flat": (flat, y)}, google, specificity="mean_bits")
     assert "bits" in fig.layout.xaxis.title.text
@@ -527,3 +529,125 @@ def test_the_calibration_size_named_in_the_warning_is_the_smallest_that_works(me
     for q in (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995):
         n = H._min_calibration_size(1 - q, method, 0.1)
         assert H._max_errors(n, 1 - q, method, 0.1) >= 0 and H._max_errors(n - 1, 1 - q, method, 0.1) < 0, (q, n)
+
+
+# ------------------------------------------------------------------------------ temperatures
+def test_temper_sharpens_without_reordering():
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.full(30, 0.3), size=50).astype(np.float32)
+    p[:5, 7] = 0.0
+    p /= p.sum(1, keepdims=True)
+    assert H.temper(p, 1.0) is p
+    for T in (0.25, 0.5, 2.0):
+        q = H.temper(p, T)
+        assert q.dtype == np.float32 and q.shape == p.shape
+        np.testing.assert_allclose(q.sum(1), 1, rtol=1e-5)
+        np.testing.assert_array_equal(np.argsort(-q, 1, kind="stable")[:, :3], np.argsort(-p, 1, kind="stable")[:, :3])
+        assert (q[:5, 7] == 0).all()
+        want = p.astype(np.float64) ** (1 / T)
+        np.testing.assert_allclose(q, want / want.sum(1, keepdims=True), rtol=1e-4, atol=1e-7)
+        assert ((q.max(1) >= p.max(1) - 1e-6) if T < 1 else (q.max(1) <= p.max(1) + 1e-6)).all()
+    assert H.temper(np.zeros((0, 4)), 0.5).shape == (0, 4)
+    for bad in (0, -1, float("nan"), "x"):
+        with pytest.raises(ValueError, match="temperature must be"):
+            H.temper(p, bad)
+
+
+def _saturated(rng, tax, n, cap=0.6):
+    """A soft-label-like head: the true class (or, for a fifth, a random one) gets at most ``cap``, and
+    the rest goes to the classes of the same parent, so the top-1 probability saturates."""
+    y = rng.integers(0, tax.n_classes, n)
+    top = np.where(rng.random(n) < 0.8, y, rng.integers(0, tax.n_classes, n))
+    parent = np.array([tax.sep.join(c.split(tax.sep)[:-1]) for c in tax.classes])
+    p = np.full((n, tax.n_classes), 1e-4)
+    for i in range(n):
+        sib = np.flatnonzero(parent == parent[top[i]])
+        p[i, sib] += (1 - cap) / len(sib)
+        p[i, top[i]] += cap * rng.uniform(0.6, 1.0)
+    return p / p.sum(1, keepdims=True), y
+
+
+def test_a_calibrated_temperature_gives_a_saturated_head_more_leaves(myntra_probs):
+    """Learn-then-Test over the temperature grid: a head whose top-1 saturates gets T < 1 and more
+    leaves than its own probabilities give, at a precision that still holds on new products."""
+    tax = myntra_probs[0]
+    rng = np.random.default_rng(5)
+    p, y = _saturated(rng, tax, 6000)
+    cal, te = slice(0, 3000), slice(3000, None)
+    grid = H.calibrate_hedging(p[cal], y[cal], tax, (0.95, 0.98))
+    plain = H.calibrate_hedging(p[cal], y[cal], tax, (0.95, 0.98), temperatures=(1.0,))
+    assert grid.temperature_grid == H.DEFAULT_TEMPERATURES and plain.temperature(0.98) == 1.0
+    for q in (0.95, 0.98):
+        assert grid.temperature(q) < 1
+        g, f = grid.predict(p[te], tax, q), plain.predict(p[te], tax, q)
+        assert g.is_leaf.mean() > f.is_leaf.mean() + 0.05, (q, g.is_leaf.mean(), f.is_leaf.mean())
+        assert g.correct(y[te]).mean() >= q - 0.01
+        # the reported probability (and the review floor) is the head's own, not the tempered one
+        np.testing.assert_allclose(g.prob, H.node_mass(p[te], H.hedge_tree(tax), g.node))
+    assert "over 5 temperatures at delta/5 each" in grid.guarantee(0.98)
+    s = hedging_metrics(p[cal], y[cal], p[te], y[te], tax)
+    assert s["leaf_coverage@98"] == pytest.approx(grid.predict(p[te], tax, 0.98).is_leaf.mean())
+    assert s["review@98"] == pytest.approx(grid.predict(p[te], tax, 0.98).needs_review.mean())
+    # the mispredictions table hedges with a calibration at its temperature
+    cat = pd.DataFrame({"item_id": [f"i{i}" for i in range(200)], "label": [tax.classes[c] for c in y[te][:200]]})
+    t = sk.see.mispredictions(cat, p[te][:200], None, tax, hedge_threshold=grid, precision=0.98)
+    assert t["hedged_label"].tolist() == grid.predict(p[te][:200], tax, 0.98).path.tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("catalog", ["myntra", "toys"])
+def test_guarantee_of_the_temperature_choice_over_random_splits(catalog, request):
+    """The whole calibration (a lambda per temperature at delta/K, the temperature chosen on the same
+    products) over random calibration/test splits, with the real heads and a saturated one: a split
+    fails when its realised test precision is below the target by more than 2 standard errors; the
+    failures stay within the binomial spread of a (delta + 2.3 %) failure rate."""
+    tax, P, y = request.getfixturevalue(f"{catalog}_probs")
+    sat, ys = _saturated(np.random.default_rng(8), tax, 4000)
+    n_cal, n_test, splits, delta = 1500, 2500, 120, 0.1
+    for probs, labels in ((P, y), (sat, ys)):
+        rng = np.random.default_rng(7)
+        fails = {q: 0 for q in (0.95, 0.98)}
+        chosen = []
+        for _ in range(splits):
+            perm = rng.permutation(len(labels))
+            cal, te = perm[:n_cal], perm[n_cal:n_cal + n_test]
+            c = H.calibrate_hedging(probs[cal], labels[cal], tax, (0.95, 0.98), delta=delta)
+            for q in fails:
+                prec = c.predict(probs[te], tax, q).correct(labels[te]).mean()
+                fails[q] += prec < q - 2 * np.sqrt(q * (1 - q) / len(te))
+                chosen.append(c.temperature(q))
+        allowed = binom.ppf(0.999, splits, delta + 0.023)
+        assert max(fails.values()) <= allowed, (catalog, fails, allowed)
+        assert len(set(chosen)) >= 1 and (probs is P or min(chosen) < 1)
+
+
+def test_temperatures_are_exported_and_checked():
+    cal = H.HedgeCalibration({0.95: 0.7, 0.98: 0.91}, n=1000, temperatures={0.98: 0.5},
+                             temperature_grid=(1.0, 0.5))
+    back = H.HedgeCalibration.from_dict(json.loads(json.dumps(cal.to_dict())))
+    assert back.temperature(0.98) == 0.5 and back.temperature(0.95) == 1.0 and back.temperature_grid == (1.0, 0.5)
+    assert back.table()["temperature"].tolist() == [1.0, 0.5]
+    old = {"thresholds": [{"precision": 0.98, "threshold": 0.9}]}        # exported before temperatures
+    assert H.HedgeCalibration.from_dict(old).temperature(0.98) == 1.0
+    with pytest.raises(ValueError, match=r"hedging.thresholds\[0\].temperature must be a finite number > 0"):
+        H.HedgeCalibration.from_dict({"thresholds": [{"precision": 0.98, "threshold": 0.9, "temperature": -1}]})
+    with pytest.raises(ValueError, match="hedging.temperature_grid"):
+        H.HedgeCalibration.from_dict({**old, "temperature_grid": [0]})
+
+
+def test_temperature_choices_that_are_refused_or_fall_back(small):
+    rng = np.random.default_rng(2)
+    p = _peaky(rng, 300, small.n_classes, top=rng.uniform(0.3, 1, 300))
+    y = rng.integers(0, small.n_classes, 300)
+    with pytest.raises(ValueError, match="method='crc' guarantees precision in expectation"):
+        H.calibrate_hedging(p, y, small, (0.9,), method="crc", temperatures=(1.0, 0.5))
+    assert H.calibrate_hedging(p, y, small, (0.9,), method="crc").temperature_grid == (1.0,)
+    with pytest.raises(ValueError, match="temperatures is empty"):
+        H.calibrate_hedging(p, y, small, (0.9,), temperatures=())
+    # 300 products certify 0.99 at delta = 0.1 (229 needed) but not at delta / 5 (390): that target keeps
+    # T = 1 at delta, decided from n alone, with no warning; 0.95 uses the whole grid
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cal = H.calibrate_hedging(p, y, small, (0.95, 0.99))
+    assert cal.temperature(0.99) == 1.0 and "temperatures" not in cal.guarantee(0.99)
+    assert "over 5 temperatures" in cal.guarantee(0.95)

@@ -84,7 +84,9 @@ def run(args) -> int:
     fails = pred.failures
     print(f"wrote {n} predictions to {out} ({len(fails)} unusable input(s))")
     if precision is not None:
-        print(f"hedged at precision {precision:g} (threshold {pred.hedging.threshold(precision):.4f}; "
+        t = pred.hedging.temperature(precision)
+        print(f"hedged at precision {precision:g} (threshold {pred.hedging.threshold(precision):.4f}"
+              f"{f' on probabilities at temperature {t:g}' if t != 1 else ''}; "
               f"{pred.hedging.guarantee(precision)}): see the node, is_leaf and needs_review columns")
     for _, r in fails.head(10).iterrows():
         print(f"  {r['item_id']}: {failure_text(r['modality'], r['reason'])}", file=sys.stderr)

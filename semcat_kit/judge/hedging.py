@@ -71,6 +71,21 @@ Calibration and its guarantee
   bounded, non-increasing, right-continuous loss ``1[t > lambda]``. Guarantee: **E[1 - precision]
   <= eps** in expectation over calibration and test draws.
 
+Temperatures (Learn-then-Test over a grid)
+-------------------------------------------
+Soft-label heads spread a product's mass over the neighbours of its class on purpose, so their
+top-1 probability saturates (median 0.89 on the tutorial against 0.98 for one-hot): few products
+clear the high lambda a 98 % guarantee needs, although their ranking is as good. The decoder may
+therefore read **tempered** probabilities ``q_c = p_c^(1/T) / sum_k p_k^(1/T)`` (:func:`temper`;
+``T < 1`` sharpens, the greedy path and the top-1 are unchanged at the first level but the masses
+move down the tree). With ``method="rcps"`` :func:`calibrate_hedging` calibrates one lambda per
+temperature of a fixed grid (:data:`DEFAULT_TEMPERATURES`), each at ``delta / K`` for a grid of
+``K`` (Bonferroni), and keeps, per target, the temperature whose lambda gives a leaf to the most
+calibration products. The guarantee holds for every (T, lambda) pair at once with probability
+>= 1 - delta, so it holds for the one chosen (Angelopoulos et al., "Learn then Test", 2021). CRC's
+guarantee is in expectation and does not survive a data-driven choice: it uses ``T = 1`` only.
+The reported node probability and the ``floor`` of ``needs_review`` stay the model's own (untempered).
+
 Too few calibration products for a target (``n < log(delta)/log(1 - eps)`` for RCPS, ``n < 1/eps - 1``
 for CRC) give ``lambda = 1``: the root, always right, for every product (:class:`CalibrationWarning`).
 
@@ -93,7 +108,7 @@ from .._core.contracts import as_labels, as_probs, row_block
 __all__ = ["HedgeTree", "hedge_tree", "node_probabilities", "hedge_paths", "hedge", "HedgedPredictions",
            "hedge_scores", "hedged_correct", "calibrate_hedging", "HedgeCalibration", "calibrated_threshold",
            "precision_specificity_curve", "RULES", "METHODS", "DEFAULT_PRECISIONS", "REPORT_PRECISIONS",
-           "DEFAULT_DELTA", "DEFAULT_FLOOR", "CalibrationWarning"]
+           "DEFAULT_DELTA", "DEFAULT_FLOOR", "DEFAULT_TEMPERATURES", "temper", "node_mass", "CalibrationWarning"]
 
 #: Decoding rules: greedy descent while ``P > lambda``; Deng et al.'s maximal ``(r + lambda) P``.
 RULES = ("threshold", "info_gain")
@@ -107,6 +122,10 @@ REPORT_PRECISIONS = (0.95, 0.98, 0.99)
 DEFAULT_DELTA = 0.1
 #: Default probability floor below which a hedged product is marked ``needs_review``.
 DEFAULT_FLOOR = 0.5
+#: Temperatures RCPS calibration chooses from, per target (Learn-then-Test, ``delta / K`` each). Measured
+#: (docs/hedging.md): tutorial best soft-label head 0.525 -> 0.583 of products given a leaf at 98 %,
+#: one-hot 0.444 -> 0.404 (the Bonferroni cost); T below 0.25 was never chosen.
+DEFAULT_TEMPERATURES = (1.0, 0.7, 0.5, 0.35, 0.25)
 #: Grid of lambda for the info-gain rule (fixed-sequence testing from the largest value down).
 _INFO_GAIN_GRID = np.concatenate([[np.inf], np.geomspace(1e4, 1e-3, 120), [0.0]])
 
@@ -322,6 +341,50 @@ def node_probabilities(probs, taxonomy) -> np.ndarray:
     return out
 
 
+def temper(probs, temperature: float) -> np.ndarray:
+    """Tempered probabilities ``q_c = p_c^(1/T) / sum_k p_k^(1/T)`` (``softmax(log p / T)``).
+
+    ``T < 1`` sharpens, ``T > 1`` flattens, ``T = 1`` returns ``probs`` itself; the order of the
+    classes in a row never changes, zeros stay zero. Used by hedged decoding at a calibrated
+    temperature (:func:`calibrate_hedging`).
+
+    Parameters
+    ----------
+    probs : array (N, C)
+    temperature : float
+        ``T > 0``.
+
+    Returns
+    -------
+    numpy.ndarray (N, C), the dtype of ``probs`` (float32 or float64)
+    """
+    T = _check_temperature(temperature)
+    p = np.asarray(probs)
+    if T == 1.0:
+        return p
+    dt = p.dtype if p.dtype in (np.float32, np.float64) else np.float64
+    out = np.empty(p.shape, dtype=dt)
+    step = row_block(max(p.shape[-1], 1), 2)
+    with np.errstate(divide="ignore"):
+        for a in range(0, len(p), step):
+            z = np.log(p[a:a + step].astype(dt, copy=False)) / dt.type(T)
+            z -= z.max(axis=-1, keepdims=True)
+            np.exp(z, out=z)
+            z /= z.sum(axis=-1, keepdims=True)
+            out[a:a + step] = z
+    return out
+
+
+def _check_temperature(t) -> float:
+    try:
+        v = float(t)
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature must be a number > 0, not {t!r}") from None
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"temperature must be a finite number > 0, not {t!r}")
+    return v
+
+
 def _paths_block(p: np.ndarray, tree: HedgeTree) -> tuple[np.ndarray, np.ndarray]:
     """Greedy most-probable-child path of each row: hedge ids and probabilities, padded with -1."""
     n = p.shape[0]
@@ -484,7 +547,7 @@ def _decide_info_gain(p: np.ndarray, tree: HedgeTree, lams: np.ndarray) -> np.nd
 
 
 def hedge(probs, taxonomy, threshold: float, *, rule: str = "threshold",
-          floor: float = DEFAULT_FLOOR) -> HedgedPredictions:
+          floor: float = DEFAULT_FLOOR, temperature: float = 1.0) -> HedgedPredictions:
     """Hedged predictions at a given ``threshold`` (lambda), calibrated or not.
 
     Parameters
@@ -499,6 +562,9 @@ def hedge(probs, taxonomy, threshold: float, *, rule: str = "threshold",
         See the module docstring.
     floor : float
         ``needs_review`` when the node's probability is below it (or the node is the root).
+    temperature : float
+        Decide on :func:`temper` ``(probs, temperature)`` (the calibrated one:
+        :meth:`HedgeCalibration.temperature`); ``prob`` and ``floor`` use ``probs`` themselves.
 
     Returns
     -------
@@ -508,6 +574,7 @@ def hedge(probs, taxonomy, threshold: float, *, rule: str = "threshold",
     p = as_probs(probs, tree.n_classes, allow_empty=True)
     rule = _check_rule(rule)
     floor = _check_unit(floor, "floor")
+    T = _check_temperature(temperature)
     if rule == "threshold":
         lam = _check_unit(threshold, "threshold")
     else:
@@ -520,17 +587,20 @@ def hedge(probs, taxonomy, threshold: float, *, rule: str = "threshold",
     step = row_block(tree.work_cols, 3)
     for a in range(0, n, step):
         block = p[a:a + step]
+        q = temper(block, T)
         if rule == "threshold":
-            nodes, mass = _paths_block(block, tree)
+            nodes, mass = _paths_block(q, tree)
             node[a:a + step], prob[a:a + step] = _decide_threshold(nodes, mass, lam)
         else:
-            h = _decide_info_gain(block, tree, np.array([lam]))[:, 0]
-            node[a:a + step] = h
-            prob[a:a + step] = _mass_of(block, tree, h)
+            node[a:a + step] = _decide_info_gain(q, tree, np.array([lam]))[:, 0]
+        if rule != "threshold" or T != 1.0:
+            prob[a:a + step] = node_mass(block, tree, node[a:a + step])
     return _predictions(node, prob, tree, floor)
 
 
-def _mass_of(p: np.ndarray, tree: HedgeTree, h: np.ndarray) -> np.ndarray:
+def node_mass(p: np.ndarray, tree: HedgeTree, h: np.ndarray) -> np.ndarray:
+    """``P(h_i)`` of one hedge node per row: ``p`` validated (N, C) probabilities, ``tree`` the
+    :func:`hedge_tree`, ``h`` (N,) hedge ids; 1 for the root."""
     inner = h < tree.n_inner
     out = np.empty(len(h))
     r = np.arange(len(h))
@@ -619,6 +689,10 @@ class HedgeCalibration:
         Calibration products.
     val_precision, val_leaf_coverage : dict[float, float]
         Precision and share of leaves on the calibration products at each threshold.
+    temperatures : dict[float, float]
+        Target precision -> the temperature its lambda applies to (:func:`temper`; 1 when absent).
+    temperature_grid : tuple of float
+        The temperatures the calibration chose from (``delta`` was split evenly over them).
     """
 
     thresholds: dict
@@ -629,23 +703,33 @@ class HedgeCalibration:
     n: int = 0
     val_precision: dict = field(default_factory=dict)
     val_leaf_coverage: dict = field(default_factory=dict)
+    temperatures: dict = field(default_factory=dict)
+    temperature_grid: tuple = (1.0,)
 
     @property
     def precisions(self) -> list[float]:
         return sorted(self.thresholds)
 
-    def threshold(self, precision: float) -> float:
-        """The lambda calibrated for ``precision`` (raises naming the calibrated ones)."""
+    def _key(self, precision: float) -> float:
         p = _check_unit(precision, "precision", lo_open=True, hi_open=True)
-        for k, v in self.thresholds.items():
+        for k in self.thresholds:
             if abs(k - p) < 1e-9:
-                return v
+                return k
         raise ValueError(f"no threshold was calibrated for precision={precision!r}; calibrated: "
                          f"{self.precisions} (re-calibrate with calibrate_hedging(..., precisions=[{precision}]))")
 
+    def threshold(self, precision: float) -> float:
+        """The lambda calibrated for ``precision`` (raises naming the calibrated ones)."""
+        return self.thresholds[self._key(precision)]
+
+    def temperature(self, precision: float) -> float:
+        """The temperature ``precision``'s lambda applies to (1: the head's own probabilities)."""
+        return float(self.temperatures.get(self._key(precision), 1.0))
+
     def predict(self, probs, taxonomy, precision: float) -> HedgedPredictions:
-        """:func:`hedge` at the threshold calibrated for ``precision``."""
-        return hedge(probs, taxonomy, self.threshold(precision), rule=self.rule, floor=self.floor)
+        """:func:`hedge` at the threshold (and temperature) calibrated for ``precision``."""
+        return hedge(probs, taxonomy, self.threshold(precision), rule=self.rule, floor=self.floor,
+                     temperature=self.temperature(precision))
 
     def guarantee(self, precision: float) -> str:
         """The guarantee of ``precision``'s threshold, in words."""
@@ -653,13 +737,17 @@ class HedgeCalibration:
         if self.method == "crc":
             return (f"on average over calibration draws, P(true class under the hedged node) >= {1 - eps:g} "
                     f"(conformal risk control, n = {self.n})")
+        ts, _ = _plan(self.n, float(precision), self.method, self.delta, tuple(self.temperature_grid))
+        k = len(ts)
+        over = f", over {k} temperatures at delta/{k} each" if k > 1 else ""
         return (f"with probability >= {1 - self.delta:g} over the calibration draw, P(true class under the hedged "
-                f"node) >= {1 - eps:g} (RCPS/Learn-then-Test, exact binomial bound, n = {self.n})")
+                f"node) >= {1 - eps:g} (RCPS/Learn-then-Test, exact binomial bound{over}, n = {self.n})")
 
     def table(self) -> pd.DataFrame:
-        """One row per precision: ``threshold``, ``val_precision``, ``val_leaf_coverage``."""
+        """One row per precision: ``threshold``, ``temperature``, ``val_precision``, ``val_leaf_coverage``."""
         ps = self.precisions
         return pd.DataFrame({"precision": ps, "threshold": [self.thresholds[p] for p in ps],
+                             "temperature": [float(self.temperatures.get(p, 1.0)) for p in ps],
                              "val_precision": [self.val_precision.get(p, np.nan) for p in ps],
                              "val_leaf_coverage": [self.val_leaf_coverage.get(p, np.nan) for p in ps]})
 
@@ -667,8 +755,9 @@ class HedgeCalibration:
         """JSON-serialisable form (``inf`` thresholds of ``info_gain`` as the string ``"inf"``)."""
         enc = (lambda v: "inf" if np.isinf(v) else float(v))
         return {"rule": self.rule, "method": self.method, "delta": float(self.delta), "floor": float(self.floor),
-                "n_calibration": int(self.n),
+                "n_calibration": int(self.n), "temperature_grid": [float(t) for t in self.temperature_grid],
                 "thresholds": [{"precision": float(p), "threshold": enc(self.thresholds[p]),
+                                "temperature": float(self.temperatures.get(p, 1.0)),
                                 "val_precision": _num(self.val_precision.get(p)),
                                 "val_leaf_coverage": _num(self.val_leaf_coverage.get(p))} for p in self.precisions]}
 
@@ -685,7 +774,7 @@ class HedgeCalibration:
         rows = d.get("thresholds")
         if not isinstance(rows, list) or not rows:
             raise ValueError(f"{where}.thresholds must be a non-empty list of {{precision, threshold}} objects")
-        th, vp, vl = {}, {}, {}
+        th, vp, vl, tt = {}, {}, {}, {}
         for i, r in enumerate(rows):
             if not isinstance(r, dict) or "precision" not in r or "threshold" not in r:
                 raise ValueError(f"{where}.thresholds[{i}] must be an object with 'precision' and 'threshold'")
@@ -698,6 +787,10 @@ class HedgeCalibration:
             if np.isnan(t) or t < 0 or (rule == "threshold" and t > 1):
                 raise ValueError(f"{where}.thresholds[{i}].threshold {r['threshold']!r} is out of range for rule {rule!r}")
             th[p] = t
+            try:     # exports written before temperatures: the head's own probabilities
+                tt[p] = _check_temperature(r.get("temperature", 1.0))
+            except ValueError as e:
+                raise ValueError(f"{where}.thresholds[{i}].{e}") from None
             if r.get("val_precision") is not None:
                 vp[p] = float(r["val_precision"])
             if r.get("val_leaf_coverage") is not None:
@@ -708,7 +801,11 @@ class HedgeCalibration:
             n = int(d.get("n_calibration", 0))
         except (TypeError, ValueError) as e:
             raise ValueError(str(e)) from None
-        return cls(th, rule, method, delta, floor, n, vp, vl)
+        try:
+            grid = tuple(_check_temperature(t) for t in d.get("temperature_grid", [1.0]))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}.temperature_grid: {e}") from None
+        return cls(th, rule, method, delta, floor, n, vp, vl, tt, grid or (1.0,))
 
 
 def _num(v):
@@ -752,7 +849,7 @@ def calibrated_threshold(scores, precision: float, method: str = "rcps", delta: 
 
 def calibrate_hedging(probs, y, taxonomy, precisions: Sequence[float] = DEFAULT_PRECISIONS, *,
                       method: str = "rcps", delta: float = DEFAULT_DELTA, rule: str = "threshold",
-                      floor: float = DEFAULT_FLOOR) -> HedgeCalibration:
+                      floor: float = DEFAULT_FLOOR, temperatures: Sequence[float] | None = None) -> HedgeCalibration:
     """Calibrate hedging thresholds on held-out products (the validation split) for target precisions.
 
     Precision means "the true class lies under the predicted node"; every product counts (a root
@@ -787,6 +884,13 @@ def calibrate_hedging(probs, y, taxonomy, precisions: Sequence[float] = DEFAULT_
     rule : {"threshold", "info_gain"}
     floor : float
         Probability floor of ``needs_review``, stored with the thresholds.
+    temperatures : sequence of float, optional
+        Temperatures to choose from (:func:`temper`; default :data:`DEFAULT_TEMPERATURES` for RCPS,
+        ``(1.0,)`` for CRC, which allows no data-driven choice). With ``K`` of them, each
+        temperature's lambda is calibrated at ``delta / K`` (Bonferroni, so all K guarantees hold at
+        once with probability >= 1 - delta) and each target keeps the temperature that gives a leaf
+        to the most calibration products (ties: the deeper mean specificity, then the earlier in
+        the grid). ``(1.0,)`` calibrates the head's own probabilities at ``delta``.
 
     Returns
     -------
@@ -811,15 +915,58 @@ def calibrate_hedging(probs, y, taxonomy, precisions: Sequence[float] = DEFAULT_
     precisions = [_check_unit(q, "each of precisions", lo_open=True, hi_open=True) for q in precisions]
     if not precisions:
         raise ValueError("precisions is empty: give target precisions such as (0.95, 0.98, 0.99)")
+    if temperatures is None:
+        temperatures = DEFAULT_TEMPERATURES if method == "rcps" else (1.0,)
+    grid = tuple(_check_temperature(t) for t in temperatures)
+    if not grid:
+        raise ValueError("temperatures is empty: give at least one, e.g. (1.0,)")
+    if method == "crc" and grid != (1.0,):
+        raise ValueError("method='crc' guarantees precision in expectation, which a temperature chosen on the "
+                         "calibration products would break: use temperatures=(1.0,) or method='rcps'")
     n = len(y)
-    th, vp, vl = {}, {}, {}
-    too_few = [q for q in precisions if _max_errors(n, 1 - q, method, delta) < 0]
+    plan = {q: _plan(n, q, method, delta, grid) for q in precisions}
+    jobs: dict = {}
+    for q, (ts, d) in plan.items():
+        for T in ts:
+            jobs.setdefault((T, d), []).append(q)
+    best: dict = {}
+    for T in dict.fromkeys(t for t, _ in jobs):
+        q_T = temper(p, T)
+        for (t, d), qs in jobs.items():
+            if t != T:
+                continue
+            for q, (lam, prec, leaves, bits) in _calibrate_at(q_T, y, tree, qs, method, d, rule).items():
+                key = (leaves, bits)
+                if q not in best or key > best[q][0]:
+                    best[q] = (key, T, lam, prec, leaves)
+    th = {q: best[q][2] for q in precisions}
+    vp = {q: best[q][3] for q in precisions}
+    vl = {q: best[q][4] for q in precisions}
+    tt = {q: best[q][1] for q in precisions}
+    too_few = [q for q in precisions if _max_errors(n, 1 - q, method, plan[q][1]) < 0]
     if too_few:
-        need = ", ".join(str(_min_calibration_size(1 - q, method, delta)) for q in too_few)
+        need = ", ".join(str(_min_calibration_size(1 - q, method, plan[q][1])) for q in too_few)
         warnings.warn(f"{n} calibration products are too few to certify precision{'s' if len(too_few) > 1 else ''} "
                       f"{', '.join(f'{q:g}' for q in too_few)} with {method} (at least {need} are needed): "
                       f"{'their thresholds give' if len(too_few) > 1 else 'its threshold gives'} every product the root "
                       "(needs review)", CalibrationWarning, stacklevel=2)
+    return HedgeCalibration(th, rule, method, delta, floor, n, vp, vl, tt, grid)
+
+
+def _plan(n: int, precision: float, method: str, delta: float, grid: tuple) -> tuple[tuple, float]:
+    """The temperatures a target is calibrated over and the ``delta`` of each: the whole grid at
+    ``delta / K``, or (when ``n`` is too small to certify the target at ``delta / K``, a decision made
+    from ``n`` alone, before any label is read) the grid's first temperature at ``delta``."""
+    if len(grid) > 1 and _max_errors(n, 1 - precision, method, delta / len(grid)) >= 0:
+        return grid, delta / len(grid)
+    return (1.0,) if 1.0 in grid else grid[:1], delta
+
+
+def _calibrate_at(p: np.ndarray, y: np.ndarray, tree: HedgeTree, precisions, method: str, delta: float,
+                  rule: str) -> dict:
+    """``precision -> (lambda, val precision, val leaf share, val mean bits)`` on probabilities ``p``."""
+    n = len(y)
+    out = {}
     if rule == "threshold":
         nodes, mass = greedy_paths(p, tree)
         wrong = ~tree.contains(nodes, y[:, None])
@@ -827,7 +974,8 @@ def calibrate_hedging(probs, y, taxonomy, precisions: Sequence[float] = DEFAULT_
         for q in precisions:
             lam = calibrated_threshold(t, q, method, delta, warn=False)
             node, _ = _decide_threshold(nodes, mass, lam)
-            th[q], vp[q], vl[q] = lam, float((t <= lam).mean()), float((node >= tree.n_inner).mean())
+            out[q] = (lam, float((t <= lam).mean()), float((node >= tree.n_inner).mean()),
+                      float(tree.bits[node].mean()) if n else 0.0)
     else:
         grid = _INFO_GAIN_GRID
         step = row_block(tree.work_cols, 3)
@@ -837,11 +985,10 @@ def calibrate_hedging(probs, y, taxonomy, precisions: Sequence[float] = DEFAULT_
             K = _max_errors(n, 1 - q, "rcps", delta)
             ok = errors <= K
             stop = int(np.argmin(ok)) if not ok.all() else len(grid)       # first failure in the fixed sequence
-            g = max(stop - 1, 0)        # stop == 0 only when K < 0 (warned above): the root, never wrong
-            th[q] = float(grid[g])
-            vp[q] = float(1 - errors[g] / n)
-            vl[q] = float((dec[:, g] >= tree.n_inner).mean())
-    return HedgeCalibration(th, rule, method, delta, floor, n, vp, vl)
+            g = max(stop - 1, 0)        # stop == 0 only when K < 0 (warned): the root, never wrong
+            out[q] = (float(grid[g]), float(1 - errors[g] / n), float((dec[:, g] >= tree.n_inner).mean()),
+                      float(tree.bits[dec[:, g]].mean()))
+    return out
 
 
 # ---------------------------------------------------------------------------------- curves

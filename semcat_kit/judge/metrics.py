@@ -451,7 +451,7 @@ def hedging_metrics(val_probs, y_val, test_probs, y_test, taxonomy, precisions: 
 
     For each ``p`` in ``precisions`` (default 0.95, 0.98, 0.99) the threshold rule's lambda is
     calibrated on ``(val_probs, y_val)`` (:func:`semcat_kit.judge.hedging.calibrate_hedging`,
-    ``method``/``delta``) and the test products are hedged at it. Keys (``{p}`` = p in percent):
+    ``method``/``delta``, its temperature chosen from the default grid) and the test products are hedged at it. Keys (``{p}`` = p in percent):
 
     - ``leaf_coverage@{p}``: share of test products given a single class;
     - ``specificity@{p}``: mean depth of the hedged node (root 0);
@@ -470,14 +470,20 @@ def hedging_metrics(val_probs, y_val, test_probs, y_test, taxonomy, precisions: 
     tree = H.hedge_tree(taxonomy)
     p_t = check_probs(test_probs, taxonomy.n_classes)
     y_t = check_labels(y_test, p_t.shape[0], taxonomy, name="y_test", against="test_probs")
-    nodes, mass = H.greedy_paths(p_t, tree)
-    right = tree.contains(nodes, y_t[:, None])
     r = np.arange(len(y_t))
     out: dict[str, float] = {}
     cols = {}
+    paths = {}                                     # temperature -> greedy paths of the tempered probabilities
     for p in precisions:
+        T = cal.temperature(p)
+        if T not in paths:
+            nodes, mass = H.greedy_paths(H.temper(p_t, T), tree)
+            paths[T] = nodes, mass, tree.contains(nodes, y_t[:, None])
+        nodes, mass, right = paths[T]
         k = (mass[:, 1:] > cal.threshold(p)).sum(axis=1)           # the node is the k-th of the greedy path
         node, prob = nodes[r, k], mass[r, k]
+        if T != 1.0:                               # needs_review reads the head's own probability
+            prob = H.node_mass(p_t, tree, node)
         cols[p] = {"leaf_coverage": float((node >= tree.n_inner).mean()), "specificity": float(tree.depth[node].mean()),
                    "specificity_bits": float(tree.bits[node].mean()), "hedged_precision": float(right[r, k].mean()),
                    "review": float(((node == 0) | (prob < cal.floor)).mean())}

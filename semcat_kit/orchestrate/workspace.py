@@ -39,6 +39,10 @@ from ..datasets.taxonomy import Taxonomy, TaxonomyMergeWarning
 
 __all__ = ["Workspace", "SuiteResult", "Validation"]
 
+#: What the stored suite and peer tables hold, part of their folder key: a change of the columns or of
+#: how one is computed (here: hedging calibrated over temperatures) re-trains folders written before.
+TABLE_VERSION = "hedging-temperature"
+
 
 class Validation:
     """What :meth:`Workspace.validate` found: ``summary`` (a Series: products, labelled, unlabelled,
@@ -177,7 +181,7 @@ class Workspace(Pipeline):
         seeds = [int(s) for s in seeds]
         spec = {"data": self.fingerprint(), "seeds": seeds, "crm_for": crm_for,
                 "configs": {n: c.to_dict() for n, c in configs.items()},
-                "columns": "hedging"}     # tables since the hedged-decoding columns: older folders are re-trained
+                "columns": TABLE_VERSION}   # what the tables hold: older folders are re-trained
         folder = self._result_folder("suites", spec)
         if folder.is_dir() and not retrain:
             return SuiteResult.load(folder)
@@ -233,7 +237,7 @@ class Workspace(Pipeline):
         crm = [crm_for] if isinstance(crm_for, str) else list(crm_for or [])
         crm = [n for n in crm if n in configs]
         spec = {"data": self.fingerprint(), "seeds": seeds, "crm_for": crm,
-                "configs": {n: repr(c) for n, c in configs.items()}}
+                "configs": {n: repr(c) for n, c in configs.items()}, "columns": TABLE_VERSION}
         folder = self._result_folder("baselines", spec)
         if (folder / "summary.csv").is_file() and not retrain:
             return read_csv(folder / "summary.csv", what="baselines summary", index_col="config")

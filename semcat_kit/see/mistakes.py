@@ -16,8 +16,8 @@ __all__ = ["mispredictions"]
 
 
 def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxonomy | None = None,
-                   top: int = 3, only_mistakes: bool = False, hedge_threshold: float | None = None,
-                   issue_probs=None) -> pd.DataFrame:
+                   top: int = 3, only_mistakes: bool = False, hedge_threshold=None,
+                   issue_probs=None, precision: float = 0.98) -> pd.DataFrame:
     """One row per product with its prediction, top-k, mistake severity and label-issue score.
 
     Parameters
@@ -35,15 +35,19 @@ def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxon
         How many top predictions to list (``top1_label``, ``top1_prob``, ...).
     only_mistakes : bool
         Keep only the rows whose top prediction differs from the given label.
-    hedge_threshold : float, optional
-        Also give each product its hedged prediction at this threshold (e.g.
-        ``head.hedging.threshold(0.98)``; :func:`semcat_kit.judge.hedging.hedge`): columns
-        ``hedged_label`` (the node's path, ``""`` for the root), ``hedged_prob``, ``hedged_is_leaf``,
-        ``hedged_correct`` (the true class lies under it).
+    hedge_threshold : HedgeCalibration or float, optional
+        Also give each product its hedged prediction: with a calibration (``head.hedging``,
+        :func:`semcat_kit.calibrate_hedging`) at the threshold and temperature it calibrated for
+        ``precision``; with a number, at that threshold on the probabilities themselves
+        (:func:`semcat_kit.judge.hedging.hedge`). Columns ``hedged_label`` (the node's path, ``""``
+        for the root), ``hedged_prob``, ``hedged_is_leaf``, ``hedged_correct`` (the true class lies
+        under it).
     issue_probs : array (N, C), optional
         Out-of-sample probabilities of the same rows for the label-issue columns (e.g. the
         cross-validated ``label_issues(X=..., y=..., cv=5).attrs["probs"]`` of these items);
         default ``probs``.
+    precision : float
+        The target precision read from a calibration given as ``hedge_threshold`` (default 0.98).
 
     Returns
     -------
@@ -119,9 +123,10 @@ def mispredictions(catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxon
     out["suggested_label"] = np.where(refiled & ~issues["is_issue"].to_numpy(), classes[y],
                                       classes[issues["suggested"].to_numpy()])
     if hedge_threshold is not None:
-        from ..judge.hedging import hedge
+        from ..judge.hedging import HedgeCalibration, hedge
 
-        h = hedge(p, tax, hedge_threshold)
+        h = (hedge_threshold.predict(p, tax, precision) if isinstance(hedge_threshold, HedgeCalibration)
+             else hedge(p, tax, hedge_threshold))
         out.update(hedged_label=h.path, hedged_prob=h.prob, hedged_is_leaf=h.is_leaf, hedged_correct=h.correct(y))
     df = pd.DataFrame(out)
     # keep None (not NaN) for missing images: pandas >= 3 would infer a string dtype

@@ -494,13 +494,16 @@ def precision_specificity_curves(results: Mapping[str, tuple[Any, Any]], taxonom
         Target precisions drawn as dotted horizontal lines.
     calibrations : dict, optional
         ``config name -> HedgeCalibration`` (calibrated on a validation split): its thresholds for
-        ``targets`` are marked on that configuration's line.
+        ``targets`` are marked beside that configuration's line (a threshold calibrated at a
+        temperature T != 1 is a point of that temperature's curve, so it may lie off the line).
 
     Returns
     -------
     plotly.graph_objects.Figure
     """
-    from ..judge.hedging import precision_specificity_curve
+    import pandas as pd
+
+    from ..judge.hedging import precision_specificity_curve, temper
 
     if specificity not in _SPECIFICITY:
         raise ValueError(f"specificity must be one of {list(_SPECIFICITY)}, not {specificity!r}")
@@ -525,14 +528,16 @@ def precision_specificity_curves(results: Mapping[str, tuple[Any, Any]], taxonom
         if cal is not None:
             ps = [q for q in targets if any(abs(q - k) < 1e-9 for k in cal.thresholds)]
             if ps:
-                pts = precision_specificity_curve(probs, y, taxonomy, [cal.threshold(q) for q in ps])
+                pts = pd.concat([precision_specificity_curve(temper(probs, cal.temperature(q)), y, taxonomy,
+                                                             [cal.threshold(q)]) for q in ps], ignore_index=True)
                 fig.add_trace(go.Scatter(
                     x=pts[specificity], y=pts["precision"], mode="markers", marker=dict(color=colors[str(name)], size=9,
                                                                                       symbol="diamond"),
                     name=f"{label}: calibrated", legendgroup=label, showlegend=False,
-                    customdata=np.column_stack([ps, pts["threshold"]]),
+                    customdata=np.column_stack([ps, pts["threshold"], [cal.temperature(q) for q in ps]]),
                     hovertemplate=(f"{label}<br>calibrated for %{{customdata[0]:.1%}}: threshold "
-                                   "%{customdata[1]:.4f}<br>precision %{y:.2%}<extra></extra>")))
+                                   "%{customdata[1]:.4f} at temperature %{customdata[2]:g}<br>precision %{y:.2%}"
+                                   "<extra></extra>")))
     for q in targets:
         fig.add_hline(y=q, line=dict(color="#999", dash="dot", width=1), annotation_text=f"{q:.0%}" if q * 100 % 1 == 0
                       else f"{q:.1%}", annotation_position="bottom left")

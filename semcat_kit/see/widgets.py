@@ -294,9 +294,12 @@ class MispredictionBrowser:
         Thumbnail width in pixels.
     export_path : str
         Initial CSV path of the export box.
-    hedge_threshold : float, optional
-        Show each product's hedged prediction at this threshold beside the top-1 (e.g.
-        ``head.hedging.threshold(0.98)``).
+    hedge_threshold : HedgeCalibration or float, optional
+        Show each product's hedged prediction beside the top-1: a calibration (``head.hedging``)
+        hedges at what it calibrated for ``precision``; a number is a threshold on the probabilities
+        themselves (:func:`semcat_kit.see.mistakes.mispredictions`).
+    precision : float
+        Target precision read from a calibration (default 0.98).
     issue_probs : array (N, C), optional
         Cross-validated probabilities of the same items
         (``sk.see.label_issues(X=..., y=..., cv=5).attrs["probs"]``): the "label issues" mode
@@ -318,12 +321,13 @@ class MispredictionBrowser:
 
     def __init__(self, catalog_df: pd.DataFrame, probs, y_true=None, taxonomy: Taxonomy | None = None,
                  page_size: int = 12, columns: int = 4, top: int = 3, thumb_width: int = 60,
-                 export_path: str = "flagged_items.csv", hedge_threshold: float | None = None, issue_probs=None):
+                 export_path: str = "flagged_items.csv", hedge_threshold=None, issue_probs=None,
+                 precision: float = 0.98):
         if int(page_size) < 1:
             raise ValueError(f"page_size must be >= 1, got {page_size}")
         self.taxonomy = check_taxonomy(taxonomy)
         self.table = mispredictions(catalog_df, probs, y_true, self.taxonomy, top=top, hedge_threshold=hedge_threshold,
-                                    issue_probs=issue_probs)
+                                    issue_probs=issue_probs, precision=precision)
         from .._core.contracts import check_unique_ids
 
         check_unique_ids(self.table["item_id"].to_numpy(), where="catalog_df",

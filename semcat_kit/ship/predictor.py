@@ -443,7 +443,7 @@ class Predictor:
         return self.head.hedging
 
     def _hedge_spec(self, precision) -> tuple | None:
-        """``(threshold, rule, floor)`` calibrated for ``precision``, or None when not asked for."""
+        """``(threshold, rule, floor, temperature)`` calibrated for ``precision``, or None when not asked for."""
         if precision is None:
             return None
         if self.head.hedging is None:
@@ -452,7 +452,7 @@ class Predictor:
                              "hedging=(val_embeddings, val_labels)) (semcat train does this when there is a "
                              "validation split)")
         cal = self.head.hedging
-        return cal.threshold(precision), cal.rule, cal.floor
+        return cal.threshold(precision), cal.rule, cal.floor, cal.temperature(precision)
 
     def _rank_chunks(self, encoded, empty, top_k: int, dec: "_Decode", total, progress: bool) -> Iterator[pd.DataFrame]:
         """Score and rank encoded chunks ``(emb, usable, fails)``; yields one frame per chunk.
@@ -534,8 +534,8 @@ class Predictor:
                 idx_ok = topk(sub, k)
             idx[ok] = idx_ok
             if hedged is not None:
-                lam, rule, floor = dec.hedge
-                h = hedge(sub, self.taxonomy, lam, rule=rule, floor=floor)
+                lam, rule, floor, temperature = dec.hedge
+                h = hedge(sub, self.taxonomy, lam, rule=rule, floor=floor, temperature=temperature)
                 hedged[0][ok], hedged[1][ok] = h.node, h.prob
         p = np.take_along_axis(probs, idx, axis=1).astype(np.float64) if n else np.zeros((0, k))
         p[~usable] = np.nan
