@@ -93,6 +93,28 @@ def test_hedge_reading_states_the_issue_23_goals():
     assert "-3.0 pt vs LogisticRegression (fewer)" in text and "+2.0 pt vs LogisticRegression + CRM" in text
     assert "lowest realised precision at 98 %: 0.979 (`hiclass LCPPN`)" in text and "at 95" not in text
     assert set(mr.HEDGE_METRICS) <= {f"{m}" for m in __import__("semcat_kit").metrics.hedging_metric_names()}
+    # a miss says why, from the suite's test probabilities (confidence())
+    df.loc["top-20 semantic", "leaf_coverage@98_mean"] = 0.62
+    conf = {"one-hot": (0.685, 0.835, 0.85), "top-20 semantic": (0.686, 0.831, 0.78)}
+    text = mr.hedge_reading(df, conf)
+    assert ("+2.0 pt vs one-hot (misses the +5 pt goal: why, on the test split: its top-1 is +0.1 pt vs one-hot's "
+            "(0.686 vs 0.685) and its top-1 probability separates right from wrong top-1 predictions less well "
+            "(AUROC 0.831 vs 0.835; median probability of a right top-1 0.78 vs 0.85), so it has few more") in text
+
+
+def test_confidence_of_a_suite():
+    import numpy as np
+
+    class Res:
+        names = ["a"]
+        y_test = np.array([0, 1, 1, 0])
+
+        def test_probs(self, name):
+            return np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.55, 0.45]])
+
+    top1, auc, med = mr.confidence(Res())["a"]
+    # right: 0.9, 0.8, 0.55; wrong: 0.6 (2 of 3 right-wrong pairs ordered)
+    assert top1 == 0.75 and auc == pytest.approx(2 / 3) and med == pytest.approx(0.8)
 
 
 #: absolute paths a document may name: devices and an obvious placeholder (never a machine's own folders)
