@@ -95,3 +95,60 @@ def notebook_run(tmp_path_factory) -> NotebookRun:
 def pytest_collection_modifyitems(config, items):
     """Browser tests last, so they find the notebooks already run by tests/test_notebooks.py."""
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)   # stable: order kept otherwise
+
+
+# --------------------------------------------------------------------------- the time of the test session
+_TIMES: dict[str, float] = {}
+_OUTCOMES: dict[str, str] = {}
+_T0: list[float] = []
+
+
+def pytest_sessionstart(session):
+    import time
+
+    _T0.append(time.perf_counter())
+
+
+def pytest_runtest_logreport(report):
+    _TIMES[report.nodeid] = _TIMES.get(report.nodeid, 0.0) + report.duration
+    if report.when == "call" or report.outcome != "passed":
+        _OUTCOMES[report.nodeid] = report.outcome
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """``SEMCAT_RECORD_TEST_TIMES=docs/bench/make_test.md`` writes the session's wall time, the load
+    average at its end and where the time went (per file, the slowest tests) to that markdown file."""
+    path = os.environ.get("SEMCAT_RECORD_TEST_TIMES")
+    if not path or not _T0 or not _TIMES:
+        return
+    import time
+
+    from semcat_kit._core.io import atomic_write_text
+
+    wall = time.perf_counter() - _T0[0]
+    per_file: dict[str, float] = {}
+    for node, sec in _TIMES.items():
+        f = node.split("::", 1)[0]
+        per_file[f] = per_file.get(f, 0.0) + sec
+    counts: dict[str, int] = {}
+    for o in _OUTCOMES.values():
+        counts[o] = counts.get(o, 0) + 1
+    one, five, fifteen = os.getloadavg()
+    fmt = lambda s: f"{int(s // 60)} min {int(round(s % 60))} s" if s >= 60 else f"{s:.0f} s"  # noqa: E731
+    notebooks = sum(s for n, s in _TIMES.items() if n.startswith(("tests/test_notebooks.py", "tests/test_browser.py")))
+    lines = [
+        "# The time of the test session",
+        "",
+        f"Written by `tests/conftest.py` (`SEMCAT_RECORD_TEST_TIMES={path}`) at the end of a pytest session "
+        f"on {time.strftime('%Y-%m-%d %H:%M')}: {fmt(wall)} wall for {len(_TIMES):,} tests "
+        f"({', '.join(f'{v:,} {k}' for k, v in sorted(counts.items()))}) on {os.cpu_count()} CPU cores, "
+        f"load average at the end {one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min). The notebook and "
+        f"browser tests (the seven notebooks on the tutorial, the toys catalog and the 5,595-class Google "
+        f"taxonomy, 06 alone, JupyterLab) took {fmt(notebooks)} of it ({notebooks / max(wall, 1e-9):.0%}).",
+        "",
+        "| file | time | share |", "|---|---:|---:|",
+        *[f"| `{f}` | {fmt(s)} | {s / max(wall, 1e-9):.0%} |"
+          for f, s in sorted(per_file.items(), key=lambda kv: -kv[1])[:15]],
+        "", "Slowest tests (set-up + call + tear-down):", "", "| test | time |", "|---|---:|",
+        *[f"| `{n}` | {fmt(s)} |" for n, s in sorted(_TIMES.items(), key=lambda kv: -kv[1])[:15]], ""]
+    atomic_write_text(ROOT / path if not os.path.isabs(path) else Path(path), "\n".join(lines))
