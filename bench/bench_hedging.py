@@ -8,14 +8,17 @@ chunks, summed over them (median of ``--repeats`` passes):
   * hedge     ``semcat_kit.judge.hedging.hedge(probs, tax, threshold)``: node probabilities from the
               sparse leaf -> ancestor operators, the greedy most-probable-child path, the decision
               (and ``is_leaf`` / ``needs_review``);
+  * hedge T   the same at a calibrated temperature (``temperature=--temperature``, default 0.5):
+              the tempered probabilities first, and the reported node probability from the
+              untempered ones (what ``Predictor.predict(precision=)`` does when T != 1);
   * top-1     ``semcat_kit.judge.decoding.topk(probs, 1)``: the decoder ``Predictor.predict`` and
               ``evaluate`` use (deterministic ties);
   * argmax    ``numpy.argmax(probs, axis=1)``: a floor (no tie rule), for reference.
 
-Prints ``ratio: hedge / top-1 = ...`` (goal <= 2) and ``ratio: hedge / argmax = ...``, and checks
+Prints ``ratio: hedge / top-1 = ...`` (goal <= 2), ``ratio: hedge T / top-1`` and ``ratio: hedge / argmax = ...``, and checks
 on the first chunk that the hedged leaves are the top-1 class wherever the threshold is >= 0.5.
 
-    python bench/bench_hedging.py [--n 100000] [--chunk 8192] [--threshold 0.9] [--repeats 3]
+    python bench/bench_hedging.py [--n 100000] [--chunk 8192] [--threshold 0.9] [--temperature 0.5] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--chunk", type=int, default=8192)
     ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--temperature", type=float, default=0.5)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
     if not TAX_FILE.exists():
@@ -66,7 +70,7 @@ def main(argv=None) -> int:
           f"median of {args.repeats}")
     print(f"hedge tree built once in {build:.3f} s (to_inner nnz {tree.to_inner.nnz}, up nnz {tree.up.nnz})")
     sizes = [min(args.chunk, args.n - a) for a in range(0, args.n, args.chunk)]
-    totals = {"hedge": [], "top-1": [], "argmax": []}
+    totals = {"hedge": [], "hedge T": [], "top-1": [], "argmax": []}
     leaves = 0
     for rep in range(args.repeats):
         rng = np.random.default_rng(0)
@@ -76,6 +80,9 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             h = hedge(p, tax, args.threshold)
             acc["hedge"] += time.perf_counter() - t
+            t = time.perf_counter()
+            hedge(p, tax, args.threshold, temperature=args.temperature)
+            acc["hedge T"] += time.perf_counter() - t
             t = time.perf_counter()
             top = topk(p, 1)[:, 0]
             acc["top-1"] += time.perf_counter() - t
@@ -93,6 +100,7 @@ def main(argv=None) -> int:
         print(f"{k:>8s}: {v:8.3f} s   ({args.n / v:,.0f} products/s)")
     print(f"leaves: {leaves / args.n:.3f} of the products at threshold {args.threshold}")
     print(f"ratio: hedge / top-1 = {med['hedge'] / med['top-1']:.2f}  (goal <= 2)")
+    print(f"ratio: hedge T / top-1 = {med['hedge T'] / med['top-1']:.2f}  (at temperature {args.temperature:g}; goal <= 2)")
     print(f"ratio: hedge / argmax = {med['hedge'] / med['argmax']:.2f}  (numpy argmax, no tie rule: reference)")
     return 0
 
