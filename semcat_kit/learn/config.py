@@ -141,7 +141,7 @@ class TrainConfig:
         stratified tenth of the training rows when no validation split is given (then refitted on
         all of them).
     Cs : tuple of float
-        The grid for ``C="val"``, fitted as one warm-started path from the smallest C.
+        The grid for ``C="val"``, fitted from the smallest C (each C from the same start, as LogisticRegression).
     max_iter : int >= 1
         ``lbfgs`` only: L-BFGS steps per C at most.
     tol : float > 0

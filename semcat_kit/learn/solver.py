@@ -61,7 +61,8 @@ class LBFGSResult:
 
 def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]], x0: torch.Tensor, *,
           max_iter: int = 500, gtol: float = 1e-5, ftol: float = 1e-10, history: int = 10, c1: float = 1e-4,
-          max_line_search: int = 30, callback: Callable[[int, torch.Tensor], None] | None = None) -> LBFGSResult:
+          max_line_search: int = 30, callback: Callable[[int, torch.Tensor], None] | None = None,
+          rgtol: float = 0.0) -> LBFGSResult:
     """Minimise K independent smooth functions at once with limited-memory BFGS.
 
     Each problem has its own two-loop recursion (Nocedal & Wright, Algorithm 7.4) over its last
@@ -71,7 +72,9 @@ def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.
     ``f(x + t d) <= f(x) + c1 t g·d`` (Armijo), otherwise it shrinks by safeguarded quadratic
     interpolation. The first step of a problem is ``min(1, 1 / ||g||_1)`` long.
 
-    A problem stops when ``max |g| <= gtol``, when an accepted step lowers ``f`` by no more than
+    A problem stops when ``max |g| <= min(gtol, rgtol * max |g(x0)|)`` (``rgtol = 0``: ``gtol``
+    alone; a relative tolerance makes a warm start that is already within ``gtol`` of a new
+    problem's optimum still reduce its gradient), when an accepted step lowers ``f`` by no more than
     ``ftol * max(|f|, 1)`` (scipy's ``factr`` test), after ``max_iter`` steps, or when the line
     search cannot decrease ``f`` (at the limits of floating point).
 
@@ -97,7 +100,9 @@ def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.
     gamma = x.new_ones(K)
     has_pair = torch.zeros(K, dtype=torch.bool, device=x.device)
     iters = torch.zeros(K, dtype=torch.long, device=x.device)
-    converged = g.abs().amax(1) <= gtol
+    g0 = g.abs().amax(1)
+    gtol = torch.clamp(rgtol * g0, max=gtol) if rgtol > 0 else torch.full_like(g0, gtol)
+    converged = g0 <= gtol
     active = ~converged & torch.isfinite(f)
     evals, pushes = 1, 0
     for it in range(int(max_iter)):
@@ -165,7 +170,7 @@ def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.
         f[acc] = f_new[ok].detach()
         g[acc] = g_new[ok].detach()
         iters[acc] += 1
-        g_ok = g[idx].abs().amax(1) <= gtol
+        g_ok = g[idx].abs().amax(1) <= gtol[idx]
         f_ok = ok & ((fa - f_new).abs() <= ftol * torch.maximum(torch.maximum(fa.abs(), f_new.abs()),
                                                                  torch.ones_like(fa)))
         converged[idx] = g_ok | f_ok
@@ -289,7 +294,8 @@ def _row_chunk(n: int, per_row: int, budget: int = 1 << 25) -> int:
 
 
 def fit_stacked(stack: StackedHeads, loss, l2, data, x0: torch.Tensor, *, max_iter: int = 500,
-                gtol: float = 1e-4, ftol: float = 1e-10, history: int = LBFGS_HISTORY, callback=None) -> LBFGSResult:
+                gtol: float = 1e-4, ftol: float = 1e-10, history: int = LBFGS_HISTORY, callback=None,
+                rgtol: float = 0.0) -> LBFGSResult:
     """Fit K problems (one row of ``x0`` each) on the training table ``data`` to convergence.
 
     Problem ``k`` minimises ``1/N sum_i loss_k(z_ik) + l2_k / 2 * ||theta_k[penalised]||^2``
@@ -320,7 +326,7 @@ def fit_stacked(stack: StackedHeads, loss, l2, data, x0: torch.Tensor, *, max_it
             grad = xg.grad.addcmul_(l2[idx][:, None], w)
         return total.to(x.dtype), grad
 
-    return lbfgs(fun, x0, max_iter=max_iter, gtol=gtol, ftol=ftol, history=history, callback=callback)
+    return lbfgs(fun, x0, max_iter=max_iter, gtol=gtol, ftol=ftol, history=history, callback=callback, rgtol=rgtol)
 
 
 @dataclass
@@ -334,12 +340,18 @@ class PathResult:
 
 def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, x0: torch.Tensor | None = None,
              max_iter: int = 500, tol: float = 1e-4, progress: bool = False, desc: str = "fit",
-             stop_early: bool = True, score: Callable[[torch.Tensor], torch.Tensor] | None = None) -> PathResult:
+             stop_early: bool = True, score: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             warm_start: bool = False, rgtol: float = 0.0) -> PathResult:
     """Fit K problems along a regularisation path and keep, per problem, the C that validates best.
 
     ``C`` is LogisticRegression's inverse regularisation strength: ``lambda = 1 / (C N)`` on the mean
-    loss. The path goes from the strongest regularisation (smallest C) to the weakest, each fit
-    warm-started at the previous solution (fewer steps than K cold fits). With ``val`` (a table and
+    loss. The path goes from the strongest regularisation (smallest C) to the weakest; each C starts
+    from ``x0`` (zeros by default), as LogisticRegression fits each C of its grid. ``warm_start=True``
+    starts each C at the previous C's solution instead: fewer steps, but on a large catalog the warm
+    start can already lie within the absolute gradient tolerance ``tol`` of the next, weaker-regularised
+    problem and stop there with 0 steps (full Myntra, 31k products: one-hot macro-F1 0.639 at the C
+    that stopped, 0.806 cold-started; the same head warm-started and iterated: 0.810). ``rgtol``
+    (:func:`lbfgs`) makes a warm-started C reduce its starting gradient by that factor. With ``val`` (a table and
     its labels) every C is scored by validation top-1 and the best is kept per problem (ties: the
     smaller C, as :class:`~semcat_kit.experiments.baselines.LogisticBaseline` does); without it the
     only C must be given (one value). ``stop_early``: the path ends at the first C at which no
@@ -371,7 +383,9 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
     bar = _progress(total=len(Cs), desc=desc, unit="C", disable=not progress, leave=False)
     for C in Cs:
         t0 = time.perf_counter()
-        r = fit_stacked(stack, loss, [1.0 / (C * n)] * K, data, x, max_iter=max_iter, gtol=tol)
+        start = x if warm_start else (x0.clone() if x0 is not None else torch.zeros_like(x))
+        r = fit_stacked(stack, loss, [1.0 / (C * n)] * K, data, start, max_iter=max_iter, gtol=tol,
+                        rgtol=rgtol if C != Cs[0] else 0.0)
         x = r.x
         secs = time.perf_counter() - t0
         row = {"C": C, "l2": 1.0 / (C * n), "seconds": secs / K, "evaluations": r.evaluations}

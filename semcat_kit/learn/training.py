@@ -618,7 +618,8 @@ def fit_full_batch(stack, specs, data, y, val, *, cfg: TrainConfig, x0=None, pro
 
     Returns, per problem, ``(x, history rows, chosen C)``. ``C="val"`` without validation data
     selects C on a stratified tenth of the training rows (:func:`_holdout`), then refits every
-    problem on all rows at its C, warm-started.
+    problem on all rows at its C from the same start as the path (a warm start from the held-out
+    fit can lie within the gradient tolerance already and not move; see :func:`fit_path`).
     """
     from .solver import fit_path
 
@@ -650,7 +651,8 @@ def fit_full_batch(stack, specs, data, y, val, *, cfg: TrainConfig, x0=None, pro
     from .solver import fit_stacked
 
     l2 = [1.0 / (c * len(y)) for c in r.C]
-    rf = fit_stacked(stack, full, l2, data, r.x, max_iter=cfg.max_iter, gtol=cfg.tol)
+    start = x0.clone() if x0 is not None else torch.zeros_like(r.x)
+    rf = fit_stacked(stack, full, l2, data, start, max_iter=cfg.max_iter, gtol=cfg.tol)
     for k in range(len(specs)):
         rows = _epochs(r.history[k])
         rows.append({"epoch": len(rows) + 1, "C": r.C[k], "l2": l2[k], "loss": float(rf.f[k]),
