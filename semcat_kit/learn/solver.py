@@ -350,7 +350,7 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
     starts each C at the previous C's solution instead: fewer steps, but on a large catalog the warm
     start can already lie within the absolute gradient tolerance ``tol`` of the next, weaker-regularised
     problem and stop there with 0 steps (full Myntra, 31k products: one-hot macro-F1 0.639 at the C
-    that stopped, 0.806 cold-started; the same head warm-started and iterated: 0.810). ``rgtol``
+    that stopped, 0.793 cold-started; both from ``make results``). ``rgtol``
     (:func:`lbfgs`) makes a warm-started C reduce its starting gradient by that factor. With ``val`` (a table and
     its labels) every C is scored by validation top-1 and the best is kept per problem (ties: the
     smaller C, as :class:`~semcat_kit.experiments.baselines.LogisticBaseline` does); without it the
