@@ -93,6 +93,12 @@ def test_suite_trains_once_then_reloads(ws, monkeypatch):
     emb_te, _ = ws.part("test")
     np.testing.assert_allclose(res.head("one-hot").predict_proba(emb_te), res.test_probs("one-hot"), atol=1e-5)
     assert "val_top1" in res.history("one-hot").columns
+    # the C each kept: the best-validating C of its walk, one of the grid's
+    for name in configs:
+        h = res.history(name)
+        assert res.chosen_C(name) in res.config(name).Cs
+        best = h[h["val_top1"] == h["val_top1"].max()]["C"].min()      # ties: the smaller C
+        assert res.chosen_C(name) == best
     assert res.best("top1") in res.names
     with pytest.raises(KeyError, match="not a configuration"):
         res.test_probs("nope")

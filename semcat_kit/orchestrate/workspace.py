@@ -318,6 +318,19 @@ class SuiteResult:
         """Per-epoch training history of the first seed's run of ``name``."""
         return read_csv(self.folder / "histories" / f"{self._pos(name):02d}.csv", what="training history")
 
+    def chosen_C(self, name: str) -> float | None:
+        """The ``C`` (LogisticRegression's inverse L2 strength) the first seed's run of ``name`` kept:
+        the one that validated best along its C walk (``solver="lbfgs"``); ``None`` for a minibatch
+        run, which has no C. ``TrainConfig(C=result.chosen_C(name))`` fits that strength alone, without
+        the walk (e.g. a cross-validation's folds)."""
+        h = self.history(name)
+        if "C" not in h.columns:
+            return None
+        crm = self.long["crm"].astype(str).str.lower() == "true"
+        row = self.long[(self.long["config"] == name) & (self.long["seed"] == self.seeds[0]) & ~crm]
+        epoch = int(row["best_epoch"].iloc[0])
+        return float(h.loc[h["epoch"] == epoch, "C"].iloc[0])
+
     def best(self, metric: str = "top1") -> str:
         """Name of the (non-CRM) configuration with the best mean ``metric``."""
         col = f"{metric}_mean"
