@@ -141,7 +141,9 @@ class TrainConfig:
         stratified tenth of the training rows when no validation split is given (then refitted on
         all of them).
     Cs : tuple of float
-        The grid for ``C="val"``, fitted from the smallest C (each C from the same start, as LogisticRegression).
+        The grid for ``C="val"``, walked from its second-largest C towards the side that validates
+        better (:func:`semcat_kit.learn.solver.fit_path`: the C a full sweep would choose, with fewer
+        fits); each C from the same start, as LogisticRegression.
     max_iter : int >= 1
         ``lbfgs`` only: L-BFGS steps per C at most.
     tol : float > 0

@@ -362,6 +362,10 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
     3. if the first step up did not improve, walk towards stronger regularisation instead while
        top-1 does not get worse (a tie moves to the smaller C, as the full grid's tie rule).
 
+    On a small, noisy validation split the curve can have bumps (a few dozen products: top-1 moves
+    in steps of several points); the walk then keeps the maximum nearest its start, where a sweep
+    keeps the global one. ``stop_early=False`` sweeps.
+
     Each problem walks on its own; a round fits every problem that still walks, each at its own C,
     as one stacked problem. Where the peak is at the weak end (the tutorial) this fits 2 of the 4
     default Cs instead of all; the Cs it skips are the strongly regularised ones, which validate worst.
