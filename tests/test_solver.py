@@ -111,37 +111,63 @@ def _unimodal(v) -> bool:
     return all(a <= b for a, b in zip(v[:top], v[1:top + 1])) and all(a >= b for a, b in zip(v[top:], v[top + 1:]))
 
 
-@pytest.mark.parametrize("seed, n, d", [(0, 120, 40), (2, 3000, 12), (3, 200, 60)])
-def test_the_C_walk_keeps_the_C_of_the_full_sweep_with_fewer_fits(seed, n, d):
-    """fit_path walks the grid from its second-largest C; where validation top-1 is unimodal along C
-    (checked on the sweep) it keeps the sweep's C (ties: the smaller) and skips the strongly
-    regularised end. Peaks at the grid's top (seed 0) and on a plateau below it (seeds 2, 3)."""
+def _path_problem(seed, n, d, noise):
     from semcat_kit._core.contracts import as_embedding_table
     from semcat_kit.learn.losses import LossSpec, StackedLoss
-    from semcat_kit.learn.solver import StackedHeads, fit_path
+    from semcat_kit.learn.solver import StackedHeads
 
-    Cs = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)
     tax, emb, y = _problem(n=n, d=d, C=6, image=False, seed=seed)
     rng = np.random.default_rng(seed)
-    y = np.where(rng.random(len(y)) < 0.3, rng.integers(0, 6, len(y)), y)        # label noise: C matters
+    y = np.where(rng.random(len(y)) < noise, rng.integers(0, 6, len(y)), y)        # label noise: C matters
     (tr, ytr), (va, yva) = _split(emb, y, val=0.4)
     head = sk.FusionHead(d, 0, 6, hidden=0, proj_dim=0, input_norm=False, dropout=0.0).eval()
     stack = StackedHeads.for_head(head)
-    data, val = as_embedding_table(tr, "train"), (as_embedding_table(va, "val"), yva)
     loss = StackedLoss([LossSpec(targets=None, gamma=0.0)], torch.as_tensor(ytr), 6)
-    sweep = fit_path(stack, loss, data, Cs=Cs, val=val, stop_early=False)
+    return stack, loss, as_embedding_table(tr, "train"), (as_embedding_table(va, "val"), yva)
+
+
+PATH_CS = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0)
+
+
+@pytest.mark.parametrize("seed, n, d, noise", [(0, 800, 12, 0.1), (1, 800, 30, 0.2), (8, 1000, 40, 0.1),
+                                               (2, 3000, 12, 0.3)])
+def test_the_C_walk_keeps_the_C_of_the_full_sweep_with_fewer_fits(seed, n, d, noise):
+    """With >= WALK_MIN_VAL validation products fit_path walks the grid from its second-largest C;
+    where validation top-1 is unimodal along C (checked on the sweep) it keeps the sweep's C (ties:
+    the smaller) and skips the strongly regularised end. Peaks at 10 (a tie at 100), at 0.1 (a walk
+    down) and on a plateau."""
+    from semcat_kit.learn.solver import WALK_MIN_VAL, fit_path
+
+    stack, loss, data, val = _path_problem(seed, n, d, noise)
+    assert len(val[1]) >= WALK_MIN_VAL
+    sweep = fit_path(stack, loss, data, Cs=PATH_CS, val=val, stop_early=False)
     curve = [h["val_top1"] for h in sweep.history[0]]
-    assert [h["C"] for h in sweep.history[0]] == list(Cs) and _unimodal(curve), curve
-    walk = fit_path(stack, loss, data, Cs=Cs, val=val)
+    assert [h["C"] for h in sweep.history[0]] == list(PATH_CS) and _unimodal(curve), curve
+    walk = fit_path(stack, loss, data, Cs=PATH_CS, val=val)
     fitted = [h["C"] for h in walk.history[0]]
-    assert walk.C == sweep.C and len(fitted) < len(Cs) and 1e-3 not in fitted, (curve, fitted)
+    assert walk.C == sweep.C and len(fitted) < len(PATH_CS) and 1e-3 not in fitted, (curve, fitted)
     assert fitted == sorted(fitted) and 10.0 in fitted         # started at the second-largest C
     at = fitted.index(walk.C[0])                              # its fit at the chosen C is the sweep's
-    assert walk.history[0][at]["val_top1"] == pytest.approx(curve[Cs.index(walk.C[0])])
-    if seed == 0:
-        assert fitted == [10.0, 100.0]                        # peak at the top: two fits
+    assert walk.history[0][at]["val_top1"] == pytest.approx(curve[PATH_CS.index(walk.C[0])])
     with pytest.raises(ValueError, match="not one of the grid"):
-        fit_path(stack, loss, data, Cs=Cs, val=val, start=5.0)
+        fit_path(stack, loss, data, Cs=PATH_CS, val=val, start=5.0)
+
+
+def test_a_small_validation_split_scans_C_from_the_strong_end():
+    """Below WALK_MIN_VAL validation products the curve is bumpy (here 208 products, a peak at
+    C = 0.01 behind a dip): a walk from the weak end would stop on a bump near C = 10; the scan from
+    the smallest C stops after the peak and keeps the sweep's C."""
+    from semcat_kit.learn.solver import WALK_MIN_VAL, fit_path
+
+    stack, loss, data, val = _path_problem(0, 520, 120, 0.3)
+    assert len(val[1]) < WALK_MIN_VAL
+    sweep = fit_path(stack, loss, data, Cs=PATH_CS, val=val, stop_early=False)
+    curve = [h["val_top1"] for h in sweep.history[0]]
+    assert not _unimodal(curve) and sweep.C == [1e-2], curve
+    scan = fit_path(stack, loss, data, Cs=PATH_CS, val=val)
+    assert scan.C == sweep.C and [h["C"] for h in scan.history[0]] == [1e-3, 1e-2, 0.1]
+    walk = fit_path(stack, loss, data, Cs=PATH_CS, val=val, start=10.0)   # what the walk would keep
+    assert walk.C != sweep.C
 
 
 def test_stacked_training_equals_one_run_at_a_time():

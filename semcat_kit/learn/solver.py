@@ -45,6 +45,11 @@ IN_MEMORY_BYTES = 2 << 30
 #: twice a step: on the tutorial it grew from 7 % to ~20 % of the fit, and it dominates on small
 #: catalogs (a 750-product sample), where a step's GEMMs are small.
 LBFGS_HISTORY = 10
+#: Validation products from which :func:`fit_path` walks the C grid from its weak end; with fewer, one
+#: product moves top-1 by half a point or more, the curve along C is bumpy, and the grid is scanned
+#: from its strong end instead (stopping at the first C that does not improve), the safer bias on
+#: small data.
+WALK_MIN_VAL = 300
 
 
 @dataclass
@@ -356,15 +361,18 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
     a walk on the grid that assumes validation top-1 is unimodal in C (as it is in practice along a
     regularisation path), so it finds the C the full grid would choose while fitting fewer:
 
-    1. fit ``start`` (default: the grid's second-largest C; on embedding features validation top-1
+    1. fit ``start`` (given: the walk runs whatever the validation size; default: the grid's
+       second-largest C; on embedding features validation top-1
        peaks at the weak end of the grid, C = 10-100 on the tutorial, toys and Myntra catalogs);
     2. walk towards weaker regularisation while top-1 strictly improves;
     3. if the first step up did not improve, walk towards stronger regularisation instead while
        top-1 does not get worse (a tie moves to the smaller C, as the full grid's tie rule).
 
-    On a small, noisy validation split the curve can have bumps (a few dozen products: top-1 moves
-    in steps of several points); the walk then keeps the maximum nearest its start, where a sweep
-    keeps the global one. ``stop_early=False`` sweeps.
+    On a small, noisy validation split the curve has bumps (80 products: top-1 moves in steps of
+    1.25 points) and the walk would keep the maximum nearest its start, at the weak end, where a sweep
+    keeps the global one. Below ``WALK_MIN_VAL`` (300) validation products the grid is therefore scanned
+    from its smallest C instead, each problem stopping at its first C that does not improve (the
+    bias towards stronger regularisation suits small data). ``stop_early=False`` sweeps.
 
     Each problem walks on its own; a round fits every problem that still walks, each at its own C,
     as one stacked problem. Where the peak is at the weak end (the tutorial) this fits 2 of the 4
@@ -392,7 +400,7 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
     K, n = loss.k, len(data)
     device = next(stack.template.parameters()).device
     zero = x0.clone() if x0 is not None else torch.zeros(K, stack.n_params, device=device)
-    walk = stop_early and val is not None and len(Cs) > 2
+    walk = stop_early and val is not None and len(Cs) > 2 and (start is not None or len(val[1]) >= WALK_MIN_VAL)
     if start is None or not walk:
         s0 = max(0, len(Cs) - 2) if walk else 0
     else:
