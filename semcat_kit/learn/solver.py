@@ -106,9 +106,7 @@ def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.
     has_pair = torch.zeros(K, dtype=torch.bool, device=x.device)
     iters = torch.zeros(K, dtype=torch.long, device=x.device)
     g0 = g.abs().amax(1)
-    gtol = torch.as_tensor(gtol, dtype=g0.dtype, device=g0.device).expand_as(g0).clone()
-    if rgtol > 0:
-        gtol = torch.minimum(gtol, rgtol * g0)
+    gtol = torch.clamp(rgtol * g0, max=gtol) if rgtol > 0 else torch.full_like(g0, gtol)
     converged = g0 <= gtol
     active = ~converged & torch.isfinite(f)
     evals, pushes = 1, 0
@@ -409,7 +407,7 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
         s0 = Cs.index(float(start))
     pos = [s0] * K                       # index of the next C per problem (None: done)
     up = [True] * K                      # walking towards weaker regularisation
-    last = zero.clone()                  # each problem's latest fit (warm starts)
+    last = zero.clone() if warm_start else None     # each problem's latest fit (warm starts)
     best_x, best_i = zero.clone(), [s0] * K
     best_score = torch.full((K,), -1.0, dtype=torch.float64)
     hist = [[] for _ in range(K)]
@@ -432,7 +430,8 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
         sub = loss if len(run) == K else _SubLoss(loss, sel)
         r = fit_stacked(stack, sub, [1.0 / (c * n) for c in Ck], data, begin, max_iter=max_iter, gtol=tol,
                         rgtol=rgtol if warm_start and not first else 0.0)
-        last[sel] = r.x
+        if warm_start:
+            last[sel] = r.x
         secs = time.perf_counter() - t0
         if val is not None:
             top1, nll = _validate(stack, r.x, vdata, vfeat, yv, score=score)
@@ -450,12 +449,11 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
             hist[k].append({**row, "val_top1": v, "val_loss": float(nll[j])})
             prev = float(best_score[k])
             improved = v > prev or (not up[k] and v == prev)     # walking down, a tie moves to the smaller C
-            if improved or prev < 0:
+            if improved:
                 best_x[k], best_i[k], best_score[k] = r.x[j], i, v
-            if not walk:
-                pos[k] = i + 1 if i + 1 < len(Cs) and (not stop_early or improved or i == s0) else None
-                if stop_early and not improved and i != s0:
-                    pos[k] = None
+            if not walk:                                  # the scan: up the grid, stopping early if asked
+                stop = stop_early and not improved and i != s0
+                pos[k] = i + 1 if i + 1 < len(Cs) and not stop else None
                 continue
             if i == s0:                                   # the start: go up first (or down at the grid's top)
                 pos[k] = i + 1 if i + 1 < len(Cs) else (i - 1 if i > 0 else None)
