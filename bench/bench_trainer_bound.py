@@ -19,8 +19,10 @@ tutorial) and C = 5,595 (the Google taxonomy), on synthetic embeddings of the tu
 bounds alternate, median of the repeats. Both run under the threads the library chooses (:func:`semcat_kit._core.threads.choose_threads`).
 
 Contention: the same training run (linear head, C = 154, the tutorial's data-aware budget of
-600 steps) idle and with ``--busy N`` CPU-bound background processes (default 4: busy loops in
-subprocesses, killed at the end), median of ``--repeats``; ``ratio: loaded / idle`` (goal <= 4).
+600 steps) and a full-batch L-BFGS fit of the same head to convergence (``solver="lbfgs"``, C = 10,
+the default path on in-memory data), each idle and with ``--busy N`` CPU-bound background processes
+(default 4: busy loops in subprocesses, killed at the end), median of ``--repeats``;
+``ratio: loaded / idle`` for each (goal <= 4).
 
 Every figure is printed with the load average when it was taken: the machine's other jobs move
 them; run it on an idle machine for numbers to quote.
@@ -55,7 +57,7 @@ HEADS = {"linear": dict(hidden=0, proj_dim=0, input_norm=False),
 
 
 
-TITLE = "The minibatch trainer: its GEMM bound and its slowdown under contention"
+TITLE = "The minibatch trainer: its GEMM bound; it and the full-batch solver under contention"
 
 def load() -> str:
     return "load %.2f %.2f %.2f" % os.getloadavg()
@@ -182,30 +184,42 @@ def timed_run(data, steps: int) -> float:
     return time.perf_counter() - t0
 
 
+def timed_lbfgs(data) -> float:
+    """One full-batch fit of the default (linear) head to convergence at C = 10 (the default path)."""
+    emb, y, tax, nb = data
+    cfg = TrainConfig(**HEADS["linear"], smoothing="semantic", k=K, focal_gamma=0.0, solver="lbfgs", C=10.0,
+                      device="cpu", seed=0)
+    t0 = time.perf_counter()
+    run = train(emb, y, taxonomy=tax, neighbors=nb, config=cfg, progress=False)
+    assert run.solver["method"] == "lbfgs"
+    return time.perf_counter() - t0
+
+
 def contention(busy: int, steps: int, repeats: int) -> None:
     data = synthetic(154)
-    print(f"\n== contention: linear head, C=154, {steps} steps, idle vs {busy} busy processes "
-          f"(threads chosen: {_threads.describe()})", flush=True)
+    runs = {"minibatch": lambda: timed_run(data, steps), "lbfgs": lambda: timed_lbfgs(data)}
+    print(f"\n== contention: linear head, C=154: the minibatch trainer ({steps} steps) and a full-batch L-BFGS "
+          f"fit (C=10), idle vs {busy} busy processes (threads chosen: {_threads.describe()})", flush=True)
     timed_run(data, 20)      # warm-up (imports, first allocations)
-    idle = []
-    for _ in range(repeats):
-        idle.append(timed_run(data, steps))
-    print(f"  idle:   {np.median(idle):.2f} s  raw {[round(x, 2) for x in idle]}  {load()}", flush=True)
+    idle = {k: [f() for _ in range(repeats)] for k, f in runs.items()}
+    for k, v in idle.items():
+        print(f"  idle   {k:9s}: {np.median(v):.2f} s  raw {[round(x, 2) for x in v]}  {load()}", flush=True)
     procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(busy)]
     try:
         time.sleep(1.0)
-        loaded = []
-        for _ in range(repeats):
-            loaded.append(timed_run(data, steps))
-        print(f"  loaded: {np.median(loaded):.2f} s  raw {[round(x, 2) for x in loaded]}  {load()}  "
-              f"(threads then: {_threads.describe()})", flush=True)
+        loaded = {k: [f() for _ in range(repeats)] for k, f in runs.items()}
+        for k, v in loaded.items():
+            print(f"  loaded {k:9s}: {np.median(v):.2f} s  raw {[round(x, 2) for x in v]}  {load()}  "
+                  f"(threads then: {_threads.describe()})", flush=True)
     finally:
         for p in procs:
             p.kill()
         for p in procs:
             p.wait()
-    print(f"ratio: {np.median(loaded) / np.median(idle):.2f}  (loaded / idle time with {busy} busy processes; "
-          "goal <= 4)", flush=True)
+    for k in runs:
+        what = "the minibatch trainer" if k == "minibatch" else "a full-batch L-BFGS fit"
+        print(f"ratio: {np.median(loaded[k]) / np.median(idle[k]):.2f}  (loaded / idle time of {what} with {busy} "
+              "busy processes; goal <= 4)", flush=True)
 
 
 def main(argv=None):

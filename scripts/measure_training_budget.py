@@ -18,6 +18,10 @@ longer budget (``min_steps``), next to the previous data-aware defaults (the com
 of that run, identical to the previous defaults).
 ``--set defaults``: ``TrainConfig.for_data`` as it is now (the defaults Workspace and
 `semcat train` apply) vs the previous data-aware defaults.
+``--set mlp``: the MLP fusion head (proj 256, hidden 512) fitted full-batch with L-BFGS
+(``solver="lbfgs"``, C chosen on the validation split) and in minibatches (what ``solver="auto"``
+picks for it), beside the default linear head (``docs/training_mlp_*.md``). An L-BFGS run's
+``steps to best`` are its L-BFGS steps at the C it kept, each over the whole training set.
 
 Writes a Markdown table (mean ± std over seeds; steps actually taken; seconds per run) to
 ``--out`` (default ``docs/training_budget.md``; the committed records: ``docs/training_budget_*.md``,
@@ -95,6 +99,18 @@ def variants_defaults(n_train: int, n_val: int) -> dict[str, sk.TrainConfig]:
     }
 
 
+def variants_mlp(n_train: int, n_val: int) -> dict[str, sk.TrainConfig]:
+    """The MLP fusion head measured as the linear one is (issue 28): fitted full-batch to convergence
+    with L-BFGS (``solver="lbfgs"``, C chosen on the validation split) and with the minibatch loop
+    that ``solver="auto"`` picks for it (the data-aware budget), beside the default linear head."""
+    mlp = dict(hidden=512, proj_dim=256)
+    return {
+        "linear head, L-BFGS (the default)": sk.TrainConfig(),
+        "MLP head (proj 256, hidden 512), minibatch (auto)": sk.TrainConfig(**mlp),
+        "MLP head (proj 256, hidden 512), L-BFGS": sk.TrainConfig(**mlp, solver="lbfgs"),
+    }
+
+
 def _linear_supported() -> bool:
     try:
         sk.TrainConfig(hidden=0)
@@ -138,19 +154,24 @@ def run_catalog(name: str, seeds, only=None, which="budget", lr_C="val") -> pd.D
     spe = math.ceil(len(tr[1]) / 256)
     linear_hidden = 0 if _linear_supported() else _patch_linear_head()
     cfgs = (variants(len(tr[1]), linear_hidden) if which == "budget" else
-            {"optimisation": variants_optimisation, "defaults": variants_defaults}[which](len(tr[1]), len(va[1])))
+            {"optimisation": variants_optimisation, "defaults": variants_defaults,
+             "mlp": variants_mlp}[which](len(tr[1]), len(va[1])))
     for cname, cfg in cfgs.items():
         if only and not any(o in cname for o in only):
             continue
         for seed in seeds:
             t0 = time.perf_counter()
             # without early stopping the validation split is not needed (and not evaluated every epoch)
+            # (--set mlp: always, as the library's suite does: it chooses C / stops early on it)
             run = sk.train(*tr, taxonomy=tax, config=cfg.replace(seed=seed), progress=False,
-                           val=va if cfg.early_stopping else None, allow_unseen_val_classes=True)
+                           val=va if (cfg.early_stopping or which == "mlp") else None, allow_unseen_val_classes=True)
             secs = time.perf_counter() - t0
             s = sk.evaluate(run.predict_proba(te[0]), te[1], tax)
+            lbfgs = run.solver.get("method") == "lbfgs"
+            # an L-BFGS run's steps: its accepted L-BFGS steps at the C it kept (each a full-batch step)
+            steps = run.solver["iterations"] if lbfgs else run.best_epoch * spe
             rows.append({"catalog": name, "config": cname, "seed": seed, **{m: s[m] for m in METRICS},
-                         "steps": run.best_epoch * spe, "seconds": secs})
+                         "steps": steps, "seconds": secs})
             print(f"{name} | {cname} | seed {seed}: top1 {s['top1']:.3f} f1 {s['macro_f1']:.3f} "
                   f"best_epoch {run.best_epoch} ({secs:.1f}s)", flush=True)
     df = pd.DataFrame(rows)
@@ -177,7 +198,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--only", nargs="+", default=None, help="run only the variants whose name contains one of these")
-    ap.add_argument("--set", default="budget", choices=["budget", "optimisation", "defaults"],
+    ap.add_argument("--set", default="budget", choices=["budget", "optimisation", "defaults", "mlp"],
                     dest="which", help="budget: the first round of variants; optimisation: the second; final: "
                                        "TrainConfig.for_data as it is now vs the previous data-aware defaults")
     ap.add_argument("--lr-C", default="val", help="LogisticRegression C ('val': chosen on the validation split)")
@@ -192,8 +213,9 @@ def main(argv=None) -> int:
         f"(`--catalogs {' '.join(a.catalogs)} --seeds {' '.join(map(str, a.seeds))}"
         f"{'' if not a.only else ' --only ' + ' '.join(repr(o) for o in a.only)}"
         f"{'' if a.which == 'budget' else ' --set ' + a.which}{'' if a.lr_C == 'val' else ' --lr-C ' + a.lr_C}`). "
-        "One-hot heads (focal γ=2 "
-        "unless stated), one factor changed at a time from the defaults; LogisticRegression on the same "
+        + ("One-hot heads with the defaults' loss (cross-entropy), the MLP head fitted both ways; "
+           if a.which == "mlp" else "One-hot heads (focal γ=2 unless stated), one factor changed at a time from the "
+           "defaults; ") + "LogisticRegression on the same "
         "embeddings (`[text, image, masks]`, C from {0.1, 1, 10, 100} by validation top-1, refit on train "
         "only; `--lr-C`: the C that this selection chose in an earlier run). Test split, mean ± std over training seeds (the split is fixed: seed 0). `steps to best` = "
         "optimizer steps until the weights kept (the best epoch under early stopping, else the last).",

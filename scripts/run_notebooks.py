@@ -229,6 +229,7 @@ def run(out: Path, params: dict, only: list[str] | None = None, html: bool = Tru
         books = [b for b in books if any(b.name.startswith(o) for o in only)]
     if not books:
         raise SystemExit(f"no notebooks found in {NOTEBOOKS}")
+    start, load_start = time.perf_counter(), os.getloadavg()
     resources = write_static(out) if html else {}
     records = []
     for nb in books:
@@ -246,6 +247,7 @@ def run(out: Path, params: dict, only: list[str] | None = None, html: bool = Tru
         # after every notebook, so a long run that is stopped keeps the times of what it finished
         atomic_write_text(out / "timings.json", json.dumps(
             {"params": {k: v for k, v in params.items() if k != "work_dir"}, "load_avg": os.getloadavg(),
+             "load_avg_start": load_start, "wall_seconds": round(time.perf_counter() - start, 1),
              "cpu_count": os.cpu_count(), "notebooks": records}, indent=1, default=str))
     total = sum(r["seconds"] for r in records)
     print(f"[run_notebooks] all {len(records)} notebooks in {total:.1f} s -> {out}", flush=True)

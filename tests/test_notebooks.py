@@ -99,6 +99,8 @@ def test_notebooks_run_end_to_end(notebook_run):
         assert not errors, f"{name}: {errors[0]['ename']}: {errors[0]['evalue']}"
         assert (reports / f"{name}.html").stat().st_size > 10_000
     # the results table really reached notebook 04, and the exported head predicted in notebook 07
+    nb3 = (reports / "03_train_heads.ipynb").read_text()      # which solver fitted each head, and why
+    assert "lbfgs (in memory: " in nb3 and "fitted full-batch to convergence" in nb3 and "stacked with" in nb3
     nb4 = (reports / "04_mistake_severity.ipynb").read_text()
     assert "mistake_severity" in nb4 and "top-20 semantic" in nb4 and "+ CRM" in nb4
     # figures reach the HTML reports (plotly.js embedded, no network needed to view them)

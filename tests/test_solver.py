@@ -227,6 +227,39 @@ def test_auto_solver_is_chosen_by_data_and_features_and_said():
         assert method == "minibatch" and "GB >" in why
     finally:
         S.IN_MEMORY_BYTES = old
+    # the output layer's size: 5,595 classes x (8 + 3) inputs is below the limit, a wider head is not
+    from semcat_kit.learn.training import FULL_BATCH_MAX_PARAMS
+
+    width = table.text_dim + (table.image_dim or 0) + 3
+    assert choose_solver(sk.TrainConfig(**LINEAR), table, n_classes=FULL_BATCH_MAX_PARAMS // width)[0] == "lbfgs"
+    method, why = choose_solver(sk.TrainConfig(**LINEAR), table, n_classes=FULL_BATCH_MAX_PARAMS // width + 1)
+    assert method == "minibatch" and "head parameters >" in why and f"{FULL_BATCH_MAX_PARAMS:,}" in why
+
+
+def test_the_full_batch_fit_runs_under_the_chosen_threads_and_restores_the_callers(monkeypatch):
+    """SEMCAT_THREADS (else the free cores) is the thread count of the L-BFGS path too, as of the
+    minibatch trainer: the objective is evaluated under it, the run records it, the caller's is restored."""
+    from semcat_kit.learn import losses as L
+
+    tax, emb, y = _problem(n=120)
+    seen = []
+    orig = L.StackedLoss.__call__
+
+    def spy(self, *a, **kw):
+        seen.append(torch.get_num_threads())
+        return orig(self, *a, **kw)
+
+    monkeypatch.setattr(L.StackedLoss, "__call__", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setenv("SEMCAT_THREADS", "1")
+        run = sk.train(emb, y, taxonomy=tax, config=sk.TrainConfig(**LINEAR, C=1.0), progress=False)
+        assert run.solver["method"] == "lbfgs" and run.solver["threads"] == 1
+        assert seen and set(seen) == {1} and set(run.history["threads"]) == {1}
+        assert torch.get_num_threads() == 2                     # the caller's, restored
+    finally:
+        torch.set_num_threads(before)
 
 
 def _tmp_dir():

@@ -99,6 +99,10 @@ def test_suite_trains_once_then_reloads(ws, monkeypatch):
         assert res.chosen_C(name) in res.config(name).Cs
         best = h[h["val_top1"] == h["val_top1"].max()]["C"].min()      # ties: the smaller C
         assert res.chosen_C(name) == best
+        # how it was fitted, and why (what notebook 03 prints)
+        info = res.solver(name)
+        assert info["method"] == "lbfgs" and "fitted full-batch to convergence" in info["why"]
+        assert info["C"] == res.chosen_C(name) and info["threads"] >= 1 and info["stacked_with"] == 2
     assert res.best("top1") in res.names
     with pytest.raises(KeyError, match="not a configuration"):
         res.test_probs("nope")

@@ -417,7 +417,7 @@ def tune(train, val, *, taxonomy, neighbors=None, objective: str | Objective = "
             # a minibatch trial reports each epoch to the pruner; a full-batch (L-BFGS) one converges in
             # one pass, and a callback would turn it into a minibatch run, so it is never watched
             watch = (trial is not None and pruning is not None
-                     and choose_solver(cfg, train_table)[0] == "minibatch")
+                     and choose_solver(cfg, train_table, n_classes=taxonomy.n_classes)[0] == "minibatch")
             r = _train(*train, taxonomy=taxonomy, neighbors=neighbors, config=cfg, val=val if watch else None,
                        progress=False, callbacks=[_Report(trial)] if watch else (), **train_kwargs)
             cache[key] = score(r.predict_proba(val[0]), crm=crm)

@@ -132,8 +132,11 @@ class TrainConfig:
         not fit in memory (the store), several processes (torchrun), checkpoints and callbacks.
         ``"auto"``: ``lbfgs`` for a linear head (``hidden=0, proj_dim=0``, convex) when the
         training table is in memory and its features fit in ``solver.IN_MEMORY_BYTES`` (2 GB),
-        and none of those minibatch-only features is asked for; the choice and its reason are in
-        :attr:`TrainRun.solver`.
+        its output layer has at most ``training.FULL_BATCH_MAX_PARAMS`` (1,000,000) parameters
+        (classes x (inputs + 3); L-BFGS keeps 2 x 10 copies of them per stacked head: about 600
+        classes of the 1,664 MiniLM + EfficientNet inputs, 2,580 text-only), and none of those
+        minibatch-only features is asked for; the choice and its reason are in
+        :attr:`TrainRun.solver` (and :meth:`SuiteResult.solver` for a suite).
     C : float or "val"
         ``lbfgs`` only: inverse L2 strength as in scikit-learn's ``LogisticRegression``: the
         objective is ``mean_i loss_i / (focal_weight + kl_weight) + ||W||^2 / (2 C N)`` (weights, not

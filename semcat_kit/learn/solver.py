@@ -62,6 +62,7 @@ class LBFGSResult:
     converged: torch.Tensor         # (K,) bool: gradient or objective test met (not max_iter / line search)
     evaluations: int                # objective + gradient evaluations of the stack (of any width)
     grad_max: torch.Tensor          # (K,) max |gradient| at the solution
+    problem_evaluations: int = 0    # evaluations summed over the problems each one covered (its width)
 
 
 def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]], x0: torch.Tensor, *,
@@ -109,7 +110,7 @@ def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.
     gtol = torch.clamp(rgtol * g0, max=gtol) if rgtol > 0 else torch.full_like(g0, gtol)
     converged = g0 <= gtol
     active = ~converged & torch.isfinite(f)
-    evals, pushes = 1, 0
+    evals, pushes, pevals = 1, 0, K
     for it in range(int(max_iter)):
         idx = active.nonzero().squeeze(1)
         if idx.numel() == 0:
@@ -142,6 +143,7 @@ def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.
         x_new = xa + t[:, None] * d
         f_new, g_new = fun(x_new, idx)
         evals += 1
+        pevals += int(idx.numel())
         ok = (f_new <= fa + c1 * t * gd) & torch.isfinite(f_new)
         for _ in range(max_line_search):
             if bool(ok.all()):
@@ -155,6 +157,7 @@ def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.
             x_new[bad] = xa[bad] + t[bad][:, None] * d[bad]
             fb_new, gb_new = fun(x_new[bad], idx[bad])
             evals += 1
+            pevals += int(bad.numel())
             f_new[bad], g_new[bad] = fb_new, gb_new
             ok[bad] = (fb_new <= fa[bad] + c1 * t[bad] * gd[bad]) & torch.isfinite(fb_new)
         s = x_new - xa
@@ -183,7 +186,7 @@ def lbfgs(fun: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.
         if callback is not None:
             callback(it, active)
     return LBFGSResult(x=x, f=f, iterations=iters, converged=converged, evaluations=evals,
-                       grad_max=g.abs().amax(1))
+                       grad_max=g.abs().amax(1), problem_evaluations=pevals)
 
 
 def _dots(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -346,7 +349,8 @@ class PathResult:
 def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, x0: torch.Tensor | None = None,
              max_iter: int = 500, tol: float = 1e-4, progress: bool = False, desc: str = "fit",
              stop_early: bool = True, score: Callable[[torch.Tensor], torch.Tensor] | None = None,
-             warm_start: bool = False, rgtol: float = 0.0, start: float | None = None) -> PathResult:
+             warm_start: bool = False, rgtol: float = 0.0, start: float | None = None,
+             threads: int | None = None) -> PathResult:
     """Fit K problems along a regularisation path and keep, per problem, the C that validates best.
 
     ``C`` is LogisticRegression's inverse regularisation strength: ``lambda = 1 / (C N)`` on the mean
@@ -384,8 +388,24 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
     ``score`` maps one head's outputs ``(n, out)`` to class scores ``(n, C)`` for validation (the code
     scores of taxonomy-code heads); default: the outputs are the class logits.
 
+    ``threads``: torch threads for the fit (restored after); default
+    :func:`semcat_kit._core.threads.choose_threads` (``SEMCAT_THREADS``, else the cores other
+    processes leave free: oversubscribed threads spin-wait and slow a fit far beyond its share of
+    the cores), as the minibatch trainer. Each history row records it (``"threads"``).
+
     ``history[k]`` lists the Cs problem ``k`` was fitted at, in increasing C.
     """
+    from .._core.threads import torch_threads
+
+    with torch_threads(threads) as nthreads:
+        return _fit_path(stack, loss, data, Cs=Cs, val=val, x0=x0, max_iter=max_iter, tol=tol, progress=progress,
+                         desc=desc, stop_early=stop_early, score=score, warm_start=warm_start, rgtol=rgtol,
+                         start=start, nthreads=nthreads)
+
+
+def _fit_path(stack, loss, data, *, Cs, val, x0, max_iter, tol, progress, desc, stop_early, score, warm_start,
+              rgtol, start, nthreads) -> PathResult:
+    """:func:`fit_path` under its thread count ``nthreads``."""
     import time
 
     from .._core.progress import progress as _progress
@@ -438,6 +458,7 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
         for j, k in enumerate(run):
             i, c = pos[k], Ck[j]
             row = {"C": c, "l2": 1.0 / (c * n), "seconds": secs / len(run), "evaluations": r.evaluations,
+                   "round_problems": len(run), "problem_evaluations": r.problem_evaluations, "threads": nthreads,
                    "loss": float(r.f[j]), "iterations": int(r.iterations[j]), "converged": bool(r.converged[j]),
                    "grad_max": float(r.grad_max[j])}
             if val is None:
@@ -511,7 +532,8 @@ def _validate(stack, x, vdata, vfeat, yv, chunk: int = 8192, score=None):
 def default_threads() -> int:
     """Torch threads for a fit that shares the machine: :func:`semcat_kit._core.threads.choose_threads`
     (``SEMCAT_THREADS`` when set; else the cores this process may use less those other processes
-    keep busy, at least 1, at most the caller's torch threads).
+    keep busy, at least 1, at most the caller's torch threads): what :func:`fit_path` runs under
+    when it is not given ``threads``.
 
     Oversubscribed torch threads spin-wait for each other and slow a run far more than its share
     of the cores would (16-31x measured with 4 busy processes on 2 cores; bench/bench_trainer_bound.py).

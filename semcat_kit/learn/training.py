@@ -599,7 +599,7 @@ def _train_full_batch(emb, data, y, val, *, taxonomy, neighbors, nb_k, cfg, devi
     history = pd.DataFrame(hist)
     last = history[history["C"] == chosen].iloc[-1]
     info = {"method": "lbfgs", "why": why, "C": chosen, "iterations": int(last["iterations"]),
-            "converged": bool(last["converged"])}
+            "converged": bool(last["converged"]), "threads": int(last["threads"])}
     return TrainRun(model=model, config=cfg, history=_order_history(history), taxonomy=taxonomy, neighbors=neighbors,
                     encoder_meta=dict(getattr(emb, "meta", None) or {}),
                     best_epoch=int(history.index[history["C"] == chosen][-1]) + 1, codes=codes, solver=info)
@@ -652,12 +652,15 @@ def fit_full_batch(stack, specs, data, y, val, *, cfg: TrainConfig, x0=None, pro
 
     l2 = [1.0 / (c * len(y)) for c in r.C]
     start = x0.clone() if x0 is not None else torch.zeros_like(r.x)
-    rf = fit_stacked(stack, full, l2, data, start, max_iter=cfg.max_iter, gtol=cfg.tol)
+    from .._core.threads import torch_threads
+
+    with torch_threads() as nthreads:            # the thread choice of fit_path (SEMCAT_THREADS / free cores)
+        rf = fit_stacked(stack, full, l2, data, start, max_iter=cfg.max_iter, gtol=cfg.tol)
     for k in range(len(specs)):
         rows = _epochs(r.history[k])
         rows.append({"epoch": len(rows) + 1, "C": r.C[k], "l2": l2[k], "loss": float(rf.f[k]),
                      "iterations": int(rf.iterations[k]), "converged": bool(rf.converged[k]),
-                     "grad_max": float(rf.grad_max[k]), "refit": True})
+                     "grad_max": float(rf.grad_max[k]), "refit": True, "threads": nthreads})
         out.append((rf.x[k], rows, r.C[k]))
     return out
 
@@ -717,7 +720,7 @@ def train_stacked(emb, labels, configs, *, taxonomy, neighbors=None, val=None, p
             raise ValueError(f"configs[{i}] has solver={cfg.solver!r}; train_stacked fits full-batch only")
         groups.setdefault(stack_key(cfg), []).append(i)
     runs: list = [None] * len(configs)
-    _, why_auto = choose_solver(TrainConfig(), data)
+    _, why_auto = choose_solver(TrainConfig(), data, n_classes=C)
     for members in groups.values():
         cfg0 = configs[members[0]]
         device = resolve_device(cfg0.device, name="TrainConfig.device")
@@ -746,7 +749,7 @@ def train_stacked(emb, labels, configs, *, taxonomy, neighbors=None, val=None, p
             last = history[history["C"] == chosen].iloc[-1]
             info = {"method": "lbfgs", "why": why_auto if configs[i].solver == "auto" else "solver='lbfgs' in the config",
                     "C": chosen, "iterations": int(last["iterations"]), "converged": bool(last["converged"]),
-                    "stacked_with": len(members), "seconds": share}
+                    "stacked_with": len(members), "seconds": share, "threads": int(last["threads"])}
             runs[i] = TrainRun(model=head, config=configs[i], history=_order_history(history), taxonomy=taxonomy,
                                neighbors=neighbors, encoder_meta=dict(getattr(emb, "meta", None) or {}),
                                best_epoch=int(history.index[history["C"] == chosen][-1]) + 1, codes=codes, solver=info)

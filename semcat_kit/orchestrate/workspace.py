@@ -40,8 +40,8 @@ from ..datasets.taxonomy import Taxonomy, TaxonomyMergeWarning
 __all__ = ["Workspace", "SuiteResult", "Validation"]
 
 #: What the stored suite and peer tables hold, part of their folder key: a change of the columns or of
-#: how one is computed (here: hedging calibrated over temperatures) re-trains folders written before.
-TABLE_VERSION = "hedging-temperature"
+#: how one is computed (here: each run's solver record, solvers.json) re-trains folders written before.
+TABLE_VERSION = "solver-records"
 
 
 class Validation:
@@ -202,6 +202,8 @@ class Workspace(Pipeline):
                 (tmp / "histories").mkdir(exist_ok=True)
                 runs[(name, seeds[0])].history.to_csv(tmp / "histories" / f"{i:02d}.csv", index=False)
             np.savez_compressed(tmp / "test_probs.npz", y_test=yte, **probs)
+            solvers = {name: getattr(runs[(name, seeds[0])], "solver", None) for name in configs}
+            (tmp / "solvers.json").write_text(json.dumps(solvers, indent=1, default=str))
             (tmp / "spec.json").write_text(json.dumps({**spec, "names": list(configs)}, indent=1, default=str))
         return SuiteResult.load(folder)
 
@@ -317,6 +319,21 @@ class SuiteResult:
     def history(self, name: str) -> pd.DataFrame:
         """Per-epoch training history of the first seed's run of ``name``."""
         return read_csv(self.folder / "histories" / f"{self._pos(name):02d}.csv", what="training history")
+
+    def solver(self, name: str) -> dict:
+        """How the first seed's run of ``name`` was fitted (:attr:`semcat_kit.TrainRun.solver`):
+        ``method`` (``"lbfgs"``: full-batch to convergence; ``"minibatch"``), ``why`` (the reason
+        ``solver="auto"`` chose it, e.g. the table's size), and for ``lbfgs`` the ``C`` kept, its
+        L-BFGS ``iterations``, ``converged``, ``threads`` and the number of heads ``stacked_with`` it."""
+        self._pos(name)
+        path = self.folder / "solvers.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: this suite folder predates solver records; "
+                                    "train it again (Workspace.suite(..., retrain=True))")
+        info = json.loads(path.read_text()).get(name)
+        if info is None:
+            raise KeyError(f"no solver record for {name!r} in {path}")
+        return info
 
     def chosen_C(self, name: str) -> float | None:
         """The ``C`` (LogisticRegression's inverse L2 strength) the first seed's run of ``name`` kept:
