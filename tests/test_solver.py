@@ -56,6 +56,16 @@ def test_batched_lbfgs_solves_independent_quadratics():
     assert torch.allclose(res.x, a, atol=1e-6)
     # harder problems need more steps; the easy one is not held back by them (it leaves the stack)
     assert res.iterations[0] < res.iterations[3]
+    # every evaluation is counted once per problem it covered: the widths sum to the problem-evaluations
+    widths = []
+
+    def counted(x, idx):
+        widths.append(int(idx.numel()))
+        return fun(x, idx)
+
+    res2 = lbfgs(counted, torch.zeros(K, P, dtype=torch.float64), max_iter=2000, gtol=1e-9, ftol=0.0)
+    assert res2.evaluations == len(widths) and res2.problem_evaluations == sum(widths)
+    assert res2.evaluations < res2.problem_evaluations < K * res2.evaluations
 
 
 def test_full_batch_linear_head_reaches_the_logistic_regression_optimum():
