@@ -326,3 +326,32 @@ def test_full_batch_on_cuda_equals_cpu():
     gpu = sk.train(tr, ytr, taxonomy=tax, config=cfg.replace(device="cuda"), val=va, progress=False)
     assert gpu.device.type == "cuda" and gpu.solver["C"] == cpu.solver["C"]
     assert np.abs(gpu.predict_proba(va[0]) - cpu.predict_proba(va[0])).max() < 2e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the GPU path runs on a GPU machine")
+def test_stacked_suite_on_cuda_equals_cpu():
+    """The suite's path (several configurations stacked into one full-batch problem) on a GPU."""
+    tax, emb, y = _problem(n=300)
+    (tr, ytr), va = _split(emb, y)
+    cfgs = [sk.TrainConfig(**LINEAR, Cs=(0.1, 1.0)), sk.TrainConfig(**LINEAR, Cs=(0.1, 1.0), smoothing="tree", alpha=0.5)]
+    cpu = train_stacked(tr, ytr, cfgs, taxonomy=tax, val=va, progress=False)
+    gpu = train_stacked(tr, ytr, [c.replace(device="cuda") for c in cfgs], taxonomy=tax, val=va, progress=False)
+    for a, b in zip(cpu, gpu):
+        assert b.device.type == "cuda" and b.solver["stacked_with"] == 2 and b.solver["C"] == a.solver["C"]
+        assert np.abs(b.predict_proba(va[0]) - a.predict_proba(va[0])).max() < 2e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here: the GPU path runs on a GPU machine")
+def test_minibatch_with_autocast_on_cuda_learns():
+    """What stays minibatch (the store, torchrun) on a GPU under bf16 autocast: it learns as the
+    float32 CPU run of the same configuration does."""
+    tax, emb, y = _problem(n=300)
+    (tr, ytr), va = _split(emb, y)
+    cfg = sk.TrainConfig(**LINEAR, solver="minibatch", epochs=50, batch_size=32, device="cpu", precision="fp32")
+    cpu = sk.train(tr, ytr, taxonomy=tax, config=cfg, val=va, progress=False)
+    run = sk.train(tr, ytr, taxonomy=tax, config=cfg.replace(device="cuda", precision="bf16"), val=va, progress=False)
+    assert run.device.type == "cuda" and run.solver["method"] == "minibatch"
+    p = run.predict_proba(va[0])
+    assert np.isfinite(p).all() and np.allclose(p.sum(1), 1, atol=1e-3)
+    acc, acc_cpu = (p.argmax(1) == va[1]).mean(), (cpu.predict_proba(va[0]).argmax(1) == va[1]).mean()
+    assert acc > 1.5 / tax.n_classes and abs(acc - acc_cpu) <= 0.08, (acc, acc_cpu)    # chance: 1 / C; CPU: 0.36
