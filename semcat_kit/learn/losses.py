@@ -303,6 +303,20 @@ class StackedLoss:
         self.const = torch.stack(consts, 1)       # (N, K)
         self.floor = torch.tensor(floors)         # (K,)
 
+    def output_variance(self) -> torch.Tensor:
+        """``(out,)`` variance of each output's target under the intercept-only model: ``pi_c (1 - pi_c)``
+        for class ``c`` of training frequency ``pi_c`` (``q_b (1 - q_b)`` for bit ``b`` of taxonomy codes,
+        ``q_b`` its mean over the training items), at least ``1 / N``. The curvature of the loss per
+        unit of feature variance there (the diagonal of the softmax / sigmoid Hessian): the
+        preconditioner of :class:`semcat_kit.learn.solver.FeatureBasis`."""
+        n = max(1, int(self.y.numel()))
+        codes = self.specs[0].codes if self.specs else None
+        if codes is not None:
+            q = torch.as_tensor(codes, dtype=torch.float64, device=self.y.device)[self.y].mean(0)
+        else:
+            q = torch.bincount(self.y, minlength=self.C).double() / n
+        return (q * (1 - q)).clamp_min(1.0 / n)
+
     def to(self, device) -> "StackedLoss":
         self.y = self.y.to(device)
         if self.fast:
