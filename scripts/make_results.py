@@ -110,8 +110,9 @@ def measure(name: str, catalog: str, catalog_options: dict, text_encoder, image_
     table = sk.format_table(both, metrics=METRICS)
     t_boot = time.perf_counter()
     left_out: list[str] = []
-    right = ranked_first(res, both, ws, seeds[0], left_out)   # for the Reading's paired bootstrap
+    right = ranked_first(res, both, ws, seeds[0], left_out, peers=base)   # for the Reading's paired bootstrap
     t_boot = time.perf_counter() - t_boot
+    refit = "LogisticRegression" not in base.attrs.get("test_top1", {})
     if left_out:
         print("make_results: paired bootstrap: " + "; ".join(left_out), file=sys.stderr)
     cfg0 = json.loads((res.folder / "spec.json").read_text())["configs"][res.names[0]]
@@ -130,8 +131,9 @@ def measure(name: str, catalog: str, catalog_options: dict, text_encoder, image_
         timing = (f"Measured time: {_fmt(total)} in all ({_fmt(t_enc)} reading and encoding the catalog, "
                   f"{n_enc:,} inputs encoded, the rest read from the cache; {_fmt(t_suite)} training the suite; "
                   f"{_fmt(total - t_enc - t_suite)} fitting the peers), on this machine ({_cpu()}).")
-    timing += (f" Not counted above: {_fmt(t_boot)} for the Reading's paired bootstrap (LogisticRegression's "
-               f"per-product predictions are not stored: it is fitted again, deterministically).")
+    if refit:
+        timing += (f" Not counted above: {_fmt(t_boot)} for the Reading's paired bootstrap (LogisticRegression's "
+                   f"per-product predictions were not stored with the peers: it is fitted again, deterministically).")
     encoders = " + ".join(e for e in (text_encoder, image_encoder) if e)
     hedged = sk.format_table(both, metrics=HEDGE_METRICS)
     return (f"Catalog `{shown_path(catalog)}`: {s['products']:,} products ({s['unlabelled']:,} without a category), "
@@ -313,16 +315,17 @@ def reading(df, right: dict | None = None) -> str:
     return "Reading (computed from the table): " + "; ".join(out) + "."
 
 
-def ranked_first(res, df, ws, seed: int, left_out: list | None = None) -> dict:
+def ranked_first(res, df, ws, seed: int, left_out: list | None = None, peers=None) -> dict:
     """``{row: per-test-product bool}`` for :func:`reading`'s bootstrap: whether the best top-1 head
     (:func:`best_top1_head`) and LogisticRegression rank each test product's class first.
 
     The head's come from the suite's stored test probabilities (its first seed; a ``+ CRM`` row is
-    re-decoded with :func:`semcat_kit.judge.metrics.crm_predict`). The peers' per-product predictions
-    are not stored (``Workspace.baselines`` keeps the summary only), so LogisticRegression is fitted
-    again through the public API: its fit is deterministic (L-BFGS, C chosen on the val split), and
-    a refit whose top-1 differs from the table's row is left out. ``left_out`` collects what was left
-    out and why.
+    re-decoded with :func:`semcat_kit.judge.metrics.crm_predict`); LogisticRegression's from the
+    predictions ``Workspace.baselines`` stores with the peers (``peers.attrs["test_top1"]``, its first
+    seed). A peers table without them (stored by an older version) has LogisticRegression fitted
+    again through the public API: its fit is deterministic (L-BFGS, C chosen on the val split). A
+    prediction set whose top-1 differs from the table's row is left out. ``left_out`` collects what
+    was left out and why.
     """
     import semcat_kit as sk
     from semcat_kit.judge.metrics import crm_predict
@@ -337,15 +340,19 @@ def ranked_first(res, df, ws, seed: int, left_out: list | None = None) -> dict:
         out[best] = pred == res.y_test
     else:
         left_out.append(f"no stored test probabilities for `{best}`")
-    if "LogisticRegression" in df.index:
+    stored = {} if peers is None else peers.attrs.get("test_top1", {})
+    if "LogisticRegression" in df.index and "LogisticRegression" in stored:
+        right = stored["LogisticRegression"] == peers.attrs["y_test"]
+    elif "LogisticRegression" in df.index:
         (tr, ytr), (va, yva), (te, yte) = ws.part("train"), ws.part("val"), ws.part("test")
         lr = sk.baseline_suite()["LogisticRegression"].clone().fit(tr, ytr, taxonomy=ws.taxonomy(), val=(va, yva),
                                                                    seed=seed)
         right = lr.predict_proba(te).argmax(1) == yte
+    if "LogisticRegression" in df.index:
         if abs(right.mean() - df.loc["LogisticRegression", "top1_mean"]) < 0.5 / len(right):
             out["LogisticRegression"] = right
         else:
-            left_out.append(f"the LogisticRegression refit's top-1 {right.mean():.4f} differs from its row's "
+            left_out.append(f"LogisticRegression's per-product top-1 {right.mean():.4f} differs from its row's "
                         f"{df.loc['LogisticRegression', 'top1_mean']:.4f}")
     return out
 

@@ -226,7 +226,20 @@ def test_ranked_first_reproduces_the_rows():
     df.loc["+ CRM", "top1_mean"] = 1.0
     right = mr.ranked_first(Res(), df.drop(index="LogisticRegression"), Ws(), 0)
     assert right["+ CRM"].mean() == pytest.approx(crm)
-    # a refit that does not reproduce its row is left out, and said why
+    # the peers' stored predictions (Workspace.baselines) are used as they are: no refit
+    df.loc["+ CRM", "top1_mean"] = 0.0
+    stored_pred = (yte + np.arange(40) % 2) % 3           # right on every other product
+    peers = pd.DataFrame(index=["LogisticRegression"])
+    peers.attrs.update(y_test=yte, test_top1={"LogisticRegression": stored_pred})
+
+    class NoFit(Ws):
+        def part(self, name):
+            raise AssertionError("LogisticRegression fitted again although its predictions are stored")
+    df2 = df.copy()
+    df2.loc["LogisticRegression", "top1_mean"] = 0.5
+    right = mr.ranked_first(Res(), df2, NoFit(), 0, [], peers=peers)
+    np.testing.assert_array_equal(right["LogisticRegression"], stored_pred == yte)
+    # predictions that do not reproduce their row are left out, and said why
     df.loc["LogisticRegression", "top1_mean"] = lr_top1 + 0.05
     right = mr.ranked_first(Res(), df, Ws(), 0, left)
     assert "LogisticRegression" not in right and "differs from its row" in left[0]

@@ -263,6 +263,29 @@ def test_a_small_validation_split_scans_C_from_the_strong_end():
     assert walk.C != sweep.C
 
 
+def test_linear_stacks_on_the_same_features_share_one_feature_basis(monkeypatch):
+    """The softmax heads and the taxonomy-code head are two stacks (different outputs) on the same
+    fused features: one eigendecomposition serves both."""
+    from semcat_kit.learn import solver
+
+    calls = []
+    real = solver.FeatureBasis.of.__func__
+
+    def counted(cls, feats):
+        calls.append(feats.shape)
+        return real(cls, feats)
+
+    monkeypatch.setattr(solver.FeatureBasis, "of", classmethod(counted))
+    tax, emb, y = _problem()
+    (tr, ytr), va = _split(emb, y)
+    configs = [sk.TrainConfig(**LINEAR, smoothing="onehot", Cs=(0.1, 1.0)),
+               sk.TrainConfig(**LINEAR, smoothing="tree", k=3, alpha=0.3, Cs=(0.1, 1.0)),
+               sk.TrainConfig(**LINEAR, label_repr="codes", Cs=(0.1, 1.0))]
+    runs = train_stacked(tr, ytr, configs, taxonomy=tax, val=va, progress=False)
+    assert [r.solver["stacked_with"] for r in runs] == [2, 2, 1]
+    assert len(calls) == 1, calls
+
+
 def test_stacked_training_equals_one_run_at_a_time():
     tax, emb, y = _problem()
     (tr, ytr), va = _split(emb, y)

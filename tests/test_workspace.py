@@ -182,12 +182,17 @@ def test_peers_are_scored_on_the_suites_split_and_stored(ws, monkeypatch):
     want = sk.evaluate(lr.predict_proba(te), yte, ws.taxonomy(), neighbors=ws.neighbors())
     assert df.loc["LogisticRegression", "top1_mean"] == pytest.approx(want["top1"])
     assert df.loc["LogisticRegression", "hdist@5_mean"] == pytest.approx(want["hdist@5"])
+    # its per-product test predictions are kept (paired comparisons need no refit)
+    np.testing.assert_array_equal(df.attrs["y_test"], yte)
+    np.testing.assert_array_equal(df.attrs["test_top1"]["LogisticRegression"], lr.predict_proba(te).argmax(1))
 
     def boom(*a, **k):
         raise AssertionError("peers refitted although a stored result exists")
     monkeypatch.setattr(comparison, "compare", boom)
     again = ws.baselines(peers, seeds=[0, 1, 2], crm_for=["LogisticRegression"], progress=False)
     pd.testing.assert_frame_equal(again, df)
+    np.testing.assert_array_equal(again.attrs["test_top1"]["LogisticRegression"],
+                                  df.attrs["test_top1"]["LogisticRegression"])
     with pytest.raises(ValueError, match="unknown peers \\['LR'\\].*LogisticRegression"):
         ws.baselines(["LR"])
     with pytest.raises(ValueError, match="no peers"):

@@ -613,13 +613,15 @@ def _head_for(cfg: TrainConfig, data, C: int, codes, device) -> FusionHead:
 
 
 def fit_full_batch(stack, specs, data, y, val, *, cfg: TrainConfig, x0=None, progress: bool = False,
-                   desc: str = "fit") -> list:
+                   desc: str = "fit", basis=True) -> list:
     """Fit the problems ``specs`` (one :class:`LossSpec` each, stacked) full-batch along ``cfg``'s C path.
 
     Returns, per problem, ``(x, history rows, chosen C)``. ``C="val"`` without validation data
     selects C on a stratified tenth of the training rows (:func:`_holdout`), then refits every
     problem on all rows at its C from the same start as the path (a warm start from the held-out
     fit can lie within the gradient tolerance already and not move; see :func:`fit_path`).
+    ``basis``: the preconditioner of a linear stack (``fit_path``'s ``precondition``: a
+    :class:`~semcat_kit.learn.solver.FeatureBasis` of ``data``'s features, or ``True`` / ``False``).
     """
     from .solver import fit_path
 
@@ -631,12 +633,12 @@ def fit_full_batch(stack, specs, data, y, val, *, cfg: TrainConfig, x0=None, pro
     if cfg.C != "val":
         loss = _losses.StackedLoss(specs, yt, C).to(device)
         r = fit_path(stack, loss, data, Cs=[float(cfg.C)], x0=x0, max_iter=cfg.max_iter, tol=cfg.tol,
-                     progress=progress, desc=desc)
+                     progress=progress, desc=desc, precondition=basis)
         return [(r.x[k], _epochs(r.history[k]), r.C[k]) for k in range(len(specs))]
     if val is not None:
         loss = _losses.StackedLoss(specs, yt, C).to(device)
         r = fit_path(stack, loss, data, Cs=cfg.Cs, val=val, x0=x0, max_iter=cfg.max_iter, tol=cfg.tol,
-                     progress=progress, desc=desc, score=score)
+                     progress=progress, desc=desc, score=score, precondition=basis)
         return [(r.x[k], _epochs(r.history[k]), r.C[k]) for k in range(len(specs))]
     fit_rows, sel_rows = _holdout(np.asarray(y), cfg.seed)
     if len(sel_rows) == 0:
@@ -692,12 +694,14 @@ def train_stacked(emb, labels, configs, *, taxonomy, neighbors=None, val=None, p
     ``K`` stacked heads (:mod:`semcat_kit.learn.solver`): one GEMM per step for all of them, each
     with its own soft targets, loss, L-BFGS memory and line search, so every run is the run
     :func:`train` gives for its configuration alone (up to floating-point summation order). The
-    inputs are checked once. ``train_seconds`` of a run (``run.solver["seconds"]``) is its share
+    inputs are checked once, and stacks of linear heads on the same fused features share one
+    :class:`~semcat_kit.learn.solver.FeatureBasis` (the solver's preconditioner, an eigendecomposition
+    of the features' covariance). ``train_seconds`` of a run (``run.solver["seconds"]``) is its share
     of its stack's time.
     """
     import time
 
-    from .solver import StackedHeads
+    from .solver import FeatureBasis, StackedHeads
 
     configs = list(configs)
     for i, cfg in enumerate(configs):
@@ -721,6 +725,7 @@ def train_stacked(emb, labels, configs, *, taxonomy, neighbors=None, val=None, p
         groups.setdefault(stack_key(cfg), []).append(i)
     runs: list = [None] * len(configs)
     _, why_auto = choose_solver(TrainConfig(), data, n_classes=C)
+    bases: dict = {}            # linear stacks on the same fused features share one FeatureBasis
     for members in groups.values():
         cfg0 = configs[members[0]]
         device = resolve_device(cfg0.device, name="TrainConfig.device")
@@ -739,9 +744,16 @@ def train_stacked(emb, labels, configs, *, taxonomy, neighbors=None, val=None, p
             specs.append(loss_spec(cfg, C, taxonomy=taxonomy, neighbors=neighbors, class_w=class_w, codes=codes))
         x0 = None if stack.linear else torch.stack([stack.flat(h) for h in heads])
         t0 = time.perf_counter()
-        fitted = fit_full_batch(stack, specs, data.to(device) if device.type == "cuda" else data, y,
-                                (vdata, yv) if vdata is not None else None, cfg=cfg0, x0=x0, progress=progress,
-                                desc=f"fit {len(members)} stacked head(s)")
+        fit_data = data.to(device) if device.type == "cuda" else data
+        basis = True
+        if stack.linear and (cfg0.C != "val" or vdata is not None):
+            # a linear head's fused features have no trained parameter: fusion and input_norm fix them
+            key = (cfg0.fusion, cfg0.input_norm, str(device))
+            if key not in bases:
+                bases[key] = FeatureBasis.of(stack.features(fit_data))
+            basis = bases[key]
+        fitted = fit_full_batch(stack, specs, fit_data, y, (vdata, yv) if vdata is not None else None, cfg=cfg0, x0=x0,
+                                progress=progress, desc=f"fit {len(members)} stacked head(s)", basis=basis)
         share = (time.perf_counter() - t0) / len(members)
         for i, head, (x, hist, chosen) in zip(members, heads, fitted):
             stack.load(head, x)

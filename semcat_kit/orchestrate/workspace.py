@@ -221,7 +221,10 @@ class Workspace(Pipeline):
         list picks some of those by name, a dict gives your own ``Baseline`` objects. ``crm_for``
         names the rows that also get a ``"+ CRM"`` row (names not among ``configs`` are ignored).
         Returns the :func:`compare` summary (same columns as ``suite(...).summary``), kept under ``work_dir/baselines/<key>/``
-        (``key`` hashes the data, the baselines and the seeds) and reloaded on the next call.
+        (``key`` hashes the data, the baselines and the seeds) and reloaded on the next call. Each
+        peer's first-seed test predictions are kept beside it: ``df.attrs["test_top1"]`` is
+        ``{name: (N_test,) top-1 class index}`` and ``df.attrs["y_test"]`` the test labels (for paired
+        comparisons with a head's :meth:`SuiteResult.test_probs`, without fitting the peer again).
         """
         from ..experiments.comparison import baseline_suite, compare
         from .._core.io import atomic_dir
@@ -241,15 +244,24 @@ class Workspace(Pipeline):
         spec = {"data": self.fingerprint(), "seeds": seeds, "crm_for": crm,
                 "configs": {n: repr(c) for n, c in configs.items()}, "columns": TABLE_VERSION}
         folder = self._result_folder("baselines", spec)
-        if (folder / "summary.csv").is_file() and not retrain:
-            return read_csv(folder / "summary.csv", what="baselines summary", index_col="config")
-        (tr, ytr), (va, yva), (te, yte) = self.part("train"), self.part("val"), self.part("test")
-        summary = compare(configs, train=(tr, ytr), val=(va, yva), test=(te, yte), taxonomy=self.taxonomy(),
-                          neighbors=self.neighbors(), seeds=seeds, crm_for=crm or None, progress=progress)
-        with atomic_dir(folder) as tmp:
-            summary.to_csv(tmp / "summary.csv")
-            (tmp / "spec.json").write_text(json.dumps(spec, indent=1, default=str))
-        return read_csv(folder / "summary.csv", what="baselines summary", index_col="config")
+        if not ((folder / "summary.csv").is_file() and not retrain):
+            (tr, ytr), (va, yva), (te, yte) = self.part("train"), self.part("val"), self.part("test")
+            summary = compare(configs, train=(tr, ytr), val=(va, yva), test=(te, yte), taxonomy=self.taxonomy(),
+                              neighbors=self.neighbors(), seeds=seeds, crm_for=crm or None, progress=progress)
+            runs = summary.attrs["runs"]
+            with atomic_dir(folder) as tmp:
+                summary.to_csv(tmp / "summary.csv")
+                top1 = {f"{i}": np.asarray(runs[(name, seeds[0])].predict_proba(te)).argmax(1).astype(np.int32)
+                        for i, name in enumerate(configs)}
+                np.savez_compressed(tmp / "test_top1.npz", y_test=np.asarray(yte), **top1)
+                (tmp / "spec.json").write_text(json.dumps({**spec, "names": list(configs)}, indent=1, default=str))
+        out = read_csv(folder / "summary.csv", what="baselines summary", index_col="config")
+        if (folder / "test_top1.npz").is_file():
+            names = json.loads((folder / "spec.json").read_text()).get("names", list(configs))
+            with np.load(folder / "test_top1.npz") as z:
+                out.attrs["y_test"] = z["y_test"]
+                out.attrs["test_top1"] = {name: z[f"{i}"] for i, name in enumerate(names)}
+        return out
 
 
 @dataclass
