@@ -108,6 +108,9 @@ def test_the_feature_basis_is_an_exact_change_of_variables():
     stack = StackedHeads.for_head(head)
     feats = stack.features(as_embedding_table(emb, "train"))
     basis = FeatureBasis.of(feats)
+    chunked = FeatureBasis.of(feats, chunk_bytes=4 * 40 * 128)          # 128 rows a chunk: the same basis
+    assert torch.allclose(chunked.variance, basis.variance, rtol=1e-4, atol=1e-9)
+    assert torch.allclose(chunked.rotated.abs(), basis.rotated.abs(), atol=1e-3)
     # an orthonormal eigenbasis of the centred features' covariance, eigenvalues ascending
     U = basis.rotation.double()
     assert torch.allclose(U.T @ U, torch.eye(40, dtype=torch.float64), atol=1e-5)

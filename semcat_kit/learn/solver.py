@@ -335,16 +335,23 @@ class FeatureBasis:
     rotated: torch.Tensor     # (N, D + 1): [(X - m) U, 1]
 
     @classmethod
-    def of(cls, feats: torch.Tensor) -> "FeatureBasis":
-        """The basis of fused features ``[h, 1]`` (:meth:`StackedHeads.features`)."""
+    def of(cls, feats: torch.Tensor, chunk_bytes: int = 1 << 26) -> "FeatureBasis":
+        """The basis of fused features ``[h, 1]`` (:meth:`StackedHeads.features`), in row chunks of
+        about ``chunk_bytes`` (64 MB: no centred copy of the whole matrix is made)."""
         X = feats[:, :-1]
-        n = max(1, X.shape[0])
+        n, D = X.shape
         mean = X.mean(0)
-        Xc = X - mean
-        cov = (Xc.T @ Xc).double() / n
-        s, U = torch.linalg.eigh(cov)
+        step = _row_chunk(n, D, chunk_bytes // 4)
+        cov = torch.zeros(D, D, dtype=torch.float64, device=X.device)
+        for a in range(0, n, step):
+            xc = X[a:a + step] - mean
+            cov += (xc.T @ xc).double()
+        s, U = torch.linalg.eigh(cov / max(1, n))
         U = U.to(X.dtype)
-        rotated = torch.cat([Xc @ U, torch.ones(X.shape[0], 1, dtype=X.dtype, device=X.device)], dim=1)
+        rotated = torch.empty(n, D + 1, dtype=X.dtype, device=X.device)
+        rotated[:, D] = 1.0
+        for a in range(0, n, step):
+            torch.matmul(X[a:a + step] - mean, U, out=rotated[a:a + step, :D])
         return cls(mean=mean, rotation=U, variance=s.clamp_min(0.0), rotated=rotated)
 
     def scales(self, l2: torch.Tensor, output_variance: torch.Tensor) -> torch.Tensor:
