@@ -381,6 +381,32 @@ def test_the_full_batch_fit_runs_under_the_chosen_threads_and_restores_the_calle
         torch.set_num_threads(before)
 
 
+def test_the_path_chooses_its_threads_again_every_round(monkeypatch):
+    """A load spike at the start of a fit (other processes busy on one of the 2 cores) gives its first
+    C one thread; when it is gone the next rounds run on both, and each history row says which."""
+    from semcat_kit._core import threads as T
+
+    tax, emb, y = _problem(n=400)
+    (tr, ytr), va = _split(emb, y)
+    load = iter([1.0] + [0.0] * 20)
+    monkeypatch.delenv("SEMCAT_THREADS", raising=False)
+    monkeypatch.setattr(T, "available_cores", lambda: 2)
+    monkeypatch.setattr(T, "busy_cores", lambda window=0.05: next(load))
+    monkeypatch.setattr(T, "_CACHE_S", 0.0)
+    T._cache.clear()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run = sk.train(tr, ytr, taxonomy=tax, val=va, progress=False,
+                       config=sk.TrainConfig(**LINEAR, Cs=(0.1, 1.0, 10.0)))
+        h = run.history
+        assert len(h) >= 2 and h["threads"].tolist()[0] == 1 and set(h["threads"].tolist()[1:]) == {2}, h
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+        T._cache.clear()
+
+
 def _tmp_dir():
     import tempfile
 

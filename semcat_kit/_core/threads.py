@@ -70,11 +70,12 @@ def busy_cores(window: float = 0.05) -> float:
     return max(0.0, busy)
 
 
-def choose_threads(default: int | None = None) -> int:
+def choose_threads(default: int | None = None, cap: int | None = None) -> int:
     """Torch threads for a run: ``SEMCAT_THREADS`` if set to a positive int, else ``default`` if
     given, else the available cores less the cores other processes keep busy (rounded), at least 1
     and at most the caller's torch threads (``torch.get_num_threads()``: ``OMP_NUM_THREADS`` or
-    ``torch.set_num_threads`` are a cap that ``auto`` never raises).
+    ``torch.set_num_threads`` are a cap that ``auto`` never raises; ``cap``: that cap given, for a
+    long run that chooses again while running under a count it chose before).
 
     Raises
     ------
@@ -96,7 +97,7 @@ def choose_threads(default: int | None = None) -> int:
     if not _cache or now - _cache["at"] >= _CACHE_S:
         cores = available_cores()
         _cache.update(at=now, n=max(1, min(cores, int(cores - busy_cores() + 0.5))))
-    return min(_cache["n"], _torch_threads())
+    return min(_cache["n"], int(cap) if cap is not None else _torch_threads())
 
 
 def _torch_threads() -> int:

@@ -491,7 +491,9 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
     ``threads``: torch threads for the fit (restored after); default
     :func:`semcat_kit._core.threads.choose_threads` (``SEMCAT_THREADS``, else the cores other
     processes leave free: oversubscribed threads spin-wait and slow a fit far beyond its share of
-    the cores), as the minibatch trainer. Each history row records it (``"threads"``).
+    the cores), as the minibatch trainer, chosen again before every round of the path (a load that
+    came or went during a long fit: a spike at its start no longer holds it at one thread). Each
+    history row records the count its round ran under (``"threads"``).
 
     ``precondition`` (linear heads): solve every C in the eigenbasis of the training features'
     covariance (:class:`FeatureBasis`, computed once for the path, or given: the basis of ``data``'s
@@ -502,8 +504,9 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
     import time
 
     from .._core.progress import progress as _progress
-    from .._core.threads import torch_threads
+    from .._core.threads import choose_threads, torch_threads
 
+    cap = torch.get_num_threads()
     with torch_threads(threads) as nthreads:
         Cs = sorted(float(c) for c in Cs)
         if not Cs or any(not (c > 0 and math.isfinite(c)) for c in Cs):
@@ -544,6 +547,10 @@ def fit_path(stack: StackedHeads, loss, data, *, Cs: Sequence[float], val=None, 
             run = [k for k in range(K) if pos[k] is not None]
             if not run:
                 break
+            if threads is None and rounds > 0:          # the load may have changed since the last round
+                nthreads = choose_threads(cap=cap)
+                if nthreads != torch.get_num_threads():
+                    torch.set_num_threads(nthreads)
             t0 = time.perf_counter()
             sel = torch.tensor(run, dtype=torch.long, device=device)
             Ck = [Cs[pos[k]] for k in run]
