@@ -18,9 +18,25 @@ HERE = Path(__file__).parent
 ATOL = 1e-6
 
 
+#: What a rank prints when torch's gloo process group aborts it at interpreter exit, after its work:
+#: seen once in each of three full test sessions (2026-12-07/08, torch 2.14.1; each time another
+#: torchrun test of this file), never when this file ran alone (8 runs). Such a run is repeated
+#: once, in a clean folder, with a warning; any other failure, or the same one twice, fails the test.
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def _run(args, tmp_path, env_extra=None):
+    import shutil
+    import warnings
+
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    before = set(tmp_path.iterdir())
     p = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    if p.returncode != 0 and TEARDOWN_ABORT in p.stdout + p.stderr:
+        warnings.warn(f"a torchrun rank aborted at exit ({TEARDOWN_ABORT!r}); running it again once")
+        for made in set(tmp_path.iterdir()) - before:           # what the first attempt wrote
+            shutil.rmtree(made) if made.is_dir() else made.unlink()
+        p = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p
 
