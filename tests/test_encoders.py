@@ -64,6 +64,31 @@ def test_minilm_batching_does_not_change_vectors(minilm):
     assert minilm.encode_texts([]).shape == (0, 384)
 
 
+def test_texts_are_batched_by_length_and_returned_in_input_order(minilm, monkeypatch):
+    """Batches are cut from the titles sorted by length (less padding); the rows come back in the
+    caller's order, equal to encoding each title alone. The column encoder (``encode_catalog``) batches
+    its cache misses the same way."""
+    from semcat_kit.encode.encoders._base import length_order
+
+    texts = ["Men Navy Blue Check Shirt with a long description of its collar and cuffs and buttons",
+             "Watch", "Women Gold Analog Watch", "Shoe", "Puma Men Black Running Shoe size 9 for the road", "Cap"]
+    np.testing.assert_array_equal(length_order(texts), [5, 3, 1, 2, 4, 0])
+    seen = []
+    real = type(minilm)._embed_texts
+    monkeypatch.setattr(type(minilm), "_embed_texts", lambda self, b: (seen.append(list(b)), real(self, b))[1])
+    a = minilm.encode_texts(texts, batch_size=2)
+    assert seen == [["Cap", "Shoe"], ["Watch", "Women Gold Analog Watch"], [texts[4], texts[0]]]
+    seen.clear()
+    b = np.concatenate([minilm.encode_texts([t]) for t in texts])
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+    seen.clear()
+    cat = pd.DataFrame({"item_id": [f"p{i}" for i in range(len(texts))], "title": texts})
+    emb = sk.encode_catalog(cat, text_encoder=minilm, image_encoder=None, batch_size=2, progress=False)
+    assert seen == [["Cap", "Shoe"], ["Watch", "Women Gold Analog Watch"], [texts[4], texts[0]]]
+    np.testing.assert_allclose(np.asarray(emb.text), b, atol=1e-5)
+
+
 def test_minilm_bad_input_and_unsupported_modality(minilm, fashion_dir):
     with pytest.raises(TypeError, match="item 1"):
         minilm.encode_texts(["ok", None])

@@ -15,6 +15,7 @@ import torch
 
 from .store import KEY_BYTES, VectorStore, as_keys, content_key, content_keys
 from .encoders import Encoder
+from .encoders._base import length_order
 from ..datasets.images import NO_IMAGE_PATH, ImageError, image_digest, image_problem, load_image, read_image_bytes
 
 from .columns import column_chunks
@@ -177,6 +178,7 @@ def encode_text_column(titles, ids, enc: Encoder, store, out, mask, batch_size, 
                 else:
                     found, uvec = np.zeros(len(ukeys), bool), np.zeros((len(ukeys), enc.text_dim), np.float32)
                 miss = np.flatnonzero(~found)
+                miss = miss[length_order([texts[first[j]] for j in miss])]     # similar lengths per batch
                 try:
                     for s in range(0, len(miss), batch_size):
                         u = miss[s:s + batch_size]

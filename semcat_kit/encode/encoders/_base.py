@@ -47,6 +47,14 @@ def settings_digest(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def length_order(texts: Sequence[str]) -> np.ndarray:
+    """Indices of ``texts`` by increasing length (stable): batches cut from this order pad each title
+    to a similar length. With all-MiniLM-L6-v2 on the toys titles (17 tokens on average, up to 128)
+    batches of 64 in file order took 1.8x the time of length-sorted ones (2026-12-08, 3,000 titles,
+    load about 1.5)."""
+    return np.argsort(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable")
+
+
 def l2_normalize(x: np.ndarray | torch.Tensor) -> np.ndarray:
     """Rows scaled to unit L2 norm, as float32 numpy (all-zero rows stay zero)."""
     if isinstance(x, torch.Tensor):
@@ -124,9 +132,11 @@ class Encoder:
         out = np.zeros((len(texts), self.text_dim), dtype=np.float32)
         from tqdm.auto import tqdm
 
+        order = length_order(texts)          # batches of similar lengths: less padding (results in input order)
         starts = range(0, len(texts), batch_size)
         for s in tqdm(starts, desc=f"{self.name} texts", disable=not progress or len(starts) < 2):
-            out[s:s + batch_size] = l2_normalize(self._embed_texts(texts[s:s + batch_size]))
+            rows = order[s:s + batch_size]
+            out[rows] = l2_normalize(self._embed_texts([texts[i] for i in rows]))
         return out
 
     def _embed_texts(self, texts: list[str]) -> np.ndarray | torch.Tensor:
