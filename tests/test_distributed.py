@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+import _torchrun as torchrun
 
 HERE = Path(__file__).parent
 # float32 sums in a different order (each rank's half-batch mean, then DDP's gradient all-reduce
@@ -18,25 +19,9 @@ HERE = Path(__file__).parent
 ATOL = 1e-6
 
 
-#: What a rank prints when torch's gloo process group aborts it at interpreter exit, after its work:
-#: seen once in each of three full test sessions (2026-12-07/08, torch 2.14.1; each time another
-#: torchrun test of this file), never when this file ran alone (8 runs). Such a run is repeated
-#: once, in a clean folder, with a warning; any other failure, or the same one twice, fails the test.
-TEARDOWN_ABORT = "terminate called without an active exception"
-
-
 def _run(args, tmp_path, env_extra=None):
-    import shutil
-    import warnings
-
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    before = set(tmp_path.iterdir())
-    p = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    if p.returncode != 0 and TEARDOWN_ABORT in p.stdout + p.stderr:
-        warnings.warn(f"a torchrun rank aborted at exit ({TEARDOWN_ABORT!r}); running it again once")
-        for made in set(tmp_path.iterdir()) - before:           # what the first attempt wrote
-            shutil.rmtree(made) if made.is_dir() else made.unlink()
-        p = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    p = torchrun.run(args, tmp_path, env, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return p
 
@@ -265,3 +250,38 @@ def test_encode_distributed_on_two_ranks_equals_one_process_and_each_rank_hashes
     # rows 7/8 (one title) and 9/10 (one image file) are on different ranks: encoded once or twice
     # (both ranks may miss it before either writes), never more; everything else exactly once
     assert 29 <= encoded["text"] <= 30 and 28 <= encoded["image"] <= 29
+
+
+def test_a_run_that_aborts_at_gloo_teardown_is_repeated_once_in_a_clean_folder(tmp_path):
+    """tests/_torchrun.run: the teardown abort repeats the command once, after removing what the first
+    attempt wrote; a second abort, or any other failure, is returned as it is (the test then fails)."""
+    work, state = tmp_path / "work", tmp_path / "state"
+    work.mkdir()
+    state.mkdir()
+    (work / "kept.txt").write_text("there before")
+    script = tmp_path / "case.py"
+    script.write_text(
+        "import os, sys, pathlib\n"
+        f"state = pathlib.Path({str(state)!r})\n"
+        "n = len(list(state.iterdir())); (state / str(n)).touch()\n"
+        "pathlib.Path('written').mkdir(); (pathlib.Path('written') / str(n)).touch()\n"
+        "aborts = int(sys.argv[1])\n"
+        "if n < aborts:\n"
+        f"    print({torchrun.TEARDOWN_ABORT!r}, file=sys.stderr); sys.exit(134)\n"
+        "sys.exit(int(sys.argv[2]))\n")
+    with pytest.warns(UserWarning, match="running it again once"):
+        p = torchrun.run([sys.executable, str(script), "1", "0"], work, None)
+    assert p.returncode == 0 and [f.name for f in (work / "written").iterdir()] == ["1"]
+    assert (work / "kept.txt").read_text() == "there before"
+    for f in state.iterdir():
+        f.unlink()
+    import shutil
+    shutil.rmtree(work / "written")
+    with pytest.warns(UserWarning, match="running it again once"):
+        p = torchrun.run([sys.executable, str(script), "2", "0"], work, None)      # twice: returned, not hidden
+    assert p.returncode == 134
+    for f in state.iterdir():
+        f.unlink()
+    shutil.rmtree(work / "written")
+    p = torchrun.run([sys.executable, str(script), "0", "3"], work, None)          # another failure: no repeat
+    assert p.returncode == 3 and len(list(state.iterdir())) == 1

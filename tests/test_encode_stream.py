@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pytest
 
+import _torchrun as torchrun
 import semcat_kit as sk
 from semcat_kit import cli
 from semcat_kit.datasets import sample_catalog, sample_positions
@@ -390,7 +391,7 @@ def test_torchrun_two_ranks_stream_a_csv_catalog_like_one_process(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
     def run(args):
-        r = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        r = torchrun.run(args, tmp_path, env, timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
         return r
     run([sys.executable, "-m", "semcat_kit", *common, "--cache-dir", str(tmp_path / "c1"), "--out",

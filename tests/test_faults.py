@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import _torchrun as torchrun
 import semcat_kit as sk
 from semcat_kit import cli
 from semcat_kit import datasets as D
@@ -396,9 +397,10 @@ def test_torchrun_encode_with_ranks_reading_different_catalogs_is_refused(tmp_pa
     (tmp_path / "c.yaml").write_text("catalog:\n  path_col: cat\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-                        str(HERE / "_encode_ranks_case.py"), str(tmp_path)], capture_output=True, text=True,
-                       env=env, timeout=300, cwd=tmp_path)
+    refused = "semcat (rank 0): error: the ranks would read different catalogs"
+    r = torchrun.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                      str(HERE / "_encode_ranks_case.py"), str(tmp_path)], tmp_path, env, timeout=300,
+                     ok=lambda p: p.returncode != 0 and refused in p.stderr)
     assert r.returncode != 0
     ours = [l for l in r.stderr.splitlines() if l.startswith("semcat")]
     assert len(ours) == 1 and ours[0].startswith("semcat (rank 0): error: the ranks would read different catalogs"), \

@@ -7,7 +7,6 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
+import _torchrun as torchrun
 import semcat_kit as sk
 from semcat_kit.encode.store import VectorStore, content_key
 
@@ -332,7 +332,7 @@ def test_disk_full_mid_run_keeps_every_vector(tmp_path, catalog, txt_enc, monkey
 # ---------------------------------------------------------------------- semcat encode / torchrun
 def _run(args, cwd, env_extra=None, timeout=900):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return torchrun.run(args, cwd, env, timeout=timeout)
 
 
 @pytest.mark.slow
