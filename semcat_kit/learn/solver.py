@@ -323,10 +323,10 @@ class FeatureBasis:
     change of variables) whose Hessian at the intercept-only model has a unit diagonal in ``A``.
     Embedding features are strongly correlated (covariance eigenvalues over several orders of
     magnitude) and classes are many and uneven: plain L-BFGS spends most of its steps on that
-    spread. Measured once on toys (249 classes, a one-hot, semantic and tree stack, 2026-12-07, load
-    about 1.5), the evaluations to reach the optimum's objective within 1e-4 (relative) at
-    C = 0.1 / 1 / 10 / 100:
-    12-30 / 19-37 / 57-95 / 193-346 against 31-34 / 56-66 / 152-168 / 365-449 in plain parameters.
+    spread. ``bench/bench_solver.py`` (record: docs/bench/solver.md) fits the suite's six soft-label
+    problems stacked at C = 0.1 / 1 / 10 / 100 both ways with the default tolerance: 1.7x (tutorial)
+    and 1.3x (toys) fewer evaluations, 1.5x less time with the eigendecomposition included, and
+    final objectives as low or lower (2026-12-08, load 1.3-1.7).
     """
 
     mean: torch.Tensor        # (D,)
