@@ -70,6 +70,10 @@ def test_summary_shape_and_values(result):
                 for s in (0, 1, 2)]
     assert df.loc[crm_rows[0], "top1_mean"] == pytest.approx(np.mean(crm_seed))
     assert df.loc[crm_rows[0], "best_epoch_mean"] == df.loc[base, "best_epoch_mean"]
+    # each run's test top-1 as scored, kept for paired comparisons
+    assert set(runs.test_top1) == set(runs)
+    for key, run in runs.items():
+        np.testing.assert_array_equal(runs.test_top1[key], run.predict_proba(te[0]).argmax(1))
     # seeds really differ
     w = [runs[("one-hot", s)].model.mlp[-1].weight for s in (0, 1, 2)]
     assert not torch.equal(w[0], w[1])
@@ -215,3 +219,24 @@ def test_crm_trust_reads_the_mean_top1_probability():
     assert nothing.ok and np.isnan(nothing.confidence)
     with pytest.raises(ValueError, match="min_confidence"):
         crm_trust(flat, min_confidence=2)
+
+
+def test_each_run_predicts_the_test_rows_once_crm_rows_included():
+    """A run shared by seeds (a deterministic peer) and its + CRM row are scored from one prediction
+    of the test rows; its top-1 is kept in ``runs.test_top1`` for every seed."""
+    from semcat_kit.experiments.baselines import LogisticBaseline
+
+    tax, tr, va, te = _data(seed=3)
+    calls = []
+
+    class Counting(LogisticBaseline):
+        def predict_proba(self, X, *a, **kw):
+            calls.append(len(X))
+            return super().predict_proba(X, *a, **kw)
+
+    df = compare({"LR": Counting(C=1.0)}, train=tr, val=va, test=te, taxonomy=tax, seeds=(0, 1, 2), crm_for=["LR"],
+                 progress=False)
+    assert "LR + CRM" in df.index
+    assert calls.count(len(te[1])) == 1, calls
+    runs = df.attrs["runs"]
+    np.testing.assert_array_equal(runs.test_top1[("LR", 1)], runs[("LR", 0)].predict_proba(te[0]).argmax(1))

@@ -34,10 +34,17 @@ class CompareRuns(dict):
     """The trained runs of a :func:`compare` call, ``{(config_name, seed): TrainRun or fitted Baseline}``, plus
     ``.long`` (one row per (config, seed), CRM rows included).
 
+    ``.test_top1`` is ``{(config_name, seed): (N_test,) int32}``, each run's top-1 class on the test
+    rows as scored (for paired comparisons without predicting again).
+
     Stored in ``df.attrs["runs"]``; shared, not copied, when pandas propagates ``attrs``.
     """
 
     long: pd.DataFrame
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.test_top1: dict = {}
 
     def __deepcopy__(self, memo):
         return self
@@ -193,6 +200,7 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
                 if id(run) not in probs_of:
                     probs_of[id(run)] = run.predict_proba(te[0])
                 probs = probs_of[id(run)]
+                runs.test_top1[(name, seed)] = np.asarray(probs).argmax(1).astype(np.int32)
                 scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks)
                 rows.append({"config": name, "seed": seed, "crm": False, **scores.drop("n").to_dict(),
                              **extra(probs, False), **hedging_columns(run, va, probs, te[1], taxonomy),
@@ -211,7 +219,7 @@ def compare(configs: dict, train=None, val=None, test=None, *, taxonomy, neighbo
         flagged = []
         for rr in base[base["config"] == name].to_dict("records"):
             run = runs[(name, rr["seed"])]
-            probs = run.predict_proba(te[0])     # recomputed: probs are not kept
+            probs = probs_of[id(run)]            # as scored above
             scores = evaluate(probs, te[1], taxonomy, neighbors=neighbors, ks=ks, crm=True)
             # CRM on flat probabilities sends products to the class nearest to everything: judged on val
             trust = crm_trust(run.predict_proba(va[0])) if va is not None and len(va[1]) else None

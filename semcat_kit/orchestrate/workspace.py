@@ -251,8 +251,7 @@ class Workspace(Pipeline):
             runs = summary.attrs["runs"]
             with atomic_dir(folder) as tmp:
                 summary.to_csv(tmp / "summary.csv")
-                top1 = {f"{i}": np.asarray(runs[(name, seeds[0])].predict_proba(te)).argmax(1).astype(np.int32)
-                        for i, name in enumerate(configs)}
+                top1 = {f"{i}": runs.test_top1[(name, seeds[0])] for i, name in enumerate(configs)}
                 np.savez_compressed(tmp / "test_top1.npz", y_test=np.asarray(yte), **top1)
                 (tmp / "spec.json").write_text(json.dumps({**spec, "names": list(configs)}, indent=1, default=str))
         out = read_csv(folder / "summary.csv", what="baselines summary", index_col="config")
