@@ -459,11 +459,25 @@ class Pipeline:
         return enc if enc is not None and getattr(enc, "text_dim", None) else None
 
     def label_embeddings(self) -> np.ndarray:
-        """(C, d) embeddings of the class texts."""
+        """(C, d) embeddings of the class texts. With a ``cache_dir`` (a :class:`Workspace`) they go
+        through the same content-addressed vector cache as the products' titles, so a later session
+        (the next notebook) looks them up instead of encoding them again: 5,595 Google-taxonomy
+        classes took 23 s with all-MiniLM-L6-v2 on 2 cores, every notebook (one process at a time:
+        under torchrun each rank encodes them itself)."""
         enc = self.text_reader()
         if enc is None:
             raise PipelineError("label embeddings need an encoder that reads text; set text_encoder")
-        return self._once("label_emb", lambda: enc.encode_texts(self.label_texts()))
+
+        from .._core import distributed
+
+        def make():
+            texts = self.label_texts()
+            if self.cache_dir is None or distributed.is_distributed():
+                return enc.encode_texts(texts)
+            table = pd.DataFrame({"item_id": [f"class-{i}" for i in range(len(texts))], "title": texts})
+            emb = encode_catalog(table, text_encoder=enc, image_encoder=None, cache_dir=self.cache_dir, progress=False)
+            return np.asarray(emb.text, dtype=np.float32)
+        return self._once("label_emb", make)
 
     def n_neighbors(self) -> int:
         """``k`` capped at ``n_classes - 1``."""
