@@ -68,6 +68,10 @@ class Pipeline:
     >>> (X, y), (Xv, yv) = pipe.part("train"), pipe.part("val")                      # doctest: +SKIP
     """
 
+    #: Whether the class texts' embeddings go through ``cache_dir`` too (:meth:`label_embeddings`):
+    #: a :class:`~semcat_kit.Workspace`'s own cache, not a product store given to ``semcat train``.
+    cache_label_texts = False
+
     def __init__(self, config: PipelineConfig | None = None, cache_dir=None, **overrides):
         if config is not None and not isinstance(config, PipelineConfig):
             raise TypeError(f"config must be a PipelineConfig, not {type(config).__name__} (give the catalog as "
@@ -459,11 +463,12 @@ class Pipeline:
         return enc if enc is not None and getattr(enc, "text_dim", None) else None
 
     def label_embeddings(self) -> np.ndarray:
-        """(C, d) embeddings of the class texts. With a ``cache_dir`` (a :class:`Workspace`) they go
-        through the same content-addressed vector cache as the products' titles, so a later session
+        """(C, d) embeddings of the class texts. In a :class:`~semcat_kit.Workspace` they go through
+        its work dir's content-addressed vector cache, as the products' titles do, so a later session
         (the next notebook) looks them up instead of encoding them again: 5,595 Google-taxonomy
         classes took 23 s with all-MiniLM-L6-v2 on 2 cores, every notebook (one process at a time:
-        under torchrun each rank encodes them itself)."""
+        under torchrun each rank encodes them itself). A plain pipeline (``semcat train
+        --cache-dir``) encodes them and leaves the product store as it found it."""
         enc = self.text_reader()
         if enc is None:
             raise PipelineError("label embeddings need an encoder that reads text; set text_encoder")
@@ -472,7 +477,7 @@ class Pipeline:
 
         def make():
             texts = self.label_texts()
-            if self.cache_dir is None or distributed.is_distributed():
+            if not self.cache_label_texts or self.cache_dir is None or distributed.is_distributed():
                 return enc.encode_texts(texts)
             table = pd.DataFrame({"item_id": [f"class-{i}" for i in range(len(texts))], "title": texts})
             emb = encode_catalog(table, text_encoder=enc, image_encoder=None, cache_dir=self.cache_dir, progress=False)

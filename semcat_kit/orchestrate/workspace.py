@@ -106,6 +106,8 @@ class Workspace(Pipeline):
         ``ws.config``.
     """
 
+    cache_label_texts = True        # the work dir's cache is the notebooks' own: class texts are looked up there
+
     def __init__(self, work_dir, config: PipelineConfig | None = None, **fields):
         self.work_dir = Path(work_dir).expanduser().resolve()
         super().__init__(config, cache_dir=self.work_dir / "cache", **fields)
